@@ -1,0 +1,1 @@
+//! The Natter client core. (Being written.)

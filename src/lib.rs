@@ -1,0 +1,13 @@
+//! Natter's core crate: the wire protocol, the chat server and the client core that the CLI and
+//! the desktop app stand on. Nothing here depends on Tauri.
+//!
+//! # Layout
+//! - [`protocol`]: wire types (frames, HTTP bodies), limits and close codes. No I/O.
+//! - [`server`]: the Natter server: HTTP routes, WebSocket connections, the hub that fans
+//!   messages out, server-side SQLite storage and authentication. Started with [`server::run`].
+//! - [`client`]: the client core: a reconnecting connection owned by an actor task, the local
+//!   SQLite store (history, full-text search, outbox, read markers) and the notification policy.
+
+pub mod client;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,588 @@
+//! The wire protocol `natter.v1`: every frame and HTTP body a client and server exchange, the
+//! limits both sides enforce and the close codes the server uses. No I/O lives here.
+//!
+//! This is the one place a frame's shape is defined; `docs/protocol.md` mirrors it for people
+//! writing clients in other languages, and the types are exported to TypeScript (`ui/src/bindings`)
+//! by ts-rs when `cargo test` runs, so the UI and Rust cannot drift.
+//!
+//! Frames are JSON text frames, internally tagged by `type` in snake_case. Every request a client
+//! sends carries a client-chosen `id`; the server answers it with exactly one [`ServerFrame::Ok`]
+//! or [`ServerFrame::Error`] bearing the same id. Everything else the server sends (messages,
+//! presence, typing, read markers, conversation changes, replay batches) is a push without an id.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+use uuid::Uuid;
+
+/// The WebSocket subprotocol (Sec-WebSocket-Protocol) naming this version of the protocol.
+pub const SUBPROTOCOL: &str = "natter.v1";
+/// Protocol version number carried in [`ServerFrame::Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Limits shared by server and clients.
+pub mod limits {
+    /// Longest message text, in Unicode scalar values (chars).
+    pub const MAX_TEXT_CHARS: usize = 4_000;
+    /// Largest WebSocket frame or message the server accepts (close 1009 beyond it).
+    pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+    /// Most messages in one history page or replay batch.
+    pub const MAX_PAGE: u32 = 200;
+    /// Longest username, in chars. Usernames are letters or digits of any script plus `_-.`.
+    pub const MAX_USERNAME_CHARS: usize = 32;
+    /// Shortest password, in chars.
+    pub const MIN_PASSWORD_CHARS: usize = 8;
+    /// Longest display name, in chars.
+    pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+    /// Longest room name, in chars (same alphabet as usernames).
+    pub const MAX_ROOM_NAME_CHARS: usize = 32;
+    /// Seconds a socket that upgraded without a token has to send its `auth` frame.
+    pub const AUTH_TIMEOUT_SECS: u64 = 5;
+    /// The room every user is a member of.
+    pub const DEFAULT_ROOM: &str = "general";
+}
+
+/// WebSocket close codes the server uses. Standard codes (RFC 6455) where one fits; 4xxx
+/// (application range) for Natter-specific reasons. A client reconnects after every code except
+/// [`close::UNAUTHORIZED`] (and [`close::POLICY`] when it was about authentication).
+pub mod close {
+    /// Normal closure (the client asked to leave).
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down; reconnect later.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame: Natter speaks JSON text frames only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy violation: no `auth` frame in time, or a first frame that was not `auth`.
+    pub const POLICY: u16 = 1008;
+    /// A frame larger than [`super::limits::MAX_FRAME_BYTES`].
+    pub const TOO_BIG: u16 = 1009;
+    /// The server hit an unexpected internal error.
+    pub const INTERNAL: u16 = 1011;
+    /// The client did not keep up with its outbound queue; reconnect and resume.
+    pub const SLOW_CONSUMER: u16 = 4000;
+    /// The session's token was revoked (logout) or expired: sign in again, do not reconnect.
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// The peer did not answer heartbeats in time.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+    /// The client kept flooding far beyond the rate limit.
+    pub const RATE_LIMITED: u16 = 4003;
+}
+
+/// A conversation id, assigned by the server. Rooms and direct messages share one id space.
+pub type ConvId = i64;
+/// A per-conversation sequence number: 1, 2, 3 ... with no gaps.
+pub type Seq = i64;
+/// Milliseconds since the Unix epoch (UTC).
+pub type Millis = i64;
+
+/// A user as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct User {
+    pub username: String,
+    pub display_name: String,
+    /// An avatar choice: an emoji or a short preset name chosen at registration.
+    pub avatar: String,
+}
+
+/// Whether a conversation is a group room or a direct message between exactly two users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum ConvKind {
+    Room,
+    Dm,
+}
+
+/// A conversation the receiving user is a member of, as seen by that user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Conversation {
+    #[ts(type = "number")]
+    pub id: ConvId,
+    pub kind: ConvKind,
+    /// The room's name, or for a DM the other user's username.
+    pub name: String,
+    /// For a DM, the other user.
+    pub peer: Option<User>,
+    pub member_count: u32,
+    /// The highest seq in the conversation (0 when empty).
+    #[ts(type = "number")]
+    pub last_seq: Seq,
+    /// The highest seq this user has marked read (0 when none).
+    #[ts(type = "number")]
+    pub last_read: Seq,
+}
+
+/// A room in the public room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RoomInfo {
+    #[ts(type = "number")]
+    pub id: ConvId,
+    pub name: String,
+    pub member_count: u32,
+    /// Whether the asking user is a member.
+    pub joined: bool,
+}
+
+/// A user in a member or user list, with presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Member {
+    pub user: User,
+    pub online: bool,
+}
+
+/// A committed message. `seq` is its place in the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Message {
+    /// Server-wide message id.
+    #[ts(type = "number")]
+    pub id: i64,
+    #[ts(type = "number")]
+    pub conv: ConvId,
+    #[ts(type = "number")]
+    pub seq: Seq,
+    /// The sender's username (always the authenticated user who sent it).
+    pub sender: String,
+    pub text: String,
+    /// Server time at commit, in ms since the epoch.
+    #[ts(type = "number")]
+    pub time: Millis,
+    /// The sender's idempotency key, so a sender's devices can match their outbox.
+    pub client_msg_id: Uuid,
+}
+
+/// The last seq a client holds for one conversation, sent in [`ClientFrame::Sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ConvSeq {
+    #[ts(type = "number")]
+    pub conv: ConvId,
+    #[ts(type = "number")]
+    pub seq: Seq,
+}
+
+/// Unread state of one conversation for the receiving user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Unread {
+    #[ts(type = "number")]
+    pub conv: ConvId,
+    /// Messages after `last_read` not sent by this user.
+    pub count: u32,
+    #[ts(type = "number")]
+    pub last_read: Seq,
+}
+
+/// Frames a client sends. Each carries a client-chosen `id` that the answer echoes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[ts(export)]
+pub enum ClientFrame {
+    /// Authenticate a socket that upgraded without an `Authorization` header. Must be the very
+    /// first frame, within [`limits::AUTH_TIMEOUT_SECS`].
+    Auth {
+        #[ts(type = "number")]
+        id: u64,
+        token: String,
+    },
+    /// Resume: for each conversation the last seq the client holds. The server replays every
+    /// later message as [`ServerFrame::Batch`] frames, then answers [`Reply::Synced`].
+    /// Conversations not listed are replayed from their last page (at most 50 messages).
+    Sync {
+        #[ts(type = "number")]
+        id: u64,
+        since: Vec<ConvSeq>,
+    },
+    /// Send a message to a conversation (`conv`) or as a direct message to a user (`to`); exactly
+    /// one of the two. A DM conversation is created on its first message.
+    Send {
+        #[ts(type = "number")]
+        id: u64,
+        #[serde(default)]
+        #[ts(type = "number | null", optional)]
+        conv: Option<ConvId>,
+        #[serde(default)]
+        #[ts(optional)]
+        to: Option<String>,
+        /// Idempotency key: a retry with the same key returns the original ack.
+        client_msg_id: Uuid,
+        text: String,
+    },
+    /// A page of history: messages with seq < `before` (newest page when absent), or with
+    /// seq > `after`. At most `limit` (≤ [`limits::MAX_PAGE`]) messages, ascending by seq.
+    History {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        #[serde(default)]
+        #[ts(type = "number | null", optional)]
+        before: Option<Seq>,
+        #[serde(default)]
+        #[ts(type = "number | null", optional)]
+        after: Option<Seq>,
+        limit: u32,
+    },
+    /// The public room list, with member counts.
+    Rooms {
+        #[ts(type = "number")]
+        id: u64,
+    },
+    /// Create a room (the creator joins it).
+    CreateRoom {
+        #[ts(type = "number")]
+        id: u64,
+        name: String,
+    },
+    /// Join a room by name.
+    Join {
+        #[ts(type = "number")]
+        id: u64,
+        room: String,
+    },
+    /// Leave a room. The default room and DMs cannot be left.
+    Leave {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+    },
+    /// Members of a conversation the user belongs to, with presence.
+    Members {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+    },
+    /// Every registered user, with presence.
+    Users {
+        #[ts(type = "number")]
+        id: u64,
+    },
+    /// Mark everything up to `seq` read; synced to the user's other connections.
+    Read {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        #[ts(type = "number")]
+        seq: Seq,
+    },
+    /// The user is typing in a conversation (not stored; forwarded to the other members).
+    Typing {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+    },
+}
+
+impl ClientFrame {
+    /// The request id every client frame carries.
+    pub fn id(&self) -> u64 {
+        match self {
+            ClientFrame::Auth { id, .. }
+            | ClientFrame::Sync { id, .. }
+            | ClientFrame::Send { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Rooms { id }
+            | ClientFrame::CreateRoom { id, .. }
+            | ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Members { id, .. }
+            | ClientFrame::Users { id }
+            | ClientFrame::Read { id, .. }
+            | ClientFrame::Typing { id, .. } => *id,
+        }
+    }
+}
+
+/// The payload of a successful answer, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[ts(export)]
+pub enum Reply {
+    /// `auth` accepted; a [`ServerFrame::Hello`] follows.
+    Authenticated,
+    /// `sync` finished: every missed message has been sent. Unread counts after the replay.
+    Synced { unread: Vec<Unread> },
+    /// `send` committed: the message as stored (the original one for a retried `client_msg_id`).
+    Sent { message: Message },
+    /// A `history` page, ascending by seq. `has_more` tells whether older (for `before`) or newer
+    /// (for `after`) messages exist beyond this page.
+    History {
+        #[ts(type = "number")]
+        conv: ConvId,
+        messages: Vec<Message>,
+        has_more: bool,
+    },
+    Rooms { rooms: Vec<RoomInfo> },
+    /// `create_room` or `join`: the conversation now joined.
+    Joined { conversation: Conversation },
+    Members {
+        #[ts(type = "number")]
+        conv: ConvId,
+        members: Vec<Member>,
+    },
+    Users { users: Vec<Member> },
+    /// `leave`, `read`, `typing`: done, nothing to return.
+    Done,
+}
+
+/// Stable, machine-readable error codes carried by [`ServerFrame::Error`] and HTTP error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum ErrorCode {
+    /// Not JSON, missing or mistyped fields.
+    BadRequest,
+    /// A frame whose `type` this server does not know.
+    UnknownType,
+    /// Wrong credentials or token.
+    Unauthorized,
+    /// Not allowed: not a member, cannot leave, etc.
+    Forbidden,
+    /// No such conversation, room or user.
+    NotFound,
+    /// Username or room name already taken.
+    Conflict,
+    /// Username, room name, password or display name fails the rules.
+    InvalidName,
+    /// Message text empty or longer than [`limits::MAX_TEXT_CHARS`].
+    TooLong,
+    /// Sending faster than the per-user rate limit; retry later.
+    RateLimited,
+    /// Unexpected server failure; the request may be retried.
+    Internal,
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[ts(export)]
+pub enum ServerFrame {
+    /// First frame after authentication: who you are and the state to start from.
+    Hello {
+        protocol: u32,
+        user: User,
+        #[ts(type = "number")]
+        server_time: Millis,
+        /// Interval of the server's pings, so a client can size its own liveness check.
+        #[ts(type = "number")]
+        heartbeat_ms: u64,
+        conversations: Vec<Conversation>,
+        /// Usernames online now (including this user).
+        online: Vec<String>,
+        unread: Vec<Unread>,
+    },
+    /// The answer to request `id`.
+    Ok {
+        #[ts(type = "number")]
+        id: u64,
+        result: Reply,
+    },
+    /// A request failed (`id` is absent when the frame could not be parsed far enough to know it).
+    Error {
+        #[ts(type = "number | null")]
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// A new message in one of the user's conversations (including the user's own, from any
+    /// device).
+    Message { message: Message },
+    /// Replayed messages of one conversation during a `sync`, ascending by seq.
+    Batch {
+        #[ts(type = "number")]
+        conv: ConvId,
+        messages: Vec<Message>,
+    },
+    /// A user came online or went offline.
+    Presence { username: String, online: bool },
+    /// Someone is typing in a conversation.
+    Typing {
+        #[ts(type = "number")]
+        conv: ConvId,
+        username: String,
+    },
+    /// The user's read marker moved (from another of their devices).
+    Read {
+        #[ts(type = "number")]
+        conv: ConvId,
+        #[ts(type = "number")]
+        seq: Seq,
+    },
+    /// The user became a member of a conversation (joined a room elsewhere, or a new DM).
+    ConversationAdded { conversation: Conversation },
+    /// The user is no longer a member of a conversation (left it, possibly on another device).
+    ConversationRemoved {
+        #[ts(type = "number")]
+        conv: ConvId,
+    },
+    /// Someone joined or left a room the user is in.
+    Membership {
+        #[ts(type = "number")]
+        conv: ConvId,
+        username: String,
+        joined: bool,
+    },
+}
+
+/// `POST /api/register` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub password: String,
+    /// Defaults to the username when absent or empty.
+    #[serde(default)]
+    #[ts(optional)]
+    pub display_name: Option<String>,
+    /// Defaults to a preset chosen from the username when absent or empty.
+    #[serde(default)]
+    #[ts(optional)]
+    pub avatar: Option<String>,
+}
+
+/// `POST /api/login` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// Successful `register` or `login`: a bearer token for the `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Session {
+    pub token: String,
+    pub user: User,
+    #[ts(type = "number")]
+    pub expires_at: Millis,
+}
+
+/// The body of every HTTP error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// `GET /api/health` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub protocol: u32,
+}
+
+/// Whether `name` is a valid username or room name: 1..=32 chars, each a letter or digit of any
+/// script (so 张伟 is fine) or one of `_-.`.
+pub fn is_valid_name(name: &str) -> bool {
+    let count = name.chars().count();
+    (1..=limits::MAX_USERNAME_CHARS).contains(&count)
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Whether `text` is a sendable message: not blank, at most [`limits::MAX_TEXT_CHARS`] chars.
+pub fn is_valid_text(text: &str) -> bool {
+    !text.trim().is_empty() && text.chars().count() <= limits::MAX_TEXT_CHARS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_frames_parse_from_documented_json() {
+        let send: ClientFrame = serde_json::from_value(json!({
+            "type": "send", "id": 7, "conv": 1,
+            "client_msg_id": "6f1c4a52-8f52-4a43-9b8e-0d4b1f7f6a10", "text": "hi"
+        }))
+        .unwrap();
+        assert_eq!(send.id(), 7);
+        assert!(matches!(send, ClientFrame::Send { conv: Some(1), to: None, .. }));
+
+        let dm: ClientFrame = serde_json::from_value(json!({
+            "type": "send", "id": 8, "to": "bob",
+            "client_msg_id": "6f1c4a52-8f52-4a43-9b8e-0d4b1f7f6a10", "text": "hi"
+        }))
+        .unwrap();
+        assert!(matches!(dm, ClientFrame::Send { conv: None, to: Some(ref u), .. } if u == "bob"));
+
+        let history: ClientFrame = serde_json::from_value(
+            json!({"type": "history", "id": 9, "conv": 3, "before": 100, "limit": 50}),
+        )
+        .unwrap();
+        assert!(matches!(history, ClientFrame::History { before: Some(100), after: None, .. }));
+    }
+
+    #[test]
+    fn bad_client_frames_are_rejected() {
+        for bad in [
+            json!({"type": "nope", "id": 1}),
+            json!({"type": "send", "id": 1}),
+            json!({"type": "send", "id": "x", "conv": 1, "client_msg_id": "not-a-uuid", "text": "a"}),
+            json!({"id": 1}),
+        ] {
+            assert!(serde_json::from_value::<ClientFrame>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_frames_are_tagged_snake_case() {
+        let ok = ServerFrame::Ok {
+            id: 3,
+            result: Reply::Done,
+        };
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"type": "ok", "id": 3, "result": {"kind": "done"}})
+        );
+        let err = ServerFrame::Error {
+            id: None,
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"type": "error", "id": null, "code": "rate_limited", "message": "slow down"})
+        );
+        let added = ServerFrame::ConversationRemoved { conv: 4 };
+        assert_eq!(
+            serde_json::to_value(&added).unwrap(),
+            json!({"type": "conversation_removed", "conv": 4})
+        );
+    }
+
+    #[test]
+    fn names_accept_any_script_and_reject_the_rest() {
+        for good in ["alice", "张伟", "bob_2", "a.b-c", "Ünïcødé", &"x".repeat(32)] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in ["", "a b", "a:b", "<script>", "@bob", &"x".repeat(33), "a/b"] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_limits() {
+        assert!(is_valid_text("你好世界"));
+        assert!(!is_valid_text("   \n"));
+        assert!(is_valid_text(&"字".repeat(4_000)));
+        assert!(!is_valid_text(&"a".repeat(4_001)));
+    }
+}

@@ -1,0 +1,1 @@
+//! The Natter server. (Being written.)
