@@ -1,0 +1,122 @@
+/**
+ * The only bridge to the Rust side: every Tauri command and event named in docs/ipc.md.
+ *
+ * Nothing else in the UI imports `invoke` or `listen`, so the contract lives in one place and
+ * tests can swap the backend with `mockIPC`.
+ */
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type {
+  AppState,
+  CommandError,
+  ConnectionState,
+  ConversationSummary,
+  LocalMessage,
+  Member,
+  OpenConversationEvent,
+  PresenceEvent,
+  RoomInfo,
+  SearchHit,
+  Settings,
+  TypingEvent,
+} from "./types";
+
+const ERROR_CODES = new Set([
+  "offline",
+  "unauthorized",
+  "invalid",
+  "not_found",
+  "forbidden",
+  "conflict",
+  "server",
+  "internal",
+]);
+
+/** Normalises whatever a rejected command gives us into a `CommandError`. */
+export function toCommandError(e: unknown): CommandError {
+  if (e && typeof e === "object") {
+    const o = e as Record<string, unknown>;
+    if (typeof o.code === "string" && ERROR_CODES.has(o.code)) {
+      return {
+        code: o.code as CommandError["code"],
+        message: typeof o.message === "string" ? o.message : String(o.code),
+      };
+    }
+    if (typeof o.message === "string") return { code: "internal", message: o.message };
+  }
+  return { code: "internal", message: typeof e === "string" ? e : String(e) };
+}
+
+async function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> {
+  try {
+    return await invoke<T>(cmd, args);
+  } catch (e) {
+    throw toCommandError(e);
+  }
+}
+
+// Optional arguments are left out entirely rather than sent as undefined/null.
+function defined(args: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(args)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+export const api = {
+  appState: () => call<AppState>("app_state"),
+  hostServer: (port?: number) => call<AppState>("host_server", defined({ port })),
+  joinServer: (url: string) => call<AppState>("join_server", { url }),
+  register: (username: string, password: string, displayName: string, avatar: string) =>
+    call<AppState>("register", { username, password, displayName, avatar }),
+  login: (username: string, password: string) => call<AppState>("login", { username, password }),
+  logout: () => call<AppState>("logout"),
+  conversations: () => call<ConversationSummary[]>("conversations"),
+  history: (conv: number, beforeSeq?: number, limit?: number) =>
+    call<LocalMessage[]>("history", defined({ conv, beforeSeq, limit })),
+  send: (target: { conv: number } | { to: string }, text: string) =>
+    call<LocalMessage>("send", { ...target, text }),
+  retry: (localId: string) => call<LocalMessage>("retry", { localId }),
+  markRead: (conv: number, seq: number) => call<void>("mark_read", { conv, seq }),
+  search: (query: string, conv?: number, limit?: number) =>
+    call<SearchHit[]>("search", defined({ query, conv, limit })),
+  rooms: () => call<RoomInfo[]>("rooms"),
+  createRoom: (name: string) => call<ConversationSummary>("create_room", { name }),
+  joinRoom: (name: string) => call<ConversationSummary>("join_room", { name }),
+  leaveRoom: (conv: number) => call<void>("leave_room", { conv }),
+  members: (conv: number) => call<Member[]>("members", { conv }),
+  users: () => call<Member[]>("users"),
+  typing: (conv: number) => call<void>("typing", { conv }),
+  setVisibleConversation: (conv: number | null) => call<void>("set_visible_conversation", { conv }),
+  setMuted: (conv: number, muted: boolean) => call<void>("set_muted", { conv, muted }),
+  getSettings: () => call<Settings>("get_settings"),
+  setSettings: (settings: Settings) => call<Settings>("set_settings", { settings }),
+};
+
+export type Api = typeof api;
+
+/** Payload of each event the Rust side emits. */
+export interface EventMap {
+  "natter://message": LocalMessage;
+  "natter://conversations": ConversationSummary[];
+  "natter://presence": PresenceEvent;
+  "natter://online": string[];
+  "natter://typing": TypingEvent;
+  "natter://connection": ConnectionState;
+  "natter://open-conversation": OpenConversationEvent;
+  "natter://settings": Settings;
+}
+
+export type EventHandlers = { [K in keyof EventMap]: (payload: EventMap[K]) => void };
+
+/** Subscribes to every event at once; resolves to a function that unsubscribes them all. */
+export async function subscribe(handlers: EventHandlers): Promise<() => void> {
+  const names = Object.keys(handlers) as (keyof EventMap)[];
+  const unlisten: UnlistenFn[] = await Promise.all(
+    names.map((name) =>
+      listen<EventMap[typeof name]>(name, (ev) =>
+        (handlers[name] as (p: unknown) => void)(ev.payload),
+      ),
+    ),
+  );
+  return () => unlisten.forEach((u) => u());
+}

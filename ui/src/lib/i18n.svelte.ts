@@ -1,0 +1,83 @@
+/**
+ * The i18n module: current language (reactive) and `t()`, plus date/time formatting.
+ *
+ * Reading `t()` inside a component template re-renders it when the language changes, because
+ * the language lives in a `$state` rune.
+ */
+import { dictionaries, type MessageKey } from "./dictionaries";
+import type { CommandError, Language } from "../types";
+
+export type { MessageKey };
+
+/** Picks our language for a BCP 47 tag such as `navigator.language`. */
+export function languageFor(tag: string | undefined | null): Language {
+  return tag && tag.toLowerCase().startsWith("zh") ? "zh-CN" : "en";
+}
+
+const current = $state<{ lang: Language }>({
+  lang: languageFor(typeof navigator === "undefined" ? "en" : navigator.language),
+});
+
+export function getLanguage(): Language {
+  return current.lang;
+}
+
+export function setLanguage(lang: Language): void {
+  current.lang = lang in dictionaries ? lang : "en";
+  if (typeof document !== "undefined") document.documentElement.lang = current.lang;
+}
+
+export function t(key: MessageKey, params?: Record<string, string | number>): string {
+  const dict = dictionaries[current.lang] ?? dictionaries.en;
+  let s: string = dict[key] ?? dictionaries.en[key] ?? key;
+  if (params) {
+    // One pass, so a substituted value containing `{x}` is never expanded again.
+    s = s.replace(/\{(\w+)\}/g, (m, name: string) =>
+      name in params ? String(params[name]) : m,
+    );
+  }
+  return s;
+}
+
+/** A translated sentence for a failed command. */
+export function errorText(e: CommandError): string {
+  return t(`error.${e.code}` as MessageKey, { message: e.message });
+}
+
+export function formatTime(ms: number): string {
+  return new Intl.DateTimeFormat(current.lang, { hour: "2-digit", minute: "2-digit" }).format(
+    new Date(ms),
+  );
+}
+
+export function formatDateTime(ms: number): string {
+  return new Intl.DateTimeFormat(current.lang, { dateStyle: "medium", timeStyle: "short" }).format(
+    new Date(ms),
+  );
+}
+
+/** Local calendar day key, used for day separators. */
+export function dayKey(ms: number): string {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${d.getMonth() + 1}-${d.getDate()}`;
+}
+
+export function formatDay(ms: number, now: number = Date.now()): string {
+  if (dayKey(ms) === dayKey(now)) return t("conv.today");
+  if (dayKey(ms) === dayKey(now - 86_400_000)) return t("conv.yesterday");
+  const sameYear = new Date(ms).getFullYear() === new Date(now).getFullYear();
+  return new Intl.DateTimeFormat(current.lang, {
+    weekday: "long",
+    month: "long",
+    day: "numeric",
+    ...(sameYear ? {} : { year: "numeric" }),
+  }).format(new Date(ms));
+}
+
+/** Short relative stamp for the sidebar: time today, else a date. */
+export function formatShort(ms: number, now: number = Date.now()): string {
+  if (dayKey(ms) === dayKey(now)) return formatTime(ms);
+  return new Intl.DateTimeFormat(current.lang, { month: "short", day: "numeric" }).format(
+    new Date(ms),
+  );
+}

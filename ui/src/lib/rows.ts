@@ -1,0 +1,76 @@
+/**
+ * Turns a conversation's messages into display rows: day separators between calendar days and
+ * a `grouped` flag on consecutive messages from one sender (rendered without repeating the
+ * avatar and name). Pure, so the rules are unit tested without a DOM.
+ */
+import type { LocalMessage } from "../types";
+import { dayKey } from "./i18n.svelte";
+
+export type Row =
+  | { kind: "day"; key: string; time: number }
+  | { kind: "msg"; key: string; msg: LocalMessage; grouped: boolean };
+
+/** Messages from one sender further apart than this start a new group. */
+export const GROUP_GAP_MS = 5 * 60 * 1000;
+
+export function buildRows(messages: readonly LocalMessage[]): Row[] {
+  const rows: Row[] = [];
+  let prev: LocalMessage | null = null;
+  let prevDay = "";
+  for (const msg of messages) {
+    const day = dayKey(msg.time);
+    if (day !== prevDay) {
+      rows.push({ kind: "day", key: `day:${day}`, time: msg.time });
+      prevDay = day;
+      prev = null;
+    }
+    const grouped =
+      prev !== null &&
+      prev.sender === msg.sender &&
+      msg.time - prev.time < GROUP_GAP_MS &&
+      msg.time >= prev.time;
+    rows.push({ kind: "msg", key: `msg:${msg.local_id}`, msg, grouped });
+    prev = msg;
+  }
+  return rows;
+}
+
+/** A rough pixel height before a row has been measured. */
+export function estimateRow(row: Row): number {
+  if (row.kind === "day") return 40;
+  const lines = row.msg.text.split("\n").reduce((n, l) => n + Math.max(1, Math.ceil(l.length / 90)), 0);
+  return (row.grouped ? 6 : 30) + lines * 20;
+}
+
+/**
+ * Inserts or replaces `msg` (matched by `local_id`) keeping committed messages in seq order and
+ * outbox messages (no seq yet) after them. Returns a new array.
+ */
+export function upsertMessage(list: readonly LocalMessage[], msg: LocalMessage): LocalMessage[] {
+  const out = list.filter((m) => m.local_id !== msg.local_id);
+  if (msg.seq === null) {
+    out.push(msg);
+    return out;
+  }
+  // Walk back over outbox messages and later seqs; arrivals are nearly always at the end.
+  let i = out.length;
+  while (i > 0) {
+    const p = out[i - 1];
+    if (p.seq !== null && p.seq < msg.seq) break;
+    if (p.seq !== null && p.seq === msg.seq) {
+      out.splice(i - 1, 1);
+      i--;
+      continue;
+    }
+    i--;
+  }
+  out.splice(i, 0, msg);
+  return out;
+}
+
+/** Merges an older page (ascending) in front, skipping any message already present. */
+export function prependPage(list: readonly LocalMessage[], page: readonly LocalMessage[]): LocalMessage[] {
+  const have = new Set(list.map((m) => m.local_id));
+  const fresh = page.filter((m) => !have.has(m.local_id));
+  return [...fresh, ...list];
+}

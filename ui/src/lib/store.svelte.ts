@@ -1,0 +1,485 @@
+/**
+ * The UI's state: what the Rust side told us (app state, conversations, presence, the open
+ * conversation's messages) plus view state (dialogs, search, jump targets).
+ *
+ * All backend traffic goes through `api.ts`; event handlers here are the only writers of
+ * backend-derived state, so a test can drive the whole UI by emitting events.
+ */
+import { api, subscribe, toCommandError } from "../api";
+import type {
+  AppState,
+  CommandError,
+  ConnectionState,
+  ConversationSummary,
+  LocalMessage,
+  Member,
+  Settings,
+  User,
+} from "../types";
+import { errorText, setLanguage, t } from "./i18n.svelte";
+import { prependPage, upsertMessage } from "./rows";
+
+export const PAGE = 100;
+/** How long a typing notice stays up without a refresh. */
+export const TYPING_TTL_MS = 6000;
+/** The contract: send `typing` at most this often while the user types. */
+export const TYPING_THROTTLE_MS = 3000;
+
+export type Current = { conv: number } | { to: string };
+export type SearchScope = "conv" | "all";
+
+export class Store {
+  app = $state<AppState | null>(null);
+  bootError = $state<string | null>(null);
+  conversations = $state.raw<ConversationSummary[]>([]);
+  users = $state.raw<Member[]>([]);
+  online = $state.raw<ReadonlySet<string>>(new Set());
+  current = $state<Current | null>(null);
+  messages = $state.raw<LocalMessage[]>([]);
+  loading = $state(false);
+  loadingOlder = $state(false);
+  hasMore = $state(false);
+  typing = $state.raw<Record<number, Record<string, number>>>({});
+  signedOutReason = $state<string | null>(null);
+  toast = $state<string | null>(null);
+  announcement = $state("");
+  jumpTarget = $state<{ localId: string; nonce: number } | null>(null);
+  settingsOpen = $state(false);
+  roomsOpen = $state(false);
+  switcherOpen = $state(false);
+  search = $state<{ scope: SearchScope } | null>(null);
+
+  private unsubscribe: (() => void) | null = null;
+  private lastTypingSent = new Map<number, number>();
+  private lastMarked = new Map<number, number>();
+  private openToken = 0;
+  private typingTimer: ReturnType<typeof setInterval> | null = null;
+  private toastTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Injected so tests can pretend the window has or lacks focus. */
+  hasFocus: () => boolean = () => typeof document === "undefined" || document.hasFocus();
+
+  get me(): User | null {
+    return this.app?.user ?? null;
+  }
+  get settings(): Settings | null {
+    return this.app?.settings ?? null;
+  }
+  get connection(): ConnectionState {
+    return this.app?.connection ?? { state: "connecting" };
+  }
+  get currentConv(): number | null {
+    return this.current && "conv" in this.current ? this.current.conv : null;
+  }
+  get currentSummary(): ConversationSummary | null {
+    const id = this.currentConv;
+    return id === null ? null : (this.conversations.find((c) => c.id === id) ?? null);
+  }
+
+  /** Looks a user up by username in the user list, for avatars and display names. */
+  user(username: string): User | null {
+    return this.users.find((m) => m.user.username === username)?.user ?? null;
+  }
+  displayName(username: string): string {
+    if (this.me?.username === username) return this.me.display_name || username;
+    return this.user(username)?.display_name || username;
+  }
+
+  async init(): Promise<void> {
+    this.unsubscribe = await subscribe({
+      "natter://message": (m) => this.onMessage(m),
+      "natter://conversations": (list) => this.onConversations(list),
+      "natter://presence": (p) => this.onPresence(p.username, p.online),
+      "natter://online": (names) => this.onOnline(names),
+      "natter://typing": (e) => this.onTyping(e.conv, e.username),
+      "natter://connection": (c) => this.onConnection(c),
+      "natter://open-conversation": (e) => void this.openConversation(e.conv),
+      "natter://settings": (s) => this.applySettings(s),
+    });
+    this.typingTimer = setInterval(() => this.expireTyping(), 1000);
+    try {
+      await this.applyAppState(await api.appState());
+    } catch (e) {
+      this.bootError = errorText(toCommandError(e));
+    }
+  }
+
+  destroy(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    if (this.typingTimer) clearInterval(this.typingTimer);
+    if (this.toastTimer) clearTimeout(this.toastTimer);
+  }
+
+  showError(e: unknown): void {
+    this.showToast(errorText(toCommandError(e)));
+  }
+  showToast(text: string): void {
+    this.toast = text;
+    if (this.toastTimer) clearTimeout(this.toastTimer);
+    this.toastTimer = setTimeout(() => (this.toast = null), 6000);
+  }
+
+  async applyAppState(s: AppState): Promise<void> {
+    const wasReady = this.app?.phase === "ready";
+    this.app = s;
+    setLanguage(s.settings.language);
+    if (s.connection.state === "signed_out") this.signedOutReason = s.connection.reason;
+    if (s.phase === "ready" && !wasReady) {
+      this.signedOutReason = null;
+      await this.loadMain();
+    }
+    if (s.phase !== "ready") this.clearSession();
+  }
+
+  private clearSession(): void {
+    this.conversations = [];
+    this.messages = [];
+    this.current = null;
+    this.users = [];
+    this.online = new Set();
+    this.typing = {};
+    this.lastMarked.clear();
+  }
+
+  async loadMain(): Promise<void> {
+    const [convs, users] = await Promise.all([
+      api.conversations().catch(() => [] as ConversationSummary[]),
+      api.users().catch(() => [] as Member[]),
+    ]);
+    this.conversations = convs;
+    this.setUsers(users);
+    const last = this.app?.last_conversation;
+    if (last !== null && last !== undefined && convs.some((c) => c.id === last)) {
+      await this.openConversation(last);
+    }
+  }
+
+  private setUsers(users: Member[]): void {
+    this.users = users;
+    this.online = new Set(users.filter((m) => m.online).map((m) => m.user.username));
+  }
+
+  // ---- events ----
+
+  onConversations(list: ConversationSummary[]): void {
+    this.conversations = list;
+    const cur = this.current;
+    if (cur && "to" in cur) {
+      const dm = list.find((c) => c.kind === "dm" && c.name === cur.to);
+      if (dm) {
+        this.current = { conv: dm.id };
+        void api.setVisibleConversation(dm.id).catch(() => {});
+      }
+    }
+    // Something arrived in the conversation on screen while we looked at it: keep it read.
+    const open = this.currentSummary;
+    if (open && open.unread > 0) this.markReadNewest();
+  }
+
+  onMessage(m: LocalMessage): void {
+    const cur = this.current;
+    let mine = false;
+    if (cur && "conv" in cur) mine = m.conv === cur.conv;
+    else if (cur && "to" in cur) {
+      // A first DM: the outbox message has no conversation yet; once committed it carries the
+      // new conversation's id and the view moves onto it.
+      const known = this.messages.some((x) => x.local_id === m.local_id);
+      if (known || (m.conv === null && m.sender === this.me?.username)) {
+        mine = true;
+        if (m.conv !== null) {
+          this.current = { conv: m.conv };
+          void api.setVisibleConversation(m.conv).catch(() => {});
+        }
+      }
+    }
+    if (!mine) return;
+    this.messages = upsertMessage(this.messages, m);
+    if (m.conv !== null && this.typing[m.conv]?.[m.sender]) {
+      const conv = { ...this.typing[m.conv] };
+      delete conv[m.sender];
+      this.typing = { ...this.typing, [m.conv]: conv };
+    }
+    if (m.state === "sent" && m.sender !== this.me?.username) {
+      this.announcement = t("conv.newMessage", { sender: this.displayName(m.sender), text: m.text });
+      this.markReadNewest();
+    }
+  }
+
+  onPresence(username: string, isOnline: boolean): void {
+    const next = new Set(this.online);
+    if (isOnline) next.add(username);
+    else next.delete(username);
+    this.online = next;
+    if (!this.users.some((m) => m.user.username === username)) {
+      // Someone new registered: fetch their display name and avatar.
+      void api
+        .users()
+        .then((u) => this.setUsers(u))
+        .catch(() => {});
+    }
+    this.users = this.users.map((m) =>
+      m.user.username === username ? { ...m, online: isOnline } : m,
+    );
+  }
+
+  onOnline(names: string[]): void {
+    this.online = new Set(names);
+    this.users = this.users.map((m) => ({ ...m, online: this.online.has(m.user.username) }));
+  }
+
+  onTyping(conv: number, username: string, now: number = Date.now()): void {
+    if (username === this.me?.username) return;
+    this.typing = {
+      ...this.typing,
+      [conv]: { ...(this.typing[conv] ?? {}), [username]: now + TYPING_TTL_MS },
+    };
+  }
+
+  expireTyping(now: number = Date.now()): void {
+    let changed = false;
+    const next: Record<number, Record<string, number>> = {};
+    for (const [conv, who] of Object.entries(this.typing)) {
+      const keep: Record<string, number> = {};
+      for (const [u, until] of Object.entries(who)) {
+        if (until > now) keep[u] = until;
+        else changed = true;
+      }
+      next[Number(conv)] = keep;
+    }
+    if (changed) this.typing = next;
+  }
+
+  typingIn(conv: number | null): string[] {
+    if (conv === null) return [];
+    return Object.keys(this.typing[conv] ?? {});
+  }
+
+  onConnection(c: ConnectionState): void {
+    if (!this.app) return;
+    if (c.state === "signed_out") {
+      this.signedOutReason = c.reason;
+      this.app = { ...this.app, phase: "signed_out", connection: c };
+      this.clearSession();
+      return;
+    }
+    this.app = { ...this.app, connection: c };
+  }
+
+  applySettings(s: Settings): void {
+    if (!this.app) return;
+    this.app = { ...this.app, settings: s };
+    setLanguage(s.language);
+  }
+
+  // ---- user actions ----
+
+  async hostServer(port?: number): Promise<void> {
+    await this.applyAppState(await api.hostServer(port));
+  }
+  async joinServer(url: string): Promise<void> {
+    await this.applyAppState(await api.joinServer(url));
+  }
+  async register(username: string, password: string, displayName: string, avatar: string) {
+    await this.applyAppState(await api.register(username, password, displayName, avatar));
+  }
+  async login(username: string, password: string): Promise<void> {
+    await this.applyAppState(await api.login(username, password));
+  }
+  async logout(): Promise<void> {
+    this.settingsOpen = false;
+    await this.applyAppState(await api.logout());
+  }
+  /** Leaves signed-out for setup again, keeping the rest of the state (Rust keeps no server). */
+  changeServer(): void {
+    if (this.app) this.app = { ...this.app, phase: "setup" };
+  }
+
+  async updateSettings(patch: Partial<Settings>): Promise<void> {
+    if (!this.app) return;
+    const next = { ...this.app.settings, ...patch };
+    this.applySettings(next);
+    try {
+      this.applySettings(await api.setSettings(next));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  async openConversation(conv: number): Promise<void> {
+    const token = ++this.openToken;
+    this.search = this.search?.scope === "conv" ? null : this.search;
+    if (this.currentConv !== conv) {
+      this.current = { conv };
+      this.messages = [];
+      this.hasMore = false;
+      this.loading = true;
+    }
+    try {
+      await api.setVisibleConversation(conv);
+      const page = await api.history(conv, undefined, PAGE);
+      if (token !== this.openToken) return;
+      // Keep anything that arrived by event while the page was loading.
+      let merged = page;
+      for (const m of this.messages) merged = upsertMessage(merged, m);
+      this.messages = merged;
+      this.hasMore = page.filter((m) => m.seq !== null).length >= PAGE;
+      this.markReadNewest();
+    } catch (e) {
+      if (token === this.openToken) this.showError(e);
+    } finally {
+      if (token === this.openToken) this.loading = false;
+    }
+  }
+
+  /** Opens the DM with `username`, or a draft that becomes one with the first message. */
+  async openDm(username: string): Promise<void> {
+    const dm = this.conversations.find((c) => c.kind === "dm" && c.name === username);
+    if (dm) return this.openConversation(dm.id);
+    ++this.openToken;
+    this.current = { to: username };
+    this.messages = [];
+    this.hasMore = false;
+    await api.setVisibleConversation(null).catch(() => {});
+  }
+
+  /** Marks the open conversation read up to its newest committed message, if the window is focused. */
+  markReadNewest(): void {
+    const conv = this.currentConv;
+    if (conv === null || !this.hasFocus()) return;
+    let newest = 0;
+    for (const m of this.messages) if (m.seq !== null && m.seq > newest) newest = m.seq;
+    const summary = this.currentSummary;
+    if (summary?.last_message?.seq && summary.last_message.seq > newest) {
+      // The list may not hold the newest message yet (still loading); the summary knows it.
+      newest = summary.last_message.seq;
+    }
+    if (newest === 0 || (this.lastMarked.get(conv) ?? 0) >= newest) {
+      if (summary && summary.unread > 0 && newest > 0 && (this.lastMarked.get(conv) ?? 0) >= newest) {
+        this.clearUnreadLocally(conv);
+      }
+      return;
+    }
+    this.lastMarked.set(conv, newest);
+    this.clearUnreadLocally(conv);
+    void api.markRead(conv, newest).catch((e) => this.showError(e));
+  }
+
+  private clearUnreadLocally(conv: number): void {
+    this.conversations = this.conversations.map((c) => (c.id === conv && c.unread ? { ...c, unread: 0 } : c));
+  }
+
+  async loadOlder(): Promise<boolean> {
+    const conv = this.currentConv;
+    if (conv === null || this.loadingOlder || !this.hasMore) return false;
+    let oldest: number | null = null;
+    for (const m of this.messages) if (m.seq !== null && (oldest === null || m.seq < oldest)) oldest = m.seq;
+    if (oldest === null || oldest <= 1) {
+      this.hasMore = false;
+      return false;
+    }
+    this.loadingOlder = true;
+    const token = this.openToken;
+    try {
+      const page = await api.history(conv, oldest, PAGE);
+      if (token !== this.openToken) return false;
+      this.messages = prependPage(this.messages, page);
+      this.hasMore = page.length >= PAGE;
+      return page.length > 0;
+    } catch (e) {
+      this.showError(e);
+      return false;
+    } finally {
+      this.loadingOlder = false;
+    }
+  }
+
+  async send(text: string): Promise<boolean> {
+    const cur = this.current;
+    if (!cur || text.trim() === "") return false;
+    try {
+      const m = await api.send(cur, text);
+      this.onMessage(m);
+      return true;
+    } catch (e) {
+      this.showError(e);
+      return false;
+    }
+  }
+
+  async retry(localId: string): Promise<void> {
+    try {
+      this.onMessage(await api.retry(localId));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  /** Called on every composer keystroke; forwards at most one `typing` per throttle window. */
+  noteTyping(now: number = Date.now()): void {
+    const conv = this.currentConv;
+    if (conv === null) return;
+    const last = this.lastTypingSent.get(conv);
+    if (last !== undefined && now - last < TYPING_THROTTLE_MS) return;
+    this.lastTypingSent.set(conv, now);
+    void api.typing(conv).catch(() => {});
+  }
+
+  async setMuted(conv: number, muted: boolean): Promise<void> {
+    try {
+      await api.setMuted(conv, muted);
+      this.conversations = this.conversations.map((c) => (c.id === conv ? { ...c, muted } : c));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  async leaveRoom(conv: number): Promise<void> {
+    try {
+      await api.leaveRoom(conv);
+      this.conversations = this.conversations.filter((c) => c.id !== conv);
+      if (this.currentConv === conv) {
+        this.current = null;
+        this.messages = [];
+        await api.setVisibleConversation(null).catch(() => {});
+      }
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  /** Puts a just created or joined room into the list (the event may come later) and opens it. */
+  async adoptConversation(c: ConversationSummary): Promise<void> {
+    if (!this.conversations.some((x) => x.id === c.id)) this.conversations = [c, ...this.conversations];
+    this.roomsOpen = false;
+    await this.openConversation(c.id);
+  }
+
+  /** Opens the hit's conversation, pages back until the message is loaded, then scrolls to it. */
+  async jumpTo(message: LocalMessage): Promise<void> {
+    if (message.conv === null) return;
+    if (this.currentConv !== message.conv) await this.openConversation(message.conv);
+    const seq = message.seq;
+    if (seq !== null) {
+      for (let i = 0; i < 500; i++) {
+        const oldest = this.messages.find((m) => m.seq !== null)?.seq ?? null;
+        if (oldest !== null && oldest <= seq) break;
+        if (!(await this.loadOlder())) break;
+      }
+    }
+    const target = this.messages.find((m) => m.local_id === message.local_id || (seq !== null && m.seq === seq));
+    if (target) this.jumpTarget = { localId: target.local_id, nonce: (this.jumpTarget?.nonce ?? 0) + 1 };
+  }
+}
+
+export function commandError(e: unknown): CommandError {
+  return toCommandError(e);
+}
+
+/** The app-wide store. Tests replace it through `resetStore()`. */
+export let store = new Store();
+
+export function resetStore(): Store {
+  store.destroy();
+  store = new Store();
+  return store;
+}

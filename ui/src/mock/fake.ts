@@ -1,0 +1,314 @@
+/**
+ * An in-memory stand-in for the Rust side, implementing the commands of docs/ipc.md over plain
+ * data. Used by the unit tests (through Tauri's `mockIPC`) and by the `?mock` dev preview.
+ * It never ships: production code does not import it.
+ */
+import type {
+  AppState,
+  CommandError,
+  ConnectionState,
+  ConversationSummary,
+  LocalMessage,
+  Member,
+  RoomInfo,
+  SearchHit,
+  Settings,
+  User,
+} from "../types";
+
+export type Emit = (event: string, payload: unknown) => void;
+
+interface Conv {
+  id: number;
+  kind: "room" | "dm";
+  name: string;
+  members: Set<string>;
+  messages: LocalMessage[];
+  lastRead: Map<string, number>;
+  muted: boolean;
+}
+
+export const defaultSettings = (): Settings => ({
+  notifications: true,
+  hide_message_text: false,
+  theme: "system",
+  language: "en",
+  close_to_tray: true,
+});
+
+let uuidCounter = 0;
+export function fakeUuid(): string {
+  uuidCounter++;
+  return `00000000-0000-4000-8000-${uuidCounter.toString(16).padStart(12, "0")}`;
+}
+
+function fail(code: CommandError["code"], message: string): never {
+  throw { code, message } satisfies CommandError;
+}
+
+export class FakeBackend {
+  state: AppState;
+  users = new Map<string, { user: User; password: string; online: boolean }>();
+  convs: Conv[] = [];
+  calls: { cmd: string; args: Record<string, unknown> }[] = [];
+  /** When set, `send` leaves messages pending (like an offline client) instead of acking them. */
+  offline = false;
+  /** When set, `send` marks messages failed with this reason. */
+  failSends: string | null = null;
+  private nextConv = 1;
+
+  constructor(
+    private emit: Emit = () => {},
+    init: Partial<AppState> = {},
+  ) {
+    this.state = {
+      phase: "setup",
+      server_url: null,
+      hosting: null,
+      user: null,
+      settings: defaultSettings(),
+      last_conversation: null,
+      connection: { state: "connecting" },
+      ...init,
+    };
+  }
+
+  get me(): string {
+    return this.state.user?.username ?? "";
+  }
+
+  addUser(username: string, display_name = username, avatar = "🦊", online = false, password = "password123"): User {
+    const user = { username, display_name, avatar };
+    this.users.set(username, { user, password, online });
+    return user;
+  }
+
+  addRoom(name: string, members: string[]): Conv {
+    const c: Conv = { id: this.nextConv++, kind: "room", name, members: new Set(members), messages: [], lastRead: new Map(), muted: false };
+    this.convs.push(c);
+    return c;
+  }
+
+  addDm(a: string, b: string): Conv {
+    const c: Conv = { id: this.nextConv++, kind: "dm", name: "", members: new Set([a, b]), messages: [], lastRead: new Map(), muted: false };
+    this.convs.push(c);
+    return c;
+  }
+
+  /** Appends a committed message as if it came from the server. */
+  deliver(conv: Conv, sender: string, text: string, time = Date.now()): LocalMessage {
+    const m: LocalMessage = {
+      local_id: fakeUuid(),
+      conv: conv.id,
+      seq: conv.messages.filter((x) => x.seq !== null).length + 1,
+      sender,
+      text,
+      time,
+      state: "sent",
+      error: null,
+    };
+    conv.messages.push(m);
+    return m;
+  }
+
+  /** Delivers and emits the events the Rust side would. */
+  receive(conv: Conv, sender: string, text: string): LocalMessage {
+    const m = this.deliver(conv, sender, text);
+    this.emit("natter://message", m);
+    this.emit("natter://conversations", this.summaries());
+    return m;
+  }
+
+  setConnection(c: ConnectionState): void {
+    this.state.connection = c;
+    this.emit("natter://connection", c);
+  }
+
+  summary(c: Conv): ConversationSummary {
+    const me = this.me;
+    const peerName = c.kind === "dm" ? [...c.members].find((u) => u !== me) ?? me : null;
+    const peer = peerName ? (this.users.get(peerName)?.user ?? null) : null;
+    const committed = c.messages.filter((m) => m.seq !== null);
+    const lastRead = c.lastRead.get(me) ?? 0;
+    const last = c.messages[c.messages.length - 1] ?? null;
+    return {
+      id: c.id,
+      kind: c.kind,
+      name: c.kind === "room" ? c.name : (peerName ?? ""),
+      title: c.kind === "room" ? `#${c.name}` : (peer?.display_name ?? peerName ?? ""),
+      peer,
+      unread: committed.filter((m) => m.seq! > lastRead && m.sender !== me).length,
+      last_message: last,
+      last_activity: last?.time ?? 0,
+      muted: c.muted,
+    };
+  }
+
+  summaries(): ConversationSummary[] {
+    return this.convs
+      .filter((c) => c.members.has(this.me))
+      .map((c) => this.summary(c))
+      .sort((a, b) => b.last_activity - a.last_activity);
+  }
+
+  private conv(id: unknown): Conv {
+    const c = this.convs.find((x) => x.id === id && x.members.has(this.me));
+    if (!c) fail("not_found", `conversation ${String(id)}`);
+    return c;
+  }
+
+  private members(): Member[] {
+    return [...this.users.values()].map((u) => ({ user: u.user, online: u.online }));
+  }
+
+  private signIn(username: string): AppState {
+    this.state = { ...this.state, phase: "ready", user: this.users.get(username)!.user, connection: { state: "online" } };
+    this.users.get(username)!.online = true;
+    return this.state;
+  }
+
+  handle(cmd: string, args: Record<string, unknown> = {}): unknown {
+    this.calls.push({ cmd, args });
+    switch (cmd) {
+      case "app_state":
+        return this.state;
+      case "host_server": {
+        const port = (args.port as number | undefined) ?? 8686;
+        this.state = {
+          ...this.state,
+          phase: "signed_out",
+          server_url: `http://127.0.0.1:${port}`,
+          hosting: { addresses: [`http://192.168.1.23:${port}`, `http://10.0.0.5:${port}`], port },
+        };
+        return this.state;
+      }
+      case "join_server": {
+        const url = String(args.url ?? "");
+        if (!/^https?:\/\//.test(url)) fail("invalid", "not an http(s) URL");
+        this.state = { ...this.state, phase: "signed_out", server_url: url };
+        return this.state;
+      }
+      case "register": {
+        const username = String(args.username ?? "");
+        if (!/^[a-z0-9_-]{3,32}$/.test(username)) fail("invalid", "username must be 3-32 of a-z 0-9 _ -");
+        if (this.users.has(username)) fail("conflict", "username taken");
+        if (String(args.password ?? "").length < 8) fail("invalid", "password too short");
+        this.addUser(username, String(args.displayName ?? username), String(args.avatar ?? "🦊"), true, String(args.password));
+        for (const c of this.convs) if (c.kind === "room" && c.name === "general") c.members.add(username);
+        return this.signIn(username);
+      }
+      case "login": {
+        const u = this.users.get(String(args.username ?? ""));
+        if (!u || u.password !== args.password) fail("unauthorized", "bad credentials");
+        return this.signIn(u.user.username);
+      }
+      case "logout":
+        this.state = { ...this.state, phase: "signed_out", user: null, connection: { state: "signed_out", reason: "signed out" } };
+        return this.state;
+      case "conversations":
+        return this.summaries();
+      case "history": {
+        const c = this.conv(args.conv);
+        const limit = (args.limit as number | undefined) ?? 50;
+        const before = args.beforeSeq as number | undefined;
+        const committed = c.messages.filter((m) => m.seq !== null && (before === undefined || m.seq < before));
+        const page = committed.slice(Math.max(0, committed.length - limit));
+        return before === undefined ? [...page, ...c.messages.filter((m) => m.seq === null)] : page;
+      }
+      case "send": {
+        const text = String(args.text ?? "");
+        if (text.trim() === "") fail("invalid", "empty message");
+        let c: Conv | undefined;
+        if (args.conv !== undefined) c = this.conv(args.conv);
+        else {
+          const to = String(args.to ?? "");
+          if (!this.users.has(to)) fail("not_found", `user ${to}`);
+          c = this.convs.find((x) => x.kind === "dm" && x.members.has(to) && x.members.has(this.me)) ?? this.addDm(this.me, to);
+        }
+        const m: LocalMessage = { local_id: fakeUuid(), conv: c.id, seq: null, sender: this.me, text, time: Date.now(), state: "pending", error: null };
+        c.messages.push(m);
+        const settle = () => this.settle(c!, m);
+        if (!this.offline) queueMicrotask(settle);
+        return { ...m };
+      }
+      case "retry": {
+        const id = String(args.localId ?? "");
+        for (const c of this.convs) {
+          const m = c.messages.find((x) => x.local_id === id);
+          if (m) {
+            m.state = "pending";
+            m.error = null;
+            if (!this.offline) queueMicrotask(() => this.settle(c, m));
+            return { ...m };
+          }
+        }
+        return fail("not_found", "no such message");
+      }
+      case "mark_read": {
+        const c = this.conv(args.conv);
+        c.lastRead.set(this.me, Math.max(c.lastRead.get(this.me) ?? 0, Number(args.seq)));
+        this.emit("natter://conversations", this.summaries());
+        return null;
+      }
+      case "search": {
+        const q = String(args.query ?? "").toLowerCase();
+        const limit = (args.limit as number | undefined) ?? 50;
+        const hits: SearchHit[] = [];
+        for (const c of this.convs) {
+          if (!c.members.has(this.me) || (args.conv !== undefined && c.id !== args.conv)) continue;
+          for (const m of c.messages) if (m.text.toLowerCase().includes(q)) hits.push({ message: m, conv_title: this.summary(c).title, snippet: m.text });
+        }
+        return hits.sort((a, b) => b.message.time - a.message.time).slice(0, limit);
+      }
+      case "rooms":
+        return this.convs
+          .filter((c) => c.kind === "room")
+          .map((c): RoomInfo => ({ id: c.id, name: c.name, member_count: c.members.size, joined: c.members.has(this.me) }));
+      case "create_room": {
+        const name = String(args.name ?? "");
+        if (this.convs.some((c) => c.kind === "room" && c.name === name)) fail("conflict", "room exists");
+        return this.summary(this.addRoom(name, [this.me]));
+      }
+      case "join_room": {
+        const c = this.convs.find((x) => x.kind === "room" && x.name === args.name);
+        if (!c) fail("not_found", "no such room");
+        c.members.add(this.me);
+        return this.summary(c);
+      }
+      case "leave_room":
+        this.conv(args.conv).members.delete(this.me);
+        return null;
+      case "members":
+        return [...this.conv(args.conv).members].map((u) => ({ user: this.users.get(u)!.user, online: this.users.get(u)!.online }));
+      case "users":
+        return this.members();
+      case "typing":
+      case "set_visible_conversation":
+        return null;
+      case "set_muted":
+        this.conv(args.conv).muted = Boolean(args.muted);
+        return null;
+      case "get_settings":
+        return this.state.settings;
+      case "set_settings":
+        this.state.settings = args.settings as Settings;
+        return this.state.settings;
+      default:
+        return fail("internal", `unknown command ${cmd}`);
+    }
+  }
+
+  private settle(c: Conv, m: LocalMessage): void {
+    if (this.failSends !== null) {
+      m.state = "failed";
+      m.error = this.failSends;
+    } else {
+      m.state = "sent";
+      m.seq = c.messages.filter((x) => x.seq !== null).length + 1;
+      // Committed messages sort before the outbox.
+      c.messages = [...c.messages.filter((x) => x !== m && x.seq !== null), m, ...c.messages.filter((x) => x !== m && x.seq === null)];
+    }
+    this.emit("natter://message", { ...m });
+    this.emit("natter://conversations", this.summaries());
+  }
+}
