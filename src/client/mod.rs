@@ -1,1 +1,840 @@
-//! The Natter client core. (Being written.)
+//! The Natter client core, with no Tauri dependency: what the CLI and the desktop app stand on.
+//!
+//! A [`Client`] is a cheap handle to an actor task ([`connection`]) that owns the WebSocket: it
+//! connects with the session token, keeps the connection alive, reconnects with jittered backoff,
+//! resumes from the last seq held for each conversation and drains the outbox. Everything the
+//! user sees is read from the local [`store`] (so an offline start is instant and history is
+//! readable), and changes are announced as [`ClientEvent`]s. [`notify`] holds the pure policy of
+//! which message deserves a desktop notification.
+//!
+//! Module map: [`types`] (view types shared with the UI), [`http`] (register, login, logout,
+//! health), [`connection`] (the actor), [`store`] (local SQLite), [`notify`].
+
+pub mod connection;
+pub mod http;
+pub mod notify;
+pub mod store;
+pub mod types;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use url::Url;
+use uuid::Uuid;
+
+use crate::protocol::{
+    self, ClientFrame, ConvId, ConvKind, ErrorCode, Member, Millis, Reply, RoomInfo, Seq, Session,
+    User,
+};
+use connection::Command;
+use store::{OutboxItem, SavedSession, Store};
+pub use types::{ConnectionState, ConversationSummary, LocalMessage, MessageState, SearchHit};
+
+pub use http::{health, login, logout_token, register};
+pub use protocol::RegisterRequest;
+
+/// File name of the local store inside a profile directory.
+pub const STORE_FILE: &str = "natter.db";
+
+/// One error type for the whole client; [`ClientError::code`] gives the stable code the desktop
+/// UI maps (see docs/ipc.md).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The server cannot be reached right now.
+    #[error("offline: {0}")]
+    Offline(String),
+    /// Wrong credentials, or the session was revoked or expired: sign in again.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The request was malformed or broke a rule (name, length).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A name already taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The server failed or misbehaved.
+    #[error("server error: {0}")]
+    Server(String),
+    /// A local failure (store, I/O).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ClientError {
+    /// The machine code of docs/ipc.md's `CommandError`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientError::Offline(_) => "offline",
+            ClientError::Unauthorized(_) => "unauthorized",
+            ClientError::Invalid(_) => "invalid",
+            ClientError::NotFound(_) => "not_found",
+            ClientError::Forbidden(_) => "forbidden",
+            ClientError::Conflict(_) => "conflict",
+            ClientError::Server(_) => "server",
+            ClientError::Internal(_) => "internal",
+        }
+    }
+
+    /// Maps a protocol error code and message from the server.
+    pub fn from_server(code: ErrorCode, message: String) -> ClientError {
+        match code {
+            ErrorCode::BadRequest
+            | ErrorCode::UnknownType
+            | ErrorCode::InvalidName
+            | ErrorCode::TooLong => ClientError::Invalid(message),
+            ErrorCode::Unauthorized => ClientError::Unauthorized(message),
+            ErrorCode::Forbidden => ClientError::Forbidden(message),
+            ErrorCode::NotFound => ClientError::NotFound(message),
+            ErrorCode::Conflict => ClientError::Conflict(message),
+            ErrorCode::RateLimited => ClientError::Server(format!("rate limited: {message}")),
+            ErrorCode::Internal => ClientError::Server(message),
+        }
+    }
+}
+
+impl From<store::StoreError> for ClientError {
+    fn from(e: store::StoreError) -> Self {
+        ClientError::Internal(e.to_string())
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Something that changed, for whoever draws it (the desktop UI, `natter tail`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A message new to this client, or an outbox message changing state.
+    Message(LocalMessage),
+    /// Conversation list, unread counts or previews changed: re-read [`Client::conversations`].
+    Conversations,
+    Presence {
+        username: String,
+        online: bool,
+    },
+    /// The full online list, on every (re)connect.
+    Online(Vec<String>),
+    Typing {
+        conv: ConvId,
+        username: String,
+    },
+    /// The user's read marker moved on another device.
+    ReadMarker {
+        conv: ConvId,
+        seq: Seq,
+    },
+    Membership {
+        conv: ConvId,
+        username: String,
+        joined: bool,
+    },
+    Connection(ConnectionState),
+    /// The resume after a (re)connect finished: every missed message is stored.
+    Synced,
+    /// The server did something unexpected (garbage, unknown frames, an unsolicited error).
+    /// Reported, and otherwise ignored.
+    Warning(String),
+}
+
+/// Where a message goes: an existing conversation, or a direct message to a user (the
+/// conversation is created by the server on the first message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Conv(ConvId),
+    User(String),
+}
+
+/// How a client connects and where it keeps its data.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server's base address, `http(s)://host:port`.
+    pub server: Url,
+    /// Where the local store and session live (see [`default_profile_dir`]).
+    pub profile_dir: PathBuf,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How often to ping the server; a server silent for `heartbeat + heartbeat_grace` is dropped.
+    pub heartbeat: Duration,
+    pub heartbeat_grace: Duration,
+    /// A connection that lasted this long resets the backoff.
+    pub stable_after: Duration,
+    /// Time allowed for the TCP + WebSocket handshake and the `hello` frame.
+    pub connect_timeout: Duration,
+    /// Time a request waits for its answer.
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(server: Url, profile_dir: PathBuf) -> ClientConfig {
+        ClientConfig {
+            server,
+            profile_dir,
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(25),
+            heartbeat_grace: Duration::from_secs(10),
+            stable_after: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The default profile directory for `username` on `server`: the XDG data dir
+/// (`~/.local/share/natter/profiles/<host_port>-<user>` on Linux), one per server and user.
+pub fn default_profile_dir(server: &Url, username: &str) -> PathBuf {
+    let base = directories::ProjectDirs::from("", "", "natter")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("natter"));
+    base.join("profiles")
+        .join(format!("{}-{}", server_key(server), sanitize(username)))
+}
+
+/// A file-name-safe key for a server address.
+pub fn server_key(server: &Url) -> String {
+    let host = server.host_str().unwrap_or("local");
+    let port = server.port_or_known_default().unwrap_or(0);
+    sanitize(&format!("{}_{host}_{port}", server.scheme()))
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The session saved in a profile, if any (for callers that need the server or user first).
+pub fn saved_session(profile_dir: &Path) -> Result<Option<SavedSession>> {
+    let path = profile_dir.join(STORE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Store::open(&path)?.session()?)
+}
+
+/// Saves a session into a profile without connecting (e.g. right after `register`).
+pub fn save_session(profile_dir: &Path, server: &Url, session: &Session) -> Result<()> {
+    let store = Store::open(&profile_dir.join(STORE_FILE))?;
+    store.save_session(&SavedSession {
+        server: server.to_string(),
+        session: session.clone(),
+    })?;
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// State the actor and the handles share.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub events: broadcast::Sender<ClientEvent>,
+    pub online: Mutex<BTreeSet<String>>,
+    pub user: User,
+}
+
+impl Shared {
+    pub fn emit(&self, event: ClientEvent) {
+        // No receivers is fine: nobody is listening yet.
+        let _ = self.events.send(event);
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    token: String,
+    shared: Arc<Shared>,
+    cmd: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    /// Incremented each time a resume finishes; 0 until the first.
+    synced: watch::Receiver<u64>,
+    actor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A handle to a running client. Cheap to clone; the connection stops when the last handle is
+/// dropped or [`Client::shutdown`] is called.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("user", &self.inner.shared.user.username)
+            .field("server", &self.inner.config.server.as_str())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Opens (or creates) the store in `config.profile_dir`, saves `session` there and starts the
+    /// connection in the background. Returns at once: history is readable while it connects.
+    pub async fn start(config: ClientConfig, session: Session) -> Result<Client> {
+        let store = Store::open(&config.profile_dir.join(STORE_FILE))?;
+        store.save_session(&SavedSession {
+            server: config.server.to_string(),
+            session: session.clone(),
+        })?;
+        Ok(Self::spawn(config, store, session))
+    }
+
+    /// Starts from the session saved in `config.profile_dir`; `None` when there is none (never
+    /// signed in, signed out, or the token was refused).
+    pub async fn resume(config: ClientConfig) -> Result<Option<Client>> {
+        let path = config.profile_dir.join(STORE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let store = Store::open(&path)?;
+        let Some(saved) = store.session()? else {
+            return Ok(None);
+        };
+        Ok(Some(Self::spawn(config, store, saved.session)))
+    }
+
+    fn spawn(config: ClientConfig, store: Store, session: Session) -> Client {
+        let (events, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            store,
+            events,
+            online: Mutex::new(BTreeSet::new()),
+            user: session.user.clone(),
+        });
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
+        let (synced_tx, synced_rx) = watch::channel(0u64);
+        let actor = connection::Actor::new(
+            config.clone(),
+            session.token.clone(),
+            shared.clone(),
+            cmd_rx,
+            state_tx,
+            synced_tx,
+        );
+        let handle = tokio::spawn(actor.run());
+        Client {
+            inner: Arc::new(Inner {
+                config,
+                token: session.token,
+                shared,
+                cmd: cmd_tx,
+                state: state_rx,
+                synced: synced_rx,
+                actor: Mutex::new(Some(handle)),
+            }),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.shared.store
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        self.inner.shared.emit(event);
+    }
+
+    fn kick(&self) {
+        let _ = self.inner.cmd.send(Command::Kick);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        self.inner.shared.events.subscribe()
+    }
+
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// A watch on the connection state, for callers that wait for a particular state.
+    pub fn connection_watch(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.clone()
+    }
+
+    pub fn user(&self) -> User {
+        self.store()
+            .user(&self.inner.shared.user.username)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.inner.shared.user.clone())
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Skip the backoff wait and reconnect now (wake from sleep, network change).
+    pub fn reconnect_now(&self) {
+        let _ = self.inner.cmd.send(Command::ReconnectNow);
+    }
+
+    /// Sends a request frame (built with the actor's id) and waits for its answer.
+    async fn request(
+        &self,
+        build: impl FnOnce(u64) -> ClientFrame + Send + 'static,
+    ) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Request {
+                build: Box::new(build),
+                reply: tx,
+            })
+            .map_err(|_| ClientError::Offline("client stopped".into()))?;
+        match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::Offline("client stopped".into())),
+            Err(_) => Err(ClientError::Offline(
+                "the server did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// Queues `text` for `target`: stored in the outbox first (so it survives a restart), sent
+    /// when online. The returned message is pending; a [`ClientEvent::Message`] with the same
+    /// `local_id` reports when it is sent or failed.
+    pub async fn send(&self, target: Target, text: &str) -> Result<LocalMessage> {
+        if !protocol::is_valid_text(text) {
+            return Err(ClientError::Invalid(format!(
+                "a message must be 1 to {} characters and not blank",
+                protocol::limits::MAX_TEXT_CHARS
+            )));
+        }
+        let (conv, to_user) = match target {
+            Target::Conv(id) => (Some(id), None),
+            Target::User(name) => {
+                if !protocol::is_valid_name(&name) {
+                    return Err(ClientError::Invalid(format!("no such user name: {name:?}")));
+                }
+                (
+                    self.store().find_conversation(ConvKind::Dm, &name)?,
+                    Some(name),
+                )
+            }
+        };
+        let item = OutboxItem {
+            local_id: Uuid::new_v4().to_string(),
+            conv,
+            to_user,
+            sender: self.inner.shared.user.username.clone(),
+            text: text.to_owned(),
+            created: now_ms(),
+            state: MessageState::Pending,
+            error: None,
+        };
+        self.store().enqueue(&item)?;
+        let msg = item.to_local();
+        self.emit(ClientEvent::Message(msg.clone()));
+        self.emit(ClientEvent::Conversations);
+        self.kick();
+        Ok(msg)
+    }
+
+    /// Puts a failed message back in the outbox with the same `client_msg_id`.
+    pub async fn retry(&self, local_id: &str) -> Result<LocalMessage> {
+        if let Some(item) = self.store().requeue(local_id)? {
+            let msg = item.to_local();
+            self.emit(ClientEvent::Message(msg.clone()));
+            self.kick();
+            return Ok(msg);
+        }
+        self.store()
+            .message_by_local_id(local_id)?
+            .ok_or_else(|| ClientError::NotFound(format!("no message {local_id}")))
+    }
+
+    /// Messages of `conv` before `before` (the newest when `None`), ascending, at most `limit`.
+    /// Served from the store; when it has a gap or runs out, the page is fetched from the server
+    /// (if online) and stored. The newest page ends with the conversation's outbox messages.
+    pub async fn history(
+        &self,
+        conv: ConvId,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<LocalMessage>> {
+        let limit = limit.clamp(1, protocol::limits::MAX_PAGE);
+        let mut page = self.store().page(conv, before, limit)?;
+        let top = match before {
+            Some(b) => b - 1,
+            None => self.store().last_seq(conv)?,
+        };
+        if !page_complete(&page, top, limit) {
+            let fetched = self
+                .request(move |id| ClientFrame::History {
+                    id,
+                    conv,
+                    before,
+                    after: None,
+                    limit,
+                })
+                .await;
+            match fetched {
+                Ok(Reply::History { messages, .. }) => {
+                    let fresh = self.store().insert_messages(&messages)?;
+                    if !fresh.is_empty() {
+                        self.emit(ClientEvent::Conversations);
+                    }
+                    page = self.store().page(conv, before, limit)?;
+                }
+                Ok(other) => {
+                    return Err(ClientError::Server(format!(
+                        "unexpected answer to history: {other:?}"
+                    )))
+                }
+                // Offline: what is stored is the best there is.
+                Err(ClientError::Offline(_)) => {}
+                Err(e) if page.is_empty() => return Err(e),
+                Err(e) => tracing::warn!("history page from the server failed: {e}"),
+            }
+        }
+        if before.is_none() {
+            page.extend(
+                self.store()
+                    .outbox(Some(conv))?
+                    .iter()
+                    .map(|o| o.to_local()),
+            );
+        }
+        Ok(page)
+    }
+
+    /// Joined conversations, most recently active first.
+    pub fn conversations(&self) -> Result<Vec<ConversationSummary>> {
+        Ok(self
+            .store()
+            .conversations(&self.inner.shared.user.username)?)
+    }
+
+    /// The conversation with this id, if joined.
+    pub fn conversation(&self, conv: ConvId) -> Result<Option<ConversationSummary>> {
+        Ok(self.conversations()?.into_iter().find(|c| c.id == conv))
+    }
+
+    /// The joined room called `name`, or the DM with user `name`.
+    pub fn find_conversation(&self, kind: ConvKind, name: &str) -> Result<Option<ConvId>> {
+        Ok(self.store().find_conversation(kind, name)?)
+    }
+
+    /// Marks `conv` read up to `seq`: stored at once, synced to the server when online.
+    pub async fn mark_read(&self, conv: ConvId, seq: Seq) -> Result<()> {
+        if self.store().set_last_read(conv, seq, true)? {
+            self.emit(ClientEvent::Conversations);
+            self.kick();
+        }
+        Ok(())
+    }
+
+    /// Full-text search over stored messages (English words, Chinese substrings), newest first.
+    pub async fn search(
+        &self,
+        query: &str,
+        conv: Option<ConvId>,
+        limit: u32,
+    ) -> Result<Vec<SearchHit>> {
+        Ok(self.store().search(query, conv, limit.clamp(1, 1000))?)
+    }
+
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>> {
+        match self.request(|id| ClientFrame::Rooms { id }).await? {
+            Reply::Rooms { rooms } => Ok(rooms),
+            other => Err(unexpected("rooms", other)),
+        }
+    }
+
+    pub async fn create_room(&self, name: &str) -> Result<ConversationSummary> {
+        let name = name.trim_start_matches('#').to_owned();
+        if !protocol::is_valid_name(&name) {
+            return Err(ClientError::Invalid(format!(
+                "a room name is 1 to {} letters, digits, '_', '-' or '.'",
+                protocol::limits::MAX_ROOM_NAME_CHARS
+            )));
+        }
+        let reply = self
+            .request(move |id| ClientFrame::CreateRoom { id, name })
+            .await?;
+        self.joined(reply)
+    }
+
+    pub async fn join_room(&self, name: &str) -> Result<ConversationSummary> {
+        let room = name.trim_start_matches('#').to_owned();
+        let reply = self
+            .request(move |id| ClientFrame::Join { id, room })
+            .await?;
+        self.joined(reply)
+    }
+
+    fn joined(&self, reply: Reply) -> Result<ConversationSummary> {
+        let Reply::Joined { conversation } = reply else {
+            return Err(unexpected("join", reply));
+        };
+        self.store().upsert_conversation(&conversation, None)?;
+        self.emit(ClientEvent::Conversations);
+        self.conversation(conversation.id)?
+            .ok_or_else(|| ClientError::Internal("joined conversation not stored".into()))
+    }
+
+    pub async fn leave_room(&self, conv: ConvId) -> Result<()> {
+        self.request(move |id| ClientFrame::Leave { id, conv })
+            .await?;
+        self.store().remove_membership(conv)?;
+        self.emit(ClientEvent::Conversations);
+        Ok(())
+    }
+
+    pub async fn members(&self, conv: ConvId) -> Result<Vec<Member>> {
+        match self
+            .request(move |id| ClientFrame::Members { id, conv })
+            .await?
+        {
+            Reply::Members { members, .. } => {
+                for m in &members {
+                    self.store().upsert_user(&m.user)?;
+                }
+                Ok(members)
+            }
+            other => Err(unexpected("members", other)),
+        }
+    }
+
+    /// Every registered user, with presence.
+    pub async fn users(&self) -> Result<Vec<Member>> {
+        match self.request(|id| ClientFrame::Users { id }).await? {
+            Reply::Users { users } => {
+                for m in &users {
+                    self.store().upsert_user(&m.user)?;
+                }
+                Ok(users)
+            }
+            other => Err(unexpected("users", other)),
+        }
+    }
+
+    /// Usernames online now, as last reported by the server.
+    pub fn online(&self) -> Vec<String> {
+        self.inner
+            .shared
+            .online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Tells the other members the user is typing.
+    pub async fn typing(&self, conv: ConvId) -> Result<()> {
+        self.request(move |id| ClientFrame::Typing { id, conv })
+            .await?;
+        Ok(())
+    }
+
+    pub fn set_muted(&self, conv: ConvId, muted: bool) -> Result<()> {
+        self.store().set_muted(conv, muted)?;
+        self.emit(ClientEvent::Conversations);
+        Ok(())
+    }
+
+    pub fn muted(&self) -> Result<Vec<ConvId>> {
+        Ok(self.store().muted()?)
+    }
+
+    /// Messages still waiting in the outbox (pending and failed), oldest first.
+    pub fn outbox(&self) -> Result<Vec<LocalMessage>> {
+        Ok(self
+            .store()
+            .outbox(None)?
+            .iter()
+            .map(OutboxItem::to_local)
+            .collect())
+    }
+
+    /// Waits until the current connection has finished its resume (returns at once when it
+    /// has). Fails when the session is signed out; use a timeout for the offline case.
+    pub async fn wait_synced(&self) -> Result<()> {
+        let mut synced = self.inner.synced.clone();
+        let mut state = self.inner.state.clone();
+        loop {
+            {
+                let s = state.borrow_and_update().clone();
+                if let ConnectionState::SignedOut { reason } = s {
+                    return Err(ClientError::Unauthorized(reason));
+                }
+                if s == ConnectionState::Online && *synced.borrow_and_update() > 0 {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                r = synced.changed() => r.map_err(|_| stopped())?,
+                r = state.changed() => r.map_err(|_| stopped())?,
+            }
+        }
+    }
+
+    /// Waits until no message is pending in the outbox (failed ones do not count).
+    pub async fn wait_outbox_empty(&self) -> Result<()> {
+        let mut events = self.subscribe();
+        loop {
+            if self.store().pending_count()? == 0 {
+                return Ok(());
+            }
+            if let ConnectionState::SignedOut { reason } = self.connection_state() {
+                return Err(ClientError::Unauthorized(reason));
+            }
+            // Re-check on every event, and now and then in case one was missed (lagged).
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+        }
+    }
+
+    /// Revokes the token on the server (best effort when offline), forgets the session locally
+    /// and stops the client. History stays for the next sign-in.
+    pub async fn logout(&self) -> Result<()> {
+        let revoked = http::logout_token(&self.inner.config.server, &self.inner.token).await;
+        self.store().clear_session()?;
+        self.shutdown().await;
+        match revoked {
+            Ok(()) | Err(ClientError::Unauthorized(_)) => Ok(()),
+            Err(e) => {
+                tracing::warn!("logout: the server was not told: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the connection (normal closure) and stops the actor.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.cmd.send(Command::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+        let handle = self
+            .inner
+            .actor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::time::timeout(Duration::from_secs(3), handle).await;
+        }
+    }
+}
+
+fn stopped() -> ClientError {
+    ClientError::Offline("client stopped".into())
+}
+
+fn unexpected(what: &str, reply: Reply) -> ClientError {
+    ClientError::Server(format!("unexpected answer to {what}: {reply:?}"))
+}
+
+/// Whether a stored page can be served as is: it runs without gaps from `top` downwards and is
+/// either full or reaches the conversation's first message.
+fn page_complete(page: &[LocalMessage], top: Seq, limit: u32) -> bool {
+    if top <= 0 {
+        return true;
+    }
+    let Some(last) = page.last() else {
+        return false;
+    };
+    if last.seq != Some(top) {
+        return false;
+    }
+    let contiguous = page
+        .windows(2)
+        .all(|w| matches!((w[0].seq, w[1].seq), (Some(a), Some(b)) if b == a + 1));
+    contiguous && (page.len() as u32 >= limit || page[0].seq == Some(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(seqs: &[Seq]) -> Vec<LocalMessage> {
+        seqs.iter()
+            .map(|&s| LocalMessage {
+                local_id: s.to_string(),
+                conv: Some(1),
+                seq: Some(s),
+                sender: "a".into(),
+                text: "t".into(),
+                time: s,
+                state: MessageState::Sent,
+                error: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn page_completeness() {
+        assert!(page_complete(&page(&[]), 0, 10));
+        assert!(!page_complete(&page(&[]), 5, 10));
+        assert!(page_complete(&page(&[1, 2, 3]), 3, 10));
+        assert!(page_complete(&page(&[4, 5, 6]), 6, 3));
+        assert!(
+            !page_complete(&page(&[4, 5, 6]), 6, 4),
+            "short and not at seq 1"
+        );
+        assert!(!page_complete(&page(&[4, 6, 7]), 7, 3), "gap");
+        assert!(
+            !page_complete(&page(&[4, 5, 6]), 8, 3),
+            "newest messages missing"
+        );
+    }
+
+    #[test]
+    fn error_codes_match_the_ipc_contract() {
+        assert_eq!(
+            ClientError::from_server(ErrorCode::TooLong, "x".into()).code(),
+            "invalid"
+        );
+        assert_eq!(
+            ClientError::from_server(ErrorCode::Unauthorized, "x".into()).code(),
+            "unauthorized"
+        );
+        assert_eq!(
+            ClientError::from_server(ErrorCode::NotFound, "x".into()).code(),
+            "not_found"
+        );
+        assert_eq!(
+            ClientError::from_server(ErrorCode::Conflict, "x".into()).code(),
+            "conflict"
+        );
+        assert_eq!(
+            ClientError::from_server(ErrorCode::Internal, "x".into()).code(),
+            "server"
+        );
+        assert_eq!(ClientError::Offline("x".into()).code(), "offline");
+    }
+
+    #[test]
+    fn profile_dirs_differ_per_server_and_user() {
+        let a: Url = "http://127.0.0.1:8686".parse().unwrap();
+        let b: Url = "https://chat.example.com".parse().unwrap();
+        assert_ne!(
+            default_profile_dir(&a, "alice"),
+            default_profile_dir(&a, "bob")
+        );
+        assert_ne!(
+            default_profile_dir(&a, "alice"),
+            default_profile_dir(&b, "alice")
+        );
+        let p = default_profile_dir(&b, "../../etc");
+        assert!(!p.to_string_lossy().contains("../"), "{p:?}");
+        assert!(p.to_string_lossy().contains("https_chat.example.com_443"));
+    }
+}

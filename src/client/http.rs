@@ -1,0 +1,104 @@
+//! The HTTP side of the client: health check, register, login and logout (token revocation).
+//! Errors are mapped from the server's `ApiError` body to [`ClientError`].
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::client::{ClientError, Result};
+use crate::protocol::{ApiError, Health, LoginRequest, RegisterRequest, Session};
+
+fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ClientError::Internal(format!("http client: {e}")))
+}
+
+fn endpoint(server: &Url, path: &str) -> Result<Url> {
+    match server.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(ClientError::Invalid(format!(
+                "the server address must start with http:// or https://, not {other}://"
+            )))
+        }
+    }
+    server
+        .join(path)
+        .map_err(|e| ClientError::Invalid(format!("bad server address: {e}")))
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    if e.is_connect() || e.is_timeout() {
+        ClientError::Offline(format!("cannot reach the server: {e}"))
+    } else {
+        ClientError::Server(format!("request failed: {e}"))
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(transport)?;
+    if status.is_success() {
+        return serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Server(format!("unexpected answer from the server: {e}")));
+    }
+    match serde_json::from_slice::<ApiError>(&body) {
+        Ok(err) => Err(ClientError::from_server(err.code, err.message)),
+        Err(_) if status == reqwest::StatusCode::UNAUTHORIZED => Err(ClientError::Unauthorized(
+            "the server refused the credentials".into(),
+        )),
+        Err(_) => Err(ClientError::Server(format!("the server answered {status}"))),
+    }
+}
+
+/// `GET /api/health`: checks that a Natter server answers at `server`.
+pub async fn health(server: &Url) -> Result<Health> {
+    let resp = client()?
+        .get(endpoint(server, "/api/health")?)
+        .send()
+        .await
+        .map_err(transport)?;
+    decode(resp).await
+}
+
+/// `POST /api/register`: creates an account and returns its first session.
+pub async fn register(server: &Url, req: RegisterRequest) -> Result<Session> {
+    let resp = client()?
+        .post(endpoint(server, "/api/register")?)
+        .json(&req)
+        .send()
+        .await
+        .map_err(transport)?;
+    decode(resp).await
+}
+
+/// `POST /api/login`.
+pub async fn login(server: &Url, username: &str, password: &str) -> Result<Session> {
+    let resp = client()?
+        .post(endpoint(server, "/api/login")?)
+        .json(&LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+        .send()
+        .await
+        .map_err(transport)?;
+    decode(resp).await
+}
+
+/// `POST /api/logout`: revokes `token` on the server (its open sockets are closed with 4001).
+pub async fn logout_token(server: &Url, token: &str) -> Result<()> {
+    let resp = client()?
+        .post(endpoint(server, "/api/logout")?)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(transport)?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    decode::<serde_json::Value>(resp).await.map(|_| ())
+}

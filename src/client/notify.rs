@@ -1,0 +1,352 @@
+//! The notification policy: which incoming message deserves a desktop notification, and how bursts
+//! are coalesced. Pure logic (the clock is passed in) so the desktop shell only has to show what
+//! this decides, and every rule is unit-tested here.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::client::types::{LocalMessage, MessageState};
+use crate::protocol::ConvId;
+
+/// How long after a notification for a conversation further messages in it are folded into one.
+pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_secs(5);
+
+/// What the policy needs to know about the user's situation when a message arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyContext<'a> {
+    /// The signed-in user's username; their own messages (from any device) never notify.
+    pub own_username: &'a str,
+    /// The conversation shown in the window, if any.
+    pub visible_conv: Option<ConvId>,
+    /// Whether the app window has keyboard focus. A visible but unfocused conversation still
+    /// notifies: the user is looking elsewhere.
+    pub window_focused: bool,
+    pub muted: &'a HashSet<ConvId>,
+    /// `false` when notifications are switched off or do-not-disturb is on.
+    pub notifications_enabled: bool,
+}
+
+/// Whether `msg` should raise a notification in context `ctx`.
+pub fn decide(msg: &LocalMessage, ctx: &NotifyContext<'_>) -> bool {
+    if !ctx.notifications_enabled || msg.state != MessageState::Sent {
+        return false;
+    }
+    if msg.sender == ctx.own_username {
+        return false;
+    }
+    let Some(conv) = msg.conv else {
+        return false;
+    };
+    if ctx.muted.contains(&conv) {
+        return false;
+    }
+    !(ctx.window_focused && ctx.visible_conv == Some(conv))
+}
+
+/// A notification to show: for `conv`, covering `count` messages (1 for a lone message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notice {
+    pub conv: ConvId,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// When the last notification for this conversation was shown.
+    shown_at: Instant,
+    /// Messages that arrived since then and were folded (not yet announced).
+    held: u32,
+}
+
+/// Allows at most one notification per conversation per `window`; messages arriving inside the
+/// window are held and announced together (with their count) once the window has passed, either
+/// by the next message ([`Coalescer::offer`]) or by a timer calling [`Coalescer::due`].
+#[derive(Debug, Clone)]
+pub struct Coalescer {
+    window: Duration,
+    slots: HashMap<ConvId, Slot>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Self::new(DEFAULT_COALESCE_WINDOW)
+    }
+}
+
+impl Coalescer {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            slots: HashMap::new(),
+        }
+    }
+
+    /// A message that passed [`decide`] arrived in `conv` at `now`: show a notice now, or hold it.
+    pub fn offer(&mut self, conv: ConvId, now: Instant) -> Option<Notice> {
+        match self.slots.get_mut(&conv) {
+            Some(slot) if now.saturating_duration_since(slot.shown_at) < self.window => {
+                slot.held += 1;
+                None
+            }
+            Some(slot) => {
+                let count = slot.held + 1;
+                *slot = Slot {
+                    shown_at: now,
+                    held: 0,
+                };
+                Some(Notice { conv, count })
+            }
+            None => {
+                self.slots.insert(
+                    conv,
+                    Slot {
+                        shown_at: now,
+                        held: 0,
+                    },
+                );
+                Some(Notice { conv, count: 1 })
+            }
+        }
+    }
+
+    /// Notices for held messages whose window has passed by `now` (call from a timer, at
+    /// [`Coalescer::next_deadline`]). Each conversation's window restarts when announced.
+    pub fn due(&mut self, now: Instant) -> Vec<Notice> {
+        let mut out = Vec::new();
+        for (&conv, slot) in self.slots.iter_mut() {
+            if slot.held > 0 && now.saturating_duration_since(slot.shown_at) >= self.window {
+                out.push(Notice {
+                    conv,
+                    count: slot.held,
+                });
+                *slot = Slot {
+                    shown_at: now,
+                    held: 0,
+                };
+            }
+        }
+        out.sort_by_key(|n| n.conv);
+        // Conversations idle for a whole window with nothing held need no memory.
+        let window = self.window;
+        self.slots
+            .retain(|_, s| s.held > 0 || now.saturating_duration_since(s.shown_at) < window);
+        out
+    }
+
+    /// When the earliest held notice becomes due, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.slots
+            .values()
+            .filter(|s| s.held > 0)
+            .map(|s| s.shown_at + self.window)
+            .min()
+    }
+
+    /// The user opened `conv`: drop what is held for it (they are reading it now).
+    pub fn clear(&mut self, conv: ConvId) {
+        self.slots.remove(&conv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(conv: Option<ConvId>, sender: &str, state: MessageState) -> LocalMessage {
+        LocalMessage {
+            local_id: "x".into(),
+            conv,
+            seq: conv.map(|_| 1),
+            sender: sender.into(),
+            text: "hi".into(),
+            time: 0,
+            state,
+            error: None,
+        }
+    }
+
+    fn ctx<'a>(muted: &'a HashSet<ConvId>) -> NotifyContext<'a> {
+        NotifyContext {
+            own_username: "me",
+            visible_conv: None,
+            window_focused: false,
+            muted,
+            notifications_enabled: true,
+        }
+    }
+
+    #[test]
+    fn someone_elses_message_in_a_background_conversation_notifies() {
+        let muted = HashSet::new();
+        assert!(decide(
+            &msg(Some(1), "bob", MessageState::Sent),
+            &ctx(&muted)
+        ));
+    }
+
+    #[test]
+    fn own_messages_never_notify() {
+        let muted = HashSet::new();
+        assert!(!decide(
+            &msg(Some(1), "me", MessageState::Sent),
+            &ctx(&muted)
+        ));
+    }
+
+    #[test]
+    fn visible_conversation_in_focused_window_does_not_notify() {
+        let muted = HashSet::new();
+        let c = NotifyContext {
+            visible_conv: Some(1),
+            window_focused: true,
+            ..ctx(&muted)
+        };
+        assert!(!decide(&msg(Some(1), "bob", MessageState::Sent), &c));
+        // Another conversation still notifies while that one is visible.
+        assert!(decide(&msg(Some(2), "bob", MessageState::Sent), &c));
+    }
+
+    #[test]
+    fn visible_conversation_in_unfocused_window_notifies() {
+        let muted = HashSet::new();
+        let c = NotifyContext {
+            visible_conv: Some(1),
+            window_focused: false,
+            ..ctx(&muted)
+        };
+        assert!(decide(&msg(Some(1), "bob", MessageState::Sent), &c));
+    }
+
+    #[test]
+    fn focused_window_showing_nothing_still_notifies() {
+        let muted = HashSet::new();
+        let c = NotifyContext {
+            window_focused: true,
+            ..ctx(&muted)
+        };
+        assert!(decide(&msg(Some(1), "bob", MessageState::Sent), &c));
+    }
+
+    #[test]
+    fn muted_conversations_do_not_notify() {
+        let muted: HashSet<ConvId> = [1].into_iter().collect();
+        assert!(!decide(
+            &msg(Some(1), "bob", MessageState::Sent),
+            &ctx(&muted)
+        ));
+        assert!(decide(
+            &msg(Some(2), "bob", MessageState::Sent),
+            &ctx(&muted)
+        ));
+    }
+
+    #[test]
+    fn do_not_disturb_silences_everything() {
+        let muted = HashSet::new();
+        let c = NotifyContext {
+            notifications_enabled: false,
+            ..ctx(&muted)
+        };
+        assert!(!decide(&msg(Some(1), "bob", MessageState::Sent), &c));
+    }
+
+    #[test]
+    fn outbox_states_and_conversationless_messages_do_not_notify() {
+        let muted = HashSet::new();
+        assert!(!decide(
+            &msg(Some(1), "bob", MessageState::Pending),
+            &ctx(&muted)
+        ));
+        assert!(!decide(
+            &msg(Some(1), "bob", MessageState::Failed),
+            &ctx(&muted)
+        ));
+        assert!(!decide(&msg(None, "bob", MessageState::Sent), &ctx(&muted)));
+    }
+
+    #[test]
+    fn sender_match_is_exact() {
+        let muted = HashSet::new();
+        assert!(decide(
+            &msg(Some(1), "Me", MessageState::Sent),
+            &ctx(&muted)
+        ));
+        assert!(decide(
+            &msg(Some(1), "me2", MessageState::Sent),
+            &ctx(&muted)
+        ));
+    }
+
+    #[test]
+    fn first_message_notifies_at_once_and_a_burst_is_held() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_secs(5));
+        assert_eq!(c.offer(1, t0), Some(Notice { conv: 1, count: 1 }));
+        for i in 1..=4 {
+            assert_eq!(c.offer(1, t0 + Duration::from_millis(i * 100)), None);
+        }
+        assert_eq!(c.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        assert!(c.due(t0 + Duration::from_millis(4_999)).is_empty());
+        assert_eq!(
+            c.due(t0 + Duration::from_secs(5)),
+            vec![Notice { conv: 1, count: 4 }]
+        );
+        // Announced: nothing left held.
+        assert_eq!(c.next_deadline(), None);
+        assert!(c.due(t0 + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn a_message_after_the_window_announces_itself_and_the_held_ones() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_secs(5));
+        c.offer(1, t0);
+        assert_eq!(c.offer(1, t0 + Duration::from_secs(1)), None);
+        assert_eq!(c.offer(1, t0 + Duration::from_secs(2)), None);
+        assert_eq!(
+            c.offer(1, t0 + Duration::from_secs(6)),
+            Some(Notice { conv: 1, count: 3 })
+        );
+        // The window restarted at 6 s.
+        assert_eq!(c.offer(1, t0 + Duration::from_secs(7)), None);
+    }
+
+    #[test]
+    fn conversations_are_coalesced_independently() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_secs(5));
+        assert!(c.offer(1, t0).is_some());
+        assert!(c.offer(2, t0).is_some());
+        assert!(c.offer(1, t0 + Duration::from_secs(1)).is_none());
+        assert!(c.offer(2, t0 + Duration::from_secs(1)).is_none());
+        assert!(c.offer(2, t0 + Duration::from_secs(2)).is_none());
+        assert_eq!(
+            c.due(t0 + Duration::from_secs(5)),
+            vec![Notice { conv: 1, count: 1 }, Notice { conv: 2, count: 2 }]
+        );
+    }
+
+    #[test]
+    fn clearing_drops_held_messages() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_secs(5));
+        c.offer(1, t0);
+        c.offer(1, t0 + Duration::from_secs(1));
+        c.clear(1);
+        assert_eq!(c.next_deadline(), None);
+        assert!(c.due(t0 + Duration::from_secs(10)).is_empty());
+        assert_eq!(
+            c.offer(1, t0 + Duration::from_secs(2)),
+            Some(Notice { conv: 1, count: 1 })
+        );
+    }
+
+    #[test]
+    fn a_clock_going_backwards_does_not_panic_or_notify_twice() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut c = Coalescer::new(Duration::from_secs(5));
+        c.offer(1, t0);
+        assert_eq!(c.offer(1, t0 - Duration::from_secs(3)), None);
+        assert!(c.due(t0 - Duration::from_secs(3)).is_empty());
+    }
+}

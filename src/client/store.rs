@@ -1,0 +1,1097 @@
+//! The client's local SQLite store (one per server + user profile): conversations, message history
+//! keyed by (conv, seq), the outbox, read markers and unread counts, and full-text search.
+//!
+//! Blocking rusqlite calls behind a mutex: every operation is a few milliseconds at most, so the
+//! actor and the handle call it directly rather than hopping to a blocking pool. WAL mode keeps
+//! readers (a CLI next to the desktop app) from blocking the writer, and a killed process leaves
+//! at worst its last uncommitted transaction behind.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::client::types::{ConversationSummary, LocalMessage, MessageState, SearchHit};
+use crate::protocol::{
+    ConvId, ConvKind, ConvSeq, Conversation, Message, Millis, Seq, Session, User,
+};
+
+/// Numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// A failure of the local store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("local store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("local store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("local store: corrupt session record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("local store schema version {0} is newer than this client knows")]
+    TooNew(i64),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub local_id: String,
+    pub conv: Option<ConvId>,
+    pub to_user: Option<String>,
+    pub sender: String,
+    pub text: String,
+    pub created: Millis,
+    pub state: MessageState,
+    pub error: Option<String>,
+}
+
+impl OutboxItem {
+    pub fn to_local(&self) -> LocalMessage {
+        LocalMessage {
+            local_id: self.local_id.clone(),
+            conv: self.conv,
+            seq: None,
+            sender: self.sender.clone(),
+            text: self.text.clone(),
+            time: self.created,
+            state: self.state,
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// The session and server this profile belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSession {
+    pub server: String,
+    pub session: Session,
+}
+
+/// The local store of one profile.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const MESSAGE_COLS: &str = "conv, seq, sender, text, time, client_msg_id";
+
+fn message_row(row: &Row<'_>) -> rusqlite::Result<LocalMessage> {
+    Ok(LocalMessage {
+        conv: Some(row.get(0)?),
+        seq: Some(row.get(1)?),
+        sender: row.get(2)?,
+        text: row.get(3)?,
+        time: row.get(4)?,
+        local_id: row.get(5)?,
+        state: MessageState::Sent,
+        error: None,
+    })
+}
+
+const OUTBOX_COLS: &str = "local_id, conv, to_user, sender, text, created, state, error";
+
+fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxItem> {
+    let state: String = row.get(6)?;
+    Ok(OutboxItem {
+        local_id: row.get(0)?,
+        conv: row.get(1)?,
+        to_user: row.get(2)?,
+        sender: row.get(3)?,
+        text: row.get(4)?,
+        created: row.get(5)?,
+        state: if state == "failed" {
+            MessageState::Failed
+        } else {
+            MessageState::Pending
+        },
+        error: row.get(7)?,
+    })
+}
+
+fn kind_str(kind: ConvKind) -> &'static str {
+    match kind {
+        ConvKind::Room => "room",
+        ConvKind::Dm => "dm",
+    }
+}
+
+/// Escapes `%`, `_` and the escape character itself for a `LIKE ... ESCAPE '\'` pattern.
+fn like_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// A short excerpt of `text` around the first occurrence of `term` (case-insensitive for ASCII).
+fn snippet(text: &str, term: &str) -> String {
+    const AROUND: usize = 30;
+    let chars: Vec<char> = text.chars().collect();
+    let needle: Vec<char> = term.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let pos = (0..chars.len())
+        .find(|&i| {
+            i + needle.len() <= chars.len()
+                && chars[i..i + needle.len()]
+                    .iter()
+                    .zip(&needle)
+                    .all(|(a, b)| a.to_ascii_lowercase() == *b)
+        })
+        .unwrap_or(0);
+    let start = pos.saturating_sub(AROUND);
+    let end = (pos + needle.len() + AROUND).min(chars.len());
+    let mut out = String::new();
+    if start > 0 {
+        out.push('…');
+    }
+    out.extend(&chars[start..end]);
+    if end < chars.len() {
+        out.push('…');
+    }
+    out
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back),
+        // so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew(version));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the database is sound.
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    // ---- meta: session, own user --------------------------------------------------------------
+
+    fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn session(&self) -> Result<Option<SavedSession>> {
+        match self.meta_get("session")? {
+            Some(s) => Ok(Some(serde_json::from_str(&s)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves the session. When the profile held another user's data, that data is wiped first:
+    /// one profile never mixes two users' histories.
+    pub fn save_session(&self, saved: &SavedSession) -> Result<()> {
+        let owner = self.meta_get("owner")?;
+        let owner_key = format!("{}\n{}", saved.server, saved.session.user.username);
+        if owner.as_deref().is_some_and(|o| o != owner_key) {
+            self.conn().execute_batch(
+                "BEGIN;
+                 DELETE FROM messages; DELETE FROM outbox; DELETE FROM conversations;
+                 DELETE FROM users; DELETE FROM meta;
+                 COMMIT;",
+            )?;
+        }
+        self.meta_set("owner", &owner_key)?;
+        self.meta_set("session", &serde_json::to_string(saved)?)?;
+        self.upsert_user(&saved.session.user)?;
+        Ok(())
+    }
+
+    /// Forgets the token (sign-out) but keeps history for the next sign-in of the same user.
+    pub fn clear_session(&self) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM meta WHERE key = 'session'", [])?;
+        Ok(())
+    }
+
+    // ---- users and conversations -------------------------------------------------------------
+
+    pub fn upsert_user(&self, user: &User) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO users (username, display_name, avatar) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username) DO UPDATE
+             SET display_name = excluded.display_name, avatar = excluded.avatar",
+            params![user.username, user.display_name, user.avatar],
+        )?;
+        Ok(())
+    }
+
+    pub fn user(&self, username: &str) -> Result<Option<User>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT username, display_name, avatar FROM users WHERE username = ?1",
+                [username],
+                |r| {
+                    Ok(User {
+                        username: r.get(0)?,
+                        display_name: r.get(1)?,
+                        avatar: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records a conversation the user is a member of, as the server describes it. `unread`, when
+    /// given, is the server's count up to `conv.last_seq` (from `hello`).
+    pub fn upsert_conversation(&self, conv: &Conversation, unread: Option<u32>) -> Result<()> {
+        if let Some(peer) = &conv.peer {
+            self.upsert_user(peer)?;
+        }
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO conversations (id, kind, name, peer, member_count, last_seq, last_read, member)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+             ON CONFLICT (id) DO UPDATE SET
+                kind = excluded.kind, name = excluded.name, peer = excluded.peer,
+                member_count = excluded.member_count,
+                last_seq = max(conversations.last_seq, excluded.last_seq),
+                last_read = max(conversations.last_read, excluded.last_read),
+                member = 1",
+            params![
+                conv.id,
+                kind_str(conv.kind),
+                conv.name,
+                conv.peer.as_ref().map(|p| p.username.clone()),
+                conv.member_count,
+                conv.last_seq,
+                conv.last_read
+            ],
+        )?;
+        if let Some(count) = unread {
+            // The server counted from its read marker; a newer local marker (not yet synced)
+            // means the server's count is stale, so rely on what we hold instead.
+            conn.execute(
+                "UPDATE conversations SET
+                    unread_base = CASE WHEN last_read > ?2 THEN 0 ELSE ?3 END,
+                    unread_base_seq = CASE WHEN last_read > ?2 THEN last_read ELSE ?4 END
+                 WHERE id = ?1",
+                params![conv.id, conv.last_read, count, conv.last_seq],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// After a `hello`: conversations the server no longer lists are ones the user left.
+    pub fn retain_memberships(&self, convs: &[ConvId]) -> Result<()> {
+        let conn = self.conn();
+        let list = convs
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        conn.execute(
+            &format!("UPDATE conversations SET member = 0 WHERE id NOT IN ({list})"),
+            [],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_membership(&self, conv: ConvId) -> Result<()> {
+        self.conn()
+            .execute("UPDATE conversations SET member = 0 WHERE id = ?1", [conv])?;
+        Ok(())
+    }
+
+    pub fn set_member_count(&self, conv: ConvId, delta: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE conversations SET member_count = max(0, member_count + ?2) WHERE id = ?1",
+            params![conv, delta],
+        )?;
+        Ok(())
+    }
+
+    /// The id of the room called `name`, or of the DM with user `name`, among joined ones.
+    pub fn find_conversation(&self, kind: ConvKind, name: &str) -> Result<Option<ConvId>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id FROM conversations WHERE kind = ?1 AND name = ?2 AND member = 1",
+                params![kind_str(kind), name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn is_member(&self, conv: ConvId) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT member FROM conversations WHERE id = ?1",
+                [conv],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// The server's highest known seq for `conv` (0 when unknown).
+    pub fn last_seq(&self, conv: ConvId) -> Result<Seq> {
+        Ok(self.conn().query_row(
+            "SELECT max(coalesce((SELECT last_seq FROM conversations WHERE id = ?1), 0),
+                            coalesce((SELECT max(seq) FROM messages WHERE conv = ?1), 0))",
+            [conv],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// What to send in `sync`: for each joined conversation we hold messages of, the highest seq
+    /// held. Conversations without local messages are left out, so the server sends their last
+    /// page only (older history is fetched on demand).
+    pub fn sync_points(&self) -> Result<Vec<ConvSeq>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.id, max(m.seq) FROM conversations c JOIN messages m ON m.conv = c.id
+             WHERE c.member = 1 GROUP BY c.id ORDER BY c.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ConvSeq {
+                conv: r.get(0)?,
+                seq: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn set_muted(&self, conv: ConvId, muted: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE conversations SET muted = ?2 WHERE id = ?1",
+            params![conv, muted],
+        )?;
+        Ok(())
+    }
+
+    pub fn muted(&self) -> Result<Vec<ConvId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM conversations WHERE muted = 1 ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---- messages ------------------------------------------------------------------------------
+
+    /// Stores committed messages, ignoring ones already held (same conv and seq), and removes
+    /// the outbox entries they settle. Returns the ones that were new.
+    pub fn insert_messages(&self, messages: &[Message]) -> Result<Vec<LocalMessage>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut fresh = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages
+                    (conv, seq, server_id, sender, text, time, client_msg_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut settle = tx.prepare_cached("DELETE FROM outbox WHERE local_id = ?1")?;
+            let mut bump = tx.prepare_cached(
+                "UPDATE conversations SET last_seq = max(last_seq, ?2) WHERE id = ?1",
+            )?;
+            for m in messages {
+                let id = m.client_msg_id.to_string();
+                let n =
+                    insert.execute(params![m.conv, m.seq, m.id, m.sender, m.text, m.time, id])?;
+                settle.execute([&id])?;
+                bump.execute(params![m.conv, m.seq])?;
+                if n == 1 {
+                    fresh.push(LocalMessage {
+                        local_id: id,
+                        conv: Some(m.conv),
+                        seq: Some(m.seq),
+                        sender: m.sender.clone(),
+                        text: m.text.clone(),
+                        time: m.time,
+                        state: MessageState::Sent,
+                        error: None,
+                    });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    /// Up to `limit` committed messages of `conv` with seq < `before` (the newest when `None`),
+    /// ascending by seq.
+    pub fn page(&self, conv: ConvId, before: Option<Seq>, limit: u32) -> Result<Vec<LocalMessage>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE conv = ?1 AND seq < ?2
+             ORDER BY seq DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![conv, before.unwrap_or(i64::MAX), limit],
+            message_row,
+        )?;
+        let mut out: Vec<LocalMessage> = rows.collect::<rusqlite::Result<_>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn message_count(&self, conv: ConvId) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM messages WHERE conv = ?1",
+            [conv],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The committed message with this `client_msg_id`, if held.
+    pub fn message_by_local_id(&self, local_id: &str) -> Result<Option<LocalMessage>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {MESSAGE_COLS} FROM messages WHERE client_msg_id = ?1"),
+                [local_id],
+                message_row,
+            )
+            .optional()?)
+    }
+
+    // ---- outbox --------------------------------------------------------------------------------
+
+    pub fn enqueue(&self, item: &OutboxItem) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO outbox (local_id, conv, to_user, sender, text, created, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+            params![
+                item.local_id,
+                item.conv,
+                item.to_user,
+                item.sender,
+                item.text,
+                item.created
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The oldest pending outbox entry: the outbox drains strictly in the order written, which
+    /// keeps each conversation's order.
+    pub fn next_pending(&self) -> Result<Option<OutboxItem>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY pos LIMIT 1"
+                ),
+                [],
+                outbox_row,
+            )
+            .optional()?)
+    }
+
+    pub fn outbox_item(&self, local_id: &str) -> Result<Option<OutboxItem>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE local_id = ?1"),
+                [local_id],
+                outbox_row,
+            )
+            .optional()?)
+    }
+
+    /// Pending and failed outbox entries of `conv` (or all, when `None`), oldest first.
+    pub fn outbox(&self, conv: Option<ConvId>) -> Result<Vec<OutboxItem>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE ?1 IS NULL OR conv = ?1 ORDER BY pos"
+        ))?;
+        let rows = stmt.query_map([conv], outbox_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn pending_count(&self) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM outbox WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn mark_failed(&self, local_id: &str, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE outbox SET state = 'failed', error = ?2 WHERE local_id = ?1",
+            params![local_id, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a failed entry back in the queue, behind everything pending, with the same
+    /// `client_msg_id` (so a retry of something the server did commit is not duplicated).
+    pub fn requeue(&self, local_id: &str) -> Result<Option<OutboxItem>> {
+        self.conn().execute(
+            "UPDATE outbox SET state = 'pending', error = NULL,
+                pos = (SELECT coalesce(max(pos), 0) + 1 FROM outbox)
+             WHERE local_id = ?1 AND state = 'failed'",
+            [local_id],
+        )?;
+        self.outbox_item(local_id)
+    }
+
+    /// After a DM's first message created the conversation, later queued messages to that user
+    /// belong to it too.
+    pub fn assign_dm_conversation(&self, to_user: &str, conv: ConvId) -> Result<()> {
+        self.conn().execute(
+            "UPDATE outbox SET conv = ?2 WHERE to_user = ?1 AND conv IS NULL",
+            params![to_user, conv],
+        )?;
+        Ok(())
+    }
+
+    // ---- read markers and unread counts ------------------------------------------------------
+
+    /// Moves the read marker of `conv` forward to `seq` (never back). `dirty` records that the
+    /// server has not been told yet. Returns whether the marker moved.
+    pub fn set_last_read(&self, conv: ConvId, seq: Seq, dirty: bool) -> Result<bool> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE conversations SET
+                last_read = ?2,
+                read_dirty = CASE WHEN ?3 THEN 1 ELSE read_dirty END,
+                unread_base = CASE WHEN ?2 >= unread_base_seq THEN 0 ELSE unread_base END,
+                unread_base_seq = CASE WHEN ?2 >= unread_base_seq THEN ?2 ELSE unread_base_seq END
+             WHERE id = ?1 AND last_read < ?2",
+            params![conv, seq, dirty],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The server's unread count after a resume; as in [`Store::upsert_conversation`], a newer
+    /// local marker wins.
+    pub fn set_server_unread(&self, conv: ConvId, count: u32, server_last_read: Seq) -> Result<()> {
+        self.conn().execute(
+            "UPDATE conversations SET
+                unread_base = CASE WHEN last_read > ?3 THEN 0 ELSE ?2 END,
+                unread_base_seq = CASE WHEN last_read > ?3 THEN last_read
+                    ELSE max(last_seq, coalesce((SELECT max(seq) FROM messages WHERE conv = ?1), 0)) END,
+                last_read = max(last_read, ?3)
+             WHERE id = ?1",
+            params![conv, count, server_last_read],
+        )?;
+        Ok(())
+    }
+
+    /// Read markers not yet acknowledged by the server.
+    pub fn dirty_reads(&self) -> Result<Vec<ConvSeq>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, last_read FROM conversations WHERE read_dirty = 1 AND member = 1",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ConvSeq {
+                conv: r.get(0)?,
+                seq: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn clear_dirty_read(&self, conv: ConvId, seq: Seq) -> Result<()> {
+        self.conn().execute(
+            "UPDATE conversations SET read_dirty = 0 WHERE id = ?1 AND last_read <= ?2",
+            params![conv, seq],
+        )?;
+        Ok(())
+    }
+
+    pub fn last_read(&self, conv: ConvId) -> Result<Seq> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_read FROM conversations WHERE id = ?1",
+                [conv],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    // ---- summaries and search ------------------------------------------------------------------
+
+    /// Joined conversations, most recently active first, with unread counts and previews.
+    pub fn conversations(&self, me: &str) -> Result<Vec<ConversationSummary>> {
+        let ids: Vec<(ConvId, String, String, Option<String>, bool, i64)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT c.id, c.kind, c.name, c.peer, c.muted,
+                    c.unread_base + (SELECT count(*) FROM messages m WHERE m.conv = c.id
+                        AND m.seq > max(c.last_read, c.unread_base_seq) AND m.sender != ?1)
+                 FROM conversations c WHERE c.member = 1",
+            )?;
+            let rows = stmt.query_map([me], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, kind, name, peer, muted, unread) in ids {
+            let kind = if kind == "dm" {
+                ConvKind::Dm
+            } else {
+                ConvKind::Room
+            };
+            let peer = match peer {
+                Some(p) => self.user(&p)?,
+                None => None,
+            };
+            let last_sent = self.page(id, None, 1)?.pop();
+            let last_queued = self.outbox(Some(id))?.pop().map(|o| o.to_local());
+            let last_message = match (last_sent, last_queued) {
+                (Some(a), Some(b)) => Some(if b.time >= a.time { b } else { a }),
+                (a, b) => a.or(b),
+            };
+            let title = match (&kind, &peer) {
+                (ConvKind::Room, _) => format!("#{name}"),
+                (ConvKind::Dm, Some(p)) if !p.display_name.is_empty() => p.display_name.clone(),
+                (ConvKind::Dm, _) => name.clone(),
+            };
+            out.push(ConversationSummary {
+                id,
+                kind,
+                name,
+                title,
+                peer,
+                unread: unread.clamp(0, u32::MAX as i64) as u32,
+                last_activity: last_message.as_ref().map_or(0, |m| m.time),
+                last_message,
+                muted,
+            });
+        }
+        out.sort_by(|a, b| {
+            b.last_activity
+                .cmp(&a.last_activity)
+                .then_with(|| a.title.cmp(&b.title))
+        });
+        Ok(out)
+    }
+
+    /// Messages containing every whitespace-separated term of `query` (substring match in any
+    /// script, ASCII case-insensitive), newest first. Terms of three or more characters use the
+    /// trigram index; shorter ones (two-character Chinese words are common) a LIKE scan.
+    pub fn search(&self, query: &str, conv: Option<ConvId>, limit: u32) -> Result<Vec<SearchHit>> {
+        let terms: Vec<&str> = query.split_whitespace().collect();
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let long: Vec<String> = terms
+            .iter()
+            .filter(|t| t.chars().count() >= 3)
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect();
+        let mut sql = format!(
+            "SELECT {MESSAGE_COLS}, (SELECT CASE WHEN c.kind = 'room' THEN '#' || c.name
+                    ELSE coalesce(u.display_name, c.name) END
+                 FROM conversations c LEFT JOIN users u ON u.username = c.peer
+                 WHERE c.id = messages.conv)
+             FROM messages WHERE (?1 IS NULL OR conv = ?1)"
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![conv.into()];
+        if !long.is_empty() {
+            args.push(long.join(" ").into());
+            sql.push_str(&format!(
+                " AND id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?{})",
+                args.len()
+            ));
+        }
+        for t in terms.iter().filter(|t| t.chars().count() < 3) {
+            args.push(like_pattern(t).into());
+            sql.push_str(&format!(" AND text LIKE ?{} ESCAPE '\\'", args.len()));
+        }
+        args.push(i64::from(limit).into());
+        sql.push_str(&format!(
+            " ORDER BY time DESC, id DESC LIMIT ?{}",
+            args.len()
+        ));
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((message_row(r)?, r.get::<_, Option<String>>(6)?))
+        })?;
+        let mut hits = Vec::new();
+        for row in rows {
+            let (message, title) = row?;
+            let snippet = snippet(&message.text, terms[0]);
+            hits.push(SearchHit {
+                conv_title: title.unwrap_or_default(),
+                snippet,
+                message,
+            });
+        }
+        Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("natter.db")).unwrap();
+        (dir, s)
+    }
+
+    fn room(id: ConvId, name: &str) -> Conversation {
+        Conversation {
+            id,
+            kind: ConvKind::Room,
+            name: name.into(),
+            peer: None,
+            member_count: 2,
+            last_seq: 0,
+            last_read: 0,
+        }
+    }
+
+    fn msg(conv: ConvId, seq: Seq, sender: &str, text: &str) -> Message {
+        Message {
+            id: conv * 100_000 + seq,
+            conv,
+            seq,
+            sender: sender.into(),
+            text: text.into(),
+            time: 1_000 + seq,
+            client_msg_id: Uuid::new_v4(),
+        }
+    }
+
+    fn queued(conv: Option<ConvId>, to: Option<&str>, text: &str) -> OutboxItem {
+        OutboxItem {
+            local_id: Uuid::new_v4().to_string(),
+            conv,
+            to_user: to.map(str::to_owned),
+            sender: "me".into(),
+            text: text.into(),
+            created: 5_000,
+            state: MessageState::Pending,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p/natter.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.upsert_conversation(&room(1, "general"), None).unwrap();
+            s.insert_messages(&[msg(1, 1, "bob", "hello")]).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.page(1, None, 10).unwrap().len(), 1);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        let v: i64 = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let mode: String = s
+            .conn()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("natter.db");
+        Store::open(&path)
+            .unwrap()
+            .conn()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::TooNew(99))));
+    }
+
+    #[test]
+    fn the_same_message_twice_is_stored_once() {
+        let (_d, s) = store();
+        s.upsert_conversation(&room(1, "general"), None).unwrap();
+        let m = msg(1, 1, "bob", "hi");
+        assert_eq!(s.insert_messages(&[m.clone()]).unwrap().len(), 1);
+        assert!(s.insert_messages(&[m.clone(), m]).unwrap().is_empty());
+        assert_eq!(s.message_count(1).unwrap(), 1);
+        assert_eq!(s.last_seq(1).unwrap(), 1);
+    }
+
+    #[test]
+    fn pages_are_ascending_and_walk_backwards() {
+        let (_d, s) = store();
+        let all: Vec<_> = (1..=25)
+            .map(|i| msg(1, i, "bob", &format!("m{i}")))
+            .collect();
+        s.insert_messages(&all).unwrap();
+        let newest = s.page(1, None, 10).unwrap();
+        assert_eq!(newest.first().unwrap().seq, Some(16));
+        assert_eq!(newest.last().unwrap().seq, Some(25));
+        let older = s.page(1, Some(16), 10).unwrap();
+        assert_eq!(older.first().unwrap().seq, Some(6));
+        let oldest = s.page(1, Some(6), 10).unwrap();
+        assert_eq!(oldest.len(), 5);
+        assert!(s.page(1, Some(1), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_outbox_drains_in_order_and_acks_settle_it() {
+        let (_d, s) = store();
+        let a = queued(Some(1), None, "a");
+        let b = queued(Some(2), None, "b");
+        let c = queued(Some(1), None, "c");
+        for i in [&a, &b, &c] {
+            s.enqueue(i).unwrap();
+        }
+        assert_eq!(s.next_pending().unwrap().unwrap().local_id, a.local_id);
+        assert_eq!(s.pending_count().unwrap(), 3);
+        let mut ack = msg(1, 1, "me", "a");
+        ack.client_msg_id = a.local_id.parse().unwrap();
+        s.insert_messages(&[ack]).unwrap();
+        assert_eq!(s.next_pending().unwrap().unwrap().local_id, b.local_id);
+        assert_eq!(
+            s.message_by_local_id(&a.local_id).unwrap().unwrap().state,
+            MessageState::Sent
+        );
+        s.mark_failed(&b.local_id, "forbidden: not a member")
+            .unwrap();
+        assert_eq!(s.next_pending().unwrap().unwrap().local_id, c.local_id);
+        let failed = s.outbox_item(&b.local_id).unwrap().unwrap();
+        assert_eq!(failed.state, MessageState::Failed);
+        assert_eq!(failed.error.as_deref(), Some("forbidden: not a member"));
+        // A retry goes to the back of the queue with the same id.
+        let again = s.requeue(&b.local_id).unwrap().unwrap();
+        assert_eq!(again.state, MessageState::Pending);
+        assert_eq!(again.error, None);
+        let order: Vec<_> = s
+            .outbox(None)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.text)
+            .collect();
+        assert_eq!(order, ["c", "b"]);
+        // Requeueing something pending is a no-op; new entries still go last.
+        s.requeue(&c.local_id).unwrap();
+        s.enqueue(&queued(Some(1), None, "d")).unwrap();
+        let order: Vec<_> = s
+            .outbox(None)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.text)
+            .collect();
+        assert_eq!(order, ["c", "b", "d"]);
+    }
+
+    #[test]
+    fn a_dm_conversation_is_assigned_to_queued_messages() {
+        let (_d, s) = store();
+        let a = queued(None, Some("bob"), "a");
+        s.enqueue(&a).unwrap();
+        s.assign_dm_conversation("bob", 7).unwrap();
+        assert_eq!(s.outbox(Some(7)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unread_counts_follow_read_markers_and_server_counts() {
+        let (_d, s) = store();
+        s.upsert_conversation(&room(1, "general"), None).unwrap();
+        s.insert_messages(&[
+            msg(1, 1, "bob", "a"),
+            msg(1, 2, "me", "b"),
+            msg(1, 3, "bob", "c"),
+        ])
+        .unwrap();
+        let unread = |s: &Store| s.conversations("me").unwrap()[0].unread;
+        assert_eq!(unread(&s), 2);
+        assert!(s.set_last_read(1, 2, true).unwrap());
+        assert_eq!(unread(&s), 1);
+        assert!(
+            !s.set_last_read(1, 1, true).unwrap(),
+            "markers never move back"
+        );
+        assert_eq!(s.dirty_reads().unwrap(), vec![ConvSeq { conv: 1, seq: 2 }]);
+        s.clear_dirty_read(1, 2).unwrap();
+        assert!(s.dirty_reads().unwrap().is_empty());
+        // The server says 40 unread up to seq 100 that we do not hold.
+        let mut big = room(1, "general");
+        big.last_seq = 100;
+        big.last_read = 2;
+        s.upsert_conversation(&big, Some(40)).unwrap();
+        assert_eq!(unread(&s), 40);
+        s.insert_messages(&[msg(1, 101, "bob", "new")]).unwrap();
+        assert_eq!(unread(&s), 41);
+        s.set_last_read(1, 101, false).unwrap();
+        assert_eq!(unread(&s), 0);
+    }
+
+    #[test]
+    fn summaries_have_titles_previews_and_sort_by_activity() {
+        let (_d, s) = store();
+        s.upsert_conversation(&room(1, "general"), None).unwrap();
+        s.upsert_conversation(
+            &Conversation {
+                id: 2,
+                kind: ConvKind::Dm,
+                name: "bob".into(),
+                peer: Some(User {
+                    username: "bob".into(),
+                    display_name: "Bob B".into(),
+                    avatar: "cat".into(),
+                }),
+                member_count: 2,
+                last_seq: 0,
+                last_read: 0,
+            },
+            None,
+        )
+        .unwrap();
+        s.insert_messages(&[msg(1, 1, "bob", "old"), msg(2, 5, "bob", "newer")])
+            .unwrap();
+        let list = s.conversations("me").unwrap();
+        assert_eq!(list[0].title, "Bob B");
+        assert_eq!(list[0].last_message.as_ref().unwrap().text, "newer");
+        assert_eq!(list[1].title, "#general");
+        s.set_muted(1, true).unwrap();
+        assert_eq!(s.muted().unwrap(), vec![1]);
+        assert!(s.conversations("me").unwrap()[1].muted);
+        s.retain_memberships(&[2]).unwrap();
+        assert_eq!(s.conversations("me").unwrap().len(), 1);
+        assert_eq!(s.find_conversation(ConvKind::Dm, "bob").unwrap(), Some(2));
+        assert_eq!(
+            s.find_conversation(ConvKind::Room, "general").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn search_finds_english_and_chinese_newest_first() {
+        let (_d, s) = store();
+        s.upsert_conversation(&room(1, "general"), None).unwrap();
+        s.insert_messages(&[
+            msg(1, 1, "bob", "The quick brown fox"),
+            msg(1, 2, "bob", "你好世界"),
+            msg(1, 3, "bob", "a QUICK reply, 50% off_sale"),
+            msg(1, 4, "bob", "我们说你好"),
+            msg(1, 5, "bob", "nothing here"),
+        ])
+        .unwrap();
+        let texts = |q: &str| -> Vec<String> {
+            s.search(q, None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.message.text)
+                .collect()
+        };
+        assert_eq!(
+            texts("quick"),
+            ["a QUICK reply, 50% off_sale", "The quick brown fox"]
+        );
+        assert_eq!(texts("你好"), ["我们说你好", "你好世界"]);
+        assert_eq!(texts("你好世界"), ["你好世界"]);
+        assert_eq!(texts("世"), ["你好世界"]);
+        assert_eq!(texts("quick fox"), ["The quick brown fox"]);
+        assert_eq!(texts("%"), ["a QUICK reply, 50% off_sale"]);
+        assert_eq!(texts("f_"), ["a QUICK reply, 50% off_sale"]);
+        assert!(texts("zebra").is_empty());
+        assert!(texts("   ").is_empty());
+        // FTS syntax in the query is taken literally, never an error.
+        assert!(texts("\"AND OR NOT * ( )").is_empty());
+        assert!(s.search("quick", Some(2), 10).unwrap().is_empty());
+        let hit = &s.search("brown", None, 10).unwrap()[0];
+        assert_eq!(hit.conv_title, "#general");
+        assert!(hit.snippet.contains("brown"));
+    }
+
+    #[test]
+    fn snippets_cut_long_text_around_the_match() {
+        let text = format!("{}needle{}", "a".repeat(100), "b".repeat(100));
+        let s = snippet(&text, "NEEDLE");
+        assert!(s.starts_with('…') && s.ends_with('…') && s.contains("needle"));
+        assert!(s.chars().count() < 80);
+        assert_eq!(snippet("短", "短"), "短");
+    }
+
+    #[test]
+    fn a_session_for_another_user_wipes_the_profile() {
+        let (_d, s) = store();
+        let saved = |name: &str| SavedSession {
+            server: "http://x".into(),
+            session: Session {
+                token: "t".into(),
+                user: User {
+                    username: name.into(),
+                    display_name: name.into(),
+                    avatar: "a".into(),
+                },
+                expires_at: 0,
+            },
+        };
+        s.save_session(&saved("alice")).unwrap();
+        s.insert_messages(&[msg(1, 1, "bob", "secret")]).unwrap();
+        s.save_session(&saved("alice")).unwrap();
+        assert_eq!(s.message_count(1).unwrap(), 1);
+        s.save_session(&saved("carol")).unwrap();
+        assert_eq!(s.message_count(1).unwrap(), 0);
+        assert_eq!(s.session().unwrap().unwrap().session.user.username, "carol");
+        s.clear_session().unwrap();
+        assert!(s.session().unwrap().is_none());
+    }
+}
