@@ -1,1 +1,590 @@
-fn main() {}
+//! `natter`: the command-line Natter client, a thin layer over `natter::client`. For scripting,
+//! bots, and as a second real client in tests.
+//!
+//! Profiles: `--profile DIR` (or `NATTER_PROFILE`) names the directory holding the session and
+//! the local store. Without it, `register`/`login` use the per-server-and-user default profile and
+//! remember it as the current one for later commands.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use natter::client::{
+    self, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage,
+    MessageState, Target,
+};
+use natter::protocol::{ConvId, ConvKind, RegisterRequest};
+use tokio::sync::broadcast::error::RecvError;
+use url::Url;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8686";
+
+#[derive(Parser, Debug)]
+#[command(name = "natter", version, about = "Natter chat from the command line")]
+struct Cli {
+    /// Server address, e.g. http://127.0.0.1:8686 (default: the profile's server).
+    #[arg(long, env = "NATTER_SERVER", global = true)]
+    server: Option<Url>,
+    /// Profile directory (session and local history).
+    #[arg(long, env = "NATTER_PROFILE", global = true)]
+    profile: Option<PathBuf>,
+    /// Seconds to wait for the server before giving up (or queueing, for `send`).
+    #[arg(long, default_value_t = 5.0, global = true)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create an account and sign in (password from NATTER_PASSWORD, else a prompt).
+    Register {
+        user: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        avatar: Option<String>,
+    },
+    /// Sign in (password from NATTER_PASSWORD, else a prompt).
+    Login { user: String },
+    /// Sign out and revoke the session.
+    Logout,
+    /// List public rooms.
+    Rooms,
+    /// Create a room and join it.
+    Create { room: String },
+    /// Join a room.
+    Join { room: String },
+    /// Leave a room.
+    Leave { room: String },
+    /// List users and who is online.
+    Users,
+    /// Send a message to a room or to @user; queued when the server is unreachable.
+    Send {
+        target: String,
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Show recent messages of a room or a DM (@user).
+    History {
+        target: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver queued messages, then print messages as they arrive until interrupted.
+    Tail {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search stored messages.
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unread counts per conversation.
+    Unread,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("natter: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "natter")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("natter"))
+}
+
+fn current_pointer() -> PathBuf {
+    data_dir().join("cli-current-profile")
+}
+
+/// The profile for commands other than register/login.
+fn current_profile(cli: &Cli) -> Result<PathBuf, ClientError> {
+    if let Some(p) = &cli.profile {
+        return Ok(p.clone());
+    }
+    std::fs::read_to_string(current_pointer())
+        .map(|s| PathBuf::from(s.trim()))
+        .map_err(|_| {
+            ClientError::Unauthorized("not signed in: run `natter login <user>` first".into())
+        })
+}
+
+fn env_ms(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+}
+
+fn config(server: Url, profile: &Path) -> ClientConfig {
+    let mut config = ClientConfig::new(server, profile.to_path_buf());
+    // Tests shorten the reconnect backoff so a restarted server is found quickly.
+    if let Some(d) = env_ms("NATTER_BACKOFF_MIN_MS") {
+        config.backoff_min = d;
+    }
+    if let Some(d) = env_ms("NATTER_BACKOFF_MAX_MS") {
+        config.backoff_max = d;
+    }
+    config
+}
+
+fn password() -> Result<String, ClientError> {
+    if let Ok(p) = std::env::var("NATTER_PASSWORD") {
+        return Ok(p);
+    }
+    rpassword::prompt_password("Password: ")
+        .map_err(|e| ClientError::Invalid(format!("cannot read a password: {e}")))
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let wait = Duration::from_secs_f64(cli.timeout.clamp(0.1, 3600.0));
+    match &cli.command {
+        Command::Register {
+            user,
+            display_name,
+            avatar,
+        } => {
+            let server = cli
+                .server
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
+            let session = client::register(
+                &server,
+                RegisterRequest {
+                    username: user.clone(),
+                    password: password()?,
+                    display_name: display_name.clone(),
+                    avatar: avatar.clone(),
+                },
+            )
+            .await?;
+            signed_in(&cli, &server, &session)?;
+            println!("registered and signed in as {}", session.user.username);
+            Ok(())
+        }
+        Command::Login { user } => {
+            let server = cli
+                .server
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
+            let session = client::login(&server, user, &password()?).await?;
+            signed_in(&cli, &server, &session)?;
+            println!("signed in as {}", session.user.username);
+            Ok(())
+        }
+        _ => {
+            let profile = current_profile(&cli)?;
+            let saved = client::saved_session(&profile)?.ok_or_else(|| {
+                ClientError::Unauthorized("not signed in: run `natter login <user>` first".into())
+            })?;
+            let server = match &cli.server {
+                Some(s) => s.clone(),
+                None => saved.server.parse().map_err(|e| {
+                    ClientError::Internal(format!("bad server address in the profile: {e}"))
+                })?,
+            };
+            let client = Client::resume(config(server, &profile))
+                .await?
+                .ok_or_else(|| ClientError::Unauthorized("not signed in".into()))?;
+            let result = command(&cli.command, &client, wait).await;
+            client.shutdown().await;
+            result
+        }
+    }
+}
+
+fn signed_in(
+    cli: &Cli,
+    server: &Url,
+    session: &natter::protocol::Session,
+) -> Result<(), ClientError> {
+    let profile = match &cli.profile {
+        Some(p) => p.clone(),
+        None => {
+            let p = client::default_profile_dir(server, &session.user.username);
+            let pointer = current_pointer();
+            let io = |e: std::io::Error| ClientError::Internal(format!("cannot save profile: {e}"));
+            std::fs::create_dir_all(pointer.parent().unwrap_or(Path::new("."))).map_err(io)?;
+            std::fs::write(&pointer, p.to_string_lossy().as_bytes()).map_err(io)?;
+            p
+        }
+    };
+    client::save_session(&profile, server, session)
+}
+
+/// Waits until the client is online and resumed. `Ok(false)` when the server cannot be reached
+/// (the first attempt failed, or `wait` passed).
+async fn online(client: &Client, wait: Duration) -> Result<bool, ClientError> {
+    let mut state = client.connection_watch();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = state.borrow_and_update().clone();
+        match now {
+            ConnectionState::Online => break,
+            ConnectionState::Offline { .. } => return Ok(false),
+            ConnectionState::SignedOut { reason } => {
+                return Err(ClientError::Unauthorized(format!(
+                    "{reason}; sign in again with `natter login <user>`"
+                )))
+            }
+            ConnectionState::Connecting => {}
+        }
+        match tokio::time::timeout_at(deadline, state.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return Ok(false),
+        }
+    }
+    match tokio::time::timeout_at(deadline, client.wait_synced()).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
+async fn require_online(client: &Client, wait: Duration) -> Result<(), ClientError> {
+    if online(client, wait).await? {
+        return Ok(());
+    }
+    let reason = match client.connection_state() {
+        ConnectionState::Offline { reason, .. } => reason,
+        _ => "no answer".into(),
+    };
+    Err(ClientError::Offline(format!(
+        "cannot reach the server: {reason}"
+    )))
+}
+
+/// `@user` names a DM; anything else a room (a leading `#` is allowed).
+fn parse_target(target: &str) -> (ConvKind, &str) {
+    match target.strip_prefix('@') {
+        Some(user) => (ConvKind::Dm, user),
+        None => (ConvKind::Room, target.trim_start_matches('#')),
+    }
+}
+
+fn find(client: &Client, target: &str) -> Result<ConvId, ClientError> {
+    let (kind, name) = parse_target(target);
+    client.find_conversation(kind, name)?.ok_or_else(|| {
+        ClientError::NotFound(match kind {
+            ConvKind::Room => format!("you are not in a room called {name} (join it first)"),
+            ConvKind::Dm => format!("no conversation with {name} yet"),
+        })
+    })
+}
+
+async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), ClientError> {
+    match cmd {
+        Command::Register { .. } | Command::Login { .. } => unreachable!("handled before"),
+        Command::Logout => {
+            client.logout().await?;
+            println!("signed out");
+        }
+        Command::Rooms => {
+            require_online(client, wait).await?;
+            for r in client.rooms().await? {
+                let joined = if r.joined { "  (joined)" } else { "" };
+                println!("#{}  {} members{joined}", r.name, r.member_count);
+            }
+        }
+        Command::Create { room } => {
+            require_online(client, wait).await?;
+            let c = client.create_room(room).await?;
+            println!("created and joined {}", c.title);
+        }
+        Command::Join { room } => {
+            require_online(client, wait).await?;
+            let c = client.join_room(room).await?;
+            println!("joined {}", c.title);
+        }
+        Command::Leave { room } => {
+            require_online(client, wait).await?;
+            let conv = find(client, room)?;
+            client.leave_room(conv).await?;
+            println!("left #{}", room.trim_start_matches('#'));
+        }
+        Command::Users => {
+            require_online(client, wait).await?;
+            for m in client.users().await? {
+                let state = if m.online { "online" } else { "offline" };
+                println!("{}  ({})  {state}", m.user.username, m.user.display_name);
+            }
+        }
+        Command::Send { target, text } => send(client, target, &text.join(" "), wait).await?,
+        Command::History {
+            target,
+            limit,
+            json,
+        } => {
+            let _ = online(client, wait).await?;
+            let conv = find(client, target)?;
+            let name = conv_name(client, conv);
+            let mut out = Vec::new();
+            let mut before = None;
+            // More than one server page may be wanted: walk backwards until `limit` or the start.
+            while out.len() < *limit as usize {
+                let want = (*limit as usize - out.len()).min(200) as u32;
+                let mut page = client.history(conv, before, want).await?;
+                page.retain(|m| m.state == MessageState::Sent || before.is_none());
+                let sent: Vec<_> = page.iter().filter(|m| m.seq.is_some()).collect();
+                let Some(first) = sent.first().and_then(|m| m.seq) else {
+                    out.splice(0..0, page);
+                    break;
+                };
+                let done = first <= 1 || sent.len() < want as usize;
+                out.splice(0..0, page);
+                if done {
+                    break;
+                }
+                before = Some(first);
+            }
+            let skip = out.len().saturating_sub(*limit as usize);
+            for m in &out[skip..] {
+                print_message(&name, m, *json);
+            }
+        }
+        Command::Tail { json } => tail(client, *json).await?,
+        Command::Search { query, limit, json } => {
+            let _ = online(client, wait).await?;
+            for hit in client.search(query, None, *limit).await? {
+                let name = hit.message.conv.map(|c| conv_name(client, c));
+                print_message(name.as_deref().unwrap_or("?"), &hit.message, *json);
+            }
+        }
+        Command::Unread => {
+            let _ = online(client, wait).await?;
+            let convs = client.conversations()?;
+            let mut total = 0;
+            for c in convs.iter().filter(|c| c.unread > 0) {
+                total += c.unread;
+                println!("{}  {}", c.title, c.unread);
+            }
+            if total == 0 {
+                println!("no unread messages");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `general` for a room, `@bob` for a DM.
+fn conv_name(client: &Client, conv: ConvId) -> String {
+    match client.conversation(conv).ok().flatten() {
+        Some(c) if c.kind == ConvKind::Dm => format!("@{}", c.name),
+        Some(c) => c.name,
+        None => conv.to_string(),
+    }
+}
+
+async fn send(
+    client: &Client,
+    target: &str,
+    text: &str,
+    wait: Duration,
+) -> Result<(), ClientError> {
+    let reachable = online(client, wait).await?;
+    let (kind, name) = parse_target(target);
+    let to = match kind {
+        ConvKind::Dm => Target::User(name.to_owned()),
+        ConvKind::Room => Target::Conv(find(client, target)?),
+    };
+    let msg = client.send(to, text).await?;
+    if reachable
+        && tokio::time::timeout(wait, client.wait_outbox_empty())
+            .await
+            .is_ok()
+    {
+        if let Some(item) = client
+            .outbox()?
+            .into_iter()
+            .find(|m| m.local_id == msg.local_id)
+        {
+            return Err(ClientError::Invalid(format!(
+                "the server refused the message: {}",
+                item.error.unwrap_or_default()
+            )));
+        }
+        println!("sent to {target}");
+        return Ok(());
+    }
+    println!(
+        "queued: the server is unreachable; the message will be delivered by the next command \
+         that connects (e.g. `natter tail`)"
+    );
+    Ok(())
+}
+
+async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
+    let mut events = client.subscribe();
+    let mut printed: HashSet<String> = HashSet::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            ev = events.recv() => match ev {
+                Ok(ClientEvent::Message(m)) => match m.state {
+                    MessageState::Sent => {
+                        if printed.insert(m.local_id.clone()) {
+                            let name = m.conv.map(|c| conv_name(client, c)).unwrap_or_default();
+                            print_message(&name, &m, json);
+                        }
+                    }
+                    MessageState::Failed => eprintln!(
+                        "natter: not delivered: {:?}: {}",
+                        m.text,
+                        m.error.unwrap_or_default()
+                    ),
+                    MessageState::Pending => {}
+                },
+                Ok(ClientEvent::Connection(state)) => match state {
+                    ConnectionState::SignedOut { reason } => {
+                        return Err(ClientError::Unauthorized(reason));
+                    }
+                    ConnectionState::Offline { reason, .. } => {
+                        eprintln!("natter: offline ({reason}); reconnecting");
+                    }
+                    ConnectionState::Online => eprintln!("natter: online"),
+                    ConnectionState::Connecting => {}
+                },
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => eprintln!("natter: skipped {n} events"),
+                Err(RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
+}
+
+fn print_message(conv: &str, m: &LocalMessage, json: bool) {
+    if json {
+        let line = serde_json::json!({
+            "conversation": conv,
+            "conv": m.conv,
+            "seq": m.seq,
+            "sender": m.sender,
+            "time": m.time,
+            "text": m.text,
+            "state": m.state,
+        });
+        println!("{line}");
+    } else {
+        let state = match m.state {
+            MessageState::Sent => String::new(),
+            MessageState::Pending => " (pending)".into(),
+            MessageState::Failed => format!(" (failed: {})", m.error.as_deref().unwrap_or("")),
+        };
+        println!(
+            "[{}] {conv} <{}> {}{state}",
+            format_time(m.time),
+            m.sender,
+            m.text
+        );
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC from ms since the epoch (civil-from-days, no date crate needed).
+fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_time(1_795_000_000_123), "2026-11-18 11:06:40");
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(parse_target("@bob"), (ConvKind::Dm, "bob"));
+        assert_eq!(parse_target("#general"), (ConvKind::Room, "general"));
+        assert_eq!(parse_target("general"), (ConvKind::Room, "general"));
+    }
+
+    #[test]
+    fn cli_parses_global_options_anywhere() {
+        let cli = Cli::try_parse_from([
+            "natter",
+            "send",
+            "--server",
+            "http://h:1",
+            "general",
+            "hello",
+            "world",
+        ])
+        .unwrap();
+        assert_eq!(cli.server.unwrap().as_str(), "http://h:1/");
+        match cli.command {
+            Command::Send { target, text } => {
+                assert_eq!(target, "general");
+                assert_eq!(text, ["hello", "world"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["natter", "send", "general"]).is_err());
+        assert!(Cli::try_parse_from(["natter", "--server", "not a url", "rooms"]).is_err());
+        let h =
+            Cli::try_parse_from(["natter", "history", "@bob", "--limit", "5", "--json"]).unwrap();
+        assert!(matches!(
+            h.command,
+            Command::History {
+                limit: 5,
+                json: true,
+                ..
+            }
+        ));
+    }
+}

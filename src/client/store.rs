@@ -869,7 +869,7 @@ mod tests {
         let (_d, s) = store();
         s.upsert_conversation(&room(1, "general"), None).unwrap();
         let m = msg(1, 1, "bob", "hi");
-        assert_eq!(s.insert_messages(&[m.clone()]).unwrap().len(), 1);
+        assert_eq!(s.insert_messages(std::slice::from_ref(&m)).unwrap().len(), 1);
         assert!(s.insert_messages(&[m.clone(), m]).unwrap().is_empty());
         assert_eq!(s.message_count(1).unwrap(), 1);
         assert_eq!(s.last_seq(1).unwrap(), 1);
