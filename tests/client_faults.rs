@@ -1,0 +1,674 @@
+//! The client against a misbehaving server: a fake WebSocket server in this file sends garbage,
+//! unknown and unsolicited frames, oversized frames, closes with every documented code, goes
+//! silent, refuses the token, and rejects outbox messages. The client must report, reconnect when
+//! it makes sense, sign out when the token is refused, and never panic.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use natter::client::{
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageState, Target,
+};
+use natter::protocol::{
+    close, ClientFrame, ConvKind, Conversation, ErrorCode, Message, Reply, ServerFrame, Session,
+    User, SUBPROTOCOL,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::WebSocketStream;
+
+type Sock = WebSocketStream<TcpStream>;
+
+struct Fake {
+    url: url::Url,
+    connections: Arc<AtomicUsize>,
+    auth: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts a fake server running `script(connection_index, socket)` for each connection. With
+/// `refuse`, every upgrade is answered with HTTP 401.
+async fn fake<F, Fut>(refuse: bool, script: F) -> Fake
+where
+    F: Fn(usize, Sock) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let auth = Arc::new(Mutex::new(Vec::new()));
+    let script = Arc::new(script);
+    {
+        let connections = connections.clone();
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let n = connections.fetch_add(1, Ordering::SeqCst);
+                let auth = auth.clone();
+                let script = script.clone();
+                tokio::spawn(async move {
+                    let callback = |req: &Request, mut resp: Response| {
+                        let header = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        auth.lock().unwrap().push(header);
+                        if refuse {
+                            let mut err = ErrorResponse::new(Some("unauthorized".into()));
+                            *err.status_mut() = StatusCode::UNAUTHORIZED;
+                            return Err(err);
+                        }
+                        resp.headers_mut().insert(
+                            "sec-websocket-protocol",
+                            HeaderValue::from_static(SUBPROTOCOL),
+                        );
+                        Ok(resp)
+                    };
+                    if let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await {
+                        script(n, ws).await;
+                    }
+                });
+            }
+        });
+    }
+    Fake {
+        url: format!("http://{addr}").parse().unwrap(),
+        connections,
+        auth,
+    }
+}
+
+fn user(name: &str) -> User {
+    User {
+        username: name.into(),
+        display_name: name.into(),
+        avatar: "cat".into(),
+    }
+}
+
+fn hello() -> ServerFrame {
+    ServerFrame::Hello {
+        protocol: 1,
+        user: user("alice"),
+        server_time: 0,
+        heartbeat_ms: 25_000,
+        conversations: vec![Conversation {
+            id: 1,
+            kind: ConvKind::Room,
+            name: "general".into(),
+            peer: None,
+            member_count: 2,
+            last_seq: 0,
+            last_read: 0,
+        }],
+        online: vec!["alice".into()],
+        unread: vec![],
+    }
+}
+
+fn message(seq: i64, text: &str) -> Message {
+    Message {
+        id: seq,
+        conv: 1,
+        seq,
+        sender: "bob".into(),
+        text: text.into(),
+        time: 1_000 + seq,
+        client_msg_id: uuid::Uuid::new_v4(),
+    }
+}
+
+async fn push(ws: &mut Sock, frame: &ServerFrame) {
+    let _ = ws
+        .send(Ws::text(serde_json::to_string(frame).unwrap()))
+        .await;
+}
+
+/// Reads client frames, answering `sync` with `synced` and everything else with `done`, until
+/// the client goes away.
+async fn serve(ws: &mut Sock) {
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Ws::Text(t) = msg {
+            let Ok(frame) = serde_json::from_str::<ClientFrame>(t.as_str()) else {
+                continue;
+            };
+            let result = match frame {
+                ClientFrame::Sync { .. } => Reply::Synced { unread: vec![] },
+                _ => Reply::Done,
+            };
+            push(
+                ws,
+                &ServerFrame::Ok {
+                    id: frame.id(),
+                    result,
+                },
+            )
+            .await;
+        }
+    }
+}
+
+fn config(server: &url::Url, dir: &std::path::Path) -> ClientConfig {
+    let mut c = ClientConfig::new(server.clone(), dir.to_path_buf());
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(100);
+    c.connect_timeout = Duration::from_secs(2);
+    c.request_timeout = Duration::from_secs(3);
+    c
+}
+
+async fn start(
+    fake: &Fake,
+    dir: &tempfile::TempDir,
+    tweak: impl FnOnce(&mut ClientConfig),
+) -> Client {
+    let mut cfg = config(&fake.url, dir.path());
+    tweak(&mut cfg);
+    Client::start(
+        cfg,
+        Session {
+            token: "secret-token".into(),
+            user: user("alice"),
+            expires_at: i64::MAX,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn wait_for(
+    rx: &mut broadcast::Receiver<ClientEvent>,
+    what: &str,
+    mut pred: impl FnMut(&ClientEvent) -> bool,
+) -> ClientEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ev)) if pred(&ev) => return ev,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event stream ended waiting for {what}: {e}"),
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+async fn wait_connections(fake: &Fake, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.connections.load(Ordering::SeqCst) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {n} connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn garbage_unknown_and_unsolicited_frames_are_reported_and_skipped() {
+    let fake = fake(false, |_, mut ws| async move {
+        push(&mut ws, &hello()).await;
+        for junk in [
+            "not json at all",
+            r#"{"type":"bogus","x":1}"#,
+            r#"{"type":"message"}"#,
+            r#"{"type":"ok","id":987654,"result":{"kind":"done"}}"#,
+            r#"{"type":"error","id":null,"code":"internal","message":"oops"}"#,
+            "[]",
+            "",
+        ] {
+            let _ = ws.send(Ws::text(junk)).await;
+        }
+        let _ = ws.send(Ws::binary(vec![0u8, 159, 146, 150])).await;
+        push(
+            &mut ws,
+            &ServerFrame::Message {
+                message: message(1, "still here"),
+            },
+        )
+        .await;
+        serve(&mut ws).await;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |_| {}).await;
+    let mut rx = client.subscribe();
+    let mut warnings = 0;
+    let ev = wait_for(&mut rx, "the good message", |ev| {
+        if matches!(ev, ClientEvent::Warning(_)) {
+            warnings += 1;
+        }
+        matches!(ev, ClientEvent::Message(m) if m.text == "still here")
+    })
+    .await;
+    assert!(matches!(ev, ClientEvent::Message(m) if m.state == MessageState::Sent));
+    assert!(warnings >= 8, "each bad frame is reported, got {warnings}");
+    assert_eq!(client.connection_state(), ConnectionState::Online);
+    assert_eq!(
+        fake.connections.load(Ordering::SeqCst),
+        1,
+        "no reconnect for junk"
+    );
+    assert_eq!(fake.auth.lock().unwrap()[0], "Bearer secret-token");
+    let page = client.history(1, None, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_ends_the_connection_and_the_client_reconnects() {
+    let fake = fake(false, |n, mut ws| async move {
+        push(&mut ws, &hello()).await;
+        if n == 0 {
+            let huge = "x".repeat(natter::client::connection::MAX_INCOMING_BYTES + 1024);
+            let _ = ws.send(Ws::text(huge)).await;
+        }
+        serve(&mut ws).await;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |_| {}).await;
+    let mut rx = client.subscribe();
+    wait_for(&mut rx, "offline", |ev| {
+        matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
+    })
+    .await;
+    wait_connections(&fake, 2).await;
+    tokio::time::timeout(Duration::from_secs(10), client.wait_synced())
+        .await
+        .unwrap()
+        .unwrap();
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_documented_close_code_reconnects_except_unauthorized() {
+    for code in [
+        close::NORMAL,
+        close::GOING_AWAY,
+        close::UNSUPPORTED_DATA,
+        close::INVALID_PAYLOAD,
+        close::POLICY,
+        close::TOO_BIG,
+        close::INTERNAL,
+        close::SLOW_CONSUMER,
+        close::HEARTBEAT_TIMEOUT,
+        close::RATE_LIMITED,
+    ] {
+        let fake = fake(false, move |n, mut ws| async move {
+            push(&mut ws, &hello()).await;
+            if n == 0 {
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: "test".into(),
+                    }))
+                    .await;
+                // Drain until the client's close reply.
+                while let Some(Ok(_)) = ws.next().await {}
+                return;
+            }
+            serve(&mut ws).await;
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let client = start(&fake, &dir, |_| {}).await;
+        let mut rx = client.subscribe();
+        let ev = wait_for(&mut rx, "offline", |ev| {
+            matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
+        })
+        .await;
+        let ClientEvent::Connection(ConnectionState::Offline { reason, .. }) = ev else {
+            unreachable!()
+        };
+        assert!(reason.contains(&code.to_string()), "{code}: {reason}");
+        wait_connections(&fake, 2).await;
+        tokio::time::timeout(Duration::from_secs(10), client.wait_synced())
+            .await
+            .unwrap_or_else(|_| panic!("no resume after close {code}"))
+            .unwrap();
+        client.shutdown().await;
+    }
+}
+
+/// What a refused session must look like: signed out, no more attempts, the token forgotten,
+/// requests refused, history still readable.
+async fn assert_signed_out(fake: &Fake, client: &Client, dir: &tempfile::TempDir) {
+    let mut state = client.connection_watch();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| matches!(s, ConnectionState::SignedOut { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let before = fake.connections.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        fake.connections.load(Ordering::SeqCst),
+        before,
+        "kept retrying"
+    );
+    assert!(matches!(
+        client.rooms().await,
+        Err(ClientError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        client.wait_synced().await,
+        Err(ClientError::Unauthorized(_))
+    ));
+    client.history(1, None, 10).await.unwrap();
+    client.shutdown().await;
+    let again = Client::resume(config(&fake.url, dir.path())).await.unwrap();
+    assert!(again.is_none(), "a refused token is not resumed");
+}
+
+#[tokio::test]
+async fn http_401_at_the_upgrade_signs_out_and_stops() {
+    let fake = fake(true, |_, _ws| async move {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |_| {}).await;
+    assert_signed_out(&fake, &client, &dir).await;
+}
+
+#[tokio::test]
+async fn close_4001_signs_out_and_stops() {
+    let fake = fake(false, |_, mut ws| async move {
+        push(&mut ws, &hello()).await;
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(close::UNAUTHORIZED),
+                reason: "token revoked".into(),
+            }))
+            .await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |_| {}).await;
+    assert_signed_out(&fake, &client, &dir).await;
+}
+
+#[tokio::test]
+async fn policy_close_before_hello_signs_out() {
+    let fake = fake(false, |_, mut ws| async move {
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(close::POLICY),
+                reason: "auth".into(),
+            }))
+            .await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |_| {}).await;
+    assert_signed_out(&fake, &client, &dir).await;
+}
+
+#[tokio::test]
+async fn a_silent_server_is_dropped_and_redialled() {
+    let fake = fake(false, |n, mut ws| async move {
+        push(&mut ws, &hello()).await;
+        if n == 0 {
+            // Never read again: no pongs, no answers.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        }
+        serve(&mut ws).await;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |c| {
+        c.heartbeat = Duration::from_millis(100);
+        c.heartbeat_grace = Duration::from_millis(200);
+    })
+    .await;
+    let mut rx = client.subscribe();
+    let ev = wait_for(&mut rx, "offline", |ev| {
+        matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
+    })
+    .await;
+    assert!(format!("{ev:?}").contains("stopped answering"), "{ev:?}");
+    wait_connections(&fake, 2).await;
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_hello_and_non_websocket_peers_are_retried() {
+    // A server that upgrades but never says hello.
+    let fake_quiet = fake(false, |_, mut ws| async move { serve(&mut ws).await }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake_quiet, &dir, |c| {
+        c.connect_timeout = Duration::from_millis(200)
+    })
+    .await;
+    wait_connections(&fake_quiet, 2).await;
+    assert!(matches!(
+        client.connection_state(),
+        ConnectionState::Offline { .. } | ConnectionState::Connecting
+    ));
+    client.shutdown().await;
+
+    // A plain TCP peer that answers garbage to the upgrade.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            use tokio::io::AsyncWriteExt;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nhi!")
+                .await;
+        }
+    });
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut cfg = config(&format!("http://{addr}").parse().unwrap(), dir2.path());
+    cfg.connect_timeout = Duration::from_millis(500);
+    let client = Client::start(
+        cfg,
+        Session {
+            token: "t".into(),
+            user: user("alice"),
+            expires_at: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while accepted.load(Ordering::SeqCst) < 3 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        client.connection_state(),
+        ConnectionState::Offline { .. } | ConnectionState::Connecting
+    ));
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn rejected_outbox_messages_fail_with_the_reason_and_transient_ones_are_retried() {
+    // The fake answers: 1st send rate_limited, then its retry (same id) sent; 2nd send forbidden.
+    let seen: Arc<Mutex<Vec<(uuid::Uuid, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let fake = fake(false, move |_, mut ws| {
+        let log = log.clone();
+        async move {
+            push(&mut ws, &hello()).await;
+            let mut seq = 0;
+            while let Some(Ok(msg)) = ws.next().await {
+                let Ws::Text(t) = msg else { continue };
+                let Ok(frame) = serde_json::from_str::<ClientFrame>(t.as_str()) else {
+                    continue;
+                };
+                let reply = match &frame {
+                    ClientFrame::Send {
+                        id,
+                        client_msg_id,
+                        text,
+                        ..
+                    } => {
+                        log.lock().unwrap().push((*client_msg_id, text.clone()));
+                        let attempts = log
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .filter(|(c, _)| c == client_msg_id)
+                            .count();
+                        if text == "first" && attempts == 1 {
+                            ServerFrame::Error {
+                                id: Some(*id),
+                                code: ErrorCode::RateLimited,
+                                message: "slow down".into(),
+                            }
+                        } else if text == "second" {
+                            ServerFrame::Error {
+                                id: Some(*id),
+                                code: ErrorCode::Forbidden,
+                                message: "not a member".into(),
+                            }
+                        } else {
+                            seq += 1;
+                            let mut m = message(seq, text);
+                            m.sender = "alice".into();
+                            m.client_msg_id = *client_msg_id;
+                            ServerFrame::Ok {
+                                id: *id,
+                                result: Reply::Sent { message: m },
+                            }
+                        }
+                    }
+                    ClientFrame::Sync { id, .. } => ServerFrame::Ok {
+                        id: *id,
+                        result: Reply::Synced { unread: vec![] },
+                    },
+                    other => ServerFrame::Ok {
+                        id: other.id(),
+                        result: Reply::Done,
+                    },
+                };
+                push(&mut ws, &reply).await;
+            }
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |_| {}).await;
+    let mut rx = client.subscribe();
+    let first = client.send(Target::Conv(1), "first").await.unwrap();
+    let second = client.send(Target::Conv(1), "second").await.unwrap();
+    let third = client.send(Target::Conv(1), "third").await.unwrap();
+    assert_eq!(first.state, MessageState::Pending);
+    let failed = wait_for(&mut rx, "second to fail", |ev| {
+        matches!(ev, ClientEvent::Message(m) if m.local_id == second.local_id && m.state == MessageState::Failed)
+    })
+    .await;
+    let ClientEvent::Message(failed) = failed else {
+        unreachable!()
+    };
+    assert_eq!(failed.error.as_deref(), Some("not a member"));
+    tokio::time::timeout(Duration::from_secs(10), client.wait_outbox_empty())
+        .await
+        .unwrap()
+        .unwrap();
+    let page = client.history(1, None, 10).await.unwrap();
+    let texts: Vec<_> = page.iter().map(|m| (m.text.as_str(), m.state)).collect();
+    assert_eq!(
+        texts,
+        [
+            ("first", MessageState::Sent),
+            ("third", MessageState::Sent),
+            ("second", MessageState::Failed)
+        ]
+    );
+    let log = seen.lock().unwrap().clone();
+    let ids: Vec<_> = log.iter().map(|(id, _)| id.to_string()).collect();
+    // The rate-limited message was retried with the same id and before "third": order kept.
+    assert_eq!(
+        ids,
+        [
+            first.local_id.clone(),
+            first.local_id.clone(),
+            second.local_id.clone(),
+            third.local_id.clone()
+        ]
+    );
+    // A retry of the failed one goes out again with the same id (and fails again here).
+    let again = client.retry(&second.local_id).await.unwrap();
+    assert_eq!(again.state, MessageState::Pending);
+    wait_for(&mut rx, "second to fail again", |ev| {
+        matches!(ev, ClientEvent::Message(m) if m.local_id == second.local_id && m.state == MessageState::Failed)
+    })
+    .await;
+    assert!(matches!(
+        client.retry("no-such-id").await,
+        Err(ClientError::NotFound(_))
+    ));
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn offline_start_is_instant_and_queues() {
+    // Nothing listens on this port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server: url::Url = format!("http://127.0.0.1:{port}").parse().unwrap();
+    let t0 = std::time::Instant::now();
+    let client = Client::start(
+        config(&server, dir.path()),
+        Session {
+            token: "t".into(),
+            user: user("alice"),
+            expires_at: 0,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    let m = client
+        .send(Target::User("bob".into()), "while offline")
+        .await
+        .unwrap();
+    assert_eq!((m.state, m.conv), (MessageState::Pending, None));
+    assert!(matches!(client.rooms().await, Err(ClientError::Offline(_))));
+    assert!(matches!(
+        client.send(Target::Conv(1), "   ").await,
+        Err(ClientError::Invalid(_))
+    ));
+    assert!(matches!(
+        client.send(Target::User("bad name".into()), "x").await,
+        Err(ClientError::Invalid(_))
+    ));
+    let mut state = client.connection_watch();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| matches!(s, ConnectionState::Offline { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    client.shutdown().await;
+    // The queued message survives a restart.
+    let client = Client::resume(config(&server, dir.path()))
+        .await
+        .unwrap()
+        .unwrap();
+    let outbox = client.outbox().unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].local_id, m.local_id);
+    client.shutdown().await;
+}
