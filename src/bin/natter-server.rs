@@ -1,1 +1,166 @@
-fn main() {}
+//! `natter-server`: parse flags and environment variables, bind, and hand over to
+//! [`natter::server::run`]. SIGINT or SIGTERM shuts down gracefully (sockets close with 1001,
+//! queued commits finish).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use natter::server::{ServerConfig, TlsConfig};
+
+/// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
+#[derive(Debug, Parser)]
+#[command(name = "natter-server", version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "NATTER_LISTEN", default_value = "127.0.0.1:8686")]
+    listen: SocketAddr,
+    /// Directory for the database [default: the user's XDG data dir, e.g. ~/.local/share/natter].
+    #[arg(long, env = "NATTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM). With --tls-key, serves https:// and wss://.
+    #[arg(long, env = "NATTER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "NATTER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Origins allowed to open sockets from a browser (repeat or comma-separate; `*` allows any).
+    /// Clients that send no Origin header are not affected.
+    #[arg(
+        long = "allowed-origin",
+        env = "NATTER_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// Seconds between server pings.
+    #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value_t = 25.0)]
+    heartbeat_interval: f64,
+    /// Seconds of silence beyond the heartbeat interval before a socket is closed (4002).
+    #[arg(long, env = "NATTER_HEARTBEAT_TIMEOUT", default_value_t = 10.0)]
+    heartbeat_timeout: f64,
+    /// Frames per second per user (token bucket refill).
+    #[arg(long, env = "NATTER_RATE_LIMIT", default_value_t = 20)]
+    rate_limit: u32,
+    /// Burst size of the per-user token bucket.
+    #[arg(long, env = "NATTER_RATE_BURST", default_value_t = 60)]
+    rate_burst: u32,
+    /// Rejected frames (net of forgiveness at the rate limit) before a flooder is closed (4003).
+    #[arg(long, env = "NATTER_FLOOD_CLOSE_AFTER", default_value_t = 200)]
+    flood_close_after: u32,
+    /// Frames queued per socket before a slow reader is closed (4000).
+    #[arg(long, env = "NATTER_OUTBOUND_QUEUE", default_value_t = 512)]
+    outbound_queue: usize,
+    /// Days a login token stays valid.
+    #[arg(long, env = "NATTER_TOKEN_TTL_DAYS", default_value_t = 30.0)]
+    token_ttl_days: f64,
+    /// Seconds a socket without an Authorization header has to send its `auth` frame (1008).
+    #[arg(long, env = "NATTER_AUTH_TIMEOUT", default_value_t = 5.0)]
+    auth_timeout: f64,
+    /// Seconds allowed for the TLS handshake and the HTTP request head (slowloris guard).
+    #[arg(long, env = "NATTER_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Sockets per IP address that have upgraded but not yet authenticated.
+    #[arg(long, env = "NATTER_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 16)]
+    max_unauthenticated_per_ip: usize,
+}
+
+fn secs(s: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|e| format!("bad duration {s}: {e}"))
+}
+
+fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => directories::ProjectDirs::from("", "", "natter")
+            .map(|p| p.data_dir().to_path_buf())
+            .ok_or("cannot find a home directory; pass --data-dir")?,
+    };
+    let mut c = ServerConfig::new(data_dir);
+    c.heartbeat_interval = secs(args.heartbeat_interval)?;
+    c.heartbeat_timeout = secs(args.heartbeat_timeout)?;
+    c.allowed_origins = args
+        .allowed_origins
+        .into_iter()
+        .filter(|o| !o.trim().is_empty())
+        .collect();
+    c.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+        _ => None,
+    };
+    c.rate_limit_per_sec = args.rate_limit;
+    c.rate_burst = args.rate_burst;
+    c.flood_close_after = args.flood_close_after;
+    c.outbound_queue = args.outbound_queue;
+    c.token_ttl = secs(args.token_ttl_days * 86_400.0)?;
+    c.auth_timeout = secs(args.auth_timeout)?;
+    c.handshake_timeout = secs(args.handshake_timeout)?;
+    c.max_unauthenticated_per_ip = args.max_unauthenticated_per_ip;
+    Ok((args.listen, c))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (listen, config) = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("natter-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("natter-server: cannot listen on {listen}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    match listener.local_addr() {
+        // Printed on stdout so scripts and tests can learn the port when listening on :0.
+        Ok(addr) => println!(
+            "natter-server listening on {scheme}://{addr} (data: {})",
+            config.data_dir.display()
+        ),
+        Err(e) => eprintln!("natter-server: {e}"),
+    }
+    match natter::server::run(listener, config, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,307 @@
-//! The Natter server. (Being written.)
+//! The Natter server: HTTP API and WebSocket chat over one listener.
+//!
+//! [`run`] takes a bound listener, a [`ServerConfig`] and a shutdown future, so the CLI binary,
+//! the desktop app's host mode and the tests all start the same server the same way. Each
+//! accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a header
+//! read timeout (so a slowloris upgrade cannot hold a socket), routed by axum ([`http`]); upgraded
+//! sockets are served by [`connection`]; shared chat state lives in the [`hub`]; SQLite storage in
+//! [`store`]; credentials in [`auth`].
+//!
+//! Shutdown: stop accepting, close every socket with 1001, let HTTP requests in flight finish,
+//! wait (bounded) for the sockets' close handshakes, then let the writer commit what is queued.
+
+mod auth;
+mod connection;
+mod http;
+mod hub;
+mod store;
+
+pub use self::store::StoreError;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tower::ServiceExt;
+
+use self::connection::Bucket;
+use self::hub::Hub;
+use self::store::{Store, UserId};
+
+/// Certificate and key (PEM files) for serving wss:// and https://.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything the server can be told. [`ServerConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where `natter.db` lives.
+    pub data_dir: PathBuf,
+    /// How often the server pings each socket.
+    pub heartbeat_interval: Duration,
+    /// How long beyond `heartbeat_interval` a silent peer is kept before close 4002.
+    pub heartbeat_timeout: Duration,
+    /// Origins allowed to open a socket when the request carries an `Origin` header (browser
+    /// clients). `*` allows any. Requests without `Origin` (native clients) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// Serve TLS with this certificate when set.
+    pub tls: Option<TlsConfig>,
+    /// Sustained frames per second per user (token bucket refill rate).
+    pub rate_limit_per_sec: u32,
+    /// Frames a user may send in a burst (token bucket size).
+    pub rate_burst: u32,
+    /// Close a socket with 4003 once this many of its frames were rejected for rate, net of
+    /// forgiveness at `rate_limit_per_sec`.
+    pub flood_close_after: u32,
+    /// Frames queued per socket before it is closed as a slow consumer (4000).
+    pub outbound_queue: usize,
+    /// Lifetime of a login token.
+    pub token_ttl: Duration,
+    /// Time a socket that upgraded without a token has to send `auth` (close 1008 after).
+    pub auth_timeout: Duration,
+    /// Time for a TLS handshake and for the HTTP request head (slowloris guard).
+    pub handshake_timeout: Duration,
+    /// Sockets per IP address that have upgraded but not yet authenticated.
+    pub max_unauthenticated_per_ip: usize,
+    /// How long the server waits for a peer to read its close frame.
+    pub close_grace: Duration,
+    /// How long shutdown waits for sockets and requests to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults, storing data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            heartbeat_interval: Duration::from_secs(25),
+            heartbeat_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            tls: None,
+            rate_limit_per_sec: 20,
+            rate_burst: 60,
+            flood_close_after: 200,
+            outbound_queue: 512,
+            token_ttl: Duration::from_secs(30 * 24 * 3600),
+            auth_timeout: Duration::from_secs(crate::protocol::limits::AUTH_TIMEOUT_SECS),
+            handshake_timeout: Duration::from_secs(10),
+            max_unauthenticated_per_ip: 16,
+            close_grace: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Counts tasks (HTTP connections, sockets) so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+pub(crate) struct TaskGuard(Arc<Shared>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.tasks.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tasks {
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub store: Arc<Store>,
+    pub hub: Arc<Hub>,
+    pub buckets: Mutex<HashMap<UserId, Bucket>>,
+    pub unauth: Mutex<HashMap<IpAddr, usize>>,
+    pub tasks: Tasks,
+}
+
+impl Shared {
+    pub(crate) fn track(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.count.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
+    }
+}
+
+fn load_tls(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use std::io::BufReader;
+    let open = |p: &PathBuf| {
+        std::fs::File::open(p)
+            .map(BufReader::new)
+            .map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "{}: no certificate found",
+            tls.cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serve Natter on `listener` until `shutdown` resolves, then shut down gracefully.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let (store, snapshot) = Store::open(&config.data_dir)?;
+    let store = Arc::new(store);
+    let hub = Arc::new(Hub::new(
+        snapshot,
+        config.heartbeat_interval.as_millis() as u64,
+    ));
+    {
+        let hub = hub.clone();
+        store.start_writer(Box::new(move |batch| hub.on_commit(batch)))?;
+    }
+    let shared = Arc::new(Shared {
+        config,
+        store: store.clone(),
+        hub: hub.clone(),
+        buckets: Mutex::new(HashMap::new()),
+        unauth: Mutex::new(HashMap::new()),
+        tasks: Tasks::default(),
+    });
+    let router = http::router(shared.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "natter server listening");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let guard = shared.track();
+                let (router, tls, shared, stop) = (router.clone(), tls.clone(), shared.clone(), stop_rx.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    match tls {
+                        Some(acceptor) => {
+                            match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
+                                Ok(Ok(stream)) => serve_http(stream, peer, router, &shared, stop).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
+                        None => serve_http(tcp, peer, router, &shared, stop).await,
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: closing sockets");
+    let _ = stop_tx.send(true);
+    hub.shutdown();
+    if tokio::time::timeout(shared.config.shutdown_grace, shared.tasks.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish in time");
+    }
+    let store_for_join = store.clone();
+    let _ = tokio::task::spawn_blocking(move || store_for_join.shutdown()).await;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    router: axum::Router,
+    shared: &Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout)
+        .max_buf_size(16 * 1024);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(shared.config.shutdown_grace, conn).await;
+        }
+    }
+}

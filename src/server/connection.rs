@@ -1,0 +1,740 @@
+//! One task per WebSocket: the auth phase (for sockets that upgraded without a token), then a
+//! read loop and a write loop running side by side in that task.
+//!
+//! The write loop drains a bounded queue of pre-serialised frames (shared bytes from the hub),
+//! feeding everything queued and flushing once. The hub never waits on it: when the queue is full
+//! the hub closes the connection with [`close::SLOW_CONSUMER`]. The write loop also sends the
+//! heartbeat pings and closes a peer silent for `heartbeat_interval + heartbeat_timeout`.
+//!
+//! Every way a socket ends goes through [`Kill`]: whoever decides (reader on bad input, hub on a
+//! full queue or logout, heartbeat, shutdown) fires a close code, and the write loop sends that
+//! close frame. After the close frame the task keeps reading and discarding raw bytes for a
+//! short grace period, so a peer that was mid-way through a large frame still sees the close
+//! frame instead of a TCP reset.
+//!
+//! The socket type is generic over the underlying I/O, so tests could drive it over an in-memory
+//! duplex stream; the server uses it over TCP or TLS.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::protocol::{
+    close, is_valid_name, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, Millis, Reply,
+    ServerFrame,
+};
+
+use super::auth::{hash_token, TokenHash};
+use super::hub::{answer, encode, ConnHandle, Kill};
+use super::store::{self, now_ms, Origin, UserId, WriteOp};
+use super::Shared;
+
+/// Not a real close code: the peer vanished, so no close frame is sent.
+const ABORTED: u16 = 1006;
+/// The standard code for a protocol violation at the WebSocket level.
+const PROTOCOL_ERROR: u16 = 1002;
+/// Every `type` a client frame may have; anything else is `unknown_type`.
+const KNOWN_TYPES: &[&str] = &[
+    "auth",
+    "sync",
+    "send",
+    "history",
+    "rooms",
+    "create_room",
+    "join",
+    "leave",
+    "members",
+    "users",
+    "read",
+    "typing",
+];
+
+/// A socket's identity once authenticated.
+#[derive(Debug, Clone, Copy)]
+pub struct Authed {
+    pub user: UserId,
+    pub token: TokenHash,
+    pub expires_at: Millis,
+}
+
+/// Keeps a slot in the per-address count of sockets that have not authenticated yet.
+pub struct UnauthSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl UnauthSlot {
+    /// Take a slot for `ip`, or None when it already holds `max_unauthenticated_per_ip`.
+    pub fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<UnauthSlot> {
+        let mut map = shared.unauth.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= shared.config.max_unauthenticated_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(UnauthSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for UnauthSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.unauth.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The close code for a read error.
+fn code_for_error(e: &WsError) -> u16 {
+    match e {
+        WsError::Utf8(_) => close::INVALID_PAYLOAD,
+        WsError::Capacity(_) => close::TOO_BIG,
+        WsError::Protocol(_) => PROTOCOL_ERROR,
+        _ => ABORTED,
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::NORMAL => "bye",
+        close::GOING_AWAY => "server shutting down",
+        close::UNSUPPORTED_DATA => "binary frames are not supported",
+        close::INVALID_PAYLOAD => "text frame is not valid UTF-8",
+        close::POLICY => "authenticate with an auth frame first",
+        close::TOO_BIG => "frame too large",
+        close::SLOW_CONSUMER => "outbound queue overflow: resume later",
+        close::UNAUTHORIZED => "session ended: sign in again",
+        close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
+        close::RATE_LIMITED => "rate limit exceeded",
+        PROTOCOL_ERROR => "protocol error",
+        _ => "",
+    }
+}
+
+/// Send a close frame (unless the peer vanished), then read and discard for a grace period so
+/// the peer gets to read it.
+async fn finish<T>(mut ws: WebSocketStream<T>, code: u16, grace: Duration)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    if code == ABORTED {
+        return;
+    }
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(close_reason(code)),
+    };
+    let sent = tokio::time::timeout(grace, async {
+        let _ = ws.send(Message::Close(Some(frame))).await;
+        let _ = ws.flush().await;
+    })
+    .await;
+    if sent.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(grace, async {
+        let io = ws.get_mut();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Serve one upgraded socket until it closes.
+pub async fn serve<T>(
+    mut ws: WebSocketStream<T>,
+    shared: Arc<Shared>,
+    pre: Option<Authed>,
+    slot: Option<UnauthSlot>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let grace = shared.config.close_grace;
+    let authed = match pre {
+        Some(a) => a,
+        None => match auth_phase(&mut ws, &shared).await {
+            Ok(a) => a,
+            Err(code) => return finish(ws, code, grace).await,
+        },
+    };
+    drop(slot);
+    let unread = match shared
+        .store
+        .read(move |c| store::unread(c, authed.user))
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read unread counts");
+            return finish(ws, close::INTERNAL, grace).await;
+        }
+    };
+    let Some((conn, mut rx)) = shared.hub.register(
+        authed.user,
+        authed.token,
+        unread,
+        shared.config.outbound_queue,
+    ) else {
+        return finish(ws, close::GOING_AWAY, grace).await;
+    };
+    tracing::debug!(conn = conn.id, user = authed.user, "connection registered");
+    let last_heard = AtomicI64::new(now_ms());
+    let (replay_tx, mut replay_rx) = mpsc::channel::<Utf8Bytes>(2);
+    let (mut sink, mut stream) = ws.split();
+    let mut session = Session {
+        shared: shared.clone(),
+        conn: conn.clone(),
+        username: shared
+            .hub
+            .user(authed.user)
+            .map(|u| u.username)
+            .unwrap_or_default(),
+        replay_tx,
+        replay_task: None,
+        strikes: 0.0,
+        strikes_at: Instant::now(),
+    };
+    {
+        let writer = write_loop(
+            &mut sink,
+            &mut rx,
+            &mut replay_rx,
+            &conn.kill,
+            &shared,
+            &last_heard,
+            authed.expires_at,
+        );
+        tokio::pin!(writer);
+        tokio::select! {
+            _ = &mut writer => {}
+            _ = read_loop(&mut stream, &mut session, &last_heard) => writer.await,
+        }
+    }
+    if let Some(task) = session.replay_task.take() {
+        task.abort();
+    }
+    shared.hub.unregister(conn.id);
+    let code = conn.kill.code().unwrap_or(close::NORMAL);
+    tracing::debug!(conn = conn.id, code, "connection closed");
+    match sink.reunite(stream) {
+        Ok(ws) => finish(ws, code, grace).await,
+        Err(_) => tracing::error!("socket halves did not reunite"),
+    }
+}
+
+/// Wait for the `auth` frame of a socket that upgraded without a token.
+async fn auth_phase<T>(ws: &mut WebSocketStream<T>, shared: &Arc<Shared>) -> Result<Authed, u16>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + shared.config.auth_timeout;
+    loop {
+        let text = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return Err(close::POLICY),
+            Ok(None) => return Err(ABORTED),
+            Ok(Some(Err(e))) => return Err(code_for_error(&e)),
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(Message::Binary(_)))) => return Err(close::UNSUPPORTED_DATA),
+            Ok(Some(Ok(Message::Close(_)))) => return Err(close::NORMAL),
+            Ok(Some(Ok(_))) => continue,
+        };
+        let Ok(ClientFrame::Auth { id, token }) = serde_json::from_str::<ClientFrame>(&text) else {
+            return Err(close::POLICY);
+        };
+        let hash = hash_token(&token);
+        let found = shared
+            .store
+            .read(move |c| store::token_user(c, &hash))
+            .await;
+        return match found {
+            Ok(Some((user, expires_at))) => {
+                let ok = answer(id, Ok(Reply::Authenticated));
+                ws.send(Message::Text(ok)).await.map_err(|_| ABORTED)?;
+                Ok(Authed {
+                    user,
+                    token: hash,
+                    expires_at,
+                })
+            }
+            Ok(None) => {
+                let err = answer(
+                    id,
+                    Err((
+                        ErrorCode::Unauthorized,
+                        "invalid, expired or revoked token".into(),
+                    )),
+                );
+                let _ = ws.send(Message::Text(err)).await;
+                Err(close::UNAUTHORIZED)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token lookup failed");
+                Err(close::INTERNAL)
+            }
+        };
+    }
+}
+
+async fn write_loop<S>(
+    sink: &mut S,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    replay: &mut mpsc::Receiver<Utf8Bytes>,
+    kill: &Kill,
+    shared: &Shared,
+    last_heard: &AtomicI64,
+    expires_at: Millis,
+) where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let interval = shared.config.heartbeat_interval;
+    let silence_limit = (interval + shared.config.heartbeat_timeout).as_millis() as i64;
+    // Check liveness several times per period so a silent peer is dropped close to the limit.
+    let check = (interval.min(shared.config.heartbeat_timeout) / 4).max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(Instant::now() + check, check);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ping = Instant::now();
+    loop {
+        if kill.code().is_some() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = kill.fired() => return,
+            _ = ticker.tick() => {
+                let now = now_ms();
+                if now - last_heard.load(Ordering::Relaxed) > silence_limit {
+                    kill.fire(close::HEARTBEAT_TIMEOUT);
+                    return;
+                }
+                if now >= expires_at {
+                    kill.fire(close::UNAUTHORIZED);
+                    return;
+                }
+                if last_ping.elapsed() >= interval {
+                    last_ping = Instant::now();
+                    let failed = tokio::select! {
+                        r = sink.send(Message::Ping(Bytes::new())) => r.is_err(),
+                        _ = kill.fired() => true,
+                    };
+                    if failed {
+                        kill.fire(ABORTED);
+                        return;
+                    }
+                }
+            }
+            Some(first) = rx.recv() => {
+                let failed = tokio::select! {
+                    r = write_batch(sink, first, rx) => r.is_err(),
+                    _ = kill.fired() => true,
+                };
+                if failed {
+                    kill.fire(ABORTED);
+                    return;
+                }
+            }
+            Some(frame) = replay.recv() => {
+                let failed = tokio::select! {
+                    r = sink.send(Message::Text(frame)) => r.is_err(),
+                    _ = kill.fired() => true,
+                };
+                if failed {
+                    kill.fire(ABORTED);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Feed everything queued (bounded, so a busy queue cannot starve heartbeats) and flush once.
+async fn write_batch<S>(
+    sink: &mut S,
+    first: Utf8Bytes,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), WsError>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    sink.feed(Message::Text(first)).await?;
+    for _ in 0..256 {
+        match rx.try_recv() {
+            Ok(frame) => sink.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
+async fn read_loop<S>(stream: &mut S, session: &mut Session, last_heard: &AtomicI64)
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let kill = session.conn.kill.clone();
+    while let Some(msg) = stream.next().await {
+        last_heard.store(now_ms(), Ordering::Relaxed);
+        let code = match msg {
+            Ok(Message::Text(text)) => session.handle_text(&text).await,
+            Ok(Message::Binary(_)) => Some(close::UNSUPPORTED_DATA),
+            Ok(Message::Close(_)) => Some(close::NORMAL),
+            Ok(_) => None,
+            Err(e) => Some(code_for_error(&e)),
+        };
+        if let Some(code) = code {
+            kill.fire(code);
+            return;
+        }
+    }
+    kill.fire(ABORTED);
+}
+
+/// A token bucket per user, shared by all of the user's connections.
+#[derive(Debug)]
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    conn: ConnHandle,
+    username: String,
+    replay_tx: mpsc::Sender<Utf8Bytes>,
+    replay_task: Option<tokio::task::JoinHandle<()>>,
+    /// Rejected frames not yet forgiven; they drain at the rate limit.
+    strikes: f64,
+    strikes_at: Instant,
+}
+
+/// The request id and error code for a frame that did not parse as a [`ClientFrame`].
+fn diagnose(text: &str) -> (Option<u64>, ErrorCode, String) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return (None, ErrorCode::BadRequest, "malformed JSON".into());
+    };
+    let id = value.get("id").and_then(|v| v.as_u64());
+    match value.get("type").and_then(|v| v.as_str()) {
+        None => (id, ErrorCode::BadRequest, "missing `type`".into()),
+        Some(t) if !KNOWN_TYPES.contains(&t) => (
+            id,
+            ErrorCode::UnknownType,
+            format!("unknown frame type `{t}`"),
+        ),
+        Some(_) => {
+            let detail = serde_json::from_value::<ClientFrame>(value)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            (
+                id,
+                ErrorCode::BadRequest,
+                format!("missing or mistyped field: {detail}"),
+            )
+        }
+    }
+}
+
+type Answer = Result<Reply, (ErrorCode, String)>;
+
+impl Session {
+    fn user(&self) -> UserId {
+        self.conn.user
+    }
+
+    /// Queue a frame for this connection; a full queue means a slow consumer.
+    fn reply(&self, frame: Utf8Bytes) -> Option<u16> {
+        match self.conn.tx.try_send(frame) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(_)) => Some(close::SLOW_CONSUMER),
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(ABORTED),
+        }
+    }
+
+    /// Whether the user may send another frame now. Keeps count of rejections for flood control.
+    fn admit(&mut self) -> Result<(), u16> {
+        let cfg = &self.shared.config;
+        let rate = cfg.rate_limit_per_sec.max(1) as f64;
+        let allowed = {
+            let mut buckets = self
+                .shared
+                .buckets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let b = buckets.entry(self.user()).or_insert_with(|| Bucket {
+                tokens: cfg.rate_burst as f64,
+                at: Instant::now(),
+            });
+            let now = Instant::now();
+            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate)
+                .min(cfg.rate_burst.max(1) as f64);
+            b.at = now;
+            if b.tokens >= 1.0 {
+                b.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        };
+        let now = Instant::now();
+        self.strikes =
+            (self.strikes - now.duration_since(self.strikes_at).as_secs_f64() * rate).max(0.0);
+        self.strikes_at = now;
+        if allowed {
+            return Ok(());
+        }
+        self.strikes += 1.0;
+        if self.strikes > cfg.flood_close_after as f64 {
+            Err(close::RATE_LIMITED)
+        } else {
+            Err(0)
+        }
+    }
+
+    /// Handle one text frame. Returns a close code when the connection must end.
+    async fn handle_text(&mut self, text: &str) -> Option<u16> {
+        match self.admit() {
+            Ok(()) => {}
+            Err(0) => {
+                let (id, _, _) = diagnose_id(text);
+                let frame = encode(&ServerFrame::Error {
+                    id,
+                    code: ErrorCode::RateLimited,
+                    message: "rate limit exceeded; slow down".into(),
+                });
+                return self.reply(frame);
+            }
+            Err(code) => return Some(code),
+        }
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(_) => {
+                let (id, code, message) = diagnose(text);
+                return self.reply(encode(&ServerFrame::Error { id, code, message }));
+            }
+        };
+        let id = frame.id();
+        let result = self.dispatch(frame).await;
+        match result {
+            Some(answer_) => self.reply(answer(id, answer_)),
+            None => None,
+        }
+    }
+
+    /// Serve a request. None means the answer comes later (from the writer thread or replay).
+    async fn dispatch(&mut self, frame: ClientFrame) -> Option<Answer> {
+        let user = self.user();
+        let shared = self.shared.clone();
+        match frame {
+            ClientFrame::Auth { .. } => {
+                Some(Err((ErrorCode::BadRequest, "already authenticated".into())))
+            }
+            ClientFrame::Sync { id, since } => {
+                if let Some(old) = self.replay_task.take() {
+                    old.abort();
+                }
+                let out = self.replay_tx.clone();
+                self.replay_task = Some(tokio::spawn(replay(shared, user, id, since, out)));
+                None
+            }
+            ClientFrame::Send {
+                id,
+                conv,
+                to,
+                client_msg_id,
+                text,
+            } => {
+                if text.chars().count() > limits::MAX_TEXT_CHARS {
+                    return Some(Err((
+                        ErrorCode::TooLong,
+                        format!("text is longer than {} characters", limits::MAX_TEXT_CHARS),
+                    )));
+                }
+                if !is_valid_text(&text) {
+                    return Some(Err((ErrorCode::BadRequest, "text is empty".into())));
+                }
+                if conv.is_some() == to.is_some() {
+                    return Some(Err((
+                        ErrorCode::BadRequest,
+                        "send needs exactly one of `conv` and `to`".into(),
+                    )));
+                }
+                if to.as_deref().is_some_and(|t| !is_valid_name(t)) {
+                    return Some(Err((ErrorCode::NotFound, "no such user".into())));
+                }
+                let op = WriteOp::Send {
+                    user,
+                    username: self.username.clone(),
+                    conv,
+                    to,
+                    client_msg_id,
+                    text,
+                };
+                self.submit(op, id)
+            }
+            ClientFrame::History {
+                conv,
+                before,
+                after,
+                limit,
+                ..
+            } => {
+                if let Err(e) = shared.hub.check_member(user, conv) {
+                    return Some(Err(e));
+                }
+                if before.is_some() && after.is_some() {
+                    return Some(Err((
+                        ErrorCode::BadRequest,
+                        "give at most one of `before` and `after`".into(),
+                    )));
+                }
+                if limit == 0 || limit > limits::MAX_PAGE {
+                    return Some(Err((
+                        ErrorCode::BadRequest,
+                        format!("limit must be 1..={}", limits::MAX_PAGE),
+                    )));
+                }
+                let page = shared
+                    .store
+                    .read(move |c| store::history(c, conv, before, after, limit))
+                    .await;
+                Some(match page {
+                    Ok((messages, has_more)) => Ok(Reply::History {
+                        conv,
+                        messages,
+                        has_more,
+                    }),
+                    Err(e) => Err(e.to_client()),
+                })
+            }
+            ClientFrame::Rooms { .. } => Some(Ok(Reply::Rooms {
+                rooms: shared.hub.rooms(user),
+            })),
+            ClientFrame::CreateRoom { id, name } => {
+                if !is_valid_name(&name) {
+                    return Some(Err((
+                        ErrorCode::InvalidName,
+                        "room names are 1-32 letters, digits or _-.".into(),
+                    )));
+                }
+                self.submit(WriteOp::CreateRoom { user, name }, id)
+            }
+            ClientFrame::Join { id, room } => {
+                if !is_valid_name(&room) {
+                    return Some(Err((ErrorCode::NotFound, "no such room".into())));
+                }
+                self.submit(WriteOp::Join { user, room }, id)
+            }
+            ClientFrame::Leave { id, conv } => self.submit(WriteOp::Leave { user, conv }, id),
+            ClientFrame::Members { conv, .. } => Some(
+                shared
+                    .hub
+                    .members(user, conv)
+                    .map(|members| Reply::Members { conv, members }),
+            ),
+            ClientFrame::Users { .. } => Some(Ok(Reply::Users {
+                users: shared.hub.users(),
+            })),
+            ClientFrame::Read { id, conv, seq } => {
+                self.submit(WriteOp::Read { user, conv, seq }, id)
+            }
+            ClientFrame::Typing { conv, .. } => {
+                Some(shared.hub.typing(user, conv).map(|()| Reply::Done))
+            }
+        }
+    }
+
+    fn submit(&self, op: WriteOp, req: u64) -> Option<Answer> {
+        match self.shared.store.submit(
+            op,
+            Origin::Socket {
+                conn: self.conn.id,
+                req,
+            },
+        ) {
+            Ok(()) => None,
+            Err(_) => Some(Err((
+                ErrorCode::Internal,
+                "the server is shutting down".into(),
+            ))),
+        }
+    }
+}
+
+/// Just the request id of a frame, for answering one that is rate limited.
+fn diagnose_id(text: &str) -> (Option<u64>, (), ()) {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<u64>,
+    }
+    (
+        serde_json::from_str::<IdOnly>(text).ok().and_then(|p| p.id),
+        (),
+        (),
+    )
+}
+
+/// Replay what the client missed, page by page, then answer `synced`. Runs as its own task so
+/// the connection keeps reading (pongs, other requests) during a long replay.
+async fn replay(
+    shared: Arc<Shared>,
+    user: UserId,
+    id: u64,
+    since: Vec<ConvSeq>,
+    out: mpsc::Sender<Utf8Bytes>,
+) {
+    let given: HashMap<_, _> = since.iter().map(|c| (c.conv, c.seq.max(0))).collect();
+    for (conv, last_seq) in shared.hub.member_convs(user) {
+        let mut from = given.get(&conv).copied().unwrap_or((last_seq - 50).max(0));
+        loop {
+            let page = shared
+                .store
+                .read(move |c| store::history(c, conv, None, Some(from), limits::MAX_PAGE))
+                .await;
+            let (messages, has_more) = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = out.send(answer(id, Err(e.to_client()))).await;
+                    return;
+                }
+            };
+            let Some(last) = messages.last() else { break };
+            from = last.seq;
+            if out
+                .send(encode(&ServerFrame::Batch { conv, messages }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if !has_more {
+                break;
+            }
+        }
+    }
+    let unread = shared.store.read(move |c| store::unread(c, user)).await;
+    let frame = match unread {
+        Ok(unread) => answer(id, Ok(Reply::Synced { unread })),
+        Err(e) => answer(id, Err(e.to_client())),
+    };
+    let _ = out.send(frame).await;
+}

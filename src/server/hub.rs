@@ -1,0 +1,696 @@
+//! The hub: who is a member of what, who is online on which connections, and fan-out.
+//!
+//! Memory mirrors the database (users, conversations, members, read markers, last seq) and is
+//! changed only by the writer thread's commit hook ([`Hub::on_commit`]) after a commit, so it is
+//! never ahead of the disk. Fan-out happens there too, in commit order, which is what gives every
+//! member the same gapless order. Each message is serialised once; every recipient connection
+//! gets a clone of the same bytes. Pushing never waits: a connection whose bounded queue is full
+//! is closed with [`close::SLOW_CONSUMER`] and dropped from the hub, so one slow reader never
+//! slows a room.
+//!
+//! Presence is per user (two devices are one online user) and is pushed to every connected user.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::{
+    close, limits, ConvId, ConvKind, Conversation, ErrorCode, Member, Reply, RoomInfo, Seq,
+    ServerFrame, Unread, User, PROTOCOL_VERSION,
+};
+
+use super::auth::TokenHash;
+use super::store::{name_key, now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
+
+/// A connection's id, unique for the life of the server.
+pub type ConnId = u64;
+
+/// A one-shot "close this connection with this code" signal.
+#[derive(Debug, Default)]
+pub struct Kill {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl Kill {
+    /// Ask the connection to close with `code`. The first code wins.
+    pub fn fire(&self, code: u16) {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The close code asked for, if any.
+    pub fn code(&self) -> Option<u16> {
+        match self.code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
+    /// Resolves once [`Kill::fire`] has been called.
+    pub async fn fired(&self) {
+        if self.code().is_some() {
+            return;
+        }
+        self.notify.notified().await;
+    }
+}
+
+/// The hub's handle on one live connection.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user: UserId,
+    /// The token the socket authenticated with, so logout can close it.
+    pub token: TokenHash,
+    pub tx: mpsc::Sender<Utf8Bytes>,
+    pub kill: Arc<Kill>,
+}
+
+struct ConvEntry {
+    kind: ConvKind,
+    name: String,
+    /// Members and their read markers.
+    members: HashMap<UserId, Seq>,
+    last_seq: Seq,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<UserId, User>,
+    convs: HashMap<ConvId, ConvEntry>,
+    rooms: HashMap<String, ConvId>,
+    user_convs: HashMap<UserId, HashSet<ConvId>>,
+    conns: HashMap<UserId, Vec<ConnHandle>>,
+    owner: HashMap<ConnId, UserId>,
+    shutting_down: bool,
+}
+
+/// Serialise a frame once; the result is shared by every recipient.
+pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    match serde_json::to_string(frame) {
+        Ok(text) => Utf8Bytes::from(text),
+        Err(e) => {
+            // Serialising our own types cannot fail in practice; never panic over it.
+            tracing::error!(error = %e, "cannot serialise a frame");
+            Utf8Bytes::from_static("{}")
+        }
+    }
+}
+
+/// The answer frame for request `req`.
+pub fn answer(req: u64, result: Result<Reply, (ErrorCode, String)>) -> Utf8Bytes {
+    encode(&match result {
+        Ok(result) => ServerFrame::Ok { id: req, result },
+        Err((code, message)) => ServerFrame::Error {
+            id: Some(req),
+            code,
+            message,
+        },
+    })
+}
+
+impl State {
+    fn conversation(&self, conv: ConvId, user: UserId) -> Option<Conversation> {
+        let c = self.convs.get(&conv)?;
+        let last_read = *c.members.get(&user)?;
+        let peer = match c.kind {
+            ConvKind::Room => None,
+            ConvKind::Dm => c
+                .members
+                .keys()
+                .find(|u| **u != user)
+                .and_then(|u| self.users.get(u))
+                .cloned(),
+        };
+        Some(Conversation {
+            id: conv,
+            kind: c.kind,
+            name: peer
+                .as_ref()
+                .map(|p| p.username.clone())
+                .unwrap_or_else(|| c.name.clone()),
+            peer,
+            member_count: c.members.len() as u32,
+            last_seq: c.last_seq,
+            last_read,
+        })
+    }
+
+    fn online_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .conns
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(u, _)| self.users.get(u).map(|u| u.username.clone()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn is_online(&self, user: UserId) -> bool {
+        self.conns.get(&user).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Push `frame` to every connection of `user` except `except`. Full queues are noted in
+    /// `dead` for [`State::reap`].
+    fn push_user(
+        &self,
+        user: UserId,
+        frame: &Utf8Bytes,
+        except: Option<ConnId>,
+        dead: &mut Vec<ConnId>,
+    ) {
+        if let Some(conns) = self.conns.get(&user) {
+            for c in conns.iter().filter(|c| Some(c.id) != except) {
+                push(c, frame, dead);
+            }
+        }
+    }
+
+    fn push_conn(&self, conn: ConnId, frame: &Utf8Bytes, dead: &mut Vec<ConnId>) {
+        if let Some(c) = self
+            .owner
+            .get(&conn)
+            .and_then(|u| self.conns.get(u))
+            .and_then(|v| v.iter().find(|c| c.id == conn))
+        {
+            push(c, frame, dead);
+        }
+    }
+
+    fn push_everyone(
+        &self,
+        frame: &Utf8Bytes,
+        except_user: Option<UserId>,
+        dead: &mut Vec<ConnId>,
+    ) {
+        for (user, conns) in &self.conns {
+            if Some(*user) != except_user {
+                for c in conns {
+                    push(c, frame, dead);
+                }
+            }
+        }
+    }
+
+    fn push_members(
+        &self,
+        conv: ConvId,
+        frame: &Utf8Bytes,
+        except: Option<ConnId>,
+        dead: &mut Vec<ConnId>,
+    ) {
+        if let Some(c) = self.convs.get(&conv) {
+            for user in c.members.keys() {
+                self.push_user(*user, frame, except, dead);
+            }
+        }
+    }
+
+    /// Drop the connections in `dead` and announce users who went offline. Announcing can find
+    /// more full queues, hence the loop.
+    fn reap(&mut self, dead: &mut Vec<ConnId>) {
+        while let Some(conn) = dead.pop() {
+            self.remove_conn(conn, dead);
+        }
+    }
+
+    fn remove_conn(&mut self, conn: ConnId, dead: &mut Vec<ConnId>) {
+        let Some(user) = self.owner.remove(&conn) else {
+            return;
+        };
+        let now_offline = match self.conns.get_mut(&user) {
+            Some(list) => {
+                list.retain(|c| c.id != conn);
+                list.is_empty()
+            }
+            None => false,
+        };
+        if now_offline {
+            self.conns.remove(&user);
+            if let Some(u) = self.users.get(&user) {
+                let frame = encode(&ServerFrame::Presence {
+                    username: u.username.clone(),
+                    online: false,
+                });
+                self.push_everyone(&frame, Some(user), dead);
+            }
+        }
+    }
+
+    fn add_member(&mut self, conv: ConvId, user: UserId) {
+        if let Some(c) = self.convs.get_mut(&conv) {
+            c.members.entry(user).or_insert(0);
+        }
+        self.user_convs.entry(user).or_default().insert(conv);
+    }
+}
+
+fn push(c: &ConnHandle, frame: &Utf8Bytes, dead: &mut Vec<ConnId>) {
+    match c.tx.try_send(frame.clone()) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::info!(conn = c.id, "outbound queue full: closing slow consumer");
+            c.kill.fire(close::SLOW_CONSUMER);
+            dead.push(c.id);
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => dead.push(c.id),
+    }
+}
+
+/// Shared in-memory chat state. See the module docs.
+pub struct Hub {
+    state: Mutex<State>,
+    next_conn: AtomicU64,
+    heartbeat_ms: u64,
+}
+
+impl Hub {
+    /// Build the hub from the store's snapshot.
+    pub fn new(snapshot: Snapshot, heartbeat_ms: u64) -> Hub {
+        let mut state = State::default();
+        for row in snapshot.users {
+            state.users.insert(row.id, row.user);
+        }
+        for c in snapshot.convs {
+            if c.kind == ConvKind::Room {
+                state.rooms.insert(name_key(&c.name), c.id);
+            }
+            for (user, _) in &c.members {
+                state.user_convs.entry(*user).or_default().insert(c.id);
+            }
+            state.convs.insert(
+                c.id,
+                ConvEntry {
+                    kind: c.kind,
+                    name: c.name,
+                    members: c.members.into_iter().collect(),
+                    last_seq: c.last_seq,
+                },
+            );
+        }
+        Hub {
+            state: Mutex::new(state),
+            next_conn: AtomicU64::new(1),
+            heartbeat_ms,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the whole server down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The user's public profile.
+    pub fn user(&self, user: UserId) -> Option<User> {
+        self.lock().users.get(&user).cloned()
+    }
+
+    /// Register an authenticated connection. Its queue starts with the `hello` frame, so nothing
+    /// can be pushed before it. Returns None when the server is shutting down.
+    pub fn register(
+        &self,
+        user: UserId,
+        token: TokenHash,
+        unread: Vec<Unread>,
+        queue: usize,
+    ) -> Option<(ConnHandle, mpsc::Receiver<Utf8Bytes>)> {
+        let mut state = self.lock();
+        if state.shutting_down {
+            return None;
+        }
+        let profile = state.users.get(&user)?.clone();
+        let (tx, rx) = mpsc::channel(queue.max(4));
+        let handle = ConnHandle {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            user,
+            token,
+            tx,
+            kill: Arc::new(Kill::default()),
+        };
+        let mut convs: Vec<ConvId> = state
+            .user_convs
+            .get(&user)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        convs.sort_unstable();
+        let conversations = convs
+            .iter()
+            .filter_map(|c| state.conversation(*c, user))
+            .collect();
+        let was_online = state.is_online(user);
+        let mut online = state.online_names();
+        if !was_online {
+            online.push(profile.username.clone());
+            online.sort();
+        }
+        let hello = encode(&ServerFrame::Hello {
+            protocol: PROTOCOL_VERSION,
+            user: profile.clone(),
+            server_time: now_ms(),
+            heartbeat_ms: self.heartbeat_ms,
+            conversations,
+            online,
+            unread,
+        });
+        // The queue is empty and holds at least 4, so the hello always fits.
+        let _ = handle.tx.try_send(hello);
+        let mut dead = Vec::new();
+        if !was_online {
+            let frame = encode(&ServerFrame::Presence {
+                username: profile.username,
+                online: true,
+            });
+            state.push_everyone(&frame, Some(user), &mut dead);
+        }
+        state.conns.entry(user).or_default().push(handle.clone());
+        state.owner.insert(handle.id, user);
+        state.reap(&mut dead);
+        Some((handle, rx))
+    }
+
+    /// Forget a connection (its task ended); announce the user offline if it was the last one.
+    pub fn unregister(&self, conn: ConnId) {
+        let mut state = self.lock();
+        let mut dead = Vec::new();
+        state.remove_conn(conn, &mut dead);
+        state.reap(&mut dead);
+    }
+
+    /// Close every connection (code 1001) and refuse new ones.
+    pub fn shutdown(&self) {
+        let mut state = self.lock();
+        state.shutting_down = true;
+        for conns in state.conns.values() {
+            for c in conns {
+                c.kill.fire(close::GOING_AWAY);
+            }
+        }
+    }
+
+    /// Ok when `user` is a member of `conv`; otherwise the error to answer with. A DM the user
+    /// is not in answers like a conversation that does not exist.
+    pub fn check_member(&self, user: UserId, conv: ConvId) -> Result<(), (ErrorCode, String)> {
+        let state = self.lock();
+        match state.convs.get(&conv) {
+            Some(c) if c.members.contains_key(&user) => Ok(()),
+            Some(c) if c.kind == ConvKind::Room => {
+                Err((ErrorCode::Forbidden, "not a member of this room".into()))
+            }
+            _ => Err((ErrorCode::NotFound, "no such conversation".into())),
+        }
+    }
+
+    /// The conversations `user` is in, with their last seq.
+    pub fn member_convs(&self, user: UserId) -> Vec<(ConvId, Seq)> {
+        let state = self.lock();
+        let mut out: Vec<(ConvId, Seq)> = state
+            .user_convs
+            .get(&user)
+            .map(|s| {
+                s.iter()
+                    .filter_map(|c| state.convs.get(c).map(|e| (*c, e.last_seq)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_unstable();
+        out
+    }
+
+    /// The public room list as seen by `user`.
+    pub fn rooms(&self, user: UserId) -> Vec<RoomInfo> {
+        let state = self.lock();
+        let mut rooms: Vec<RoomInfo> = state
+            .convs
+            .iter()
+            .filter(|(_, c)| c.kind == ConvKind::Room)
+            .map(|(id, c)| RoomInfo {
+                id: *id,
+                name: c.name.clone(),
+                member_count: c.members.len() as u32,
+                joined: c.members.contains_key(&user),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        rooms
+    }
+
+    /// Members of a conversation `user` belongs to, with presence.
+    pub fn members(&self, user: UserId, conv: ConvId) -> Result<Vec<Member>, (ErrorCode, String)> {
+        self.check_member(user, conv)?;
+        let state = self.lock();
+        let mut members: Vec<Member> = state
+            .convs
+            .get(&conv)
+            .map(|c| {
+                c.members
+                    .keys()
+                    .filter_map(|u| {
+                        state.users.get(u).map(|p| Member {
+                            user: p.clone(),
+                            online: state.is_online(*u),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        members.sort_by(|a, b| a.user.username.cmp(&b.user.username));
+        Ok(members)
+    }
+
+    /// Every registered user, with presence.
+    pub fn users(&self) -> Vec<Member> {
+        let state = self.lock();
+        let mut users: Vec<Member> = state
+            .users
+            .iter()
+            .map(|(id, u)| Member {
+                user: u.clone(),
+                online: state.is_online(*id),
+            })
+            .collect();
+        users.sort_by(|a, b| a.user.username.cmp(&b.user.username));
+        users
+    }
+
+    /// Forward a typing indicator to the other members' connections (not stored).
+    pub fn typing(&self, user: UserId, conv: ConvId) -> Result<(), (ErrorCode, String)> {
+        self.check_member(user, conv)?;
+        let mut state = self.lock();
+        let Some(name) = state.users.get(&user).map(|u| u.username.clone()) else {
+            return Err((ErrorCode::Unauthorized, "unknown user".into()));
+        };
+        let frame = encode(&ServerFrame::Typing {
+            conv,
+            username: name,
+        });
+        let mut dead = Vec::new();
+        if let Some(c) = state.convs.get(&conv) {
+            for member in c.members.keys().filter(|m| **m != user) {
+                state.push_user(*member, &frame, None, &mut dead);
+            }
+        }
+        state.reap(&mut dead);
+        Ok(())
+    }
+
+    /// Close every socket opened with `token` (logout) with [`close::UNAUTHORIZED`].
+    fn kill_token(state: &mut State, token: &TokenHash, dead: &mut Vec<ConnId>) {
+        for conns in state.conns.values() {
+            for c in conns.iter().filter(|c| &c.token == token) {
+                c.kill.fire(close::UNAUTHORIZED);
+                dead.push(c.id);
+            }
+        }
+    }
+
+    /// The writer thread's commit hook: apply committed outcomes to memory, push to members,
+    /// answer the origins. Runs in commit order on one thread.
+    pub fn on_commit(&self, batch: Vec<(Origin, Result<WriteOutcome, StoreError>)>) {
+        let mut state = self.lock();
+        let mut dead = Vec::new();
+        for (origin, result) in batch {
+            let reply = match &result {
+                Ok(outcome) => Ok(self.apply(&mut state, outcome, &origin, &mut dead)),
+                Err(e) => Err(e.to_client()),
+            };
+            match origin {
+                Origin::Reply(tx) => {
+                    let _ = tx.send(result);
+                }
+                Origin::Socket { conn, req } => {
+                    let frame = answer(req, reply.map(|r| r.unwrap_or(Reply::Done)));
+                    state.push_conn(conn, &frame, &mut dead);
+                }
+            }
+        }
+        state.reap(&mut dead);
+    }
+
+    /// Apply one outcome; returns the reply for a socket origin.
+    fn apply(
+        &self,
+        state: &mut State,
+        outcome: &WriteOutcome,
+        origin: &Origin,
+        dead: &mut Vec<ConnId>,
+    ) -> Option<Reply> {
+        let origin_conn = match origin {
+            Origin::Socket { conn, .. } => Some(*conn),
+            Origin::Reply(_) => None,
+        };
+        match outcome {
+            WriteOutcome::Registered(row) => {
+                state.users.insert(row.id, row.user.clone());
+                if let Some(general) = state.rooms.get(limits::DEFAULT_ROOM).copied() {
+                    state.add_member(general, row.id);
+                    let frame = encode(&ServerFrame::Membership {
+                        conv: general,
+                        username: row.user.username.clone(),
+                        joined: true,
+                    });
+                    state.push_members(general, &frame, None, dead);
+                }
+                None
+            }
+            WriteOutcome::LoggedIn => None,
+            WriteOutcome::LoggedOut { token_hash, .. } => {
+                Self::kill_token(state, token_hash, dead);
+                None
+            }
+            WriteOutcome::RoomCreated { user, conv, name } => {
+                state.convs.insert(
+                    *conv,
+                    ConvEntry {
+                        kind: ConvKind::Room,
+                        name: name.clone(),
+                        members: HashMap::new(),
+                        last_seq: 0,
+                    },
+                );
+                state.rooms.insert(name_key(name), *conv);
+                state.add_member(*conv, *user);
+                let conversation = state.conversation(*conv, *user)?;
+                let frame = encode(&ServerFrame::ConversationAdded {
+                    conversation: conversation.clone(),
+                });
+                state.push_user(*user, &frame, origin_conn, dead);
+                Some(Reply::Joined { conversation })
+            }
+            WriteOutcome::Joined { user, conv, newly } => {
+                if *newly {
+                    state.add_member(*conv, *user);
+                    let conversation = state.conversation(*conv, *user)?;
+                    let frame = encode(&ServerFrame::ConversationAdded { conversation });
+                    state.push_user(*user, &frame, origin_conn, dead);
+                    if let Some(name) = state.users.get(user).map(|u| u.username.clone()) {
+                        let frame = encode(&ServerFrame::Membership {
+                            conv: *conv,
+                            username: name,
+                            joined: true,
+                        });
+                        let others: Vec<UserId> = state.convs[conv]
+                            .members
+                            .keys()
+                            .filter(|m| *m != user)
+                            .copied()
+                            .collect();
+                        for m in others {
+                            state.push_user(m, &frame, None, dead);
+                        }
+                    }
+                }
+                Some(Reply::Joined {
+                    conversation: state.conversation(*conv, *user)?,
+                })
+            }
+            WriteOutcome::Left { user, conv } => {
+                if let Some(c) = state.convs.get_mut(conv) {
+                    c.members.remove(user);
+                }
+                if let Some(s) = state.user_convs.get_mut(user) {
+                    s.remove(conv);
+                }
+                let frame = encode(&ServerFrame::ConversationRemoved { conv: *conv });
+                state.push_user(*user, &frame, origin_conn, dead);
+                if let Some(name) = state.users.get(user).map(|u| u.username.clone()) {
+                    let frame = encode(&ServerFrame::Membership {
+                        conv: *conv,
+                        username: name,
+                        joined: false,
+                    });
+                    state.push_members(*conv, &frame, None, dead);
+                }
+                Some(Reply::Done)
+            }
+            WriteOutcome::Sent {
+                message,
+                fresh,
+                new_dm,
+            } => {
+                if let Some((conv, a, b)) = new_dm {
+                    state.convs.insert(
+                        *conv,
+                        ConvEntry {
+                            kind: ConvKind::Dm,
+                            name: String::new(),
+                            members: [(*a, 0), (*b, 0)].into_iter().collect(),
+                            last_seq: 0,
+                        },
+                    );
+                    state.user_convs.entry(*a).or_default().insert(*conv);
+                    state.user_convs.entry(*b).or_default().insert(*conv);
+                    for user in [*a, *b] {
+                        if let Some(conversation) = state.conversation(*conv, user) {
+                            let frame = encode(&ServerFrame::ConversationAdded { conversation });
+                            state.push_user(user, &frame, None, dead);
+                        }
+                    }
+                }
+                if *fresh {
+                    if let Some(c) = state.convs.get_mut(&message.conv) {
+                        c.last_seq = c.last_seq.max(message.seq);
+                    }
+                    let frame = encode(&ServerFrame::Message {
+                        message: message.clone(),
+                    });
+                    state.push_members(message.conv, &frame, origin_conn, dead);
+                }
+                Some(Reply::Sent {
+                    message: message.clone(),
+                })
+            }
+            WriteOutcome::ReadMoved {
+                user,
+                conv,
+                seq,
+                moved,
+            } => {
+                if let Some(marker) = state
+                    .convs
+                    .get_mut(conv)
+                    .and_then(|c| c.members.get_mut(user))
+                {
+                    *marker = (*marker).max(*seq);
+                }
+                if *moved {
+                    let frame = encode(&ServerFrame::Read {
+                        conv: *conv,
+                        seq: *seq,
+                    });
+                    state.push_user(*user, &frame, origin_conn, dead);
+                }
+                Some(Reply::Done)
+            }
+        }
+    }
+}

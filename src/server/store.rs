@@ -1,0 +1,853 @@
+//! Server-side storage: one SQLite database (WAL) holding users, tokens, conversations, members
+//! and messages.
+//!
+//! Writes go through a single writer thread that practises group commit: it takes every write
+//! queued at that moment, runs each in its own savepoint inside one transaction, commits with
+//! `synchronous=FULL` (so a commit survives a crash of the process or the machine), and only then
+//! hands the outcomes, in commit order, to the hook the hub installed. That hook applies them to
+//! memory and sends acks and pushes, which is why "ack means durable" and why every member sees
+//! the same order: seq is assigned inside the transaction and fan-out happens on this one thread.
+//!
+//! Reads (history, replay, token checks, unread counts) use a small pool of separate read
+//! connections, which WAL lets run alongside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::protocol::{limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Unread, User};
+
+use super::auth::TokenHash;
+
+/// A user's row id.
+pub type UserId = i64;
+
+/// Numbered migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Errors from the store. `Rejected` carries a protocol error the client should see verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("{1}")]
+    Rejected(ErrorCode, String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("a blocking task failed: {0}")]
+    Join(String),
+}
+
+impl StoreError {
+    fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
+        StoreError::Rejected(code, message.into())
+    }
+
+    /// The protocol error code and message a client sees for this error.
+    pub fn to_client(&self) -> (ErrorCode, String) {
+        match self {
+            StoreError::Rejected(code, message) => (*code, message.clone()),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                (ErrorCode::Internal, "internal server error".into())
+            }
+        }
+    }
+}
+
+/// A user as loaded into memory.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: UserId,
+    pub user: User,
+}
+
+/// A conversation as loaded into memory.
+#[derive(Debug, Clone)]
+pub struct ConvRow {
+    pub id: ConvId,
+    pub kind: ConvKind,
+    /// Room name; empty for a DM.
+    pub name: String,
+    pub last_seq: Seq,
+    /// Members with their read markers.
+    pub members: Vec<(UserId, Seq)>,
+}
+
+/// Everything the hub keeps in memory, read once at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub users: Vec<UserRow>,
+    pub convs: Vec<ConvRow>,
+}
+
+/// A write request for the writer thread.
+#[derive(Debug)]
+pub enum WriteOp {
+    Register {
+        username: String,
+        display_name: String,
+        avatar: String,
+        password_hash: String,
+        token_hash: TokenHash,
+        expires_at: Millis,
+    },
+    Login {
+        user: UserId,
+        token_hash: TokenHash,
+        expires_at: Millis,
+    },
+    Logout {
+        token_hash: TokenHash,
+    },
+    CreateRoom {
+        user: UserId,
+        name: String,
+    },
+    Join {
+        user: UserId,
+        room: String,
+    },
+    Leave {
+        user: UserId,
+        conv: ConvId,
+    },
+    Send {
+        user: UserId,
+        username: String,
+        conv: Option<ConvId>,
+        to: Option<String>,
+        client_msg_id: Uuid,
+        text: String,
+    },
+    Read {
+        user: UserId,
+        conv: ConvId,
+        seq: Seq,
+    },
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    Registered(UserRow),
+    LoggedIn,
+    LoggedOut {
+        token_hash: TokenHash,
+    },
+    RoomCreated {
+        user: UserId,
+        conv: ConvId,
+        name: String,
+    },
+    Joined {
+        user: UserId,
+        conv: ConvId,
+        newly: bool,
+    },
+    Left {
+        user: UserId,
+        conv: ConvId,
+    },
+    /// `fresh` is false when this was a retry that returned the original message.
+    Sent {
+        message: Message,
+        fresh: bool,
+        new_dm: Option<(ConvId, UserId, UserId)>,
+    },
+    ReadMoved {
+        user: UserId,
+        conv: ConvId,
+        seq: Seq,
+        moved: bool,
+    },
+}
+
+/// Who is waiting for a write: an HTTP handler (through a oneshot) or a socket request, whose
+/// answer the hub pushes into that connection's queue in commit order.
+#[derive(Debug)]
+pub enum Origin {
+    Reply(oneshot::Sender<Result<WriteOutcome, StoreError>>),
+    Socket { conn: u64, req: u64 },
+}
+
+/// Called on the writer thread after each commit with the outcomes, in commit order.
+pub type CommitHook = Box<dyn FnMut(Vec<(Origin, Result<WriteOutcome, StoreError>)>) + Send>;
+
+struct Job {
+    op: WriteOp,
+    origin: Origin,
+}
+
+/// The server store: a writer thread and a pool of read connections.
+pub struct Store {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Current time in ms since the epoch.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// The case-insensitive key of a user or room name.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // FULL: in WAL mode NORMAL may lose the last commits on power loss, and an ack promises
+    // the message is on disk.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied migration");
+    }
+    Ok(())
+}
+
+fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
+    let mut users = Vec::new();
+    let mut stmt = conn.prepare("SELECT id, username, display_name, avatar FROM users")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(UserRow {
+            id: r.get(0)?,
+            user: User {
+                username: r.get(1)?,
+                display_name: r.get(2)?,
+                avatar: r.get(3)?,
+            },
+        })
+    })?;
+    for row in rows {
+        users.push(row?);
+    }
+    let mut convs = Vec::new();
+    let mut stmt =
+        conn.prepare("SELECT id, kind, coalesce(name, ''), last_seq FROM conversations")?;
+    let rows = stmt.query_map([], |r| {
+        let kind: String = r.get(1)?;
+        Ok(ConvRow {
+            id: r.get(0)?,
+            kind: if kind == "dm" {
+                ConvKind::Dm
+            } else {
+                ConvKind::Room
+            },
+            name: r.get(2)?,
+            last_seq: r.get(3)?,
+            members: Vec::new(),
+        })
+    })?;
+    for row in rows {
+        convs.push(row?);
+    }
+    let mut index: std::collections::HashMap<ConvId, usize> =
+        convs.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    let mut stmt = conn.prepare("SELECT conv_id, user_id, last_read FROM members")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))?;
+    for row in rows {
+        let (conv, user, read) = row?;
+        if let Some(i) = index.get_mut(&conv) {
+            convs[*i].members.push((user, read));
+        }
+    }
+    Ok(Snapshot { users, convs })
+}
+
+impl Store {
+    /// Open (creating if needed) `data_dir/natter.db`, run migrations and read the snapshot.
+    pub fn open(data_dir: &Path) -> Result<(Store, Snapshot), StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::DataDir(data_dir.to_path_buf(), e))?;
+        let path = data_dir.join("natter.db");
+        let mut conn = open_conn(&path)?;
+        migrate(&mut conn)?;
+        let snapshot = load_snapshot(&conn)?;
+        let store = Store {
+            path,
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
+            thread: Mutex::new(None),
+        };
+        Ok((store, snapshot))
+    }
+
+    /// Start the writer thread. `hook` sees every commit's outcomes in order.
+    pub fn start_writer(&self, mut hook: CommitHook) -> Result<(), StoreError> {
+        let mut conn = open_conn(&self.path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("natter-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let results = run_batch(&mut conn, &jobs);
+                    hook(jobs.into_iter().map(|j| j.origin).zip(results).collect());
+                }
+                tracing::debug!("writer thread finished");
+            })
+            .map_err(|e| StoreError::Join(e.to_string()))?;
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(())
+    }
+
+    /// Queue a write. Its outcome reaches the commit hook (and through it the origin).
+    pub fn submit(&self, op: WriteOp, origin: Origin) -> Result<(), StoreError> {
+        let guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender
+            .send(Job { op, origin })
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queue a write and wait for its outcome (for HTTP handlers).
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(op, Origin::Reply(tx))?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stop accepting writes, let the writer commit everything already queued, and wait for it.
+    pub fn shutdown(&self) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// Run `f` on a pooled read connection on the blocking pool.
+    pub async fn read<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = store
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_conn(&store.path)?,
+            };
+            let result = f(&conn).map_err(StoreError::from);
+            let mut pool = store.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+}
+
+/// The user id and expiry of a live (unrevoked, unexpired) token.
+pub fn token_user(
+    conn: &Connection,
+    hash: &TokenHash,
+) -> Result<Option<(UserId, Millis)>, rusqlite::Error> {
+    conn.query_row(
+        "SELECT user_id, expires_at FROM tokens WHERE hash = ?1 AND revoked = 0 AND expires_at > ?2",
+        params![&hash[..], now_ms()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+/// The id and password hash of a user by (case-insensitive) name.
+pub fn credentials(
+    conn: &Connection,
+    username: &str,
+) -> Result<Option<(UserId, String)>, rusqlite::Error> {
+    conn.query_row(
+        "SELECT id, password_hash FROM users WHERE name_key = ?1",
+        params![name_key(username)],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+const MESSAGE_COLUMNS: &str = "m.id, m.conv_id, m.seq, u.username, m.text, m.time, m.client_msg_id";
+
+fn message_from_row(r: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
+    let cmid: String = r.get(6)?;
+    Ok(Message {
+        id: r.get(0)?,
+        conv: r.get(1)?,
+        seq: r.get(2)?,
+        sender: r.get(3)?,
+        text: r.get(4)?,
+        time: r.get(5)?,
+        client_msg_id: Uuid::parse_str(&cmid).unwrap_or_default(),
+    })
+}
+
+/// A page of history, ascending by seq, and whether more lie beyond it in the paging direction.
+/// `after` pages forward; otherwise the page ends just before `before` (or at the newest).
+pub fn history(
+    conn: &Connection,
+    conv: ConvId,
+    before: Option<Seq>,
+    after: Option<Seq>,
+    limit: u32,
+) -> Result<(Vec<Message>, bool), rusqlite::Error> {
+    let limit = limit.clamp(1, limits::MAX_PAGE) as i64;
+    let mut messages = if let Some(after) = after {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+             WHERE m.conv_id = ?1 AND m.seq > ?2 ORDER BY m.seq ASC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![conv, after, limit + 1], message_from_row)?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    } else {
+        let before = before.unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+             WHERE m.conv_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![conv, before, limit + 1], message_from_row)?;
+        let mut page = rows.collect::<Result<Vec<_>, _>>()?;
+        page.reverse();
+        page
+    };
+    let has_more = messages.len() as i64 > limit;
+    if has_more {
+        if after.is_some() {
+            messages.pop();
+        } else {
+            messages.remove(0);
+        }
+    }
+    Ok((messages, has_more))
+}
+
+/// Unread counts of every conversation `user` is a member of: messages after the read marker
+/// that someone else sent.
+pub fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mb.conv_id, mb.last_read, \
+           (SELECT count(*) FROM messages m WHERE m.conv_id = mb.conv_id AND m.seq > mb.last_read \
+              AND m.sender_id != mb.user_id) \
+         FROM members mb WHERE mb.user_id = ?1 ORDER BY mb.conv_id",
+    )?;
+    let rows = stmt.query_map(params![user], |r| {
+        Ok(Unread {
+            conv: r.get(0)?,
+            last_read: r.get(1)?,
+            count: r.get::<_, i64>(2)? as u32,
+        })
+    })?;
+    rows.collect()
+}
+
+fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, StoreError>> {
+    let mut results = Vec::with_capacity(jobs.len());
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot begin transaction");
+            return jobs
+                .iter()
+                .map(|_| Err(StoreError::Db(clone_err(&e))))
+                .collect();
+        }
+    };
+    let mut tx = tx;
+    for job in jobs {
+        let result = match tx.savepoint() {
+            Ok(sp) => {
+                let r = apply(&sp, &job.op);
+                if r.is_ok() {
+                    match sp.commit() {
+                        Ok(()) => r,
+                        Err(e) => Err(StoreError::Db(e)),
+                    }
+                } else {
+                    // Dropping the savepoint rolls back only this write.
+                    r
+                }
+            }
+            Err(e) => Err(StoreError::Db(e)),
+        };
+        results.push(result);
+    }
+    if let Err(e) = tx.commit() {
+        tracing::error!(error = %e, "commit failed; the whole batch is reported as failed");
+        return jobs
+            .iter()
+            .map(|_| Err(StoreError::Db(clone_err(&e))))
+            .collect();
+    }
+    results
+}
+
+fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
+    rusqlite::Error::InvalidParameterName(e.to_string())
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// The kind of a conversation, or None when it does not exist.
+fn conv_kind(tx: &Connection, conv: ConvId) -> Result<Option<(ConvKind, String)>, rusqlite::Error> {
+    tx.query_row(
+        "SELECT kind, coalesce(name_key, '') FROM conversations WHERE id = ?1",
+        params![conv],
+        |r| {
+            let kind: String = r.get(0)?;
+            Ok((
+                if kind == "dm" {
+                    ConvKind::Dm
+                } else {
+                    ConvKind::Room
+                },
+                r.get(1)?,
+            ))
+        },
+    )
+    .optional()
+}
+
+fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqlite::Error> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM members WHERE conv_id = ?1 AND user_id = ?2",
+            params![conv, user],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// The error for acting in a conversation the user is not in. A DM that is not yours answers
+/// exactly like one that does not exist, so nobody learns that two others talk.
+fn not_member(kind: Option<ConvKind>) -> StoreError {
+    match kind {
+        Some(ConvKind::Room) => {
+            StoreError::rejected(ErrorCode::Forbidden, "not a member of this room")
+        }
+        _ => StoreError::rejected(ErrorCode::NotFound, "no such conversation"),
+    }
+}
+
+fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
+    let now = now_ms();
+    match op {
+        WriteOp::Register {
+            username,
+            display_name,
+            avatar,
+            password_hash,
+            token_hash,
+            expires_at,
+        } => {
+            let inserted = tx.execute(
+                "INSERT INTO users (username, name_key, display_name, avatar, password_hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![username, name_key(username), display_name, avatar, password_hash, now],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::Conflict,
+                        "username is taken",
+                    ))
+                }
+                other => other?,
+            };
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO members (conv_id, user_id) \
+                 SELECT id, ?1 FROM conversations WHERE kind = 'room' AND name_key = ?2",
+                params![id, limits::DEFAULT_ROOM],
+            )?;
+            tx.execute(
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&token_hash[..], id, now, expires_at],
+            )?;
+            Ok(WriteOutcome::Registered(UserRow {
+                id,
+                user: User {
+                    username: username.clone(),
+                    display_name: display_name.clone(),
+                    avatar: avatar.clone(),
+                },
+            }))
+        }
+        WriteOp::Login {
+            user,
+            token_hash,
+            expires_at,
+        } => {
+            tx.execute(
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&token_hash[..], user, now, expires_at],
+            )?;
+            Ok(WriteOutcome::LoggedIn)
+        }
+        WriteOp::Logout { token_hash } => {
+            tx.execute(
+                "UPDATE tokens SET revoked = 1 WHERE hash = ?1",
+                params![&token_hash[..]],
+            )?;
+            Ok(WriteOutcome::LoggedOut {
+                token_hash: *token_hash,
+            })
+        }
+        WriteOp::CreateRoom { user, name } => {
+            let inserted = tx.execute(
+                "INSERT INTO conversations (kind, name, name_key, created_at) VALUES ('room', ?1, ?2, ?3)",
+                params![name, name_key(name), now],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::Conflict,
+                        "a room with that name exists",
+                    ))
+                }
+                other => other?,
+            };
+            let conv = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO members (conv_id, user_id) VALUES (?1, ?2)",
+                params![conv, user],
+            )?;
+            Ok(WriteOutcome::RoomCreated {
+                user: *user,
+                conv,
+                name: name.clone(),
+            })
+        }
+        WriteOp::Join { user, room } => {
+            let conv: Option<ConvId> = tx
+                .query_row(
+                    "SELECT id FROM conversations WHERE kind = 'room' AND name_key = ?1",
+                    params![name_key(room)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let conv =
+                conv.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
+                params![conv, user],
+            )?;
+            Ok(WriteOutcome::Joined {
+                user: *user,
+                conv,
+                newly: n > 0,
+            })
+        }
+        WriteOp::Leave { user, conv } => {
+            let kind = conv_kind(tx, *conv)?;
+            match &kind {
+                None => return Err(not_member(None)),
+                Some((ConvKind::Dm, _)) if is_member(tx, *conv, *user)? => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::Forbidden,
+                        "a direct message cannot be left",
+                    ))
+                }
+                Some((ConvKind::Room, key)) if key == limits::DEFAULT_ROOM => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::Forbidden,
+                        "the default room cannot be left",
+                    ))
+                }
+                _ => {}
+            }
+            let n = tx.execute(
+                "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
+                params![conv, user],
+            )?;
+            if n == 0 {
+                return Err(not_member(kind.map(|k| k.0)));
+            }
+            Ok(WriteOutcome::Left {
+                user: *user,
+                conv: *conv,
+            })
+        }
+        WriteOp::Send {
+            user,
+            username,
+            conv,
+            to,
+            client_msg_id,
+            text,
+        } => {
+            let cmid = client_msg_id.to_string();
+            let existing = tx
+                .query_row(
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+                         WHERE m.sender_id = ?1 AND m.client_msg_id = ?2"
+                    ),
+                    params![user, cmid],
+                    message_from_row,
+                )
+                .optional()?;
+            if let Some(message) = existing {
+                return Ok(WriteOutcome::Sent {
+                    message,
+                    fresh: false,
+                    new_dm: None,
+                });
+            }
+            let mut new_dm = None;
+            let conv = match (conv, to) {
+                (Some(conv), None) => {
+                    if !is_member(tx, *conv, *user)? {
+                        return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
+                    }
+                    *conv
+                }
+                (None, Some(to)) => {
+                    let peer: Option<UserId> = tx
+                        .query_row(
+                            "SELECT id FROM users WHERE name_key = ?1",
+                            params![name_key(to)],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    let peer = peer
+                        .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+                    if peer == *user {
+                        return Err(StoreError::rejected(
+                            ErrorCode::BadRequest,
+                            "cannot send a direct message to yourself",
+                        ));
+                    }
+                    let (lo, hi) = if peer < *user {
+                        (peer, *user)
+                    } else {
+                        (*user, peer)
+                    };
+                    let dm_key = format!("{lo}:{hi}");
+                    let found: Option<ConvId> = tx
+                        .query_row(
+                            "SELECT id FROM conversations WHERE dm_key = ?1",
+                            params![dm_key],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    match found {
+                        Some(id) => id,
+                        None => {
+                            tx.execute(
+                                "INSERT INTO conversations (kind, dm_key, created_at) VALUES ('dm', ?1, ?2)",
+                                params![dm_key, now],
+                            )?;
+                            let id = tx.last_insert_rowid();
+                            tx.execute(
+                                "INSERT INTO members (conv_id, user_id) VALUES (?1, ?2), (?1, ?3)",
+                                params![id, lo, hi],
+                            )?;
+                            new_dm = Some((id, lo, hi));
+                            id
+                        }
+                    }
+                }
+                _ => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::BadRequest,
+                        "send needs exactly one of `conv` and `to`",
+                    ))
+                }
+            };
+            let seq: Seq = tx.query_row(
+                "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+                params![conv],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO messages (conv_id, seq, sender_id, text, time, client_msg_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![conv, seq, user, text, now, cmid],
+            )?;
+            let message = Message {
+                id: tx.last_insert_rowid(),
+                conv,
+                seq,
+                sender: username.clone(),
+                text: text.clone(),
+                time: now,
+                client_msg_id: *client_msg_id,
+            };
+            Ok(WriteOutcome::Sent {
+                message,
+                fresh: true,
+                new_dm,
+            })
+        }
+        WriteOp::Read { user, conv, seq } => {
+            let row: Option<(Seq, Seq)> = tx
+                .query_row(
+                    "SELECT mb.last_read, c.last_seq FROM members mb JOIN conversations c ON c.id = mb.conv_id \
+                     WHERE mb.conv_id = ?1 AND mb.user_id = ?2",
+                    params![conv, user],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((last_read, last_seq)) = row else {
+                return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
+            };
+            // Markers only move forward and never past the newest message.
+            let target = (*seq).clamp(0, last_seq);
+            if target > last_read {
+                tx.execute(
+                    "UPDATE members SET last_read = ?1 WHERE conv_id = ?2 AND user_id = ?3",
+                    params![target, conv, user],
+                )?;
+            }
+            Ok(WriteOutcome::ReadMoved {
+                user: *user,
+                conv: *conv,
+                seq: target.max(last_read),
+                moved: target > last_read,
+            })
+        }
+    }
+}

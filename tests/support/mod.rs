@@ -1,0 +1,371 @@
+//! Shared helpers for integration tests: start a real Natter server in-process on 127.0.0.1:0
+//! with a temporary data directory, register users over real HTTP, and talk to it with a small
+//! raw WebSocket client (tokio-tungstenite) that speaks the wire protocol as JSON.
+//!
+//! Use it from a test file with `mod support;`. Not every test file uses every helper.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use natter::protocol::{
+    ClientFrame, ConvId, ErrorCode, Message as ChatMessage, Reply, ServerFrame, Session,
+    SUBPROTOCOL,
+};
+use natter::server::{ServerConfig, ServerError};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct horse battery";
+/// How long a helper waits for an expected frame before failing the test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServerError>>>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    /// A server with default settings.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose config `tweak` may change (short heartbeats, low limits...).
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), tweak).await
+    }
+
+    /// A server on an existing data directory (to restart over the same data).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let mut config = ServerConfig::new(dir.path());
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(natter::server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// POST JSON to `path`, returning status and body text.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let mut req = self.http.post(self.http_url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// Register `name` with [`PASSWORD`]; panics unless it succeeds.
+    pub async fn register(&self, name: &str) -> Session {
+        let (status, body) = self
+            .post(
+                "/api/register",
+                serde_json::json!({"username": name, "password": PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "register {name}: {body}");
+        serde_json::from_str(&body).expect("session json")
+    }
+
+    /// Log in; panics unless it succeeds.
+    pub async fn login(&self, name: &str) -> Session {
+        let (status, body) = self
+            .post(
+                "/api/login",
+                serde_json::json!({"username": name, "password": PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "login {name}: {body}");
+        serde_json::from_str(&body).expect("session json")
+    }
+
+    /// Connect with `Authorization: Bearer <token>` and read the hello.
+    pub async fn connect(&self, token: &str) -> WsClient {
+        let mut c = WsClient::connect(&self.ws_url(), Some(token))
+            .await
+            .expect("ws connect");
+        c.expect_hello().await;
+        c
+    }
+
+    /// Ask the server to shut down and wait for `run` to return.
+    pub async fn stop(mut self) -> (tempfile::TempDir, Result<(), ServerError>) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server stops within 30 s")
+                .expect("server task"),
+            None => Ok(()),
+        };
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (dir, result)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The HTTP status of a failed WebSocket handshake (e.g. 401), or None if it did not fail so.
+pub fn handshake_status(e: &tungstenite::Error) -> Option<u16> {
+    match e {
+        tungstenite::Error::Http(resp) => Some(resp.status().as_u16()),
+        _ => None,
+    }
+}
+
+/// A raw protocol client over a real WebSocket.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Frames that arrived while waiting for something else, oldest first.
+    pub pending: VecDeque<ServerFrame>,
+    /// The hello frame, once read.
+    pub hello: Option<ServerFrame>,
+}
+
+impl WsClient {
+    /// Open a socket offering `natter.v1`, with a bearer token when given. Does not read.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<WsClient, tungstenite::Error> {
+        let mut req = url.into_client_request()?;
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        if let Some(t) = token {
+            req.headers_mut().insert(
+                "Authorization",
+                HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(WsClient::from_stream(ws))
+    }
+
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
+        WsClient {
+            ws,
+            next_id: 0,
+            pending: VecDeque::new(),
+            hello: None,
+        }
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Send a raw WebSocket message.
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("ws send");
+    }
+
+    /// Send a client frame as JSON text.
+    pub async fn send_frame(&mut self, frame: &ClientFrame) {
+        let text = serde_json::to_string(frame).expect("json");
+        self.send_raw(Message::text(text)).await;
+    }
+
+    /// The next server frame from the socket (not from `pending`), skipping pings. None when the
+    /// socket closed. Panics after [`WAIT`].
+    pub async fn recv(&mut self) -> Option<ServerFrame> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(
+                        serde_json::from_str(&t)
+                            .unwrap_or_else(|e| panic!("bad server frame {t}: {e}")),
+                    )
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next frame, from `pending` first.
+    pub async fn next(&mut self) -> Option<ServerFrame> {
+        match self.pending.pop_front() {
+            Some(f) => Some(f),
+            None => self.recv().await,
+        }
+    }
+
+    /// Read the hello frame (must be the first frame).
+    pub async fn expect_hello(&mut self) -> ServerFrame {
+        let f = self.recv().await.expect("hello");
+        assert!(
+            matches!(f, ServerFrame::Hello { .. }),
+            "first frame must be hello, got {f:?}"
+        );
+        self.hello = Some(f.clone());
+        f
+    }
+
+    /// Send a request built from a fresh id and wait for its answer; other frames go to
+    /// `pending`.
+    pub async fn request(
+        &mut self,
+        make: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<Reply, (ErrorCode, String)> {
+        let id = self.next_id();
+        self.send_frame(&make(id)).await;
+        self.answer(id).await
+    }
+
+    /// Wait for the answer to request `id`.
+    pub async fn answer(&mut self, id: u64) -> Result<Reply, (ErrorCode, String)> {
+        loop {
+            match self.recv().await {
+                Some(ServerFrame::Ok { id: got, result }) if got == id => return Ok(result),
+                Some(ServerFrame::Error {
+                    id: Some(got),
+                    code,
+                    message,
+                }) if got == id => return Err((code, message)),
+                Some(other) => self.pending.push_back(other),
+                None => panic!("socket closed while waiting for the answer to {id}"),
+            }
+        }
+    }
+
+    /// Send `text` to a conversation and return the acked message.
+    pub async fn send_text(&mut self, conv: ConvId, text: &str) -> ChatMessage {
+        self.send_with_id(conv, text, Uuid::new_v4())
+            .await
+            .expect("send acked")
+    }
+
+    pub async fn send_with_id(
+        &mut self,
+        conv: ConvId,
+        text: &str,
+        cmid: Uuid,
+    ) -> Result<ChatMessage, (ErrorCode, String)> {
+        let text = text.to_string();
+        match self
+            .request(|id| ClientFrame::Send {
+                id,
+                conv: Some(conv),
+                to: None,
+                client_msg_id: cmid,
+                text,
+            })
+            .await?
+        {
+            Reply::Sent { message } => Ok(message),
+            other => panic!("expected sent, got {other:?}"),
+        }
+    }
+
+    /// Wait for a pushed frame matching `pred` (from `pending` or the socket); frames that do
+    /// not match are dropped.
+    pub async fn wait_for(&mut self, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+        if let Some(pos) = self.pending.iter().position(&mut pred) {
+            return self.pending.remove(pos).expect("present");
+        }
+        loop {
+            match self.recv().await {
+                Some(f) if pred(&f) => return f,
+                Some(_) => continue,
+                None => panic!("socket closed while waiting for a frame"),
+            }
+        }
+    }
+
+    /// Read until the server closes; the close code, or None when the socket ended without one.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close within the wait")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The id of the `general` room from the hello.
+    pub fn general(&self) -> ConvId {
+        match &self.hello {
+            Some(ServerFrame::Hello { conversations, .. }) => {
+                conversations
+                    .iter()
+                    .find(|c| c.name == "general")
+                    .expect("general in hello")
+                    .id
+            }
+            _ => panic!("no hello yet"),
+        }
+    }
+}
+
+/// Resident set size of this process in KiB (Linux), for memory-bound checks.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
