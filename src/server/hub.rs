@@ -440,7 +440,7 @@ impl Hub {
                 joined: c.members.contains_key(&user),
             })
             .collect();
-        rooms.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        rooms.sort_by_key(|r| r.name.to_lowercase());
         rooms
     }
 
