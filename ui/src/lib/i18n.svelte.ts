@@ -44,16 +44,24 @@ export function errorText(e: CommandError): string {
   return t(`error.${e.code}` as MessageKey, { message: e.message });
 }
 
+// Building an Intl.DateTimeFormat is costly; message rows format on every render.
+const formatters = new Map<string, Intl.DateTimeFormat>();
+function formatter(name: string, options: Intl.DateTimeFormatOptions): Intl.DateTimeFormat {
+  const key = `${current.lang}|${name}`;
+  let f = formatters.get(key);
+  if (!f) {
+    f = new Intl.DateTimeFormat(current.lang, options);
+    formatters.set(key, f);
+  }
+  return f;
+}
+
 export function formatTime(ms: number): string {
-  return new Intl.DateTimeFormat(current.lang, { hour: "2-digit", minute: "2-digit" }).format(
-    new Date(ms),
-  );
+  return formatter("time", { hour: "2-digit", minute: "2-digit" }).format(new Date(ms));
 }
 
 export function formatDateTime(ms: number): string {
-  return new Intl.DateTimeFormat(current.lang, { dateStyle: "medium", timeStyle: "short" }).format(
-    new Date(ms),
-  );
+  return formatter("datetime", { dateStyle: "medium", timeStyle: "short" }).format(new Date(ms));
 }
 
 /** Local calendar day key, used for day separators. */
@@ -66,7 +74,7 @@ export function formatDay(ms: number, now: number = Date.now()): string {
   if (dayKey(ms) === dayKey(now)) return t("conv.today");
   if (dayKey(ms) === dayKey(now - 86_400_000)) return t("conv.yesterday");
   const sameYear = new Date(ms).getFullYear() === new Date(now).getFullYear();
-  return new Intl.DateTimeFormat(current.lang, {
+  return formatter(sameYear ? "day" : "dayYear", {
     weekday: "long",
     month: "long",
     day: "numeric",
@@ -77,7 +85,5 @@ export function formatDay(ms: number, now: number = Date.now()): string {
 /** Short relative stamp for the sidebar: time today, else a date. */
 export function formatShort(ms: number, now: number = Date.now()): string {
   if (dayKey(ms) === dayKey(now)) return formatTime(ms);
-  return new Intl.DateTimeFormat(current.lang, { month: "short", day: "numeric" }).format(
-    new Date(ms),
-  );
+  return formatter("short", { month: "short", day: "numeric" }).format(new Date(ms));
 }

@@ -166,10 +166,7 @@ export class Store {
     const cur = this.current;
     if (cur && "to" in cur) {
       const dm = list.find((c) => c.kind === "dm" && c.name === cur.to);
-      if (dm) {
-        this.current = { conv: dm.id };
-        void api.setVisibleConversation(dm.id).catch(() => {});
-      }
+      if (dm) void this.adoptDraft(dm.id);
     }
     // Something arrived in the conversation on screen while we looked at it: keep it read.
     const open = this.currentSummary;
@@ -186,13 +183,13 @@ export class Store {
       const known = this.messages.some((x) => x.local_id === m.local_id);
       if (known || (m.conv === null && m.sender === this.me?.username)) {
         mine = true;
-        if (m.conv !== null) {
-          this.current = { conv: m.conv };
-          void api.setVisibleConversation(m.conv).catch(() => {});
-        }
+        if (m.conv !== null) void this.adoptDraft(m.conv);
       }
     }
     if (!mine) return;
+    // The send reply and the ack event travel separately; never let a late reply undo an ack.
+    const existing = this.messages.find((x) => x.local_id === m.local_id);
+    if (existing?.state === "sent" && m.state !== "sent") return;
     this.messages = upsertMessage(this.messages, m);
     if (m.conv !== null && this.typing[m.conv]?.[m.sender]) {
       const conv = { ...this.typing[m.conv] };
@@ -331,6 +328,13 @@ export class Store {
     }
   }
 
+  /** The draft DM now exists on the server: move onto it, keeping what is on screen. */
+  private async adoptDraft(conv: number): Promise<void> {
+    if (this.currentConv === conv) return;
+    this.current = { conv };
+    await this.openConversation(conv);
+  }
+
   /** Opens the DM with `username`, or a draft that becomes one with the first message. */
   async openDm(username: string): Promise<void> {
     const dm = this.conversations.find((c) => c.kind === "dm" && c.name === username);
@@ -398,7 +402,8 @@ export class Store {
     if (!cur || text.trim() === "") return false;
     try {
       const m = await api.send(cur, text);
-      this.onMessage(m);
+      // The ack or failure event may have overtaken this reply; it is newer, keep it.
+      if (!this.messages.some((x) => x.local_id === m.local_id)) this.onMessage(m);
       return true;
     } catch (e) {
       this.showError(e);
@@ -407,8 +412,11 @@ export class Store {
   }
 
   async retry(localId: string): Promise<void> {
+    const before = this.messages.find((m) => m.local_id === localId)?.state;
     try {
-      this.onMessage(await api.retry(localId));
+      const m = await api.retry(localId);
+      const now = this.messages.find((x) => x.local_id === localId)?.state;
+      if (now === before) this.onMessage(m);
     } catch (e) {
       this.showError(e);
     }

@@ -219,13 +219,19 @@ export class FakeBackend {
         const text = String(args.text ?? "");
         if (text.trim() === "") fail("invalid", "empty message");
         let c: Conv | undefined;
+        let firstDm = false;
         if (args.conv !== undefined) c = this.conv(args.conv);
         else {
           const to = String(args.to ?? "");
           if (!this.users.has(to)) fail("not_found", `user ${to}`);
-          c = this.convs.find((x) => x.kind === "dm" && x.members.has(to) && x.members.has(this.me)) ?? this.addDm(this.me, to);
+          c = this.convs.find((x) => x.kind === "dm" && x.members.has(to) && x.members.has(this.me));
+          if (!c) {
+            c = this.addDm(this.me, to);
+            firstDm = true;
+          }
         }
-        const m: LocalMessage = { local_id: fakeUuid(), conv: c.id, seq: null, sender: this.me, text, time: Date.now(), state: "pending", error: null };
+        // Like the real client, a first DM has no conversation until the server creates it.
+        const m: LocalMessage = { local_id: fakeUuid(), conv: firstDm ? null : c.id, seq: null, sender: this.me, text, time: Date.now(), state: "pending", error: null };
         c.messages.push(m);
         const settle = () => this.settle(c!, m);
         if (!this.offline) queueMicrotask(settle);
@@ -304,6 +310,7 @@ export class FakeBackend {
       m.error = this.failSends;
     } else {
       m.state = "sent";
+      m.conv = c.id;
       m.seq = c.messages.filter((x) => x.seq !== null).length + 1;
       // Committed messages sort before the outbox.
       c.messages = [...c.messages.filter((x) => x !== m && x.seq !== null), m, ...c.messages.filter((x) => x !== m && x.seq === null)];

@@ -1,0 +1,98 @@
+import { describe, expect, it } from "vitest";
+import { screen, waitFor } from "@testing-library/svelte";
+import userEvent from "@testing-library/user-event";
+import { installFake, renderApp, fire } from "../test/harness";
+
+describe("first run and sign in", () => {
+  it("hosts a server, shows the addresses to share, then registers into the main window", async () => {
+    const fake = installFake();
+    fake.addRoom("general", []);
+    await renderApp();
+    const user = userEvent.setup();
+
+    await user.click(await screen.findByTestId("setup-host"));
+    await user.click(screen.getByTestId("setup-submit"));
+
+    const addresses = await screen.findAllByTestId("hosting-address");
+    expect(addresses.map((a) => a.textContent)).toEqual(["http://192.168.1.23:8686", "http://10.0.0.5:8686"]);
+    expect(fake.calls.find((c) => c.cmd === "host_server")?.args).toEqual({ port: 8686 });
+
+    await user.type(screen.getByTestId("auth-username"), "alice");
+    await user.type(screen.getByTestId("auth-password"), "correct horse");
+    await user.type(screen.getByTestId("auth-display-name"), "Alice A.");
+    await user.click(screen.getByRole("radio", { name: "🐼" }));
+    await user.click(screen.getByTestId("auth-register"));
+
+    await screen.findByTestId("composer").catch(() => null);
+    const item = await screen.findByTestId("conv-item");
+    expect(item.dataset.convName).toBe("general");
+    expect(fake.calls.find((c) => c.cmd === "register")?.args).toEqual({
+      username: "alice",
+      password: "correct horse",
+      displayName: "Alice A.",
+      avatar: "🐼",
+    });
+    expect(screen.getByTestId("me-name").textContent).toBe("Alice A.");
+  });
+
+  it("rejects a join URL that is not http(s) without calling the backend", async () => {
+    const fake = installFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("setup-join"));
+    await user.type(screen.getByTestId("server-url"), "javascript:alert(1)");
+    await user.click(screen.getByTestId("setup-submit"));
+    expect(await screen.findByTestId("setup-error")).toHaveTextContent("http://");
+    expect(fake.calls.some((c) => c.cmd === "join_server")).toBe(false);
+
+    await user.clear(screen.getByTestId("server-url"));
+    await user.type(screen.getByTestId("server-url"), "http://10.1.2.3:8686");
+    await user.click(screen.getByTestId("setup-submit"));
+    await screen.findByTestId("auth-username");
+    expect(fake.calls.find((c) => c.cmd === "join_server")?.args).toEqual({ url: "http://10.1.2.3:8686" });
+  });
+
+  it("shows a translated error for a wrong password and signs in with the right one", async () => {
+    const fake = installFake({ phase: "signed_out", server_url: "http://h:1" });
+    fake.addUser("bob", "Bob", "🐼", false, "hunter2hunter2");
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("auth-toggle-mode"));
+    await user.type(screen.getByTestId("auth-username"), "bob");
+    await user.type(screen.getByTestId("auth-password"), "wrong-password");
+    await user.click(screen.getByTestId("auth-login"));
+    expect(await screen.findByTestId("auth-error")).toHaveTextContent("Wrong username or password.");
+
+    await user.clear(screen.getByTestId("auth-password"));
+    await user.type(screen.getByTestId("auth-password"), "hunter2hunter2");
+    await user.click(screen.getByTestId("auth-login"));
+    await screen.findByTestId("settings-open");
+  });
+
+  it("refuses to submit an empty registration", async () => {
+    const fake = installFake({ phase: "signed_out", server_url: "http://h:1" });
+    await renderApp();
+    const user = userEvent.setup();
+    await user.type(await screen.findByTestId("auth-username"), "alice");
+    await user.click(screen.getByTestId("auth-register"));
+    // The browser's `required` validation blocks submission in a real webview; jsdom does not
+    // enforce it, so the component's own check must.
+    expect(fake.calls.some((c) => c.cmd === "register")).toBe(false);
+  });
+
+  it("returns to the sign-in screen with the reason when the session is refused", async () => {
+    const fake = installFake({ phase: "signed_out", server_url: "http://h:1" });
+    fake.addUser("bob", "Bob", "🐼", false, "hunter2hunter2");
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("auth-toggle-mode"));
+    await user.type(screen.getByTestId("auth-username"), "bob");
+    await user.type(screen.getByTestId("auth-password"), "hunter2hunter2");
+    await user.click(screen.getByTestId("auth-login"));
+    await screen.findByTestId("settings-open");
+
+    await fire("natter://connection", { state: "signed_out", reason: "token revoked" });
+    expect(await screen.findByTestId("signed-out-reason")).toHaveTextContent("token revoked");
+    expect(screen.queryByTestId("settings-open")).toBeNull();
+  });
+});

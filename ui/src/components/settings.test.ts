@@ -1,0 +1,48 @@
+import { describe, expect, it } from "vitest";
+import { screen, waitFor } from "@testing-library/svelte";
+import userEvent from "@testing-library/user-event";
+import { renderApp, teamFake, fire } from "../test/harness";
+import { defaultSettings } from "../mock/fake";
+
+describe("settings", () => {
+  it("changes theme and language through set_settings and applies them", async () => {
+    const fake = teamFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("settings-open"));
+    await user.selectOptions(screen.getByTestId("settings-theme"), "dark");
+    await waitFor(() => expect(document.documentElement.dataset.theme).toBe("dark"));
+    expect(fake.state.settings.theme).toBe("dark");
+
+    await user.selectOptions(screen.getByTestId("settings-language"), "zh-CN");
+    await waitFor(() => expect(screen.getByTestId("settings-sign-out")).toHaveTextContent("退出登录"));
+    expect(fake.calls.filter((c) => c.cmd === "set_settings").at(-1)?.args).toEqual({
+      settings: { ...defaultSettings(), theme: "dark", language: "zh-CN" },
+    });
+
+    await user.click(screen.getByTestId("settings-hide-text"));
+    await user.click(screen.getByTestId("settings-notifications"));
+    expect(fake.state.settings).toMatchObject({ hide_message_text: true, notifications: false });
+
+    // The Rust side can change settings too (e.g. from the tray).
+    await fire("natter://settings", { ...fake.state.settings, language: "en", theme: "light" });
+    await waitFor(() => expect(document.documentElement.dataset.theme).toBe("light"));
+    expect(screen.getByTestId("settings-sign-out")).toHaveTextContent("Sign out");
+  });
+
+  it("mutes a conversation and signs out", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice"]);
+    fake.state.last_conversation = general.id;
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("conv-mute"));
+    expect(fake.calls).toContainEqual({ cmd: "set_muted", args: { conv: general.id, muted: true } });
+    await waitFor(() => expect(screen.getByTestId("conv-item")).toHaveClass("muted"));
+
+    await user.click(screen.getByTestId("settings-open"));
+    await user.click(screen.getByTestId("settings-sign-out"));
+    await screen.findByTestId("auth-username");
+    expect(fake.calls.some((c) => c.cmd === "logout")).toBe(true);
+  });
+});

@@ -1,0 +1,125 @@
+import { describe, expect, it } from "vitest";
+import { screen, waitFor, within } from "@testing-library/svelte";
+import userEvent from "@testing-library/user-event";
+import { renderApp, teamFake, fire } from "../test/harness";
+
+function items() {
+  return screen.queryAllByTestId("conv-item");
+}
+
+describe("sidebar", () => {
+  it("lists rooms and DMs by recent activity with unread badges and previews", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob", "carol"]);
+    const random = fake.addRoom("random", ["alice", "bob"]);
+    const quiet = fake.addRoom("quiet", ["alice"]);
+    const dm = fake.addDm("alice", "bob");
+    fake.deliver(general, "bob", "older news", 1_000);
+    fake.deliver(random, "carol", "fresh\nnews   here", 5_000);
+    fake.deliver(random, "bob", "fresher", 6_000);
+    fake.deliver(dm, "bob", "psst", 3_000);
+    void quiet;
+    await renderApp();
+
+    await waitFor(() => expect(items()).toHaveLength(4));
+    const rooms = within(screen.getByTestId("room-list")).getAllByTestId("conv-item");
+    expect(rooms.map((e) => e.dataset.convName)).toEqual(["random", "general", "quiet"]);
+    const dms = within(screen.getByTestId("dm-list")).getAllByTestId("conv-item");
+    expect(dms.map((e) => e.dataset.convName)).toEqual(["bob"]);
+
+    const randomItem = rooms[0];
+    expect(within(randomItem).getByTestId("conv-unread").textContent).toBe("2");
+    expect(within(randomItem).getByTestId("conv-preview").textContent).toBe("Bob: fresher");
+    expect(within(dms[0]).getByTestId("conv-preview").textContent).toBe("psst");
+    expect(within(dms[0]).getByTestId("conv-title").textContent).toBe("Bob");
+    expect(within(rooms[2]).queryByTestId("conv-unread")).toBeNull();
+  });
+
+  it("re-sorts and updates badges from natter://conversations", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    const random = fake.addRoom("random", ["alice", "bob"]);
+    fake.deliver(general, "bob", "one", 1_000);
+    fake.deliver(random, "bob", "two", 2_000);
+    await renderApp();
+    await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["random", "general"]));
+
+    fake.deliver(general, "bob", "<b>three</b>", 9_000);
+    await fire("natter://conversations", fake.summaries());
+    await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["general", "random"]));
+    const first = items()[0];
+    expect(within(first).getByTestId("conv-unread").textContent).toBe("2");
+    expect(within(first).getByTestId("conv-preview").textContent).toBe("Bob: <b>three</b>");
+  });
+
+  it("opening a conversation makes it visible, marks it read and clears the badge", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    for (let i = 0; i < 5; i++) fake.deliver(general, "bob", `hello ${i}`, 1_000 + i);
+    await renderApp();
+    const user = userEvent.setup();
+    const item = await screen.findByTestId("conv-item");
+    expect(within(item).getByTestId("conv-unread").textContent).toBe("5");
+
+    await user.click(item);
+    await waitFor(() => expect(screen.getAllByTestId("message")).toHaveLength(5));
+    await waitFor(() => expect(within(screen.getByTestId("conv-item")).queryByTestId("conv-unread")).toBeNull());
+    expect(fake.calls).toContainEqual({ cmd: "set_visible_conversation", args: { conv: general.id } });
+    expect(fake.calls).toContainEqual({ cmd: "mark_read", args: { conv: general.id, seq: 5 } });
+    // The fake recomputed unread from the mark: the backend agrees.
+    expect(fake.summaries()[0].unread).toBe(0);
+  });
+
+  it("shows presence and starts a DM from the people list", async () => {
+    const fake = teamFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await waitFor(() => expect(screen.getAllByTestId("online-user")).toHaveLength(2));
+    const people = screen.getAllByTestId("online-user");
+    // Online first, the signed-in user left out.
+    expect(people.map((p) => [p.dataset.username, p.dataset.online])).toEqual([
+      ["bob", "true"],
+      ["carol", "false"],
+    ]);
+
+    await fire("natter://presence", { username: "carol", online: true });
+    await waitFor(() => expect(screen.getByTestId("online-count").textContent).toContain("3"));
+    await fire("natter://online", ["alice"]);
+    await waitFor(() =>
+      expect(screen.getAllByTestId("online-user").map((p) => p.dataset.online)).toEqual(["false", "false"]),
+    );
+
+    await user.click(screen.getAllByTestId("online-user")[0]);
+    expect(await screen.findByTestId("conv-header-title")).toHaveTextContent("Bob");
+    await user.type(screen.getByTestId("composer"), "hi bob{Enter}");
+    expect(fake.calls).toContainEqual({ cmd: "send", args: { to: "bob", text: "hi bob" } });
+    // The committed message carries the new conversation; the view and the sidebar move onto it.
+    await waitFor(() => expect(screen.getByTestId("conversation").dataset.convId).not.toBe(""));
+    await waitFor(() => expect(within(screen.getByTestId("dm-list")).getAllByTestId("conv-item")).toHaveLength(1));
+    expect(screen.getByTestId("message").dataset.state).toBe("sent");
+  });
+
+  it("creates and joins rooms from the rooms dialog", async () => {
+    const fake = teamFake();
+    fake.addRoom("design", ["bob"]);
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("rooms-open"));
+    const row = await screen.findByTestId("room-row");
+    expect(row.dataset.roomName).toBe("design");
+    await user.click(within(row).getByTestId("room-join"));
+    await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["design"]));
+    expect(screen.getByTestId("conv-header-title")).toHaveTextContent("#design");
+
+    await user.click(screen.getByTestId("rooms-open"));
+    await user.type(await screen.findByTestId("room-name"), "bad name!");
+    await user.click(screen.getByTestId("room-create"));
+    expect(await screen.findByTestId("rooms-error")).toBeInTheDocument();
+    expect(fake.calls.some((c) => c.cmd === "create_room")).toBe(false);
+    await user.clear(screen.getByTestId("room-name"));
+    await user.type(screen.getByTestId("room-name"), "launch");
+    await user.click(screen.getByTestId("room-create"));
+    await waitFor(() => expect(items().map((e) => e.dataset.convName)).toContain("launch"));
+    expect(screen.getByTestId("conv-header-title")).toHaveTextContent("#launch");
+  });
+});

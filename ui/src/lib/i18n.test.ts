@@ -1,0 +1,40 @@
+import { describe, expect, it, afterEach } from "vitest";
+import { en, zhCN } from "./dictionaries";
+import { languageFor, setLanguage, t } from "./i18n.svelte";
+
+const placeholders = (s: string) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
+
+describe("i18n", () => {
+  afterEach(() => setLanguage("en"));
+
+  it("has the same keys in English and Simplified Chinese", () => {
+    expect(Object.keys(zhCN).sort()).toEqual(Object.keys(en).sort());
+  });
+
+  it("uses the same placeholders in both languages and no empty strings", () => {
+    for (const key of Object.keys(en) as (keyof typeof en)[]) {
+      expect(placeholders(zhCN[key]), key).toEqual(placeholders(en[key]));
+      expect(zhCN[key].length, key).toBeGreaterThan(0);
+    }
+  });
+
+  it("fills placeholders once, without expanding braces inside values", () => {
+    expect(t("conv.typingOne", { a: "{b}" })).toBe("{b} is typing…");
+    expect(t("banner.offline", { seconds: 7 })).toBe("Offline. Retrying in 7 s");
+  });
+
+  it("switches language", () => {
+    setLanguage("zh-CN");
+    expect(t("composer.send")).toBe("发送");
+    setLanguage("en");
+    expect(t("composer.send")).toBe("Send");
+  });
+
+  it("defaults from the browser language", () => {
+    expect(languageFor("zh-TW")).toBe("zh-CN");
+    expect(languageFor("zh-CN")).toBe("zh-CN");
+    expect(languageFor("en-GB")).toBe("en");
+    expect(languageFor("fr")).toBe("en");
+    expect(languageFor(undefined)).toBe("en");
+  });
+});

@@ -1,0 +1,52 @@
+/**
+ * Test harness: a FakeBackend behind Tauri's real `mockIPC` (event mocking on), a fresh store,
+ * and helpers to render the app and emit backend events.
+ */
+import { mockIPC } from "@tauri-apps/api/mocks";
+import { emit } from "@tauri-apps/api/event";
+import { render, waitFor } from "@testing-library/svelte";
+import { FakeBackend } from "../mock/fake";
+import { resetStore, type Store } from "../lib/store.svelte";
+import { setLanguage } from "../lib/i18n.svelte";
+import type { AppState } from "../types";
+import App from "../App.svelte";
+
+export function installFake(init: Partial<AppState> = {}): FakeBackend {
+  const fake = new FakeBackend((event, payload) => void emit(event, payload), init);
+  mockIPC((cmd, args) => fake.handle(cmd, (args ?? {}) as Record<string, unknown>), {
+    shouldMockEvents: true,
+  });
+  return fake;
+}
+
+/** A signed-in alice with bob and carol, a `general` room and a DM with bob. */
+export function teamFake(): FakeBackend {
+  const fake = installFake({ server_url: "http://127.0.0.1:8686" });
+  fake.addUser("alice", "Alice", "🦊", true);
+  fake.addUser("bob", "Bob", "🐼", true);
+  fake.addUser("carol", "Carol", "🦉", false);
+  fake.state.phase = "ready";
+  fake.state.user = fake.users.get("alice")!.user;
+  fake.state.connection = { state: "online" };
+  return fake;
+}
+
+export function freshStore(): Store {
+  setLanguage("en");
+  const s = resetStore();
+  s.hasFocus = () => true;
+  return s;
+}
+
+export async function renderApp() {
+  const store = freshStore();
+  const r = render(App);
+  await waitFor(() => {
+    if (!store.app) throw new Error("not booted");
+  });
+  return { ...r, store };
+}
+
+export async function fire(event: string, payload: unknown): Promise<void> {
+  await emit(event, payload);
+}

@@ -1,0 +1,53 @@
+/**
+ * Source policy checks the CSP and the IPC contract depend on: no HTML injection sinks, no
+ * inline style attributes or eval, and `api.ts` as the only caller of `invoke`/`listen`.
+ */
+import { describe, expect, it } from "vitest";
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+
+const SRC = join(__dirname, "..");
+const SELF = "test/policy.test.ts";
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) return name === "bindings" ? [] : files(p);
+    return /\.(ts|svelte|html)$/.test(name) ? [p] : [];
+  });
+}
+
+const sources = files(SRC)
+  .map((p) => ({ path: relative(SRC, p), text: readFileSync(p, "utf8") }))
+  .filter((f) => f.path !== SELF);
+
+describe("source policy", () => {
+  it("finds the sources", () => {
+    expect(sources.some((f) => f.path === "api.ts")).toBe(true);
+    expect(sources.filter((f) => f.path.endsWith(".svelte")).length).toBeGreaterThan(10);
+  });
+
+  it.each([
+    ["{@html", /\{@html/],
+    ["innerHTML", /\binnerHTML\b/],
+    ["outerHTML", /\bouterHTML\b/],
+    ["insertAdjacentHTML", /insertAdjacentHTML/],
+    ["document.write", /document\.write/],
+    ["eval", /\beval\s*\(/],
+    ["new Function", /new\s+Function\s*\(/],
+  ])("never uses %s", (_name, re) => {
+    expect(sources.filter((f) => re.test(f.text)).map((f) => f.path)).toEqual([]);
+  });
+
+  it("has no inline style attributes or style directives in markup", () => {
+    const bad = sources.filter((f) => f.path.endsWith(".svelte") && /\sstyle(:[\w-]+)?=/.test(f.text));
+    expect(bad.map((f) => f.path)).toEqual([]);
+  });
+
+  it("calls invoke/listen only from api.ts", () => {
+    const bad = sources.filter(
+      (f) => f.path !== "api.ts" && /@tauri-apps\/api\/(core|event)["']/.test(f.text) && /\b(invoke|listen)\b/.test(f.text),
+    );
+    expect(bad.map((f) => f.path)).toEqual([]);
+  });
+});
