@@ -35,6 +35,8 @@ struct Fake {
 
 /// Starts a fake server running `script(connection_index, socket)` for each connection. With
 /// `refuse`, every upgrade is answered with HTTP 401.
+// tungstenite's handshake callback type fixes the (large) error type.
+#[allow(clippy::result_large_err)]
 async fn fake<F, Fut>(refuse: bool, script: F) -> Fake
 where
     F: Fn(usize, Sock) -> Fut + Send + Sync + 'static,

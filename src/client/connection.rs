@@ -502,11 +502,14 @@ impl Actor {
         let result = (|| -> std::result::Result<(), crate::client::store::StoreError> {
             store.upsert_user(&user)?;
             for c in &conversations {
+                store.upsert_conversation(c)?;
+                // Counted before the replay arrives; each replayed message then moves from
+                // the server's count to the local one.
                 let count = unread
                     .iter()
                     .find(|u| u.conv == c.id)
                     .map_or(0, |u| u.count);
-                store.upsert_conversation(c, Some(count))?;
+                store.set_server_unread(c.id, count, c.last_read, &self.shared.user.username)?;
             }
             store.retain_memberships(&conversations.iter().map(|c| c.id).collect::<Vec<_>>())
         })();
@@ -623,7 +626,12 @@ impl Actor {
                 Some(Pending::Sync) => {
                     if let Reply::Synced { unread } = result {
                         for u in unread {
-                            if let Err(e) = store.set_server_unread(u.conv, u.count, u.last_read) {
+                            if let Err(e) = store.set_server_unread(
+                                u.conv,
+                                u.count,
+                                u.last_read,
+                                &shared.user.username,
+                            ) {
                                 self.warn(format!("cannot store unread counts: {e}"));
                             }
                         }
@@ -710,7 +718,7 @@ impl Actor {
                 self.shared.emit(ClientEvent::Conversations);
             }
             ServerFrame::ConversationAdded { conversation } => {
-                if let Err(e) = store.upsert_conversation(&conversation, None) {
+                if let Err(e) = store.upsert_conversation(&conversation) {
                     self.warn(format!("cannot store a conversation: {e}"));
                 }
                 self.shared.emit(ClientEvent::Conversations);

@@ -583,7 +583,7 @@ impl Client {
         let Reply::Joined { conversation } = reply else {
             return Err(unexpected("join", reply));
         };
-        self.store().upsert_conversation(&conversation, None)?;
+        self.store().upsert_conversation(&conversation)?;
         self.emit(ClientEvent::Conversations);
         self.conversation(conversation.id)?
             .ok_or_else(|| ClientError::Internal("joined conversation not stored".into()))

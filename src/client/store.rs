@@ -242,6 +242,7 @@ impl Store {
             )?;
         }
         self.meta_set("owner", &owner_key)?;
+        self.meta_set("me", &saved.session.user.username)?;
         self.meta_set("session", &serde_json::to_string(saved)?)?;
         self.upsert_user(&saved.session.user)?;
         Ok(())
@@ -283,14 +284,12 @@ impl Store {
             .optional()?)
     }
 
-    /// Records a conversation the user is a member of, as the server describes it. `unread`, when
-    /// given, is the server's count up to `conv.last_seq` (from `hello`).
-    pub fn upsert_conversation(&self, conv: &Conversation, unread: Option<u32>) -> Result<()> {
+    /// Records a conversation the user is a member of, as the server describes it.
+    pub fn upsert_conversation(&self, conv: &Conversation) -> Result<()> {
         if let Some(peer) = &conv.peer {
             self.upsert_user(peer)?;
         }
-        let conn = self.conn();
-        conn.execute(
+        self.conn().execute(
             "INSERT INTO conversations (id, kind, name, peer, member_count, last_seq, last_read, member)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
              ON CONFLICT (id) DO UPDATE SET
@@ -309,17 +308,6 @@ impl Store {
                 conv.last_read
             ],
         )?;
-        if let Some(count) = unread {
-            // The server counted from its read marker; a newer local marker (not yet synced)
-            // means the server's count is stale, so rely on what we hold instead.
-            conn.execute(
-                "UPDATE conversations SET
-                    unread_base = CASE WHEN last_read > ?2 THEN 0 ELSE ?3 END,
-                    unread_base_seq = CASE WHEN last_read > ?2 THEN last_read ELSE ?4 END
-                 WHERE id = ?1",
-                params![conv.id, conv.last_read, count, conv.last_seq],
-            )?;
-        }
         Ok(())
     }
 
@@ -437,6 +425,12 @@ impl Store {
             let mut bump = tx.prepare_cached(
                 "UPDATE conversations SET last_seq = max(last_seq, ?2) WHERE id = ?1",
             )?;
+            // A fetched message the server already counted as unread is now counted locally.
+            let mut unbase = tx.prepare_cached(
+                "UPDATE conversations SET unread_base = unread_base - 1
+                 WHERE id = ?1 AND unread_base > 0 AND ?2 <= unread_base_seq AND ?2 > last_read
+                    AND ?3 != coalesce((SELECT value FROM meta WHERE key = 'me'), '')",
+            )?;
             for m in messages {
                 let id = m.client_msg_id.to_string();
                 let n =
@@ -444,6 +438,7 @@ impl Store {
                 settle.execute([&id])?;
                 bump.execute(params![m.conv, m.seq])?;
                 if n == 1 {
+                    unbase.execute(params![m.conv, m.seq, m.sender])?;
                     fresh.push(LocalMessage {
                         local_id: id,
                         conv: Some(m.conv),
@@ -594,31 +589,46 @@ impl Store {
 
     /// Moves the read marker of `conv` forward to `seq` (never back). `dirty` records that the
     /// server has not been told yet. Returns whether the marker moved.
+    ///
+    /// Unread messages we do not hold (`unread_base`, counted by the server) shrink by the
+    /// number of seqs newly read that we do not hold: exact when the range is all others'
+    /// messages, an upper bound otherwise, and 0 once the marker passes what the server counted.
     pub fn set_last_read(&self, conv: ConvId, seq: Seq, dirty: bool) -> Result<bool> {
         let conn = self.conn();
         let n = conn.execute(
             "UPDATE conversations SET
-                last_read = ?2,
                 read_dirty = CASE WHEN ?3 THEN 1 ELSE read_dirty END,
-                unread_base = CASE WHEN ?2 >= unread_base_seq THEN 0 ELSE unread_base END,
-                unread_base_seq = CASE WHEN ?2 >= unread_base_seq THEN ?2 ELSE unread_base_seq END
+                unread_base = CASE WHEN ?2 >= unread_base_seq THEN 0
+                    ELSE max(0, unread_base - ((?2 - last_read) - (SELECT count(*) FROM messages m
+                        WHERE m.conv = ?1 AND m.seq > conversations.last_read AND m.seq <= ?2)))
+                    END,
+                last_read = ?2
              WHERE id = ?1 AND last_read < ?2",
             params![conv, seq, dirty],
         )?;
         Ok(n > 0)
     }
 
-    /// The server's unread count after a resume; as in [`Store::upsert_conversation`], a newer
-    /// local marker wins.
-    pub fn set_server_unread(&self, conv: ConvId, count: u32, server_last_read: Seq) -> Result<()> {
+    /// The server's unread count after a resume (everything up to the conversation's last seq).
+    /// Whatever part of it we do not hold locally is kept as `unread_base`. A newer local marker
+    /// (not yet synced) makes the server's count stale, so then only local messages count.
+    pub fn set_server_unread(
+        &self,
+        conv: ConvId,
+        count: u32,
+        server_last_read: Seq,
+        me: &str,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE conversations SET
-                unread_base = CASE WHEN last_read > ?3 THEN 0 ELSE ?2 END,
-                unread_base_seq = CASE WHEN last_read > ?3 THEN last_read
-                    ELSE max(last_seq, coalesce((SELECT max(seq) FROM messages WHERE conv = ?1), 0)) END,
+                unread_base = CASE WHEN last_read > ?3 THEN 0
+                    ELSE max(0, ?2 - (SELECT count(*) FROM messages m WHERE m.conv = ?1
+                        AND m.seq > ?3 AND m.seq <= conversations.last_seq AND m.sender != ?4))
+                    END,
+                unread_base_seq = last_seq,
                 last_read = max(last_read, ?3)
              WHERE id = ?1",
-            params![conv, count, server_last_read],
+            params![conv, count, server_last_read, me],
         )?;
         Ok(())
     }
@@ -667,7 +677,7 @@ impl Store {
             let mut stmt = conn.prepare(
                 "SELECT c.id, c.kind, c.name, c.peer, c.muted,
                     c.unread_base + (SELECT count(*) FROM messages m WHERE m.conv = c.id
-                        AND m.seq > max(c.last_read, c.unread_base_seq) AND m.sender != ?1)
+                        AND m.seq > c.last_read AND m.sender != ?1)
                  FROM conversations c WHERE c.member = 1",
             )?;
             let rows = stmt.query_map([me], |r| {
@@ -788,6 +798,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("natter.db")).unwrap();
+        s.meta_set("me", "me").unwrap();
         (dir, s)
     }
 
@@ -834,7 +845,7 @@ mod tests {
         let path = dir.path().join("p/natter.db");
         {
             let s = Store::open(&path).unwrap();
-            s.upsert_conversation(&room(1, "general"), None).unwrap();
+            s.upsert_conversation(&room(1, "general")).unwrap();
             s.insert_messages(&[msg(1, 1, "bob", "hello")]).unwrap();
         }
         let s = Store::open(&path).unwrap();
@@ -867,9 +878,12 @@ mod tests {
     #[test]
     fn the_same_message_twice_is_stored_once() {
         let (_d, s) = store();
-        s.upsert_conversation(&room(1, "general"), None).unwrap();
+        s.upsert_conversation(&room(1, "general")).unwrap();
         let m = msg(1, 1, "bob", "hi");
-        assert_eq!(s.insert_messages(std::slice::from_ref(&m)).unwrap().len(), 1);
+        assert_eq!(
+            s.insert_messages(std::slice::from_ref(&m)).unwrap().len(),
+            1
+        );
         assert!(s.insert_messages(&[m.clone(), m]).unwrap().is_empty());
         assert_eq!(s.message_count(1).unwrap(), 1);
         assert_eq!(s.last_seq(1).unwrap(), 1);
@@ -952,7 +966,7 @@ mod tests {
     #[test]
     fn unread_counts_follow_read_markers_and_server_counts() {
         let (_d, s) = store();
-        s.upsert_conversation(&room(1, "general"), None).unwrap();
+        s.upsert_conversation(&room(1, "general")).unwrap();
         s.insert_messages(&[
             msg(1, 1, "bob", "a"),
             msg(1, 2, "me", "b"),
@@ -970,38 +984,48 @@ mod tests {
         assert_eq!(s.dirty_reads().unwrap(), vec![ConvSeq { conv: 1, seq: 2 }]);
         s.clear_dirty_read(1, 2).unwrap();
         assert!(s.dirty_reads().unwrap().is_empty());
-        // The server says 40 unread up to seq 100 that we do not hold.
+        // The server says 40 unread after seq 2, up to seq 100; we hold only seq 3 of those.
         let mut big = room(1, "general");
         big.last_seq = 100;
         big.last_read = 2;
-        s.upsert_conversation(&big, Some(40)).unwrap();
+        s.upsert_conversation(&big).unwrap();
+        s.set_server_unread(1, 40, 2, "me").unwrap();
         assert_eq!(unread(&s), 40);
+        // A live message after the count adds one; fetching a counted one changes nothing.
         s.insert_messages(&[msg(1, 101, "bob", "new")]).unwrap();
         assert_eq!(unread(&s), 41);
+        s.insert_messages(&[msg(1, 50, "bob", "older")]).unwrap();
+        assert_eq!(unread(&s), 41);
+        // Reading up to 10: seqs 3..=10 are read: 3 is held (local count drops by one) and the
+        // 7 unheld ones leave the server's count.
+        s.set_last_read(1, 10, false).unwrap();
+        assert_eq!(unread(&s), 33);
         s.set_last_read(1, 101, false).unwrap();
+        assert_eq!(unread(&s), 0);
+        // A newer local marker than the server's makes its count stale.
+        s.insert_messages(&[msg(1, 102, "bob", "x")]).unwrap();
+        s.set_last_read(1, 102, true).unwrap();
+        s.set_server_unread(1, 5, 101, "me").unwrap();
         assert_eq!(unread(&s), 0);
     }
 
     #[test]
     fn summaries_have_titles_previews_and_sort_by_activity() {
         let (_d, s) = store();
-        s.upsert_conversation(&room(1, "general"), None).unwrap();
-        s.upsert_conversation(
-            &Conversation {
-                id: 2,
-                kind: ConvKind::Dm,
-                name: "bob".into(),
-                peer: Some(User {
-                    username: "bob".into(),
-                    display_name: "Bob B".into(),
-                    avatar: "cat".into(),
-                }),
-                member_count: 2,
-                last_seq: 0,
-                last_read: 0,
-            },
-            None,
-        )
+        s.upsert_conversation(&room(1, "general")).unwrap();
+        s.upsert_conversation(&Conversation {
+            id: 2,
+            kind: ConvKind::Dm,
+            name: "bob".into(),
+            peer: Some(User {
+                username: "bob".into(),
+                display_name: "Bob B".into(),
+                avatar: "cat".into(),
+            }),
+            member_count: 2,
+            last_seq: 0,
+            last_read: 0,
+        })
         .unwrap();
         s.insert_messages(&[msg(1, 1, "bob", "old"), msg(2, 5, "bob", "newer")])
             .unwrap();
@@ -1024,7 +1048,7 @@ mod tests {
     #[test]
     fn search_finds_english_and_chinese_newest_first() {
         let (_d, s) = store();
-        s.upsert_conversation(&room(1, "general"), None).unwrap();
+        s.upsert_conversation(&room(1, "general")).unwrap();
         s.insert_messages(&[
             msg(1, 1, "bob", "The quick brown fox"),
             msg(1, 2, "bob", "你好世界"),

@@ -1,0 +1,457 @@
+//! The client library against the real server (in-process on 127.0.0.1:0, temp SQLite on both
+//! sides): two users chat in a room and a DM, rooms and members, read markers across devices,
+//! search in English and Chinese, and paging through 10,000 messages of history.
+
+mod support;
+
+use std::time::Duration;
+
+use natter::client::{
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage, MessageState,
+    Target,
+};
+use natter::protocol::{ClientFrame, ConvKind, Reply, Session};
+use support::TestServer;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+fn config(server: &TestServer, dir: &std::path::Path) -> ClientConfig {
+    let mut c = ClientConfig::new(
+        format!("http://{}", server.addr).parse().unwrap(),
+        dir.to_path_buf(),
+    );
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c
+}
+
+async fn client(server: &TestServer, session: Session) -> (tempfile::TempDir, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Client::start(config(server, dir.path()), session)
+        .await
+        .unwrap();
+    synced(&c).await;
+    (dir, c)
+}
+
+async fn synced(c: &Client) {
+    tokio::time::timeout(Duration::from_secs(10), c.wait_synced())
+        .await
+        .expect("synced in time")
+        .expect("synced");
+}
+
+async fn next_message(
+    rx: &mut broadcast::Receiver<ClientEvent>,
+    mut pred: impl FnMut(&LocalMessage) -> bool,
+) -> LocalMessage {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ClientEvent::Message(m))) if pred(&m) => return m,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            other => panic!("no matching message: {other:?}"),
+        }
+    }
+}
+
+fn fast(c: &mut natter::server::ServerConfig) {
+    c.rate_limit_per_sec = 1_000_000;
+    c.rate_burst = 1_000_000;
+    c.outbound_queue = 100_000;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_in_a_room_and_a_dm() {
+    let server = TestServer::start().await;
+    let (_da, alice) = client(&server, server.register("alice").await).await;
+    let (_db, bob) = client(&server, server.register("bob").await).await;
+    let general = alice
+        .find_conversation(ConvKind::Room, "general")
+        .unwrap()
+        .expect("general joined");
+    assert_eq!(
+        bob.find_conversation(ConvKind::Room, "general").unwrap(),
+        Some(general)
+    );
+
+    // Room message.
+    let mut bob_rx = bob.subscribe();
+    let mut alice_rx = alice.subscribe();
+    let sent = alice
+        .send(Target::Conv(general), "hello bob")
+        .await
+        .unwrap();
+    assert_eq!(sent.state, MessageState::Pending);
+    let echoed = next_message(&mut alice_rx, |m| {
+        m.local_id == sent.local_id && m.state == MessageState::Sent
+    })
+    .await;
+    let got = next_message(&mut bob_rx, |m| m.text == "hello bob").await;
+    assert_eq!(
+        (got.sender.as_str(), got.seq, got.conv),
+        ("alice", echoed.seq, Some(general))
+    );
+    assert_eq!(
+        got.local_id, sent.local_id,
+        "the same client_msg_id on every device"
+    );
+
+    // Unread counts, and mark_read synced to the server.
+    let conv = bob.conversation(general).unwrap().unwrap();
+    assert_eq!((conv.unread, conv.title.as_str()), (1, "#general"));
+    assert_eq!(conv.last_message.unwrap().text, "hello bob");
+    bob.mark_read(general, got.seq.unwrap()).await.unwrap();
+    assert_eq!(bob.conversation(general).unwrap().unwrap().unread, 0);
+
+    // DM: the conversation is created by the first message.
+    let dm = bob
+        .send(Target::User("alice".into()), "psst")
+        .await
+        .unwrap();
+    assert_eq!(dm.conv, None);
+    let got = next_message(&mut alice_rx, |m| m.text == "psst").await;
+    let dm_conv = got.conv.unwrap();
+    assert_ne!(dm_conv, general);
+    tokio::time::timeout(Duration::from_secs(5), bob.wait_outbox_empty())
+        .await
+        .unwrap()
+        .unwrap();
+    // Both sides know the DM by the peer's name, and later messages go to the same conversation.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while alice
+        .find_conversation(ConvKind::Dm, "bob")
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "DM listed for alice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        alice.find_conversation(ConvKind::Dm, "bob").unwrap(),
+        Some(dm_conv)
+    );
+    assert_eq!(
+        bob.find_conversation(ConvKind::Dm, "alice").unwrap(),
+        Some(dm_conv)
+    );
+    let reply = alice.send(Target::User("bob".into()), "ok!").await.unwrap();
+    assert_eq!(reply.conv, Some(dm_conv));
+    let got = next_message(&mut bob_rx, |m| m.text == "ok!").await;
+    assert_eq!(got.conv, Some(dm_conv));
+    let list = alice.conversations().unwrap();
+    assert_eq!(list[0].id, dm_conv, "most recent first");
+    assert_eq!(list[0].kind, ConvKind::Dm);
+    assert_eq!(list[0].peer.as_ref().unwrap().username, "bob");
+
+    let history: Vec<_> = bob
+        .history(dm_conv, None, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(history, ["psst", "ok!"]);
+
+    // Presence, users, typing.
+    assert_eq!(alice.online(), vec!["alice".to_string(), "bob".to_string()]);
+    let users = alice.users().await.unwrap();
+    assert!(users.iter().any(|m| m.user.username == "bob" && m.online));
+    alice.typing(dm_conv).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, bob_rx.recv()).await {
+            Ok(Ok(ClientEvent::Typing { conv, username })) => {
+                assert_eq!((conv, username.as_str()), (dm_conv, "alice"));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => panic!("no typing event"),
+        }
+    }
+    bob.shutdown().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, alice_rx.recv()).await {
+            Ok(Ok(ClientEvent::Presence {
+                username,
+                online: false,
+            })) if username == "bob" => break,
+            Ok(_) => {}
+            Err(_) => panic!("no offline presence for bob"),
+        }
+    }
+    assert_eq!(alice.online(), vec!["alice".to_string()]);
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_members_and_errors_map_to_codes() {
+    let server = TestServer::start().await;
+    let (_da, alice) = client(&server, server.register("alice").await).await;
+    let (_db, bob) = client(&server, server.register("bob").await).await;
+    let lounge = alice.create_room("lounge").await.unwrap();
+    assert_eq!(
+        (lounge.title.as_str(), lounge.kind),
+        ("#lounge", ConvKind::Room)
+    );
+    assert!(matches!(
+        alice.create_room("lounge").await,
+        Err(ClientError::Conflict(_))
+    ));
+    assert!(matches!(
+        alice.create_room("bad name!").await,
+        Err(ClientError::Invalid(_))
+    ));
+    assert!(matches!(
+        bob.join_room("nope").await,
+        Err(ClientError::NotFound(_))
+    ));
+    let rooms = bob.rooms().await.unwrap();
+    assert!(rooms.iter().any(|r| r.name == "lounge" && !r.joined));
+    let joined = bob.join_room("lounge").await.unwrap();
+    assert_eq!(joined.id, lounge.id);
+    let members = alice.members(lounge.id).await.unwrap();
+    let mut names: Vec<_> = members.iter().map(|m| m.user.username.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+    bob.leave_room(lounge.id).await.unwrap();
+    assert!(bob
+        .find_conversation(ConvKind::Room, "lounge")
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        bob.members(lounge.id).await,
+        Err(ClientError::Forbidden(_) | ClientError::NotFound(_))
+    ));
+    // A message to a conversation the user left is refused and marked failed, with the reason.
+    let mut rx = bob.subscribe();
+    let m = bob
+        .send(Target::Conv(lounge.id), "let me in")
+        .await
+        .unwrap();
+    let failed = next_message(&mut rx, |x| {
+        x.local_id == m.local_id && x.state == MessageState::Failed
+    })
+    .await;
+    assert!(failed.error.as_deref().is_some_and(|e| !e.is_empty()));
+    // A DM to nobody fails too.
+    let m = bob.send(Target::User("ghost".into()), "boo").await.unwrap();
+    next_message(&mut rx, |x| {
+        x.local_id == m.local_id && x.state == MessageState::Failed
+    })
+    .await;
+    assert_eq!(bob.outbox().unwrap().len(), 2);
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_markers_and_unread_counts_agree_across_devices() {
+    let server = TestServer::start().await;
+    let alice_session = server.register("alice").await;
+    let (_da, alice) = client(&server, alice_session).await;
+    let bob_session = server.register("bob").await;
+    let (_db, bob_phone) = client(&server, bob_session.clone()).await;
+    let general = alice
+        .find_conversation(ConvKind::Room, "general")
+        .unwrap()
+        .unwrap();
+    let mut rx = bob_phone.subscribe();
+    for i in 0..5 {
+        alice
+            .send(Target::Conv(general), &format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    next_message(&mut rx, |m| m.text == "m4").await;
+    assert_eq!(bob_phone.conversation(general).unwrap().unwrap().unread, 5);
+
+    // A second device for bob, fresh profile: unread from the server's count.
+    let (_dl, bob_laptop) = client(&server, server.login("bob").await).await;
+    assert_eq!(bob_laptop.conversation(general).unwrap().unwrap().unread, 5);
+    let mut laptop_rx = bob_laptop.subscribe();
+    let seq3 = bob_phone.history(general, None, 10).await.unwrap()[2]
+        .seq
+        .unwrap();
+    bob_phone.mark_read(general, seq3).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, laptop_rx.recv()).await {
+            Ok(Ok(ClientEvent::ReadMarker { conv, seq })) => {
+                assert_eq!((conv, seq), (general, seq3));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => panic!("the read marker did not reach the other device"),
+        }
+    }
+    assert_eq!(bob_laptop.conversation(general).unwrap().unwrap().unread, 2);
+    assert_eq!(bob_phone.conversation(general).unwrap().unwrap().unread, 2);
+
+    // Marked read while offline: stored at once, synced on the next connection.
+    bob_phone.shutdown().await;
+    bob_laptop.mark_read(general, seq3 + 2).await.unwrap();
+    bob_laptop.shutdown().await;
+    let _ = _dl;
+    let dir_phone = _db;
+    let phone = Client::resume(config(&server, dir_phone.path()))
+        .await
+        .unwrap()
+        .unwrap();
+    synced(&phone).await;
+    // The laptop's marker reached the server before it shut down (or on its next start).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while phone.conversation(general).unwrap().unwrap().unread != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unread did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    phone.shutdown().await;
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_english_and_chinese_through_the_server() {
+    let server = TestServer::start().await;
+    let (_da, alice) = client(&server, server.register("alice").await).await;
+    let (_db, bob) = client(&server, server.register("bob").await).await;
+    let general = alice
+        .find_conversation(ConvKind::Room, "general")
+        .unwrap()
+        .unwrap();
+    let mut rx = bob.subscribe();
+    for text in [
+        "Meeting at noon",
+        "你好世界",
+        "the meeting moved",
+        "我们明天见",
+        "unrelated",
+    ] {
+        alice.send(Target::Conv(general), text).await.unwrap();
+    }
+    next_message(&mut rx, |m| m.text == "unrelated").await;
+    let texts = |hits: Vec<natter::client::SearchHit>| -> Vec<String> {
+        hits.into_iter().map(|h| h.message.text).collect()
+    };
+    assert_eq!(
+        texts(bob.search("meeting", None, 10).await.unwrap()),
+        ["the meeting moved", "Meeting at noon"]
+    );
+    assert_eq!(
+        texts(bob.search("你好", None, 10).await.unwrap()),
+        ["你好世界"]
+    );
+    assert_eq!(
+        texts(bob.search("明天", Some(general), 10).await.unwrap()),
+        ["我们明天见"]
+    );
+    assert!(bob.search("banana", None, 10).await.unwrap().is_empty());
+    let hit = &bob.search("世界", None, 10).await.unwrap()[0];
+    assert_eq!(hit.conv_title, "#general");
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_through_ten_thousand_messages() {
+    const N: i64 = 10_000;
+    let server = TestServer::start_with(fast).await;
+    let alice = server.register("alice").await;
+    let mut ws = server.connect(&alice.token).await;
+    let general = ws.general();
+    // Pipelined sends over the raw protocol, then collect the acks.
+    for i in 1..=N {
+        let id = ws.next_id();
+        ws.send_frame(&ClientFrame::Send {
+            id,
+            conv: Some(general),
+            to: None,
+            client_msg_id: Uuid::new_v4(),
+            text: format!("message number {i}"),
+        })
+        .await;
+    }
+    let mut acked = 0;
+    while acked < N {
+        match ws.next().await.expect("socket open") {
+            natter::protocol::ServerFrame::Ok {
+                result: Reply::Sent { .. },
+                ..
+            } => acked += 1,
+            natter::protocol::ServerFrame::Error { message, .. } => {
+                panic!("send failed: {message}")
+            }
+            _ => {}
+        }
+    }
+
+    let (dir, bob) = client(&server, server.register("bob").await).await;
+    // A fresh profile holds only the last page from the resume; the rest comes page by page.
+    let held_after_resume = bob.history(general, None, 200).await.unwrap();
+    assert_eq!(held_after_resume.last().unwrap().seq, Some(N));
+    let mut before = None;
+    let mut seen = Vec::new();
+    let t0 = std::time::Instant::now();
+    loop {
+        let page = bob.history(general, before, 200).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(
+            page.windows(2)
+                .all(|w| w[0].seq.unwrap() + 1 == w[1].seq.unwrap()),
+            "ascending, no gaps"
+        );
+        before = page[0].seq;
+        seen.extend(page.into_iter().rev().map(|m| m.seq.unwrap()));
+        if before == Some(1) {
+            break;
+        }
+    }
+    seen.reverse();
+    assert_eq!(seen, (1..=N).collect::<Vec<_>>());
+    eprintln!("paged {N} messages from the server in {:?}", t0.elapsed());
+
+    // Now everything is local: paging again works offline, and search covers it.
+    bob.shutdown().await;
+    drop(ws);
+    let (_dir, result) = server.stop().await;
+    result.unwrap();
+    let offline = {
+        let mut c = ClientConfig::new(
+            "http://127.0.0.1:9".parse().unwrap(),
+            dir.path().to_path_buf(),
+        );
+        c.backoff_min = Duration::from_secs(5);
+        Client::resume(c).await.unwrap().unwrap()
+    };
+    let t0 = std::time::Instant::now();
+    let mut count = 0;
+    let mut before = None;
+    loop {
+        let page = offline.history(general, before, 200).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        count += page.len();
+        before = page[0].seq;
+    }
+    assert_eq!(count as i64, N);
+    eprintln!(
+        "paged {N} messages from the local store in {:?}",
+        t0.elapsed()
+    );
+    let hits = offline.search("9999", None, 10).await.unwrap();
+    assert_eq!(hits[0].message.text, "message number 9999");
+    assert!(matches!(
+        offline.connection_state(),
+        ConnectionState::Connecting | ConnectionState::Offline { .. }
+    ));
+    offline.shutdown().await;
+}
