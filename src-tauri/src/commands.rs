@@ -1,0 +1,214 @@
+//! The IPC commands of docs/ipc.md. Each is a thin call into the client core (or the server for
+//! host mode) through [`Shell`]; argument checks that the core does not do (exactly one target
+//! for `send`, sane limits) happen here so bad input gets a clear `invalid` error.
+
+use natter::client::{ConversationSummary, LocalMessage, SearchHit, Target};
+use natter::protocol::{ConvId, Member, RoomInfo, Seq};
+use tauri::{ipc::Invoke, Runtime, State};
+
+use crate::config::Settings;
+use crate::error::{CmdResult, CommandError};
+use crate::host::DEFAULT_PORT;
+use crate::state::{AppState, Shell};
+
+/// Page size when the UI does not say.
+const DEFAULT_HISTORY_LIMIT: u32 = 50;
+const DEFAULT_SEARCH_LIMIT: u32 = 50;
+
+/// The handler with every command, for `Builder::invoke_handler`.
+pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![
+        app_state,
+        host_server,
+        join_server,
+        register,
+        login,
+        logout,
+        conversations,
+        history,
+        send,
+        retry,
+        mark_read,
+        search,
+        rooms,
+        create_room,
+        join_room,
+        leave_room,
+        members,
+        users,
+        typing,
+        set_visible_conversation,
+        set_muted,
+        get_settings,
+        set_settings,
+    ]
+}
+
+#[tauri::command]
+pub fn app_state(shell: State<'_, Shell>) -> AppState {
+    shell.app_state()
+}
+
+#[tauri::command]
+pub async fn host_server(shell: State<'_, Shell>, port: Option<u16>) -> CmdResult<AppState> {
+    shell.host_server(port.unwrap_or(DEFAULT_PORT)).await
+}
+
+#[tauri::command]
+pub async fn join_server(shell: State<'_, Shell>, url: String) -> CmdResult<AppState> {
+    shell.join_server(&url).await
+}
+
+#[tauri::command]
+pub async fn register(
+    shell: State<'_, Shell>,
+    username: String,
+    password: String,
+    display_name: String,
+    avatar: String,
+) -> CmdResult<AppState> {
+    shell
+        .register(username, password, display_name, avatar)
+        .await
+}
+
+#[tauri::command]
+pub async fn login(
+    shell: State<'_, Shell>,
+    username: String,
+    password: String,
+) -> CmdResult<AppState> {
+    shell.login(username, password).await
+}
+
+#[tauri::command]
+pub async fn logout(shell: State<'_, Shell>) -> CmdResult<AppState> {
+    shell.logout().await
+}
+
+#[tauri::command]
+pub fn conversations(shell: State<'_, Shell>) -> CmdResult<Vec<ConversationSummary>> {
+    Ok(shell.require_client()?.conversations()?)
+}
+
+#[tauri::command]
+pub async fn history(
+    shell: State<'_, Shell>,
+    conv: ConvId,
+    before_seq: Option<Seq>,
+    limit: Option<u32>,
+) -> CmdResult<Vec<LocalMessage>> {
+    if before_seq.is_some_and(|s| s < 1) {
+        return Err(CommandError::invalid("beforeSeq must be at least 1"));
+    }
+    let client = shell.require_client()?;
+    Ok(client
+        .history(conv, before_seq, limit.unwrap_or(DEFAULT_HISTORY_LIMIT))
+        .await?)
+}
+
+#[tauri::command]
+pub async fn send(
+    shell: State<'_, Shell>,
+    conv: Option<ConvId>,
+    to: Option<String>,
+    text: String,
+) -> CmdResult<LocalMessage> {
+    let target = match (conv, to) {
+        (Some(conv), None) => Target::Conv(conv),
+        (None, Some(user)) => Target::User(user),
+        _ => {
+            return Err(CommandError::invalid(
+                "send needs exactly one of conv or to",
+            ))
+        }
+    };
+    let client = shell.require_client()?;
+    Ok(client.send(target, &text).await?)
+}
+
+#[tauri::command]
+pub async fn retry(shell: State<'_, Shell>, local_id: String) -> CmdResult<LocalMessage> {
+    Ok(shell.require_client()?.retry(&local_id).await?)
+}
+
+#[tauri::command]
+pub async fn mark_read(shell: State<'_, Shell>, conv: ConvId, seq: Seq) -> CmdResult<()> {
+    if seq < 0 {
+        return Err(CommandError::invalid("seq must not be negative"));
+    }
+    Ok(shell.require_client()?.mark_read(conv, seq).await?)
+}
+
+#[tauri::command]
+pub async fn search(
+    shell: State<'_, Shell>,
+    query: String,
+    conv: Option<ConvId>,
+    limit: Option<u32>,
+) -> CmdResult<Vec<SearchHit>> {
+    if query.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = shell.require_client()?;
+    Ok(client
+        .search(&query, conv, limit.unwrap_or(DEFAULT_SEARCH_LIMIT))
+        .await?)
+}
+
+#[tauri::command]
+pub async fn rooms(shell: State<'_, Shell>) -> CmdResult<Vec<RoomInfo>> {
+    Ok(shell.require_client()?.rooms().await?)
+}
+
+#[tauri::command]
+pub async fn create_room(shell: State<'_, Shell>, name: String) -> CmdResult<ConversationSummary> {
+    Ok(shell.require_client()?.create_room(&name).await?)
+}
+
+#[tauri::command]
+pub async fn join_room(shell: State<'_, Shell>, name: String) -> CmdResult<ConversationSummary> {
+    Ok(shell.require_client()?.join_room(&name).await?)
+}
+
+#[tauri::command]
+pub async fn leave_room(shell: State<'_, Shell>, conv: ConvId) -> CmdResult<()> {
+    Ok(shell.require_client()?.leave_room(conv).await?)
+}
+
+#[tauri::command]
+pub async fn members(shell: State<'_, Shell>, conv: ConvId) -> CmdResult<Vec<Member>> {
+    Ok(shell.require_client()?.members(conv).await?)
+}
+
+#[tauri::command]
+pub async fn users(shell: State<'_, Shell>) -> CmdResult<Vec<Member>> {
+    Ok(shell.require_client()?.users().await?)
+}
+
+#[tauri::command]
+pub async fn typing(shell: State<'_, Shell>, conv: ConvId) -> CmdResult<()> {
+    Ok(shell.require_client()?.typing(conv).await?)
+}
+
+#[tauri::command]
+pub fn set_visible_conversation(shell: State<'_, Shell>, conv: Option<ConvId>) {
+    shell.set_visible_conversation(conv);
+}
+
+#[tauri::command]
+pub fn set_muted(shell: State<'_, Shell>, conv: ConvId, muted: bool) -> CmdResult<()> {
+    shell.require_client()?.set_muted(conv, muted)?;
+    shell.refresh_conversations();
+    Ok(())
+}
+
+#[tauri::command]
+pub fn get_settings(shell: State<'_, Shell>) -> Settings {
+    shell.settings()
+}
+
+#[tauri::command]
+pub fn set_settings(shell: State<'_, Shell>, settings: Settings) -> Settings {
+    shell.set_settings(settings)
+}

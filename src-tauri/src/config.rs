@@ -1,0 +1,184 @@
+//! What the desktop app remembers between starts, in `desktop.json` in its data directory: the
+//! chosen server (or host mode and its port), the signed-in session, the settings and the last
+//! open conversation. The message history itself lives in the client core's store (a profile
+//! directory under the same data directory), so this file stays small and is rewritten whole.
+
+use std::path::{Path, PathBuf};
+
+use natter::protocol::ConvId;
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that overrides the data directory (tests run two profiles side by
+/// side; a user can keep a portable profile).
+pub const DATA_DIR_ENV: &str = "NATTER_DATA_DIR";
+
+const FILE: &str = "desktop.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Language {
+    #[default]
+    #[serde(rename = "en")]
+    En,
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+}
+
+/// The user's settings (`Settings` in docs/ipc.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub notifications: bool,
+    pub hide_message_text: bool,
+    pub theme: Theme,
+    pub language: Language,
+    pub close_to_tray: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            notifications: true,
+            hide_message_text: false,
+            theme: Theme::System,
+            language: Language::En,
+            close_to_tray: true,
+        }
+    }
+}
+
+/// Everything persisted. Unknown or missing fields fall back to defaults so an older or newer
+/// file never stops the app from starting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DesktopConfig {
+    pub server_url: Option<String>,
+    /// Set when the user chose to host: the next start hosts again on this port.
+    pub host_port: Option<u16>,
+    /// The signed-in user on `server_url`; their profile (store and session token) is
+    /// `profiles/<server>-<username>` under the data directory.
+    pub username: Option<String>,
+    pub settings: Settings,
+    pub last_conversation: Option<ConvId>,
+}
+
+impl DesktopConfig {
+    /// Reads the config from `dir`. A missing file is a fresh profile; an unreadable or corrupt
+    /// one is logged and replaced by defaults (better than refusing to start).
+    pub fn load(dir: &Path) -> Self {
+        let path = dir.join(FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "corrupt desktop config; using defaults");
+                Self::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read desktop config; using defaults");
+                Self::default()
+            }
+        }
+    }
+
+    /// Writes atomically (temp file + rename) so a crash never leaves half a file; mode 0600
+    /// because it says who uses the app and where they chat.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(tmp, dir.join(FILE))
+    }
+}
+
+/// The data directory: `$NATTER_DATA_DIR` when set and not empty, else `fallback` (the app's XDG
+/// data directory, from Tauri's path resolver).
+pub fn data_dir(fallback: impl FnOnce() -> Option<PathBuf>) -> Option<PathBuf> {
+    match std::env::var_os(DATA_DIR_ENV) {
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => fallback(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_match_the_ipc_contract() {
+        assert_eq!(
+            serde_json::to_value(Settings::default()).unwrap(),
+            json!({"notifications": true, "hide_message_text": false, "theme": "system",
+                   "language": "en", "close_to_tray": true})
+        );
+        let zh: Settings = serde_json::from_value(json!({"notifications": false,
+            "hide_message_text": true, "theme": "dark", "language": "zh-CN",
+            "close_to_tray": false}))
+        .unwrap();
+        assert_eq!(zh.language, Language::ZhCn);
+        assert_eq!(zh.theme, Theme::Dark);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        for bad in [
+            json!({"notifications": true, "hide_message_text": false, "theme": "pink",
+                   "language": "en", "close_to_tray": true}),
+            json!({"notifications": true, "hide_message_text": false, "theme": "light",
+                   "language": "fr", "close_to_tray": true}),
+            json!({"notifications": "yes"}),
+        ] {
+            assert!(serde_json::from_value::<Settings>(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn round_trips_and_survives_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(DesktopConfig::load(dir.path()), DesktopConfig::default());
+        let cfg = DesktopConfig {
+            server_url: Some("http://127.0.0.1:1".into()),
+            host_port: Some(8686),
+            last_conversation: Some(7),
+            ..Default::default()
+        };
+        cfg.save(dir.path()).unwrap();
+        assert_eq!(DesktopConfig::load(dir.path()), cfg);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "profile file must not be readable by others"
+            );
+        }
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        assert_eq!(DesktopConfig::load(dir.path()), DesktopConfig::default());
+    }
+}

@@ -1,0 +1,136 @@
+//! Natter's desktop shell: a thin Tauri 2 layer around the client core (`natter::client`).
+//!
+//! The Rust side owns the connection and the local store; the web UI (`ui/`) asks through the
+//! commands and hears through the events of `docs/ipc.md`. Everything that decides anything
+//! (notification policy, unread counts, history, outbox) lives in the core crate; this crate
+//! only wires it to windows, the tray and the desktop's notification server.
+//!
+//! # Layout
+//! - [`commands`]: the IPC commands, each a thin call into the client core or the server.
+//! - [`state`]: the shell's state (the client, host mode, focus, the visible conversation) and
+//!   the pump that turns client events into UI events, notifications and unread totals.
+//! - [`config`]: what is remembered between starts (`desktop.json` in the data directory).
+//! - [`host`]: host mode, the server running in-process, and the LAN addresses to share.
+//! - [`notifications`]: notification text (escaped or hidden) and showing it, with clicks.
+//! - [`tray`], [`window`]: the tray icon and the main window (title, show/hide, close to tray).
+//! - [`error`]: [`error::CommandError`], the one error type at the IPC edge.
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod notifications;
+pub mod state;
+pub mod tray;
+pub mod window;
+
+use std::hash::{Hash, Hasher};
+
+use tauri::{Builder, Manager, RunEvent, Runtime, WindowEvent};
+
+/// Registers the commands, the shell state and the window behaviour on `builder`. Generic over
+/// the runtime so tests drive the same wiring with Tauri's mock runtime.
+pub fn run_app<R: Runtime>(builder: Builder<R>) -> Builder<R> {
+    builder
+        .invoke_handler(commands::handler())
+        .setup(|app| {
+            let handle = app.handle().clone();
+            let dir = config::data_dir(|| handle.path().app_data_dir().ok())
+                .ok_or("cannot find a data directory; set NATTER_DATA_DIR")?;
+            let shell = state::Shell::open(handle, dir)?;
+            app.manage(shell);
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            let app = window.app_handle();
+            match event {
+                WindowEvent::Focused(focused) if window.label() == window::MAIN => {
+                    if let Some(shell) = app.try_state::<state::Shell>() {
+                        shell.set_focused(*focused);
+                    }
+                }
+                WindowEvent::CloseRequested { api, .. } if window.label() == window::MAIN => {
+                    let to_tray = app
+                        .try_state::<state::Shell>()
+                        .is_some_and(|s| s.settings().close_to_tray);
+                    if to_tray {
+                        api.prevent_close();
+                        let _ = window.hide();
+                    }
+                }
+                _ => {}
+            }
+        })
+}
+
+/// The D-Bus name suffix that makes "single instance" mean one instance *per profile*: a second
+/// launch with the same data directory focuses the first, while `NATTER_DATA_DIR` pointing
+/// elsewhere (tests, a portable profile) starts an independent app.
+fn instance_id(identifier: &str) -> String {
+    match std::env::var_os(config::DATA_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            dir.hash(&mut h);
+            format!("{identifier}.p{:016x}", h.finish())
+        }
+        _ => identifier.to_string(),
+    }
+}
+
+/// Starts the desktop app (the binary's whole `main`).
+pub fn run() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,natter=info".into()),
+        )
+        .try_init();
+    let context = tauri::generate_context!();
+    let id = instance_id(&context.config().identifier);
+    let window_state = {
+        use tauri_plugin_window_state::StateFlags;
+        let mut b = tauri_plugin_window_state::Builder::new()
+            .with_state_flags(StateFlags::SIZE | StateFlags::POSITION | StateFlags::MAXIMIZED);
+        // Keep window geometry with the profile when one is given explicitly.
+        if let Some(dir) = config::data_dir(|| None) {
+            b = b.with_filename(dir.join("window-state.json").to_string_lossy());
+        }
+        b.build()
+    };
+    let builder = tauri::Builder::default()
+        .plugin(
+            tauri_plugin_single_instance::Builder::new()
+                .dbus_id(id)
+                .callback(|app, _args, _cwd| window::show_main(app))
+                .build(),
+        )
+        .plugin(window_state);
+    let app = run_app(builder)
+        .build(context)
+        .expect("cannot start the Natter window");
+    app.run(|handle, event| {
+        if let RunEvent::Ready = event {
+            if let Err(e) = tray::create(handle) {
+                tracing::warn!(error = %e, "no tray icon");
+            }
+            if let Some(shell) = handle.try_state::<state::Shell>() {
+                shell.refresh_unread_display();
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn instance_ids_are_valid_dbus_names() {
+        let id = super::instance_id("chat.natter.desktop");
+        for part in id.split('.') {
+            assert!(!part.is_empty());
+            assert!(!part.starts_with(|c: char| c.is_ascii_digit()), "{id}");
+            assert!(part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        }
+    }
+}

@@ -1,0 +1,749 @@
+//! The shell's state: the running client (if signed in), host mode, what the window shows and
+//! whether it has focus, and the pump that turns [`ClientEvent`]s into UI events, notifications
+//! and the unread total in the title and tray.
+//!
+//! The state is runtime-agnostic: it reaches the windows through the small [`Ui`] trait, so the
+//! commands are plain functions and tests run them under Tauri's mock runtime.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use natter::client::notify::{decide, NotifyContext};
+use natter::client::{
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, ConversationSummary,
+    MessageState,
+};
+use natter::protocol::{ConvId, ConvKind, Session, User};
+use serde::Serialize;
+use serde_json::json;
+use tauri::{AppHandle, Emitter, Runtime};
+use tokio::sync::broadcast::error::RecvError;
+use url::Url;
+
+use crate::config::{DesktopConfig, Settings};
+use crate::error::{CmdResult, CommandError};
+use crate::host::{self, HostedServer};
+use crate::notifications::{ClickHandler, DesktopPresenter, NoticeSource, Notifier, Presenter};
+use crate::{tray, window};
+
+/// Event names of docs/ipc.md.
+pub mod events {
+    pub const MESSAGE: &str = "natter://message";
+    pub const CONVERSATIONS: &str = "natter://conversations";
+    pub const PRESENCE: &str = "natter://presence";
+    pub const ONLINE: &str = "natter://online";
+    pub const TYPING: &str = "natter://typing";
+    pub const CONNECTION: &str = "natter://connection";
+    pub const OPEN_CONVERSATION: &str = "natter://open-conversation";
+    pub const SETTINGS: &str = "natter://settings";
+}
+
+/// Where the shell's state meets the windows: events to the UI, showing the window, and the
+/// unread total (title and tray).
+pub trait Ui: Send + Sync + 'static {
+    fn emit(&self, event: &str, payload: serde_json::Value);
+    fn show_main(&self);
+    fn set_unread_total(&self, total: u32);
+}
+
+/// The real [`Ui`]: a Tauri app handle.
+pub struct TauriUi<R: Runtime>(pub AppHandle<R>);
+
+impl<R: Runtime> Ui for TauriUi<R> {
+    fn emit(&self, event: &str, payload: serde_json::Value) {
+        if let Err(e) = self.0.emit(event, payload) {
+            tracing::warn!(event, error = %e, "cannot emit event");
+        }
+    }
+
+    fn show_main(&self) {
+        window::show_main(&self.0);
+    }
+
+    fn set_unread_total(&self, total: u32) {
+        window::set_unread_title(&self.0, total);
+        tray::set_unread(&self.0, total);
+    }
+}
+
+/// `AppState` of docs/ipc.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppState {
+    pub phase: Phase,
+    pub server_url: Option<String>,
+    pub hosting: Option<Hosting>,
+    pub user: Option<User>,
+    pub settings: Settings,
+    pub last_conversation: Option<ConvId>,
+    pub connection: ConnectionState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// No server chosen yet.
+    Setup,
+    SignedOut,
+    Ready,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hosting {
+    /// URLs others on the LAN can enter.
+    pub addresses: Vec<String>,
+    pub port: u16,
+}
+
+/// The shell's state, managed by Tauri. Cheap to clone (the pump task holds a clone).
+#[derive(Clone)]
+pub struct Shell(Arc<Inner>);
+
+struct Inner {
+    ui: Arc<dyn Ui>,
+    data_dir: PathBuf,
+    config: Mutex<DesktopConfig>,
+    /// Serialises the commands that replace the client or the server (join, host, sign-in/out).
+    switching: tokio::sync::Mutex<()>,
+    client: RwLock<Option<Running>>,
+    host: Mutex<Option<HostedServer>>,
+    focused: AtomicBool,
+    visible: Mutex<Option<ConvId>>,
+    notifier: Arc<Notifier>,
+    /// Display names by username, for notification titles in rooms.
+    names: Mutex<HashMap<String, String>>,
+    unread_total: AtomicU32,
+    /// Where hosted server data lives and which address it binds (tests bind loopback).
+    host_bind: IpAddr,
+}
+
+struct Running {
+    client: Client,
+    pump: tauri::async_runtime::JoinHandle<()>,
+}
+
+impl Shell {
+    /// Opens the state for the real app. Restores what `desktop.json` remembers: hosting again
+    /// if the user hosted last time, and the signed-in client from its local store, so cached
+    /// history shows at once while the connection starts in the background.
+    pub fn open<R: Runtime>(app: AppHandle<R>, data_dir: PathBuf) -> CmdResult<Self> {
+        let icon = crate::notifications::install_icon(&data_dir);
+        let presenter: Arc<dyn Presenter> = Arc::new(DesktopPresenter { icon });
+        let shell = Self::with_parts(
+            Arc::new(TauriUi(app)),
+            presenter,
+            data_dir,
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        );
+        tauri::async_runtime::block_on(shell.restore());
+        Ok(shell)
+    }
+
+    /// Assembles the state from its parts (tests pass a recording presenter and bind loopback).
+    pub fn with_parts(
+        ui: Arc<dyn Ui>,
+        presenter: Arc<dyn Presenter>,
+        data_dir: PathBuf,
+        host_bind: IpAddr,
+    ) -> Self {
+        let config = DesktopConfig::load(&data_dir);
+        Shell(Arc::new(Inner {
+            ui,
+            data_dir,
+            config: Mutex::new(config),
+            switching: tokio::sync::Mutex::new(()),
+            client: RwLock::new(None),
+            host: Mutex::new(None),
+            focused: AtomicBool::new(false),
+            visible: Mutex::new(None),
+            notifier: Notifier::new(presenter),
+            names: Mutex::new(HashMap::new()),
+            unread_total: AtomicU32::new(0),
+            host_bind,
+        }))
+    }
+
+    /// Starts what the saved config says: the hosted server, then the client from its store.
+    pub async fn restore(&self) {
+        let cfg = self.config();
+        if let Some(port) = cfg.host_port {
+            match HostedServer::start(self.0.host_bind, port, self.server_data_dir()).await {
+                Ok(server) => *lock(&self.0.host) = Some(server),
+                Err(e) => tracing::warn!(port, error = %e.message, "cannot host again"),
+            }
+        }
+        let (Some(url), Some(username)) = (cfg.server_url, cfg.username) else {
+            return;
+        };
+        let Ok(url) = Url::parse(&url) else { return };
+        let config = self.client_config(&url, &username);
+        match Client::resume(config).await {
+            Ok(Some(client)) => self.install(client),
+            Ok(None) => tracing::info!("no saved session; sign in again"),
+            Err(e) => tracing::warn!(error = %e, "cannot open the local store"),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.0.data_dir
+    }
+
+    pub fn config(&self) -> DesktopConfig {
+        lock(&self.0.config).clone()
+    }
+
+    pub fn settings(&self) -> Settings {
+        lock(&self.0.config).settings.clone()
+    }
+
+    /// Changes the config and writes it. A failed write is logged: the change still holds for
+    /// this run, and refusing a settings change over a full disk would help nobody.
+    fn update_config(&self, f: impl FnOnce(&mut DesktopConfig)) -> DesktopConfig {
+        let mut cfg = lock(&self.0.config);
+        f(&mut cfg);
+        if let Err(e) = cfg.save(&self.0.data_dir) {
+            tracing::warn!(error = %e, "cannot save desktop config");
+        }
+        cfg.clone()
+    }
+
+    pub fn client(&self) -> Option<Client> {
+        read(&self.0.client).as_ref().map(|r| r.client.clone())
+    }
+
+    /// The signed-in client, or the error a command returns without one.
+    pub fn require_client(&self) -> CmdResult<Client> {
+        self.client().ok_or_else(CommandError::signed_out)
+    }
+
+    pub fn app_state(&self) -> AppState {
+        let cfg = self.config();
+        let client = self.client();
+        let connection =
+            client
+                .as_ref()
+                .map(|c| c.connection_state())
+                .unwrap_or(ConnectionState::SignedOut {
+                    reason: "not signed in".into(),
+                });
+        let phase = match (&cfg.server_url, &client, &connection) {
+            (None, _, _) => Phase::Setup,
+            (Some(_), None, _) | (_, _, ConnectionState::SignedOut { .. }) => Phase::SignedOut,
+            (Some(_), Some(_), _) => Phase::Ready,
+        };
+        let hosting = lock(&self.0.host).as_ref().map(|h| Hosting {
+            addresses: host::lan_urls(h.port),
+            port: h.port,
+        });
+        AppState {
+            phase,
+            server_url: cfg.server_url,
+            hosting,
+            user: client.map(|c| c.user()),
+            settings: cfg.settings,
+            last_conversation: cfg.last_conversation,
+            connection,
+        }
+    }
+
+    fn server_data_dir(&self) -> PathBuf {
+        self.0.data_dir.join("server")
+    }
+
+    fn client_config(&self, url: &Url, username: &str) -> ClientConfig {
+        let profile = self.0.data_dir.join("profiles").join(format!(
+            "{}-{}",
+            natter::client::server_key(url),
+            file_safe(username)
+        ));
+        ClientConfig::new(url.clone(), profile)
+    }
+
+    /// Host mode: runs the server in-process on `port` and points this app at it. The choice
+    /// is remembered, so the next start hosts again.
+    pub async fn host_server(&self, port: u16) -> CmdResult<AppState> {
+        let _guard = self.0.switching.lock().await;
+        let already = lock(&self.0.host).as_ref().map(|h| h.port);
+        let port = match already {
+            Some(p) if p == port || port == 0 => p,
+            _ => {
+                let old = lock(&self.0.host).take();
+                if let Some(old) = old {
+                    old.stop().await;
+                }
+                let server =
+                    HostedServer::start(self.0.host_bind, port, self.server_data_dir()).await?;
+                let port = server.port;
+                *lock(&self.0.host) = Some(server);
+                port
+            }
+        };
+        let url = host::local_url(port);
+        self.switch_server(url, Some(port)).await;
+        Ok(self.app_state())
+    }
+
+    /// Points the app at another server after checking that a Natter server answers there.
+    pub async fn join_server(&self, url: &str) -> CmdResult<AppState> {
+        let url = parse_server_url(url)?;
+        natter::client::health(&url).await?;
+        let _guard = self.0.switching.lock().await;
+        let hosted = lock(&self.0.host).take();
+        if let Some(server) = hosted {
+            server.stop().await;
+        }
+        self.switch_server(url.to_string(), None).await;
+        Ok(self.app_state())
+    }
+
+    /// Records the new server; a signed-in client for another server is stopped (its history
+    /// stays in its profile for when the user comes back).
+    async fn switch_server(&self, url: String, host_port: Option<u16>) {
+        let same = self.config().server_url.as_deref() == Some(url.as_str());
+        if !same {
+            self.stop_client().await;
+        }
+        self.update_config(|c| {
+            if !same {
+                c.username = None;
+                c.last_conversation = None;
+            }
+            c.server_url = Some(url);
+            c.host_port = host_port;
+        });
+    }
+
+    fn server_url(&self) -> CmdResult<Url> {
+        let url = self
+            .config()
+            .server_url
+            .ok_or_else(CommandError::no_server)?;
+        Url::parse(&url).map_err(|e| CommandError::internal(format!("saved server URL: {e}")))
+    }
+
+    pub async fn register(
+        &self,
+        username: String,
+        password: String,
+        display_name: String,
+        avatar: String,
+    ) -> CmdResult<AppState> {
+        let url = self.server_url()?;
+        let req = natter::client::RegisterRequest {
+            username,
+            password,
+            display_name: Some(display_name).filter(|s| !s.trim().is_empty()),
+            avatar: Some(avatar).filter(|s| !s.trim().is_empty()),
+        };
+        let session = natter::client::register(&url, req).await?;
+        self.sign_in(url, session).await
+    }
+
+    pub async fn login(&self, username: String, password: String) -> CmdResult<AppState> {
+        let url = self.server_url()?;
+        let session = natter::client::login(&url, &username, &password).await?;
+        self.sign_in(url, session).await
+    }
+
+    async fn sign_in(&self, url: Url, session: Session) -> CmdResult<AppState> {
+        let _guard = self.0.switching.lock().await;
+        self.stop_client().await;
+        let username = session.user.username.clone();
+        let client = Client::start(self.client_config(&url, &username), session).await?;
+        let same_user = self.config().username.as_deref() == Some(username.as_str());
+        self.update_config(|c| {
+            if !same_user {
+                c.last_conversation = None;
+            }
+            c.username = Some(username);
+        });
+        self.install(client);
+        Ok(self.app_state())
+    }
+
+    pub async fn logout(&self) -> CmdResult<AppState> {
+        let _guard = self.0.switching.lock().await;
+        let running = write(&self.0.client).take();
+        if let Some(r) = running {
+            r.pump.abort();
+            r.client.logout().await?;
+        }
+        self.update_config(|c| c.username = None);
+        self.set_unread_total(0);
+        self.0.ui.emit(
+            events::CONNECTION,
+            to_json(&ConnectionState::SignedOut {
+                reason: "signed out".into(),
+            }),
+        );
+        Ok(self.app_state())
+    }
+
+    async fn stop_client(&self) {
+        let running = write(&self.0.client).take();
+        if let Some(r) = running {
+            r.pump.abort();
+            r.client.shutdown().await;
+        }
+    }
+
+    /// Makes `client` the app's client and starts pumping its events to the UI.
+    fn install(&self, client: Client) {
+        let events = client.subscribe();
+        let pump = tauri::async_runtime::spawn(self.clone().pump(client.clone(), events));
+        let old = write(&self.0.client).replace(Running { client, pump });
+        if let Some(old) = old {
+            old.pump.abort();
+        }
+        // The state may have changed before the pump subscribed; tell the UI where it stands.
+        self.refresh_conversations();
+    }
+
+    /// Turns client events into UI events, notifications and the unread total. Bursts of
+    /// "conversations changed" (a resume storing hundreds of messages) become one refresh.
+    async fn pump(self, client: Client, mut events: tokio::sync::broadcast::Receiver<ClientEvent>) {
+        self.0
+            .ui
+            .emit(events::CONNECTION, to_json(&client.connection_state()));
+        loop {
+            let mut dirty = false;
+            let first = events.recv().await;
+            let mut next = Some(first);
+            while let Some(ev) = next.take() {
+                match ev {
+                    Ok(ev) => dirty |= self.handle_event(&client, ev).await,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "UI event pump lagged; refreshing");
+                        dirty = true;
+                    }
+                    Err(RecvError::Closed) => {
+                        self.refresh_conversations();
+                        return;
+                    }
+                }
+                next = match events.try_recv() {
+                    Ok(ev) => Some(Ok(ev)),
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                        Some(Err(RecvError::Lagged(n)))
+                    }
+                    Err(_) => None,
+                };
+            }
+            if dirty {
+                self.refresh_conversations();
+            }
+        }
+    }
+
+    /// Handles one event; returns whether the conversation list needs a refresh.
+    async fn handle_event(&self, client: &Client, ev: ClientEvent) -> bool {
+        let ui = &self.0.ui;
+        match ev {
+            ClientEvent::Message(msg) => {
+                ui.emit(events::MESSAGE, to_json(&msg));
+                if msg.state == MessageState::Sent {
+                    self.maybe_notify(client, &msg).await;
+                }
+                false
+            }
+            ClientEvent::Conversations
+            | ClientEvent::ReadMarker { .. }
+            | ClientEvent::Membership { .. }
+            | ClientEvent::Synced => true,
+            ClientEvent::Presence { username, online } => {
+                ui.emit(
+                    events::PRESENCE,
+                    json!({"username": username, "online": online}),
+                );
+                false
+            }
+            ClientEvent::Online(list) => {
+                ui.emit(events::ONLINE, to_json(&list));
+                false
+            }
+            ClientEvent::Typing { conv, username } => {
+                ui.emit(events::TYPING, json!({"conv": conv, "username": username}));
+                false
+            }
+            ClientEvent::Connection(state) => {
+                ui.emit(events::CONNECTION, to_json(&state));
+                false
+            }
+            ClientEvent::Warning(w) => {
+                tracing::warn!(warning = %w, "server");
+                false
+            }
+        }
+    }
+
+    /// Applies the core's notification policy to a newly delivered message.
+    async fn maybe_notify(&self, client: &Client, msg: &natter::client::LocalMessage) {
+        let settings = self.settings();
+        let me = client.user().username;
+        let muted: HashSet<ConvId> = client.muted().unwrap_or_default().into_iter().collect();
+        let visible = *lock(&self.0.visible);
+        let ctx = NotifyContext {
+            own_username: &me,
+            visible_conv: visible,
+            window_focused: self.0.focused.load(Ordering::SeqCst),
+            muted: &muted,
+            notifications_enabled: settings.notifications,
+        };
+        if !decide(msg, &ctx) {
+            return;
+        }
+        let Some(conv_id) = msg.conv else { return };
+        let summary = client.conversation(conv_id).ok().flatten();
+        let (kind, conv_title) = summary
+            .as_ref()
+            .map(|s| (s.kind, s.title.clone()))
+            .unwrap_or((ConvKind::Room, format!("#{conv_id}")));
+        let sender_display = self
+            .display_name(client, &msg.sender, summary.as_ref())
+            .await;
+        let shell = self.clone();
+        let on_click: ClickHandler = Arc::new(move |conv| shell.open_conversation(conv));
+        let cfg = Arc::clone(&self.0);
+        self.0.notifier.offer(
+            NoticeSource {
+                conv: conv_id,
+                kind,
+                conv_title,
+                sender_display,
+                text: msg.text.clone(),
+            },
+            move || {
+                let s = lock(&cfg.config).settings.clone();
+                (s.hide_message_text, s.language)
+            },
+            on_click,
+        );
+    }
+
+    /// The sender's display name: the DM peer, else a cache filled from the user list.
+    async fn display_name(
+        &self,
+        client: &Client,
+        username: &str,
+        summary: Option<&ConversationSummary>,
+    ) -> String {
+        if let Some(peer) = summary.and_then(|s| s.peer.as_ref()) {
+            if peer.username == username {
+                return peer.display_name.clone();
+            }
+        }
+        if let Some(name) = lock(&self.0.names).get(username) {
+            return name.clone();
+        }
+        if let Ok(users) = client.users().await {
+            let mut names = lock(&self.0.names);
+            for m in users {
+                names.insert(m.user.username, m.user.display_name);
+            }
+        }
+        lock(&self.0.names)
+            .get(username)
+            .cloned()
+            .unwrap_or_else(|| username.to_string())
+    }
+
+    /// A notification (or the tray) asked for `conv`: bring the window up and tell the UI.
+    pub fn open_conversation(&self, conv: ConvId) {
+        self.0.ui.show_main();
+        self.0
+            .ui
+            .emit(events::OPEN_CONVERSATION, json!({ "conv": conv }));
+    }
+
+    /// Re-reads the conversation list from the store, sends it to the UI and updates the
+    /// unread total.
+    pub fn refresh_conversations(&self) {
+        let Some(client) = self.client() else { return };
+        match client.conversations() {
+            Ok(list) => {
+                let total = list
+                    .iter()
+                    .filter(|c| !c.muted)
+                    .map(|c| c.unread)
+                    .fold(0u32, u32::saturating_add);
+                self.0.ui.emit(events::CONVERSATIONS, to_json(&list));
+                self.set_unread_total(total);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read conversations"),
+        }
+    }
+
+    fn set_unread_total(&self, total: u32) {
+        self.0.unread_total.store(total, Ordering::SeqCst);
+        self.0.ui.set_unread_total(total);
+    }
+
+    /// Re-applies the unread total to the title and tray (once the tray exists).
+    pub fn refresh_unread_display(&self) {
+        self.0
+            .ui
+            .set_unread_total(self.0.unread_total.load(Ordering::SeqCst));
+    }
+
+    pub fn unread_total(&self) -> u32 {
+        self.0.unread_total.load(Ordering::SeqCst)
+    }
+
+    pub fn set_focused(&self, focused: bool) {
+        self.0.focused.store(focused, Ordering::SeqCst);
+    }
+
+    pub fn focused(&self) -> bool {
+        self.0.focused.load(Ordering::SeqCst)
+    }
+
+    /// What the window shows now (drives the notification policy and is remembered).
+    pub fn set_visible_conversation(&self, conv: Option<ConvId>) {
+        *lock(&self.0.visible) = conv;
+        if let Some(conv) = conv {
+            self.0.notifier.clear(conv);
+            if self.config().last_conversation != Some(conv) {
+                self.update_config(|c| c.last_conversation = Some(conv));
+            }
+        }
+    }
+
+    pub fn set_settings(&self, settings: Settings) -> Settings {
+        let cfg = self.update_config(|c| c.settings = settings);
+        self.0.ui.emit(events::SETTINGS, to_json(&cfg.settings));
+        cfg.settings
+    }
+
+    pub fn ui(&self) -> &Arc<dyn Ui> {
+        &self.0.ui
+    }
+}
+
+/// Checks a server URL typed by the user: http(s), a host, nothing after the authority
+/// except `/`. A bare `host:port` gets `http://` in front.
+pub fn parse_server_url(input: &str) -> CmdResult<Url> {
+    let input = input.trim();
+    if input.is_empty() {
+        return Err(CommandError::invalid("enter the server's address"));
+    }
+    let with_scheme = if input.contains("://") {
+        input.to_string()
+    } else {
+        format!("http://{input}")
+    };
+    let url = Url::parse(&with_scheme)
+        .map_err(|e| CommandError::invalid(format!("not a valid address ({e}): {input}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(CommandError::invalid(format!(
+            "the address must start with http:// or https://: {input}"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(CommandError::invalid(format!(
+            "the address has no host: {input}"
+        )));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(CommandError::invalid(format!(
+            "give only the server's address, like http://192.168.1.20:8686: {input}"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(CommandError::invalid(
+            "the address must not contain a user or password",
+        ));
+    }
+    Ok(url)
+}
+
+impl From<ClientError> for CommandError {
+    fn from(e: ClientError) -> Self {
+        use crate::error::ErrorCode as C;
+        let (code, message) = match e {
+            ClientError::Offline(m) => (C::Offline, m),
+            ClientError::Unauthorized(m) => (C::Unauthorized, m),
+            ClientError::Invalid(m) => (C::Invalid, m),
+            ClientError::NotFound(m) => (C::NotFound, m),
+            ClientError::Forbidden(m) => (C::Forbidden, m),
+            ClientError::Conflict(m) => (C::Conflict, m),
+            ClientError::Server(m) => (C::Server, m),
+            ClientError::Internal(m) => (C::Internal, m),
+        };
+        CommandError::new(code, message)
+    }
+}
+
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+// A panic while holding one of these locks must not take the whole shell down with it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_are_checked() {
+        assert_eq!(
+            parse_server_url(" 192.168.1.20:8686 ").unwrap().as_str(),
+            "http://192.168.1.20:8686/"
+        );
+        assert_eq!(
+            parse_server_url("https://chat.example.org")
+                .unwrap()
+                .as_str(),
+            "https://chat.example.org/"
+        );
+        for bad in [
+            "",
+            "   ",
+            "ftp://x",
+            "javascript:alert(1)",
+            "http://",
+            "http://host/path",
+            "http://host/?q=1",
+            "http://u:p@host",
+            "http://exa mple",
+        ] {
+            let err = parse_server_url(bad).expect_err(bad);
+            assert_eq!(err.code, crate::error::ErrorCode::Invalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_errors_keep_their_code() {
+        let e: CommandError = ClientError::Conflict("username taken".into()).into();
+        assert_eq!(
+            serde_json::to_value(e).unwrap(),
+            json!({"code": "conflict", "message": "username taken"})
+        );
+        let e: CommandError = ClientError::Offline("refused".into()).into();
+        assert_eq!(e.code, crate::error::ErrorCode::Offline);
+    }
+}
