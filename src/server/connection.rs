@@ -174,12 +174,16 @@ pub async fn serve<T>(
     let grace = shared.config.close_grace;
     let authed = match pre {
         Some(a) => a,
-        None => match auth_phase(&mut ws, &shared).await {
-            Ok(a) => a,
-            Err(code) => return finish(ws, code, grace).await,
-        },
+        None => {
+            let result = auth_phase(&mut ws, &shared).await;
+            // Authenticated or not, this socket no longer counts as a pending one.
+            drop(slot);
+            match result {
+                Ok(a) => a,
+                Err(code) => return finish(ws, code, grace).await,
+            }
+        }
     };
-    drop(slot);
     let unread = match shared
         .store
         .read(move |c| store::unread(c, authed.user))
@@ -324,12 +328,12 @@ async fn write_loop<S>(
             _ = kill.fired() => return,
             _ = ticker.tick() => {
                 let now = now_ms();
-                if now - last_heard.load(Ordering::Relaxed) > silence_limit {
-                    kill.fire(close::HEARTBEAT_TIMEOUT);
-                    return;
-                }
                 if now >= expires_at {
                     kill.fire(close::UNAUTHORIZED);
+                    return;
+                }
+                if now - last_heard.load(Ordering::Relaxed) > silence_limit {
+                    kill.fire(close::HEARTBEAT_TIMEOUT);
                     return;
                 }
                 if last_ping.elapsed() >= interval {

@@ -1,0 +1,726 @@
+//! Authorisation and hostile input: DM isolation, rooms left behind, bad frames and floods each
+//! answered with their documented error or close code while a bystander keeps chatting, and
+//! HTTP-level refusals (no/wrong/expired/revoked token, bad origin, no subprotocol, slowloris).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+
+use natter::protocol::{close, ClientFrame, ConvSeq, ErrorCode, Reply, ServerFrame};
+use support::{handshake_status, TestServer, WsClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use uuid::Uuid;
+
+/// Two users chatting in `general` for as long as the returned handle runs: every message must
+/// arrive, in order, with no error. Stop it with the sender and check its result.
+struct Bystanders {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<usize>,
+}
+
+async fn bystanders(server: &TestServer) -> Bystanders {
+    let p = server.register("patient").await;
+    let q = server.register("quiet").await;
+    let mut a = server.connect(&p.token).await;
+    let mut b = server.connect(&q.token).await;
+    let general = a.general();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut n = 0usize;
+        loop {
+            if stopped.try_recv().is_ok() {
+                return n;
+            }
+            n += 1;
+            let text = format!("still here {n}");
+            let sent = a.send_text(general, &text).await;
+            let got = b.wait_for(|f| matches!(f, ServerFrame::Message { message } if message.sender == "patient")).await;
+            let ServerFrame::Message { message } = got else {
+                unreachable!()
+            };
+            assert_eq!(
+                message, sent,
+                "bystander message {n} arrives intact and in order"
+            );
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    Bystanders { stop, task }
+}
+
+impl Bystanders {
+    async fn finish(self) -> usize {
+        let _ = self.stop.send(());
+        let n = self.task.await.expect("bystanders were not disturbed");
+        assert!(n > 3, "bystanders kept chatting ({n} messages)");
+        n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_user_cannot_read_page_resume_post_into_or_learn_of_a_dm() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let mut a = server.connect(&alice.token).await;
+    let mut b = server.connect(&bob.token).await;
+    let mut c = server.connect(&carol.token).await;
+    let general = c.general();
+
+    let Reply::Sent { message } = a
+        .request(|id| ClientFrame::Send {
+            id,
+            conv: None,
+            to: Some("bob".into()),
+            client_msg_id: Uuid::new_v4(),
+            text: "secret".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let dm = message.conv;
+    let added = b
+        .wait_for(|f| matches!(f, ServerFrame::ConversationAdded { .. }))
+        .await;
+    let ServerFrame::ConversationAdded { conversation } = added else {
+        unreachable!()
+    };
+    assert_eq!(conversation.id, dm);
+    assert_eq!(
+        conversation.name, "alice",
+        "a DM is named after the other user"
+    );
+    b.wait_for(|f| matches!(f, ServerFrame::Message { message } if message.text == "secret"))
+        .await;
+
+    let not_found =
+        |r: Result<Reply, (ErrorCode, String)>| assert_eq!(r.unwrap_err().0, ErrorCode::NotFound);
+    not_found(
+        c.request(|id| ClientFrame::History {
+            id,
+            conv: dm,
+            before: None,
+            after: None,
+            limit: 50,
+        })
+        .await,
+    );
+    not_found(
+        c.request(|id| ClientFrame::History {
+            id,
+            conv: dm,
+            before: None,
+            after: Some(0),
+            limit: 50,
+        })
+        .await,
+    );
+    not_found(
+        c.request(|id| ClientFrame::Send {
+            id,
+            conv: Some(dm),
+            to: None,
+            client_msg_id: Uuid::new_v4(),
+            text: "let me in".into(),
+        })
+        .await,
+    );
+    not_found(c.request(|id| ClientFrame::Members { id, conv: dm }).await);
+    not_found(c.request(|id| ClientFrame::Typing { id, conv: dm }).await);
+    not_found(
+        c.request(|id| ClientFrame::Read {
+            id,
+            conv: dm,
+            seq: 1,
+        })
+        .await,
+    );
+    not_found(c.request(|id| ClientFrame::Leave { id, conv: dm }).await);
+    // A DM carol is not in answers exactly like one that does not exist.
+    let unknown = c
+        .request(|id| ClientFrame::History {
+            id,
+            conv: 999_999,
+            before: None,
+            after: None,
+            limit: 5,
+        })
+        .await
+        .unwrap_err();
+    let hidden = c
+        .request(|id| ClientFrame::History {
+            id,
+            conv: dm,
+            before: None,
+            after: None,
+            limit: 5,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown, hidden);
+
+    // Resume naming the DM replays nothing from it.
+    let id = c.next_id();
+    c.send_frame(&ClientFrame::Sync {
+        id,
+        since: vec![
+            ConvSeq { conv: dm, seq: 0 },
+            ConvSeq {
+                conv: general,
+                seq: 0,
+            },
+        ],
+    })
+    .await;
+    loop {
+        match c.recv().await.expect("frame") {
+            ServerFrame::Batch { conv, .. } => {
+                assert_ne!(conv, dm, "no replay of someone else's DM")
+            }
+            ServerFrame::Ok {
+                id: got,
+                result: Reply::Synced { unread },
+            } if got == id => {
+                assert!(unread.iter().all(|u| u.conv != dm));
+                break;
+            }
+            _ => {}
+        }
+    }
+    // Not in her room list, not in her hello after reconnecting, never pushed to her.
+    let Reply::Rooms { rooms } = c.request(|id| ClientFrame::Rooms { id }).await.unwrap() else {
+        panic!()
+    };
+    assert!(rooms.iter().all(|r| r.id != dm));
+    let c2 = server.connect(&carol.token).await;
+    let Some(ServerFrame::Hello {
+        conversations,
+        unread,
+        ..
+    }) = &c2.hello
+    else {
+        panic!()
+    };
+    assert!(conversations.iter().all(|cv| cv.id != dm));
+    assert!(unread.iter().all(|u| u.conv != dm));
+    // A marker after more DM traffic proves nothing of the DM reached carol.
+    a.send_text(dm, "more secrets").await;
+    let marker = b.send_text(general, "marker").await;
+    loop {
+        let f = c.next().await.expect("frame");
+        match &f {
+            ServerFrame::Message { message }
+                if message.seq == marker.seq && message.conv == general =>
+            {
+                break
+            }
+            ServerFrame::Message { message } => assert_ne!(message.conv, dm),
+            ServerFrame::ConversationAdded { conversation } => assert_ne!(conversation.id, dm),
+            ServerFrame::Typing { conv, .. } | ServerFrame::Read { conv, .. } => {
+                assert_ne!(*conv, dm)
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_posts_as_someone_else_and_a_left_room_is_closed_to_its_leaver() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let carol = server.register("carol").await;
+    let mut a = server.connect(&alice.token).await;
+    let mut c = server.connect(&carol.token).await;
+    let general = c.general();
+
+    // A forged `sender` field is ignored: the sender is always the authenticated user.
+    let id = c.next_id();
+    let forged = serde_json::json!({"type": "send", "id": id, "conv": general, "sender": "alice",
+        "client_msg_id": Uuid::new_v4(), "text": "I am alice"});
+    c.send_raw(WsMessage::text(forged.to_string())).await;
+    let Reply::Sent { message } = c.answer(id).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(message.sender, "carol");
+    let pushed = a
+        .wait_for(|f| matches!(f, ServerFrame::Message { .. }))
+        .await;
+    assert!(matches!(pushed, ServerFrame::Message { message } if message.sender == "carol"));
+
+    let Reply::Joined { conversation } = a
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "lobby".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let lobby = conversation.id;
+    c.request(|id| ClientFrame::Join {
+        id,
+        room: "LOBBY".into(),
+    })
+    .await
+    .unwrap();
+    c.send_text(lobby, "hi").await;
+    c.request(|id| ClientFrame::Leave { id, conv: lobby })
+        .await
+        .unwrap();
+    let forbidden =
+        |r: Result<Reply, (ErrorCode, String)>| assert_eq!(r.unwrap_err().0, ErrorCode::Forbidden);
+    forbidden(
+        c.request(|id| ClientFrame::Send {
+            id,
+            conv: Some(lobby),
+            to: None,
+            client_msg_id: Uuid::new_v4(),
+            text: "back".into(),
+        })
+        .await,
+    );
+    forbidden(
+        c.request(|id| ClientFrame::History {
+            id,
+            conv: lobby,
+            before: None,
+            after: None,
+            limit: 10,
+        })
+        .await,
+    );
+    forbidden(
+        c.request(|id| ClientFrame::Typing { id, conv: lobby })
+            .await,
+    );
+    forbidden(
+        c.request(|id| ClientFrame::Read {
+            id,
+            conv: lobby,
+            seq: 1,
+        })
+        .await,
+    );
+    forbidden(
+        c.request(|id| ClientFrame::Members { id, conv: lobby })
+            .await,
+    );
+    forbidden(c.request(|id| ClientFrame::Leave { id, conv: lobby }).await);
+    // Leaving the default room is refused.
+    forbidden(
+        c.request(|id| ClientFrame::Leave { id, conv: general })
+            .await,
+    );
+    a.send_text(lobby, "after carol left").await;
+    let marker = a.send_text(general, "marker").await;
+    loop {
+        match c.next().await.expect("frame") {
+            ServerFrame::Message { message } if message.id == marker.id => break,
+            ServerFrame::Message { message } => {
+                assert_ne!(message.conv, lobby, "no messages from a room she left")
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_their_codes_while_bystanders_chat() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit_per_sec = 20;
+        c.rate_burst = 20;
+        c.flood_close_after = 60;
+    })
+    .await;
+    let crowd = bystanders(&server).await;
+    let mallory = server.register("mallory").await;
+    let mut m = server.connect(&mallory.token).await;
+    let general = m.general();
+
+    let error_for = |f: Option<ServerFrame>| match f {
+        Some(ServerFrame::Error { id, code, .. }) => (id, code),
+        other => panic!("expected an error frame, got {other:?}"),
+    };
+    // Malformed JSON: bad_request without an id (it could not be read).
+    m.send_raw(WsMessage::text("{this is not json")).await;
+    assert_eq!(error_for(m.recv().await), (None, ErrorCode::BadRequest));
+    // Unknown type: unknown_type, with the id.
+    m.send_raw(WsMessage::text(r#"{"type":"explode","id":5}"#))
+        .await;
+    assert_eq!(error_for(m.recv().await), (Some(5), ErrorCode::UnknownType));
+    // Missing fields.
+    m.send_raw(WsMessage::text(r#"{"type":"send","id":6}"#))
+        .await;
+    assert_eq!(error_for(m.recv().await), (Some(6), ErrorCode::BadRequest));
+    // Mistyped fields.
+    m.send_raw(WsMessage::text(
+        r#"{"type":"history","id":7,"conv":"general","limit":10}"#,
+    ))
+    .await;
+    assert_eq!(error_for(m.recv().await), (Some(7), ErrorCode::BadRequest));
+    m.send_raw(WsMessage::text(
+        r#"{"type":"send","id":8,"conv":1,"client_msg_id":"nope","text":"x"}"#,
+    ))
+    .await;
+    assert_eq!(error_for(m.recv().await), (Some(8), ErrorCode::BadRequest));
+    // No type at all, and JSON that is not an object.
+    m.send_raw(WsMessage::text(r#"{"id":9}"#)).await;
+    assert_eq!(error_for(m.recv().await), (Some(9), ErrorCode::BadRequest));
+    m.send_raw(WsMessage::text("[1,2,3]")).await;
+    assert_eq!(error_for(m.recv().await), (None, ErrorCode::BadRequest));
+    // Text over 4,000 characters, an empty text, and both/neither of conv and to.
+    let long = "字".repeat(4_001);
+    assert_eq!(
+        m.send_with_id(general, &long, Uuid::new_v4())
+            .await
+            .unwrap_err()
+            .0,
+        ErrorCode::TooLong
+    );
+    assert_eq!(
+        m.send_with_id(general, "  ", Uuid::new_v4())
+            .await
+            .unwrap_err()
+            .0,
+        ErrorCode::BadRequest
+    );
+    let both = m
+        .request(|id| ClientFrame::Send {
+            id,
+            conv: Some(general),
+            to: Some("patient".into()),
+            client_msg_id: Uuid::new_v4(),
+            text: "x".into(),
+        })
+        .await;
+    assert_eq!(both.unwrap_err().0, ErrorCode::BadRequest);
+    // Names that cannot exist.
+    let r = m
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "no spaces".into(),
+        })
+        .await;
+    assert_eq!(r.unwrap_err().0, ErrorCode::InvalidName);
+    let r = m
+        .request(|id| ClientFrame::Join {
+            id,
+            room: "nowhere".into(),
+        })
+        .await;
+    assert_eq!(r.unwrap_err().0, ErrorCode::NotFound);
+    // After all that the socket still works.
+    m.send_text(general, "still fine").await;
+
+    // A 1 MiB frame: close 1009.
+    let mut big = server.connect(&mallory.token).await;
+    let _ = big.ws.send(WsMessage::text("x".repeat(1 << 20))).await;
+    assert_eq!(big.expect_close().await, Some(close::TOO_BIG));
+    // Invalid UTF-8 in a text frame: close 1007.
+    let mut bad = server.connect(&mallory.token).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    bad.send_raw(WsMessage::Frame(frame)).await;
+    assert_eq!(bad.expect_close().await, Some(close::INVALID_PAYLOAD));
+    // A binary frame of garbage: close 1003.
+    let mut bin = server.connect(&mallory.token).await;
+    bin.send_raw(WsMessage::binary(vec![0xde, 0xad, 0xbe, 0xef, 0x00, 0x13]))
+        .await;
+    assert_eq!(bin.expect_close().await, Some(close::UNSUPPORTED_DATA));
+
+    // A flood at 10x the rate limit (200 frames/s against 20/s): rate_limited errors, nothing
+    // stored for them, then close 4003.
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // let the bucket refill
+    let mut flood = server.connect(&mallory.token).await;
+    let (mut acked, mut limited) = (0usize, 0usize);
+    let start = Instant::now();
+    let mut closed = None;
+    'flood: for i in 0..2_000u64 {
+        let frame = ClientFrame::Send {
+            id: i + 1,
+            conv: Some(general),
+            to: None,
+            client_msg_id: Uuid::new_v4(),
+            text: format!("flood {i}"),
+        };
+        if flood
+            .ws
+            .send(WsMessage::text(serde_json::to_string(&frame).unwrap()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        // 200 per second.
+        let due = start + Duration::from_millis(5 * (i + 1));
+        while Instant::now() < due {
+            match tokio::time::timeout_at(due.into(), futures_util::StreamExt::next(&mut flood.ws))
+                .await
+            {
+                Ok(Some(Ok(WsMessage::Text(t)))) => {
+                    match serde_json::from_str::<ServerFrame>(&t).unwrap() {
+                        ServerFrame::Ok {
+                            result: Reply::Sent { .. },
+                            ..
+                        } => acked += 1,
+                        ServerFrame::Error {
+                            code: ErrorCode::RateLimited,
+                            ..
+                        } => limited += 1,
+                        _ => {}
+                    }
+                }
+                Ok(Some(Ok(WsMessage::Close(f)))) => {
+                    closed = f.map(|f| u16::from(f.code));
+                    break 'flood;
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => break 'flood,
+                Err(_) => break,
+            }
+        }
+    }
+    if closed.is_none() {
+        closed = flood.expect_close().await;
+    }
+    assert_eq!(
+        closed,
+        Some(close::RATE_LIMITED),
+        "a sustained flood is closed with 4003"
+    );
+    assert!(limited > 0, "rate_limited errors before the close");
+    assert!(
+        acked <= 20 + 20 * 3,
+        "only about burst + rate x time got through ({acked})"
+    );
+    // Exactly the acked flood messages were stored (checked as another user: mallory's bucket
+    // is empty).
+    let auditor = server.register("auditor").await;
+    let mut check = server.connect(&auditor.token).await;
+    let mut stored = 0;
+    let mut before = None;
+    loop {
+        let Reply::History {
+            messages, has_more, ..
+        } = check
+            .request(|id| ClientFrame::History {
+                id,
+                conv: general,
+                before,
+                after: None,
+                limit: 200,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        stored += messages
+            .iter()
+            .filter(|m| m.text.starts_with("flood "))
+            .count();
+        before = messages.first().map(|m| m.seq);
+        if !has_more {
+            break;
+        }
+    }
+    assert_eq!(stored, acked);
+
+    crowd.finish().await;
+    let health = reqwest::get(server.http_url("/api/health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "the server keeps running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_refusals_and_auth_frame_rules() {
+    let server = TestServer::start_with(|c| {
+        c.auth_timeout = Duration::from_millis(800);
+        c.handshake_timeout = Duration::from_millis(800);
+        c.max_unauthenticated_per_ip = 2;
+        c.allowed_origins = vec!["https://chat.example".into()];
+    })
+    .await;
+    let crowd = bystanders(&server).await;
+    let alice = server.register("alice").await;
+    let url = server.ws_url();
+
+    // Wrong token: 401, no socket.
+    let e = WsClient::connect(&url, Some("not-a-real-token"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(handshake_status(&e), Some(401));
+    // Revoked token (logout): 401.
+    let spare = server.login("alice").await;
+    let (status, _) = server
+        .post("/api/logout", serde_json::json!({}), Some(&spare.token))
+        .await;
+    assert_eq!(status, 204);
+    let e = WsClient::connect(&url, Some(&spare.token))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(handshake_status(&e), Some(401));
+    let (status, _) = server
+        .post("/api/logout", serde_json::json!({}), Some(&spare.token))
+        .await;
+    assert_eq!(status, 401, "a revoked token cannot log out again");
+
+    // No subprotocol: 400. Foreign origin: 403. Allowed origin: fine.
+    let raw = |origin: Option<&str>, protocol: bool| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = url.as_str().into_client_request().unwrap();
+        if protocol {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", "natter.v1".parse().unwrap());
+        }
+        req.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", alice.token).parse().unwrap(),
+        );
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        req
+    };
+    let e = tokio_tungstenite::connect_async(raw(None, false))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(handshake_status(&e), Some(400));
+    let e = tokio_tungstenite::connect_async(raw(Some("https://evil.example"), true))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(handshake_status(&e), Some(403));
+    let (ws, resp) = tokio_tungstenite::connect_async(raw(Some("https://chat.example"), true))
+        .await
+        .expect("allowed origin");
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "natter.v1"
+    );
+    drop(ws);
+
+    // No token and no auth frame: close 1008 after the auth timeout.
+    let mut silent = WsClient::connect(&url, None).await.unwrap();
+    let t = Instant::now();
+    assert_eq!(silent.expect_close().await, Some(close::POLICY));
+    assert!(t.elapsed() >= Duration::from_millis(700));
+    // No token, first frame not auth: 1008.
+    let mut rude = WsClient::connect(&url, None).await.unwrap();
+    rude.send_frame(&ClientFrame::Rooms { id: 1 }).await;
+    assert_eq!(rude.expect_close().await, Some(close::POLICY));
+    // No token, auth frame with a wrong token: unauthorized error, close 4001.
+    let mut liar = WsClient::connect(&url, None).await.unwrap();
+    liar.send_frame(&ClientFrame::Auth {
+        id: 1,
+        token: "forged".into(),
+    })
+    .await;
+    assert!(matches!(
+        liar.recv().await,
+        Some(ServerFrame::Error {
+            id: Some(1),
+            code: ErrorCode::Unauthorized,
+            ..
+        })
+    ));
+    assert_eq!(liar.expect_close().await, Some(close::UNAUTHORIZED));
+    // No token, good auth frame: authenticated, then hello.
+    let mut browser = WsClient::connect(&url, None).await.unwrap();
+    browser
+        .send_frame(&ClientFrame::Auth {
+            id: 1,
+            token: alice.token.clone(),
+        })
+        .await;
+    assert!(matches!(
+        browser.recv().await,
+        Some(ServerFrame::Ok {
+            id: 1,
+            result: Reply::Authenticated
+        })
+    ));
+    browser.expect_hello().await;
+
+    // At most 2 unauthenticated sockets per address: the third is refused with 429.
+    let _p1 = WsClient::connect(&url, None).await.unwrap();
+    let _p2 = WsClient::connect(&url, None).await.unwrap();
+    let e = WsClient::connect(&url, None).await.err().expect("capped");
+    assert_eq!(handshake_status(&e), Some(429));
+
+    // Slowloris: request headers dribbled one byte at a time are cut off at the handshake timeout.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Slow: ";
+    tcp.write_all(head).await.unwrap();
+    let t = Instant::now();
+    let cut = loop {
+        if tcp.write_all(b"a").await.is_err() {
+            break t.elapsed();
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break t.elapsed(),
+            Ok(Ok(_)) => break t.elapsed(), // an error response, then close
+            Err(_) => {}
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "slowloris connection still open after 5 s"
+        );
+    };
+    assert!(cut < Duration::from_secs(3), "cut after {cut:?}");
+
+    crowd.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_refused_and_its_open_socket_closed() {
+    let server = TestServer::start_with(|c| {
+        c.token_ttl = Duration::from_millis(1_500);
+        // Long enough that the idle test socket is not dropped for silence first.
+        c.heartbeat_interval = Duration::from_millis(1_000);
+        c.heartbeat_timeout = Duration::from_millis(3_000);
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let mut open = server.connect(&alice.token).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let e = WsClient::connect(&server.ws_url(), Some(&alice.token))
+        .await
+        .err()
+        .expect("expired");
+    assert_eq!(handshake_status(&e), Some(401));
+    assert_eq!(open.expect_close().await, Some(close::UNAUTHORIZED));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_closes_the_sockets_of_that_token_only() {
+    let server = TestServer::start().await;
+    let first = server.register("alice").await;
+    let second = server.login("alice").await;
+    let mut a1 = server.connect(&first.token).await;
+    let mut a2 = server.connect(&first.token).await;
+    let mut other = server.connect(&second.token).await;
+    let (status, _) = server
+        .post("/api/logout", serde_json::json!({}), Some(&first.token))
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(a1.expect_close().await, Some(close::UNAUTHORIZED));
+    assert_eq!(a2.expect_close().await, Some(close::UNAUTHORIZED));
+    let r = other.request(|id| ClientFrame::Rooms { id }).await;
+    assert!(r.is_ok(), "a socket with another token stays open");
+    let (status, _) = server
+        .post("/api/logout", serde_json::json!({}), None)
+        .await;
+    assert_eq!(status, 401, "logout without a token");
+}
