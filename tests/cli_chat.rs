@@ -1,0 +1,197 @@
+//! The `natter` CLI as a user drives it, against a real server on 127.0.0.1:0: two users
+//! register, chat in a room and a DM, list rooms and users, search in English and Chinese, read
+//! unread counts, leave, log out; and every error goes to stderr with a non-zero exit.
+
+mod support;
+
+use std::path::Path;
+
+use support::{TestServer, PASSWORD};
+use tokio::process::Command;
+
+struct Run {
+    ok: bool,
+    out: String,
+    err: String,
+}
+
+async fn natter(profile: &Path, args: &[&str]) -> Run {
+    natter_env(profile, args, &[("NATTER_PASSWORD", PASSWORD)]).await
+}
+
+async fn natter_env(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
+    cmd.arg("--profile").arg(profile).args(args);
+    cmd.env_remove("NATTER_PASSWORD")
+        .env_remove("NATTER_SERVER");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // No terminal: a password prompt must fail rather than hang.
+    cmd.stdin(std::process::Stdio::null());
+    let o = cmd.output().await.expect("run natter");
+    Run {
+        ok: o.status.success(),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn ok(r: Run) -> String {
+    assert!(
+        r.ok,
+        "expected success; stdout: {}\nstderr: {}",
+        r.out, r.err
+    );
+    r.out
+}
+
+fn fails(r: Run) -> String {
+    assert!(!r.ok, "expected failure; stdout: {}", r.out);
+    assert!(!r.err.trim().is_empty(), "an error message on stderr");
+    r.err
+}
+
+fn json(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_through_the_cli() {
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (a.path(), b.path());
+    assert!(ok(natter(a, &["--server", &url, "register", "alice"]).await).contains("alice"));
+    assert!(ok(natter(
+        b,
+        &["--server", &url, "register", "bob", "--display-name", "Bob"]
+    )
+    .await)
+    .contains("bob"));
+
+    ok(natter(a, &["create", "lounge"]).await);
+    let rooms = ok(natter(b, &["rooms"]).await);
+    assert!(
+        rooms.contains("#lounge") && rooms.contains("#general"),
+        "{rooms}"
+    );
+    assert!(ok(natter(b, &["join", "#lounge"]).await).contains("#lounge"));
+
+    assert!(ok(natter(a, &["send", "lounge", "hello", "bob"]).await).contains("sent"));
+    ok(natter(a, &["send", "lounge", "你好世界"]).await);
+    ok(natter(b, &["send", "@alice", "a private word"]).await);
+
+    let lines = json(&ok(natter(b, &["history", "lounge", "--json"]).await));
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["conversation"], "lounge");
+    assert_eq!(lines[0]["sender"], "alice");
+    assert_eq!(lines[0]["text"], "hello bob");
+    assert_eq!(lines[0]["seq"], 1);
+    assert!(lines[0]["time"].as_i64().unwrap() > 0);
+    assert_eq!(lines[1]["text"], "你好世界");
+
+    let dm = json(&ok(natter(a, &["history", "@bob", "--json"]).await));
+    assert_eq!(dm.len(), 1);
+    assert_eq!(
+        (dm[0]["conversation"].as_str(), dm[0]["sender"].as_str()),
+        (Some("@bob"), Some("bob"))
+    );
+    let plain = ok(natter(a, &["history", "@bob"]).await);
+    assert!(plain.contains("<bob> a private word"), "{plain}");
+    let limited = json(&ok(natter(
+        b,
+        &["history", "lounge", "--limit", "1", "--json"],
+    )
+    .await));
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0]["text"], "你好世界");
+
+    let unread = ok(natter(a, &["unread"]).await);
+    assert!(unread.contains("Bob  1"), "{unread}");
+    let users = ok(natter(a, &["users"]).await);
+    assert!(
+        users.contains("alice") && users.contains("bob  (Bob)"),
+        "{users}"
+    );
+
+    let hits = json(&ok(natter(b, &["search", "你好", "--json"]).await));
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0]["text"], "你好世界");
+    let hits = json(&ok(natter(b, &["search", "hello", "--json"]).await));
+    assert_eq!(hits[0]["text"], "hello bob");
+    assert!(ok(natter(b, &["search", "nothing-like-this"]).await).is_empty());
+
+    ok(natter(b, &["leave", "lounge"]).await);
+    assert!(fails(natter(b, &["send", "lounge", "x"]).await).contains("lounge"));
+    ok(natter(b, &["logout"]).await);
+    assert!(fails(natter(b, &["rooms"]).await).contains("not signed in"));
+    // Signing in again works and keeps the profile's history.
+    ok(natter(b, &["--server", &url, "login", "bob"]).await);
+    assert_eq!(
+        json(&ok(natter(b, &["history", "@alice", "--json"]).await)).len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_are_clear_and_non_zero() {
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let p = tempfile::tempdir().unwrap();
+    let p = p.path();
+    // Not signed in yet.
+    assert!(fails(natter(p, &["rooms"]).await).contains("not signed in"));
+    // Bad names and passwords are refused by the server with its reason.
+    fails(natter(p, &["--server", &url, "register", "bad name"]).await);
+    fails(
+        natter_env(
+            p,
+            &["--server", &url, "register", "carol"],
+            &[("NATTER_PASSWORD", "short")],
+        )
+        .await,
+    );
+    ok(natter(p, &["--server", &url, "register", "carol"]).await);
+    assert!(fails(natter(p, &["--server", &url, "register", "carol"]).await).contains("conflict"));
+    assert!(fails(
+        natter_env(
+            p,
+            &["--server", &url, "login", "carol"],
+            &[("NATTER_PASSWORD", "wrong password")]
+        )
+        .await
+    )
+    .contains("unauthorized"));
+    // No password and no terminal: an error, not a hang.
+    fails(natter_env(p, &["--server", &url, "login", "carol"], &[]).await);
+    // Unknown rooms and users.
+    assert!(fails(natter(p, &["join", "nowhere"]).await).contains("not found"));
+    assert!(fails(natter(p, &["history", "nowhere"]).await).contains("nowhere"));
+    assert!(fails(natter(p, &["history", "@nobody"]).await).contains("nobody"));
+    assert!(fails(natter(p, &["send", "@nobody", "hi"]).await).contains("refused"));
+    assert!(fails(natter(p, &["send", "general", "   "]).await).contains("invalid"));
+    assert!(fails(natter(p, &["create", "a/b"]).await).contains("invalid"));
+    // Usage errors from the argument parser.
+    fails(natter(p, &["send", "general"]).await);
+    fails(natter(p, &["--server", "not a url", "rooms"]).await);
+    fails(natter(p, &["frobnicate"]).await);
+    // A server address with nothing behind it: connected commands fail, send queues.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("http://127.0.0.1:{port}");
+    assert!(fails(natter(p, &["--server", &dead, "rooms"]).await).contains("offline"));
+    assert!(fails(natter(p, &["--server", &dead, "login", "carol"]).await).contains("offline"));
+    let queued = ok(natter(p, &["--server", &dead, "send", "general", "later"]).await);
+    assert!(queued.contains("queued"), "{queued}");
+    // The next connected command delivers it.
+    ok(natter(p, &["send", "general", "now"]).await);
+    let lines = json(&ok(natter(p, &["history", "general", "--json"]).await));
+    let texts: Vec<_> = lines.iter().map(|v| v["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["later", "now"]);
+}
