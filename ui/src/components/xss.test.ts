@@ -25,10 +25,15 @@ const CORPUS: [string, string][] = [
 ];
 
 /** Elements the UI itself never creates; any of them would have come from a payload. */
-const FORBIDDEN = "img, script, svg, iframe, object, embed, a, b, i, circle, style, link, meta, base, form form";
+const FORBIDDEN = "img, script, iframe, object, embed, a, b, i, circle, style, link, meta, base, form form";
 
 function assertInert(root: ParentNode) {
   expect(root.querySelectorAll(FORBIDDEN)).toHaveLength(0);
+  // The only SVG is the UI's own line icons: <svg class="icon"> holding a single <path>.
+  for (const svg of Array.from(root.querySelectorAll("svg"))) {
+    expect(svg.getAttribute("class")).toBe("icon");
+    expect(Array.from(svg.children).map((c) => c.tagName.toLowerCase())).toEqual(["path"]);
+  }
   for (const el of Array.from(root.querySelectorAll("*"))) {
     for (const attr of Array.from(el.attributes)) {
       expect(attr.name.startsWith("on"), `${el.tagName} has ${attr.name}`).toBe(false);
@@ -98,6 +103,10 @@ describe("XSS corpus renders as inert text", () => {
 
   it("the inertness check itself catches injected markup", () => {
     const div = document.createElement("div");
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    div.append(svg);
+    expect(() => assertInert(div)).toThrow();
+    svg.remove();
     const img = document.createElement("img");
     div.append(img);
     expect(() => assertInert(div)).toThrow();

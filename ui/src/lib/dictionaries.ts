@@ -44,7 +44,7 @@ export const en = {
   "sidebar.search": "Search all messages",
   "sidebar.muted": "Muted",
   "sidebar.unread": "{count} unread",
-  "sidebar.you": "you",
+  "sidebar.you": "You",
   "sidebar.startDm": "Message {name}",
   "sidebar.onlineStatus": "online",
   "sidebar.offlineStatus": "offline",
