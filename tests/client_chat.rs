@@ -455,3 +455,77 @@ async fn paging_through_ten_thousand_messages() {
     ));
     offline.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_answers_server_heartbeats_and_stays_connected() {
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.heartbeat_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (_d, alice) = client(&server, server.register("alice").await).await;
+    let mut rx = alice.subscribe();
+    // Idle for many server heartbeat periods: the pongs must keep the socket open.
+    let quiet = tokio::time::timeout(Duration::from_millis(1_500), async {
+        loop {
+            if let Ok(ClientEvent::Connection(s)) = rx.recv().await {
+                return s;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "connection changed while idle: {quiet:?}");
+    assert_eq!(alice.connection_state(), ConnectionState::Online);
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_signs_the_client_out() {
+    let server = TestServer::start().await;
+    let session = server.register("alice").await;
+    let (dir, alice) = client(&server, session.clone()).await;
+    // The token is revoked elsewhere (e.g. logout on another device that shared it).
+    let url = format!("http://{}", server.addr).parse().unwrap();
+    natter::client::logout_token(&url, &session.token)
+        .await
+        .unwrap();
+    let mut state = alice.connection_watch();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| matches!(s, ConnectionState::SignedOut { .. })),
+    )
+    .await
+    .expect("signed out in time")
+    .unwrap();
+    assert!(matches!(
+        alice.users().await,
+        Err(ClientError::Unauthorized(_))
+    ));
+    alice.shutdown().await;
+    // Nothing to resume; a fresh start with the dead token is refused at the upgrade (401).
+    assert!(Client::resume(config(&server, dir.path()))
+        .await
+        .unwrap()
+        .is_none());
+    let again = Client::start(config(&server, dir.path()), session)
+        .await
+        .unwrap();
+    let mut state = again.connection_watch();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| matches!(s, ConnectionState::SignedOut { .. })),
+    )
+    .await
+    .expect("refused in time")
+    .unwrap();
+    again.shutdown().await;
+    // A new login on the same profile keeps its history.
+    let fresh = natter::client::login(&url, "alice", support::PASSWORD)
+        .await
+        .unwrap();
+    let back = Client::start(config(&server, dir.path()), fresh)
+        .await
+        .unwrap();
+    synced(&back).await;
+    back.shutdown().await;
+}

@@ -674,3 +674,61 @@ async fn offline_start_is_instant_and_queues() {
     assert_eq!(outbox[0].local_id, m.local_id);
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn reconnect_now_skips_a_long_backoff() {
+    let fake = fake(false, |n, mut ws| async move {
+        push(&mut ws, &hello()).await;
+        if n == 0 {
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::from(close::GOING_AWAY),
+                    reason: "restarting".into(),
+                }))
+                .await;
+            while let Some(Ok(_)) = ws.next().await {}
+            return;
+        }
+        serve(&mut ws).await;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |c| {
+        c.backoff_min = Duration::from_secs(60);
+        c.backoff_max = Duration::from_secs(120);
+    })
+    .await;
+    let mut state = client.connection_watch();
+    let retry_at = tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| matches!(s, ConnectionState::Offline { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    let ConnectionState::Offline { retry_at, .. } = retry_at else {
+        unreachable!()
+    };
+    let wait = retry_at - now_ms();
+    assert!(
+        wait >= 25_000,
+        "jittered backoff of at least half of 60 s, got {wait} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 1);
+    client.reconnect_now();
+    tokio::time::timeout(Duration::from_secs(5), client.wait_synced())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 2);
+    client.shutdown().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

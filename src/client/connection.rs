@@ -693,7 +693,13 @@ impl Actor {
                 }
             }
             ServerFrame::Message { message } => self.store_messages(&[message]),
-            ServerFrame::Batch { messages, .. } => self.store_messages(&messages),
+            ServerFrame::Batch { conv, messages } => {
+                self.store_messages(&messages);
+                self.shared.emit(ClientEvent::SyncProgress {
+                    conv,
+                    messages: messages.len(),
+                });
+            }
             ServerFrame::Presence { username, online } => {
                 {
                     let mut set = self.shared.online.lock().unwrap_or_else(|e| e.into_inner());

@@ -135,6 +135,11 @@ pub enum ClientEvent {
         joined: bool,
     },
     Connection(ConnectionState),
+    /// Resume progress: a replayed page of `messages` messages of `conv` was stored.
+    SyncProgress {
+        conv: ConvId,
+        messages: usize,
+    },
     /// The resume after a (re)connect finished: every missed message is stored.
     Synced,
     /// The server did something unexpected (garbage, unknown frames, an unsolicited error).
