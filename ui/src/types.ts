@@ -1,55 +1,31 @@
 /**
  * TypeScript view of the desktop IPC contract (docs/ipc.md).
  *
- * Wire types (`User`, `Member`, `RoomInfo`, `ConvKind`) come from the ts-rs generated
- * `bindings/` so they cannot drift from Rust. The client-side types below mirror docs/ipc.md
- * field for field; they are declared here because the client core's ts-rs exports were not
- * generated yet when the UI was written. When `bindings/` gains them, replace these
- * declarations with re-exports.
+ * Wire and client-core types come from the ts-rs generated `bindings/`, so they cannot drift
+ * from Rust. The desktop shell's own types (`Settings`, `AppState`, `CommandError`, event
+ * payloads) are not exported by ts-rs; they are declared below field for field from docs/ipc.md.
  */
 import type { User } from "./bindings/User";
 import type { Member } from "./bindings/Member";
 import type { RoomInfo } from "./bindings/RoomInfo";
 import type { ConvKind } from "./bindings/ConvKind";
+import type { LocalMessage } from "./bindings/LocalMessage";
+import type { MessageState } from "./bindings/MessageState";
+import type { ConversationSummary } from "./bindings/ConversationSummary";
+import type { ConnectionState } from "./bindings/ConnectionState";
+import type { SearchHit } from "./bindings/SearchHit";
 
-export type { User, Member, RoomInfo, ConvKind };
-
-export type MessageState = "sent" | "pending" | "failed";
-
-export interface LocalMessage {
-  local_id: string;
-  conv: number | null;
-  seq: number | null;
-  sender: string;
-  text: string;
-  time: number;
-  state: MessageState;
-  error: string | null;
-}
-
-export interface ConversationSummary {
-  id: number;
-  kind: ConvKind;
-  name: string;
-  title: string;
-  peer: User | null;
-  unread: number;
-  last_message: LocalMessage | null;
-  last_activity: number;
-  muted: boolean;
-}
-
-export type ConnectionState =
-  | { state: "connecting" }
-  | { state: "online" }
-  | { state: "offline"; retry_at: number; reason: string }
-  | { state: "signed_out"; reason: string };
-
-export interface SearchHit {
-  message: LocalMessage;
-  conv_title: string;
-  snippet: string;
-}
+export type {
+  User,
+  Member,
+  RoomInfo,
+  ConvKind,
+  LocalMessage,
+  MessageState,
+  ConversationSummary,
+  ConnectionState,
+  SearchHit,
+};
 
 export type Theme = "system" | "light" | "dark";
 export type Language = "en" | "zh-CN";

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { screen, waitFor } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import { installFake, renderApp, fire } from "../test/harness";
@@ -94,5 +94,29 @@ describe("first run and sign in", () => {
     await fire("natter://connection", { state: "signed_out", reason: "token revoked" });
     expect(await screen.findByTestId("signed-out-reason")).toHaveTextContent("token revoked");
     expect(screen.queryByTestId("settings-open")).toBeNull();
+  });
+
+  it("defaults the language from the system on first run", async () => {
+    const lang = vi.spyOn(navigator, "language", "get").mockReturnValue("zh-CN");
+    try {
+      const fake = installFake();
+      await renderApp();
+      expect(await screen.findByTestId("setup-submit")).toHaveTextContent("继续");
+      expect(fake.state.settings.language).toBe("zh-CN");
+    } finally {
+      lang.mockRestore();
+    }
+  });
+
+  it("keeps the saved language once set up", async () => {
+    const lang = vi.spyOn(navigator, "language", "get").mockReturnValue("zh-CN");
+    try {
+      const fake = installFake({ phase: "signed_out", server_url: "http://h:1" });
+      await renderApp();
+      expect(await screen.findByTestId("auth-register")).toHaveTextContent("Create account");
+      expect(fake.calls.some((c) => c.cmd === "set_settings")).toBe(false);
+    } finally {
+      lang.mockRestore();
+    }
   });
 });

@@ -16,7 +16,7 @@ import type {
   Settings,
   User,
 } from "../types";
-import { errorText, setLanguage, t } from "./i18n.svelte";
+import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
 import { prependPage, upsertMessage } from "./rows";
 
 export const PAGE = 100;
@@ -97,7 +97,13 @@ export class Store {
     });
     this.typingTimer = setInterval(() => this.expireTyping(), 1000);
     try {
-      await this.applyAppState(await api.appState());
+      const state = await api.appState();
+      await this.applyAppState(state);
+      // First run: the language defaults to the system's until the user picks one.
+      const preferred = languageFor(typeof navigator === "undefined" ? null : navigator.language);
+      if (state.phase === "setup" && preferred !== state.settings.language) {
+        await this.updateSettings({ language: preferred });
+      }
     } catch (e) {
       this.bootError = errorText(toCommandError(e));
     }
@@ -319,7 +325,9 @@ export class Store {
       let merged = page;
       for (const m of this.messages) merged = upsertMessage(merged, m);
       this.messages = merged;
-      this.hasMore = page.filter((m) => m.seq !== null).length >= PAGE;
+      // The Rust side fills pages from the server when the local store runs out, so only an
+      // empty page (or reaching seq 1) means the beginning.
+      this.hasMore = page.some((m) => m.seq !== null);
       this.markReadNewest();
     } catch (e) {
       if (token === this.openToken) this.showError(e);
@@ -387,7 +395,7 @@ export class Store {
       const page = await api.history(conv, oldest, PAGE);
       if (token !== this.openToken) return false;
       this.messages = prependPage(this.messages, page);
-      this.hasMore = page.length >= PAGE;
+      this.hasMore = page.length > 0;
       return page.length > 0;
     } catch (e) {
       this.showError(e);
