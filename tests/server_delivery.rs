@@ -5,13 +5,11 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use natter::protocol::{ClientFrame, ConvId, Message, Reply, ServerFrame};
-use support::{TestServer, WsClient};
-use tokio::io::AsyncBufReadExt;
+use support::{ServerProcess, TestServer, WsClient};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
 
@@ -227,37 +225,13 @@ async fn same_client_msg_id_three_times_once_across_reconnect_is_one_message() {
     assert_eq!(pushed, vec![1, 2]);
 }
 
-/// A `natter-server` child process.
-struct Child {
-    child: tokio::process::Child,
-    addr: String,
-}
-
-async fn spawn_server(dir: &std::path::Path) -> Child {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args(["--rate-limit", "100000", "--rate-burst", "100000"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn natter-server");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("server starts")
-        .unwrap()
-        .expect("a line");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected banner {line}"))
-        .to_string();
-    Child { child, addr }
+async fn spawn_server(dir: &std::path::Path) -> ServerProcess {
+    ServerProcess::spawn(
+        env!("CARGO_BIN_EXE_natter-server"),
+        dir,
+        &["--rate-limit", "100000", "--rate-burst", "100000"],
+    )
+    .await
 }
 
 /// One sender's view of a round: acked messages and those sent without an ack.

@@ -369,3 +369,47 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A real `natter-server` child process (for kill/restart and signal tests). Pass
+/// `env!("CARGO_BIN_EXE_natter-server")` as `bin`: only integration tests know that path.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    /// host:port it listens on.
+    pub addr: String,
+}
+
+impl ServerProcess {
+    /// Start the binary on 127.0.0.1:0 over `data_dir` with `extra` flags, and read the bound
+    /// address from its banner line.
+    pub async fn spawn(bin: &str, data_dir: &std::path::Path, extra: &[&str]) -> ServerProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn natter-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("server starts")
+            .expect("read banner")
+            .expect("a banner line");
+        let addr = line
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected banner {line}"))
+            .to_string();
+        ServerProcess { child, addr }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}

@@ -1,0 +1,360 @@
+//! Liveness and lifecycle: heartbeats drop silent peers, presence follows connects and
+//! disconnects within a second, a slow reader is cut off without slowing anyone else or growing
+//! memory, and shutdown (in-process and SIGTERM of the binary) closes sockets with 1001 after
+//! committing what was acked.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use natter::protocol::{close, ClientFrame, Reply, ServerFrame};
+use support::{ServerProcess, TestServer, WsClient};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::MaybeTlsStream;
+use uuid::Uuid;
+
+fn is_presence(name: &'static str, online: bool) -> impl FnMut(&ServerFrame) -> bool {
+    move |f| matches!(f, ServerFrame::Presence { username, online: o } if username == name && *o == online)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_connect_and_disconnect_within_a_second_two_devices_one_user() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut b = server.connect(&bob.token).await;
+
+    let t = Instant::now();
+    let mut a1 = server.connect(&alice.token).await;
+    b.wait_for(is_presence("alice", true)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "online seen after {:?}",
+        t.elapsed()
+    );
+    let Some(ServerFrame::Hello { online, .. }) = &a1.hello else {
+        panic!()
+    };
+    assert_eq!(online, &vec!["alice".to_string(), "bob".to_string()]);
+
+    // A second device: still one online user, no second announcement.
+    let a2 = server.connect(&alice.token).await;
+    let Reply::Users { users } = b.request(|id| ClientFrame::Users { id }).await.unwrap() else {
+        panic!()
+    };
+    assert!(users.iter().any(|m| m.user.username == "alice" && m.online));
+    // Closing one device does not take alice offline.
+    a1.ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(a1.expect_close().await, Some(close::NORMAL));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let general = b.general();
+    let Reply::Members { members, .. } = b
+        .request(|id| ClientFrame::Members { id, conv: general })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(members
+        .iter()
+        .any(|m| m.user.username == "alice" && m.online));
+    assert!(
+        !b.pending
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Presence { username, .. } if username == "alice")),
+        "{:?}",
+        b.pending
+    );
+
+    // Closing the last one does, within a second.
+    let t = Instant::now();
+    drop(a2);
+    b.wait_for(is_presence("alice", false)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "offline seen after {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_pings_is_dropped_and_shown_offline() {
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(300);
+        c.heartbeat_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut b = server.connect(&bob.token).await;
+    let Some(ServerFrame::Hello { heartbeat_ms, .. }) = &b.hello else {
+        panic!()
+    };
+    assert_eq!(*heartbeat_ms, 300);
+    // Alice reads her hello, then never reads again, so tungstenite never answers pings.
+    let mut frozen = server.connect(&alice.token).await;
+    b.wait_for(is_presence("alice", true)).await;
+    let t = Instant::now();
+    // Bob keeps reading (and so answering pings) the whole time.
+    b.wait_for(is_presence("alice", false)).await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(500),
+        "not dropped before interval + timeout ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "dropped soon after the limit ({took:?})"
+    );
+    assert!(
+        b.request(|id| ClientFrame::Rooms { id }).await.is_ok(),
+        "a peer that answers pings stays"
+    );
+    assert_eq!(frozen.expect_close().await, Some(close::HEARTBEAT_TIMEOUT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiving() {
+    const MESSAGES: usize = 2_500;
+    let server = TestServer::start_with(|c| {
+        c.rate_limit_per_sec = 1_000_000;
+        c.rate_burst = 1_000_000;
+        c.outbound_queue = 256;
+        // Long enough for the close frame to reach the slow reader once it reads again.
+        c.close_grace = Duration::from_secs(60);
+    })
+    .await;
+    let loud = server.register("loud").await;
+    let keen = server.register("keen").await;
+    let sloth = server.register("sloth").await;
+
+    // The slow reader: a small receive buffer, and it stops reading after the hello.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(server.addr).await.unwrap();
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "natter.v1".parse().unwrap());
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", sloth.token).parse().unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let mut slow = WsClient::from_stream(ws);
+    slow.expect_hello().await;
+
+    let mut k = server.connect(&keen.token).await;
+    let l = server.connect(&loud.token).await;
+    let general = l.general();
+    k.wait_for(
+        |f| matches!(f, ServerFrame::Presence { username, online: true } if username == "loud"),
+    )
+    .await;
+    let keen_task = tokio::spawn(async move {
+        let mut next = 1;
+        while next <= MESSAGES as i64 {
+            if let Some(ServerFrame::Message { message }) = k.next().await {
+                assert_eq!(
+                    message.seq, next,
+                    "the fast reader gets every message in order"
+                );
+                next += 1;
+            }
+        }
+        k
+    });
+    let sloth_offline = tokio::spawn({
+        let mut watcher = server
+            .connect(&server.register("watcher").await.token)
+            .await;
+        async move {
+            watcher.wait_for(is_presence("sloth", false)).await;
+            Instant::now()
+        }
+    });
+
+    let rss_before = support::rss_kib();
+    let mut rss_peak = rss_before;
+    let text = "z".repeat(4_000);
+    // The broadcaster keeps at most 32 sends in flight, as a real client's outbox would.
+    let mut ws = l.ws;
+    let (mut sent, mut acks) = (0usize, 0usize);
+    while acks < MESSAGES {
+        while sent < MESSAGES && sent - acks < 32 {
+            sent += 1;
+            let frame = ClientFrame::Send {
+                id: sent as u64,
+                conv: Some(general),
+                to: None,
+                client_msg_id: Uuid::new_v4(),
+                text: text.clone(),
+            };
+            ws.send(WsMessage::text(serde_json::to_string(&frame).unwrap()))
+                .await
+                .unwrap();
+        }
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("acks flow")
+            .unwrap()
+            .unwrap();
+        if let WsMessage::Text(t) = msg {
+            match serde_json::from_str(&t).unwrap() {
+                ServerFrame::Ok {
+                    result: Reply::Sent { .. },
+                    ..
+                } => {
+                    acks += 1;
+                    if acks % 250 == 0 {
+                        rss_peak = rss_peak.max(support::rss_kib());
+                    }
+                }
+                ServerFrame::Error { code, message, .. } => panic!("{code:?}: {message}"),
+                _ => {}
+            }
+        }
+    }
+    let _k = tokio::time::timeout(Duration::from_secs(30), keen_task)
+        .await
+        .expect("fast reader done")
+        .unwrap();
+    let offline_at = tokio::time::timeout(Duration::from_secs(10), sloth_offline)
+        .await
+        .expect("sloth dropped")
+        .unwrap();
+    assert!(offline_at.elapsed() > Duration::ZERO);
+    rss_peak = rss_peak.max(support::rss_kib());
+    let growth_mib = rss_peak.saturating_sub(rss_before) / 1024;
+    eprintln!("slow reader: RSS before {rss_before} KiB, peak {rss_peak} KiB");
+    assert!(
+        growth_mib < 48,
+        "memory stays bounded while 10 MB is broadcast (grew {growth_mib} MiB)"
+    );
+
+    // Now the slow reader reads: what it got before being cut off, then close 4000.
+    let mut received = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(20), slow.ws.next())
+            .await
+            .expect("reads")
+        {
+            Some(Ok(WsMessage::Text(_))) => received += 1,
+            Some(Ok(WsMessage::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("socket error instead of a close frame: {e}"),
+            None => break None,
+        }
+    };
+    assert_eq!(code, Some(close::SLOW_CONSUMER));
+    assert!(
+        received < MESSAGES / 2,
+        "the slow reader was cut off early ({received} frames)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_closes_sockets_with_1001_and_keeps_acked_messages() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = server.connect(&alice.token).await;
+    let mut b = server.connect(&bob.token).await;
+    let general = a.general();
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        acked.push(a.send_text(general, &format!("before shutdown {i}")).await);
+    }
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(a.expect_close().await, Some(close::GOING_AWAY));
+    assert_eq!(b.expect_close().await, Some(close::GOING_AWAY));
+    let (dir, result) = stopping.await.unwrap();
+    result.expect("run returns Ok after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let mut a = server.connect(&server.login("alice").await.token).await;
+    let Reply::History { messages, .. } = a
+        .request(|id| ClientFrame::History {
+            id,
+            conv: general,
+            before: None,
+            after: None,
+            limit: 200,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(messages, acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_binary_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = ServerProcess::spawn(env!("CARGO_BIN_EXE_natter-server"), dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    let session: natter::protocol::Session = http
+        .post(format!("http://{}/api/register", proc.addr))
+        .json(&serde_json::json!({"username": "alice", "password": support::PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut a = WsClient::connect(&proc.ws_url(), Some(&session.token))
+        .await
+        .unwrap();
+    a.expect_hello().await;
+    let sent = a.send_text(a.general(), "last words").await;
+    let pid = proc.child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(a.expect_close().await, Some(close::GOING_AWAY));
+    let exit = tokio::time::timeout(Duration::from_secs(15), proc.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let proc = ServerProcess::spawn(env!("CARGO_BIN_EXE_natter-server"), dir.path(), &[]).await;
+    let mut a = WsClient::connect(&proc.ws_url(), Some(&session.token))
+        .await
+        .unwrap();
+    a.expect_hello().await;
+    let general = a.general();
+    let Reply::History { messages, .. } = a
+        .request(|id| ClientFrame::History {
+            id,
+            conv: general,
+            before: None,
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(messages, vec![sent]);
+}
