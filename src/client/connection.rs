@@ -636,6 +636,9 @@ impl Actor {
                             }
                         }
                     }
+                    if let Err(e) = store.mark_synced() {
+                        self.warn(format!("cannot record the resume: {e}"));
+                    }
                     self.synced_tx.send_modify(|n| *n += 1);
                     self.shared.emit(ClientEvent::Synced);
                     self.shared.emit(ClientEvent::Conversations);

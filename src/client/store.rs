@@ -17,7 +17,10 @@ use crate::protocol::{
 };
 
 /// Numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_synced_seq.sql"),
+];
 
 /// A failure of the local store.
 #[derive(Debug, thiserror::Error)]
@@ -374,22 +377,65 @@ impl Store {
         )?)
     }
 
-    /// What to send in `sync`: for each joined conversation we hold messages of, the highest seq
-    /// held. Conversations without local messages are left out, so the server sends their last
-    /// page only (older history is fetched on demand).
+    /// What to send in `sync`: for each joined conversation we hold messages of, the seq up to
+    /// which we hold everything since the last finished resume (normally the highest seq held;
+    /// lower when a resume was cut short and left a gap). Conversations without local messages
+    /// are left out, so the server sends their last page only (older history is fetched on
+    /// demand).
     pub fn sync_points(&self) -> Result<Vec<ConvSeq>> {
+        let convs: Vec<(ConvId, Seq)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT c.id, c.synced_seq FROM conversations c
+                 WHERE c.member = 1 AND EXISTS (SELECT 1 FROM messages m WHERE m.conv = c.id)
+                 ORDER BY c.id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(convs.len());
+        for (conv, synced) in convs {
+            out.push(ConvSeq {
+                conv,
+                seq: self.contiguous_top(conv, synced)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The highest seq `s` such that every seq from `from` (or from the lowest held, when `from`
+    /// is 0) up to `s` is held; `from` itself when the seq after it is missing.
+    fn contiguous_top(&self, conv: ConvId, from: Seq) -> Result<Seq> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT c.id, max(m.seq) FROM conversations c JOIN messages m ON m.conv = c.id
-             WHERE c.member = 1 GROUP BY c.id ORDER BY c.id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ConvSeq {
-                conv: r.get(0)?,
-                seq: r.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        if from > 0 {
+            let next_held: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE conv = ?1 AND seq = ?2)",
+                params![conv, from + 1],
+                |r| r.get(0),
+            )?;
+            if !next_held {
+                return Ok(from);
+            }
+        }
+        Ok(conn.query_row(
+            "SELECT coalesce(min(m.seq), ?2) FROM messages m
+             WHERE m.conv = ?1 AND m.seq >= ?2 AND NOT EXISTS
+                (SELECT 1 FROM messages n WHERE n.conv = m.conv AND n.seq = m.seq + 1)",
+            params![conv, from],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// A resume finished: everything from each conversation's sync point up to the highest seq
+    /// held is now held, so the next resume can start from there.
+    pub fn mark_synced(&self) -> Result<()> {
+        for p in self.sync_points()? {
+            self.conn().execute(
+                "UPDATE conversations SET synced_seq = max(synced_seq, ?2) WHERE id = ?1",
+                params![p.conv, p.seq],
+            )?;
+        }
+        Ok(())
     }
 
     pub fn set_muted(&self, conv: ConvId, muted: bool) -> Result<()> {
@@ -887,6 +933,41 @@ mod tests {
         assert!(s.insert_messages(&[m.clone(), m]).unwrap().is_empty());
         assert_eq!(s.message_count(1).unwrap(), 1);
         assert_eq!(s.last_seq(1).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_resume_cut_short_restarts_from_the_gap() {
+        let (_d, s) = store();
+        s.upsert_conversation(&room(1, "general")).unwrap();
+        s.upsert_conversation(&room(2, "empty")).unwrap();
+        let batch = |r: std::ops::RangeInclusive<i64>| -> Vec<Message> {
+            r.map(|i| msg(1, i, "bob", "x")).collect()
+        };
+        // A fresh profile got the last page (51..=100) and finished its resume.
+        s.insert_messages(&batch(51..=100)).unwrap();
+        assert_eq!(
+            s.sync_points().unwrap(),
+            vec![ConvSeq { conv: 1, seq: 100 }]
+        );
+        s.mark_synced().unwrap();
+        // Older pages fetched on demand leave a gap below; it does not matter to the resume.
+        s.insert_messages(&batch(1..=10)).unwrap();
+        assert_eq!(s.sync_points().unwrap()[0].seq, 100);
+        // Next connection: the replay got 101..=120, a live push 150 arrived, then it dropped.
+        s.insert_messages(&batch(101..=120)).unwrap();
+        s.insert_messages(&batch(150..=150)).unwrap();
+        assert_eq!(
+            s.sync_points().unwrap()[0].seq,
+            120,
+            "resume from the gap, not from 150"
+        );
+        // A live push right after the synced point, with the replay missing entirely.
+        s.mark_synced().unwrap();
+        s.insert_messages(&batch(122..=122)).unwrap();
+        assert_eq!(s.sync_points().unwrap()[0].seq, 120);
+        s.insert_messages(&batch(121..=121)).unwrap();
+        s.insert_messages(&batch(123..=149)).unwrap();
+        assert_eq!(s.sync_points().unwrap()[0].seq, 150);
     }
 
     #[test]
