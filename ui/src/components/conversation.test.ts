@@ -156,6 +156,18 @@ describe("conversation", () => {
     await fireEvent.scroll(list);
     await waitFor(() => expect(store.messages.length).toBe(2 * PAGE));
     expect(fake.calls.filter((c) => c.cmd === "history")[1].args).toMatchObject({ beforeSeq: 201 });
+    // The view stays on the message that was at the top instead of jumping to the new top.
+    await waitFor(() => expect(messages().some((m) => m.dataset.seq === "201")).toBe(true));
+    expect(messages().some((m) => m.dataset.seq === "101")).toBe(false);
+    expect(list.scrollTop).toBeGreaterThan(1000);
+
+    // Sending while scrolled up brings the view back to the newest message.
+    const user = userEvent.setup();
+    await user.type(screen.getByTestId("composer"), "back to the bottom{Enter}");
+    await waitFor(() =>
+      expect(messages().some((m) => m.textContent?.includes("back to the bottom"))).toBe(true),
+    );
+    expect(messages().some((m) => m.dataset.seq === "201")).toBe(false);
   });
 
   it("Ctrl+F searches the conversation and a result jumps to an old message", async () => {

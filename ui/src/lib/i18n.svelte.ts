@@ -57,7 +57,7 @@ function formatter(name: string, options: Intl.DateTimeFormatOptions): Intl.Date
 }
 
 export function formatTime(ms: number): string {
-  return formatter("time", { hour: "2-digit", minute: "2-digit" }).format(new Date(ms));
+  return formatter("time", { hour: "numeric", minute: "2-digit" }).format(new Date(ms));
 }
 
 export function formatDateTime(ms: number): string {

@@ -44,6 +44,10 @@ export class Store {
   toast = $state<string | null>(null);
   announcement = $state("");
   jumpTarget = $state<{ localId: string; nonce: number } | null>(null);
+  /** Bumped when the view should follow to the newest message (e.g. the user just sent one). */
+  followNonce = $state(0);
+  /** Member count of the open room, from `members`. */
+  memberCount = $state<number | null>(null);
   settingsOpen = $state(false);
   roomsOpen = $state(false);
   switcherOpen = $state(false);
@@ -291,6 +295,8 @@ export class Store {
   async logout(): Promise<void> {
     this.settingsOpen = false;
     await this.applyAppState(await api.logout());
+    // Signing out on purpose is not something to explain on the sign-in screen.
+    this.signedOutReason = null;
   }
   /** Leaves signed-out for setup again, keeping the rest of the state (Rust keeps no server). */
   changeServer(): void {
@@ -316,7 +322,15 @@ export class Store {
       this.messages = [];
       this.hasMore = false;
       this.loading = true;
+      this.memberCount = null;
+      this.jumpTarget = null;
     }
+    void api
+      .members(conv)
+      .then((m) => {
+        if (token === this.openToken) this.memberCount = m.length;
+      })
+      .catch(() => {});
     try {
       await api.setVisibleConversation(conv);
       const page = await api.history(conv, undefined, PAGE);
@@ -409,6 +423,7 @@ export class Store {
     const cur = this.current;
     if (!cur || text.trim() === "") return false;
     try {
+      this.followNonce++;
       const m = await api.send(cur, text);
       // The ack or failure event may have overtaken this reply; it is newer, keep it.
       if (!this.messages.some((x) => x.local_id === m.local_id)) this.onMessage(m);
