@@ -283,3 +283,393 @@ async fn resume_replays_missed_messages_in_pages_then_synced() {
     }
     assert_eq!(seqs, (11..=450).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_create_join_leave_list_and_members() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = server.connect(&alice.token).await;
+    let mut a2 = server.connect(&alice.token).await;
+    let mut b = server.connect(&bob.token).await;
+
+    let Reply::Joined { conversation } = a
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "Rust".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (conversation.name.as_str(), conversation.member_count),
+        ("Rust", 1)
+    );
+    let rust = conversation.id;
+    // The creator's other device learns of it.
+    a2.wait_for(
+        |f| matches!(f, ServerFrame::ConversationAdded { conversation } if conversation.id == rust),
+    )
+    .await;
+    let dup = a
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "rust".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.0,
+        ErrorCode::Conflict,
+        "room names are unique regardless of case"
+    );
+
+    let Reply::Rooms { rooms } = b.request(|id| ClientFrame::Rooms { id }).await.unwrap() else {
+        panic!()
+    };
+    let listed: Vec<(String, u32, bool)> = rooms
+        .iter()
+        .map(|r| (r.name.clone(), r.member_count, r.joined))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("general".into(), 2, true), ("Rust".into(), 1, false)]
+    );
+
+    let Reply::Joined { conversation } = b
+        .request(|id| ClientFrame::Join {
+            id,
+            room: "rust".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((conversation.id, conversation.member_count), (rust, 2));
+    a.wait_for(|f| matches!(f, ServerFrame::Membership { conv, username, joined: true } if *conv == rust && username == "bob")).await;
+    let again = b
+        .request(|id| ClientFrame::Join {
+            id,
+            room: "Rust".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Reply::Joined { .. }),
+        "joining twice is harmless"
+    );
+    let Reply::Members { members, .. } = a
+        .request(|id| ClientFrame::Members { id, conv: rust })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let names: Vec<(&str, bool)> = members
+        .iter()
+        .map(|m| (m.user.username.as_str(), m.online))
+        .collect();
+    assert_eq!(names, vec![("alice", true), ("bob", true)]);
+
+    let msg = b.send_text(rust, "hello rustaceans").await;
+    a.wait_for(|f| matches!(f, ServerFrame::Message { message } if message.id == msg.id))
+        .await;
+
+    assert!(matches!(
+        b.request(|id| ClientFrame::Leave { id, conv: rust })
+            .await
+            .unwrap(),
+        Reply::Done
+    ));
+    a.wait_for(|f| matches!(f, ServerFrame::Membership { conv, username, joined: false } if *conv == rust && username == "bob")).await;
+    let Reply::Rooms { rooms } = b.request(|id| ClientFrame::Rooms { id }).await.unwrap() else {
+        panic!()
+    };
+    assert!(rooms
+        .iter()
+        .any(|r| r.id == rust && r.member_count == 1 && !r.joined));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_are_created_on_first_message_and_reach_both_sides() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a1 = server.connect(&alice.token).await;
+    let mut a2 = server.connect(&alice.token).await;
+    let mut b = server.connect(&bob.token).await;
+
+    let Reply::Sent { message } = a1
+        .request(|id| ClientFrame::Send {
+            id,
+            conv: None,
+            to: Some("BOB".into()),
+            client_msg_id: Uuid::new_v4(),
+            text: "psst".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(message.seq, 1);
+    let dm = message.conv;
+    for (c, peer) in [(&mut a1, "bob"), (&mut a2, "bob"), (&mut b, "alice")] {
+        let ServerFrame::ConversationAdded { conversation } = c
+            .wait_for(|f| matches!(f, ServerFrame::ConversationAdded { .. }))
+            .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(conversation.id, dm);
+        assert_eq!(conversation.kind, ConvKind::Dm);
+        assert_eq!(conversation.name, peer);
+        assert_eq!(conversation.peer.as_ref().unwrap().username, peer);
+        assert_eq!(conversation.member_count, 2);
+    }
+    for c in [&mut a2, &mut b] {
+        c.wait_for(|f| matches!(f, ServerFrame::Message { message } if message.conv == dm && message.text == "psst")).await;
+    }
+    // The reply goes to the same conversation, by `to` or by `conv`.
+    let Reply::Sent { message } = b
+        .request(|id| ClientFrame::Send {
+            id,
+            conv: None,
+            to: Some("alice".into()),
+            client_msg_id: Uuid::new_v4(),
+            text: "hi".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((message.conv, message.seq), (dm, 2));
+    let err = a1
+        .request(|id| ClientFrame::Send {
+            id,
+            conv: None,
+            to: Some("nobody".into()),
+            client_msg_id: Uuid::new_v4(),
+            text: "?".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, ErrorCode::NotFound);
+    let err = a1
+        .request(|id| ClientFrame::Send {
+            id,
+            conv: None,
+            to: Some("alice".into()),
+            client_msg_id: Uuid::new_v4(),
+            text: "me".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, ErrorCode::BadRequest);
+    // A DM cannot be left; it is in both users' hello.
+    assert_eq!(
+        b.request(|id| ClientFrame::Leave { id, conv: dm })
+            .await
+            .unwrap_err()
+            .0,
+        ErrorCode::Forbidden
+    );
+    let b2 = server.connect(&bob.token).await;
+    let Some(ServerFrame::Hello { conversations, .. }) = &b2.hello else {
+        panic!()
+    };
+    assert!(conversations
+        .iter()
+        .any(|c| c.id == dm && c.kind == ConvKind::Dm && c.last_seq == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_markers_sync_to_other_devices_and_unread_counts_agree() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = server.connect(&alice.token).await;
+    let general = a.general();
+    for i in 0..5 {
+        a.send_text(general, &format!("news {i}")).await;
+    }
+    let mut b1 = server.connect(&bob.token).await;
+    let mut b2 = server.connect(&bob.token).await;
+    let Some(ServerFrame::Hello { unread, .. }) = &b1.hello else {
+        panic!()
+    };
+    let u = unread.iter().find(|u| u.conv == general).unwrap();
+    assert_eq!((u.count, u.last_read), (5, 0));
+    // Alice's own messages are not unread for her.
+    let a2 = server.connect(&alice.token).await;
+    let Some(ServerFrame::Hello { unread, .. }) = &a2.hello else {
+        panic!()
+    };
+    assert_eq!(unread.iter().find(|u| u.conv == general).unwrap().count, 0);
+
+    assert!(matches!(
+        b1.request(|id| ClientFrame::Read {
+            id,
+            conv: general,
+            seq: 3
+        })
+        .await
+        .unwrap(),
+        Reply::Done
+    ));
+    b2.wait_for(|f| matches!(f, ServerFrame::Read { conv, seq: 3 } if *conv == general))
+        .await;
+    // Markers never move back, and are capped at the newest message.
+    b1.request(|id| ClientFrame::Read {
+        id,
+        conv: general,
+        seq: 1,
+    })
+    .await
+    .unwrap();
+    b1.request(|id| ClientFrame::Read {
+        id,
+        conv: general,
+        seq: 99,
+    })
+    .await
+    .unwrap();
+    b2.wait_for(|f| matches!(f, ServerFrame::Read { conv, seq: 5 } if *conv == general))
+        .await;
+    let b3 = server.connect(&bob.token).await;
+    let Some(ServerFrame::Hello {
+        unread,
+        conversations,
+        ..
+    }) = &b3.hello
+    else {
+        panic!()
+    };
+    let u = unread.iter().find(|u| u.conv == general).unwrap();
+    assert_eq!((u.count, u.last_read), (0, 5));
+    assert_eq!(
+        conversations
+            .iter()
+            .find(|c| c.id == general)
+            .unwrap()
+            .last_read,
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_is_forwarded_to_other_members_and_not_stored() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = server.connect(&alice.token).await;
+    let mut a2 = server.connect(&alice.token).await;
+    let mut b = server.connect(&bob.token).await;
+    let general = a.general();
+    assert!(matches!(
+        a.request(|id| ClientFrame::Typing { id, conv: general })
+            .await
+            .unwrap(),
+        Reply::Done
+    ));
+    b.wait_for(|f| matches!(f, ServerFrame::Typing { conv, username } if *conv == general && username == "alice")).await;
+    // Not echoed to the typist's own devices, and nothing stored.
+    let marker = b.send_text(general, "marker").await;
+    loop {
+        match a2.next().await.expect("frame") {
+            ServerFrame::Message { message } if message.id == marker.id => break,
+            ServerFrame::Typing { .. } => panic!("typing echoed to the typist's other device"),
+            _ => {}
+        }
+    }
+    let Reply::History { messages, .. } = a
+        .request(|id| ClientFrame::History {
+            id,
+            conv: general,
+            before: None,
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(messages, vec![marker]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_and_wss_with_the_configured_certificate() {
+    use std::sync::Arc;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, generated.cert.pem()).unwrap();
+    std::fs::write(&key_path, generated.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.tls = Some(natter::server::TlsConfig {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        })
+    })
+    .await;
+
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let register = https
+        .post(format!("https://{}/api/register", server.addr))
+        .json(&serde_json::json!({"username": "alice", "password": support::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status().as_u16(), 201);
+    let session: natter::protocol::Session = register.json().await.unwrap();
+    // Plain HTTP to the TLS port gets nothing useful.
+    assert!(reqwest::get(server.http_url("/api/health"))
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(generated.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("wss://{}/ws", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        natter::protocol::SUBPROTOCOL.parse().unwrap(),
+    );
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", session.token).parse().unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
+    )
+    .await
+    .expect("wss connects");
+    let mut c = support::WsClient::from_stream(ws);
+    c.expect_hello().await;
+    let sent = c.send_text(c.general(), "encrypted hello").await;
+    assert_eq!(sent.seq, 1);
+}
