@@ -122,4 +122,27 @@ describe("sidebar", () => {
     await waitFor(() => expect(items().map((e) => e.dataset.convName)).toContain("launch"));
     expect(screen.getByTestId("conv-header-title")).toHaveTextContent("#launch");
   });
+
+  it("counts arrivals as read only while focused; opening always reads", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    fake.deliver(general, "bob", "before", 1_000);
+    const { store } = await renderApp();
+    let focused = false;
+    store.hasFocus = () => focused;
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("conv-item"));
+    await waitFor(() => expect(fake.calls).toContainEqual({ cmd: "mark_read", args: { conv: general.id, seq: 1 } }));
+
+    // Window in the background: the arrival stays unread and the badge shows it.
+    fake.receive(general, "bob", "while away");
+    await waitFor(() => expect(screen.queryByTestId("conv-unread")?.textContent).toBe("1"));
+    expect(fake.calls.filter((c) => c.cmd === "mark_read")).toHaveLength(1);
+
+    // Focus returns: read up to the newest.
+    focused = true;
+    window.dispatchEvent(new FocusEvent("focus"));
+    await waitFor(() => expect(fake.calls).toContainEqual({ cmd: "mark_read", args: { conv: general.id, seq: 2 } }));
+    await waitFor(() => expect(screen.queryByTestId("conv-unread")).toBeNull());
+  });
 });

@@ -342,7 +342,7 @@ export class Store {
       // The Rust side fills pages from the server when the local store runs out, so only an
       // empty page (or reaching seq 1) means the beginning.
       this.hasMore = page.some((m) => m.seq !== null);
-      this.markReadNewest();
+      this.markReadNewest(true);
     } catch (e) {
       if (token === this.openToken) this.showError(e);
     } finally {
@@ -368,10 +368,14 @@ export class Store {
     await api.setVisibleConversation(null).catch(() => {});
   }
 
-  /** Marks the open conversation read up to its newest committed message, if the window is focused. */
-  markReadNewest(): void {
+  /**
+   * Marks the open conversation read up to its newest committed message. Arrivals count as read
+   * only while the window has focus; `force` is for the user opening the conversation, which is
+   * reading it whatever the focus says (focus can be unreliable under automation or some WMs).
+   */
+  markReadNewest(force = false): void {
     const conv = this.currentConv;
-    if (conv === null || !this.hasFocus()) return;
+    if (conv === null || (!force && !this.hasFocus())) return;
     let newest = 0;
     for (const m of this.messages) if (m.seq !== null && m.seq > newest) newest = m.seq;
     const summary = this.currentSummary;
