@@ -166,7 +166,10 @@ async fn cli_errors_are_clear_and_non_zero() {
     )
     .contains("unauthorized"));
     // No password and no terminal: an error, not a hang.
-    fails(natter_env(p, &["--server", &url, "login", "carol"], &[]).await);
+    assert!(
+        fails(natter_env(p, &["--server", &url, "login", "carol"], &[]).await)
+            .contains("no password")
+    );
     // Unknown rooms and users.
     assert!(fails(natter(p, &["join", "nowhere"]).await).contains("not found"));
     assert!(fails(natter(p, &["history", "nowhere"]).await).contains("nowhere"));
@@ -194,4 +197,56 @@ async fn cli_errors_are_clear_and_non_zero() {
     let lines = json(&ok(natter(p, &["history", "general", "--json"]).await));
     let texts: Vec<_> = lines.iter().map(|v| v["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["later", "now"]);
+}
+
+/// Without `--profile`: the per-server-and-user profile under the XDG data dir, remembered as
+/// the current one; the password piped on stdin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_profile_and_password_on_stdin() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
+        cmd.args(args)
+            .env_remove("NATTER_PASSWORD")
+            .env_remove("NATTER_PROFILE")
+            .env_remove("NATTER_SERVER")
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let input = stdin.map(str::to_owned);
+        async move {
+            let mut child = cmd.spawn().unwrap();
+            let mut pipe = child.stdin.take().unwrap();
+            if let Some(input) = input {
+                pipe.write_all(input.as_bytes()).await.unwrap();
+            }
+            drop(pipe);
+            let o = child.wait_with_output().await.unwrap();
+            Run {
+                ok: o.status.success(),
+                out: String::from_utf8_lossy(&o.stdout).into_owned(),
+                err: String::from_utf8_lossy(&o.stderr).into_owned(),
+            }
+        }
+    };
+    let line = format!("{PASSWORD}\n");
+    ok(run(&["--server", &url, "register", "dora"], Some(&line)).await);
+    ok(run(&["send", "general", "from the default profile"], None).await);
+    let lines = json(&ok(run(&["history", "general", "--json"], None).await));
+    assert_eq!(lines[0]["text"], "from the default profile");
+    let profiles = home.path().join("data/natter/profiles");
+    let names: Vec<_> = std::fs::read_dir(&profiles)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert!(names[0].ends_with("-dora"), "{names:?}");
+    assert!(profiles.join(&names[0]).join("natter.db").exists());
+    ok(run(&["logout"], None).await);
+    assert!(fails(run(&["unread"], None).await).contains("not signed in"));
 }

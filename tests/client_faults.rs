@@ -732,3 +732,70 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[tokio::test]
+async fn an_unacknowledged_send_redials_and_resends_with_the_same_id() {
+    let seen: Arc<Mutex<Vec<(usize, uuid::Uuid)>>> = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let fake = fake(false, move |n, mut ws| {
+        let log = log.clone();
+        async move {
+            push(&mut ws, &hello()).await;
+            while let Some(Ok(msg)) = ws.next().await {
+                let Ws::Text(t) = msg else { continue };
+                let Ok(frame) = serde_json::from_str::<ClientFrame>(t.as_str()) else {
+                    continue;
+                };
+                let reply = match &frame {
+                    // The first connection swallows sends: no ack, no error.
+                    ClientFrame::Send { client_msg_id, .. } if n == 0 => {
+                        log.lock().unwrap().push((n, *client_msg_id));
+                        continue;
+                    }
+                    ClientFrame::Send {
+                        id,
+                        client_msg_id,
+                        text,
+                        ..
+                    } => {
+                        log.lock().unwrap().push((n, *client_msg_id));
+                        let mut m = message(1, text);
+                        m.sender = "alice".into();
+                        m.client_msg_id = *client_msg_id;
+                        ServerFrame::Ok {
+                            id: *id,
+                            result: Reply::Sent { message: m },
+                        }
+                    }
+                    ClientFrame::Sync { id, .. } => ServerFrame::Ok {
+                        id: *id,
+                        result: Reply::Synced { unread: vec![] },
+                    },
+                    other => ServerFrame::Ok {
+                        id: other.id(),
+                        result: Reply::Done,
+                    },
+                };
+                push(&mut ws, &reply).await;
+            }
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |c| {
+        c.request_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let m = client.send(Target::Conv(1), "are you there").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), client.wait_outbox_empty())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = seen.lock().unwrap().clone();
+    let id: uuid::Uuid = m.local_id.parse().unwrap();
+    assert_eq!(log, vec![(0, id), (1, id)]);
+    let page = client.history(1, None, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].state, MessageState::Sent);
+    client.shutdown().await;
+}

@@ -6,6 +6,7 @@
 //! remember it as the current one for later commands.
 
 use std::collections::HashSet;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -163,12 +164,29 @@ fn config(server: Url, profile: &Path) -> ClientConfig {
     config
 }
 
+/// The password: `NATTER_PASSWORD`, else a prompt on the terminal, else (for scripts) the first
+/// line of standard input.
 fn password() -> Result<String, ClientError> {
     if let Ok(p) = std::env::var("NATTER_PASSWORD") {
         return Ok(p);
     }
-    rpassword::prompt_password("Password: ")
-        .map_err(|e| ClientError::Invalid(format!("cannot read a password: {e}")))
+    let stdin = std::io::stdin();
+    let line = if stdin.is_terminal() {
+        rpassword::prompt_password("Password: ")
+            .map_err(|e| ClientError::Invalid(format!("cannot read a password: {e}")))?
+    } else {
+        let mut line = String::new();
+        stdin
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Invalid(format!("cannot read a password: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if line.is_empty() {
+        return Err(ClientError::Invalid(
+            "no password: set NATTER_PASSWORD, type it at the prompt or pipe it on stdin".into(),
+        ));
+    }
+    Ok(line)
 }
 
 async fn run(cli: Cli) -> Result<(), ClientError> {

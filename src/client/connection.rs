@@ -141,7 +141,9 @@ enum Pending {
 #[derive(Default)]
 struct Conn {
     pending: HashMap<u64, Pending>,
-    outbox_in_flight: bool,
+    /// When the outbox message in flight was sent; it must be answered within the request
+    /// timeout, or the connection is presumed broken and redialled.
+    outbox_in_flight: Option<Instant>,
     outbox_retry_at: Option<Instant>,
     reads_in_flight: HashSet<ConvId>,
 }
@@ -424,6 +426,9 @@ impl Actor {
         ping.tick().await;
         loop {
             let retry_at = conn.outbox_retry_at;
+            let ack_due = conn
+                .outbox_in_flight
+                .map(|sent| sent + self.config.request_timeout);
             tokio::select! {
                 msg = ws.next() => {
                     last_rx = Instant::now();
@@ -481,6 +486,13 @@ impl Actor {
                         return end;
                     }
                 }
+                _ = sleep_until_opt(ack_due) => {
+                    return End::Retry {
+                        reason: "the server did not acknowledge a message in time".into(),
+                        immediate: false,
+                        stable: false,
+                    };
+                }
                 _ = sleep_until_opt(retry_at) => {
                     conn.outbox_retry_at = None;
                     if let Err(end) = self.pump(ws, conn).await {
@@ -527,7 +539,7 @@ impl Actor {
     async fn pump(&mut self, ws: &mut Ws, conn: &mut Conn) -> std::result::Result<(), End> {
         let shared = self.shared.clone();
         let store = &shared.store;
-        if !conn.outbox_in_flight && conn.outbox_retry_at.is_none() {
+        if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() {
             match store.next_pending() {
                 Ok(Some(item)) => match item.local_id.parse() {
                     Ok(client_msg_id) => {
@@ -550,7 +562,7 @@ impl Actor {
                                 to_user: item.to_user.clone(),
                             },
                         );
-                        conn.outbox_in_flight = true;
+                        conn.outbox_in_flight = Some(Instant::now());
                         send(ws, &frame).await?;
                     }
                     Err(_) => {
@@ -644,7 +656,7 @@ impl Actor {
                     self.shared.emit(ClientEvent::Conversations);
                 }
                 Some(Pending::Outbox { local_id, to_user }) => {
-                    conn.outbox_in_flight = false;
+                    conn.outbox_in_flight = None;
                     match result {
                         Reply::Sent { message } => {
                             if let Some(user) = &to_user {
@@ -677,7 +689,7 @@ impl Actor {
                         return Err(retry(format!("resume failed: {message}")));
                     }
                     Some(Pending::Outbox { local_id, .. }) => {
-                        conn.outbox_in_flight = false;
+                        conn.outbox_in_flight = None;
                         if matches!(code, ErrorCode::RateLimited | ErrorCode::Internal) {
                             // Transient: keep it first in line and try again shortly.
                             conn.outbox_retry_at = Some(Instant::now() + Duration::from_secs(1));
