@@ -49,7 +49,7 @@ async fn twenty_clients_five_rooms_thousand_messages_same_gapless_order() {
         clients.push(c);
     }
     for (i, c) in clients.iter_mut().enumerate() {
-        for r in 0..ROOMS {
+        for (r, &conv) in room_ids.iter().enumerate() {
             let member = rooms_of(i).contains(&r);
             let name = format!("room{r}");
             if member && i != 0 {
@@ -57,7 +57,6 @@ async fn twenty_clients_five_rooms_thousand_messages_same_gapless_order() {
                     .await
                     .unwrap();
             } else if !member && i == 0 {
-                let conv = room_ids[r];
                 c.request(|id| ClientFrame::Leave { id, conv })
                     .await
                     .unwrap();

@@ -593,13 +593,11 @@ async fn upgrade_refusals_and_auth_frame_rules() {
     };
     let e = tokio_tungstenite::connect_async(raw(None, false))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(handshake_status(&e), Some(400));
     let e = tokio_tungstenite::connect_async(raw(Some("https://evil.example"), true))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(handshake_status(&e), Some(403));
     let (ws, resp) = tokio_tungstenite::connect_async(raw(Some("https://chat.example"), true))
         .await
