@@ -25,20 +25,35 @@ pub mod tray;
 pub mod window;
 
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use tauri::{Builder, Manager, RunEvent, Runtime, WindowEvent};
+use tauri::{AppHandle, Builder, Manager, RunEvent, Runtime, WindowEvent};
+
+/// What differs between the real app and a test of it.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// The data directory; `None` means `$NATTER_DATA_DIR`, else the app's XDG data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Shows notifications; `None` means the desktop's notification server.
+    pub presenter: Option<Arc<dyn notifications::Presenter>>,
+    /// The address host mode binds; `None` means all interfaces (so the LAN can join).
+    pub host_bind: Option<IpAddr>,
+}
 
 /// Registers the commands, the shell state and the window behaviour on `builder`. Generic over
 /// the runtime so tests drive the same wiring with Tauri's mock runtime.
 pub fn run_app<R: Runtime>(builder: Builder<R>) -> Builder<R> {
+    run_app_with(builder, Options::default())
+}
+
+/// [`run_app`] with explicit [`Options`] (tests: a temp profile, a recording presenter).
+pub fn run_app_with<R: Runtime>(builder: Builder<R>, options: Options) -> Builder<R> {
     builder
         .invoke_handler(commands::handler())
-        .setup(|app| {
-            let handle = app.handle().clone();
-            let dir = config::data_dir(|| handle.path().app_data_dir().ok())
-                .ok_or("cannot find a data directory; set NATTER_DATA_DIR")?;
-            let shell = state::Shell::open(handle, dir)?;
-            app.manage(shell);
+        .setup(move |app| {
+            init(app.handle(), options.clone())?;
             Ok(())
         })
         .on_window_event(|window, event| {
@@ -61,6 +76,31 @@ pub fn run_app<R: Runtime>(builder: Builder<R>) -> Builder<R> {
                 _ => {}
             }
         })
+}
+
+/// Creates the shell state and restores what the profile remembers (the real app calls this
+/// from its setup hook; tests under the mock runtime, which has no event loop, call it after
+/// `build`). The local store (and the hosted server) open before the window asks for state, so
+/// cached history shows at once; the network starts in the background.
+pub fn init<R: Runtime>(app: &AppHandle<R>, options: Options) -> Result<(), String> {
+    let dir = match options.data_dir {
+        Some(dir) => dir,
+        None => config::data_dir(|| app.path().app_data_dir().ok())
+            .ok_or("cannot find a data directory; set NATTER_DATA_DIR")?,
+    };
+    let presenter = options.presenter.unwrap_or_else(|| {
+        Arc::new(notifications::DesktopPresenter {
+            icon: notifications::install_icon(&dir),
+        })
+    });
+    let bind = options
+        .host_bind
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let shell =
+        state::Shell::with_parts(Arc::new(state::TauriUi(app.clone())), presenter, dir, bind);
+    tauri::async_runtime::block_on(shell.restore());
+    app.manage(shell);
+    Ok(())
 }
 
 /// The D-Bus name suffix that makes "single instance" mean one instance *per profile*: a second
@@ -108,8 +148,8 @@ pub fn run() {
     let app = run_app(builder)
         .build(context)
         .expect("cannot start the Natter window");
-    app.run(|handle, event| {
-        if let RunEvent::Ready = event {
+    app.run(|handle, event| match event {
+        RunEvent::Ready => {
             if let Err(e) = tray::create(handle) {
                 tracing::warn!(error = %e, "no tray icon");
             }
@@ -117,6 +157,14 @@ pub fn run() {
                 shell.refresh_unread_display();
             }
         }
+        RunEvent::Exit => {
+            // Say goodbye to the server and stop hosting cleanly (bounded by the client's own
+            // shutdown timeouts).
+            if let Some(shell) = handle.try_state::<state::Shell>() {
+                tauri::async_runtime::block_on(shell.shutdown());
+            }
+        }
+        _ => {}
     });
 }
 

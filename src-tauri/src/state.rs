@@ -6,7 +6,7 @@
 //! commands are plain functions and tests run them under Tauri's mock runtime.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,7 +26,7 @@ use url::Url;
 use crate::config::{DesktopConfig, Settings};
 use crate::error::{CmdResult, CommandError};
 use crate::host::{self, HostedServer};
-use crate::notifications::{ClickHandler, DesktopPresenter, NoticeSource, Notifier, Presenter};
+use crate::notifications::{ClickHandler, NoticeSource, Notifier, Presenter};
 use crate::{tray, window};
 
 /// Event names of docs/ipc.md.
@@ -125,23 +125,7 @@ struct Running {
 }
 
 impl Shell {
-    /// Opens the state for the real app. Restores what `desktop.json` remembers: hosting again
-    /// if the user hosted last time, and the signed-in client from its local store, so cached
-    /// history shows at once while the connection starts in the background.
-    pub fn open<R: Runtime>(app: AppHandle<R>, data_dir: PathBuf) -> CmdResult<Self> {
-        let icon = crate::notifications::install_icon(&data_dir);
-        let presenter: Arc<dyn Presenter> = Arc::new(DesktopPresenter { icon });
-        let shell = Self::with_parts(
-            Arc::new(TauriUi(app)),
-            presenter,
-            data_dir,
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        );
-        tauri::async_runtime::block_on(shell.restore());
-        Ok(shell)
-    }
-
-    /// Assembles the state from its parts (tests pass a recording presenter and bind loopback).
+    /// Assembles the state; [`Shell::restore`] then starts what the saved config says.
     pub fn with_parts(
         ui: Arc<dyn Ui>,
         presenter: Arc<dyn Presenter>,
@@ -269,14 +253,14 @@ impl Shell {
         let port = match already {
             Some(p) if p == port || port == 0 => p,
             _ => {
-                let old = lock(&self.0.host).take();
-                if let Some(old) = old {
-                    old.stop().await;
-                }
+                // Bind the new one first: if the port is taken, the old server keeps running.
                 let server =
                     HostedServer::start(self.0.host_bind, port, self.server_data_dir()).await?;
                 let port = server.port;
-                *lock(&self.0.host) = Some(server);
+                let old = lock(&self.0.host).replace(server);
+                if let Some(old) = old {
+                    old.stop().await;
+                }
                 port
             }
         };
@@ -381,6 +365,16 @@ impl Shell {
         Ok(self.app_state())
     }
 
+    /// Stops the client (closing its connection normally) and the hosted server: the app is
+    /// quitting. The pump task holds the state, so this is what really ends them.
+    pub async fn shutdown(&self) {
+        self.stop_client().await;
+        let hosted = lock(&self.0.host).take();
+        if let Some(server) = hosted {
+            server.stop().await;
+        }
+    }
+
     async fn stop_client(&self) {
         let running = write(&self.0.client).take();
         if let Some(r) = running {
@@ -473,6 +467,11 @@ impl Shell {
             }
             ClientEvent::Warning(w) => {
                 tracing::warn!(warning = %w, "server");
+                false
+            }
+            // Progress of a long resume and anything newer the UI does not show (yet).
+            other => {
+                tracing::debug!(event = ?other, "client event");
                 false
             }
         }
@@ -592,6 +591,7 @@ impl Shell {
     }
 
     pub fn set_focused(&self, focused: bool) {
+        tracing::debug!(focused, "main window focus");
         self.0.focused.store(focused, Ordering::SeqCst);
     }
 
@@ -601,6 +601,7 @@ impl Shell {
 
     /// What the window shows now (drives the notification policy and is remembered).
     pub fn set_visible_conversation(&self, conv: Option<ConvId>) {
+        tracing::debug!(?conv, "visible conversation");
         *lock(&self.0.visible) = conv;
         if let Some(conv) = conv {
             self.0.notifier.clear(conv);

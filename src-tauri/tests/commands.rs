@@ -1,0 +1,494 @@
+//! The desktop commands through Tauri's IPC, under the mock runtime: the same handler, state
+//! and event wiring as the real app, against a real natter server on 127.0.0.1:0 with real
+//! profiles in temp directories. Only the window system is mocked; notifications are recorded
+//! by a presenter instead of going to D-Bus.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use natter::protocol::ConvId;
+use natter_desktop::notifications::{NoticeText, Presenter};
+use natter_desktop::{run_app_with, Options};
+use serde_json::{json, Value};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, MockRuntime};
+use tauri::webview::InvokeRequest;
+use tauri::Manager;
+use tauri::{App, Listener, WebviewWindow, WebviewWindowBuilder};
+
+/// Records notifications instead of showing them.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(ConvId, NoticeText)>>);
+
+impl Presenter for Recorder {
+    fn present(&self, conv: ConvId, text: NoticeText, _on_click: Box<dyn FnOnce() + Send>) {
+        self.0.lock().unwrap().push((conv, text));
+    }
+}
+
+impl Recorder {
+    fn shown(&self) -> Vec<(ConvId, NoticeText)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A real natter server on a free loopback port, stopped when dropped.
+struct TestServer {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        tauri::async_runtime::spawn(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            natter::server::run(listener, natter::server::ServerConfig::new(data), shutdown)
+                .await
+                .unwrap();
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        TestServer {
+            url: format!("http://{addr}"),
+            stop: Some(tx),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One desktop app (mock runtime) with its profile, its window and the events it emitted.
+struct Desk {
+    app: App<MockRuntime>,
+    window: WebviewWindow<MockRuntime>,
+    events: Arc<Mutex<Vec<(String, Value)>>>,
+    notices: Arc<Recorder>,
+}
+
+const EVENTS: [&str; 8] = [
+    "natter://message",
+    "natter://conversations",
+    "natter://presence",
+    "natter://online",
+    "natter://typing",
+    "natter://connection",
+    "natter://open-conversation",
+    "natter://settings",
+];
+
+impl Desk {
+    fn open(dir: &Path) -> Self {
+        let notices = Arc::new(Recorder::default());
+        let options = Options {
+            data_dir: Some(dir.to_path_buf()),
+            presenter: Some(notices.clone()),
+            host_bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        };
+        let app = run_app_with(mock_builder(), options.clone())
+            .build(mock_context(noop_assets()))
+            .expect("app builds");
+        // The mock runtime has no event loop to run the setup hook; run the same init.
+        natter_desktop::init(app.handle(), options).expect("shell starts");
+        let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+            .build()
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        for name in EVENTS {
+            let events = events.clone();
+            app.listen_any(name, move |e| {
+                let payload = serde_json::from_str(e.payload()).unwrap_or(Value::Null);
+                events.lock().unwrap().push((name.to_string(), payload));
+            });
+        }
+        Desk {
+            app,
+            window,
+            events,
+            notices,
+        }
+    }
+
+    fn call(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        let request = InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: tauri::test::INVOKE_KEY.to_string(),
+        };
+        get_ipc_response(&self.window, request).map(|b| b.deserialize::<Value>().unwrap())
+    }
+
+    fn ok(&self, cmd: &str, args: Value) -> Value {
+        self.call(cmd, args.clone())
+            .unwrap_or_else(|e| panic!("{cmd} {args} failed: {e}"))
+    }
+
+    fn err(&self, cmd: &str, args: Value) -> Value {
+        match self.call(cmd, args.clone()) {
+            Ok(v) => panic!("{cmd} {args} should fail, returned {v}"),
+            Err(e) => e,
+        }
+    }
+
+    fn events_named(&self, name: &str) -> Vec<Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Quits the app: stops its client and hosted server (as the real app does on exit).
+    fn close(self) {
+        let shell = self
+            .app
+            .state::<natter_desktop::state::Shell>()
+            .inner()
+            .clone();
+        tauri::async_runtime::block_on(shell.shutdown());
+    }
+
+    fn focus(&self, focused: bool) {
+        self.app
+            .state::<natter_desktop::state::Shell>()
+            .set_focused(focused);
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn conv_id(desk: &Desk, name: &str) -> i64 {
+    let list = desk.ok("conversations", json!({}));
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no conversation {name} in {list}"))["id"]
+        .as_i64()
+        .unwrap()
+}
+
+fn register(desk: &Desk, user: &str, display: &str) -> Value {
+    desk.ok(
+        "register",
+        json!({"username": user, "password": "correct horse battery", "displayName": display,
+               "avatar": "🦊"}),
+    )
+}
+
+#[test]
+fn a_fresh_profile_starts_in_setup_and_refuses_what_needs_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["phase"], "setup");
+    assert_eq!(state["server_url"], Value::Null);
+    assert_eq!(state["hosting"], Value::Null);
+    assert_eq!(state["user"], Value::Null);
+    assert_eq!(state["last_conversation"], Value::Null);
+    assert_eq!(state["connection"]["state"], "signed_out");
+    assert_eq!(
+        state["settings"],
+        json!({"notifications": true, "hide_message_text": false, "theme": "system",
+               "language": "en", "close_to_tray": true})
+    );
+
+    // Every failure is a CommandError {code, message}.
+    let e = desk.err("conversations", json!({}));
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("not signed in"));
+    let e = desk.err(
+        "register",
+        json!({"username": "a", "password": "b", "displayName": "", "avatar": ""}),
+    );
+    assert_eq!(
+        e,
+        json!({"code": "invalid", "message": "no server chosen yet"})
+    );
+    let e = desk.err("send", json!({"conv": 1, "to": "bob", "text": "hi"}));
+    assert_eq!(e["code"], "invalid");
+    let e = desk.err("send", json!({"text": "hi"}));
+    assert_eq!(e["code"], "invalid");
+
+    // Bad server addresses never reach the network.
+    for bad in [
+        "",
+        "ftp://example.org",
+        "http://host/path",
+        "javascript:alert(1)",
+    ] {
+        let e = desk.err("join_server", json!({ "url": bad }));
+        assert_eq!(e["code"], "invalid", "{bad}: {e}");
+    }
+    // Nothing listens there: offline, and the app stays in setup.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let e = desk.err("join_server", json!({ "url": format!("127.0.0.1:{port}") }));
+    assert_eq!(e["code"], "offline", "{e}");
+    assert_eq!(desk.ok("app_state", json!({}))["phase"], "setup");
+
+    // Settings: validated, saved, announced.
+    let zh = json!({"notifications": false, "hide_message_text": true, "theme": "dark",
+                    "language": "zh-CN", "close_to_tray": false});
+    assert_eq!(desk.ok("set_settings", json!({ "settings": zh })), zh);
+    assert_eq!(desk.ok("get_settings", json!({})), zh);
+    assert_eq!(desk.events_named("natter://settings"), vec![zh.clone()]);
+    let mut bad = zh.clone();
+    bad["theme"] = json!("pink");
+    desk.err("set_settings", json!({ "settings": bad }));
+    assert_eq!(desk.ok("get_settings", json!({})), zh);
+    desk.close();
+    let again = Desk::open(dir.path());
+    assert_eq!(again.ok("get_settings", json!({})), zh, "settings persist");
+}
+
+#[test]
+fn register_send_history_and_notifications_through_the_ipc() {
+    let server = TestServer::start();
+    let alice_dir = tempfile::tempdir().unwrap();
+    let bob_dir = tempfile::tempdir().unwrap();
+    let alice = Desk::open(alice_dir.path());
+    let bob = Desk::open(bob_dir.path());
+
+    let state = alice.ok("join_server", json!({ "url": server.url }));
+    assert_eq!(state["phase"], "signed_out");
+    assert_eq!(state["server_url"], format!("{}/", server.url));
+    let state = register(&alice, "alice", "Alice <A>");
+    assert_eq!(state["phase"], "ready");
+    assert_eq!(state["user"]["username"], "alice");
+    assert_eq!(state["user"]["display_name"], "Alice <A>");
+    bob.ok("join_server", json!({ "url": server.url }));
+    register(&bob, "bob", "Bob");
+    // A taken username is a conflict.
+    let e = bob.err(
+        "register",
+        json!({"username": "alice", "password": "whatever123", "displayName": "", "avatar": ""}),
+    );
+    assert_eq!(e["code"], "conflict", "{e}");
+    // Bob is still signed in as bob.
+    assert_eq!(bob.ok("app_state", json!({}))["user"]["username"], "bob");
+
+    wait_until("both see #general", || {
+        alice
+            .ok("conversations", json!({}))
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
+            && bob
+                .ok("conversations", json!({}))
+                .as_array()
+                .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
+    });
+    let general = conv_id(&alice, "general");
+
+    // Bob sits in another room, window focused.
+    let random = bob.ok("create_room", json!({"name": "random"}));
+    assert_eq!(random["kind"], "room");
+    let random_id = random["id"].as_i64().unwrap();
+    bob.focus(true);
+    bob.ok("set_visible_conversation", json!({ "conv": random_id }));
+
+    // Alice writes in #general: pending at once, then sent (an event), then in history.
+    let pending = alice.ok(
+        "send",
+        json!({"conv": general, "text": "hello <b>all</b> & you"}),
+    );
+    assert_eq!(pending["state"], "pending");
+    assert_eq!(pending["seq"], Value::Null);
+    let local_id = pending["local_id"].as_str().unwrap().to_string();
+    wait_until("alice's message is acked", || {
+        alice
+            .events_named("natter://message")
+            .iter()
+            .any(|m| m["local_id"] == local_id.as_str() && m["state"] == "sent")
+    });
+    let history = alice.ok("history", json!({ "conv": general }));
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["text"], "hello <b>all</b> & you");
+    assert_eq!(last["state"], "sent");
+    assert!(last["seq"].as_i64().unwrap() >= 1);
+    let e = alice.err("history", json!({"conv": general, "beforeSeq": 0}));
+    assert_eq!(e["code"], "invalid");
+
+    // Bob gets it: unread badge and preview, a notification with the text escaped.
+    wait_until("bob's general is unread", || {
+        bob.ok("conversations", json!({}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "general" && c["unread"] == 1)
+    });
+    let bob_general = conv_id(&bob, "general");
+    let summary = bob.ok("conversations", json!({}));
+    let g = summary
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == bob_general)
+        .unwrap();
+    assert_eq!(g["last_message"]["text"], "hello <b>all</b> & you");
+    wait_until("bob's notification", || !bob.notices.shown().is_empty());
+    let (conv, text) = bob.notices.shown()[0].clone();
+    assert_eq!(conv, bob_general);
+    assert_eq!(text.title, "Alice <A> · #general");
+    assert_eq!(text.body, "hello &lt;b&gt;all&lt;/b&gt; &amp; you");
+    assert!(bob
+        .events_named("natter://conversations")
+        .iter()
+        .any(|list| list.as_array().unwrap().iter().any(|c| c["unread"] == 1)));
+
+    // A DM to Bob while he is elsewhere: one more notification, titled with Alice's name.
+    alice.ok("send", json!({"to": "bob", "text": "psst"}));
+    wait_until("bob's DM notification", || bob.notices.shown().len() == 2);
+    let (dm, text) = bob.notices.shown()[1].clone();
+    assert_eq!(text.title, "Alice <A>");
+    assert_eq!(text.body, "psst");
+
+    // Bob opens the DM (focused): Alice's next message there does not notify, nor do Bob's
+    // own messages; marking read clears the badge.
+    bob.ok("set_visible_conversation", json!({ "conv": dm }));
+    let reply = bob.ok("send", json!({"conv": dm, "text": "yes?"}));
+    assert_eq!(reply["sender"], "bob");
+    alice.ok("send", json!({"to": "bob", "text": "while you look"}));
+    wait_until("bob has the third DM message", || {
+        bob.ok("history", json!({ "conv": dm }))
+            .as_array()
+            .is_some_and(|h| h.iter().any(|m| m["text"] == "while you look"))
+    });
+    let dm_history = bob.ok("history", json!({ "conv": dm }));
+    let last_seq = dm_history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["seq"].as_i64())
+        .max()
+        .unwrap();
+    bob.ok("mark_read", json!({"conv": dm, "seq": last_seq}));
+    let list = bob.ok("conversations", json!({}));
+    let dm_summary = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == dm)
+        .unwrap();
+    assert_eq!(dm_summary["unread"], 0);
+    assert_eq!(dm_summary["kind"], "dm");
+    assert_eq!(dm_summary["peer"]["username"], "alice");
+    // Neither "while you look" (visible in the focused window) nor Bob's own reply notified.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(bob.notices.shown().len(), 2, "{:?}", bob.notices.shown());
+
+    // Search finds it, muting silences it.
+    let hits = bob.ok("search", json!({"query": "psst"}));
+    assert_eq!(hits.as_array().unwrap().len(), 1, "{hits}");
+    assert_eq!(bob.ok("search", json!({"query": "  "})), json!([]));
+    bob.ok("set_muted", json!({"conv": bob_general, "muted": true}));
+    bob.ok("set_visible_conversation", json!({ "conv": random_id }));
+    alice.ok(
+        "send",
+        json!({"conv": general, "text": "muted, you will not hear this"}),
+    );
+    wait_until("bob stores the muted message", || {
+        bob.ok("history", json!({ "conv": bob_general }))
+            .as_array()
+            .is_some_and(|h| {
+                h.iter()
+                    .any(|m| m["text"] == "muted, you will not hear this")
+            })
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(bob.notices.shown().len(), 2, "{:?}", bob.notices.shown());
+
+    // The shell remembers who is signed in and where: a restart is ready at once, offline
+    // history included.
+    bob.close();
+    let bob = Desk::open(bob_dir.path());
+    let state = bob.ok("app_state", json!({}));
+    assert_eq!(state["phase"], "ready");
+    assert_eq!(state["user"]["username"], "bob");
+    assert_eq!(state["last_conversation"], random_id);
+    let h = bob.ok("history", json!({ "conv": dm }));
+    assert!(h.as_array().unwrap().iter().any(|m| m["text"] == "psst"));
+
+    // Sign out: back to signed_out, commands refuse.
+    let state = bob.ok("logout", json!({}));
+    assert_eq!(state["phase"], "signed_out");
+    assert_eq!(bob.err("conversations", json!({}))["code"], "unauthorized");
+    let e = bob.err(
+        "login",
+        json!({"username": "bob", "password": "wrong password"}),
+    );
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    let state = bob.ok(
+        "login",
+        json!({"username": "bob", "password": "correct horse battery"}),
+    );
+    assert_eq!(state["phase"], "ready");
+}
+
+#[test]
+fn host_mode_runs_a_server_in_process_and_is_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let state = desk.ok("host_server", json!({ "port": 0 }));
+    let port = state["hosting"]["port"].as_u64().unwrap();
+    assert!(port > 0);
+    assert_eq!(state["server_url"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(state["phase"], "signed_out");
+    for addr in state["hosting"]["addresses"].as_array().unwrap() {
+        assert!(
+            addr.as_str().unwrap().ends_with(&format!(":{port}")),
+            "{addr}"
+        );
+    }
+    let state = register(&desk, "host", "The Host");
+    assert_eq!(state["phase"], "ready");
+    wait_until("connected to the hosted server", || {
+        desk.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+    // Hosting on a port that is taken is a clear error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let e = desk.err("host_server", json!({ "port": taken_port }));
+    assert_eq!(e["code"], "invalid", "{e}");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains(&taken_port.to_string()));
+    drop(taken);
+
+    // Restart: hosting again on the same port, the same user signed in.
+    desk.close();
+    let desk = Desk::open(dir.path());
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["hosting"]["port"], port);
+    assert_eq!(state["phase"], "ready");
+    assert_eq!(state["user"]["username"], "host");
+}
