@@ -3,6 +3,13 @@ import { screen, waitFor } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import { installFake, renderApp, fire } from "../test/harness";
 
+async function signIn(user: ReturnType<typeof userEvent.setup>, username: string, password: string) {
+  await user.click(await screen.findByTestId("auth-toggle-mode"));
+  await user.type(screen.getByTestId("auth-username"), username);
+  await user.type(screen.getByTestId("auth-password"), password);
+  await user.click(screen.getByTestId("auth-login"));
+}
+
 describe("first run and sign in", () => {
   it("hosts a server, shows the addresses to share, then registers into the main window", async () => {
     const fake = installFake();
@@ -57,10 +64,7 @@ describe("first run and sign in", () => {
     fake.addUser("bob", "Bob", "🐼", false, "hunter2hunter2");
     await renderApp();
     const user = userEvent.setup();
-    await user.click(await screen.findByTestId("auth-toggle-mode"));
-    await user.type(screen.getByTestId("auth-username"), "bob");
-    await user.type(screen.getByTestId("auth-password"), "wrong-password");
-    await user.click(screen.getByTestId("auth-login"));
+    await signIn(user, "bob", "wrong-password");
     expect(await screen.findByTestId("auth-error")).toHaveTextContent("Wrong username or password.");
 
     await user.clear(screen.getByTestId("auth-password"));
@@ -85,10 +89,7 @@ describe("first run and sign in", () => {
     fake.addUser("bob", "Bob", "🐼", false, "hunter2hunter2");
     await renderApp();
     const user = userEvent.setup();
-    await user.click(await screen.findByTestId("auth-toggle-mode"));
-    await user.type(screen.getByTestId("auth-username"), "bob");
-    await user.type(screen.getByTestId("auth-password"), "hunter2hunter2");
-    await user.click(screen.getByTestId("auth-login"));
+    await signIn(user, "bob", "hunter2hunter2");
     await screen.findByTestId("settings-open");
 
     await fire("natter://connection", { state: "signed_out", reason: "token revoked" });

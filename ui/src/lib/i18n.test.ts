@@ -38,3 +38,17 @@ describe("i18n", () => {
     expect(languageFor(undefined)).toBe("en");
   });
 });
+
+describe("theme", () => {
+  it("resolves system from the OS preference and keeps explicit choices", async () => {
+    const { resolveTheme, applyTheme } = await import("./theme");
+    expect(resolveTheme("system", true)).toBe("dark");
+    expect(resolveTheme("system", false)).toBe("light");
+    expect(resolveTheme("light", true)).toBe("light");
+    expect(resolveTheme("dark", false)).toBe("dark");
+    const el = document.createElement("html");
+    applyTheme("dark", el)();
+    expect(el.dataset.theme).toBe("dark");
+    expect(el.dataset.themePref).toBe("dark");
+  });
+});
