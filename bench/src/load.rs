@@ -1,0 +1,545 @@
+//! The load generator's core: a swarm of WebSocket clients, an open-loop pacer that publishes
+//! at a fixed rate regardless of how fast the server answers, and a recorder that turns every
+//! delivery into a latency sample (HDR histogram) and counts what was lost.
+//!
+//! Each published text carries `@@<step>:<seq>:<nanos>;` (nanos = the message's *intended* send
+//! time on the generator's clock, padded to 100 bytes), so a delivery is attributed to its step
+//! and message without parsing the server's JSON, and latency includes any time the message
+//! waited because the generator or the server fell behind (no coordinated omission).
+
+use crate::procfs;
+use crate::target::{self, Dest, Kind, Ws};
+use anyhow::{anyhow, Result};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Length of every published message text, in bytes.
+pub const TEXT_BYTES: usize = 100;
+
+/// The marker a text starts with, followed by `step:seq:nanos;`.
+const MARK: &str = "@@";
+
+/// Build the 100-byte text of message `seq` of `step`, intended to be sent at `nanos`.
+pub fn make_text(step: u32, seq: u64, nanos: u64) -> String {
+    let mut t = format!("{MARK}{step}:{seq}:{nanos};");
+    while t.len() < TEXT_BYTES {
+        t.push(if t.len() % 10 == 9 { ' ' } else { 'x' });
+    }
+    t.truncate(TEXT_BYTES);
+    t
+}
+
+/// Find the marker in a received frame: (step, seq, nanos).
+pub fn parse_mark(frame: &str) -> Option<(u32, u64, u64)> {
+    let start = frame.find(MARK)? + MARK.len();
+    let rest = &frame[start..];
+    let end = rest.find(';')?;
+    let mut parts = rest[..end].splitn(3, ':');
+    let step = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let nanos = parts.next()?.parse().ok()?;
+    Some((step, seq, nanos))
+}
+
+/// What one step is expecting, and what arrived.
+struct StepState {
+    step: u32,
+    /// Messages with seq in `measured` are counted; earlier ones are warm-up.
+    measured: std::ops::Range<u64>,
+    /// Deliveries expected per measured message (index seq - measured.start).
+    expected: Vec<u32>,
+    got: Vec<u32>,
+    /// Latency in microseconds.
+    hist: Histogram<u64>,
+    unique: u64,
+    duplicates: u64,
+}
+
+/// Shared by every client's reader task.
+pub struct Recorder {
+    origin: Instant,
+    state: Mutex<StepState>,
+    /// Frames the server sent that were errors (rate limited, refused...).
+    pub errors: AtomicU64,
+    /// Sockets the server closed (or that failed) while running.
+    pub closed: AtomicU64,
+    /// Non-delivery frames (acks, presence...), counted to show their share of traffic.
+    pub other_frames: AtomicU64,
+}
+
+impl Recorder {
+    fn new() -> Recorder {
+        Recorder {
+            origin: Instant::now(),
+            state: Mutex::new(StepState {
+                step: 0,
+                measured: 0..0,
+                expected: Vec::new(),
+                got: Vec::new(),
+                hist: new_hist(),
+                unique: 0,
+                duplicates: 0,
+            }),
+            errors: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            other_frames: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.origin).as_nanos() as u64
+    }
+
+    fn on_delivery(&self, frame: &str) {
+        let Some((step, seq, nanos)) = parse_mark(frame) else {
+            return;
+        };
+        let now = self.nanos_at(Instant::now());
+        let mut s = self.state.lock().expect("recorder lock");
+        if step != s.step || !s.measured.contains(&seq) {
+            return;
+        }
+        let i = (seq - s.measured.start) as usize;
+        s.got[i] += 1;
+        if s.got[i] > s.expected[i] {
+            s.duplicates += 1;
+            return;
+        }
+        s.unique += 1;
+        let micros = now.saturating_sub(nanos) / 1_000;
+        s.hist.saturating_record(micros.max(1));
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    // 1 µs .. 10 min, 3 significant figures.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One connected client.
+pub struct Client {
+    tx: mpsc::UnboundedSender<Message>,
+    /// Set to make the client stop reading its socket (scenario 4).
+    pause: Arc<AtomicBool>,
+    /// The server's default room (Natter) for the fan-out scenario.
+    pub general: Option<i64>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Client {
+    pub fn send_text(&self, frame: String) {
+        let _ = self.tx.send(Message::text(frame));
+    }
+    pub fn stop_reading(&self) {
+        self.pause.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Many clients of one server.
+pub struct Swarm {
+    pub kind: Kind,
+    pub clients: Vec<Client>,
+    pub recorder: Arc<Recorder>,
+    next_id: AtomicU64,
+    step: u32,
+}
+
+/// The source addresses clients bind to, round-robin.
+pub const SOURCE_IPS: [Ipv4Addr; 8] = [
+    Ipv4Addr::new(127, 0, 0, 1),
+    Ipv4Addr::new(127, 0, 0, 2),
+    Ipv4Addr::new(127, 0, 0, 3),
+    Ipv4Addr::new(127, 0, 0, 4),
+    Ipv4Addr::new(127, 0, 0, 5),
+    Ipv4Addr::new(127, 0, 0, 6),
+    Ipv4Addr::new(127, 0, 0, 7),
+    Ipv4Addr::new(127, 0, 0, 8),
+];
+
+impl Swarm {
+    pub fn new(kind: Kind) -> Swarm {
+        Swarm {
+            kind,
+            clients: Vec::new(),
+            recorder: Arc::new(Recorder::new()),
+            next_id: AtomicU64::new(1),
+            step: 0,
+        }
+    }
+
+    /// Connect `count` more clients (client i uses token i mod tokens.len()), 64 at a time.
+    pub async fn connect(
+        &mut self,
+        addr: SocketAddr,
+        tokens: &[String],
+        count: usize,
+    ) -> Result<()> {
+        let first = self.clients.len();
+        let kind = self.kind;
+        let results = futures_util::stream::iter(first..first + count)
+            .map(|i| {
+                let token = (!tokens.is_empty()).then(|| tokens[i % tokens.len()].clone());
+                let src = SOURCE_IPS[i % SOURCE_IPS.len()];
+                async move {
+                    let r = target::connect(kind, addr, token.as_deref(), src).await;
+                    r.map_err(|e| anyhow!("client {i}: {e:#}"))
+                }
+            })
+            .buffered(64)
+            .collect::<Vec<_>>()
+            .await;
+        for r in results {
+            let (ws, general) = r?;
+            self.clients.push(self.spawn_client(ws, general));
+        }
+        Ok(())
+    }
+
+    /// Add an already connected (and set up) socket to the swarm.
+    pub fn push(&mut self, ws: Ws, general: Option<i64>) {
+        let client = self.spawn_client(ws, general);
+        self.clients.push(client);
+    }
+
+    /// Wait until the server has stopped sending non-delivery frames (Natter's presence storm
+    /// after many clients connect) for `quiet`, at most `limit`.
+    pub async fn settle(&self, quiet: Duration, limit: Duration) {
+        let start = Instant::now();
+        let mut last = self.recorder.other_frames.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        while start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.recorder.other_frames.load(Ordering::Relaxed);
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return;
+            }
+        }
+    }
+
+    fn spawn_client(&self, ws: Ws, general: Option<i64>) -> Client {
+        let (sink, mut stream) = ws.split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pause = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(write_loop(sink, rx));
+        let rec = self.recorder.clone();
+        let kind = self.kind;
+        let pong = tx.clone();
+        let paused = pause.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                match msg {
+                    Ok(Message::Text(t)) => {
+                        let t = t.as_str();
+                        if kind.is_delivery(t) {
+                            rec.on_delivery(t);
+                        } else if kind == Kind::Sio && t == "2" {
+                            // Engine.IO heartbeat: the server pings, the client answers.
+                            let _ = pong.send(Message::text("3"));
+                        } else if t.starts_with(r#"{"type":"error""#) {
+                            rec.errors.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            rec.other_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Message::Close(_)) | Err(_) => {
+                        rec.closed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+                if paused.load(Ordering::Relaxed) {
+                    // Keep the socket open but never read again: the server must cope.
+                    let _keep = stream;
+                    std::future::pending::<()>().await;
+                    unreachable!();
+                }
+            }
+        });
+        Client {
+            tx,
+            pause,
+            general,
+            tasks: [writer, reader],
+        }
+    }
+
+    pub fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where the fan-out scenario publishes: Natter's default room, the peers' only room.
+    fn room(&self) -> Dest {
+        let conv = self.clients.first().and_then(|c| c.general).unwrap_or(1);
+        Dest::Conv(conv.to_string())
+    }
+
+    /// One measured step of the fan-out scenario: every client is in one room, `rate` messages
+    /// per second are published round-robin by the clients, each delivered to every client.
+    pub async fn fanout_step(
+        &mut self,
+        server_pid: u32,
+        rate: f64,
+        warmup: Duration,
+        measure: Duration,
+    ) -> Result<StepResult> {
+        let dest = self.room();
+        let receivers = self
+            .clients
+            .iter()
+            .filter(|c| !c.pause.load(Ordering::Relaxed))
+            .count() as u32;
+        let n = self.clients.len();
+        let publishers: Vec<usize> = (0..n)
+            .filter(|&i| !self.clients[i].pause.load(Ordering::Relaxed))
+            .collect();
+        self.run_paced(
+            server_pid,
+            rate,
+            warmup,
+            measure,
+            |_, seq| {
+                let who = publishers[(seq as usize) % publishers.len()];
+                (who, dest.clone(), receivers)
+            },
+            |_| {},
+        )
+        .await
+        .map(|mut r| {
+            r.offered_deliveries = rate * receivers as f64;
+            r
+        })
+    }
+
+    /// The open-loop pacer shared by the scenarios. `route(seq)` says who publishes message
+    /// `seq`, where, and how many deliveries it should make. `tick` runs about every 10 ms
+    /// during the measured window (the realistic scenario's presence churn).
+    pub async fn run_paced<R, T>(
+        &mut self,
+        server_pid: u32,
+        rate: f64,
+        warmup: Duration,
+        measure: Duration,
+        mut route: R,
+        mut tick: T,
+    ) -> Result<StepResult>
+    where
+        R: FnMut(&Swarm, u64) -> (usize, Dest, u32),
+        T: FnMut(&mut Swarm),
+    {
+        self.step += 1;
+        let step = self.step;
+        let warm_n = (rate * warmup.as_secs_f64()).round() as u64;
+        let total = warm_n + (rate * measure.as_secs_f64()).round() as u64;
+        {
+            let mut s = self.recorder.state.lock().expect("recorder lock");
+            s.step = step;
+            s.measured = warm_n..total;
+            s.expected = vec![0; (total - warm_n) as usize];
+            s.got = vec![0; (total - warm_n) as usize];
+            s.hist.reset();
+            s.unique = 0;
+            s.duplicates = 0;
+        }
+        let errors0 = self.recorder.errors.load(Ordering::Relaxed);
+        let closed0 = self.recorder.closed.load(Ordering::Relaxed);
+        let me = std::process::id();
+        let mut at_measure: Option<(Instant, procfs::Sample, procfs::Sample)> = None;
+        let start = Instant::now();
+        let mut seq = 0u64;
+        let mut last_tick = start;
+        let mut expected_total = 0u64;
+        while seq < total {
+            // Message `seq` is due at start + seq/rate: message 0 goes at once.
+            let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+            while seq < due {
+                if seq == warm_n && at_measure.is_none() {
+                    at_measure = Some((
+                        Instant::now(),
+                        procfs::sample(server_pid)?,
+                        procfs::sample(me)?,
+                    ));
+                }
+                let intended = start + Duration::from_secs_f64(seq as f64 / rate);
+                let text = make_text(step, seq, self.recorder.nanos_at(intended));
+                let (who, dest, deliveries) = route(self, seq);
+                if seq >= warm_n {
+                    let mut s = self.recorder.state.lock().expect("recorder lock");
+                    s.expected[(seq - warm_n) as usize] = deliveries;
+                    expected_total += deliveries as u64;
+                }
+                let id = self.next_request_id();
+                self.clients[who].send_text(self.kind.encode_send(&dest, id, &text));
+                seq += 1;
+            }
+            if at_measure.is_some() && last_tick.elapsed() >= Duration::from_millis(10) {
+                last_tick = Instant::now();
+                tick(self);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (t0, server0, me0) = match at_measure {
+            Some(m) => m,
+            None => (
+                Instant::now(),
+                procfs::sample(server_pid)?,
+                procfs::sample(me)?,
+            ),
+        };
+        // Drain: wait for every expected delivery, giving up after 3 s of silence at most.
+        let mut last_unique = 0;
+        let mut last_change = Instant::now();
+        loop {
+            let unique = self.recorder.state.lock().expect("recorder lock").unique;
+            if unique >= expected_total {
+                break;
+            }
+            if unique != last_unique {
+                last_unique = unique;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t1 = Instant::now();
+        let server1 = procfs::sample(server_pid)?;
+        let me1 = procfs::sample(me)?;
+        let s = self.recorder.state.lock().expect("recorder lock");
+        let wall = t1.duration_since(t0).as_secs_f64();
+        let server_cpu = server1.cpu_secs - server0.cpu_secs;
+        Ok(StepResult {
+            rate,
+            offered_deliveries: 0.0,
+            measured_messages: total - warm_n,
+            deliveries: s.unique,
+            // Over the whole window including the drain: a server that falls behind shows
+            // a lower rate than offered.
+            deliveries_per_sec: s.unique as f64 / wall,
+            lost: expected_total.saturating_sub(s.unique),
+            duplicates: s.duplicates,
+            p50_us: s.hist.value_at_quantile(0.50),
+            p99_us: s.hist.value_at_quantile(0.99),
+            max_us: s.hist.max(),
+            server_cpu_secs: server_cpu,
+            server_cpu_pct: 100.0 * server_cpu / wall,
+            gen_cpu_pct: 100.0 * (me1.cpu_secs - me0.cpu_secs) / wall,
+            deliveries_per_cpu_sec: if server_cpu > 0.0 {
+                s.unique as f64 / server_cpu
+            } else {
+                0.0
+            },
+            server_rss_kib: server1.rss_kib,
+            errors: self.recorder.errors.load(Ordering::Relaxed) - errors0,
+            closed: self.recorder.closed.load(Ordering::Relaxed) - closed0,
+        })
+    }
+}
+
+async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Message>) {
+    while let Some(msg) = rx.recv().await {
+        if sink.feed(msg).await.is_err() {
+            return;
+        }
+        // Everything already queued goes out with one flush.
+        while let Ok(msg) = rx.try_recv() {
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The figures of one measured step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepResult {
+    /// Published messages per second.
+    pub rate: f64,
+    /// Deliveries per second the schedule asks for (rate x recipients).
+    pub offered_deliveries: f64,
+    pub measured_messages: u64,
+    pub deliveries: u64,
+    pub deliveries_per_sec: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub server_cpu_secs: f64,
+    /// Of one core, over the measured window plus the drain.
+    pub server_cpu_pct: f64,
+    pub gen_cpu_pct: f64,
+    pub deliveries_per_cpu_sec: f64,
+    pub server_rss_kib: u64,
+    pub errors: u64,
+    pub closed: u64,
+}
+
+impl StepResult {
+    /// Whether the server kept up: nothing lost, nothing refused, latency not running away.
+    pub fn kept_up(&self) -> bool {
+        self.lost == 0 && self.errors == 0 && self.closed == 0 && self.p99_us < 1_000_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_100_bytes_and_parse_back() {
+        let t = make_text(3, 12_345, 987_654_321_000);
+        assert_eq!(t.len(), TEXT_BYTES);
+        assert_eq!(parse_mark(&t), Some((3, 12_345, 987_654_321_000)));
+        // Inside a server's JSON envelope, after other fields.
+        let framed = format!(r#"{{"type":"message","message":{{"sender":"u1","text":"{t}"}}}}"#);
+        assert_eq!(parse_mark(&framed), Some((3, 12_345, 987_654_321_000)));
+    }
+
+    #[test]
+    fn frames_without_a_valid_mark_are_ignored() {
+        assert_eq!(parse_mark(r#"{"type":"presence"}"#), None);
+        assert_eq!(parse_mark("@@1:2;"), None);
+        assert_eq!(parse_mark("@@a:b:c;"), None);
+        assert_eq!(parse_mark("@@1:2:3"), None);
+    }
+
+    #[test]
+    fn recorder_counts_duplicates_and_ignores_other_steps() {
+        let rec = Recorder::new();
+        {
+            let mut s = rec.state.lock().unwrap();
+            s.step = 2;
+            s.measured = 10..12;
+            s.expected = vec![1, 1];
+            s.got = vec![0, 0];
+        }
+        rec.on_delivery(&make_text(2, 10, 0));
+        rec.on_delivery(&make_text(2, 10, 0));
+        rec.on_delivery(&make_text(1, 11, 0));
+        rec.on_delivery(&make_text(2, 9, 0));
+        let s = rec.state.lock().unwrap();
+        assert_eq!((s.unique, s.duplicates), (1, 1));
+    }
+}

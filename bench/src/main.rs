@@ -1,0 +1,273 @@
+//! `natter-bench`: Natter's benchmarks, side by side with a Node `ws` broadcast server and a
+//! socket.io chat server in the same run (issue 5). `natter-bench all` is what `scripts/bench`
+//! runs; the other subcommands run one part, for investigating.
+//!
+//! The generator runs on a single-threaded runtime: `scripts/bench` pins it to one core and
+//! the server under test to the other, and a single thread on a dedicated core is the cheapest
+//! way to drive thousands of sockets (no cross-thread wakeups).
+
+mod load;
+mod procfs;
+mod report;
+mod scenarios;
+mod store;
+mod target;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use scenarios::Env;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use target::{Kind, Launch};
+
+#[derive(Parser)]
+#[command(
+    name = "natter-bench",
+    about = "Natter's benchmarks against peer chat servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything: scenarios 1-4 for every server, the local store, then the summary table.
+    All {
+        #[command(flatten)]
+        common: Common,
+        /// Messages in the local-store benchmark.
+        #[arg(long, default_value_t = 1_000_000)]
+        store_messages: usize,
+        /// Skip the local-store benchmark.
+        #[arg(long)]
+        skip_store: bool,
+    },
+    /// Scenario 1: one room, N clients, publish rate stepped up.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Publish rates in messages/s, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,50")]
+        rates: Vec<f64>,
+    },
+    /// Scenario 2: idle connections up to the open-file limit.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Scenario 3: rooms of 10, DMs, presence churn, history.
+    Realistic {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Scenario 4: 1% of clients stop reading.
+    Slow {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The client's local store: insert, latest page, full-text search.
+    Store {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Servers to run, comma-separated: natter, ws, sio.
+    #[arg(long, value_delimiter = ',', default_value = "natter,ws,sio")]
+    servers: Vec<String>,
+    /// The natter-server binary (a release build).
+    #[arg(long, default_value = "target/release/natter-server")]
+    natter_server: PathBuf,
+    /// The peers' directory (with node_modules installed).
+    #[arg(long, default_value = "bench/peers")]
+    peers: PathBuf,
+    /// CPU list the server under test is pinned to.
+    #[arg(long, default_value = "0")]
+    server_cpus: String,
+    /// Warm-up before each measured window, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Measured window of each step, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    measure: f64,
+    /// Idle connections to open (default: the open-file limit less a margin for the process).
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Largest N of the fan-out scenario (also the number of Natter users registered).
+    #[arg(long, default_value_t = 5000)]
+    max_clients: usize,
+    /// Write every figure as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl Common {
+    fn kinds(&self) -> Result<Vec<Kind>> {
+        self.servers.iter().map(|s| Kind::parse(s)).collect()
+    }
+
+    async fn env(&self, users: usize) -> Result<Env> {
+        let launch = Launch {
+            natter_server: self.natter_server.clone(),
+            peers_dir: self.peers.clone(),
+            server_cpus: self.server_cpus.clone(),
+        };
+        let mut env = Env {
+            launch,
+            natter_template: None,
+            tokens: Vec::new(),
+            warmup: Duration::from_secs_f64(self.warmup),
+            measure: Duration::from_secs_f64(self.measure),
+        };
+        if self.kinds()?.contains(&Kind::Natter) {
+            if !self.natter_server.is_file() {
+                bail!(
+                    "{} not found: build it with `cargo build --release --bin natter-server`",
+                    self.natter_server.display()
+                );
+            }
+            env.prepare_natter(users).await?;
+        }
+        Ok(env)
+    }
+
+    fn idle_count(&self) -> usize {
+        self.idle.unwrap_or_else(|| {
+            // The server needs a few hundred descriptors of its own (listener, SQLite, epoll,
+            // node's internals), and so does the generator.
+            let limit = procfs::open_file_limit().unwrap_or(1024) as usize;
+            limit.saturating_sub(1_000).max(100)
+        })
+    }
+}
+
+/// The fan-out plan: for each N the publish rates (messages/s), chosen so every N passes
+/// through 50,000 deliveries/s (the target's load) and then steps up towards saturation.
+fn fanout_plan(max_clients: usize) -> Vec<(usize, Vec<f64>)> {
+    let plan = vec![
+        (100, vec![100.0, 500.0, 1_000.0, 2_000.0]),
+        (1_000, vec![10.0, 50.0, 100.0, 200.0]),
+        (5_000, vec![4.0, 10.0, 20.0, 40.0]),
+    ];
+    plan.into_iter()
+        .filter(|(n, _)| *n <= max_clients)
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let started = Instant::now();
+    let mut results = report::Results::new();
+    let json_path = match &cli.cmd {
+        Cmd::All { common, .. }
+        | Cmd::Fanout { common, .. }
+        | Cmd::Idle { common }
+        | Cmd::Realistic { common }
+        | Cmd::Slow { common } => common.json.clone(),
+        Cmd::Store { .. } => None,
+    };
+    match cli.cmd {
+        Cmd::All {
+            common,
+            store_messages,
+            skip_store,
+        } => {
+            let kinds = common.kinds()?;
+            eprintln!(
+                "== natter-bench: servers {:?}, load {}",
+                common.servers,
+                procfs::loadavg()
+            );
+            let env = common.env(common.max_clients).await?;
+            let plan = fanout_plan(common.max_clients);
+            eprintln!("== scenario 1: fan-out in one room");
+            for &k in &kinds {
+                results
+                    .fanout
+                    .extend(scenarios::fanout(&env, k, &plan).await?);
+            }
+            eprintln!("== scenario 4: 1% of clients stop reading");
+            for &k in &kinds {
+                results.slow.push(
+                    scenarios::slow_readers(&env, k, 1_000, 50.0, Duration::from_secs(6)).await?,
+                );
+            }
+            eprintln!("== scenario 3: realistic (rooms of 10, DMs, presence churn, history)");
+            for &k in &kinds {
+                results
+                    .realistic
+                    .push(scenarios::realistic(&env, k, 100, 500.0).await?);
+            }
+            eprintln!("== scenario 2: idle connections");
+            let count = common.idle_count();
+            for &k in &kinds {
+                results.idle.push(scenarios::idle(&env, k, count).await?);
+            }
+            if !skip_store {
+                eprintln!("== local store");
+                results.store = Some(store::run(store_messages).context("local store benchmark")?);
+            }
+        }
+        Cmd::Fanout {
+            common,
+            clients,
+            rates,
+        } => {
+            let env = common.env(clients).await?;
+            for k in common.kinds()? {
+                results
+                    .fanout
+                    .extend(scenarios::fanout(&env, k, &[(clients, rates.clone())]).await?);
+            }
+        }
+        Cmd::Idle { common } => {
+            let env = common
+                .env(common.max_clients.min(common.idle_count()))
+                .await?;
+            for k in common.kinds()? {
+                results
+                    .idle
+                    .push(scenarios::idle(&env, k, common.idle_count()).await?);
+            }
+        }
+        Cmd::Realistic { common } => {
+            let env = common.env(1_000).await?;
+            for k in common.kinds()? {
+                results
+                    .realistic
+                    .push(scenarios::realistic(&env, k, 100, 500.0).await?);
+            }
+        }
+        Cmd::Slow { common } => {
+            let env = common.env(1_000).await?;
+            for k in common.kinds()? {
+                results.slow.push(
+                    scenarios::slow_readers(&env, k, 1_000, 50.0, Duration::from_secs(6)).await?,
+                );
+            }
+        }
+        Cmd::Store { messages } => {
+            results.store = Some(store::run(messages)?);
+        }
+    }
+    results.elapsed_secs = started.elapsed().as_secs_f64();
+    results.load_after = procfs::loadavg();
+    print!("{}", results.render());
+    if let Some(path) = json_path {
+        std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Reading a process's CPU time and memory from /proc: the measurements every scenario reports
+//! for the server under test (and for the load generator itself, so a reader can see which side
+//! was the bottleneck).
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+
+/// CPU time and memory of one process at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// utime + stime, in seconds.
+    pub cpu_secs: f64,
+    /// Resident set size, in KiB.
+    pub rss_kib: u64,
+    /// Proportional set size, in KiB (0 when smaps_rollup is not readable).
+    pub pss_kib: u64,
+}
+
+/// Clock ticks per second for /proc/PID/stat. Linux has used 100 (USER_HZ) on every
+/// architecture we run on; `getconf CLK_TCK` confirms it, so ask once rather than assume.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime+stime of `pid` (including its reaped children is NOT wanted: a server's CPU is its own).
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    parse_stat_cpu(&stat).map(|ticks| ticks as f64 / clock_ticks())
+}
+
+/// The comm field may contain spaces and parentheses, so fields are counted after the last ')'.
+fn parse_stat_cpu(stat: &str) -> Result<u64> {
+    let rest = match stat.rfind(')') {
+        Some(i) => &stat[i + 1..],
+        None => bail!("malformed /proc/PID/stat"),
+    };
+    // After ')' come field 3 (state) onward; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.len() < 13 {
+        bail!("short /proc/PID/stat");
+    }
+    let utime: u64 = fields[11].parse().context("utime")?;
+    let stime: u64 = fields[12].parse().context("stime")?;
+    Ok(utime + stime)
+}
+
+/// A `Key:   1234 kB` line's number.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l[key.len()..].split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// CPU and memory of `pid` now.
+pub fn sample(pid: u32) -> Result<Sample> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let rss_kib = kib_field(&status, "VmRSS:").unwrap_or(0);
+    let pss_kib = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| kib_field(&s, "Pss:"))
+        .unwrap_or(0);
+    Ok(Sample {
+        cpu_secs: cpu_secs(pid)?,
+        rss_kib,
+        pss_kib,
+    })
+}
+
+/// The 1-minute load average, noted with every run because other builds skew the figures.
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| {
+            let parts: Vec<&str> = s.split_whitespace().take(3).collect();
+            (parts.len() == 3).then(|| parts.join(" "))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The soft limit on open files of this process (what `ulimit -n` set for the run).
+pub fn open_file_limit() -> Option<u64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        // A comm with spaces and a ')' must not shift the fields.
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 9 1 1";
+        assert_eq!(parse_stat_cpu(stat).unwrap(), 325);
+        assert!(parse_stat_cpu("garbage").is_err());
+        assert!(parse_stat_cpu("1 (x) S 1 2").is_err());
+    }
+
+    #[test]
+    fn own_process_is_measurable() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss_kib > 0);
+        assert!(s.cpu_secs >= 0.0);
+        assert!(kib_field("VmRSS:\t  1234 kB\n", "VmRSS:") == Some(1234));
+        assert!(open_file_limit().unwrap_or(0) > 0);
+    }
+}

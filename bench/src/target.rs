@@ -1,0 +1,501 @@
+//! The servers under test (Natter and the two peers): starting each one pinned to its core,
+//! registering Natter users, opening one client WebSocket and speaking just enough of each
+//! server's protocol to publish and receive chat messages.
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use natter::protocol::{self, ConvKind, ServerFrame};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// One client socket.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Which server a scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Natter,
+    /// Node `ws` broadcast chat server (bench/peers/ws-server.js).
+    Ws,
+    /// socket.io chat server (bench/peers/sio-server.js), spoken to as Engine.IO v4 over WebSocket.
+    Sio,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Natter => "natter",
+            Kind::Ws => "node-ws",
+            Kind::Sio => "socket.io",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Kind> {
+        match s {
+            "natter" => Ok(Kind::Natter),
+            "ws" | "node-ws" => Ok(Kind::Ws),
+            "sio" | "socket.io" => Ok(Kind::Sio),
+            other => bail!("unknown server {other:?} (natter, ws, sio)"),
+        }
+    }
+
+    /// Whether a received text frame is a chat message delivery (as opposed to an ack, presence,
+    /// a ping...). Checked on the frame's start so a delivery costs no JSON parse here.
+    pub fn is_delivery(self, frame: &str) -> bool {
+        match self {
+            Kind::Natter | Kind::Ws => frame.starts_with(r#"{"type":"message""#),
+            Kind::Sio => frame.starts_with(r#"42["chat""#),
+        }
+    }
+
+    /// The frame that publishes `text` to conversation `conv` (room or DM) as request `id`.
+    pub fn encode_send(self, dest: &Dest, id: u64, text: &str) -> String {
+        // Texts are generated ASCII without quotes or backslashes, so no escaping is needed.
+        debug_assert!(!text.contains(['"', '\\']));
+        match (self, dest) {
+            (Kind::Natter, Dest::Conv(conv)) => format!(
+                r#"{{"type":"send","id":{id},"conv":{conv},"client_msg_id":"{}","text":"{text}"}}"#,
+                uuid::Uuid::new_v4()
+            ),
+            (Kind::Natter, Dest::User(to)) => format!(
+                r#"{{"type":"send","id":{id},"to":"{to}","client_msg_id":"{}","text":"{text}"}}"#,
+                uuid::Uuid::new_v4()
+            ),
+            (Kind::Ws, Dest::Conv(conv)) => {
+                format!(r#"{{"type":"send","conv":{conv},"text":"{text}"}}"#)
+            }
+            (Kind::Ws, Dest::User(to)) => {
+                format!(r#"{{"type":"send","to":"{to}","text":"{text}"}}"#)
+            }
+            (Kind::Sio, Dest::Conv(conv)) => {
+                format!(r#"42["chat",{{"conv":{conv},"text":"{text}"}}]"#)
+            }
+            (Kind::Sio, Dest::User(to)) => format!(r#"42["chat",{{"to":"{to}","text":"{text}"}}]"#),
+        }
+    }
+
+    /// The frame that joins room `room` as user `user` (the peers learn the name from it;
+    /// Natter knows it from the token).
+    pub fn encode_join(self, room: &str, user: &str, id: u64) -> String {
+        match self {
+            Kind::Natter => format!(r#"{{"type":"join","id":{id},"room":"{room}"}}"#),
+            Kind::Ws => format!(r#"{{"type":"join","room":"{room}","name":"{user}"}}"#),
+            Kind::Sio => format!(r#"42["join",{{"room":"{room}","name":"{user}"}}]"#),
+        }
+    }
+
+    /// The frame that asks for the latest history page of a conversation.
+    pub fn encode_history(self, conv: &str, id: u64) -> String {
+        match self {
+            Kind::Natter => format!(r#"{{"type":"history","id":{id},"conv":{conv},"limit":50}}"#),
+            Kind::Ws => format!(r#"{{"type":"history","conv":"{conv}"}}"#),
+            Kind::Sio => format!(r#"42["history","{conv}"]"#),
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone)]
+pub enum Dest {
+    /// A room (Natter: conversation id; peers: room name or id, used as given).
+    Conv(String),
+    /// A direct message to a user by name.
+    User(String),
+}
+
+/// How to start the servers.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The natter-server binary (release build).
+    pub natter_server: PathBuf,
+    /// bench/peers, with node_modules installed.
+    pub peers_dir: PathBuf,
+    /// The CPU list the server is pinned to (taskset -c).
+    pub server_cpus: String,
+}
+
+/// A running server. Killed on drop.
+pub struct Server {
+    pub pid: u32,
+    pub addr: SocketAddr,
+    child: Child,
+    /// Natter's data directory, removed with the server.
+    _data: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Server {
+    /// Start `kind` on a free port of 127.0.0.1 and wait until it answers.
+    /// Natter starts from a copy of `template` (a data directory with users registered).
+    pub async fn start(kind: Kind, launch: &Launch, template: Option<&Path>) -> Result<Server> {
+        match kind {
+            Kind::Natter => start_natter(launch, template).await,
+            Kind::Ws => start_node(launch, "ws-server.js").await,
+            Kind::Sio => start_node(launch, "sio-server.js").await,
+        }
+    }
+
+    /// Pin every thread of the server to `cpus` (taskset -a -p). Natter is started on all
+    /// cores so that registering users (argon2, deliberately slow) takes half as long, then
+    /// pinned before anything is measured.
+    pub async fn pin(&self, cpus: &str) -> Result<()> {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .context("running taskset")?;
+        if !status.success() {
+            bail!("taskset -a -p -c {cpus} {} failed", self.pid);
+        }
+        Ok(())
+    }
+
+    /// Keep the data directory beyond the server's life (the registration template).
+    pub fn take_data(&mut self) -> Option<tempfile::TempDir> {
+        self._data.take()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn start_natter(launch: &Launch, template: Option<&Path>) -> Result<Server> {
+    let data = tempfile::tempdir()?;
+    if let Some(template) = template {
+        crate::scenarios::copy_dir(template, data.path())?;
+    }
+    let port = free_port()?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg("0-1023")
+        .arg(&launch.natter_server)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", launch.natter_server.display()))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("natter-server exited at once"))?;
+    let mut server = Server {
+        pid,
+        addr,
+        child,
+        _data: Some(data),
+    };
+    let http = reqwest::Client::new();
+    let health = format!("http://{addr}/api/health");
+    for _ in 0..200 {
+        if let Ok(r) = http.get(&health).send().await {
+            if r.status().is_success() {
+                return Ok(server);
+            }
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            bail!("natter-server exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("natter-server did not answer {health} within 10 s")
+}
+
+async fn start_node(launch: &Launch, script: &str) -> Result<Server> {
+    let path = launch.peers_dir.join(script);
+    if !launch.peers_dir.join("node_modules").is_dir() {
+        bail!(
+            "{}/node_modules is missing: run `npm ci` there (scripts/bench does)",
+            launch.peers_dir.display()
+        );
+    }
+    let mut child = Command::new("taskset")
+        .arg("-c")
+        .arg(&launch.server_cpus)
+        .arg("node")
+        .arg(script)
+        .env("PORT", "0")
+        .current_dir(&launch.peers_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting node {}", path.display()))?;
+    let pid = child.id().ok_or_else(|| anyhow!("node exited at once"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .context("peer did not print LISTENING within 15 s")??
+        .ok_or_else(|| anyhow!("peer {script} exited before listening"))?;
+    let port: u16 = line
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| anyhow!("unexpected first line from {script}: {line:?}"))?;
+    // Keep draining stdout so a chatty peer never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Server {
+        pid,
+        addr: ([127, 0, 0, 1], port).into(),
+        child,
+        _data: None,
+    })
+}
+
+/// Register `count` Natter users `u0..` concurrently; returns their bearer tokens in order.
+pub async fn register_users(addr: SocketAddr, count: usize, prefix: &str) -> Result<Vec<String>> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .build()?;
+    let url = format!("http://{addr}/api/register");
+    let mut tokens = vec![String::new(); count];
+    // A handful in flight keeps both cores busy with argon2 without queueing thousands.
+    let results = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let http = http.clone();
+            let url = url.clone();
+            let username = format!("{prefix}{i}");
+            async move {
+                let body = protocol::RegisterRequest {
+                    username: username.clone(),
+                    password: format!("bench-password-{i}"),
+                    display_name: None,
+                    avatar: None,
+                };
+                let resp = http.post(&url).json(&body).send().await?;
+                let status = resp.status();
+                if !status.is_success() {
+                    bail!("register {username}: HTTP {status}: {}", resp.text().await?);
+                }
+                let session: protocol::Session = resp.json().await?;
+                Ok::<_, anyhow::Error>((i, session.token))
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    for r in results {
+        let (i, token) = r?;
+        tokens[i] = token;
+    }
+    Ok(tokens)
+}
+
+/// Buffers sized for many connections on the generator side: messages are 100 bytes, so the
+/// 128 KiB default read buffer would only cost memory (19,000 x 128 KiB).
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+}
+
+/// Open one client socket to `server` from source address `src`, and complete the server's
+/// own handshake. Returns the socket and, for Natter, the id of the default room.
+pub async fn connect(
+    kind: Kind,
+    addr: SocketAddr,
+    token: Option<&str>,
+    src: Ipv4Addr,
+) -> Result<(Ws, Option<i64>)> {
+    let socket = TcpSocket::new_v4()?;
+    // Several source addresses (127.0.0.x) so tens of thousands of sockets never exhaust the
+    // ephemeral ports of one address pair.
+    socket.bind((src, 0).into())?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let url = match kind {
+        Kind::Natter => format!("ws://{addr}/ws"),
+        Kind::Ws => format!("ws://{addr}/"),
+        Kind::Sio => format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
+    };
+    let mut req = url.into_client_request()?;
+    if kind == Kind::Natter {
+        let token = token.ok_or_else(|| anyhow!("natter needs a token"))?;
+        let h = req.headers_mut();
+        h.insert("authorization", format!("Bearer {token}").parse()?);
+        h.insert("sec-websocket-protocol", protocol::SUBPROTOCOL.parse()?);
+    }
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(req, stream, Some(client_config())).await?;
+    let general = match kind {
+        Kind::Natter => Some(await_hello(&mut ws).await?),
+        Kind::Sio => {
+            sio_handshake(&mut ws).await?;
+            None
+        }
+        Kind::Ws => None,
+    };
+    Ok((ws, general))
+}
+
+async fn next_text(ws: &mut Ws) -> Result<String> {
+    let deadline = Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout(deadline, ws.next())
+            .await
+            .context("handshake timed out")?
+            .ok_or_else(|| anyhow!("closed during handshake"))??;
+        match msg {
+            Message::Text(t) => return Ok(t.as_str().to_owned()),
+            Message::Close(c) => bail!("closed during handshake: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Natter's first frame is `hello`; the default room is where the fan-out scenario publishes.
+async fn await_hello(ws: &mut Ws) -> Result<i64> {
+    loop {
+        let text = next_text(ws).await?;
+        if let Ok(ServerFrame::Hello { conversations, .. }) = serde_json::from_str(&text) {
+            return conversations
+                .iter()
+                .find(|c| c.kind == ConvKind::Room && c.name == protocol::limits::DEFAULT_ROOM)
+                .map(|c| c.id)
+                .ok_or_else(|| anyhow!("hello without the default room"));
+        }
+    }
+}
+
+/// Engine.IO v4 open (`0{...}`), then a socket.io CONNECT to the main namespace (`40`).
+async fn sio_handshake(ws: &mut Ws) -> Result<()> {
+    let open = next_text(ws).await?;
+    if !open.starts_with('0') {
+        bail!("expected an Engine.IO open packet, got {open:?}");
+    }
+    ws.send(Message::text("40")).await?;
+    loop {
+        let t = next_text(ws).await?;
+        if t.starts_with("40") {
+            return Ok(());
+        }
+        if t.starts_with("44") {
+            bail!("socket.io refused the connection: {t}");
+        }
+    }
+}
+
+/// Put a Natter client in room `room`: join it, or create it when it does not exist yet.
+/// Returns the room's conversation id.
+pub async fn natter_enter_room(ws: &mut Ws, room: &str, id: u64) -> Result<i64> {
+    ws.send(Message::text(Kind::Natter.encode_join(room, "", id)))
+        .await?;
+    match await_reply(ws, id).await? {
+        ServerFrame::Ok {
+            result: protocol::Reply::Joined { conversation },
+            ..
+        } => Ok(conversation.id),
+        ServerFrame::Error {
+            code: protocol::ErrorCode::NotFound,
+            ..
+        } => {
+            let create = format!(
+                r#"{{"type":"create_room","id":{},"name":"{room}"}}"#,
+                id + 1
+            );
+            ws.send(Message::text(create)).await?;
+            match await_reply(ws, id + 1).await? {
+                ServerFrame::Ok {
+                    result: protocol::Reply::Joined { conversation },
+                    ..
+                } => Ok(conversation.id),
+                other => bail!("create_room {room}: {other:?}"),
+            }
+        }
+        other => bail!("join {room}: {other:?}"),
+    }
+}
+
+/// Read until the answer to request `id` (skipping pushes).
+async fn await_reply(ws: &mut Ws, id: u64) -> Result<ServerFrame> {
+    loop {
+        let text = next_text(ws).await?;
+        match serde_json::from_str::<ServerFrame>(&text) {
+            Ok(f @ ServerFrame::Ok { id: got, .. }) if got == id => return Ok(f),
+            Ok(f @ ServerFrame::Error { id: Some(got), .. }) if got == id => return Ok(f),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_are_told_from_other_frames() {
+        assert!(Kind::Natter.is_delivery(r#"{"type":"message","message":{}}"#));
+        assert!(!Kind::Natter.is_delivery(r#"{"type":"ok","id":1,"result":{"kind":"sent"}}"#));
+        assert!(!Kind::Natter.is_delivery(r#"{"type":"presence","username":"a","online":true}"#));
+        assert!(Kind::Sio.is_delivery(r#"42["chat",{"text":"x"}]"#));
+        assert!(!Kind::Sio.is_delivery("2"));
+        assert!(!Kind::Sio.is_delivery(r#"42["history",[]]"#));
+    }
+
+    #[test]
+    fn natter_send_frames_are_valid_protocol() {
+        let f = Kind::Natter.encode_send(&Dest::Conv("3".into()), 9, "hello");
+        let parsed: protocol::ClientFrame = serde_json::from_str(&f).unwrap();
+        assert!(matches!(
+            parsed,
+            protocol::ClientFrame::Send {
+                id: 9,
+                conv: Some(3),
+                ..
+            }
+        ));
+        let f = Kind::Natter.encode_send(&Dest::User("bob".into()), 10, "hi");
+        let parsed: protocol::ClientFrame = serde_json::from_str(&f).unwrap();
+        assert!(
+            matches!(parsed, protocol::ClientFrame::Send { to: Some(ref t), .. } if t == "bob")
+        );
+        let j: protocol::ClientFrame =
+            serde_json::from_str(&Kind::Natter.encode_join("r1", "u1", 4)).unwrap();
+        assert!(matches!(j, protocol::ClientFrame::Join { id: 4, .. }));
+        let h: protocol::ClientFrame =
+            serde_json::from_str(&Kind::Natter.encode_history("7", 5)).unwrap();
+        assert!(matches!(
+            h,
+            protocol::ClientFrame::History {
+                conv: 7,
+                limit: 50,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_server_names_are_refused() {
+        assert!(Kind::parse("nginx").is_err());
+        assert_eq!(Kind::parse("sio").unwrap(), Kind::Sio);
+    }
+}
