@@ -44,8 +44,16 @@ try {
   });
   const sid = session.sessionId;
   await call("POST", `/session/${sid}/window/rect`, { width: Number(w), height: Number(h) }).catch(() => {});
+  const ctrl = (key) =>
+    `window.dispatchEvent(new KeyboardEvent("keydown", { key: "${key}", ctrlKey: true, bubbles: true }));`;
+  const typeInto = (testid, text) =>
+    `const el = document.querySelector('[data-testid="${testid}"]'); el.value = ${JSON.stringify(text)}; el.dispatchEvent(new Event("input", { bubbles: true }));`;
+  // [file name, query, optional script run after load]
   const shots = [
     ["main-light-en", "?mock&still&theme=light"],
+    ["switcher-light-en", "?mock&still&theme=light", ctrl("k") + `setTimeout(() => { ${typeInto("quick-switcher", "d")} }, 200);`],
+    ["search-dark-en", "?mock&still&theme=dark", ctrl("f") + `setTimeout(() => { ${typeInto("search-input", "lunch")} }, 200);`],
+    ["settings-dark-zh", "?mock&still&theme=dark&lang=zh-CN", `document.querySelector('[data-testid="settings-open"]').click();`],
     ["main-dark-en", "?mock&still&theme=dark"],
     ["main-light-zh", "?mock&still&theme=light&lang=zh-CN"],
     ["main-dark-zh", "?mock&still&theme=dark&lang=zh-CN"],
@@ -53,9 +61,13 @@ try {
     ["setup-light-en", "?mock&still&theme=light&phase=setup"],
     ["signin-dark-en", "?mock&still&theme=dark&phase=signed_out"],
   ];
-  for (const [name, query] of shots) {
+  for (const [name, query, script] of shots) {
     await call("POST", `/session/${sid}/url`, { url: `${base}/${query}` });
     await sleep(1500);
+    if (script) {
+      await call("POST", `/session/${sid}/execute/sync`, { script, args: [] });
+      await sleep(900);
+    }
     const png = await call("GET", `/session/${sid}/screenshot`);
     writeFileSync(`${out}/${name}.png`, Buffer.from(png, "base64"));
     console.log("wrote", `${out}/${name}.png`);

@@ -37,7 +37,8 @@ export function installMockBackend(params: URLSearchParams): FakeBackend {
   // A long history so scrolling and virtualisation can be tried: ~3,000 messages over 10 days.
   const n = 3000;
   for (let i = 0; i < n; i++) {
-    const sender = people[(i * 7 + (i >> 2)) % people.length];
+    // Runs of a few messages per sender, so grouping shows.
+    const sender = people[(Math.floor(i / 3) * 3 + (i % 7 === 0 ? 1 : 0)) % people.length];
     fake.deliver(general, sender, `${lines[i % lines.length]}${i % 11 === 0 ? `\n(${i})` : ""}`, now - (n - i) * 290_000);
   }
   fake.deliver(design, "carol", zh ? "新的配色方案怎么样？" : "What do you think of the new colour palette?", now - 3_600_000);
