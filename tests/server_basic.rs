@@ -98,22 +98,13 @@ async fn register_rejects_bad_names_passwords_and_duplicates() {
         let err: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(err["code"], code, "{body}");
     }
-    let (status, _) = server
-        .post(
-            "/api/login",
-            serde_json::json!({"username": "bob", "password": "wrong password"}),
-            None,
-        )
-        .await;
-    assert_eq!(status, 401);
-    let (status, _) = server
-        .post(
-            "/api/login",
-            serde_json::json!({"username": "nobody", "password": "wrong password"}),
-            None,
-        )
-        .await;
-    assert_eq!(status, 401);
+    // A wrong password and an unknown user get the same answer.
+    for name in ["bob", "nobody"] {
+        let body = serde_json::json!({"username": name, "password": "wrong password"});
+        let (status, text) = server.post("/api/login", body, None).await;
+        assert_eq!(status, 401, "{name}: {text}");
+        assert!(text.contains("\"unauthorized\""), "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,77 +150,26 @@ async fn history_pages_before_and_after() {
     for i in 1..=25 {
         a.send_text(general, &format!("m{i}")).await;
     }
-    let Reply::History {
-        messages, has_more, ..
-    } = a
-        .request(|id| ClientFrame::History {
-            id,
-            conv: general,
-            before: None,
-            after: None,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (messages, has_more) = a.history(general, None, None, 10).await.unwrap();
     assert_eq!(
         messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (16..=25).collect::<Vec<_>>()
     );
     assert!(has_more);
-    let Reply::History {
-        messages, has_more, ..
-    } = a
-        .request(|id| ClientFrame::History {
-            id,
-            conv: general,
-            before: Some(6),
-            after: None,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (messages, has_more) = a.history(general, Some(6), None, 10).await.unwrap();
     assert_eq!(
         messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=5).collect::<Vec<_>>()
     );
     assert!(!has_more);
-    let Reply::History {
-        messages, has_more, ..
-    } = a
-        .request(|id| ClientFrame::History {
-            id,
-            conv: general,
-            before: None,
-            after: Some(20),
-            limit: 3,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (messages, has_more) = a.history(general, None, Some(20), 3).await.unwrap();
     assert_eq!(
         messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![21, 22, 23]
     );
     assert!(has_more);
     for limit in [0, 201] {
-        let err = a
-            .request(|id| ClientFrame::History {
-                id,
-                conv: general,
-                before: None,
-                after: None,
-                limit,
-            })
-            .await
-            .unwrap_err();
+        let err = a.history(general, None, None, limit).await.unwrap_err();
         assert_eq!(err.0, ErrorCode::BadRequest);
     }
 }
@@ -402,19 +342,7 @@ async fn direct_messages_are_created_on_first_message_and_reach_both_sides() {
     let mut a2 = server.connect(&alice.token).await;
     let mut b = server.connect(&bob.token).await;
 
-    let Reply::Sent { message } = a1
-        .request(|id| ClientFrame::Send {
-            id,
-            conv: None,
-            to: Some("BOB".into()),
-            client_msg_id: Uuid::new_v4(),
-            text: "psst".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let message = a1.send_dm("BOB", "psst").await.unwrap();
     assert_eq!(message.seq, 1);
     let dm = message.conv;
     for (c, peer) in [(&mut a1, "bob"), (&mut a2, "bob"), (&mut b, "alice")] {
@@ -434,41 +362,11 @@ async fn direct_messages_are_created_on_first_message_and_reach_both_sides() {
         c.wait_for(|f| matches!(f, ServerFrame::Message { message } if message.conv == dm && message.text == "psst")).await;
     }
     // The reply goes to the same conversation, by `to` or by `conv`.
-    let Reply::Sent { message } = b
-        .request(|id| ClientFrame::Send {
-            id,
-            conv: None,
-            to: Some("alice".into()),
-            client_msg_id: Uuid::new_v4(),
-            text: "hi".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let message = b.send_dm("alice", "hi").await.unwrap();
     assert_eq!((message.conv, message.seq), (dm, 2));
-    let err = a1
-        .request(|id| ClientFrame::Send {
-            id,
-            conv: None,
-            to: Some("nobody".into()),
-            client_msg_id: Uuid::new_v4(),
-            text: "?".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = a1.send_dm("nobody", "?").await.unwrap_err();
     assert_eq!(err.0, ErrorCode::NotFound);
-    let err = a1
-        .request(|id| ClientFrame::Send {
-            id,
-            conv: None,
-            to: Some("alice".into()),
-            client_msg_id: Uuid::new_v4(),
-            text: "me".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = a1.send_dm("alice", "me").await.unwrap_err();
     assert_eq!(err.0, ErrorCode::BadRequest);
     // A DM cannot be left; it is in both users' hello.
     assert_eq!(
@@ -586,19 +484,7 @@ async fn typing_is_forwarded_to_other_members_and_not_stored() {
             _ => {}
         }
     }
-    let Reply::History { messages, .. } = a
-        .request(|id| ClientFrame::History {
-            id,
-            conv: general,
-            before: None,
-            after: None,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (messages, _) = a.history(general, None, None, 10).await.unwrap();
     assert_eq!(messages, vec![marker]);
 }
 

@@ -190,19 +190,7 @@ async fn same_client_msg_id_three_times_once_across_reconnect_is_one_message() {
         }
     }
     assert_eq!(acks[0], acks[1]);
-    let Reply::History { messages, .. } = a
-        .request(|id| ClientFrame::History {
-            id,
-            conv: general,
-            before: None,
-            after: None,
-            limit: 200,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (messages, _) = a.history(general, None, None, 200).await.unwrap();
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert_eq!(messages[0], first);
     // Bob saw each exactly once.
@@ -402,32 +390,12 @@ async fn sigkill_while_ten_clients_send_loses_no_acked_message_for_twenty_rounds
         .await
         .unwrap();
     reader.expect_hello().await;
-    let mut stored: BTreeMap<i64, Message> = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let Reply::History {
-            messages, has_more, ..
-        } = reader
-            .request(|id| ClientFrame::History {
-                id,
-                conv: general,
-                before: None,
-                after: Some(after),
-                limit: 200,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        for m in messages {
-            after = m.seq;
-            stored.insert(m.seq, m);
-        }
-        if !has_more {
-            break;
-        }
-    }
+    let stored: BTreeMap<i64, Message> = reader
+        .all_history(general)
+        .await
+        .into_iter()
+        .map(|m| (m.seq, m))
+        .collect();
     let n = stored.len() as i64;
     assert_eq!(
         stored.keys().copied().collect::<Vec<_>>(),

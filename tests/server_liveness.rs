@@ -289,19 +289,7 @@ async fn graceful_shutdown_closes_sockets_with_1001_and_keeps_acked_messages() {
 
     let server = TestServer::start_in(dir, |_| {}).await;
     let mut a = server.connect(&server.login("alice").await.token).await;
-    let Reply::History { messages, .. } = a
-        .request(|id| ClientFrame::History {
-            id,
-            conv: general,
-            before: None,
-            after: None,
-            limit: 200,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (messages, _) = a.history(general, None, None, 200).await.unwrap();
     assert_eq!(messages, acked);
 }
 
@@ -343,18 +331,6 @@ async fn sigterm_stops_the_binary_gracefully() {
         .unwrap();
     a.expect_hello().await;
     let general = a.general();
-    let Reply::History { messages, .. } = a
-        .request(|id| ClientFrame::History {
-            id,
-            conv: general,
-            before: None,
-            after: None,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (messages, _) = a.history(general, None, None, 10).await.unwrap();
     assert_eq!(messages, vec![sent]);
 }

@@ -73,19 +73,7 @@ async fn third_user_cannot_read_page_resume_post_into_or_learn_of_a_dm() {
     let mut c = server.connect(&carol.token).await;
     let general = c.general();
 
-    let Reply::Sent { message } = a
-        .request(|id| ClientFrame::Send {
-            id,
-            conv: None,
-            to: Some("bob".into()),
-            client_msg_id: Uuid::new_v4(),
-            text: "secret".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let message = a.send_dm("bob", "secret").await.unwrap();
     let dm = message.conv;
     let added = b
         .wait_for(|f| matches!(f, ServerFrame::ConversationAdded { .. }))
@@ -103,26 +91,8 @@ async fn third_user_cannot_read_page_resume_post_into_or_learn_of_a_dm() {
 
     let not_found =
         |r: Result<Reply, (ErrorCode, String)>| assert_eq!(r.unwrap_err().0, ErrorCode::NotFound);
-    not_found(
-        c.request(|id| ClientFrame::History {
-            id,
-            conv: dm,
-            before: None,
-            after: None,
-            limit: 50,
-        })
-        .await,
-    );
-    not_found(
-        c.request(|id| ClientFrame::History {
-            id,
-            conv: dm,
-            before: None,
-            after: Some(0),
-            limit: 50,
-        })
-        .await,
-    );
+    not_found(c.history(dm, None, None, 50).await.map(|_| Reply::Done));
+    not_found(c.history(dm, None, Some(0), 50).await.map(|_| Reply::Done));
     not_found(
         c.request(|id| ClientFrame::Send {
             id,
@@ -145,26 +115,8 @@ async fn third_user_cannot_read_page_resume_post_into_or_learn_of_a_dm() {
     );
     not_found(c.request(|id| ClientFrame::Leave { id, conv: dm }).await);
     // A DM carol is not in answers exactly like one that does not exist.
-    let unknown = c
-        .request(|id| ClientFrame::History {
-            id,
-            conv: 999_999,
-            before: None,
-            after: None,
-            limit: 5,
-        })
-        .await
-        .unwrap_err();
-    let hidden = c
-        .request(|id| ClientFrame::History {
-            id,
-            conv: dm,
-            before: None,
-            after: None,
-            limit: 5,
-        })
-        .await
-        .unwrap_err();
+    let unknown = c.history(999_999, None, None, 5).await.unwrap_err();
+    let hidden = c.history(dm, None, None, 5).await.unwrap_err();
     assert_eq!(unknown, hidden);
 
     // Resume naming the DM replays nothing from it.
@@ -288,16 +240,7 @@ async fn nobody_posts_as_someone_else_and_a_left_room_is_closed_to_its_leaver() 
         })
         .await,
     );
-    forbidden(
-        c.request(|id| ClientFrame::History {
-            id,
-            conv: lobby,
-            before: None,
-            after: None,
-            limit: 10,
-        })
-        .await,
-    );
+    forbidden(c.history(lobby, None, None, 10).await.map(|_| Reply::Done));
     forbidden(
         c.request(|id| ClientFrame::Typing { id, conv: lobby })
             .await,
@@ -505,33 +448,12 @@ async fn bad_frames_get_their_codes_while_bystanders_chat() {
     // is empty).
     let auditor = server.register("auditor").await;
     let mut check = server.connect(&auditor.token).await;
-    let mut stored = 0;
-    let mut before = None;
-    loop {
-        let Reply::History {
-            messages, has_more, ..
-        } = check
-            .request(|id| ClientFrame::History {
-                id,
-                conv: general,
-                before,
-                after: None,
-                limit: 200,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        stored += messages
-            .iter()
-            .filter(|m| m.text.starts_with("flood "))
-            .count();
-        before = messages.first().map(|m| m.seq);
-        if !has_more {
-            break;
-        }
-    }
+    let stored = check
+        .all_history(general)
+        .await
+        .iter()
+        .filter(|m| m.text.starts_with("flood "))
+        .count();
     assert_eq!(stored, acked);
 
     crowd.finish().await;

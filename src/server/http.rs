@@ -101,6 +101,11 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// An optional field's trimmed value, None when absent or blank (then a default applies).
+fn non_blank(field: &Option<String>) -> Option<&str> {
+    field.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
 fn default_avatar(username: &str) -> String {
     let h = username
         .chars()
@@ -133,11 +138,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             ),
         );
     }
-    let display_name = req
-        .display_name
-        .as_deref()
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
+    let display_name = non_blank(&req.display_name)
         .unwrap_or(&req.username)
         .to_string();
     if display_name.chars().count() > limits::MAX_DISPLAY_NAME_CHARS || has_control(&display_name) {
@@ -149,11 +150,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             ),
         );
     }
-    let avatar = req
-        .avatar
-        .as_deref()
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
+    let avatar = non_blank(&req.avatar)
         .map(str::to_string)
         .unwrap_or_else(|| default_avatar(&req.username));
     if avatar.chars().count() > MAX_AVATAR_CHARS || has_control(&avatar) {

@@ -313,6 +313,69 @@ impl WsClient {
         }
     }
 
+    /// Send `text` as a direct message to user `to`.
+    pub async fn send_dm(
+        &mut self,
+        to: &str,
+        text: &str,
+    ) -> Result<ChatMessage, (ErrorCode, String)> {
+        let (to, text) = (Some(to.to_string()), text.to_string());
+        match self
+            .request(|id| ClientFrame::Send {
+                id,
+                conv: None,
+                to,
+                client_msg_id: Uuid::new_v4(),
+                text,
+            })
+            .await?
+        {
+            Reply::Sent { message } => Ok(message),
+            other => panic!("expected sent, got {other:?}"),
+        }
+    }
+
+    /// One `history` page: the messages and `has_more`.
+    pub async fn history(
+        &mut self,
+        conv: ConvId,
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<ChatMessage>, bool), (ErrorCode, String)> {
+        match self
+            .request(|id| ClientFrame::History {
+                id,
+                conv,
+                before,
+                after,
+                limit,
+            })
+            .await?
+        {
+            Reply::History {
+                messages, has_more, ..
+            } => Ok((messages, has_more)),
+            other => panic!("expected history, got {other:?}"),
+        }
+    }
+
+    /// Every message of a conversation, paging forward from the start.
+    pub async fn all_history(&mut self, conv: ConvId) -> Vec<ChatMessage> {
+        let mut all: Vec<ChatMessage> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |m| m.seq);
+            let (page, has_more) = self
+                .history(conv, None, Some(after), 200)
+                .await
+                .expect("history");
+            all.extend(page);
+            if !has_more {
+                return all;
+            }
+        }
+    }
+
     /// Wait for a pushed frame matching `pred` (from `pending` or the socket); frames that do
     /// not match are dropped.
     pub async fn wait_for(&mut self, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
