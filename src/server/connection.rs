@@ -210,11 +210,6 @@ pub async fn serve<T>(
     let mut session = Session {
         shared: shared.clone(),
         conn: conn.clone(),
-        username: shared
-            .hub
-            .user(authed.user)
-            .map(|u| u.username)
-            .unwrap_or_default(),
         replay_tx,
         replay_task: None,
         strikes: 0.0,
@@ -254,8 +249,13 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let deadline = Instant::now() + shared.config.auth_timeout;
+    let mut stopping = shared.stopping.subscribe();
     loop {
-        let text = match tokio::time::timeout_at(deadline, ws.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, ws.next()) => next,
+            _ = stopping.wait_for(|s| *s) => return Err(close::GOING_AWAY),
+        };
+        let text = match next {
             Err(_) => return Err(close::POLICY),
             Ok(None) => return Err(ABORTED),
             Ok(Some(Err(e))) => return Err(code_for_error(&e)),
@@ -423,7 +423,6 @@ pub struct Bucket {
 struct Session {
     shared: Arc<Shared>,
     conn: ConnHandle,
-    username: String,
     replay_tx: mpsc::Sender<Utf8Bytes>,
     replay_task: Option<tokio::task::JoinHandle<()>>,
     /// Rejected frames not yet forgiven; they drain at the rate limit.
@@ -587,7 +586,6 @@ impl Session {
                 }
                 let op = WriteOp::Send {
                     user,
-                    username: self.username.clone(),
                     conv,
                     to,
                     client_msg_id,
@@ -741,4 +739,112 @@ async fn replay(
         Err(e) => answer(id, Err(e.to_client())),
     };
     let _ = out.send(frame).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerFrame;
+    use crate::server::store::{WriteOp, WriteOutcome};
+    use crate::server::{auth, ServerConfig};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    #[test]
+    fn diagnose_names_the_problem_and_keeps_the_id() {
+        assert_eq!(diagnose("{nope").1, ErrorCode::BadRequest);
+        assert_eq!(diagnose("{nope").0, None);
+        assert_eq!(diagnose(r#"{"type":"zap","id":4}"#).0, Some(4));
+        assert_eq!(
+            diagnose(r#"{"type":"zap","id":4}"#).1,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            diagnose(r#"{"type":"send","id":5}"#).1,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(diagnose(r#"{"id":6}"#).1, ErrorCode::BadRequest);
+        assert_eq!(diagnose(r#"{"type":"rooms","id":"x"}"#).0, None);
+    }
+
+    #[test]
+    fn read_errors_map_to_close_codes() {
+        use tokio_tungstenite::tungstenite::error::CapacityError;
+        assert_eq!(
+            code_for_error(&WsError::Utf8("bad".into())),
+            close::INVALID_PAYLOAD
+        );
+        let big = WsError::Capacity(CapacityError::MessageTooLong {
+            size: 2,
+            max_size: 1,
+        });
+        assert_eq!(code_for_error(&big), close::TOO_BIG);
+        assert_eq!(code_for_error(&WsError::ConnectionClosed), ABORTED);
+    }
+
+    async fn next_frame(
+        ws: &mut WebSocketStream<tokio::io::DuplexStream>,
+    ) -> Option<Result<ServerFrame, u16>> {
+        loop {
+            match ws.next().await? {
+                Ok(Message::Text(t)) => return Some(Ok(serde_json::from_str(&t).unwrap())),
+                Ok(Message::Close(f)) => return Some(Err(f.map_or(0, |f| u16::from(f.code)))),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The socket handler runs over any byte stream: here an in-memory duplex pipe instead of
+    /// TCP, driven through the `auth` frame path and a binary frame.
+    #[tokio::test]
+    async fn serve_over_an_in_memory_pipe_auth_frame_then_binary_closes_1003() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path());
+        config.close_grace = Duration::from_millis(200);
+        let shared = crate::server::Shared::start(config).unwrap();
+        let (token, token_hash) = auth::new_token();
+        let outcome = shared
+            .store
+            .write(WriteOp::Register {
+                username: "pipe".into(),
+                display_name: "Pipe".into(),
+                avatar: "owl".into(),
+                password_hash: "unused".into(),
+                token_hash,
+                expires_at: now_ms() + 60_000,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(outcome, WriteOutcome::Registered(_)));
+
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let task = tokio::spawn(serve(server_ws, shared.clone(), None, None));
+
+        let auth = ClientFrame::Auth { id: 1, token };
+        client
+            .send(Message::text(serde_json::to_string(&auth).unwrap()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_frame(&mut client).await,
+            Some(Ok(ServerFrame::Ok {
+                id: 1,
+                result: Reply::Authenticated
+            }))
+        ));
+        let Some(Ok(ServerFrame::Hello { user, .. })) = next_frame(&mut client).await else {
+            panic!("hello expected")
+        };
+        assert_eq!(user.display_name, "Pipe");
+        client.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        assert_eq!(
+            next_frame(&mut client).await.unwrap().unwrap_err(),
+            close::UNSUPPORTED_DATA
+        );
+        drop(client);
+        task.await.unwrap();
+        shared.store.shutdown();
+    }
 }

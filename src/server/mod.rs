@@ -154,9 +154,33 @@ pub(crate) struct Shared {
     pub buckets: Mutex<HashMap<UserId, Bucket>>,
     pub unauth: Mutex<HashMap<IpAddr, usize>>,
     pub tasks: Tasks,
+    /// Turns true when shutdown begins (HTTP connections and sockets still authenticating
+    /// watch it).
+    pub stopping: watch::Sender<bool>,
 }
 
 impl Shared {
+    /// Open the store, load the hub and start the writer thread.
+    pub(crate) fn start(config: ServerConfig) -> Result<Arc<Shared>, ServerError> {
+        let (store, snapshot) = Store::open(&config.data_dir)?;
+        let store = Arc::new(store);
+        let hub = Arc::new(Hub::new(
+            snapshot,
+            config.heartbeat_interval.as_millis() as u64,
+        ));
+        let hook_hub = hub.clone();
+        store.start_writer(Box::new(move |batch| hook_hub.on_commit(batch)))?;
+        Ok(Arc::new(Shared {
+            config,
+            store,
+            hub,
+            buckets: Mutex::new(HashMap::new()),
+            unauth: Mutex::new(HashMap::new()),
+            tasks: Tasks::default(),
+            stopping: watch::channel(false).0,
+        }))
+    }
+
     pub(crate) fn track(self: &Arc<Self>) -> TaskGuard {
         self.tasks.count.fetch_add(1, Ordering::AcqRel);
         TaskGuard(self.clone())
@@ -200,26 +224,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let (store, snapshot) = Store::open(&config.data_dir)?;
-    let store = Arc::new(store);
-    let hub = Arc::new(Hub::new(
-        snapshot,
-        config.heartbeat_interval.as_millis() as u64,
-    ));
-    {
-        let hub = hub.clone();
-        store.start_writer(Box::new(move |batch| hub.on_commit(batch)))?;
-    }
-    let shared = Arc::new(Shared {
-        config,
-        store: store.clone(),
-        hub: hub.clone(),
-        buckets: Mutex::new(HashMap::new()),
-        unauth: Mutex::new(HashMap::new()),
-        tasks: Tasks::default(),
-    });
+    let shared = Shared::start(config)?;
+    let (store, hub) = (shared.store.clone(), shared.hub.clone());
     let router = http::router(shared.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx = shared.stopping.subscribe();
     tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "natter server listening");
     tokio::pin!(shutdown);
     loop {
@@ -256,7 +264,7 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!("shutting down: closing sockets");
-    let _ = stop_tx.send(true);
+    shared.stopping.send_replace(true);
     hub.shutdown();
     if tokio::time::timeout(shared.config.shutdown_grace, shared.tasks.wait_idle())
         .await

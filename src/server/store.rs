@@ -123,7 +123,6 @@ pub enum WriteOp {
     },
     Send {
         user: UserId,
-        username: String,
         conv: Option<ConvId>,
         to: Option<String>,
         client_msg_id: Uuid,
@@ -712,7 +711,6 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::Send {
             user,
-            username,
             conv,
             to,
             client_msg_id,
@@ -811,7 +809,11 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 id: tx.last_insert_rowid(),
                 conv,
                 seq,
-                sender: username.clone(),
+                sender: tx.query_row(
+                    "SELECT username FROM users WHERE id = ?1",
+                    params![user],
+                    |r| r.get(0),
+                )?,
                 text: text.clone(),
                 time: now,
                 client_msg_id: *client_msg_id,
@@ -849,5 +851,182 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 moved: target > last_read,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose hook only answers HTTP-style origins (no hub).
+    fn open(dir: &Path) -> std::sync::Arc<Store> {
+        let (store, _) = Store::open(dir).unwrap();
+        store
+            .start_writer(Box::new(|batch| {
+                for (origin, result) in batch {
+                    if let Origin::Reply(tx) = origin {
+                        let _ = tx.send(result);
+                    }
+                }
+            }))
+            .unwrap();
+        std::sync::Arc::new(store)
+    }
+
+    async fn register(store: &Store, name: &str) -> UserId {
+        let op = WriteOp::Register {
+            username: name.into(),
+            display_name: name.into(),
+            avatar: "owl".into(),
+            password_hash: "x".into(),
+            token_hash: crate::server::auth::new_token().1,
+            expires_at: now_ms() + 1_000,
+        };
+        match store.write(op).await.unwrap() {
+            WriteOutcome::Registered(row) => row.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn send(user: UserId, conv: Option<ConvId>, to: Option<&str>, cmid: Uuid) -> WriteOp {
+        WriteOp::Send {
+            user,
+            conv,
+            to: to.map(str::to_string),
+            client_msg_id: cmid,
+            text: "t".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn seqs_are_gapless_and_retries_return_the_original() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let alice = register(&store, "alice").await;
+        let general = 1;
+        let mut seqs = Vec::new();
+        for _ in 0..5 {
+            match store
+                .write(send(alice, Some(general), None, Uuid::new_v4()))
+                .await
+                .unwrap()
+            {
+                WriteOutcome::Sent {
+                    message,
+                    fresh: true,
+                    ..
+                } => seqs.push(message.seq),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        let cmid = Uuid::new_v4();
+        let first = store
+            .write(send(alice, Some(general), None, cmid))
+            .await
+            .unwrap();
+        let again = store
+            .write(send(alice, Some(general), None, cmid))
+            .await
+            .unwrap();
+        let (
+            WriteOutcome::Sent { message: a, .. },
+            WriteOutcome::Sent {
+                message: b, fresh, ..
+            },
+        ) = (first, again)
+        else {
+            panic!()
+        };
+        assert_eq!(a, b);
+        assert!(!fresh);
+        let (page, more) = store
+            .read(move |c| history(c, general, None, None, 200))
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 6);
+        assert!(!more);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_write_rolls_back_alone_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let alice = register(&store, "alice").await;
+        // Queue several writes at once so they share a transaction; the middle one fails.
+        let ok1 = store.write(send(alice, Some(1), None, Uuid::new_v4()));
+        let bad = store.write(send(alice, Some(999), None, Uuid::new_v4()));
+        let ok2 = store.write(send(alice, Some(1), None, Uuid::new_v4()));
+        let (ok1, bad, ok2) = tokio::join!(ok1, bad, ok2);
+        assert!(matches!(ok1, Ok(WriteOutcome::Sent { .. })));
+        assert!(matches!(
+            bad,
+            Err(StoreError::Rejected(ErrorCode::NotFound, _))
+        ));
+        assert!(matches!(ok2, Ok(WriteOutcome::Sent { .. })));
+        let (page, _) = store.read(|c| history(c, 1, None, None, 10)).await.unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn dms_are_created_once_and_rules_for_leaving_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let alice = register(&store, "alice").await;
+        let bob = register(&store, "Bob").await;
+        let first = store
+            .write(send(alice, None, Some("bob"), Uuid::new_v4()))
+            .await
+            .unwrap();
+        let WriteOutcome::Sent {
+            message,
+            new_dm: Some((dm, lo, hi)),
+            ..
+        } = first
+        else {
+            panic!()
+        };
+        assert_eq!((message.conv, lo, hi), (dm, alice, bob));
+        let reply = store
+            .write(send(bob, None, Some("ALICE"), Uuid::new_v4()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, WriteOutcome::Sent { new_dm: None, ref message, .. } if message.conv == dm && message.seq == 2)
+        );
+        let leave_dm = store
+            .write(WriteOp::Leave {
+                user: bob,
+                conv: dm,
+            })
+            .await;
+        assert!(matches!(
+            leave_dm,
+            Err(StoreError::Rejected(ErrorCode::Forbidden, _))
+        ));
+        let leave_general = store.write(WriteOp::Leave { user: bob, conv: 1 }).await;
+        assert!(matches!(
+            leave_general,
+            Err(StoreError::Rejected(ErrorCode::Forbidden, _))
+        ));
+        let carol = register(&store, "carol").await;
+        let peek = store
+            .write(WriteOp::Read {
+                user: carol,
+                conv: dm,
+                seq: 1,
+            })
+            .await;
+        assert!(matches!(
+            peek,
+            Err(StoreError::Rejected(ErrorCode::NotFound, _))
+        ));
+        store.shutdown();
+        // Everything survives a reopen: the snapshot has the DM with both members.
+        let (_, snapshot) = Store::open(dir.path()).unwrap();
+        let dm_row = snapshot.convs.iter().find(|c| c.id == dm).unwrap();
+        assert_eq!(dm_row.kind, ConvKind::Dm);
+        assert_eq!(dm_row.last_seq, 2);
+        assert_eq!(dm_row.members.len(), 2);
     }
 }
