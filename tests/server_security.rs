@@ -599,6 +599,12 @@ async fn upgrade_refusals_and_auth_frame_rules() {
         );
     };
     assert!(cut < Duration::from_secs(3), "cut after {cut:?}");
+    // A connection that never sends a byte is dropped the same way (EOF, an error response or a
+    // reset, but not silence).
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let ended = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
+    assert!(ended.is_ok(), "idle connection still open after 3 s");
 
     crowd.finish().await;
 }

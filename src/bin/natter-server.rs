@@ -11,7 +11,7 @@ use natter::server::{ServerConfig, TlsConfig};
 
 /// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
 #[derive(Debug, Parser)]
-#[command(name = "natter-server", version, about)]
+#[command(name = "natter-server", version)]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, env = "NATTER_LISTEN", default_value = "127.0.0.1:8686")]
