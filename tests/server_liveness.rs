@@ -334,3 +334,86 @@ async fn sigterm_stops_the_binary_gracefully() {
     let (messages, _) = a.history(general, None, None, 10).await.unwrap();
     assert_eq!(messages, vec![sent]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_help_lists_every_setting_and_env_vars_configure_the_binary() {
+    let bin = env!("CARGO_BIN_EXE_natter-server");
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--tls-cert",
+        "--tls-key",
+        "--allowed-origin",
+        "--heartbeat-interval",
+        "--heartbeat-timeout",
+        "--rate-limit",
+        "--rate-burst",
+        "--flood-close-after",
+        "--outbound-queue",
+        "--token-ttl-days",
+        "--auth-timeout",
+        "--handshake-timeout",
+        "--max-unauthenticated-per-ip",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+    assert!(
+        help.contains("NATTER_LISTEN")
+            && help.contains("NATTER_DATA_DIR")
+            && help.contains("127.0.0.1:8686")
+    );
+
+    // Environment variables alone configure it; without a data dir it uses the XDG data dir.
+    let home = tempfile::tempdir().unwrap();
+    let xdg = home.path().join("xdg-data");
+    let mut child = tokio::process::Command::new(bin)
+        .env("NATTER_LISTEN", "127.0.0.1:0")
+        .env("NATTER_HEARTBEAT_INTERVAL", "7")
+        .env_remove("NATTER_DATA_DIR")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", &xdg)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let banner = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr = banner
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        banner.contains(&xdg.join("natter").display().to_string()),
+        "{banner}"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/api/register"))
+        .json(&serde_json::json!({"username": "envy", "password": support::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let session: natter::protocol::Session = resp.json().await.unwrap();
+    let mut c = WsClient::connect(&format!("ws://{addr}/ws"), Some(&session.token))
+        .await
+        .unwrap();
+    let ServerFrame::Hello { heartbeat_ms, .. } = c.expect_hello().await else {
+        panic!()
+    };
+    assert_eq!(heartbeat_ms, 7_000);
+    assert!(xdg.join("natter").join("natter.db").exists());
+}

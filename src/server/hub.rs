@@ -598,12 +598,11 @@ impl Hub {
                             username: name,
                             joined: true,
                         });
-                        let others: Vec<UserId> = state.convs[conv]
-                            .members
-                            .keys()
-                            .filter(|m| *m != user)
-                            .copied()
-                            .collect();
+                        let others: Vec<UserId> = state
+                            .convs
+                            .get(conv)
+                            .map(|c| c.members.keys().filter(|m| *m != user).copied().collect())
+                            .unwrap_or_default();
                         for m in others {
                             state.push_user(m, &frame, None, dead);
                         }

@@ -314,7 +314,14 @@ impl Store {
                         }
                     }
                     let results = run_batch(&mut conn, &jobs);
-                    hook(jobs.into_iter().map(|j| j.origin).zip(results).collect());
+                    let batch = jobs.into_iter().map(|j| j.origin).zip(results).collect();
+                    // A bug in the hook must not kill the only writer (every later write would
+                    // fail); the batch is committed either way.
+                    let applied =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(batch)));
+                    if applied.is_err() {
+                        tracing::error!("commit hook panicked; continuing");
+                    }
                 }
                 tracing::debug!("writer thread finished");
             })
