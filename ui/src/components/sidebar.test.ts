@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { screen, waitFor, within } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
+import { mockIPC } from "@tauri-apps/api/mocks";
 import { renderApp, teamFake, fire } from "../test/harness";
 
 function items() {
@@ -82,6 +83,7 @@ describe("sidebar", () => {
       ["carol", "false"],
     ]);
 
+    fake.users.get("carol")!.online = true;
     await fire("natter://presence", { username: "carol", online: true });
     await waitFor(() => expect(screen.getByTestId("online-count").textContent).toContain("3"));
     await fire("natter://online", ["alice"]);
@@ -144,5 +146,37 @@ describe("sidebar", () => {
     window.dispatchEvent(new FocusEvent("focus"));
     await waitFor(() => expect(fake.calls).toContainEqual({ cmd: "mark_read", args: { conv: general.id, seq: 2 } }));
     await waitFor(() => expect(screen.queryByTestId("conv-unread")).toBeNull());
+  });
+
+  it("keeps event data that arrives while the initial lists are still loading", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    const stale = fake.summaries();
+    const staleUsers = fake.handle("users");
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    // The first `conversations`/`users` answers are held back and carry the old state; later
+    // calls answer with the current state, as the real backend would.
+    const held = new Set<string>();
+    mockIPC(
+      async (cmd, args) => {
+        if ((cmd === "conversations" || cmd === "users") && !held.has(cmd)) {
+          held.add(cmd);
+          return gate.then(() => (cmd === "users" ? staleUsers : stale));
+        }
+        return fake.handle(cmd, (args ?? {}) as Record<string, unknown>);
+      },
+      { shouldMockEvents: true },
+    );
+    await renderApp();
+    fake.deliver(general, "bob", "news while loading", 5_000);
+    await fire("natter://conversations", fake.summaries());
+    fake.users.get("carol")!.online = true;
+    await fire("natter://presence", { username: "carol", online: true });
+    release();
+    await waitFor(() => expect(screen.getAllByTestId("online-user")).toHaveLength(2));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(within(screen.getByTestId("conv-item")).getByTestId("conv-preview").textContent).toBe("Bob: news while loading");
+    expect(screen.getAllByTestId("online-user").map((p) => p.dataset.online)).toEqual(["true", "true"]);
   });
 });

@@ -54,6 +54,9 @@ export class Store {
   search = $state<{ scope: SearchScope } | null>(null);
 
   private unsubscribe: (() => void) | null = null;
+  /** Counts list/presence events, so a slower initial fetch never overwrites newer event data. */
+  private convEvents = 0;
+  private presenceEvents = 0;
   private lastTypingSent = new Map<number, number>();
   private lastMarked = new Map<number, number>();
   private openToken = 0;
@@ -152,26 +155,32 @@ export class Store {
   }
 
   async loadMain(): Promise<void> {
-    const [convs, users] = await Promise.all([
-      api.conversations().catch(() => [] as ConversationSummary[]),
-      api.users().catch(() => [] as Member[]),
-    ]);
-    this.conversations = convs;
-    this.setUsers(users);
+    const convMark = this.convEvents;
+    const [convs] = await Promise.all([api.conversations().catch(() => null), this.refreshUsers()]);
+    if (convs && this.convEvents === convMark) this.conversations = convs;
+    const list = this.conversations;
     const last = this.app?.last_conversation;
-    if (last !== null && last !== undefined && convs.some((c) => c.id === last)) {
+    if (last !== null && last !== undefined && list.some((c) => c.id === last)) {
       await this.openConversation(last);
     }
   }
 
-  private setUsers(users: Member[]): void {
+  /** Fetches the user list; presence heard while it was in flight is newer than its flags. */
+  private async refreshUsers(): Promise<void> {
+    const mark = this.presenceEvents;
+    const users = await api.users().catch(() => null);
+    if (!users) return;
+    const heard = this.online;
     this.users = users;
-    this.online = new Set(users.filter((m) => m.online).map((m) => m.user.username));
+    this.online =
+      this.presenceEvents === mark ? new Set(users.filter((m) => m.online).map((m) => m.user.username)) : heard;
+    this.users = users.map((m) => ({ ...m, online: this.online.has(m.user.username) }));
   }
 
   // ---- events ----
 
   onConversations(list: ConversationSummary[]): void {
+    this.convEvents++;
     this.conversations = list;
     const cur = this.current;
     if (cur && "to" in cur) {
@@ -213,16 +222,14 @@ export class Store {
   }
 
   onPresence(username: string, isOnline: boolean): void {
+    this.presenceEvents++;
     const next = new Set(this.online);
     if (isOnline) next.add(username);
     else next.delete(username);
     this.online = next;
     if (!this.users.some((m) => m.user.username === username)) {
       // Someone new registered: fetch their display name and avatar.
-      void api
-        .users()
-        .then((u) => this.setUsers(u))
-        .catch(() => {});
+      void this.refreshUsers();
     }
     this.users = this.users.map((m) =>
       m.user.username === username ? { ...m, online: isOnline } : m,
@@ -230,6 +237,7 @@ export class Store {
   }
 
   onOnline(names: string[]): void {
+    this.presenceEvents++;
     this.online = new Set(names);
     this.users = this.users.map((m) => ({ ...m, online: this.online.has(m.user.username) }));
   }
