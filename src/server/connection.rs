@@ -25,6 +25,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -107,6 +108,8 @@ fn code_for_error(e: &WsError) -> u16 {
     match e {
         WsError::Utf8(_) => close::INVALID_PAYLOAD,
         WsError::Capacity(_) => close::TOO_BIG,
+        // The peer dropped the TCP connection: nobody is left to read a close frame.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ABORTED,
         WsError::Protocol(_) => PROTOCOL_ERROR,
         _ => ABORTED,
     }
@@ -779,6 +782,10 @@ mod tests {
         });
         assert_eq!(code_for_error(&big), close::TOO_BIG);
         assert_eq!(code_for_error(&WsError::ConnectionClosed), ABORTED);
+        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert_eq!(code_for_error(&reset), ABORTED);
+        let masked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert_eq!(code_for_error(&masked), PROTOCOL_ERROR);
     }
 
     async fn next_frame(
