@@ -50,4 +50,14 @@ describe("source policy", () => {
     );
     expect(bad.map((f) => f.path)).toEqual([]);
   });
+
+  it("documents every literal data-testid in TESTIDS.md", () => {
+    const doc = readFileSync(join(SRC, "..", "TESTIDS.md"), "utf8");
+    const ids = new Set<string>();
+    for (const f of sources.filter((f) => f.path.endsWith(".svelte"))) {
+      for (const m of f.text.matchAll(/data-testid="([a-z0-9-]+)"/g)) ids.add(m[1]);
+    }
+    expect(ids.size).toBeGreaterThan(40);
+    expect([...ids].filter((id) => !doc.includes(`\`${id}\``))).toEqual([]);
+  });
 });
