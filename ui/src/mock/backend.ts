@@ -30,8 +30,8 @@ export function installMockBackend(params: URLSearchParams): FakeBackend {
   const dmCarol = fake.addDm("alice", "carol");
 
   const lines = zh
-    ? ["早上好！", "今天的站会改到十点半。", "好的 👍", "我把设计稿放到共享盘了", "午饭一起吗？", "构建通过了 🎉", "稍等，我看一下", "收到"]
-    : ["Morning all!", "Stand-up moved to 10:30 today.", "Sounds good 👍", "I pushed the new mockups to the shared drive", "Lunch at noon?", "Build is green again 🎉", "Give me a minute, checking", "On it"];
+    ? ["早上好！", "今天的站会改到十点半。", "好的 👍", "我把设计稿放到共享盘了。\n新手引导流程在第二个标签页，周五前欢迎提意见。", "午饭一起吗？", "构建通过了 🎉", "稍等，我看一下", "收到"]
+    : ["Morning all!", "Stand-up moved to 10:30 today.", "Sounds good 👍", "I pushed the new mockups to the shared drive.\nThe onboarding flow is in the second tab — comments welcome before Friday.", "Lunch at noon?", "Build is green again 🎉", "Give me a minute, checking", "On it"];
   const people = ["bob", "carol", "dave", "erin", "alice"];
   const now = Date.now();
   // A long history so scrolling and virtualisation can be tried: ~3,000 messages over 10 days.
@@ -39,7 +39,7 @@ export function installMockBackend(params: URLSearchParams): FakeBackend {
   for (let i = 0; i < n; i++) {
     // Runs of a few messages per sender, so grouping shows.
     const sender = people[(Math.floor(i / 3) * 3 + (i % 7 === 0 ? 1 : 0)) % people.length];
-    fake.deliver(general, sender, `${lines[i % lines.length]}${i % 11 === 0 ? `\n(${i})` : ""}`, now - (n - i) * 290_000);
+    fake.deliver(general, sender, lines[i % lines.length], now - (n - i) * 290_000);
   }
   fake.deliver(design, "carol", zh ? "新的配色方案怎么样？" : "What do you think of the new colour palette?", now - 3_600_000);
   fake.deliver(design, "erin", zh ? "深色模式很漂亮" : "Dark mode looks great", now - 3_000_000);
