@@ -158,32 +158,32 @@ pub async fn search(
 
 #[tauri::command]
 pub async fn rooms(shell: State<'_, Shell>) -> CmdResult<Vec<RoomInfo>> {
-    Ok(shell.require_client()?.rooms().await?)
+    Ok(shell.online_client().await?.rooms().await?)
 }
 
 #[tauri::command]
 pub async fn create_room(shell: State<'_, Shell>, name: String) -> CmdResult<ConversationSummary> {
-    Ok(shell.require_client()?.create_room(&name).await?)
+    Ok(shell.online_client().await?.create_room(&name).await?)
 }
 
 #[tauri::command]
 pub async fn join_room(shell: State<'_, Shell>, name: String) -> CmdResult<ConversationSummary> {
-    Ok(shell.require_client()?.join_room(&name).await?)
+    Ok(shell.online_client().await?.join_room(&name).await?)
 }
 
 #[tauri::command]
 pub async fn leave_room(shell: State<'_, Shell>, conv: ConvId) -> CmdResult<()> {
-    Ok(shell.require_client()?.leave_room(conv).await?)
+    Ok(shell.online_client().await?.leave_room(conv).await?)
 }
 
 #[tauri::command]
 pub async fn members(shell: State<'_, Shell>, conv: ConvId) -> CmdResult<Vec<Member>> {
-    Ok(shell.require_client()?.members(conv).await?)
+    Ok(shell.online_client().await?.members(conv).await?)
 }
 
 #[tauri::command]
 pub async fn users(shell: State<'_, Shell>) -> CmdResult<Vec<Member>> {
-    Ok(shell.require_client()?.users().await?)
+    Ok(shell.online_client().await?.users().await?)
 }
 
 #[tauri::command]

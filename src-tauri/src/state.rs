@@ -97,6 +97,9 @@ pub struct Hosting {
     pub port: u16,
 }
 
+/// How long a command needing the server waits for a connection that is still being made.
+const CONNECTING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The shell's state, managed by Tauri. Cheap to clone (the pump task holds a clone).
 #[derive(Clone)]
 pub struct Shell(Arc<Inner>);
@@ -202,15 +205,37 @@ impl Shell {
         self.client().ok_or_else(CommandError::signed_out)
     }
 
+    /// The client for a command that needs the server: right after sign-in or start-up the
+    /// connection is still being made, so wait for it briefly instead of failing as offline
+    /// (an `offline` state with a retry time fails at once: the UI shows the banner).
+    pub async fn online_client(&self) -> CmdResult<Client> {
+        let client = self.require_client()?;
+        let mut watch = client.connection_watch();
+        let settled = async {
+            loop {
+                if !matches!(*watch.borrow_and_update(), ConnectionState::Connecting) {
+                    break;
+                }
+                if watch.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CONNECTING_GRACE, settled).await;
+        Ok(client)
+    }
+
     pub fn app_state(&self) -> AppState {
         let cfg = self.config();
         let client = self.client();
+        // No client: nobody was thrown out, the user has not signed in, so no reason (the UI
+        // explains only sessions that ended against the user's will).
         let connection =
             client
                 .as_ref()
                 .map(|c| c.connection_state())
                 .unwrap_or(ConnectionState::SignedOut {
-                    reason: "not signed in".into(),
+                    reason: String::new(),
                 });
         let phase = match (&cfg.server_url, &client, &connection) {
             (None, _, _) => Phase::Setup,
@@ -359,7 +384,7 @@ impl Shell {
         self.0.ui.emit(
             events::CONNECTION,
             to_json(&ConnectionState::SignedOut {
-                reason: "signed out".into(),
+                reason: String::new(),
             }),
         );
         Ok(self.app_state())

@@ -213,7 +213,11 @@ fn a_fresh_profile_starts_in_setup_and_refuses_what_needs_a_session() {
     assert_eq!(state["hosting"], Value::Null);
     assert_eq!(state["user"], Value::Null);
     assert_eq!(state["last_conversation"], Value::Null);
-    assert_eq!(state["connection"]["state"], "signed_out");
+    // Never signed in: signed out with no reason (the UI only explains real sign-outs).
+    assert_eq!(
+        state["connection"],
+        json!({"state": "signed_out", "reason": ""})
+    );
     assert_eq!(
         state["settings"],
         json!({"notifications": true, "hide_message_text": false, "theme": "system",

@@ -1,0 +1,458 @@
+// The end-to-end scenario (run by tests/e2e/run.sh, which starts everything this talks to).
+//
+// Alice and Bob each drive a real app window through WebDriver (tauri-driver in front of
+// WebKitWebDriver). They register through the UI; Alice writes in #general and sends Bob a DM
+// while Bob sits in another room; Bob sees both with unread badges and previews, opens them and
+// the badges clear. Bob's notifications are checked on his private D-Bus session, both as Notify
+// calls (dbus-monitor) and as dunst saw them (`dunstctl history`), and clicking one
+// (`dunstctl action 0`) must open that conversation in his window. With E2E_SCREENSHOTS set, the
+// main screens are saved in light and dark, English and Chinese.
+//
+// Plain `fetch` against the W3C WebDriver HTTP API: no client library needed.
+
+import { execFileSync } from "node:child_process";
+import { writeFileSync, readFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (v === undefined) throw new Error(`missing environment variable ${name}`);
+  return v;
+};
+const APP = env("E2E_APP");
+const SERVER = env("E2E_SERVER");
+const BOB_BUS = env("E2E_BOB_BUS");
+const BOB_MONITOR = env("E2E_BOB_MONITOR");
+const BOB_DISPLAY = env("E2E_BOB_DISPLAY");
+const SHOTS = process.env.E2E_SCREENSHOTS || "";
+const WORK = process.env.E2E_WORK || "";
+const PASSWORD = "correct horse battery";
+const ELEMENT = "element-6066-11e4-a52e-4f735466cecf"; // the W3C web element key
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const started = Date.now();
+const log = (msg) => console.log(`  [${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+
+class Failure extends Error {}
+function check(cond, msg) {
+  if (!cond) throw new Failure(msg);
+}
+function eq(actual, expected, what) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Failure(`${what}: expected ${e}, got ${a}`);
+}
+
+/** Polls `fn` until it returns a truthy value (returned) or `ms` pass (throws with `what`). */
+async function waitFor(what, fn, ms = 20000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      throw new Failure(`timed out waiting for ${what}${last ? ` (last error: ${last.message})` : ""}`);
+    }
+    await sleep(150);
+  }
+}
+
+/** One WebDriver session: one app instance. */
+class Driver {
+  constructor(name, base) {
+    this.name = name;
+    this.base = base;
+    this.id = null;
+  }
+
+  async cmd(method, path, body) {
+    const url = this.id ? `${this.base}/session/${this.id}${path}` : `${this.base}${path}`;
+    const res = await fetch(url, {
+      method,
+      headers: { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      const v = json.value || {};
+      throw new Error(`${this.name}: ${method} ${path}: ${v.error || res.status}: ${v.message || ""}`);
+    }
+    return json.value;
+  }
+
+  async start() {
+    const value = await this.cmd("POST", "/session", {
+      capabilities: { alwaysMatch: { "tauri:options": { application: APP } } },
+    });
+    this.id = value.sessionId;
+    log(`${this.name}: app started (session ${this.id})`);
+  }
+
+  async quit() {
+    if (!this.id) return;
+    try {
+      await this.cmd("DELETE", "");
+    } catch {
+      // The app may already be gone; run.sh cleans up whatever is left.
+    }
+    this.id = null;
+  }
+
+  async all(css, root) {
+    const path = root ? `/element/${root}/elements` : "/elements";
+    const found = await this.cmd("POST", path, { using: "css selector", value: css });
+    return found.map((e) => e[ELEMENT]);
+  }
+
+  async one(css, root) {
+    const [el] = await this.all(css, root);
+    return el || null;
+  }
+
+  /** Waits for an element matching `css` and returns it. */
+  async el(css, ms) {
+    return waitFor(`${this.name}: ${css}`, () => this.one(css), ms);
+  }
+
+  async click(css) {
+    const el = await this.el(css);
+    await this.cmd("POST", `/element/${el}/click`, {});
+  }
+
+  async type(css, text) {
+    const el = await this.el(css);
+    await this.cmd("POST", `/element/${el}/value`, { text });
+  }
+
+  // WebKitWebDriver's visibility atom calls some visible elements hidden (and then reports
+  // empty text), so text is read from the DOM.
+  async text(el) {
+    const t = await this.exec("return arguments[0].textContent", [{ [ELEMENT]: el }]);
+    return (t || "").trim();
+  }
+
+  async attr(el, name) {
+    return this.cmd("GET", `/element/${el}/attribute/${name}`);
+  }
+
+  async exec(script, args = []) {
+    return this.cmd("POST", "/execute/sync", { script, args });
+  }
+
+  /** Calls a Tauri command the way the UI does (for settings in screenshots only). */
+  async invoke(cmd, args) {
+    return this.cmd("POST", "/execute/async", {
+      script:
+        "const done = arguments[arguments.length - 1];" +
+        "window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1])" +
+        ".then(v => done({ ok: v }), e => done({ err: e }));",
+      args: [cmd, args],
+    });
+  }
+
+  async screenshot(file) {
+    const b64 = await this.cmd("GET", "/screenshot");
+    writeFileSync(file, Buffer.from(b64, "base64"));
+  }
+
+  conv(name, kind) {
+    return `[data-testid="conv-item"][data-conv-name="${name}"][data-conv-kind="${kind}"]`;
+  }
+
+  /** The sidebar entry's unread badge text ("" when there is none) and preview. */
+  async convState(name, kind) {
+    const item = await this.one(this.conv(name, kind));
+    if (!item) return null;
+    const badge = await this.one('[data-testid="conv-unread"]', item);
+    const preview = await this.one('[data-testid="conv-preview"]', item);
+    return {
+      id: Number(await this.attr(item, "data-conv-id")),
+      unread: badge ? await this.text(badge) : "",
+      preview: preview ? await this.text(preview) : "",
+      active: ((await this.attr(item, "class")) || "").split(/\s+/).includes("active"),
+    };
+  }
+
+  async openConv(name, kind) {
+    await this.click(this.conv(name, kind));
+    const id = (await this.convState(name, kind)).id;
+    await waitFor(`${this.name}: ${name} open`, async () => {
+      const section = await this.one('[data-testid="conversation"]');
+      return section && Number(await this.attr(section, "data-conv-id")) === id;
+    });
+    return id;
+  }
+
+  /** Types into the composer and sends with Enter; waits until the server acked it. */
+  async say(text) {
+    await this.type('[data-testid="composer"]', text + "\uE007");
+    await waitFor(`${this.name}: "${text}" sent`, async () => {
+      for (const m of await this.all('[data-testid="message"][data-state="sent"]')) {
+        const t = await this.one('[data-testid="message-text"]', m);
+        if (t && (await this.text(t)) === text) return true;
+      }
+      return false;
+    });
+  }
+
+  async seesMessage(text) {
+    for (const t of await this.all('[data-testid="message-text"]')) {
+      if ((await this.text(t)) === text) return true;
+    }
+    return false;
+  }
+}
+
+// ----- Bob's desktop: notifications and the window, seen from outside the app -----
+
+function onBobBus(cmd, args) {
+  return execFileSync(cmd, args, {
+    env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: BOB_BUS },
+    encoding: "utf8",
+    timeout: 10000,
+  });
+}
+
+/** Every Notify call dbus-monitor saw on Bob's bus: {appname, icon, summary, body, actions}. */
+function notifyCalls() {
+  const text = readFileSync(BOB_MONITOR, "utf8");
+  const calls = [];
+  for (const block of text.split(/^method call /m).slice(1)) {
+    if (!/member=Notify\b/.test(block.split("\n")[0])) continue;
+    const strings = [...block.matchAll(/^\s*string "([\s\S]*?)"$/gm)].map((m) => m[1]);
+    const [appname, icon, summary, body, ...actions] = strings;
+    calls.push({ appname, icon, summary, body, actions: actions.slice(0, 2) });
+  }
+  return calls;
+}
+
+/** dunst's history (closed notifications), oldest first: {appname, summary, body}. */
+function dunstHistory() {
+  const json = JSON.parse(onBobBus("dunstctl", ["history"]));
+  const entries = (json.data && json.data[0]) || [];
+  return entries
+    .map((e) => ({
+      id: e.id.data,
+      appname: e.appname.data,
+      summary: e.summary.data,
+      body: e.body.data,
+    }))
+    .sort((a, b) => a.id - b.id);
+}
+
+function bobWindowTitle() {
+  const out = execFileSync("xdotool", ["search", "--onlyvisible", "--name", "^Natter", "getwindowname", "%@"], {
+    env: { ...process.env, DISPLAY: BOB_DISPLAY },
+    encoding: "utf8",
+    timeout: 5000,
+  });
+  return out.trim().split("\n").filter(Boolean);
+}
+
+function focusBobWindow() {
+  execFileSync("xdotool", ["search", "--onlyvisible", "--name", "^Natter", "windowfocus", "--sync"], {
+    env: { ...process.env, DISPLAY: BOB_DISPLAY },
+    timeout: 5000,
+  });
+}
+
+// ----- the scenario -----
+
+const alice = new Driver("alice", env("E2E_ALICE_DRIVER"));
+const bob = new Driver("bob", env("E2E_BOB_DRIVER"));
+
+async function registerThroughUi(d, username, display, avatar, shotPrefix) {
+  await d.click('[data-testid="setup-join"]');
+  await d.type('[data-testid="server-url"]', SERVER);
+  if (shotPrefix) await shot(d, `${shotPrefix}setup`);
+  await d.click('[data-testid="setup-submit"]');
+  await d.type('[data-testid="auth-username"]', username);
+  await d.type('[data-testid="auth-password"]', PASSWORD);
+  await d.type('[data-testid="auth-display-name"]', display);
+  const avatars = await d.all('[data-testid="auth-avatar"]');
+  check(avatars.length > avatar, `${d.name}: avatar choices shown`);
+  await d.cmd("POST", `/element/${avatars[avatar]}/click`, {});
+  if (shotPrefix) await shot(d, `${shotPrefix}register`);
+  await d.click('[data-testid="auth-register"]');
+  await waitFor(`${d.name}: signed in as ${display}`, async () => {
+    const me = await d.one('[data-testid="me-name"]');
+    return me && (await d.text(me)) === display;
+  });
+  log(`${d.name}: registered as ${username}`);
+}
+
+async function shot(d, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await sleep(400); // let transitions settle
+  await d.screenshot(join(SHOTS, `${name}.png`));
+  log(`screenshot ${name}.png`);
+}
+
+async function setLook(d, theme, language) {
+  const current = (await d.invoke("get_settings", {})).ok;
+  const r = await d.invoke("set_settings", { settings: { ...current, theme, language } });
+  check(r.ok, `set_settings: ${JSON.stringify(r.err)}`);
+  await waitFor(`${d.name}: theme ${theme}`, async () =>
+    (await d.exec("return document.documentElement.dataset.theme || ''")) === theme,
+  );
+}
+
+async function main() {
+  await alice.start();
+  await bob.start();
+  await alice.el('[data-testid="setup-join"]', 30000);
+  await bob.el('[data-testid="setup-join"]', 30000);
+
+  await registerThroughUi(alice, "alice", "Alice", 1, "light-en-");
+  await registerThroughUi(bob, "bob", "Bob", 4, "");
+
+  // Bob creates #random and sits there, his window focused.
+  await bob.click('[data-testid="rooms-open"]');
+  await bob.type('[data-testid="room-name"]', "random");
+  await bob.click('[data-testid="room-create"]');
+  await waitFor("bob in #random", async () => (await bob.convState("random", "room"))?.active);
+  focusBobWindow();
+  await waitFor("bob's window has focus", () => bob.exec("return document.hasFocus()"));
+  log("bob: sitting in #random, window focused");
+  eq(notifyCalls().length, 0, "notifications before anyone wrote");
+
+  // Alice writes in #general and sends Bob a DM (from the people list).
+  const hello = "Hello everyone! <b>not bold</b> & <i>co</i>";
+  await alice.openConv("general", "room");
+  await alice.say(hello);
+  await alice.click('[data-testid="online-user"][data-username="bob"]');
+  const dmText = "Hi Bob, got a minute?";
+  await alice.say(dmText);
+  log("alice: wrote in #general and sent Bob a DM");
+
+  // Bob sees both with unread badges and previews, and the title counts them.
+  const g = await waitFor("bob's #general badge", async () => {
+    const s = await bob.convState("general", "room");
+    return s && s.unread === "1" ? s : null;
+  });
+  check(g.preview.includes("Hello everyone!"), `#general preview: ${g.preview}`);
+  const dm = await waitFor("bob's DM badge", async () => {
+    const s = await bob.convState("alice", "dm");
+    return s && s.unread === "1" ? s : null;
+  });
+  check(dm.preview.includes(dmText), `DM preview: ${dm.preview}`);
+  await waitFor("bob's title Natter (2)", () => bobWindowTitle().includes("Natter (2)"));
+  log("bob: both unread, badges 1 and 1, title 'Natter (2)'");
+
+  // Exactly two notifications so far: #general and the DM, text escaped, app name and icon.
+  const expectFirst = [
+    { appname: "Natter", summary: "Alice · #general", body: "Hello everyone! &lt;b&gt;not bold&lt;/b&gt; &amp; &lt;i&gt;co&lt;/i&gt;" },
+    { appname: "Natter", summary: "Alice", body: dmText },
+  ];
+  await waitFor("two Notify calls", () => notifyCalls().length >= 2);
+  await sleep(500);
+  const calls = notifyCalls();
+  eq(calls.map(({ appname, summary, body }) => ({ appname, summary, body })), expectFirst, "Notify calls");
+  for (const c of calls) {
+    check(c.icon && c.icon.endsWith(".png"), `notification icon: ${c.icon}`);
+    eq(c.actions, ["default", "Open"], "notification actions");
+  }
+  onBobBus("dunstctl", ["close-all"]);
+  log("bob: notifications for #general and the DM, escaped");
+
+  // Bob opens #general, then the DM: the badges clear.
+  await bob.openConv("general", "room");
+  await waitFor("hello in bob's #general", () => bob.seesMessage(hello));
+  await waitFor("#general badge cleared", async () => (await bob.convState("general", "room")).unread === "");
+  const dmId = await bob.openConv("alice", "dm");
+  await waitFor("DM in bob's window", () => bob.seesMessage(dmText));
+  await waitFor("DM badge cleared", async () => (await bob.convState("alice", "dm")).unread === "");
+  await waitFor("bob's title back to Natter", () => bobWindowTitle().includes("Natter"));
+  log("bob: opened both, badges cleared");
+
+  // In the open, focused DM: Bob's own reply and Alice's answer raise no notification.
+  await bob.say("Sure, what's up?");
+  await waitFor("alice sees bob's reply", () => alice.seesMessage("Sure, what's up?"));
+  const answer = "Lunch at 12?";
+  await alice.say(answer);
+  await waitFor("answer in bob's open DM", () => bob.seesMessage(answer));
+  // Longer than the 5 s coalescing window, so a wrongly held notice would have shown by now.
+  await sleep(5500);
+  eq(notifyCalls().length, 2, "no notification for own messages or the open conversation");
+  log("bob: no notification for his reply or the DM he is reading");
+
+  // Bob goes elsewhere; Alice writes again: one notification, and clicking it opens the DM.
+  await bob.openConv("random", "room");
+  const again = "Or 12:30, your call";
+  await alice.say(again);
+  await waitFor("third Notify call", () => notifyCalls().length >= 3, 20000);
+  const third = notifyCalls()[2];
+  eq({ summary: third.summary, body: third.body }, { summary: "Alice", body: again }, "third notification");
+  await waitFor("dunst shows it", () => onBobBus("dunstctl", ["count", "displayed"]).trim() === "1");
+  onBobBus("dunstctl", ["action", "0"]);
+  await waitFor("the notification click opened the DM", async () => {
+    const section = await bob.one('[data-testid="conversation"]');
+    return section && Number(await bob.attr(section, "data-conv-id")) === dmId;
+  });
+  check(await bob.seesMessage(again), "bob sees the message he was notified of");
+  log("bob: clicking the notification opened the DM");
+
+  // dunst's own record agrees: three notifications, exactly these.
+  onBobBus("dunstctl", ["close-all"]);
+  await sleep(300);
+  const history = dunstHistory().map(({ appname, summary, body }) => ({ appname, summary, body }));
+  eq(history, [...expectFirst, { appname: "Natter", summary: "Alice", body: again }], "dunst history");
+  eq(notifyCalls().length, 3, "Notify calls in total");
+  log("dunst history: exactly the three expected notifications");
+
+  if (SHOTS) {
+    // Bob's DM and Alice's #general, in each look.
+    await alice.openConv("general", "room");
+    await bob.openConv("alice", "dm");
+    for (const d of [alice, bob]) {
+      await waitFor(`${d.name}: typing indicator gone`, async () => {
+        const t = await d.one('[data-testid="typing-indicator"]');
+        return !t || (await d.text(t)) === "";
+      }, 15000);
+    }
+    for (const [theme, lang, tag] of [
+      ["light", "en", "light-en"],
+      ["dark", "en", "dark-en"],
+      ["light", "zh-CN", "light-zh"],
+      ["dark", "zh-CN", "dark-zh"],
+    ]) {
+      await setLook(bob, theme, lang);
+      await setLook(alice, theme, lang);
+      await shot(bob, `${tag}-dm`);
+      await shot(alice, `${tag}-room`);
+    }
+    await setLook(bob, "light", "en");
+    await bob.click('[data-testid="settings-open"]');
+    await shot(bob, "light-en-settings");
+  }
+}
+
+try {
+  await main();
+  log("scenario passed");
+} catch (e) {
+  console.error(`\nFAILED: ${e instanceof Failure ? e.message : e.stack || e}`);
+  if (WORK) {
+    for (const d of [alice, bob]) {
+      try {
+        if (d.id) await d.screenshot(join(WORK, `failure-${d.name}.png`));
+      } catch {
+        // best effort
+      }
+    }
+    try {
+      console.error("Notify calls:", JSON.stringify(notifyCalls(), null, 1));
+    } catch {
+      // best effort
+    }
+  }
+  process.exitCode = 1;
+} finally {
+  await alice.quit();
+  await bob.quit();
+}
