@@ -222,5 +222,12 @@ describe("conversation", () => {
     await user.click(screen.getByTestId("emoji-open"));
     await user.click(screen.getAllByTestId("emoji-option")[10]);
     expect(composer.value).toBe("hi 👍");
+    expect(screen.queryByTestId("emoji-picker")).toBeNull();
+    // A click elsewhere closes it without inserting anything.
+    await user.click(screen.getByTestId("emoji-open"));
+    expect(screen.getByTestId("emoji-picker")).toBeInTheDocument();
+    await user.click(composer);
+    expect(screen.queryByTestId("emoji-picker")).toBeNull();
+    expect(composer.value).toBe("hi 👍");
   });
 });

@@ -45,4 +45,19 @@ describe("settings", () => {
     await screen.findByTestId("auth-username");
     expect(fake.calls.some((c) => c.cmd === "logout")).toBe(true);
   });
+
+  it("asks before leaving a room, then leaves it", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice"]);
+    fake.state.last_conversation = general.id;
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("conv-leave"));
+    expect(await screen.findByTestId("leave-dialog")).toHaveTextContent("Leave #general?");
+    expect(fake.calls.some((c) => c.cmd === "leave_room")).toBe(false);
+    await user.click(screen.getByTestId("conv-leave-confirm"));
+    await waitFor(() => expect(screen.queryByTestId("conv-item")).toBeNull());
+    expect(fake.calls).toContainEqual({ cmd: "leave_room", args: { conv: general.id } });
+    expect(screen.getByTestId("no-conversation")).toBeInTheDocument();
+  });
 });
