@@ -799,3 +799,79 @@ async fn an_unacknowledged_send_redials_and_resends_with_the_same_id() {
     assert_eq!(page[0].state, MessageState::Sent);
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn wait_synced_waits_for_the_resume_of_the_current_connection() {
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = answered.clone();
+    let fake = fake(false, move |n, mut ws| {
+        let flag = flag.clone();
+        async move {
+            push(&mut ws, &hello()).await;
+            if n == 0 {
+                serve_until_closed_after_sync(&mut ws).await;
+                return;
+            }
+            // The second connection resumes slowly.
+            while let Some(Ok(msg)) = ws.next().await {
+                let Ws::Text(t) = msg else { continue };
+                if let Ok(ClientFrame::Sync { id, .. }) = serde_json::from_str(t.as_str()) {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    flag.store(true, Ordering::SeqCst);
+                    push(
+                        &mut ws,
+                        &ServerFrame::Ok {
+                            id,
+                            result: Reply::Synced { unread: vec![] },
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |_| {}).await;
+    let mut rx = client.subscribe();
+    wait_for(&mut rx, "offline after the first connection", |ev| {
+        matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
+    })
+    .await;
+    wait_for(&mut rx, "online again", |ev| {
+        matches!(ev, ClientEvent::Connection(ConnectionState::Online))
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), client.wait_synced())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answered.load(Ordering::SeqCst),
+        "returned before the new resume finished"
+    );
+    client.shutdown().await;
+}
+
+/// Answers the first `sync`, then closes with 1001 (a server restart).
+async fn serve_until_closed_after_sync(ws: &mut Sock) {
+    while let Some(Ok(msg)) = ws.next().await {
+        let Ws::Text(t) = msg else { continue };
+        if let Ok(ClientFrame::Sync { id, .. }) = serde_json::from_str(t.as_str()) {
+            push(
+                ws,
+                &ServerFrame::Ok {
+                    id,
+                    result: Reply::Synced { unread: vec![] },
+                },
+            )
+            .await;
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::from(close::GOING_AWAY),
+                    reason: "restart".into(),
+                }))
+                .await;
+        }
+    }
+}

@@ -154,7 +154,8 @@ pub(crate) struct Actor {
     shared: Arc<Shared>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     state_tx: watch::Sender<ConnectionState>,
-    synced_tx: watch::Sender<u64>,
+    /// Whether the current connection has finished its resume.
+    synced_tx: watch::Sender<bool>,
     backoff: Backoff,
     next_id: u64,
 }
@@ -166,7 +167,7 @@ impl Actor {
         shared: Arc<Shared>,
         cmd_rx: mpsc::UnboundedReceiver<Command>,
         state_tx: watch::Sender<ConnectionState>,
-        synced_tx: watch::Sender<u64>,
+        synced_tx: watch::Sender<bool>,
     ) -> Actor {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
         Actor {
@@ -343,6 +344,7 @@ impl Actor {
     async fn session(&mut self, mut ws: Ws) -> End {
         let mut conn = Conn::default();
         let end = self.session_inner(&mut ws, &mut conn).await;
+        self.synced_tx.send_replace(false);
         // Whatever was asked on this connection will not be answered now; outbox messages stay
         // pending in the store and go again (same client_msg_id) on the next connection.
         for (_, p) in conn.pending.drain() {
@@ -651,7 +653,7 @@ impl Actor {
                     if let Err(e) = store.mark_synced() {
                         self.warn(format!("cannot record the resume: {e}"));
                     }
-                    self.synced_tx.send_modify(|n| *n += 1);
+                    self.synced_tx.send_replace(true);
                     self.shared.emit(ClientEvent::Synced);
                     self.shared.emit(ClientEvent::Conversations);
                 }

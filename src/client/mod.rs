@@ -267,8 +267,8 @@ struct Inner {
     shared: Arc<Shared>,
     cmd: mpsc::UnboundedSender<Command>,
     state: watch::Receiver<ConnectionState>,
-    /// Incremented each time a resume finishes; 0 until the first.
-    synced: watch::Receiver<u64>,
+    /// Whether the current connection has finished its resume.
+    synced: watch::Receiver<bool>,
     actor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -324,7 +324,7 @@ impl Client {
         });
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
-        let (synced_tx, synced_rx) = watch::channel(0u64);
+        let (synced_tx, synced_rx) = watch::channel(false);
         let actor = connection::Actor::new(
             config.clone(),
             session.token.clone(),
@@ -680,7 +680,7 @@ impl Client {
                 if let ConnectionState::SignedOut { reason } = s {
                     return Err(ClientError::Unauthorized(reason));
                 }
-                if s == ConnectionState::Online && *synced.borrow_and_update() > 0 {
+                if s == ConnectionState::Online && *synced.borrow_and_update() {
                     return Ok(());
                 }
             }
