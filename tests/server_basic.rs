@@ -19,6 +19,14 @@ async fn health_register_login_and_hello() {
         .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["protocol"], 1);
+    let wrong = reqwest::get(server.http_url("/api/login")).await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 405);
+    let body: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(body["code"], "bad_request");
+    let missing = reqwest::get(server.http_url("/nope")).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
 
     let alice = server.register("alice").await;
     assert_eq!(

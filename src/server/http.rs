@@ -79,6 +79,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/logout", post(logout))
         .route("/ws", get(upgrade))
         .fallback(|| async { fail(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(ApiError {
+                    code: ErrorCode::BadRequest,
+                    message: "method not allowed".into(),
+                }),
+            )
+        })
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(shared)
 }
