@@ -1,14 +1,17 @@
 /**
  * Entry point. In `npm run dev` with `?mock` in the URL, an in-browser fake backend is installed
- * first (for screenshots and UI work without Rust); `import.meta.env.DEV` is false in production
- * builds, so that branch and the mock module are dropped from the bundle.
+ * first (for screenshots and UI work without Rust). Both conditions below are compile-time
+ * constants: false in a normal production build, so that branch and the mock module are dropped
+ * from the bundle (scripts/check-dist.mjs verifies it). `VITE_NATTER_MOCK=1 vite build` makes a
+ * preview bundle that keeps it, to try the real bundle under the app's CSP (scripts/csp-preview.mjs).
  */
 import { mount } from "svelte";
 import "./app.css";
 import App from "./App.svelte";
 
 async function start() {
-  if (import.meta.env.DEV && new URLSearchParams(location.search).has("mock")) {
+  const mockable = import.meta.env.DEV || import.meta.env.VITE_NATTER_MOCK === "1";
+  if (mockable && new URLSearchParams(location.search).has("mock")) {
     const { installMockBackend } = await import("./mock/backend");
     installMockBackend(new URLSearchParams(location.search));
   }

@@ -18,6 +18,9 @@ import type {
 
 export type Emit = (event: string, payload: unknown) => void;
 
+/** A string that survives minification; scripts/check-dist.mjs fails a build that contains it. */
+export const MOCK_MARKER = "natter-mock-backend";
+
 interface Conv {
   id: number;
   kind: "room" | "dm";
@@ -50,6 +53,7 @@ export class FakeBackend {
   state: AppState;
   users = new Map<string, { user: User; password: string; online: boolean }>();
   convs: Conv[] = [];
+  readonly marker = MOCK_MARKER;
   calls: { cmd: string; args: Record<string, unknown> }[] = [];
   /** When set, `send` leaves messages pending (like an offline client) instead of acking them. */
   offline = false;
