@@ -187,6 +187,31 @@ describe("conversation", () => {
     expect(store.messages.length).toBeGreaterThanOrEqual(497);
   });
 
+  it("global search finds messages in other conversations and jumps there", async () => {
+    const { fake } = await openGeneral((f, g) => {
+      const random = f.addRoom("random", ["alice", "bob"]);
+      for (let i = 0; i < 250; i++) f.deliver(random, "bob", i === 10 ? "where is the unicorn" : `filler ${i}`, Date.now() - (300 - i) * 1000);
+      f.deliver(g, "carol", "no match here", Date.now());
+    });
+    const user = userEvent.setup();
+    await user.click(screen.getByTestId("search-open"));
+    expect(screen.getByTestId("search-panel").dataset.scope).toBe("all");
+    await user.type(screen.getByTestId("search-input"), "unicorn");
+    const result = await screen.findByTestId("search-result");
+    expect(within(result).getByTestId("search-result-conv").textContent).toBe("#random");
+    expect(fake.calls.find((c) => c.cmd === "search")?.args).toEqual({ query: "unicorn", limit: 50 });
+    await user.click(result);
+    await waitFor(() => expect(screen.getByTestId("conv-header-title")).toHaveTextContent("#random"));
+    const target = await waitFor(() => {
+      const m = messages().find((x) => x.dataset.seq === "11");
+      if (!m) throw new Error("target not rendered");
+      return m;
+    });
+    expect(target).toHaveClass("highlighted");
+    // The panel stays open for the next hit.
+    expect(screen.getByTestId("search-panel")).toBeInTheDocument();
+  });
+
   it("Ctrl+K opens the quick switcher; typing filters and Enter opens", async () => {
     const { fake } = await openGeneral((f) => {
       f.addRoom("random", ["alice"]);
