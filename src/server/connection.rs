@@ -207,6 +207,18 @@ pub async fn serve<T>(
         return finish(ws, close::GOING_AWAY, grace).await;
     };
     tracing::debug!(conn = conn.id, user = authed.user, "connection registered");
+    // A logout that committed after the upgrade checked the token, but before this socket was
+    // registered, found no socket to close: check again now that logout would find it.
+    let token = authed.token;
+    if !matches!(
+        shared
+            .store
+            .read(move |c| store::token_user(c, &token))
+            .await,
+        Ok(Some(_))
+    ) {
+        conn.kill.fire(close::UNAUTHORIZED);
+    }
     let last_heard = AtomicI64::new(now_ms());
     let (replay_tx, mut replay_rx) = mpsc::channel::<Utf8Bytes>(2);
     let (mut sink, mut stream) = ws.split();
