@@ -531,3 +531,43 @@ async fn a_revoked_token_signs_the_client_out() {
     synced(&back).await;
     back.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_rate_limit_drains_in_order_without_being_cut_off() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit_per_sec = 50;
+        c.rate_burst = 20;
+    })
+    .await;
+    let (_da, alice) = client(&server, server.register("alice").await).await;
+    let general = alice
+        .find_conversation(ConvKind::Room, "general")
+        .unwrap()
+        .unwrap();
+    let mut rx = alice.subscribe();
+    let texts: Vec<String> = (0..120).map(|i| format!("burst {i}")).collect();
+    for t in &texts {
+        alice.send(Target::Conv(general), t).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), alice.wait_outbox_empty())
+        .await
+        .expect("drained")
+        .unwrap();
+    assert!(alice.outbox().unwrap().is_empty(), "nothing failed");
+    let got: Vec<String> = alice
+        .history(general, None, 200)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(got, texts);
+    // Never disconnected for flooding.
+    while let Ok(ev) = rx.try_recv() {
+        assert!(
+            !matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. })),
+            "{ev:?}"
+        );
+    }
+    alice.shutdown().await;
+}

@@ -694,7 +694,15 @@ impl Actor {
                         conn.outbox_in_flight = None;
                         if matches!(code, ErrorCode::RateLimited | ErrorCode::Internal) {
                             // Transient: keep it first in line and try again shortly.
-                            conn.outbox_retry_at = Some(Instant::now() + Duration::from_secs(1));
+                            // Rate limits refill within a fraction of a second; a short wait
+                            // keeps the drain quick while rejections stay far below the
+                            // server's flood threshold.
+                            let wait = if code == ErrorCode::RateLimited {
+                                Duration::from_millis(250)
+                            } else {
+                                Duration::from_secs(1)
+                            };
+                            conn.outbox_retry_at = Some(Instant::now() + wait);
                         } else {
                             let _ = store.mark_failed(&local_id, &message);
                             self.emit_outbox(&local_id);
