@@ -291,6 +291,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Opens (or creates) the store in `config.profile_dir`, saves `session` there and starts the
     /// connection in the background. Returns at once: history is readable while it connects.
+    /// The connection task is spawned on the Tokio runtime this is awaited on.
     pub async fn start(config: ClientConfig, session: Session) -> Result<Client> {
         let store = Store::open(&config.profile_dir.join(STORE_FILE))?;
         store.save_session(&SavedSession {
