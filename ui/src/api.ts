@@ -92,8 +92,6 @@ export const api = {
   setSettings: (settings: Settings) => call<Settings>("set_settings", { settings }),
 };
 
-export type Api = typeof api;
-
 /** Payload of each event the Rust side emits. */
 export interface EventMap {
   "natter://message": LocalMessage;

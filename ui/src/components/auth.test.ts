@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "vitest";
-import { screen, waitFor } from "@testing-library/svelte";
+import { screen } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import { installFake, renderApp, fire } from "../test/harness";
 

@@ -8,7 +8,6 @@
 import { api, subscribe, toCommandError } from "../api";
 import type {
   AppState,
-  CommandError,
   ConnectionState,
   ConversationSummary,
   LocalMessage,
@@ -512,10 +511,6 @@ export class Store {
     const target = this.messages.find((m) => m.local_id === message.local_id || (seq !== null && m.seq === seq));
     if (target) this.jumpTarget = { localId: target.local_id, nonce: (this.jumpTarget?.nonce ?? 0) + 1 };
   }
-}
-
-export function commandError(e: unknown): CommandError {
-  return toCommandError(e);
 }
 
 /** The app-wide store. Tests replace it through `resetStore()`. */
