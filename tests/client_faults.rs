@@ -875,3 +875,53 @@ async fn serve_until_closed_after_sync(ws: &mut Sock) {
         }
     }
 }
+
+#[tokio::test]
+async fn backoff_grows_while_connections_fail_and_resets_after_a_stable_one() {
+    let fake = fake(false, |n, mut ws| async move {
+        push(&mut ws, &hello()).await;
+        match n {
+            // Four connections that die at once, then one that lasts, then one that dies again.
+            0..=3 | 5 => {}
+            4 => tokio::time::sleep(Duration::from_millis(400)).await,
+            _ => return serve(&mut ws).await,
+        }
+        let _ = ws
+            .close(Some(CloseFrame {
+                code: CloseCode::from(close::INTERNAL),
+                reason: "boom".into(),
+            }))
+            .await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |c| {
+        c.backoff_min = Duration::from_millis(50);
+        c.backoff_max = Duration::from_secs(10);
+        c.stable_after = Duration::from_millis(200);
+    })
+    .await;
+    let mut rx = client.subscribe();
+    let mut delays = Vec::new();
+    while delays.len() < 6 {
+        if let ClientEvent::Connection(ConnectionState::Offline { retry_at, .. }) =
+            wait_for(&mut rx, "offline", |ev| {
+                matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
+            })
+            .await
+        {
+            delays.push(retry_at - now_ms());
+        }
+    }
+    // Each quick failure doubles the base (50, 100, 200, 400 ms; jitter keeps at least half).
+    assert!(delays[0] <= 50 && delays[3] >= 150, "growing: {delays:?}");
+    // The stable connection (index 4) reset it: back to at most the minimum.
+    assert!(
+        delays[4] <= 50,
+        "reset after a stable connection: {delays:?}"
+    );
+    // And the next quick failure grows from the minimum again.
+    assert!(delays[5] <= 100, "{delays:?}");
+    client.shutdown().await;
+}
