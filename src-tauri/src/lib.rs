@@ -117,14 +117,31 @@ fn instance_id(identifier: &str) -> String {
     }
 }
 
+/// Logs go to stderr, or to the file named by `NATTER_LOG_FILE` (the e2e test keeps each app's
+/// log there, since WebDriver does not pass an app's stderr on). `RUST_LOG` filters.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into());
+    let file = std::env::var_os("NATTER_LOG_FILE").and_then(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match file {
+        Some(file) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init(),
+        None => builder.try_init(),
+    };
+}
+
 /// Starts the desktop app (the binary's whole `main`).
 pub fn run() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,natter=info".into()),
-        )
-        .try_init();
+    init_logging();
     let context = tauri::generate_context!();
     let id = instance_id(&context.config().identifier);
     let window_state = {

@@ -90,10 +90,10 @@ wait_for 10 "Xvfb" test -e "/tmp/.X11-unix/X$BOB_DISPLAY"
 ALICE_PORT=$(free_port); ALICE_NATIVE=$(free_port)
 BOB_PORT=$(free_port); BOB_NATIVE=$(free_port)
 mkdir -p "$WORK/alice" "$WORK/bob"
-export RUST_LOG="${RUST_LOG:-info,natter_desktop=debug}"
-spawn "$WORK/alice.log" env DISPLAY=":$ALICE_DISPLAY" NATTER_DATA_DIR="$WORK/alice/profile" \
+export RUST_LOG="${RUST_LOG:-info,natter=debug,natter_desktop=debug}"
+spawn "$WORK/alice.log" env DISPLAY=":$ALICE_DISPLAY" NATTER_DATA_DIR="$WORK/alice/profile" NATTER_LOG_FILE="$WORK/alice-app.log" \
   dbus-run-session -- bash tests/e2e/session.sh "$WORK/alice" "$ALICE_PORT" "$ALICE_NATIVE" no-dunst
-spawn "$WORK/bob.log" env DISPLAY=":$BOB_DISPLAY" NATTER_DATA_DIR="$WORK/bob/profile" \
+spawn "$WORK/bob.log" env DISPLAY=":$BOB_DISPLAY" NATTER_DATA_DIR="$WORK/bob/profile" NATTER_LOG_FILE="$WORK/bob-app.log" \
   dbus-run-session -- bash tests/e2e/session.sh "$WORK/bob" "$BOB_PORT" "$BOB_NATIVE" dunst
 wait_for 20 "Alice's tauri-driver" test -e "$WORK/alice/ready"
 wait_for 20 "Bob's tauri-driver and dunst" test -e "$WORK/bob/ready"

@@ -118,14 +118,24 @@ class Driver {
     return waitFor(`${this.name}: ${css}`, () => this.one(css), ms);
   }
 
+  // The UI re-renders lists as events arrive, so an element found a moment ago may be gone
+  // ("stale"): find and act again until it works.
   async click(css) {
-    const el = await this.el(css);
-    await this.cmd("POST", `/element/${el}/click`, {});
+    await waitFor(`${this.name}: click ${css}`, async () => {
+      const el = await this.one(css);
+      if (!el) return false;
+      await this.cmd("POST", `/element/${el}/click`, {});
+      return true;
+    });
   }
 
   async type(css, text) {
-    const el = await this.el(css);
-    await this.cmd("POST", `/element/${el}/value`, { text });
+    await waitFor(`${this.name}: type into ${css}`, async () => {
+      const el = await this.one(css);
+      if (!el) return false;
+      await this.cmd("POST", `/element/${el}/value`, { text });
+      return true;
+    });
   }
 
   // WebKitWebDriver's visibility atom calls some visible elements hidden (and then reports
@@ -179,7 +189,7 @@ class Driver {
 
   async openConv(name, kind) {
     await this.click(this.conv(name, kind));
-    const id = (await this.convState(name, kind)).id;
+    const id = (await waitFor(`${this.name}: ${name} listed`, () => this.convState(name, kind))).id;
     await waitFor(`${this.name}: ${name} open`, async () => {
       const section = await this.one('[data-testid="conversation"]');
       return section && Number(await this.attr(section, "data-conv-id")) === id;
@@ -394,7 +404,7 @@ async function main() {
     const section = await bob.one('[data-testid="conversation"]');
     return section && Number(await bob.attr(section, "data-conv-id")) === dmId;
   });
-  check(await bob.seesMessage(again), "bob sees the message he was notified of");
+  await waitFor("bob sees the message he was notified of", () => bob.seesMessage(again));
   log("bob: clicking the notification opened the DM");
 
   // dunst's own record agrees: three notifications, exactly these.
@@ -406,8 +416,13 @@ async function main() {
   log("dunst history: exactly the three expected notifications");
 
   if (SHOTS) {
-    // Bob's DM and Alice's #general, in each look.
+    // A little more conversation in #general, then Bob's DM and Alice's #general in each look.
     await alice.openConv("general", "room");
+    await bob.openConv("general", "room");
+    await bob.say("Morning! ☕ Who's in for the 3 pm review?");
+    await alice.say("Me. The release notes are up, have a look when you can.");
+    await bob.say("你好！看起来不错。");
+    await waitFor("alice sees bob's last line", () => alice.seesMessage("你好！看起来不错。"));
     await bob.openConv("alice", "dm");
     for (const d of [alice, bob]) {
       await waitFor(`${d.name}: typing indicator gone`, async () => {
@@ -423,6 +438,9 @@ async function main() {
     ]) {
       await setLook(bob, theme, lang);
       await setLook(alice, theme, lang);
+      for (const d of [alice, bob]) {
+        await waitFor(`${d.name}: online (no banner)`, async () => !(await d.one('[data-testid="banner"]')));
+      }
       await shot(bob, `${tag}-dm`);
       await shot(alice, `${tag}-room`);
     }
