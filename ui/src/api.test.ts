@@ -1,0 +1,144 @@
+/**
+ * Holds `api.ts` to docs/ipc.md: every documented command is wrapped, each wrapper sends exactly
+ * the documented (camelCase) argument names, and `subscribe` covers every documented event.
+ * The expectations are parsed from the document itself, so the test fails when either drifts.
+ */
+import { describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { mockIPC } from "@tauri-apps/api/mocks";
+import { emit } from "@tauri-apps/api/event";
+import { api, subscribe, toCommandError, type EventHandlers } from "./api";
+import { defaultSettings } from "./mock/fake";
+
+const doc = readFileSync(join(__dirname, "..", "..", "docs", "ipc.md"), "utf8");
+
+/** Splits a markdown table row on `|` outside code spans (`number | null` stays whole). */
+function tableCells(line: string): string[] {
+  if (!line.startsWith("|")) return [];
+  const cells: string[] = [];
+  let cur = "";
+  let code = false;
+  for (const ch of line.slice(1)) {
+    if (ch === "`") code = !code;
+    if (ch === "|" && !code) {
+      cells.push(cur.trim());
+      cur = "";
+    } else cur += ch;
+  }
+  return cells;
+}
+
+/** command → documented argument names (optional ones included). */
+function documentedCommands(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const line of doc.split("\n")) {
+    const cells = tableCells(line);
+    const m = /^`([a-z_]+)`$/.exec(cells[0] ?? "");
+    if (!m || cells.length < 3) continue;
+    const cell = cells[1].replace(/\(.*?\)/g, "");
+    const code = [...cell.matchAll(/`([^`]*)`/g)].map((c) => c[1]).join(", ");
+    const names = code.includes(":")
+      ? [...code.matchAll(/(\w+)\??\s*:/g)].map((n) => n[1])
+      : code.split(",").map((s) => s.trim()).filter(Boolean);
+    out.set(m[1], names);
+  }
+  return out;
+}
+
+function documentedEvents(): string[] {
+  return [...doc.matchAll(/^\| `(natter:\/\/[a-z-]+)` \|/gm)].map((m) => m[1]);
+}
+
+/** Calls each wrapper with every argument, optional ones too. */
+const CALLS: Record<string, () => Promise<unknown>> = {
+  app_state: () => api.appState(),
+  host_server: () => api.hostServer(9000),
+  join_server: () => api.joinServer("http://h:1"),
+  register: () => api.register("u", "p", "d", "a"),
+  login: () => api.login("u", "p"),
+  logout: () => api.logout(),
+  conversations: () => api.conversations(),
+  history: () => api.history(1, 5, 10),
+  send: () => Promise.all([api.send({ conv: 1 }, "t"), api.send({ to: "bob" }, "t")]),
+  retry: () => api.retry("id"),
+  mark_read: () => api.markRead(1, 2),
+  search: () => api.search("q", 1, 3),
+  rooms: () => api.rooms(),
+  create_room: () => api.createRoom("n"),
+  join_room: () => api.joinRoom("n"),
+  leave_room: () => api.leaveRoom(1),
+  members: () => api.members(1),
+  users: () => api.users(),
+  typing: () => api.typing(1),
+  set_visible_conversation: () => api.setVisibleConversation(null),
+  set_muted: () => api.setMuted(1, true),
+  get_settings: () => api.getSettings(),
+  set_settings: () => api.setSettings(defaultSettings()),
+};
+
+describe("api.ts follows docs/ipc.md", () => {
+  const commands = documentedCommands();
+
+  it("parses the contract", () => {
+    expect(commands.size).toBeGreaterThanOrEqual(23);
+    expect(commands.get("history")).toEqual(["conv", "beforeSeq", "limit"]);
+    expect(commands.get("register")).toEqual(["username", "password", "displayName", "avatar"]);
+    expect(commands.get("set_visible_conversation")).toEqual(["conv"]);
+    expect(commands.get("app_state")).toEqual([]);
+  });
+
+  it("wraps every documented command and no other", () => {
+    expect(Object.keys(CALLS).sort()).toEqual([...commands.keys()].sort());
+  });
+
+  it.each([...documentedCommands().keys()])("%s sends the documented argument names", async (cmd) => {
+    const seen: { cmd: string; args: Record<string, unknown> }[] = [];
+    mockIPC((c, args) => {
+      seen.push({ cmd: c, args: (args ?? {}) as Record<string, unknown> });
+      return null;
+    });
+    await CALLS[cmd]();
+    expect(seen.length).toBeGreaterThan(0);
+    const names = new Set(seen.flatMap((s) => Object.keys(s.args)));
+    expect(seen.every((s) => s.cmd === cmd)).toBe(true);
+    expect([...names].sort()).toEqual([...commands.get(cmd)!].sort());
+  });
+
+  it("leaves optional arguments out rather than sending undefined", async () => {
+    const seen: Record<string, unknown>[] = [];
+    mockIPC((_c, args) => {
+      seen.push((args ?? {}) as Record<string, unknown>);
+      return [];
+    });
+    await api.history(7);
+    await api.hostServer();
+    expect(seen).toEqual([{ conv: 7 }, {}]);
+  });
+
+  it("subscribes to every documented event and delivers payloads", async () => {
+    mockIPC(() => null, { shouldMockEvents: true });
+    const got: string[] = [];
+    const handlers = Object.fromEntries(
+      documentedEvents().map((name) => [name, (p: unknown) => got.push(`${name}:${JSON.stringify(p)}`)]),
+    ) as unknown as EventHandlers;
+    const off = await subscribe(handlers);
+    for (const name of documentedEvents()) await emit(name, { n: name.length });
+    expect(got).toHaveLength(documentedEvents().length);
+    expect(got[0]).toBe(`${documentedEvents()[0]}:{"n":${documentedEvents()[0].length}}`);
+    off();
+  });
+
+  it("normalises rejections into CommandError", async () => {
+    mockIPC(() => {
+      throw { code: "forbidden", message: "nope" };
+    });
+    await expect(api.rooms()).rejects.toEqual({ code: "forbidden", message: "nope" });
+    mockIPC(() => {
+      throw "plain string";
+    });
+    await expect(api.rooms()).rejects.toEqual({ code: "internal", message: "plain string" });
+    expect(toCommandError({ code: "made_up", message: "x" })).toEqual({ code: "internal", message: "x" });
+    expect(toCommandError(null)).toEqual({ code: "internal", message: "null" });
+  });
+});
