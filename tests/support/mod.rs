@@ -391,6 +391,14 @@ impl WsClient {
         }
     }
 
+    /// The next `error` frame, skipping pushes (other users may be chatting meanwhile).
+    pub async fn next_error(&mut self) -> Option<ServerFrame> {
+        Some(
+            self.wait_for(|f| matches!(f, ServerFrame::Error { .. }))
+                .await,
+        )
+    }
+
     /// Read until the server closes; the close code, or None when the socket ended without one.
     pub async fn expect_close(&mut self) -> Option<u16> {
         loop {
