@@ -310,9 +310,13 @@ pub enum Reply {
     /// `auth` accepted; a [`ServerFrame::Hello`] follows.
     Authenticated,
     /// `sync` finished: every missed message has been sent. Unread counts after the replay.
-    Synced { unread: Vec<Unread> },
+    Synced {
+        unread: Vec<Unread>,
+    },
     /// `send` committed: the message as stored (the original one for a retried `client_msg_id`).
-    Sent { message: Message },
+    Sent {
+        message: Message,
+    },
     /// A `history` page, ascending by seq. `has_more` tells whether older (for `before`) or newer
     /// (for `after`) messages exist beyond this page.
     History {
@@ -321,15 +325,21 @@ pub enum Reply {
         messages: Vec<Message>,
         has_more: bool,
     },
-    Rooms { rooms: Vec<RoomInfo> },
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
     /// `create_room` or `join`: the conversation now joined.
-    Joined { conversation: Conversation },
+    Joined {
+        conversation: Conversation,
+    },
     Members {
         #[ts(type = "number")]
         conv: ConvId,
         members: Vec<Member>,
     },
-    Users { users: Vec<Member> },
+    Users {
+        users: Vec<Member>,
+    },
     /// `leave`, `read`, `typing`: done, nothing to return.
     Done,
 }
@@ -514,7 +524,14 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(send.id(), 7);
-        assert!(matches!(send, ClientFrame::Send { conv: Some(1), to: None, .. }));
+        assert!(matches!(
+            send,
+            ClientFrame::Send {
+                conv: Some(1),
+                to: None,
+                ..
+            }
+        ));
 
         let dm: ClientFrame = serde_json::from_value(json!({
             "type": "send", "id": 8, "to": "bob",
@@ -527,7 +544,14 @@ mod tests {
             json!({"type": "history", "id": 9, "conv": 3, "before": 100, "limit": 50}),
         )
         .unwrap();
-        assert!(matches!(history, ClientFrame::History { before: Some(100), after: None, .. }));
+        assert!(matches!(
+            history,
+            ClientFrame::History {
+                before: Some(100),
+                after: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -538,7 +562,10 @@ mod tests {
             json!({"type": "send", "id": "x", "conv": 1, "client_msg_id": "not-a-uuid", "text": "a"}),
             json!({"id": 1}),
         ] {
-            assert!(serde_json::from_value::<ClientFrame>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<ClientFrame>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -570,7 +597,14 @@ mod tests {
 
     #[test]
     fn names_accept_any_script_and_reject_the_rest() {
-        for good in ["alice", "张伟", "bob_2", "a.b-c", "Ünïcødé", &"x".repeat(32)] {
+        for good in [
+            "alice",
+            "张伟",
+            "bob_2",
+            "a.b-c",
+            "Ünïcødé",
+            &"x".repeat(32),
+        ] {
             assert!(is_valid_name(good), "{good}");
         }
         for bad in ["", "a b", "a:b", "<script>", "@bob", &"x".repeat(33), "a/b"] {
