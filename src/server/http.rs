@@ -126,6 +126,18 @@ fn session_expiry(shared: &Shared) -> i64 {
     now_ms().saturating_add(shared.config.token_ttl.as_millis() as i64)
 }
 
+/// Run an argon2 hash or verify on the blocking pool, at most one per CPU at a time: each takes
+/// about 19 MiB and tens of milliseconds, so a burst of logins must queue rather than fan out
+/// over the whole blocking pool and exhaust memory. None if the task failed.
+async fn argon2_job<T, F>(shared: &Shared, job: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let _permit = shared.argon2_permits.acquire().await.ok()?;
+    tokio::task::spawn_blocking(job).await.ok()
+}
+
 async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: RegisterRequest = match parse_json(&body) {
         Ok(r) => r,
@@ -169,11 +181,10 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         );
     }
     let password = req.password;
-    let password_hash =
-        match tokio::task::spawn_blocking(move || auth::hash_password(&password)).await {
-            Ok(Ok(h)) => h,
-            _ => return fail(ErrorCode::Internal, "cannot hash password"),
-        };
+    let password_hash = match argon2_job(&shared, move || auth::hash_password(&password)).await {
+        Some(Ok(h)) => h,
+        _ => return fail(ErrorCode::Internal, "cannot hash password"),
+    };
     let (token, token_hash) = auth::new_token();
     let expires_at = session_expiry(&shared);
     let op = WriteOp::Register {
@@ -220,14 +231,12 @@ async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let password = req.password;
     let (user, ok) = match found {
         Some((id, hash)) => {
-            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-                .await
-                .unwrap_or(false);
-            (Some(id), ok)
+            let ok = argon2_job(&shared, move || auth::verify_password(&password, &hash)).await;
+            (Some(id), ok.unwrap_or(false))
         }
         None => {
             // Spend the same time as a real check so missing users cannot be told apart.
-            let _ = tokio::task::spawn_blocking(move || {
+            argon2_job(&shared, move || {
                 auth::verify_password(&password, auth::dummy_hash())
             })
             .await;

@@ -157,6 +157,8 @@ pub(crate) struct Shared {
     /// Turns true when shutdown begins (HTTP connections and sockets still authenticating
     /// watch it).
     pub stopping: watch::Sender<bool>,
+    /// Bounds concurrent argon2 work (memory-hard: ~19 MiB each).
+    pub argon2_permits: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -178,6 +180,9 @@ impl Shared {
             unauth: Mutex::new(HashMap::new()),
             tasks: Tasks::default(),
             stopping: watch::channel(false).0,
+            argon2_permits: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }))
     }
 
