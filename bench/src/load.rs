@@ -190,23 +190,36 @@ impl Swarm {
         tokens: &[String],
         count: usize,
     ) -> Result<()> {
+        self.connect_with(addr, tokens, count, None).await
+    }
+
+    /// [`Swarm::connect`] with an optional small kernel receive buffer (see
+    /// [`target::connect_with`]). Each client starts reading as soon as it is connected, so
+    /// what the server pushes meanwhile (presence, hello) never piles up unread.
+    pub async fn connect_with(
+        &mut self,
+        addr: SocketAddr,
+        tokens: &[String],
+        count: usize,
+        recv_buffer: Option<u32>,
+    ) -> Result<()> {
         let first = self.clients.len();
         let kind = self.kind;
-        let results = futures_util::stream::iter(first..first + count)
+        let mut connecting = futures_util::stream::iter(first..first + count)
             .map(|i| {
                 let token = (!tokens.is_empty()).then(|| tokens[i % tokens.len()].clone());
                 let src = SOURCE_IPS[i % SOURCE_IPS.len()];
                 async move {
-                    let r = target::connect(kind, addr, token.as_deref(), src).await;
+                    let r =
+                        target::connect_with(kind, addr, token.as_deref(), src, recv_buffer).await;
                     r.map_err(|e| anyhow!("client {i}: {e:#}"))
                 }
             })
-            .buffered(64)
-            .collect::<Vec<_>>()
-            .await;
-        for r in results {
+            .buffered(64);
+        while let Some(r) = connecting.next().await {
             let (ws, general) = r?;
-            self.clients.push(self.spawn_client(ws, general));
+            let client = self.spawn_client(ws, general);
+            self.clients.push(client);
         }
         Ok(())
     }

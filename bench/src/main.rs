@@ -150,7 +150,8 @@ impl Common {
 /// through 50,000 deliveries/s (the target's load) and then steps up towards saturation.
 fn fanout_plan(max_clients: usize) -> Vec<(usize, Vec<f64>)> {
     let plan = vec![
-        (100, vec![100.0, 500.0, 1_000.0, 2_000.0]),
+        // Natter's per-user rate limit is 20 messages/s by default: 100 users stay under it.
+        (100, vec![100.0, 500.0, 1_000.0, 1_800.0]),
         (1_000, vec![10.0, 50.0, 100.0, 200.0]),
         (5_000, vec![4.0, 10.0, 20.0, 40.0]),
     ];
@@ -201,7 +202,7 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("== scenario 4: 1% of clients stop reading");
             for &k in &kinds {
                 results.slow.push(
-                    scenarios::slow_readers(&env, k, 1_000, 50.0, Duration::from_secs(6)).await?,
+                    scenarios::slow_readers(&env, k, 1_000, 100.0, Duration::from_secs(8)).await?,
                 );
             }
             eprintln!("== scenario 3: realistic (rooms of 10, DMs, presence churn, history)");
@@ -254,7 +255,7 @@ async fn run(cli: Cli) -> Result<()> {
             let env = common.env(1_000).await?;
             for k in common.kinds()? {
                 results.slow.push(
-                    scenarios::slow_readers(&env, k, 1_000, 50.0, Duration::from_secs(6)).await?,
+                    scenarios::slow_readers(&env, k, 1_000, 100.0, Duration::from_secs(8)).await?,
                 );
             }
         }

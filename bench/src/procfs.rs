@@ -78,6 +78,14 @@ pub fn sample(pid: u32) -> Result<Sample> {
     })
 }
 
+/// Open file descriptors of `pid`: a server's connection count, seen from the server side
+/// (a client that stopped reading never learns that the server closed it).
+pub fn open_fds(pid: u32) -> Result<u64> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("listing /proc/{pid}/fd"))?
+        .count() as u64)
+}
+
 /// The 1-minute load average, noted with every run because other builds skew the figures.
 pub fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
@@ -120,5 +128,6 @@ mod tests {
         assert!(s.cpu_secs >= 0.0);
         assert!(kib_field("VmRSS:\t  1234 kB\n", "VmRSS:") == Some(1234));
         assert!(open_file_limit().unwrap_or(0) > 0);
+        assert!(open_fds(std::process::id()).unwrap() >= 3);
     }
 }

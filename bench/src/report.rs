@@ -72,7 +72,7 @@ impl Results {
             self.render_fanout(&mut o);
         }
         if !self.slow.is_empty() {
-            let _ = writeln!(o, "## Scenario 4: 1% of clients stop reading (N=1000, 50 msg/s = 50k deliveries/s offered)\n");
+            let _ = writeln!(o, "## Scenario 4: 1% of clients stop reading (N=1000, 100 msg/s = 100k deliveries/s offered, 8 s stalled)\n");
             let _ = writeln!(o, "| server | p99 before ms | p99 during ms | max during ms | lost (readers) | RSS before KiB | RSS max KiB | RSS after KiB | stalled closed by server |");
             let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
             for s in &self.slow {
@@ -122,8 +122,8 @@ impl Results {
                 o,
                 "## Scenario 2: idle connections (target: <= 16 KiB of server RSS each)\n"
             );
-            let _ = writeln!(o, "| server | connections | RSS KiB | PSS KiB | RSS per conn (B) | PSS per conn (B) | closed | vs natter (RSS/conn) |");
-            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(o, "| server | connections | RSS KiB | PSS KiB | RSS per conn (B) | PSS per conn (B) | marginal RSS per conn, 2nd half (B) | closed | RSS/conn vs natter |");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
             let natter = self
                 .idle
                 .iter()
@@ -132,13 +132,14 @@ impl Results {
             for i in &self.idle {
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {} |",
+                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
                     i.server,
                     i.connections,
                     i.rss_kib,
                     i.pss_kib,
                     i.rss_per_conn_bytes,
                     i.pss_per_conn_bytes,
+                    i.rss_marginal_bytes,
                     i.closed,
                     natter
                         .map(|n| ratio(i.rss_per_conn_bytes, n))

@@ -92,11 +92,13 @@ pub async fn fanout(env: &Env, kind: Kind, plan: &[(usize, Vec<f64>)]) -> Result
                 .await?;
             let kept_up = step.kept_up();
             eprintln!(
-                "  {:9} N={n:5} rate={rate:6}/s deliveries/s={:8.0} p99={:7.2}ms lost={} cpu={:5.1}% gen={:5.1}% load={}",
+                "  {:9} N={n:5} rate={rate:6}/s deliveries/s={:8.0} p99={:7.2}ms lost={} errors={} closed={} cpu={:5.1}% gen={:5.1}% load={}",
                 kind.name(),
                 step.deliveries_per_sec,
                 step.p99_us as f64 / 1e3,
                 step.lost,
+                step.errors,
+                step.closed,
                 step.server_cpu_pct,
                 step.gen_cpu_pct,
                 procfs::loadavg()
@@ -124,12 +126,26 @@ pub struct IdleResult {
     pub connections: usize,
     pub connect_secs: f64,
     pub rss_base_kib: u64,
+    pub rss_mid_kib: u64,
     pub rss_kib: u64,
     pub pss_kib: u64,
     /// (RSS with all connections - RSS with the first 100) / the connections added.
     pub rss_per_conn_bytes: f64,
     pub pss_per_conn_bytes: f64,
+    /// (RSS with all - RSS with half) / the second half: the cost of one more connection once
+    /// start-up effects (Natter: each user's first socket announces presence to everyone) are
+    /// behind, since the second half reuses users already online.
+    pub rss_marginal_bytes: f64,
     pub closed: u64,
+}
+
+async fn quiet_sample(swarm: &Swarm, pid: u32) -> Result<procfs::Sample> {
+    swarm
+        .settle(Duration::from_secs(1), Duration::from_secs(120))
+        .await;
+    // Let the allocator and the runtime settle too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    procfs::sample(pid)
 }
 
 /// Scenario 2: open `count` idle connections and measure the server's memory per connection.
@@ -137,41 +153,43 @@ pub async fn idle(env: &Env, kind: Kind, count: usize) -> Result<IdleResult> {
     let server = env.start(kind).await?;
     let mut swarm = Swarm::new(kind);
     let first = 100.min(count);
+    let half = (count / 2).max(first);
     swarm.connect(server.addr, env.tokens(kind), first).await?;
-    swarm
-        .settle(Duration::from_millis(500), Duration::from_secs(30))
-        .await;
-    let base = procfs::sample(server.pid)?;
+    let base = quiet_sample(&swarm, server.pid).await?;
     let t = Instant::now();
     swarm
-        .connect(server.addr, env.tokens(kind), count - first)
+        .connect(server.addr, env.tokens(kind), half - first)
+        .await
+        .with_context(|| format!("{}: opening {half} idle connections", kind.name()))?;
+    let mid = quiet_sample(&swarm, server.pid).await?;
+    swarm
+        .connect(server.addr, env.tokens(kind), count - half)
         .await
         .with_context(|| format!("{}: opening {count} idle connections", kind.name()))?;
     let connect_secs = t.elapsed().as_secs_f64();
-    swarm
-        .settle(Duration::from_secs(1), Duration::from_secs(120))
-        .await;
-    // Let the allocator and the runtime settle too.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let full = procfs::sample(server.pid)?;
-    let added = (count - first).max(1) as f64;
+    let full = quiet_sample(&swarm, server.pid).await?;
+    let per = |a: u64, b: u64, n: usize| (a as f64 - b as f64) * 1024.0 / n.max(1) as f64;
     let result = IdleResult {
         server: kind.name(),
         connections: count,
         connect_secs,
         rss_base_kib: base.rss_kib,
+        rss_mid_kib: mid.rss_kib,
         rss_kib: full.rss_kib,
         pss_kib: full.pss_kib,
-        rss_per_conn_bytes: (full.rss_kib as f64 - base.rss_kib as f64) * 1024.0 / added,
-        pss_per_conn_bytes: (full.pss_kib as f64 - base.pss_kib as f64) * 1024.0 / added,
+        rss_per_conn_bytes: per(full.rss_kib, base.rss_kib, count - first),
+        pss_per_conn_bytes: per(full.pss_kib, base.pss_kib, count - first),
+        rss_marginal_bytes: per(full.rss_kib, mid.rss_kib, count - half),
         closed: swarm.recorder.closed.load(Ordering::Relaxed),
     };
     eprintln!(
-        "  {:9} idle={count} rss={} KiB per-conn={:.0} B closed={} load={}",
+        "  {:9} idle={count} rss={} KiB per-conn={:.0} B marginal={:.0} B closed={} in {:.1} s, load={}",
         kind.name(),
         full.rss_kib,
         result.rss_per_conn_bytes,
+        result.rss_marginal_bytes,
         result.closed,
+        connect_secs,
         procfs::loadavg()
     );
     drop(swarm);
@@ -192,9 +210,13 @@ pub struct SlowResult {
     pub rss_before_kib: u64,
     pub rss_max_kib: u64,
     pub rss_after_kib: u64,
-    /// Stalled sockets the server closed (Natter: 4000 slow consumer).
+    /// Sockets the server closed while 1% stalled (its open descriptors before minus after;
+    /// Natter closes a slow consumer with 4000).
     pub stalled_closed_by_server: u64,
 }
+
+/// Kernel receive buffer of the clients that stop reading in scenario 4.
+const STALLED_RCVBUF: u32 = 4 * 1024;
 
 /// Scenario 4: N clients in one room at `rate`; then 1% stop reading while the rest carry on.
 pub async fn slow_readers(
@@ -206,20 +228,26 @@ pub async fn slow_readers(
 ) -> Result<SlowResult> {
     let server = env.start(kind).await?;
     let mut swarm = Swarm::new(kind);
-    swarm.connect(server.addr, env.tokens(kind), n).await?;
+    let stalled = (n / 100).max(1);
+    swarm
+        .connect(server.addr, env.tokens(kind), n - stalled)
+        .await?;
+    // The clients that will stall have a small receive window, like a phone on a bad network.
+    swarm
+        .connect_with(server.addr, env.tokens(kind), stalled, Some(STALLED_RCVBUF))
+        .await?;
     swarm
         .settle(Duration::from_millis(500), Duration::from_secs(60))
         .await;
     let baseline = swarm
         .fanout_step(server.pid, rate, env.warmup, env.measure)
         .await?;
-    let stalled = (n / 100).max(1);
     // The last clients stall, so publishers (round-robin over readers) are unaffected.
     for c in &swarm.clients[n - stalled..] {
         c.stop_reading();
     }
     let rss_before = procfs::sample(server.pid)?.rss_kib;
-    let closed_before = swarm.recorder.closed.load(Ordering::Relaxed);
+    let fds_before = procfs::open_fds(server.pid)?;
     let rss_max = Arc::new(AtomicU64::new(rss_before));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -248,7 +276,7 @@ pub async fn slow_readers(
         rss_before_kib: rss_before,
         rss_max_kib: rss_max.load(Ordering::Relaxed),
         rss_after_kib: rss_after,
-        stalled_closed_by_server: swarm.recorder.closed.load(Ordering::Relaxed) - closed_before,
+        stalled_closed_by_server: fds_before.saturating_sub(procfs::open_fds(server.pid)?),
         baseline,
         with_stalled,
     };

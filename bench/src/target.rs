@@ -52,7 +52,13 @@ impl Kind {
     /// a ping...). Checked on the frame's start so a delivery costs no JSON parse here.
     pub fn is_delivery(self, frame: &str) -> bool {
         match self {
-            Kind::Natter | Kind::Ws => frame.starts_with(r#"{"type":"message""#),
+            // Natter answers the sending socket with the committed message (`sent`) instead of
+            // a second copy: that answer is the sender's delivery.
+            Kind::Natter => {
+                frame.starts_with(r#"{"type":"message""#)
+                    || (frame.starts_with(r#"{"type":"ok""#) && frame.contains(r#""kind":"sent""#))
+            }
+            Kind::Ws => frame.starts_with(r#"{"type":"message""#),
             Kind::Sio => frame.starts_with(r#"42["chat""#),
         }
     }
@@ -70,14 +76,15 @@ impl Kind {
                 r#"{{"type":"send","id":{id},"to":"{to}","client_msg_id":"{}","text":"{text}"}}"#,
                 uuid::Uuid::new_v4()
             ),
+            // The peers name rooms by string.
             (Kind::Ws, Dest::Conv(conv)) => {
-                format!(r#"{{"type":"send","conv":{conv},"text":"{text}"}}"#)
+                format!(r#"{{"type":"send","conv":"{conv}","text":"{text}"}}"#)
             }
             (Kind::Ws, Dest::User(to)) => {
                 format!(r#"{{"type":"send","to":"{to}","text":"{text}"}}"#)
             }
             (Kind::Sio, Dest::Conv(conv)) => {
-                format!(r#"42["chat",{{"conv":{conv},"text":"{text}"}}]"#)
+                format!(r#"42["chat",{{"conv":"{conv}","text":"{text}"}}]"#)
             }
             (Kind::Sio, Dest::User(to)) => format!(r#"42["chat",{{"to":"{to}","text":"{text}"}}]"#),
         }
@@ -326,7 +333,23 @@ pub async fn connect(
     token: Option<&str>,
     src: Ipv4Addr,
 ) -> Result<(Ws, Option<i64>)> {
+    connect_with(kind, addr, token, src, None).await
+}
+
+/// [`connect`], optionally with a small kernel receive buffer: a client that will stop reading
+/// (scenario 4) then fills the server's side within seconds instead of parking megabytes in
+/// loopback socket buffers, the way a stalled client on a slow network does.
+pub async fn connect_with(
+    kind: Kind,
+    addr: SocketAddr,
+    token: Option<&str>,
+    src: Ipv4Addr,
+    recv_buffer: Option<u32>,
+) -> Result<(Ws, Option<i64>)> {
     let socket = TcpSocket::new_v4()?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
     // Several source addresses (127.0.0.x) so tens of thousands of sockets never exhaust the
     // ephemeral ports of one address pair.
     socket.bind((src, 0).into())?;
@@ -454,7 +477,9 @@ mod tests {
     #[test]
     fn deliveries_are_told_from_other_frames() {
         assert!(Kind::Natter.is_delivery(r#"{"type":"message","message":{}}"#));
-        assert!(!Kind::Natter.is_delivery(r#"{"type":"ok","id":1,"result":{"kind":"sent"}}"#));
+        assert!(Kind::Natter.is_delivery(r#"{"type":"ok","id":1,"result":{"kind":"sent"}}"#));
+        assert!(!Kind::Natter.is_delivery(r#"{"type":"ok","id":1,"result":{"kind":"done"}}"#));
+        assert!(!Kind::Ws.is_delivery(r#"{"type":"ok","id":1,"result":{"kind":"sent"}}"#));
         assert!(!Kind::Natter.is_delivery(r#"{"type":"presence","username":"a","online":true}"#));
         assert!(Kind::Sio.is_delivery(r#"42["chat",{"text":"x"}]"#));
         assert!(!Kind::Sio.is_delivery("2"));
@@ -473,6 +498,12 @@ mod tests {
                 ..
             }
         ));
+        let peer: serde_json::Value =
+            serde_json::from_str(&Kind::Ws.encode_send(&Dest::Conv("r1".into()), 1, "x")).unwrap();
+        assert_eq!(peer["conv"], "r1");
+        let sio = Kind::Sio.encode_send(&Dest::Conv("r1".into()), 1, "x");
+        let sio: serde_json::Value = serde_json::from_str(&sio[2..]).unwrap();
+        assert_eq!(sio[1]["conv"], "r1");
         let f = Kind::Natter.encode_send(&Dest::User("bob".into()), 10, "hi");
         let parsed: protocol::ClientFrame = serde_json::from_str(&f).unwrap();
         assert!(
