@@ -115,7 +115,7 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_shown_offline() {
         "not dropped before interval + timeout ({took:?})"
     );
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(3),
         "dropped soon after the limit ({took:?})"
     );
     assert!(
