@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use natter::protocol::ConvId;
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 /// The environment variable that overrides the data directory (tests run two profiles side by
 /// side; a user can keep a portable profile).
@@ -14,8 +15,9 @@ pub const DATA_DIR_ENV: &str = "NATTER_DATA_DIR";
 
 const FILE: &str = "desktop.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, TS)]
 #[serde(rename_all = "snake_case")]
+#[ts(export)]
 pub enum Theme {
     #[default]
     System,
@@ -23,7 +25,8 @@ pub enum Theme {
     Dark,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, TS)]
+#[ts(export)]
 pub enum Language {
     #[default]
     #[serde(rename = "en")]
@@ -33,8 +36,9 @@ pub enum Language {
 }
 
 /// The user's settings (`Settings` in docs/ipc.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(deny_unknown_fields)]
+#[ts(export)]
 pub struct Settings {
     pub notifications: bool,
     pub hide_message_text: bool,

@@ -3,10 +3,13 @@
 //! translate, and an English message it can show when it has no translation.
 
 use serde::Serialize;
+use ts_rs::TS;
 
 /// The stable codes of docs/ipc.md. The UI switches on these, so they never change meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
+// The wire protocol has its own `ErrorCode`; this is the IPC one.
+#[ts(export, rename = "CommandErrorCode")]
 pub enum ErrorCode {
     /// The server cannot be reached (or we are not connected and the action needs it).
     Offline,
@@ -25,8 +28,9 @@ pub enum ErrorCode {
 }
 
 /// What a failed command rejects with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS, thiserror::Error)]
 #[error("{code:?}: {message}")]
+#[ts(export)]
 pub struct CommandError {
     pub code: ErrorCode,
     pub message: String,

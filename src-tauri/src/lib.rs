@@ -120,8 +120,8 @@ fn instance_id(identifier: &str) -> String {
 /// Logs go to stderr, or to the file named by `NATTER_LOG_FILE` (the e2e test keeps each app's
 /// log there, since WebDriver does not pass an app's stderr on). `RUST_LOG` filters.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let file = std::env::var_os("NATTER_LOG_FILE").and_then(|path| {
         std::fs::OpenOptions::new()
             .create(true)

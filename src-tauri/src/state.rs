@@ -18,9 +18,9 @@ use natter::client::{
 };
 use natter::protocol::{ConvId, ConvKind, Session, User};
 use serde::Serialize;
-use serde_json::json;
 use tauri::{AppHandle, Emitter, Runtime};
 use tokio::sync::broadcast::error::RecvError;
+use ts_rs::TS;
 use url::Url;
 
 use crate::config::{DesktopConfig, Settings};
@@ -39,6 +39,31 @@ pub mod events {
     pub const CONNECTION: &str = "natter://connection";
     pub const OPEN_CONVERSATION: &str = "natter://open-conversation";
     pub const SETTINGS: &str = "natter://settings";
+}
+
+/// `natter://presence` payload.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct PresenceEvent {
+    pub username: String,
+    pub online: bool,
+}
+
+/// `natter://typing` payload.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct TypingEvent {
+    #[ts(type = "number")]
+    pub conv: ConvId,
+    pub username: String,
+}
+
+/// `natter://open-conversation` payload.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct OpenConversationEvent {
+    #[ts(type = "number")]
+    pub conv: ConvId,
 }
 
 /// Where the shell's state meets the windows: events to the UI, showing the window, and the
@@ -70,19 +95,22 @@ impl<R: Runtime> Ui for TauriUi<R> {
 }
 
 /// `AppState` of docs/ipc.md.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
 pub struct AppState {
     pub phase: Phase,
     pub server_url: Option<String>,
     pub hosting: Option<Hosting>,
     pub user: Option<User>,
     pub settings: Settings,
+    #[ts(type = "number | null")]
     pub last_conversation: Option<ConvId>,
     pub connection: ConnectionState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
+#[ts(export)]
 pub enum Phase {
     /// No server chosen yet.
     Setup,
@@ -90,7 +118,8 @@ pub enum Phase {
     Ready,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[ts(export)]
 pub struct Hosting {
     /// URLs others on the LAN can enter.
     pub addresses: Vec<String>,
@@ -474,7 +503,7 @@ impl Shell {
             ClientEvent::Presence { username, online } => {
                 ui.emit(
                     events::PRESENCE,
-                    json!({"username": username, "online": online}),
+                    to_json(&PresenceEvent { username, online }),
                 );
                 false
             }
@@ -483,7 +512,7 @@ impl Shell {
                 false
             }
             ClientEvent::Typing { conv, username } => {
-                ui.emit(events::TYPING, json!({"conv": conv, "username": username}));
+                ui.emit(events::TYPING, to_json(&TypingEvent { conv, username }));
                 false
             }
             ClientEvent::Connection(state) => {
@@ -576,9 +605,10 @@ impl Shell {
     /// A notification (or the tray) asked for `conv`: bring the window up and tell the UI.
     pub fn open_conversation(&self, conv: ConvId) {
         self.0.ui.show_main();
-        self.0
-            .ui
-            .emit(events::OPEN_CONVERSATION, json!({ "conv": conv }));
+        self.0.ui.emit(
+            events::OPEN_CONVERSATION,
+            to_json(&OpenConversationEvent { conv }),
+        );
     }
 
     /// Re-reads the conversation list from the store, sends it to the UI and updates the
@@ -733,6 +763,7 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn server_urls_are_checked() {
