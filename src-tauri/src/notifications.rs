@@ -123,7 +123,7 @@ impl Presenter for DesktopPresenter {
                     n.icon(icon);
                 }
                 #[cfg(all(unix, not(target_os = "macos")))]
-                n.hint(notify_rust::Hint::DesktopEntry("natter-desktop".into()));
+                n.hint(notify_rust::Hint::DesktopEntry("Natter".into()));
                 match n.show() {
                     #[cfg(all(unix, not(target_os = "macos")))]
                     Ok(handle) => {

@@ -430,6 +430,20 @@ fn register_send_history_and_notifications_through_the_ipc() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(bob.notices.shown().len(), 2, "{:?}", bob.notices.shown());
 
+    // Unmuted, with "hide message text" on: the notification says only "New message".
+    bob.ok("set_muted", json!({"conv": bob_general, "muted": false}));
+    let mut settings = bob.ok("get_settings", json!({}));
+    settings["hide_message_text"] = json!(true);
+    bob.ok("set_settings", json!({ "settings": settings }));
+    alice.ok("send", json!({"conv": general, "text": "top secret plans"}));
+    wait_until("the hidden-text notification", || {
+        bob.notices.shown().len() == 3
+    });
+    let (conv, text) = bob.notices.shown()[2].clone();
+    assert_eq!(conv, bob_general);
+    assert_eq!(text.title, "Alice <A> · #general");
+    assert_eq!(text.body, "New message");
+
     // The shell remembers who is signed in and where: a restart is ready at once, offline
     // history included.
     bob.close();
