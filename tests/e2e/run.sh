@@ -105,6 +105,7 @@ E2E_APP="$APP" E2E_SERVER="http://127.0.0.1:$SERVER_PORT" \
   E2E_ALICE_DRIVER="http://127.0.0.1:$ALICE_PORT" E2E_BOB_DRIVER="http://127.0.0.1:$BOB_PORT" \
   E2E_ALICE_DISPLAY=":$ALICE_DISPLAY" E2E_BOB_DISPLAY=":$BOB_DISPLAY" \
   E2E_BOB_BUS="$(cat "$WORK/bob/bus")" E2E_BOB_MONITOR="$WORK/bob/notify-monitor.log" \
+  E2E_BOB_PROFILE="$WORK/bob/profile" \
   E2E_SCREENSHOTS="$SCREENSHOTS" E2E_WORK="$WORK" \
   node tests/e2e/scenario.mjs
 

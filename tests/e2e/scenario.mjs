@@ -10,7 +10,7 @@
 //
 // Plain `fetch` against the W3C WebDriver HTTP API: no client library needed.
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { writeFileSync, readFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -24,6 +24,7 @@ const SERVER = env("E2E_SERVER");
 const BOB_BUS = env("E2E_BOB_BUS");
 const BOB_MONITOR = env("E2E_BOB_MONITOR");
 const BOB_DISPLAY = env("E2E_BOB_DISPLAY");
+const BOB_PROFILE = env("E2E_BOB_PROFILE");
 const SHOTS = process.env.E2E_SCREENSHOTS || "";
 const WORK = process.env.E2E_WORK || "";
 const PASSWORD = "correct horse battery";
@@ -270,6 +271,27 @@ function focusBobWindow() {
   });
 }
 
+/**
+ * Launches the app binary on Bob's display and bus with `profile` as its data directory and
+ * resolves to its exit code, or to null if it is still running after `ms` (then it is killed).
+ */
+function launchOnBobsDesktop(profile, ms) {
+  return new Promise((resolve) => {
+    const child = spawn(APP, [], {
+      env: { ...process.env, DISPLAY: BOB_DISPLAY, DBUS_SESSION_BUS_ADDRESS: BOB_BUS, NATTER_DATA_DIR: profile },
+      stdio: "ignore",
+    });
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      resolve(null);
+    }, ms);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
 // ----- the scenario -----
 
 const alice = new Driver("alice", env("E2E_ALICE_DRIVER"));
@@ -406,6 +428,12 @@ async function main() {
   });
   await waitFor("bob sees the message he was notified of", () => bob.seesMessage(again));
   log("bob: clicking the notification opened the DM");
+
+  // Single instance, per profile: a second launch with Bob's profile hands over to his running
+  // app and exits at once; one with another profile is an app of its own and keeps running.
+  eq(await launchOnBobsDesktop(BOB_PROFILE, 15000), 0, "second launch with the same profile exits 0");
+  eq(await launchOnBobsDesktop(`${BOB_PROFILE}-other`, 4000), null, "a launch with another profile keeps running");
+  log("single instance: same profile hands over, another profile runs");
 
   // dunst's own record agrees: three notifications, exactly these.
   onBobBus("dunstctl", ["close-all"]);
