@@ -307,15 +307,29 @@ impl Shell {
         let port = match already {
             Some(p) if p == port || port == 0 => p,
             _ => {
-                // Bind the new one first: if the port is taken, the old server keeps running.
-                let server =
-                    HostedServer::start(self.0.host_bind, port, self.server_data_dir()).await?;
-                let port = server.port;
-                let old = lock(&self.0.host).replace(server);
+                // One server per data directory at a time: stop the old one first, and bring
+                // it back if the new port cannot be had.
+                let old = lock(&self.0.host).take();
                 if let Some(old) = old {
                     old.stop().await;
                 }
-                port
+                let dir = self.server_data_dir();
+                match HostedServer::start(self.0.host_bind, port, dir.clone()).await {
+                    Ok(server) => {
+                        let port = server.port;
+                        *lock(&self.0.host) = Some(server);
+                        port
+                    }
+                    Err(e) => {
+                        if let Some(old_port) = already {
+                            match HostedServer::start(self.0.host_bind, old_port, dir).await {
+                                Ok(server) => *lock(&self.0.host) = Some(server),
+                                Err(e) => tracing::warn!(error = %e.message, "cannot host again"),
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         let url = host::local_url(port);

@@ -501,6 +501,13 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
         .unwrap()
         .contains(&taken_port.to_string()));
     drop(taken);
+    // The old server is back and the client reconnects to it by itself.
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["hosting"]["port"], port);
+    wait_until("reconnected to the restarted server", || {
+        desk.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+    desk.ok("rooms", json!({}));
 
     // Restart: hosting again on the same port, the same user signed in.
     desk.close();
