@@ -17,19 +17,31 @@ use tauri::webview::InvokeRequest;
 use tauri::Manager;
 use tauri::{App, Listener, WebviewWindow, WebviewWindowBuilder};
 
-/// Records notifications instead of showing them.
+type Click = Box<dyn FnOnce() + Send>;
+
+/// Records notifications (and what clicking each would do) instead of showing them.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(ConvId, NoticeText)>>);
+struct Recorder {
+    shown: Mutex<Vec<(ConvId, NoticeText)>>,
+    clicks: Mutex<Vec<Option<Click>>>,
+}
 
 impl Presenter for Recorder {
-    fn present(&self, conv: ConvId, text: NoticeText, _on_click: Box<dyn FnOnce() + Send>) {
-        self.0.lock().unwrap().push((conv, text));
+    fn present(&self, conv: ConvId, text: NoticeText, on_click: Click) {
+        self.shown.lock().unwrap().push((conv, text));
+        self.clicks.lock().unwrap().push(Some(on_click));
     }
 }
 
 impl Recorder {
     fn shown(&self) -> Vec<(ConvId, NoticeText)> {
-        self.0.lock().unwrap().clone()
+        self.shown.lock().unwrap().clone()
+    }
+
+    /// The user clicks the `i`-th notification.
+    fn click(&self, i: usize) {
+        let click = self.clicks.lock().unwrap()[i].take().expect("clicked once");
+        click();
     }
 }
 
@@ -374,6 +386,11 @@ fn register_send_history_and_notifications_through_the_ipc() {
     let (dm, text) = bob.notices.shown()[1].clone();
     assert_eq!(text.title, "Alice <A>");
     assert_eq!(text.body, "psst");
+    // Clicking it asks the UI to open the DM.
+    bob.notices.click(1);
+    wait_until("open-conversation event", || {
+        bob.events_named("natter://open-conversation") == vec![json!({ "conv": dm })]
+    });
 
     // Bob opens the DM (focused): Alice's next message there does not notify, nor do Bob's
     // own messages; marking read clears the badge.
