@@ -1,85 +1,30 @@
 /**
  * TypeScript view of the desktop IPC contract (docs/ipc.md).
  *
- * Wire and client-core types come from the ts-rs generated `bindings/`, so they cannot drift
- * from Rust. The desktop shell's own types (`Settings`, `AppState`, `CommandError`, event
- * payloads) are not exported by ts-rs; they are declared below field for field from docs/ipc.md.
+ * Every type here is re-exported from the ts-rs generated `bindings/` (written by
+ * `cargo test -p natter` and `cargo test -p natter-desktop`), so the UI cannot drift from the
+ * Rust it talks to: a field renamed in Rust is a type error here after the next `cargo test`.
+ * Nothing is declared by hand.
  */
-import type { User } from "./bindings/User";
-import type { Member } from "./bindings/Member";
-import type { RoomInfo } from "./bindings/RoomInfo";
-import type { ConvKind } from "./bindings/ConvKind";
-import type { LocalMessage } from "./bindings/LocalMessage";
-import type { MessageState } from "./bindings/MessageState";
-import type { ConversationSummary } from "./bindings/ConversationSummary";
-import type { ConnectionState } from "./bindings/ConnectionState";
-import type { SearchHit } from "./bindings/SearchHit";
+export type { User } from "./bindings/User";
+export type { Member } from "./bindings/Member";
+export type { RoomInfo } from "./bindings/RoomInfo";
+export type { ConvKind } from "./bindings/ConvKind";
+export type { LocalMessage } from "./bindings/LocalMessage";
+export type { MessageState } from "./bindings/MessageState";
+export type { ConversationSummary } from "./bindings/ConversationSummary";
+export type { ConnectionState } from "./bindings/ConnectionState";
+export type { SearchHit } from "./bindings/SearchHit";
 
-export type {
-  User,
-  Member,
-  RoomInfo,
-  ConvKind,
-  LocalMessage,
-  MessageState,
-  ConversationSummary,
-  ConnectionState,
-  SearchHit,
-};
-
-export type Theme = "system" | "light" | "dark";
-export type Language = "en" | "zh-CN";
-
-export interface Settings {
-  notifications: boolean;
-  hide_message_text: boolean;
-  theme: Theme;
-  language: Language;
-  close_to_tray: boolean;
-}
-
-export interface Hosting {
-  addresses: string[];
-  port: number;
-}
-
-export type Phase = "setup" | "signed_out" | "ready";
-
-export interface AppState {
-  phase: Phase;
-  server_url: string | null;
-  hosting: Hosting | null;
-  user: User | null;
-  settings: Settings;
-  last_conversation: number | null;
-  connection: ConnectionState;
-}
-
-export type ErrorCode =
-  | "offline"
-  | "unauthorized"
-  | "invalid"
-  | "not_found"
-  | "forbidden"
-  | "conflict"
-  | "server"
-  | "internal";
-
-export interface CommandError {
-  code: ErrorCode;
-  message: string;
-}
-
-export interface PresenceEvent {
-  username: string;
-  online: boolean;
-}
-
-export interface TypingEvent {
-  conv: number;
-  username: string;
-}
-
-export interface OpenConversationEvent {
-  conv: number;
-}
+export type { AppState } from "./bindings/AppState";
+export type { Settings } from "./bindings/Settings";
+export type { Hosting } from "./bindings/Hosting";
+export type { Phase } from "./bindings/Phase";
+export type { Theme } from "./bindings/Theme";
+export type { Language } from "./bindings/Language";
+export type { CommandError } from "./bindings/CommandError";
+/** The desktop command error codes (not the wire protocol's `bindings/ErrorCode`). */
+export type { CommandErrorCode } from "./bindings/CommandErrorCode";
+export type { OpenConversationEvent } from "./bindings/OpenConversationEvent";
+export type { PresenceEvent } from "./bindings/PresenceEvent";
+export type { TypingEvent } from "./bindings/TypingEvent";
