@@ -101,6 +101,37 @@ describe("sidebar", () => {
     expect(screen.getByTestId("message").dataset.state).toBe("sent");
   });
 
+  it("fills the people list from natter://online when the first users fetch failed offline", async () => {
+    const fake = teamFake();
+    // The app starts before the connection is up: `users` fails with `offline`.
+    fake.offline = true;
+    fake.state.connection = { state: "connecting" };
+    const { store } = await renderApp();
+    await waitFor(() => expect(fake.calls.some((c) => c.cmd === "users")).toBe(true));
+    expect(store.users).toEqual([]);
+    expect(screen.queryAllByTestId("online-user")).toHaveLength(0);
+
+    // Connected: the Rust side sends the whole online list, naming people the UI never fetched.
+    fake.offline = false;
+    fake.setConnection({ state: "online" });
+    await fire("natter://online", ["alice", "bob"]);
+    await waitFor(() =>
+      expect(screen.getAllByTestId("online-user").map((p) => [p.dataset.username, p.dataset.online])).toEqual([
+        ["bob", "true"],
+        ["carol", "false"],
+      ]),
+    );
+    expect(within(screen.getAllByTestId("online-user")[0]).getByText("Bob")).toBeInTheDocument();
+
+    // A list naming only known people does not refetch.
+    const fetches = fake.calls.filter((c) => c.cmd === "users").length;
+    await fire("natter://online", ["alice"]);
+    await waitFor(() =>
+      expect(screen.getAllByTestId("online-user").map((p) => p.dataset.online)).toEqual(["false", "false"]),
+    );
+    expect(fake.calls.filter((c) => c.cmd === "users")).toHaveLength(fetches);
+  });
+
   it("creates and joins rooms from the rooms dialog", async () => {
     const fake = teamFake();
     fake.addRoom("design", ["bob"]);

@@ -238,6 +238,12 @@ export class Store {
   onOnline(names: string[]): void {
     this.presenceEvents++;
     this.online = new Set(names);
+    const known = new Set(this.users.map((m) => m.user.username));
+    if (names.some((n) => !known.has(n))) {
+      // The whole list arrives on (re)connect; anyone we do not know means our user list is
+      // stale (registered while we were away) or was never fetched (the client was offline).
+      void this.refreshUsers();
+    }
     this.users = this.users.map((m) => ({ ...m, online: this.online.has(m.user.username) }));
   }
 

@@ -55,7 +55,10 @@ export class FakeBackend {
   convs: Conv[] = [];
   readonly marker = MOCK_MARKER;
   calls: { cmd: string; args: Record<string, unknown> }[] = [];
-  /** When set, `send` leaves messages pending (like an offline client) instead of acking them. */
+  /**
+   * When set, acts like an offline client: `send` leaves messages pending instead of acking
+   * them, and `users` (which needs the server) fails with `offline`.
+   */
   offline = false;
   /** When set, `send` marks messages failed with this reason. */
   failSends: string | null = null;
@@ -291,6 +294,8 @@ export class FakeBackend {
       case "members":
         return [...this.conv(args.conv).members].map((u) => ({ user: this.users.get(u)!.user, online: this.users.get(u)!.online }));
       case "users":
+        // The real command needs the server, so it fails like this while offline.
+        if (this.offline) fail("offline", "not connected");
         return this.members();
       case "typing":
       case "set_visible_conversation":
