@@ -146,6 +146,9 @@ impl Common {
     }
 }
 
+/// Users the realistic scenario needs: 100 rooms of 10.
+const REALISTIC_USERS: usize = 1_000;
+
 /// The fan-out plan: for each N the publish rates (messages/s), chosen so every N passes
 /// through 50,000 deliveries/s (the target's load) and then steps up towards saturation.
 fn fanout_plan(max_clients: usize) -> Vec<(usize, Vec<f64>)> {
@@ -191,7 +194,8 @@ async fn run(cli: Cli) -> Result<()> {
                 common.servers,
                 procfs::loadavg()
             );
-            let env = common.env(common.max_clients).await?;
+            // The realistic scenario needs 1,000 distinct users (100 rooms of 10).
+            let env = common.env(common.max_clients.max(REALISTIC_USERS)).await?;
             let plan = fanout_plan(common.max_clients);
             eprintln!("== scenario 1: fan-out in one room");
             for &k in &kinds {
@@ -244,7 +248,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Realistic { common } => {
-            let env = common.env(1_000).await?;
+            let env = common.env(REALISTIC_USERS).await?;
             for k in common.kinds()? {
                 results
                     .realistic
