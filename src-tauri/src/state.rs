@@ -23,7 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use ts_rs::TS;
 use url::Url;
 
-use crate::config::{DesktopConfig, Settings};
+use crate::config::{DesktopConfig, Language, Settings};
 use crate::error::{CmdResult, CommandError};
 use crate::host::{self, HostedServer};
 use crate::notifications::{ClickHandler, NoticeSource, Notifier, Presenter};
@@ -72,6 +72,8 @@ pub trait Ui: Send + Sync + 'static {
     fn emit(&self, event: &str, payload: serde_json::Value);
     fn show_main(&self);
     fn set_unread_total(&self, total: u32);
+    /// The language setting changed: relabel what the shell draws itself (the tray).
+    fn set_language(&self, lang: Language);
 }
 
 /// The real [`Ui`]: a Tauri app handle.
@@ -91,6 +93,10 @@ impl<R: Runtime> Ui for TauriUi<R> {
     fn set_unread_total(&self, total: u32) {
         window::set_unread_title(&self.0, total);
         tray::set_unread(&self.0, total);
+    }
+
+    fn set_language(&self, lang: Language) {
+        tray::set_language(&self.0, lang);
     }
 }
 
@@ -682,6 +688,7 @@ impl Shell {
 
     pub fn set_settings(&self, settings: Settings) -> Settings {
         let cfg = self.update_config(|c| c.settings = settings);
+        self.0.ui.set_language(cfg.settings.language);
         self.0.ui.emit(events::SETTINGS, to_json(&cfg.settings));
         cfg.settings
     }

@@ -1,24 +1,68 @@
 //! The tray icon: the unread total at a glance (tooltip, and the label next to the icon where the
 //! desktop shows one), and Show / Hide / Quit, so a window closed to the tray can come back.
+//! Its texts follow the app's language setting (en, zh-CN), like the UI's.
+
+use std::sync::Mutex;
 
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIconBuilder, TrayIconEvent};
-use tauri::{AppHandle, Runtime};
+use tauri::{AppHandle, Manager, Runtime};
 
+use crate::config::Language;
+use crate::state::Shell;
 use crate::window;
 
 const TRAY_ID: &str = "natter";
 
-/// Creates the tray icon. Called once at start-up by the real app (not under the mock runtime,
-/// which has no tray).
+/// The menu labels in one language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MenuText {
+    pub show: &'static str,
+    pub hide: &'static str,
+    pub quit: &'static str,
+}
+
+/// The tray menu's labels for `lang`.
+pub fn menu_text(lang: Language) -> MenuText {
+    match lang {
+        Language::En => MenuText {
+            show: "Show Natter",
+            hide: "Hide",
+            quit: "Quit",
+        },
+        Language::ZhCn => MenuText {
+            show: "显示 Natter",
+            hide: "隐藏",
+            quit: "退出",
+        },
+    }
+}
+
+/// The tooltip: just the name when nothing is unread, else the name and the unread total.
+pub fn tooltip(lang: Language, unread_total: u32) -> String {
+    match (lang, unread_total) {
+        (_, 0) => "Natter".to_string(),
+        (Language::En, n) => format!("Natter ({n} unread)"),
+        (Language::ZhCn, n) => format!("Natter（{n} 条未读）"),
+    }
+}
+
+/// The live menu items and what the texts are drawn from, kept in the app's state so a language
+/// change relabels the existing menu (rebuilding the tray would make some desktops drop and
+/// re-add the icon).
+struct TrayTexts<R: Runtime> {
+    show: MenuItem<R>,
+    hide: MenuItem<R>,
+    quit: MenuItem<R>,
+    /// The language and unread total the texts show.
+    now: Mutex<(Language, u32)>,
+}
+
+/// Creates the tray icon, labelled in the saved language. Called once at start-up by the real
+/// app (not under the mock runtime, which has no tray).
 pub fn create<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
-    let show = MenuItem::with_id(app, "show", "Show Natter", true, None::<&str>)?;
-    let hide = MenuItem::with_id(app, "hide", "Hide", true, None::<&str>)?;
-    let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
-    let sep = PredefinedMenuItem::separator(app)?;
-    let menu = Menu::with_items(app, &[&show, &hide, &sep, &quit])?;
+    let menu = attach_menu(app)?;
     let mut builder = TrayIconBuilder::with_id(TRAY_ID)
-        .tooltip("Natter")
         .menu(&menu)
         .show_menu_on_left_click(false)
         .on_menu_event(|app, event| match event.id().as_ref() {
@@ -41,20 +85,157 @@ pub fn create<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
         builder = builder.icon(icon.clone());
     }
     builder.build(app)?;
+    // Also picks up a language or unread change made while the icon was being built.
+    redraw(app);
     Ok(())
+}
+
+/// Builds the Show / Hide / Quit menu in the saved language and keeps its items for relabelling.
+fn attach_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
+    let lang = app
+        .try_state::<Shell>()
+        .map(|s| s.settings().language)
+        .unwrap_or_default();
+    let text = menu_text(lang);
+    let show = MenuItem::with_id(app, "show", text.show, true, None::<&str>)?;
+    let hide = MenuItem::with_id(app, "hide", text.hide, true, None::<&str>)?;
+    let quit = MenuItem::with_id(app, "quit", text.quit, true, None::<&str>)?;
+    let sep = PredefinedMenuItem::separator(app)?;
+    let menu = Menu::with_items(app, &[&show, &hide, &sep, &quit])?;
+    app.manage(TrayTexts {
+        show,
+        hide,
+        quit,
+        now: Mutex::new((lang, 0)),
+    });
+    Ok(menu)
 }
 
 /// Shows the unread total on the tray icon (nothing when zero).
 pub fn set_unread<R: Runtime>(app: &AppHandle<R>, total: u32) {
-    let Some(tray) = app.tray_by_id(TRAY_ID) else {
+    if let Some(t) = app.try_state::<TrayTexts<R>>() {
+        t.now.lock().unwrap_or_else(|e| e.into_inner()).1 = total;
+        redraw(app);
+    }
+}
+
+/// Relabels the menu and tooltip after the language setting changed.
+pub fn set_language<R: Runtime>(app: &AppHandle<R>, lang: Language) {
+    if let Some(t) = app.try_state::<TrayTexts<R>>() {
+        t.now.lock().unwrap_or_else(|e| e.into_inner()).0 = lang;
+        redraw(app);
+    }
+}
+
+/// Draws the menu labels, tooltip and icon label from the current language and unread total.
+fn redraw<R: Runtime>(app: &AppHandle<R>) {
+    let Some(t) = app.try_state::<TrayTexts<R>>() else {
         return;
     };
-    let tooltip = window::title_for(total);
-    let label = (total > 0).then(|| total.to_string());
-    if let Err(e) = tray
-        .set_tooltip(Some(&tooltip))
-        .and_then(|_| tray.set_title(label.as_deref()))
-    {
+    let (lang, total) = *t.now.lock().unwrap_or_else(|e| e.into_inner());
+    let text = menu_text(lang);
+    let mut result = t
+        .show
+        .set_text(text.show)
+        .and_then(|_| t.hide.set_text(text.hide))
+        .and_then(|_| t.quit.set_text(text.quit));
+    if let Some(tray) = app.tray_by_id(TRAY_ID) {
+        let label = (total > 0).then(|| total.to_string());
+        result = result
+            .and_then(|_| tray.set_tooltip(Some(tooltip(lang, total))))
+            .and_then(|_| tray.set_title(label.as_deref()));
+    }
+    if let Err(e) = result {
         tracing::debug!(error = %e, "cannot update tray");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn menu_follows_the_language() {
+        assert_eq!(
+            menu_text(Language::En),
+            MenuText {
+                show: "Show Natter",
+                hide: "Hide",
+                quit: "Quit"
+            }
+        );
+        assert_eq!(
+            menu_text(Language::ZhCn),
+            MenuText {
+                show: "显示 Natter",
+                hide: "隐藏",
+                quit: "退出"
+            }
+        );
+    }
+
+    #[test]
+    fn tooltip_names_the_unread_total_in_the_language() {
+        assert_eq!(tooltip(Language::En, 0), "Natter");
+        assert_eq!(tooltip(Language::ZhCn, 0), "Natter");
+        assert_eq!(tooltip(Language::En, 3), "Natter (3 unread)");
+        assert_eq!(tooltip(Language::ZhCn, 3), "Natter（3 条未读）");
+    }
+
+    /// No-op notifications: this test never receives a message.
+    struct Silent;
+    impl crate::notifications::Presenter for Silent {
+        fn present(
+            &self,
+            _: natter::protocol::ConvId,
+            _: crate::notifications::NoticeText,
+            _: Box<dyn FnOnce() + Send>,
+        ) {
+        }
+    }
+
+    fn labels<R: Runtime>(app: &AppHandle<R>) -> [String; 3] {
+        let t = app.state::<TrayTexts<R>>();
+        [&t.show, &t.hide, &t.quit].map(|i| i.text().unwrap())
+    }
+
+    #[test]
+    fn changing_the_language_setting_relabels_the_menu() {
+        let dir = tempfile::tempdir().unwrap();
+        // A profile saved in Chinese: the menu starts in Chinese.
+        let mut cfg = crate::config::DesktopConfig::default();
+        cfg.settings.language = Language::ZhCn;
+        cfg.save(dir.path()).unwrap();
+        let options = crate::Options {
+            data_dir: Some(dir.path().to_path_buf()),
+            presenter: Some(std::sync::Arc::new(Silent)),
+            host_bind: None,
+        };
+        let app = crate::run_app_with(tauri::test::mock_builder(), options.clone())
+            .build(tauri::test::mock_context(tauri::test::noop_assets()))
+            .unwrap();
+        // The mock runtime has no event loop to run the setup hook.
+        crate::init(app.handle(), options).unwrap();
+        attach_menu(app.handle()).unwrap();
+        assert_eq!(labels(app.handle()), ["显示 Natter", "隐藏", "退出"]);
+
+        // The settings command's path: the shell saves and tells the tray.
+        let shell = app.state::<Shell>();
+        let mut settings = shell.settings();
+        settings.language = Language::En;
+        shell.set_settings(settings.clone());
+        assert_eq!(labels(app.handle()), ["Show Natter", "Hide", "Quit"]);
+
+        settings.language = Language::ZhCn;
+        shell.set_settings(settings);
+        assert_eq!(labels(app.handle()), ["显示 Natter", "隐藏", "退出"]);
+    }
+
+    #[test]
+    fn languages_parse_from_the_settings_json() {
+        // The tray reads the same `Language` the UI writes; a wrong tag must not silently pick one.
+        let zh: Language = serde_json::from_str("\"zh-CN\"").unwrap();
+        assert_eq!(menu_text(zh).quit, "退出");
+        assert!(serde_json::from_str::<Language>("\"fr\"").is_err());
     }
 }
