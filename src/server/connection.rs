@@ -1,22 +1,25 @@
-//! One task per WebSocket: the auth phase (for sockets that upgraded without a token), then a
-//! read loop and a write loop running side by side in that task.
+//! One task per WebSocket: the auth phase (for sockets that upgraded without a token), then one
+//! loop that owns the whole socket and waits at once for incoming frames, its outbound queue,
+//! the heartbeat tick and a kill.
 //!
-//! The write loop drains a bounded queue of pre-serialised frames (shared bytes from the hub),
-//! feeding everything queued and flushing once. The hub never waits on it: when the queue is full
-//! the hub closes the connection with [`close::SLOW_CONSUMER`]. The write loop also sends the
-//! heartbeat pings and closes a peer silent for `heartbeat_interval + heartbeat_timeout`.
+//! Outbound frames come from a bounded queue of pre-serialised frames (shared bytes from the
+//! hub); the loop feeds everything queued and flushes once. Text longer than
+//! [`FRAGMENT_BYTES`] goes out as WebSocket fragments, so tungstenite's write buffer (which
+//! never shrinks) stays a few KiB per socket however large a `hello` or history page was. The
+//! hub never waits on a connection: when the queue is full the hub closes it with
+//! [`close::SLOW_CONSUMER`]. The loop also sends the heartbeat pings and closes a peer silent
+//! for `heartbeat_interval + heartbeat_timeout`.
 //!
-//! Every way a socket ends goes through [`Kill`]: whoever decides (reader on bad input, hub on a
-//! full queue or logout, heartbeat, shutdown) fires a close code, and the write loop sends that
+//! Every way a socket ends goes through [`Kill`](super::hub::Kill): whoever decides (the loop on bad input, hub on
+//! a full queue or logout, heartbeat, shutdown) fires a close code, and the loop sends that
 //! close frame. After the close frame the task keeps reading and discarding raw bytes for a
 //! short grace period, so a peer that was mid-way through a large frame still sees the close
 //! frame instead of a TCP reset.
 //!
-//! The socket type is generic over the underlying I/O, so tests could drive it over an in-memory
+//! The socket type is generic over the underlying I/O, so tests drive it over an in-memory
 //! duplex stream; the server uses it over TCP or TLS.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -37,7 +41,7 @@ use crate::protocol::{
 };
 
 use super::auth::{hash_token, TokenHash};
-use super::hub::{answer, encode, ConnHandle, Kill};
+use super::hub::{answer, encode, ConnHandle};
 use super::store::{self, now_ms, Origin, UserId, WriteOp};
 use super::Shared;
 
@@ -45,6 +49,8 @@ use super::Shared;
 const ABORTED: u16 = 1006;
 /// The standard code for a protocol violation at the WebSocket level.
 const PROTOCOL_ERROR: u16 = 1002;
+/// Outbound text longer than this goes out as fragments of this size (see [`feed_text`]).
+pub(crate) const FRAGMENT_BYTES: usize = 2 * 1024;
 /// Every `type` a client frame may have; anything else is `unknown_type`.
 const KNOWN_TYPES: &[&str] = &[
     "auth",
@@ -219,9 +225,7 @@ pub async fn serve<T>(
     ) {
         conn.kill.fire(close::UNAUTHORIZED);
     }
-    let last_heard = AtomicI64::new(now_ms());
     let (replay_tx, mut replay_rx) = mpsc::channel::<Utf8Bytes>(2);
-    let (mut sink, mut stream) = ws.split();
     let mut session = Session {
         shared: shared.clone(),
         conn: conn.clone(),
@@ -230,32 +234,22 @@ pub async fn serve<T>(
         strikes: 0.0,
         strikes_at: Instant::now(),
     };
-    {
-        let writer = write_loop(
-            &mut sink,
-            &mut rx,
-            &mut replay_rx,
-            &conn.kill,
-            &shared,
-            &last_heard,
-            authed.expires_at,
-        );
-        tokio::pin!(writer);
-        tokio::select! {
-            _ = &mut writer => {}
-            _ = read_loop(&mut stream, &mut session, &last_heard) => writer.await,
-        }
-    }
+    run(
+        &mut ws,
+        &mut rx,
+        &mut replay_rx,
+        &mut session,
+        &shared,
+        authed.expires_at,
+    )
+    .await;
     if let Some(task) = session.replay_task.take() {
         task.abort();
     }
     shared.hub.unregister(conn.id);
     let code = conn.kill.code().unwrap_or(close::NORMAL);
     tracing::debug!(conn = conn.id, code, "connection closed");
-    match sink.reunite(stream) {
-        Ok(ws) => finish(ws, code, grace).await,
-        Err(_) => tracing::error!("socket halves did not reunite"),
-    }
+    finish(ws, code, grace).await
 }
 
 /// Wait for the `auth` frame of a socket that upgraded without a token.
@@ -316,17 +310,21 @@ where
     }
 }
 
-async fn write_loop<S>(
-    sink: &mut S,
+/// The connection's one loop, owning the whole socket: it waits at once for an incoming frame,
+/// queued outbound frames, replay pages, the heartbeat tick and a kill. Not splitting the socket
+/// saves a lock and a task wakeup per delivery; the price is that a request being served (a
+/// history read, say) briefly holds up writing, which the bounded queue absorbs.
+async fn run<T>(
+    ws: &mut WebSocketStream<T>,
     rx: &mut mpsc::Receiver<Utf8Bytes>,
     replay: &mut mpsc::Receiver<Utf8Bytes>,
-    kill: &Kill,
+    session: &mut Session,
     shared: &Shared,
-    last_heard: &AtomicI64,
     expires_at: Millis,
 ) where
-    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
+    let kill = session.conn.kill.clone();
     let interval = shared.config.heartbeat_interval;
     let silence_limit = (interval + shared.config.heartbeat_timeout).as_millis() as i64;
     // Check liveness several times per period so a silent peer is dropped close to the limit.
@@ -334,12 +332,14 @@ async fn write_loop<S>(
     let mut ticker = tokio::time::interval_at(Instant::now() + check, check);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping = Instant::now();
+    let mut last_heard = now_ms();
     loop {
         if kill.code().is_some() {
             return;
         }
-        tokio::select! {
-            biased;
+        // Not biased: a peer that keeps sending must not starve its own deliveries, nor a busy
+        // queue the reading of pongs. A kill is seen at the top of every turn anyway.
+        let failed = tokio::select! {
             _ = kill.fired() => return,
             _ = ticker.tick() => {
                 let now = now_ms();
@@ -347,42 +347,47 @@ async fn write_loop<S>(
                     kill.fire(close::UNAUTHORIZED);
                     return;
                 }
-                if now - last_heard.load(Ordering::Relaxed) > silence_limit {
+                if now - last_heard > silence_limit {
                     kill.fire(close::HEARTBEAT_TIMEOUT);
                     return;
                 }
-                if last_ping.elapsed() >= interval {
-                    last_ping = Instant::now();
-                    let failed = tokio::select! {
-                        r = sink.send(Message::Ping(Bytes::new())) => r.is_err(),
-                        _ = kill.fired() => true,
-                    };
-                    if failed {
-                        kill.fire(ABORTED);
-                        return;
-                    }
+                if last_ping.elapsed() < interval {
+                    continue;
+                }
+                last_ping = Instant::now();
+                tokio::select! {
+                    r = ws.send(Message::Ping(Bytes::new())) => r.is_err(),
+                    _ = kill.fired() => true,
                 }
             }
-            Some(first) = rx.recv() => {
-                let failed = tokio::select! {
-                    r = write_batch(sink, first, rx) => r.is_err(),
-                    _ = kill.fired() => true,
+            msg = ws.next() => {
+                last_heard = now_ms();
+                let code = match msg {
+                    Some(Ok(Message::Text(text))) => session.handle_text(&text).await,
+                    Some(Ok(Message::Binary(_))) => Some(close::UNSUPPORTED_DATA),
+                    Some(Ok(Message::Close(_))) => Some(close::NORMAL),
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => Some(code_for_error(&e)),
+                    None => Some(ABORTED),
                 };
-                if failed {
-                    kill.fire(ABORTED);
+                if let Some(code) = code {
+                    kill.fire(code);
                     return;
                 }
+                false
             }
-            Some(frame) = replay.recv() => {
-                let failed = tokio::select! {
-                    r = sink.send(Message::Text(frame)) => r.is_err(),
-                    _ = kill.fired() => true,
-                };
-                if failed {
-                    kill.fire(ABORTED);
-                    return;
-                }
-            }
+            Some(first) = rx.recv() => tokio::select! {
+                r = write_batch(ws, first, rx) => r.is_err(),
+                _ = kill.fired() => true,
+            },
+            Some(frame) = replay.recv() => tokio::select! {
+                r = async { feed_text(ws, frame).await?; ws.flush().await } => r.is_err(),
+                _ = kill.fired() => true,
+            },
+        };
+        if failed {
+            kill.fire(ABORTED);
+            return;
         }
     }
 }
@@ -396,36 +401,48 @@ async fn write_batch<S>(
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    sink.feed(Message::Text(first)).await?;
+    feed_text(sink, first).await?;
     for _ in 0..256 {
         match rx.try_recv() {
-            Ok(frame) => sink.feed(Message::Text(frame)).await?,
+            Ok(frame) => feed_text(sink, frame).await?,
             Err(_) => break,
         }
     }
     sink.flush().await
 }
 
-async fn read_loop<S>(stream: &mut S, session: &mut Session, last_heard: &AtomicI64)
+/// Feed one text message, as WebSocket fragments of at most [`FRAGMENT_BYTES`] when it is longer.
+///
+/// tungstenite formats each frame whole into its write buffer and never shrinks that buffer, so
+/// one large frame (a `hello` naming every online user, a history page) would otherwise keep its
+/// size allocated for the rest of the socket's life. Fragments are slices of the shared bytes:
+/// nothing is copied, and a UTF-8 sequence may straddle two fragments (RFC 6455 validates the
+/// reassembled message).
+async fn feed_text<S>(sink: &mut S, text: Utf8Bytes) -> Result<(), WsError>
 where
-    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    let kill = session.conn.kill.clone();
-    while let Some(msg) = stream.next().await {
-        last_heard.store(now_ms(), Ordering::Relaxed);
-        let code = match msg {
-            Ok(Message::Text(text)) => session.handle_text(&text).await,
-            Ok(Message::Binary(_)) => Some(close::UNSUPPORTED_DATA),
-            Ok(Message::Close(_)) => Some(close::NORMAL),
-            Ok(_) => None,
-            Err(e) => Some(code_for_error(&e)),
-        };
-        if let Some(code) = code {
-            kill.fire(code);
-            return;
-        }
+    if text.len() <= FRAGMENT_BYTES {
+        return sink.feed(Message::Text(text)).await;
     }
-    kill.fire(ABORTED);
+    let bytes = Bytes::from(text);
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT_BYTES).min(bytes.len());
+        let opcode = if start == 0 {
+            OpData::Text
+        } else {
+            OpData::Continue
+        };
+        let frame = Frame::message(
+            bytes.slice(start..end),
+            OpCode::Data(opcode),
+            end == bytes.len(),
+        );
+        sink.feed(Message::Frame(frame)).await?;
+        start = end;
+    }
+    Ok(())
 }
 
 /// A token bucket per user, shared by all of the user's connections.
@@ -865,5 +882,75 @@ mod tests {
         drop(client);
         task.await.unwrap();
         shared.store.shutdown();
+    }
+
+    /// Read one raw frame header from a server-to-client byte stream: (fin, opcode, length).
+    async fn raw_header(io: &mut tokio::io::DuplexStream) -> (bool, u8, usize) {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut ext = [0u8; 2];
+                io.read_exact(&mut ext).await.unwrap();
+                u16::from_be_bytes(ext) as usize
+            }
+            127 => {
+                let mut ext = [0u8; 8];
+                io.read_exact(&mut ext).await.unwrap();
+                u64::from_be_bytes(ext) as usize
+            }
+            n => n as usize,
+        };
+        (head[0] & 0x80 != 0, head[0] & 0x0f, len)
+    }
+
+    /// A long text goes out as a text frame and continuation frames, none longer than
+    /// FRAGMENT_BYTES, which reassemble byte for byte (multi-byte characters straddle the cuts);
+    /// a short text stays one frame.
+    #[tokio::test]
+    async fn long_text_is_sent_as_bounded_fragments_that_reassemble() {
+        let text: String = "数据库 chat ".repeat(1500);
+        assert!(text.len() > 5 * FRAGMENT_BYTES);
+        let (server_io, mut raw) = tokio::io::duplex(256 * 1024);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        feed_text(&mut server, Utf8Bytes::from(text.clone()))
+            .await
+            .unwrap();
+        feed_text(&mut server, Utf8Bytes::from_static("short"))
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+
+        let mut payload = Vec::new();
+        let mut frames = 0;
+        loop {
+            let (fin, opcode, len) = raw_header(&mut raw).await;
+            assert_eq!(opcode, if frames == 0 { 0x1 } else { 0x0 });
+            assert!(len <= FRAGMENT_BYTES, "fragment of {len} bytes");
+            let mut part = vec![0u8; len];
+            raw.read_exact(&mut part).await.unwrap();
+            payload.extend_from_slice(&part);
+            frames += 1;
+            if fin {
+                break;
+            }
+        }
+        assert_eq!(frames, text.len().div_ceil(FRAGMENT_BYTES));
+        assert_eq!(payload, text.as_bytes());
+        assert_eq!(raw_header(&mut raw).await, (true, 0x1, 5));
+
+        // A WebSocket client sees one message.
+        let (server_io, client_io) = tokio::io::duplex(256 * 1024);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        feed_text(&mut server, Utf8Bytes::from(text.clone()))
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        match client.next().await {
+            Some(Ok(Message::Text(got))) => assert_eq!(got.as_str(), text),
+            other => panic!("expected the whole text, got {other:?}"),
+        }
     }
 }

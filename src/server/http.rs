@@ -343,11 +343,13 @@ fn origin_allowed(shared: &Shared, origin: &HeaderValue) -> bool {
 }
 
 /// The tungstenite settings for server sockets: small buffers (many idle connections) and the
-/// protocol's frame limit (close 1009 beyond it).
+/// protocol's frame limit (close 1009 beyond it). Frames are written once this much is buffered;
+/// with outbound fragments of at most [`connection::FRAGMENT_BYTES`] the write buffer's
+/// capacity stays near the sum of the two.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_message_size(Some(limits::MAX_FRAME_BYTES))
         .max_frame_size(Some(limits::MAX_FRAME_BYTES))
 }
