@@ -161,7 +161,9 @@ where
     }
     let _ = tokio::time::timeout(grace, async {
         let io = ws.get_mut();
-        let mut buf = [0u8; 8192];
+        // On the heap and only now: an array here would sit in every connection's task for its
+        // whole life, since a future is as large as its largest state.
+        let mut buf = vec![0u8; 8192];
         while let Ok(n) = io.read(&mut buf).await {
             if n == 0 {
                 break;
@@ -225,24 +227,15 @@ pub async fn serve<T>(
     ) {
         conn.kill.fire(close::UNAUTHORIZED);
     }
-    let (replay_tx, mut replay_rx) = mpsc::channel::<Utf8Bytes>(2);
     let mut session = Session {
         shared: shared.clone(),
         conn: conn.clone(),
-        replay_tx,
+        replay: None,
         replay_task: None,
         strikes: 0.0,
         strikes_at: Instant::now(),
     };
-    run(
-        &mut ws,
-        &mut rx,
-        &mut replay_rx,
-        &mut session,
-        &shared,
-        authed.expires_at,
-    )
-    .await;
+    run(&mut ws, &mut rx, &mut session, &shared, authed.expires_at).await;
     if let Some(task) = session.replay_task.take() {
         task.abort();
     }
@@ -317,7 +310,6 @@ where
 async fn run<T>(
     ws: &mut WebSocketStream<T>,
     rx: &mut mpsc::Receiver<Utf8Bytes>,
-    replay: &mut mpsc::Receiver<Utf8Bytes>,
     session: &mut Session,
     shared: &Shared,
     expires_at: Millis,
@@ -380,7 +372,12 @@ async fn run<T>(
                 r = write_batch(ws, first, rx) => r.is_err(),
                 _ = kill.fired() => true,
             },
-            Some(frame) = replay.recv() => tokio::select! {
+            Some(frame) = async {
+                match session.replay.as_mut() {
+                    Some((_, pages)) => pages.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => tokio::select! {
                 r = async { feed_text(ws, frame).await?; ws.flush().await } => r.is_err(),
                 _ = kill.fired() => true,
             },
@@ -455,7 +452,9 @@ pub struct Bucket {
 struct Session {
     shared: Arc<Shared>,
     conn: ConnHandle,
-    replay_tx: mpsc::Sender<Utf8Bytes>,
+    /// Where replay tasks put their pages. Made by the first `sync`: a channel allocates a
+    /// block of slots up front, which sockets that never sync should not carry.
+    replay: Option<(mpsc::Sender<Utf8Bytes>, mpsc::Receiver<Utf8Bytes>)>,
     replay_task: Option<tokio::task::JoinHandle<()>>,
     /// Rejected frames not yet forgiven; they drain at the rate limit.
     strikes: f64,
@@ -587,7 +586,11 @@ impl Session {
                 if let Some(old) = self.replay_task.take() {
                     old.abort();
                 }
-                let out = self.replay_tx.clone();
+                let out = self
+                    .replay
+                    .get_or_insert_with(|| mpsc::channel(2))
+                    .0
+                    .clone();
                 self.replay_task = Some(tokio::spawn(replay(shared, user, id, since, out)));
                 None
             }
