@@ -50,7 +50,7 @@ const ABORTED: u16 = 1006;
 /// The standard code for a protocol violation at the WebSocket level.
 const PROTOCOL_ERROR: u16 = 1002;
 /// Outbound text longer than this goes out as fragments of this size (see [`feed_text`]).
-pub(crate) const FRAGMENT_BYTES: usize = 2 * 1024;
+pub(crate) const FRAGMENT_BYTES: usize = 1024;
 /// Every `type` a client frame may have; anything else is `unknown_type`.
 const KNOWN_TYPES: &[&str] = &[
     "auth",

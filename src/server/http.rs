@@ -348,8 +348,8 @@ fn origin_allowed(shared: &Shared, origin: &HeaderValue) -> bool {
 /// capacity stays near the sum of the two.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(2 * 1024)
         .max_message_size(Some(limits::MAX_FRAME_BYTES))
         .max_frame_size(Some(limits::MAX_FRAME_BYTES))
 }
