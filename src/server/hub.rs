@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify};
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::{
@@ -28,11 +29,14 @@ use super::store::{name_key, now_ms, Origin, Snapshot, StoreError, UserId, Write
 /// A connection's id, unique for the life of the server.
 pub type ConnId = u64;
 
-/// A one-shot "close this connection with this code" signal.
+/// A one-shot "close this connection with this code" signal, awaited by the connection's one
+/// task (only that task may await [`Kill::fired`]: the waker slot holds one waker). The task
+/// polls it on every turn of its loop, so it costs a few atomic operations rather than a
+/// lock, as a `Notify` would.
 #[derive(Debug, Default)]
 pub struct Kill {
     code: AtomicU16,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl Kill {
@@ -43,7 +47,7 @@ impl Kill {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
@@ -57,10 +61,18 @@ impl Kill {
 
     /// Resolves once [`Kill::fire`] has been called.
     pub async fn fired(&self) {
-        if self.code().is_some() {
-            return;
-        }
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.code().is_some() {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A fire between the check and the registration woke nobody: look again.
+            match self.code() {
+                Some(_) => std::task::Poll::Ready(()),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
@@ -691,5 +703,35 @@ impl Hub {
                 Some(Reply::Done)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// `fired` resolves when another task fires, keeps the first code, and resolves at once
+    /// once fired; it does not resolve before.
+    #[tokio::test]
+    async fn kill_wakes_its_waiter_and_keeps_the_first_code() {
+        let kill = Arc::new(Kill::default());
+        let early = tokio::time::timeout(Duration::from_millis(30), kill.fired()).await;
+        assert!(early.is_err(), "fired before any fire");
+        let waiter = tokio::spawn({
+            let kill = kill.clone();
+            async move { kill.fired().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        kill.fire(4000);
+        kill.fire(1000);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter was woken")
+            .unwrap();
+        assert_eq!(kill.code(), Some(4000));
+        tokio::time::timeout(Duration::from_millis(100), kill.fired())
+            .await
+            .expect("resolves at once after a fire");
     }
 }
