@@ -6,6 +6,7 @@
 //! the server under test to the other, and a single thread on a dedicated core is the cheapest
 //! way to drive thousands of sockets (no cross-thread wakeups).
 
+mod footprint;
 mod load;
 mod procfs;
 mod report;
@@ -72,6 +73,32 @@ enum Cmd {
     Store {
         #[arg(long, default_value_t = 1_000_000)]
         messages: usize,
+    },
+    /// The desktop app: cold start to first painted message of cached history, and PSS of the
+    /// app with its WebKit processes (idle, conversation open), against an empty Tauri window.
+    /// Needs Xvfb, tauri-driver and WebKitWebDriver.
+    Footprint {
+        /// natter-desktop, release build.
+        #[arg(long, default_value = "target/release/natter-desktop")]
+        app: PathBuf,
+        /// bench/empty-window, release build.
+        #[arg(long, default_value = "target/release/natter-empty-window")]
+        empty: PathBuf,
+        /// natter-server (fills the app's profile: registration and first sync).
+        #[arg(long, default_value = "target/release/natter-server")]
+        natter_server: PathBuf,
+        /// Messages in the conversation the app opens.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Cold starts of each app; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds memory is left to settle before it is read.
+        #[arg(long, default_value_t = 3.0)]
+        settle: f64,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -181,6 +208,7 @@ async fn run(cli: Cli) -> Result<()> {
         | Cmd::Realistic { common }
         | Cmd::Slow { common } => common.json.clone(),
         Cmd::Store { .. } => None,
+        Cmd::Footprint { .. } => None,
     };
     match cli.cmd {
         Cmd::All {
@@ -265,6 +293,38 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Store { messages } => {
             results.store = Some(store::run(messages)?);
+        }
+        Cmd::Footprint {
+            app,
+            empty,
+            natter_server,
+            messages,
+            runs,
+            settle,
+            json,
+        } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            anyhow::ensure!(
+                settle.is_finite() && settle >= 0.0,
+                "--settle must be a number of seconds"
+            );
+            anyhow::ensure!(messages > 0, "--messages must be at least 1");
+            let opts = footprint::Options {
+                app,
+                empty,
+                natter_server,
+                messages,
+                runs,
+                settle: Duration::from_secs_f64(settle),
+            };
+            eprintln!("== app footprint, load {}", procfs::loadavg());
+            let r = footprint::run(&opts).await?;
+            print!("{}", footprint::render(&r));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            return Ok(());
         }
     }
     results.elapsed_secs = started.elapsed().as_secs_f64();

@@ -94,7 +94,7 @@ pub struct StoreResult {
     pub searches: Vec<SearchTiming>,
 }
 
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -102,13 +102,13 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
 
 /// Message i's text: 6-14 words of one language, sometimes with a rare term.
-fn text(rng: &mut Rng, i: usize) -> String {
+pub(crate) fn text(rng: &mut Rng, i: usize) -> String {
     let zh = i % 2 == 1;
     let words = 6 + rng.below(9);
     let mut t = String::new();
@@ -128,7 +128,7 @@ fn text(rng: &mut Rng, i: usize) -> String {
     t
 }
 
-fn median_max(mut v: Vec<f64>) -> (f64, f64) {
+pub(crate) fn median_max(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[v.len() / 2], v[v.len() - 1])
 }

@@ -1,0 +1,792 @@
+//! The desktop app's footprint (issue 5): cold start to the first painted message of cached
+//! history, and the memory (PSS) of the app with all its WebKit processes, idle and with a
+//! 10,000-message conversation open, against an empty Tauri 2 window built the same way
+//! (bench/empty-window).
+//!
+//! Both apps run under their own Xvfb and are driven through WebDriver (tauri-driver in front of
+//! WebKitWebDriver), so "painted" means the same thing for both: the element the user is waiting
+//! for is in the rendered page (Natter: the first `message` row; the empty window: its one
+//! paragraph), timed from the request that spawns the process. WebDriver adds its own round trips
+//! to both, so the difference between the two is what Natter costs over any Tauri window.
+//!
+//! Natter's profile is filled for real: a natter-server registers the user, the client core
+//! signs in and syncs (the default room lands in the store), then 10,000 messages are written
+//! into that room through the client store's own `insert_messages`. The server is stopped before
+//! the app starts, so the app shows cached history offline, as after a restart without network.
+
+use anyhow::{anyhow, bail, Context, Result};
+use natter::client::store::Store;
+use natter::client::{Client, ClientConfig, STORE_FILE};
+use natter::protocol::{self, ConvId, ConvKind, Message};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::procfs;
+use crate::store::{median_max, text, Rng};
+use crate::target::{Kind, Launch, Server};
+
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const USERNAME: &str = "bench";
+
+/// What to run.
+pub struct Options {
+    /// The release build of natter-desktop.
+    pub app: PathBuf,
+    /// The release build of bench/empty-window.
+    pub empty: PathBuf,
+    pub natter_server: PathBuf,
+    /// Messages in the open conversation.
+    pub messages: usize,
+    /// Cold starts of each app (the median is reported).
+    pub runs: usize,
+    /// How long memory is left to settle before it is read.
+    pub settle: Duration,
+}
+
+/// Memory of one app: the process and every descendant (WebKit's web and network processes,
+/// and bwrap/xdg-dbus-proxy when WebKit sandboxes them).
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub pss_kib: u64,
+    pub rss_kib: u64,
+    /// PSS per process name (comm), summed over processes of that name.
+    pub by_process: BTreeMap<String, u64>,
+    pub processes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppFigures {
+    /// Spawn (session request) to the awaited element, each cold start, ms.
+    pub first_paint_ms: Vec<f64>,
+    /// Spawn to WebDriver session ready (the window's page is connected), each cold start, ms.
+    pub session_ms: Vec<f64>,
+    pub first_paint_median_ms: f64,
+    pub session_median_ms: f64,
+    pub idle: Memory,
+    /// Natter only: with the large conversation open.
+    pub open: Option<Memory>,
+    /// Natter only: message rows in the DOM with the conversation open (the list is virtual).
+    pub rows_rendered: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FootprintResult {
+    pub messages: usize,
+    pub runs: usize,
+    pub settle_secs: f64,
+    pub load_before: String,
+    pub load_after: String,
+    pub natter: AppFigures,
+    pub empty: AppFigures,
+}
+
+pub async fn run(opts: &Options) -> Result<FootprintResult> {
+    let app = absolute(&opts.app)?;
+    let empty = absolute(&opts.empty)?;
+    let load_before = procfs::loadavg();
+    let data = tempfile::tempdir()?;
+    let conv = fill_profile(opts, data.path()).await?;
+    eprintln!(
+        "  footprint: profile filled ({} messages in one room), load {}",
+        opts.messages,
+        procfs::loadavg()
+    );
+
+    let display = Xvfb::start().await?;
+    let driver = Driver::start(&display.display, data.path()).await?;
+
+    // Idle first (no conversation open: the sidebar from cache), then open the big one.
+    write_desktop_config(data.path(), None)?;
+    let session = driver.session(&app).await?;
+    session.wait_for("[data-testid=\"conv-item\"]").await?;
+    tokio::time::sleep(opts.settle).await;
+    let natter_idle = tree_memory(&app)?;
+    session
+        .click(&format!(
+            "[data-testid=\"conv-item\"][data-conv-id=\"{conv}\"]"
+        ))
+        .await?;
+    session.wait_for("[data-testid=\"message\"]").await?;
+    tokio::time::sleep(opts.settle).await;
+    let natter_open = tree_memory(&app)?;
+    let rows = session.count("[data-testid=\"message\"]").await?;
+    session.end(&app).await?;
+
+    let session = driver.session(&empty).await?;
+    session.wait_for("[data-testid=\"empty\"]").await?;
+    tokio::time::sleep(opts.settle).await;
+    let empty_idle = tree_memory(&empty)?;
+    session.end(&empty).await?;
+
+    // Cold starts, alternating so background load hits both alike. Natter reopens the big
+    // conversation (last_conversation), so its first message row is cached history.
+    write_desktop_config(data.path(), Some(conv))?;
+    let (mut n_paint, mut n_session, mut e_paint, mut e_session) = (vec![], vec![], vec![], vec![]);
+    for i in 0..opts.runs {
+        let (s, p) = driver
+            .cold_start(&app, "[data-testid=\"message\"]")
+            .await
+            .context("natter cold start")?;
+        n_session.push(s);
+        n_paint.push(p);
+        let (s, p) = driver
+            .cold_start(&empty, "[data-testid=\"empty\"]")
+            .await
+            .context("empty window cold start")?;
+        e_session.push(s);
+        e_paint.push(p);
+        eprintln!(
+            "  footprint: cold start {}: natter {p_n:.0} ms, empty window {p:.0} ms (load {})",
+            i + 1,
+            procfs::loadavg(),
+            p_n = n_paint[i]
+        );
+    }
+    driver.stop().await;
+    display.stop().await;
+
+    Ok(FootprintResult {
+        messages: opts.messages,
+        runs: opts.runs,
+        settle_secs: opts.settle.as_secs_f64(),
+        load_before,
+        load_after: procfs::loadavg(),
+        natter: figures(
+            n_paint,
+            n_session,
+            natter_idle,
+            Some(natter_open),
+            Some(rows),
+        ),
+        empty: figures(e_paint, e_session, empty_idle, None, None),
+    })
+}
+
+fn figures(
+    paint: Vec<f64>,
+    session: Vec<f64>,
+    idle: Memory,
+    open: Option<Memory>,
+    rows_rendered: Option<usize>,
+) -> AppFigures {
+    AppFigures {
+        first_paint_median_ms: median_max(paint.clone()).0,
+        session_median_ms: median_max(session.clone()).0,
+        first_paint_ms: paint,
+        session_ms: session,
+        idle,
+        open,
+        rows_rendered,
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(p).with_context(|| {
+        format!(
+            "{} not found (scripts/bench builds it in release mode)",
+            p.display()
+        )
+    })
+}
+
+/// Registers the user on a real server, signs the client core in and lets it sync (so the
+/// profile holds a real session and the server's default room), stops the server, then writes
+/// `messages` into that room through the store. Returns the room's id.
+async fn fill_profile(opts: &Options, data_dir: &Path) -> Result<ConvId> {
+    let launch = Launch {
+        natter_server: opts.natter_server.clone(),
+        peers_dir: PathBuf::new(),
+        server_cpus: "0".into(),
+    };
+    let server = Server::start(Kind::Natter, &launch, None).await?;
+    let url = url::Url::parse(&format!("http://{}/", server.addr))?;
+    let session: protocol::Session = reqwest::Client::new()
+        .post(url.join("api/register")?)
+        .json(&protocol::RegisterRequest {
+            username: USERNAME.into(),
+            password: "bench-password-footprint".into(),
+            display_name: Some("Bench".into()),
+            avatar: None,
+        })
+        .send()
+        .await?
+        .error_for_status()
+        .context("registering the footprint user")?
+        .json()
+        .await?;
+    let profile = profile_dir(data_dir, &url);
+    let client = Client::start(ClientConfig::new(url.clone(), profile.clone()), session).await?;
+    tokio::time::timeout(Duration::from_secs(20), client.wait_synced())
+        .await
+        .context("the client did not sync within 20 s")??;
+    let room = client
+        .conversations()?
+        .into_iter()
+        .find(|c| c.kind == ConvKind::Room)
+        .ok_or_else(|| anyhow!("the new user is in no room after sync"))?;
+    client.shutdown().await;
+    drop(client);
+    server.stop().await;
+
+    let store = Store::open(&profile.join(STORE_FILE))?;
+    let conv = room.id;
+    let first_seq = store.last_seq(conv)? + 1;
+    let mut rng = Rng(0x5eed_f007_0001);
+    let now = natter_now_ms();
+    let mut batch = Vec::with_capacity(1_000);
+    for i in 0..opts.messages {
+        // Half the user's own, half from nine others, one every 30 s up to now.
+        let sender = if i % 2 == 0 {
+            USERNAME.to_string()
+        } else {
+            format!("peer{}", rng.below(9) + 1)
+        };
+        batch.push(Message {
+            id: 1_000_000 + i as i64,
+            conv,
+            seq: first_seq + i as i64,
+            sender,
+            text: text(&mut rng, i),
+            time: now - (opts.messages - i) as i64 * 30_000,
+            client_msg_id: uuid::Uuid::from_u64_pair(0xf007, i as u64),
+        });
+        if batch.len() == 1_000 || i + 1 == opts.messages {
+            store.insert_messages(&batch)?;
+            batch.clear();
+        }
+    }
+    let last = store.last_seq(conv)?;
+    store.set_last_read(conv, last, false)?;
+    let count = store.message_count(conv)?;
+    if count < opts.messages as u64 {
+        bail!(
+            "the room holds {count} messages, expected at least {}",
+            opts.messages
+        );
+    }
+    // Remember the (now dead) server for the app: it starts offline from this profile.
+    std::fs::write(data_dir.join("server-url"), url.as_str())?;
+    Ok(conv)
+}
+
+fn natter_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Where the desktop app keeps this user's profile (src-tauri/src/state.rs, `client_config`).
+fn profile_dir(data_dir: &Path, url: &url::Url) -> PathBuf {
+    data_dir
+        .join("profiles")
+        .join(format!("{}-{USERNAME}", natter::client::server_key(url)))
+}
+
+/// desktop.json (src-tauri/src/config.rs): the server, the signed-in user and, for the cold
+/// starts, the conversation to reopen. Settings are left to their defaults.
+fn write_desktop_config(data_dir: &Path, last: Option<ConvId>) -> Result<()> {
+    let url = std::fs::read_to_string(data_dir.join("server-url"))?;
+    let cfg = json!({
+        "server_url": url,
+        "host_port": null,
+        "username": USERNAME,
+        "last_conversation": last,
+    });
+    std::fs::write(
+        data_dir.join("desktop.json"),
+        serde_json::to_vec_pretty(&cfg)?,
+    )?;
+    Ok(())
+}
+
+/// A virtual X server of its own; `-displayfd` picks a free display number.
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    async fn start() -> Result<Xvfb> {
+        let mut child = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting Xvfb (apt install xvfb)")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+            .await
+            .context("Xvfb did not report its display within 15 s")??
+            .ok_or_else(|| anyhow!("Xvfb exited before reporting its display"))?;
+        let n: u32 = line
+            .trim()
+            .parse()
+            .with_context(|| format!("Xvfb reported {line:?}"))?;
+        Ok(Xvfb {
+            child,
+            display: format!(":{n}"),
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// tauri-driver (and the WebKitWebDriver it runs) on a free port.
+struct Driver {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Driver {
+    async fn start(display: &str, data_dir: &Path) -> Result<Driver> {
+        let port = free_port()?;
+        let native = free_port()?;
+        let child = Command::new("tauri-driver")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native.to_string(),
+            ])
+            .env("DISPLAY", display)
+            .env("NATTER_DATA_DIR", data_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting tauri-driver (cargo install tauri-driver)")?;
+        let driver = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        for _ in 0..100 {
+            if let Ok(r) = driver
+                .http
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return Ok(driver);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("tauri-driver did not answer within 10 s")
+    }
+
+    async fn session(&self, app: &Path) -> Result<Session<'_>> {
+        let v = call(
+            &self.http,
+            reqwest::Method::POST,
+            &format!("{}/session", self.base),
+            Some(json!({"capabilities": {"alwaysMatch": {"tauri:options": {"application": app}}}})),
+        )
+        .await
+        .with_context(|| format!("starting {}", app.display()))?;
+        let id = v["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sessionId in {v}"))?;
+        Ok(Session {
+            driver: self,
+            url: format!("{}/session/{id}", self.base),
+        })
+    }
+
+    /// One cold start: (ms to session ready, ms to the awaited element), both from the spawn.
+    async fn cold_start(&self, app: &Path, css: &str) -> Result<(f64, f64)> {
+        let t = Instant::now();
+        let session = self.session(app).await?;
+        let session_ms = t.elapsed().as_secs_f64() * 1e3;
+        session.wait_for(css).await?;
+        let paint_ms = t.elapsed().as_secs_f64() * 1e3;
+        session.end(app).await?;
+        Ok((session_ms, paint_ms))
+    }
+
+    async fn stop(mut self) {
+        // tauri-driver's own children (WebKitWebDriver) would outlive a SIGKILL: end them first.
+        if let Some(pid) = self.child.id() {
+            for child in descendants(pid) {
+                signal(child, "TERM");
+            }
+        }
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+struct Session<'a> {
+    driver: &'a Driver,
+    url: String,
+}
+
+impl Session<'_> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        call(
+            &self.driver.http,
+            method,
+            &format!("{}{path}", self.url),
+            body,
+        )
+        .await
+    }
+
+    async fn find(&self, css: &str) -> Result<Vec<String>> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e[ELEMENT].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn count(&self, css: &str) -> Result<usize> {
+        Ok(self.find(css).await?.len())
+    }
+
+    /// Polls every 10 ms: the poll interval bounds how late a paint can be noticed.
+    async fn wait_for(&self, css: &str) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(el) = self.find(css).await?.into_iter().next() {
+                return Ok(el);
+            }
+            if Instant::now() > deadline {
+                bail!("no {css} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) -> Result<()> {
+        let el = self.wait_for(css).await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            Some(json!({})),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the session and waits until no process of `app` is left (the next start must be
+    /// cold, and the single-instance check must not hand over to a dying one).
+    async fn end(self, app: &Path) -> Result<()> {
+        let _ = self.call(reqwest::Method::DELETE, "", None).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = pids_of(app);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                for pid in &left {
+                    signal(*pid, "KILL");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> Result<Value> {
+    let mut req = http.request(method.clone(), url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{method} {url}: HTTP {status}: {}", v["value"]);
+    }
+    Ok(v["value"].clone())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Every process: pid -> (parent pid, comm).
+fn process_table() -> HashMap<u32, (u32, String)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((comm, ppid)) = parse_comm_ppid(&stat) {
+            out.insert(pid, (ppid, comm));
+        }
+    }
+    out
+}
+
+/// `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so split at the last ')'.
+fn parse_comm_ppid(stat: &str) -> Option<(String, u32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let ppid = stat
+        .get(close + 1..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((comm, ppid))
+}
+
+fn descendants(root: u32) -> Vec<u32> {
+    let table = process_table();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (&pid, (ppid, _)) in &table {
+            if *ppid == p {
+                out.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Processes running the executable `app`.
+fn pids_of(app: &Path) -> Vec<u32> {
+    process_table()
+        .into_keys()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|exe| exe == app)
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// PSS and RSS of `app`'s process and all its descendants.
+fn tree_memory(app: &Path) -> Result<Memory> {
+    let roots = pids_of(app);
+    if roots.len() != 1 {
+        bail!(
+            "expected one {} process, found {}",
+            app.display(),
+            roots.len()
+        );
+    }
+    let table = process_table();
+    let mut pids = vec![roots[0]];
+    pids.extend(descendants(roots[0]));
+    let mut mem = Memory {
+        pss_kib: 0,
+        rss_kib: 0,
+        by_process: BTreeMap::new(),
+        processes: 0,
+    };
+    for pid in pids {
+        let Ok(s) = procfs::sample(pid) else {
+            continue; // gone between listing and reading
+        };
+        let comm = table.get(&pid).map(|(_, c)| c.clone()).unwrap_or_default();
+        mem.pss_kib += s.pss_kib;
+        mem.rss_kib += s.rss_kib;
+        *mem.by_process.entry(comm).or_default() += s.pss_kib;
+        mem.processes += 1;
+    }
+    if !mem
+        .by_process
+        .keys()
+        .any(|c| c.starts_with("WebKitWebProces"))
+    {
+        bail!(
+            "no WebKitWebProcess under {}: {:?}",
+            app.display(),
+            mem.by_process
+        );
+    }
+    Ok(mem)
+}
+
+/// The table printed after the run (and pasted into docs/benchmarks.md).
+pub fn render(r: &FootprintResult) -> String {
+    let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "-".into()
+        }
+    };
+    let mut s = String::new();
+    s.push_str(&format!(
+        "\n### App footprint ({} cold starts each, {} messages, memory after {:.0} s; load {} -> {})\n\n",
+        r.runs, r.messages, r.settle_secs, r.load_before, r.load_after
+    ));
+    s.push_str("| measure | natter-desktop | empty Tauri window | ratio |\n|---|---|---|---|\n");
+    s.push_str(&format!(
+        "| cold start to first paint, median ms (runs) | {:.0} ({}) | {:.0} ({}) | {} |\n",
+        r.natter.first_paint_median_ms,
+        join_ms(&r.natter.first_paint_ms),
+        r.empty.first_paint_median_ms,
+        join_ms(&r.empty.first_paint_ms),
+        ratio(
+            r.natter.first_paint_median_ms,
+            r.empty.first_paint_median_ms
+        )
+    ));
+    s.push_str(&format!(
+        "| spawn to WebDriver session, median ms | {:.0} | {:.0} | {} |\n",
+        r.natter.session_median_ms,
+        r.empty.session_median_ms,
+        ratio(r.natter.session_median_ms, r.empty.session_median_ms)
+    ));
+    s.push_str(&format!(
+        "| PSS idle, MiB (all processes) | {} | {} | {} |\n",
+        mib(r.natter.idle.pss_kib),
+        mib(r.empty.idle.pss_kib),
+        ratio(r.natter.idle.pss_kib as f64, r.empty.idle.pss_kib as f64)
+    ));
+    if let Some(open) = &r.natter.open {
+        s.push_str(&format!(
+            "| PSS with the {}-message conversation open, MiB | {} | - | {} |\n",
+            r.messages,
+            mib(open.pss_kib),
+            ratio(open.pss_kib as f64, r.empty.idle.pss_kib as f64)
+        ));
+    }
+    s.push_str(&format!(
+        "| RSS idle, MiB (sum, double-counts shared pages) | {} | {} | - |\n",
+        mib(r.natter.idle.rss_kib),
+        mib(r.empty.idle.rss_kib)
+    ));
+    s.push_str("\nPSS by process (MiB):\n\n| process | natter idle | natter open | empty window |\n|---|---|---|---|\n");
+    let mut names: Vec<&String> = r.natter.idle.by_process.keys().collect();
+    names.extend(r.empty.idle.by_process.keys());
+    names.sort();
+    names.dedup();
+    for name in names {
+        let get = |m: Option<&Memory>| {
+            m.and_then(|m| m.by_process.get(name))
+                .map(|k| mib(*k))
+                .unwrap_or_else(|| "-".into())
+        };
+        s.push_str(&format!(
+            "| {name} | {} | {} | {} |\n",
+            get(Some(&r.natter.idle)),
+            get(r.natter.open.as_ref()),
+            get(Some(&r.empty.idle))
+        ));
+    }
+    if let Some(rows) = r.natter.rows_rendered {
+        s.push_str(&format!(
+            "\nMessage rows in the DOM with the conversation open: {rows} of {}.\n",
+            r.messages
+        ));
+    }
+    s
+}
+
+fn join_ms(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_and_parent_survive_odd_process_names() {
+        assert_eq!(
+            parse_comm_ppid("4242 (Web Content (x)) S 17 4242 4242 0 -1"),
+            Some(("Web Content (x)".to_string(), 17))
+        );
+        assert_eq!(parse_comm_ppid("garbage"), None);
+        assert_eq!(parse_comm_ppid("1 (init) S"), None);
+    }
+
+    #[test]
+    fn this_process_is_found_by_its_executable_and_has_no_children_of_its_own() {
+        let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+        let me = std::process::id();
+        assert!(pids_of(&exe).contains(&me));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let kids = descendants(me);
+        assert!(kids.contains(&child.id()), "{kids:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
