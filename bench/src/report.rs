@@ -189,7 +189,7 @@ impl Results {
         }
         let _ = writeln!(
             o,
-            "## App footprint\n\nnot yet measured (the desktop app is not in this run)\n"
+            "## App footprint\n\n`natter-bench footprint` (scripts/bench runs it after this)\n"
         );
         o
     }
