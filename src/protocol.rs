@@ -67,6 +67,21 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4002;
     /// The client kept flooding far beyond the rate limit.
     pub const RATE_LIMITED: u16 = 4003;
+
+    /// Every code above, for clients and tests that must handle each one.
+    pub const ALL: [u16; 11] = [
+        NORMAL,
+        GOING_AWAY,
+        UNSUPPORTED_DATA,
+        INVALID_PAYLOAD,
+        POLICY,
+        TOO_BIG,
+        INTERNAL,
+        SLOW_CONSUMER,
+        UNAUTHORIZED,
+        HEARTBEAT_TIMEOUT,
+        RATE_LIMITED,
+    ];
 }
 
 /// A conversation id, assigned by the server. Rooms and direct messages share one id space.

@@ -129,6 +129,17 @@ fn message(seq: i64, text: &str) -> Message {
     }
 }
 
+/// The server's `sent` answer for alice's message `text` committed at `seq`.
+fn sent(id: u64, seq: i64, text: &str, client_msg_id: uuid::Uuid) -> ServerFrame {
+    let mut m = message(seq, text);
+    m.sender = "alice".into();
+    m.client_msg_id = client_msg_id;
+    ServerFrame::Ok {
+        id,
+        result: Reply::Sent { message: m },
+    }
+}
+
 async fn push(ws: &mut Sock, frame: &ServerFrame) {
     let _ = ws
         .send(Ws::text(serde_json::to_string(frame).unwrap()))
@@ -293,18 +304,7 @@ async fn an_oversized_frame_ends_the_connection_and_the_client_reconnects() {
 
 #[tokio::test]
 async fn every_documented_close_code_reconnects_except_unauthorized() {
-    for code in [
-        close::NORMAL,
-        close::GOING_AWAY,
-        close::UNSUPPORTED_DATA,
-        close::INVALID_PAYLOAD,
-        close::POLICY,
-        close::TOO_BIG,
-        close::INTERNAL,
-        close::SLOW_CONSUMER,
-        close::HEARTBEAT_TIMEOUT,
-        close::RATE_LIMITED,
-    ] {
+    for code in close::ALL.into_iter().filter(|&c| c != close::UNAUTHORIZED) {
         let fake = fake(false, move |n, mut ws| async move {
             push(&mut ws, &hello()).await;
             if n == 0 {
@@ -542,13 +542,7 @@ async fn rejected_outbox_messages_fail_with_the_reason_and_transient_ones_are_re
                             }
                         } else {
                             seq += 1;
-                            let mut m = message(seq, text);
-                            m.sender = "alice".into();
-                            m.client_msg_id = *client_msg_id;
-                            ServerFrame::Ok {
-                                id: *id,
-                                result: Reply::Sent { message: m },
-                            }
+                            sent(*id, seq, text, *client_msg_id)
                         }
                     }
                     ClientFrame::Sync { id, .. } => ServerFrame::Ok {
@@ -759,13 +753,7 @@ async fn an_unacknowledged_send_redials_and_resends_with_the_same_id() {
                         ..
                     } => {
                         log.lock().unwrap().push((n, *client_msg_id));
-                        let mut m = message(1, text);
-                        m.sender = "alice".into();
-                        m.client_msg_id = *client_msg_id;
-                        ServerFrame::Ok {
-                            id: *id,
-                            result: Reply::Sent { message: m },
-                        }
+                        sent(*id, 1, text, *client_msg_id)
                     }
                     ClientFrame::Sync { id, .. } => ServerFrame::Ok {
                         id: *id,

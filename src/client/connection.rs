@@ -913,18 +913,7 @@ mod tests {
             close_end(frame(close::POLICY), false, false),
             End::SignedOut(_)
         ));
-        for code in [
-            close::NORMAL,
-            close::GOING_AWAY,
-            close::UNSUPPORTED_DATA,
-            close::INVALID_PAYLOAD,
-            close::POLICY,
-            close::TOO_BIG,
-            close::INTERNAL,
-            close::SLOW_CONSUMER,
-            close::HEARTBEAT_TIMEOUT,
-            close::RATE_LIMITED,
-        ] {
+        for code in close::ALL.into_iter().filter(|&c| c != close::UNAUTHORIZED) {
             assert!(
                 matches!(close_end(frame(code), true, false), End::Retry { .. }),
                 "{code}"
