@@ -283,11 +283,9 @@ fn natter_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Where the desktop app keeps this user's profile (src-tauri/src/state.rs, `client_config`).
+/// Where the desktop app keeps this user's profile (the layout the client core defines).
 fn profile_dir(data_dir: &Path, url: &url::Url) -> PathBuf {
-    data_dir
-        .join("profiles")
-        .join(format!("{}-{USERNAME}", natter::client::server_key(url)))
+    natter::client::profile_dir_in(data_dir, url, USERNAME)
 }
 
 /// desktop.json (src-tauri/src/config.rs): the server, the signed-in user and, for the cold

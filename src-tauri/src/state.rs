@@ -297,11 +297,7 @@ impl Shell {
     }
 
     fn client_config(&self, url: &Url, username: &str) -> ClientConfig {
-        let profile = self.0.data_dir.join("profiles").join(format!(
-            "{}-{}",
-            natter::client::server_key(url),
-            file_safe(username)
-        ));
+        let profile = natter::client::profile_dir_in(&self.0.data_dir, url, username);
         ClientConfig::new(url.clone(), profile)
     }
 
@@ -750,18 +746,6 @@ impl From<ClientError> for CommandError {
         };
         CommandError::new(code, message)
     }
-}
-
-fn file_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn to_json<T: Serialize>(v: &T) -> serde_json::Value {

@@ -197,6 +197,12 @@ pub fn default_profile_dir(server: &Url, username: &str) -> PathBuf {
     let base = directories::ProjectDirs::from("", "", "natter")
         .map(|d| d.data_dir().to_path_buf())
         .unwrap_or_else(|| std::env::temp_dir().join("natter"));
+    profile_dir_in(&base, server, username)
+}
+
+/// The profile directory for `username` on `server` under a data directory `base`:
+/// `<base>/profiles/<server key>-<user>`. The CLI and the desktop app share this layout.
+pub fn profile_dir_in(base: &Path, server: &Url, username: &str) -> PathBuf {
     base.join("profiles")
         .join(format!("{}-{}", server_key(server), sanitize(username)))
 }
