@@ -1,7 +1,7 @@
 //! Liveness and lifecycle: heartbeats drop silent peers, presence follows connects and
 //! disconnects within a second, a slow reader is cut off without slowing anyone else or growing
-//! memory, and shutdown (in-process and SIGTERM of the binary) closes sockets with 1001 after
-//! committing what was acked.
+//! memory, a paused reader catches up without loss, and shutdown (in-process and SIGTERM of the
+//! binary) closes sockets with 1001 after committing what was acked.
 
 mod support;
 
@@ -21,6 +21,25 @@ use uuid::Uuid;
 
 fn is_presence(name: &'static str, online: bool) -> impl FnMut(&ServerFrame) -> bool {
     move |f| matches!(f, ServerFrame::Presence { username, online: o } if username == name && *o == online)
+}
+
+/// A socket with a 4 KiB receive buffer, so the kernel holds little of what the server sends to
+/// a reader that does not read; returned after its hello.
+async fn connect_with_small_receive_buffer(server: &TestServer, token: &str) -> WsClient {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(server.addr).await.unwrap();
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "natter.v1".parse().unwrap());
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let mut client = WsClient::from_stream(ws);
+    client.expect_hello().await;
+    client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,22 +159,8 @@ async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiv
     let keen = server.register("keen").await;
     let sloth = server.register("sloth").await;
 
-    // The slow reader: a small receive buffer, and it stops reading after the hello.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let tcp = sock.connect(server.addr).await.unwrap();
-    let mut req = server.ws_url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "natter.v1".parse().unwrap());
-    req.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", sloth.token).parse().unwrap(),
-    );
-    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
-    let mut slow = WsClient::from_stream(ws);
-    slow.expect_hello().await;
+    // The slow reader stops reading after the hello.
+    let mut slow = connect_with_small_receive_buffer(&server, &sloth.token).await;
 
     let mut k = server.connect(&keen.token).await;
     let l = server.connect(&loud.token).await;
@@ -272,6 +277,49 @@ async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiv
         received < MESSAGES * 3 / 4,
         "the slow reader was cut off early ({received} frames)"
     );
+}
+
+/// A reader that stops reading for a while, with more sent to it than the kernel's socket
+/// buffers hold, gets every message in order once it reads again and stays connected: the
+/// frames the socket did not take waited in the server's outbound queue and were drained
+/// whole, after those written straight through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_catches_up_on_eight_megabytes_in_order_without_being_dropped() {
+    const MESSAGES: i64 = 2_000;
+    let server = TestServer::start_with(|c| {
+        c.rate_limit_per_sec = 1_000_000;
+        c.rate_burst = 1_000_000;
+        c.outbound_queue = 100_000;
+    })
+    .await;
+    let loud = server.register("loud").await;
+    let nap = server.register("nap").await;
+    let mut napper = connect_with_small_receive_buffer(&server, &nap.token).await;
+    let mut l = server.connect(&loud.token).await;
+    let general = l.general();
+
+    // 2,000 x 4,000 bytes = 8 MB while the napper reads nothing (loopback buffers hold a few MB).
+    let text = "n".repeat(4_000);
+    for _ in 0..MESSAGES {
+        l.send_text(general, &text).await;
+    }
+    let mut next = 1;
+    while next <= MESSAGES {
+        match tokio::time::timeout(Duration::from_secs(20), napper.next()).await {
+            Ok(Some(ServerFrame::Message { message })) => {
+                assert_eq!(message.seq, next, "every message, in order");
+                assert_eq!(message.text.len(), 4_000, "whole");
+                next += 1;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the paused reader was dropped after {} messages", next - 1),
+            Err(_) => panic!("stalled after {} messages", next - 1),
+        }
+    }
+    // Still connected and served.
+    let id = napper.next_id();
+    napper.send_frame(&ClientFrame::Rooms { id }).await;
+    assert!(matches!(napper.answer(id).await, Ok(Reply::Rooms { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,20 +1,17 @@
 //! One task per WebSocket: the auth phase (for sockets that upgraded without a token), then one
-//! loop that owns the whole socket and waits at once for incoming frames, its outbound queue,
-//! the heartbeat tick and a kill.
+//! loop that reads the socket and waits at once for incoming frames, queued outbound bytes to
+//! drain, replay pages, the heartbeat tick and a kill.
 //!
-//! Outbound frames come from a bounded queue of pre-serialised frames (shared bytes from the
-//! hub); the loop feeds everything queued and flushes once. Text longer than
-//! [`FRAGMENT_BYTES`] goes out as WebSocket fragments, so tungstenite's write buffer (which
-//! never shrinks) stays a few KiB per socket however large a `hello` or history page was. The
-//! hub never waits on a connection: when the queue is full the hub closes it with
-//! [`close::SLOW_CONSUMER`]. The loop also sends the heartbeat pings and closes a peer silent
-//! for `heartbeat_interval + heartbeat_timeout`.
+//! Frames *to* the client do not pass through this task as a rule: the hub writes each one to
+//! the socket directly through the connection's [`Outbound`] (see [`super::outbound`]), and
+//! this task only drains what a full socket did not take. The loop also sends the heartbeat
+//! pings and closes a peer silent for `heartbeat_interval + heartbeat_timeout`.
 //!
-//! Every way a socket ends goes through [`Kill`](super::hub::Kill): whoever decides (the loop on bad input, hub on
-//! a full queue or logout, heartbeat, shutdown) fires a close code, and the loop sends that
-//! close frame. After the close frame the task keeps reading and discarding raw bytes for a
-//! short grace period, so a peer that was mid-way through a large frame still sees the close
-//! frame instead of a TCP reset.
+//! Every way a socket ends goes through [`Kill`]: whoever decides (the loop on bad input, the
+//! outbound queue on overflow, the hub on logout, heartbeat, shutdown) fires a close code, and
+//! the loop sends that close frame. After the close frame the task keeps reading and discarding
+//! raw bytes for a short grace period, so a peer that was mid-way through a large frame still
+//! sees the close frame instead of a TCP reset.
 //!
 //! The socket type is generic over the underlying I/O, so tests drive it over an in-memory
 //! duplex stream; the server uses it over TCP or TLS.
@@ -29,9 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -41,7 +37,8 @@ use crate::protocol::{
 };
 
 use super::auth::{hash_token, TokenHash};
-use super::hub::{answer, encode, ConnHandle};
+use super::hub::{answer, encode, ConnHandle, Kill};
+use super::outbound::{Conn, Outbound, Outlet, PushError, WireFrame};
 use super::store::{self, now_ms, Origin, UserId, WriteOp};
 use super::Shared;
 
@@ -49,8 +46,22 @@ use super::Shared;
 const ABORTED: u16 = 1006;
 /// The standard code for a protocol violation at the WebSocket level.
 const PROTOCOL_ERROR: u16 = 1002;
-/// Outbound text longer than this goes out as fragments of this size (see [`feed_text`]).
-pub(crate) const FRAGMENT_BYTES: usize = 1024;
+
+/// The socket as tungstenite sees it: reads from the socket, writes through the outbound queue.
+type Ws<T> = WebSocketStream<Conn<T>>;
+
+/// tungstenite's settings for server sockets. Buffers are sized for many connections: the read
+/// buffer defaults to 128 KiB per socket and would be most of an idle connection's memory.
+/// tungstenite writes only control frames (everything else goes through [`Outbound`]), so its
+/// write buffer stays small too. Messages and frames are capped at the protocol's frame limit
+/// (close 1009 beyond it).
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(limits::MAX_FRAME_BYTES))
+        .max_frame_size(Some(limits::MAX_FRAME_BYTES))
+}
 /// Every `type` a client frame may have; anything else is `unknown_type`.
 const KNOWN_TYPES: &[&str] = &[
     "auth",
@@ -139,11 +150,13 @@ fn close_reason(code: u16) -> &'static str {
 }
 
 /// Send a close frame (unless the peer vanished), then read and discard for a grace period so
-/// the peer gets to read it.
-async fn finish<T>(mut ws: WebSocketStream<T>, code: u16, grace: Duration)
+/// the peer gets to read it. Frames still queued are dropped: the client resumes from its last
+/// seq when it reconnects.
+async fn finish<T>(mut ws: Ws<T>, code: u16, grace: Duration)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    ws.get_ref().outbound().close();
     if code == ABORTED {
         return;
     }
@@ -173,15 +186,23 @@ where
     .await;
 }
 
-/// Serve one upgraded socket until it closes.
-pub async fn serve<T>(
-    mut ws: WebSocketStream<T>,
-    shared: Arc<Shared>,
-    pre: Option<Authed>,
-    slot: Option<UnauthSlot>,
-) where
-    T: AsyncRead + AsyncWrite + Unpin + Send,
+/// Serve one upgraded socket (the raw byte stream after the HTTP upgrade) until it closes.
+pub async fn serve<T>(io: T, shared: Arc<Shared>, pre: Option<Authed>, slot: Option<UnauthSlot>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let kill = Arc::new(Kill::default());
+    let out = Arc::new(Outbound::new(
+        io,
+        shared.config.outbound_queue,
+        kill.clone(),
+    ));
+    let mut ws = WebSocketStream::from_raw_socket(
+        Conn::new(out.clone()),
+        Role::Server,
+        Some(socket_config()),
+    )
+    .await;
     let grace = shared.config.close_grace;
     let authed = match pre {
         Some(a) => a,
@@ -206,12 +227,10 @@ pub async fn serve<T>(
             return finish(ws, close::INTERNAL, grace).await;
         }
     };
-    let Some((conn, mut rx)) = shared.hub.register(
-        authed.user,
-        authed.token,
-        unread,
-        shared.config.outbound_queue,
-    ) else {
+    let Some(conn) = shared
+        .hub
+        .register(authed.user, authed.token, unread, out.clone(), kill)
+    else {
         return finish(ws, close::GOING_AWAY, grace).await;
     };
     tracing::debug!(conn = conn.id, user = authed.user, "connection registered");
@@ -235,7 +254,7 @@ pub async fn serve<T>(
         strikes: 0.0,
         strikes_at: Instant::now(),
     };
-    run(&mut ws, &mut rx, &mut session, &shared, authed.expires_at).await;
+    run(&mut ws, &out, &mut session, &shared, authed.expires_at).await;
     if let Some(task) = session.replay_task.take() {
         task.abort();
     }
@@ -245,10 +264,19 @@ pub async fn serve<T>(
     finish(ws, code, grace).await
 }
 
-/// Wait for the `auth` frame of a socket that upgraded without a token.
-async fn auth_phase<T>(ws: &mut WebSocketStream<T>, shared: &Arc<Shared>) -> Result<Authed, u16>
+/// Write `frame` and wait until the socket has taken it.
+async fn send_now<T>(ws: &mut Ws<T>, frame: &WireFrame) -> Result<(), u16>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    ws.get_ref().outbound().push(frame).map_err(|_| ABORTED)?;
+    ws.flush().await.map_err(|_| ABORTED)
+}
+
+/// Wait for the `auth` frame of a socket that upgraded without a token.
+async fn auth_phase<T>(ws: &mut Ws<T>, shared: &Arc<Shared>) -> Result<Authed, u16>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let deadline = Instant::now() + shared.config.auth_timeout;
     let mut stopping = shared.stopping.subscribe();
@@ -276,8 +304,7 @@ where
             .await;
         return match found {
             Ok(Some((user, expires_at))) => {
-                let ok = answer(id, Ok(Reply::Authenticated));
-                ws.send(Message::Text(ok)).await.map_err(|_| ABORTED)?;
+                send_now(ws, &answer(id, Ok(Reply::Authenticated))).await?;
                 Ok(Authed {
                     user,
                     token: hash,
@@ -292,7 +319,7 @@ where
                         "invalid, expired or revoked token".into(),
                     )),
                 );
-                let _ = ws.send(Message::Text(err)).await;
+                let _ = send_now(ws, &err).await;
                 Err(close::UNAUTHORIZED)
             }
             Err(e) => {
@@ -303,13 +330,12 @@ where
     }
 }
 
-/// The connection's one loop, owning the whole socket: it waits at once for an incoming frame,
-/// queued outbound frames, replay pages, the heartbeat tick and a kill. Not splitting the socket
-/// saves a lock and a task wakeup per delivery; the price is that a request being served (a
-/// history read, say) briefly holds up writing, which the bounded queue absorbs.
+/// The connection's one loop: it waits at once for an incoming frame, queued outbound bytes to
+/// drain, replay pages, the heartbeat tick and a kill. Deliveries written through by the hub
+/// never wake it.
 async fn run<T>(
-    ws: &mut WebSocketStream<T>,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    ws: &mut Ws<T>,
+    out: &Outbound<T>,
     session: &mut Session,
     shared: &Shared,
     expires_at: Millis,
@@ -368,78 +394,26 @@ async fn run<T>(
                 }
                 false
             }
-            Some(first) = rx.recv() => tokio::select! {
-                r = write_batch(ws, first, rx) => r.is_err(),
-                _ = kill.fired() => true,
-            },
+            drained = std::future::poll_fn(|cx| out.poll_drain(cx)) => drained.is_err(),
+            // One page at a time, each once the socket has taken what came before it.
             Some(frame) = async {
                 match session.replay.as_mut() {
                     Some((_, pages)) => pages.recv().await,
                     None => std::future::pending().await,
                 }
-            } => tokio::select! {
-                r = async { feed_text(ws, frame).await?; ws.flush().await } => r.is_err(),
-                _ = kill.fired() => true,
-            },
+            }, if out.is_idle() => {
+                if let Some(code) = session.reply(frame) {
+                    kill.fire(code);
+                    return;
+                }
+                false
+            }
         };
         if failed {
             kill.fire(ABORTED);
             return;
         }
     }
-}
-
-/// Feed everything queued (bounded, so a busy queue cannot starve heartbeats) and flush once.
-async fn write_batch<S>(
-    sink: &mut S,
-    first: Utf8Bytes,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
-) -> Result<(), WsError>
-where
-    S: futures_util::Sink<Message, Error = WsError> + Unpin,
-{
-    feed_text(sink, first).await?;
-    for _ in 0..256 {
-        match rx.try_recv() {
-            Ok(frame) => feed_text(sink, frame).await?,
-            Err(_) => break,
-        }
-    }
-    sink.flush().await
-}
-
-/// Feed one text message, as WebSocket fragments of at most [`FRAGMENT_BYTES`] when it is longer.
-///
-/// tungstenite formats each frame whole into its write buffer and never shrinks that buffer, so
-/// one large frame (a `hello` naming every online user, a history page) would otherwise keep its
-/// size allocated for the rest of the socket's life. Fragments are slices of the shared bytes:
-/// nothing is copied, and a UTF-8 sequence may straddle two fragments (RFC 6455 validates the
-/// reassembled message).
-async fn feed_text<S>(sink: &mut S, text: Utf8Bytes) -> Result<(), WsError>
-where
-    S: futures_util::Sink<Message, Error = WsError> + Unpin,
-{
-    if text.len() <= FRAGMENT_BYTES {
-        return sink.feed(Message::Text(text)).await;
-    }
-    let bytes = Bytes::from(text);
-    let mut start = 0;
-    while start < bytes.len() {
-        let end = (start + FRAGMENT_BYTES).min(bytes.len());
-        let opcode = if start == 0 {
-            OpData::Text
-        } else {
-            OpData::Continue
-        };
-        let frame = Frame::message(
-            bytes.slice(start..end),
-            OpCode::Data(opcode),
-            end == bytes.len(),
-        );
-        sink.feed(Message::Frame(frame)).await?;
-        start = end;
-    }
-    Ok(())
 }
 
 /// A token bucket per user, shared by all of the user's connections.
@@ -454,7 +428,7 @@ struct Session {
     conn: ConnHandle,
     /// Where replay tasks put their pages. Made by the first `sync`: a channel allocates a
     /// block of slots up front, which sockets that never sync should not carry.
-    replay: Option<(mpsc::Sender<Utf8Bytes>, mpsc::Receiver<Utf8Bytes>)>,
+    replay: Option<(mpsc::Sender<WireFrame>, mpsc::Receiver<WireFrame>)>,
     replay_task: Option<tokio::task::JoinHandle<()>>,
     /// Rejected frames not yet forgiven; they drain at the rate limit.
     strikes: f64,
@@ -495,12 +469,12 @@ impl Session {
         self.conn.user
     }
 
-    /// Queue a frame for this connection; a full queue means a slow consumer.
-    fn reply(&self, frame: Utf8Bytes) -> Option<u16> {
-        match self.conn.tx.try_send(frame) {
+    /// Send a frame to this connection; a full queue means a slow consumer.
+    fn reply(&self, frame: WireFrame) -> Option<u16> {
+        match self.conn.out.push(&frame) {
             Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(_)) => Some(close::SLOW_CONSUMER),
-            Err(mpsc::error::TrySendError::Closed(_)) => Some(ABORTED),
+            Err(PushError::Full) => Some(close::SLOW_CONSUMER),
+            Err(PushError::Closed) => Some(ABORTED),
         }
     }
 
@@ -737,7 +711,7 @@ async fn replay(
     user: UserId,
     id: u64,
     since: Vec<ConvSeq>,
-    out: mpsc::Sender<Utf8Bytes>,
+    out: mpsc::Sender<WireFrame>,
 ) {
     let given: HashMap<_, _> = since.iter().map(|c| (c.conv, c.seq.max(0))).collect();
     for (conv, last_seq) in shared.hub.member_convs(user) {
@@ -782,7 +756,6 @@ mod tests {
     use crate::protocol::ServerFrame;
     use crate::server::store::{WriteOp, WriteOutcome};
     use crate::server::{auth, ServerConfig};
-    use tokio_tungstenite::tungstenite::protocol::Role;
 
     #[test]
     fn diagnose_names_the_problem_and_keeps_the_id() {
@@ -857,9 +830,8 @@ mod tests {
         assert!(matches!(outcome, WriteOutcome::Registered(_)));
 
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-        let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let task = tokio::spawn(serve(server_ws, shared.clone(), None, None));
+        let task = tokio::spawn(serve(server_io, shared.clone(), None, None));
 
         let auth = ClientFrame::Auth { id: 1, token };
         client
@@ -885,75 +857,5 @@ mod tests {
         drop(client);
         task.await.unwrap();
         shared.store.shutdown();
-    }
-
-    /// Read one raw frame header from a server-to-client byte stream: (fin, opcode, length).
-    async fn raw_header(io: &mut tokio::io::DuplexStream) -> (bool, u8, usize) {
-        let mut head = [0u8; 2];
-        io.read_exact(&mut head).await.unwrap();
-        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
-        let len = match head[1] & 0x7f {
-            126 => {
-                let mut ext = [0u8; 2];
-                io.read_exact(&mut ext).await.unwrap();
-                u16::from_be_bytes(ext) as usize
-            }
-            127 => {
-                let mut ext = [0u8; 8];
-                io.read_exact(&mut ext).await.unwrap();
-                u64::from_be_bytes(ext) as usize
-            }
-            n => n as usize,
-        };
-        (head[0] & 0x80 != 0, head[0] & 0x0f, len)
-    }
-
-    /// A long text goes out as a text frame and continuation frames, none longer than
-    /// FRAGMENT_BYTES, which reassemble byte for byte (multi-byte characters straddle the cuts);
-    /// a short text stays one frame.
-    #[tokio::test]
-    async fn long_text_is_sent_as_bounded_fragments_that_reassemble() {
-        let text: String = "数据库 chat ".repeat(1500);
-        assert!(text.len() > 5 * FRAGMENT_BYTES);
-        let (server_io, mut raw) = tokio::io::duplex(256 * 1024);
-        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-        feed_text(&mut server, Utf8Bytes::from(text.clone()))
-            .await
-            .unwrap();
-        feed_text(&mut server, Utf8Bytes::from_static("short"))
-            .await
-            .unwrap();
-        server.flush().await.unwrap();
-
-        let mut payload = Vec::new();
-        let mut frames = 0;
-        loop {
-            let (fin, opcode, len) = raw_header(&mut raw).await;
-            assert_eq!(opcode, if frames == 0 { 0x1 } else { 0x0 });
-            assert!(len <= FRAGMENT_BYTES, "fragment of {len} bytes");
-            let mut part = vec![0u8; len];
-            raw.read_exact(&mut part).await.unwrap();
-            payload.extend_from_slice(&part);
-            frames += 1;
-            if fin {
-                break;
-            }
-        }
-        assert_eq!(frames, text.len().div_ceil(FRAGMENT_BYTES));
-        assert_eq!(payload, text.as_bytes());
-        assert_eq!(raw_header(&mut raw).await, (true, 0x1, 5));
-
-        // A WebSocket client sees one message.
-        let (server_io, client_io) = tokio::io::duplex(256 * 1024);
-        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        feed_text(&mut server, Utf8Bytes::from(text.clone()))
-            .await
-            .unwrap();
-        server.flush().await.unwrap();
-        match client.next().await {
-            Some(Ok(Message::Text(got))) => assert_eq!(got.as_str(), text),
-            other => panic!("expected the whole text, got {other:?}"),
-        }
     }
 }

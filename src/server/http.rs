@@ -15,8 +15,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::{
     is_valid_name, limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, Session,
@@ -342,18 +340,6 @@ fn origin_allowed(shared: &Shared, origin: &HeaderValue) -> bool {
     })
 }
 
-/// The tungstenite settings for server sockets: small buffers (many idle connections) and the
-/// protocol's frame limit (close 1009 beyond it). Frames are written once this much is buffered;
-/// with outbound fragments of at most [`connection::FRAGMENT_BYTES`] the write buffer's
-/// capacity stays near the sum of the two.
-fn socket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(2 * 1024)
-        .write_buffer_size(2 * 1024)
-        .max_message_size(Some(limits::MAX_FRAME_BYTES))
-        .max_frame_size(Some(limits::MAX_FRAME_BYTES))
-}
-
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -409,13 +395,7 @@ async fn upgrade(
         let _guard = guard;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(socket_config()),
-                )
-                .await;
-                connection::serve(ws, task_shared, authed, slot).await;
+                connection::serve(TokioIo::new(upgraded), task_shared, authed, slot).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }

@@ -3,10 +3,11 @@
 //! Memory mirrors the database (users, conversations, members, read markers, last seq) and is
 //! changed only by the writer thread's commit hook ([`Hub::on_commit`]) after a commit, so it is
 //! never ahead of the disk. Fan-out happens there too, in commit order, which is what gives every
-//! member the same gapless order. Each message is serialised once; every recipient connection
-//! gets a clone of the same bytes. Pushing never waits: a connection whose bounded queue is full
-//! is closed with [`close::SLOW_CONSUMER`] and dropped from the hub, so one slow reader never
-//! slows a room.
+//! member the same gapless order. Each message is encoded once as a [`WireFrame`]; every
+//! recipient gets the same bytes. Recipients are collected under the lock and written to after
+//! it is released ([`Outgoing`]), so the lock is never held across socket writes. Pushing never
+//! waits: a connection whose bounded queue is full is closed with [`close::SLOW_CONSUMER`]
+//! (see [`super::outbound`]) and dropped from the hub, so one slow reader never slows a room.
 //!
 //! Presence is per user (two devices are one online user) and is pushed to every connected user.
 
@@ -15,8 +16,6 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::{
     close, limits, ConvId, ConvKind, Conversation, ErrorCode, Member, Reply, RoomInfo, Seq,
@@ -24,6 +23,7 @@ use crate::protocol::{
 };
 
 use super::auth::TokenHash;
+use super::outbound::{Outlet, WireFrame};
 use super::store::{name_key, now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
 
 /// A connection's id, unique for the life of the server.
@@ -77,14 +77,28 @@ impl Kill {
 }
 
 /// The hub's handle on one live connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserId,
     /// The token the socket authenticated with, so logout can close it.
     pub token: TokenHash,
-    pub tx: mpsc::Sender<Utf8Bytes>,
+    pub out: Arc<dyn Outlet>,
     pub kill: Arc<Kill>,
+}
+
+/// What a change to the hub's state sends: frames to write once the lock is released, and
+/// connections to drop from the hub.
+#[derive(Default)]
+struct Outgoing {
+    sends: Vec<(ConnId, Arc<dyn Outlet>, WireFrame)>,
+    dead: Vec<ConnId>,
+}
+
+impl Outgoing {
+    fn push(&mut self, c: &ConnHandle, frame: &WireFrame) {
+        self.sends.push((c.id, c.out.clone(), frame.clone()));
+    }
 }
 
 struct ConvEntry {
@@ -106,20 +120,13 @@ struct State {
     shutting_down: bool,
 }
 
-/// Serialise a frame once; the result is shared by every recipient.
-pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
-    match serde_json::to_string(frame) {
-        Ok(text) => Utf8Bytes::from(text),
-        Err(e) => {
-            // Serialising our own types cannot fail in practice; never panic over it.
-            tracing::error!(error = %e, "cannot serialise a frame");
-            Utf8Bytes::from_static("{}")
-        }
-    }
+/// Encode a frame once; the result is shared by every recipient.
+pub fn encode(frame: &ServerFrame) -> WireFrame {
+    WireFrame::json(frame)
 }
 
 /// The answer frame for request `req`.
-pub fn answer(req: u64, result: Result<Reply, (ErrorCode, String)>) -> Utf8Bytes {
+pub fn answer(req: u64, result: Result<Reply, (ErrorCode, String)>) -> WireFrame {
     encode(&match result {
         Ok(result) => ServerFrame::Ok { id: req, result },
         Err((code, message)) => ServerFrame::Error {
@@ -172,43 +179,37 @@ impl State {
         self.conns.get(&user).is_some_and(|v| !v.is_empty())
     }
 
-    /// Push `frame` to every connection of `user` except `except`. Full queues are noted in
-    /// `dead` for [`State::reap`].
+    /// Send `frame` to every connection of `user` except `except`.
     fn push_user(
         &self,
         user: UserId,
-        frame: &Utf8Bytes,
+        frame: &WireFrame,
         except: Option<ConnId>,
-        dead: &mut Vec<ConnId>,
+        out: &mut Outgoing,
     ) {
         if let Some(conns) = self.conns.get(&user) {
             for c in conns.iter().filter(|c| Some(c.id) != except) {
-                push(c, frame, dead);
+                out.push(c, frame);
             }
         }
     }
 
-    fn push_conn(&self, conn: ConnId, frame: &Utf8Bytes, dead: &mut Vec<ConnId>) {
+    fn push_conn(&self, conn: ConnId, frame: &WireFrame, out: &mut Outgoing) {
         if let Some(c) = self
             .owner
             .get(&conn)
             .and_then(|u| self.conns.get(u))
             .and_then(|v| v.iter().find(|c| c.id == conn))
         {
-            push(c, frame, dead);
+            out.push(c, frame);
         }
     }
 
-    fn push_everyone(
-        &self,
-        frame: &Utf8Bytes,
-        except_user: Option<UserId>,
-        dead: &mut Vec<ConnId>,
-    ) {
+    fn push_everyone(&self, frame: &WireFrame, except_user: Option<UserId>, out: &mut Outgoing) {
         for (user, conns) in &self.conns {
             if Some(*user) != except_user {
                 for c in conns {
-                    push(c, frame, dead);
+                    out.push(c, frame);
                 }
             }
         }
@@ -217,26 +218,25 @@ impl State {
     fn push_members(
         &self,
         conv: ConvId,
-        frame: &Utf8Bytes,
+        frame: &WireFrame,
         except: Option<ConnId>,
-        dead: &mut Vec<ConnId>,
+        out: &mut Outgoing,
     ) {
         if let Some(c) = self.convs.get(&conv) {
             for user in c.members.keys() {
-                self.push_user(*user, frame, except, dead);
+                self.push_user(*user, frame, except, out);
             }
         }
     }
 
-    /// Drop the connections in `dead` and announce users who went offline. Announcing can find
-    /// more full queues, hence the loop.
-    fn reap(&mut self, dead: &mut Vec<ConnId>) {
-        while let Some(conn) = dead.pop() {
-            self.remove_conn(conn, dead);
+    /// Drop the connections in `out.dead` and announce users who went offline.
+    fn reap(&mut self, out: &mut Outgoing) {
+        while let Some(conn) = out.dead.pop() {
+            self.remove_conn(conn, out);
         }
     }
 
-    fn remove_conn(&mut self, conn: ConnId, dead: &mut Vec<ConnId>) {
+    fn remove_conn(&mut self, conn: ConnId, out: &mut Outgoing) {
         let Some(user) = self.owner.remove(&conn) else {
             return;
         };
@@ -254,7 +254,7 @@ impl State {
                     username: u.username.clone(),
                     online: false,
                 });
-                self.push_everyone(&frame, Some(user), dead);
+                self.push_everyone(&frame, Some(user), out);
             }
         }
     }
@@ -264,18 +264,6 @@ impl State {
             c.members.entry(user).or_insert(0);
         }
         self.user_convs.entry(user).or_default().insert(conv);
-    }
-}
-
-fn push(c: &ConnHandle, frame: &Utf8Bytes, dead: &mut Vec<ConnId>) {
-    match c.tx.try_send(frame.clone()) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::info!(conn = c.id, "outbound queue full: closing slow consumer");
-            c.kill.fire(close::SLOW_CONSUMER);
-            dead.push(c.id);
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => dead.push(c.id),
     }
 }
 
@@ -322,32 +310,50 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Write what a state change sends; call with the lock released. A connection that cannot
+    /// take its frame (closed, or a slow consumer now being closed) is dropped from the hub,
+    /// which may announce its user offline: hence the loop.
+    fn deliver(&self, mut out: Outgoing) {
+        loop {
+            for (conn, outlet, frame) in out.sends.drain(..) {
+                if outlet.push(&frame).is_err() {
+                    out.dead.push(conn);
+                }
+            }
+            if out.dead.is_empty() {
+                return;
+            }
+            self.lock().reap(&mut out);
+        }
+    }
+
     /// The user's public profile.
     pub fn user(&self, user: UserId) -> Option<User> {
         self.lock().users.get(&user).cloned()
     }
 
-    /// Register an authenticated connection. Its queue starts with the `hello` frame, so nothing
-    /// can be pushed before it. Returns None when the server is shutting down.
+    /// Register an authenticated connection that writes to `out` and closes through `kill`.
+    /// The `hello` frame is pushed before the connection is visible to anyone else, so nothing
+    /// can come before it. Returns None when the server is shutting down.
     pub fn register(
         &self,
         user: UserId,
         token: TokenHash,
         unread: Vec<Unread>,
-        queue: usize,
-    ) -> Option<(ConnHandle, mpsc::Receiver<Utf8Bytes>)> {
+        out: Arc<dyn Outlet>,
+        kill: Arc<Kill>,
+    ) -> Option<ConnHandle> {
         let mut state = self.lock();
         if state.shutting_down {
             return None;
         }
         let profile = state.users.get(&user)?.clone();
-        let (tx, rx) = mpsc::channel(queue.max(4));
         let handle = ConnHandle {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             user,
             token,
-            tx,
-            kill: Arc::new(Kill::default()),
+            out,
+            kill,
         };
         let mut convs: Vec<ConvId> = state
             .user_convs
@@ -374,28 +380,29 @@ impl Hub {
             online,
             unread,
         });
-        // The queue is empty and holds at least 4, so the hello always fits.
-        let _ = handle.tx.try_send(hello);
-        let mut dead = Vec::new();
+        // Nothing is queued yet, so the hello always fits; a socket that already failed is
+        // found by its own task.
+        let _ = handle.out.push(&hello);
+        let mut out = Outgoing::default();
         if !was_online {
             let frame = encode(&ServerFrame::Presence {
                 username: profile.username,
                 online: true,
             });
-            state.push_everyone(&frame, Some(user), &mut dead);
+            state.push_everyone(&frame, Some(user), &mut out);
         }
         state.conns.entry(user).or_default().push(handle.clone());
         state.owner.insert(handle.id, user);
-        state.reap(&mut dead);
-        Some((handle, rx))
+        drop(state);
+        self.deliver(out);
+        Some(handle)
     }
 
     /// Forget a connection (its task ended); announce the user offline if it was the last one.
     pub fn unregister(&self, conn: ConnId) {
-        let mut state = self.lock();
-        let mut dead = Vec::new();
-        state.remove_conn(conn, &mut dead);
-        state.reap(&mut dead);
+        let mut out = Outgoing::default();
+        self.lock().remove_conn(conn, &mut out);
+        self.deliver(out);
     }
 
     /// Close every connection (code 1001) and refuse new ones.
@@ -497,7 +504,7 @@ impl Hub {
     /// Forward a typing indicator to the other members' connections (not stored).
     pub fn typing(&self, user: UserId, conv: ConvId) -> Result<(), (ErrorCode, String)> {
         self.check_member(user, conv)?;
-        let mut state = self.lock();
+        let state = self.lock();
         let Some(name) = state.users.get(&user).map(|u| u.username.clone()) else {
             return Err((ErrorCode::Unauthorized, "unknown user".into()));
         };
@@ -505,34 +512,36 @@ impl Hub {
             conv,
             username: name,
         });
-        let mut dead = Vec::new();
+        let mut out = Outgoing::default();
         if let Some(c) = state.convs.get(&conv) {
             for member in c.members.keys().filter(|m| **m != user) {
-                state.push_user(*member, &frame, None, &mut dead);
+                state.push_user(*member, &frame, None, &mut out);
             }
         }
-        state.reap(&mut dead);
+        drop(state);
+        self.deliver(out);
         Ok(())
     }
 
     /// Close every socket opened with `token` (logout) with [`close::UNAUTHORIZED`].
-    fn kill_token(state: &mut State, token: &TokenHash, dead: &mut Vec<ConnId>) {
+    fn kill_token(state: &mut State, token: &TokenHash, out: &mut Outgoing) {
         for conns in state.conns.values() {
             for c in conns.iter().filter(|c| &c.token == token) {
                 c.kill.fire(close::UNAUTHORIZED);
-                dead.push(c.id);
+                out.dead.push(c.id);
             }
         }
     }
 
     /// The writer thread's commit hook: apply committed outcomes to memory, push to members,
-    /// answer the origins. Runs in commit order on one thread.
+    /// answer the origins. Runs in commit order on one thread, so frames go out in commit
+    /// order even though they are written after the lock is released.
     pub fn on_commit(&self, batch: Vec<(Origin, Result<WriteOutcome, StoreError>)>) {
         let mut state = self.lock();
-        let mut dead = Vec::new();
+        let mut out = Outgoing::default();
         for (origin, result) in batch {
             let reply = match &result {
-                Ok(outcome) => Ok(self.apply(&mut state, outcome, &origin, &mut dead)),
+                Ok(outcome) => Ok(self.apply(&mut state, outcome, &origin, &mut out)),
                 Err(e) => Err(e.to_client()),
             };
             match origin {
@@ -541,11 +550,14 @@ impl Hub {
                 }
                 Origin::Socket { conn, req } => {
                     let frame = answer(req, reply.map(|r| r.unwrap_or(Reply::Done)));
-                    state.push_conn(conn, &frame, &mut dead);
+                    state.push_conn(conn, &frame, &mut out);
                 }
             }
         }
-        state.reap(&mut dead);
+        // Logged-out sockets leave the hub before anything is written.
+        state.reap(&mut out);
+        drop(state);
+        self.deliver(out);
     }
 
     /// Apply one outcome; returns the reply for a socket origin.
@@ -554,7 +566,7 @@ impl Hub {
         state: &mut State,
         outcome: &WriteOutcome,
         origin: &Origin,
-        dead: &mut Vec<ConnId>,
+        out: &mut Outgoing,
     ) -> Option<Reply> {
         let origin_conn = match origin {
             Origin::Socket { conn, .. } => Some(*conn),
@@ -570,13 +582,13 @@ impl Hub {
                         username: row.user.username.clone(),
                         joined: true,
                     });
-                    state.push_members(general, &frame, None, dead);
+                    state.push_members(general, &frame, None, out);
                 }
                 None
             }
             WriteOutcome::LoggedIn => None,
             WriteOutcome::LoggedOut { token_hash, .. } => {
-                Self::kill_token(state, token_hash, dead);
+                Self::kill_token(state, token_hash, out);
                 None
             }
             WriteOutcome::RoomCreated { user, conv, name } => {
@@ -595,7 +607,7 @@ impl Hub {
                 let frame = encode(&ServerFrame::ConversationAdded {
                     conversation: conversation.clone(),
                 });
-                state.push_user(*user, &frame, origin_conn, dead);
+                state.push_user(*user, &frame, origin_conn, out);
                 Some(Reply::Joined { conversation })
             }
             WriteOutcome::Joined { user, conv, newly } => {
@@ -603,7 +615,7 @@ impl Hub {
                     state.add_member(*conv, *user);
                     let conversation = state.conversation(*conv, *user)?;
                     let frame = encode(&ServerFrame::ConversationAdded { conversation });
-                    state.push_user(*user, &frame, origin_conn, dead);
+                    state.push_user(*user, &frame, origin_conn, out);
                     if let Some(name) = state.users.get(user).map(|u| u.username.clone()) {
                         let frame = encode(&ServerFrame::Membership {
                             conv: *conv,
@@ -616,7 +628,7 @@ impl Hub {
                             .map(|c| c.members.keys().filter(|m| *m != user).copied().collect())
                             .unwrap_or_default();
                         for m in others {
-                            state.push_user(m, &frame, None, dead);
+                            state.push_user(m, &frame, None, out);
                         }
                     }
                 }
@@ -632,14 +644,14 @@ impl Hub {
                     s.remove(conv);
                 }
                 let frame = encode(&ServerFrame::ConversationRemoved { conv: *conv });
-                state.push_user(*user, &frame, origin_conn, dead);
+                state.push_user(*user, &frame, origin_conn, out);
                 if let Some(name) = state.users.get(user).map(|u| u.username.clone()) {
                     let frame = encode(&ServerFrame::Membership {
                         conv: *conv,
                         username: name,
                         joined: false,
                     });
-                    state.push_members(*conv, &frame, None, dead);
+                    state.push_members(*conv, &frame, None, out);
                 }
                 Some(Reply::Done)
             }
@@ -663,7 +675,7 @@ impl Hub {
                     for user in [*a, *b] {
                         if let Some(conversation) = state.conversation(*conv, user) {
                             let frame = encode(&ServerFrame::ConversationAdded { conversation });
-                            state.push_user(user, &frame, None, dead);
+                            state.push_user(user, &frame, None, out);
                         }
                     }
                 }
@@ -674,7 +686,7 @@ impl Hub {
                     let frame = encode(&ServerFrame::Message {
                         message: message.clone(),
                     });
-                    state.push_members(message.conv, &frame, origin_conn, dead);
+                    state.push_members(message.conv, &frame, origin_conn, out);
                 }
                 Some(Reply::Sent {
                     message: message.clone(),
@@ -698,7 +710,7 @@ impl Hub {
                         conv: *conv,
                         seq: *seq,
                     });
-                    state.push_user(*user, &frame, origin_conn, dead);
+                    state.push_user(*user, &frame, origin_conn, out);
                 }
                 Some(Reply::Done)
             }

@@ -4,7 +4,8 @@
 //! the desktop app's host mode and the tests all start the same server the same way. Each
 //! accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a header
 //! read timeout (so a slowloris upgrade cannot hold a socket), routed by axum ([`http`]); upgraded
-//! sockets are served by [`connection`]; shared chat state lives in the [`hub`]; SQLite storage in
+//! sockets are served by [`connection`], which writes through [`outbound`]; shared chat state
+//! lives in the [`hub`]; SQLite storage in
 //! [`store`]; credentials in [`auth`].
 //!
 //! Shutdown: stop accepting, close every socket with 1001, let HTTP requests in flight finish,
@@ -14,6 +15,7 @@ mod auth;
 mod connection;
 mod http;
 mod hub;
+mod outbound;
 mod store;
 
 pub use self::store::StoreError;
