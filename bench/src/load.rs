@@ -454,6 +454,8 @@ impl Swarm {
             max_us: s.hist.max(),
             server_cpu_secs: server_cpu,
             server_cpu_pct: 100.0 * server_cpu / wall,
+            server_usr_pct: 100.0 * (server1.user_secs - server0.user_secs) / wall,
+            server_sys_pct: 100.0 * (server1.sys_secs - server0.sys_secs) / wall,
             gen_cpu_pct: 100.0 * (me1.cpu_secs - me0.cpu_secs) / wall,
             deliveries_per_cpu_sec: if server_cpu > 0.0 {
                 s.unique as f64 / server_cpu
@@ -502,6 +504,11 @@ pub struct StepResult {
     pub server_cpu_secs: f64,
     /// Of one core, over the measured window plus the drain.
     pub server_cpu_pct: f64,
+    /// The user-space part of `server_cpu_pct` (utime).
+    pub server_usr_pct: f64,
+    /// The kernel part of `server_cpu_pct` (stime: syscalls, and here the loopback receiver's
+    /// TCP softirq work too, since this kernel charges softirq time to the running process).
+    pub server_sys_pct: f64,
     pub gen_cpu_pct: f64,
     pub deliveries_per_cpu_sec: f64,
     pub server_rss_kib: u64,

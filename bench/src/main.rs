@@ -6,6 +6,7 @@
 //! the server under test to the other, and a single thread on a dedicated core is the cheapest
 //! way to drive thousands of sockets (no cross-thread wakeups).
 
+mod floor;
 mod footprint;
 mod load;
 mod procfs;
@@ -100,12 +101,21 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The reference floor server (bench/src/floor.rs), started by the harness like the peers:
+    /// listens on 127.0.0.1, prints `LISTENING <port>`.
+    #[command(hide = true)]
+    FloorServer {
+        /// 0 picks a free port.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
 }
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Servers to run, comma-separated: natter, ws, sio.
-    #[arg(long, value_delimiter = ',', default_value = "natter,ws,sio")]
+    /// Servers to run, comma-separated: natter, ws, sio, and floor (a reference, not a peer:
+    /// the cheapest broadcast server, bench/src/floor.rs; scenario 1 only).
+    #[arg(long, value_delimiter = ',', default_value = "natter,ws,sio,floor")]
     servers: Vec<String>,
     /// The natter-server binary (a release build).
     #[arg(long, default_value = "target/release/natter-server")]
@@ -136,6 +146,16 @@ struct Common {
 impl Common {
     fn kinds(&self) -> Result<Vec<Kind>> {
         self.servers.iter().map(|s| Kind::parse(s)).collect()
+    }
+
+    /// The servers of scenarios 2-4: the floor only broadcasts, and is there to show the cost
+    /// of a delivery in scenario 1.
+    fn chat_kinds(&self) -> Result<Vec<Kind>> {
+        let kinds = self.kinds()?;
+        if kinds.contains(&Kind::Floor) {
+            eprintln!("  (floor is a scenario-1 reference: not run in scenarios 2-4)");
+        }
+        Ok(kinds.into_iter().filter(|&k| k != Kind::Floor).collect())
     }
 
     async fn env(&self, users: usize) -> Result<Env> {
@@ -190,8 +210,18 @@ fn fanout_plan(max_clients: usize) -> Vec<(usize, Vec<f64>)> {
         .collect()
 }
 
+/// The floor's share of the fan-out plan in `natter-bench all`: every step of it (the floor is
+/// cheap to connect and never saturates here, so this adds about a minute).
+fn floor_plan(plan: &[(usize, Vec<f64>)]) -> Vec<(usize, Vec<f64>)> {
+    plan.to_vec()
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::FloorServer { port } = cli.cmd {
+        // Its own single-threaded runtime and LocalSet (no Send bounds, no locks).
+        return floor::run(port);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -207,8 +237,7 @@ async fn run(cli: Cli) -> Result<()> {
         | Cmd::Idle { common }
         | Cmd::Realistic { common }
         | Cmd::Slow { common } => common.json.clone(),
-        Cmd::Store { .. } => None,
-        Cmd::Footprint { .. } => None,
+        Cmd::Store { .. } | Cmd::Footprint { .. } | Cmd::FloorServer { .. } => None,
     };
     match cli.cmd {
         Cmd::All {
@@ -227,10 +256,16 @@ async fn run(cli: Cli) -> Result<()> {
             let plan = fanout_plan(common.max_clients);
             eprintln!("== scenario 1: fan-out in one room");
             for &k in &kinds {
+                let plan = if k == Kind::Floor {
+                    floor_plan(&plan)
+                } else {
+                    plan.clone()
+                };
                 results
                     .fanout
                     .extend(scenarios::fanout(&env, k, &plan).await?);
             }
+            let kinds = common.chat_kinds()?;
             eprintln!("== scenario 4: 1% of clients stop reading");
             for &k in &kinds {
                 results.slow.push(
@@ -269,7 +304,7 @@ async fn run(cli: Cli) -> Result<()> {
             let env = common
                 .env(common.max_clients.min(common.idle_count()))
                 .await?;
-            for k in common.kinds()? {
+            for k in common.chat_kinds()? {
                 results
                     .idle
                     .push(scenarios::idle(&env, k, common.idle_count()).await?);
@@ -277,7 +312,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Realistic { common } => {
             let env = common.env(REALISTIC_USERS).await?;
-            for k in common.kinds()? {
+            for k in common.chat_kinds()? {
                 results
                     .realistic
                     .push(scenarios::realistic(&env, k, 100, 500.0).await?);
@@ -285,7 +320,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Slow { common } => {
             let env = common.env(1_000).await?;
-            for k in common.kinds()? {
+            for k in common.chat_kinds()? {
                 results.slow.push(
                     scenarios::slow_readers(&env, k, 1_000, 100.0, Duration::from_secs(8)).await?,
                 );
@@ -294,6 +329,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Store { messages } => {
             results.store = Some(store::run(messages)?);
         }
+        // main() runs it on its own runtime before this one exists.
+        Cmd::FloorServer { .. } => bail!("floor-server does not run inside the harness"),
         Cmd::Footprint {
             app,
             empty,

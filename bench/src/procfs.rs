@@ -10,6 +10,11 @@ use std::fs;
 pub struct Sample {
     /// utime + stime, in seconds.
     pub cpu_secs: f64,
+    /// utime alone: the process's own code.
+    pub user_secs: f64,
+    /// stime alone: the kernel working for it (syscalls, and on kernels without
+    /// CONFIG_IRQ_TIME_ACCOUNTING the softirq work it triggers, e.g. loopback TCP receive).
+    pub sys_secs: f64,
     /// Resident set size, in KiB.
     pub rss_kib: u64,
     /// Proportional set size, in KiB (0 when smaps_rollup is not readable).
@@ -31,15 +36,18 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// utime+stime of `pid` (including its reaped children is NOT wanted: a server's CPU is its own).
-pub fn cpu_secs(pid: u32) -> Result<f64> {
+/// (utime, stime) of `pid` in seconds (its reaped children NOT included: a server's CPU is its
+/// own).
+pub fn cpu_split(pid: u32) -> Result<(f64, f64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    parse_stat_cpu(&stat).map(|ticks| ticks as f64 / clock_ticks())
+    let (user, sys) = parse_stat_cpu(&stat)?;
+    Ok((user as f64 / clock_ticks(), sys as f64 / clock_ticks()))
 }
 
-/// The comm field may contain spaces and parentheses, so fields are counted after the last ')'.
-fn parse_stat_cpu(stat: &str) -> Result<u64> {
+/// (utime, stime) in ticks. The comm field may contain spaces and parentheses, so fields are
+/// counted after the last ')'.
+fn parse_stat_cpu(stat: &str) -> Result<(u64, u64)> {
     let rest = match stat.rfind(')') {
         Some(i) => &stat[i + 1..],
         None => bail!("malformed /proc/PID/stat"),
@@ -51,7 +59,7 @@ fn parse_stat_cpu(stat: &str) -> Result<u64> {
     }
     let utime: u64 = fields[11].parse().context("utime")?;
     let stime: u64 = fields[12].parse().context("stime")?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 /// A `Key:   1234 kB` line's number.
@@ -71,8 +79,11 @@ pub fn sample(pid: u32) -> Result<Sample> {
         .ok()
         .and_then(|s| kib_field(&s, "Pss:"))
         .unwrap_or(0);
+    let (user_secs, sys_secs) = cpu_split(pid)?;
     Ok(Sample {
-        cpu_secs: cpu_secs(pid)?,
+        cpu_secs: user_secs + sys_secs,
+        user_secs,
+        sys_secs,
         rss_kib,
         pss_kib,
     })
@@ -116,7 +127,7 @@ mod tests {
     fn stat_fields_are_counted_after_the_command_name() {
         // A comm with spaces and a ')' must not shift the fields.
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 9 1 1";
-        assert_eq!(parse_stat_cpu(stat).unwrap(), 325);
+        assert_eq!(parse_stat_cpu(stat).unwrap(), (250, 75));
         assert!(parse_stat_cpu("garbage").is_err());
         assert!(parse_stat_cpu("1 (x) S 1 2").is_err());
     }
@@ -126,6 +137,7 @@ mod tests {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0);
         assert!(s.cpu_secs >= 0.0);
+        assert_eq!(s.cpu_secs, s.user_secs + s.sys_secs);
         assert!(kib_field("VmRSS:\t  1234 kB\n", "VmRSS:") == Some(1234));
         assert!(open_file_limit().unwrap_or(0) > 0);
         assert!(open_fds(std::process::id()).unwrap() >= 3);

@@ -38,6 +38,20 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores available to the generator, Linux {kernel}")
 }
 
+/// The reference floor's name in the results (`Kind::Floor`).
+const FLOOR: &str = "floor";
+
+const FLOOR_LEGEND: &str = "`floor (reference)` = minimal Rust broadcast, stores nothing (`natter-bench floor-server`, bench/src/floor.rs): each message serialised once and written to every socket with one direct non-blocking write, on one thread. It shows the lowest CPU per delivery a server can have on this machine; it is not a peer Natter must beat.";
+
+/// How a server is named in the tables: the floor is marked as a reference.
+fn shown(server: &str) -> &str {
+    if server == FLOOR {
+        "floor (reference)"
+    } else {
+        server
+    }
+}
+
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1e3)
 }
@@ -195,19 +209,26 @@ impl Results {
     }
 
     fn render_fanout(&self, o: &mut String) {
+        let floor_run = self.fanout.iter().any(|r| r.server == FLOOR);
         let _ = writeln!(
             o,
             "## Scenario 1: one room, 100-byte messages, equal offered load\n"
         );
-        let _ = writeln!(o, "Server pinned to one core, generator to the other. `deliv/CPU-s` = deliveries per second of server CPU (utime+stime).\n");
-        let _ = writeln!(o, "| server | N | msgs/s | offered deliv/s | achieved deliv/s | p50 ms | p99 ms | max ms | lost | server CPU % | gen CPU % | deliv/CPU-s | RSS MiB |");
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "Server pinned to one core, generator to the other. `deliv/CPU-s` = deliveries per second of server CPU (utime+stime); `server usr %` / `server sys %` split the server's CPU into its own code (utime) and the kernel's work for it (stime).\n");
+        if floor_run {
+            let _ = writeln!(o, "{FLOOR_LEGEND}\n");
+        }
+        let _ = writeln!(o, "| server | N | msgs/s | offered deliv/s | achieved deliv/s | p50 ms | p99 ms | max ms | lost | server CPU % | server usr % | server sys % | gen CPU % | deliv/CPU-s | RSS MiB |");
+        let _ = writeln!(
+            o,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for r in &self.fanout {
             let s = &r.step;
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.1} |",
-                r.server,
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} |",
+                shown(r.server),
                 r.clients,
                 s.rate,
                 s.offered_deliveries,
@@ -217,50 +238,213 @@ impl Results {
                 ms(s.max_us),
                 s.lost,
                 s.server_cpu_pct,
+                s.server_usr_pct,
+                s.server_sys_pct,
                 s.gen_cpu_pct,
                 s.deliveries_per_cpu_sec,
                 s.server_rss_kib as f64 / 1024.0
             );
         }
         let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "### Ratios at equal offered load (natter / peer; higher deliv/CPU-s is better)\n"
-        );
-        let _ = writeln!(o, "| N | msgs/s | natter deliv/CPU-s | vs node-ws | vs socket.io | p99 natter / node-ws / socket.io ms | lost natter / node-ws / socket.io |");
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
         let find = |server: &str, n: usize, rate: f64| {
             self.fanout
                 .iter()
                 .find(|r| r.server == server && r.clients == n && r.step.rate == rate)
         };
-        for r in self.fanout.iter().filter(|r| r.server == "natter") {
-            let ws = find("node-ws", r.clients, r.step.rate);
-            let sio = find("socket.io", r.clients, r.step.rate);
-            let dpc =
-                |x: Option<&FanoutRow>| x.map(|x| x.step.deliveries_per_cpu_sec).unwrap_or(0.0);
-            let p99 =
-                |x: Option<&FanoutRow>| x.map(|x| ms(x.step.p99_us)).unwrap_or_else(|| "-".into());
-            let lost = |x: Option<&FanoutRow>| {
-                x.map(|x| x.step.lost.to_string())
-                    .unwrap_or_else(|| "-".into())
-            };
+        let dpc = |x: Option<&FanoutRow>| x.map(|x| x.step.deliveries_per_cpu_sec).unwrap_or(0.0);
+        if self.fanout.iter().any(|r| r.server == "natter") {
             let _ = writeln!(
                 o,
-                "| {} | {:.0} | {:.0} | {} | {} | {} / {} / {} | {} / {} / {} |",
-                r.clients,
-                r.step.rate,
-                r.step.deliveries_per_cpu_sec,
-                ratio(r.step.deliveries_per_cpu_sec, dpc(ws)),
-                ratio(r.step.deliveries_per_cpu_sec, dpc(sio)),
-                ms(r.step.p99_us),
-                p99(ws),
-                p99(sio),
-                r.step.lost,
-                lost(ws),
-                lost(sio)
+                "### Ratios at equal offered load (natter / peer; higher deliv/CPU-s is better)\n"
+            );
+            let (floor_head, floor_rule) = if floor_run {
+                (" floor deliv/CPU-s | natter / floor |", "---|---|")
+            } else {
+                ("", "")
+            };
+            let _ = writeln!(o, "| N | msgs/s | natter deliv/CPU-s | vs node-ws | vs socket.io | p99 natter / node-ws / socket.io ms | lost natter / node-ws / socket.io |{floor_head}");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|{floor_rule}");
+            for r in self.fanout.iter().filter(|r| r.server == "natter") {
+                let ws = find("node-ws", r.clients, r.step.rate);
+                let sio = find("socket.io", r.clients, r.step.rate);
+                let p99 = |x: Option<&FanoutRow>| {
+                    x.map(|x| ms(x.step.p99_us)).unwrap_or_else(|| "-".into())
+                };
+                let lost = |x: Option<&FanoutRow>| {
+                    x.map(|x| x.step.lost.to_string())
+                        .unwrap_or_else(|| "-".into())
+                };
+                let mine = r.step.deliveries_per_cpu_sec;
+                let floor_cells = if floor_run {
+                    let f = dpc(find(FLOOR, r.clients, r.step.rate));
+                    let shown_f = if f > 0.0 {
+                        format!("{f:.0}")
+                    } else {
+                        "-".into()
+                    };
+                    format!(" {shown_f} | {} |", ratio(mine, f))
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {:.0} | {:.0} | {} | {} | {} / {} / {} | {} / {} / {} |{floor_cells}",
+                    r.clients,
+                    r.step.rate,
+                    mine,
+                    ratio(mine, dpc(ws)),
+                    ratio(mine, dpc(sio)),
+                    ms(r.step.p99_us),
+                    p99(ws),
+                    p99(sio),
+                    r.step.lost,
+                    lost(ws),
+                    lost(sio)
+                );
+            }
+            let _ = writeln!(o);
+        }
+        if floor_run {
+            self.render_against_floor(o);
+        }
+    }
+
+    /// Every server's CPU per delivery as a share of the floor's at the same load: how much of
+    /// the floor's efficiency each one reaches (1.00x = as cheap as a server can be here).
+    fn render_against_floor(&self, o: &mut String) {
+        let mut others: Vec<&str> = Vec::new();
+        for r in &self.fanout {
+            if r.server != FLOOR && !others.contains(&r.server) {
+                others.push(r.server);
+            }
+        }
+        let _ = writeln!(
+            o,
+            "### Against the floor (server deliv/CPU-s / floor's at the same load; the floor is a reference, not a peer)\n"
+        );
+        let heads: String = others.iter().map(|s| format!(" {s} |")).collect();
+        let rules: String = others.iter().map(|_| "---|").collect();
+        let _ = writeln!(
+            o,
+            "| N | msgs/s | floor deliv/CPU-s | floor usr % / sys % | floor p99 ms |{heads}"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|{rules}");
+        for f in self.fanout.iter().filter(|r| r.server == FLOOR) {
+            let base = f.step.deliveries_per_cpu_sec;
+            let cells: String = others
+                .iter()
+                .map(|&s| {
+                    let x = self.fanout.iter().find(|r| {
+                        r.server == s && r.clients == f.clients && r.step.rate == f.step.rate
+                    });
+                    let x = x.map(|x| x.step.deliveries_per_cpu_sec).unwrap_or(0.0);
+                    format!(" {} |", ratio(x, base))
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "| {} | {:.0} | {:.0} | {:.1} / {:.1} | {} |{cells}",
+                f.clients,
+                f.step.rate,
+                base,
+                f.step.server_usr_pct,
+                f.step.server_sys_pct,
+                ms(f.step.p99_us)
             );
         }
         let _ = writeln!(o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::StepResult;
+
+    fn row(server: &'static str, dpc: f64, usr: f64, sys: f64) -> FanoutRow {
+        FanoutRow {
+            server,
+            clients: 1000,
+            connect_secs: 1.0,
+            step: StepResult {
+                rate: 50.0,
+                offered_deliveries: 50_000.0,
+                measured_messages: 150,
+                deliveries: 150_000,
+                deliveries_per_sec: 50_000.0,
+                lost: 0,
+                duplicates: 0,
+                p50_us: 1_000,
+                p99_us: 5_000,
+                max_us: 9_000,
+                server_cpu_secs: 1.0,
+                server_cpu_pct: usr + sys,
+                server_usr_pct: usr,
+                server_sys_pct: sys,
+                gen_cpu_pct: 30.0,
+                deliveries_per_cpu_sec: dpc,
+                server_rss_kib: 10_240,
+                errors: 0,
+                closed: 0,
+            },
+        }
+    }
+
+    /// The table row of `server` (its first cell), split into cells.
+    fn cells<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {first} |")))
+            .unwrap_or_else(|| panic!("no row {first:?} in\n{table}"));
+        line.trim_matches('|').split('|').map(str::trim).collect()
+    }
+
+    #[test]
+    fn fanout_tables_split_user_and_kernel_cpu_and_compare_with_the_floor() {
+        let mut r = Results {
+            fanout: vec![
+                row("natter", 150_000.0, 12.0, 21.5),
+                row("node-ws", 160_000.0, 10.0, 20.0),
+                row("floor", 400_000.0, 2.5, 10.0),
+            ],
+            ..Default::default()
+        };
+        let out = r.render();
+        assert!(
+            out.contains("| server CPU % | server usr % | server sys % |"),
+            "{out}"
+        );
+        let natter = cells(&out, "natter");
+        assert_eq!(&natter[9..12], ["33.5", "12.0", "21.5"]);
+        assert!(out.contains(FLOOR_LEGEND));
+        let floor = cells(&out, "floor (reference)");
+        assert_eq!(&floor[9..12], ["12.5", "2.5", "10.0"]);
+        // Ratio table: natter / node-ws, then the floor's figure and natter / floor.
+        assert!(
+            out.contains("| floor deliv/CPU-s | natter / floor |"),
+            "{out}"
+        );
+        let ratios = out
+            .lines()
+            .find(|l| l.starts_with("| 1000 | 50 | 150000 |"))
+            .unwrap();
+        assert!(ratios.ends_with("| 400000 | 0.38x |"), "{ratios}");
+        assert!(ratios.contains("| 0.94x |"), "{ratios}");
+        // Against the floor: every other server's share of the floor's deliv/CPU-s.
+        assert!(out.contains("| floor usr % / sys % | floor p99 ms | natter | node-ws |"));
+        let against = out
+            .lines()
+            .find(|l| l.starts_with("| 1000 | 50 | 400000 |"))
+            .unwrap();
+        assert_eq!(
+            against,
+            "| 1000 | 50 | 400000 | 2.5 / 10.0 | 5.00 | 0.38x | 0.40x |"
+        );
+
+        // Without the floor, no floor columns or tables.
+        r.fanout.pop();
+        let out = r.render();
+        assert!(!out.contains("floor"), "{out}");
+        assert!(out.contains("| server usr % | server sys % |"));
     }
 }

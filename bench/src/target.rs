@@ -28,6 +28,9 @@ pub enum Kind {
     Ws,
     /// socket.io chat server (bench/peers/sio-server.js), spoken to as Engine.IO v4 over WebSocket.
     Sio,
+    /// The reference floor (`natter-bench floor-server`, bench/src/floor.rs): the cheapest
+    /// broadcast server, stores nothing; speaks the `ws` peer's wire. Scenario 1 only.
+    Floor,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             Kind::Natter => "natter",
             Kind::Ws => "node-ws",
             Kind::Sio => "socket.io",
+            Kind::Floor => "floor",
         }
     }
 
@@ -44,7 +48,8 @@ impl Kind {
             "natter" => Ok(Kind::Natter),
             "ws" | "node-ws" => Ok(Kind::Ws),
             "sio" | "socket.io" => Ok(Kind::Sio),
-            other => bail!("unknown server {other:?} (natter, ws, sio)"),
+            "floor" => Ok(Kind::Floor),
+            other => bail!("unknown server {other:?} (natter, ws, sio, floor)"),
         }
     }
 
@@ -58,7 +63,7 @@ impl Kind {
                 frame.starts_with(r#"{"type":"message""#)
                     || (frame.starts_with(r#"{"type":"ok""#) && frame.contains(r#""kind":"sent""#))
             }
-            Kind::Ws => frame.starts_with(r#"{"type":"message""#),
+            Kind::Ws | Kind::Floor => frame.starts_with(r#"{"type":"message""#),
             Kind::Sio => frame.starts_with(r#"42["chat""#),
         }
     }
@@ -77,10 +82,10 @@ impl Kind {
                 uuid::Uuid::new_v4()
             ),
             // The peers name rooms by string.
-            (Kind::Ws, Dest::Conv(conv)) => {
+            (Kind::Ws | Kind::Floor, Dest::Conv(conv)) => {
                 format!(r#"{{"type":"send","conv":"{conv}","text":"{text}"}}"#)
             }
-            (Kind::Ws, Dest::User(to)) => {
+            (Kind::Ws | Kind::Floor, Dest::User(to)) => {
                 format!(r#"{{"type":"send","to":"{to}","text":"{text}"}}"#)
             }
             (Kind::Sio, Dest::Conv(conv)) => {
@@ -95,7 +100,9 @@ impl Kind {
     pub fn encode_join(self, room: &str, user: &str, id: u64) -> String {
         match self {
             Kind::Natter => format!(r#"{{"type":"join","id":{id},"room":"{room}"}}"#),
-            Kind::Ws => format!(r#"{{"type":"join","room":"{room}","name":"{user}"}}"#),
+            Kind::Ws | Kind::Floor => {
+                format!(r#"{{"type":"join","room":"{room}","name":"{user}"}}"#)
+            }
             Kind::Sio => format!(r#"42["join",{{"room":"{room}","name":"{user}"}}]"#),
         }
     }
@@ -104,7 +111,7 @@ impl Kind {
     pub fn encode_history(self, conv: &str, id: u64) -> String {
         match self {
             Kind::Natter => format!(r#"{{"type":"history","id":{id},"conv":{conv},"limit":50}}"#),
-            Kind::Ws => format!(r#"{{"type":"history","conv":"{conv}"}}"#),
+            Kind::Ws | Kind::Floor => format!(r#"{{"type":"history","conv":"{conv}"}}"#),
             Kind::Sio => format!(r#"42["history","{conv}"]"#),
         }
     }
@@ -153,6 +160,7 @@ impl Server {
             Kind::Natter => start_natter(launch, template).await,
             Kind::Ws => start_node(launch, "ws-server.js").await,
             Kind::Sio => start_node(launch, "sio-server.js").await,
+            Kind::Floor => start_floor(launch).await,
         }
     }
 
@@ -244,20 +252,39 @@ async fn start_node(launch: &Launch, script: &str) -> Result<Server> {
             launch.peers_dir.display()
         );
     }
-    let mut child = Command::new("taskset")
-        .arg("-c")
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
         .arg(&launch.server_cpus)
         .arg("node")
         .arg(script)
         .env("PORT", "0")
-        .current_dir(&launch.peers_dir)
+        .current_dir(&launch.peers_dir);
+    start_listening(cmd, &format!("node {}", path.display())).await
+}
+
+/// The floor is this very binary's hidden `floor-server` subcommand, started like the peers.
+async fn start_floor(launch: &Launch) -> Result<Server> {
+    let exe = std::env::current_exe().context("finding natter-bench's own binary")?;
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg(&launch.server_cpus)
+        .arg(exe)
+        .args(["floor-server", "--port", "0"]);
+    start_listening(cmd, "natter-bench floor-server").await
+}
+
+/// Start a server that prints `LISTENING <port>` as its first line (the peers, the floor).
+async fn start_listening(mut cmd: Command, script: &str) -> Result<Server> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting node {}", path.display()))?;
-    let pid = child.id().ok_or_else(|| anyhow!("node exited at once"))?;
+        .with_context(|| format!("starting {script}"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("{script} exited at once"))?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
@@ -357,7 +384,7 @@ pub async fn connect_with(
     stream.set_nodelay(true)?;
     let url = match kind {
         Kind::Natter => format!("ws://{addr}/ws"),
-        Kind::Ws => format!("ws://{addr}/"),
+        Kind::Ws | Kind::Floor => format!("ws://{addr}/"),
         Kind::Sio => format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
     };
     let mut req = url.into_client_request()?;
@@ -375,7 +402,7 @@ pub async fn connect_with(
             sio_handshake(&mut ws).await?;
             None
         }
-        Kind::Ws => None,
+        Kind::Ws | Kind::Floor => None,
     };
     Ok((ws, general))
 }
@@ -528,5 +555,6 @@ mod tests {
     fn unknown_server_names_are_refused() {
         assert!(Kind::parse("nginx").is_err());
         assert_eq!(Kind::parse("sio").unwrap(), Kind::Sio);
+        assert_eq!(Kind::parse("floor").unwrap(), Kind::Floor);
     }
 }
