@@ -269,7 +269,10 @@ async fn send_now<T>(ws: &mut Ws<T>, frame: &WireFrame) -> Result<(), u16>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    ws.get_ref().outbound().push(frame).map_err(|_| ABORTED)?;
+    ws.get_ref()
+        .outbound()
+        .push(std::slice::from_ref(frame))
+        .map_err(|_| ABORTED)?;
     ws.flush().await.map_err(|_| ABORTED)
 }
 
@@ -471,7 +474,7 @@ impl Session {
 
     /// Send a frame to this connection; a full queue means a slow consumer.
     fn reply(&self, frame: WireFrame) -> Option<u16> {
-        match self.conn.out.push(&frame) {
+        match self.conn.out.push(std::slice::from_ref(&frame)) {
             Ok(()) => None,
             Err(PushError::Full) => Some(close::SLOW_CONSUMER),
             Err(PushError::Closed) => Some(ABORTED),

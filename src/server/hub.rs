@@ -93,6 +93,9 @@ pub struct ConnHandle {
 struct Outgoing {
     sends: Vec<(ConnId, Arc<dyn Outlet>, WireFrame)>,
     dead: Vec<ConnId>,
+    /// A connection may have several frames here (a commit batch of several outcomes): group
+    /// them so each connection gets its frames in one write.
+    several: bool,
 }
 
 impl Outgoing {
@@ -314,15 +317,27 @@ impl Hub {
     /// take its frame (closed, or a slow consumer now being closed) is dropped from the hub,
     /// which may announce its user offline: hence the loop.
     fn deliver(&self, mut out: Outgoing) {
+        let mut frames: Vec<WireFrame> = Vec::new();
         loop {
-            for (conn, outlet, frame) in out.sends.drain(..) {
-                if outlet.push(&frame).is_err() {
+            if out.several {
+                // Stable, so each connection's frames keep their commit order.
+                out.sends.sort_by_key(|(conn, _, _)| *conn);
+            }
+            let mut sends = std::mem::take(&mut out.sends).into_iter().peekable();
+            while let Some((conn, outlet, frame)) = sends.next() {
+                frames.clear();
+                frames.push(frame);
+                while let Some((_, _, more)) = sends.next_if(|(c, _, _)| *c == conn) {
+                    frames.push(more);
+                }
+                if outlet.push(&frames).is_err() {
                     out.dead.push(conn);
                 }
             }
             if out.dead.is_empty() {
                 return;
             }
+            out.several = false;
             self.lock().reap(&mut out);
         }
     }
@@ -382,7 +397,7 @@ impl Hub {
         });
         // Nothing is queued yet, so the hello always fits; a socket that already failed is
         // found by its own task.
-        let _ = handle.out.push(&hello);
+        let _ = handle.out.push(std::slice::from_ref(&hello));
         let mut out = Outgoing::default();
         if !was_online {
             let frame = encode(&ServerFrame::Presence {
@@ -538,7 +553,10 @@ impl Hub {
     /// order even though they are written after the lock is released.
     pub fn on_commit(&self, batch: Vec<(Origin, Result<WriteOutcome, StoreError>)>) {
         let mut state = self.lock();
-        let mut out = Outgoing::default();
+        let mut out = Outgoing {
+            several: batch.len() > 1,
+            ..Outgoing::default()
+        };
         for (origin, result) in batch {
             let reply = match &result {
                 Ok(outcome) => Ok(self.apply(&mut state, outcome, &origin, &mut out)),

@@ -17,7 +17,7 @@
 //! read/write split.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -32,6 +32,8 @@ use super::hub::Kill;
 
 /// The longest WebSocket frame header the server writes (no mask: 2 bytes + 8 of length).
 const MAX_HEADER: usize = 10;
+/// Most frames handed to one vectored write (the kernel's limit is 1,024).
+const MAX_SLICES: usize = 64;
 /// How many queued chunks the queue keeps room for when it empties; a burst's larger capacity
 /// is given back so an idle socket holds no more than this.
 const IDLE_QUEUE_CAPACITY: usize = 4;
@@ -109,8 +111,9 @@ pub enum PushError {
 /// What the hub holds of a connection: somewhere to push frames. Object-safe, so the hub does
 /// not know the socket's type (TCP, TLS, or an in-memory pipe in tests).
 pub trait Outlet: Send + Sync {
-    /// Write `frame` now if nothing is queued, else queue it. Never waits.
-    fn push(&self, frame: &WireFrame) -> Result<(), PushError>;
+    /// Write `frames` now (in one call when there are several) if nothing is queued, else
+    /// queue them behind what is. Never waits.
+    fn push(&self, frames: &[WireFrame]) -> Result<(), PushError>;
 }
 
 /// The shared write side of one connection. See the module docs.
@@ -143,20 +146,37 @@ impl<T: AsyncWrite + Unpin> Inner<T> {
     /// context the socket wakes the task when it is writable again; with a no-op waker (a
     /// pusher on another thread) a would-block just leaves the bytes queued.
     fn write_queued(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(front) = self.queue.front_mut() {
-            match Pin::new(&mut self.io).poll_write(cx, front) {
+        while !self.queue.is_empty() {
+            let written = if self.queue.len() == 1 {
+                Pin::new(&mut self.io).poll_write(cx, &self.queue[0])
+            } else {
+                // Several frames waiting: hand the socket as many as one call takes.
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let n = self.queue.len().min(MAX_SLICES);
+                for (slot, bytes) in slices.iter_mut().zip(self.queue.iter()) {
+                    *slot = IoSlice::new(bytes);
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])
+            };
+            match written {
                 Poll::Ready(Ok(0)) => {
                     self.failed = true;
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(mut n)) => {
                     self.unflushed = true;
-                    if n >= front.len() {
-                        self.queue.pop_front();
-                        self.front_started = false;
-                    } else {
-                        let _ = front.split_to(n);
-                        self.front_started = true;
+                    while let Some(front) = self.queue.front_mut() {
+                        if n >= front.len() {
+                            n -= front.len();
+                            self.queue.pop_front();
+                            self.front_started = false;
+                        } else {
+                            if n > 0 {
+                                let _ = front.split_to(n);
+                                self.front_started = true;
+                            }
+                            break;
+                        }
                     }
                 }
                 Poll::Ready(Err(e)) => {
@@ -263,24 +283,24 @@ impl<T: AsyncWrite + Unpin> Outbound<T> {
 }
 
 impl<T: AsyncWrite + Unpin + Send> Outlet for Outbound<T> {
-    fn push(&self, frame: &WireFrame) -> Result<(), PushError> {
+    fn push(&self, frames: &[WireFrame]) -> Result<(), PushError> {
         let mut inner = self.lock();
         if inner.closed || inner.failed {
             return Err(PushError::Closed);
         }
-        if inner.queue.len() >= self.limit {
+        if inner.queue.len() + frames.len() > self.limit {
             drop(inner);
             tracing::info!("outbound queue full: closing slow consumer");
             self.kill.fire(close::SLOW_CONSUMER);
             return Err(PushError::Full);
         }
         let was_idle = inner.queue.is_empty() && !inner.unflushed;
-        inner.queue.push_back(frame.0.clone());
+        inner.queue.extend(frames.iter().map(|f| f.0.clone()));
         if !was_idle {
-            // The task is already draining (or about to): it takes this frame in turn.
+            // The task is already draining (or about to): it takes these frames in turn.
             return Ok(());
         }
-        // Nothing ahead of this frame: write it here and now. A no-op waker, because this
+        // Nothing ahead of these frames: write them here and now. A no-op waker, because this
         // thread will not wait for the socket; the task does that if bytes are left over.
         let mut cx = Context::from_waker(Waker::noop());
         let result = inner.write_queued(&mut cx);
@@ -417,18 +437,27 @@ mod tests {
         let out = Arc::new(Outbound::new(server, 8, kill.clone()));
 
         let small = WireFrame::json(&"hi");
-        out.push(&small).unwrap();
+        out.push(std::slice::from_ref(&small)).unwrap();
         assert!(out.is_idle(), "a small frame is written through at once");
         let mut got = vec![0u8; small.as_bytes().len()];
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(got, small.as_bytes());
+
+        // Several frames in one push go out in one vectored write, whole and in order.
+        let three: Vec<WireFrame> = ["a", "bb", "ccc"].iter().map(WireFrame::json).collect();
+        out.push(&three).unwrap();
+        assert!(out.is_idle());
+        let expected: Vec<u8> = three.iter().flat_map(|f| f.as_bytes().to_vec()).collect();
+        let mut got = vec![0u8; expected.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
 
         // The pipe holds 64 bytes: the first big frame is cut, the rest queue behind it.
         let frames: Vec<WireFrame> = (0..4)
             .map(|i| WireFrame::json(&format!("{i}-{}", "y".repeat(100))))
             .collect();
         for f in &frames {
-            out.push(f).unwrap();
+            out.push(std::slice::from_ref(f)).unwrap();
         }
         assert!(!out.is_idle());
         let drain = tokio::spawn({
@@ -448,9 +477,9 @@ mod tests {
         // Nobody reads now: fill the pipe, then the queue up to its limit, then one more.
         let big = WireFrame::json(&"z".repeat(200));
         for _ in 0..8 {
-            out.push(&big).unwrap();
+            out.push(std::slice::from_ref(&big)).unwrap();
         }
-        assert_eq!(out.push(&big), Err(PushError::Full));
+        assert_eq!(out.push(std::slice::from_ref(&big)), Err(PushError::Full));
         assert_eq!(kill.code(), Some(close::SLOW_CONSUMER));
     }
 
@@ -462,10 +491,13 @@ mod tests {
         let out = Arc::new(Outbound::new(server, 64, Arc::new(Kill::default())));
         let first = WireFrame::json(&"a".repeat(40));
         let dropped = WireFrame::json(&"dropped");
-        out.push(&first).unwrap();
-        out.push(&dropped).unwrap();
+        out.push(std::slice::from_ref(&first)).unwrap();
+        out.push(std::slice::from_ref(&dropped)).unwrap();
         out.close();
-        assert_eq!(out.push(&dropped), Err(PushError::Closed));
+        assert_eq!(
+            out.push(std::slice::from_ref(&dropped)),
+            Err(PushError::Closed)
+        );
         let mut conn = Conn::new(out.clone());
         let reader = tokio::spawn(async move {
             let mut all = Vec::new();
