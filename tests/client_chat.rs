@@ -571,3 +571,25 @@ async fn a_burst_beyond_the_rate_limit_drains_in_order_without_being_cut_off() {
     }
     alice.shutdown().await;
 }
+
+/// A client that keeps failing to sign in is told to wait (`RateLimited`, which the desktop
+/// shows as its own translated message), not that the server failed; a wrong password before
+/// that is `Unauthorized`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_become_rate_limited_for_the_client() {
+    let server = TestServer::start_with(|c| c.failed_sign_ins_per_ip = 2).await;
+    server.register("alice").await;
+    let url = format!("http://{}", server.addr).parse().unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            natter::client::login(&url, "alice", "wrong").await,
+            Err(ClientError::Unauthorized(_))
+        ));
+    }
+    let refused = natter::client::login(&url, "alice", support::PASSWORD).await;
+    assert!(
+        matches!(&refused, Err(ClientError::RateLimited(m)) if m.contains("try again")),
+        "{refused:?}"
+    );
+    assert_eq!(refused.unwrap_err().code(), "rate_limited");
+}

@@ -418,6 +418,8 @@ async fn cli_help_lists_every_setting_and_env_vars_configure_the_binary() {
         "--auth-timeout",
         "--handshake-timeout",
         "--max-unauthenticated-per-ip",
+        "--failed-sign-ins-per-ip",
+        "--failed-sign-in-refill",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }

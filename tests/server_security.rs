@@ -690,3 +690,48 @@ async fn logout_closes_the_sockets_of_that_token_only() {
         .await;
     assert_eq!(status, 401, "logout without a token");
 }
+
+/// Password guessing from one address: ten wrong passwords (or unknown users) are each a 401,
+/// then the address must wait: 429 with Retry-After even for the right password, so the
+/// eleventh guess learns nothing. After the refill one more try is allowed and the right
+/// password signs in. Signed-in users keep chatting throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_from_one_address_must_wait_then_may_try_again() {
+    let server = TestServer::start_with(|c| {
+        c.failed_sign_in_refill = Duration::from_millis(1_500);
+    })
+    .await;
+    let chat = bystanders(&server).await;
+    server.register("target").await;
+    for i in 0..10 {
+        let user = if i % 2 == 0 { "target" } else { "nobody" };
+        let (status, body) = server
+            .post(
+                "/api/login",
+                serde_json::json!({"username": user, "password": format!("guess-{i}")}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 401, "guess {i}: {body}");
+    }
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/api/login"))
+        .json(&serde_json::json!({"username": "target", "password": support::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429, "the right password waits too");
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let session = server.login("target").await;
+    assert_eq!(session.user.username, "target");
+    chat.finish().await;
+}

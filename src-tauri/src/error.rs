@@ -21,6 +21,8 @@ pub enum ErrorCode {
     Forbidden,
     /// Already exists (a username or room name taken).
     Conflict,
+    /// Too many attempts (failed sign-ins, frames): wait, then try again.
+    RateLimited,
     /// The server answered with an error it did not classify.
     Server,
     /// A bug or a local failure (disk, store): not the user's fault.

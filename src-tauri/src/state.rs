@@ -741,6 +741,7 @@ impl From<ClientError> for CommandError {
             ClientError::NotFound(m) => (C::NotFound, m),
             ClientError::Forbidden(m) => (C::Forbidden, m),
             ClientError::Conflict(m) => (C::Conflict, m),
+            ClientError::RateLimited(m) => (C::RateLimited, m),
             ClientError::Server(m) => (C::Server, m),
             ClientError::Internal(m) => (C::Internal, m),
         };
@@ -807,5 +808,22 @@ mod tests {
         );
         let e: CommandError = ClientError::Offline("refused".into()).into();
         assert_eq!(e.code, crate::error::ErrorCode::Offline);
+        // Every client error keeps the code the client core names for it (docs/ipc.md).
+        let all = [
+            ClientError::Offline("m".into()),
+            ClientError::Unauthorized("m".into()),
+            ClientError::Invalid("m".into()),
+            ClientError::NotFound("m".into()),
+            ClientError::Forbidden("m".into()),
+            ClientError::Conflict("m".into()),
+            ClientError::RateLimited("m".into()),
+            ClientError::Server("m".into()),
+            ClientError::Internal("m".into()),
+        ];
+        for client in all {
+            let code = client.code();
+            let e: CommandError = client.into();
+            assert_eq!(serde_json::to_value(&e).unwrap()["code"], code);
+        }
     }
 }

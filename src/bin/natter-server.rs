@@ -63,6 +63,12 @@ struct Args {
     /// Sockets per IP address that have upgraded but not yet authenticated.
     #[arg(long, env = "NATTER_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 16)]
     max_unauthenticated_per_ip: usize,
+    /// Failed sign-ins an IP address may make in a row before it must wait (429).
+    #[arg(long, env = "NATTER_FAILED_SIGN_INS_PER_IP", default_value_t = 10)]
+    failed_sign_ins_per_ip: u32,
+    /// Seconds per further try once an address has used up its failed sign-ins.
+    #[arg(long, env = "NATTER_FAILED_SIGN_IN_REFILL", default_value_t = 30.0)]
+    failed_sign_in_refill: f64,
 }
 
 fn secs(s: f64) -> Result<Duration, String> {
@@ -96,6 +102,8 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.auth_timeout = secs(args.auth_timeout)?;
     c.handshake_timeout = secs(args.handshake_timeout)?;
     c.max_unauthenticated_per_ip = args.max_unauthenticated_per_ip;
+    c.failed_sign_ins_per_ip = args.failed_sign_ins_per_ip;
+    c.failed_sign_in_refill = secs(args.failed_sign_in_refill)?;
     Ok((args.listen, c))
 }
 

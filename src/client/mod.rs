@@ -59,6 +59,9 @@ pub enum ClientError {
     /// A name already taken.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Too many attempts (failed sign-ins, or frames): wait before trying again.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
     /// The server failed or misbehaved.
     #[error("server error: {0}")]
     Server(String),
@@ -77,6 +80,7 @@ impl ClientError {
             ClientError::NotFound(_) => "not_found",
             ClientError::Forbidden(_) => "forbidden",
             ClientError::Conflict(_) => "conflict",
+            ClientError::RateLimited(_) => "rate_limited",
             ClientError::Server(_) => "server",
             ClientError::Internal(_) => "internal",
         }
@@ -93,7 +97,7 @@ impl ClientError {
             ErrorCode::Forbidden => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),
             ErrorCode::Conflict => ClientError::Conflict(message),
-            ErrorCode::RateLimited => ClientError::Server(format!("rate limited: {message}")),
+            ErrorCode::RateLimited => ClientError::RateLimited(message),
             ErrorCode::Internal => ClientError::Server(message),
         }
     }

@@ -1,8 +1,15 @@
-//! Credentials: argon2id password hashes and bearer tokens.
+//! Credentials: argon2id password hashes, bearer tokens, and the budget of failed sign-ins.
 //!
 //! Tokens are 256 random bits, handed to the client base64url-encoded and stored only as their
 //! SHA-256 hash, so a leaked database does not hand out live sessions. Password hashing is
 //! deliberately slow; callers run it on `spawn_blocking` so it never stalls the async runtime.
+//! [`SignInGuard`] bounds password guessing per address: argon2's cost alone still allows
+//! thousands of guesses an hour.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -10,6 +17,59 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+
+/// Failed sign-ins per address: each address may fail `burst` times in a row, then gets one
+/// more try per `refill`. Success does not reset the count, so interleaving a known password
+/// buys nothing. Addresses whose budget is whole again are forgotten.
+#[derive(Debug)]
+pub struct SignInGuard {
+    burst: f64,
+    refill: Duration,
+    failures: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl SignInGuard {
+    pub fn new(burst: u32, refill: Duration) -> SignInGuard {
+        SignInGuard {
+            burst: f64::from(burst.max(1)),
+            refill: refill.max(Duration::from_millis(1)),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Tries left for an entry after the time since it was last charged.
+    fn left(&self, (tries, at): (f64, Instant), now: Instant) -> f64 {
+        let refilled = now.duration_since(at).as_secs_f64() / self.refill.as_secs_f64();
+        (tries + refilled).min(self.burst)
+    }
+
+    /// Ok when `ip` may try a password now; otherwise how long until it may.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = map.get(&ip) else {
+            return Ok(());
+        };
+        let left = self.left(*entry, Instant::now());
+        if left >= 1.0 {
+            Ok(())
+        } else {
+            Err(self.refill.mul_f64(1.0 - left))
+        }
+    }
+
+    /// Charge `ip` one failed sign-in.
+    pub fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let left = map
+            .get(&ip)
+            .map_or(self.burst, |entry| self.left(*entry, now));
+        map.insert(ip, ((left - 1.0).max(0.0), now));
+        if map.len() > 4096 {
+            map.retain(|_, entry| self.left(*entry, now) < self.burst);
+        }
+    }
+}
 
 /// The SHA-256 of a token: what the database stores and what sockets remember.
 pub type TokenHash = [u8; 32];
@@ -93,5 +153,24 @@ mod tests {
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer"), None);
         assert_eq!(bearer("Bearer "), None);
+    }
+
+    /// Ten failures from one address exhaust it (the next try must wait about one refill),
+    /// other addresses are unaffected, and the budget refills with time.
+    #[test]
+    fn sign_in_guard_stops_guessing_per_address_and_refills() {
+        let guard = SignInGuard::new(10, Duration::from_millis(200));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for i in 0..10 {
+            assert!(guard.check(a).is_ok(), "try {i} allowed");
+            guard.failed(a);
+        }
+        let wait = guard.check(a).expect_err("the 11th try must wait");
+        assert!(wait > Duration::from_millis(150) && wait <= Duration::from_millis(200));
+        assert!(guard.check(b).is_ok(), "another address is not affected");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(guard.check(a).is_ok(), "one more try after a refill");
+        guard.failed(a);
+        assert!(guard.check(a).is_err(), "and only one");
     }
 }

@@ -208,11 +208,26 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
-async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn login(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
     let req: LoginRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Err(wait) = shared.sign_in_guard.check(peer.ip()) {
+        let secs = wait.as_secs() + 1;
+        let mut resp = fail(
+            ErrorCode::RateLimited,
+            format!("too many failed sign-ins from this address: try again in {secs} s"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let found = if is_valid_name(&req.username) {
         let name = req.username.clone();
         match shared
@@ -242,6 +257,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
     };
     let (Some(user), true) = (user, ok) else {
+        shared.sign_in_guard.failed(peer.ip());
         return fail(ErrorCode::Unauthorized, "wrong username or password");
     };
     let Some(profile) = shared.hub.user(user) else {

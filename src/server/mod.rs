@@ -77,6 +77,10 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Sockets per IP address that have upgraded but not yet authenticated.
     pub max_unauthenticated_per_ip: usize,
+    /// Failed sign-ins an IP address may make in a row before it must wait (429).
+    pub failed_sign_ins_per_ip: u32,
+    /// After that, one more try per this long.
+    pub failed_sign_in_refill: Duration,
     /// How long the server waits for a peer to read its close frame.
     pub close_grace: Duration,
     /// How long shutdown waits for sockets and requests to finish.
@@ -100,6 +104,8 @@ impl ServerConfig {
             auth_timeout: Duration::from_secs(crate::protocol::limits::AUTH_TIMEOUT_SECS),
             handshake_timeout: Duration::from_secs(10),
             max_unauthenticated_per_ip: 16,
+            failed_sign_ins_per_ip: 10,
+            failed_sign_in_refill: Duration::from_secs(30),
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -161,6 +167,7 @@ pub(crate) struct Shared {
     pub stopping: watch::Sender<bool>,
     /// Bounds concurrent argon2 work (memory-hard: ~19 MiB each).
     pub argon2_permits: tokio::sync::Semaphore,
+    pub sign_in_guard: auth::SignInGuard,
 }
 
 impl Shared {
@@ -175,7 +182,6 @@ impl Shared {
         let hook_hub = hub.clone();
         store.start_writer(Box::new(move |batch| hook_hub.on_commit(batch)))?;
         Ok(Arc::new(Shared {
-            config,
             store,
             hub,
             buckets: Mutex::new(HashMap::new()),
@@ -185,6 +191,11 @@ impl Shared {
             argon2_permits: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            sign_in_guard: auth::SignInGuard::new(
+                config.failed_sign_ins_per_ip,
+                config.failed_sign_in_refill,
+            ),
+            config,
         }))
     }
 

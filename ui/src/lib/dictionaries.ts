@@ -119,6 +119,7 @@ export const en = {
   "error.not_found": "Not found: {message}",
   "error.forbidden": "You are not allowed to do that.",
   "error.conflict": "That already exists: {message}",
+  "error.rate_limited": "Too many attempts. Wait a little, then try again.",
   "error.server": "The server had a problem: {message}",
   "error.internal": "Something went wrong: {message}",
 } as const;
@@ -241,6 +242,7 @@ export const zhCN: Dictionary = {
   "error.not_found": "未找到：{message}",
   "error.forbidden": "你无权执行此操作。",
   "error.conflict": "已存在：{message}",
+  "error.rate_limited": "尝试次数过多，请稍等片刻再试。",
   "error.server": "服务器出现问题：{message}",
   "error.internal": "出现错误：{message}",
 };
