@@ -156,8 +156,16 @@ async fn two_users_chat_in_a_room_and_a_dm() {
         .collect();
     assert_eq!(history, ["psst", "ok!"]);
 
-    // Presence, users, typing.
-    assert_eq!(alice.online(), vec!["alice".to_string(), "bob".to_string()]);
+    // Presence (sent in batches, so it may trail the messages a little), users, typing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while alice.online() != ["alice", "bob"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice sees bob online: {:?}",
+            alice.online()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let users = alice.users().await.unwrap();
     assert!(users.iter().any(|m| m.user.username == "bob" && m.online));
     alice.typing(dm_conv).await.unwrap();

@@ -108,6 +108,60 @@ async fn presence_follows_connect_and_disconnect_within_a_second_two_devices_one
     );
 }
 
+/// Thirty users connect at once and ten of them leave: presence goes out in batches, and every
+/// remaining client, starting from its hello's online list and applying the presence frames in
+/// the order received, ends with exactly the true online set, never told about itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_presence_converges_when_thirty_connect_at_once_and_ten_leave() {
+    let server = TestServer::start().await;
+    let mut sessions = Vec::new();
+    for i in 0..30 {
+        sessions.push(server.register(&format!("u{i:02}")).await);
+    }
+    let mut clients =
+        futures_util::future::join_all(sessions.iter().map(|s| server.connect(&s.token))).await;
+    let leaving = clients.split_off(20);
+    for mut c in leaving {
+        c.ws.close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(c.expect_close().await, Some(close::NORMAL));
+    }
+    let expected: std::collections::BTreeSet<String> =
+        (0..20).map(|i| format!("u{i:02}")).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let me = format!("u{i:02}");
+        let Some(ServerFrame::Hello { online, .. }) = &c.hello else {
+            panic!("hello")
+        };
+        let mut view: std::collections::BTreeSet<String> = online.iter().cloned().collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while view != expected {
+            assert!(Instant::now() < deadline, "{me} sees {view:?}");
+            let frame = match c.pending.pop_front() {
+                Some(f) => f,
+                None => match tokio::time::timeout(Duration::from_millis(500), c.ws.next()).await {
+                    Ok(Some(Ok(WsMessage::Text(t)))) => serde_json::from_str(&t).unwrap(),
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(_) => panic!("{me} was disconnected"),
+                    Err(_) => continue,
+                },
+            };
+            if let ServerFrame::Presence { username, online } = frame {
+                assert_ne!(username, me, "nobody is told about themselves");
+                if online {
+                    view.insert(username);
+                } else {
+                    view.remove(&username);
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_answering_pings_is_dropped_and_shown_offline() {
     let server = TestServer::start_with(|c| {

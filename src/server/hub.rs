@@ -9,13 +9,19 @@
 //! waits: a connection whose bounded queue is full is closed with [`close::SLOW_CONSUMER`]
 //! (see [`super::outbound`]) and dropped from the hub, so one slow reader never slows a room.
 //!
-//! Presence is per user (two devices are one online user) and is pushed to every connected user.
+//! Presence is per user (two devices are one online user) and is pushed to every connected user,
+//! in batches: changes wait up to [`PRESENCE_WINDOW`] and then go out together, every pending
+//! change to each connection in one write ([`Hub::run_presence`]). When thousands of clients
+//! reconnect at once (a server restart), announcing each one to everyone else separately would
+//! cost a write per pair, N² in all; batched it is one write per connection per window.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
 use crate::protocol::{
     close, limits, ConvId, ConvKind, Conversation, ErrorCode, Member, Reply, RoomInfo, Seq,
@@ -25,6 +31,9 @@ use crate::protocol::{
 use super::auth::TokenHash;
 use super::outbound::{Outlet, WireFrame};
 use super::store::{name_key, now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
+
+/// How long a presence change may wait to go out with others.
+pub const PRESENCE_WINDOW: Duration = Duration::from_millis(50);
 
 /// A connection's id, unique for the life of the server.
 pub type ConnId = u64;
@@ -96,6 +105,8 @@ struct Outgoing {
     /// A connection may have several frames here (a commit batch of several outcomes): group
     /// them so each connection gets its frames in one write.
     several: bool,
+    /// A presence change was queued: wake the presence batcher.
+    presence: bool,
 }
 
 impl Outgoing {
@@ -120,6 +131,8 @@ struct State {
     user_convs: HashMap<UserId, HashSet<ConvId>>,
     conns: HashMap<UserId, Vec<ConnHandle>>,
     owner: HashMap<ConnId, UserId>,
+    /// Presence changes not yet sent, oldest first, with the user each is about.
+    presence: Vec<(UserId, WireFrame)>,
     shutting_down: bool,
 }
 
@@ -208,13 +221,15 @@ impl State {
         }
     }
 
-    fn push_everyone(&self, frame: &WireFrame, except_user: Option<UserId>, out: &mut Outgoing) {
-        for (user, conns) in &self.conns {
-            if Some(*user) != except_user {
-                for c in conns {
-                    out.push(c, frame);
-                }
-            }
+    /// Queue a presence change for the next batch.
+    fn announce(&mut self, user: UserId, online: bool, out: &mut Outgoing) {
+        if let Some(u) = self.users.get(&user) {
+            let frame = encode(&ServerFrame::Presence {
+                username: u.username.clone(),
+                online,
+            });
+            self.presence.push((user, frame));
+            out.presence = true;
         }
     }
 
@@ -252,13 +267,7 @@ impl State {
         };
         if now_offline {
             self.conns.remove(&user);
-            if let Some(u) = self.users.get(&user) {
-                let frame = encode(&ServerFrame::Presence {
-                    username: u.username.clone(),
-                    online: false,
-                });
-                self.push_everyone(&frame, Some(user), out);
-            }
+            self.announce(user, false, out);
         }
     }
 
@@ -273,6 +282,8 @@ impl State {
 /// Shared in-memory chat state. See the module docs.
 pub struct Hub {
     state: Mutex<State>,
+    /// Wakes [`Hub::run_presence`] when a presence change is queued.
+    presence_queued: Notify,
     next_conn: AtomicU64,
     heartbeat_ms: u64,
 }
@@ -303,6 +314,7 @@ impl Hub {
         }
         Hub {
             state: Mutex::new(state),
+            presence_queued: Notify::new(),
             next_conn: AtomicU64::new(1),
             heartbeat_ms,
         }
@@ -317,6 +329,9 @@ impl Hub {
     /// take its frame (closed, or a slow consumer now being closed) is dropped from the hub,
     /// which may announce its user offline: hence the loop.
     fn deliver(&self, mut out: Outgoing) {
+        if out.presence {
+            self.presence_queued.notify_one();
+        }
         let mut frames: Vec<WireFrame> = Vec::new();
         loop {
             if out.several {
@@ -339,6 +354,48 @@ impl Hub {
             }
             out.several = false;
             self.lock().reap(&mut out);
+            if out.presence {
+                self.presence_queued.notify_one();
+            }
+        }
+    }
+
+    /// Send queued presence changes in batches until the hub shuts down: after a change, wait
+    /// [`PRESENCE_WINDOW`] for more, then write every connection the changes about other users,
+    /// all in one push.
+    pub async fn run_presence(self: Arc<Hub>) {
+        loop {
+            self.presence_queued.notified().await;
+            tokio::time::sleep(PRESENCE_WINDOW).await;
+            let mut state = self.lock();
+            if state.shutting_down {
+                return;
+            }
+            let changes = std::mem::take(&mut state.presence);
+            let recipients: Vec<(UserId, ConnId, Arc<dyn Outlet>)> = state
+                .conns
+                .iter()
+                .flat_map(|(user, conns)| conns.iter().map(|c| (*user, c.id, c.out.clone())))
+                .collect();
+            drop(state);
+            let mut out = Outgoing::default();
+            let mut frames: Vec<WireFrame> = Vec::with_capacity(changes.len());
+            for (user, conn, outlet) in recipients {
+                frames.clear();
+                frames.extend(
+                    changes
+                        .iter()
+                        .filter(|(about, _)| *about != user)
+                        .map(|(_, f)| f.clone()),
+                );
+                if !frames.is_empty() && outlet.push(&frames).is_err() {
+                    out.dead.push(conn);
+                }
+            }
+            if !out.dead.is_empty() {
+                self.lock().reap(&mut out);
+                self.deliver(out);
+            }
         }
     }
 
@@ -400,11 +457,7 @@ impl Hub {
         let _ = handle.out.push(std::slice::from_ref(&hello));
         let mut out = Outgoing::default();
         if !was_online {
-            let frame = encode(&ServerFrame::Presence {
-                username: profile.username,
-                online: true,
-            });
-            state.push_everyone(&frame, Some(user), &mut out);
+            state.announce(user, true, &mut out);
         }
         state.conns.entry(user).or_default().push(handle.clone());
         state.owner.insert(handle.id, user);
@@ -424,6 +477,7 @@ impl Hub {
     pub fn shutdown(&self) {
         let mut state = self.lock();
         state.shutting_down = true;
+        self.presence_queued.notify_one();
         for conns in state.conns.values() {
             for c in conns {
                 c.kill.fire(close::GOING_AWAY);

@@ -181,6 +181,8 @@ impl Shared {
         ));
         let hook_hub = hub.clone();
         store.start_writer(Box::new(move |batch| hook_hub.on_commit(batch)))?;
+        // Ends when the hub shuts down.
+        tokio::spawn(hub.clone().run_presence());
         Ok(Arc::new(Shared {
             store,
             hub,
