@@ -146,6 +146,17 @@ async fn push(ws: &mut Sock, frame: &ServerFrame) {
         .await;
 }
 
+/// Close with `code` and `reason`, then read until the client's close reply.
+async fn close_and_drain(ws: &mut Sock, code: u16, reason: &'static str) {
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }))
+        .await;
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
 /// Reads client frames, answering `sync` with `synced` and everything else with `done`, until
 /// the client goes away.
 async fn serve(ws: &mut Sock) {
@@ -154,19 +165,20 @@ async fn serve(ws: &mut Sock) {
             let Ok(frame) = serde_json::from_str::<ClientFrame>(t.as_str()) else {
                 continue;
             };
-            let result = match frame {
-                ClientFrame::Sync { .. } => Reply::Synced { unread: vec![] },
-                _ => Reply::Done,
-            };
-            push(
-                ws,
-                &ServerFrame::Ok {
-                    id: frame.id(),
-                    result,
-                },
-            )
-            .await;
+            push(ws, &plain_answer(&frame)).await;
         }
+    }
+}
+
+/// What a server with nothing to say answers: `synced` to `sync`, `done` to anything else.
+fn plain_answer(frame: &ClientFrame) -> ServerFrame {
+    let result = match frame {
+        ClientFrame::Sync { .. } => Reply::Synced { unread: vec![] },
+        _ => Reply::Done,
+    };
+    ServerFrame::Ok {
+        id: frame.id(),
+        result,
     }
 }
 
@@ -308,14 +320,7 @@ async fn every_documented_close_code_reconnects_except_unauthorized() {
         let fake = fake(false, move |n, mut ws| async move {
             push(&mut ws, &hello()).await;
             if n == 0 {
-                let _ = ws
-                    .close(Some(CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: "test".into(),
-                    }))
-                    .await;
-                // Drain until the client's close reply.
-                while let Some(Ok(_)) = ws.next().await {}
+                close_and_drain(&mut ws, code, "test").await;
                 return;
             }
             serve(&mut ws).await;
@@ -385,13 +390,7 @@ async fn http_401_at_the_upgrade_signs_out_and_stops() {
 async fn close_4001_signs_out_and_stops() {
     let fake = fake(false, |_, mut ws| async move {
         push(&mut ws, &hello()).await;
-        let _ = ws
-            .close(Some(CloseFrame {
-                code: CloseCode::from(close::UNAUTHORIZED),
-                reason: "token revoked".into(),
-            }))
-            .await;
-        while let Some(Ok(_)) = ws.next().await {}
+        close_and_drain(&mut ws, close::UNAUTHORIZED, "token revoked").await;
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -402,13 +401,7 @@ async fn close_4001_signs_out_and_stops() {
 #[tokio::test]
 async fn policy_close_before_hello_signs_out() {
     let fake = fake(false, |_, mut ws| async move {
-        let _ = ws
-            .close(Some(CloseFrame {
-                code: CloseCode::from(close::POLICY),
-                reason: "auth".into(),
-            }))
-            .await;
-        while let Some(Ok(_)) = ws.next().await {}
+        close_and_drain(&mut ws, close::POLICY, "auth").await;
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -545,14 +538,7 @@ async fn rejected_outbox_messages_fail_with_the_reason_and_transient_ones_are_re
                             sent(*id, seq, text, *client_msg_id)
                         }
                     }
-                    ClientFrame::Sync { id, .. } => ServerFrame::Ok {
-                        id: *id,
-                        result: Reply::Synced { unread: vec![] },
-                    },
-                    other => ServerFrame::Ok {
-                        id: other.id(),
-                        result: Reply::Done,
-                    },
+                    other => plain_answer(other),
                 };
                 push(&mut ws, &reply).await;
             }
@@ -674,13 +660,7 @@ async fn reconnect_now_skips_a_long_backoff() {
     let fake = fake(false, |n, mut ws| async move {
         push(&mut ws, &hello()).await;
         if n == 0 {
-            let _ = ws
-                .close(Some(CloseFrame {
-                    code: CloseCode::from(close::GOING_AWAY),
-                    reason: "restarting".into(),
-                }))
-                .await;
-            while let Some(Ok(_)) = ws.next().await {}
+            close_and_drain(&mut ws, close::GOING_AWAY, "restarting").await;
             return;
         }
         serve(&mut ws).await;
@@ -755,14 +735,7 @@ async fn an_unacknowledged_send_redials_and_resends_with_the_same_id() {
                         log.lock().unwrap().push((n, *client_msg_id));
                         sent(*id, 1, text, *client_msg_id)
                     }
-                    ClientFrame::Sync { id, .. } => ServerFrame::Ok {
-                        id: *id,
-                        result: Reply::Synced { unread: vec![] },
-                    },
-                    other => ServerFrame::Ok {
-                        id: other.id(),
-                        result: Reply::Done,
-                    },
+                    other => plain_answer(other),
                 };
                 push(&mut ws, &reply).await;
             }
@@ -874,13 +847,7 @@ async fn backoff_grows_while_connections_fail_and_resets_after_a_stable_one() {
             4 => tokio::time::sleep(Duration::from_millis(400)).await,
             _ => return serve(&mut ws).await,
         }
-        let _ = ws
-            .close(Some(CloseFrame {
-                code: CloseCode::from(close::INTERNAL),
-                reason: "boom".into(),
-            }))
-            .await;
-        while let Some(Ok(_)) = ws.next().await {}
+        close_and_drain(&mut ws, close::INTERNAL, "boom").await;
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
