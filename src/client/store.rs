@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_synced_seq.sql"),
     include_str!("migrations/0003_time_ordered_ids.sql"),
     include_str!("migrations/0004_search_index_upkeep.sql"),
+    include_str!("migrations/0005_fts_insert_in_code.sql"),
 ];
 
 /// Bits of a message id below its millisecond: up to 256 messages per millisecond keep their
@@ -45,10 +46,16 @@ fn order_key(time: Millis) -> i64 {
 /// them in a 1,000,000-message store. A search opens every query trigram in every segment, so a
 /// cold first search (file not in the OS page cache) did ~240 random page reads, ~150 of them in
 /// the index; merged, ~40. A merge rewrites the whole index (about 1 s of CPU at 1,000,000
-/// messages), so merging after a fixed share of growth keeps its cost per message constant
-/// (about a quarter of the insert cost at most) while the unmerged tail stays small.
+/// messages), so merging after a fixed share of growth keeps its cost per message constant (each
+/// message is rewritten about five times over the store's life) while the unmerged tail stays
+/// small.
 const COMPACT_MIN_ROWS: i64 = 20_000;
 const COMPACT_GROWTH_DIVISOR: i64 = 4;
+/// Live messages arrive one per transaction, so their tail fragments far more than a sync's
+/// batches: 15,000 of them left 19 segments. Such a tail is merged sooner, after a sixteenth of
+/// the held messages, once it has this many segments.
+const COMPACT_MAX_SEGMENTS: i64 = 16;
+const COMPACT_FRAGMENTED_DIVISOR: i64 = 16;
 
 /// A failure of the local store.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +112,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// [`COMPACT_MIN_ROWS`], lowered by tests to exercise the merge on a small store.
     compact_min_rows: i64,
+    /// [`COMPACT_MAX_SEGMENTS`], lowered by tests.
+    compact_max_segments: i64,
 }
 
 const MESSAGE_COLS: &str = "conv, seq, sender, text, time, client_msg_id";
@@ -261,6 +270,12 @@ fn search_sql(
     (sql, args)
 }
 
+fn segments(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT count(DISTINCT segid) FROM messages_fts_idx")?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// FTS5 `optimize`, and the counters that schedule the next one, in one transaction.
 fn compact(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -291,6 +306,7 @@ impl Store {
         let store = Store {
             conn: Mutex::new(conn),
             compact_min_rows: COMPACT_MIN_ROWS,
+            compact_max_segments: COMPACT_MAX_SEGMENTS,
         };
         store.migrate()?;
         Ok(store)
@@ -585,6 +601,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut fresh = Vec::new();
         let mut written = 0i64;
+        let mut to_index = Vec::new();
         {
             let mut last_in_ms =
                 tx.prepare_cached("SELECT max(id) FROM messages WHERE id BETWEEN ?1 AND ?2")?;
@@ -621,6 +638,7 @@ impl Store {
                 settle.execute([&id])?;
                 bump.execute(params![m.conv, m.seq])?;
                 if n == 1 {
+                    to_index.push((tx.last_insert_rowid(), &m.text));
                     written += 1;
                     unbase.execute(params![m.conv, m.seq, m.sender])?;
                     fresh.push(LocalMessage {
@@ -636,6 +654,15 @@ impl Store {
                 }
             }
             if written > 0 {
+                // Every row inserted into messages is indexed here, in one statement and in
+                // rowid order: FTS5 writes its pending terms out as a segment at each statement
+                // savepoint (see migration 0005) and whenever a rowid is not above the last one.
+                to_index.sort_unstable_by_key(|(id, _)| *id);
+                tx.prepare_cached(
+                    "INSERT INTO messages_fts (rowid, text)
+                     SELECT value ->> 0, value ->> 1 FROM json_each(?1)",
+                )?
+                .execute([serde_json::to_string(&to_index)?])?;
                 tx.prepare_cached(
                     "INSERT INTO meta (key, value) VALUES ('fts_written', ?1)
                      ON CONFLICT (key) DO UPDATE SET value = CAST(meta.value AS INTEGER) + ?1",
@@ -668,10 +695,11 @@ impl Store {
                     r.get::<_, Option<i64>>(1)?.unwrap_or(0),
                 ))
             })?;
-        if written
-            >= self
-                .compact_min_rows
-                .max(compacted / COMPACT_GROWTH_DIVISOR)
+        let grown = |divisor: i64| written >= self.compact_min_rows.max(compacted / divisor);
+        // Counting segments reads the index's term index (a few thousand rows at a million
+        // messages), so only once the cheaper test allows a merge.
+        if grown(COMPACT_GROWTH_DIVISOR)
+            || (grown(COMPACT_FRAGMENTED_DIVISOR) && segments(conn)? >= self.compact_max_segments)
         {
             compact(conn)?;
         }
@@ -688,11 +716,7 @@ impl Store {
 
     /// How many segments the full-text index has (1 after [`Store::compact_search_index`]).
     pub fn search_index_segments(&self) -> Result<i64> {
-        Ok(self.conn().query_row(
-            "SELECT count(DISTINCT segid) FROM messages_fts_idx",
-            [],
-            |r| r.get(0),
-        )?)
+        segments(&self.conn())
     }
 
     /// Up to `limit` committed messages of `conv` with seq < `before` (the newest when `None`),
@@ -1488,6 +1512,8 @@ mod tests {
     fn the_store_merges_its_index_as_it_grows() {
         let (_d, mut s) = store();
         s.compact_min_rows = 100;
+        // The growth rule alone (the fragmentation rule has its own test).
+        s.compact_max_segments = i64::MAX;
         for c in 1..=3 {
             s.upsert_conversation(&room(c, "r")).unwrap();
         }
@@ -1529,6 +1555,57 @@ mod tests {
         );
         let times: Vec<Millis> = all.iter().map(|h| h.message.time).collect();
         assert!(times.windows(2).all(|w| w[0] >= w[1]));
+    }
+
+    #[test]
+    fn a_batch_is_indexed_as_one_segment_even_out_of_time_order() {
+        let (_d, mut s) = store();
+        s.compact_min_rows = i64::MAX;
+        // Each batch mixes live messages with older history (every fifth), so ids are not
+        // ascending within it; before migration 0005 each message was a segment.
+        for b in 0..3 {
+            let msgs: Vec<Message> = (b * 100..b * 100 + 100).map(upkeep_message).collect();
+            s.insert_messages(&msgs).unwrap();
+            assert_eq!(s.search_index_segments().unwrap(), b + 1);
+        }
+        fts_integrity_check(&s);
+        let found = s.search("kubernetes", None, 10_000).unwrap();
+        assert_eq!(found.len(), (0..300).filter(|i| i % 13 == 0).count());
+        let times: Vec<Millis> = found.iter().map(|h| h.message.time).collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    }
+
+    #[test]
+    fn a_fragmented_tail_of_live_messages_is_merged_sooner() {
+        let (_d, mut s) = store();
+        s.compact_min_rows = 10;
+        s.compact_max_segments = 8;
+        for c in 1..=3 {
+            s.upsert_conversation(&room(c, "r")).unwrap();
+        }
+        // 640 held and merged; from here the growth rule waits for 160 new messages, the
+        // fragmentation rule for 40 and 8 segments.
+        let msgs: Vec<Message> = (0..640).map(upkeep_message).collect();
+        s.insert_messages(&msgs).unwrap();
+        assert_eq!(meta_int(&s, "fts_compacted_rows"), Some(640));
+        // Live messages, one transaction each.
+        let mut i = 640;
+        while meta_int(&s, "fts_compacted_rows") == Some(640) {
+            s.insert_messages(&[upkeep_message(i)]).unwrap();
+            i += 1;
+            assert!(i < 800, "the fragmented tail was never merged");
+        }
+        assert!(i - 640 >= 40, "merged after {} messages", i - 640);
+        assert_eq!(s.search_index_segments().unwrap(), 1);
+        // The same tail in one transaction has one segment: only the growth rule merges it.
+        let (_d2, mut s2) = store();
+        s2.compact_min_rows = 10;
+        s2.compact_max_segments = 8;
+        s2.insert_messages(&msgs).unwrap();
+        let tail: Vec<Message> = (640..790).map(upkeep_message).collect();
+        s2.insert_messages(&tail).unwrap();
+        assert_eq!(meta_int(&s2, "fts_compacted_rows"), Some(640));
+        assert_eq!(s2.search_index_segments().unwrap(), 2);
     }
 
     #[test]
@@ -1606,6 +1683,7 @@ mod tests {
         // The triggers still index new messages.
         s.insert_messages(&[at(2, 9_999, 9_000_000, "区块链技术 again")])
             .unwrap();
+        fts_integrity_check(&s);
         assert_eq!(
             s.search("区块链技术", Some(2), 1).unwrap()[0].message.seq,
             Some(9_999)
