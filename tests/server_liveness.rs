@@ -108,12 +108,13 @@ async fn presence_follows_connect_and_disconnect_within_a_second_two_devices_one
     );
 }
 
-/// Thirty users connect at once and ten of them leave: presence goes out in batches, and every
-/// remaining client, starting from its hello's online list and applying the presence frames in
+/// Thirty users connect at once and ten of them leave: presence goes out in batches (larger
+/// than the outbound queue limit, which they must not trip), and every remaining client, starting from its hello's online list and applying the presence frames in
 /// the order received, ends with exactly the true online set, never told about itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_presence_converges_when_thirty_connect_at_once_and_ten_leave() {
-    let server = TestServer::start().await;
+    // A queue limit below the batch size: a batch is not a backlog, so nobody is dropped.
+    let server = TestServer::start_with(|c| c.outbound_queue = 8).await;
     let mut sessions = Vec::new();
     for i in 0..30 {
         sessions.push(server.register(&format!("u{i:02}")).await);

@@ -29,11 +29,13 @@ use crate::protocol::{
 };
 
 use super::auth::TokenHash;
-use super::outbound::{Outlet, WireFrame};
+use super::outbound::{FrameRun, Outlet, WireFrame};
 use super::store::{name_key, now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
 
-/// How long a presence change may wait to go out with others.
-pub const PRESENCE_WINDOW: Duration = Duration::from_millis(50);
+/// How long a presence change may wait to go out with others. Reconnects make presence the
+/// busiest push after messages (each one is an offline and an online change for everyone), so
+/// the window is as long as people won't notice: a fifth of a second.
+pub const PRESENCE_WINDOW: Duration = Duration::from_millis(200);
 
 /// A connection's id, unique for the life of the server.
 pub type ConnId = u64;
@@ -379,16 +381,14 @@ impl Hub {
                 .collect();
             drop(state);
             let mut out = Outgoing::default();
-            let mut frames: Vec<WireFrame> = Vec::with_capacity(changes.len());
+            let frames: Vec<WireFrame> = changes.iter().map(|(_, f)| f.clone()).collect();
+            let run = FrameRun::new(&frames);
+            let mut pieces: Vec<WireFrame> = Vec::new();
             for (user, conn, outlet) in recipients {
-                frames.clear();
-                frames.extend(
-                    changes
-                        .iter()
-                        .filter(|(about, _)| *about != user)
-                        .map(|(_, f)| f.clone()),
-                );
-                if !frames.is_empty() && outlet.push(&frames).is_err() {
+                // Everything but the changes about the recipient itself: usually one piece.
+                pieces.clear();
+                run.select(|i| changes[i].0 != user, &mut pieces);
+                if !pieces.is_empty() && outlet.push(&pieces).is_err() {
                     out.dead.push(conn);
                 }
             }

@@ -97,6 +97,46 @@ impl WireFrame {
     }
 }
 
+/// Frames back to back in one buffer, so any selection of them goes to a socket as a few
+/// slices of shared bytes (adjacent frames in one slice) instead of one piece per frame.
+pub struct FrameRun {
+    bytes: Bytes,
+    /// Where each frame ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl FrameRun {
+    pub fn new(frames: &[WireFrame]) -> FrameRun {
+        let mut buf = Vec::with_capacity(frames.iter().map(|f| f.0.len()).sum());
+        let mut ends = Vec::with_capacity(frames.len());
+        for f in frames {
+            buf.extend_from_slice(&f.0);
+            ends.push(buf.len());
+        }
+        FrameRun {
+            bytes: Bytes::from(buf),
+            ends,
+        }
+    }
+
+    /// The frames `i` for which `keep(i)`, in order, as few pieces as possible, into `out`.
+    pub fn select(&self, keep: impl Fn(usize) -> bool, out: &mut Vec<WireFrame>) {
+        let mut piece: Option<(usize, usize)> = None;
+        let mut start = 0;
+        for (i, &end) in self.ends.iter().enumerate() {
+            if keep(i) {
+                piece = Some((piece.map_or(start, |(s, _)| s), end));
+            } else if let Some((s, e)) = piece.take() {
+                out.push(WireFrame(self.bytes.slice(s..e)));
+            }
+            start = end;
+        }
+        if let Some((s, e)) = piece {
+            out.push(WireFrame(self.bytes.slice(s..e)));
+        }
+    }
+}
+
 /// Why a frame could not be queued for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -282,19 +322,28 @@ impl<T: AsyncWrite + Unpin> Outbound<T> {
     }
 }
 
+impl<T> Outbound<T> {
+    /// The queue is over its limit: close the connection as a slow consumer.
+    fn overflow(&self) -> PushError {
+        tracing::info!("outbound queue full: closing slow consumer");
+        self.kill.fire(close::SLOW_CONSUMER);
+        PushError::Full
+    }
+}
+
 impl<T: AsyncWrite + Unpin + Send> Outlet for Outbound<T> {
     fn push(&self, frames: &[WireFrame]) -> Result<(), PushError> {
         let mut inner = self.lock();
         if inner.closed || inner.failed {
             return Err(PushError::Closed);
         }
-        if inner.queue.len() + frames.len() > self.limit {
-            drop(inner);
-            tracing::info!("outbound queue full: closing slow consumer");
-            self.kill.fire(close::SLOW_CONSUMER);
-            return Err(PushError::Full);
-        }
         let was_idle = inner.queue.is_empty() && !inner.unflushed;
+        // What waits counts against the limit, not what the socket takes at once: a large
+        // batch to a reader that keeps up is fine.
+        if !was_idle && inner.queue.len() + frames.len() > self.limit {
+            drop(inner);
+            return Err(self.overflow());
+        }
         inner.queue.extend(frames.iter().map(|f| f.0.clone()));
         if !was_idle {
             // The task is already draining (or about to): it takes these frames in turn.
@@ -305,7 +354,11 @@ impl<T: AsyncWrite + Unpin + Send> Outlet for Outbound<T> {
         let mut cx = Context::from_waker(Waker::noop());
         let result = inner.write_queued(&mut cx);
         let left_over = !inner.queue.is_empty() || inner.unflushed;
+        let too_many = inner.queue.len() > self.limit;
         drop(inner);
+        if too_many {
+            return Err(self.overflow());
+        }
         match result {
             Poll::Ready(Err(_)) => {
                 self.task.wake();
@@ -474,6 +527,20 @@ mod tests {
         assert_eq!(got, expected, "in order, none split by another");
         drain.await.unwrap();
 
+        // More frames in one push than the limit: fine while the socket takes them.
+        let many: Vec<WireFrame> = (0..20).map(|i| WireFrame::json(&i)).collect();
+        let mut big_pipe_peer = {
+            let (server, peer) = tokio::io::duplex(1 << 16);
+            let roomy = Outbound::new(server, 8, Arc::new(Kill::default()));
+            roomy.push(&many).unwrap();
+            assert!(roomy.is_idle());
+            peer
+        };
+        let expected: Vec<u8> = many.iter().flat_map(|f| f.as_bytes().to_vec()).collect();
+        let mut got = vec![0u8; expected.len()];
+        big_pipe_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+
         // Nobody reads now: fill the pipe, then the queue up to its limit, then one more.
         let big = WireFrame::json(&"z".repeat(200));
         for _ in 0..8 {
@@ -481,6 +548,31 @@ mod tests {
         }
         assert_eq!(out.push(std::slice::from_ref(&big)), Err(PushError::Full));
         assert_eq!(kill.code(), Some(close::SLOW_CONSUMER));
+    }
+
+    /// A selection from a run comes out as the chosen frames' exact bytes, in order, in one
+    /// piece per stretch of adjacent chosen frames.
+    #[test]
+    fn a_frame_run_gives_any_selection_in_as_few_pieces_as_possible() {
+        let frames: Vec<WireFrame> = (0..5).map(|i| WireFrame::json(&i.to_string())).collect();
+        let run = FrameRun::new(&frames);
+        for (keep, pieces) in [
+            (vec![0, 1, 2, 3, 4], 1),
+            (vec![0, 1, 3, 4], 2),
+            (vec![1, 2, 3], 1),
+            (vec![0, 2, 4], 3),
+            (vec![], 0),
+        ] {
+            let mut out = Vec::new();
+            run.select(|i| keep.contains(&i), &mut out);
+            assert_eq!(out.len(), pieces, "{keep:?}");
+            let got: Vec<u8> = out.iter().flat_map(|p| p.as_bytes().to_vec()).collect();
+            let want: Vec<u8> = keep
+                .iter()
+                .flat_map(|&i| frames[i].as_bytes().to_vec())
+                .collect();
+            assert_eq!(got, want, "{keep:?}");
+        }
     }
 
     /// Closing drops queued frames but finishes one already partly written, refuses pushes,
