@@ -313,10 +313,19 @@ const STEADY_PER_ROOM: usize = 9;
 /// Scenario 3: rooms of 10 (9 steady members + 1 that keeps reconnecting and fetching the
 /// room's latest history page), 80% room messages and 20% DMs between steady members.
 pub async fn realistic(env: &Env, kind: Kind, rooms: usize, rate: f64) -> Result<RealisticResult> {
-    let server = env.start(kind).await?;
-    let addr = server.addr;
     let steady = rooms * STEADY_PER_ROOM;
     let tokens = env.tokens(kind);
+    // Steady members plus one churning member per room, each a registered Natter user.
+    if kind == Kind::Natter && tokens.len() < steady + rooms {
+        anyhow::bail!(
+            "the realistic scenario needs {} Natter users, {} are registered: pass --max-clients {}",
+            steady + rooms,
+            tokens.len(),
+            steady + rooms
+        );
+    }
+    let server = env.start(kind).await?;
+    let addr = server.addr;
     // Users 0..steady are steady; steady+k churns in room k.
     let user = |i: usize| format!("u{i}");
     let mut convs: Vec<String> = (0..rooms).map(|k| format!("r{k}")).collect();
