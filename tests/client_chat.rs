@@ -601,3 +601,68 @@ async fn repeated_wrong_passwords_become_rate_limited_for_the_client() {
     );
     assert_eq!(refused.unwrap_err().code(), "rate_limited");
 }
+
+/// Signing out while the server is down still signs out at once; the old token stays live on
+/// the server only until a session of the same profile next gets through, which revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_made_offline_is_revoked_on_the_server_once_it_is_back() {
+    let server = TestServer::start().await;
+    let old = server.register("alice").await;
+    let (profile, alice) = client(&server, old.clone()).await;
+    let (data, _) = server.stop().await;
+
+    alice.logout().await.unwrap();
+    let store =
+        natter::client::store::Store::open(&profile.path().join(natter::client::STORE_FILE))
+            .unwrap();
+    assert_eq!(
+        store.pending_revocations().unwrap(),
+        vec![old.token.clone()]
+    );
+    assert!(
+        store.session().unwrap().is_none(),
+        "signed out locally at once"
+    );
+    drop(store);
+
+    let server = TestServer::start_in(data, |_| {}).await;
+    let url = format!("http://{}", server.addr).parse().unwrap();
+    let fresh = natter::client::login(&url, "alice", support::PASSWORD)
+        .await
+        .unwrap();
+    let again = Client::start(config(&server, profile.path()), fresh)
+        .await
+        .unwrap();
+    synced(&again).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // An upgrade with the old token: refused (401) once it is revoked. (Not a logout call,
+        // which would revoke it itself.)
+        let refused = support::WsClient::connect(&server.ws_url(), Some(&old.token))
+            .await
+            .err()
+            .and_then(|e| support::handshake_status(&e));
+        if refused == Some(401) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old token still live"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store =
+        natter::client::store::Store::open(&profile.path().join(natter::client::STORE_FILE))
+            .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !store.pending_revocations().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pending revocation kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The new session is untouched.
+    assert!(again.users().await.is_ok());
+    again.shutdown().await;
+}

@@ -345,6 +345,11 @@ impl Client {
             synced_tx,
         );
         let handle = tokio::spawn(actor.run());
+        tokio::spawn(revoke_pending(
+            config.server.clone(),
+            shared.clone(),
+            state_rx.clone(),
+        ));
         Client {
             inner: Arc::new(Inner {
                 config,
@@ -721,15 +726,18 @@ impl Client {
     /// and stops the client. History stays for the next sign-in.
     pub async fn logout(&self) -> Result<()> {
         let revoked = http::logout_token(&self.inner.config.server, &self.inner.token).await;
-        self.store().clear_session()?;
-        self.shutdown().await;
         match revoked {
-            Ok(()) | Err(ClientError::Unauthorized(_)) => Ok(()),
+            Ok(()) | Err(ClientError::Unauthorized(_)) => {}
             Err(e) => {
-                tracing::warn!("logout: the server was not told: {e}");
-                Ok(())
+                // Signed out here all the same; the token is revoked on the server the next
+                // time a session of this profile gets through to it.
+                tracing::warn!("logout: the server was not told, will retry: {e}");
+                self.store().add_pending_revocation(&self.inner.token)?;
             }
         }
+        self.store().clear_session()?;
+        self.shutdown().await;
+        Ok(())
     }
 
     /// Closes the connection (normal closure) and stops the actor.
@@ -746,6 +754,51 @@ impl Client {
             .take();
         if let Some(handle) = handle {
             let _ = tokio::time::timeout(Duration::from_secs(3), handle).await;
+        }
+    }
+}
+
+/// Revoke the tokens of sessions signed out while offline, each time this client gets online,
+/// until none is left. A token the server no longer accepts is done too.
+async fn revoke_pending(
+    server: Url,
+    shared: Arc<Shared>,
+    mut state: watch::Receiver<ConnectionState>,
+) {
+    loop {
+        if state
+            .wait_for(|s| matches!(s, ConnectionState::Online))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let tokens = match shared.store.pending_revocations() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("cannot read pending revocations: {e}");
+                return;
+            }
+        };
+        if tokens.is_empty() {
+            return;
+        }
+        for token in tokens {
+            match http::logout_token(&server, &token).await {
+                Ok(()) | Err(ClientError::Unauthorized(_)) => {
+                    if let Err(e) = shared.store.remove_pending_revocation(&token) {
+                        tracing::warn!("cannot forget a revoked token: {e}");
+                    }
+                }
+                Err(e) => tracing::info!("revoking an old session failed, will retry: {e}"),
+            }
+        }
+        if state
+            .wait_for(|s| !matches!(s, ConnectionState::Online))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

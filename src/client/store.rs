@@ -374,7 +374,7 @@ impl Store {
             self.conn().execute_batch(
                 "BEGIN;
                  DELETE FROM messages; DELETE FROM outbox; DELETE FROM conversations;
-                 DELETE FROM users; DELETE FROM meta;
+                 DELETE FROM users; DELETE FROM meta WHERE key <> 'revoke';
                  COMMIT;",
             )?;
         }
@@ -390,6 +390,36 @@ impl Store {
         self.conn()
             .execute("DELETE FROM meta WHERE key = 'session'", [])?;
         Ok(())
+    }
+
+    /// Tokens of sessions signed out while the server could not be told, still live there.
+    pub fn pending_revocations(&self) -> Result<Vec<String>> {
+        match self.meta_get("revoke")? {
+            Some(s) => Ok(serde_json::from_str(&s)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Remember `token` for revoking once the server can be reached.
+    pub fn add_pending_revocation(&self, token: &str) -> Result<()> {
+        let mut tokens = self.pending_revocations()?;
+        if !tokens.iter().any(|t| t == token) {
+            tokens.push(token.to_string());
+        }
+        self.meta_set("revoke", &serde_json::to_string(&tokens)?)
+    }
+
+    /// Forget `token`: the server revoked it (or no longer knows it).
+    pub fn remove_pending_revocation(&self, token: &str) -> Result<()> {
+        let mut tokens = self.pending_revocations()?;
+        tokens.retain(|t| t != token);
+        if tokens.is_empty() {
+            self.conn()
+                .execute("DELETE FROM meta WHERE key = 'revoke'", [])?;
+            Ok(())
+        } else {
+            self.meta_set("revoke", &serde_json::to_string(&tokens)?)
+        }
     }
 
     // ---- users and conversations -------------------------------------------------------------
