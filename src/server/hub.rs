@@ -392,10 +392,8 @@ impl Hub {
                     out.dead.push(conn);
                 }
             }
-            if !out.dead.is_empty() {
-                self.lock().reap(&mut out);
-                self.deliver(out);
-            }
+            // Drops the connections that could not take the batch (and announces them).
+            self.deliver(out);
         }
     }
 
