@@ -34,6 +34,17 @@ async fn client(server: &TestServer, session: Session) -> (tempfile::TempDir, Cl
     (dir, c)
 }
 
+/// Log in as `name` again and start a synced client on the existing profile `dir`.
+async fn sign_in_again(server: &TestServer, name: &str, dir: &std::path::Path) -> Client {
+    let url = format!("http://{}", server.addr).parse().unwrap();
+    let session = natter::client::login(&url, name, support::PASSWORD)
+        .await
+        .unwrap();
+    let c = Client::start(config(server, dir), session).await.unwrap();
+    synced(&c).await;
+    c
+}
+
 async fn synced(c: &Client) {
     tokio::time::timeout(Duration::from_secs(10), c.wait_synced())
         .await
@@ -530,13 +541,7 @@ async fn a_revoked_token_signs_the_client_out() {
     .unwrap();
     again.shutdown().await;
     // A new login on the same profile keeps its history.
-    let fresh = natter::client::login(&url, "alice", support::PASSWORD)
-        .await
-        .unwrap();
-    let back = Client::start(config(&server, dir.path()), fresh)
-        .await
-        .unwrap();
-    synced(&back).await;
+    let back = sign_in_again(&server, "alice", dir.path()).await;
     back.shutdown().await;
 }
 
@@ -626,14 +631,7 @@ async fn a_logout_made_offline_is_revoked_on_the_server_once_it_is_back() {
     drop(store);
 
     let server = TestServer::start_in(data, |_| {}).await;
-    let url = format!("http://{}", server.addr).parse().unwrap();
-    let fresh = natter::client::login(&url, "alice", support::PASSWORD)
-        .await
-        .unwrap();
-    let again = Client::start(config(&server, profile.path()), fresh)
-        .await
-        .unwrap();
-    synced(&again).await;
+    let again = sign_in_again(&server, "alice", profile.path()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         // An upgrade with the old token: refused (401) once it is revoked. (Not a logout call,
