@@ -307,6 +307,80 @@ impl Results {
         if floor_run {
             self.render_against_floor(o);
         }
+        self.render_capacity(o);
+    }
+
+    /// What each server can carry on its one core: the highest step it delivered in full, and
+    /// what it managed flat out at the step where it saturated. A server whose ladder ended
+    /// without saturating can carry more than the table shows.
+    fn render_capacity(&self, o: &mut String) {
+        let mut servers: Vec<&str> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        for r in &self.fanout {
+            if !servers.contains(&r.server) {
+                servers.push(r.server);
+            }
+            if !sizes.contains(&r.clients) {
+                sizes.push(r.clients);
+            }
+        }
+        let _ = writeln!(o, "### Capacity on one core\n");
+        let _ = writeln!(o, "`in full` = the highest step with nothing lost and p99 under 1 s (deliveries/s, p99). `flat out` = the first step it did not keep up with: offered -> achieved deliveries/s at its CPU %; `not reached` = the ladder ended first, so it can carry more. `natter / peer` = natter's in-full figure over the peer's flat-out one, a lower bound (`>=` when natter never saturated).\n");
+        let _ = writeln!(o, "| N | server | in full: deliv/s | p99 ms | flat out: offered -> achieved deliv/s | CPU % | natter / peer |");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        for &n in &sizes {
+            let ladder = |server: &str| -> (Option<&FanoutRow>, Option<&FanoutRow>) {
+                let steps: Vec<&FanoutRow> = self
+                    .fanout
+                    .iter()
+                    .filter(|r| r.server == server && r.clients == n)
+                    .collect();
+                let in_full = steps.iter().rev().find(|r| r.step.kept_up()).copied();
+                let flat_out = steps.iter().find(|r| !r.step.kept_up()).copied();
+                (in_full, flat_out)
+            };
+            let (natter_full, natter_flat) = ladder("natter");
+            for &server in &servers {
+                let (in_full, flat_out) = ladder(server);
+                if in_full.is_none() && flat_out.is_none() {
+                    continue;
+                }
+                let (full, p99) = match in_full {
+                    Some(r) => (
+                        format!("{:.0}", r.step.deliveries_per_sec),
+                        ms(r.step.p99_us),
+                    ),
+                    None => ("-".into(), "-".into()),
+                };
+                let (flat, cpu) = match flat_out {
+                    Some(r) => (
+                        format!(
+                            "{:.0} -> {:.0}",
+                            r.step.offered_deliveries, r.step.deliveries_per_sec
+                        ),
+                        format!("{:.1}", r.step.server_cpu_pct),
+                    ),
+                    None => ("not reached".into(), "-".into()),
+                };
+                let vs = match (server, natter_full, flat_out) {
+                    ("natter", _, _) => String::new(),
+                    (_, Some(mine), Some(peer)) => {
+                        let bound = if natter_flat.is_none() { ">= " } else { "" };
+                        format!(
+                            "{bound}{}",
+                            ratio(mine.step.deliveries_per_sec, peer.step.deliveries_per_sec)
+                        )
+                    }
+                    _ => "-".into(),
+                };
+                let _ = writeln!(
+                    o,
+                    "| {n} | {} | {full} | {p99} | {flat} | {cpu} | {vs} |",
+                    shown(server)
+                );
+            }
+        }
+        let _ = writeln!(o);
     }
 
     /// Every server's CPU per delivery as a share of the floor's at the same load: how much of
@@ -390,6 +464,57 @@ mod tests {
         }
     }
 
+    /// A step of `server` at `rate` messages/s to 1,000 clients, flat out at 100% CPU when
+    /// `achieved` falls short of what was offered.
+    fn step(server: &'static str, rate: f64, achieved: f64, p99_ms: u64) -> FanoutRow {
+        let mut r = row(server, 1.0, 10.0, 20.0);
+        r.step.rate = rate;
+        r.step.offered_deliveries = rate * 1000.0;
+        r.step.deliveries_per_sec = achieved;
+        r.step.p99_us = p99_ms * 1000;
+        if achieved < r.step.offered_deliveries {
+            r.step.server_cpu_pct = 100.0;
+        }
+        r
+    }
+
+    #[test]
+    fn capacity_compares_what_natter_carries_in_full_with_a_saturated_peer() {
+        let saturated_ws = Results {
+            fanout: vec![
+                step("natter", 200.0, 200_000.0, 20),
+                step("natter", 400.0, 400_000.0, 30),
+                step("node-ws", 200.0, 200_000.0, 9),
+                step("node-ws", 400.0, 160_000.0, 4_000),
+            ],
+            ..Default::default()
+        };
+        let out = saturated_ws.render();
+        assert!(out.contains("### Capacity on one core"), "{out}");
+        // natter never saturated: its figure is a floor, and so is the ratio.
+        assert!(
+            out.contains("| 1000 | natter | 400000 | 30.00 | not reached | - |  |"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| 1000 | node-ws | 200000 | 9.00 | 400000 -> 160000 | 100.0 | >= 2.50x |"
+            ),
+            "{out}"
+        );
+
+        // Both saturate: natter's in-full figure over the peer's flat-out one, no `>=`.
+        let mut both = saturated_ws;
+        both.fanout
+            .insert(2, step("natter", 800.0, 500_000.0, 2_000));
+        let out = both.render();
+        assert!(
+            out.contains("| 1000 | natter | 400000 | 30.00 | 800000 -> 500000 | 100.0 |  |"),
+            "{out}"
+        );
+        assert!(out.contains("| 100.0 | 2.50x |"), "{out}");
+    }
+
     /// The table row of `server` (its first cell), split into cells.
     fn cells<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
         let line = table
@@ -439,6 +564,12 @@ mod tests {
         assert_eq!(
             against,
             "| 1000 | 50 | 400000 | 2.5 / 10.0 | 5.00 | 0.38x | 0.40x |"
+        );
+
+        // Capacity: one row per server; no peer saturated, so no lower bound yet.
+        assert!(
+            out.contains("| 1000 | node-ws | 50000 | 5.00 | not reached | - | - |"),
+            "{out}"
         );
 
         // Without the floor, no floor columns or tables.
