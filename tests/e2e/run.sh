@@ -78,11 +78,13 @@ wait_for 20 "the server" node -e "fetch('http://127.0.0.1:$SERVER_PORT/api/healt
 # One X display per user: each window is alone on its screen, so keyboard focus (which drives
 # the notification policy) is unambiguous without a window manager.
 pick_display() { local n; for n in $(seq "$1" $(( $1 + 50 ))); do [ -e "/tmp/.X11-unix/X$n" ] || [ -e "/tmp/.X$n-lock" ] || { echo "$n"; return; }; done; return 1; }
+# One after the other: on a machine where /tmp/.X11-unix does not exist yet, two X servers
+# starting together race to create it, and the loser gives up ("Cannot create /tmp/.X11-unix").
 ALICE_DISPLAY=$(pick_display 91)
 spawn "$WORK/xvfb-alice.log" Xvfb ":$ALICE_DISPLAY" -screen 0 1280x800x24 -nolisten tcp
+wait_for 10 "Xvfb" test -e "/tmp/.X11-unix/X$ALICE_DISPLAY"
 BOB_DISPLAY=$(pick_display $(( ALICE_DISPLAY + 1 )))
 spawn "$WORK/xvfb-bob.log" Xvfb ":$BOB_DISPLAY" -screen 0 1280x800x24 -nolisten tcp
-wait_for 10 "Xvfb" test -e "/tmp/.X11-unix/X$ALICE_DISPLAY"
 wait_for 10 "Xvfb" test -e "/tmp/.X11-unix/X$BOB_DISPLAY"
 
 # Each user gets a private D-Bus session (tests/e2e/session.sh): Bob's has dunst and a
