@@ -193,6 +193,9 @@ impl Common {
     }
 }
 
+/// The N of issue 5's fan-out target.
+const TARGET_CLIENTS: usize = 1_000;
+
 /// Users the realistic scenario needs: 100 rooms of 10.
 const REALISTIC_USERS: usize = 1_000;
 
@@ -265,9 +268,12 @@ async fn run(cli: Cli) -> Result<()> {
                 } else {
                     plan.clone()
                 };
+                // The target compares Natter with node-ws at N = 1,000 at equal offered load:
+                // node-ws runs every step there, even saturated (its drain costs ~40 s).
+                let every_step_at = (k == Kind::Ws).then_some(TARGET_CLIENTS);
                 results
                     .fanout
-                    .extend(scenarios::fanout(&env, k, &plan).await?);
+                    .extend(scenarios::fanout(&env, k, &plan, every_step_at).await?);
             }
             let kinds = common.chat_kinds()?;
             eprintln!("== scenario 4: 1% of clients stop reading");
@@ -301,7 +307,7 @@ async fn run(cli: Cli) -> Result<()> {
             for k in common.kinds()? {
                 results
                     .fanout
-                    .extend(scenarios::fanout(&env, k, &[(clients, rates.clone())]).await?);
+                    .extend(scenarios::fanout(&env, k, &[(clients, rates.clone())], None).await?);
             }
         }
         Cmd::Idle { common } => {

@@ -70,8 +70,14 @@ pub struct FanoutRow {
 }
 
 /// Scenario 1: for each N (ascending, the same sockets reused as N grows), publish at each rate
-/// of the ladder until the server stops keeping up.
-pub async fn fanout(env: &Env, kind: Kind, plan: &[(usize, Vec<f64>)]) -> Result<Vec<FanoutRow>> {
+/// of the ladder until the server stops keeping up; at N = `every_step_at` it runs every rate,
+/// saturated or not, so it can be compared with Natter at each of them.
+pub async fn fanout(
+    env: &Env,
+    kind: Kind,
+    plan: &[(usize, Vec<f64>)],
+    every_step_at: Option<usize>,
+) -> Result<Vec<FanoutRow>> {
     let server = env.start(kind).await?;
     let mut swarm = Swarm::new(kind);
     let mut rows = Vec::new();
@@ -109,7 +115,7 @@ pub async fn fanout(env: &Env, kind: Kind, plan: &[(usize, Vec<f64>)]) -> Result
                 connect_secs,
                 step,
             });
-            if !kept_up {
+            if !kept_up && every_step_at != Some(*n) {
                 break;
             }
         }
