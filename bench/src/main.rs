@@ -202,7 +202,8 @@ const REALISTIC_USERS: usize = 1_000;
 /// The fan-out plan: for each N the publish rates (messages/s), chosen so every N passes
 /// through 50,000 deliveries/s (the target's load) and then doubles up to 800,000 deliveries/s,
 /// past where every server saturated on the 2-core machine (a server stops at its first
-/// saturated step, so the higher steps cost time only for those that keep up).
+/// saturated step, node-ws at N = 1,000 excepted, so the higher steps cost time only for those
+/// that keep up).
 fn fanout_plan(max_clients: usize) -> Vec<(usize, Vec<f64>)> {
     let plan = vec![
         // Natter's per-user rate limit is 20 messages/s by default: 100 users stay under it.
@@ -213,14 +214,6 @@ fn fanout_plan(max_clients: usize) -> Vec<(usize, Vec<f64>)> {
     plan.into_iter()
         .filter(|(n, _)| *n <= max_clients)
         .collect()
-}
-
-/// The floor's share of the fan-out plan in `natter-bench all`: every step of it. Measured on
-/// the 2-core machine: 16 + 17 + 19 s for N = 100, 1,000, 5,000 (it connects fast and keeps up,
-/// so each step is its 4 s window), under the minute budgeted for it; were it more, N = 1,000
-/// alone (the target's N) would do.
-fn floor_plan(plan: &[(usize, Vec<f64>)]) -> Vec<(usize, Vec<f64>)> {
-    plan.to_vec()
 }
 
 fn main() -> Result<()> {
@@ -262,12 +255,8 @@ async fn run(cli: Cli) -> Result<()> {
             let env = common.env(common.max_clients.max(REALISTIC_USERS)).await?;
             let plan = fanout_plan(common.max_clients);
             eprintln!("== scenario 1: fan-out in one room");
+            // Every server, the floor reference included, runs the same ladder.
             for &k in &kinds {
-                let plan = if k == Kind::Floor {
-                    floor_plan(&plan)
-                } else {
-                    plan.clone()
-                };
                 // The target compares Natter with node-ws at N = 1,000 at equal offered load:
                 // node-ws runs every step there, even saturated (its drain costs ~40 s).
                 let every_step_at = (k == Kind::Ws).then_some(TARGET_CLIENTS);
