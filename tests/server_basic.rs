@@ -120,6 +120,10 @@ async fn message_reaches_every_device_of_every_member_once() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
+    // Carol and Dave stay offline, so the room has more members than online users and the
+    // fan-out walks the online users instead of the members.
+    server.register("carol").await;
+    server.register("dave").await;
     let mut a1 = server.connect(&alice.token).await;
     let mut a2 = server.connect(&alice.token).await;
     let mut b = server.connect(&bob.token).await;

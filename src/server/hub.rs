@@ -242,9 +242,22 @@ impl State {
         except: Option<ConnId>,
         out: &mut Outgoing,
     ) {
-        if let Some(c) = self.convs.get(&conv) {
+        let Some(c) = self.convs.get(&conv) else {
+            return;
+        };
+        // Walk whichever is smaller: a big room usually has far more members than are online
+        // (the default room holds every user), and this walk comes before the first write.
+        if c.members.len() <= self.conns.len() {
             for user in c.members.keys() {
                 self.push_user(*user, frame, except, out);
+            }
+        } else {
+            for (user, conns) in &self.conns {
+                if c.members.contains_key(user) {
+                    for conn in conns.iter().filter(|conn| Some(conn.id) != except) {
+                        out.push(conn, frame);
+                    }
+                }
             }
         }
     }
