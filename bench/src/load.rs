@@ -10,7 +10,6 @@
 use crate::procfs;
 use crate::target::{self, Dest, Kind, Ws};
 use anyhow::{anyhow, Result};
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -59,6 +58,9 @@ struct StepState {
     got: Vec<u32>,
     /// Latency in microseconds.
     hist: Histogram<u64>,
+    /// How late the pacer handed each measured message to its client, in microseconds: the
+    /// generator's own share of every latency above.
+    late: Histogram<u64>,
     unique: u64,
     duplicates: u64,
 }
@@ -85,6 +87,7 @@ impl Recorder {
                 expected: Vec::new(),
                 got: Vec::new(),
                 hist: new_hist(),
+                late: new_hist(),
                 unique: 0,
                 duplicates: 0,
             }),
@@ -131,14 +134,12 @@ pub struct Client {
     pause: Arc<AtomicBool>,
     /// The server's default room (Natter) for the fan-out scenario.
     pub general: Option<i64>,
-    tasks: [JoinHandle<()>; 2],
+    task: JoinHandle<()>,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.task.abort();
     }
 }
 
@@ -249,49 +250,20 @@ impl Swarm {
     }
 
     fn spawn_client(&self, ws: Ws, general: Option<i64>) -> Client {
-        let (sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::unbounded_channel();
         let pause = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn(write_loop(sink, rx));
-        let rec = self.recorder.clone();
-        let kind = self.kind;
-        let pong = tx.clone();
-        let paused = pause.clone();
-        let reader = tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                match msg {
-                    Ok(Message::Text(t)) => {
-                        let t = t.as_str();
-                        if kind.is_delivery(t) {
-                            rec.on_delivery(t);
-                        } else if kind == Kind::Sio && t == "2" {
-                            // Engine.IO heartbeat: the server pings, the client answers.
-                            let _ = pong.send(Message::text("3"));
-                        } else if t.starts_with(r#"{"type":"error""#) {
-                            rec.errors.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            rec.other_frames.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(Message::Close(_)) | Err(_) => {
-                        rec.closed.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Ok(_) => {}
-                }
-                if paused.load(Ordering::Relaxed) {
-                    // Keep the socket open but never read again: the server must cope.
-                    let _keep = stream;
-                    std::future::pending::<()>().await;
-                    unreachable!();
-                }
-            }
-        });
+        let task = tokio::spawn(client_loop(
+            ws,
+            rx,
+            self.recorder.clone(),
+            self.kind,
+            pause.clone(),
+        ));
         Client {
             tx,
             pause,
             general,
-            tasks: [writer, reader],
+            task,
         }
     }
 
@@ -369,6 +341,7 @@ impl Swarm {
             s.expected = vec![0; (total - warm_n) as usize];
             s.got = vec![0; (total - warm_n) as usize];
             s.hist.reset();
+            s.late.reset();
             s.unique = 0;
             s.duplicates = 0;
         }
@@ -377,6 +350,7 @@ impl Swarm {
         let me = std::process::id();
         let mut at_measure: Option<(Instant, procfs::Sample, procfs::Sample)> = None;
         let start = Instant::now();
+        let mut beats = metronome(start, rate, total);
         let mut seq = 0u64;
         let mut last_tick = start;
         let mut expected_total = 0u64;
@@ -395,8 +369,10 @@ impl Swarm {
                 let text = make_text(step, seq, self.recorder.nanos_at(intended));
                 let (who, dest, deliveries) = route(self, seq);
                 if seq >= warm_n {
+                    let late = Instant::now().saturating_duration_since(intended);
                     let mut s = self.recorder.state.lock().expect("recorder lock");
                     s.expected[(seq - warm_n) as usize] = deliveries;
+                    s.late.saturating_record((late.as_micros() as u64).max(1));
                     expected_total += deliveries as u64;
                 }
                 let id = self.next_request_id();
@@ -407,7 +383,12 @@ impl Swarm {
                 last_tick = Instant::now();
                 tick(self);
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Wake for the next message, or for the tick.
+            let tick_at = last_tick + Duration::from_millis(10);
+            tokio::select! {
+                _ = beats.recv() => {}
+                _ = tokio::time::sleep_until(tick_at.into()) => {}
+            }
         }
         let (t0, server0, me0) = match at_measure {
             Some(m) => m,
@@ -452,6 +433,8 @@ impl Swarm {
             p50_us: s.hist.value_at_quantile(0.50),
             p99_us: s.hist.value_at_quantile(0.99),
             max_us: s.hist.max(),
+            pacer_late_p50_us: s.late.value_at_quantile(0.50),
+            pacer_late_p99_us: s.late.value_at_quantile(0.99),
             server_cpu_secs: server_cpu,
             server_cpu_pct: 100.0 * server_cpu / wall,
             server_usr_pct: 100.0 * (server1.user_secs - server0.user_secs) / wall,
@@ -469,21 +452,83 @@ impl Swarm {
     }
 }
 
-async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Message>) {
-    while let Some(msg) = rx.recv().await {
-        if sink.feed(msg).await.is_err() {
-            return;
-        }
-        // Everything already queued goes out with one flush.
-        while let Ok(msg) = rx.try_recv() {
-            if sink.feed(msg).await.is_err() {
+/// Beats at each message's due time (start + seq/rate, seq < total), from an OS thread: its
+/// sleep is late by tens of µs, while tokio's timer rounds every deadline up to its 1 ms tick,
+/// and however late the pacer sends a message counts in that message's latency. The thread
+/// ends after the last beat, or as soon as the receiver is gone.
+fn metronome(start: Instant, rate: f64, total: u64) -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for seq in 1..total {
+            let due = start + Duration::from_secs_f64(seq as f64 / rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if tx.send(()).is_err() {
                 return;
             }
         }
-        if sink.flush().await.is_err() {
+    });
+    rx
+}
+
+/// One client's socket, read and written by one task: the socket is not split, so a delivery
+/// costs the generator no lock between a reader half and a writer half (the generator's own
+/// cost per delivery is on the path of every latency it measures).
+async fn client_loop(
+    mut ws: Ws,
+    mut outgoing: mpsc::UnboundedReceiver<Message>,
+    rec: Arc<Recorder>,
+    kind: Kind,
+    paused: Arc<AtomicBool>,
+) {
+    loop {
+        // A paused client keeps its socket open but never reads again: the server must cope.
+        let reading = !paused.load(Ordering::Relaxed);
+        let failed = tokio::select! {
+            msg = ws.next(), if reading => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.as_str();
+                    if kind.is_delivery(t) {
+                        rec.on_delivery(t);
+                        false
+                    } else if kind == Kind::Sio && t == "2" {
+                        // Engine.IO heartbeat: the server pings, the client answers.
+                        ws.send(Message::text("3")).await.is_err()
+                    } else {
+                        if t.starts_with(r#"{"type":"error""#) {
+                            rec.errors.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            rec.other_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        false
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => true,
+                Some(Ok(_)) => false,
+            },
+            msg = outgoing.recv() => match msg {
+                Some(msg) => write_queued(&mut ws, msg, &mut outgoing).await.is_err(),
+                // The swarm is gone.
+                None => return,
+            },
+        };
+        if failed {
+            rec.closed.fetch_add(1, Ordering::Relaxed);
             return;
         }
     }
+}
+
+/// Write `first` and everything already queued behind it, with one flush.
+async fn write_queued(
+    ws: &mut Ws,
+    first: Message,
+    outgoing: &mut mpsc::UnboundedReceiver<Message>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    ws.feed(first).await?;
+    while let Ok(msg) = outgoing.try_recv() {
+        ws.feed(msg).await?;
+    }
+    ws.flush().await
 }
 
 /// The figures of one measured step.
@@ -501,6 +546,9 @@ pub struct StepResult {
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// How late the pacer sent the measured messages (see `StepState::late`).
+    pub pacer_late_p50_us: u64,
+    pub pacer_late_p99_us: u64,
     pub server_cpu_secs: f64,
     /// Of one core, over the measured window plus the drain.
     pub server_cpu_pct: f64,
@@ -543,6 +591,21 @@ mod tests {
         assert_eq!(parse_mark("@@1:2;"), None);
         assert_eq!(parse_mark("@@a:b:c;"), None);
         assert_eq!(parse_mark("@@1:2:3"), None);
+    }
+
+    #[tokio::test]
+    async fn the_metronome_beats_once_per_message_after_the_first_never_early() {
+        let start = Instant::now();
+        let rate = 200.0;
+        let mut beats = metronome(start, rate, 20);
+        let mut n = 0u64;
+        while beats.recv().await.is_some() {
+            n += 1;
+            let due = start + Duration::from_secs_f64(n as f64 / rate);
+            assert!(Instant::now() >= due, "beat {n} came early");
+        }
+        // Message 0 goes at once; beats are for messages 1..20.
+        assert_eq!(n, 19);
     }
 
     #[test]

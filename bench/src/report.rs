@@ -35,7 +35,36 @@ fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    format!("{cpu}, {cores} cores available to the generator, Linux {kernel}")
+    let sync = match disk_sync_ms(200) {
+        Ok((p50, p99)) => format!("{p50:.2} / {p99:.2} ms"),
+        Err(e) => format!("not measured ({e})"),
+    };
+    format!(
+        "{cpu}, {cores} cores available to the generator, Linux {kernel}; disk sync p50 / p99 {sync} \
+         (4 KiB overwrite + fdatasync where the servers keep their data: Natter pays one per commit \
+         before it fans a message out, the peers none)"
+    )
+}
+
+/// Time `n` syncs of a rewritten 4 KiB block in the temp dir (where every server's data
+/// directory is made): the floor under Natter's commit, which the disk sets, not Natter.
+fn disk_sync_ms(n: usize) -> std::io::Result<(f64, f64)> {
+    use std::io::{Seek, SeekFrom, Write as _};
+    let mut file = tempfile::tempfile()?;
+    let block = [7u8; 4096];
+    file.write_all(&block)?;
+    file.sync_all()?;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&block)?;
+        let t = std::time::Instant::now();
+        file.sync_data()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.50), at(0.99)))
 }
 
 /// The reference floor's name in the results (`Kind::Floor`).
@@ -435,6 +464,12 @@ mod tests {
     use super::*;
     use crate::load::StepResult;
 
+    #[test]
+    fn the_disk_sync_probe_times_real_syncs() {
+        let (p50, p99) = disk_sync_ms(20).unwrap();
+        assert!(p50 > 0.0 && p50 <= p99, "p50 {p50} p99 {p99}");
+    }
+
     fn row(server: &'static str, dpc: f64, usr: f64, sys: f64) -> FanoutRow {
         FanoutRow {
             server,
@@ -451,6 +486,8 @@ mod tests {
                 p50_us: 1_000,
                 p99_us: 5_000,
                 max_us: 9_000,
+                pacer_late_p50_us: 100,
+                pacer_late_p99_us: 900,
                 server_cpu_secs: 1.0,
                 server_cpu_pct: usr + sys,
                 server_usr_pct: usr,
