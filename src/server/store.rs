@@ -10,17 +10,10 @@
 //!
 //! Reads (history, replay, token checks, unread counts) use a small pool of separate read
 //! connections, which WAL lets run alongside the writer.
-//!
-//! Checkpoints (copying the WAL back into the database) are kept off the commit path: SQLite's
-//! automatic checkpoint would run inside whichever commit crossed 1,000 pages and hold that
-//! batch's acks and fan-out for milliseconds. The writer's connection has it turned off, and a
-//! checkpointer thread with its own connection runs a passive checkpoint (which never blocks
-//! the writer) once commits pause, or at least every [`CHECKPOINT_AT_MOST_EVERY`] while they go on.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
@@ -199,8 +192,7 @@ pub struct Store {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
-    /// The writer thread, then the checkpointer thread, joined in that order at shutdown.
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Current time in ms since the epoch.
@@ -210,13 +202,6 @@ pub fn now_ms() -> Millis {
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
 }
-
-/// The checkpointer waits for commits to pause this long, so a burst is checkpointed once, after
-/// it, not in the middle of its fan-out.
-const CHECKPOINT_QUIET: Duration = Duration::from_millis(50);
-/// ...but under steady traffic it checkpoints at least this often, which keeps the WAL to what
-/// this long of commits writes.
-pub const CHECKPOINT_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 /// The case-insensitive key of a user or room name.
 pub fn name_key(name: &str) -> String {
@@ -308,18 +293,14 @@ impl Store {
             path,
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
+            thread: Mutex::new(None),
         };
         Ok((store, snapshot))
     }
 
-    /// Start the writer thread (and the checkpointer it nudges). `hook` sees every commit's
-    /// outcomes in order.
+    /// Start the writer thread. `hook` sees every commit's outcomes in order.
     pub fn start_writer(&self, mut hook: CommitHook) -> Result<(), StoreError> {
         let mut conn = open_conn(&self.path)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = start_checkpointer(open_conn(&self.path)?)?;
-        let nudge = checkpointer.nudge;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("natter-writer".into())
@@ -341,17 +322,12 @@ impl Store {
                     if applied.is_err() {
                         tracing::error!("commit hook panicked; continuing");
                     }
-                    // Full means a nudge is already waiting: one is enough.
-                    let _ = nudge.try_send(());
                 }
                 tracing::debug!("writer thread finished");
-                // Dropping `nudge` here tells the checkpointer to finish.
             })
             .map_err(|e| StoreError::Join(e.to_string()))?;
         *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        threads.push(thread);
-        threads.push(checkpointer.thread);
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(())
     }
 
@@ -371,12 +347,11 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Stop accepting writes, let the writer commit everything already queued and the
-    /// checkpointer fold the WAL into the database, and wait for both.
+    /// Stop accepting writes, let the writer commit everything already queued, and wait for it.
     pub fn shutdown(&self) {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for thread in threads {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
     }
@@ -407,61 +382,6 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
-    }
-}
-
-/// The checkpointer thread and the way to tell it that something was committed.
-struct Checkpointer {
-    nudge: mpsc::SyncSender<()>,
-    thread: JoinHandle<()>,
-}
-
-/// Start the thread that checkpoints on `conn` after commits (see the module docs). It ends,
-/// after a last checkpoint that also empties the WAL file, when every nudge sender is gone.
-fn start_checkpointer(conn: Connection) -> Result<Checkpointer, StoreError> {
-    let (nudge, nudged) = mpsc::sync_channel::<()>(1);
-    let thread = std::thread::Builder::new()
-        .name("natter-checkpoint".into())
-        .spawn(move || {
-            while nudged.recv().is_ok() {
-                let first = Instant::now();
-                let mut open = true;
-                // Let the burst end, but not forever.
-                while first.elapsed() < CHECKPOINT_AT_MOST_EVERY {
-                    match nudged.recv_timeout(CHECKPOINT_QUIET) {
-                        Ok(()) => continue,
-                        Err(mpsc::RecvTimeoutError::Timeout) => break,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                }
-                if !open {
-                    break;
-                }
-                checkpoint(&conn, "PASSIVE");
-            }
-            checkpoint(&conn, "TRUNCATE");
-            tracing::debug!("checkpointer finished");
-        })
-        .map_err(|e| StoreError::Join(e.to_string()))?;
-    Ok(Checkpointer { nudge, thread })
-}
-
-/// Copy what the WAL holds into the database (`mode`: PASSIVE never waits for the writer or
-/// readers; TRUNCATE, once they are gone, also empties the WAL file).
-fn checkpoint(conn: &Connection, mode: &str) {
-    let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    });
-    match result {
-        Ok((busy, log, done)) => tracing::trace!(mode, busy, log, done, "checkpoint"),
-        Err(e) => tracing::warn!(error = %e, mode, "checkpoint failed"),
     }
 }
 
@@ -983,44 +903,6 @@ mod tests {
             client_msg_id: cmid,
             text: "t".into(),
         }
-    }
-
-    /// The WAL reaches the database by the checkpointer, not inside a commit: the writer has
-    /// SQLite's automatic checkpoint off, so without the checkpointer the database file would
-    /// not grow here (and with SQLite's default it would not either: 1,000 pages are far off).
-    #[tokio::test]
-    async fn commits_are_checkpointed_off_the_writer_and_shutdown_empties_the_wal() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("natter.db");
-        let wal = dir.path().join("natter.db-wal");
-        let store = open(dir.path());
-        let alice = register(&store, "alice").await;
-        let before = std::fs::metadata(&db).unwrap().len();
-        for _ in 0..100 {
-            let op = WriteOp::Send {
-                user: alice,
-                conv: Some(1),
-                to: None,
-                client_msg_id: Uuid::new_v4(),
-                text: "x".repeat(2_000),
-            };
-            store.write(op).await.unwrap();
-        }
-        let deadline = Instant::now() + CHECKPOINT_AT_MOST_EVERY * 5;
-        while std::fs::metadata(&db).unwrap().len() < before + 100 * 2_000 {
-            assert!(
-                Instant::now() < deadline,
-                "nothing was checkpointed: natter.db is {} bytes, the WAL {} bytes",
-                std::fs::metadata(&db).unwrap().len(),
-                std::fs::metadata(&wal).map_or(0, |m| m.len())
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        store.shutdown();
-        assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
-        let (_, snapshot) = Store::open(dir.path()).unwrap();
-        let general = snapshot.convs.iter().find(|c| c.id == 1).unwrap();
-        assert_eq!(general.last_seq, 100);
     }
 
     #[tokio::test]
