@@ -115,6 +115,13 @@ impl Outgoing {
     fn push(&mut self, c: &ConnHandle, frame: &WireFrame) {
         self.sends.push((c.id, c.out.clone(), frame.clone()));
     }
+
+    /// Push `frame` to each of one user's connections `conns` except `except`.
+    fn push_all(&mut self, conns: &[ConnHandle], frame: &WireFrame, except: Option<ConnId>) {
+        for c in conns.iter().filter(|c| Some(c.id) != except) {
+            self.push(c, frame);
+        }
+    }
 }
 
 struct ConvEntry {
@@ -206,9 +213,7 @@ impl State {
         out: &mut Outgoing,
     ) {
         if let Some(conns) = self.conns.get(&user) {
-            for c in conns.iter().filter(|c| Some(c.id) != except) {
-                out.push(c, frame);
-            }
+            out.push_all(conns, frame, except);
         }
     }
 
@@ -254,9 +259,7 @@ impl State {
         } else {
             for (user, conns) in &self.conns {
                 if c.members.contains_key(user) {
-                    for conn in conns.iter().filter(|conn| Some(conn.id) != except) {
-                        out.push(conn, frame);
-                    }
+                    out.push_all(conns, frame, except);
                 }
             }
         }
