@@ -427,8 +427,12 @@ pub enum ServerFrame {
         conv: ConvId,
         messages: Vec<Message>,
     },
-    /// A user came online or went offline.
-    Presence { username: String, online: bool },
+    /// Users who came online or went offline since the last presence frame, each named once
+    /// by their latest state, sorted. Never names the receiving user.
+    Presence {
+        online: Vec<String>,
+        offline: Vec<String>,
+    },
     /// Someone is typing in a conversation.
     Typing {
         #[ts(type = "number")]

@@ -428,14 +428,41 @@ async fn next_text(ws: &mut Ws) -> Result<String> {
 async fn await_hello(ws: &mut Ws) -> Result<i64> {
     loop {
         let text = next_text(ws).await?;
-        if let Ok(ServerFrame::Hello { conversations, .. }) = serde_json::from_str(&text) {
-            return conversations
-                .iter()
-                .find(|c| c.kind == ConvKind::Room && c.name == protocol::limits::DEFAULT_ROOM)
-                .map(|c| c.id)
-                .ok_or_else(|| anyhow!("hello without the default room"));
+        if let Some(general) = default_room_in_hello(&text) {
+            return general;
         }
     }
+}
+
+/// The default room's id when `text` is a hello. Only the conversations are read: the hello
+/// also names every online user (thousands of names in the idle scenario), and parsing it as a
+/// whole `ServerFrame` (an internally tagged enum, buffered and copied by serde) made the
+/// generator, not the server, the slow side of opening connections.
+fn default_room_in_hello(text: &str) -> Option<Result<i64>> {
+    #[derive(serde::Deserialize)]
+    struct Hello {
+        #[serde(rename = "type")]
+        kind: String,
+        conversations: Vec<Conv>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Conv {
+        id: i64,
+        kind: ConvKind,
+        name: String,
+    }
+    let hello: Hello = serde_json::from_str(text).ok()?;
+    if hello.kind != "hello" {
+        return None;
+    }
+    Some(
+        hello
+            .conversations
+            .iter()
+            .find(|c| c.kind == ConvKind::Room && c.name == protocol::limits::DEFAULT_ROOM)
+            .map(|c| c.id)
+            .ok_or_else(|| anyhow!("hello without the default room")),
+    )
 }
 
 /// Engine.IO v4 open (`0{...}`), then a socket.io CONNECT to the main namespace (`40`).
@@ -502,6 +529,50 @@ async fn await_reply(ws: &mut Ws, id: u64) -> Result<ServerFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The light hello reader finds the default room in what the protocol type encodes, skips
+    /// other frames, and says so when the room is missing.
+    #[test]
+    fn the_default_room_is_read_from_a_real_hello() {
+        let conv = |id, kind, name: &str| protocol::Conversation {
+            id,
+            kind,
+            name: name.into(),
+            peer: None,
+            member_count: 2,
+            last_seq: 0,
+            last_read: 0,
+        };
+        let hello = |conversations| ServerFrame::Hello {
+            protocol: protocol::PROTOCOL_VERSION,
+            user: protocol::User {
+                username: "u1".into(),
+                display_name: "u1".into(),
+                avatar: String::new(),
+            },
+            server_time: 1,
+            heartbeat_ms: 25_000,
+            conversations,
+            online: vec!["u0".into(), "u1".into()],
+            unread: Vec::new(),
+        };
+        let general = protocol::limits::DEFAULT_ROOM;
+        let text = serde_json::to_string(&hello(vec![
+            conv(4, ConvKind::Dm, general),
+            conv(9, ConvKind::Room, "other"),
+            conv(3, ConvKind::Room, general),
+        ]))
+        .unwrap();
+        assert_eq!(default_room_in_hello(&text).unwrap().unwrap(), 3);
+        let text = serde_json::to_string(&hello(vec![conv(9, ConvKind::Room, "other")])).unwrap();
+        assert!(default_room_in_hello(&text).unwrap().is_err());
+        let presence = serde_json::to_string(&ServerFrame::Presence {
+            online: vec!["u0".into()],
+            offline: Vec::new(),
+        })
+        .unwrap();
+        assert!(default_room_in_hello(&presence).is_none());
+    }
 
     #[test]
     fn deliveries_are_told_from_other_frames() {

@@ -725,16 +725,21 @@ impl Actor {
                     messages: messages.len(),
                 });
             }
-            ServerFrame::Presence { username, online } => {
+            ServerFrame::Presence { online, offline } => {
                 {
                     let mut set = self.shared.online.lock().unwrap_or_else(|e| e.into_inner());
-                    if online {
-                        set.insert(username.clone());
-                    } else {
-                        set.remove(&username);
+                    for name in &offline {
+                        set.remove(name);
                     }
+                    set.extend(online.iter().cloned());
                 }
-                self.shared.emit(ClientEvent::Presence { username, online });
+                let changes = offline
+                    .into_iter()
+                    .map(|name| (name, false))
+                    .chain(online.into_iter().map(|name| (name, true)));
+                for (username, online) in changes {
+                    self.shared.emit(ClientEvent::Presence { username, online });
+                }
             }
             ServerFrame::Typing { conv, username } => {
                 if username != self.shared.user.username {

@@ -10,12 +10,13 @@
 //! (see [`super::outbound`]) and dropped from the hub, so one slow reader never slows a room.
 //!
 //! Presence is per user (two devices are one online user) and is pushed to every connected user,
-//! in batches: changes wait up to [`PRESENCE_WINDOW`] and then go out together, every pending
-//! change to each connection in one write ([`Hub::run_presence`]). When thousands of clients
-//! reconnect at once (a server restart), announcing each one to everyone else separately would
-//! cost a write per pair, N² in all; batched it is one write per connection per window.
+//! in batches: changes wait up to [`PRESENCE_WINDOW`] and then go out together as one frame,
+//! encoded once and shared by every connection but those of the users it names
+//! ([`Hub::run_presence`]). When thousands of clients reconnect at once (a server restart),
+//! announcing each one to everyone else separately would cost a write and a frame per pair, N²
+//! in all; batched it is one frame per connection per window.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,7 +30,7 @@ use crate::protocol::{
 };
 
 use super::auth::TokenHash;
-use super::outbound::{FrameRun, Outlet, WireFrame};
+use super::outbound::{Outlet, WireFrame};
 use super::store::{name_key, now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
 
 /// How long a presence change may wait to go out with others. Reconnects make presence the
@@ -139,15 +140,79 @@ struct State {
     rooms: HashMap<String, ConvId>,
     user_convs: HashMap<UserId, HashSet<ConvId>>,
     conns: HashMap<UserId, Vec<ConnHandle>>,
+    /// Usernames of the users with a connection, kept sorted as they come and go: every hello
+    /// carries this list, and rebuilding it per hello (clone and sort every name under the
+    /// lock) made a reconnect storm of N users cost N² and stall the hub.
+    online: BTreeSet<String>,
     owner: HashMap<ConnId, UserId>,
-    /// Presence changes not yet sent, oldest first, with the user each is about.
-    presence: Vec<(UserId, WireFrame)>,
+    /// Presence changes not yet sent, oldest first: who, and whether now online.
+    presence: Vec<(UserId, bool)>,
     shutting_down: bool,
+}
+
+/// [`ServerFrame::Hello`] as it is written: the same JSON, but borrowing the hub's state, so
+/// the online list is serialised straight from [`State::online`] without copying a name.
+#[derive(serde::Serialize)]
+struct HelloOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    protocol: u32,
+    user: &'a User,
+    server_time: crate::protocol::Millis,
+    heartbeat_ms: u64,
+    conversations: &'a [Conversation],
+    online: Names<'a>,
+    unread: &'a [Unread],
+}
+
+struct Names<'a>(&'a BTreeSet<String>);
+
+impl serde::Serialize for Names<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0)
+    }
 }
 
 /// Encode a frame once; the result is shared by every recipient.
 pub fn encode(frame: &ServerFrame) -> WireFrame {
     WireFrame::json(frame)
+}
+
+/// Each changed user once, by their latest state, sorted by username: a user who dropped and
+/// came back within the window is simply online.
+fn net_presence(state: &State, changes: Vec<(UserId, bool)>) -> Vec<(UserId, String, bool)> {
+    let mut latest: HashMap<UserId, bool> = HashMap::new();
+    for (user, online) in changes {
+        latest.insert(user, online);
+    }
+    let mut net: Vec<(UserId, String, bool)> = latest
+        .into_iter()
+        .filter_map(|(user, online)| {
+            let name = state.users.get(&user)?.username.clone();
+            Some((user, name, online))
+        })
+        .collect();
+    net.sort_by(|a, b| a.1.cmp(&b.1));
+    net
+}
+
+/// The presence frame for `changes`, leaving out `skip`'s own; None when nothing is left.
+fn presence_frame(changes: &[(UserId, String, bool)], skip: Option<UserId>) -> Option<WireFrame> {
+    let (mut online, mut offline) = (Vec::new(), Vec::new());
+    for (user, name, is_online) in changes {
+        if Some(*user) != skip {
+            if *is_online {
+                &mut online
+            } else {
+                &mut offline
+            }
+            .push(name.clone());
+        }
+    }
+    if online.is_empty() && offline.is_empty() {
+        return None;
+    }
+    Some(encode(&ServerFrame::Presence { online, offline }))
 }
 
 /// The answer frame for request `req`.
@@ -189,17 +254,6 @@ impl State {
         })
     }
 
-    fn online_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .conns
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .filter_map(|(u, _)| self.users.get(u).map(|u| u.username.clone()))
-            .collect();
-        names.sort();
-        names
-    }
-
     fn is_online(&self, user: UserId) -> bool {
         self.conns.get(&user).is_some_and(|v| !v.is_empty())
     }
@@ -230,14 +284,8 @@ impl State {
 
     /// Queue a presence change for the next batch.
     fn announce(&mut self, user: UserId, online: bool, out: &mut Outgoing) {
-        if let Some(u) = self.users.get(&user) {
-            let frame = encode(&ServerFrame::Presence {
-                username: u.username.clone(),
-                online,
-            });
-            self.presence.push((user, frame));
-            out.presence = true;
-        }
+        self.presence.push((user, online));
+        out.presence = true;
     }
 
     fn push_members(
@@ -285,6 +333,9 @@ impl State {
         };
         if now_offline {
             self.conns.remove(&user);
+            if let Some(u) = self.users.get(&user) {
+                self.online.remove(&u.username);
+            }
             self.announce(user, false, out);
         }
     }
@@ -389,7 +440,8 @@ impl Hub {
             if state.shutting_down {
                 return;
             }
-            let changes = std::mem::take(&mut state.presence);
+            let pending = std::mem::take(&mut state.presence);
+            let changes = net_presence(&state, pending);
             let recipients: Vec<(UserId, ConnId, Arc<dyn Outlet>)> = state
                 .conns
                 .iter()
@@ -397,15 +449,21 @@ impl Hub {
                 .collect();
             drop(state);
             let mut out = Outgoing::default();
-            let frames: Vec<WireFrame> = changes.iter().map(|(_, f)| f.clone()).collect();
-            let run = FrameRun::new(&frames);
-            let mut pieces: Vec<WireFrame> = Vec::new();
+            let everyone = presence_frame(&changes, None);
+            // The users named in the batch get it without their own change.
+            let mut without: HashMap<UserId, Option<WireFrame>> = HashMap::new();
             for (user, conn, outlet) in recipients {
-                // Everything but the changes about the recipient itself: usually one piece.
-                pieces.clear();
-                run.select(|i| changes[i].0 != user, &mut pieces);
-                if !pieces.is_empty() && outlet.push(&pieces).is_err() {
-                    out.dead.push(conn);
+                let frame = if changes.iter().any(|(u, _, _)| *u == user) {
+                    without
+                        .entry(user)
+                        .or_insert_with(|| presence_frame(&changes, Some(user)))
+                } else {
+                    &everyone
+                };
+                if let Some(frame) = frame {
+                    if outlet.push(std::slice::from_ref(frame)).is_err() {
+                        out.dead.push(conn);
+                    }
                 }
             }
             // Drops the connections that could not take the batch (and announces them).
@@ -447,24 +505,23 @@ impl Hub {
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         convs.sort_unstable();
-        let conversations = convs
+        let conversations: Vec<Conversation> = convs
             .iter()
             .filter_map(|c| state.conversation(*c, user))
             .collect();
         let was_online = state.is_online(user);
-        let mut online = state.online_names();
         if !was_online {
-            online.push(profile.username.clone());
-            online.sort();
+            state.online.insert(profile.username.clone());
         }
-        let hello = encode(&ServerFrame::Hello {
+        let hello = WireFrame::json(&HelloOut {
+            kind: "hello",
             protocol: PROTOCOL_VERSION,
-            user: profile.clone(),
+            user: &profile,
             server_time: now_ms(),
             heartbeat_ms: self.heartbeat_ms,
-            conversations,
-            online,
-            unread,
+            conversations: &conversations,
+            online: Names(&state.online),
+            unread: &unread,
         });
         // Nothing is queued yet, so the hello always fits; a socket that already failed is
         // found by its own task.
@@ -808,6 +865,172 @@ impl Hub {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Keeps every frame pushed to it.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<WireFrame>>);
+
+    impl Outlet for Capture {
+        fn push(&self, frames: &[WireFrame]) -> Result<(), super::super::outbound::PushError> {
+            self.0.lock().unwrap().extend_from_slice(frames);
+            Ok(())
+        }
+    }
+
+    fn hub_with(names: &[&str]) -> Hub {
+        let users = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| super::super::store::UserRow {
+                id: i as UserId + 1,
+                user: User {
+                    username: n.to_string(),
+                    display_name: n.to_uppercase(),
+                    avatar: "🙂".into(),
+                },
+            })
+            .collect();
+        let general = super::super::store::ConvRow {
+            id: 1,
+            kind: ConvKind::Room,
+            name: limits::DEFAULT_ROOM.into(),
+            last_seq: 7,
+            members: (1..=names.len() as UserId).map(|u| (u, 0)).collect(),
+        };
+        Hub::new(
+            Snapshot {
+                users,
+                convs: vec![general],
+            },
+            25_000,
+        )
+    }
+
+    /// Connect `user` and return the hello it was sent, parsed as the client parses it.
+    fn connect(hub: &Hub, user: UserId) -> (ConnHandle, ServerFrame) {
+        let (handle, hello, _) = connect_capturing(hub, user);
+        (handle, hello)
+    }
+
+    /// [`connect`], also returning everything the connection is sent later.
+    fn connect_capturing(hub: &Hub, user: UserId) -> (ConnHandle, ServerFrame, Arc<Capture>) {
+        let out = Arc::new(Capture::default());
+        let handle = hub
+            .register(user, [0; 32], Vec::new(), out.clone(), Arc::default())
+            .expect("registered");
+        let first = out.0.lock().unwrap()[0].clone();
+        let hello = serde_json::from_slice(first.payload()).expect("hello parses as a ServerFrame");
+        // Byte for byte what encoding the protocol type gives: no field more, less or moved.
+        assert_eq!(encode(&hello).payload(), first.payload());
+        out.0.lock().unwrap().clear();
+        (handle, hello, out)
+    }
+
+    fn frames_of(out: &Capture) -> Vec<ServerFrame> {
+        let frames = std::mem::take(&mut *out.0.lock().unwrap());
+        frames
+            .iter()
+            .map(|f| serde_json::from_slice(f.payload()).unwrap())
+            .collect()
+    }
+
+    fn presence(online: &[&str], offline: &[&str]) -> ServerFrame {
+        let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect();
+        ServerFrame::Presence {
+            online: names(online),
+            offline: names(offline),
+        }
+    }
+
+    /// Changes within one window go out as one frame per connection, each user named once by
+    /// their latest state (bob dropped and came back: online), sorted; a user named in the
+    /// batch gets it without their own change, and one whose only change is their own gets
+    /// nothing. Dave left after coming online: offline.
+    #[tokio::test]
+    async fn presence_changes_in_a_window_go_out_as_one_net_frame_without_your_own() {
+        let hub = Arc::new(hub_with(&["alice", "bob", "carol", "dave"]));
+        tokio::spawn(hub.clone().run_presence());
+        let (_a, _, alice) = connect_capturing(&hub, 1);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert!(frames_of(&alice).is_empty(), "alone: nobody to tell about");
+
+        let (_c, _, carol) = connect_capturing(&hub, 3);
+        let (bob1, _, _) = connect_capturing(&hub, 2);
+        hub.unregister(bob1.id);
+        let (_b, _, bob) = connect_capturing(&hub, 2);
+        let (dave1, _, _) = connect_capturing(&hub, 4);
+        hub.unregister(dave1.id);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+
+        assert_eq!(frames_of(&alice), [presence(&["bob", "carol"], &["dave"])]);
+        assert_eq!(frames_of(&bob), [presence(&["carol"], &["dave"])]);
+        assert_eq!(frames_of(&carol), [presence(&["bob"], &["dave"])]);
+
+        let (_c2, _, carol2) = connect_capturing(&hub, 3);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert!(
+            frames_of(&carol2).is_empty() && frames_of(&alice).is_empty(),
+            "a second device of an online user changes nobody's presence"
+        );
+        hub.shutdown();
+    }
+
+    fn online_of(hello: &ServerFrame) -> Vec<&str> {
+        match hello {
+            ServerFrame::Hello { online, .. } => online.iter().map(String::as_str).collect(),
+            other => panic!("not a hello: {other:?}"),
+        }
+    }
+
+    /// The hello written from the hub's borrowed state is the protocol's `Hello`, field for
+    /// field; its online list is sorted, includes the new user, counts a user with two devices
+    /// once, and drops a user whose last connection went.
+    #[test]
+    fn hello_lists_who_is_online_sorted_and_matches_the_protocol_type() {
+        let hub = hub_with(&["dave", "bob", "carol", "alice"]);
+        let (_dave, hello) = connect(&hub, 1);
+        assert_eq!(online_of(&hello), ["dave"]);
+        let (bob1, _) = connect(&hub, 2);
+        let (bob2, _) = connect(&hub, 2);
+        let (_carol, hello) = connect(&hub, 3);
+        assert_eq!(online_of(&hello), ["bob", "carol", "dave"]);
+
+        hub.unregister(bob1.id);
+        let (_alice, hello) = connect(&hub, 4);
+        assert_eq!(
+            online_of(&hello),
+            ["alice", "bob", "carol", "dave"],
+            "bob still has a device"
+        );
+        hub.unregister(bob2.id);
+        let (_, hello) = connect(&hub, 4);
+        assert_eq!(
+            online_of(&hello),
+            ["alice", "carol", "dave"],
+            "bob's last device went"
+        );
+
+        let ServerFrame::Hello {
+            protocol,
+            user,
+            heartbeat_ms,
+            conversations,
+            unread,
+            ..
+        } = &hello
+        else {
+            unreachable!()
+        };
+        assert_eq!(*protocol, PROTOCOL_VERSION);
+        assert_eq!(user.username, "alice");
+        assert_eq!(user.display_name, "ALICE");
+        assert_eq!(*heartbeat_ms, 25_000);
+        assert!(unread.is_empty());
+        assert_eq!(conversations.len(), 1);
+        assert_eq!(conversations[0].name, limits::DEFAULT_ROOM);
+        assert_eq!(conversations[0].last_seq, 7);
+        assert_eq!(conversations[0].member_count, 4);
+    }
 
     /// `fired` resolves when another task fires, keeps the first code, and resolves at once
     /// once fired; it does not resolve before.

@@ -97,46 +97,6 @@ impl WireFrame {
     }
 }
 
-/// Frames back to back in one buffer, so any selection of them goes to a socket as a few
-/// slices of shared bytes (adjacent frames in one slice) instead of one piece per frame.
-pub struct FrameRun {
-    bytes: Bytes,
-    /// Where each frame ends in `bytes`.
-    ends: Vec<usize>,
-}
-
-impl FrameRun {
-    pub fn new(frames: &[WireFrame]) -> FrameRun {
-        let mut buf = Vec::with_capacity(frames.iter().map(|f| f.0.len()).sum());
-        let mut ends = Vec::with_capacity(frames.len());
-        for f in frames {
-            buf.extend_from_slice(&f.0);
-            ends.push(buf.len());
-        }
-        FrameRun {
-            bytes: Bytes::from(buf),
-            ends,
-        }
-    }
-
-    /// The frames `i` for which `keep(i)`, in order, as few pieces as possible, into `out`.
-    pub fn select(&self, keep: impl Fn(usize) -> bool, out: &mut Vec<WireFrame>) {
-        let mut piece: Option<(usize, usize)> = None;
-        let mut start = 0;
-        for (i, &end) in self.ends.iter().enumerate() {
-            if keep(i) {
-                piece = Some((piece.map_or(start, |(s, _)| s), end));
-            } else if let Some((s, e)) = piece.take() {
-                out.push(WireFrame(self.bytes.slice(s..e)));
-            }
-            start = end;
-        }
-        if let Some((s, e)) = piece {
-            out.push(WireFrame(self.bytes.slice(s..e)));
-        }
-    }
-}
-
 /// Why a frame could not be queued for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -548,31 +508,6 @@ mod tests {
         }
         assert_eq!(out.push(std::slice::from_ref(&big)), Err(PushError::Full));
         assert_eq!(kill.code(), Some(close::SLOW_CONSUMER));
-    }
-
-    /// A selection from a run comes out as the chosen frames' exact bytes, in order, in one
-    /// piece per stretch of adjacent chosen frames.
-    #[test]
-    fn a_frame_run_gives_any_selection_in_as_few_pieces_as_possible() {
-        let frames: Vec<WireFrame> = (0..5).map(|i| WireFrame::json(&i.to_string())).collect();
-        let run = FrameRun::new(&frames);
-        for (keep, pieces) in [
-            (vec![0, 1, 2, 3, 4], 1),
-            (vec![0, 1, 3, 4], 2),
-            (vec![1, 2, 3], 1),
-            (vec![0, 2, 4], 3),
-            (vec![], 0),
-        ] {
-            let mut out = Vec::new();
-            run.select(|i| keep.contains(&i), &mut out);
-            assert_eq!(out.len(), pieces, "{keep:?}");
-            let got: Vec<u8> = out.iter().flat_map(|p| p.as_bytes().to_vec()).collect();
-            let want: Vec<u8> = keep
-                .iter()
-                .flat_map(|&i| frames[i].as_bytes().to_vec())
-                .collect();
-            assert_eq!(got, want, "{keep:?}");
-        }
     }
 
     /// Closing drops queued frames but finishes one already partly written, refuses pushes,
