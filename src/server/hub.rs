@@ -450,15 +450,15 @@ impl Hub {
             drop(state);
             let mut out = Outgoing::default();
             let everyone = presence_frame(&changes, None);
-            // The users named in the batch get it without their own change.
-            let mut without: HashMap<UserId, Option<WireFrame>> = HashMap::new();
+            // The users named in the batch get it without their own change, encoded the first
+            // time one of their connections comes up (a storm names hundreds per window, so
+            // the lookup must not walk the changes for every recipient).
+            let mut without: HashMap<UserId, Option<Option<WireFrame>>> =
+                changes.iter().map(|(u, _, _)| (*u, None)).collect();
             for (user, conn, outlet) in recipients {
-                let frame = if changes.iter().any(|(u, _, _)| *u == user) {
-                    without
-                        .entry(user)
-                        .or_insert_with(|| presence_frame(&changes, Some(user)))
-                } else {
-                    &everyone
+                let frame = match without.get_mut(&user) {
+                    Some(own) => own.get_or_insert_with(|| presence_frame(&changes, Some(user))),
+                    None => &everyone,
                 };
                 if let Some(frame) = frame {
                     if outlet.push(std::slice::from_ref(frame)).is_err() {
