@@ -195,10 +195,11 @@ async fn two_users_chat_in_a_room_and_a_dm() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match tokio::time::timeout_at(deadline, alice_rx.recv()).await {
-            Ok(Ok(ClientEvent::Presence {
-                username,
-                online: false,
-            })) if username == "bob" => break,
+            Ok(Ok(ClientEvent::Presence { offline, .. }))
+                if offline.contains(&"bob".to_string()) =>
+            {
+                break
+            }
             Ok(_) => {}
             Err(_) => panic!("no offline presence for bob"),
         }
@@ -663,4 +664,46 @@ async fn a_logout_made_offline_is_revoked_on_the_server_once_it_is_back() {
     // The new session is untouched.
     assert!(again.users().await.is_ok());
     again.shutdown().await;
+}
+
+/// A connection storm reaches the client as a few presence events naming many users each, not one
+/// event per user: the desktop redraws its people list once per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_storm_arrives_as_few_presence_events() {
+    const USERS: usize = 20;
+    let server = TestServer::start().await;
+    let (_dir, alice) = client(&server, server.register("alice").await).await;
+    let mut tokens = Vec::new();
+    for i in 0..USERS {
+        tokens.push(server.register(&format!("storm{i}")).await.token);
+    }
+    let mut events = alice.subscribe();
+    let sockets =
+        futures_util::future::join_all(tokens.iter().map(|token| server.connect(token))).await;
+
+    let mut seen = std::collections::BTreeSet::new();
+    let mut presence_events = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < USERS {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ClientEvent::Presence { online, offline })) => {
+                presence_events += 1;
+                assert!(offline.is_empty(), "nobody left: {offline:?}");
+                seen.extend(online);
+            }
+            Ok(Ok(_)) => {}
+            other => panic!(
+                "presence for {} of {USERS} users, then {other:?}",
+                seen.len()
+            ),
+        }
+    }
+    assert_eq!(seen.len(), USERS);
+    assert!(
+        presence_events < USERS,
+        "{USERS} users came online in {presence_events} events"
+    );
+    assert_eq!(alice.online().len(), USERS + 1);
+    drop(sockets);
+    alice.shutdown().await;
 }

@@ -41,12 +41,12 @@ pub mod events {
     pub const SETTINGS: &str = "natter://settings";
 }
 
-/// `natter://presence` payload.
+/// `natter://presence` payload: who came online and who went offline since the last one.
 #[derive(Debug, Clone, Serialize, TS)]
 #[ts(export)]
 pub struct PresenceEvent {
-    pub username: String,
-    pub online: bool,
+    pub online: Vec<String>,
+    pub offline: Vec<String>,
 }
 
 /// `natter://typing` payload.
@@ -516,10 +516,10 @@ impl Shell {
             | ClientEvent::ReadMarker { .. }
             | ClientEvent::Membership { .. }
             | ClientEvent::Synced => true,
-            ClientEvent::Presence { username, online } => {
+            ClientEvent::Presence { online, offline } => {
                 ui.emit(
                     events::PRESENCE,
-                    to_json(&PresenceEvent { username, online }),
+                    to_json(&PresenceEvent { online, offline }),
                 );
                 false
             }

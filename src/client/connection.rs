@@ -733,13 +733,7 @@ impl Actor {
                     }
                     set.extend(online.iter().cloned());
                 }
-                let changes = offline
-                    .into_iter()
-                    .map(|name| (name, false))
-                    .chain(online.into_iter().map(|name| (name, true)));
-                for (username, online) in changes {
-                    self.shared.emit(ClientEvent::Presence { username, online });
-                }
+                self.shared.emit(ClientEvent::Presence { online, offline });
             }
             ServerFrame::Typing { conv, username } => {
                 if username != self.shared.user.username {

@@ -118,9 +118,11 @@ pub enum ClientEvent {
     Message(LocalMessage),
     /// Conversation list, unread counts or previews changed: re-read [`Client::conversations`].
     Conversations,
+    /// Users who came online or went offline, one event per server presence frame (a connection
+    /// storm is hundreds of names in one frame; one event keeps the UI to one redraw for them).
     Presence {
-        username: String,
-        online: bool,
+        online: Vec<String>,
+        offline: Vec<String>,
     },
     /// The full online list, on every (re)connect.
     Online(Vec<String>),

@@ -84,8 +84,17 @@ describe("sidebar", () => {
     ]);
 
     fake.users.get("carol")!.online = true;
-    await fire("natter://presence", { username: "carol", online: true });
+    await fire("natter://presence", { online: ["carol"], offline: [] });
     await waitFor(() => expect(screen.getByTestId("online-count").textContent).toContain("3"));
+    // One frame of a connection storm names several users, arriving and leaving.
+    fake.users.get("bob")!.online = false;
+    await fire("natter://presence", { online: ["carol"], offline: ["bob"] });
+    await waitFor(() =>
+      expect(screen.getAllByTestId("online-user").map((p) => [p.dataset.username, p.dataset.online])).toEqual([
+        ["carol", "true"],
+        ["bob", "false"],
+      ]),
+    );
     await fire("natter://online", ["alice"]);
     await waitFor(() =>
       expect(screen.getAllByTestId("online-user").map((p) => p.dataset.online)).toEqual(["false", "false"]),
@@ -203,7 +212,7 @@ describe("sidebar", () => {
     fake.deliver(general, "bob", "news while loading", 5_000);
     await fire("natter://conversations", fake.summaries());
     fake.users.get("carol")!.online = true;
-    await fire("natter://presence", { username: "carol", online: true });
+    await fire("natter://presence", { online: ["carol"], offline: [] });
     release();
     await waitFor(() => expect(screen.getAllByTestId("online-user")).toHaveLength(2));
     await new Promise((r) => setTimeout(r, 50));

@@ -94,7 +94,7 @@ export class Store {
     this.unsubscribe = await subscribe({
       "natter://message": (m) => this.onMessage(m),
       "natter://conversations": (list) => this.onConversations(list),
-      "natter://presence": (p) => this.onPresence(p.username, p.online),
+      "natter://presence": (p) => this.onPresence(p.online, p.offline),
       "natter://online": (names) => this.onOnline(names),
       "natter://typing": (e) => this.onTyping(e.conv, e.username),
       "natter://connection": (c) => this.onConnection(c),
@@ -220,18 +220,21 @@ export class Store {
     }
   }
 
-  onPresence(username: string, isOnline: boolean): void {
+  /** One server presence frame: many names in a connection storm, applied in one redraw. */
+  onPresence(cameOnline: string[], wentOffline: string[]): void {
     this.presenceEvents++;
     const next = new Set(this.online);
-    if (isOnline) next.add(username);
-    else next.delete(username);
+    for (const name of wentOffline) next.delete(name);
+    for (const name of cameOnline) next.add(name);
     this.online = next;
-    if (!this.users.some((m) => m.user.username === username)) {
+    const known = new Set(this.users.map((m) => m.user.username));
+    if (cameOnline.some((n) => !known.has(n))) {
       // Someone new registered: fetch their display name and avatar.
       void this.refreshUsers();
     }
+    const changed = new Set([...cameOnline, ...wentOffline]);
     this.users = this.users.map((m) =>
-      m.user.username === username ? { ...m, online: isOnline } : m,
+      changed.has(m.user.username) ? { ...m, online: next.has(m.user.username) } : m,
     );
   }
 
