@@ -61,6 +61,9 @@ struct StepState {
     /// How late the pacer handed each measured message to its client, in microseconds: the
     /// generator's own share of every latency above.
     late: Histogram<u64>,
+    /// Latency of each measured message's first delivery, in microseconds: the server's time to
+    /// its first `send` (for Natter, the commit and its sync) without the fan-out's spread.
+    first: Histogram<u64>,
     unique: u64,
     duplicates: u64,
 }
@@ -88,6 +91,7 @@ impl Recorder {
                 got: Vec::new(),
                 hist: new_hist(),
                 late: new_hist(),
+                first: new_hist(),
                 unique: 0,
                 duplicates: 0,
             }),
@@ -119,6 +123,9 @@ impl Recorder {
         s.unique += 1;
         let micros = now.saturating_sub(nanos) / 1_000;
         s.hist.saturating_record(micros.max(1));
+        if s.got[i] == 1 {
+            s.first.saturating_record(micros.max(1));
+        }
     }
 }
 
@@ -342,6 +349,7 @@ impl Swarm {
             s.got = vec![0; (total - warm_n) as usize];
             s.hist.reset();
             s.late.reset();
+            s.first.reset();
             s.unique = 0;
             s.duplicates = 0;
         }
@@ -435,6 +443,8 @@ impl Swarm {
             max_us: s.hist.max(),
             pacer_late_p50_us: s.late.value_at_quantile(0.50),
             pacer_late_p99_us: s.late.value_at_quantile(0.99),
+            first_p50_us: s.first.value_at_quantile(0.50),
+            first_p99_us: s.first.value_at_quantile(0.99),
             server_cpu_secs: server_cpu,
             server_cpu_pct: 100.0 * server_cpu / wall,
             server_usr_pct: 100.0 * (server1.user_secs - server0.user_secs) / wall,
@@ -549,6 +559,9 @@ pub struct StepResult {
     /// How late the pacer sent the measured messages (see `StepState::late`).
     pub pacer_late_p50_us: u64,
     pub pacer_late_p99_us: u64,
+    /// Latency of each message's first delivery (see `StepState::first`).
+    pub first_p50_us: u64,
+    pub first_p99_us: u64,
     pub server_cpu_secs: f64,
     /// Of one core, over the measured window plus the drain.
     pub server_cpu_pct: f64,
@@ -608,21 +621,45 @@ mod tests {
         assert_eq!(n, 19);
     }
 
-    #[test]
-    fn recorder_counts_duplicates_and_ignores_other_steps() {
+    /// A recorder in `step`, measuring messages `measured`, each expecting `deliveries`.
+    fn recorder(step: u32, measured: std::ops::Range<u64>, deliveries: u32) -> Recorder {
         let rec = Recorder::new();
         {
             let mut s = rec.state.lock().unwrap();
-            s.step = 2;
-            s.measured = 10..12;
-            s.expected = vec![1, 1];
-            s.got = vec![0, 0];
+            let n = (measured.end - measured.start) as usize;
+            s.step = step;
+            s.measured = measured;
+            s.expected = vec![deliveries; n];
+            s.got = vec![0; n];
         }
+        rec
+    }
+
+    #[test]
+    fn recorder_counts_duplicates_and_ignores_other_steps() {
+        let rec = recorder(2, 10..12, 1);
         rec.on_delivery(&make_text(2, 10, 0));
         rec.on_delivery(&make_text(2, 10, 0));
         rec.on_delivery(&make_text(1, 11, 0));
         rec.on_delivery(&make_text(2, 9, 0));
         let s = rec.state.lock().unwrap();
         assert_eq!((s.unique, s.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn first_delivery_records_each_message_once_with_its_earliest_latency() {
+        let rec = recorder(1, 0..2, 3);
+        // Sent "now": the first arrivals are within milliseconds of it.
+        let sent = rec.nanos_at(Instant::now());
+        for _ in 0..3 {
+            rec.on_delivery(&make_text(1, 0, sent));
+        }
+        // Message 1 arrives 30 ms after it was sent; its first delivery is the slow one.
+        std::thread::sleep(Duration::from_millis(30));
+        rec.on_delivery(&make_text(1, 1, sent));
+        let s = rec.state.lock().unwrap();
+        assert_eq!((s.hist.len(), s.first.len()), (4, 2));
+        assert!(s.first.min() < 30_000, "min {}", s.first.min());
+        assert!(s.first.max() >= 30_000, "max {}", s.first.max());
     }
 }

@@ -488,6 +488,8 @@ mod tests {
                 max_us: 9_000,
                 pacer_late_p50_us: 100,
                 pacer_late_p99_us: 900,
+                first_p50_us: 300,
+                first_p99_us: 700,
                 server_cpu_secs: 1.0,
                 server_cpu_pct: usr + sys,
                 server_usr_pct: usr,

@@ -98,13 +98,15 @@ pub async fn fanout(
                 .await?;
             let kept_up = step.kept_up();
             eprintln!(
-                "  {:9} N={n:5} rate={rate:6}/s deliveries/s={:8.0} p50={:6.2}ms p99={:7.2}ms pacer late p50/p99={:.2}/{:.2}ms lost={} errors={} closed={} cpu={:5.1}% gen={:5.1}% load={}",
+                "  {:9} N={n:5} rate={rate:6}/s deliveries/s={:8.0} p50={:6.2}ms p99={:7.2}ms pacer late p50/p99={:.2}/{:.2}ms first delivery p50/p99={:.2}/{:.2}ms lost={} errors={} closed={} cpu={:5.1}% gen={:5.1}% load={}",
                 kind.name(),
                 step.deliveries_per_sec,
                 step.p50_us as f64 / 1e3,
                 step.p99_us as f64 / 1e3,
                 step.pacer_late_p50_us as f64 / 1e3,
                 step.pacer_late_p99_us as f64 / 1e3,
+                step.first_p50_us as f64 / 1e3,
+                step.first_p99_us as f64 / 1e3,
                 step.lost,
                 step.errors,
                 step.closed,
