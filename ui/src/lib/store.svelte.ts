@@ -222,32 +222,31 @@ export class Store {
 
   /** One server presence frame: many names in a connection storm, applied in one redraw. */
   onPresence(cameOnline: string[], wentOffline: string[]): void {
-    this.presenceEvents++;
     const next = new Set(this.online);
     for (const name of wentOffline) next.delete(name);
     for (const name of cameOnline) next.add(name);
-    this.online = next;
-    const known = new Set(this.users.map((m) => m.user.username));
-    if (cameOnline.some((n) => !known.has(n))) {
-      // Someone new registered: fetch their display name and avatar.
-      void this.refreshUsers();
-    }
-    const changed = new Set([...cameOnline, ...wentOffline]);
-    this.users = this.users.map((m) =>
-      changed.has(m.user.username) ? { ...m, online: next.has(m.user.username) } : m,
-    );
+    this.setOnline(next, cameOnline);
   }
 
+  /** The whole online list, on every (re)connect. */
   onOnline(names: string[]): void {
+    this.setOnline(new Set(names), names);
+  }
+
+  /** Who is online now; `arrived` are the names just heard as online. */
+  private setOnline(online: Set<string>, arrived: string[]): void {
     this.presenceEvents++;
-    this.online = new Set(names);
+    this.online = online;
     const known = new Set(this.users.map((m) => m.user.username));
-    if (names.some((n) => !known.has(n))) {
-      // The whole list arrives on (re)connect; anyone we do not know means our user list is
-      // stale (registered while we were away) or was never fetched (the client was offline).
+    if (arrived.some((n) => !known.has(n))) {
+      // Someone we do not know: our user list is stale (they registered while we were away) or
+      // was never fetched (the client was offline). Fetch names and avatars.
       void this.refreshUsers();
     }
-    this.users = this.users.map((m) => ({ ...m, online: this.online.has(m.user.username) }));
+    this.users = this.users.map((m) => {
+      const isOnline = online.has(m.user.username);
+      return m.online === isOnline ? m : { ...m, online: isOnline };
+    });
   }
 
   onTyping(conv: number, username: string, now: number = Date.now()): void {
