@@ -35,6 +35,8 @@ pub mod limits {
     pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
     /// Longest room name, in chars (same alphabet as usernames).
     pub const MAX_ROOM_NAME_CHARS: usize = 32;
+    /// Most messages `sync` replays of a conversation the client did not list (the newest ones).
+    pub const SYNC_UNLISTED: i64 = 50;
     /// Seconds a socket that upgraded without a token has to send its `auth` frame.
     pub const AUTH_TIMEOUT_SECS: u64 = 5;
     /// The room every user is a member of.
@@ -207,7 +209,9 @@ pub enum ClientFrame {
     },
     /// Resume: for each conversation the last seq the client holds. The server replays every
     /// later message as [`ServerFrame::Batch`] frames, then answers [`Reply::Synced`].
-    /// Conversations not listed are replayed from their last page (at most 50 messages).
+    /// Conversations not listed are replayed from their last [`limits::SYNC_UNLISTED`] messages.
+    /// A later `sync` on the same socket cancels one still running (answered
+    /// [`ErrorCode::Cancelled`]).
     Sync {
         #[ts(type = "number")]
         id: u64,
@@ -382,6 +386,9 @@ pub enum ErrorCode {
     TooLong,
     /// Sending faster than the per-user rate limit; retry later.
     RateLimited,
+    /// A `sync` replaced by a later `sync` on the same socket before it finished (WebSocket
+    /// only): the later one replays everything, so there is nothing to retry.
+    Cancelled,
     /// Unexpected server failure; the request may be retried.
     Internal,
 }
