@@ -503,29 +503,21 @@ async fn the_examples_work_against_a_real_server() {
     }
 }
 
-/// A `sync` replaced by a later one used to get no answer at all, against "exactly one answer
-/// per request". Now it is answered `cancelled` before any of the later one's batches, and the
-/// later one replays everything.
-#[tokio::test]
-async fn a_sync_replaced_by_a_later_one_is_answered_cancelled() {
-    const MESSAGES: i64 = 2_000;
-    let server = TestServer::start_with(|c| {
-        c.rate_limit_per_sec = 100_000;
-        c.rate_burst = 100_000;
-    })
-    .await;
-    let mut a = server.user("alice").await;
-    let general = a.general();
-    // Pipelined in rounds, so the writer commits many per transaction and the queue never fills.
-    for round in 0..MESSAGES / 200 {
-        let ids: Vec<u64> = (0..200).map(|_| a.next_id()).collect();
-        for (i, id) in ids.iter().enumerate() {
+/// Post `n` messages to `conv`, pipelined in rounds so the writer commits many per transaction
+/// and the outbound queue never fills. Needs a server with a high rate limit.
+async fn post_many(a: &mut WsClient, conv: natter::protocol::ConvId, n: i64) {
+    let mut posted = 0;
+    while posted < n {
+        let round = (n - posted).min(200);
+        let ids: Vec<u64> = (0..round).map(|_| a.next_id()).collect();
+        for id in &ids {
+            posted += 1;
             a.send_frame(&ClientFrame::Send {
                 id: *id,
-                conv: Some(general),
+                conv: Some(conv),
                 to: None,
                 client_msg_id: uuid::Uuid::new_v4(),
-                text: format!("m{}", round * 200 + i as i64),
+                text: format!("m{posted}"),
             })
             .await;
         }
@@ -534,6 +526,77 @@ async fn a_sync_replaced_by_a_later_one_is_answered_cancelled() {
         }
     }
     a.pending.clear();
+}
+
+fn unlimited(c: &mut natter::server::ServerConfig) {
+    c.rate_limit_per_sec = 100_000;
+    c.rate_burst = 100_000;
+}
+
+/// The batch sizes of one `sync`, in order, and the seqs they carried.
+async fn sync_batches(
+    a: &mut WsClient,
+    since: Vec<natter::protocol::ConvSeq>,
+) -> (Vec<usize>, Vec<i64>) {
+    let id = a.next_id();
+    a.send_frame(&ClientFrame::Sync { id, since }).await;
+    let (mut sizes, mut seqs) = (Vec::new(), Vec::new());
+    loop {
+        match a.recv().await.expect("socket open") {
+            ServerFrame::Batch { messages, .. } => {
+                sizes.push(messages.len());
+                seqs.extend(messages.iter().map(|m| m.seq));
+            }
+            ServerFrame::Ok {
+                id: got,
+                result: Reply::Synced { .. },
+            } if got == id => return (sizes, seqs),
+            other => panic!("during a sync: {other:?}"),
+        }
+    }
+}
+
+/// The two numbers the document once mixed up: an unlisted conversation replays its 50 newest
+/// messages, and replay batches hold up to 200 (the page size). Both are read from the code's
+/// constants and must be the ones the document states.
+#[tokio::test]
+async fn sync_replays_the_documented_numbers() {
+    use natter::protocol::limits::{MAX_PAGE, SYNC_UNLISTED};
+    let resume = section("Delivery semantics");
+    assert!(resume.contains(&format!("at most the **{SYNC_UNLISTED}** newest messages")));
+    assert!(resume.contains(&format!("at most **{MAX_PAGE}** messages each")));
+
+    let server = TestServer::start_with(unlimited).await;
+    let mut a = server.user("alice").await;
+    let general = a.general();
+    let total = i64::from(MAX_PAGE) + 50;
+    post_many(&mut a, general, total).await;
+
+    let (sizes, seqs) = sync_batches(&mut a, vec![]).await;
+    assert_eq!(
+        seqs,
+        (total - SYNC_UNLISTED + 1..=total).collect::<Vec<_>>()
+    );
+    assert!(sizes.iter().all(|s| *s as u32 <= MAX_PAGE));
+    let everything = vec![natter::protocol::ConvSeq {
+        conv: general,
+        seq: -3,
+    }];
+    let (sizes, seqs) = sync_batches(&mut a, everything).await;
+    assert_eq!(sizes, vec![MAX_PAGE as usize, 50]);
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+}
+
+/// A `sync` replaced by a later one used to get no answer at all, against "exactly one answer
+/// per request". Now it is answered `cancelled` before any of the later one's batches, and the
+/// later one replays everything.
+#[tokio::test]
+async fn a_sync_replaced_by_a_later_one_is_answered_cancelled() {
+    const MESSAGES: i64 = 2_000;
+    let server = TestServer::start_with(unlimited).await;
+    let mut a = server.user("alice").await;
+    let general = a.general();
+    post_many(&mut a, general, MESSAGES).await;
 
     let (first, second) = (a.next_id(), a.next_id());
     for id in [first, second] {
