@@ -382,9 +382,11 @@ pub enum ErrorCode {
     Conflict,
     /// Username, room name, password or display name fails the rules.
     InvalidName,
-    /// Message text empty or longer than [`limits::MAX_TEXT_CHARS`].
+    /// Message text longer than [`limits::MAX_TEXT_CHARS`] (empty or blank text is
+    /// [`ErrorCode::BadRequest`]).
     TooLong,
-    /// Sending faster than the per-user rate limit; retry later.
+    /// Over a rate limit (frames per user, failed sign-ins or unauthenticated sockets per
+    /// address); retry later.
     RateLimited,
     /// A `sync` replaced by a later `sync` on the same socket before it finished (WebSocket
     /// only): the later one replays everything, so there is nothing to retry.
@@ -532,7 +534,8 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// Whether `text` is a sendable message: not blank, at most [`limits::MAX_TEXT_CHARS`] chars.
+/// Whether `text` is a sendable message: not blank (only Unicode White_Space, which is what
+/// `str::trim` removes), at most [`limits::MAX_TEXT_CHARS`] chars.
 pub fn is_valid_text(text: &str) -> bool {
     !text.trim().is_empty() && text.chars().count() <= limits::MAX_TEXT_CHARS
 }
