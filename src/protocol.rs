@@ -51,6 +51,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down; reconnect later.
     pub const GOING_AWAY: u16 = 1001;
+    /// A WebSocket protocol violation (e.g. an unmasked client frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A binary frame: Natter speaks JSON text frames only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not valid UTF-8.
@@ -71,9 +73,10 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4003;
 
     /// Every code above, for clients and tests that must handle each one.
-    pub const ALL: [u16; 11] = [
+    pub const ALL: [u16; 12] = [
         NORMAL,
         GOING_AWAY,
+        PROTOCOL_ERROR,
         UNSUPPORTED_DATA,
         INVALID_PAYLOAD,
         POLICY,

@@ -366,6 +366,22 @@ fn everything_the_code_knows_is_documented() {
         }
     }
     assert!(missing.is_empty(), "undocumented:\n{}", missing.join("\n"));
+
+    // And the other way: the tables name nothing the code does not have.
+    let known_errors = error_codes();
+    for row in errors.lines().filter_map(|l| l.strip_prefix("| `")) {
+        let code = row.split('`').next().unwrap_or("");
+        assert!(known_errors.contains(code), "`{code}` is no ErrorCode");
+    }
+    for row in closes.lines().filter_map(|l| l.strip_prefix("| ")) {
+        let Ok(code) = row.split(' ').next().unwrap_or("").parse::<u16>() else {
+            continue;
+        };
+        assert!(
+            close::ALL.contains(&code),
+            "{code} is not in protocol::close"
+        );
+    }
 }
 
 #[test]

@@ -44,8 +44,6 @@ use super::Shared;
 
 /// Not a real close code: the peer vanished, so no close frame is sent.
 const ABORTED: u16 = 1006;
-/// The standard code for a protocol violation at the WebSocket level.
-const PROTOCOL_ERROR: u16 = 1002;
 
 /// The socket as tungstenite sees it: reads from the socket, writes through the outbound queue.
 type Ws<T> = WebSocketStream<Conn<T>>;
@@ -127,7 +125,7 @@ fn code_for_error(e: &WsError) -> u16 {
         WsError::Capacity(_) => close::TOO_BIG,
         // The peer dropped the TCP connection: nobody is left to read a close frame.
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ABORTED,
-        WsError::Protocol(_) => PROTOCOL_ERROR,
+        WsError::Protocol(_) => close::PROTOCOL_ERROR,
         _ => ABORTED,
     }
 }
@@ -144,7 +142,7 @@ fn close_reason(code: u16) -> &'static str {
         close::UNAUTHORIZED => "session ended: sign in again",
         close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
         close::RATE_LIMITED => "rate limit exceeded",
-        PROTOCOL_ERROR => "protocol error",
+        close::PROTOCOL_ERROR => "protocol error",
         _ => "",
     }
 }
@@ -832,7 +830,7 @@ mod tests {
         let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
         assert_eq!(code_for_error(&reset), ABORTED);
         let masked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
-        assert_eq!(code_for_error(&masked), PROTOCOL_ERROR);
+        assert_eq!(code_for_error(&masked), close::PROTOCOL_ERROR);
     }
 
     async fn next_frame(
