@@ -35,6 +35,8 @@ pub mod limits {
     pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
     /// Longest room name, in chars (same alphabet as usernames).
     pub const MAX_ROOM_NAME_CHARS: usize = 32;
+    /// Most messages `sync` replays of a conversation the client did not list (the newest ones).
+    pub const SYNC_UNLISTED: i64 = 50;
     /// Seconds a socket that upgraded without a token has to send its `auth` frame.
     pub const AUTH_TIMEOUT_SECS: u64 = 5;
     /// The room every user is a member of.
@@ -49,6 +51,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down; reconnect later.
     pub const GOING_AWAY: u16 = 1001;
+    /// A WebSocket protocol violation (e.g. an unmasked client frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A binary frame: Natter speaks JSON text frames only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not valid UTF-8.
@@ -69,9 +73,10 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4003;
 
     /// Every code above, for clients and tests that must handle each one.
-    pub const ALL: [u16; 11] = [
+    pub const ALL: [u16; 12] = [
         NORMAL,
         GOING_AWAY,
+        PROTOCOL_ERROR,
         UNSUPPORTED_DATA,
         INVALID_PAYLOAD,
         POLICY,
@@ -207,7 +212,9 @@ pub enum ClientFrame {
     },
     /// Resume: for each conversation the last seq the client holds. The server replays every
     /// later message as [`ServerFrame::Batch`] frames, then answers [`Reply::Synced`].
-    /// Conversations not listed are replayed from their last page (at most 50 messages).
+    /// Conversations not listed are replayed from their last [`limits::SYNC_UNLISTED`] messages.
+    /// A later `sync` on the same socket cancels one still running (answered
+    /// [`ErrorCode::Cancelled`]).
     Sync {
         #[ts(type = "number")]
         id: u64,
@@ -378,10 +385,15 @@ pub enum ErrorCode {
     Conflict,
     /// Username, room name, password or display name fails the rules.
     InvalidName,
-    /// Message text empty or longer than [`limits::MAX_TEXT_CHARS`].
+    /// Message text longer than [`limits::MAX_TEXT_CHARS`] (empty or blank text is
+    /// [`ErrorCode::BadRequest`]).
     TooLong,
-    /// Sending faster than the per-user rate limit; retry later.
+    /// Over a rate limit (frames per user, failed sign-ins or unauthenticated sockets per
+    /// address); retry later.
     RateLimited,
+    /// A `sync` replaced by a later `sync` on the same socket before it finished (WebSocket
+    /// only): the later one replays everything, so there is nothing to retry.
+    Cancelled,
     /// Unexpected server failure; the request may be retried.
     Internal,
 }
@@ -525,7 +537,8 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// Whether `text` is a sendable message: not blank, at most [`limits::MAX_TEXT_CHARS`] chars.
+/// Whether `text` is a sendable message: not blank (only Unicode White_Space, which is what
+/// `str::trim` removes), at most [`limits::MAX_TEXT_CHARS`] chars.
 pub fn is_valid_text(text: &str) -> bool {
     !text.trim().is_empty() && text.chars().count() <= limits::MAX_TEXT_CHARS
 }

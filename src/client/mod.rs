@@ -98,7 +98,7 @@ impl ClientError {
             ErrorCode::NotFound => ClientError::NotFound(message),
             ErrorCode::Conflict => ClientError::Conflict(message),
             ErrorCode::RateLimited => ClientError::RateLimited(message),
-            ErrorCode::Internal => ClientError::Server(message),
+            ErrorCode::Internal | ErrorCode::Cancelled => ClientError::Server(message),
         }
     }
 }

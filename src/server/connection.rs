@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -44,8 +44,6 @@ use super::Shared;
 
 /// Not a real close code: the peer vanished, so no close frame is sent.
 const ABORTED: u16 = 1006;
-/// The standard code for a protocol violation at the WebSocket level.
-const PROTOCOL_ERROR: u16 = 1002;
 
 /// The socket as tungstenite sees it: reads from the socket, writes through the outbound queue.
 type Ws<T> = WebSocketStream<Conn<T>>;
@@ -127,7 +125,7 @@ fn code_for_error(e: &WsError) -> u16 {
         WsError::Capacity(_) => close::TOO_BIG,
         // The peer dropped the TCP connection: nobody is left to read a close frame.
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ABORTED,
-        WsError::Protocol(_) => PROTOCOL_ERROR,
+        WsError::Protocol(_) => close::PROTOCOL_ERROR,
         _ => ABORTED,
     }
 }
@@ -144,7 +142,7 @@ fn close_reason(code: u16) -> &'static str {
         close::UNAUTHORIZED => "session ended: sign in again",
         close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
         close::RATE_LIMITED => "rate limit exceeded",
-        PROTOCOL_ERROR => "protocol error",
+        close::PROTOCOL_ERROR => "protocol error",
         _ => "",
     }
 }
@@ -255,8 +253,8 @@ where
         strikes_at: Instant::now(),
     };
     run(&mut ws, &out, &mut session, &shared, authed.expires_at).await;
-    if let Some(task) = session.replay_task.take() {
-        task.abort();
+    if let Some(running) = session.replay_task.take() {
+        running.task.abort();
     }
     shared.hub.unregister(conn.id);
     let code = conn.kill.code().unwrap_or(close::NORMAL);
@@ -432,10 +430,17 @@ struct Session {
     /// Where replay tasks put their pages. Made by the first `sync`: a channel allocates a
     /// block of slots up front, which sockets that never sync should not carry.
     replay: Option<(mpsc::Sender<WireFrame>, mpsc::Receiver<WireFrame>)>,
-    replay_task: Option<tokio::task::JoinHandle<()>>,
+    replay_task: Option<RunningSync>,
     /// Rejected frames not yet forgiven; they drain at the rate limit.
     strikes: f64,
     strikes_at: Instant,
+}
+
+/// The replay task of the socket's latest `sync`, and the switch that cancels it (dropping the
+/// switch cancels it too).
+struct RunningSync {
+    task: tokio::task::JoinHandle<()>,
+    cancel: oneshot::Sender<()>,
 }
 
 /// The request id and error code for a frame that did not parse as a [`ClientFrame`].
@@ -560,15 +565,24 @@ impl Session {
                 Some(Err((ErrorCode::BadRequest, "already authenticated".into())))
             }
             ClientFrame::Sync { id, since } => {
-                if let Some(old) = self.replay_task.take() {
-                    old.abort();
-                }
                 let out = self
                     .replay
                     .get_or_insert_with(|| mpsc::channel(2))
                     .0
                     .clone();
-                self.replay_task = Some(tokio::spawn(replay(shared, user, id, since, out)));
+                // A later sync replaces a running one. Its task first cancels the old one and
+                // waits until the old answer (`synced` or `cancelled`) is queued: every sync
+                // gets exactly one answer, and the old one's frames all precede the new one's.
+                let previous = self.replay_task.take();
+                let (cancel, cancelled) = oneshot::channel();
+                let task = tokio::spawn(async move {
+                    if let Some(previous) = previous {
+                        let _ = previous.cancel.send(());
+                        let _ = previous.task.await;
+                    }
+                    replay(shared, user, id, since, out, cancelled).await
+                });
+                self.replay_task = Some(RunningSync { task, cancel });
                 None
             }
             ClientFrame::Send {
@@ -707,18 +721,49 @@ fn diagnose_id(text: &str) -> (Option<u64>, (), ()) {
     )
 }
 
-/// Replay what the client missed, page by page, then answer `synced`. Runs as its own task so
-/// the connection keeps reading (pongs, other requests) during a long replay.
+/// Replay what the client missed, page by page, then answer `synced`; answer `cancelled`
+/// instead when `cancelled` fires (or its sender is dropped) first. Runs as its own task so the
+/// connection keeps reading (pongs, other requests) during a long replay.
 async fn replay(
     shared: Arc<Shared>,
     user: UserId,
     id: u64,
     since: Vec<ConvSeq>,
     out: mpsc::Sender<WireFrame>,
+    cancelled: oneshot::Receiver<()>,
 ) {
+    let frame = tokio::select! {
+        biased;
+        _ = cancelled => answer(
+            id,
+            Err((
+                ErrorCode::Cancelled,
+                "replaced by a later sync on this socket".into(),
+            )),
+        ),
+        done = replay_pages(&shared, user, id, since, &out) => match done {
+            Some(frame) => frame,
+            None => return,
+        },
+    };
+    let _ = out.send(frame).await;
+}
+
+/// Send the replay's `batch` frames; the answer to send after them, or None when the
+/// connection is gone.
+async fn replay_pages(
+    shared: &Shared,
+    user: UserId,
+    id: u64,
+    since: Vec<ConvSeq>,
+    out: &mpsc::Sender<WireFrame>,
+) -> Option<WireFrame> {
     let given: HashMap<_, _> = since.iter().map(|c| (c.conv, c.seq.max(0))).collect();
     for (conv, last_seq) in shared.hub.member_convs(user) {
-        let mut from = given.get(&conv).copied().unwrap_or((last_seq - 50).max(0));
+        let mut from = given
+            .get(&conv)
+            .copied()
+            .unwrap_or((last_seq - limits::SYNC_UNLISTED).max(0));
         loop {
             let page = shared
                 .store
@@ -726,31 +771,23 @@ async fn replay(
                 .await;
             let (messages, has_more) = match page {
                 Ok(p) => p,
-                Err(e) => {
-                    let _ = out.send(answer(id, Err(e.to_client()))).await;
-                    return;
-                }
+                Err(e) => return Some(answer(id, Err(e.to_client()))),
             };
             let Some(last) = messages.last() else { break };
             from = last.seq;
-            if out
-                .send(encode(&ServerFrame::Batch { conv, messages }))
+            out.send(encode(&ServerFrame::Batch { conv, messages }))
                 .await
-                .is_err()
-            {
-                return;
-            }
+                .ok()?;
             if !has_more {
                 break;
             }
         }
     }
     let unread = shared.store.read(move |c| store::unread(c, user)).await;
-    let frame = match unread {
+    Some(match unread {
         Ok(unread) => answer(id, Ok(Reply::Synced { unread })),
         Err(e) => answer(id, Err(e.to_client())),
-    };
-    let _ = out.send(frame).await;
+    })
 }
 
 #[cfg(test)]
@@ -793,7 +830,7 @@ mod tests {
         let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
         assert_eq!(code_for_error(&reset), ABORTED);
         let masked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
-        assert_eq!(code_for_error(&masked), PROTOCOL_ERROR);
+        assert_eq!(code_for_error(&masked), close::PROTOCOL_ERROR);
     }
 
     async fn next_frame(

@@ -132,6 +132,12 @@ impl TestServer {
         c
     }
 
+    /// Register `name` and connect as them (hello read).
+    pub async fn user(&self, name: &str) -> WsClient {
+        let session = self.register(name).await;
+        self.connect(&session.token).await
+    }
+
     /// Ask the server to shut down and wait for `run` to return.
     pub async fn stop(mut self) -> (tempfile::TempDir, Result<(), ServerError>) {
         if let Some(tx) = self.shutdown.take() {
