@@ -9,5 +9,6 @@
 //!   SQLite store (history, full-text search, outbox, read markers) and the notification policy.
 
 pub mod client;
+pub mod names;
 pub mod protocol;
 pub mod server;
