@@ -297,3 +297,38 @@ async fn control_characters_in_messages_print_escaped() {
         assert_eq!(lines[0]["text"], evil, "JSON keeps the exact text");
     }
 }
+
+/// Rooms and DMs are found by any spelling of their name, as the server finds users and rooms:
+/// fullwidth, other case, ß/SS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_work_in_any_spelling_from_the_cli() {
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (a.path(), b.path());
+    ok(natter(a, &["--server", &url, "register", "alice"]).await);
+    ok(natter(b, &["--server", &url, "register", "Straße"]).await);
+    let again = ok(natter(b, &["--server", &url, "login", "STRASSE"]).await);
+    assert!(again.contains("signed in as Straße"), "{again}");
+
+    ok(natter(b, &["send", "@ALICE", "hi"]).await);
+    ok(natter(b, &["send", "@Alice", "again"]).await);
+    let dm = json(&ok(natter(b, &["history", "@ａｌｉｃｅ", "--json"]).await));
+    let texts: Vec<_> = dm.iter().map(|v| v["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hi", "again"], "one DM conversation");
+    ok(natter(a, &["send", "@strasse", "back"]).await);
+    assert_eq!(
+        json(&ok(natter(a, &["history", "@STRASSE", "--json"]).await)).len(),
+        3
+    );
+
+    let created = ok(natter(a, &["create", "Ｌｏｕｎｇｅ"]).await);
+    assert!(created.contains("Lounge"), "{created}");
+    let joined = ok(natter(b, &["join", "#LOUNGE"]).await);
+    assert!(joined.contains("Lounge"), "{joined}");
+    ok(natter(b, &["send", "lounge", "in the lounge"]).await);
+    let lines = json(&ok(natter(a, &["history", "LOUNGE", "--json"]).await));
+    assert_eq!(lines[0]["text"], "in the lounge");
+    assert_eq!(lines[0]["sender"], "Straße");
+    assert!(fails(natter(b, &["create", "l\u{43e}unge"]).await).contains("looks the same"));
+}
