@@ -142,10 +142,10 @@ pub fn key(raw: &str) -> String {
         .collect()
 }
 
-/// The TR39 confusable skeleton of `key`, folded again (the skeleton maps `0` to `O`), so names
+/// The TR39 confusable skeleton of a [`key`], folded again (the skeleton maps `0` to `O`), so names
 /// that only differ by look-alike characters of other scripts share it.
-pub fn skeleton(key_: &str) -> String {
-    key(&unicode_security::skeleton(key_).collect::<String>())
+pub fn skeleton(name_key: &str) -> String {
+    key(&unicode_security::skeleton(name_key).collect::<String>())
 }
 
 /// Validates a display name: White_Space (Unicode's property, `char::is_whitespace`) is trimmed
