@@ -441,10 +441,16 @@ impl Client {
         }
         let (conv, to_user) = match target {
             Target::Conv(id) => (Some(id), None),
-            Target::User(name) => (
-                self.store().find_conversation(ConvKind::Dm, &name)?,
-                Some(name),
-            ),
+            Target::User(name) => {
+                // A name that no account can have fails here rather than after a round trip.
+                if let Err(e) = crate::names::name(&name, crate::names::NameKind::Username) {
+                    return Err(ClientError::Invalid(format!("no such user name: {e}")));
+                }
+                (
+                    self.store().find_conversation(ConvKind::Dm, &name)?,
+                    Some(name),
+                )
+            }
         };
         let item = OutboxItem {
             local_id: Uuid::new_v4().to_string(),
