@@ -2,6 +2,8 @@
 //! the desktop app stand on. Nothing here depends on Tauri.
 //!
 //! # Layout
+//! - [`names`]: the rules for usernames, room names and display names (normalisation,
+//!   uniqueness, look-alikes, refused characters) and for showing other users' text in a terminal.
 //! - [`protocol`]: wire types (frames, HTTP bodies), limits and close codes. No I/O.
 //! - [`server`]: the Natter server: HTTP routes, WebSocket connections, the hub that fans
 //!   messages out, server-side SQLite storage and authentication. Started with [`server::run`].
@@ -9,5 +11,6 @@
 //!   SQLite store (history, full-text search, outbox, read markers) and the notification policy.
 
 pub mod client;
+pub mod names;
 pub mod protocol;
 pub mod server;

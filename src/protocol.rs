@@ -27,13 +27,13 @@ pub mod limits {
     pub const MAX_FRAME_BYTES: usize = 64 * 1024;
     /// Most messages in one history page or replay batch.
     pub const MAX_PAGE: u32 = 200;
-    /// Longest username, in chars. Usernames are letters or digits of any script plus `_-.`.
+    /// Longest username, in chars of its NFKC form. The rules are in [`crate::names`].
     pub const MAX_USERNAME_CHARS: usize = 32;
     /// Shortest password, in chars.
     pub const MIN_PASSWORD_CHARS: usize = 8;
     /// Longest display name, in chars.
     pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
-    /// Longest room name, in chars (same alphabet as usernames).
+    /// Longest room name, in chars of its NFKC form (same rules as usernames).
     pub const MAX_ROOM_NAME_CHARS: usize = 32;
     /// Most messages `sync` replays of a conversation the client did not list (the newest ones).
     pub const SYNC_UNLISTED: i64 = 50;
@@ -527,16 +527,6 @@ pub struct Health {
     pub protocol: u32,
 }
 
-/// Whether `name` is a valid username or room name: 1..=32 chars, each a letter or digit of any
-/// script (so 张伟 is fine) or one of `_-.`.
-pub fn is_valid_name(name: &str) -> bool {
-    let count = name.chars().count();
-    (1..=limits::MAX_USERNAME_CHARS).contains(&count)
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 /// Whether `text` is a sendable message: not blank (only Unicode White_Space, which is what
 /// `str::trim` removes), at most [`limits::MAX_TEXT_CHARS`] chars.
 pub fn is_valid_text(text: &str) -> bool {
@@ -625,23 +615,6 @@ mod tests {
             serde_json::to_value(&added).unwrap(),
             json!({"type": "conversation_removed", "conv": 4})
         );
-    }
-
-    #[test]
-    fn names_accept_any_script_and_reject_the_rest() {
-        for good in [
-            "alice",
-            "张伟",
-            "bob_2",
-            "a.b-c",
-            "Ünïcødé",
-            &"x".repeat(32),
-        ] {
-            assert!(is_valid_name(good), "{good}");
-        }
-        for bad in ["", "a b", "a:b", "<script>", "@bob", &"x".repeat(33), "a/b"] {
-            assert!(!is_valid_name(bad), "{bad}");
-        }
     }
 
     #[test]

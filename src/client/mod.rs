@@ -442,8 +442,9 @@ impl Client {
         let (conv, to_user) = match target {
             Target::Conv(id) => (Some(id), None),
             Target::User(name) => {
-                if !protocol::is_valid_name(&name) {
-                    return Err(ClientError::Invalid(format!("no such user name: {name:?}")));
+                // A name that no account can have fails here rather than after a round trip.
+                if let Err(e) = crate::names::name(&name, crate::names::NameKind::Username) {
+                    return Err(ClientError::Invalid(format!("no such user name: {e}")));
                 }
                 (
                     self.store().find_conversation(ConvKind::Dm, &name)?,
@@ -582,12 +583,9 @@ impl Client {
 
     pub async fn create_room(&self, name: &str) -> Result<ConversationSummary> {
         let name = name.trim_start_matches('#').to_owned();
-        if !protocol::is_valid_name(&name) {
-            return Err(ClientError::Invalid(format!(
-                "a room name is 1 to {} letters, digits, '_', '-' or '.'",
-                protocol::limits::MAX_ROOM_NAME_CHARS
-            )));
-        }
+        let name = crate::names::name(&name, crate::names::NameKind::RoomName)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?
+            .display;
         let reply = self
             .request(move |id| ClientFrame::CreateRoom { id, name })
             .await?;

@@ -508,15 +508,25 @@ impl Store {
     }
 
     /// The id of the room called `name`, or of the DM with user `name`, among joined ones.
+    /// The room or DM (by the peer's username) called `name` in any spelling of it
+    /// ([`crate::names::key`]), the exact spelling first, as the server looks names up.
     pub fn find_conversation(&self, kind: ConvKind, name: &str) -> Result<Option<ConvId>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT id FROM conversations WHERE kind = ?1 AND name = ?2 AND member = 1",
-                params![kind_str(kind), name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, name FROM conversations WHERE kind = ?1 AND member = 1 \
+             ORDER BY name = ?2 DESC, id",
+        )?;
+        let rows = stmt.query_map(params![kind_str(kind), name], |r| {
+            Ok((r.get::<_, ConvId>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let key = crate::names::key(name);
+        for row in rows {
+            let (id, stored) = row?;
+            if stored == name || crate::names::key(&stored) == key {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     pub fn is_member(&self, conv: ConvId) -> Result<bool> {

@@ -31,9 +31,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::names::{self, NameKind};
 use crate::protocol::{
-    close, is_valid_name, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, Millis, Reply,
-    ServerFrame,
+    close, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, Millis, Reply, ServerFrame,
 };
 
 use super::auth::{hash_token, TokenHash};
@@ -607,9 +607,6 @@ impl Session {
                         "send needs exactly one of `conv` and `to`".into(),
                     )));
                 }
-                if to.as_deref().is_some_and(|t| !is_valid_name(t)) {
-                    return Some(Err((ErrorCode::NotFound, "no such user".into())));
-                }
                 let op = WriteOp::Send {
                     user,
                     conv,
@@ -658,20 +655,13 @@ impl Session {
                 rooms: shared.hub.rooms(user),
             })),
             ClientFrame::CreateRoom { id, name } => {
-                if !is_valid_name(&name) {
-                    return Some(Err((
-                        ErrorCode::InvalidName,
-                        "room names are 1-32 letters, digits or _-.".into(),
-                    )));
-                }
+                let name = match names::name(&name, NameKind::RoomName) {
+                    Ok(n) => n.display,
+                    Err(e) => return Some(Err((ErrorCode::InvalidName, e.to_string()))),
+                };
                 self.submit(WriteOp::CreateRoom { user, name }, id)
             }
-            ClientFrame::Join { id, room } => {
-                if !is_valid_name(&room) {
-                    return Some(Err((ErrorCode::NotFound, "no such room".into())));
-                }
-                self.submit(WriteOp::Join { user, room }, id)
-            }
+            ClientFrame::Join { id, room } => self.submit(WriteOp::Join { user, room }, id),
             ClientFrame::Leave { id, conv } => self.submit(WriteOp::Leave { user, conv }, id),
             ClientFrame::Members { conv, .. } => Some(
                 shared

@@ -16,9 +16,10 @@ use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::names::{self, NameKind};
 use crate::protocol::{
-    is_valid_name, limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, Session,
-    PROTOCOL_VERSION, SUBPROTOCOL,
+    limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, Session, PROTOCOL_VERSION,
+    SUBPROTOCOL,
 };
 
 use super::auth::{self, TokenHash};
@@ -142,12 +143,10 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if !is_valid_name(&req.username) {
-        return fail(
-            ErrorCode::InvalidName,
-            "usernames are 1-32 letters, digits or _-.",
-        );
-    }
+    let username = match names::name(&req.username, NameKind::Username) {
+        Ok(n) => n.display,
+        Err(e) => return fail(ErrorCode::InvalidName, e.to_string()),
+    };
     let pw_len = req.password.chars().count();
     if !(limits::MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&pw_len) {
         return fail(
@@ -158,21 +157,14 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             ),
         );
     }
-    let display_name = non_blank(&req.display_name)
-        .unwrap_or(&req.username)
-        .to_string();
-    if display_name.chars().count() > limits::MAX_DISPLAY_NAME_CHARS || has_control(&display_name) {
-        return fail(
-            ErrorCode::InvalidName,
-            format!(
-                "display names are at most {} characters, no control characters",
-                limits::MAX_DISPLAY_NAME_CHARS
-            ),
-        );
-    }
+    let display_name = match names::display_name(non_blank(&req.display_name).unwrap_or(&username))
+    {
+        Ok(d) => d,
+        Err(e) => return fail(ErrorCode::InvalidName, e.to_string()),
+    };
     let avatar = non_blank(&req.avatar)
         .map(str::to_string)
-        .unwrap_or_else(|| default_avatar(&req.username));
+        .unwrap_or_else(|| default_avatar(&username));
     if avatar.chars().count() > MAX_AVATAR_CHARS || has_control(&avatar) {
         return fail(
             ErrorCode::InvalidName,
@@ -187,7 +179,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let (token, token_hash) = auth::new_token();
     let expires_at = session_expiry(&shared);
     let op = WriteOp::Register {
-        username: req.username,
+        username,
         display_name,
         avatar,
         password_hash,
@@ -229,18 +221,15 @@ async fn login(
         }
         return resp;
     }
-    let found = if is_valid_name(&req.username) {
-        let name = req.username.clone();
-        match shared
-            .store
-            .read(move |c| store::credentials(c, &name))
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => return store_fail(e),
-        }
-    } else {
-        None
+    // Any spelling is looked up by its key: names from before the current rules still sign in.
+    let name = req.username.clone();
+    let found = match shared
+        .store
+        .read(move |c| store::credentials(c, &name))
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return store_fail(e),
     };
     let password = req.password;
     let (user, ok) = match found {

@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::names::Name;
 use crate::protocol::{limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Unread, User};
 
 use super::auth::TokenHash;
@@ -30,7 +31,11 @@ pub type UserId = i64;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_unread_by_sender.sql"),
+    include_str!("migrations/0003_name_keys.sql"),
 ];
+
+/// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
+const NAME_KEYS_VERSION: usize = 3;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -206,11 +211,6 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
-/// The case-insensitive key of a user or room name.
-pub fn name_key(name: &str) -> String {
-    name.to_lowercase()
-}
-
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -227,11 +227,122 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == NAME_KEYS_VERSION {
+            fill_name_keys(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
         tracing::info!(version = i + 1, "applied migration");
     }
     Ok(())
+}
+
+/// Computes `fold_key` and `skeleton` for the users and rooms stored before migration 3. Names
+/// that now collide are all kept (their owners keep signing in: a lookup prefers the exact
+/// spelling); the log names them.
+fn fill_name_keys(tx: &Connection) -> Result<(), rusqlite::Error> {
+    for (select, update) in [
+        (
+            "SELECT id, username FROM users",
+            "UPDATE users SET fold_key = ?2, skeleton = ?3 WHERE id = ?1",
+        ),
+        (
+            "SELECT id, name FROM conversations WHERE kind = 'room'",
+            "UPDATE conversations SET fold_key = ?2, skeleton = ?3 WHERE id = ?1",
+        ),
+    ] {
+        let rows: Vec<(i64, String)> = tx
+            .prepare(select)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut update = tx.prepare(update)?;
+        for (id, name) in rows {
+            let keys = Name::of_stored(&name);
+            update.execute(params![id, keys.key, keys.skeleton])?;
+        }
+    }
+    let mut clashes = tx.prepare(
+        "SELECT group_concat(username, ', ') FROM users GROUP BY fold_key HAVING count(*) > 1",
+    )?;
+    for names in clashes.query_map([], |r| r.get::<_, String>(0))? {
+        tracing::warn!(
+            users = %names?,
+            "these accounts are one name under the Unicode name rules; all are kept, and signing \
+             in with that name reaches the exact spelling, else the oldest"
+        );
+    }
+    Ok(())
+}
+
+/// The users or the rooms, for name lookups and uniqueness checks.
+#[derive(Debug, Clone, Copy)]
+enum Names {
+    Users,
+    Rooms,
+}
+
+impl Names {
+    /// ?1 the key, ?2 the spelling as typed, which wins among rows from before migration 3
+    /// that share a key; else the oldest.
+    fn find_sql(self) -> &'static str {
+        match self {
+            Names::Users => {
+                "SELECT id FROM users WHERE fold_key = ?1 ORDER BY username = ?2 DESC, id LIMIT 1"
+            }
+            Names::Rooms => {
+                "SELECT id FROM conversations WHERE kind = 'room' AND fold_key = ?1 \
+                 ORDER BY name = ?2 DESC, id LIMIT 1"
+            }
+        }
+    }
+
+    /// An existing name with the key ?1 or the skeleton ?2, and whether the key is equal.
+    fn clash_sql(self) -> &'static str {
+        match self {
+            Names::Users => {
+                "SELECT username, fold_key = ?1 FROM users WHERE fold_key = ?1 OR skeleton = ?2 \
+                 ORDER BY fold_key = ?1 DESC LIMIT 1"
+            }
+            Names::Rooms => {
+                "SELECT name, fold_key = ?1 FROM conversations \
+                 WHERE kind = 'room' AND (fold_key = ?1 OR skeleton = ?2) \
+                 ORDER BY fold_key = ?1 DESC LIMIT 1"
+            }
+        }
+    }
+}
+
+/// The id of the user or room called `raw` (any spelling: see [`crate::names::key`]).
+fn find_name(conn: &Connection, names: Names, raw: &str) -> Result<Option<i64>, rusqlite::Error> {
+    conn.query_row(
+        names.find_sql(),
+        params![crate::names::key(raw), raw],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// `conflict` when `name` is an existing name or looks like one (same skeleton).
+fn refuse_clash(tx: &Connection, names: Names, name: &Name) -> Result<(), StoreError> {
+    let clash: Option<(String, bool)> = tx
+        .query_row(names.clash_sql(), params![name.key, name.skeleton], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let message = match (names, clash) {
+        (_, None) => return Ok(()),
+        (Names::Users, Some((_, true))) => "username is taken".to_owned(),
+        (Names::Rooms, Some((_, true))) => "a room with that name exists".to_owned(),
+        (Names::Users, Some((other, false))) => format!(
+            "\"{}\" looks the same as the existing user \"{other}\": choose another username",
+            name.display
+        ),
+        (Names::Rooms, Some((other, false))) => format!(
+            "\"{}\" looks the same as the existing room \"{other}\": choose another name",
+            name.display
+        ),
+    };
+    Err(StoreError::rejected(ErrorCode::Conflict, message))
 }
 
 fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
@@ -401,14 +512,17 @@ pub fn token_user(
     .optional()
 }
 
-/// The id and password hash of a user by (case-insensitive) name.
+/// The id and password hash of a user by name, in any spelling of it.
 pub fn credentials(
     conn: &Connection,
     username: &str,
 ) -> Result<Option<(UserId, String)>, rusqlite::Error> {
+    let Some(id) = find_name(conn, Names::Users, username)? else {
+        return Ok(None);
+    };
     conn.query_row(
-        "SELECT id, password_hash FROM users WHERE name_key = ?1",
-        params![name_key(username)],
+        "SELECT id, password_hash FROM users WHERE id = ?1",
+        params![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
@@ -595,10 +709,20 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             token_hash,
             expires_at,
         } => {
+            let name = Name::of_stored(username);
+            refuse_clash(tx, Names::Users, &name)?;
             let inserted = tx.execute(
-                "INSERT INTO users (username, name_key, display_name, avatar, password_hash, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![username, name_key(username), display_name, avatar, password_hash, now],
+                "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, avatar, \
+                 password_hash, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    username,
+                    name.key,
+                    name.skeleton,
+                    display_name,
+                    avatar,
+                    password_hash,
+                    now
+                ],
             );
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -649,9 +773,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             })
         }
         WriteOp::CreateRoom { user, name } => {
+            let keys = Name::of_stored(name);
+            refuse_clash(tx, Names::Rooms, &keys)?;
             let inserted = tx.execute(
-                "INSERT INTO conversations (kind, name, name_key, created_at) VALUES ('room', ?1, ?2, ?3)",
-                params![name, name_key(name), now],
+                "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at) \
+                 VALUES ('room', ?1, ?2, ?2, ?3, ?4)",
+                params![name, keys.key, keys.skeleton, now],
             );
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -674,13 +801,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             })
         }
         WriteOp::Join { user, room } => {
-            let conv: Option<ConvId> = tx
-                .query_row(
-                    "SELECT id FROM conversations WHERE kind = 'room' AND name_key = ?1",
-                    params![name_key(room)],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let conv = find_name(tx, Names::Rooms, room)?;
             let conv =
                 conv.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
             let n = tx.execute(
@@ -757,13 +878,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     *conv
                 }
                 (None, Some(to)) => {
-                    let peer: Option<UserId> = tx
-                        .query_row(
-                            "SELECT id FROM users WHERE name_key = ?1",
-                            params![name_key(to)],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
+                    let peer = find_name(tx, Names::Users, to)?;
                     let peer = peer
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
                     if peer == *user {
