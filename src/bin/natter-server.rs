@@ -25,8 +25,8 @@ struct Args {
     /// TLS private key (PEM).
     #[arg(long, env = "NATTER_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Origins allowed to open sockets from a browser (repeat or comma-separate; `*` allows any).
-    /// Clients that send no Origin header are not affected.
+    /// Origins allowed to call the API and open sockets from a browser (repeat or
+    /// comma-separate; `*` allows any). Clients that send no Origin header are not affected.
     #[arg(
         long = "allowed-origin",
         env = "NATTER_ALLOWED_ORIGINS",

@@ -55,8 +55,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// How long beyond `heartbeat_interval` a silent peer is kept before close 4002.
     pub heartbeat_timeout: Duration,
-    /// Origins allowed to open a socket when the request carries an `Origin` header (browser
-    /// clients). `*` allows any. Requests without `Origin` (native clients) are not affected.
+    /// Origins allowed to call the HTTP API or open a socket when the request carries an
+    /// `Origin` header (browser clients); others get 403. `*` allows any. Requests without
+    /// `Origin` (native clients) are not affected.
     pub allowed_origins: Vec<String>,
     /// Serve TLS with this certificate when set.
     pub tls: Option<TlsConfig>,
@@ -91,7 +92,8 @@ pub struct ServerConfig {
     pub failed_sign_ins_per_ip: u32,
     /// After that, one more try per this long.
     pub failed_sign_in_refill: Duration,
-    /// How long the server waits for a peer to read its close frame.
+    /// How long the server waits for a peer to answer its close frame (TCP is closed as soon
+    /// as it does).
     pub close_grace: Duration,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
