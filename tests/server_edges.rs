@@ -189,6 +189,7 @@ async fn a_host_name_not_configured_gets_421_so_dns_rebinding_fails() {
         format!("evil.example:{port}"),
         format!("127.0.0.1.evil.example:{port}"),
         "localhost.evil.example".to_string(),
+        format!("[evil.example]:{port}"),
         format!("chat.example.evil:{port}"),
     ] {
         let a = raw(server.addr, &get(bad.clone())).await;

@@ -77,7 +77,8 @@ fn fail_with(status: StatusCode, code: ErrorCode, message: impl Into<String>) ->
 }
 
 /// [`fail_with`], and the connection closes after the answer: the rest of the request body is
-/// never read, so nothing else can follow on this connection.
+/// never read, so nothing else can follow on this connection (and a refused cross-site caller
+/// gets no connection to reuse).
 fn fail_and_close(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     let mut resp = fail_with(status, code, message);
     resp.headers_mut()
@@ -114,9 +115,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// name, and a LAN host is reached by its address), `localhost` and its subdomains (browsers
 /// resolve those to loopback themselves), or a name in `allowed_hosts` (`*` allows any).
 fn host_allowed(shared: &Shared, host: &str) -> bool {
-    if host.starts_with('[') {
-        // Only IPv6 literals are bracketed.
-        return true;
+    if let Some(rest) = host.strip_prefix('[') {
+        // Only IPv6 literals are bracketed: `[::1]` or `[::1]:8686`.
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
     }
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
@@ -162,7 +165,7 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
     if let Some(host) = headers.get(header::HOST) {
         let host = host.to_str().unwrap_or("");
         if !host_allowed(&shared, host) {
-            return fail_with(
+            return fail_and_close(
                 StatusCode::MISDIRECTED_REQUEST,
                 ErrorCode::Forbidden,
                 format!("this server does not answer to the host name `{host}`"),
@@ -171,7 +174,11 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         if !origin_allowed(&shared, origin) {
-            return fail(ErrorCode::Forbidden, "origin not allowed");
+            return fail_and_close(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin not allowed",
+            );
         }
     }
     if !declares_body(headers) {
