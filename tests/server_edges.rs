@@ -239,6 +239,11 @@ async fn a_content_length_beyond_the_limit_gets_a_json_413_at_once() {
         tcp.write_all(head.as_bytes()).await.unwrap();
         let started = Instant::now();
         let a = read_answer(&mut tcp).await;
+        println!(
+            "Content-Length {length} -> {} in {:?}",
+            a.status,
+            started.elapsed()
+        );
         // At once: the body is not awaited (the deadline for it is 10 s).
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -301,6 +306,7 @@ async fn a_slow_drip_body_gets_408_within_the_deadline_and_the_connection_closes
         .collect();
     for drip in drips {
         let (text, elapsed) = drip.await.unwrap();
+        println!("slow drip answered and closed after {elapsed:?}");
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
         let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
         let err: ApiError = serde_json::from_str(body).unwrap();
