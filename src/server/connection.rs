@@ -820,6 +820,27 @@ mod tests {
     use crate::server::{auth, ServerConfig};
 
     #[test]
+    fn counts_cap_per_key_give_places_back_and_zero_means_no_cap() {
+        let counts = Counts::<u8>::new();
+        let a1 = counts.take(1, 2).expect("first");
+        let _a2 = counts.take(1, 2).expect("second");
+        assert!(counts.take(1, 2).is_none(), "a third is over the cap of 2");
+        let _b1 = counts.take(2, 2).expect("another key has its own count");
+        drop(a1);
+        assert!(
+            counts.take(1, 2).is_some(),
+            "a dropped slot gives its place back"
+        );
+        let many: Vec<_> = (0..1000).map(|_| counts.take(3, 0).unwrap()).collect();
+        assert_eq!(many.len(), 1000);
+        drop(many);
+        assert!(
+            !counts.map().contains_key(&3),
+            "no entry is left for a key with no sockets"
+        );
+    }
+
+    #[test]
     fn read_errors_map_to_close_codes() {
         use tokio_tungstenite::tungstenite::error::CapacityError;
         assert_eq!(

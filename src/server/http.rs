@@ -168,7 +168,10 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
             return fail_and_close(
                 StatusCode::MISDIRECTED_REQUEST,
                 ErrorCode::Forbidden,
-                format!("this server does not answer to the host name `{host}`"),
+                format!(
+                    "this server does not answer to the host name `{host}` (a server reached \
+                     by a name lists it with --allowed-host)"
+                ),
             );
         }
     }
