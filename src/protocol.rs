@@ -27,6 +27,23 @@ pub mod limits {
     pub const MAX_FRAME_BYTES: usize = 64 * 1024;
     /// Most messages in one history page or replay batch.
     pub const MAX_PAGE: u32 = 200;
+    /// Largest HTTP request or response body of the API (`/api/*`), either way. The server
+    /// answers 413 beyond it; the Rust client refuses a larger answer.
+    pub const MAX_HTTP_BODY_BYTES: usize = 16 * 1024;
+    /// Seconds a client has to send a whole HTTP request body once its head arrived (408 after).
+    pub const HTTP_BODY_TIMEOUT_SECS: u64 = 10;
+    /// Most JSON bytes one message takes besides its text: ids, seq and time as the longest
+    /// i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid and the keys.
+    const MESSAGE_JSON_OVERHEAD: usize = 512;
+    /// Most JSON bytes a message text takes: every char escaped as `\uXXXX` (6 bytes; a
+    /// control character) is the worst case, more than any 4-byte UTF-8 char sent raw.
+    const TEXT_JSON_BYTES: usize = MAX_TEXT_CHARS * 6;
+    /// Largest frame the server sends: its worst case is a full `history` page or replay
+    /// `batch` of [`MAX_PAGE`] messages at [`MAX_TEXT_CHARS`] worst-case characters each, plus
+    /// the frame around them. Clients may refuse anything larger (the Rust client closes the
+    /// connection with 1009 and reconnects). Lists (`users`, `rooms`, `hello`) share this bound.
+    pub const MAX_SERVER_FRAME_BYTES: usize =
+        MAX_PAGE as usize * (TEXT_JSON_BYTES + MESSAGE_JSON_OVERHEAD) + 1024;
     /// Longest username, in chars of its NFKC form. The rules are in [`crate::names`].
     pub const MAX_USERNAME_CHARS: usize = 32;
     /// Shortest password, in chars.
@@ -71,9 +88,13 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4002;
     /// The client kept flooding far beyond the rate limit.
     pub const RATE_LIMITED: u16 = 4003;
+    /// A socket that authenticated with an `auth` frame would exceed the cap on open sockets
+    /// per user or per address (an upgrade with a token gets HTTP 429 instead). Reconnect
+    /// later, with backoff: another socket of the user or address must close first.
+    pub const TOO_MANY_SOCKETS: u16 = 4004;
 
     /// Every code above, for clients and tests that must handle each one.
-    pub const ALL: [u16; 12] = [
+    pub const ALL: &[u16] = &[
         NORMAL,
         GOING_AWAY,
         PROTOCOL_ERROR,
@@ -86,6 +107,7 @@ pub mod close {
         UNAUTHORIZED,
         HEARTBEAT_TIMEOUT,
         RATE_LIMITED,
+        TOO_MANY_SOCKETS,
     ];
 }
 
@@ -304,7 +326,98 @@ pub enum ClientFrame {
     },
 }
 
+/// Why a text frame is not a [`ClientFrame`], as the server answers it in an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The frame's `id` when it could be read (a non-negative integer), so the answer matches.
+    pub id: Option<u64>,
+    /// [`ErrorCode::UnknownType`] for a `type` string that names no frame, else
+    /// [`ErrorCode::BadRequest`].
+    pub code: ErrorCode,
+    /// What is wrong, for a person reading a log.
+    pub message: String,
+}
+
+/// The kind of a JSON value, as error messages name it.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 impl ClientFrame {
+    /// Every `type` a client frame may have, as it is spelled on the wire.
+    pub const TYPES: &'static [&'static str] = &[
+        "auth",
+        "sync",
+        "send",
+        "history",
+        "rooms",
+        "create_room",
+        "join",
+        "leave",
+        "members",
+        "users",
+        "read",
+        "typing",
+    ];
+
+    /// Parse a text frame, or say precisely what is wrong with it: not JSON, not an object,
+    /// `type` missing or not a string, a `type` naming no frame, or a field of a known frame
+    /// missing or mistyped.
+    pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        let bad = |id, message: String| FrameError {
+            id,
+            code: ErrorCode::BadRequest,
+            message,
+        };
+        // The common case is a well-formed frame: one pass, no intermediate value.
+        let first = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => return Ok(frame),
+            Err(e) => e,
+        };
+        let value = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => v,
+            Err(e) => return Err(bad(None, format!("malformed JSON: {e}"))),
+        };
+        let Some(object) = value.as_object() else {
+            return Err(bad(
+                None,
+                format!("a frame must be a JSON object, not {}", json_kind(&value)),
+            ));
+        };
+        let id = object.get("id").and_then(serde_json::Value::as_u64);
+        let naming = "a string naming the frame, e.g. \"send\"";
+        match object.get("type") {
+            None => Err(bad(
+                id,
+                format!("missing `type`: every frame needs one, {naming}"),
+            )),
+            Some(serde_json::Value::String(t)) if !Self::TYPES.contains(&t.as_str()) => {
+                Err(FrameError {
+                    id,
+                    code: ErrorCode::UnknownType,
+                    message: format!(
+                        "unknown frame type `{t}`; the types are {}",
+                        Self::TYPES.join(", ")
+                    ),
+                })
+            }
+            Some(serde_json::Value::String(t)) => {
+                Err(bad(id, format!("invalid `{t}` frame: {first}")))
+            }
+            Some(other) => Err(bad(
+                id,
+                format!("`type` must be {naming}, not {}", json_kind(other)),
+            )),
+        }
+    }
+
     /// The request id every client frame carries.
     pub fn id(&self) -> u64 {
         match self {
@@ -615,6 +728,74 @@ mod tests {
             serde_json::to_value(&added).unwrap(),
             json!({"type": "conversation_removed", "conv": 4})
         );
+    }
+
+    #[test]
+    fn frame_errors_say_what_is_wrong() {
+        let err = |text: &str| ClientFrame::parse(text).unwrap_err();
+        let e = err(r#"{"type":5,"id":9}"#);
+        assert_eq!((e.id, e.code), (Some(9), ErrorCode::BadRequest));
+        assert!(e.message.contains("`type` must be a string") && e.message.contains("a number"));
+        assert!(!e.message.contains("missing"), "{}", e.message);
+        let e = err(r#"{"type":null,"id":1}"#);
+        assert!(e.message.contains("not null"), "{}", e.message);
+        let e = err(r#"{"type":["send"],"id":1}"#);
+        assert!(e.message.contains("not an array"), "{}", e.message);
+        let e = err(r#"{"id":2}"#);
+        assert_eq!(e.id, Some(2));
+        assert!(e.message.starts_with("missing `type`"), "{}", e.message);
+        let e = err(r#"{"type":"zap","id":4}"#);
+        assert_eq!((e.id, e.code), (Some(4), ErrorCode::UnknownType));
+        assert!(e.message.contains("`zap`") && e.message.contains("create_room"));
+        let e = err(r#"{"type":"send","id":5}"#);
+        assert_eq!((e.id, e.code), (Some(5), ErrorCode::BadRequest));
+        assert!(e.message.contains("invalid `send` frame") && e.message.contains("client_msg_id"));
+        let e = err(r#"[1,2]"#);
+        assert_eq!(e.message, "a frame must be a JSON object, not an array");
+        assert!(err("{nope").message.starts_with("malformed JSON"));
+        assert_eq!(err(r#"{"type":"rooms","id":"x"}"#).id, None);
+    }
+
+    /// `ClientFrame::TYPES` is the enum's own list: serde names every variant it expects when
+    /// given an unknown one, and each listed type parses past the tag.
+    #[test]
+    fn frame_types_match_the_enum() {
+        let e = serde_json::from_str::<ClientFrame>(r#"{"type":"zzz"}"#).unwrap_err();
+        let text = e.to_string();
+        let expected = text.split("expected one of").nth(1).expect("variant list");
+        let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert_eq!(names, ClientFrame::TYPES);
+    }
+
+    /// The largest server frame the limit allows for is a real worst case: a full history page
+    /// of the longest texts of the widest escaping, with the longest names and numbers.
+    #[test]
+    fn the_worst_history_page_fits_the_server_frame_limit() {
+        let message = Message {
+            id: i64::MIN,
+            conv: i64::MIN,
+            seq: i64::MIN,
+            sender: "\u{10400}".repeat(limits::MAX_USERNAME_CHARS),
+            text: "\u{1}".repeat(limits::MAX_TEXT_CHARS),
+            time: i64::MIN,
+            client_msg_id: Uuid::nil(),
+        };
+        let frame = ServerFrame::Ok {
+            id: u64::MAX,
+            result: Reply::History {
+                conv: i64::MIN,
+                messages: vec![message; limits::MAX_PAGE as usize],
+                has_more: true,
+            },
+        };
+        let len = serde_json::to_string(&frame).unwrap().len();
+        assert!(
+            len <= limits::MAX_SERVER_FRAME_BYTES,
+            "{len} > {}",
+            limits::MAX_SERVER_FRAME_BYTES
+        );
+        // Not wastefully loose either: within 2% of the real worst case.
+        assert!(len * 50 >= limits::MAX_SERVER_FRAME_BYTES * 49, "{len}");
     }
 
     #[test]

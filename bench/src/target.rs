@@ -211,6 +211,8 @@ async fn start_natter(launch: &Launch, template: Option<&Path>) -> Result<Server
         .arg(addr.to_string())
         .arg("--data-dir")
         .arg(data.path())
+        // The load generator opens thousands of sockets from one address, several per user.
+        .args(["--max-sockets-per-user", "0", "--max-sockets-per-ip", "0"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -25,14 +25,32 @@ struct Args {
     /// TLS private key (PEM).
     #[arg(long, env = "NATTER_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Origins allowed to open sockets from a browser (repeat or comma-separate; `*` allows any).
-    /// Clients that send no Origin header are not affected.
+    /// Origins allowed to call the API and open sockets from a browser (repeat or
+    /// comma-separate; `*` allows any). Clients that send no Origin header are not affected.
     #[arg(
         long = "allowed-origin",
         env = "NATTER_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Host names, besides IP addresses and `localhost`, the server answers to (repeat or
+    /// comma-separate; `*` allows any). Needed when clients reach it by a DNS name: requests
+    /// naming any other host get 421 (a DNS rebinding guard).
+    #[arg(
+        long = "allowed-host",
+        env = "NATTER_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a whole HTTP request body (408 after).
+    #[arg(long, env = "NATTER_BODY_TIMEOUT", default_value_t = 10.0)]
+    body_timeout: f64,
+    /// Authenticated sockets one user may have open (0: no cap).
+    #[arg(long, env = "NATTER_MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    max_sockets_per_user: usize,
+    /// Authenticated sockets one IP address may have open (0: no cap).
+    #[arg(long, env = "NATTER_MAX_SOCKETS_PER_IP", default_value_t = 256)]
+    max_sockets_per_ip: usize,
     /// Seconds between server pings.
     #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value_t = 25.0)]
     heartbeat_interval: f64,
@@ -60,7 +78,7 @@ struct Args {
     /// Seconds allowed for the TLS handshake and the HTTP request head (slowloris guard).
     #[arg(long, env = "NATTER_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
     handshake_timeout: f64,
-    /// Sockets per IP address that have upgraded but not yet authenticated.
+    /// Sockets per IP address that have upgraded but not yet authenticated (0: no cap).
     #[arg(long, env = "NATTER_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 16)]
     max_unauthenticated_per_ip: usize,
     /// Failed sign-ins an IP address may make in a row before it must wait (429).
@@ -90,6 +108,14 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
         .into_iter()
         .filter(|o| !o.trim().is_empty())
         .collect();
+    c.allowed_hosts = args
+        .allowed_hosts
+        .into_iter()
+        .filter(|h| !h.trim().is_empty())
+        .collect();
+    c.body_timeout = secs(args.body_timeout)?;
+    c.max_sockets_per_user = args.max_sockets_per_user;
+    c.max_sockets_per_ip = args.max_sockets_per_ip;
     c.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
         _ => None,

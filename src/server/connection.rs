@@ -9,15 +9,19 @@
 //!
 //! Every way a socket ends goes through [`Kill`]: whoever decides (the loop on bad input, the
 //! outbound queue on overflow, the hub on logout, heartbeat, shutdown) fires a close code, and
-//! the loop sends that close frame. After the close frame the task keeps reading and discarding
-//! raw bytes for a short grace period, so a peer that was mid-way through a large frame still
-//! sees the close frame instead of a TCP reset.
+//! the loop sends that close frame, waits for the peer's close reply and then closes TCP at once
+//! (RFC 6455 7.1.1), see [`finish`].
+//!
+//! Caps: sockets that have not authenticated count per address; authenticated ones per user and
+//! per address ([`Counts`], [`SocketSlots`]).
 //!
 //! The socket type is generic over the underlying I/O, so tests drive it over an in-memory
 //! duplex stream; the server uses it over TCP or TLS.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,7 +37,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::names::{self, NameKind};
 use crate::protocol::{
-    close, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, Millis, Reply, ServerFrame,
+    close, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, FrameError, Millis, Reply,
+    ServerFrame,
 };
 
 use super::auth::{hash_token, TokenHash};
@@ -60,22 +65,6 @@ fn socket_config() -> WebSocketConfig {
         .max_message_size(Some(limits::MAX_FRAME_BYTES))
         .max_frame_size(Some(limits::MAX_FRAME_BYTES))
 }
-/// Every `type` a client frame may have; anything else is `unknown_type`.
-const KNOWN_TYPES: &[&str] = &[
-    "auth",
-    "sync",
-    "send",
-    "history",
-    "rooms",
-    "create_room",
-    "join",
-    "leave",
-    "members",
-    "users",
-    "read",
-    "typing",
-];
-
 /// A socket's identity once authenticated.
 #[derive(Debug, Clone, Copy)]
 pub struct Authed {
@@ -84,37 +73,101 @@ pub struct Authed {
     pub expires_at: Millis,
 }
 
-/// Keeps a slot in the per-address count of sockets that have not authenticated yet.
-pub struct UnauthSlot {
-    shared: Arc<Shared>,
-    ip: std::net::IpAddr,
-}
+/// Live sockets per key (an address or a user), for the caps on them.
+pub struct Counts<K>(Mutex<HashMap<K, usize>>);
 
-impl UnauthSlot {
-    /// Take a slot for `ip`, or None when it already holds `max_unauthenticated_per_ip`.
-    pub fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<UnauthSlot> {
-        let mut map = shared.unauth.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= shared.config.max_unauthenticated_per_ip {
+impl<K: Eq + Hash + Copy> Counts<K> {
+    pub fn new() -> Arc<Counts<K>> {
+        Arc::new(Counts(Mutex::new(HashMap::new())))
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for `key`, or None when it already holds `max` (0 means no cap).
+    pub fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Slot<K>> {
+        let mut map = self.map();
+        let n = map.entry(key).or_insert(0);
+        if max != 0 && *n >= max {
+            if *n == 0 {
+                map.remove(&key);
+            }
             return None;
         }
         *n += 1;
-        Some(UnauthSlot {
-            shared: shared.clone(),
-            ip,
+        Some(Slot {
+            counts: self.clone(),
+            key,
         })
     }
 }
 
-impl Drop for UnauthSlot {
+/// One socket's place in a [`Counts`], given back when dropped.
+pub struct Slot<K: Eq + Hash + Copy> {
+    counts: Arc<Counts<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Copy> Slot<K> {
+    pub fn key(&self) -> K {
+        self.key
+    }
+}
+
+impl<K: Eq + Hash + Copy> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut map = self.shared.unauth.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
+        let mut map = self.counts.map();
+        if let Some(n) = map.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                map.remove(&self.ip);
+                map.remove(&self.key);
             }
         }
+    }
+}
+
+/// A socket that upgraded without a token: its place in the per-address count of those.
+pub type UnauthSlot = Slot<IpAddr>;
+
+/// An authenticated socket's places in the per-user and per-address counts.
+pub struct SocketSlots {
+    _user: Slot<UserId>,
+    _ip: Option<Slot<IpAddr>>,
+}
+
+impl SocketSlots {
+    /// Places for one more socket of `user` from `ip` (None when unknown, as over a test
+    /// pipe), or what cap it would exceed.
+    pub fn take(shared: &Shared, user: UserId, ip: Option<IpAddr>) -> Result<SocketSlots, String> {
+        let cfg = &shared.config;
+        let user_slot = shared
+            .sockets_per_user
+            .take(user, cfg.max_sockets_per_user)
+            .ok_or_else(|| {
+                format!(
+                    "too many open sockets for this user (at most {})",
+                    cfg.max_sockets_per_user
+                )
+            })?;
+        let ip_slot = match ip {
+            Some(ip) => Some(
+                shared
+                    .sockets_per_ip
+                    .take(ip, cfg.max_sockets_per_ip)
+                    .ok_or_else(|| {
+                        format!(
+                            "too many open sockets from this address (at most {})",
+                            cfg.max_sockets_per_ip
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(SocketSlots {
+            _user: user_slot,
+            _ip: ip_slot,
+        })
     }
 }
 
@@ -142,14 +195,21 @@ fn close_reason(code: u16) -> &'static str {
         close::UNAUTHORIZED => "session ended: sign in again",
         close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
         close::RATE_LIMITED => "rate limit exceeded",
+        close::TOO_MANY_SOCKETS => "too many open sockets for this user or address",
         close::PROTOCOL_ERROR => "protocol error",
         _ => "",
     }
 }
 
-/// Send a close frame (unless the peer vanished), then read and discard for a grace period so
-/// the peer gets to read it. Frames still queued are dropped: the client resumes from its last
-/// seq when it reconnects.
+/// Send a close frame (unless the peer vanished), then end the TCP connection as soon as the
+/// close handshake is complete: RFC 6455 7.1.1 has the server close TCP first, and a peer
+/// waits for that (a client's `close()`, our own shutdown). Frames still queued are dropped:
+/// the client resumes from its last seq when it reconnects.
+///
+/// After a read error in the middle of a frame (too large, protocol error) the stream is not
+/// at a frame boundary, so no close reply can be read: raw bytes are read and discarded for the
+/// grace period instead, so a peer still sending the rest of its frame gets to read the close
+/// frame rather than a TCP reset.
 async fn finish<T>(mut ws: Ws<T>, code: u16, grace: Duration)
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -162,15 +222,20 @@ where
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(close_reason(code)),
     };
-    let sent = tokio::time::timeout(grace, async {
-        let _ = ws.send(Message::Close(Some(frame))).await;
-        let _ = ws.flush().await;
-    })
-    .await;
-    if sent.is_err() {
+    // Also sends tungstenite's reply when the peer closed first (then `frame` is not used).
+    if tokio::time::timeout(grace, ws.close(Some(frame)))
+        .await
+        .is_err()
+    {
         return;
     }
+    let mid_frame = matches!(code, close::TOO_BIG | close::PROTOCOL_ERROR);
     let _ = tokio::time::timeout(grace, async {
+        if !mid_frame {
+            // Ends at the peer's close reply, or at once when the peer closed first.
+            while let Some(Ok(_)) = ws.next().await {}
+            return;
+        }
         let io = ws.get_mut();
         // On the heap and only now: an array here would sit in every connection's task for its
         // whole life, since a future is as large as its largest state.
@@ -185,8 +250,16 @@ where
 }
 
 /// Serve one upgraded socket (the raw byte stream after the HTTP upgrade) until it closes.
-pub async fn serve<T>(io: T, shared: Arc<Shared>, pre: Option<Authed>, slot: Option<UnauthSlot>)
-where
+///
+/// `pre` is the identity and socket slots of a socket that upgraded with a token; otherwise the
+/// socket must send `auth` and `slot` holds its place among the address's unauthenticated
+/// sockets (its address is then the one the caps on authenticated sockets count).
+pub async fn serve<T>(
+    io: T,
+    shared: Arc<Shared>,
+    pre: Option<(Authed, SocketSlots)>,
+    slot: Option<UnauthSlot>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = Arc::new(Kill::default());
@@ -202,10 +275,12 @@ where
     )
     .await;
     let grace = shared.config.close_grace;
-    let authed = match pre {
+    // Held until the socket is gone: its places in the per-user and per-address caps.
+    let (authed, _slots) = match pre {
         Some(a) => a,
         None => {
-            let result = auth_phase(&mut ws, &shared).await;
+            let ip = slot.as_ref().map(Slot::key);
+            let result = auth_phase(&mut ws, &shared, ip).await;
             // Authenticated or not, this socket no longer counts as a pending one.
             drop(slot);
             match result {
@@ -275,7 +350,11 @@ where
 }
 
 /// Wait for the `auth` frame of a socket that upgraded without a token.
-async fn auth_phase<T>(ws: &mut Ws<T>, shared: &Arc<Shared>) -> Result<Authed, u16>
+async fn auth_phase<T>(
+    ws: &mut Ws<T>,
+    shared: &Arc<Shared>,
+    ip: Option<IpAddr>,
+) -> Result<(Authed, SocketSlots), u16>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -305,12 +384,21 @@ where
             .await;
         return match found {
             Ok(Some((user, expires_at))) => {
+                let slots = match SocketSlots::take(shared, user, ip) {
+                    Ok(slots) => slots,
+                    Err(message) => {
+                        let err = answer(id, Err((ErrorCode::RateLimited, message)));
+                        let _ = send_now(ws, &err).await;
+                        return Err(close::TOO_MANY_SOCKETS);
+                    }
+                };
                 send_now(ws, &answer(id, Ok(Reply::Authenticated))).await?;
-                Ok(Authed {
+                let authed = Authed {
                     user,
                     token: hash,
                     expires_at,
-                })
+                };
+                Ok((authed, slots))
             }
             Ok(None) => {
                 let err = answer(
@@ -443,33 +531,6 @@ struct RunningSync {
     cancel: oneshot::Sender<()>,
 }
 
-/// The request id and error code for a frame that did not parse as a [`ClientFrame`].
-fn diagnose(text: &str) -> (Option<u64>, ErrorCode, String) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-        return (None, ErrorCode::BadRequest, "malformed JSON".into());
-    };
-    let id = value.get("id").and_then(|v| v.as_u64());
-    match value.get("type").and_then(|v| v.as_str()) {
-        None => (id, ErrorCode::BadRequest, "missing `type`".into()),
-        Some(t) if !KNOWN_TYPES.contains(&t) => (
-            id,
-            ErrorCode::UnknownType,
-            format!("unknown frame type `{t}`"),
-        ),
-        Some(_) => {
-            let detail = serde_json::from_value::<ClientFrame>(value)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            (
-                id,
-                ErrorCode::BadRequest,
-                format!("missing or mistyped field: {detail}"),
-            )
-        }
-    }
-}
-
 type Answer = Result<Reply, (ErrorCode, String)>;
 
 impl Session {
@@ -541,10 +602,9 @@ impl Session {
             }
             Err(code) => return Some(code),
         }
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
-            Err(_) => {
-                let (id, code, message) = diagnose(text);
+            Err(FrameError { id, code, message }) => {
                 return self.reply(encode(&ServerFrame::Error { id, code, message }));
             }
         };
@@ -788,20 +848,24 @@ mod tests {
     use crate::server::{auth, ServerConfig};
 
     #[test]
-    fn diagnose_names_the_problem_and_keeps_the_id() {
-        assert_eq!(diagnose("{nope").1, ErrorCode::BadRequest);
-        assert_eq!(diagnose("{nope").0, None);
-        assert_eq!(diagnose(r#"{"type":"zap","id":4}"#).0, Some(4));
-        assert_eq!(
-            diagnose(r#"{"type":"zap","id":4}"#).1,
-            ErrorCode::UnknownType
+    fn counts_cap_per_key_give_places_back_and_zero_means_no_cap() {
+        let counts = Counts::<u8>::new();
+        let a1 = counts.take(1, 2).expect("first");
+        let _a2 = counts.take(1, 2).expect("second");
+        assert!(counts.take(1, 2).is_none(), "a third is over the cap of 2");
+        let _b1 = counts.take(2, 2).expect("another key has its own count");
+        drop(a1);
+        assert!(
+            counts.take(1, 2).is_some(),
+            "a dropped slot gives its place back"
         );
-        assert_eq!(
-            diagnose(r#"{"type":"send","id":5}"#).1,
-            ErrorCode::BadRequest
+        let many: Vec<_> = (0..1000).map(|_| counts.take(3, 0).unwrap()).collect();
+        assert_eq!(many.len(), 1000);
+        drop(many);
+        assert!(
+            !counts.map().contains_key(&3),
+            "no entry is left for a key with no sockets"
         );
-        assert_eq!(diagnose(r#"{"id":6}"#).1, ErrorCode::BadRequest);
-        assert_eq!(diagnose(r#"{"type":"rooms","id":"x"}"#).0, None);
     }
 
     #[test]

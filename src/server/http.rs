@@ -1,18 +1,26 @@
 //! HTTP routes: register, login, logout, health, and the WebSocket upgrade at `/ws`.
 //!
-//! The upgrade is checked completely before any socket exists: WebSocket headers, the Origin
-//! allowlist, the `natter.v1` subprotocol, and the bearer token (a bad one gets 401 and no
-//! socket). Sockets without a token count against a per-address cap until they authenticate.
+//! Every request first passes [`guard`]: the `Host` names this server (DNS rebinding), the
+//! `Origin`, when a browser sent one, is allowed, a POST body is JSON, and the whole body arrives
+//! within its size limit and deadline. Every error, of a route or of the guard, has the JSON
+//! [`ApiError`] body.
+//!
+//! The upgrade is checked completely before any socket exists: WebSocket headers, the
+//! `natter.v1` subprotocol, and the bearer token (a bad one gets 401 and no socket), and the caps
+//! on open sockets per user and address (429). Sockets without a token count against a
+//! per-address cap until they authenticate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -23,7 +31,7 @@ use crate::protocol::{
 };
 
 use super::auth::{self, TokenHash};
-use super::connection::{self, Authed, UnauthSlot};
+use super::connection::{self, Authed, SocketSlots};
 use super::store::{self, now_ms, StoreError, WriteOp, WriteOutcome};
 use super::Shared;
 
@@ -55,14 +63,29 @@ fn status_for(code: ErrorCode) -> StatusCode {
 
 /// An HTTP error with the JSON [`ApiError`] body.
 fn fail(code: ErrorCode, message: impl Into<String>) -> Response {
+    fail_with(status_for(code), code, message)
+}
+
+/// An HTTP error whose status says more than its code's usual one (405, 408, 413, 415, 421).
+fn fail_with(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     (
-        status_for(code),
+        status,
         Json(ApiError {
             code,
             message: message.into(),
         }),
     )
         .into_response()
+}
+
+/// [`fail_with`], and the connection closes after the answer: the rest of the request body is
+/// never read, so nothing else can follow on this connection (and a refused cross-site caller
+/// gets no connection to reuse).
+fn fail_and_close(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    let mut resp = fail_with(status, code, message);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn store_fail(e: StoreError) -> Response {
@@ -80,16 +103,147 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ws", get(upgrade))
         .fallback(|| async { fail(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            (
+            fail_with(
                 StatusCode::METHOD_NOT_ALLOWED,
-                Json(ApiError {
-                    code: ErrorCode::BadRequest,
-                    message: "method not allowed".into(),
-                }),
+                ErrorCode::BadRequest,
+                "method not allowed",
             )
         })
-        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
+}
+
+/// Whether the `Host` header names this server: an IP literal (a DNS rebinding attack needs a
+/// name, and a LAN host is reached by its address), `localhost` and its subdomains (browsers
+/// resolve those to loopback themselves), or a name in `allowed_hosts` (`*` allows any).
+fn host_allowed(shared: &Shared, host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        // Only IPv6 literals are bracketed: `[::1]` or `[::1]:8686`.
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_end_matches('.');
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let lower = name.to_ascii_lowercase();
+    lower == "localhost"
+        || lower.ends_with(".localhost")
+        || shared
+            .config
+            .allowed_hosts
+            .iter()
+            .any(|h| h == "*" || h.trim_end_matches('.').eq_ignore_ascii_case(name))
+}
+
+/// Whether a request declares a body (hyper gives every request a body, maybe empty).
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Whether the `Content-Type` is JSON (parameters such as `charset` are allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Checks every request before its route sees it, in this order: `Host` (421), `Origin` (403),
+/// a POST body's `Content-Type` (415), then reads the whole body within the size limit (413,
+/// at once for a `Content-Length` beyond it) and the body deadline (408). A route gets the body
+/// already read, so none of them waits on a slow or endless one.
+async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if let Some(host) = headers.get(header::HOST) {
+        let host = host.to_str().unwrap_or("");
+        if !host_allowed(&shared, host) {
+            return fail_and_close(
+                StatusCode::MISDIRECTED_REQUEST,
+                ErrorCode::Forbidden,
+                format!(
+                    "this server does not answer to the host name `{host}` (a server reached \
+                     by a name lists it with --allowed-host)"
+                ),
+            );
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin_allowed(&shared, origin) {
+            return fail_and_close(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin not allowed",
+            );
+        }
+    }
+    if !declares_body(headers) {
+        return next.run(req).await;
+    }
+    if req.method() == Method::POST && !is_json(headers) {
+        return fail_and_close(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadRequest,
+            "request bodies are JSON: send Content-Type: application/json",
+        );
+    }
+    let too_large = || {
+        fail_and_close(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLong,
+            format!(
+                "request bodies are at most {} bytes",
+                limits::MAX_HTTP_BODY_BYTES
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits::MAX_HTTP_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(shared.config.body_timeout, async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Some(e.to_string()))?;
+            if buf.len() + chunk.len() > limits::MAX_HTTP_BODY_BYTES {
+                return Err(None::<String>);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    })
+    .await;
+    match read {
+        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
+        Ok(Err(None)) => too_large(),
+        Ok(Err(Some(e))) => fail_and_close(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("cannot read the request body: {e}"),
+        ),
+        Err(_) => fail_and_close(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::BadRequest,
+            format!(
+                "the request body did not arrive within {} s",
+                shared.config.body_timeout.as_secs_f64()
+            ),
+        ),
+    }
 }
 
 async fn health() -> Json<Health> {
@@ -368,11 +522,6 @@ async fn upgrade(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return fail(ErrorCode::BadRequest, "missing Sec-WebSocket-Key");
     };
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !origin_allowed(&shared, origin) {
-            return fail(ErrorCode::Forbidden, "origin not allowed");
-        }
-    }
     if !header_has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
         return fail(
             ErrorCode::BadRequest,
@@ -380,8 +529,14 @@ async fn upgrade(
         );
     }
     let (authed, slot) = match bearer_user(&shared, headers).await {
-        Ok(Some(a)) => (Some(a), None),
-        Ok(None) => match UnauthSlot::take(&shared, peer.ip()) {
+        Ok(Some(a)) => match SocketSlots::take(&shared, a.user, Some(peer.ip())) {
+            Ok(slots) => (Some((a, slots)), None),
+            Err(message) => return fail(ErrorCode::RateLimited, message),
+        },
+        Ok(None) => match shared
+            .unauth
+            .take(peer.ip(), shared.config.max_unauthenticated_per_ip)
+        {
             Some(slot) => (None, Some(slot)),
             None => {
                 return fail(

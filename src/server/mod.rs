@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
-use self::connection::Bucket;
+use self::connection::{Bucket, Counts};
 use self::hub::Hub;
 use self::store::{Store, UserId};
 
@@ -55,8 +55,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// How long beyond `heartbeat_interval` a silent peer is kept before close 4002.
     pub heartbeat_timeout: Duration,
-    /// Origins allowed to open a socket when the request carries an `Origin` header (browser
-    /// clients). `*` allows any. Requests without `Origin` (native clients) are not affected.
+    /// Origins allowed to call the HTTP API or open a socket when the request carries an
+    /// `Origin` header (browser clients); others get 403. `*` allows any. Requests without
+    /// `Origin` (native clients) are not affected.
     pub allowed_origins: Vec<String>,
     /// Serve TLS with this certificate when set.
     pub tls: Option<TlsConfig>,
@@ -75,13 +76,24 @@ pub struct ServerConfig {
     pub auth_timeout: Duration,
     /// Time for a TLS handshake and for the HTTP request head (slowloris guard).
     pub handshake_timeout: Duration,
-    /// Sockets per IP address that have upgraded but not yet authenticated.
+    /// Host names (besides IP literals and `localhost`) the HTTP API and `/ws` answer to. A
+    /// request naming another host gets 421: a page that rebinds its own DNS name to this
+    /// server's address cannot reach it.
+    pub allowed_hosts: Vec<String>,
+    /// Time for a whole HTTP request body once its head arrived (408 after).
+    pub body_timeout: Duration,
+    /// Sockets per IP address that have upgraded but not yet authenticated (0: no cap).
     pub max_unauthenticated_per_ip: usize,
+    /// Authenticated sockets one user may have open (0: no cap).
+    pub max_sockets_per_user: usize,
+    /// Authenticated sockets one IP address may have open (0: no cap).
+    pub max_sockets_per_ip: usize,
     /// Failed sign-ins an IP address may make in a row before it must wait (429).
     pub failed_sign_ins_per_ip: u32,
     /// After that, one more try per this long.
     pub failed_sign_in_refill: Duration,
-    /// How long the server waits for a peer to read its close frame.
+    /// How long the server waits for a peer to answer its close frame (TCP is closed as soon
+    /// as it does).
     pub close_grace: Duration,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
@@ -103,7 +115,11 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             auth_timeout: Duration::from_secs(crate::protocol::limits::AUTH_TIMEOUT_SECS),
             handshake_timeout: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
+            body_timeout: Duration::from_secs(crate::protocol::limits::HTTP_BODY_TIMEOUT_SECS),
             max_unauthenticated_per_ip: 16,
+            max_sockets_per_user: 32,
+            max_sockets_per_ip: 256,
             failed_sign_ins_per_ip: 10,
             failed_sign_in_refill: Duration::from_secs(30),
             close_grace: Duration::from_secs(2),
@@ -160,7 +176,11 @@ pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub buckets: Mutex<HashMap<UserId, Bucket>>,
-    pub unauth: Mutex<HashMap<IpAddr, usize>>,
+    /// Sockets that have not authenticated yet, per address.
+    pub unauth: Arc<Counts<IpAddr>>,
+    /// Authenticated sockets per user and per address.
+    pub sockets_per_user: Arc<Counts<UserId>>,
+    pub sockets_per_ip: Arc<Counts<IpAddr>>,
     pub tasks: Tasks,
     /// Turns true when shutdown begins (HTTP connections and sockets still authenticating
     /// watch it).
@@ -187,7 +207,9 @@ impl Shared {
             store,
             hub,
             buckets: Mutex::new(HashMap::new()),
-            unauth: Mutex::new(HashMap::new()),
+            unauth: Counts::new(),
+            sockets_per_user: Counts::new(),
+            sockets_per_ip: Counts::new(),
             tasks: Tasks::default(),
             stopping: watch::channel(false).0,
             argon2_permits: tokio::sync::Semaphore::new(
