@@ -381,8 +381,17 @@ impl Store {
         self.meta_set("owner", &owner_key)?;
         self.meta_set("me", &saved.session.user.username)?;
         self.meta_set("session", &serde_json::to_string(saved)?)?;
+        if let Some(device) = &saved.session.device_token {
+            self.meta_set("device", device)?;
+        }
         self.upsert_user(&saved.session.user)?;
         Ok(())
+    }
+
+    /// The device token the server gave this profile's user, kept across sign-outs (the
+    /// session is saved under another key and cleared on sign-out).
+    pub fn device_token(&self) -> Result<Option<String>> {
+        self.meta_get("device")
     }
 
     /// Forgets the token (sign-out) but keeps history for the next sign-in of the same user.
@@ -1922,6 +1931,7 @@ mod tests {
                     avatar: "a".into(),
                 },
                 expires_at: 0,
+                device_token: None,
             },
         };
         s.save_session(&saved("alice")).unwrap();
