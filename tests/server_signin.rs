@@ -467,3 +467,42 @@ async fn memory_returns_after_a_burst_of_300_sign_ins() {
         "RSS {after} KiB is more than 50 MiB above {before} KiB"
     );
 }
+
+/// Bullet 4, the client core: the device token a registration returned is kept in the profile
+/// (also once the session is gone) and sent by `login_in_profile`, so the right password
+/// signs in from an address whose budget is used up, where a plain `login` is refused.
+#[tokio::test]
+async fn the_client_core_keeps_and_sends_its_device_token() {
+    use natter::client::{self, ClientError, RegisterRequest};
+    let server = TestServer::start_with(|c| c.failed_sign_ins_per_ip = 2).await;
+    let url: url::Url = format!("http://{}", server.addr).parse().unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let req = RegisterRequest {
+        username: "alice".into(),
+        password: PASSWORD.into(),
+        display_name: None,
+        avatar: None,
+    };
+    let session = client::register(&url, req).await.expect("register");
+    let device = session.device_token.clone().expect("a device token");
+    client::save_session(profile.path(), &url, &session).expect("save");
+    for _ in 0..2 {
+        let r = client::login(&url, "nobody", "wrong password").await;
+        assert!(matches!(r, Err(ClientError::Unauthorized(_))), "{r:?}");
+    }
+    let refused = client::login(&url, "alice", PASSWORD).await;
+    assert!(
+        matches!(refused, Err(ClientError::RateLimited(_))),
+        "{refused:?}"
+    );
+    let again = client::login_in_profile(profile.path(), &url, "alice", PASSWORD)
+        .await
+        .expect("a known device signs in");
+    assert_eq!(again.device_token.as_deref(), Some(device.as_str()));
+    let fresh = tempfile::tempdir().unwrap();
+    let stranger = client::login_in_profile(fresh.path(), &url, "alice", PASSWORD).await;
+    assert!(
+        matches!(stranger, Err(ClientError::RateLimited(_))),
+        "a profile without the token is a new device: {stranger:?}"
+    );
+}
