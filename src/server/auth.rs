@@ -179,6 +179,15 @@ impl<K: Hash + Eq + Copy> AccountDelay<K> {
         }
     }
 
+    /// The attempt counted by [`AccountDelay::take`] has failed: the wait runs from now, the
+    /// end of its (possibly slow) password check, not from its start.
+    pub fn failed(&self, account: K, now: Instant) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(&account) {
+            entry.1 = entry.1.max(now);
+        }
+    }
+
     /// Take back the failure counted for an attempt whose password was never checked.
     pub fn refund(&self, account: K) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -301,6 +310,12 @@ mod tests {
         assert_eq!(guard.take(7, at(t0, 6.0)), Err(Duration::from_secs(8)));
         guard.charge(7, at(t0, 6.0));
         assert_eq!(guard.take(7, at(t0, 6.0)), Err(Duration::from_secs(16)));
+        guard.failed(7, at(t0, 7.0));
+        assert_eq!(
+            guard.take(7, at(t0, 7.0)),
+            Err(Duration::from_secs(16)),
+            "the wait runs from the end of the failed check"
+        );
         guard.succeeded(7);
         assert!(guard.take(7, at(t0, 6.0)).is_ok(), "success starts afresh");
     }

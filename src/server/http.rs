@@ -323,11 +323,13 @@ async fn login(
         }
     };
     let (Some(user), true) = (user, ok) else {
-        if known_device {
-            // Exempt from waiting, not from counting.
-            shared.sign_in_budget.charge(ip, started);
-            if let Some(user) = user {
-                shared.account_delay.charge(user, started);
+        if let Some(user) = user {
+            if known_device {
+                // Exempt from waiting, not from counting.
+                shared.sign_in_budget.charge(ip, started);
+                shared.account_delay.charge(user, Instant::now());
+            } else {
+                shared.account_delay.failed(user, Instant::now());
             }
         }
         return fail(ErrorCode::Unauthorized, "wrong username or password");
