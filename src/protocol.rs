@@ -509,6 +509,9 @@ pub enum ErrorCode {
     Cancelled,
     /// Unexpected server failure; the request may be retried.
     Internal,
+    /// The server is at capacity for this kind of work (password checks): HTTP 503 with
+    /// `Retry-After`; try again after that many seconds.
+    Busy,
 }
 
 /// Frames the server sends.
@@ -611,6 +614,11 @@ pub struct RegisterRequest {
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+    /// The `device_token` an earlier successful sign-in of this user on this device returned:
+    /// such a sign-in is exempt from the per-address and per-account sign-in limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub device_token: Option<String>,
 }
 
 /// Successful `register` or `login`: a bearer token for the `Authorization` header.
@@ -621,6 +629,11 @@ pub struct Session {
     pub user: User,
     #[ts(type = "number")]
     pub expires_at: Millis,
+    /// Marks this device as known to this user's account: keep it (also after signing out) and
+    /// send it with later logins of the same user. Absent from servers before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub device_token: Option<String>,
 }
 
 /// The body of every HTTP error response.

@@ -205,6 +205,7 @@ async fn start(
             token: "secret-token".into(),
             user: user("alice"),
             expires_at: i64::MAX,
+            device_token: None,
         },
     )
     .await
@@ -488,6 +489,7 @@ async fn no_hello_and_non_websocket_peers_are_retried() {
             token: "t".into(),
             user: user("alice"),
             expires_at: 0,
+            device_token: None,
         },
     )
     .await
@@ -628,6 +630,7 @@ async fn offline_start_is_instant_and_queues() {
             token: "t".into(),
             user: user("alice"),
             expires_at: 0,
+            device_token: None,
         },
     )
     .await

@@ -397,7 +397,9 @@ impl Shell {
 
     pub async fn login(&self, username: String, password: String) -> CmdResult<AppState> {
         let url = self.server_url()?;
-        let session = natter::client::login(&url, &username, &password).await?;
+        let profile = self.client_config(&url, &username).profile_dir;
+        let session =
+            natter::client::login_in_profile(&profile, &url, &username, &password).await?;
         self.sign_in(url, session).await
     }
 

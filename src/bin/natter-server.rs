@@ -87,6 +87,25 @@ struct Args {
     /// Seconds per further try once an address has used up its failed sign-ins.
     #[arg(long, env = "NATTER_FAILED_SIGN_IN_REFILL", default_value_t = 30.0)]
     failed_sign_in_refill: f64,
+    /// Failed sign-ins an account may have (from any address) before each further try must
+    /// wait 2, 4, 8 ... seconds after the last failure (429).
+    #[arg(long, env = "NATTER_ACCOUNT_FREE_FAILURES", default_value_t = 3)]
+    account_free_failures: u32,
+    /// Seconds: the longest wait an account's failures impose.
+    #[arg(long, env = "NATTER_ACCOUNT_DELAY_CAP", default_value_t = 900.0)]
+    account_delay_cap: f64,
+    /// Accounts an IP address may create in a row before it must wait (429).
+    #[arg(long, env = "NATTER_REGISTRATIONS_PER_IP", default_value_t = 5)]
+    registrations_per_ip: u32,
+    /// Seconds per further account once an address has used those up.
+    #[arg(long, env = "NATTER_REGISTRATION_REFILL", default_value_t = 120.0)]
+    registration_refill: f64,
+    /// Threads hashing passwords, each with one ~19 MiB argon2 buffer [default: CPU count].
+    #[arg(long, env = "NATTER_ARGON2_WORKERS")]
+    argon2_workers: Option<usize>,
+    /// Sign-ins and registrations waiting for a hashing thread before the server answers 503.
+    #[arg(long, env = "NATTER_ARGON2_QUEUE", default_value_t = 64)]
+    argon2_queue: usize,
 }
 
 fn secs(s: f64) -> Result<Duration, String> {
@@ -130,6 +149,14 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.max_unauthenticated_per_ip = args.max_unauthenticated_per_ip;
     c.failed_sign_ins_per_ip = args.failed_sign_ins_per_ip;
     c.failed_sign_in_refill = secs(args.failed_sign_in_refill)?;
+    c.account_free_failures = args.account_free_failures;
+    c.account_delay_cap = secs(args.account_delay_cap)?;
+    c.registrations_per_ip = args.registrations_per_ip;
+    c.registration_refill = secs(args.registration_refill)?;
+    if let Some(workers) = args.argon2_workers {
+        c.argon2_workers = workers;
+    }
+    c.argon2_queue = args.argon2_queue;
     Ok((args.listen, c))
 }
 

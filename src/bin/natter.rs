@@ -238,7 +238,11 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .server
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
-            let session = client::login(&server, user, &password()?).await?;
+            let profile = match &cli.profile {
+                Some(p) => p.clone(),
+                None => client::default_profile_dir(&server, user),
+            };
+            let session = client::login_in_profile(&profile, &server, user, &password()?).await?;
             signed_in(&cli, &server, &session)?;
             say!("signed in as {}", session.user.username);
             Ok(())

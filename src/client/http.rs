@@ -101,13 +101,25 @@ pub async fn register(server: &Url, req: RegisterRequest) -> Result<Session> {
     decode(resp).await
 }
 
-/// `POST /api/login`.
+/// `POST /api/login` from a device never signed in before (see [`super::login_in_profile`]).
 pub async fn login(server: &Url, username: &str, password: &str) -> Result<Session> {
+    login_as(server, username, password, None).await
+}
+
+/// `POST /api/login`, presenting `device_token` (from an earlier session of this user) so the
+/// server's sign-in limits treat this device as known.
+pub async fn login_as(
+    server: &Url,
+    username: &str,
+    password: &str,
+    device_token: Option<String>,
+) -> Result<Session> {
     let resp = client()?
         .post(endpoint(server, "/api/login")?)
         .json(&LoginRequest {
             username: username.to_owned(),
             password: password.to_owned(),
+            device_token,
         })
         .send()
         .await

@@ -33,7 +33,7 @@ use connection::Command;
 use store::{OutboxItem, SavedSession, Store};
 pub use types::{ConnectionState, ConversationSummary, LocalMessage, MessageState, SearchHit};
 
-pub use http::{health, login, logout_token, register};
+pub use http::{health, login, login_as, logout_token, register};
 pub use protocol::RegisterRequest;
 
 /// File name of the local store inside a profile directory.
@@ -97,7 +97,8 @@ impl ClientError {
             ErrorCode::Forbidden => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),
             ErrorCode::Conflict => ClientError::Conflict(message),
-            ErrorCode::RateLimited => ClientError::RateLimited(message),
+            // Both mean "wait, then try again"; the message says which.
+            ErrorCode::RateLimited | ErrorCode::Busy => ClientError::RateLimited(message),
             ErrorCode::Internal | ErrorCode::Cancelled => ClientError::Server(message),
         }
     }
@@ -239,6 +240,25 @@ pub fn saved_session(profile_dir: &Path) -> Result<Option<SavedSession>> {
         return Ok(None);
     }
     Ok(Store::open(&path)?.session()?)
+}
+
+/// `POST /api/login` for the profile in `profile_dir`: sends the device token an earlier
+/// session saved there, so the server's sign-in limits (docs/protocol.md, "Sign-in limits")
+/// know this device; the new session (saved by [`save_session`] or [`Client::start`]) keeps
+/// the device token for next time.
+pub async fn login_in_profile(
+    profile_dir: &Path,
+    server: &Url,
+    username: &str,
+    password: &str,
+) -> Result<Session> {
+    let path = profile_dir.join(STORE_FILE);
+    let device = if path.exists() {
+        Store::open(&path)?.device_token()?
+    } else {
+        None
+    };
+    http::login_as(server, username, password, device).await
 }
 
 /// Saves a session into a profile without connecting (e.g. right after `register`).

@@ -381,8 +381,17 @@ impl Store {
         self.meta_set("owner", &owner_key)?;
         self.meta_set("me", &saved.session.user.username)?;
         self.meta_set("session", &serde_json::to_string(saved)?)?;
+        if let Some(device) = &saved.session.device_token {
+            self.meta_set("device", device)?;
+        }
         self.upsert_user(&saved.session.user)?;
         Ok(())
+    }
+
+    /// The device token the server gave this profile's user, kept across sign-outs (the
+    /// session is saved under another key and cleared on sign-out).
+    pub fn device_token(&self) -> Result<Option<String>> {
+        self.meta_get("device")
     }
 
     /// Forgets the token (sign-out) but keeps history for the next sign-in of the same user.
@@ -1919,10 +1928,8 @@ mod tests {
         assert_eq!(snippet("短", "短"), "短");
     }
 
-    #[test]
-    fn a_session_for_another_user_wipes_the_profile() {
-        let (_d, s) = store();
-        let saved = |name: &str| SavedSession {
+    fn saved_session(name: &str, device: Option<&str>) -> SavedSession {
+        SavedSession {
             server: "http://x".into(),
             session: Session {
                 token: "t".into(),
@@ -1932,8 +1939,15 @@ mod tests {
                     avatar: "a".into(),
                 },
                 expires_at: 0,
+                device_token: device.map(str::to_string),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn a_session_for_another_user_wipes_the_profile() {
+        let (_d, s) = store();
+        let saved = |name: &str| saved_session(name, None);
         s.save_session(&saved("alice")).unwrap();
         s.insert_messages(&[msg(1, 1, "bob", "secret")]).unwrap();
         s.save_session(&saved("alice")).unwrap();
@@ -1943,5 +1957,19 @@ mod tests {
         assert_eq!(s.session().unwrap().unwrap().session.user.username, "carol");
         s.clear_session().unwrap();
         assert!(s.session().unwrap().is_none());
+    }
+
+    /// The device token outlives sign-out (it is what lets this device sign in again when the
+    /// server's sign-in limits hold strangers back); a session without one keeps the old one.
+    #[test]
+    fn the_device_token_survives_sign_out() {
+        let (_d, s) = store();
+        let saved = |device: Option<&str>| saved_session("alice", device);
+        assert_eq!(s.device_token().unwrap(), None);
+        s.save_session(&saved(Some("dev-1"))).unwrap();
+        s.clear_session().unwrap();
+        assert_eq!(s.device_token().unwrap().as_deref(), Some("dev-1"));
+        s.save_session(&saved(None)).unwrap();
+        assert_eq!(s.device_token().unwrap().as_deref(), Some("dev-1"));
     }
 }

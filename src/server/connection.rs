@@ -918,6 +918,7 @@ mod tests {
                 password_hash: "unused".into(),
                 token_hash,
                 expires_at: now_ms() + 60_000,
+                device_hash: auth::new_token().1,
             })
             .await
             .unwrap();

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -32,6 +33,7 @@ use crate::protocol::{
 
 use super::auth::{self, TokenHash};
 use super::connection::{self, Authed, SocketSlots};
+use super::hasher::Busy;
 use super::store::{self, now_ms, StoreError, WriteOp, WriteOutcome};
 use super::Shared;
 
@@ -58,6 +60,7 @@ fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Conflict | ErrorCode::Cancelled => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -86,6 +89,25 @@ fn fail_and_close(status: StatusCode, code: ErrorCode, message: impl Into<String
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
+}
+
+/// An HTTP error that tells the client when to try again: `Retry-After` (whole seconds, at
+/// least 1) and the same figure at the end of the message.
+fn fail_after(code: ErrorCode, message: &str, wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = fail(code, format!("{message}: try again in {secs} s"));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+/// 503 `busy`: the password-hashing queue is full.
+fn busy() -> Response {
+    fail_after(
+        ErrorCode::Busy,
+        "the server is busy checking passwords",
+        Duration::from_secs(1),
+    )
 }
 
 fn store_fail(e: StoreError) -> Response {
@@ -280,19 +302,11 @@ fn session_expiry(shared: &Shared) -> i64 {
     now_ms().saturating_add(shared.config.token_ttl.as_millis() as i64)
 }
 
-/// Run an argon2 hash or verify on the blocking pool, at most one per CPU at a time: each takes
-/// about 19 MiB and tens of milliseconds, so a burst of logins must queue rather than fan out
-/// over the whole blocking pool and exhaust memory. None if the task failed.
-async fn argon2_job<T, F>(shared: &Shared, job: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let _permit = shared.argon2_permits.acquire().await.ok()?;
-    tokio::task::spawn_blocking(job).await.ok()
-}
-
-async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
     let req: RegisterRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -325,12 +339,29 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             format!("avatars are at most {MAX_AVATAR_CHARS} characters"),
         );
     }
+    // Charged before hashing (so requests in flight count), after the checks that cost nothing.
+    if let Err(wait) = shared.registration_budget.take(peer.ip(), Instant::now()) {
+        return fail_after(
+            ErrorCode::RateLimited,
+            "too many accounts created from this address",
+            wait,
+        );
+    }
     let password = req.password;
-    let password_hash = match argon2_job(&shared, move || auth::hash_password(&password)).await {
-        Some(Ok(h)) => h,
-        _ => return fail(ErrorCode::Internal, "cannot hash password"),
+    let password_hash = match shared.hasher.run(move |w| w.hash(&password)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot hash a password");
+            return fail(ErrorCode::Internal, "cannot hash password");
+        }
+        Err(Busy) => {
+            // Nothing was created: the try is not counted.
+            shared.registration_budget.refund(peer.ip(), Instant::now());
+            return busy();
+        }
     };
     let (token, token_hash) = auth::new_token();
+    let (device_token, device_hash) = auth::new_token();
     let expires_at = session_expiry(&shared);
     let op = WriteOp::Register {
         username,
@@ -339,6 +370,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         password_hash,
         token_hash,
         expires_at,
+        device_hash,
     };
     match shared.store.write(op).await {
         Ok(WriteOutcome::Registered(row)) => (
@@ -347,6 +379,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
                 token,
                 user: row.user,
                 expires_at,
+                device_token: Some(device_token),
             }),
         )
             .into_response(),
@@ -355,6 +388,9 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
+/// `POST /api/login`, with the sign-in limits of docs/protocol.md ("Sign-in limits"): unless the
+/// request presents a device token this user was given, the address's failed-sign-in budget and
+/// the account's delay are charged when the attempt starts and refunded if it succeeds.
 async fn login(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -364,18 +400,9 @@ async fn login(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if let Err(wait) = shared.sign_in_guard.check(peer.ip()) {
-        let secs = wait.as_secs() + 1;
-        let mut resp = fail(
-            ErrorCode::RateLimited,
-            format!("too many failed sign-ins from this address: try again in {secs} s"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
-    }
-    // Any spelling is looked up by its key: names from before the current rules still sign in.
+    let ip = peer.ip();
+    // The user first: whether the device is known to them decides which limits apply. Any
+    // spelling is looked up by its key: names from before the current rules still sign in.
     let name = req.username.clone();
     let found = match shared
         .store
@@ -385,29 +412,88 @@ async fn login(
         Ok(f) => f,
         Err(e) => return store_fail(e),
     };
-    let password = req.password;
-    let (user, ok) = match found {
-        Some((id, hash)) => {
-            let ok = argon2_job(&shared, move || auth::verify_password(&password, &hash)).await;
-            (Some(id), ok.unwrap_or(false))
+    let user = found.as_ref().map(|(id, _)| *id);
+    let known_device = match (user, req.device_token.as_deref()) {
+        (Some(user), Some(device)) => {
+            let hash = auth::hash_token(device);
+            match shared
+                .store
+                .read(move |c| store::is_known_device(c, user, &hash))
+                .await
+            {
+                Ok(known) => known,
+                Err(e) => return store_fail(e),
+            }
         }
-        None => {
-            // Spend the same time as a real check so missing users cannot be told apart.
-            argon2_job(&shared, move || {
-                auth::verify_password(&password, auth::dummy_hash())
-            })
-            .await;
-            (None, false)
+        _ => false,
+    };
+    let started = Instant::now();
+    if !known_device {
+        if let Err(wait) = shared.sign_in_budget.take(ip, started) {
+            return fail_after(
+                ErrorCode::RateLimited,
+                "too many failed sign-ins from this address",
+                wait,
+            );
+        }
+        if let Some(user) = user {
+            if let Err(wait) = shared.account_delay.take(user, started) {
+                shared.sign_in_budget.refund(ip, started);
+                return fail_after(
+                    ErrorCode::RateLimited,
+                    "too many failed sign-ins for this account",
+                    wait,
+                );
+            }
+        }
+    }
+    let password = req.password;
+    let checked = match found {
+        Some((_, hash)) => shared.hasher.run(move |w| w.verify(&password, &hash)).await,
+        // Spend the same time as a real check so missing users cannot be told apart.
+        None => shared.hasher.run(move |w| w.verify_dummy(&password)).await,
+    };
+    let ok = match checked {
+        Ok(ok) => ok,
+        Err(Busy) => {
+            // The password was never checked: the attempt does not count.
+            if !known_device {
+                shared.sign_in_budget.refund(ip, started);
+                if let Some(user) = user {
+                    shared.account_delay.refund(user);
+                }
+            }
+            return busy();
         }
     };
     let (Some(user), true) = (user, ok) else {
-        shared.sign_in_guard.failed(peer.ip());
+        if let Some(user) = user {
+            if known_device {
+                // Exempt from waiting, not from counting.
+                shared.sign_in_budget.charge(ip, started);
+                shared.account_delay.charge(user, Instant::now());
+            } else {
+                shared.account_delay.failed(user, Instant::now());
+            }
+        }
         return fail(ErrorCode::Unauthorized, "wrong username or password");
     };
+    if !known_device {
+        shared.sign_in_budget.refund(ip, started);
+    }
+    shared.account_delay.succeeded(user);
     let Some(profile) = shared.hub.user(user) else {
         return fail(ErrorCode::Internal, "user not loaded");
     };
     let (token, token_hash) = auth::new_token();
+    // A known device keeps its token; a new one is remembered from now on.
+    let (device_token, device_hash) = match req.device_token.filter(|_| known_device) {
+        Some(device) => (device, None),
+        None => {
+            let (device, hash) = auth::new_token();
+            (device, Some(hash))
+        }
+    };
     let expires_at = session_expiry(&shared);
     match shared
         .store
@@ -415,6 +501,7 @@ async fn login(
             user,
             token_hash,
             expires_at,
+            device_hash,
         })
         .await
     {
@@ -422,6 +509,7 @@ async fn login(
             token,
             user: profile,
             expires_at,
+            device_token: Some(device_token),
         })
         .into_response(),
         Err(e) => store_fail(e),

@@ -13,6 +13,7 @@
 
 mod auth;
 mod connection;
+mod hasher;
 mod http;
 mod hub;
 mod outbound;
@@ -92,6 +93,21 @@ pub struct ServerConfig {
     pub failed_sign_ins_per_ip: u32,
     /// After that, one more try per this long.
     pub failed_sign_in_refill: Duration,
+    /// Failed sign-ins an account may have (from any address) before each further try must
+    /// wait 2^n seconds after the last failure (429).
+    pub account_free_failures: u32,
+    /// The longest such wait; a quiet `account_delay_cap` after its last failure, an account
+    /// starts afresh.
+    pub account_delay_cap: Duration,
+    /// Accounts an IP address may create in a row before it must wait (429).
+    pub registrations_per_ip: u32,
+    /// After that, one more account per this long.
+    pub registration_refill: Duration,
+    /// Threads hashing passwords: at most this many argon2 hashes run at once, each with its
+    /// own reused ~19 MiB buffer (so argon2 memory is at most this x 19 MiB).
+    pub argon2_workers: usize,
+    /// Sign-ins waiting for a hashing thread; beyond that the server answers 503 `busy`.
+    pub argon2_queue: usize,
     /// How long the server waits for a peer to answer its close frame (TCP is closed as soon
     /// as it does).
     pub close_grace: Duration,
@@ -122,6 +138,12 @@ impl ServerConfig {
             max_sockets_per_ip: 256,
             failed_sign_ins_per_ip: 10,
             failed_sign_in_refill: Duration::from_secs(30),
+            account_free_failures: 3,
+            account_delay_cap: Duration::from_secs(15 * 60),
+            registrations_per_ip: 5,
+            registration_refill: Duration::from_secs(120),
+            argon2_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            argon2_queue: 64,
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -185,9 +207,14 @@ pub(crate) struct Shared {
     /// Turns true when shutdown begins (HTTP connections and sockets still authenticating
     /// watch it).
     pub stopping: watch::Sender<bool>,
-    /// Bounds concurrent argon2 work (memory-hard: ~19 MiB each).
-    pub argon2_permits: tokio::sync::Semaphore,
-    pub sign_in_guard: auth::SignInGuard,
+    /// Runs every argon2 hash and check (bounded threads, memory and queue).
+    pub hasher: hasher::Hasher,
+    /// Failed sign-ins per address.
+    pub sign_in_budget: auth::AddressBudget,
+    /// Failed sign-ins per account.
+    pub account_delay: auth::AccountDelay,
+    /// Account creation per address.
+    pub registration_budget: auth::AddressBudget,
 }
 
 impl Shared {
@@ -212,12 +239,18 @@ impl Shared {
             sockets_per_ip: Counts::new(),
             tasks: Tasks::default(),
             stopping: watch::channel(false).0,
-            argon2_permits: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
-            sign_in_guard: auth::SignInGuard::new(
+            hasher: hasher::Hasher::start(config.argon2_workers, config.argon2_queue)?,
+            sign_in_budget: auth::AddressBudget::new(
                 config.failed_sign_ins_per_ip,
                 config.failed_sign_in_refill,
+            ),
+            account_delay: auth::AccountDelay::new(
+                config.account_free_failures,
+                config.account_delay_cap,
+            ),
+            registration_budget: auth::AddressBudget::new(
+                config.registrations_per_ip,
+                config.registration_refill,
             ),
             config,
         }))

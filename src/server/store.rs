@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_unread_by_sender.sql"),
     include_str!("migrations/0003_name_keys.sql"),
+    include_str!("migrations/0004_devices.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -108,11 +109,15 @@ pub enum WriteOp {
         password_hash: String,
         token_hash: TokenHash,
         expires_at: Millis,
+        /// The hash of the device token handed out with this first session.
+        device_hash: TokenHash,
     },
     Login {
         user: UserId,
         token_hash: TokenHash,
         expires_at: Millis,
+        /// A new device token's hash to remember (None when the device was already known).
+        device_hash: Option<TokenHash>,
     },
     Logout {
         token_hash: TokenHash,
@@ -512,6 +517,42 @@ pub fn token_user(
     .optional()
 }
 
+/// Device tokens remembered per user; signing in on more devices forgets the oldest.
+const MAX_DEVICES_PER_USER: i64 = 32;
+
+/// Whether `hash` is a device token given to `user`.
+pub fn is_known_device(
+    conn: &Connection,
+    user: UserId,
+    hash: &TokenHash,
+) -> Result<bool, rusqlite::Error> {
+    conn.query_row(
+        "SELECT 1 FROM devices WHERE hash = ?1 AND user_id = ?2",
+        params![&hash[..], user],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+}
+
+fn add_device(
+    tx: &Connection,
+    user: UserId,
+    hash: &TokenHash,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT OR IGNORE INTO devices (hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+        params![&hash[..], user, now],
+    )?;
+    tx.execute(
+        "DELETE FROM devices WHERE user_id = ?1 AND hash NOT IN \
+         (SELECT hash FROM devices WHERE user_id = ?1 ORDER BY created_at DESC LIMIT ?2)",
+        params![user, MAX_DEVICES_PER_USER],
+    )?;
+    Ok(())
+}
+
 /// The id and password hash of a user by name, in any spelling of it.
 pub fn credentials(
     conn: &Connection,
@@ -708,6 +749,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             password_hash,
             token_hash,
             expires_at,
+            device_hash,
         } => {
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name)?;
@@ -743,6 +785,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&token_hash[..], id, now, expires_at],
             )?;
+            add_device(tx, id, device_hash, now)?;
             Ok(WriteOutcome::Registered(UserRow {
                 id,
                 user: User {
@@ -756,11 +799,15 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             user,
             token_hash,
             expires_at,
+            device_hash,
         } => {
             tx.execute(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&token_hash[..], user, now, expires_at],
             )?;
+            if let Some(device_hash) = device_hash {
+                add_device(tx, *user, device_hash, now)?;
+            }
             Ok(WriteOutcome::LoggedIn)
         }
         WriteOp::Logout { token_hash } => {
@@ -1010,6 +1057,7 @@ mod tests {
             password_hash: "x".into(),
             token_hash: crate::server::auth::new_token().1,
             expires_at: now_ms() + 1_000,
+            device_hash: crate::server::auth::new_token().1,
         };
         match store.write(op).await.unwrap() {
             WriteOutcome::Registered(row) => row.id,

@@ -55,6 +55,8 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         let mut config = ServerConfig::new(dir.path());
+        // Tests create many accounts from 127.0.0.1; tests of the limit set it low again.
+        config.registrations_per_ip = 10_000;
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -436,7 +438,12 @@ impl WsClient {
 
 /// Resident set size of this process in KiB (Linux), for memory-bound checks.
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_rss_kib("self")
+}
+
+/// Resident set size in KiB of the process `/proc/<proc>` (a pid, or `self`).
+pub fn proc_rss_kib(proc: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{proc}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
