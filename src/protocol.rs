@@ -384,6 +384,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Unexpected server failure; the request may be retried.
     Internal,
+    /// The server's disk is full: the write was not stored. Retry once space is freed.
+    StorageFull,
 }
 
 /// Frames the server sends.

@@ -114,6 +114,16 @@ pub struct AppState {
     pub connection: ConnectionState,
 }
 
+/// What `repair_store` did (docs/ipc.md).
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct StoreRepair {
+    /// A damaged local store was moved aside and rebuilt; false: it was sound, nothing was done.
+    pub repaired: bool,
+    /// The app after the repair (signed out when the session could not be read back).
+    pub app: AppState,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
@@ -435,6 +445,28 @@ impl Shell {
         Ok(self.app_state())
     }
 
+    /// Rebuilds the local store of the remembered profile when it is damaged
+    /// ([`natter::client::repair_store`]): the client, which holds the store open, is stopped
+    /// first and started again on the rebuilt store, whose history comes back from the server.
+    pub async fn repair_store(&self) -> CmdResult<StoreRepair> {
+        let _guard = self.0.switching.lock().await;
+        let cfg = self.config();
+        let (Some(url), Some(username)) = (cfg.server_url, cfg.username) else {
+            return Err(CommandError::signed_out());
+        };
+        let url = parse_server_url(&url)?;
+        let config = self.client_config(&url, &username);
+        self.stop_client().await;
+        let repaired = natter::client::repair_store(&config.profile_dir);
+        if let Some(client) = Client::resume(config).await? {
+            self.install(client);
+        }
+        Ok(StoreRepair {
+            repaired: repaired?.is_some(),
+            app: self.app_state(),
+        })
+    }
+
     /// Stops the client (closing its connection normally) and the hosted server: the app is
     /// quitting. The pump task holds the state, so this is what really ends them.
     pub async fn shutdown(&self) {
@@ -744,6 +776,8 @@ impl From<ClientError> for CommandError {
             ClientError::RateLimited(m) => (C::RateLimited, m),
             ClientError::Server(m) => (C::Server, m),
             ClientError::Internal(m) => (C::Internal, m),
+            ClientError::StorageFull(m) => (C::StorageFull, m),
+            ClientError::StoreCorrupt(m) => (C::StoreCorrupt, m),
         };
         CommandError::new(code, message)
     }
@@ -819,6 +853,8 @@ mod tests {
             ClientError::RateLimited("m".into()),
             ClientError::Server("m".into()),
             ClientError::Internal("m".into()),
+            ClientError::StorageFull("m".into()),
+            ClientError::StoreCorrupt("m".into()),
         ];
         for client in all {
             let code = client.code();
