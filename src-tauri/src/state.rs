@@ -415,7 +415,18 @@ impl Shell {
         let _guard = self.0.switching.lock().await;
         self.stop_client().await;
         let username = session.user.username.clone();
-        let client = Client::start(self.client_config(&url, &username), session).await?;
+        let config = self.client_config(&url, &username);
+        let client = match Client::start(config.clone(), session.clone()).await {
+            // Signing in is where a user whose store was found damaged at start-up lands (the
+            // Settings button is out of reach while signed out), so rebuild it here, as
+            // `repair_store` would; the damaged file is kept aside.
+            Err(ClientError::StoreCorrupt(reason)) => {
+                tracing::warn!(%reason, "local store damaged at sign-in: rebuilding it");
+                natter::client::repair_store(&config.profile_dir)?;
+                Client::start(config, session).await?
+            }
+            other => other?,
+        };
         let same_user = self.config().username.as_deref() == Some(username.as_str());
         self.update_config(|c| {
             if !same_user {
