@@ -988,6 +988,29 @@ mod tests {
         );
     }
 
+    /// Damage met by a query after a clean open, and a full local disk, keep their own codes
+    /// (the UI offers a repair for one and says "free space" for the other), not `internal`.
+    #[test]
+    fn store_failures_keep_their_kind() {
+        let sqlite = |code| {
+            store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        let corrupt = ClientError::from(sqlite(rusqlite::ffi::SQLITE_CORRUPT));
+        assert_eq!(corrupt.code(), "store_corrupt");
+        assert!(corrupt.to_string().contains("natter repair"), "{corrupt}");
+        let not_a_db = ClientError::from(sqlite(rusqlite::ffi::SQLITE_NOTADB));
+        assert_eq!(not_a_db.code(), "store_corrupt");
+        let full = ClientError::from(sqlite(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(full.code(), "storage_full");
+        assert_eq!(
+            ClientError::from(sqlite(rusqlite::ffi::SQLITE_BUSY)).code(),
+            "internal"
+        );
+    }
+
     #[test]
     fn profile_dirs_differ_per_server_and_user() {
         let a: Url = "http://127.0.0.1:8686".parse().unwrap();
