@@ -68,6 +68,10 @@ struct Args {
     /// refuses such a start, so lost data is noticed rather than silently replaced.
     #[arg(long, env = "NATTER_INIT")]
     init: bool,
+    /// Testing aid (hidden): cap the database at this many pages (SQLite max_page_count), so a
+    /// write that needs more fails as on a full disk (storage_full).
+    #[arg(long, env = "NATTER_MAX_DB_PAGES", hide = true)]
+    max_db_pages: Option<u32>,
     /// Failed sign-ins an IP address may make in a row before it must wait (429).
     #[arg(long, env = "NATTER_FAILED_SIGN_INS_PER_IP", default_value_t = 10)]
     failed_sign_ins_per_ip: u32,
@@ -89,6 +93,7 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     };
     let mut c = ServerConfig::new(data_dir);
     c.init = args.init;
+    c.max_db_pages = args.max_db_pages;
     c.heartbeat_interval = secs(args.heartbeat_interval)?;
     c.heartbeat_timeout = secs(args.heartbeat_timeout)?;
     c.allowed_origins = args

@@ -90,6 +90,10 @@ pub struct ServerConfig {
     pub close_grace: Duration,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
+    /// Cap on the database's size in pages (SQLite `max_page_count`): a write that needs more
+    /// fails as a full disk would (`storage_full`). For fault tests that cannot mount a small
+    /// file system; `None` (the default) leaves the size to the disk.
+    pub max_db_pages: Option<u32>,
 }
 
 impl ServerConfig {
@@ -114,6 +118,7 @@ impl ServerConfig {
             failed_sign_in_refill: Duration::from_secs(30),
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
+            max_db_pages: None,
         }
     }
 }
@@ -186,7 +191,10 @@ impl Shared {
             config.heartbeat_interval.as_millis() as u64,
         ));
         let hook_hub = hub.clone();
-        store.start_writer(Box::new(move |batch| hook_hub.on_commit(batch)))?;
+        store.start_writer(
+            Box::new(move |batch| hook_hub.on_commit(batch)),
+            config.max_db_pages,
+        )?;
         // Ends when the hub shuts down.
         tokio::spawn(hub.clone().run_presence());
         Ok(Arc::new(Shared {

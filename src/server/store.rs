@@ -357,9 +357,17 @@ impl Store {
         Ok((store, snapshot))
     }
 
-    /// Start the writer thread. `hook` sees every commit's outcomes in order.
-    pub fn start_writer(&self, mut hook: CommitHook) -> Result<(), StoreError> {
+    /// Start the writer thread. `hook` sees every commit's outcomes in order. `max_pages` caps
+    /// the database's size (SQLite `max_page_count`; see [`super::ServerConfig::max_db_pages`]).
+    pub fn start_writer(
+        &self,
+        mut hook: CommitHook,
+        max_pages: Option<u32>,
+    ) -> Result<(), StoreError> {
         let mut conn = open_conn(&self.path)?;
+        if let Some(pages) = max_pages {
+            conn.pragma_update(None, "max_page_count", pages)?;
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("natter-writer".into())
@@ -549,18 +557,13 @@ pub fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::
 
 fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, StoreError>> {
     let mut results = Vec::with_capacity(jobs.len());
-    let tx = match conn.transaction() {
+    let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "cannot begin transaction");
-            let e = Arc::new(e);
-            return jobs
-                .iter()
-                .map(|_| Err(StoreError::Db(e.clone())))
-                .collect();
+            return fail_all(jobs, Arc::new(e));
         }
     };
-    let mut tx = tx;
     for job in jobs {
         let result = match tx.savepoint() {
             Ok(sp) => {
@@ -577,17 +580,34 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
             }
             Err(e) => Err(e.into()),
         };
+        // On some errors (a full disk, I/O) SQLite rolls the whole transaction back by itself:
+        // every write of the batch is undone, whatever it returned, and the cause is that error
+        // (not the "no transaction is active" a commit would then report).
+        if tx.is_autocommit() {
+            let cause = match result {
+                Err(StoreError::Db(e)) => e,
+                other => Arc::new(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some(format!("the transaction was rolled back ({other:?})")),
+                )),
+            };
+            tracing::error!(error = %cause, "SQLite rolled the batch back; every write of it failed");
+            return fail_all(jobs, cause);
+        }
         results.push(result);
     }
     if let Err(e) = tx.commit() {
         tracing::error!(error = %e, "commit failed; the whole batch is reported as failed");
-        let e = Arc::new(e);
-        return jobs
-            .iter()
-            .map(|_| Err(StoreError::Db(e.clone())))
-            .collect();
+        return fail_all(jobs, Arc::new(e));
     }
     results
+}
+
+/// The same failure, kept whole, for every write of a batch.
+fn fail_all(jobs: &[Job], e: Arc<rusqlite::Error>) -> Vec<Result<WriteOutcome, StoreError>> {
+    jobs.iter()
+        .map(|_| Err(StoreError::Db(e.clone())))
+        .collect()
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -930,13 +950,16 @@ mod tests {
     fn open(dir: &Path) -> std::sync::Arc<Store> {
         let (store, _) = Store::open(dir, false).unwrap();
         store
-            .start_writer(Box::new(|batch| {
-                for (origin, result) in batch {
-                    if let Origin::Reply(tx) = origin {
-                        let _ = tx.send(result);
+            .start_writer(
+                Box::new(|batch| {
+                    for (origin, result) in batch {
+                        if let Origin::Reply(tx) = origin {
+                            let _ = tx.send(result);
+                        }
                     }
-                }
-            }))
+                }),
+                None,
+            )
             .unwrap();
         std::sync::Arc::new(store)
     }
