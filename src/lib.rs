@@ -9,8 +9,11 @@
 //!   messages out, server-side SQLite storage and authentication. Started with [`server::run`].
 //! - [`client`]: the client core: a reconnecting connection owned by an actor task, the local
 //!   SQLite store (history, full-text search, outbox, read markers) and the notification policy.
+//! - [`dbfile`]: what both SQLite stores need on disk: private permissions, an integrity check
+//!   at open, telling a damaged file or a full disk from other errors.
 
 pub mod client;
+pub mod dbfile;
 pub mod names;
 pub mod protocol;
 pub mod server;

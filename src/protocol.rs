@@ -512,6 +512,8 @@ pub enum ErrorCode {
     /// The server is at capacity for this kind of work (password checks): HTTP 503 with
     /// `Retry-After`; try again after that many seconds.
     Busy,
+    /// The server's disk is full: the write was not stored. Retry once space is freed.
+    StorageFull,
 }
 
 /// Frames the server sends.

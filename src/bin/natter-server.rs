@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use natter::server::{ServerConfig, TlsConfig};
+use natter::server::{Server, ServerConfig, TlsConfig};
 
 /// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
 #[derive(Debug, Parser)]
@@ -81,6 +81,15 @@ struct Args {
     /// Sockets per IP address that have upgraded but not yet authenticated (0: no cap).
     #[arg(long, env = "NATTER_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 16)]
     max_unauthenticated_per_ip: usize,
+    /// Start with an empty database although the data directory shows one existed (natter.db
+    /// missing or empty while its marker natter.initialized is there). Without it the server
+    /// refuses such a start, so lost data is noticed rather than silently replaced.
+    #[arg(long, env = "NATTER_INIT")]
+    init: bool,
+    /// Testing aid (hidden): cap the database at this many pages (SQLite max_page_count), so a
+    /// write that needs more fails as on a full disk (storage_full).
+    #[arg(long, env = "NATTER_MAX_DB_PAGES", hide = true)]
+    max_db_pages: Option<u32>,
     /// Failed sign-ins an IP address may make in a row before it must wait (429).
     #[arg(long, env = "NATTER_FAILED_SIGN_INS_PER_IP", default_value_t = 10)]
     failed_sign_ins_per_ip: u32,
@@ -120,6 +129,8 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
             .ok_or("cannot find a home directory; pass --data-dir")?,
     };
     let mut c = ServerConfig::new(data_dir);
+    c.init = args.init;
+    c.max_db_pages = args.max_db_pages;
     c.heartbeat_interval = secs(args.heartbeat_interval)?;
     c.heartbeat_timeout = secs(args.heartbeat_timeout)?;
     c.allowed_origins = args
@@ -209,15 +220,24 @@ async fn main() -> std::process::ExitCode {
     } else {
         "http"
     };
-    match listener.local_addr() {
+    let data_dir = config.data_dir.clone();
+    // Announced only once the store is open and checked: a bad database must not look served.
+    let server = match Server::start(listener, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("natter-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match server.local_addr() {
         // Printed on stdout so scripts and tests can learn the port when listening on :0.
         Ok(addr) => println!(
             "natter-server listening on {scheme}://{addr} (data: {})",
-            config.data_dir.display()
+            data_dir.display()
         ),
         Err(e) => eprintln!("natter-server: {e}"),
     }
-    match natter::server::run(listener, config, shutdown_signal()).await {
+    match server.serve(shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("natter-server: {e}");

@@ -109,6 +109,9 @@ enum Command {
     },
     /// Unread counts per conversation.
     Unread,
+    /// Rebuild a damaged local store: move it aside (natter.db.damaged-<ms>) and fetch history
+    /// again from the server, keeping the session and unsent messages.
+    Repair,
 }
 
 fn main() -> ExitCode {
@@ -247,25 +250,63 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             say!("signed in as {}", session.user.username);
             Ok(())
         }
+        Command::Repair => {
+            let profile = current_profile(&cli)?;
+            let Some(done) = client::repair_store(&profile)? else {
+                println!("the local store is sound: nothing to repair");
+                return Ok(());
+            };
+            println!(
+                "moved the damaged local store to {}",
+                done.moved_to.display()
+            );
+            if !done.session_kept {
+                return Err(ClientError::Unauthorized(
+                    "the session could not be read back from the damaged store: sign in again \
+                     with `natter login <user>`"
+                        .into(),
+                ));
+            }
+            let client = resume(&cli, &profile).await?;
+            let synced = online(&client, wait).await;
+            let convs = client.conversations().map(|c| c.len());
+            client.shutdown().await;
+            match (synced?, convs?) {
+                (true, n) => println!("rebuilt from the server: {n} conversations resynced"),
+                (false, _) => println!(
+                    "rebuilt; the server is unreachable, so history comes back on the next \
+                     command that connects"
+                ),
+            }
+            if done.outbox_kept > 0 {
+                println!("{} unsent messages kept in the outbox", done.outbox_kept);
+            }
+            Ok(())
+        }
         _ => {
             let profile = current_profile(&cli)?;
-            let saved = client::saved_session(&profile)?.ok_or_else(|| {
-                ClientError::Unauthorized("not signed in: run `natter login <user>` first".into())
-            })?;
-            let server = match &cli.server {
-                Some(s) => s.clone(),
-                None => saved.server.parse().map_err(|e| {
-                    ClientError::Internal(format!("bad server address in the profile: {e}"))
-                })?,
-            };
-            let client = Client::resume(config(server, &profile))
-                .await?
-                .ok_or_else(|| ClientError::Unauthorized("not signed in".into()))?;
+            let client = resume(&cli, &profile).await?;
             let result = command(&cli.command, &client, wait).await;
             client.shutdown().await;
             result
         }
     }
+}
+
+/// Starts the client of the signed-in `profile`.
+async fn resume(cli: &Cli, profile: &Path) -> Result<Client, ClientError> {
+    let saved = client::saved_session(profile)?.ok_or_else(|| {
+        ClientError::Unauthorized("not signed in: run `natter login <user>` first".into())
+    })?;
+    let server = match &cli.server {
+        Some(s) => s.clone(),
+        None => saved.server.parse().map_err(|e| {
+            ClientError::Internal(format!("bad server address in the profile: {e}"))
+        })?,
+    };
+    Client::resume(config(server, profile))
+        .await?
+        .ok_or_else(|| ClientError::Unauthorized("not signed in".into()))
 }
 
 fn signed_in(
@@ -348,7 +389,9 @@ fn find(client: &Client, target: &str) -> Result<ConvId, ClientError> {
 
 async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), ClientError> {
     match cmd {
-        Command::Register { .. } | Command::Login { .. } => unreachable!("handled before"),
+        Command::Register { .. } | Command::Login { .. } | Command::Repair => {
+            unreachable!("handled before")
+        }
         Command::Logout => {
             client.logout().await?;
             say!("signed out");

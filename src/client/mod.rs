@@ -25,6 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use url::Url;
 use uuid::Uuid;
 
+use crate::dbfile::{with_suffix, COMPANIONS};
 use crate::protocol::{
     self, ClientFrame, ConvId, ConvKind, ErrorCode, Member, Millis, Reply, RoomInfo, Seq, Session,
     User,
@@ -68,6 +69,14 @@ pub enum ClientError {
     /// A local failure (store, I/O).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A disk is full: the server's (nothing was stored there) or this computer's (the local
+    /// store could not write). Free space, then retry.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// The local store is damaged: rebuild it from the server with [`repair_store`]
+    /// (`natter repair`, or Settings in the app).
+    #[error("{0}")]
+    StoreCorrupt(String),
 }
 
 impl ClientError {
@@ -83,6 +92,8 @@ impl ClientError {
             ClientError::RateLimited(_) => "rate_limited",
             ClientError::Server(_) => "server",
             ClientError::Internal(_) => "internal",
+            ClientError::StorageFull(_) => "storage_full",
+            ClientError::StoreCorrupt(_) => "store_corrupt",
         }
     }
 
@@ -100,13 +111,29 @@ impl ClientError {
             // Both mean "wait, then try again"; the message says which.
             ErrorCode::RateLimited | ErrorCode::Busy => ClientError::RateLimited(message),
             ErrorCode::Internal | ErrorCode::Cancelled => ClientError::Server(message),
+            ErrorCode::StorageFull => ClientError::StorageFull(message),
         }
     }
 }
 
+/// What a damaged local store tells the user to do.
+const REPAIR_HINT: &str =
+    "rebuild it from the server with `natter repair` (or Repair in the app's Settings)";
+
 impl From<store::StoreError> for ClientError {
     fn from(e: store::StoreError) -> Self {
-        ClientError::Internal(e.to_string())
+        use store::StoreError as S;
+        match &e {
+            S::Corrupt { .. } => ClientError::StoreCorrupt(format!("{e}: {REPAIR_HINT}")),
+            // Damage found by a query after a clean open (a page that went bad since).
+            S::Sqlite(inner) if crate::dbfile::is_corrupt(inner) => ClientError::StoreCorrupt(
+                format!("the local store is damaged ({inner}): {REPAIR_HINT}"),
+            ),
+            S::Sqlite(inner) if crate::dbfile::is_full(inner) => ClientError::StorageFull(format!(
+                "this computer's disk is full; the local store cannot write ({inner})"
+            )),
+            _ => ClientError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -269,6 +296,71 @@ pub fn save_session(profile_dir: &Path, server: &Url, session: &Session) -> Resu
         session: session.clone(),
     })?;
     Ok(())
+}
+
+/// What [`repair_store`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// Where the damaged store now lies (kept for inspection; delete it when done).
+    pub moved_to: PathBuf,
+    /// The session was read back from the damaged store: no new sign-in is needed.
+    pub session_kept: bool,
+    /// Messages not yet sent that were carried over into the new store.
+    pub outbox_kept: usize,
+}
+
+/// Rebuilds a damaged local store: moves it (with its `-wal` and `-shm` files) aside as
+/// `natter.db.damaged-<ms>`, and starts a new one holding what could be read back: the session
+/// and the messages not yet sent. History comes back from the server through the normal resume
+/// on the next connect. `None` when the store is sound (nothing to do) or there is none. Stop
+/// every client of the profile first.
+pub fn repair_store(profile_dir: &Path) -> Result<Option<Repaired>> {
+    let path = profile_dir.join(STORE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    match Store::open(&path) {
+        Ok(_) => return Ok(None),
+        Err(store::StoreError::Corrupt { .. }) => {}
+        Err(e) => match ClientError::from(e) {
+            // Damage met by migrations after a clean check: still a repair.
+            ClientError::StoreCorrupt(_) => {}
+            other => return Err(other),
+        },
+    }
+    let (session, outbox) = Store::salvage(&path);
+    let moved_to = with_suffix(&path, &format!(".damaged-{}", now_ms()));
+    let io =
+        |e: std::io::Error| ClientError::Internal(format!("cannot move the damaged store: {e}"));
+    // The companions first: a new store must not meet the old write-ahead log.
+    for suffix in COMPANIONS {
+        let from = with_suffix(&path, suffix);
+        if from.exists() {
+            std::fs::rename(&from, with_suffix(&moved_to, suffix)).map_err(io)?;
+        }
+    }
+    std::fs::rename(&path, &moved_to).map_err(io)?;
+    tracing::warn!(damaged = %moved_to.display(), "moved the damaged local store aside");
+    let store = Store::open(&path)?;
+    let session_kept = match &session {
+        Some(saved) => {
+            store.save_session(saved)?;
+            true
+        }
+        None => false,
+    };
+    let pending: Vec<_> = outbox
+        .into_iter()
+        .filter(|o| session_kept && o.state == MessageState::Pending)
+        .collect();
+    for item in &pending {
+        store.enqueue(item)?;
+    }
+    Ok(Some(Repaired {
+        moved_to,
+        session_kept,
+        outbox_kept: pending.len(),
+    }))
 }
 
 pub(crate) fn now_ms() -> Millis {
@@ -908,6 +1000,33 @@ mod tests {
             "server"
         );
         assert_eq!(ClientError::Offline("x".into()).code(), "offline");
+        assert_eq!(
+            ClientError::from_server(ErrorCode::StorageFull, "x".into()).code(),
+            "storage_full"
+        );
+    }
+
+    /// Damage met by a query after a clean open, and a full local disk, keep their own codes
+    /// (the UI offers a repair for one and says "free space" for the other), not `internal`.
+    #[test]
+    fn store_failures_keep_their_kind() {
+        let sqlite = |code| {
+            store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        let corrupt = ClientError::from(sqlite(rusqlite::ffi::SQLITE_CORRUPT));
+        assert_eq!(corrupt.code(), "store_corrupt");
+        assert!(corrupt.to_string().contains("natter repair"), "{corrupt}");
+        let not_a_db = ClientError::from(sqlite(rusqlite::ffi::SQLITE_NOTADB));
+        assert_eq!(not_a_db.code(), "store_corrupt");
+        let full = ClientError::from(sqlite(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(full.code(), "storage_full");
+        assert_eq!(
+            ClientError::from(sqlite(rusqlite::ffi::SQLITE_BUSY)).code(),
+            "internal"
+        );
     }
 
     #[test]

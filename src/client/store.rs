@@ -6,12 +6,13 @@
 //! readers (a CLI next to the desktop app) from blocking the writer, and a killed process leaves
 //! at worst its last uncommitted transaction behind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::client::types::{ConversationSummary, LocalMessage, MessageState, SearchHit};
+use crate::dbfile::{self, Damage};
 use crate::protocol::{
     ConvId, ConvKind, ConvSeq, Conversation, Message, Millis, Seq, Session, User,
 };
@@ -68,6 +69,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("local store schema version {0} is newer than this client knows")]
     TooNew(i64),
+    /// The file failed its integrity check at open (or is not a database at all).
+    #[error("the local store {path} is damaged ({damage})")]
+    Corrupt { path: PathBuf, damage: Damage },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -293,16 +297,22 @@ fn compact(conn: &mut Connection) -> Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the store at `path`, checks it (`quick_check`: a damaged file
+    /// is [`StoreError::Corrupt`], never silently half-read) and brings its schema up to date.
+    /// The profile directory and the store's files are private (0700/0600).
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        dbfile::prepare(path)?;
+        let damaged = |damage| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            damage,
+        };
+        let conn = match Self::connect(path) {
+            Err(StoreError::Sqlite(e)) if dbfile::is_corrupt(&e) => {
+                return Err(damaged(Damage(e.to_string())))
+            }
+            other => other?,
+        };
+        dbfile::quick_check(&conn)?.map_err(damaged)?;
         let store = Store {
             conn: Mutex::new(conn),
             compact_min_rows: COMPACT_MIN_ROWS,
@@ -310,6 +320,39 @@ impl Store {
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    fn connect(path: &Path) -> Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+
+    /// What can still be read from a damaged store at `path`: the session and the messages not
+    /// yet sent. Best effort: a part that cannot be read is left out, never an error.
+    pub fn salvage(path: &Path) -> (Option<SavedSession>, Vec<OutboxItem>) {
+        let Ok(conn) =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        else {
+            return (None, Vec::new());
+        };
+        let session = conn
+            .query_row("SELECT value FROM meta WHERE key = 'session'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let outbox = conn
+            .prepare(&format!("SELECT {OUTBOX_COLS} FROM outbox ORDER BY pos"))
+            .and_then(|mut stmt| {
+                stmt.query_map([], outbox_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap_or_default();
+        (session, outbox)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

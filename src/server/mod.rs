@@ -1,7 +1,9 @@
 //! The Natter server: HTTP API and WebSocket chat over one listener.
 //!
 //! [`run`] takes a bound listener, a [`ServerConfig`] and a shutdown future, so the CLI binary,
-//! the desktop app's host mode and the tests all start the same server the same way. Each
+//! the desktop app's host mode and the tests all start the same server the same way
+//! ([`Server::start`] then [`Server::serve`] for a caller that announces the server only once
+//! its store is open). Each
 //! accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a header
 //! read timeout (so a slowloris upgrade cannot hold a socket), routed by axum ([`http`]); upgraded
 //! sockets are served by [`connection`], which writes through [`outbound`]; shared chat state
@@ -52,6 +54,9 @@ pub struct TlsConfig {
 pub struct ServerConfig {
     /// Where `natter.db` lives.
     pub data_dir: PathBuf,
+    /// Start with an empty database even though the data directory shows one existed (it is
+    /// missing or empty). Without it such a start is refused, so lost data is noticed.
+    pub init: bool,
     /// How often the server pings each socket.
     pub heartbeat_interval: Duration,
     /// How long beyond `heartbeat_interval` a silent peer is kept before close 4002.
@@ -113,6 +118,10 @@ pub struct ServerConfig {
     pub close_grace: Duration,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
+    /// Cap on the database's size in pages (SQLite `max_page_count`): a write that needs more
+    /// fails as a full disk would (`storage_full`). For fault tests that cannot mount a small
+    /// file system; `None` (the default) leaves the size to the disk.
+    pub max_db_pages: Option<u32>,
 }
 
 impl ServerConfig {
@@ -120,6 +129,7 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             data_dir: data_dir.into(),
+            init: false,
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
@@ -146,6 +156,7 @@ impl ServerConfig {
             argon2_queue: 64,
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
+            max_db_pages: None,
         }
     }
 }
@@ -220,14 +231,17 @@ pub(crate) struct Shared {
 impl Shared {
     /// Open the store, load the hub and start the writer thread.
     pub(crate) fn start(config: ServerConfig) -> Result<Arc<Shared>, ServerError> {
-        let (store, snapshot) = Store::open(&config.data_dir)?;
+        let (store, snapshot) = Store::open(&config.data_dir, config.init)?;
         let store = Arc::new(store);
         let hub = Arc::new(Hub::new(
             snapshot,
             config.heartbeat_interval.as_millis() as u64,
         ));
         let hook_hub = hub.clone();
-        store.start_writer(Box::new(move |batch| hook_hub.on_commit(batch)))?;
+        store.start_writer(
+            Box::new(move |batch| hook_hub.on_commit(batch)),
+            config.max_db_pages,
+        )?;
         // Ends when the hub shuts down.
         tokio::spawn(hub.clone().run_presence());
         Ok(Arc::new(Shared {
@@ -298,8 +312,55 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let shared = Shared::start(config)?;
+    Server::start(listener, config)?.serve(shutdown).await
+}
+
+/// A server ready to serve: TLS loaded, the store opened and checked, the hub loaded. Only then
+/// does a caller announce it (the binary prints "listening" after [`Server::start`]).
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Load TLS and open the store; fails (serving nothing) when either is bad. Call it inside a
+    /// Tokio runtime.
+    pub fn start(listener: TcpListener, config: ServerConfig) -> Result<Server, ServerError> {
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let shared = Shared::start(config)?;
+        Ok(Server {
+            listener,
+            tls,
+            shared,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves, then shut down gracefully.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            tls,
+            shared,
+        } = self;
+        serve(listener, tls, shared, shutdown).await
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let (store, hub) = (shared.store.clone(), shared.hub.clone());
     let router = http::router(shared.clone());
     let stop_rx = shared.stopping.subscribe();

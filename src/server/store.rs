@@ -12,7 +12,7 @@
 //! connections, which WAL lets run alongside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::names::Name;
+use crate::dbfile::{self, Damage};
 use crate::protocol::{limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Unread, User};
 
 use super::auth::TokenHash;
@@ -37,6 +38,12 @@ const MIGRATIONS: &[&str] = &[
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
 const NAME_KEYS_VERSION: usize = 3;
+/// Written into the data directory once it holds a database: a later start that finds the
+/// database missing or empty knows data was lost rather than never there.
+const MARKER_FILE: &str = "natter.initialized";
+const MARKER_TEXT: &str = "This directory holds a Natter server database (natter.db). \
+natter-server refuses to start when that file is missing or empty while this marker exists, \
+unless started with --init.\n";
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -44,16 +51,35 @@ const MAX_BATCH: usize = 256;
 /// Errors from the store. `Rejected` carries a protocol error the client should see verbatim.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A SQLite failure, kept whole (shared, because one failed commit fails every write of its
+    /// batch) so its code still says what went wrong: a full disk, a damaged file.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(Arc<rusqlite::Error>),
     #[error("{1}")]
     Rejected(ErrorCode, String),
     #[error("the store is shut down")]
     Closed,
-    #[error("cannot create data directory {0}: {1}")]
+    #[error("cannot prepare data directory {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
+    #[error(
+        "the database {path} is damaged ({damage}); refusing to start on it. Restore it from a \
+         backup, or move it aside and start with --init to begin with an empty one"
+    )]
+    Corrupt { path: PathBuf, damage: Damage },
+    #[error(
+        "the database {path} is missing or empty, but {marker} shows this data directory held \
+         one: refusing to start afresh over lost data. Restore the database from a backup, or \
+         start with --init to begin with an empty one"
+    )]
+    Lost { path: PathBuf, marker: PathBuf },
     #[error("a blocking task failed: {0}")]
     Join(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(Arc::new(e))
+    }
 }
 
 impl StoreError {
@@ -65,6 +91,13 @@ impl StoreError {
     pub fn to_client(&self) -> (ErrorCode, String) {
         match self {
             StoreError::Rejected(code, message) => (*code, message.clone()),
+            StoreError::Db(e) if dbfile::is_full(e) => {
+                tracing::error!(error = %e, "storage full: a write was refused; free disk space");
+                (
+                    ErrorCode::StorageFull,
+                    "the server's storage is full; nothing was stored, try again later".into(),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 (ErrorCode::Internal, "internal server error".into())
@@ -400,14 +433,36 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
 }
 
 impl Store {
-    /// Open (creating if needed) `data_dir/natter.db`, run migrations and read the snapshot.
-    pub fn open(data_dir: &Path) -> Result<(Store, Snapshot), StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::DataDir(data_dir.to_path_buf(), e))?;
+    /// Open `data_dir/natter.db`, check it, run migrations and read the snapshot. A new data
+    /// directory gets a new database; one whose marker shows a database existed gets one only when
+    /// `init` is set. The directory and the database files are made private (0700/0600).
+    pub fn open(data_dir: &Path, init: bool) -> Result<(Store, Snapshot), StoreError> {
+        let dir_err = |e| StoreError::DataDir(data_dir.to_path_buf(), e);
+        dbfile::private_dir(data_dir).map_err(dir_err)?;
         let path = data_dir.join("natter.db");
-        let mut conn = open_conn(&path)?;
+        let marker = data_dir.join(MARKER_FILE);
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        if empty && marker.exists() {
+            if !init {
+                return Err(StoreError::Lost { path, marker });
+            }
+            tracing::warn!(path = %path.display(), "--init: starting with an empty database");
+        }
+        dbfile::prepare(&path).map_err(dir_err)?;
+        let damaged = |damage| StoreError::Corrupt {
+            path: path.clone(),
+            damage,
+        };
+        let mut conn = match open_conn(&path) {
+            Err(e) if dbfile::is_corrupt(&e) => return Err(damaged(Damage(e.to_string()))),
+            other => other?,
+        };
+        dbfile::quick_check(&conn)?.map_err(damaged)?;
         migrate(&mut conn)?;
         let snapshot = load_snapshot(&conn)?;
+        if !marker.exists() {
+            std::fs::write(&marker, MARKER_TEXT).map_err(dir_err)?;
+        }
         let store = Store {
             path,
             readers: Mutex::new(Vec::new()),
@@ -417,9 +472,17 @@ impl Store {
         Ok((store, snapshot))
     }
 
-    /// Start the writer thread. `hook` sees every commit's outcomes in order.
-    pub fn start_writer(&self, mut hook: CommitHook) -> Result<(), StoreError> {
+    /// Start the writer thread. `hook` sees every commit's outcomes in order. `max_pages` caps
+    /// the database's size (SQLite `max_page_count`; see [`super::ServerConfig::max_db_pages`]).
+    pub fn start_writer(
+        &self,
+        mut hook: CommitHook,
+        max_pages: Option<u32>,
+    ) -> Result<(), StoreError> {
         let mut conn = open_conn(&self.path)?;
+        if let Some(pages) = max_pages {
+            conn.pragma_update(None, "max_page_count", pages)?;
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("natter-writer".into())
@@ -648,17 +711,13 @@ pub fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::
 
 fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, StoreError>> {
     let mut results = Vec::with_capacity(jobs.len());
-    let tx = match conn.transaction() {
+    let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "cannot begin transaction");
-            return jobs
-                .iter()
-                .map(|_| Err(StoreError::Db(clone_err(&e))))
-                .collect();
+            return fail_all(jobs, Arc::new(e));
         }
     };
-    let mut tx = tx;
     for job in jobs {
         let result = match tx.savepoint() {
             Ok(sp) => {
@@ -666,29 +725,43 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
                 if r.is_ok() {
                     match sp.commit() {
                         Ok(()) => r,
-                        Err(e) => Err(StoreError::Db(e)),
+                        Err(e) => Err(e.into()),
                     }
                 } else {
                     // Dropping the savepoint rolls back only this write.
                     r
                 }
             }
-            Err(e) => Err(StoreError::Db(e)),
+            Err(e) => Err(e.into()),
         };
+        // On some errors (a full disk, I/O) SQLite rolls the whole transaction back by itself:
+        // every write of the batch is undone, whatever it returned, and the cause is that error
+        // (not the "no transaction is active" a commit would then report).
+        if tx.is_autocommit() {
+            let cause = match result {
+                Err(StoreError::Db(e)) => e,
+                other => Arc::new(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some(format!("the transaction was rolled back ({other:?})")),
+                )),
+            };
+            tracing::error!(error = %cause, "SQLite rolled the batch back; every write of it failed");
+            return fail_all(jobs, cause);
+        }
         results.push(result);
     }
     if let Err(e) = tx.commit() {
         tracing::error!(error = %e, "commit failed; the whole batch is reported as failed");
-        return jobs
-            .iter()
-            .map(|_| Err(StoreError::Db(clone_err(&e))))
-            .collect();
+        return fail_all(jobs, Arc::new(e));
     }
     results
 }
 
-fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
-    rusqlite::Error::InvalidParameterName(e.to_string())
+/// The same failure, kept whole, for every write of a batch.
+fn fail_all(jobs: &[Job], e: Arc<rusqlite::Error>) -> Vec<Result<WriteOutcome, StoreError>> {
+    jobs.iter()
+        .map(|_| Err(StoreError::Db(e.clone())))
+        .collect()
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -1036,15 +1109,18 @@ mod tests {
 
     /// A store whose hook only answers HTTP-style origins (no hub).
     fn open(dir: &Path) -> std::sync::Arc<Store> {
-        let (store, _) = Store::open(dir).unwrap();
+        let (store, _) = Store::open(dir, false).unwrap();
         store
-            .start_writer(Box::new(|batch| {
-                for (origin, result) in batch {
-                    if let Origin::Reply(tx) = origin {
-                        let _ = tx.send(result);
+            .start_writer(
+                Box::new(|batch| {
+                    for (origin, result) in batch {
+                        if let Origin::Reply(tx) = origin {
+                            let _ = tx.send(result);
+                        }
                     }
-                }
-            }))
+                }),
+                None,
+            )
             .unwrap();
         std::sync::Arc::new(store)
     }
@@ -1263,7 +1339,7 @@ mod tests {
         ));
         store.shutdown();
         // Everything survives a reopen: the snapshot has the DM with both members.
-        let (_, snapshot) = Store::open(dir.path()).unwrap();
+        let (_, snapshot) = Store::open(dir.path(), false).unwrap();
         let dm_row = snapshot.convs.iter().find(|c| c.id == dm).unwrap();
         assert_eq!(dm_row.kind, ConvKind::Dm);
         assert_eq!(dm_row.last_seq, 2);

@@ -110,6 +110,10 @@ export const en = {
   "settings.signedInAs": "Signed in as {name} (@{username})",
   "settings.server": "Server: {url}",
   "settings.hosting": "Hosting on: {addresses}",
+  "settings.repair": "Repair local store",
+  "settings.repairHint": "Checks the messages stored on this computer; if they are damaged, moves them aside and fetches them again from the server.",
+  "settings.repaired": "The local store was damaged: it was rebuilt from the server.",
+  "settings.repairNotNeeded": "The local store is sound: nothing to repair.",
   "common.close": "Close",
   "common.cancel": "Cancel",
   "common.loading": "Loading…",
@@ -122,6 +126,8 @@ export const en = {
   "error.rate_limited": "Too many attempts. Wait a little, then try again.",
   "error.server": "The server had a problem: {message}",
   "error.internal": "Something went wrong: {message}",
+  "error.storage_full": "A disk is full, so nothing was saved. Free some space, then try again. ({message})",
+  "error.store_corrupt": "The messages stored on this computer are damaged. Open Settings and choose \"Repair local store\".",
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -233,6 +239,10 @@ export const zhCN: Dictionary = {
   "settings.signedInAs": "当前账号：{name}（@{username}）",
   "settings.server": "服务器：{url}",
   "settings.hosting": "正在托管：{addresses}",
+  "settings.repair": "修复本地存储",
+  "settings.repairHint": "检查这台电脑上保存的消息；如果已损坏，将其移到一旁并从服务器重新获取。",
+  "settings.repaired": "本地存储已损坏，已从服务器重建。",
+  "settings.repairNotNeeded": "本地存储完好，无需修复。",
   "common.close": "关闭",
   "common.cancel": "取消",
   "common.loading": "加载中…",
@@ -245,6 +255,8 @@ export const zhCN: Dictionary = {
   "error.rate_limited": "尝试次数过多，请稍等片刻再试。",
   "error.server": "服务器出现问题：{message}",
   "error.internal": "出现错误：{message}",
+  "error.storage_full": "磁盘已满，未能保存。请释放一些空间后重试。（{message}）",
+  "error.store_corrupt": "这台电脑上保存的消息已损坏。请打开设置并选择“修复本地存储”。",
 };
 
 export const dictionaries = { en, "zh-CN": zhCN } as const;
