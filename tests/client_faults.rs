@@ -335,7 +335,11 @@ async fn an_oversized_frame_ends_the_connection_and_the_client_reconnects() {
 
 #[tokio::test]
 async fn every_documented_close_code_reconnects_except_unauthorized() {
-    for code in close::ALL.iter().copied().filter(|&c| c != close::UNAUTHORIZED) {
+    for code in close::ALL
+        .iter()
+        .copied()
+        .filter(|&c| c != close::UNAUTHORIZED)
+    {
         let fake = fake(false, move |n, mut ws| async move {
             push(&mut ws, &hello()).await;
             if n == 0 {

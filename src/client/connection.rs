@@ -913,7 +913,11 @@ mod tests {
             close_end(frame(close::POLICY), false, false),
             End::SignedOut(_)
         ));
-        for code in close::ALL.iter().copied().filter(|&c| c != close::UNAUTHORIZED) {
+        for code in close::ALL
+            .iter()
+            .copied()
+            .filter(|&c| c != close::UNAUTHORIZED)
+        {
             assert!(
                 matches!(close_end(frame(code), true, false), End::Retry { .. }),
                 "{code}"

@@ -19,8 +19,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::names::Name;
 use crate::dbfile::{self, Damage};
+use crate::names::Name;
 use crate::protocol::{limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Unread, User};
 
 use super::auth::TokenHash;
