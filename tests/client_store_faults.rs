@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use natter::client::{Client, ClientConfig};
 use support::cli::{fails, natter, ok};
-use support::{assert_private, damage_middle_page, db_files, loosen, TestServer};
+use support::{assert_private, damage_middle_page, db_files, loosen, TestServer, PASSWORD};
 
 const WORD: &str = "pineapple";
 
@@ -66,6 +66,40 @@ async fn a_damaged_local_store_is_reported_and_repair_rebuilds_it_from_the_serve
     let after = ok(natter(profile, &["search", WORD, "--json"]).await);
     assert_eq!(after.lines().count(), 40, "{after}");
     ok(natter(profile, &["send", "general", "still signed in"]).await);
+}
+
+/// The desktop app damaged a store right after closing it while a task still held the client:
+/// the open connection kept the newest pages in the write-ahead log, so the damage was not seen
+/// (and was written back over when it closed). And signing in read the device token from the
+/// damaged store before it could be rebuilt, so it failed with `store_corrupt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_store_and_a_damaged_one_does_not_stop_sign_in() {
+    let server = TestServer::start().await;
+    let url: url::Url = format!("http://{}", server.addr).parse().unwrap();
+    let alice = server.register("alice").await;
+    let base = tempfile::tempdir().unwrap();
+    let profile = base.path().join("alice");
+    let client = Client::start(ClientConfig::new(url.clone(), profile.clone()), alice)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), client.wait_synced())
+        .await
+        .expect("online")
+        .unwrap();
+    let held = client.clone();
+    client.shutdown().await;
+    let [db, wal, shm] = db_files(&profile);
+    assert!(
+        !wal.exists() && !shm.exists(),
+        "the store is closed (log checkpointed) even while a handle lives"
+    );
+    drop(held);
+
+    damage_middle_page(&db);
+    let session = natter::client::login_in_profile(&profile, &url, "alice", PASSWORD)
+        .await
+        .expect("a damaged store does not stop sign-in");
+    assert_eq!(session.user.username, "alice");
 }
 
 #[cfg(unix)]

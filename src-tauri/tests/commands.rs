@@ -536,10 +536,20 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
 }
 
 /// Damages the local store of `user` in the app data directory `dir`: garbage over every page
-/// after the first, so the check at open fails.
+/// after the first, so the check at open fails. The app must have closed the store: with its
+/// write-ahead log still there (or a connection still open, which would write it back), the
+/// newest pages would be read from the log and the damage missed.
 fn damage_store(dir: &Path, server: &str, user: &str) {
     let profile = natter::client::profile_dir_in(dir, &server.parse().unwrap(), user);
     let db = profile.join(natter::client::STORE_FILE);
+    for suffix in ["-wal", "-shm"] {
+        let companion = profile.join(format!("{}{suffix}", natter::client::STORE_FILE));
+        assert!(
+            !companion.exists(),
+            "{} left after the app closed: the store was not closed",
+            companion.display()
+        );
+    }
     let mut bytes = std::fs::read(&db).unwrap();
     bytes[4096..].iter_mut().for_each(|b| *b = 0xA5);
     std::fs::write(&db, bytes).unwrap();

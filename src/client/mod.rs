@@ -281,7 +281,19 @@ pub async fn login_in_profile(
 ) -> Result<Session> {
     let path = profile_dir.join(STORE_FILE);
     let device = if path.exists() {
-        Store::open(&path)?.device_token()?
+        match Store::open(&path).and_then(|store| store.device_token()) {
+            Ok(device) => device,
+            Err(e) => match ClientError::from(e) {
+                // Signing in is where a damaged store gets rebuilt (after this, once the
+                // session is known), so damage must not stop it here: the token is read back
+                // from the damaged file when it can be.
+                ClientError::StoreCorrupt(reason) => {
+                    tracing::warn!(%reason, "local store damaged: signing in all the same");
+                    Store::salvage_device_token(&path)
+                }
+                other => return Err(other),
+            },
+        }
     } else {
         None
     };
@@ -867,6 +879,10 @@ impl Client {
         if let Some(handle) = handle {
             let _ = tokio::time::timeout(Duration::from_secs(3), handle).await;
         }
+        // Other handles (a task that was just aborted, the revocation task) may outlive this
+        // call by a moment; the file is closed now all the same, so whoever comes next (a
+        // repair, the next start, a copy) finds it complete, without a write-ahead log.
+        self.store().close();
     }
 }
 

@@ -331,6 +331,32 @@ impl Store {
         Ok(conn)
     }
 
+    /// Closes the store's file now, checkpointing its write-ahead log into it (the `-wal` and
+    /// `-shm` files are removed), even while other handles to this store are still alive: a
+    /// task that ends a moment later must not keep the file open. The store is unusable
+    /// afterwards (every query fails). After this, the file can be copied, checked or moved
+    /// aside.
+    pub fn close(&self) {
+        let Ok(placeholder) = Connection::open_in_memory() else {
+            return;
+        };
+        let conn = std::mem::replace(&mut *self.conn(), placeholder);
+        if let Err((_, e)) = conn.close() {
+            tracing::warn!("local store: closing it failed: {e}");
+        }
+    }
+
+    /// The device token saved in a store at `path` that may be damaged (see [`Store::salvage`]):
+    /// `None` when it cannot be read.
+    pub fn salvage_device_token(path: &Path) -> Option<String> {
+        let conn =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        conn.query_row("SELECT value FROM meta WHERE key = 'device'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .ok()
+    }
+
     /// What can still be read from a damaged store at `path`: the session and the messages not
     /// yet sent. Best effort: a part that cannot be read is left out, never an error.
     pub fn salvage(path: &Path) -> (Option<SavedSession>, Vec<OutboxItem>) {
