@@ -207,25 +207,33 @@ impl Shared {
     }
 }
 
-fn load_tls(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
-    use std::io::BufReader;
-    let open = |p: &PathBuf| {
-        std::fs::File::open(p)
-            .map(BufReader::new)
-            .map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
+/// A PEM file's problem as the operator should read it: the path, then what is wrong.
+fn pem_error(path: &std::path::Path, what: &str, e: rustls::pki_types::pem::Error) -> ServerError {
+    use rustls::pki_types::pem::Error;
+    let why = match e {
+        Error::NoItemsFound => format!("no {what} found"),
+        Error::Io(e) => e.to_string(),
+        other => format!("not a valid PEM {what}: {other}"),
     };
-    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    ServerError::Tls(format!("{}: {why}", path.display()))
+}
+
+fn load_tls(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    // PEM parsing from rustls' own pki-types (rustls-pemfile is unmaintained, RUSTSEC-2025-0134).
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(&tls.cert, "certificate", e))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate found",
-            tls.cert.display()
-        )));
+        return Err(pem_error(
+            &tls.cert,
+            "certificate",
+            rustls::pki_types::pem::Error::NoItemsFound,
+        ));
     }
-    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?
-        .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", tls.key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| pem_error(&tls.key, "private key", e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
