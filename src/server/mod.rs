@@ -341,3 +341,65 @@ async fn serve_http<I>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operator reads these at startup: each names the file and what is wrong with it.
+    #[test]
+    fn tls_pem_problems_name_the_file_and_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(path("cert.pem"), generated.cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), generated.signing_key.serialize_pem()).unwrap();
+        std::fs::write(path("empty.pem"), "").unwrap();
+        std::fs::write(
+            path("garbled.pem"),
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let load = |cert: &str, key: &str| {
+            load_tls(&TlsConfig {
+                cert: path(cert),
+                key: path(key),
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(load("cert.pem", "key.pem"), Ok(()));
+        let expect = |result: Result<(), String>, file: &str, what: &str| {
+            let e = result.unwrap_err();
+            assert!(
+                e.contains(&path(file).display().to_string()) && e.contains(what),
+                "{e:?} should name {file} and say {what:?}"
+            );
+        };
+        expect(
+            load("empty.pem", "key.pem"),
+            "empty.pem",
+            "no certificate found",
+        );
+        expect(
+            load("cert.pem", "cert.pem"),
+            "cert.pem",
+            "no private key found",
+        );
+        expect(
+            load("cert.pem", "empty.pem"),
+            "empty.pem",
+            "no private key found",
+        );
+        expect(
+            load("missing.pem", "key.pem"),
+            "missing.pem",
+            "No such file",
+        );
+        expect(
+            load("garbled.pem", "key.pem"),
+            "garbled.pem",
+            "not a valid PEM certificate",
+        );
+    }
+}
