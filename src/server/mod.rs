@@ -342,6 +342,39 @@ async fn serve_http<I>(
     }
 }
 
+/// The server without a listener, for the fuzz targets in `fuzz/`: the same state [`run`]
+/// starts (real store, hub and writer) and the same path each accepted connection takes (hyper
+/// HTTP/1, the router, the WebSocket upgrade, the socket handler), served over any byte stream,
+/// such as one end of a `tokio::io::duplex` pipe. Not a stable API: it exists so the fuzzers
+/// drive the real code in memory, without TCP.
+#[doc(hidden)]
+pub struct InMemoryServer {
+    shared: Arc<Shared>,
+    router: axum::Router,
+}
+
+#[doc(hidden)]
+impl InMemoryServer {
+    /// Open the store in `config.data_dir` and start the hub and the writer. Call it inside a
+    /// Tokio runtime.
+    pub fn start(config: ServerConfig) -> Result<InMemoryServer, ServerError> {
+        let shared = Shared::start(config)?;
+        let router = http::router(shared.clone());
+        Ok(InMemoryServer { shared, router })
+    }
+
+    /// Serve one connection from `peer`, as [`run`] serves an accepted one. Returns when its
+    /// HTTP part ends; an upgraded socket goes on in a task of its own.
+    pub async fn serve<I>(&self, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let _guard = self.shared.track();
+        let stop = self.shared.stopping.subscribe();
+        serve_http(io, peer, self.router.clone(), &self.shared, stop).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
