@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use natter::client::{Client, ClientConfig};
 use natter::protocol::{Session, User, SUBPROTOCOL};
 use natter_fuzz::{frames, runtime, HANG};
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -31,6 +31,16 @@ fn session() -> Session {
     }
 }
 
+/// Accept the client's upgrade with the subprotocol, as a Natter server does.
+#[allow(clippy::result_large_err)] // the signature tungstenite's handshake callback requires
+fn agree_subprotocol(_: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    resp.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    Ok(resp)
+}
+
 fuzz_target!(|data: &[u8]| {
     runtime().block_on(async {
         // A listener per input: a client of an earlier input that retried cannot be accepted.
@@ -47,15 +57,9 @@ fuzz_target!(|data: &[u8]| {
             .await
             .expect("the client connected in time")
             .expect("accept");
-        let ws = tokio_tungstenite::accept_hdr_async(tcp, |_: &Request, mut resp: Response| {
-            resp.headers_mut().insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(SUBPROTOCOL),
-            );
-            Ok(resp)
-        })
-        .await
-        .expect("the client's upgrade");
+        let ws = tokio_tungstenite::accept_hdr_async(tcp, agree_subprotocol)
+            .await
+            .expect("the client's upgrade");
         let (mut tx, mut rx) = ws.split();
         let send = async {
             for msg in frames(data, TOKEN) {
