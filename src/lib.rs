@@ -2,12 +2,18 @@
 //! the desktop app stand on. Nothing here depends on Tauri.
 //!
 //! # Layout
+//! - [`names`]: the rules for usernames, room names and display names (normalisation,
+//!   uniqueness, look-alikes, refused characters) and for showing other users' text in a terminal.
 //! - [`protocol`]: wire types (frames, HTTP bodies), limits and close codes. No I/O.
 //! - [`server`]: the Natter server: HTTP routes, WebSocket connections, the hub that fans
 //!   messages out, server-side SQLite storage and authentication. Started with [`server::run`].
 //! - [`client`]: the client core: a reconnecting connection owned by an actor task, the local
 //!   SQLite store (history, full-text search, outbox, read markers) and the notification policy.
+//! - [`dbfile`]: what both SQLite stores need on disk: private permissions, an integrity check
+//!   at open, telling a damaged file or a full disk from other errors.
 
 pub mod client;
+pub mod dbfile;
+pub mod names;
 pub mod protocol;
 pub mod server;

@@ -27,14 +27,33 @@ pub mod limits {
     pub const MAX_FRAME_BYTES: usize = 64 * 1024;
     /// Most messages in one history page or replay batch.
     pub const MAX_PAGE: u32 = 200;
-    /// Longest username, in chars. Usernames are letters or digits of any script plus `_-.`.
+    /// Largest HTTP request or response body of the API (`/api/*`), either way. The server
+    /// answers 413 beyond it; the Rust client refuses a larger answer.
+    pub const MAX_HTTP_BODY_BYTES: usize = 16 * 1024;
+    /// Seconds a client has to send a whole HTTP request body once its head arrived (408 after).
+    pub const HTTP_BODY_TIMEOUT_SECS: u64 = 10;
+    /// Most JSON bytes one message takes besides its text: ids, seq and time as the longest
+    /// i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid and the keys.
+    const MESSAGE_JSON_OVERHEAD: usize = 512;
+    /// Most JSON bytes a message text takes: every char escaped as `\uXXXX` (6 bytes; a
+    /// control character) is the worst case, more than any 4-byte UTF-8 char sent raw.
+    const TEXT_JSON_BYTES: usize = MAX_TEXT_CHARS * 6;
+    /// Largest frame the server sends: its worst case is a full `history` page or replay
+    /// `batch` of [`MAX_PAGE`] messages at [`MAX_TEXT_CHARS`] worst-case characters each, plus
+    /// the frame around them. Clients may refuse anything larger (the Rust client closes the
+    /// connection with 1009 and reconnects). Lists (`users`, `rooms`, `hello`) share this bound.
+    pub const MAX_SERVER_FRAME_BYTES: usize =
+        MAX_PAGE as usize * (TEXT_JSON_BYTES + MESSAGE_JSON_OVERHEAD) + 1024;
+    /// Longest username, in chars of its NFKC form. The rules are in [`crate::names`].
     pub const MAX_USERNAME_CHARS: usize = 32;
     /// Shortest password, in chars.
     pub const MIN_PASSWORD_CHARS: usize = 8;
     /// Longest display name, in chars.
     pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
-    /// Longest room name, in chars (same alphabet as usernames).
+    /// Longest room name, in chars of its NFKC form (same rules as usernames).
     pub const MAX_ROOM_NAME_CHARS: usize = 32;
+    /// Most messages `sync` replays of a conversation the client did not list (the newest ones).
+    pub const SYNC_UNLISTED: i64 = 50;
     /// Seconds a socket that upgraded without a token has to send its `auth` frame.
     pub const AUTH_TIMEOUT_SECS: u64 = 5;
     /// The room every user is a member of.
@@ -49,6 +68,8 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down; reconnect later.
     pub const GOING_AWAY: u16 = 1001;
+    /// A WebSocket protocol violation (e.g. an unmasked client frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A binary frame: Natter speaks JSON text frames only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not valid UTF-8.
@@ -67,11 +88,16 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4002;
     /// The client kept flooding far beyond the rate limit.
     pub const RATE_LIMITED: u16 = 4003;
+    /// A socket that authenticated with an `auth` frame would exceed the cap on open sockets
+    /// per user or per address (an upgrade with a token gets HTTP 429 instead). Reconnect
+    /// later, with backoff: another socket of the user or address must close first.
+    pub const TOO_MANY_SOCKETS: u16 = 4004;
 
     /// Every code above, for clients and tests that must handle each one.
-    pub const ALL: [u16; 11] = [
+    pub const ALL: &[u16] = &[
         NORMAL,
         GOING_AWAY,
+        PROTOCOL_ERROR,
         UNSUPPORTED_DATA,
         INVALID_PAYLOAD,
         POLICY,
@@ -81,6 +107,7 @@ pub mod close {
         UNAUTHORIZED,
         HEARTBEAT_TIMEOUT,
         RATE_LIMITED,
+        TOO_MANY_SOCKETS,
     ];
 }
 
@@ -207,7 +234,9 @@ pub enum ClientFrame {
     },
     /// Resume: for each conversation the last seq the client holds. The server replays every
     /// later message as [`ServerFrame::Batch`] frames, then answers [`Reply::Synced`].
-    /// Conversations not listed are replayed from their last page (at most 50 messages).
+    /// Conversations not listed are replayed from their last [`limits::SYNC_UNLISTED`] messages.
+    /// A later `sync` on the same socket cancels one still running (answered
+    /// [`ErrorCode::Cancelled`]).
     Sync {
         #[ts(type = "number")]
         id: u64,
@@ -297,7 +326,98 @@ pub enum ClientFrame {
     },
 }
 
+/// Why a text frame is not a [`ClientFrame`], as the server answers it in an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The frame's `id` when it could be read (a non-negative integer), so the answer matches.
+    pub id: Option<u64>,
+    /// [`ErrorCode::UnknownType`] for a `type` string that names no frame, else
+    /// [`ErrorCode::BadRequest`].
+    pub code: ErrorCode,
+    /// What is wrong, for a person reading a log.
+    pub message: String,
+}
+
+/// The kind of a JSON value, as error messages name it.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 impl ClientFrame {
+    /// Every `type` a client frame may have, as it is spelled on the wire.
+    pub const TYPES: &'static [&'static str] = &[
+        "auth",
+        "sync",
+        "send",
+        "history",
+        "rooms",
+        "create_room",
+        "join",
+        "leave",
+        "members",
+        "users",
+        "read",
+        "typing",
+    ];
+
+    /// Parse a text frame, or say precisely what is wrong with it: not JSON, not an object,
+    /// `type` missing or not a string, a `type` naming no frame, or a field of a known frame
+    /// missing or mistyped.
+    pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        let bad = |id, message: String| FrameError {
+            id,
+            code: ErrorCode::BadRequest,
+            message,
+        };
+        // The common case is a well-formed frame: one pass, no intermediate value.
+        let first = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => return Ok(frame),
+            Err(e) => e,
+        };
+        let value = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => v,
+            Err(e) => return Err(bad(None, format!("malformed JSON: {e}"))),
+        };
+        let Some(object) = value.as_object() else {
+            return Err(bad(
+                None,
+                format!("a frame must be a JSON object, not {}", json_kind(&value)),
+            ));
+        };
+        let id = object.get("id").and_then(serde_json::Value::as_u64);
+        let naming = "a string naming the frame, e.g. \"send\"";
+        match object.get("type") {
+            None => Err(bad(
+                id,
+                format!("missing `type`: every frame needs one, {naming}"),
+            )),
+            Some(serde_json::Value::String(t)) if !Self::TYPES.contains(&t.as_str()) => {
+                Err(FrameError {
+                    id,
+                    code: ErrorCode::UnknownType,
+                    message: format!(
+                        "unknown frame type `{t}`; the types are {}",
+                        Self::TYPES.join(", ")
+                    ),
+                })
+            }
+            Some(serde_json::Value::String(t)) => {
+                Err(bad(id, format!("invalid `{t}` frame: {first}")))
+            }
+            Some(other) => Err(bad(
+                id,
+                format!("`type` must be {naming}, not {}", json_kind(other)),
+            )),
+        }
+    }
+
     /// The request id every client frame carries.
     pub fn id(&self) -> u64 {
         match self {
@@ -378,12 +498,22 @@ pub enum ErrorCode {
     Conflict,
     /// Username, room name, password or display name fails the rules.
     InvalidName,
-    /// Message text empty or longer than [`limits::MAX_TEXT_CHARS`].
+    /// Message text longer than [`limits::MAX_TEXT_CHARS`] (empty or blank text is
+    /// [`ErrorCode::BadRequest`]).
     TooLong,
-    /// Sending faster than the per-user rate limit; retry later.
+    /// Over a rate limit (frames per user, failed sign-ins or unauthenticated sockets per
+    /// address); retry later.
     RateLimited,
+    /// A `sync` replaced by a later `sync` on the same socket before it finished (WebSocket
+    /// only): the later one replays everything, so there is nothing to retry.
+    Cancelled,
     /// Unexpected server failure; the request may be retried.
     Internal,
+    /// The server is at capacity for this kind of work (password checks): HTTP 503 with
+    /// `Retry-After`; try again after that many seconds.
+    Busy,
+    /// The server's disk is full: the write was not stored. Retry once space is freed.
+    StorageFull,
 }
 
 /// Frames the server sends.
@@ -486,6 +616,11 @@ pub struct RegisterRequest {
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
+    /// The `device_token` an earlier successful sign-in of this user on this device returned:
+    /// such a sign-in is exempt from the per-address and per-account sign-in limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub device_token: Option<String>,
 }
 
 /// Successful `register` or `login`: a bearer token for the `Authorization` header.
@@ -496,6 +631,11 @@ pub struct Session {
     pub user: User,
     #[ts(type = "number")]
     pub expires_at: Millis,
+    /// Marks this device as known to this user's account: keep it (also after signing out) and
+    /// send it with later logins of the same user. Absent from servers before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub device_token: Option<String>,
 }
 
 /// The body of every HTTP error response.
@@ -515,17 +655,8 @@ pub struct Health {
     pub protocol: u32,
 }
 
-/// Whether `name` is a valid username or room name: 1..=32 chars, each a letter or digit of any
-/// script (so 张伟 is fine) or one of `_-.`.
-pub fn is_valid_name(name: &str) -> bool {
-    let count = name.chars().count();
-    (1..=limits::MAX_USERNAME_CHARS).contains(&count)
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-/// Whether `text` is a sendable message: not blank, at most [`limits::MAX_TEXT_CHARS`] chars.
+/// Whether `text` is a sendable message: not blank (only Unicode White_Space, which is what
+/// `str::trim` removes), at most [`limits::MAX_TEXT_CHARS`] chars.
 pub fn is_valid_text(text: &str) -> bool {
     !text.trim().is_empty() && text.chars().count() <= limits::MAX_TEXT_CHARS
 }
@@ -615,20 +746,71 @@ mod tests {
     }
 
     #[test]
-    fn names_accept_any_script_and_reject_the_rest() {
-        for good in [
-            "alice",
-            "张伟",
-            "bob_2",
-            "a.b-c",
-            "Ünïcødé",
-            &"x".repeat(32),
-        ] {
-            assert!(is_valid_name(good), "{good}");
-        }
-        for bad in ["", "a b", "a:b", "<script>", "@bob", &"x".repeat(33), "a/b"] {
-            assert!(!is_valid_name(bad), "{bad}");
-        }
+    fn frame_errors_say_what_is_wrong() {
+        let err = |text: &str| ClientFrame::parse(text).unwrap_err();
+        let e = err(r#"{"type":5,"id":9}"#);
+        assert_eq!((e.id, e.code), (Some(9), ErrorCode::BadRequest));
+        assert!(e.message.contains("`type` must be a string") && e.message.contains("a number"));
+        assert!(!e.message.contains("missing"), "{}", e.message);
+        let e = err(r#"{"type":null,"id":1}"#);
+        assert!(e.message.contains("not null"), "{}", e.message);
+        let e = err(r#"{"type":["send"],"id":1}"#);
+        assert!(e.message.contains("not an array"), "{}", e.message);
+        let e = err(r#"{"id":2}"#);
+        assert_eq!(e.id, Some(2));
+        assert!(e.message.starts_with("missing `type`"), "{}", e.message);
+        let e = err(r#"{"type":"zap","id":4}"#);
+        assert_eq!((e.id, e.code), (Some(4), ErrorCode::UnknownType));
+        assert!(e.message.contains("`zap`") && e.message.contains("create_room"));
+        let e = err(r#"{"type":"send","id":5}"#);
+        assert_eq!((e.id, e.code), (Some(5), ErrorCode::BadRequest));
+        assert!(e.message.contains("invalid `send` frame") && e.message.contains("client_msg_id"));
+        let e = err(r#"[1,2]"#);
+        assert_eq!(e.message, "a frame must be a JSON object, not an array");
+        assert!(err("{nope").message.starts_with("malformed JSON"));
+        assert_eq!(err(r#"{"type":"rooms","id":"x"}"#).id, None);
+    }
+
+    /// `ClientFrame::TYPES` is the enum's own list: serde names every variant it expects when
+    /// given an unknown one, and each listed type parses past the tag.
+    #[test]
+    fn frame_types_match_the_enum() {
+        let e = serde_json::from_str::<ClientFrame>(r#"{"type":"zzz"}"#).unwrap_err();
+        let text = e.to_string();
+        let expected = text.split("expected one of").nth(1).expect("variant list");
+        let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert_eq!(names, ClientFrame::TYPES);
+    }
+
+    /// The largest server frame the limit allows for is a real worst case: a full history page
+    /// of the longest texts of the widest escaping, with the longest names and numbers.
+    #[test]
+    fn the_worst_history_page_fits_the_server_frame_limit() {
+        let message = Message {
+            id: i64::MIN,
+            conv: i64::MIN,
+            seq: i64::MIN,
+            sender: "\u{10400}".repeat(limits::MAX_USERNAME_CHARS),
+            text: "\u{1}".repeat(limits::MAX_TEXT_CHARS),
+            time: i64::MIN,
+            client_msg_id: Uuid::nil(),
+        };
+        let frame = ServerFrame::Ok {
+            id: u64::MAX,
+            result: Reply::History {
+                conv: i64::MIN,
+                messages: vec![message; limits::MAX_PAGE as usize],
+                has_more: true,
+            },
+        };
+        let len = serde_json::to_string(&frame).unwrap().len();
+        assert!(
+            len <= limits::MAX_SERVER_FRAME_BYTES,
+            "{len} > {}",
+            limits::MAX_SERVER_FRAME_BYTES
+        );
+        // Not wastefully loose either: within 2% of the real worst case.
+        assert!(len * 50 >= limits::MAX_SERVER_FRAME_BYTES * 49, "{len}");
     }
 
     #[test]

@@ -4,53 +4,9 @@
 
 mod support;
 
-use std::path::Path;
-
+use support::cli::{fails, natter, natter_env, ok, Run};
 use support::{TestServer, PASSWORD};
 use tokio::process::Command;
-
-struct Run {
-    ok: bool,
-    out: String,
-    err: String,
-}
-
-async fn natter(profile: &Path, args: &[&str]) -> Run {
-    natter_env(profile, args, &[("NATTER_PASSWORD", PASSWORD)]).await
-}
-
-async fn natter_env(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
-    cmd.arg("--profile").arg(profile).args(args);
-    cmd.env_remove("NATTER_PASSWORD")
-        .env_remove("NATTER_SERVER");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // No terminal: a password prompt must fail rather than hang.
-    cmd.stdin(std::process::Stdio::null());
-    let o = cmd.output().await.expect("run natter");
-    Run {
-        ok: o.status.success(),
-        out: String::from_utf8_lossy(&o.stdout).into_owned(),
-        err: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn ok(r: Run) -> String {
-    assert!(
-        r.ok,
-        "expected success; stdout: {}\nstderr: {}",
-        r.out, r.err
-    );
-    r.out
-}
-
-fn fails(r: Run) -> String {
-    assert!(!r.ok, "expected failure; stdout: {}", r.out);
-    assert!(!r.err.trim().is_empty(), "an error message on stderr");
-    r.err
-}
 
 fn json(out: &str) -> Vec<serde_json::Value> {
     out.lines()
@@ -249,4 +205,86 @@ async fn default_profile_and_password_on_stdin() {
     assert!(profiles.join(&names[0]).join("natter.db").exists());
     ok(run(&["logout"], None).await);
     assert!(fails(run(&["unread"], None).await).contains("not signed in"));
+}
+
+/// A message may hold ESC sequences (OSC 52 sets the reader's clipboard, CSI 2J clears the
+/// screen), C1 CSI (U+009B), a bidi override and a newline that forges a second line: every
+/// command that prints it shows them escaped, and `--json` keeps the exact text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_messages_print_escaped() {
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (a.path(), b.path());
+    ok(natter(a, &["--server", &url, "register", "mallory"]).await);
+    ok(natter(b, &["--server", &url, "register", "victim"]).await);
+    let evil = "pwned\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\u{1b}]0;title\u{7}\u{9b}31m\u{202e}txt.exe\r\n[2026-01-01 00:00:00] general <admin> forged\u{7f}";
+    ok(natter(a, &["send", "general", evil]).await);
+
+    let raw = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_control() && *c != '\n' || matches!(c, '\u{202e}'))
+            .map(|c| format!("U+{:04X}", c as u32))
+            .collect::<Vec<_>>()
+    };
+    for args in [
+        &["history", "general"][..],
+        &["search", "pwned"][..],
+        &["search", "forged"][..],
+    ] {
+        let out = ok(natter(b, args).await);
+        assert_eq!(raw(&out), Vec::<String>::new(), "{args:?}: {out}");
+        assert_eq!(out.lines().count(), 1, "no forged line: {args:?}: {out}");
+        assert!(
+            out.contains("<mallory> pwned\\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2J")
+                && out.contains("\\u{9b}31m\\u{202e}txt.exe\\r\\n[2026")
+                && out.ends_with("forged\\x7f\n"),
+            "{args:?}: {out}"
+        );
+    }
+    for args in [
+        &["history", "general", "--json"][..],
+        &["search", "pwned", "--json"][..],
+    ] {
+        let out = ok(natter(b, args).await);
+        assert_eq!(raw(&out), Vec::<String>::new(), "{args:?}: {out}");
+        let lines = json(&out);
+        assert_eq!(lines.len(), 1, "{args:?}");
+        assert_eq!(lines[0]["text"], evil, "JSON keeps the exact text");
+    }
+}
+
+/// Rooms and DMs are found by any spelling of their name, as the server finds users and rooms:
+/// fullwidth, other case, ß/SS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_work_in_any_spelling_from_the_cli() {
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (a.path(), b.path());
+    ok(natter(a, &["--server", &url, "register", "alice"]).await);
+    ok(natter(b, &["--server", &url, "register", "Straße"]).await);
+    let again = ok(natter(b, &["--server", &url, "login", "STRASSE"]).await);
+    assert!(again.contains("signed in as Straße"), "{again}");
+
+    ok(natter(b, &["send", "@ALICE", "hi"]).await);
+    ok(natter(b, &["send", "@Alice", "again"]).await);
+    let dm = json(&ok(natter(b, &["history", "@ａｌｉｃｅ", "--json"]).await));
+    let texts: Vec<_> = dm.iter().map(|v| v["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hi", "again"], "one DM conversation");
+    ok(natter(a, &["send", "@strasse", "back"]).await);
+    assert_eq!(
+        json(&ok(natter(a, &["history", "@STRASSE", "--json"]).await)).len(),
+        3
+    );
+
+    let created = ok(natter(a, &["create", "Ｌｏｕｎｇｅ"]).await);
+    assert!(created.contains("Lounge"), "{created}");
+    let joined = ok(natter(b, &["join", "#LOUNGE"]).await);
+    assert!(joined.contains("Lounge"), "{joined}");
+    ok(natter(b, &["send", "lounge", "in the lounge"]).await);
+    let lines = json(&ok(natter(a, &["history", "LOUNGE", "--json"]).await));
+    assert_eq!(lines[0]["text"], "in the lounge");
+    assert_eq!(lines[0]["sender"], "Straße");
+    assert!(fails(natter(b, &["create", "l\u{43e}unge"]).await).contains("looks the same"));
 }

@@ -13,9 +13,10 @@ use natter::client::{
     Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageState, Target,
 };
 use natter::protocol::{
-    close, ClientFrame, ConvKind, Conversation, ErrorCode, Message, Reply, ServerFrame, Session,
-    User, SUBPROTOCOL,
+    close, limits, ClientFrame, ConvKind, Conversation, ErrorCode, Message, Reply, ServerFrame,
+    Session, User, SUBPROTOCOL,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -204,6 +205,7 @@ async fn start(
             token: "secret-token".into(),
             user: user("alice"),
             expires_at: i64::MAX,
+            device_token: None,
         },
     )
     .await
@@ -224,6 +226,18 @@ async fn wait_for(
             Err(_) => panic!("timed out waiting for {what}"),
         }
     }
+}
+
+/// Waits for the client to go offline; the reason it gives.
+async fn wait_offline(rx: &mut broadcast::Receiver<ClientEvent>) -> String {
+    let ev = wait_for(rx, "offline", |ev| {
+        matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
+    })
+    .await;
+    let ClientEvent::Connection(ConnectionState::Offline { reason, .. }) = ev else {
+        unreachable!()
+    };
+    reason
 }
 
 async fn wait_connections(fake: &Fake, n: usize) {
@@ -288,13 +302,20 @@ async fn garbage_unknown_and_unsolicited_frames_are_reported_and_skipped() {
     client.shutdown().await;
 }
 
+/// A frame header declaring one byte more than the protocol's largest server frame ends the
+/// connection at once: the client neither waits for nor allocates the payload.
 #[tokio::test]
 async fn an_oversized_frame_ends_the_connection_and_the_client_reconnects() {
     let fake = fake(false, |n, mut ws| async move {
         push(&mut ws, &hello()).await;
         if n == 0 {
-            let huge = "x".repeat(natter::client::connection::MAX_INCOMING_BYTES + 1024);
-            let _ = ws.send(Ws::text(huge)).await;
+            // A text frame (FIN, opcode 1), unmasked, 64-bit length, and no payload.
+            let len = (limits::MAX_SERVER_FRAME_BYTES + 1) as u64;
+            let mut header = vec![0x81u8, 127];
+            header.extend_from_slice(&len.to_be_bytes());
+            let _ = ws.get_mut().write_all(&header).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
         }
         serve(&mut ws).await;
     })
@@ -302,10 +323,8 @@ async fn an_oversized_frame_ends_the_connection_and_the_client_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let client = start(&fake, &dir, |_| {}).await;
     let mut rx = client.subscribe();
-    wait_for(&mut rx, "offline", |ev| {
-        matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
-    })
-    .await;
+    let reason = wait_offline(&mut rx).await;
+    assert!(reason.contains("too long"), "{reason}");
     wait_connections(&fake, 2).await;
     tokio::time::timeout(Duration::from_secs(10), client.wait_synced())
         .await
@@ -316,7 +335,11 @@ async fn an_oversized_frame_ends_the_connection_and_the_client_reconnects() {
 
 #[tokio::test]
 async fn every_documented_close_code_reconnects_except_unauthorized() {
-    for code in close::ALL.into_iter().filter(|&c| c != close::UNAUTHORIZED) {
+    for code in close::ALL
+        .iter()
+        .copied()
+        .filter(|&c| c != close::UNAUTHORIZED)
+    {
         let fake = fake(false, move |n, mut ws| async move {
             push(&mut ws, &hello()).await;
             if n == 0 {
@@ -329,13 +352,7 @@ async fn every_documented_close_code_reconnects_except_unauthorized() {
         let dir = tempfile::tempdir().unwrap();
         let client = start(&fake, &dir, |_| {}).await;
         let mut rx = client.subscribe();
-        let ev = wait_for(&mut rx, "offline", |ev| {
-            matches!(ev, ClientEvent::Connection(ConnectionState::Offline { .. }))
-        })
-        .await;
-        let ClientEvent::Connection(ConnectionState::Offline { reason, .. }) = ev else {
-            unreachable!()
-        };
+        let reason = wait_offline(&mut rx).await;
         assert!(reason.contains(&code.to_string()), "{code}: {reason}");
         wait_connections(&fake, 2).await;
         tokio::time::timeout(Duration::from_secs(10), client.wait_synced())
@@ -476,6 +493,7 @@ async fn no_hello_and_non_websocket_peers_are_retried() {
             token: "t".into(),
             user: user("alice"),
             expires_at: 0,
+            device_token: None,
         },
     )
     .await
@@ -616,6 +634,7 @@ async fn offline_start_is_instant_and_queues() {
             token: "t".into(),
             user: user("alice"),
             expires_at: 0,
+            device_token: None,
         },
     )
     .await
@@ -879,4 +898,105 @@ async fn backoff_grows_while_connections_fail_and_resets_after_a_stable_one() {
     // And the next quick failure grows from the minimum again.
     assert!(delays[5] <= 100, "{delays:?}");
     client.shutdown().await;
+}
+
+/// A server that stops answering once the client is synced (a half-open connection: the socket
+/// stays open, nothing comes back) is noticed `heartbeat + heartbeat_grace` after the last
+/// frame, on the liveness timer, not at the next ping tick (which would be up to one
+/// `heartbeat` later).
+#[tokio::test]
+async fn a_half_open_connection_is_noticed_after_heartbeat_plus_grace() {
+    let fake = fake(false, |n, mut ws| async move {
+        push(&mut ws, &hello()).await;
+        if n == 0 {
+            while let Some(Ok(msg)) = ws.next().await {
+                let Ws::Text(t) = msg else { continue };
+                let Ok(frame) = serde_json::from_str::<ClientFrame>(t.as_str()) else {
+                    continue;
+                };
+                push(&mut ws, &plain_answer(&frame)).await;
+                if matches!(frame, ClientFrame::Sync { .. }) {
+                    break;
+                }
+            }
+            // Hold the socket, read nothing: no pongs, no answers.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        serve(&mut ws).await;
+    })
+    .await;
+    let heartbeat = Duration::from_secs(3);
+    let grace = Duration::from_millis(500);
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&fake, &dir, |c| {
+        c.heartbeat = heartbeat;
+        c.heartbeat_grace = grace;
+    })
+    .await;
+    let mut rx = client.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), client.wait_synced())
+        .await
+        .unwrap()
+        .unwrap();
+    let silent_since = std::time::Instant::now();
+    let reason = wait_offline(&mut rx).await;
+    let detected = silent_since.elapsed();
+    println!("half-open connection detected after {detected:?} (heartbeat {heartbeat:?} + grace {grace:?})");
+    assert!(reason.contains("stopped answering"), "{reason}");
+    // The next ping tick after the limit would be at 2 x heartbeat = 6 s.
+    assert!(
+        detected < heartbeat + grace + Duration::from_millis(1200),
+        "{detected:?}"
+    );
+    client.shutdown().await;
+}
+
+/// A fake HTTP server answering every request with `head` and then `body_chunk` over and over
+/// until the client goes away.
+async fn endless_http(head: &'static str, body_chunk: &'static [u8]) -> url::Url {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                if tcp.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                while tcp.write_all(body_chunk).await.is_ok() {}
+            });
+        }
+    });
+    format!("http://{addr}").parse().unwrap()
+}
+
+#[tokio::test]
+async fn an_http_answer_larger_than_the_protocol_allows_is_refused() {
+    // Declared too large: refused before reading.
+    let declared = endless_http(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+        b"{\"status\":\"ok\",                                              ",
+    )
+    .await;
+    // No length, chunked without end: refused once past the limit.
+    let chunked = endless_http(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"40\r\n                                                                \r\n",
+    )
+    .await;
+    for server in [declared, chunked] {
+        let started = std::time::Instant::now();
+        let err = natter::client::http::health(&server).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Server(ref m) if m.contains("larger than")),
+            "{server}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

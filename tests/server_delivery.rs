@@ -216,7 +216,15 @@ async fn spawn_server(dir: &std::path::Path) -> ServerProcess {
     ServerProcess::spawn(
         env!("CARGO_BIN_EXE_natter-server"),
         dir,
-        &["--rate-limit", "100000", "--rate-burst", "100000"],
+        &[
+            "--rate-limit",
+            "100000",
+            "--rate-burst",
+            "100000",
+            // Ten writers register from 127.0.0.1.
+            "--registrations-per-ip",
+            "100",
+        ],
     )
     .await
 }

@@ -211,7 +211,11 @@ async fn start_natter(launch: &Launch, template: Option<&Path>) -> Result<Server
         .arg(addr.to_string())
         .arg("--data-dir")
         .arg(data.path())
+        // The load generator opens thousands of sockets from one address, several per user.
+        .args(["--max-sockets-per-user", "0", "--max-sockets-per-ip", "0"])
         .env("RUST_LOG", "warn")
+        // The bench registers all its users from 127.0.0.1: lift the per-address budget.
+        .env("NATTER_REGISTRATIONS_PER_IP", "1000000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -9,7 +9,7 @@ use tauri::{ipc::Invoke, Runtime, State};
 use crate::config::Settings;
 use crate::error::{CmdResult, CommandError};
 use crate::host::DEFAULT_PORT;
-use crate::state::{AppState, Shell};
+use crate::state::{AppState, Shell, StoreRepair};
 
 /// Page size when the UI does not say.
 const DEFAULT_HISTORY_LIMIT: u32 = 50;
@@ -41,6 +41,7 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         set_muted,
         get_settings,
         set_settings,
+        repair_store,
     ]
 }
 
@@ -211,4 +212,9 @@ pub fn get_settings(shell: State<'_, Shell>) -> Settings {
 #[tauri::command]
 pub fn set_settings(shell: State<'_, Shell>, settings: Settings) -> Settings {
     shell.set_settings(settings)
+}
+
+#[tauri::command]
+pub async fn repair_store(shell: State<'_, Shell>) -> CmdResult<StoreRepair> {
+    shell.repair_store().await
 }

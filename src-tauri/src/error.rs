@@ -27,6 +27,10 @@ pub enum ErrorCode {
     Server,
     /// A bug or a local failure (disk, store): not the user's fault.
     Internal,
+    /// A disk is full (the server's, or this computer's): nothing was stored. Free space, retry.
+    StorageFull,
+    /// The local store is damaged: offer `repair_store` (Settings → Repair).
+    StoreCorrupt,
 }
 
 /// What a failed command rejects with.
@@ -101,6 +105,8 @@ mod tests {
             (ErrorCode::Conflict, "conflict"),
             (ErrorCode::Server, "server"),
             (ErrorCode::Internal, "internal"),
+            (ErrorCode::StorageFull, "storage_full"),
+            (ErrorCode::StoreCorrupt, "store_corrupt"),
         ];
         for (code, text) in all {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));

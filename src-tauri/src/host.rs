@@ -21,13 +21,13 @@ pub struct HostedServer {
 
 impl HostedServer {
     /// Binds `bind_ip:port` (port 0 picks a free one) and runs the server with its data in
-    /// `data_dir`. Fails with a clear message when the port is taken.
+    /// `data_dir`. Fails with a clear message when the port is taken or the server's database
+    /// cannot be used (damaged, or lost: see the server's start-up checks).
     pub async fn start(
         bind_ip: IpAddr,
         port: u16,
         data_dir: PathBuf,
     ) -> Result<Self, CommandError> {
-        std::fs::create_dir_all(&data_dir)?;
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind_ip, port))
             .await
             .map_err(|e| {
@@ -39,11 +39,15 @@ impl HostedServer {
         let port = listener.local_addr()?.port();
         let (tx, rx) = oneshot::channel::<()>();
         let config = natter::server::ServerConfig::new(data_dir);
+        // The store opens here, so a bad database fails this command instead of a hosted
+        // server that silently is not there.
+        let server = natter::server::Server::start(listener, config)
+            .map_err(|e| CommandError::internal(format!("cannot host a server: {e}")))?;
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
             };
-            if let Err(e) = natter::server::run(listener, config, shutdown).await {
+            if let Err(e) = server.serve(shutdown).await {
                 tracing::error!(error = %e, "hosted server stopped");
             }
         });

@@ -114,6 +114,16 @@ pub struct AppState {
     pub connection: ConnectionState,
 }
 
+/// What `repair_store` did (docs/ipc.md).
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct StoreRepair {
+    /// A damaged local store was moved aside and rebuilt; false: it was sound, nothing was done.
+    pub repaired: bool,
+    /// The app after the repair (signed out when the session could not be read back).
+    pub app: AppState,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "snake_case")]
 #[ts(export)]
@@ -397,7 +407,9 @@ impl Shell {
 
     pub async fn login(&self, username: String, password: String) -> CmdResult<AppState> {
         let url = self.server_url()?;
-        let session = natter::client::login(&url, &username, &password).await?;
+        let profile = self.client_config(&url, &username).profile_dir;
+        let session =
+            natter::client::login_in_profile(&profile, &url, &username, &password).await?;
         self.sign_in(url, session).await
     }
 
@@ -405,7 +417,18 @@ impl Shell {
         let _guard = self.0.switching.lock().await;
         self.stop_client().await;
         let username = session.user.username.clone();
-        let client = Client::start(self.client_config(&url, &username), session).await?;
+        let config = self.client_config(&url, &username);
+        let client = match Client::start(config.clone(), session.clone()).await {
+            // Signing in is where a user whose store was found damaged at start-up lands (the
+            // Settings button is out of reach while signed out), so rebuild it here, as
+            // `repair_store` would; the damaged file is kept aside.
+            Err(ClientError::StoreCorrupt(reason)) => {
+                tracing::warn!(%reason, "local store damaged at sign-in: rebuilding it");
+                natter::client::repair_store(&config.profile_dir)?;
+                Client::start(config, session).await?
+            }
+            other => other?,
+        };
         let same_user = self.config().username.as_deref() == Some(username.as_str());
         self.update_config(|c| {
             if !same_user {
@@ -433,6 +456,28 @@ impl Shell {
             }),
         );
         Ok(self.app_state())
+    }
+
+    /// Rebuilds the local store of the remembered profile when it is damaged
+    /// ([`natter::client::repair_store`]): the client, which holds the store open, is stopped
+    /// first and started again on the rebuilt store, whose history comes back from the server.
+    pub async fn repair_store(&self) -> CmdResult<StoreRepair> {
+        let _guard = self.0.switching.lock().await;
+        let cfg = self.config();
+        let (Some(url), Some(username)) = (cfg.server_url, cfg.username) else {
+            return Err(CommandError::signed_out());
+        };
+        let url = parse_server_url(&url)?;
+        let config = self.client_config(&url, &username);
+        self.stop_client().await;
+        let repaired = natter::client::repair_store(&config.profile_dir);
+        if let Some(client) = Client::resume(config).await? {
+            self.install(client);
+        }
+        Ok(StoreRepair {
+            repaired: repaired?.is_some(),
+            app: self.app_state(),
+        })
     }
 
     /// Stops the client (closing its connection normally) and the hosted server: the app is
@@ -744,6 +789,8 @@ impl From<ClientError> for CommandError {
             ClientError::RateLimited(m) => (C::RateLimited, m),
             ClientError::Server(m) => (C::Server, m),
             ClientError::Internal(m) => (C::Internal, m),
+            ClientError::StorageFull(m) => (C::StorageFull, m),
+            ClientError::StoreCorrupt(m) => (C::StoreCorrupt, m),
         };
         CommandError::new(code, message)
     }
@@ -819,6 +866,8 @@ mod tests {
             ClientError::RateLimited("m".into()),
             ClientError::Server("m".into()),
             ClientError::Internal("m".into()),
+            ClientError::StorageFull("m".into()),
+            ClientError::StoreCorrupt("m".into()),
         ];
         for client in all {
             let code = client.code();

@@ -534,3 +534,87 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
     assert_eq!(state["phase"], "ready");
     assert_eq!(state["user"]["username"], "host");
 }
+
+/// Damages the local store of `user` in the app data directory `dir`: garbage over every page
+/// after the first, so the check at open fails.
+fn damage_store(dir: &Path, server: &str, user: &str) {
+    let profile = natter::client::profile_dir_in(dir, &server.parse().unwrap(), user);
+    let db = profile.join(natter::client::STORE_FILE);
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[4096..].iter_mut().for_each(|b| *b = 0xA5);
+    std::fs::write(&db, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_local_store_is_rebuilt_by_repair_store_and_at_sign_in() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "alice", "Alice");
+    wait_until("#general", || {
+        desk.ok("conversations", json!({}))
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
+    });
+    let general = conv_id(&desk, "general");
+    let sent = desk.ok(
+        "send",
+        json!({"conv": general, "text": "kept on the server"}),
+    );
+    let local_id = sent["local_id"].as_str().unwrap().to_string();
+    wait_until("acked", || {
+        desk.events_named("natter://message")
+            .iter()
+            .any(|m| m["local_id"] == local_id.as_str() && m["state"] == "sent")
+    });
+    let sound = desk.ok("repair_store", json!({}));
+    assert_eq!(sound["repaired"], false, "{sound}");
+    desk.close();
+
+    // Damaged while the app was closed: it starts signed out (the store cannot be opened).
+    damage_store(dir.path(), &server.url, "alice");
+    let desk = Desk::open(dir.path());
+    assert_eq!(desk.ok("app_state", json!({}))["phase"], "signed_out");
+    let done = desk.ok("repair_store", json!({}));
+    assert_eq!(done["repaired"], true, "{done}");
+    // Nothing past the first page was readable, the session neither: sign in again.
+    assert_eq!(done["app"]["phase"], "signed_out", "{done}");
+    let login = || {
+        desk.ok(
+            "login",
+            json!({"username": "alice", "password": "correct horse battery"}),
+        )
+    };
+    assert_eq!(login()["phase"], "ready");
+    let has_message = |desk: &Desk| {
+        desk.ok("history", json!({ "conv": general }))
+            .as_array()
+            .is_some_and(|h| h.iter().any(|m| m["text"] == "kept on the server"))
+    };
+    wait_until("history back from the server", || has_message(&desk));
+    desk.close();
+
+    // Damaged again: signing in rebuilds it too.
+    damage_store(dir.path(), &server.url, "alice");
+    let desk = Desk::open(dir.path());
+    let state = desk.ok(
+        "login",
+        json!({"username": "alice", "password": "correct horse battery"}),
+    );
+    assert_eq!(state["phase"], "ready", "{state}");
+    let profile = natter::client::profile_dir_in(dir.path(), &server.url.parse().unwrap(), "alice");
+    let kept = std::fs::read_dir(profile)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("natter.db.damaged-")
+                && !name.ends_with("-wal")
+                && !name.ends_with("-shm")
+        })
+        .count();
+    assert_eq!(kept, 2, "both damaged stores kept aside");
+    wait_until("history back after sign-in", || has_message(&desk));
+    desk.close();
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use natter::server::{ServerConfig, TlsConfig};
+use natter::server::{Server, ServerConfig, TlsConfig};
 
 /// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
 #[derive(Debug, Parser)]
@@ -25,14 +25,32 @@ struct Args {
     /// TLS private key (PEM).
     #[arg(long, env = "NATTER_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Origins allowed to open sockets from a browser (repeat or comma-separate; `*` allows any).
-    /// Clients that send no Origin header are not affected.
+    /// Origins allowed to call the API and open sockets from a browser (repeat or
+    /// comma-separate; `*` allows any). Clients that send no Origin header are not affected.
     #[arg(
         long = "allowed-origin",
         env = "NATTER_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Host names, besides IP addresses and `localhost`, the server answers to (repeat or
+    /// comma-separate; `*` allows any). Needed when clients reach it by a DNS name: requests
+    /// naming any other host get 421 (a DNS rebinding guard).
+    #[arg(
+        long = "allowed-host",
+        env = "NATTER_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a whole HTTP request body (408 after).
+    #[arg(long, env = "NATTER_BODY_TIMEOUT", default_value_t = 10.0)]
+    body_timeout: f64,
+    /// Authenticated sockets one user may have open (0: no cap).
+    #[arg(long, env = "NATTER_MAX_SOCKETS_PER_USER", default_value_t = 32)]
+    max_sockets_per_user: usize,
+    /// Authenticated sockets one IP address may have open (0: no cap).
+    #[arg(long, env = "NATTER_MAX_SOCKETS_PER_IP", default_value_t = 256)]
+    max_sockets_per_ip: usize,
     /// Seconds between server pings.
     #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value_t = 25.0)]
     heartbeat_interval: f64,
@@ -60,15 +78,43 @@ struct Args {
     /// Seconds allowed for the TLS handshake and the HTTP request head (slowloris guard).
     #[arg(long, env = "NATTER_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
     handshake_timeout: f64,
-    /// Sockets per IP address that have upgraded but not yet authenticated.
+    /// Sockets per IP address that have upgraded but not yet authenticated (0: no cap).
     #[arg(long, env = "NATTER_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 16)]
     max_unauthenticated_per_ip: usize,
+    /// Start with an empty database although the data directory shows one existed (natter.db
+    /// missing or empty while its marker natter.initialized is there). Without it the server
+    /// refuses such a start, so lost data is noticed rather than silently replaced.
+    #[arg(long, env = "NATTER_INIT")]
+    init: bool,
+    /// Testing aid (hidden): cap the database at this many pages (SQLite max_page_count), so a
+    /// write that needs more fails as on a full disk (storage_full).
+    #[arg(long, env = "NATTER_MAX_DB_PAGES", hide = true)]
+    max_db_pages: Option<u32>,
     /// Failed sign-ins an IP address may make in a row before it must wait (429).
     #[arg(long, env = "NATTER_FAILED_SIGN_INS_PER_IP", default_value_t = 10)]
     failed_sign_ins_per_ip: u32,
     /// Seconds per further try once an address has used up its failed sign-ins.
     #[arg(long, env = "NATTER_FAILED_SIGN_IN_REFILL", default_value_t = 30.0)]
     failed_sign_in_refill: f64,
+    /// Failed sign-ins an account may have (from any address) before each further try must
+    /// wait 2, 4, 8 ... seconds after the last failure (429).
+    #[arg(long, env = "NATTER_ACCOUNT_FREE_FAILURES", default_value_t = 3)]
+    account_free_failures: u32,
+    /// Seconds: the longest wait an account's failures impose.
+    #[arg(long, env = "NATTER_ACCOUNT_DELAY_CAP", default_value_t = 900.0)]
+    account_delay_cap: f64,
+    /// Accounts an IP address may create in a row before it must wait (429).
+    #[arg(long, env = "NATTER_REGISTRATIONS_PER_IP", default_value_t = 5)]
+    registrations_per_ip: u32,
+    /// Seconds per further account once an address has used those up.
+    #[arg(long, env = "NATTER_REGISTRATION_REFILL", default_value_t = 120.0)]
+    registration_refill: f64,
+    /// Threads hashing passwords, each with one ~19 MiB argon2 buffer [default: CPU count].
+    #[arg(long, env = "NATTER_ARGON2_WORKERS")]
+    argon2_workers: Option<usize>,
+    /// Sign-ins and registrations waiting for a hashing thread before the server answers 503.
+    #[arg(long, env = "NATTER_ARGON2_QUEUE", default_value_t = 64)]
+    argon2_queue: usize,
 }
 
 fn secs(s: f64) -> Result<Duration, String> {
@@ -83,6 +129,8 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
             .ok_or("cannot find a home directory; pass --data-dir")?,
     };
     let mut c = ServerConfig::new(data_dir);
+    c.init = args.init;
+    c.max_db_pages = args.max_db_pages;
     c.heartbeat_interval = secs(args.heartbeat_interval)?;
     c.heartbeat_timeout = secs(args.heartbeat_timeout)?;
     c.allowed_origins = args
@@ -90,6 +138,14 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
         .into_iter()
         .filter(|o| !o.trim().is_empty())
         .collect();
+    c.allowed_hosts = args
+        .allowed_hosts
+        .into_iter()
+        .filter(|h| !h.trim().is_empty())
+        .collect();
+    c.body_timeout = secs(args.body_timeout)?;
+    c.max_sockets_per_user = args.max_sockets_per_user;
+    c.max_sockets_per_ip = args.max_sockets_per_ip;
     c.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
         _ => None,
@@ -104,6 +160,14 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.max_unauthenticated_per_ip = args.max_unauthenticated_per_ip;
     c.failed_sign_ins_per_ip = args.failed_sign_ins_per_ip;
     c.failed_sign_in_refill = secs(args.failed_sign_in_refill)?;
+    c.account_free_failures = args.account_free_failures;
+    c.account_delay_cap = secs(args.account_delay_cap)?;
+    c.registrations_per_ip = args.registrations_per_ip;
+    c.registration_refill = secs(args.registration_refill)?;
+    if let Some(workers) = args.argon2_workers {
+        c.argon2_workers = workers;
+    }
+    c.argon2_queue = args.argon2_queue;
     Ok((args.listen, c))
 }
 
@@ -156,15 +220,24 @@ async fn main() -> std::process::ExitCode {
     } else {
         "http"
     };
-    match listener.local_addr() {
+    let data_dir = config.data_dir.clone();
+    // Announced only once the store is open and checked: a bad database must not look served.
+    let server = match Server::start(listener, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("natter-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match server.local_addr() {
         // Printed on stdout so scripts and tests can learn the port when listening on :0.
         Ok(addr) => println!(
             "natter-server listening on {scheme}://{addr} (data: {})",
-            config.data_dir.display()
+            data_dir.display()
         ),
         Err(e) => eprintln!("natter-server: {e}"),
     }
-    match natter::server::run(listener, config, shutdown_signal()).await {
+    match server.serve(shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("natter-server: {e}");

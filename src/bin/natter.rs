@@ -16,9 +16,27 @@ use natter::client::{
     self, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage,
     MessageState, Target,
 };
+use natter::names;
 use natter::protocol::{ConvId, ConvKind, RegisterRequest};
 use tokio::sync::broadcast::error::RecvError;
 use url::Url;
+
+/// `println!` for every line the CLI prints: they hold names, messages and error texts that came
+/// from other users, so control and bidi characters are written escaped
+/// ([`names::visible`]), never raw to the terminal (ESC could retitle it, set the clipboard
+/// through OSC 52 or forge lines).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", names::visible(&format!($($arg)*)))
+    };
+}
+
+/// `eprintln!` with the same escaping as [`say!`].
+macro_rules! complain {
+    ($($arg:tt)*) => {
+        eprintln!("{}", names::visible(&format!($($arg)*)))
+    };
+}
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8686";
 
@@ -91,6 +109,9 @@ enum Command {
     },
     /// Unread counts per conversation.
     Unread,
+    /// Rebuild a damaged local store: move it aside (natter.db.damaged-<ms>) and fetch history
+    /// again from the server, keeping the session and unsent messages.
+    Repair,
 }
 
 fn main() -> ExitCode {
@@ -109,14 +130,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("natter: cannot start: {e}");
+            complain!("natter: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("natter: {e}");
+            complain!("natter: {e}");
             ExitCode::FAILURE
         }
     }
@@ -212,7 +233,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             )
             .await?;
             signed_in(&cli, &server, &session)?;
-            println!("registered and signed in as {}", session.user.username);
+            say!("registered and signed in as {}", session.user.username);
             Ok(())
         }
         Command::Login { user } => {
@@ -220,30 +241,72 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .server
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
-            let session = client::login(&server, user, &password()?).await?;
+            let profile = match &cli.profile {
+                Some(p) => p.clone(),
+                None => client::default_profile_dir(&server, user),
+            };
+            let session = client::login_in_profile(&profile, &server, user, &password()?).await?;
             signed_in(&cli, &server, &session)?;
-            println!("signed in as {}", session.user.username);
+            say!("signed in as {}", session.user.username);
+            Ok(())
+        }
+        Command::Repair => {
+            let profile = current_profile(&cli)?;
+            let Some(done) = client::repair_store(&profile)? else {
+                println!("the local store is sound: nothing to repair");
+                return Ok(());
+            };
+            println!(
+                "moved the damaged local store to {}",
+                done.moved_to.display()
+            );
+            if !done.session_kept {
+                return Err(ClientError::Unauthorized(
+                    "the session could not be read back from the damaged store: sign in again \
+                     with `natter login <user>`"
+                        .into(),
+                ));
+            }
+            let client = resume(&cli, &profile).await?;
+            let synced = online(&client, wait).await;
+            let convs = client.conversations().map(|c| c.len());
+            client.shutdown().await;
+            match (synced?, convs?) {
+                (true, n) => println!("rebuilt from the server: {n} conversations resynced"),
+                (false, _) => println!(
+                    "rebuilt; the server is unreachable, so history comes back on the next \
+                     command that connects"
+                ),
+            }
+            if done.outbox_kept > 0 {
+                println!("{} unsent messages kept in the outbox", done.outbox_kept);
+            }
             Ok(())
         }
         _ => {
             let profile = current_profile(&cli)?;
-            let saved = client::saved_session(&profile)?.ok_or_else(|| {
-                ClientError::Unauthorized("not signed in: run `natter login <user>` first".into())
-            })?;
-            let server = match &cli.server {
-                Some(s) => s.clone(),
-                None => saved.server.parse().map_err(|e| {
-                    ClientError::Internal(format!("bad server address in the profile: {e}"))
-                })?,
-            };
-            let client = Client::resume(config(server, &profile))
-                .await?
-                .ok_or_else(|| ClientError::Unauthorized("not signed in".into()))?;
+            let client = resume(&cli, &profile).await?;
             let result = command(&cli.command, &client, wait).await;
             client.shutdown().await;
             result
         }
     }
+}
+
+/// Starts the client of the signed-in `profile`.
+async fn resume(cli: &Cli, profile: &Path) -> Result<Client, ClientError> {
+    let saved = client::saved_session(profile)?.ok_or_else(|| {
+        ClientError::Unauthorized("not signed in: run `natter login <user>` first".into())
+    })?;
+    let server = match &cli.server {
+        Some(s) => s.clone(),
+        None => saved.server.parse().map_err(|e| {
+            ClientError::Internal(format!("bad server address in the profile: {e}"))
+        })?,
+    };
+    Client::resume(config(server, profile))
+        .await?
+        .ok_or_else(|| ClientError::Unauthorized("not signed in".into()))
 }
 
 fn signed_in(
@@ -326,39 +389,41 @@ fn find(client: &Client, target: &str) -> Result<ConvId, ClientError> {
 
 async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), ClientError> {
     match cmd {
-        Command::Register { .. } | Command::Login { .. } => unreachable!("handled before"),
+        Command::Register { .. } | Command::Login { .. } | Command::Repair => {
+            unreachable!("handled before")
+        }
         Command::Logout => {
             client.logout().await?;
-            println!("signed out");
+            say!("signed out");
         }
         Command::Rooms => {
             require_online(client, wait).await?;
             for r in client.rooms().await? {
                 let joined = if r.joined { "  (joined)" } else { "" };
-                println!("#{}  {} members{joined}", r.name, r.member_count);
+                say!("#{}  {} members{joined}", r.name, r.member_count);
             }
         }
         Command::Create { room } => {
             require_online(client, wait).await?;
             let c = client.create_room(room).await?;
-            println!("created and joined {}", c.title);
+            say!("created and joined {}", c.title);
         }
         Command::Join { room } => {
             require_online(client, wait).await?;
             let c = client.join_room(room).await?;
-            println!("joined {}", c.title);
+            say!("joined {}", c.title);
         }
         Command::Leave { room } => {
             require_online(client, wait).await?;
             let conv = find(client, room)?;
             client.leave_room(conv).await?;
-            println!("left #{}", room.trim_start_matches('#'));
+            say!("left #{}", room.trim_start_matches('#'));
         }
         Command::Users => {
             require_online(client, wait).await?;
             for m in client.users().await? {
                 let state = if m.online { "online" } else { "offline" };
-                println!("{}  ({})  {state}", m.user.username, m.user.display_name);
+                say!("{}  ({})  {state}", m.user.username, m.user.display_name);
             }
         }
         Command::Send { target, text } => send(client, target, &text.join(" "), wait).await?,
@@ -408,10 +473,10 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
             let mut total = 0;
             for c in convs.iter().filter(|c| c.unread > 0) {
                 total += c.unread;
-                println!("{}  {}", c.title, c.unread);
+                say!("{}  {}", c.title, c.unread);
             }
             if total == 0 {
-                println!("no unread messages");
+                say!("no unread messages");
             }
         }
     }
@@ -455,10 +520,10 @@ async fn send(
                 item.error.unwrap_or_default()
             )));
         }
-        println!("sent to {target}");
+        say!("sent to {target}");
         return Ok(());
     }
-    println!(
+    say!(
         "queued: the server is unreachable; the message will be delivered by the next command \
          that connects (e.g. `natter tail`)"
     );
@@ -481,7 +546,7 @@ async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
                             print_message(&name, &m, json);
                         }
                     }
-                    MessageState::Failed => eprintln!(
+                    MessageState::Failed => complain!(
                         "natter: not delivered: {:?}: {}",
                         m.text,
                         m.error.unwrap_or_default()
@@ -493,13 +558,13 @@ async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
                         return Err(ClientError::Unauthorized(reason));
                     }
                     ConnectionState::Offline { reason, .. } => {
-                        eprintln!("natter: offline ({reason}); reconnecting");
+                        complain!("natter: offline ({reason}); reconnecting");
                     }
-                    ConnectionState::Online => eprintln!("natter: online"),
+                    ConnectionState::Online => complain!("natter: online"),
                     ConnectionState::Connecting => {}
                 },
                 Ok(_) => {}
-                Err(RecvError::Lagged(n)) => eprintln!("natter: skipped {n} events"),
+                Err(RecvError::Lagged(n)) => complain!("natter: skipped {n} events"),
                 Err(RecvError::Closed) => return Ok(()),
             },
         }
@@ -517,14 +582,14 @@ fn print_message(conv: &str, m: &LocalMessage, json: bool) {
             "text": m.text,
             "state": m.state,
         });
-        println!("{line}");
+        println!("{}", names::visible_json(&line.to_string()));
     } else {
         let state = match m.state {
             MessageState::Sent => String::new(),
             MessageState::Pending => " (pending)".into(),
             MessageState::Failed => format!(" (failed: {})", m.error.as_deref().unwrap_or("")),
         };
-        println!(
+        say!(
             "[{}] {conv} <{}> {}{state}",
             format_time(m.time),
             m.sender,

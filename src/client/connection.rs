@@ -30,12 +30,8 @@ use url::Url;
 use crate::client::types::{ConnectionState, MessageState};
 use crate::client::{now_ms, ClientConfig, ClientError, ClientEvent, Result, Shared};
 use crate::protocol::{
-    close, ClientFrame, ConvId, ErrorCode, Reply, Seq, ServerFrame, SUBPROTOCOL,
+    close, limits, ClientFrame, ConvId, ErrorCode, Reply, Seq, ServerFrame, SUBPROTOCOL,
 };
-
-/// Largest frame or message the client accepts. Larger than the server's own limit because a
-/// replay batch of 200 long messages is legitimately big; anything beyond is a broken server.
-pub const MAX_INCOMING_BYTES: usize = 16 * 1024 * 1024;
 
 /// What a [`Client`](crate::client::Client) handle asks of the actor.
 pub(crate) enum Command {
@@ -303,9 +299,11 @@ impl Actor {
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(SUBPROTOCOL),
         );
+        // Nothing larger than the protocol's largest server frame is read: tungstenite checks a
+        // frame's declared length before it allocates for the payload.
         let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_INCOMING_BYTES))
-            .max_frame_size(Some(MAX_INCOMING_BYTES));
+            .max_message_size(Some(limits::MAX_SERVER_FRAME_BYTES))
+            .max_frame_size(Some(limits::MAX_SERVER_FRAME_BYTES));
         let handshake = tokio::time::timeout(
             self.config.connect_timeout,
             tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
@@ -423,6 +421,9 @@ impl Actor {
         }
 
         let mut last_rx = Instant::now();
+        // A server silent this long is presumed gone (a half-open connection). Its own timer,
+        // not a check on the ping tick, which would notice up to one ping interval late.
+        let silence_limit = self.config.heartbeat + self.config.heartbeat_grace;
         let mut ping = tokio::time::interval(self.config.heartbeat);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
@@ -476,14 +477,14 @@ impl Actor {
                         }
                     }
                 },
+                _ = tokio::time::sleep_until(last_rx + silence_limit) => {
+                    return End::Retry {
+                        reason: "the server stopped answering".into(),
+                        immediate: false,
+                        stable: stable(online_since, &self.config),
+                    };
+                }
                 _ = ping.tick() => {
-                    if last_rx.elapsed() >= self.config.heartbeat + self.config.heartbeat_grace {
-                        return End::Retry {
-                            reason: "the server stopped answering".into(),
-                            immediate: false,
-                            stable: stable(online_since, &self.config),
-                        };
-                    }
                     if let Err(end) = send_raw(ws, WsMessage::Ping(Vec::new().into())).await {
                         return end;
                     }
@@ -912,7 +913,11 @@ mod tests {
             close_end(frame(close::POLICY), false, false),
             End::SignedOut(_)
         ));
-        for code in close::ALL.into_iter().filter(|&c| c != close::UNAUTHORIZED) {
+        for code in close::ALL
+            .iter()
+            .copied()
+            .filter(|&c| c != close::UNAUTHORIZED)
+        {
             assert!(
                 matches!(close_end(frame(code), true, false), End::Retry { .. }),
                 "{code}"

@@ -1,12 +1,13 @@
 //! The HTTP side of the client: health check, register, login and logout (token revocation).
-//! Errors are mapped from the server's `ApiError` body to [`ClientError`].
+//! Errors are mapped from the server's `ApiError` body to [`ClientError`]. Answers are read up to
+//! the protocol's body limit only.
 
 use std::time::Duration;
 
 use url::Url;
 
 use crate::client::{ClientError, Result};
-use crate::protocol::{ApiError, Health, LoginRequest, RegisterRequest, Session};
+use crate::protocol::{limits, ApiError, Health, LoginRequest, RegisterRequest, Session};
 
 fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -38,9 +39,34 @@ fn transport(e: reqwest::Error) -> ClientError {
     }
 }
 
+/// The whole body of an answer, refused beyond the protocol's limit on API bodies: a broken or
+/// hostile server cannot make the client read (or allocate) without bound.
+async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>> {
+    let too_large = || {
+        ClientError::Server(format!(
+            "the server's answer is larger than {} bytes, the protocol's limit",
+            limits::MAX_HTTP_BODY_BYTES
+        ))
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > limits::MAX_HTTP_BODY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > limits::MAX_HTTP_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
     let status = resp.status();
-    let body = resp.bytes().await.map_err(transport)?;
+    let body = read_body(resp).await?;
     if status.is_success() {
         return serde_json::from_slice(&body)
             .map_err(|e| ClientError::Server(format!("unexpected answer from the server: {e}")));
@@ -75,13 +101,25 @@ pub async fn register(server: &Url, req: RegisterRequest) -> Result<Session> {
     decode(resp).await
 }
 
-/// `POST /api/login`.
+/// `POST /api/login` from a device never signed in before (see [`super::login_in_profile`]).
 pub async fn login(server: &Url, username: &str, password: &str) -> Result<Session> {
+    login_as(server, username, password, None).await
+}
+
+/// `POST /api/login`, presenting `device_token` (from an earlier session of this user) so the
+/// server's sign-in limits treat this device as known.
+pub async fn login_as(
+    server: &Url,
+    username: &str,
+    password: &str,
+    device_token: Option<String>,
+) -> Result<Session> {
     let resp = client()?
         .post(endpoint(server, "/api/login")?)
         .json(&LoginRequest {
             username: username.to_owned(),
             password: password.to_owned(),
+            device_token,
         })
         .send()
         .await

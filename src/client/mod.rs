@@ -25,6 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use url::Url;
 use uuid::Uuid;
 
+use crate::dbfile::{with_suffix, COMPANIONS};
 use crate::protocol::{
     self, ClientFrame, ConvId, ConvKind, ErrorCode, Member, Millis, Reply, RoomInfo, Seq, Session,
     User,
@@ -33,7 +34,7 @@ use connection::Command;
 use store::{OutboxItem, SavedSession, Store};
 pub use types::{ConnectionState, ConversationSummary, LocalMessage, MessageState, SearchHit};
 
-pub use http::{health, login, logout_token, register};
+pub use http::{health, login, login_as, logout_token, register};
 pub use protocol::RegisterRequest;
 
 /// File name of the local store inside a profile directory.
@@ -68,6 +69,14 @@ pub enum ClientError {
     /// A local failure (store, I/O).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A disk is full: the server's (nothing was stored there) or this computer's (the local
+    /// store could not write). Free space, then retry.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// The local store is damaged: rebuild it from the server with [`repair_store`]
+    /// (`natter repair`, or Settings in the app).
+    #[error("{0}")]
+    StoreCorrupt(String),
 }
 
 impl ClientError {
@@ -83,6 +92,8 @@ impl ClientError {
             ClientError::RateLimited(_) => "rate_limited",
             ClientError::Server(_) => "server",
             ClientError::Internal(_) => "internal",
+            ClientError::StorageFull(_) => "storage_full",
+            ClientError::StoreCorrupt(_) => "store_corrupt",
         }
     }
 
@@ -97,15 +108,32 @@ impl ClientError {
             ErrorCode::Forbidden => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),
             ErrorCode::Conflict => ClientError::Conflict(message),
-            ErrorCode::RateLimited => ClientError::RateLimited(message),
-            ErrorCode::Internal => ClientError::Server(message),
+            // Both mean "wait, then try again"; the message says which.
+            ErrorCode::RateLimited | ErrorCode::Busy => ClientError::RateLimited(message),
+            ErrorCode::Internal | ErrorCode::Cancelled => ClientError::Server(message),
+            ErrorCode::StorageFull => ClientError::StorageFull(message),
         }
     }
 }
 
+/// What a damaged local store tells the user to do.
+const REPAIR_HINT: &str =
+    "rebuild it from the server with `natter repair` (or Repair in the app's Settings)";
+
 impl From<store::StoreError> for ClientError {
     fn from(e: store::StoreError) -> Self {
-        ClientError::Internal(e.to_string())
+        use store::StoreError as S;
+        match &e {
+            S::Corrupt { .. } => ClientError::StoreCorrupt(format!("{e}: {REPAIR_HINT}")),
+            // Damage found by a query after a clean open (a page that went bad since).
+            S::Sqlite(inner) if crate::dbfile::is_corrupt(inner) => ClientError::StoreCorrupt(
+                format!("the local store is damaged ({inner}): {REPAIR_HINT}"),
+            ),
+            S::Sqlite(inner) if crate::dbfile::is_full(inner) => ClientError::StorageFull(format!(
+                "this computer's disk is full; the local store cannot write ({inner})"
+            )),
+            _ => ClientError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -241,6 +269,25 @@ pub fn saved_session(profile_dir: &Path) -> Result<Option<SavedSession>> {
     Ok(Store::open(&path)?.session()?)
 }
 
+/// `POST /api/login` for the profile in `profile_dir`: sends the device token an earlier
+/// session saved there, so the server's sign-in limits (docs/protocol.md, "Sign-in limits")
+/// know this device; the new session (saved by [`save_session`] or [`Client::start`]) keeps
+/// the device token for next time.
+pub async fn login_in_profile(
+    profile_dir: &Path,
+    server: &Url,
+    username: &str,
+    password: &str,
+) -> Result<Session> {
+    let path = profile_dir.join(STORE_FILE);
+    let device = if path.exists() {
+        Store::open(&path)?.device_token()?
+    } else {
+        None
+    };
+    http::login_as(server, username, password, device).await
+}
+
 /// Saves a session into a profile without connecting (e.g. right after `register`).
 pub fn save_session(profile_dir: &Path, server: &Url, session: &Session) -> Result<()> {
     let store = Store::open(&profile_dir.join(STORE_FILE))?;
@@ -249,6 +296,71 @@ pub fn save_session(profile_dir: &Path, server: &Url, session: &Session) -> Resu
         session: session.clone(),
     })?;
     Ok(())
+}
+
+/// What [`repair_store`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// Where the damaged store now lies (kept for inspection; delete it when done).
+    pub moved_to: PathBuf,
+    /// The session was read back from the damaged store: no new sign-in is needed.
+    pub session_kept: bool,
+    /// Messages not yet sent that were carried over into the new store.
+    pub outbox_kept: usize,
+}
+
+/// Rebuilds a damaged local store: moves it (with its `-wal` and `-shm` files) aside as
+/// `natter.db.damaged-<ms>`, and starts a new one holding what could be read back: the session
+/// and the messages not yet sent. History comes back from the server through the normal resume
+/// on the next connect. `None` when the store is sound (nothing to do) or there is none. Stop
+/// every client of the profile first.
+pub fn repair_store(profile_dir: &Path) -> Result<Option<Repaired>> {
+    let path = profile_dir.join(STORE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    match Store::open(&path) {
+        Ok(_) => return Ok(None),
+        Err(store::StoreError::Corrupt { .. }) => {}
+        Err(e) => match ClientError::from(e) {
+            // Damage met by migrations after a clean check: still a repair.
+            ClientError::StoreCorrupt(_) => {}
+            other => return Err(other),
+        },
+    }
+    let (session, outbox) = Store::salvage(&path);
+    let moved_to = with_suffix(&path, &format!(".damaged-{}", now_ms()));
+    let io =
+        |e: std::io::Error| ClientError::Internal(format!("cannot move the damaged store: {e}"));
+    // The companions first: a new store must not meet the old write-ahead log.
+    for suffix in COMPANIONS {
+        let from = with_suffix(&path, suffix);
+        if from.exists() {
+            std::fs::rename(&from, with_suffix(&moved_to, suffix)).map_err(io)?;
+        }
+    }
+    std::fs::rename(&path, &moved_to).map_err(io)?;
+    tracing::warn!(damaged = %moved_to.display(), "moved the damaged local store aside");
+    let store = Store::open(&path)?;
+    let session_kept = match &session {
+        Some(saved) => {
+            store.save_session(saved)?;
+            true
+        }
+        None => false,
+    };
+    let pending: Vec<_> = outbox
+        .into_iter()
+        .filter(|o| session_kept && o.state == MessageState::Pending)
+        .collect();
+    for item in &pending {
+        store.enqueue(item)?;
+    }
+    Ok(Some(Repaired {
+        moved_to,
+        session_kept,
+        outbox_kept: pending.len(),
+    }))
 }
 
 pub(crate) fn now_ms() -> Millis {
@@ -442,8 +554,9 @@ impl Client {
         let (conv, to_user) = match target {
             Target::Conv(id) => (Some(id), None),
             Target::User(name) => {
-                if !protocol::is_valid_name(&name) {
-                    return Err(ClientError::Invalid(format!("no such user name: {name:?}")));
+                // A name that no account can have fails here rather than after a round trip.
+                if let Err(e) = crate::names::name(&name, crate::names::NameKind::Username) {
+                    return Err(ClientError::Invalid(format!("no such user name: {e}")));
                 }
                 (
                     self.store().find_conversation(ConvKind::Dm, &name)?,
@@ -582,12 +695,9 @@ impl Client {
 
     pub async fn create_room(&self, name: &str) -> Result<ConversationSummary> {
         let name = name.trim_start_matches('#').to_owned();
-        if !protocol::is_valid_name(&name) {
-            return Err(ClientError::Invalid(format!(
-                "a room name is 1 to {} letters, digits, '_', '-' or '.'",
-                protocol::limits::MAX_ROOM_NAME_CHARS
-            )));
-        }
+        let name = crate::names::name(&name, crate::names::NameKind::RoomName)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?
+            .display;
         let reply = self
             .request(move |id| ClientFrame::CreateRoom { id, name })
             .await?;
@@ -890,6 +1000,33 @@ mod tests {
             "server"
         );
         assert_eq!(ClientError::Offline("x".into()).code(), "offline");
+        assert_eq!(
+            ClientError::from_server(ErrorCode::StorageFull, "x".into()).code(),
+            "storage_full"
+        );
+    }
+
+    /// Damage met by a query after a clean open, and a full local disk, keep their own codes
+    /// (the UI offers a repair for one and says "free space" for the other), not `internal`.
+    #[test]
+    fn store_failures_keep_their_kind() {
+        let sqlite = |code| {
+            store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        let corrupt = ClientError::from(sqlite(rusqlite::ffi::SQLITE_CORRUPT));
+        assert_eq!(corrupt.code(), "store_corrupt");
+        assert!(corrupt.to_string().contains("natter repair"), "{corrupt}");
+        let not_a_db = ClientError::from(sqlite(rusqlite::ffi::SQLITE_NOTADB));
+        assert_eq!(not_a_db.code(), "store_corrupt");
+        let full = ClientError::from(sqlite(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(full.code(), "storage_full");
+        assert_eq!(
+            ClientError::from(sqlite(rusqlite::ffi::SQLITE_BUSY)).code(),
+            "internal"
+        );
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! readers (a CLI next to the desktop app) from blocking the writer, and a killed process leaves
 //! at worst its last uncommitted transaction behind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::client::types::{ConversationSummary, LocalMessage, MessageState, SearchHit};
+use crate::dbfile::{self, Damage};
 use crate::protocol::{
     ConvId, ConvKind, ConvSeq, Conversation, Message, Millis, Seq, Session, User,
 };
@@ -68,6 +69,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("local store schema version {0} is newer than this client knows")]
     TooNew(i64),
+    /// The file failed its integrity check at open (or is not a database at all).
+    #[error("the local store {path} is damaged ({damage})")]
+    Corrupt { path: PathBuf, damage: Damage },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -293,16 +297,22 @@ fn compact(conn: &mut Connection) -> Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the store at `path`, checks it (`quick_check`: a damaged file
+    /// is [`StoreError::Corrupt`], never silently half-read) and brings its schema up to date.
+    /// The profile directory and the store's files are private (0700/0600).
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        dbfile::prepare(path)?;
+        let damaged = |damage| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            damage,
+        };
+        let conn = match Self::connect(path) {
+            Err(StoreError::Sqlite(e)) if dbfile::is_corrupt(&e) => {
+                return Err(damaged(Damage(e.to_string())))
+            }
+            other => other?,
+        };
+        dbfile::quick_check(&conn)?.map_err(damaged)?;
         let store = Store {
             conn: Mutex::new(conn),
             compact_min_rows: COMPACT_MIN_ROWS,
@@ -310,6 +320,39 @@ impl Store {
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    fn connect(path: &Path) -> Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+
+    /// What can still be read from a damaged store at `path`: the session and the messages not
+    /// yet sent. Best effort: a part that cannot be read is left out, never an error.
+    pub fn salvage(path: &Path) -> (Option<SavedSession>, Vec<OutboxItem>) {
+        let Ok(conn) =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        else {
+            return (None, Vec::new());
+        };
+        let session = conn
+            .query_row("SELECT value FROM meta WHERE key = 'session'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok());
+        let outbox = conn
+            .prepare(&format!("SELECT {OUTBOX_COLS} FROM outbox ORDER BY pos"))
+            .and_then(|mut stmt| {
+                stmt.query_map([], outbox_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap_or_default();
+        (session, outbox)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -381,8 +424,17 @@ impl Store {
         self.meta_set("owner", &owner_key)?;
         self.meta_set("me", &saved.session.user.username)?;
         self.meta_set("session", &serde_json::to_string(saved)?)?;
+        if let Some(device) = &saved.session.device_token {
+            self.meta_set("device", device)?;
+        }
         self.upsert_user(&saved.session.user)?;
         Ok(())
+    }
+
+    /// The device token the server gave this profile's user, kept across sign-outs (the
+    /// session is saved under another key and cleared on sign-out).
+    pub fn device_token(&self) -> Result<Option<String>> {
+        self.meta_get("device")
     }
 
     /// Forgets the token (sign-out) but keeps history for the next sign-in of the same user.
@@ -508,15 +560,25 @@ impl Store {
     }
 
     /// The id of the room called `name`, or of the DM with user `name`, among joined ones.
+    /// The room or DM (by the peer's username) called `name` in any spelling of it
+    /// ([`crate::names::key`]), the exact spelling first, as the server looks names up.
     pub fn find_conversation(&self, kind: ConvKind, name: &str) -> Result<Option<ConvId>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT id FROM conversations WHERE kind = ?1 AND name = ?2 AND member = 1",
-                params![kind_str(kind), name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, name FROM conversations WHERE kind = ?1 AND member = 1 \
+             ORDER BY name = ?2 DESC, id",
+        )?;
+        let rows = stmt.query_map(params![kind_str(kind), name], |r| {
+            Ok((r.get::<_, ConvId>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let key = crate::names::key(name);
+        for row in rows {
+            let (id, stored) = row?;
+            if stored == name || crate::names::key(&stored) == key {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     pub fn is_member(&self, conv: ConvId) -> Result<bool> {
@@ -1909,10 +1971,8 @@ mod tests {
         assert_eq!(snippet("短", "短"), "短");
     }
 
-    #[test]
-    fn a_session_for_another_user_wipes_the_profile() {
-        let (_d, s) = store();
-        let saved = |name: &str| SavedSession {
+    fn saved_session(name: &str, device: Option<&str>) -> SavedSession {
+        SavedSession {
             server: "http://x".into(),
             session: Session {
                 token: "t".into(),
@@ -1922,8 +1982,15 @@ mod tests {
                     avatar: "a".into(),
                 },
                 expires_at: 0,
+                device_token: device.map(str::to_string),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn a_session_for_another_user_wipes_the_profile() {
+        let (_d, s) = store();
+        let saved = |name: &str| saved_session(name, None);
         s.save_session(&saved("alice")).unwrap();
         s.insert_messages(&[msg(1, 1, "bob", "secret")]).unwrap();
         s.save_session(&saved("alice")).unwrap();
@@ -1933,5 +2000,19 @@ mod tests {
         assert_eq!(s.session().unwrap().unwrap().session.user.username, "carol");
         s.clear_session().unwrap();
         assert!(s.session().unwrap().is_none());
+    }
+
+    /// The device token outlives sign-out (it is what lets this device sign in again when the
+    /// server's sign-in limits hold strangers back); a session without one keeps the old one.
+    #[test]
+    fn the_device_token_survives_sign_out() {
+        let (_d, s) = store();
+        let saved = |device: Option<&str>| saved_session("alice", device);
+        assert_eq!(s.device_token().unwrap(), None);
+        s.save_session(&saved(Some("dev-1"))).unwrap();
+        s.clear_session().unwrap();
+        assert_eq!(s.device_token().unwrap().as_deref(), Some("dev-1"));
+        s.save_session(&saved(None)).unwrap();
+        assert_eq!(s.device_token().unwrap().as_deref(), Some("dev-1"));
     }
 }

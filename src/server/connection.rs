@@ -9,21 +9,25 @@
 //!
 //! Every way a socket ends goes through [`Kill`]: whoever decides (the loop on bad input, the
 //! outbound queue on overflow, the hub on logout, heartbeat, shutdown) fires a close code, and
-//! the loop sends that close frame. After the close frame the task keeps reading and discarding
-//! raw bytes for a short grace period, so a peer that was mid-way through a large frame still
-//! sees the close frame instead of a TCP reset.
+//! the loop sends that close frame, waits for the peer's close reply and then closes TCP at once
+//! (RFC 6455 7.1.1), see [`finish`].
+//!
+//! Caps: sockets that have not authenticated count per address; authenticated ones per user and
+//! per address ([`Counts`], [`SocketSlots`]).
 //!
 //! The socket type is generic over the underlying I/O, so tests drive it over an in-memory
 //! duplex stream; the server uses it over TCP or TLS.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -31,8 +35,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::names::{self, NameKind};
 use crate::protocol::{
-    close, is_valid_name, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, Millis, Reply,
+    close, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, FrameError, Millis, Reply,
     ServerFrame,
 };
 
@@ -44,8 +49,6 @@ use super::Shared;
 
 /// Not a real close code: the peer vanished, so no close frame is sent.
 const ABORTED: u16 = 1006;
-/// The standard code for a protocol violation at the WebSocket level.
-const PROTOCOL_ERROR: u16 = 1002;
 
 /// The socket as tungstenite sees it: reads from the socket, writes through the outbound queue.
 type Ws<T> = WebSocketStream<Conn<T>>;
@@ -62,22 +65,6 @@ fn socket_config() -> WebSocketConfig {
         .max_message_size(Some(limits::MAX_FRAME_BYTES))
         .max_frame_size(Some(limits::MAX_FRAME_BYTES))
 }
-/// Every `type` a client frame may have; anything else is `unknown_type`.
-const KNOWN_TYPES: &[&str] = &[
-    "auth",
-    "sync",
-    "send",
-    "history",
-    "rooms",
-    "create_room",
-    "join",
-    "leave",
-    "members",
-    "users",
-    "read",
-    "typing",
-];
-
 /// A socket's identity once authenticated.
 #[derive(Debug, Clone, Copy)]
 pub struct Authed {
@@ -86,37 +73,101 @@ pub struct Authed {
     pub expires_at: Millis,
 }
 
-/// Keeps a slot in the per-address count of sockets that have not authenticated yet.
-pub struct UnauthSlot {
-    shared: Arc<Shared>,
-    ip: std::net::IpAddr,
-}
+/// Live sockets per key (an address or a user), for the caps on them.
+pub struct Counts<K>(Mutex<HashMap<K, usize>>);
 
-impl UnauthSlot {
-    /// Take a slot for `ip`, or None when it already holds `max_unauthenticated_per_ip`.
-    pub fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<UnauthSlot> {
-        let mut map = shared.unauth.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= shared.config.max_unauthenticated_per_ip {
+impl<K: Eq + Hash + Copy> Counts<K> {
+    pub fn new() -> Arc<Counts<K>> {
+        Arc::new(Counts(Mutex::new(HashMap::new())))
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for `key`, or None when it already holds `max` (0 means no cap).
+    pub fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Slot<K>> {
+        let mut map = self.map();
+        let n = map.entry(key).or_insert(0);
+        if max != 0 && *n >= max {
+            if *n == 0 {
+                map.remove(&key);
+            }
             return None;
         }
         *n += 1;
-        Some(UnauthSlot {
-            shared: shared.clone(),
-            ip,
+        Some(Slot {
+            counts: self.clone(),
+            key,
         })
     }
 }
 
-impl Drop for UnauthSlot {
+/// One socket's place in a [`Counts`], given back when dropped.
+pub struct Slot<K: Eq + Hash + Copy> {
+    counts: Arc<Counts<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Copy> Slot<K> {
+    pub fn key(&self) -> K {
+        self.key
+    }
+}
+
+impl<K: Eq + Hash + Copy> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut map = self.shared.unauth.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
+        let mut map = self.counts.map();
+        if let Some(n) = map.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                map.remove(&self.ip);
+                map.remove(&self.key);
             }
         }
+    }
+}
+
+/// A socket that upgraded without a token: its place in the per-address count of those.
+pub type UnauthSlot = Slot<IpAddr>;
+
+/// An authenticated socket's places in the per-user and per-address counts.
+pub struct SocketSlots {
+    _user: Slot<UserId>,
+    _ip: Option<Slot<IpAddr>>,
+}
+
+impl SocketSlots {
+    /// Places for one more socket of `user` from `ip` (None when unknown, as over a test
+    /// pipe), or what cap it would exceed.
+    pub fn take(shared: &Shared, user: UserId, ip: Option<IpAddr>) -> Result<SocketSlots, String> {
+        let cfg = &shared.config;
+        let user_slot = shared
+            .sockets_per_user
+            .take(user, cfg.max_sockets_per_user)
+            .ok_or_else(|| {
+                format!(
+                    "too many open sockets for this user (at most {})",
+                    cfg.max_sockets_per_user
+                )
+            })?;
+        let ip_slot = match ip {
+            Some(ip) => Some(
+                shared
+                    .sockets_per_ip
+                    .take(ip, cfg.max_sockets_per_ip)
+                    .ok_or_else(|| {
+                        format!(
+                            "too many open sockets from this address (at most {})",
+                            cfg.max_sockets_per_ip
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(SocketSlots {
+            _user: user_slot,
+            _ip: ip_slot,
+        })
     }
 }
 
@@ -127,7 +178,7 @@ fn code_for_error(e: &WsError) -> u16 {
         WsError::Capacity(_) => close::TOO_BIG,
         // The peer dropped the TCP connection: nobody is left to read a close frame.
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ABORTED,
-        WsError::Protocol(_) => PROTOCOL_ERROR,
+        WsError::Protocol(_) => close::PROTOCOL_ERROR,
         _ => ABORTED,
     }
 }
@@ -144,14 +195,21 @@ fn close_reason(code: u16) -> &'static str {
         close::UNAUTHORIZED => "session ended: sign in again",
         close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
         close::RATE_LIMITED => "rate limit exceeded",
-        PROTOCOL_ERROR => "protocol error",
+        close::TOO_MANY_SOCKETS => "too many open sockets for this user or address",
+        close::PROTOCOL_ERROR => "protocol error",
         _ => "",
     }
 }
 
-/// Send a close frame (unless the peer vanished), then read and discard for a grace period so
-/// the peer gets to read it. Frames still queued are dropped: the client resumes from its last
-/// seq when it reconnects.
+/// Send a close frame (unless the peer vanished), then end the TCP connection as soon as the
+/// close handshake is complete: RFC 6455 7.1.1 has the server close TCP first, and a peer
+/// waits for that (a client's `close()`, our own shutdown). Frames still queued are dropped:
+/// the client resumes from its last seq when it reconnects.
+///
+/// After a read error in the middle of a frame (too large, protocol error) the stream is not
+/// at a frame boundary, so no close reply can be read: raw bytes are read and discarded for the
+/// grace period instead, so a peer still sending the rest of its frame gets to read the close
+/// frame rather than a TCP reset.
 async fn finish<T>(mut ws: Ws<T>, code: u16, grace: Duration)
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -164,15 +222,20 @@ where
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(close_reason(code)),
     };
-    let sent = tokio::time::timeout(grace, async {
-        let _ = ws.send(Message::Close(Some(frame))).await;
-        let _ = ws.flush().await;
-    })
-    .await;
-    if sent.is_err() {
+    // Also sends tungstenite's reply when the peer closed first (then `frame` is not used).
+    if tokio::time::timeout(grace, ws.close(Some(frame)))
+        .await
+        .is_err()
+    {
         return;
     }
+    let mid_frame = matches!(code, close::TOO_BIG | close::PROTOCOL_ERROR);
     let _ = tokio::time::timeout(grace, async {
+        if !mid_frame {
+            // Ends at the peer's close reply, or at once when the peer closed first.
+            while let Some(Ok(_)) = ws.next().await {}
+            return;
+        }
         let io = ws.get_mut();
         // On the heap and only now: an array here would sit in every connection's task for its
         // whole life, since a future is as large as its largest state.
@@ -187,8 +250,16 @@ where
 }
 
 /// Serve one upgraded socket (the raw byte stream after the HTTP upgrade) until it closes.
-pub async fn serve<T>(io: T, shared: Arc<Shared>, pre: Option<Authed>, slot: Option<UnauthSlot>)
-where
+///
+/// `pre` is the identity and socket slots of a socket that upgraded with a token; otherwise the
+/// socket must send `auth` and `slot` holds its place among the address's unauthenticated
+/// sockets (its address is then the one the caps on authenticated sockets count).
+pub async fn serve<T>(
+    io: T,
+    shared: Arc<Shared>,
+    pre: Option<(Authed, SocketSlots)>,
+    slot: Option<UnauthSlot>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = Arc::new(Kill::default());
@@ -204,10 +275,12 @@ where
     )
     .await;
     let grace = shared.config.close_grace;
-    let authed = match pre {
+    // Held until the socket is gone: its places in the per-user and per-address caps.
+    let (authed, _slots) = match pre {
         Some(a) => a,
         None => {
-            let result = auth_phase(&mut ws, &shared).await;
+            let ip = slot.as_ref().map(Slot::key);
+            let result = auth_phase(&mut ws, &shared, ip).await;
             // Authenticated or not, this socket no longer counts as a pending one.
             drop(slot);
             match result {
@@ -255,8 +328,8 @@ where
         strikes_at: Instant::now(),
     };
     run(&mut ws, &out, &mut session, &shared, authed.expires_at).await;
-    if let Some(task) = session.replay_task.take() {
-        task.abort();
+    if let Some(running) = session.replay_task.take() {
+        running.task.abort();
     }
     shared.hub.unregister(conn.id);
     let code = conn.kill.code().unwrap_or(close::NORMAL);
@@ -277,7 +350,11 @@ where
 }
 
 /// Wait for the `auth` frame of a socket that upgraded without a token.
-async fn auth_phase<T>(ws: &mut Ws<T>, shared: &Arc<Shared>) -> Result<Authed, u16>
+async fn auth_phase<T>(
+    ws: &mut Ws<T>,
+    shared: &Arc<Shared>,
+    ip: Option<IpAddr>,
+) -> Result<(Authed, SocketSlots), u16>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -307,12 +384,21 @@ where
             .await;
         return match found {
             Ok(Some((user, expires_at))) => {
+                let slots = match SocketSlots::take(shared, user, ip) {
+                    Ok(slots) => slots,
+                    Err(message) => {
+                        let err = answer(id, Err((ErrorCode::RateLimited, message)));
+                        let _ = send_now(ws, &err).await;
+                        return Err(close::TOO_MANY_SOCKETS);
+                    }
+                };
                 send_now(ws, &answer(id, Ok(Reply::Authenticated))).await?;
-                Ok(Authed {
+                let authed = Authed {
                     user,
                     token: hash,
                     expires_at,
-                })
+                };
+                Ok((authed, slots))
             }
             Ok(None) => {
                 let err = answer(
@@ -432,37 +518,17 @@ struct Session {
     /// Where replay tasks put their pages. Made by the first `sync`: a channel allocates a
     /// block of slots up front, which sockets that never sync should not carry.
     replay: Option<(mpsc::Sender<WireFrame>, mpsc::Receiver<WireFrame>)>,
-    replay_task: Option<tokio::task::JoinHandle<()>>,
+    replay_task: Option<RunningSync>,
     /// Rejected frames not yet forgiven; they drain at the rate limit.
     strikes: f64,
     strikes_at: Instant,
 }
 
-/// The request id and error code for a frame that did not parse as a [`ClientFrame`].
-fn diagnose(text: &str) -> (Option<u64>, ErrorCode, String) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-        return (None, ErrorCode::BadRequest, "malformed JSON".into());
-    };
-    let id = value.get("id").and_then(|v| v.as_u64());
-    match value.get("type").and_then(|v| v.as_str()) {
-        None => (id, ErrorCode::BadRequest, "missing `type`".into()),
-        Some(t) if !KNOWN_TYPES.contains(&t) => (
-            id,
-            ErrorCode::UnknownType,
-            format!("unknown frame type `{t}`"),
-        ),
-        Some(_) => {
-            let detail = serde_json::from_value::<ClientFrame>(value)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            (
-                id,
-                ErrorCode::BadRequest,
-                format!("missing or mistyped field: {detail}"),
-            )
-        }
-    }
+/// The replay task of the socket's latest `sync`, and the switch that cancels it (dropping the
+/// switch cancels it too).
+struct RunningSync {
+    task: tokio::task::JoinHandle<()>,
+    cancel: oneshot::Sender<()>,
 }
 
 type Answer = Result<Reply, (ErrorCode, String)>;
@@ -536,10 +602,9 @@ impl Session {
             }
             Err(code) => return Some(code),
         }
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
-            Err(_) => {
-                let (id, code, message) = diagnose(text);
+            Err(FrameError { id, code, message }) => {
                 return self.reply(encode(&ServerFrame::Error { id, code, message }));
             }
         };
@@ -560,15 +625,24 @@ impl Session {
                 Some(Err((ErrorCode::BadRequest, "already authenticated".into())))
             }
             ClientFrame::Sync { id, since } => {
-                if let Some(old) = self.replay_task.take() {
-                    old.abort();
-                }
                 let out = self
                     .replay
                     .get_or_insert_with(|| mpsc::channel(2))
                     .0
                     .clone();
-                self.replay_task = Some(tokio::spawn(replay(shared, user, id, since, out)));
+                // A later sync replaces a running one. Its task first cancels the old one and
+                // waits until the old answer (`synced` or `cancelled`) is queued: every sync
+                // gets exactly one answer, and the old one's frames all precede the new one's.
+                let previous = self.replay_task.take();
+                let (cancel, cancelled) = oneshot::channel();
+                let task = tokio::spawn(async move {
+                    if let Some(previous) = previous {
+                        let _ = previous.cancel.send(());
+                        let _ = previous.task.await;
+                    }
+                    replay(shared, user, id, since, out, cancelled).await
+                });
+                self.replay_task = Some(RunningSync { task, cancel });
                 None
             }
             ClientFrame::Send {
@@ -592,9 +666,6 @@ impl Session {
                         ErrorCode::BadRequest,
                         "send needs exactly one of `conv` and `to`".into(),
                     )));
-                }
-                if to.as_deref().is_some_and(|t| !is_valid_name(t)) {
-                    return Some(Err((ErrorCode::NotFound, "no such user".into())));
                 }
                 let op = WriteOp::Send {
                     user,
@@ -644,20 +715,13 @@ impl Session {
                 rooms: shared.hub.rooms(user),
             })),
             ClientFrame::CreateRoom { id, name } => {
-                if !is_valid_name(&name) {
-                    return Some(Err((
-                        ErrorCode::InvalidName,
-                        "room names are 1-32 letters, digits or _-.".into(),
-                    )));
-                }
+                let name = match names::name(&name, NameKind::RoomName) {
+                    Ok(n) => n.display,
+                    Err(e) => return Some(Err((ErrorCode::InvalidName, e.to_string()))),
+                };
                 self.submit(WriteOp::CreateRoom { user, name }, id)
             }
-            ClientFrame::Join { id, room } => {
-                if !is_valid_name(&room) {
-                    return Some(Err((ErrorCode::NotFound, "no such room".into())));
-                }
-                self.submit(WriteOp::Join { user, room }, id)
-            }
+            ClientFrame::Join { id, room } => self.submit(WriteOp::Join { user, room }, id),
             ClientFrame::Leave { id, conv } => self.submit(WriteOp::Leave { user, conv }, id),
             ClientFrame::Members { conv, .. } => Some(
                 shared
@@ -707,18 +771,49 @@ fn diagnose_id(text: &str) -> (Option<u64>, (), ()) {
     )
 }
 
-/// Replay what the client missed, page by page, then answer `synced`. Runs as its own task so
-/// the connection keeps reading (pongs, other requests) during a long replay.
+/// Replay what the client missed, page by page, then answer `synced`; answer `cancelled`
+/// instead when `cancelled` fires (or its sender is dropped) first. Runs as its own task so the
+/// connection keeps reading (pongs, other requests) during a long replay.
 async fn replay(
     shared: Arc<Shared>,
     user: UserId,
     id: u64,
     since: Vec<ConvSeq>,
     out: mpsc::Sender<WireFrame>,
+    cancelled: oneshot::Receiver<()>,
 ) {
+    let frame = tokio::select! {
+        biased;
+        _ = cancelled => answer(
+            id,
+            Err((
+                ErrorCode::Cancelled,
+                "replaced by a later sync on this socket".into(),
+            )),
+        ),
+        done = replay_pages(&shared, user, id, since, &out) => match done {
+            Some(frame) => frame,
+            None => return,
+        },
+    };
+    let _ = out.send(frame).await;
+}
+
+/// Send the replay's `batch` frames; the answer to send after them, or None when the
+/// connection is gone.
+async fn replay_pages(
+    shared: &Shared,
+    user: UserId,
+    id: u64,
+    since: Vec<ConvSeq>,
+    out: &mpsc::Sender<WireFrame>,
+) -> Option<WireFrame> {
     let given: HashMap<_, _> = since.iter().map(|c| (c.conv, c.seq.max(0))).collect();
     for (conv, last_seq) in shared.hub.member_convs(user) {
-        let mut from = given.get(&conv).copied().unwrap_or((last_seq - 50).max(0));
+        let mut from = given
+            .get(&conv)
+            .copied()
+            .unwrap_or((last_seq - limits::SYNC_UNLISTED).max(0));
         loop {
             let page = shared
                 .store
@@ -726,31 +821,23 @@ async fn replay(
                 .await;
             let (messages, has_more) = match page {
                 Ok(p) => p,
-                Err(e) => {
-                    let _ = out.send(answer(id, Err(e.to_client()))).await;
-                    return;
-                }
+                Err(e) => return Some(answer(id, Err(e.to_client()))),
             };
             let Some(last) = messages.last() else { break };
             from = last.seq;
-            if out
-                .send(encode(&ServerFrame::Batch { conv, messages }))
+            out.send(encode(&ServerFrame::Batch { conv, messages }))
                 .await
-                .is_err()
-            {
-                return;
-            }
+                .ok()?;
             if !has_more {
                 break;
             }
         }
     }
     let unread = shared.store.read(move |c| store::unread(c, user)).await;
-    let frame = match unread {
+    Some(match unread {
         Ok(unread) => answer(id, Ok(Reply::Synced { unread })),
         Err(e) => answer(id, Err(e.to_client())),
-    };
-    let _ = out.send(frame).await;
+    })
 }
 
 #[cfg(test)]
@@ -761,20 +848,24 @@ mod tests {
     use crate::server::{auth, ServerConfig};
 
     #[test]
-    fn diagnose_names_the_problem_and_keeps_the_id() {
-        assert_eq!(diagnose("{nope").1, ErrorCode::BadRequest);
-        assert_eq!(diagnose("{nope").0, None);
-        assert_eq!(diagnose(r#"{"type":"zap","id":4}"#).0, Some(4));
-        assert_eq!(
-            diagnose(r#"{"type":"zap","id":4}"#).1,
-            ErrorCode::UnknownType
+    fn counts_cap_per_key_give_places_back_and_zero_means_no_cap() {
+        let counts = Counts::<u8>::new();
+        let a1 = counts.take(1, 2).expect("first");
+        let _a2 = counts.take(1, 2).expect("second");
+        assert!(counts.take(1, 2).is_none(), "a third is over the cap of 2");
+        let _b1 = counts.take(2, 2).expect("another key has its own count");
+        drop(a1);
+        assert!(
+            counts.take(1, 2).is_some(),
+            "a dropped slot gives its place back"
         );
-        assert_eq!(
-            diagnose(r#"{"type":"send","id":5}"#).1,
-            ErrorCode::BadRequest
+        let many: Vec<_> = (0..1000).map(|_| counts.take(3, 0).unwrap()).collect();
+        assert_eq!(many.len(), 1000);
+        drop(many);
+        assert!(
+            !counts.map().contains_key(&3),
+            "no entry is left for a key with no sockets"
         );
-        assert_eq!(diagnose(r#"{"id":6}"#).1, ErrorCode::BadRequest);
-        assert_eq!(diagnose(r#"{"type":"rooms","id":"x"}"#).0, None);
     }
 
     #[test]
@@ -793,7 +884,7 @@ mod tests {
         let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
         assert_eq!(code_for_error(&reset), ABORTED);
         let masked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
-        assert_eq!(code_for_error(&masked), PROTOCOL_ERROR);
+        assert_eq!(code_for_error(&masked), close::PROTOCOL_ERROR);
     }
 
     async fn next_frame(
@@ -827,6 +918,7 @@ mod tests {
                 password_hash: "unused".into(),
                 token_hash,
                 expires_at: now_ms() + 60_000,
+                device_hash: auth::new_token().1,
             })
             .await
             .unwrap();

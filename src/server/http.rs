@@ -1,28 +1,39 @@
 //! HTTP routes: register, login, logout, health, and the WebSocket upgrade at `/ws`.
 //!
-//! The upgrade is checked completely before any socket exists: WebSocket headers, the Origin
-//! allowlist, the `natter.v1` subprotocol, and the bearer token (a bad one gets 401 and no
-//! socket). Sockets without a token count against a per-address cap until they authenticate.
+//! Every request first passes [`guard`]: the `Host` names this server (DNS rebinding), the
+//! `Origin`, when a browser sent one, is allowed, a POST body is JSON, and the whole body arrives
+//! within its size limit and deadline. Every error, of a route or of the guard, has the JSON
+//! [`ApiError`] body.
+//!
+//! The upgrade is checked completely before any socket exists: WebSocket headers, the
+//! `natter.v1` subprotocol, and the bearer token (a bad one gets 401 and no socket), and the caps
+//! on open sockets per user and address (429). Sockets without a token count against a
+//! per-address cap until they authenticate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::names::{self, NameKind};
 use crate::protocol::{
-    is_valid_name, limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, Session,
-    PROTOCOL_VERSION, SUBPROTOCOL,
+    limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, Session, PROTOCOL_VERSION,
+    SUBPROTOCOL,
 };
 
 use super::auth::{self, TokenHash};
-use super::connection::{self, Authed, UnauthSlot};
+use super::connection::{self, Authed, SocketSlots};
+use super::hasher::Busy;
 use super::store::{self, now_ms, StoreError, WriteOp, WriteOutcome};
 use super::Shared;
 
@@ -45,22 +56,59 @@ fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::Conflict => StatusCode::CONFLICT,
+        // `cancelled` only answers a socket's `sync`; 409 if it ever reached HTTP.
+        ErrorCode::Conflict | ErrorCode::Cancelled => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
     }
 }
 
 /// An HTTP error with the JSON [`ApiError`] body.
 fn fail(code: ErrorCode, message: impl Into<String>) -> Response {
+    fail_with(status_for(code), code, message)
+}
+
+/// An HTTP error whose status says more than its code's usual one (405, 408, 413, 415, 421).
+fn fail_with(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     (
-        status_for(code),
+        status,
         Json(ApiError {
             code,
             message: message.into(),
         }),
     )
         .into_response()
+}
+
+/// [`fail_with`], and the connection closes after the answer: the rest of the request body is
+/// never read, so nothing else can follow on this connection (and a refused cross-site caller
+/// gets no connection to reuse).
+fn fail_and_close(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    let mut resp = fail_with(status, code, message);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// An HTTP error that tells the client when to try again: `Retry-After` (whole seconds, at
+/// least 1) and the same figure at the end of the message.
+fn fail_after(code: ErrorCode, message: &str, wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = fail(code, format!("{message}: try again in {secs} s"));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+/// 503 `busy`: the password-hashing queue is full.
+fn busy() -> Response {
+    fail_after(
+        ErrorCode::Busy,
+        "the server is busy checking passwords",
+        Duration::from_secs(1),
+    )
 }
 
 fn store_fail(e: StoreError) -> Response {
@@ -78,16 +126,147 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ws", get(upgrade))
         .fallback(|| async { fail(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            (
+            fail_with(
                 StatusCode::METHOD_NOT_ALLOWED,
-                Json(ApiError {
-                    code: ErrorCode::BadRequest,
-                    message: "method not allowed".into(),
-                }),
+                ErrorCode::BadRequest,
+                "method not allowed",
             )
         })
-        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
+}
+
+/// Whether the `Host` header names this server: an IP literal (a DNS rebinding attack needs a
+/// name, and a LAN host is reached by its address), `localhost` and its subdomains (browsers
+/// resolve those to loopback themselves), or a name in `allowed_hosts` (`*` allows any).
+fn host_allowed(shared: &Shared, host: &str) -> bool {
+    if let Some(rest) = host.strip_prefix('[') {
+        // Only IPv6 literals are bracketed: `[::1]` or `[::1]:8686`.
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_end_matches('.');
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let lower = name.to_ascii_lowercase();
+    lower == "localhost"
+        || lower.ends_with(".localhost")
+        || shared
+            .config
+            .allowed_hosts
+            .iter()
+            .any(|h| h == "*" || h.trim_end_matches('.').eq_ignore_ascii_case(name))
+}
+
+/// Whether a request declares a body (hyper gives every request a body, maybe empty).
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Whether the `Content-Type` is JSON (parameters such as `charset` are allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Checks every request before its route sees it, in this order: `Host` (421), `Origin` (403),
+/// a POST body's `Content-Type` (415), then reads the whole body within the size limit (413,
+/// at once for a `Content-Length` beyond it) and the body deadline (408). A route gets the body
+/// already read, so none of them waits on a slow or endless one.
+async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if let Some(host) = headers.get(header::HOST) {
+        let host = host.to_str().unwrap_or("");
+        if !host_allowed(&shared, host) {
+            return fail_and_close(
+                StatusCode::MISDIRECTED_REQUEST,
+                ErrorCode::Forbidden,
+                format!(
+                    "this server does not answer to the host name `{host}` (a server reached \
+                     by a name lists it with --allowed-host)"
+                ),
+            );
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin_allowed(&shared, origin) {
+            return fail_and_close(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "origin not allowed",
+            );
+        }
+    }
+    if !declares_body(headers) {
+        return next.run(req).await;
+    }
+    if req.method() == Method::POST && !is_json(headers) {
+        return fail_and_close(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadRequest,
+            "request bodies are JSON: send Content-Type: application/json",
+        );
+    }
+    let too_large = || {
+        fail_and_close(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLong,
+            format!(
+                "request bodies are at most {} bytes",
+                limits::MAX_HTTP_BODY_BYTES
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits::MAX_HTTP_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(shared.config.body_timeout, async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Some(e.to_string()))?;
+            if buf.len() + chunk.len() > limits::MAX_HTTP_BODY_BYTES {
+                return Err(None::<String>);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    })
+    .await;
+    match read {
+        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
+        Ok(Err(None)) => too_large(),
+        Ok(Err(Some(e))) => fail_and_close(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("cannot read the request body: {e}"),
+        ),
+        Err(_) => fail_and_close(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::BadRequest,
+            format!(
+                "the request body did not arrive within {} s",
+                shared.config.body_timeout.as_secs_f64()
+            ),
+        ),
+    }
 }
 
 async fn health() -> Json<Health> {
@@ -124,29 +303,19 @@ fn session_expiry(shared: &Shared) -> i64 {
     now_ms().saturating_add(shared.config.token_ttl.as_millis() as i64)
 }
 
-/// Run an argon2 hash or verify on the blocking pool, at most one per CPU at a time: each takes
-/// about 19 MiB and tens of milliseconds, so a burst of logins must queue rather than fan out
-/// over the whole blocking pool and exhaust memory. None if the task failed.
-async fn argon2_job<T, F>(shared: &Shared, job: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let _permit = shared.argon2_permits.acquire().await.ok()?;
-    tokio::task::spawn_blocking(job).await.ok()
-}
-
-async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
     let req: RegisterRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if !is_valid_name(&req.username) {
-        return fail(
-            ErrorCode::InvalidName,
-            "usernames are 1-32 letters, digits or _-.",
-        );
-    }
+    let username = match names::name(&req.username, NameKind::Username) {
+        Ok(n) => n.display,
+        Err(e) => return fail(ErrorCode::InvalidName, e.to_string()),
+    };
     let pw_len = req.password.chars().count();
     if !(limits::MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&pw_len) {
         return fail(
@@ -157,41 +326,52 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             ),
         );
     }
-    let display_name = non_blank(&req.display_name)
-        .unwrap_or(&req.username)
-        .to_string();
-    if display_name.chars().count() > limits::MAX_DISPLAY_NAME_CHARS || has_control(&display_name) {
-        return fail(
-            ErrorCode::InvalidName,
-            format!(
-                "display names are at most {} characters, no control characters",
-                limits::MAX_DISPLAY_NAME_CHARS
-            ),
-        );
-    }
+    let display_name = match names::display_name(non_blank(&req.display_name).unwrap_or(&username))
+    {
+        Ok(d) => d,
+        Err(e) => return fail(ErrorCode::InvalidName, e.to_string()),
+    };
     let avatar = non_blank(&req.avatar)
         .map(str::to_string)
-        .unwrap_or_else(|| default_avatar(&req.username));
+        .unwrap_or_else(|| default_avatar(&username));
     if avatar.chars().count() > MAX_AVATAR_CHARS || has_control(&avatar) {
         return fail(
             ErrorCode::InvalidName,
             format!("avatars are at most {MAX_AVATAR_CHARS} characters"),
         );
     }
+    // Charged before hashing (so requests in flight count), after the checks that cost nothing.
+    if let Err(wait) = shared.registration_budget.take(peer.ip(), Instant::now()) {
+        return fail_after(
+            ErrorCode::RateLimited,
+            "too many accounts created from this address",
+            wait,
+        );
+    }
     let password = req.password;
-    let password_hash = match argon2_job(&shared, move || auth::hash_password(&password)).await {
-        Some(Ok(h)) => h,
-        _ => return fail(ErrorCode::Internal, "cannot hash password"),
+    let password_hash = match shared.hasher.run(move |w| w.hash(&password)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot hash a password");
+            return fail(ErrorCode::Internal, "cannot hash password");
+        }
+        Err(Busy) => {
+            // Nothing was created: the try is not counted.
+            shared.registration_budget.refund(peer.ip(), Instant::now());
+            return busy();
+        }
     };
     let (token, token_hash) = auth::new_token();
+    let (device_token, device_hash) = auth::new_token();
     let expires_at = session_expiry(&shared);
     let op = WriteOp::Register {
-        username: req.username,
+        username,
         display_name,
         avatar,
         password_hash,
         token_hash,
         expires_at,
+        device_hash,
     };
     match shared.store.write(op).await {
         Ok(WriteOutcome::Registered(row)) => (
@@ -200,6 +380,7 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
                 token,
                 user: row.user,
                 expires_at,
+                device_token: Some(device_token),
             }),
         )
             .into_response(),
@@ -208,6 +389,9 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
+/// `POST /api/login`, with the sign-in limits of docs/protocol.md ("Sign-in limits"): unless the
+/// request presents a device token this user was given, the address's failed-sign-in budget and
+/// the account's delay are charged when the attempt starts and refunded if it succeeds.
 async fn login(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -217,53 +401,100 @@ async fn login(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if let Err(wait) = shared.sign_in_guard.check(peer.ip()) {
-        let secs = wait.as_secs() + 1;
-        let mut resp = fail(
-            ErrorCode::RateLimited,
-            format!("too many failed sign-ins from this address: try again in {secs} s"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return resp;
-    }
-    let found = if is_valid_name(&req.username) {
-        let name = req.username.clone();
-        match shared
-            .store
-            .read(move |c| store::credentials(c, &name))
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => return store_fail(e),
-        }
-    } else {
-        None
+    let ip = peer.ip();
+    // The user first: whether the device is known to them decides which limits apply. Any
+    // spelling is looked up by its key: names from before the current rules still sign in.
+    let name = req.username.clone();
+    let found = match shared
+        .store
+        .read(move |c| store::credentials(c, &name))
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return store_fail(e),
     };
-    let password = req.password;
-    let (user, ok) = match found {
-        Some((id, hash)) => {
-            let ok = argon2_job(&shared, move || auth::verify_password(&password, &hash)).await;
-            (Some(id), ok.unwrap_or(false))
+    let user = found.as_ref().map(|(id, _)| *id);
+    let known_device = match (user, req.device_token.as_deref()) {
+        (Some(user), Some(device)) => {
+            let hash = auth::hash_token(device);
+            match shared
+                .store
+                .read(move |c| store::is_known_device(c, user, &hash))
+                .await
+            {
+                Ok(known) => known,
+                Err(e) => return store_fail(e),
+            }
         }
-        None => {
-            // Spend the same time as a real check so missing users cannot be told apart.
-            argon2_job(&shared, move || {
-                auth::verify_password(&password, auth::dummy_hash())
-            })
-            .await;
-            (None, false)
+        _ => false,
+    };
+    let started = Instant::now();
+    if !known_device {
+        if let Err(wait) = shared.sign_in_budget.take(ip, started) {
+            return fail_after(
+                ErrorCode::RateLimited,
+                "too many failed sign-ins from this address",
+                wait,
+            );
+        }
+        if let Some(user) = user {
+            if let Err(wait) = shared.account_delay.take(user, started) {
+                shared.sign_in_budget.refund(ip, started);
+                return fail_after(
+                    ErrorCode::RateLimited,
+                    "too many failed sign-ins for this account",
+                    wait,
+                );
+            }
+        }
+    }
+    let password = req.password;
+    let checked = match found {
+        Some((_, hash)) => shared.hasher.run(move |w| w.verify(&password, &hash)).await,
+        // Spend the same time as a real check so missing users cannot be told apart.
+        None => shared.hasher.run(move |w| w.verify_dummy(&password)).await,
+    };
+    let ok = match checked {
+        Ok(ok) => ok,
+        Err(Busy) => {
+            // The password was never checked: the attempt does not count.
+            if !known_device {
+                shared.sign_in_budget.refund(ip, started);
+                if let Some(user) = user {
+                    shared.account_delay.refund(user);
+                }
+            }
+            return busy();
         }
     };
     let (Some(user), true) = (user, ok) else {
-        shared.sign_in_guard.failed(peer.ip());
+        if let Some(user) = user {
+            if known_device {
+                // Exempt from waiting, not from counting.
+                shared.sign_in_budget.charge(ip, started);
+                shared.account_delay.charge(user, Instant::now());
+            } else {
+                shared.account_delay.failed(user, Instant::now());
+            }
+        }
         return fail(ErrorCode::Unauthorized, "wrong username or password");
     };
+    if !known_device {
+        shared.sign_in_budget.refund(ip, started);
+    }
+    shared.account_delay.succeeded(user);
     let Some(profile) = shared.hub.user(user) else {
         return fail(ErrorCode::Internal, "user not loaded");
     };
     let (token, token_hash) = auth::new_token();
+    // A known device keeps its token; a new one is remembered from now on.
+    let (device_token, device_hash) = match req.device_token.filter(|_| known_device) {
+        Some(device) => (device, None),
+        None => {
+            let (device, hash) = auth::new_token();
+            (device, Some(hash))
+        }
+    };
     let expires_at = session_expiry(&shared);
     match shared
         .store
@@ -271,6 +502,7 @@ async fn login(
             user,
             token_hash,
             expires_at,
+            device_hash,
         })
         .await
     {
@@ -278,6 +510,7 @@ async fn login(
             token,
             user: profile,
             expires_at,
+            device_token: Some(device_token),
         })
         .into_response(),
         Err(e) => store_fail(e),
@@ -378,11 +611,6 @@ async fn upgrade(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return fail(ErrorCode::BadRequest, "missing Sec-WebSocket-Key");
     };
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !origin_allowed(&shared, origin) {
-            return fail(ErrorCode::Forbidden, "origin not allowed");
-        }
-    }
     if !header_has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
         return fail(
             ErrorCode::BadRequest,
@@ -390,8 +618,14 @@ async fn upgrade(
         );
     }
     let (authed, slot) = match bearer_user(&shared, headers).await {
-        Ok(Some(a)) => (Some(a), None),
-        Ok(None) => match UnauthSlot::take(&shared, peer.ip()) {
+        Ok(Some(a)) => match SocketSlots::take(&shared, a.user, Some(peer.ip())) {
+            Ok(slots) => (Some((a, slots)), None),
+            Err(message) => return fail(ErrorCode::RateLimited, message),
+        },
+        Ok(None) => match shared
+            .unauth
+            .take(peer.ip(), shared.config.max_unauthenticated_per_ip)
+        {
             Some(slot) => (None, Some(slot)),
             None => {
                 return fail(

@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use crate::names;
 use crate::protocol::{
     close, limits, ConvId, ConvKind, Conversation, ErrorCode, Member, Reply, RoomInfo, Seq,
     ServerFrame, Unread, User, PROTOCOL_VERSION,
@@ -31,7 +32,7 @@ use crate::protocol::{
 
 use super::auth::TokenHash;
 use super::outbound::{Outlet, WireFrame};
-use super::store::{name_key, now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
+use super::store::{now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
 
 /// How long a presence change may wait to go out with others. Reconnects make presence the
 /// busiest push after messages (each one is an offline and an online change for everyone), so
@@ -366,7 +367,7 @@ impl Hub {
         }
         for c in snapshot.convs {
             if c.kind == ConvKind::Room {
-                state.rooms.insert(name_key(&c.name), c.id);
+                state.rooms.insert(names::key(&c.name), c.id);
             }
             for (user, _) in &c.members {
                 state.user_convs.entry(*user).or_default().insert(c.id);
@@ -744,7 +745,7 @@ impl Hub {
                         last_seq: 0,
                     },
                 );
-                state.rooms.insert(name_key(name), *conv);
+                state.rooms.insert(names::key(name), *conv);
                 state.add_member(*conv, *user);
                 let conversation = state.conversation(*conv, *user)?;
                 let frame = encode(&ServerFrame::ConversationAdded {

@@ -1,7 +1,9 @@
 //! The Natter server: HTTP API and WebSocket chat over one listener.
 //!
 //! [`run`] takes a bound listener, a [`ServerConfig`] and a shutdown future, so the CLI binary,
-//! the desktop app's host mode and the tests all start the same server the same way. Each
+//! the desktop app's host mode and the tests all start the same server the same way
+//! ([`Server::start`] then [`Server::serve`] for a caller that announces the server only once
+//! its store is open). Each
 //! accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a header
 //! read timeout (so a slowloris upgrade cannot hold a socket), routed by axum ([`http`]); upgraded
 //! sockets are served by [`connection`], which writes through [`outbound`]; shared chat state
@@ -13,6 +15,7 @@
 
 mod auth;
 mod connection;
+mod hasher;
 mod http;
 mod hub;
 mod outbound;
@@ -35,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
-use self::connection::Bucket;
+use self::connection::{Bucket, Counts};
 use self::hub::Hub;
 use self::store::{Store, UserId};
 
@@ -51,12 +54,16 @@ pub struct TlsConfig {
 pub struct ServerConfig {
     /// Where `natter.db` lives.
     pub data_dir: PathBuf,
+    /// Start with an empty database even though the data directory shows one existed (it is
+    /// missing or empty). Without it such a start is refused, so lost data is noticed.
+    pub init: bool,
     /// How often the server pings each socket.
     pub heartbeat_interval: Duration,
     /// How long beyond `heartbeat_interval` a silent peer is kept before close 4002.
     pub heartbeat_timeout: Duration,
-    /// Origins allowed to open a socket when the request carries an `Origin` header (browser
-    /// clients). `*` allows any. Requests without `Origin` (native clients) are not affected.
+    /// Origins allowed to call the HTTP API or open a socket when the request carries an
+    /// `Origin` header (browser clients); others get 403. `*` allows any. Requests without
+    /// `Origin` (native clients) are not affected.
     pub allowed_origins: Vec<String>,
     /// Serve TLS with this certificate when set.
     pub tls: Option<TlsConfig>,
@@ -75,16 +82,46 @@ pub struct ServerConfig {
     pub auth_timeout: Duration,
     /// Time for a TLS handshake and for the HTTP request head (slowloris guard).
     pub handshake_timeout: Duration,
-    /// Sockets per IP address that have upgraded but not yet authenticated.
+    /// Host names (besides IP literals and `localhost`) the HTTP API and `/ws` answer to. A
+    /// request naming another host gets 421: a page that rebinds its own DNS name to this
+    /// server's address cannot reach it.
+    pub allowed_hosts: Vec<String>,
+    /// Time for a whole HTTP request body once its head arrived (408 after).
+    pub body_timeout: Duration,
+    /// Sockets per IP address that have upgraded but not yet authenticated (0: no cap).
     pub max_unauthenticated_per_ip: usize,
+    /// Authenticated sockets one user may have open (0: no cap).
+    pub max_sockets_per_user: usize,
+    /// Authenticated sockets one IP address may have open (0: no cap).
+    pub max_sockets_per_ip: usize,
     /// Failed sign-ins an IP address may make in a row before it must wait (429).
     pub failed_sign_ins_per_ip: u32,
     /// After that, one more try per this long.
     pub failed_sign_in_refill: Duration,
-    /// How long the server waits for a peer to read its close frame.
+    /// Failed sign-ins an account may have (from any address) before each further try must
+    /// wait 2^n seconds after the last failure (429).
+    pub account_free_failures: u32,
+    /// The longest such wait; a quiet `account_delay_cap` after its last failure, an account
+    /// starts afresh.
+    pub account_delay_cap: Duration,
+    /// Accounts an IP address may create in a row before it must wait (429).
+    pub registrations_per_ip: u32,
+    /// After that, one more account per this long.
+    pub registration_refill: Duration,
+    /// Threads hashing passwords: at most this many argon2 hashes run at once, each with its
+    /// own reused ~19 MiB buffer (so argon2 memory is at most this x 19 MiB).
+    pub argon2_workers: usize,
+    /// Sign-ins waiting for a hashing thread; beyond that the server answers 503 `busy`.
+    pub argon2_queue: usize,
+    /// How long the server waits for a peer to answer its close frame (TCP is closed as soon
+    /// as it does).
     pub close_grace: Duration,
     /// How long shutdown waits for sockets and requests to finish.
     pub shutdown_grace: Duration,
+    /// Cap on the database's size in pages (SQLite `max_page_count`): a write that needs more
+    /// fails as a full disk would (`storage_full`). For fault tests that cannot mount a small
+    /// file system; `None` (the default) leaves the size to the disk.
+    pub max_db_pages: Option<u32>,
 }
 
 impl ServerConfig {
@@ -92,6 +129,7 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             data_dir: data_dir.into(),
+            init: false,
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
@@ -103,11 +141,22 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             auth_timeout: Duration::from_secs(crate::protocol::limits::AUTH_TIMEOUT_SECS),
             handshake_timeout: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
+            body_timeout: Duration::from_secs(crate::protocol::limits::HTTP_BODY_TIMEOUT_SECS),
             max_unauthenticated_per_ip: 16,
+            max_sockets_per_user: 32,
+            max_sockets_per_ip: 256,
             failed_sign_ins_per_ip: 10,
             failed_sign_in_refill: Duration::from_secs(30),
+            account_free_failures: 3,
+            account_delay_cap: Duration::from_secs(15 * 60),
+            registrations_per_ip: 5,
+            registration_refill: Duration::from_secs(120),
+            argon2_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            argon2_queue: 64,
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
+            max_db_pages: None,
         }
     }
 }
@@ -160,42 +209,62 @@ pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub buckets: Mutex<HashMap<UserId, Bucket>>,
-    pub unauth: Mutex<HashMap<IpAddr, usize>>,
+    /// Sockets that have not authenticated yet, per address.
+    pub unauth: Arc<Counts<IpAddr>>,
+    /// Authenticated sockets per user and per address.
+    pub sockets_per_user: Arc<Counts<UserId>>,
+    pub sockets_per_ip: Arc<Counts<IpAddr>>,
     pub tasks: Tasks,
     /// Turns true when shutdown begins (HTTP connections and sockets still authenticating
     /// watch it).
     pub stopping: watch::Sender<bool>,
-    /// Bounds concurrent argon2 work (memory-hard: ~19 MiB each).
-    pub argon2_permits: tokio::sync::Semaphore,
-    pub sign_in_guard: auth::SignInGuard,
+    /// Runs every argon2 hash and check (bounded threads, memory and queue).
+    pub hasher: hasher::Hasher,
+    /// Failed sign-ins per address.
+    pub sign_in_budget: auth::AddressBudget,
+    /// Failed sign-ins per account.
+    pub account_delay: auth::AccountDelay,
+    /// Account creation per address.
+    pub registration_budget: auth::AddressBudget,
 }
 
 impl Shared {
     /// Open the store, load the hub and start the writer thread.
     pub(crate) fn start(config: ServerConfig) -> Result<Arc<Shared>, ServerError> {
-        let (store, snapshot) = Store::open(&config.data_dir)?;
+        let (store, snapshot) = Store::open(&config.data_dir, config.init)?;
         let store = Arc::new(store);
         let hub = Arc::new(Hub::new(
             snapshot,
             config.heartbeat_interval.as_millis() as u64,
         ));
         let hook_hub = hub.clone();
-        store.start_writer(Box::new(move |batch| hook_hub.on_commit(batch)))?;
+        store.start_writer(
+            Box::new(move |batch| hook_hub.on_commit(batch)),
+            config.max_db_pages,
+        )?;
         // Ends when the hub shuts down.
         tokio::spawn(hub.clone().run_presence());
         Ok(Arc::new(Shared {
             store,
             hub,
             buckets: Mutex::new(HashMap::new()),
-            unauth: Mutex::new(HashMap::new()),
+            unauth: Counts::new(),
+            sockets_per_user: Counts::new(),
+            sockets_per_ip: Counts::new(),
             tasks: Tasks::default(),
             stopping: watch::channel(false).0,
-            argon2_permits: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
-            sign_in_guard: auth::SignInGuard::new(
+            hasher: hasher::Hasher::start(config.argon2_workers, config.argon2_queue)?,
+            sign_in_budget: auth::AddressBudget::new(
                 config.failed_sign_ins_per_ip,
                 config.failed_sign_in_refill,
+            ),
+            account_delay: auth::AccountDelay::new(
+                config.account_free_failures,
+                config.account_delay_cap,
+            ),
+            registration_budget: auth::AddressBudget::new(
+                config.registrations_per_ip,
+                config.registration_refill,
             ),
             config,
         }))
@@ -251,8 +320,55 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let shared = Shared::start(config)?;
+    Server::start(listener, config)?.serve(shutdown).await
+}
+
+/// A server ready to serve: TLS loaded, the store opened and checked, the hub loaded. Only then
+/// does a caller announce it (the binary prints "listening" after [`Server::start`]).
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Load TLS and open the store; fails (serving nothing) when either is bad. Call it inside a
+    /// Tokio runtime.
+    pub fn start(listener: TcpListener, config: ServerConfig) -> Result<Server, ServerError> {
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let shared = Shared::start(config)?;
+        Ok(Server {
+            listener,
+            tls,
+            shared,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves, then shut down gracefully.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            tls,
+            shared,
+        } = self;
+        serve(listener, tls, shared, shutdown).await
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let (store, hub) = (shared.store.clone(), shared.hub.clone());
     let router = http::router(shared.clone());
     let stop_rx = shared.stopping.subscribe();

@@ -12,13 +12,15 @@
 //! connections, which WAL lets run alongside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::dbfile::{self, Damage};
+use crate::names::Name;
 use crate::protocol::{limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Unread, User};
 
 use super::auth::TokenHash;
@@ -30,7 +32,18 @@ pub type UserId = i64;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_unread_by_sender.sql"),
+    include_str!("migrations/0003_name_keys.sql"),
+    include_str!("migrations/0004_devices.sql"),
 ];
+
+/// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
+const NAME_KEYS_VERSION: usize = 3;
+/// Written into the data directory once it holds a database: a later start that finds the
+/// database missing or empty knows data was lost rather than never there.
+const MARKER_FILE: &str = "natter.initialized";
+const MARKER_TEXT: &str = "This directory holds a Natter server database (natter.db). \
+natter-server refuses to start when that file is missing or empty while this marker exists, \
+unless started with --init.\n";
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
@@ -38,16 +51,35 @@ const MAX_BATCH: usize = 256;
 /// Errors from the store. `Rejected` carries a protocol error the client should see verbatim.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A SQLite failure, kept whole (shared, because one failed commit fails every write of its
+    /// batch) so its code still says what went wrong: a full disk, a damaged file.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(Arc<rusqlite::Error>),
     #[error("{1}")]
     Rejected(ErrorCode, String),
     #[error("the store is shut down")]
     Closed,
-    #[error("cannot create data directory {0}: {1}")]
+    #[error("cannot prepare data directory {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
+    #[error(
+        "the database {path} is damaged ({damage}); refusing to start on it. Restore it from a \
+         backup, or move it aside and start with --init to begin with an empty one"
+    )]
+    Corrupt { path: PathBuf, damage: Damage },
+    #[error(
+        "the database {path} is missing or empty, but {marker} shows this data directory held \
+         one: refusing to start afresh over lost data. Restore the database from a backup, or \
+         start with --init to begin with an empty one"
+    )]
+    Lost { path: PathBuf, marker: PathBuf },
     #[error("a blocking task failed: {0}")]
     Join(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(Arc::new(e))
+    }
 }
 
 impl StoreError {
@@ -59,6 +91,13 @@ impl StoreError {
     pub fn to_client(&self) -> (ErrorCode, String) {
         match self {
             StoreError::Rejected(code, message) => (*code, message.clone()),
+            StoreError::Db(e) if dbfile::is_full(e) => {
+                tracing::error!(error = %e, "storage full: a write was refused; free disk space");
+                (
+                    ErrorCode::StorageFull,
+                    "the server's storage is full; nothing was stored, try again later".into(),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 (ErrorCode::Internal, "internal server error".into())
@@ -103,11 +142,15 @@ pub enum WriteOp {
         password_hash: String,
         token_hash: TokenHash,
         expires_at: Millis,
+        /// The hash of the device token handed out with this first session.
+        device_hash: TokenHash,
     },
     Login {
         user: UserId,
         token_hash: TokenHash,
         expires_at: Millis,
+        /// A new device token's hash to remember (None when the device was already known).
+        device_hash: Option<TokenHash>,
     },
     Logout {
         token_hash: TokenHash,
@@ -206,11 +249,6 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
-/// The case-insensitive key of a user or room name.
-pub fn name_key(name: &str) -> String {
-    name.to_lowercase()
-}
-
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -227,11 +265,122 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == NAME_KEYS_VERSION {
+            fill_name_keys(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
         tracing::info!(version = i + 1, "applied migration");
     }
     Ok(())
+}
+
+/// Computes `fold_key` and `skeleton` for the users and rooms stored before migration 3. Names
+/// that now collide are all kept (their owners keep signing in: a lookup prefers the exact
+/// spelling); the log names them.
+fn fill_name_keys(tx: &Connection) -> Result<(), rusqlite::Error> {
+    for (select, update) in [
+        (
+            "SELECT id, username FROM users",
+            "UPDATE users SET fold_key = ?2, skeleton = ?3 WHERE id = ?1",
+        ),
+        (
+            "SELECT id, name FROM conversations WHERE kind = 'room'",
+            "UPDATE conversations SET fold_key = ?2, skeleton = ?3 WHERE id = ?1",
+        ),
+    ] {
+        let rows: Vec<(i64, String)> = tx
+            .prepare(select)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut update = tx.prepare(update)?;
+        for (id, name) in rows {
+            let keys = Name::of_stored(&name);
+            update.execute(params![id, keys.key, keys.skeleton])?;
+        }
+    }
+    let mut clashes = tx.prepare(
+        "SELECT group_concat(username, ', ') FROM users GROUP BY fold_key HAVING count(*) > 1",
+    )?;
+    for names in clashes.query_map([], |r| r.get::<_, String>(0))? {
+        tracing::warn!(
+            users = %names?,
+            "these accounts are one name under the Unicode name rules; all are kept, and signing \
+             in with that name reaches the exact spelling, else the oldest"
+        );
+    }
+    Ok(())
+}
+
+/// The users or the rooms, for name lookups and uniqueness checks.
+#[derive(Debug, Clone, Copy)]
+enum Names {
+    Users,
+    Rooms,
+}
+
+impl Names {
+    /// ?1 the key, ?2 the spelling as typed, which wins among rows from before migration 3
+    /// that share a key; else the oldest.
+    fn find_sql(self) -> &'static str {
+        match self {
+            Names::Users => {
+                "SELECT id FROM users WHERE fold_key = ?1 ORDER BY username = ?2 DESC, id LIMIT 1"
+            }
+            Names::Rooms => {
+                "SELECT id FROM conversations WHERE kind = 'room' AND fold_key = ?1 \
+                 ORDER BY name = ?2 DESC, id LIMIT 1"
+            }
+        }
+    }
+
+    /// An existing name with the key ?1 or the skeleton ?2, and whether the key is equal.
+    fn clash_sql(self) -> &'static str {
+        match self {
+            Names::Users => {
+                "SELECT username, fold_key = ?1 FROM users WHERE fold_key = ?1 OR skeleton = ?2 \
+                 ORDER BY fold_key = ?1 DESC LIMIT 1"
+            }
+            Names::Rooms => {
+                "SELECT name, fold_key = ?1 FROM conversations \
+                 WHERE kind = 'room' AND (fold_key = ?1 OR skeleton = ?2) \
+                 ORDER BY fold_key = ?1 DESC LIMIT 1"
+            }
+        }
+    }
+}
+
+/// The id of the user or room called `raw` (any spelling: see [`crate::names::key`]).
+fn find_name(conn: &Connection, names: Names, raw: &str) -> Result<Option<i64>, rusqlite::Error> {
+    conn.query_row(
+        names.find_sql(),
+        params![crate::names::key(raw), raw],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// `conflict` when `name` is an existing name or looks like one (same skeleton).
+fn refuse_clash(tx: &Connection, names: Names, name: &Name) -> Result<(), StoreError> {
+    let clash: Option<(String, bool)> = tx
+        .query_row(names.clash_sql(), params![name.key, name.skeleton], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let message = match (names, clash) {
+        (_, None) => return Ok(()),
+        (Names::Users, Some((_, true))) => "username is taken".to_owned(),
+        (Names::Rooms, Some((_, true))) => "a room with that name exists".to_owned(),
+        (Names::Users, Some((other, false))) => format!(
+            "\"{}\" looks the same as the existing user \"{other}\": choose another username",
+            name.display
+        ),
+        (Names::Rooms, Some((other, false))) => format!(
+            "\"{}\" looks the same as the existing room \"{other}\": choose another name",
+            name.display
+        ),
+    };
+    Err(StoreError::rejected(ErrorCode::Conflict, message))
 }
 
 fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
@@ -284,14 +433,36 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
 }
 
 impl Store {
-    /// Open (creating if needed) `data_dir/natter.db`, run migrations and read the snapshot.
-    pub fn open(data_dir: &Path) -> Result<(Store, Snapshot), StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::DataDir(data_dir.to_path_buf(), e))?;
+    /// Open `data_dir/natter.db`, check it, run migrations and read the snapshot. A new data
+    /// directory gets a new database; one whose marker shows a database existed gets one only when
+    /// `init` is set. The directory and the database files are made private (0700/0600).
+    pub fn open(data_dir: &Path, init: bool) -> Result<(Store, Snapshot), StoreError> {
+        let dir_err = |e| StoreError::DataDir(data_dir.to_path_buf(), e);
+        dbfile::private_dir(data_dir).map_err(dir_err)?;
         let path = data_dir.join("natter.db");
-        let mut conn = open_conn(&path)?;
+        let marker = data_dir.join(MARKER_FILE);
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        if empty && marker.exists() {
+            if !init {
+                return Err(StoreError::Lost { path, marker });
+            }
+            tracing::warn!(path = %path.display(), "--init: starting with an empty database");
+        }
+        dbfile::prepare(&path).map_err(dir_err)?;
+        let damaged = |damage| StoreError::Corrupt {
+            path: path.clone(),
+            damage,
+        };
+        let mut conn = match open_conn(&path) {
+            Err(e) if dbfile::is_corrupt(&e) => return Err(damaged(Damage(e.to_string()))),
+            other => other?,
+        };
+        dbfile::quick_check(&conn)?.map_err(damaged)?;
         migrate(&mut conn)?;
         let snapshot = load_snapshot(&conn)?;
+        if !marker.exists() {
+            std::fs::write(&marker, MARKER_TEXT).map_err(dir_err)?;
+        }
         let store = Store {
             path,
             readers: Mutex::new(Vec::new()),
@@ -301,9 +472,17 @@ impl Store {
         Ok((store, snapshot))
     }
 
-    /// Start the writer thread. `hook` sees every commit's outcomes in order.
-    pub fn start_writer(&self, mut hook: CommitHook) -> Result<(), StoreError> {
+    /// Start the writer thread. `hook` sees every commit's outcomes in order. `max_pages` caps
+    /// the database's size (SQLite `max_page_count`; see [`super::ServerConfig::max_db_pages`]).
+    pub fn start_writer(
+        &self,
+        mut hook: CommitHook,
+        max_pages: Option<u32>,
+    ) -> Result<(), StoreError> {
         let mut conn = open_conn(&self.path)?;
+        if let Some(pages) = max_pages {
+            conn.pragma_update(None, "max_page_count", pages)?;
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("natter-writer".into())
@@ -401,14 +580,53 @@ pub fn token_user(
     .optional()
 }
 
-/// The id and password hash of a user by (case-insensitive) name.
+/// Device tokens remembered per user; signing in on more devices forgets the oldest.
+const MAX_DEVICES_PER_USER: i64 = 32;
+
+/// Whether `hash` is a device token given to `user`.
+pub fn is_known_device(
+    conn: &Connection,
+    user: UserId,
+    hash: &TokenHash,
+) -> Result<bool, rusqlite::Error> {
+    conn.query_row(
+        "SELECT 1 FROM devices WHERE hash = ?1 AND user_id = ?2",
+        params![&hash[..], user],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+}
+
+fn add_device(
+    tx: &Connection,
+    user: UserId,
+    hash: &TokenHash,
+    now: Millis,
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT OR IGNORE INTO devices (hash, user_id, created_at) VALUES (?1, ?2, ?3)",
+        params![&hash[..], user, now],
+    )?;
+    tx.execute(
+        "DELETE FROM devices WHERE user_id = ?1 AND hash NOT IN \
+         (SELECT hash FROM devices WHERE user_id = ?1 ORDER BY created_at DESC LIMIT ?2)",
+        params![user, MAX_DEVICES_PER_USER],
+    )?;
+    Ok(())
+}
+
+/// The id and password hash of a user by name, in any spelling of it.
 pub fn credentials(
     conn: &Connection,
     username: &str,
 ) -> Result<Option<(UserId, String)>, rusqlite::Error> {
+    let Some(id) = find_name(conn, Names::Users, username)? else {
+        return Ok(None);
+    };
     conn.query_row(
-        "SELECT id, password_hash FROM users WHERE name_key = ?1",
-        params![name_key(username)],
+        "SELECT id, password_hash FROM users WHERE id = ?1",
+        params![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
@@ -493,17 +711,13 @@ pub fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::
 
 fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, StoreError>> {
     let mut results = Vec::with_capacity(jobs.len());
-    let tx = match conn.transaction() {
+    let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "cannot begin transaction");
-            return jobs
-                .iter()
-                .map(|_| Err(StoreError::Db(clone_err(&e))))
-                .collect();
+            return fail_all(jobs, Arc::new(e));
         }
     };
-    let mut tx = tx;
     for job in jobs {
         let result = match tx.savepoint() {
             Ok(sp) => {
@@ -511,29 +725,43 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
                 if r.is_ok() {
                     match sp.commit() {
                         Ok(()) => r,
-                        Err(e) => Err(StoreError::Db(e)),
+                        Err(e) => Err(e.into()),
                     }
                 } else {
                     // Dropping the savepoint rolls back only this write.
                     r
                 }
             }
-            Err(e) => Err(StoreError::Db(e)),
+            Err(e) => Err(e.into()),
         };
+        // On some errors (a full disk, I/O) SQLite rolls the whole transaction back by itself:
+        // every write of the batch is undone, whatever it returned, and the cause is that error
+        // (not the "no transaction is active" a commit would then report).
+        if tx.is_autocommit() {
+            let cause = match result {
+                Err(StoreError::Db(e)) => e,
+                other => Arc::new(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some(format!("the transaction was rolled back ({other:?})")),
+                )),
+            };
+            tracing::error!(error = %cause, "SQLite rolled the batch back; every write of it failed");
+            return fail_all(jobs, cause);
+        }
         results.push(result);
     }
     if let Err(e) = tx.commit() {
         tracing::error!(error = %e, "commit failed; the whole batch is reported as failed");
-        return jobs
-            .iter()
-            .map(|_| Err(StoreError::Db(clone_err(&e))))
-            .collect();
+        return fail_all(jobs, Arc::new(e));
     }
     results
 }
 
-fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
-    rusqlite::Error::InvalidParameterName(e.to_string())
+/// The same failure, kept whole, for every write of a batch.
+fn fail_all(jobs: &[Job], e: Arc<rusqlite::Error>) -> Vec<Result<WriteOutcome, StoreError>> {
+    jobs.iter()
+        .map(|_| Err(StoreError::Db(e.clone())))
+        .collect()
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -594,11 +822,22 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             password_hash,
             token_hash,
             expires_at,
+            device_hash,
         } => {
+            let name = Name::of_stored(username);
+            refuse_clash(tx, Names::Users, &name)?;
             let inserted = tx.execute(
-                "INSERT INTO users (username, name_key, display_name, avatar, password_hash, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![username, name_key(username), display_name, avatar, password_hash, now],
+                "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, avatar, \
+                 password_hash, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    username,
+                    name.key,
+                    name.skeleton,
+                    display_name,
+                    avatar,
+                    password_hash,
+                    now
+                ],
             );
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -619,6 +858,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&token_hash[..], id, now, expires_at],
             )?;
+            add_device(tx, id, device_hash, now)?;
             Ok(WriteOutcome::Registered(UserRow {
                 id,
                 user: User {
@@ -632,11 +872,15 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             user,
             token_hash,
             expires_at,
+            device_hash,
         } => {
             tx.execute(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&token_hash[..], user, now, expires_at],
             )?;
+            if let Some(device_hash) = device_hash {
+                add_device(tx, *user, device_hash, now)?;
+            }
             Ok(WriteOutcome::LoggedIn)
         }
         WriteOp::Logout { token_hash } => {
@@ -649,9 +893,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             })
         }
         WriteOp::CreateRoom { user, name } => {
+            let keys = Name::of_stored(name);
+            refuse_clash(tx, Names::Rooms, &keys)?;
             let inserted = tx.execute(
-                "INSERT INTO conversations (kind, name, name_key, created_at) VALUES ('room', ?1, ?2, ?3)",
-                params![name, name_key(name), now],
+                "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at) \
+                 VALUES ('room', ?1, ?2, ?2, ?3, ?4)",
+                params![name, keys.key, keys.skeleton, now],
             );
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -674,13 +921,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             })
         }
         WriteOp::Join { user, room } => {
-            let conv: Option<ConvId> = tx
-                .query_row(
-                    "SELECT id FROM conversations WHERE kind = 'room' AND name_key = ?1",
-                    params![name_key(room)],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let conv = find_name(tx, Names::Rooms, room)?;
             let conv =
                 conv.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
             let n = tx.execute(
@@ -757,13 +998,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     *conv
                 }
                 (None, Some(to)) => {
-                    let peer: Option<UserId> = tx
-                        .query_row(
-                            "SELECT id FROM users WHERE name_key = ?1",
-                            params![name_key(to)],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
+                    let peer = find_name(tx, Names::Users, to)?;
                     let peer = peer
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
                     if peer == *user {
@@ -874,15 +1109,18 @@ mod tests {
 
     /// A store whose hook only answers HTTP-style origins (no hub).
     fn open(dir: &Path) -> std::sync::Arc<Store> {
-        let (store, _) = Store::open(dir).unwrap();
+        let (store, _) = Store::open(dir, false).unwrap();
         store
-            .start_writer(Box::new(|batch| {
-                for (origin, result) in batch {
-                    if let Origin::Reply(tx) = origin {
-                        let _ = tx.send(result);
+            .start_writer(
+                Box::new(|batch| {
+                    for (origin, result) in batch {
+                        if let Origin::Reply(tx) = origin {
+                            let _ = tx.send(result);
+                        }
                     }
-                }
-            }))
+                }),
+                None,
+            )
             .unwrap();
         std::sync::Arc::new(store)
     }
@@ -895,6 +1133,7 @@ mod tests {
             password_hash: "x".into(),
             token_hash: crate::server::auth::new_token().1,
             expires_at: now_ms() + 1_000,
+            device_hash: crate::server::auth::new_token().1,
         };
         match store.write(op).await.unwrap() {
             WriteOutcome::Registered(row) => row.id,
@@ -1100,7 +1339,7 @@ mod tests {
         ));
         store.shutdown();
         // Everything survives a reopen: the snapshot has the DM with both members.
-        let (_, snapshot) = Store::open(dir.path()).unwrap();
+        let (_, snapshot) = Store::open(dir.path(), false).unwrap();
         let dm_row = snapshot.convs.iter().find(|c| c.id == dm).unwrap();
         assert_eq!(dm_row.kind, ConvKind::Dm);
         assert_eq!(dm_row.last_seq, 2);

@@ -5,6 +5,8 @@
 //! Use it from a test file with `mod support;`. Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -55,6 +57,8 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         let mut config = ServerConfig::new(dir.path());
+        // Tests create many accounts from 127.0.0.1; tests of the limit set it low again.
+        config.registrations_per_ip = 10_000;
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -130,6 +134,12 @@ impl TestServer {
             .expect("ws connect");
         c.expect_hello().await;
         c
+    }
+
+    /// Register `name` and connect as them (hello read).
+    pub async fn user(&self, name: &str) -> WsClient {
+        let session = self.register(name).await;
+        self.connect(&session.token).await
     }
 
     /// Ask the server to shut down and wait for `run` to return.
@@ -428,9 +438,69 @@ impl WsClient {
     }
 }
 
+/// Overwrites the page in the middle of the (closed) SQLite database at `path` with garbage and
+/// returns its number; checks through SQLite that the file is now really damaged. The WAL is
+/// checkpointed into the file first, so the page holds data rather than a stale copy.
+pub fn damage_middle_page(path: &std::path::Path) -> u64 {
+    let page_size: u64 = {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        db.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
+    };
+    let len = std::fs::metadata(path).unwrap().len();
+    let page = len / page_size / 2;
+    let mut bytes = std::fs::read(path).unwrap();
+    let start = (page * page_size) as usize;
+    for (i, b) in bytes[start..start + page_size as usize]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    std::fs::write(path, bytes).unwrap();
+    let check: String = rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .unwrap_or_else(|e| e.to_string());
+    assert_ne!(check, "ok", "the damage must be real");
+    page + 1
+}
+
+/// The SQLite files of a data or profile directory: the database, then its WAL and shared memory.
+pub fn db_files(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    ["natter.db", "natter.db-wal", "natter.db-shm"].map(|f| dir.join(f))
+}
+
+/// Asserts that `dir` is 0700 and that its database files, each that exists, are 0600.
+#[cfg(unix)]
+pub fn assert_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    for f in db_files(dir).iter().filter(|f| f.exists()) {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+}
+
+/// Makes `dir` 0755 and its existing database files 0644, as an older version left them.
+#[cfg(unix)]
+pub fn loosen(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in db_files(dir).iter().filter(|f| f.exists()) {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
 /// Resident set size of this process in KiB (Linux), for memory-bound checks.
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_rss_kib("self")
+}
+
+/// Resident set size in KiB of the process `/proc/<proc>` (a pid, or `self`).
+pub fn proc_rss_kib(proc: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{proc}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -453,6 +523,24 @@ impl ServerProcess {
     /// Start the binary on 127.0.0.1:0 over `data_dir` with `extra` flags, and read the bound
     /// address from its banner line.
     pub async fn spawn(bin: &str, data_dir: &std::path::Path, extra: &[&str]) -> ServerProcess {
+        Self::spawn_with(bin, data_dir, extra, std::process::Stdio::inherit()).await
+    }
+
+    /// As [`ServerProcess::spawn`], with the log (stderr) piped: read it from `child.stderr`.
+    pub async fn spawn_logged(
+        bin: &str,
+        data_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> ServerProcess {
+        Self::spawn_with(bin, data_dir, extra, std::process::Stdio::piped()).await
+    }
+
+    async fn spawn_with(
+        bin: &str,
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        stderr: std::process::Stdio,
+    ) -> ServerProcess {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -460,7 +548,7 @@ impl ServerProcess {
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn natter-server");

@@ -75,6 +75,7 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   set_muted: () => api.setMuted(1, true),
   get_settings: () => api.getSettings(),
   set_settings: () => api.setSettings(defaultSettings()),
+  repair_store: () => api.repairStore(),
 };
 
 describe("api.ts follows docs/ipc.md", () => {
@@ -139,6 +140,11 @@ describe("api.ts follows docs/ipc.md", () => {
     });
     await expect(api.rooms()).rejects.toEqual({ code: "internal", message: "plain string" });
     expect(toCommandError({ code: "made_up", message: "x" })).toEqual({ code: "internal", message: "x" });
+    expect(toCommandError({ code: "toString", message: "x" })).toEqual({ code: "internal", message: "x" });
+    // Every documented code survives, the newer ones too.
+    for (const code of ["rate_limited", "storage_full", "store_corrupt"]) {
+      expect(toCommandError({ code, message: "x" })).toEqual({ code, message: "x" });
+    }
     expect(toCommandError(null)).toEqual({ code: "internal", message: "null" });
   });
 });

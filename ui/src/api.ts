@@ -9,6 +9,7 @@ import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
   AppState,
   CommandError,
+  CommandErrorCode,
   ConnectionState,
   ConversationSummary,
   LocalMessage,
@@ -18,25 +19,31 @@ import type {
   RoomInfo,
   SearchHit,
   Settings,
+  StoreRepair,
   TypingEvent,
 } from "./types";
 
-const ERROR_CODES = new Set([
-  "offline",
-  "unauthorized",
-  "invalid",
-  "not_found",
-  "forbidden",
-  "conflict",
-  "server",
-  "internal",
-]);
+/** Every code of docs/ipc.md. A record over the generated type, so a code the Rust side adds
+ * without one here fails the type check instead of turning into `internal`. */
+const ERROR_CODES: Record<CommandErrorCode, true> = {
+  offline: true,
+  unauthorized: true,
+  invalid: true,
+  not_found: true,
+  forbidden: true,
+  conflict: true,
+  rate_limited: true,
+  server: true,
+  internal: true,
+  storage_full: true,
+  store_corrupt: true,
+};
 
 /** Normalises whatever a rejected command gives us into a `CommandError`. */
 export function toCommandError(e: unknown): CommandError {
   if (e && typeof e === "object") {
     const o = e as Record<string, unknown>;
-    if (typeof o.code === "string" && ERROR_CODES.has(o.code)) {
+    if (typeof o.code === "string" && Object.prototype.hasOwnProperty.call(ERROR_CODES, o.code)) {
       return {
         code: o.code as CommandError["code"],
         message: typeof o.message === "string" ? o.message : String(o.code),
@@ -90,6 +97,7 @@ export const api = {
   setMuted: (conv: number, muted: boolean) => call<void>("set_muted", { conv, muted }),
   getSettings: () => call<Settings>("get_settings"),
   setSettings: (settings: Settings) => call<Settings>("set_settings", { settings }),
+  repairStore: () => call<StoreRepair>("repair_store"),
 };
 
 /** Payload of each event the Rust side emits. */

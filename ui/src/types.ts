@@ -17,6 +17,7 @@ export type { ConnectionState } from "./bindings/ConnectionState";
 export type { SearchHit } from "./bindings/SearchHit";
 
 export type { AppState } from "./bindings/AppState";
+export type { StoreRepair } from "./bindings/StoreRepair";
 export type { Settings } from "./bindings/Settings";
 export type { Hosting } from "./bindings/Hosting";
 export type { Phase } from "./bindings/Phase";

@@ -3,4 +3,9 @@
 /**
  * `POST /api/login` body.
  */
-export type LoginRequest = { username: string, password: string, };
+export type LoginRequest = { username: string, password: string, 
+/**
+ * The `device_token` an earlier successful sign-in of this user on this device returned:
+ * such a sign-in is exempt from the per-address and per-account sign-in limits.
+ */
+device_token?: string, };

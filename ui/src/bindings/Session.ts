@@ -4,4 +4,9 @@ import type { User } from "./User";
 /**
  * Successful `register` or `login`: a bearer token for the `Authorization` header.
  */
-export type Session = { token: string, user: User, expires_at: number, };
+export type Session = { token: string, user: User, expires_at: number, 
+/**
+ * Marks this device as known to this user's account: keep it (also after signing out) and
+ * send it with later logins of the same user. Absent from servers before it existed.
+ */
+device_token?: string, };

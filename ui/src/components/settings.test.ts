@@ -60,4 +60,33 @@ describe("settings", () => {
     expect(fake.calls).toContainEqual({ cmd: "leave_room", args: { conv: general.id } });
     expect(screen.getByTestId("no-conversation")).toBeInTheDocument();
   });
+
+  it("repairs a damaged local store from Settings and says what it did, in either language", async () => {
+    const fake = teamFake();
+    fake.storeDamaged = true;
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("settings-open"));
+    await user.click(screen.getByTestId("settings-repair"));
+    expect(await screen.findByTestId("toast")).toHaveTextContent("rebuilt from the server");
+    expect(fake.calls.filter((c) => c.cmd === "repair_store")).toHaveLength(1);
+
+    // A sound store: nothing done, and said so (here in Chinese).
+    await user.selectOptions(screen.getByTestId("settings-language"), "zh-CN");
+    await user.click(screen.getByTestId("settings-repair"));
+    await waitFor(() => expect(screen.getByTestId("toast")).toHaveTextContent("本地存储完好"));
+    expect(fake.calls.filter((c) => c.cmd === "repair_store")).toHaveLength(2);
+  });
+
+  it("names a full disk and a damaged store in words, not codes", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice"]);
+    fake.state.last_conversation = general.id;
+    await renderApp();
+    const store = (await import("../lib/store.svelte")).store;
+    store.showError({ code: "storage_full", message: "the server's storage is full" });
+    expect(await screen.findByTestId("toast")).toHaveTextContent("A disk is full");
+    store.showError({ code: "store_corrupt", message: "the local store is damaged" });
+    await waitFor(() => expect(screen.getByTestId("toast")).toHaveTextContent("Repair local store"));
+  });
 });

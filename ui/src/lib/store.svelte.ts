@@ -313,6 +313,16 @@ export class Store {
     // Signing out on purpose is not something to explain on the sign-in screen.
     this.signedOutReason = null;
   }
+  /** Rebuilds a damaged local store from the server (Settings) and says what happened. */
+  async repairStore(): Promise<void> {
+    try {
+      const done = await api.repairStore();
+      await this.applyAppState(done.app);
+      this.showToast(t(done.repaired ? "settings.repaired" : "settings.repairNotNeeded"));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
   /** Leaves signed-out for setup again, keeping the rest of the state (Rust keeps no server). */
   changeServer(): void {
     if (this.app) this.app = { ...this.app, phase: "setup" };

@@ -55,6 +55,8 @@ export class FakeBackend {
   convs: Conv[] = [];
   readonly marker = MOCK_MARKER;
   calls: { cmd: string; args: Record<string, unknown> }[] = [];
+  /** Whether the local store is damaged: `repair_store` rebuilds it (and clears this). */
+  storeDamaged = false;
   /**
    * When set, acts like an offline client: `send` leaves messages pending instead of acking
    * them, and `users` (which needs the server) fails with `offline`.
@@ -308,6 +310,11 @@ export class FakeBackend {
       case "set_settings":
         this.state.settings = args.settings as Settings;
         return this.state.settings;
+      case "repair_store": {
+        const repaired = this.storeDamaged;
+        this.storeDamaged = false;
+        return { repaired, app: this.state };
+      }
       default:
         return fail("internal", `unknown command ${cmd}`);
     }
