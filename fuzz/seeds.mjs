@@ -8,8 +8,6 @@
 //   client_frames/  server frames, one per line, after the document's `hello` example
 //   http_bodies/    a route byte (0 register, 1 login, 2 logout) and the request body (for
 //                   logout, the Authorization header value)
-// A frame is a server frame when its type is `ok` or `error` or it has no `id` (a push), as the
-// document defines them; otherwise it is a client request.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -43,29 +41,28 @@ function oneLine(raw) {
   try { return JSON.stringify(JSON.parse(raw)); } catch { return raw.replace(/\s*\n\s*/g, " "); }
 }
 
-const blocks = [...readFileSync(doc, "utf8").matchAll(/```(\w*)\n([\s\S]*?)```/g)]
-  .map(([, lang, body]) => ({ lang, body }));
+// Each ```json block carries its kind after the language (docs/protocol.md, "Examples in this
+// document"): `client`, `server`, or an HTTP body type such as `RegisterRequest`. Fences start a
+// line (list items indent them); a fence quoted inside a sentence is not one.
+const blocks = [...readFileSync(doc, "utf8").matchAll(/^[ \t]*```(\w*)[ \t]*([^\n]*)\n([\s\S]*?)^[ \t]*```/gm)]
+  .map(([, lang, tag, body]) => ({ lang, tag: tag.trim(), body }));
+const BODY_ROUTES = { RegisterRequest: 0, LoginRequest: 1 };
 const clientFrames = [], serverFrames = [], http = [];
-for (const { lang, body } of blocks) {
-  const request = body.match(/^(?:POST|GET) (\/\S+)/);
+for (const { lang, tag, body } of blocks) {
   if (lang === "http") {
+    const request = body.match(/^(?:POST|GET) (\/\S+)/);
     const auth = body.match(/^Authorization: (.*)$/m);
-    if (request && request[1] === "/api/logout" && auth) http.push([2, auth[1]]);
+    if (request && request[1] === ROUTES[2] && auth) http.push([2, auth[1]]);
     continue;
   }
   if (lang !== "json") continue;
-  if (request) {
-    const route = ROUTES.indexOf(request[1]);
-    for (const o of objects(body)) if (route >= 0) http.push([route, o]);
-    continue;
-  }
-  if (/^\d{3} /.test(body)) continue; // an HTTP response
   for (const raw of objects(body)) {
     let frame;
     try { frame = JSON.parse(raw); } catch { frame = {}; }
     const line = oneLine(raw);
-    if (frame.type === "ok" || frame.type === "error" || !("id" in frame)) serverFrames.push([frame.type, line]);
-    else clientFrames.push([frame.type, line]);
+    if (tag === "client") clientFrames.push([frame.type, line]);
+    else if (tag === "server") serverFrames.push([frame.type, line]);
+    else if (tag in BODY_ROUTES) http.push([BODY_ROUTES[tag], line]);
   }
 }
 
