@@ -28,6 +28,7 @@ fn session() -> Session {
             avatar: "owl".into(),
         },
         expires_at: i64::MAX,
+        device_token: None,
     }
 }
 
