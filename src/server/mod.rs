@@ -276,25 +276,33 @@ impl Shared {
     }
 }
 
-fn load_tls(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
-    use std::io::BufReader;
-    let open = |p: &PathBuf| {
-        std::fs::File::open(p)
-            .map(BufReader::new)
-            .map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))
+/// A PEM file's problem as the operator should read it: the path, then what is wrong.
+fn pem_error(path: &std::path::Path, what: &str, e: rustls::pki_types::pem::Error) -> ServerError {
+    use rustls::pki_types::pem::Error;
+    let why = match e {
+        Error::NoItemsFound => format!("no {what} found"),
+        Error::Io(e) => e.to_string(),
+        other => format!("not a valid PEM {what}: {other}"),
     };
-    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    ServerError::Tls(format!("{}: {why}", path.display()))
+}
+
+fn load_tls(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    // PEM parsing from rustls' own pki-types (rustls-pemfile is unmaintained, RUSTSEC-2025-0134).
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(&tls.cert, "certificate", e))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate found",
-            tls.cert.display()
-        )));
+        return Err(pem_error(
+            &tls.cert,
+            "certificate",
+            rustls::pki_types::pem::Error::NoItemsFound,
+        ));
     }
-    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?
-        .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", tls.key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| pem_error(&tls.key, "private key", e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -447,5 +455,100 @@ async fn serve_http<I>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(shared.config.shutdown_grace, conn).await;
         }
+    }
+}
+
+/// The server without a listener, for the fuzz targets in `fuzz/`: the same state [`run`]
+/// starts (real store, hub and writer) and the same path each accepted connection takes (hyper
+/// HTTP/1, the router, the WebSocket upgrade, the socket handler), served over any byte stream,
+/// such as one end of a `tokio::io::duplex` pipe. Not a stable API: it exists so the fuzzers
+/// drive the real code in memory, without TCP.
+#[doc(hidden)]
+pub struct InMemoryServer {
+    shared: Arc<Shared>,
+    router: axum::Router,
+}
+
+#[doc(hidden)]
+impl InMemoryServer {
+    /// Open the store in `config.data_dir` and start the hub and the writer. Call it inside a
+    /// Tokio runtime.
+    pub fn start(config: ServerConfig) -> Result<InMemoryServer, ServerError> {
+        let shared = Shared::start(config)?;
+        let router = http::router(shared.clone());
+        Ok(InMemoryServer { shared, router })
+    }
+
+    /// Serve one connection from `peer`, as [`run`] serves an accepted one. Returns when its
+    /// HTTP part ends; an upgraded socket goes on in a task of its own.
+    pub async fn serve<I>(&self, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let _guard = self.shared.track();
+        let stop = self.shared.stopping.subscribe();
+        serve_http(io, peer, self.router.clone(), &self.shared, stop).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operator reads these at startup: each names the file and what is wrong with it.
+    #[test]
+    fn tls_pem_problems_name_the_file_and_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(path("cert.pem"), generated.cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), generated.signing_key.serialize_pem()).unwrap();
+        std::fs::write(path("empty.pem"), "").unwrap();
+        std::fs::write(
+            path("garbled.pem"),
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let load = |cert: &str, key: &str| {
+            load_tls(&TlsConfig {
+                cert: path(cert),
+                key: path(key),
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(load("cert.pem", "key.pem"), Ok(()));
+        let expect = |result: Result<(), String>, file: &str, what: &str| {
+            let e = result.unwrap_err();
+            assert!(
+                e.contains(&path(file).display().to_string()) && e.contains(what),
+                "{e:?} should name {file} and say {what:?}"
+            );
+        };
+        expect(
+            load("empty.pem", "key.pem"),
+            "empty.pem",
+            "no certificate found",
+        );
+        expect(
+            load("cert.pem", "cert.pem"),
+            "cert.pem",
+            "no private key found",
+        );
+        expect(
+            load("cert.pem", "empty.pem"),
+            "empty.pem",
+            "no private key found",
+        );
+        expect(
+            load("missing.pem", "key.pem"),
+            "missing.pem",
+            "No such file",
+        );
+        expect(
+            load("garbled.pem", "key.pem"),
+            "garbled.pem",
+            "not a valid PEM certificate",
+        );
     }
 }
