@@ -2,12 +2,14 @@
 //! connection, one frame per line, to a real `natter::client::Client` (real local SQLite store in
 //! a fresh profile) that connected over TCP on 127.0.0.1 to a fake server run here. Fails on a
 //! panic, a client that stops reading (no pong to a ping sent after the input within `HANG`), a
-//! client that does not shut down, or a local store it can no longer read.
+//! client that does not shut down, or a local store it can no longer read (before shutdown, and
+//! reopened from its file after).
 #![no_main]
 
 use futures_util::{SinkExt, StreamExt};
 use libfuzzer_sys::fuzz_target;
-use natter::client::{Client, ClientConfig};
+use natter::client::store::Store;
+use natter::client::{Client, ClientConfig, STORE_FILE};
 use natter::protocol::{Session, User, SUBPROTOCOL};
 use natter_fuzz::{frames, runtime, HANG};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -82,11 +84,17 @@ fuzz_target!(|data: &[u8]| {
         tokio::time::timeout(HANG, async { tokio::join!(send, read) })
             .await
             .expect("the client read the input within HANG");
+        if let Err(e) = client.conversations() {
+            panic!("the client cannot read its own store after this input: {e}");
+        }
         tokio::time::timeout(HANG, client.shutdown())
             .await
             .expect("the client shut down in time");
-        if let Err(e) = client.conversations() {
-            panic!("the client cannot read its own store after this input: {e}");
+        // Shutdown closes the store; the file it leaves must open again, checked and sound.
+        let reopened = Store::open(&profile.path().join(STORE_FILE))
+            .unwrap_or_else(|e| panic!("the store does not reopen after this input: {e}"));
+        if let Err(e) = reopened.conversations("alice") {
+            panic!("the reopened store cannot be read after this input: {e}");
         }
     });
 });
