@@ -592,7 +592,7 @@ impl Session {
         match self.admit() {
             Ok(()) => {}
             Err(0) => {
-                let (id, _, _) = diagnose_id(text);
+                let id = request_id(text);
                 let frame = encode(&ServerFrame::Error {
                     id,
                     code: ErrorCode::RateLimited,
@@ -759,16 +759,12 @@ impl Session {
 }
 
 /// Just the request id of a frame, for answering one that is rate limited.
-fn diagnose_id(text: &str) -> (Option<u64>, (), ()) {
+fn request_id(text: &str) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct IdOnly {
         id: Option<u64>,
     }
-    (
-        serde_json::from_str::<IdOnly>(text).ok().and_then(|p| p.id),
-        (),
-        (),
-    )
+    serde_json::from_str::<IdOnly>(text).ok().and_then(|p| p.id)
 }
 
 /// Replay what the client missed, page by page, then answer `synced`; answer `cancelled`
