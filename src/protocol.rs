@@ -220,6 +220,70 @@ pub struct Unread {
     pub last_read: Seq,
 }
 
+/// Where a message goes: a conversation the sender is in, or a user (a direct message, created
+/// on its first message). On the wire it is one field of the `send` frame, `"conv": 5` or
+/// `"to": "bob"`; a frame with both or neither is refused.
+#[derive(Debug, Clone, PartialEq, Eq, TS)]
+#[ts(export)]
+pub enum Target {
+    #[ts(rename = "conv")]
+    Conv(#[ts(type = "number")] ConvId),
+    #[ts(rename = "to")]
+    To(String),
+}
+
+impl Target {
+    /// The one rule for the two optional fields: exactly one of them.
+    pub fn from_fields(conv: Option<ConvId>, to: Option<String>) -> Result<Target, &'static str> {
+        match (conv, to) {
+            (Some(conv), None) => Ok(Target::Conv(conv)),
+            (None, Some(to)) => Ok(Target::To(to)),
+            _ => Err("send needs exactly one of `conv` and `to`"),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self {
+            Target::Conv(conv) => map.serialize_entry("conv", conv)?,
+            Target::To(to) => map.serialize_entry("to", to)?,
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Target;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`conv` or `to`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Target, A::Error> {
+                let (mut conv, mut to) = (None, None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*key {
+                        "conv" => conv = map.next_value::<Option<ConvId>>()?,
+                        "to" => to = map.next_value::<Option<String>>()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Target::from_fields(conv, to).map_err(serde::de::Error::custom)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 /// Frames a client sends. Each carries a client-chosen `id` that the answer echoes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -247,12 +311,10 @@ pub enum ClientFrame {
     Send {
         #[ts(type = "number")]
         id: u64,
-        #[serde(default)]
-        #[ts(type = "number | null", optional)]
-        conv: Option<ConvId>,
-        #[serde(default)]
-        #[ts(optional)]
-        to: Option<String>,
+        /// Where it goes: `"conv": 5` or `"to": "bob"`, exactly one of the two.
+        #[serde(flatten)]
+        #[ts(flatten)]
+        target: Target,
         /// Idempotency key: a retry with the same key returns the original ack.
         client_msg_id: Uuid,
         text: String,
@@ -351,21 +413,32 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 impl ClientFrame {
-    /// Every `type` a client frame may have, as it is spelled on the wire.
-    pub const TYPES: &'static [&'static str] = &[
-        "auth",
-        "sync",
-        "send",
-        "history",
-        "rooms",
-        "create_room",
-        "join",
-        "leave",
-        "members",
-        "users",
-        "read",
-        "typing",
-    ];
+    /// The frame types, in declaration order: serde's own list of the enum's variants, captured
+    /// from the error it raises for an unknown one (so it cannot drift from the enum).
+    pub fn types() -> &'static [&'static str] {
+        use serde::de::value::MapDeserializer;
+        #[derive(Debug)]
+        struct Expected(&'static [&'static str]);
+        impl std::fmt::Display for Expected {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("variants")
+            }
+        }
+        impl std::error::Error for Expected {}
+        impl serde::de::Error for Expected {
+            fn custom<T: std::fmt::Display>(_: T) -> Self {
+                Expected(&[])
+            }
+            fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+                Expected(expected)
+            }
+        }
+        let probe = MapDeserializer::<_, Expected>::new(std::iter::once(("type", "")));
+        match ClientFrame::deserialize(probe) {
+            Err(Expected(types)) => types,
+            Ok(_) => &[],
+        }
+    }
 
     /// Parse a text frame, or say precisely what is wrong with it: not JSON, not an object,
     /// `type` missing or not a string, a `type` naming no frame, or a field of a known frame
@@ -398,13 +471,13 @@ impl ClientFrame {
                 id,
                 format!("missing `type`: every frame needs one, {naming}"),
             )),
-            Some(serde_json::Value::String(t)) if !Self::TYPES.contains(&t.as_str()) => {
+            Some(serde_json::Value::String(t)) if !Self::types().contains(&t.as_str()) => {
                 Err(FrameError {
                     id,
                     code: ErrorCode::UnknownType,
                     message: format!(
                         "unknown frame type `{t}`; the types are {}",
-                        Self::TYPES.join(", ")
+                        Self::types().join(", ")
                     ),
                 })
             }
@@ -677,8 +750,7 @@ mod tests {
         assert!(matches!(
             send,
             ClientFrame::Send {
-                conv: Some(1),
-                to: None,
+                target: Target::Conv(1),
                 ..
             }
         ));
@@ -688,7 +760,7 @@ mod tests {
             "client_msg_id": "6f1c4a52-8f52-4a43-9b8e-0d4b1f7f6a10", "text": "hi"
         }))
         .unwrap();
-        assert!(matches!(dm, ClientFrame::Send { conv: None, to: Some(ref u), .. } if u == "bob"));
+        assert!(matches!(dm, ClientFrame::Send { target: Target::To(ref u), .. } if u == "bob"));
 
         let history: ClientFrame = serde_json::from_value(
             json!({"type": "history", "id": 9, "conv": 3, "before": 100, "limit": 50}),
@@ -771,15 +843,69 @@ mod tests {
         assert_eq!(err(r#"{"type":"rooms","id":"x"}"#).id, None);
     }
 
-    /// `ClientFrame::TYPES` is the enum's own list: serde names every variant it expects when
-    /// given an unknown one, and each listed type parses past the tag.
+    /// `ClientFrame::types()` is the enum's own list (serde's), complete and in order: each
+    /// listed type parses past the tag, and the count is the enum's.
     #[test]
-    fn frame_types_match_the_enum() {
-        let e = serde_json::from_str::<ClientFrame>(r#"{"type":"zzz"}"#).unwrap_err();
-        let text = e.to_string();
-        let expected = text.split("expected one of").nth(1).expect("variant list");
-        let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        assert_eq!(names, ClientFrame::TYPES);
+    fn frame_types_are_the_enums_own() {
+        let types = ClientFrame::types();
+        assert_eq!(types.first(), Some(&"auth"));
+        assert_eq!(types.last(), Some(&"typing"));
+        assert_eq!(types.len(), 12, "{types:?}");
+        for t in types {
+            let e = ClientFrame::parse(&format!(r#"{{"type":"{t}","id":1}}"#)).err();
+            assert!(
+                e.as_ref().is_none_or(|e| e.code != ErrorCode::UnknownType),
+                "{t}: {e:?}"
+            );
+        }
+    }
+
+    /// A send names exactly one target; both or neither is a bad request, with the rule named.
+    #[test]
+    fn a_send_target_is_exactly_one_of_conv_and_to() {
+        let cmid = "6b7e5f0a-1c2d-4e3f-8a9b-0c1d2e3f4a5b";
+        let send = |fields: &str| {
+            ClientFrame::parse(&format!(
+                r#"{{"type":"send","id":7,"client_msg_id":"{cmid}","text":"hi"{fields}}}"#
+            ))
+        };
+        let target = |frame: ClientFrame| match frame {
+            ClientFrame::Send { target, .. } => target,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(target(send(r#","conv":5"#).unwrap()), Target::Conv(5));
+        assert_eq!(
+            target(send(r#","to":"bob""#).unwrap()),
+            Target::To("bob".into())
+        );
+        assert_eq!(
+            target(send(r#","to":"bob","conv":null"#).unwrap()),
+            Target::To("bob".into())
+        );
+        for bad in [
+            r#","conv":5,"to":"bob""#,
+            "",
+            r#","conv":null"#,
+            r#","conv":"5""#,
+        ] {
+            let e = send(bad).unwrap_err();
+            assert_eq!((e.id, e.code), (Some(7), ErrorCode::BadRequest), "{bad}");
+            if !bad.contains("\"5\"") {
+                assert!(
+                    e.message.contains("exactly one of `conv` and `to`"),
+                    "{bad}: {e:?}"
+                );
+            }
+        }
+        let wire = serde_json::to_value(ClientFrame::Send {
+            id: 1,
+            target: Target::Conv(3),
+            client_msg_id: cmid.parse().unwrap(),
+            text: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(wire["conv"], 3);
+        assert!(wire.get("to").is_none());
     }
 
     /// The largest server frame the limit allows for is a real worst case: a full history page

@@ -390,8 +390,7 @@ async fn paging_through_ten_thousand_messages() {
         let id = ws.next_id();
         ws.send_frame(&ClientFrame::Send {
             id,
-            conv: Some(general),
-            to: None,
+            target: natter::protocol::Target::Conv(general),
             client_msg_id: Uuid::new_v4(),
             text: format!("message number {i}"),
         })

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use futures_util::StreamExt;
 use natter::protocol::{
     close, ApiError, ClientFrame, ErrorCode, Health, LoginRequest, RegisterRequest, Reply,
-    ServerFrame, Session,
+    ServerFrame, Session, Target,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -530,8 +530,7 @@ async fn post_many(a: &mut WsClient, conv: natter::protocol::ConvId, n: i64) {
             posted += 1;
             a.send_frame(&ClientFrame::Send {
                 id: *id,
-                conv: Some(conv),
-                to: None,
+                target: Target::Conv(conv),
                 client_msg_id: uuid::Uuid::new_v4(),
                 text: format!("m{posted}"),
             })

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use natter::protocol::{ClientFrame, ConvId, Message, Reply, ServerFrame};
+use natter::protocol::{ClientFrame, ConvId, Message, Reply, ServerFrame, Target};
 use support::{ServerProcess, TestServer, WsClient};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
@@ -81,8 +81,7 @@ async fn twenty_clients_five_rooms_thousand_messages_same_gapless_order() {
                 for k in 0..PER_CLIENT {
                     let frame = ClientFrame::Send {
                         id: k as u64 + 1000,
-                        conv: Some(my_rooms[k % 2]),
-                        to: None,
+                        target: Target::Conv(my_rooms[k % 2]),
                         client_msg_id: Uuid::new_v4(),
                         text: format!("client {i} message {k}"),
                     };
@@ -172,8 +171,7 @@ async fn same_client_msg_id_three_times_once_across_reconnect_is_one_message() {
         let id = a.next_id();
         a.send_frame(&ClientFrame::Send {
             id,
-            conv: Some(general),
-            to: None,
+            target: Target::Conv(general),
             client_msg_id: twin,
             text: "twin".into(),
         })
@@ -277,8 +275,7 @@ async fn send_until_killed(
             sent.push((cmid, text.clone()));
             let frame = ClientFrame::Send {
                 id: req,
-                conv: Some(conv),
-                to: None,
+                target: Target::Conv(conv),
                 client_msg_id: cmid,
                 text,
             };

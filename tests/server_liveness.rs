@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use natter::protocol::{close, ClientFrame, Reply, ServerFrame};
+use natter::protocol::{close, ClientFrame, Reply, ServerFrame, Target};
 use support::{ServerProcess, TestServer, WsClient};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -281,8 +281,7 @@ async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiv
             sent += 1;
             let frame = ClientFrame::Send {
                 id: sent as u64,
-                conv: Some(general),
-                to: None,
+                target: Target::Conv(general),
                 client_msg_id: Uuid::new_v4(),
                 text: text.clone(),
             };

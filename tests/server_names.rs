@@ -247,10 +247,10 @@ async fn a_database_from_before_the_rules_keeps_colliding_accounts() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = rusqlite::Connection::open(dir.path().join("natter.db")).unwrap();
-        db.execute_batch(include_str!("../src/server/migrations/0001_init.sql"))
+        db.execute_batch(include_str!("../src/server/store/migrations/0001_init.sql"))
             .unwrap();
         db.execute_batch(include_str!(
-            "../src/server/migrations/0002_unread_by_sender.sql"
+            "../src/server/store/migrations/0002_unread_by_sender.sql"
         ))
         .unwrap();
         db.pragma_update(None, "user_version", 2).unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 
-use natter::protocol::{close, ClientFrame, ConvSeq, ErrorCode, Reply, ServerFrame};
+use natter::protocol::{close, ClientFrame, ConvSeq, ErrorCode, Reply, ServerFrame, Target};
 use support::{handshake_status, TestServer, WsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -98,8 +98,7 @@ async fn third_user_cannot_read_page_resume_post_into_or_learn_of_a_dm() {
     not_found(
         c.request(|id| ClientFrame::Send {
             id,
-            conv: Some(dm),
-            to: None,
+            target: Target::Conv(dm),
             client_msg_id: Uuid::new_v4(),
             text: "let me in".into(),
         })
@@ -235,8 +234,7 @@ async fn nobody_posts_as_someone_else_and_a_left_room_is_closed_to_its_leaver() 
     forbidden(
         c.request(|id| ClientFrame::Send {
             id,
-            conv: Some(lobby),
-            to: None,
+            target: Target::Conv(lobby),
             client_msg_id: Uuid::new_v4(),
             text: "back".into(),
         })
@@ -359,15 +357,14 @@ async fn bad_frames_get_their_codes_while_bystanders_chat() {
             .0,
         ErrorCode::BadRequest
     );
-    let both = m
-        .request(|id| ClientFrame::Send {
-            id,
-            conv: Some(general),
-            to: Some("patient".into()),
-            client_msg_id: Uuid::new_v4(),
-            text: "x".into(),
-        })
-        .await;
+    // Both targets at once cannot be built as a ClientFrame: send the JSON.
+    let id = m.next_id();
+    m.send_raw(WsMessage::text(format!(
+        r#"{{"type":"send","id":{id},"conv":{general},"to":"patient","client_msg_id":"{}","text":"x"}}"#,
+        Uuid::new_v4()
+    )))
+    .await;
+    let both = m.answer(id).await;
     assert_eq!(both.unwrap_err().0, ErrorCode::BadRequest);
     // Names that cannot exist.
     let r = m
@@ -412,8 +409,7 @@ async fn bad_frames_get_their_codes_while_bystanders_chat() {
     'flood: for i in 0..2_000u64 {
         let frame = ClientFrame::Send {
             id: i + 1,
-            conv: Some(general),
-            to: None,
+            target: Target::Conv(general),
             client_msg_id: Uuid::new_v4(),
             text: format!("flood {i}"),
         };

@@ -598,7 +598,7 @@ mod tests {
             parsed,
             protocol::ClientFrame::Send {
                 id: 9,
-                conv: Some(3),
+                target: protocol::Target::Conv(3),
                 ..
             }
         ));
@@ -611,7 +611,7 @@ mod tests {
         let f = Kind::Natter.encode_send(&Dest::User("bob".into()), 10, "hi");
         let parsed: protocol::ClientFrame = serde_json::from_str(&f).unwrap();
         assert!(
-            matches!(parsed, protocol::ClientFrame::Send { to: Some(ref t), .. } if t == "bob")
+            matches!(parsed, protocol::ClientFrame::Send { target: protocol::Target::To(ref t), .. } if t == "bob")
         );
         let j: protocol::ClientFrame =
             serde_json::from_str(&Kind::Natter.encode_join("r1", "u1", 4)).unwrap();

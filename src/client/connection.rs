@@ -544,17 +544,12 @@ impl Actor {
         let store = &shared.store;
         if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() {
             match store.next_pending() {
-                Ok(Some(item)) => match item.local_id.parse() {
-                    Ok(client_msg_id) => {
+                Ok(Some(item)) => match (item.local_id.parse(), item.target()) {
+                    (Ok(client_msg_id), Some(target)) => {
                         let id = self.id();
                         let frame = ClientFrame::Send {
                             id,
-                            conv: item.conv,
-                            to: if item.conv.is_none() {
-                                item.to_user.clone()
-                            } else {
-                                None
-                            },
+                            target,
                             client_msg_id,
                             text: item.text.clone(),
                         };
@@ -568,9 +563,12 @@ impl Actor {
                         conn.outbox_in_flight = Some(Instant::now());
                         send(ws, &frame).await?;
                     }
-                    Err(_) => {
-                        let _ = store.mark_failed(&item.local_id, "corrupt message id");
-                        self.warn(format!("outbox entry {} has a corrupt id", item.local_id));
+                    _ => {
+                        let _ = store.mark_failed(&item.local_id, "corrupt outbox entry");
+                        self.warn(format!(
+                            "outbox entry {} has a corrupt id or no recipient",
+                            item.local_id
+                        ));
                     }
                 },
                 Ok(None) => {}

@@ -137,6 +137,16 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<LocalMessage> {
 
 const OUTBOX_COLS: &str = "local_id, conv, to_user, sender, text, created, state, error";
 
+impl OutboxItem {
+    /// Where the message goes: its conversation once known, else the user of a first DM.
+    pub fn target(&self) -> Option<crate::protocol::Target> {
+        use crate::protocol::Target;
+        self.conv
+            .map(Target::Conv)
+            .or_else(|| self.to_user.clone().map(Target::To))
+    }
+}
+
 fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxItem> {
     let state: String = row.get(6)?;
     Ok(OutboxItem {

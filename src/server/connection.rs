@@ -35,16 +35,17 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::names::{self, NameKind};
 use crate::protocol::{
-    close, is_valid_text, limits, ClientFrame, ConvSeq, ErrorCode, FrameError, Millis, Reply,
-    ServerFrame,
+    close, limits, ClientFrame, ErrorCode, FrameError, Millis, Reply, ServerFrame,
 };
 
-use super::auth::{hash_token, TokenHash};
-use super::hub::{answer, encode, ConnHandle, Kill};
+use super::auth::hash_token;
+use super::hub::{answer, encode, Answer, ConnHandle, Kill};
 use super::outbound::{Conn, Outbound, Outlet, PushError, WireFrame};
-use super::store::{self, now_ms, Origin, UserId, WriteOp};
+use super::service::accounts::{self, Authed};
+use super::service::presence::{self, ConnectError};
+use super::service::{messages, reads, rooms, Caller, ServiceError};
+use super::store::UserId;
 use super::Shared;
 
 /// Not a real close code: the peer vanished, so no close frame is sent.
@@ -65,14 +66,6 @@ fn socket_config() -> WebSocketConfig {
         .max_message_size(Some(limits::MAX_FRAME_BYTES))
         .max_frame_size(Some(limits::MAX_FRAME_BYTES))
 }
-/// A socket's identity once authenticated.
-#[derive(Debug, Clone, Copy)]
-pub struct Authed {
-    pub user: UserId,
-    pub token: TokenHash,
-    pub expires_at: Millis,
-}
-
 /// Live sockets per key (an address or a user), for the caps on them.
 pub struct Counts<K>(Mutex<HashMap<K, usize>>);
 
@@ -289,36 +282,15 @@ pub async fn serve<T>(
             }
         }
     };
-    let unread = match shared
-        .store
-        .read(move |c| store::unread(c, authed.user))
-        .await
-    {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read unread counts");
+    let conn = match presence::connect(&shared, &authed, out.clone(), kill).await {
+        Ok(conn) => conn,
+        Err(ConnectError::ShuttingDown) => return finish(ws, close::GOING_AWAY, grace).await,
+        Err(ConnectError::Service(e)) => {
+            tracing::error!(error = %e, "cannot register a socket");
             return finish(ws, close::INTERNAL, grace).await;
         }
     };
-    let Some(conn) = shared
-        .hub
-        .register(authed.user, authed.token, unread, out.clone(), kill)
-    else {
-        return finish(ws, close::GOING_AWAY, grace).await;
-    };
-    tracing::debug!(conn = conn.id, user = authed.user, "connection registered");
-    // A logout that committed after the upgrade checked the token, but before this socket was
-    // registered, found no socket to close: check again now that logout would find it.
-    let token = authed.token;
-    if !matches!(
-        shared
-            .store
-            .read(move |c| store::token_user(c, &token))
-            .await,
-        Ok(Some(_))
-    ) {
-        conn.kill.fire(close::UNAUTHORIZED);
-    }
+    tracing::debug!(conn = %conn.id, user = authed.user, "connection registered");
     let mut session = Session {
         shared: shared.clone(),
         conn: conn.clone(),
@@ -331,9 +303,9 @@ pub async fn serve<T>(
     if let Some(running) = session.replay_task.take() {
         running.task.abort();
     }
-    shared.hub.unregister(conn.id);
+    presence::disconnect(&shared, &conn);
     let code = conn.kill.code().unwrap_or(close::NORMAL);
-    tracing::debug!(conn = conn.id, code, "connection closed");
+    tracing::debug!(conn = %conn.id, code, "connection closed");
     finish(ws, code, grace).await
 }
 
@@ -377,14 +349,9 @@ where
         let Ok(ClientFrame::Auth { id, token }) = serde_json::from_str::<ClientFrame>(&text) else {
             return Err(close::POLICY);
         };
-        let hash = hash_token(&token);
-        let found = shared
-            .store
-            .read(move |c| store::token_user(c, &hash))
-            .await;
-        return match found {
-            Ok(Some((user, expires_at))) => {
-                let slots = match SocketSlots::take(shared, user, ip) {
+        return match accounts::check_token(shared, hash_token(&token)).await {
+            Ok(authed) => {
+                let slots = match SocketSlots::take(shared, authed.user, ip) {
                     Ok(slots) => slots,
                     Err(message) => {
                         let err = answer(id, Err((ErrorCode::RateLimited, message)));
@@ -393,22 +360,10 @@ where
                     }
                 };
                 send_now(ws, &answer(id, Ok(Reply::Authenticated))).await?;
-                let authed = Authed {
-                    user,
-                    token: hash,
-                    expires_at,
-                };
                 Ok((authed, slots))
             }
-            Ok(None) => {
-                let err = answer(
-                    id,
-                    Err((
-                        ErrorCode::Unauthorized,
-                        "invalid, expired or revoked token".into(),
-                    )),
-                );
-                let _ = send_now(ws, &err).await;
+            Err(e @ ServiceError::Refused { .. }) => {
+                let _ = send_now(ws, &answer(id, Err(e.to_client()))).await;
                 Err(close::UNAUTHORIZED)
             }
             Err(e) => {
@@ -433,13 +388,13 @@ async fn run<T>(
 {
     let kill = session.conn.kill.clone();
     let interval = shared.config.heartbeat_interval;
-    let silence_limit = (interval + shared.config.heartbeat_timeout).as_millis() as i64;
+    let silence_limit = interval + shared.config.heartbeat_timeout;
     // Check liveness several times per period so a silent peer is dropped close to the limit.
     let check = (interval.min(shared.config.heartbeat_timeout) / 4).max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(Instant::now() + check, check);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ping = Instant::now();
-    let mut last_heard = now_ms();
+    let mut last_heard = Instant::now();
     loop {
         if kill.code().is_some() {
             return;
@@ -449,12 +404,11 @@ async fn run<T>(
         let failed = tokio::select! {
             _ = kill.fired() => return,
             _ = ticker.tick() => {
-                let now = now_ms();
-                if now >= expires_at {
+                if shared.clock.now_ms() >= expires_at {
                     kill.fire(close::UNAUTHORIZED);
                     return;
                 }
-                if now - last_heard > silence_limit {
+                if last_heard.elapsed() > silence_limit {
                     kill.fire(close::HEARTBEAT_TIMEOUT);
                     return;
                 }
@@ -468,7 +422,7 @@ async fn run<T>(
                 }
             }
             msg = ws.next() => {
-                last_heard = now_ms();
+                last_heard = Instant::now();
                 let code = match msg {
                     Some(Ok(Message::Text(text))) => session.handle_text(&text).await,
                     Some(Ok(Message::Binary(_))) => Some(close::UNSUPPORTED_DATA),
@@ -531,7 +485,15 @@ struct RunningSync {
     cancel: oneshot::Sender<()>,
 }
 
-type Answer = Result<Reply, (ErrorCode, String)>;
+/// Whether a frame may be handled now ([`Session::admit`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Admitted,
+    /// Over the rate: answer `rate_limited`, keep the socket.
+    Limited,
+    /// Flooding: close with [`close::RATE_LIMITED`].
+    Flood,
+}
 
 impl Session {
     fn user(&self) -> UserId {
@@ -548,7 +510,7 @@ impl Session {
     }
 
     /// Whether the user may send another frame now. Keeps count of rejections for flood control.
-    fn admit(&mut self) -> Result<(), u16> {
+    fn admit(&mut self) -> Admission {
         let cfg = &self.shared.config;
         let rate = cfg.rate_limit_per_sec.max(1) as f64;
         let allowed = {
@@ -577,21 +539,21 @@ impl Session {
             (self.strikes - now.duration_since(self.strikes_at).as_secs_f64() * rate).max(0.0);
         self.strikes_at = now;
         if allowed {
-            return Ok(());
+            return Admission::Admitted;
         }
         self.strikes += 1.0;
         if self.strikes > cfg.flood_close_after as f64 {
-            Err(close::RATE_LIMITED)
+            Admission::Flood
         } else {
-            Err(0)
+            Admission::Limited
         }
     }
 
     /// Handle one text frame. Returns a close code when the connection must end.
     async fn handle_text(&mut self, text: &str) -> Option<u16> {
         match self.admit() {
-            Ok(()) => {}
-            Err(0) => {
+            Admission::Admitted => {}
+            Admission::Limited => {
                 let id = request_id(text);
                 let frame = encode(&ServerFrame::Error {
                     id,
@@ -600,7 +562,7 @@ impl Session {
                 });
                 return self.reply(frame);
             }
-            Err(code) => return Some(code),
+            Admission::Flood => return Some(close::RATE_LIMITED),
         }
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
@@ -616,145 +578,87 @@ impl Session {
         }
     }
 
-    /// Serve a request. None means the answer comes later (from the writer thread or replay).
+    /// Serve a request through its service. None means the answer comes later (from the
+    /// fan-out, once the write it asked for was committed and applied, or from the replay).
     async fn dispatch(&mut self, frame: ClientFrame) -> Option<Answer> {
-        let user = self.user();
+        let caller = Caller {
+            user: self.user(),
+            conn: self.conn.id,
+            req: frame.id(),
+        };
         let shared = self.shared.clone();
+        let shared = &*shared;
+        let later = |r: Result<(), ServiceError>| r.err().map(|e| Err(e.to_client()));
+        let now = |r: Result<Reply, ServiceError>| Some(r.map_err(|e| e.to_client()));
         match frame {
             ClientFrame::Auth { .. } => {
                 Some(Err((ErrorCode::BadRequest, "already authenticated".into())))
             }
             ClientFrame::Sync { id, since } => {
-                let out = self
-                    .replay
-                    .get_or_insert_with(|| mpsc::channel(2))
-                    .0
-                    .clone();
-                // A later sync replaces a running one. Its task first cancels the old one and
-                // waits until the old answer (`synced` or `cancelled`) is queued: every sync
-                // gets exactly one answer, and the old one's frames all precede the new one's.
-                let previous = self.replay_task.take();
-                let (cancel, cancelled) = oneshot::channel();
-                let task = tokio::spawn(async move {
-                    if let Some(previous) = previous {
-                        let _ = previous.cancel.send(());
-                        let _ = previous.task.await;
-                    }
-                    replay(shared, user, id, since, out, cancelled).await
-                });
-                self.replay_task = Some(RunningSync { task, cancel });
+                self.start_sync(id, since);
                 None
             }
             ClientFrame::Send {
-                id,
-                conv,
-                to,
+                target,
                 client_msg_id,
                 text,
-            } => {
-                if text.chars().count() > limits::MAX_TEXT_CHARS {
-                    return Some(Err((
-                        ErrorCode::TooLong,
-                        format!("text is longer than {} characters", limits::MAX_TEXT_CHARS),
-                    )));
-                }
-                if !is_valid_text(&text) {
-                    return Some(Err((ErrorCode::BadRequest, "text is empty".into())));
-                }
-                if conv.is_some() == to.is_some() {
-                    return Some(Err((
-                        ErrorCode::BadRequest,
-                        "send needs exactly one of `conv` and `to`".into(),
-                    )));
-                }
-                let op = WriteOp::Send {
-                    user,
-                    conv,
-                    to,
-                    client_msg_id,
-                    text,
-                };
-                self.submit(op, id)
-            }
+                ..
+            } => later(messages::send(shared, &caller, target, client_msg_id, text)),
             ClientFrame::History {
                 conv,
                 before,
                 after,
                 limit,
                 ..
-            } => {
-                if let Err(e) = shared.hub.check_member(user, conv) {
-                    return Some(Err(e));
-                }
-                if before.is_some() && after.is_some() {
-                    return Some(Err((
-                        ErrorCode::BadRequest,
-                        "give at most one of `before` and `after`".into(),
-                    )));
-                }
-                if limit == 0 || limit > limits::MAX_PAGE {
-                    return Some(Err((
-                        ErrorCode::BadRequest,
-                        format!("limit must be 1..={}", limits::MAX_PAGE),
-                    )));
-                }
-                let page = shared
-                    .store
-                    .read(move |c| store::history(c, conv, before, after, limit))
-                    .await;
-                Some(match page {
-                    Ok((messages, has_more)) => Ok(Reply::History {
+            } => now(
+                messages::history(shared, caller.user, conv, before, after, limit)
+                    .await
+                    .map(|(messages, has_more)| Reply::History {
                         conv,
                         messages,
                         has_more,
                     }),
-                    Err(e) => Err(e.to_client()),
-                })
-            }
-            ClientFrame::Rooms { .. } => Some(Ok(Reply::Rooms {
-                rooms: shared.hub.rooms(user),
-            })),
-            ClientFrame::CreateRoom { id, name } => {
-                let name = match names::name(&name, NameKind::RoomName) {
-                    Ok(n) => n.display,
-                    Err(e) => return Some(Err((ErrorCode::InvalidName, e.to_string()))),
-                };
-                self.submit(WriteOp::CreateRoom { user, name }, id)
-            }
-            ClientFrame::Join { id, room } => self.submit(WriteOp::Join { user, room }, id),
-            ClientFrame::Leave { id, conv } => self.submit(WriteOp::Leave { user, conv }, id),
-            ClientFrame::Members { conv, .. } => Some(
-                shared
-                    .hub
-                    .members(user, conv)
-                    .map(|members| Reply::Members { conv, members }),
             ),
-            ClientFrame::Users { .. } => Some(Ok(Reply::Users {
-                users: shared.hub.users(),
+            ClientFrame::Rooms { .. } => now(Ok(Reply::Rooms {
+                rooms: rooms::list(shared, &caller),
             })),
-            ClientFrame::Read { id, conv, seq } => {
-                self.submit(WriteOp::Read { user, conv, seq }, id)
+            ClientFrame::CreateRoom { name, .. } => later(rooms::create(shared, &caller, &name)),
+            ClientFrame::Join { room, .. } => later(rooms::join(shared, &caller, room)),
+            ClientFrame::Leave { conv, .. } => later(rooms::leave(shared, &caller, conv)),
+            ClientFrame::Members { conv, .. } => now(rooms::members(shared, &caller, conv)
+                .map(|members| Reply::Members { conv, members })),
+            ClientFrame::Users { .. } => now(Ok(Reply::Users {
+                users: rooms::users(shared),
+            })),
+            ClientFrame::Read { conv, seq, .. } => {
+                later(reads::mark_read(shared, &caller, conv, seq))
             }
             ClientFrame::Typing { conv, .. } => {
-                Some(shared.hub.typing(user, conv).map(|()| Reply::Done))
+                now(presence::typing(shared, &caller, conv).map(|()| Reply::Done))
             }
         }
     }
 
-    fn submit(&self, op: WriteOp, req: u64) -> Option<Answer> {
-        match self.shared.store.submit(
-            op,
-            Origin::Socket {
-                conn: self.conn.id,
-                req,
-            },
-        ) {
-            Ok(()) => None,
-            Err(_) => Some(Err((
-                ErrorCode::Internal,
-                "the server is shutting down".into(),
-            ))),
-        }
+    /// Start replaying for a `sync`. A later sync replaces a running one: its task first
+    /// cancels the old one and waits until the old answer (`synced` or `cancelled`) is queued,
+    /// so every sync gets exactly one answer and the old one's frames all precede the new one's.
+    fn start_sync(&mut self, id: u64, since: Vec<crate::protocol::ConvSeq>) {
+        let out = self
+            .replay
+            .get_or_insert_with(|| mpsc::channel(2))
+            .0
+            .clone();
+        let previous = self.replay_task.take();
+        let (cancel, cancelled) = oneshot::channel();
+        let (shared, user) = (self.shared.clone(), self.user());
+        let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.cancel.send(());
+                let _ = previous.task.await;
+            }
+            messages::replay(&shared, user, id, since, out, cancelled).await
+        });
+        self.replay_task = Some(RunningSync { task, cancel });
     }
 }
 
@@ -765,75 +669,6 @@ fn request_id(text: &str) -> Option<u64> {
         id: Option<u64>,
     }
     serde_json::from_str::<IdOnly>(text).ok().and_then(|p| p.id)
-}
-
-/// Replay what the client missed, page by page, then answer `synced`; answer `cancelled`
-/// instead when `cancelled` fires (or its sender is dropped) first. Runs as its own task so the
-/// connection keeps reading (pongs, other requests) during a long replay.
-async fn replay(
-    shared: Arc<Shared>,
-    user: UserId,
-    id: u64,
-    since: Vec<ConvSeq>,
-    out: mpsc::Sender<WireFrame>,
-    cancelled: oneshot::Receiver<()>,
-) {
-    let frame = tokio::select! {
-        biased;
-        _ = cancelled => answer(
-            id,
-            Err((
-                ErrorCode::Cancelled,
-                "replaced by a later sync on this socket".into(),
-            )),
-        ),
-        done = replay_pages(&shared, user, id, since, &out) => match done {
-            Some(frame) => frame,
-            None => return,
-        },
-    };
-    let _ = out.send(frame).await;
-}
-
-/// Send the replay's `batch` frames; the answer to send after them, or None when the
-/// connection is gone.
-async fn replay_pages(
-    shared: &Shared,
-    user: UserId,
-    id: u64,
-    since: Vec<ConvSeq>,
-    out: &mpsc::Sender<WireFrame>,
-) -> Option<WireFrame> {
-    let given: HashMap<_, _> = since.iter().map(|c| (c.conv, c.seq.max(0))).collect();
-    for (conv, last_seq) in shared.hub.member_convs(user) {
-        let mut from = given
-            .get(&conv)
-            .copied()
-            .unwrap_or((last_seq - limits::SYNC_UNLISTED).max(0));
-        loop {
-            let page = shared
-                .store
-                .read(move |c| store::history(c, conv, None, Some(from), limits::MAX_PAGE))
-                .await;
-            let (messages, has_more) = match page {
-                Ok(p) => p,
-                Err(e) => return Some(answer(id, Err(e.to_client()))),
-            };
-            let Some(last) = messages.last() else { break };
-            from = last.seq;
-            out.send(encode(&ServerFrame::Batch { conv, messages }))
-                .await
-                .ok()?;
-            if !has_more {
-                break;
-            }
-        }
-    }
-    let unread = shared.store.read(move |c| store::unread(c, user)).await;
-    Some(match unread {
-        Ok(unread) => answer(id, Ok(Reply::Synced { unread })),
-        Err(e) => answer(id, Err(e.to_client())),
-    })
 }
 
 #[cfg(test)]
@@ -905,17 +740,18 @@ mod tests {
         config.close_grace = Duration::from_millis(200);
         let shared = crate::server::Shared::start(config).unwrap();
         let (token, token_hash) = auth::new_token();
-        let outcome = shared
-            .store
-            .write(WriteOp::Register {
-                username: "pipe".into(),
-                display_name: "Pipe".into(),
-                avatar: "owl".into(),
-                password_hash: "unused".into(),
-                token_hash,
-                expires_at: now_ms() + 60_000,
-                device_hash: auth::new_token().1,
-            })
+        let now = shared.clock.now_ms();
+        let op = WriteOp::Register {
+            username: "pipe".into(),
+            display_name: "Pipe".into(),
+            avatar: "owl".into(),
+            password_hash: "unused".into(),
+            token_hash,
+            now,
+            expires_at: now + 60_000,
+            device_hash: auth::new_token().1,
+        };
+        let outcome = crate::server::service::write_for_call(&shared, op)
             .await
             .unwrap();
         assert!(matches!(outcome, WriteOutcome::Registered(_)));

@@ -1,4 +1,6 @@
-//! HTTP routes: register, login, logout, health, and the WebSocket upgrade at `/ws`.
+//! HTTP routes: register, login, logout, health, and the WebSocket upgrade at `/ws`. Each
+//! route parses its request and calls a service ([`super::service`]); this file holds what is
+//! HTTP's own: statuses, headers, the guard below.
 //!
 //! Every request first passes [`guard`]: the `Host` names this server (DNS rebinding), the
 //! `Origin`, when a browser sent one, is allowed, a POST body is JSON, and the whole body arrives
@@ -12,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -25,26 +26,16 @@ use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::names::{self, NameKind};
 use crate::protocol::{
-    limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, Session, PROTOCOL_VERSION,
+    limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, PROTOCOL_VERSION,
     SUBPROTOCOL,
 };
 
-use super::auth::{self, TokenHash};
-use super::connection::{self, Authed, SocketSlots};
-use super::hasher::Busy;
-use super::store::{self, now_ms, StoreError, WriteOp, WriteOutcome};
+use super::auth;
+use super::connection::{self, SocketSlots};
+use super::service::accounts::{self, Authed};
+use super::service::{retry_secs, ServiceError};
 use super::Shared;
-
-/// Presets for users who do not choose an avatar.
-const AVATARS: &[&str] = &[
-    "fox", "owl", "cat", "bear", "panda", "koala", "tiger", "frog",
-];
-/// Longest password accepted (argon2 cost grows with length; this bounds it).
-const MAX_PASSWORD_CHARS: usize = 1024;
-/// Longest avatar choice.
-const MAX_AVATAR_CHARS: usize = 32;
 
 /// The HTTP status for an error code.
 fn status_for(code: ErrorCode) -> StatusCode {
@@ -92,28 +83,16 @@ fn fail_and_close(status: StatusCode, code: ErrorCode, message: impl Into<String
     resp
 }
 
-/// An HTTP error that tells the client when to try again: `Retry-After` (whole seconds, at
-/// least 1) and the same figure at the end of the message.
-fn fail_after(code: ErrorCode, message: &str, wait: Duration) -> Response {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut resp = fail(code, format!("{message}: try again in {secs} s"));
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    resp
-}
-
-/// 503 `busy`: the password-hashing queue is full.
-fn busy() -> Response {
-    fail_after(
-        ErrorCode::Busy,
-        "the server is busy checking passwords",
-        Duration::from_secs(1),
-    )
-}
-
-fn store_fail(e: StoreError) -> Response {
+/// A service's refusal as an HTTP error; one that says when to try again carries
+/// `Retry-After` (whole seconds, at least 1, the figure the message ends with).
+fn service_fail(e: ServiceError) -> Response {
     let (code, message) = e.to_client();
-    fail(code, message)
+    let mut resp = fail(code, message);
+    if let ServiceError::Later { wait, .. } = e {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
+    }
+    resp
 }
 
 /// The axum router for every route.
@@ -283,26 +262,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Respons
         .map_err(|e| fail(ErrorCode::BadRequest, format!("invalid request body: {e}")))
 }
 
-fn has_control(s: &str) -> bool {
-    s.chars().any(char::is_control)
-}
-
-/// An optional field's trimmed value, None when absent or blank (then a default applies).
-fn non_blank(field: &Option<String>) -> Option<&str> {
-    field.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
-fn default_avatar(username: &str) -> String {
-    let h = username
-        .chars()
-        .fold(0usize, |h, c| h.wrapping_mul(31).wrapping_add(c as usize));
-    AVATARS[h % AVATARS.len()].to_string()
-}
-
-fn session_expiry(shared: &Shared) -> i64 {
-    now_ms().saturating_add(shared.config.token_ttl.as_millis() as i64)
-}
-
+/// `POST /api/register`: create an account and its first session (201).
 async fn register(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -312,86 +272,13 @@ async fn register(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let username = match names::name(&req.username, NameKind::Username) {
-        Ok(n) => n.display,
-        Err(e) => return fail(ErrorCode::InvalidName, e.to_string()),
-    };
-    let pw_len = req.password.chars().count();
-    if !(limits::MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&pw_len) {
-        return fail(
-            ErrorCode::InvalidName,
-            format!(
-                "passwords are {}-{MAX_PASSWORD_CHARS} characters",
-                limits::MIN_PASSWORD_CHARS
-            ),
-        );
-    }
-    let display_name = match names::display_name(non_blank(&req.display_name).unwrap_or(&username))
-    {
-        Ok(d) => d,
-        Err(e) => return fail(ErrorCode::InvalidName, e.to_string()),
-    };
-    let avatar = non_blank(&req.avatar)
-        .map(str::to_string)
-        .unwrap_or_else(|| default_avatar(&username));
-    if avatar.chars().count() > MAX_AVATAR_CHARS || has_control(&avatar) {
-        return fail(
-            ErrorCode::InvalidName,
-            format!("avatars are at most {MAX_AVATAR_CHARS} characters"),
-        );
-    }
-    // Charged before hashing (so requests in flight count), after the checks that cost nothing.
-    if let Err(wait) = shared.registration_budget.take(peer.ip(), Instant::now()) {
-        return fail_after(
-            ErrorCode::RateLimited,
-            "too many accounts created from this address",
-            wait,
-        );
-    }
-    let password = req.password;
-    let password_hash = match shared.hasher.run(move |w| w.hash(&password)).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot hash a password");
-            return fail(ErrorCode::Internal, "cannot hash password");
-        }
-        Err(Busy) => {
-            // Nothing was created: the try is not counted.
-            shared.registration_budget.refund(peer.ip(), Instant::now());
-            return busy();
-        }
-    };
-    let (token, token_hash) = auth::new_token();
-    let (device_token, device_hash) = auth::new_token();
-    let expires_at = session_expiry(&shared);
-    let op = WriteOp::Register {
-        username,
-        display_name,
-        avatar,
-        password_hash,
-        token_hash,
-        expires_at,
-        device_hash,
-    };
-    match shared.store.write(op).await {
-        Ok(WriteOutcome::Registered(row)) => (
-            StatusCode::CREATED,
-            Json(Session {
-                token,
-                user: row.user,
-                expires_at,
-                device_token: Some(device_token),
-            }),
-        )
-            .into_response(),
-        Ok(_) => fail(ErrorCode::Internal, "unexpected outcome"),
-        Err(e) => store_fail(e),
+    match accounts::register(&shared, peer.ip(), req).await {
+        Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
+        Err(e) => service_fail(e),
     }
 }
 
-/// `POST /api/login`, with the sign-in limits of docs/protocol.md ("Sign-in limits"): unless the
-/// request presents a device token this user was given, the address's failed-sign-in budget and
-/// the account's delay are charged when the attempt starts and refunded if it succeeds.
+/// `POST /api/login`, with the sign-in limits of docs/protocol.md ("Sign-in limits").
 async fn login(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -401,119 +288,9 @@ async fn login(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let ip = peer.ip();
-    // The user first: whether the device is known to them decides which limits apply. Any
-    // spelling is looked up by its key: names from before the current rules still sign in.
-    let name = req.username.clone();
-    let found = match shared
-        .store
-        .read(move |c| store::credentials(c, &name))
-        .await
-    {
-        Ok(f) => f,
-        Err(e) => return store_fail(e),
-    };
-    let user = found.as_ref().map(|(id, _)| *id);
-    let known_device = match (user, req.device_token.as_deref()) {
-        (Some(user), Some(device)) => {
-            let hash = auth::hash_token(device);
-            match shared
-                .store
-                .read(move |c| store::is_known_device(c, user, &hash))
-                .await
-            {
-                Ok(known) => known,
-                Err(e) => return store_fail(e),
-            }
-        }
-        _ => false,
-    };
-    let started = Instant::now();
-    if !known_device {
-        if let Err(wait) = shared.sign_in_budget.take(ip, started) {
-            return fail_after(
-                ErrorCode::RateLimited,
-                "too many failed sign-ins from this address",
-                wait,
-            );
-        }
-        if let Some(user) = user {
-            if let Err(wait) = shared.account_delay.take(user, started) {
-                shared.sign_in_budget.refund(ip, started);
-                return fail_after(
-                    ErrorCode::RateLimited,
-                    "too many failed sign-ins for this account",
-                    wait,
-                );
-            }
-        }
-    }
-    let password = req.password;
-    let checked = match found {
-        Some((_, hash)) => shared.hasher.run(move |w| w.verify(&password, &hash)).await,
-        // Spend the same time as a real check so missing users cannot be told apart.
-        None => shared.hasher.run(move |w| w.verify_dummy(&password)).await,
-    };
-    let ok = match checked {
-        Ok(ok) => ok,
-        Err(Busy) => {
-            // The password was never checked: the attempt does not count.
-            if !known_device {
-                shared.sign_in_budget.refund(ip, started);
-                if let Some(user) = user {
-                    shared.account_delay.refund(user);
-                }
-            }
-            return busy();
-        }
-    };
-    let (Some(user), true) = (user, ok) else {
-        if let Some(user) = user {
-            if known_device {
-                // Exempt from waiting, not from counting.
-                shared.sign_in_budget.charge(ip, started);
-                shared.account_delay.charge(user, Instant::now());
-            } else {
-                shared.account_delay.failed(user, Instant::now());
-            }
-        }
-        return fail(ErrorCode::Unauthorized, "wrong username or password");
-    };
-    if !known_device {
-        shared.sign_in_budget.refund(ip, started);
-    }
-    shared.account_delay.succeeded(user);
-    let Some(profile) = shared.hub.user(user) else {
-        return fail(ErrorCode::Internal, "user not loaded");
-    };
-    let (token, token_hash) = auth::new_token();
-    // A known device keeps its token; a new one is remembered from now on.
-    let (device_token, device_hash) = match req.device_token.filter(|_| known_device) {
-        Some(device) => (device, None),
-        None => {
-            let (device, hash) = auth::new_token();
-            (device, Some(hash))
-        }
-    };
-    let expires_at = session_expiry(&shared);
-    match shared
-        .store
-        .write(WriteOp::Login {
-            user,
-            token_hash,
-            expires_at,
-            device_hash,
-        })
-        .await
-    {
-        Ok(_) => Json(Session {
-            token,
-            user: profile,
-            expires_at,
-            device_token: Some(device_token),
-        })
-        .into_response(),
-        Err(e) => store_fail(e),
+    match accounts::login(&shared, peer.ip(), req).await {
+        Ok(session) => Json(session).into_response(),
+        Err(e) => service_fail(e),
     }
 }
 
@@ -532,33 +309,17 @@ async fn bearer_user(
         .ok()
         .and_then(auth::bearer)
         .ok_or_else(unauthorized)?;
-    let hash: TokenHash = auth::hash_token(token);
-    match shared
-        .store
-        .read(move |c| store::token_user(c, &hash))
+    accounts::authenticate(shared, token)
         .await
-    {
-        Ok(Some((user, expires_at))) => Ok(Some(Authed {
-            user,
-            token: hash,
-            expires_at,
-        })),
-        Ok(None) => Err(unauthorized()),
-        Err(e) => Err(store_fail(e)),
-    }
+        .map(Some)
+        .map_err(service_fail)
 }
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     match bearer_user(&shared, &headers).await {
-        Ok(Some(authed)) => match shared
-            .store
-            .write(WriteOp::Logout {
-                token_hash: authed.token,
-            })
-            .await
-        {
-            Ok(_) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => store_fail(e),
+        Ok(Some(authed)) => match accounts::logout(&shared, authed.token).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => service_fail(e),
         },
         Ok(None) => fail(
             ErrorCode::Unauthorized,

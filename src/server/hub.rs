@@ -1,13 +1,20 @@
-//! The hub: who is a member of what, who is online on which connections, and fan-out.
+//! The hub: this node's connections, presence and fan-out, and the node's picture of who is a
+//! member of what.
 //!
-//! Memory mirrors the database (users, conversations, members, read markers, last seq) and is
-//! changed only by the writer thread's commit hook ([`Hub::on_commit`]) after a commit, so it is
-//! never ahead of the disk. Fan-out happens there too, in commit order, which is what gives every
-//! member the same gapless order. Each message is encoded once as a [`WireFrame`]; every
-//! recipient gets the same bytes. Recipients are collected under the lock and written to after
-//! it is released ([`Outgoing`]), so the lock is never held across socket writes. Pushing never
-//! waits: a connection whose bounded queue is full is closed with [`close::SLOW_CONSUMER`]
-//! (see [`super::outbound`]) and dropped from the hub, so one slow reader never slows a room.
+//! Membership, read markers and last seqs come from the store (the snapshot read at start) and
+//! are kept current by the committed events the hub hears on the bus ([`Hub::run_fanout`]), so
+//! memory is never ahead of the disk. The fan-out runs on its own task: it applies each event to
+//! memory and writes to the connections concerned, in the order the events were published,
+//! which is commit order, which is what gives every member the same gapless order. The answer
+//! to the request that caused an event (a socket's `ok`, an HTTP call waiting) goes out from
+//! here too, after the change was applied, so a `sent` answer comes after every earlier
+//! message push on that socket and an HTTP response is never ahead of this node's memory.
+//!
+//! Each message is encoded once as a [`WireFrame`]; every recipient gets the same bytes.
+//! Recipients are collected under the lock and written to after it is released ([`Outgoing`]),
+//! so the lock is never held across socket writes. Pushing never waits: a connection whose
+//! bounded queue is full is closed with [`close::SLOW_CONSUMER`] (see [`super::outbound`]) and
+//! dropped from the hub, so one slow reader never slows a room.
 //!
 //! Presence is per user (two devices are one online user) and is pushed to every connected user,
 //! in batches: changes wait up to [`PRESENCE_WINDOW`] and then go out together as one frame,
@@ -22,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::names;
 use crate::protocol::{
@@ -31,16 +38,22 @@ use crate::protocol::{
 };
 
 use super::auth::TokenHash;
+use super::bus::{ConnId, Event, NodeId, Origin};
+use super::clock::Clock;
 use super::outbound::{Outlet, WireFrame};
-use super::store::{now_ms, Origin, Snapshot, StoreError, UserId, WriteOutcome};
+use super::store::{Snapshot, UserId, WriteOutcome};
 
 /// How long a presence change may wait to go out with others. Reconnects make presence the
 /// busiest push after messages (each one is an offline and an online change for everyone), so
 /// the window is as long as people won't notice: a fifth of a second.
 pub const PRESENCE_WINDOW: Duration = Duration::from_millis(200);
 
-/// A connection's id, unique for the life of the server.
-pub type ConnId = u64;
+/// The answer to a request, before it is encoded.
+pub type Answer = Result<Reply, (ErrorCode, String)>;
+
+/// Most events the fan-out takes in one turn (their frames to one connection go out in one
+/// write).
+const FANOUT_BATCH: usize = 256;
 
 /// A one-shot "close this connection with this code" signal, awaited by the connection's one
 /// task (only that task may await [`Kill::fired`]: the waker slot holds one waker). The task
@@ -217,7 +230,7 @@ fn presence_frame(changes: &[(UserId, String, bool)], skip: Option<UserId>) -> O
 }
 
 /// The answer frame for request `req`.
-pub fn answer(req: u64, result: Result<Reply, (ErrorCode, String)>) -> WireFrame {
+pub fn answer(req: u64, result: Answer) -> WireFrame {
     encode(&match result {
         Ok(result) => ServerFrame::Ok { id: req, result },
         Err((code, message)) => ServerFrame::Error {
@@ -341,6 +354,20 @@ impl State {
         }
     }
 
+    /// Forward a typing indicator to the other members' connections.
+    fn typing(&self, user: UserId, conv: ConvId, out: &mut Outgoing) {
+        let (Some(name), Some(c)) = (self.users.get(&user), self.convs.get(&conv)) else {
+            return;
+        };
+        let frame = encode(&ServerFrame::Typing {
+            conv,
+            username: name.username.clone(),
+        });
+        for member in c.members.keys().filter(|m| **m != user) {
+            self.push_user(*member, &frame, None, out);
+        }
+    }
+
     fn add_member(&mut self, conv: ConvId, user: UserId) {
         if let Some(c) = self.convs.get_mut(&conv) {
             c.members.entry(user).or_insert(0);
@@ -354,13 +381,56 @@ pub struct Hub {
     state: Mutex<State>,
     /// Wakes [`Hub::run_presence`] when a presence change is queued.
     presence_queued: Notify,
+    /// This node: connection ids and origins carry it.
+    node: NodeId,
     next_conn: AtomicU64,
     heartbeat_ms: u64,
+    clock: Clock,
+    /// Answers to failed socket writes, written by the fan-out task (not by the thread that
+    /// found the failure).
+    failures: mpsc::UnboundedSender<(ConnId, WireFrame)>,
+    failures_rx: Mutex<Option<mpsc::UnboundedReceiver<(ConnId, WireFrame)>>>,
+    /// HTTP calls waiting until the change they committed was applied here, by ticket.
+    calls: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_ticket: AtomicU64,
+}
+
+/// A call's place in line for [`Hub::applied`]: the origin to publish its write with, and
+/// the wait. Dropping it forgets the call.
+pub struct Waiter<'a> {
+    hub: &'a Hub,
+    ticket: u64,
+    applied: oneshot::Receiver<()>,
+}
+
+impl Waiter<'_> {
+    /// The origin to publish the call's write with.
+    pub fn origin(&self) -> Origin {
+        Origin::Call {
+            node: self.hub.node,
+            ticket: self.ticket,
+        }
+    }
+
+    /// Resolves once this node applied the change published with [`Waiter::origin`].
+    pub async fn applied(mut self) {
+        let _ = (&mut self.applied).await;
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.hub
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.ticket);
+    }
 }
 
 impl Hub {
-    /// Build the hub from the store's snapshot.
-    pub fn new(snapshot: Snapshot, heartbeat_ms: u64) -> Hub {
+    /// Build the hub of node `node` from the store's snapshot.
+    pub fn new(snapshot: Snapshot, node: NodeId, heartbeat_ms: u64, clock: Clock) -> Hub {
         let mut state = State::default();
         for row in snapshot.users {
             state.users.insert(row.id, row.user);
@@ -382,11 +452,18 @@ impl Hub {
                 },
             );
         }
+        let (failures, failures_rx) = mpsc::unbounded_channel();
         Hub {
             state: Mutex::new(state),
             presence_queued: Notify::new(),
+            node,
             next_conn: AtomicU64::new(1),
             heartbeat_ms,
+            clock,
+            failures,
+            failures_rx: Mutex::new(Some(failures_rx)),
+            calls: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(1),
         }
     }
 
@@ -494,7 +571,10 @@ impl Hub {
         }
         let profile = state.users.get(&user)?.clone();
         let handle = ConnHandle {
-            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            id: ConnId {
+                node: self.node,
+                local: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            },
             user,
             token,
             out,
@@ -518,7 +598,7 @@ impl Hub {
             kind: "hello",
             protocol: PROTOCOL_VERSION,
             user: &profile,
-            server_time: now_ms(),
+            server_time: self.clock.now_ms(),
             heartbeat_ms: self.heartbeat_ms,
             conversations: &conversations,
             online: Names(&state.online),
@@ -642,28 +722,6 @@ impl Hub {
         users
     }
 
-    /// Forward a typing indicator to the other members' connections (not stored).
-    pub fn typing(&self, user: UserId, conv: ConvId) -> Result<(), (ErrorCode, String)> {
-        self.check_member(user, conv)?;
-        let state = self.lock();
-        let Some(name) = state.users.get(&user).map(|u| u.username.clone()) else {
-            return Err((ErrorCode::Unauthorized, "unknown user".into()));
-        };
-        let frame = encode(&ServerFrame::Typing {
-            conv,
-            username: name,
-        });
-        let mut out = Outgoing::default();
-        if let Some(c) = state.convs.get(&conv) {
-            for member in c.members.keys().filter(|m| **m != user) {
-                state.push_user(*member, &frame, None, &mut out);
-            }
-        }
-        drop(state);
-        self.deliver(out);
-        Ok(())
-    }
-
     /// Close every socket opened with `token` (logout) with [`close::UNAUTHORIZED`].
     fn kill_token(state: &mut State, token: &TokenHash, out: &mut Outgoing) {
         for conns in state.conns.values() {
@@ -674,34 +732,98 @@ impl Hub {
         }
     }
 
-    /// The writer thread's commit hook: apply committed outcomes to memory, push to members,
-    /// answer the origins. Runs in commit order on one thread, so frames go out in commit
-    /// order even though they are written after the lock is released.
-    pub fn on_commit(&self, batch: Vec<(Origin, Result<WriteOutcome, StoreError>)>) {
+    /// Line up an HTTP call to wait until its change was applied here.
+    pub fn waiter(&self) -> Waiter<'_> {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (tx, applied) = oneshot::channel();
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ticket, tx);
+        Waiter {
+            hub: self,
+            ticket,
+            applied,
+        }
+    }
+
+    /// Answer request `req` of connection `conn` with a failure; sent from the fan-out task.
+    pub fn fail(&self, conn: ConnId, req: u64, error: (ErrorCode, String)) {
+        let _ = self.failures.send((conn, answer(req, Err(error))));
+    }
+
+    /// The fan-out: apply each event heard on the bus to memory and write what it sends to
+    /// this node's connections, in order, until the bus closes. Also writes the answers of
+    /// failed writes ([`Hub::fail`]).
+    pub async fn run_fanout(self: Arc<Hub>, mut events: mpsc::UnboundedReceiver<Event>) {
+        let Some(mut failures) = self
+            .failures_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            tracing::error!("the fan-out was started twice");
+            return;
+        };
+        let mut batch = Vec::with_capacity(FANOUT_BATCH);
+        loop {
+            tokio::select! {
+                n = events.recv_many(&mut batch, FANOUT_BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.on_events(batch.drain(..));
+                }
+                Some((conn, frame)) = failures.recv() => {
+                    let mut out = Outgoing::default();
+                    self.lock().push_conn(conn, &frame, &mut out);
+                    self.deliver(out);
+                }
+            }
+        }
+    }
+
+    /// Apply events to memory, push to members, answer the origins on this node.
+    fn on_events(&self, events: impl ExactSizeIterator<Item = Event>) {
         let mut state = self.lock();
         let mut out = Outgoing {
-            several: batch.len() > 1,
+            several: events.len() > 1,
             ..Outgoing::default()
         };
-        for (origin, result) in batch {
-            let reply = match &result {
-                Ok(outcome) => Ok(self.apply(&mut state, outcome, &origin, &mut out)),
-                Err(e) => Err(e.to_client()),
-            };
-            match origin {
-                Origin::Reply(tx) => {
-                    let _ = tx.send(result);
+        let mut calls = Vec::new();
+        for event in events {
+            match event {
+                Event::Committed { outcome, origin } => {
+                    let here = origin.filter(|o| o.node() == self.node);
+                    let origin_conn = match here {
+                        Some(Origin::Socket { conn, .. }) => Some(conn),
+                        _ => None,
+                    };
+                    let reply = self.apply(&mut state, &outcome, origin_conn, &mut out);
+                    match here {
+                        Some(Origin::Socket { conn, req }) => {
+                            let frame = answer(req, Ok(reply.unwrap_or(Reply::Done)));
+                            state.push_conn(conn, &frame, &mut out);
+                        }
+                        Some(Origin::Call { ticket, .. }) => calls.push(ticket),
+                        None => {}
+                    }
                 }
-                Origin::Socket { conn, req } => {
-                    let frame = answer(req, reply.map(|r| r.unwrap_or(Reply::Done)));
-                    state.push_conn(conn, &frame, &mut out);
-                }
+                Event::Typing { user, conv } => state.typing(user, conv, &mut out),
             }
         }
         // Logged-out sockets leave the hub before anything is written.
         state.reap(&mut out);
         drop(state);
         self.deliver(out);
+        if !calls.is_empty() {
+            let mut waiting = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            for ticket in calls {
+                if let Some(tx) = waiting.remove(&ticket) {
+                    let _ = tx.send(());
+                }
+            }
+        }
     }
 
     /// Apply one outcome; returns the reply for a socket origin.
@@ -709,13 +831,9 @@ impl Hub {
         &self,
         state: &mut State,
         outcome: &WriteOutcome,
-        origin: &Origin,
+        origin_conn: Option<ConnId>,
         out: &mut Outgoing,
     ) -> Option<Reply> {
-        let origin_conn = match origin {
-            Origin::Socket { conn, .. } => Some(*conn),
-            Origin::Reply(_) => None,
-        };
         match outcome {
             WriteOutcome::Registered(row) => {
                 state.users.insert(row.id, row.user.clone());
@@ -903,7 +1021,9 @@ mod tests {
                 users,
                 convs: vec![general],
             },
+            7,
             25_000,
+            Clock::system(),
         )
     }
 

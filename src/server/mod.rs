@@ -3,25 +3,34 @@
 //! [`run`] takes a bound listener, a [`ServerConfig`] and a shutdown future, so the CLI binary,
 //! the desktop app's host mode and the tests all start the same server the same way
 //! ([`Server::start`] then [`Server::serve`] for a caller that announces the server only once
-//! its store is open). Each
-//! accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a header
-//! read timeout (so a slowloris upgrade cannot hold a socket), routed by axum ([`http`]); upgraded
-//! sockets are served by [`connection`], which writes through [`outbound`]; shared chat state
-//! lives in the [`hub`]; SQLite storage in
-//! [`store`]; credentials in [`auth`].
+//! its store is open). This file is the composition root; docs/architecture.md draws the layers:
+//!
+//! - the edges: [`http`] (routes, the upgrade) and [`connection`] (one task per socket, writing
+//!   through [`outbound`]) turn the wire into calls of the [`service`]s;
+//! - the [`service`]s (one per domain) validate, write through the [`store`] interface (SQLite
+//!   by default, chosen by `--store`), and publish what was committed on the [`bus`];
+//! - the [`hub`] is this node: its sockets and presence, and the fan-out that hears the bus;
+//! - [`auth`] and [`hasher`] keep credentials; [`clock`] is the one source of time.
+//!
+//! Each accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a
+//! header read timeout (so a slowloris upgrade cannot hold a socket).
 //!
 //! Shutdown: stop accepting, close every socket with 1001, let HTTP requests in flight finish,
 //! wait (bounded) for the sockets' close handshakes, then let the writer commit what is queued.
 
 mod auth;
+mod bus;
+mod clock;
 mod connection;
 mod hasher;
 mod http;
 mod hub;
 mod outbound;
+mod service;
 mod store;
 
-pub use self::store::StoreError;
+pub use self::clock::Clock;
+pub use self::store::{StoreError, StoreLocation};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,9 +47,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
+use self::bus::{local::LocalBus, Bus, NodeId};
 use self::connection::{Bucket, Counts};
 use self::hub::Hub;
-use self::store::{Store, UserId};
+use self::store::{OpenOptions, Storage, UserId};
 
 /// Certificate and key (PEM files) for serving wss:// and https://.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +62,13 @@ pub struct TlsConfig {
 /// Everything the server can be told. [`ServerConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Where `natter.db` lives.
+    /// The server's own directory (the SQLite database `natter.db` lives here unless `store`
+    /// says otherwise).
     pub data_dir: PathBuf,
+    /// Where durable state lives (`--store`); None: `natter.db` in `data_dir`.
+    pub store: Option<StoreLocation>,
+    /// The clock (a test's manual clock, or the system's).
+    pub clock: Clock,
     /// Start with an empty database even though the data directory shows one existed (it is
     /// missing or empty). Without it such a start is refused, so lost data is noticed.
     pub init: bool,
@@ -129,6 +144,8 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             data_dir: data_dir.into(),
+            store: None,
+            clock: Clock::system(),
             init: false,
             heartbeat_interval: Duration::from_secs(25),
             heartbeat_timeout: Duration::from_secs(10),
@@ -206,8 +223,10 @@ impl Tasks {
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub config: ServerConfig,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Storage>,
+    pub bus: Arc<dyn Bus>,
     pub hub: Arc<Hub>,
+    pub clock: Clock,
     pub buckets: Mutex<HashMap<UserId, Bucket>>,
     /// Sockets that have not authenticated yet, per address.
     pub unauth: Arc<Counts<IpAddr>>,
@@ -229,24 +248,35 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Open the store, load the hub and start the writer thread.
+    /// Open the store, load the hub from it and start the fan-out on the bus.
     pub(crate) fn start(config: ServerConfig) -> Result<Arc<Shared>, ServerError> {
-        let (store, snapshot) = Store::open(&config.data_dir, config.init)?;
-        let store = Arc::new(store);
+        let location = config
+            .store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::in_data_dir(&config.data_dir));
+        let options = OpenOptions {
+            init: config.init,
+            max_db_pages: config.max_db_pages,
+        };
+        let (store, snapshot) = store::open(&location, options)?;
+        let node: NodeId = rand::random();
+        let clock = config.clock.clone();
         let hub = Arc::new(Hub::new(
             snapshot,
+            node,
             config.heartbeat_interval.as_millis() as u64,
+            clock.clone(),
         ));
-        let hook_hub = hub.clone();
-        store.start_writer(
-            Box::new(move |batch| hook_hub.on_commit(batch)),
-            config.max_db_pages,
-        )?;
-        // Ends when the hub shuts down.
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        // Both end when the server does: the fan-out when the bus goes, presence on shutdown.
+        tokio::spawn(hub.clone().run_fanout(bus.subscribe()));
         tokio::spawn(hub.clone().run_presence());
+        tracing::debug!(node = format_args!("{node:x}"), "node started");
         Ok(Arc::new(Shared {
             store,
+            bus,
             hub,
+            clock,
             buckets: Mutex::new(HashMap::new()),
             unauth: Counts::new(),
             sockets_per_user: Counts::new(),
@@ -416,8 +446,7 @@ async fn serve(
     {
         tracing::warn!("some connections did not finish in time");
     }
-    let store_for_join = store.clone();
-    let _ = tokio::task::spawn_blocking(move || store_for_join.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
     tracing::info!("shut down");
     Ok(())
 }
@@ -471,8 +500,7 @@ pub struct InMemoryServer {
 
 #[doc(hidden)]
 impl InMemoryServer {
-    /// Open the store in `config.data_dir` and start the hub and the writer. Call it inside a
-    /// Tokio runtime.
+    /// Open the store and start the hub and the fan-out. Call it inside a Tokio runtime.
     pub fn start(config: ServerConfig) -> Result<InMemoryServer, ServerError> {
         let shared = Shared::start(config)?;
         let router = http::router(shared.clone());

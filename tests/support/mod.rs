@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use natter::protocol::{
-    ClientFrame, ConvId, ErrorCode, Message as ChatMessage, Reply, ServerFrame, Session,
+    ClientFrame, ConvId, ErrorCode, Message as ChatMessage, Reply, ServerFrame, Session, Target,
     SUBPROTOCOL,
 };
 use natter::server::{ServerConfig, ServerError};
@@ -311,8 +311,7 @@ impl WsClient {
         match self
             .request(|id| ClientFrame::Send {
                 id,
-                conv: Some(conv),
-                to: None,
+                target: Target::Conv(conv),
                 client_msg_id: cmid,
                 text,
             })
@@ -329,12 +328,11 @@ impl WsClient {
         to: &str,
         text: &str,
     ) -> Result<ChatMessage, (ErrorCode, String)> {
-        let (to, text) = (Some(to.to_string()), text.to_string());
+        let (to, text) = (to.to_string(), text.to_string());
         match self
             .request(|id| ClientFrame::Send {
                 id,
-                conv: None,
-                to,
+                target: Target::To(to),
                 client_msg_id: Uuid::new_v4(),
                 text,
             })

@@ -4,8 +4,8 @@ import type { ConvSeq } from "./ConvSeq";
 /**
  * Frames a client sends. Each carries a client-chosen `id` that the answer echoes.
  */
-export type ClientFrame = { "type": "auth", id: number, token: string, } | { "type": "sync", id: number, since: Array<ConvSeq>, } | { "type": "send", id: number, conv?: number | null, to?: string, 
+export type ClientFrame = { "type": "auth", id: number, token: string, } | { "type": "sync", id: number, since: Array<ConvSeq>, } | { "type": "send", id: number, 
 /**
  * Idempotency key: a retry with the same key returns the original ack.
  */
-client_msg_id: string, text: string, } | { "type": "history", id: number, conv: number, before?: number | null, after?: number | null, limit: number, } | { "type": "rooms", id: number, } | { "type": "create_room", id: number, name: string, } | { "type": "join", id: number, room: string, } | { "type": "leave", id: number, conv: number, } | { "type": "members", id: number, conv: number, } | { "type": "users", id: number, } | { "type": "read", id: number, conv: number, seq: number, } | { "type": "typing", id: number, conv: number, };
+client_msg_id: string, text: string, } & ({ "conv": number } | { "to": string }) | { "type": "history", id: number, conv: number, before?: number | null, after?: number | null, limit: number, } | { "type": "rooms", id: number, } | { "type": "create_room", id: number, name: string, } | { "type": "join", id: number, room: string, } | { "type": "leave", id: number, conv: number, } | { "type": "members", id: number, conv: number, } | { "type": "users", id: number, } | { "type": "read", id: number, conv: number, seq: number, } | { "type": "typing", id: number, conv: number, };

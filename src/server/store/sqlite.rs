@@ -1,32 +1,36 @@
-//! Server-side storage: one SQLite database (WAL) holding users, tokens, conversations, members
-//! and messages.
+//! The embedded SQLite backend of [`Storage`]: one database file (WAL) holding users, tokens,
+//! conversations, members and messages. This is the only file of the server that knows SQL.
 //!
 //! Writes go through a single writer thread that practises group commit: it takes every write
 //! queued at that moment, runs each in its own savepoint inside one transaction, commits with
 //! `synchronous=FULL` (so a commit survives a crash of the process or the machine), and only then
-//! hands the outcomes, in commit order, to the hook the hub installed. That hook applies them to
-//! memory and sends acks and pushes, which is why "ack means durable" and why every member sees
-//! the same order: seq is assigned inside the transaction and fan-out happens on this one thread.
+//! runs each write's [`Completion`], in commit order. Seq is assigned inside the transaction, so
+//! commit order is seq order.
 //!
 //! Reads (history, replay, token checks, unread counts) use a small pool of separate read
-//! connections, which WAL lets run alongside the writer.
+//! connections on Tokio's blocking pool, which WAL lets run alongside the writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::dbfile::{self, Damage};
 use crate::names::Name;
-use crate::protocol::{limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Unread, User};
+use crate::protocol::{
+    limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Target, Unread, User,
+};
 
-use super::auth::TokenHash;
+use super::super::auth::TokenHash;
+use super::{
+    BackendError, Completion, ConvRow, FailureKind, OpenOptions, Snapshot, Storage, StoreError,
+    StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+};
 
-/// A user's row id.
-pub type UserId = i64;
+/// The database's file name in a data directory.
+pub const DB_FILE: &str = "natter.db";
 
 /// Numbered migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -48,205 +52,38 @@ unless started with --init.\n";
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 256;
 
-/// Errors from the store. `Rejected` carries a protocol error the client should see verbatim.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A SQLite failure, kept whole (shared, because one failed commit fails every write of its
-    /// batch) so its code still says what went wrong: a full disk, a damaged file.
-    #[error("database error: {0}")]
-    Db(Arc<rusqlite::Error>),
-    #[error("{1}")]
-    Rejected(ErrorCode, String),
-    #[error("the store is shut down")]
-    Closed,
-    #[error("cannot prepare data directory {0}: {1}")]
-    DataDir(PathBuf, std::io::Error),
-    #[error(
-        "the database {path} is damaged ({damage}); refusing to start on it. Restore it from a \
-         backup, or move it aside and start with --init to begin with an empty one"
-    )]
-    Corrupt { path: PathBuf, damage: Damage },
-    #[error(
-        "the database {path} is missing or empty, but {marker} shows this data directory held \
-         one: refusing to start afresh over lost data. Restore the database from a backup, or \
-         start with --init to begin with an empty one"
-    )]
-    Lost { path: PathBuf, marker: PathBuf },
-    #[error("a blocking task failed: {0}")]
-    Join(String),
-}
-
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(Arc::new(e))
+        StoreError::Backend(backend(e))
     }
 }
 
-impl StoreError {
-    fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
-        StoreError::Rejected(code, message.into())
-    }
-
-    /// The protocol error code and message a client sees for this error.
-    pub fn to_client(&self) -> (ErrorCode, String) {
-        match self {
-            StoreError::Rejected(code, message) => (*code, message.clone()),
-            StoreError::Db(e) if dbfile::is_full(e) => {
-                tracing::error!(error = %e, "storage full: a write was refused; free disk space");
-                (
-                    ErrorCode::StorageFull,
-                    "the server's storage is full; nothing was stored, try again later".into(),
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "store failure");
-                (ErrorCode::Internal, "internal server error".into())
-            }
-        }
-    }
+/// A SQLite error as the backend-neutral error, with its kind.
+fn backend(e: rusqlite::Error) -> BackendError {
+    let kind = if dbfile::is_full(&e) {
+        FailureKind::Full
+    } else if dbfile::is_corrupt(&e) {
+        FailureKind::Corrupt
+    } else {
+        FailureKind::Other
+    };
+    BackendError::new(kind, e)
 }
-
-/// A user as loaded into memory.
-#[derive(Debug, Clone)]
-pub struct UserRow {
-    pub id: UserId,
-    pub user: User,
-}
-
-/// A conversation as loaded into memory.
-#[derive(Debug, Clone)]
-pub struct ConvRow {
-    pub id: ConvId,
-    pub kind: ConvKind,
-    /// Room name; empty for a DM.
-    pub name: String,
-    pub last_seq: Seq,
-    /// Members with their read markers.
-    pub members: Vec<(UserId, Seq)>,
-}
-
-/// Everything the hub keeps in memory, read once at start.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub users: Vec<UserRow>,
-    pub convs: Vec<ConvRow>,
-}
-
-/// A write request for the writer thread.
-#[derive(Debug)]
-pub enum WriteOp {
-    Register {
-        username: String,
-        display_name: String,
-        avatar: String,
-        password_hash: String,
-        token_hash: TokenHash,
-        expires_at: Millis,
-        /// The hash of the device token handed out with this first session.
-        device_hash: TokenHash,
-    },
-    Login {
-        user: UserId,
-        token_hash: TokenHash,
-        expires_at: Millis,
-        /// A new device token's hash to remember (None when the device was already known).
-        device_hash: Option<TokenHash>,
-    },
-    Logout {
-        token_hash: TokenHash,
-    },
-    CreateRoom {
-        user: UserId,
-        name: String,
-    },
-    Join {
-        user: UserId,
-        room: String,
-    },
-    Leave {
-        user: UserId,
-        conv: ConvId,
-    },
-    Send {
-        user: UserId,
-        conv: Option<ConvId>,
-        to: Option<String>,
-        client_msg_id: Uuid,
-        text: String,
-    },
-    Read {
-        user: UserId,
-        conv: ConvId,
-        seq: Seq,
-    },
-}
-
-/// What a committed write did.
-#[derive(Debug, Clone)]
-pub enum WriteOutcome {
-    Registered(UserRow),
-    LoggedIn,
-    LoggedOut {
-        token_hash: TokenHash,
-    },
-    RoomCreated {
-        user: UserId,
-        conv: ConvId,
-        name: String,
-    },
-    Joined {
-        user: UserId,
-        conv: ConvId,
-        newly: bool,
-    },
-    Left {
-        user: UserId,
-        conv: ConvId,
-    },
-    /// `fresh` is false when this was a retry that returned the original message.
-    Sent {
-        message: Message,
-        fresh: bool,
-        new_dm: Option<(ConvId, UserId, UserId)>,
-    },
-    ReadMoved {
-        user: UserId,
-        conv: ConvId,
-        seq: Seq,
-        moved: bool,
-    },
-}
-
-/// Who is waiting for a write: an HTTP handler (through a oneshot) or a socket request, whose
-/// answer the hub pushes into that connection's queue in commit order.
-#[derive(Debug)]
-pub enum Origin {
-    Reply(oneshot::Sender<Result<WriteOutcome, StoreError>>),
-    Socket { conn: u64, req: u64 },
-}
-
-/// Called on the writer thread after each commit with the outcomes, in commit order.
-pub type CommitHook = Box<dyn FnMut(Vec<(Origin, Result<WriteOutcome, StoreError>)>) + Send>;
 
 struct Job {
     op: WriteOp,
-    origin: Origin,
+    done: Completion,
 }
 
-/// The server store: a writer thread and a pool of read connections.
-pub struct Store {
+/// The SQLite store: a writer thread and a pool of read connections. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore(Arc<Inner>);
+
+struct Inner {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// Current time in ms since the epoch.
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
 
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -432,18 +269,23 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
     Ok(Snapshot { users, convs })
 }
 
-impl Store {
-    /// Open `data_dir/natter.db`, check it, run migrations and read the snapshot. A new data
-    /// directory gets a new database; one whose marker shows a database existed gets one only when
-    /// `init` is set. The directory and the database files are made private (0700/0600).
-    pub fn open(data_dir: &Path, init: bool) -> Result<(Store, Snapshot), StoreError> {
-        let dir_err = |e| StoreError::DataDir(data_dir.to_path_buf(), e);
-        dbfile::private_dir(data_dir).map_err(dir_err)?;
-        let path = data_dir.join("natter.db");
+impl SqliteStore {
+    /// Open the database at `path`, check it, run migrations and start the writer. A new
+    /// directory gets a new database; one whose marker shows a database existed gets one only
+    /// when `options.init` is set. The directory and the database files are made private
+    /// (0700/0600).
+    pub fn open(path: &Path, options: OpenOptions) -> Result<(SqliteStore, Snapshot), StoreError> {
+        let data_dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir_err = |e| StoreError::DataDir(data_dir.clone(), e);
+        dbfile::private_dir(&data_dir).map_err(dir_err)?;
+        let path = path.to_path_buf();
         let marker = data_dir.join(MARKER_FILE);
         let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
         if empty && marker.exists() {
-            if !init {
+            if !options.init {
                 return Err(StoreError::Lost { path, marker });
             }
             tracing::warn!(path = %path.display(), "--init: starting with an empty database");
@@ -463,118 +305,140 @@ impl Store {
         if !marker.exists() {
             std::fs::write(&marker, MARKER_TEXT).map_err(dir_err)?;
         }
-        let store = Store {
-            path,
-            readers: Mutex::new(Vec::new()),
-            writer: Mutex::new(None),
-            thread: Mutex::new(None),
-        };
-        Ok((store, snapshot))
-    }
-
-    /// Start the writer thread. `hook` sees every commit's outcomes in order. `max_pages` caps
-    /// the database's size (SQLite `max_page_count`; see [`super::ServerConfig::max_db_pages`]).
-    pub fn start_writer(
-        &self,
-        mut hook: CommitHook,
-        max_pages: Option<u32>,
-    ) -> Result<(), StoreError> {
-        let mut conn = open_conn(&self.path)?;
-        if let Some(pages) = max_pages {
+        if let Some(pages) = options.max_db_pages {
             conn.pragma_update(None, "max_page_count", pages)?;
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("natter-writer".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    let results = run_batch(&mut conn, &jobs);
-                    let batch = jobs.into_iter().map(|j| j.origin).zip(results).collect();
-                    // A bug in the hook must not kill the only writer (every later write would
-                    // fail); the batch is committed either way.
-                    let applied =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(batch)));
-                    if applied.is_err() {
-                        tracing::error!("commit hook panicked; continuing");
-                    }
-                }
-                tracing::debug!("writer thread finished");
-            })
+            .spawn(move || write_loop(conn, rx))
             .map_err(|e| StoreError::Join(e.to_string()))?;
-        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        Ok(())
-    }
-
-    /// Queue a write. Its outcome reaches the commit hook (and through it the origin).
-    pub fn submit(&self, op: WriteOp, origin: Origin) -> Result<(), StoreError> {
-        let guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
-        sender
-            .send(Job { op, origin })
-            .map_err(|_| StoreError::Closed)
-    }
-
-    /// Queue a write and wait for its outcome (for HTTP handlers).
-    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.submit(op, Origin::Reply(tx))?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Stop accepting writes, let the writer commit everything already queued, and wait for it.
-    pub fn shutdown(&self) {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        let store = SqliteStore(Arc::new(Inner {
+            path,
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        }));
+        Ok((store, snapshot))
     }
 
     /// Run `f` on a pooled read connection on the blocking pool.
-    pub async fn read<T, F>(self: &std::sync::Arc<Self>, f: F) -> Result<T, StoreError>
+    fn read<T, F>(&self, f: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = store
-                .readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_conn(&store.path)?,
-            };
-            let result = f(&conn).map_err(StoreError::from);
-            let mut pool = store.readers.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
-            result
+        let inner = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let pooled = inner
+                    .readers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop();
+                let conn = match pooled {
+                    Some(c) => c,
+                    None => open_conn(&inner.path)?,
+                };
+                let result = f(&conn).map_err(StoreError::from);
+                let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+                if pool.len() < 8 {
+                    pool.push(conn);
+                }
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
         })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+}
+
+/// The writer thread: commit what is queued, in batches, then run each write's completion in
+/// commit order. Ends when the store is shut down and the queue is empty.
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = run_batch(&mut conn, &jobs);
+        for (job, result) in jobs.into_iter().zip(results) {
+            // A bug in a completion must not kill the only writer (every later write would
+            // fail); the batch is committed either way.
+            let done = job.done;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result))).is_err() {
+                tracing::error!("a write's completion panicked; continuing");
+            }
+        }
+    }
+    tracing::debug!("writer thread finished");
+}
+
+impl Storage for SqliteStore {
+    fn write(&self, op: WriteOp, done: Completion) -> Result<(), StoreError> {
+        let guard = self.0.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender
+            .send(Job { op, done })
+            .map_err(|_| StoreError::Closed)
+    }
+
+    fn token_user(&self, hash: TokenHash, now: Millis) -> StoreFuture<Option<(UserId, Millis)>> {
+        self.read(move |c| token_user(c, &hash, now))
+    }
+
+    fn is_known_device(&self, user: UserId, hash: TokenHash) -> StoreFuture<bool> {
+        self.read(move |c| is_known_device(c, user, &hash))
+    }
+
+    fn credentials(&self, username: String) -> StoreFuture<Option<(UserId, String)>> {
+        self.read(move |c| credentials(c, &username))
+    }
+
+    fn history(
+        &self,
+        conv: ConvId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: u32,
+    ) -> StoreFuture<(Vec<Message>, bool)> {
+        self.read(move |c| history(c, conv, before, after, limit))
+    }
+
+    fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>> {
+        self.read(move |c| unread(c, user))
+    }
+
+    fn shutdown(&self) {
+        self.0
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let thread = self
+            .0
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 }
 
 /// The user id and expiry of a live (unrevoked, unexpired) token.
-pub fn token_user(
+fn token_user(
     conn: &Connection,
     hash: &TokenHash,
+    now: Millis,
 ) -> Result<Option<(UserId, Millis)>, rusqlite::Error> {
     conn.query_row(
         "SELECT user_id, expires_at FROM tokens WHERE hash = ?1 AND revoked = 0 AND expires_at > ?2",
-        params![&hash[..], now_ms()],
+        params![&hash[..], now],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
@@ -584,7 +448,7 @@ pub fn token_user(
 const MAX_DEVICES_PER_USER: i64 = 32;
 
 /// Whether `hash` is a device token given to `user`.
-pub fn is_known_device(
+fn is_known_device(
     conn: &Connection,
     user: UserId,
     hash: &TokenHash,
@@ -617,7 +481,7 @@ fn add_device(
 }
 
 /// The id and password hash of a user by name, in any spelling of it.
-pub fn credentials(
+fn credentials(
     conn: &Connection,
     username: &str,
 ) -> Result<Option<(UserId, String)>, rusqlite::Error> {
@@ -649,7 +513,7 @@ fn message_from_row(r: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
 
 /// A page of history, ascending by seq, and whether more lie beyond it in the paging direction.
 /// `after` pages forward; otherwise the page ends just before `before` (or at the newest).
-pub fn history(
+fn history(
     conn: &Connection,
     conv: ConvId,
     before: Option<Seq>,
@@ -690,7 +554,7 @@ pub fn history(
 /// that someone else sent. Seqs are gapless and messages are never deleted, so that is the
 /// seqs after the marker less the user's own among them, which `messages_by_sender` counts
 /// without reading anyone else's messages: a connect costs the same however far behind it is.
-pub fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::Error> {
+fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT mb.conv_id, mb.last_read, \
            max(0, c.last_seq - mb.last_read) - \
@@ -715,7 +579,7 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "cannot begin transaction");
-            return fail_all(jobs, Arc::new(e));
+            return fail_all(jobs, backend(e));
         }
     };
     for job in jobs {
@@ -739,8 +603,8 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
         // (not the "no transaction is active" a commit would then report).
         if tx.is_autocommit() {
             let cause = match result {
-                Err(StoreError::Db(e)) => e,
-                other => Arc::new(rusqlite::Error::SqliteFailure(
+                Err(StoreError::Backend(e)) => e,
+                other => backend(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
                     Some(format!("the transaction was rolled back ({other:?})")),
                 )),
@@ -752,15 +616,15 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
     }
     if let Err(e) = tx.commit() {
         tracing::error!(error = %e, "commit failed; the whole batch is reported as failed");
-        return fail_all(jobs, Arc::new(e));
+        return fail_all(jobs, backend(e));
     }
     results
 }
 
 /// The same failure, kept whole, for every write of a batch.
-fn fail_all(jobs: &[Job], e: Arc<rusqlite::Error>) -> Vec<Result<WriteOutcome, StoreError>> {
+fn fail_all(jobs: &[Job], e: BackendError) -> Vec<Result<WriteOutcome, StoreError>> {
     jobs.iter()
-        .map(|_| Err(StoreError::Db(e.clone())))
+        .map(|_| Err(StoreError::Backend(e.clone())))
         .collect()
 }
 
@@ -813,7 +677,6 @@ fn not_member(kind: Option<ConvKind>) -> StoreError {
 }
 
 fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
-    let now = now_ms();
     match op {
         WriteOp::Register {
             username,
@@ -821,9 +684,11 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             avatar,
             password_hash,
             token_hash,
+            now,
             expires_at,
             device_hash,
         } => {
+            let now = *now;
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name)?;
             let inserted = tx.execute(
@@ -871,9 +736,11 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::Login {
             user,
             token_hash,
+            now,
             expires_at,
             device_hash,
         } => {
+            let now = *now;
             tx.execute(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&token_hash[..], user, now, expires_at],
@@ -892,7 +759,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 token_hash: *token_hash,
             })
         }
-        WriteOp::CreateRoom { user, name } => {
+        WriteOp::CreateRoom { user, name, now } => {
+            let now = *now;
             let keys = Name::of_stored(name);
             refuse_clash(tx, Names::Rooms, &keys)?;
             let inserted = tx.execute(
@@ -966,11 +834,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::Send {
             user,
-            conv,
-            to,
+            target,
             client_msg_id,
             text,
+            now,
         } => {
+            let now = *now;
             let cmid = client_msg_id.to_string();
             let existing = tx
                 .query_row(
@@ -990,14 +859,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 });
             }
             let mut new_dm = None;
-            let conv = match (conv, to) {
-                (Some(conv), None) => {
+            let conv = match target {
+                Target::Conv(conv) => {
                     if !is_member(tx, *conv, *user)? {
                         return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
                     }
                     *conv
                 }
-                (None, Some(to)) => {
+                Target::To(to) => {
                     let peer = find_name(tx, Names::Users, to)?;
                     let peer = peer
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
@@ -1036,12 +905,6 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                             id
                         }
                     }
-                }
-                _ => {
-                    return Err(StoreError::rejected(
-                        ErrorCode::BadRequest,
-                        "send needs exactly one of `conv` and `to`",
-                    ))
                 }
             };
             let seq: Seq = tx.query_row(
@@ -1107,47 +970,45 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
 mod tests {
     use super::*;
 
-    /// A store whose hook only answers HTTP-style origins (no hub).
-    fn open(dir: &Path) -> std::sync::Arc<Store> {
-        let (store, _) = Store::open(dir, false).unwrap();
-        store
-            .start_writer(
-                Box::new(|batch| {
-                    for (origin, result) in batch {
-                        if let Origin::Reply(tx) = origin {
-                            let _ = tx.send(result);
-                        }
-                    }
-                }),
-                None,
-            )
-            .unwrap();
-        std::sync::Arc::new(store)
+    fn open(dir: &Path) -> SqliteStore {
+        SqliteStore::open(&dir.join(DB_FILE), OpenOptions::default())
+            .unwrap()
+            .0
     }
 
-    async fn register(store: &Store, name: &str) -> UserId {
+    /// Queue a write and wait for its outcome.
+    fn commit(
+        store: &SqliteStore,
+        op: WriteOp,
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> {
+        (store as &dyn Storage).write_then(op, |_| {})
+    }
+
+    async fn register(store: &SqliteStore, name: &str) -> UserId {
+        let now = crate::server::clock::Clock::system().now_ms();
         let op = WriteOp::Register {
             username: name.into(),
             display_name: name.into(),
             avatar: "owl".into(),
             password_hash: "x".into(),
             token_hash: crate::server::auth::new_token().1,
-            expires_at: now_ms() + 1_000,
+            now,
+            expires_at: now + 1_000,
             device_hash: crate::server::auth::new_token().1,
         };
-        match store.write(op).await.unwrap() {
+        match commit(store, op).await.unwrap() {
             WriteOutcome::Registered(row) => row.id,
             other => panic!("{other:?}"),
         }
     }
 
-    fn send(user: UserId, conv: Option<ConvId>, to: Option<&str>, cmid: Uuid) -> WriteOp {
+    fn send(user: UserId, target: Target, cmid: Uuid) -> WriteOp {
         WriteOp::Send {
             user,
-            conv,
-            to: to.map(str::to_string),
+            target,
             client_msg_id: cmid,
             text: "t".into(),
+            now: 1,
         }
     }
 
@@ -1159,8 +1020,7 @@ mod tests {
         let general = 1;
         let mut seqs = Vec::new();
         for _ in 0..5 {
-            match store
-                .write(send(alice, Some(general), None, Uuid::new_v4()))
+            match commit(&store, send(alice, Target::Conv(general), Uuid::new_v4()))
                 .await
                 .unwrap()
             {
@@ -1174,12 +1034,10 @@ mod tests {
         }
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
         let cmid = Uuid::new_v4();
-        let first = store
-            .write(send(alice, Some(general), None, cmid))
+        let first = commit(&store, send(alice, Target::Conv(general), cmid))
             .await
             .unwrap();
-        let again = store
-            .write(send(alice, Some(general), None, cmid))
+        let again = commit(&store, send(alice, Target::Conv(general), cmid))
             .await
             .unwrap();
         let (
@@ -1213,15 +1071,16 @@ mod tests {
         let general = 1;
         // seq 1 a, 2 b, 3 a, 4 b, 5 a, 6 a
         for who in [alice, bob, alice, bob, alice, alice] {
-            store
-                .write(send(who, Some(general), None, Uuid::new_v4()))
+            commit(&store, send(who, Target::Conv(general), Uuid::new_v4()))
                 .await
                 .unwrap();
         }
-        let dm = match store
-            .write(send(bob, None, Some("alice"), Uuid::new_v4()))
-            .await
-            .unwrap()
+        let dm = match commit(
+            &store,
+            send(bob, Target::To("alice".into()), Uuid::new_v4()),
+        )
+        .await
+        .unwrap()
         {
             WriteOutcome::Sent { message, .. } => message.conv,
             other => panic!("{other:?}"),
@@ -1238,8 +1097,7 @@ mod tests {
         assert_eq!(counts(bob).await, [(general, 4, 0), (dm, 0, 0)]);
         assert_eq!(counts(alice).await, [(general, 2, 0), (dm, 1, 0)]);
         for (user, conv, seq) in [(bob, general, 3), (alice, general, 2), (alice, dm, 1)] {
-            store
-                .write(WriteOp::Read { user, conv, seq })
+            commit(&store, WriteOp::Read { user, conv, seq })
                 .await
                 .unwrap();
         }
@@ -1270,9 +1128,9 @@ mod tests {
         let store = open(dir.path());
         let alice = register(&store, "alice").await;
         // Queue several writes at once so they share a transaction; the middle one fails.
-        let ok1 = store.write(send(alice, Some(1), None, Uuid::new_v4()));
-        let bad = store.write(send(alice, Some(999), None, Uuid::new_v4()));
-        let ok2 = store.write(send(alice, Some(1), None, Uuid::new_v4()));
+        let ok1 = commit(&store, send(alice, Target::Conv(1), Uuid::new_v4()));
+        let bad = commit(&store, send(alice, Target::Conv(999), Uuid::new_v4()));
+        let ok2 = commit(&store, send(alice, Target::Conv(1), Uuid::new_v4()));
         let (ok1, bad, ok2) = tokio::join!(ok1, bad, ok2);
         assert!(matches!(ok1, Ok(WriteOutcome::Sent { .. })));
         assert!(matches!(
@@ -1290,10 +1148,12 @@ mod tests {
         let store = open(dir.path());
         let alice = register(&store, "alice").await;
         let bob = register(&store, "Bob").await;
-        let first = store
-            .write(send(alice, None, Some("bob"), Uuid::new_v4()))
-            .await
-            .unwrap();
+        let first = commit(
+            &store,
+            send(alice, Target::To("bob".into()), Uuid::new_v4()),
+        )
+        .await
+        .unwrap();
         let WriteOutcome::Sent {
             message,
             new_dm: Some((dm, lo, hi)),
@@ -1303,43 +1163,50 @@ mod tests {
             panic!()
         };
         assert_eq!((message.conv, lo, hi), (dm, alice, bob));
-        let reply = store
-            .write(send(bob, None, Some("ALICE"), Uuid::new_v4()))
-            .await
-            .unwrap();
+        let reply = commit(
+            &store,
+            send(bob, Target::To("ALICE".into()), Uuid::new_v4()),
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(reply, WriteOutcome::Sent { new_dm: None, ref message, .. } if message.conv == dm && message.seq == 2)
         );
-        let leave_dm = store
-            .write(WriteOp::Leave {
+        let leave_dm = commit(
+            &store,
+            WriteOp::Leave {
                 user: bob,
                 conv: dm,
-            })
-            .await;
+            },
+        )
+        .await;
         assert!(matches!(
             leave_dm,
             Err(StoreError::Rejected(ErrorCode::Forbidden, _))
         ));
-        let leave_general = store.write(WriteOp::Leave { user: bob, conv: 1 }).await;
+        let leave_general = commit(&store, WriteOp::Leave { user: bob, conv: 1 }).await;
         assert!(matches!(
             leave_general,
             Err(StoreError::Rejected(ErrorCode::Forbidden, _))
         ));
         let carol = register(&store, "carol").await;
-        let peek = store
-            .write(WriteOp::Read {
+        let peek = commit(
+            &store,
+            WriteOp::Read {
                 user: carol,
                 conv: dm,
                 seq: 1,
-            })
-            .await;
+            },
+        )
+        .await;
         assert!(matches!(
             peek,
             Err(StoreError::Rejected(ErrorCode::NotFound, _))
         ));
         store.shutdown();
         // Everything survives a reopen: the snapshot has the DM with both members.
-        let (_, snapshot) = Store::open(dir.path(), false).unwrap();
+        let (_, snapshot) =
+            SqliteStore::open(&dir.path().join(DB_FILE), OpenOptions::default()).unwrap();
         let dm_row = snapshot.convs.iter().find(|c| c.id == dm).unwrap();
         assert_eq!(dm_row.kind, ConvKind::Dm);
         assert_eq!(dm_row.last_seq, 2);

@@ -1,0 +1,282 @@
+//! Accounts and sessions: registration, sign-in with its limits (docs/protocol.md, "Sign-in
+//! limits"), sign-out, and turning a bearer token into a user.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::names::{self, NameKind};
+use crate::protocol::{limits, ErrorCode, LoginRequest, Millis, RegisterRequest, Session};
+
+use super::super::auth::{self, TokenHash};
+use super::super::hasher::Busy;
+use super::super::store::{UserId, WriteOp, WriteOutcome};
+use super::super::Shared;
+use super::{write_for_call, ServiceError};
+
+/// Presets for users who do not choose an avatar.
+const AVATARS: &[&str] = &[
+    "fox", "owl", "cat", "bear", "panda", "koala", "tiger", "frog",
+];
+/// Longest password accepted (argon2 cost grows with length; this bounds it).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+/// Longest avatar choice.
+const MAX_AVATAR_CHARS: usize = 32;
+
+/// A live token's owner.
+#[derive(Debug, Clone, Copy)]
+pub struct Authed {
+    pub user: UserId,
+    pub token: TokenHash,
+    pub expires_at: Millis,
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::refused(ErrorCode::InvalidName, message)
+}
+
+fn busy() -> ServiceError {
+    ServiceError::Later {
+        code: ErrorCode::Busy,
+        message: "the server is busy checking passwords",
+        wait: Duration::from_secs(1),
+    }
+}
+
+fn limited(message: &'static str, wait: Duration) -> ServiceError {
+    ServiceError::Later {
+        code: ErrorCode::RateLimited,
+        message,
+        wait,
+    }
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+fn non_blank(field: &Option<String>) -> Option<&str> {
+    field.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn default_avatar(username: &str) -> String {
+    let h = username
+        .chars()
+        .fold(0usize, |h, c| h.wrapping_mul(31).wrapping_add(c as usize));
+    AVATARS[h % AVATARS.len()].to_string()
+}
+
+fn session_expiry(shared: &Shared) -> Millis {
+    shared
+        .clock
+        .now_ms()
+        .saturating_add(shared.config.token_ttl.as_millis() as Millis)
+}
+
+/// Create an account (and its first session) for a request from `ip`.
+pub async fn register(
+    shared: &Shared,
+    ip: IpAddr,
+    req: RegisterRequest,
+) -> Result<Session, ServiceError> {
+    let username = names::name(&req.username, NameKind::Username)
+        .map_err(|e| invalid(e.to_string()))?
+        .display;
+    let pw_len = req.password.chars().count();
+    if !(limits::MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&pw_len) {
+        return Err(invalid(format!(
+            "passwords are {}-{MAX_PASSWORD_CHARS} characters",
+            limits::MIN_PASSWORD_CHARS
+        )));
+    }
+    let display_name = names::display_name(non_blank(&req.display_name).unwrap_or(&username))
+        .map_err(|e| invalid(e.to_string()))?;
+    let avatar = non_blank(&req.avatar)
+        .map(str::to_string)
+        .unwrap_or_else(|| default_avatar(&username));
+    if avatar.chars().count() > MAX_AVATAR_CHARS || has_control(&avatar) {
+        return Err(invalid(format!(
+            "avatars are at most {MAX_AVATAR_CHARS} characters"
+        )));
+    }
+    // Charged before hashing (so requests in flight count), after the checks that cost nothing.
+    shared
+        .registration_budget
+        .take(ip, shared.clock.instant())
+        .map_err(|wait| limited("too many accounts created from this address", wait))?;
+    let password = req.password;
+    let password_hash = match shared.hasher.run(move |w| w.hash(&password)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot hash a password");
+            return Err(ServiceError::refused(
+                ErrorCode::Internal,
+                "cannot hash password",
+            ));
+        }
+        Err(Busy) => {
+            // Nothing was created: the try is not counted.
+            shared
+                .registration_budget
+                .refund(ip, shared.clock.instant());
+            return Err(busy());
+        }
+    };
+    let (token, token_hash) = auth::new_token();
+    let (device_token, device_hash) = auth::new_token();
+    let expires_at = session_expiry(shared);
+    let op = WriteOp::Register {
+        username,
+        display_name,
+        avatar,
+        password_hash,
+        token_hash,
+        now: shared.clock.now_ms(),
+        expires_at,
+        device_hash,
+    };
+    match write_for_call(shared, op).await? {
+        WriteOutcome::Registered(row) => Ok(Session {
+            token,
+            user: row.user,
+            expires_at,
+            device_token: Some(device_token),
+        }),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(outcome: WriteOutcome) -> ServiceError {
+    tracing::error!(?outcome, "a write answered with another write's outcome");
+    ServiceError::refused(ErrorCode::Internal, "internal server error")
+}
+
+/// Sign in. Unless the request presents a device token this user was given, the address's
+/// failed-sign-in budget and the account's delay are charged when the attempt starts and
+/// refunded if it succeeds.
+pub async fn login(
+    shared: &Shared,
+    ip: IpAddr,
+    req: LoginRequest,
+) -> Result<Session, ServiceError> {
+    // The user first: whether the device is known to them decides which limits apply. Any
+    // spelling is looked up by its key: names from before the current rules still sign in.
+    let found = shared.store.credentials(req.username.clone()).await?;
+    let user = found.as_ref().map(|(id, _)| *id);
+    let known_device = match (user, req.device_token.as_deref()) {
+        (Some(user), Some(device)) => {
+            shared
+                .store
+                .is_known_device(user, auth::hash_token(device))
+                .await?
+        }
+        _ => false,
+    };
+    let started = shared.clock.instant();
+    if !known_device {
+        shared
+            .sign_in_budget
+            .take(ip, started)
+            .map_err(|wait| limited("too many failed sign-ins from this address", wait))?;
+        if let Some(user) = user {
+            if let Err(wait) = shared.account_delay.take(user, started) {
+                shared.sign_in_budget.refund(ip, started);
+                return Err(limited("too many failed sign-ins for this account", wait));
+            }
+        }
+    }
+    let password = req.password;
+    let checked = match found {
+        Some((_, hash)) => shared.hasher.run(move |w| w.verify(&password, &hash)).await,
+        // Spend the same time as a real check so missing users cannot be told apart.
+        None => shared.hasher.run(move |w| w.verify_dummy(&password)).await,
+    };
+    let ok = match checked {
+        Ok(ok) => ok,
+        Err(Busy) => {
+            // The password was never checked: the attempt does not count.
+            if !known_device {
+                shared.sign_in_budget.refund(ip, started);
+                if let Some(user) = user {
+                    shared.account_delay.refund(user);
+                }
+            }
+            return Err(busy());
+        }
+    };
+    let (Some(user), true) = (user, ok) else {
+        if let Some(user) = user {
+            if known_device {
+                // Exempt from waiting, not from counting.
+                shared.sign_in_budget.charge(ip, started);
+                shared.account_delay.charge(user, shared.clock.instant());
+            } else {
+                shared.account_delay.failed(user, shared.clock.instant());
+            }
+        }
+        return Err(ServiceError::refused(
+            ErrorCode::Unauthorized,
+            "wrong username or password",
+        ));
+    };
+    if !known_device {
+        shared.sign_in_budget.refund(ip, started);
+    }
+    shared.account_delay.succeeded(user);
+    let Some(profile) = shared.hub.user(user) else {
+        tracing::error!(user, "a signed-in user is not in this node's memory");
+        return Err(ServiceError::refused(
+            ErrorCode::Internal,
+            "user not loaded",
+        ));
+    };
+    let (token, token_hash) = auth::new_token();
+    // A known device keeps its token; a new one is remembered from now on.
+    let (device_token, device_hash) = match req.device_token.filter(|_| known_device) {
+        Some(device) => (device, None),
+        None => {
+            let (device, hash) = auth::new_token();
+            (device, Some(hash))
+        }
+    };
+    let expires_at = session_expiry(shared);
+    let op = WriteOp::Login {
+        user,
+        token_hash,
+        now: shared.clock.now_ms(),
+        expires_at,
+        device_hash,
+    };
+    write_for_call(shared, op).await?;
+    Ok(Session {
+        token,
+        user: profile,
+        expires_at,
+        device_token: Some(device_token),
+    })
+}
+
+/// The owner of a live token, or `unauthorized`.
+pub async fn authenticate(shared: &Shared, token: &str) -> Result<Authed, ServiceError> {
+    check_token(shared, auth::hash_token(token)).await
+}
+
+/// The owner of a live token given by its hash, or `unauthorized`.
+pub async fn check_token(shared: &Shared, hash: TokenHash) -> Result<Authed, ServiceError> {
+    match shared.store.token_user(hash, shared.clock.now_ms()).await? {
+        Some((user, expires_at)) => Ok(Authed {
+            user,
+            token: hash,
+            expires_at,
+        }),
+        None => Err(ServiceError::refused(
+            ErrorCode::Unauthorized,
+            "invalid, expired or revoked token",
+        )),
+    }
+}
+
+/// Revoke a token; every socket opened with it closes (4001) on every node.
+pub async fn logout(shared: &Shared, token: TokenHash) -> Result<(), ServiceError> {
+    write_for_call(shared, WriteOp::Logout { token_hash: token }).await?;
+    Ok(())
+}

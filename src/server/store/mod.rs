@@ -1,0 +1,365 @@
+//! The storage interface: what the services may ask of durable state, in the domain's words,
+//! with no backend type in any signature. A backend is chosen at start from a URL ([`open`]);
+//! [`sqlite`] is the embedded default (one file, a writer thread with group commit, a read
+//! pool). A new backend implements [`Storage`] and is added to [`open`]; the services do not
+//! change.
+//!
+//! Writes are [`WriteOp`]s. [`Storage::write`] queues one at once (so one caller's writes
+//! commit in the order it made them) and runs its [`Completion`] after the commit, in commit
+//! order: that is where a service publishes what was committed, so the bus sees commits in the
+//! order they happened. Reads return futures.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::dbfile::Damage;
+use crate::protocol::{ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Target, Unread, User};
+
+use super::auth::TokenHash;
+
+/// A user's row id.
+pub type UserId = i64;
+
+/// How a backend failure should be told to a client and an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Out of space: nothing was stored; retry later.
+    Full,
+    /// The data is damaged.
+    Corrupt,
+    /// Anything else.
+    Other,
+}
+
+/// A backend's own error, kept whole (shared, because one failed commit fails every write of
+/// its batch) so its cause still says what went wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{source}")]
+pub struct BackendError {
+    pub kind: FailureKind,
+    source: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendError {
+    pub fn new(kind: FailureKind, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            kind,
+            source: Arc::new(source),
+        }
+    }
+
+    /// The backend's error, for a backend that wants to look at its own type again.
+    pub fn source_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+/// Errors from the store. `Rejected` carries a protocol error the client should see verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Backend(BackendError),
+    #[error("{1}")]
+    Rejected(ErrorCode, String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("cannot prepare data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error(
+        "the database {path} is damaged ({damage}); refusing to start on it. Restore it from a \
+         backup, or move it aside and start with --init to begin with an empty one"
+    )]
+    Corrupt { path: PathBuf, damage: Damage },
+    #[error(
+        "the database {path} is missing or empty, but {marker} shows this data directory held \
+         one: refusing to start afresh over lost data. Restore the database from a backup, or \
+         start with --init to begin with an empty one"
+    )]
+    Lost { path: PathBuf, marker: PathBuf },
+    #[error("a blocking task failed: {0}")]
+    Join(String),
+    #[error(
+        "unsupported store {0:?}: give a SQLite file as sqlite:PATH or a path (this build has no \
+         other backend)"
+    )]
+    Url(String),
+}
+
+impl StoreError {
+    pub(crate) fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
+        StoreError::Rejected(code, message.into())
+    }
+
+    /// The protocol error code and message a client sees for this error. Failures that are the
+    /// server's own are logged here, once, with their cause.
+    pub fn to_client(&self) -> (ErrorCode, String) {
+        match self {
+            StoreError::Rejected(code, message) => (*code, message.clone()),
+            StoreError::Backend(e) if e.kind == FailureKind::Full => {
+                tracing::error!(error = %e, "storage full: a write was refused; free disk space");
+                (
+                    ErrorCode::StorageFull,
+                    "the server's storage is full; nothing was stored, try again later".into(),
+                )
+            }
+            StoreError::Closed => (ErrorCode::Internal, "the server is shutting down".into()),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                (ErrorCode::Internal, "internal server error".into())
+            }
+        }
+    }
+}
+
+/// A user as loaded into memory.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: UserId,
+    pub user: User,
+}
+
+/// A conversation as loaded into memory.
+#[derive(Debug, Clone)]
+pub struct ConvRow {
+    pub id: ConvId,
+    pub kind: ConvKind,
+    /// Room name; empty for a DM.
+    pub name: String,
+    pub last_seq: Seq,
+    /// Members with their read markers.
+    pub members: Vec<(UserId, Seq)>,
+}
+
+/// The users and conversations, with members and read markers: what a node keeps in memory.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub users: Vec<UserRow>,
+    pub convs: Vec<ConvRow>,
+}
+
+/// A write, as the services ask for it. Times come from the caller's clock.
+#[derive(Debug)]
+pub enum WriteOp {
+    Register {
+        username: String,
+        display_name: String,
+        avatar: String,
+        password_hash: String,
+        token_hash: TokenHash,
+        now: Millis,
+        expires_at: Millis,
+        /// The hash of the device token handed out with this first session.
+        device_hash: TokenHash,
+    },
+    Login {
+        user: UserId,
+        token_hash: TokenHash,
+        now: Millis,
+        expires_at: Millis,
+        /// A new device token's hash to remember (None when the device was already known).
+        device_hash: Option<TokenHash>,
+    },
+    Logout {
+        token_hash: TokenHash,
+    },
+    CreateRoom {
+        user: UserId,
+        name: String,
+        now: Millis,
+    },
+    Join {
+        user: UserId,
+        room: String,
+    },
+    Leave {
+        user: UserId,
+        conv: ConvId,
+    },
+    Send {
+        user: UserId,
+        target: Target,
+        client_msg_id: Uuid,
+        text: String,
+        now: Millis,
+    },
+    Read {
+        user: UserId,
+        conv: ConvId,
+        seq: Seq,
+    },
+}
+
+/// What a committed write did: the change the services publish on the bus.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    Registered(UserRow),
+    LoggedIn,
+    LoggedOut {
+        token_hash: TokenHash,
+    },
+    RoomCreated {
+        user: UserId,
+        conv: ConvId,
+        name: String,
+    },
+    Joined {
+        user: UserId,
+        conv: ConvId,
+        newly: bool,
+    },
+    Left {
+        user: UserId,
+        conv: ConvId,
+    },
+    /// `fresh` is false when this was a retry that returned the original message.
+    Sent {
+        message: Message,
+        fresh: bool,
+        new_dm: Option<(ConvId, UserId, UserId)>,
+    },
+    ReadMoved {
+        user: UserId,
+        conv: ConvId,
+        seq: Seq,
+        moved: bool,
+    },
+}
+
+/// Runs once a write committed (or failed), in commit order, on whatever thread the backend
+/// commits on: it must not block (publishing on the bus is a channel send).
+pub type Completion = Box<dyn FnOnce(Result<WriteOutcome, StoreError>) + Send>;
+
+/// A read's answer, to await.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// Durable state, as the services need it. See the module docs.
+pub trait Storage: Send + Sync {
+    /// Queue `op` now; `done` runs after it committed or failed. Writes queued by one caller
+    /// commit in the order they were queued. Err(Closed) once the store shut down.
+    fn write(&self, op: WriteOp, done: Completion) -> Result<(), StoreError>;
+
+    /// The user id and expiry of a live (unrevoked, unexpired at `now`) token.
+    fn token_user(&self, hash: TokenHash, now: Millis) -> StoreFuture<Option<(UserId, Millis)>>;
+
+    /// Whether `hash` is a device token given to `user`.
+    fn is_known_device(&self, user: UserId, hash: TokenHash) -> StoreFuture<bool>;
+
+    /// The id and password hash of a user by name, in any spelling of it.
+    fn credentials(&self, username: String) -> StoreFuture<Option<(UserId, String)>>;
+
+    /// A page of a conversation's messages, ascending, and whether more lie beyond it:
+    /// the newest `limit` before `before`, or the oldest `limit` after `after`, or the newest.
+    fn history(
+        &self,
+        conv: ConvId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: u32,
+    ) -> StoreFuture<(Vec<Message>, bool)>;
+
+    /// Unread counts (messages from others after the read marker) per conversation of `user`.
+    fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>>;
+
+    /// Stop taking writes, commit what is queued and wait for it (blocking).
+    fn shutdown(&self);
+}
+
+impl dyn Storage {
+    /// Queue `op` and wait for its outcome; `then` sees the outcome first, in commit order.
+    pub fn write_then(
+        &self,
+        op: WriteOp,
+        then: impl FnOnce(&WriteOutcome) + Send + 'static,
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.write(
+            op,
+            Box::new(move |result| {
+                if let Ok(outcome) = &result {
+                    then(outcome);
+                }
+                let _ = tx.send(result);
+            }),
+        );
+        async move {
+            queued?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+}
+
+/// Where the store lives: the `--store` value, or the data directory's SQLite file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+}
+
+impl StoreLocation {
+    /// Parse a `--store` value: `sqlite:PATH`, `sqlite://PATH` or a plain path.
+    pub fn parse(url: &str) -> Result<StoreLocation, StoreError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        if path.is_empty() || scheme.is_some_and(|s| s != "sqlite") {
+            return Err(StoreError::Url(url.to_string()));
+        }
+        Ok(StoreLocation::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The default: `natter.db` in the data directory.
+    pub fn in_data_dir(data_dir: &Path) -> StoreLocation {
+        StoreLocation::Sqlite(data_dir.join(sqlite::DB_FILE))
+    }
+}
+
+/// What opening a store needs besides its location.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Begin with an empty store even though one existed (see `ServerConfig::init`).
+    pub init: bool,
+    /// Cap on the database's size in pages, for fault tests (`ServerConfig::max_db_pages`).
+    pub max_db_pages: Option<u32>,
+}
+
+/// Open the store at `location`, checked and migrated, with its writer running, and read what
+/// a node keeps in memory.
+pub fn open(
+    location: &StoreLocation,
+    options: OpenOptions,
+) -> Result<(Arc<dyn Storage>, Snapshot), StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => {
+            let (store, snapshot) = sqlite::SqliteStore::open(path, options)?;
+            Ok((Arc::new(store), snapshot))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_name_a_sqlite_file_or_are_refused() {
+        let sqlite = |p: &str| StoreLocation::Sqlite(PathBuf::from(p));
+        let parse = |url: &str| StoreLocation::parse(url).unwrap();
+        assert_eq!(parse("sqlite:/var/natter.db"), sqlite("/var/natter.db"));
+        assert_eq!(parse("sqlite:///var/n.db"), sqlite("/var/n.db"));
+        assert_eq!(parse("data/natter.db"), sqlite("data/natter.db"));
+        for bad in ["postgres://db/natter", "redis://x", "sqlite:", ""] {
+            assert!(
+                matches!(StoreLocation::parse(bad), Err(StoreError::Url(_))),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+}
