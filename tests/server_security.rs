@@ -645,18 +645,24 @@ async fn upgrade_refusals_and_auth_frame_rules() {
     crowd.finish().await;
 }
 
+/// Token expiry on the server's clock: a manual clock moved past the token's lifetime, no
+/// real waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_is_refused_and_its_open_socket_closed() {
+    let clock = natter::server::Clock::manual();
     let server = TestServer::start_with(|c| {
-        c.token_ttl = Duration::from_millis(1_500);
-        // Long enough that the idle test socket is not dropped for silence first.
-        c.heartbeat_interval = Duration::from_millis(1_000);
-        c.heartbeat_timeout = Duration::from_millis(3_000);
+        c.token_ttl = Duration::from_secs(3600);
+        c.clock = clock.clone();
+        // The socket checks its token's expiry every quarter of this.
+        c.heartbeat_interval = Duration::from_millis(400);
     })
     .await;
     let alice = server.register("alice").await;
     let mut open = server.connect(&alice.token).await;
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    clock.advance(Duration::from_secs(3599));
+    let r = open.request(|id| ClientFrame::Rooms { id }).await;
+    assert!(r.is_ok(), "a second before expiry the socket still works");
+    clock.advance(Duration::from_secs(2));
     let e = WsClient::connect(&server.ws_url(), Some(&alice.token))
         .await
         .err()
@@ -693,8 +699,9 @@ async fn logout_closes_the_sockets_of_that_token_only() {
 /// password signs in. Signed-in users keep chatting throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_sign_ins_from_one_address_must_wait_then_may_try_again() {
+    let clock = natter::server::Clock::manual();
     let server = TestServer::start_with(|c| {
-        c.failed_sign_in_refill = Duration::from_millis(1_500);
+        c.clock = clock.clone();
         // This is the per-address budget; the per-account delay (which would hold "target"
         // after 3 guesses) has its own tests in server_signin.rs.
         c.account_free_failures = 1_000;
@@ -725,11 +732,23 @@ async fn failed_sign_ins_from_one_address_must_wait_then_may_try_again() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        retry, 30,
+        "the default refill, on a clock that stands still"
+    );
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "rate_limited", "{body}");
 
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    clock.advance(Duration::from_secs(29));
+    let (status, _) = server
+        .post(
+            "/api/login",
+            serde_json::json!({"username": "target", "password": support::PASSWORD}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 429, "a second early");
+    clock.advance(Duration::from_secs(1));
     let session = server.login("target").await;
     assert_eq!(session.user.username, "target");
     chat.finish().await;

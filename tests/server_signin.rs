@@ -336,7 +336,14 @@ async fn a_known_device_signs_in_from_an_exhausted_address() {
 /// a known device is not delayed; after the wait the right password works and resets the delay.
 #[tokio::test]
 async fn the_account_delay_applies_across_addresses() {
-    let server = TestServer::start_with(|c| c.account_free_failures = 3).await;
+    // The server's clock stands still unless the test moves it: the delay is waited out
+    // without sleeping.
+    let clock = natter::server::Clock::manual();
+    let server = TestServer::start_with(|c| {
+        c.account_free_failures = 3;
+        c.clock = clock.clone();
+    })
+    .await;
     let alice = server.register("alice").await;
     server.register("bob").await;
     for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
@@ -372,13 +379,17 @@ async fn the_account_delay_applies_across_addresses() {
             401
         );
     }
-    let started = Instant::now();
     let wait = login(&fresh, &server, right("alice"))
         .await
         .retry_after
         .expect("delayed");
-    tokio::time::sleep(Duration::from_secs(wait).saturating_sub(started.elapsed())).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    clock.advance(Duration::from_secs(wait) - Duration::from_millis(1));
+    assert_eq!(
+        login(&fresh, &server, right("alice")).await.status,
+        429,
+        "a millisecond early"
+    );
+    clock.advance(Duration::from_millis(1));
     assert_eq!(
         login(&fresh, &server, right("alice")).await.status,
         200,

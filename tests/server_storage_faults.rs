@@ -347,3 +347,40 @@ async fn the_data_directory_and_its_files_are_private() {
     assert_private(&data);
     server.stop().await.1.unwrap();
 }
+
+/// `--store` picks where the database lives: a `sqlite:` path outside the data directory is
+/// created there and serves; a backend this build does not have is refused by name, before
+/// anything listens.
+#[tokio::test]
+async fn the_store_flag_chooses_the_database_and_refuses_unknown_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = start_expecting_refusal(dir.path(), &["--store", "postgres://db/natter"]).await;
+    assert!(
+        refused
+            .stderr
+            .contains("unsupported store \"postgres://db/natter\""),
+        "{}",
+        refused.stderr
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let db = elsewhere.path().join("chat.db");
+    let store = format!("sqlite:{}", db.display());
+    let mut proc = support::ServerProcess::spawn(SERVER, dir.path(), &["--store", &store]).await;
+    let status = reqwest::Client::new()
+        .post(format!("http://{}/api/register", proc.addr))
+        .json(&serde_json::json!({"username": "alice", "password": support::PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+    proc.child.kill().await.unwrap();
+    assert!(
+        db.metadata().unwrap().len() > 0,
+        "the database is where --store said"
+    );
+    assert!(
+        !dir.path().join("natter.db").exists(),
+        "and not in the data directory"
+    );
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use natter::server::{Server, ServerConfig, TlsConfig};
+use natter::server::{Server, ServerConfig, StoreLocation, TlsConfig};
 
 /// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
 #[derive(Debug, Parser)]
@@ -81,6 +81,10 @@ struct Args {
     /// Sockets per IP address that have upgraded but not yet authenticated (0: no cap).
     #[arg(long, env = "NATTER_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 16)]
     max_unauthenticated_per_ip: usize,
+    /// Where durable state lives: a SQLite file as `sqlite:PATH` (or just a path). Default:
+    /// natter.db in the data directory.
+    #[arg(long, env = "NATTER_STORE")]
+    store: Option<String>,
     /// Start with an empty database although the data directory shows one existed (natter.db
     /// missing or empty while its marker natter.initialized is there). Without it the server
     /// refuses such a start, so lost data is noticed rather than silently replaced.
@@ -130,6 +134,12 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     };
     let mut c = ServerConfig::new(data_dir);
     c.init = args.init;
+    c.store = args
+        .store
+        .as_deref()
+        .map(StoreLocation::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     c.max_db_pages = args.max_db_pages;
     c.heartbeat_interval = secs(args.heartbeat_interval)?;
     c.heartbeat_timeout = secs(args.heartbeat_timeout)?;

@@ -119,3 +119,144 @@ pub(crate) async fn write_for_call(
     waiter.applied().await;
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::protocol::{Reply, ServerFrame, Target};
+    use crate::server::auth;
+    use crate::server::hub::Kill;
+    use crate::server::outbound::{Outlet, PushError, WireFrame};
+    use crate::server::ServerConfig;
+
+    /// Keeps what it is sent, and the name of the thread that sent it.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, ServerFrame)>>);
+
+    impl Outlet for Recorder {
+        fn push(&self, frames: &[WireFrame]) -> Result<(), PushError> {
+            let thread = std::thread::current().name().unwrap_or("?").to_string();
+            let mut seen = self.0.lock().unwrap();
+            for f in frames {
+                seen.push((thread.clone(), serde_json::from_slice(f.payload()).unwrap()));
+            }
+            Ok(())
+        }
+    }
+
+    async fn registered(shared: &Shared, name: &str) -> UserId {
+        let now = shared.clock.now_ms();
+        let op = WriteOp::Register {
+            username: name.into(),
+            display_name: name.into(),
+            avatar: "owl".into(),
+            password_hash: "unused".into(),
+            token_hash: auth::new_token().1,
+            now,
+            expires_at: now + 60_000,
+            device_hash: auth::new_token().1,
+        };
+        match write_for_call(shared, op).await.unwrap() {
+            WriteOutcome::Registered(row) => row.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The fan-out is not the store's writer thread: every push and answer is written from a
+    /// thread other than `natter-writer` (before the bus, the writer wrote them all). The
+    /// answers on one socket keep their place among the pushes: two users sending to one room
+    /// at once, each socket sees the room's seqs in ascending order, its own as `sent`
+    /// answers and the other's as pushes, with none missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fan_out_runs_off_the_writer_thread_and_answers_keep_seq_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::start(ServerConfig::new(dir.path())).unwrap();
+        let (alice, bob) = (
+            registered(&shared, "alice").await,
+            registered(&shared, "bob").await,
+        );
+        let general = 1;
+        let mut sockets = Vec::new();
+        for user in [alice, bob] {
+            let out = Arc::new(Recorder::default());
+            let conn = shared
+                .hub
+                .register(
+                    user,
+                    auth::new_token().1,
+                    Vec::new(),
+                    out.clone(),
+                    Arc::new(Kill::default()),
+                )
+                .unwrap();
+            sockets.push((user, conn, out));
+        }
+        const EACH: u64 = 200;
+        for req in 1..=EACH {
+            for (user, conn, _) in &sockets {
+                let caller = Caller {
+                    user: *user,
+                    conn: conn.id,
+                    req,
+                };
+                let text = format!("{req}");
+                messages::send(
+                    &shared,
+                    &caller,
+                    Target::Conv(general),
+                    Uuid::new_v4(),
+                    text,
+                )
+                .unwrap();
+            }
+        }
+        for (_, _, out) in &sockets {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let seqs = out
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, f)| {
+                        matches!(f, ServerFrame::Message { .. })
+                            || matches!(
+                                f,
+                                ServerFrame::Ok {
+                                    result: Reply::Sent { .. },
+                                    ..
+                                }
+                            )
+                    })
+                    .count();
+                if seqs as u64 == 2 * EACH {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "only {seqs} arrived"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let seen = out.0.lock().unwrap();
+            let mut seqs = Vec::new();
+            for (thread, frame) in seen.iter() {
+                assert_ne!(thread, "natter-writer", "{frame:?} written by the writer");
+                match frame {
+                    ServerFrame::Message { message } => seqs.push(message.seq),
+                    ServerFrame::Ok {
+                        result: Reply::Sent { message },
+                        ..
+                    } => seqs.push(message.seq),
+                    _ => {}
+                }
+            }
+            assert_eq!(seqs, (1..=2 * EACH as i64).collect::<Vec<_>>());
+        }
+        shared.store.shutdown();
+    }
+}
