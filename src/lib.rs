@@ -5,8 +5,9 @@
 //! - [`names`]: the rules for usernames, room names and display names (normalisation,
 //!   uniqueness, look-alikes, refused characters) and for showing other users' text in a terminal.
 //! - [`protocol`]: wire types (frames, HTTP bodies), limits and close codes. No I/O.
-//! - [`server`]: the Natter server: HTTP routes, WebSocket connections, the hub that fans
-//!   messages out, server-side SQLite storage and authentication. Started with [`server::run`].
+//! - [`server`]: the Natter server: HTTP routes and WebSocket connections over services (one
+//!   per domain) over a storage interface (SQLite by default) and a bus that feeds the fan-out.
+//!   Started with [`server::run`]; docs/architecture.md draws the layers.
 //! - [`client`]: the client core: a reconnecting connection owned by an actor task, the local
 //!   SQLite store (history, full-text search, outbox, read markers) and the notification policy.
 //! - [`dbfile`]: what both SQLite stores need on disk: private permissions, an integrity check

@@ -469,6 +469,7 @@ async fn cli_help_lists_every_setting_and_env_vars_configure_the_binary() {
     for flag in [
         "--listen",
         "--data-dir",
+        "--store",
         "--tls-cert",
         "--tls-key",
         "--allowed-origin",
