@@ -51,9 +51,9 @@ pub const PRESENCE_WINDOW: Duration = Duration::from_millis(200);
 /// The answer to a request, before it is encoded.
 pub type Answer = Result<Reply, (ErrorCode, String)>;
 
-/// Most events the fan-out takes in one turn (their frames to one connection go out in one
-/// write).
-const FANOUT_BATCH: usize = 256;
+/// Most batches (commits) the fan-out takes in one turn (their frames to one connection go
+/// out in one write).
+const FANOUT_BATCH: usize = 64;
 
 /// A one-shot "close this connection with this code" signal, awaited by the connection's one
 /// task (only that task may await [`Kill::fired`]: the waker slot holds one waker). The task
@@ -755,7 +755,7 @@ impl Hub {
     /// The fan-out: apply each event heard on the bus to memory and write what it sends to
     /// this node's connections, in order, until the bus closes. Also writes the answers of
     /// failed writes ([`Hub::fail`]).
-    pub async fn run_fanout(self: Arc<Hub>, mut events: mpsc::UnboundedReceiver<Event>) {
+    pub async fn run_fanout(self: Arc<Hub>, mut events: mpsc::UnboundedReceiver<Vec<Event>>) {
         let Some(mut failures) = self
             .failures_rx
             .lock()
@@ -765,19 +765,37 @@ impl Hub {
             tracing::error!("the fan-out was started twice");
             return;
         };
-        let mut batch = Vec::with_capacity(FANOUT_BATCH);
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
-                n = events.recv_many(&mut batch, FANOUT_BATCH) => {
+                n = events.recv_many(&mut batches, FANOUT_BATCH) => {
                     if n == 0 {
                         return;
                     }
-                    self.on_events(batch.drain(..));
+                    batch.extend(batches.drain(..).flatten());
+                    // A bug in applying one batch must not end the only fan-out (every
+                    // later message would go nowhere); what it sent is sent.
+                    //
+                    // Unconstrained: a socket write from inside a Tokio task spends the task's
+                    // cooperative budget, and once it is spent (after ~128 writes) the rest
+                    // would be refused and handed to each connection's task to drain: a wakeup
+                    // and a write more per recipient. The fan-out yields between turns anyway.
+                    let applied = tokio::task::unconstrained(async {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.on_events(batch.drain(..))
+                        }))
+                    })
+                    .await;
+                    if applied.is_err() {
+                        tracing::error!("applying committed events panicked; continuing");
+                        batch.clear();
+                    }
                 }
                 Some((conn, frame)) = failures.recv() => {
                     let mut out = Outgoing::default();
                     self.lock().push_conn(conn, &frame, &mut out);
-                    self.deliver(out);
+                    tokio::task::unconstrained(async { self.deliver(out) }).await;
                 }
             }
         }

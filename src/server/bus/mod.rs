@@ -13,6 +13,8 @@
 
 pub mod local;
 
+use std::cell::RefCell;
+
 use tokio::sync::mpsc;
 
 use crate::protocol::ConvId;
@@ -66,11 +68,59 @@ pub enum Event {
 }
 
 /// Carries events to every subscriber, each subscriber seeing one publisher's events in the
-/// order they were published.
+/// order they were published, in batches.
 pub trait Bus: Send + Sync {
     /// Hand `event` to every subscriber. Never blocks.
     fn publish(&self, event: Event);
 
-    /// A new subscription: every event published from now on.
-    fn subscribe(&self) -> mpsc::UnboundedReceiver<Event>;
+    /// A new subscription: every event published from now on, in batches (the events of one
+    /// commit arrive together when they were published inside [`hold_deliveries`]).
+    fn subscribe(&self) -> mpsc::UnboundedReceiver<Vec<Event>>;
+}
+
+/// A bus's delivery of what it holds.
+type Delivery = Box<dyn FnOnce()>;
+
+thread_local! {
+    /// Deliveries waiting for the end of the [`hold_deliveries`] running on this thread.
+    static HELD: RefCell<Option<Vec<Delivery>>> = const { RefCell::new(None) };
+}
+
+/// Run `f`; buses hold what is published inside it on this thread and deliver it, in one
+/// batch per bus, when `f` returns. The store runs the completions of one commit inside it, so
+/// the fan-out hears a commit's events at once and writes each connection its frames of that
+/// commit in one write, instead of being woken (and writing) once per event.
+pub fn hold_deliveries<T>(f: impl FnOnce() -> T) -> T {
+    let outer = HELD.with(|h| h.borrow().is_some());
+    if outer {
+        return f();
+    }
+    HELD.with(|h| *h.borrow_mut() = Some(Vec::new()));
+    // Deliver even if `f` panics: what was published was committed.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let held = HELD.with(|h| h.borrow_mut().take()).unwrap_or_default();
+            for deliver in held {
+                deliver();
+            }
+        }
+    }
+    let _release = Release;
+    f()
+}
+
+/// For a bus: run `deliver` now, or when the enclosing [`hold_deliveries`] on this thread ends.
+fn deliver_when_released(deliver: impl FnOnce() + 'static) {
+    let deliver: Delivery = Box::new(deliver);
+    let now = HELD.with(|h| match h.borrow_mut().as_mut() {
+        Some(held) => {
+            held.push(deliver);
+            None
+        }
+        None => Some(deliver),
+    });
+    if let Some(deliver) = now {
+        deliver();
+    }
 }

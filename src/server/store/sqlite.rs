@@ -24,6 +24,7 @@ use crate::protocol::{
 };
 
 use super::super::auth::TokenHash;
+use super::super::bus::hold_deliveries;
 use super::{
     BackendError, Completion, ConvRow, FailureKind, OpenOptions, Snapshot, Storage, StoreError,
     StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
@@ -365,14 +366,19 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             }
         }
         let results = run_batch(&mut conn, &jobs);
-        for (job, result) in jobs.into_iter().zip(results) {
-            // A bug in a completion must not kill the only writer (every later write would
-            // fail); the batch is committed either way.
-            let done = job.done;
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result))).is_err() {
-                tracing::error!("a write's completion panicked; continuing");
+        // What the completions publish leaves as one batch: the fan-out then writes each
+        // connection its frames of this commit at once.
+        hold_deliveries(|| {
+            for (job, result) in jobs.into_iter().zip(results) {
+                // A bug in a completion must not kill the only writer (every later write would
+                // fail); the batch is committed either way.
+                let done = job.done;
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result))).is_err()
+                {
+                    tracing::error!("a write's completion panicked; continuing");
+                }
             }
-        }
+        });
     }
     tracing::debug!("writer thread finished");
 }
