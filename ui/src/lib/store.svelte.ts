@@ -12,11 +12,13 @@ import type {
   ConversationSummary,
   LocalMessage,
   Member,
+  MessageEvent,
   Settings,
   User,
 } from "../types";
 import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
 import { prependPage, upsertMessage } from "./rows";
+import { sortByActivity, upsertConversation } from "./sidebar";
 
 export const PAGE = 100;
 /** How long a typing notice stays up without a refresh. */
@@ -92,7 +94,10 @@ export class Store {
 
   async init(): Promise<void> {
     this.unsubscribe = await subscribe({
-      "natter://message": (m) => this.onMessage(m),
+      "natter://message": (e) => this.onMessage(e),
+      "natter://conversation": (c) => this.onConversation(c),
+      "natter://conversation-removed": (e) => this.onConversationRemoved(e.conv),
+      "natter://unread": (e) => this.onUnread(e.conv, e.unread),
       "natter://conversations": (list) => this.onConversations(list),
       "natter://presence": (p) => this.onPresence(p.online, p.offline),
       "natter://online": (names) => this.onOnline(names),
@@ -178,12 +183,41 @@ export class Store {
 
   // ---- events ----
 
+  /** The whole list: when the Rust side (re)starts its event pump or lost events. */
   onConversations(list: ConversationSummary[]): void {
     this.convEvents++;
-    this.conversations = list;
+    this.conversations = sortByActivity(list);
+    this.afterConversationChange();
+  }
+
+  /** One conversation's summary changed (or it was joined). */
+  onConversation(c: ConversationSummary): void {
+    this.convEvents++;
+    this.conversations = upsertConversation(this.conversations, c);
+    this.afterConversationChange();
+  }
+
+  /** The user is no longer a member of `conv`. */
+  onConversationRemoved(conv: number): void {
+    this.convEvents++;
+    this.conversations = this.conversations.filter((c) => c.id !== conv);
+    if (this.currentConv === conv) {
+      this.current = null;
+      this.messages = [];
+    }
+  }
+
+  /** Only the unread count of `conv` changed (read on another device, or here). */
+  onUnread(conv: number, unread: number): void {
+    this.convEvents++;
+    this.conversations = this.conversations.map((c) => (c.id === conv && c.unread !== unread ? { ...c, unread } : c));
+    this.afterConversationChange();
+  }
+
+  private afterConversationChange(): void {
     const cur = this.current;
     if (cur && "to" in cur) {
-      const dm = list.find((c) => c.kind === "dm" && c.name === cur.to);
+      const dm = this.conversations.find((c) => c.kind === "dm" && c.name === cur.to);
       if (dm) void this.adoptDraft(dm.id);
     }
     // Something arrived in the conversation on screen while we looked at it: keep it read.
@@ -191,7 +225,12 @@ export class Store {
     if (open && open.unread > 0) this.markReadNewest();
   }
 
-  onMessage(m: LocalMessage): void {
+  /** A message added or updated (same `local_id`: pending -> sent or failed, and back). */
+  onMessage(e: MessageEvent): void {
+    this.applyMessage(e.message);
+  }
+
+  private applyMessage(m: LocalMessage): void {
     const cur = this.current;
     let mine = false;
     if (cur && "conv" in cur) mine = m.conv === cur.conv;
@@ -205,7 +244,7 @@ export class Store {
       }
     }
     if (!mine) return;
-    // The send reply and the ack event travel separately; never let a late reply undo an ack.
+    // A history page loaded before the ack may still hold the pending copy; never go back.
     const existing = this.messages.find((x) => x.local_id === m.local_id);
     if (existing?.state === "sent" && m.state !== "sent") return;
     this.messages = upsertMessage(this.messages, m);
@@ -453,9 +492,8 @@ export class Store {
     if (!cur || text.trim() === "") return false;
     try {
       this.followNonce++;
-      const m = await api.send(cur, text);
-      // The ack or failure event may have overtaken this reply; it is newer, keep it.
-      if (!this.messages.some((x) => x.local_id === m.local_id)) this.onMessage(m);
+      // The message arrives once, as an `added` event, and is then `updated` to sent or failed.
+      await api.send(cur, text);
       return true;
     } catch (e) {
       this.showError(e);
@@ -464,11 +502,9 @@ export class Store {
   }
 
   async retry(localId: string): Promise<void> {
-    const before = this.messages.find((m) => m.local_id === localId)?.state;
     try {
-      const m = await api.retry(localId);
-      const now = this.messages.find((x) => x.local_id === localId)?.state;
-      if (now === before) this.onMessage(m);
+      // The new state arrives as an `updated` event.
+      await api.retry(localId);
     } catch (e) {
       this.showError(e);
     }
@@ -487,6 +523,7 @@ export class Store {
   async setMuted(conv: number, muted: boolean): Promise<void> {
     try {
       await api.setMuted(conv, muted);
+      // The summary event follows; show the change at once all the same.
       this.conversations = this.conversations.map((c) => (c.id === conv ? { ...c, muted } : c));
     } catch (e) {
       this.showError(e);
@@ -509,7 +546,7 @@ export class Store {
 
   /** Puts a just created or joined room into the list (the event may come later) and opens it. */
   async adoptConversation(c: ConversationSummary): Promise<void> {
-    if (!this.conversations.some((x) => x.id === c.id)) this.conversations = [c, ...this.conversations];
+    if (!this.conversations.some((x) => x.id === c.id)) this.conversations = upsertConversation(this.conversations, c);
     this.roomsOpen = false;
     await this.openConversation(c.id);
   }
