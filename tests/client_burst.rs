@@ -1,7 +1,7 @@
 //! The client core under a burst, against the real server (in-process on 127.0.0.1:0, temp
 //! SQLite on both sides): per-conversation change events instead of list rebuilds, the user's
 //! own message announced once and then updated, notification text without a server request,
-//! and a store that never blocks the async runtime.
+//! a store that never blocks the async runtime, and store failures reported, not dropped.
 
 mod support;
 
@@ -285,4 +285,42 @@ async fn a_busy_store_does_not_block_the_async_runtime() {
     stalled.await.unwrap().unwrap();
     let msg = send.await.unwrap().unwrap();
     assert_eq!(msg.state, MessageState::Pending);
+}
+
+/// A store write that fails while the actor handles a server frame is reported (a warning
+/// event with the store's own reason), not dropped. The fault is a trigger added to the
+/// client's store file from outside, as a full or failing disk would refuse the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_store_write_in_the_actor_is_reported_with_its_cause() {
+    let server = TestServer::start().await;
+    let (dir, bob) = client(&server, server.register("bob").await).await;
+    let room = bob.create_room("faulty").await.unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(natter::client::STORE_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER injected_fault BEFORE UPDATE OF member_count ON conversations
+             BEGIN SELECT RAISE(ABORT, 'injected disk fault'); END;",
+        )
+        .unwrap();
+    }
+    let mut rx = bob.subscribe();
+    let mut alice = server.user("alice").await;
+    alice
+        .request(|id| ClientFrame::Join {
+            id,
+            room: room.name.clone(),
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ClientEvent::Warning(w))) if w.contains("injected disk fault") => {
+                assert!(w.contains("member count"), "{w}");
+                break;
+            }
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            other => panic!("the failed write was not reported: {other:?}"),
+        }
+    }
 }
