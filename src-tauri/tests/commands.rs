@@ -427,6 +427,11 @@ fn register_send_history_and_notifications_through_the_ipc() {
         .max()
         .unwrap();
     bob.ok("mark_read", json!({"conv": dm, "seq": last_seq}));
+    // Only the count moved: one unread event, not a summary or the list.
+    wait_until("the unread event", || {
+        bob.events_named("natter://unread")
+            .contains(&json!({"conv": dm, "unread": 0}))
+    });
     let list = bob.ok("conversations", json!({}));
     let dm_summary = list
         .as_array()
@@ -475,6 +480,10 @@ fn register_send_history_and_notifications_through_the_ipc() {
     assert_eq!(conv, bob_general);
     assert_eq!(text.title, "Alice <A> · #general");
     assert_eq!(text.body, "New message");
+
+    // Every change above went out as a change; the whole list only once, when the event
+    // pump started at sign-in.
+    assert_eq!(bob.events_named("natter://conversations").len(), 1);
 
     // The shell remembers who is signed in and where: a restart is ready at once, offline
     // history included.
