@@ -53,6 +53,9 @@ pub(crate) enum Command {
     },
     /// The outbox or the read markers changed: look for work.
     Kick,
+    /// A handle changed this conversation's summary (queued a message): announce it with the
+    /// next flush, so a run of sends costs one summary, not one each.
+    Touched(ConvId),
     /// Skip the backoff wait.
     ReconnectNow,
     Shutdown(oneshot::Sender<()>),
@@ -304,6 +307,7 @@ impl Actor {
                         let _ = reply.send(Err(ClientError::Offline(reason.to_owned())));
                     }
                     Some(Command::Kick) => {}
+                    Some(Command::Touched(conv)) => self.shared.publish_summaries(vec![conv]).await,
                 },
             }
         }
@@ -328,6 +332,7 @@ impl Actor {
                     let _ = reply.send(Err(ClientError::Unauthorized(reason.clone())));
                 }
                 Command::Kick | Command::ReconnectNow => {}
+                Command::Touched(conv) => self.shared.publish_summaries(vec![conv]).await,
             }
         }
     }
@@ -380,6 +385,9 @@ impl Actor {
                         let _ = reply.send(Err(ClientError::Offline("connecting".into())));
                     }
                     Some(Command::Kick | Command::ReconnectNow) => {}
+                    Some(Command::Touched(conv)) => {
+                        self.shared.publish_summaries(vec![conv]).await;
+                    }
                 },
             }
         }
@@ -446,6 +454,7 @@ impl Actor {
                         let _ = reply.send(Err(ClientError::Offline("connecting".into())));
                     }
                     Some(Command::Kick) => {}
+                    Some(Command::Touched(c)) => conn.touch([c]),
                 },
             }
         }
@@ -529,6 +538,7 @@ impl Actor {
                             return end;
                         }
                     }
+                    Some(Command::Touched(c)) => conn.touch([c]),
                 },
                 _ = tokio::time::sleep_until(last_rx + silence_limit) => {
                     return End::Retry {

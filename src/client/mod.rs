@@ -733,7 +733,10 @@ impl Client {
         let msg = item.to_local();
         self.emit(ClientEvent::Message(MessageEvent::added(msg.clone())));
         if let Some(conv) = conv {
-            self.inner.shared.publish_summaries(vec![conv]).await;
+            if self.inner.cmd.send(Command::Touched(conv)).is_err() {
+                // No actor (shut down): announce it here.
+                self.inner.shared.publish_summaries(vec![conv]).await;
+            }
         }
         self.kick();
         Ok(msg)
