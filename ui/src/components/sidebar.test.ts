@@ -242,4 +242,33 @@ describe("sidebar", () => {
     expect(within(screen.getByTestId("conv-item")).getByTestId("conv-preview").textContent).toBe("Bob: news while loading");
     expect(screen.getAllByTestId("online-user").map((p) => p.dataset.online)).toEqual(["true", "true"]);
   });
+
+  it("replays one conversation's change heard while the initial list loads onto that list", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    const random = fake.addRoom("random", ["alice", "bob"]);
+    fake.deliver(random, "bob", "old news", 1_000);
+    const stale = fake.summaries();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held = false;
+    mockIPC(
+      async (cmd, args) => {
+        if (cmd === "conversations" && !held) {
+          held = true;
+          return gate.then(() => stale);
+        }
+        return fake.handle(cmd, (args ?? {}) as Record<string, unknown>);
+      },
+      { shouldMockEvents: true },
+    );
+    await renderApp();
+    fake.deliver(general, "bob", "news while loading", 5_000);
+    await fire("natter://conversation", fake.summary(general));
+    release();
+    // The fetched list (both rooms) with general's newer summary on top: not just general.
+    await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["general", "random"]));
+    expect(within(items()[0]).getByTestId("conv-preview").textContent).toBe("Bob: news while loading");
+    expect(within(items()[1]).getByTestId("conv-preview").textContent).toBe("Bob: old news");
+  });
 });

@@ -55,8 +55,12 @@ export class Store {
   search = $state<{ scope: SearchScope } | null>(null);
 
   private unsubscribe: (() => void) | null = null;
-  /** Counts list/presence events, so a slower initial fetch never overwrites newer event data. */
-  private convEvents = 0;
+  /** Counts whole-list and presence events, so a slower initial fetch never overwrites newer
+   * event data. */
+  private listEvents = 0;
+  /** While the initial list is being fetched: the per-conversation changes heard meanwhile,
+   * replayed onto the fetched list (they are newer than it). */
+  private heardWhileLoading: ((list: ConversationSummary[]) => ConversationSummary[])[] | null = null;
   private presenceEvents = 0;
   private lastTypingSent = new Map<number, number>();
   private lastMarked = new Map<number, number>();
@@ -159,9 +163,14 @@ export class Store {
   }
 
   async loadMain(): Promise<void> {
-    const convMark = this.convEvents;
+    const listMark = this.listEvents;
+    const heard: ((list: ConversationSummary[]) => ConversationSummary[])[] = [];
+    this.heardWhileLoading = heard;
     const [convs] = await Promise.all([api.conversations().catch(() => null), this.refreshUsers()]);
-    if (convs && this.convEvents === convMark) this.conversations = convs;
+    if (this.heardWhileLoading === heard) this.heardWhileLoading = null;
+    if (convs && this.listEvents === listMark) {
+      this.conversations = heard.reduce((list, change) => change(list), sortByActivity(convs));
+    }
     const list = this.conversations;
     const last = this.app?.last_conversation;
     if (last !== null && last !== undefined && list.some((c) => c.id === last)) {
@@ -185,22 +194,26 @@ export class Store {
 
   /** The whole list: when the Rust side (re)starts its event pump or lost events. */
   onConversations(list: ConversationSummary[]): void {
-    this.convEvents++;
+    this.listEvents++;
     this.conversations = sortByActivity(list);
     this.afterConversationChange();
   }
 
+  /** Applies a change to one conversation, and keeps it for a list still being fetched. */
+  private changeConversations(change: (list: ConversationSummary[]) => ConversationSummary[]): void {
+    this.heardWhileLoading?.push(change);
+    this.conversations = change(this.conversations);
+  }
+
   /** One conversation's summary changed (or it was joined). */
   onConversation(c: ConversationSummary): void {
-    this.convEvents++;
-    this.conversations = upsertConversation(this.conversations, c);
+    this.changeConversations((list) => upsertConversation(list, c));
     this.afterConversationChange();
   }
 
   /** The user is no longer a member of `conv`. */
   onConversationRemoved(conv: number): void {
-    this.convEvents++;
-    this.conversations = this.conversations.filter((c) => c.id !== conv);
+    this.changeConversations((list) => list.filter((c) => c.id !== conv));
     if (this.currentConv === conv) {
       this.current = null;
       this.messages = [];
@@ -209,8 +222,9 @@ export class Store {
 
   /** Only the unread count of `conv` changed (read on another device, or here). */
   onUnread(conv: number, unread: number): void {
-    this.convEvents++;
-    this.conversations = this.conversations.map((c) => (c.id === conv && c.unread !== unread ? { ...c, unread } : c));
+    this.changeConversations((list) =>
+      list.map((c) => (c.id === conv && c.unread !== unread ? { ...c, unread } : c)),
+    );
     this.afterConversationChange();
   }
 
