@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use natter::client::{
-    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage, MessageState,
-    Target,
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage, MessageEvent,
+    MessageState, Target,
 };
 use natter::protocol::{ClientFrame, ConvKind, Reply, Session};
 use support::TestServer;
@@ -59,11 +59,16 @@ async fn next_message(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(ClientEvent::Message(m))) if pred(&m) => return m,
+            Ok(Ok(ClientEvent::Message(MessageEvent { message: m, .. }))) if pred(&m) => return m,
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
             other => panic!("no matching message: {other:?}"),
         }
     }
+}
+
+/// The unread count of a joined conversation.
+async fn unread(c: &Client, conv: natter::protocol::ConvId) -> u32 {
+    c.conversation(conv).await.unwrap().expect("joined").unread
 }
 
 fn fast(c: &mut natter::server::ServerConfig) {
@@ -79,10 +84,13 @@ async fn two_users_chat_in_a_room_and_a_dm() {
     let (_db, bob) = client(&server, server.register("bob").await).await;
     let general = alice
         .find_conversation(ConvKind::Room, "general")
+        .await
         .unwrap()
         .expect("general joined");
     assert_eq!(
-        bob.find_conversation(ConvKind::Room, "general").unwrap(),
+        bob.find_conversation(ConvKind::Room, "general")
+            .await
+            .unwrap(),
         Some(general)
     );
 
@@ -109,11 +117,11 @@ async fn two_users_chat_in_a_room_and_a_dm() {
     );
 
     // Unread counts, and mark_read synced to the server.
-    let conv = bob.conversation(general).unwrap().unwrap();
+    let conv = bob.conversation(general).await.unwrap().unwrap();
     assert_eq!((conv.unread, conv.title.as_str()), (1, "#general"));
     assert_eq!(conv.last_message.unwrap().text, "hello bob");
     bob.mark_read(general, got.seq.unwrap()).await.unwrap();
-    assert_eq!(bob.conversation(general).unwrap().unwrap().unread, 0);
+    assert_eq!(bob.conversation(general).await.unwrap().unwrap().unread, 0);
 
     // DM: the conversation is created by the first message.
     let dm = bob
@@ -132,6 +140,7 @@ async fn two_users_chat_in_a_room_and_a_dm() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while alice
         .find_conversation(ConvKind::Dm, "bob")
+        .await
         .unwrap()
         .is_none()
     {
@@ -142,18 +151,18 @@ async fn two_users_chat_in_a_room_and_a_dm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        alice.find_conversation(ConvKind::Dm, "bob").unwrap(),
+        alice.find_conversation(ConvKind::Dm, "bob").await.unwrap(),
         Some(dm_conv)
     );
     assert_eq!(
-        bob.find_conversation(ConvKind::Dm, "alice").unwrap(),
+        bob.find_conversation(ConvKind::Dm, "alice").await.unwrap(),
         Some(dm_conv)
     );
     let reply = alice.send(Target::User("bob".into()), "ok!").await.unwrap();
     assert_eq!(reply.conv, Some(dm_conv));
     let got = next_message(&mut bob_rx, |m| m.text == "ok!").await;
     assert_eq!(got.conv, Some(dm_conv));
-    let list = alice.conversations().unwrap();
+    let list = alice.conversations().await.unwrap();
     assert_eq!(list[0].id, dm_conv, "most recent first");
     assert_eq!(list[0].kind, ConvKind::Dm);
     assert_eq!(list[0].peer.as_ref().unwrap().username, "bob");
@@ -241,6 +250,7 @@ async fn rooms_members_and_errors_map_to_codes() {
     bob.leave_room(lounge.id).await.unwrap();
     assert!(bob
         .find_conversation(ConvKind::Room, "lounge")
+        .await
         .unwrap()
         .is_none());
     assert!(matches!(
@@ -264,7 +274,7 @@ async fn rooms_members_and_errors_map_to_codes() {
         x.local_id == m.local_id && x.state == MessageState::Failed
     })
     .await;
-    assert_eq!(bob.outbox().unwrap().len(), 2);
+    assert_eq!(bob.outbox().await.unwrap().len(), 2);
     alice.shutdown().await;
     bob.shutdown().await;
 }
@@ -278,6 +288,7 @@ async fn read_markers_and_unread_counts_agree_across_devices() {
     let (_db, bob_phone) = client(&server, bob_session.clone()).await;
     let general = alice
         .find_conversation(ConvKind::Room, "general")
+        .await
         .unwrap()
         .unwrap();
     let mut rx = bob_phone.subscribe();
@@ -288,11 +299,11 @@ async fn read_markers_and_unread_counts_agree_across_devices() {
             .unwrap();
     }
     next_message(&mut rx, |m| m.text == "m4").await;
-    assert_eq!(bob_phone.conversation(general).unwrap().unwrap().unread, 5);
+    assert_eq!(unread(&bob_phone, general).await, 5);
 
     // A second device for bob, fresh profile: unread from the server's count.
     let (_dl, bob_laptop) = client(&server, server.login("bob").await).await;
-    assert_eq!(bob_laptop.conversation(general).unwrap().unwrap().unread, 5);
+    assert_eq!(unread(&bob_laptop, general).await, 5);
     let mut laptop_rx = bob_laptop.subscribe();
     let seq3 = bob_phone.history(general, None, 10).await.unwrap()[2]
         .seq
@@ -309,8 +320,8 @@ async fn read_markers_and_unread_counts_agree_across_devices() {
             Err(_) => panic!("the read marker did not reach the other device"),
         }
     }
-    assert_eq!(bob_laptop.conversation(general).unwrap().unwrap().unread, 2);
-    assert_eq!(bob_phone.conversation(general).unwrap().unwrap().unread, 2);
+    assert_eq!(unread(&bob_laptop, general).await, 2);
+    assert_eq!(unread(&bob_phone, general).await, 2);
 
     // Marked read while offline: stored at once, synced on the next connection.
     bob_phone.shutdown().await;
@@ -325,7 +336,7 @@ async fn read_markers_and_unread_counts_agree_across_devices() {
     synced(&phone).await;
     // The laptop's marker reached the server before it shut down (or on its next start).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while phone.conversation(general).unwrap().unwrap().unread != 0 {
+    while phone.conversation(general).await.unwrap().unwrap().unread != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "unread did not converge"
@@ -343,6 +354,7 @@ async fn search_finds_english_and_chinese_through_the_server() {
     let (_db, bob) = client(&server, server.register("bob").await).await;
     let general = alice
         .find_conversation(ConvKind::Room, "general")
+        .await
         .unwrap()
         .unwrap();
     let mut rx = bob.subscribe();
@@ -555,6 +567,7 @@ async fn a_burst_beyond_the_rate_limit_drains_in_order_without_being_cut_off() {
     let (_da, alice) = client(&server, server.register("alice").await).await;
     let general = alice
         .find_conversation(ConvKind::Room, "general")
+        .await
         .unwrap()
         .unwrap();
     let mut rx = alice.subscribe();
@@ -566,7 +579,7 @@ async fn a_burst_beyond_the_rate_limit_drains_in_order_without_being_cut_off() {
         .await
         .expect("drained")
         .unwrap();
-    assert!(alice.outbox().unwrap().is_empty(), "nothing failed");
+    assert!(alice.outbox().await.unwrap().is_empty(), "nothing failed");
     let got: Vec<String> = alice
         .history(general, None, 200)
         .await

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use natter::client::{
-    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageState, Target,
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageEvent, MessageState,
+    Target,
 };
 use natter::protocol::{
     close, limits, ClientFrame, ConvKind, Conversation, ErrorCode, Message, Reply, ServerFrame,
@@ -285,10 +286,12 @@ async fn garbage_unknown_and_unsolicited_frames_are_reported_and_skipped() {
         if matches!(ev, ClientEvent::Warning(_)) {
             warnings += 1;
         }
-        matches!(ev, ClientEvent::Message(m) if m.text == "still here")
+        matches!(ev, ClientEvent::Message(MessageEvent { message: m, .. }) if m.text == "still here")
     })
     .await;
-    assert!(matches!(ev, ClientEvent::Message(m) if m.state == MessageState::Sent));
+    assert!(
+        matches!(ev, ClientEvent::Message(MessageEvent { message: m, .. }) if m.state == MessageState::Sent)
+    );
     assert!(warnings >= 8, "each bad frame is reported, got {warnings}");
     assert_eq!(client.connection_state(), ConnectionState::Online);
     assert_eq!(
@@ -571,10 +574,13 @@ async fn rejected_outbox_messages_fail_with_the_reason_and_transient_ones_are_re
     let third = client.send(Target::Conv(1), "third").await.unwrap();
     assert_eq!(first.state, MessageState::Pending);
     let failed = wait_for(&mut rx, "second to fail", |ev| {
-        matches!(ev, ClientEvent::Message(m) if m.local_id == second.local_id && m.state == MessageState::Failed)
+        matches!(ev, ClientEvent::Message(MessageEvent { message: m, .. }) if m.local_id == second.local_id && m.state == MessageState::Failed)
     })
     .await;
-    let ClientEvent::Message(failed) = failed else {
+    let ClientEvent::Message(MessageEvent {
+        message: failed, ..
+    }) = failed
+    else {
         unreachable!()
     };
     assert_eq!(failed.error.as_deref(), Some("not a member"));
@@ -608,7 +614,7 @@ async fn rejected_outbox_messages_fail_with_the_reason_and_transient_ones_are_re
     let again = client.retry(&second.local_id).await.unwrap();
     assert_eq!(again.state, MessageState::Pending);
     wait_for(&mut rx, "second to fail again", |ev| {
-        matches!(ev, ClientEvent::Message(m) if m.local_id == second.local_id && m.state == MessageState::Failed)
+        matches!(ev, ClientEvent::Message(MessageEvent { message: m, .. }) if m.local_id == second.local_id && m.state == MessageState::Failed)
     })
     .await;
     assert!(matches!(
@@ -668,7 +674,7 @@ async fn offline_start_is_instant_and_queues() {
         .await
         .unwrap()
         .unwrap();
-    let outbox = client.outbox().unwrap();
+    let outbox = client.outbox().await.unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].local_id, m.local_id);
     client.shutdown().await;

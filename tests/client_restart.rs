@@ -180,6 +180,7 @@ async fn server_sigkilled_mid_conversation_clients_recover_by_themselves() {
     within(10, "bob synced", bob.wait_synced()).await.unwrap();
     let general = alice
         .find_conversation(ConvKind::Room, "general")
+        .await
         .unwrap()
         .unwrap();
     let mut alice_states = alice.connection_watch();
@@ -265,6 +266,7 @@ async fn offline_message_is_delivered_exactly_once_after_a_client_restart() {
     within(10, "synced", alice.wait_synced()).await.unwrap();
     let general = alice
         .find_conversation(ConvKind::Room, "general")
+        .await
         .unwrap()
         .unwrap();
     server.kill().await;
@@ -290,11 +292,11 @@ async fn offline_message_is_delivered_exactly_once_after_a_client_restart() {
         .await
         .unwrap()
         .expect("session kept");
-    assert_eq!(alice.outbox().unwrap().len(), 3);
+    assert_eq!(alice.outbox().await.unwrap().len(), 3);
     within(20, "outbox drains", alice.wait_outbox_empty())
         .await
         .unwrap();
-    assert!(alice.outbox().unwrap().is_empty());
+    assert!(alice.outbox().await.unwrap().is_empty());
 
     let db = tempfile::tempdir().unwrap();
     let bob = Client::start(config(&url, db.path()), bob_session)
@@ -309,6 +311,7 @@ async fn offline_message_is_delivered_exactly_once_after_a_client_restart() {
     assert_eq!(texts, ["written offline 1", "written offline 2"]);
     let dm = bob
         .find_conversation(ConvKind::Dm, "alice")
+        .await
         .unwrap()
         .expect("DM created");
     let texts: Vec<_> = all_messages(&bob, dm)
@@ -445,6 +448,7 @@ async fn a_client_killed_while_writing_leaves_a_sound_store_and_resumes() {
     within(10, "synced", alice.wait_synced()).await.unwrap();
     let general = alice
         .find_conversation(ConvKind::Room, "general")
+        .await
         .unwrap()
         .unwrap();
 

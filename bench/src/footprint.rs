@@ -227,7 +227,8 @@ async fn fill_profile(opts: &Options, data_dir: &Path) -> Result<ConvId> {
         .await
         .context("the client did not sync within 20 s")??;
     let room = client
-        .conversations()?
+        .conversations()
+        .await?
         .into_iter()
         .find(|c| c.kind == ConvKind::Room)
         .ok_or_else(|| anyhow!("the new user is in no room after sync"))?;

@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
         tokio::time::timeout(HANG, async { tokio::join!(send, read) })
             .await
             .expect("the client read the input within HANG");
-        if let Err(e) = client.conversations() {
+        if let Err(e) = client.conversations().await {
             panic!("the client cannot read its own store after this input: {e}");
         }
         tokio::time::timeout(HANG, client.shutdown())

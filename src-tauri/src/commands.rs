@@ -1,6 +1,8 @@
 //! The IPC commands of docs/ipc.md. Each is a thin call into the client core (or the server for
 //! host mode) through [`Shell`]; argument checks that the core does not do (exactly one target
-//! for `send`, sane limits) happen here so bad input gets a clear `invalid` error.
+//! for `send`, sane limits) happen here so bad input gets a clear `invalid` error. Every command
+//! that reads the local store is `async`: Tauri runs those off the main thread, and the store
+//! itself runs on the client core's store thread.
 
 use natter::client::{ConversationSummary, LocalMessage, SearchHit, Target};
 use natter::protocol::{ConvId, Member, RoomInfo, Seq};
@@ -88,8 +90,8 @@ pub async fn logout(shell: State<'_, Shell>) -> CmdResult<AppState> {
 }
 
 #[tauri::command]
-pub fn conversations(shell: State<'_, Shell>) -> CmdResult<Vec<ConversationSummary>> {
-    Ok(shell.require_client()?.conversations()?)
+pub async fn conversations(shell: State<'_, Shell>) -> CmdResult<Vec<ConversationSummary>> {
+    Ok(shell.require_client()?.conversations().await?)
 }
 
 #[tauri::command]
@@ -114,7 +116,7 @@ pub async fn send(
     conv: Option<ConvId>,
     to: Option<String>,
     text: String,
-) -> CmdResult<LocalMessage> {
+) -> CmdResult<String> {
     let target = match (conv, to) {
         (Some(conv), None) => Target::Conv(conv),
         (None, Some(user)) => Target::User(user),
@@ -125,12 +127,15 @@ pub async fn send(
         }
     };
     let client = shell.require_client()?;
-    Ok(client.send(target, &text).await?)
+    // The message itself reaches the UI once, as the `natter://message` event (added).
+    Ok(client.send(target, &text).await?.local_id)
 }
 
 #[tauri::command]
-pub async fn retry(shell: State<'_, Shell>, local_id: String) -> CmdResult<LocalMessage> {
-    Ok(shell.require_client()?.retry(&local_id).await?)
+pub async fn retry(shell: State<'_, Shell>, local_id: String) -> CmdResult<()> {
+    // The message's new state reaches the UI as a `natter://message` event (updated).
+    shell.require_client()?.retry(&local_id).await?;
+    Ok(())
 }
 
 #[tauri::command]
@@ -198,10 +203,8 @@ pub fn set_visible_conversation(shell: State<'_, Shell>, conv: Option<ConvId>) {
 }
 
 #[tauri::command]
-pub fn set_muted(shell: State<'_, Shell>, conv: ConvId, muted: bool) -> CmdResult<()> {
-    shell.require_client()?.set_muted(conv, muted)?;
-    shell.refresh_conversations();
-    Ok(())
+pub async fn set_muted(shell: State<'_, Shell>, conv: ConvId, muted: bool) -> CmdResult<()> {
+    Ok(shell.require_client()?.set_muted(conv, muted).await?)
 }
 
 #[tauri::command]

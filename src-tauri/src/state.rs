@@ -1,6 +1,7 @@
 //! The shell's state: the running client (if signed in), host mode, what the window shows and
-//! whether it has focus, and the pump that turns [`ClientEvent`]s into UI events, notifications
-//! and the unread total in the title and tray.
+//! whether it has focus, and the pump that forwards [`ClientEvent`]s as UI events (one per
+//! changed message or conversation, never the whole list for one change), raises
+//! notifications and keeps the unread total in the title and tray.
 //!
 //! The state is runtime-agnostic: it reaches the windows through the small [`Ui`] trait, so the
 //! commands are plain functions and tests run them under Tauri's mock runtime.
@@ -13,10 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use natter::client::notify::{decide, NotifyContext};
 use natter::client::{
-    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, ConversationSummary,
-    MessageState,
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageChange, MessageState,
 };
-use natter::protocol::{ConvId, ConvKind, Session, User};
+use natter::protocol::{ConvId, Session, User};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Runtime};
 use tokio::sync::broadcast::error::RecvError;
@@ -32,6 +32,9 @@ use crate::{tray, window};
 /// Event names of docs/ipc.md.
 pub mod events {
     pub const MESSAGE: &str = "natter://message";
+    pub const CONVERSATION: &str = "natter://conversation";
+    pub const CONVERSATION_REMOVED: &str = "natter://conversation-removed";
+    pub const UNREAD: &str = "natter://unread";
     pub const CONVERSATIONS: &str = "natter://conversations";
     pub const PRESENCE: &str = "natter://presence";
     pub const ONLINE: &str = "natter://online";
@@ -160,8 +163,9 @@ struct Inner {
     focused: AtomicBool,
     visible: Mutex<Option<ConvId>>,
     notifier: Arc<Notifier>,
-    /// Display names by username, for notification titles in rooms.
-    names: Mutex<HashMap<String, String>>,
+    /// Unread count and muted flag per conversation, from the change events: the unread total
+    /// without re-reading the list.
+    unread: Mutex<HashMap<ConvId, (u32, bool)>>,
     unread_total: AtomicU32,
     /// Where hosted server data lives and which address it binds (tests bind loopback).
     host_bind: IpAddr,
@@ -191,7 +195,7 @@ impl Shell {
             focused: AtomicBool::new(false),
             visible: Mutex::new(None),
             notifier: Notifier::new(presenter),
-            names: Mutex::new(HashMap::new()),
+            unread: Mutex::new(HashMap::new()),
             unread_total: AtomicU32::new(0),
             host_bind,
         }))
@@ -424,7 +428,7 @@ impl Shell {
             // `repair_store` would; the damaged file is kept aside.
             Err(ClientError::StoreCorrupt(reason)) => {
                 tracing::warn!(%reason, "local store damaged at sign-in: rebuilding it");
-                natter::client::repair_store(&config.profile_dir)?;
+                natter::client::repair_store_async(&config.profile_dir).await?;
                 Client::start(config, session).await?
             }
             other => other?,
@@ -448,6 +452,7 @@ impl Shell {
             r.client.logout().await?;
         }
         self.update_config(|c| c.username = None);
+        lock(&self.0.unread).clear();
         self.set_unread_total(0);
         self.0.ui.emit(
             events::CONNECTION,
@@ -470,7 +475,7 @@ impl Shell {
         let url = parse_server_url(&url)?;
         let config = self.client_config(&url, &username);
         self.stop_client().await;
-        let repaired = natter::client::repair_store(&config.profile_dir);
+        let repaired = natter::client::repair_store_async(&config.profile_dir).await;
         if let Some(client) = Client::resume(config).await? {
             self.install(client);
         }
@@ -506,97 +511,86 @@ impl Shell {
         if let Some(old) = old {
             old.pump.abort();
         }
-        // The state may have changed before the pump subscribed; tell the UI where it stands.
-        self.refresh_conversations();
     }
 
-    /// Turns client events into UI events, notifications and the unread total. Bursts of
-    /// "conversations changed" (a resume storing hundreds of messages) become one refresh.
+    /// Forwards client events to the UI, raises notifications and keeps the unread total.
+    /// Starts with the whole list (the state may have changed before the pump subscribed);
+    /// after that only changes go out, and the whole list again only if events were lost.
     async fn pump(self, client: Client, mut events: tokio::sync::broadcast::Receiver<ClientEvent>) {
         self.0
             .ui
             .emit(events::CONNECTION, to_json(&client.connection_state()));
+        self.reset_conversations(&client).await;
         loop {
-            let mut dirty = false;
-            let first = events.recv().await;
-            let mut next = Some(first);
-            while let Some(ev) = next.take() {
-                match ev {
-                    Ok(ev) => dirty |= self.handle_event(&client, ev).await,
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "UI event pump lagged; refreshing");
-                        dirty = true;
-                    }
-                    Err(RecvError::Closed) => {
-                        self.refresh_conversations();
-                        return;
-                    }
+            match events.recv().await {
+                Ok(ev) => self.handle_event(&client, ev).await,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "UI event pump lagged; resending the list");
+                    self.reset_conversations(&client).await;
                 }
-                next = match events.try_recv() {
-                    Ok(ev) => Some(Ok(ev)),
-                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
-                        Some(Err(RecvError::Lagged(n)))
-                    }
-                    Err(_) => None,
-                };
-            }
-            if dirty {
-                self.refresh_conversations();
+                Err(RecvError::Closed) => return,
             }
         }
     }
 
-    /// Handles one event; returns whether the conversation list needs a refresh.
-    async fn handle_event(&self, client: &Client, ev: ClientEvent) -> bool {
+    /// Forwards one event.
+    async fn handle_event(&self, client: &Client, ev: ClientEvent) {
         let ui = &self.0.ui;
         match ev {
-            ClientEvent::Message(msg) => {
-                ui.emit(events::MESSAGE, to_json(&msg));
-                if msg.state == MessageState::Sent {
-                    self.maybe_notify(client, &msg).await;
+            ClientEvent::Message(change) => {
+                ui.emit(events::MESSAGE, to_json(&change));
+                let msg = &change.message;
+                if change.change == MessageChange::Added && msg.state == MessageState::Sent {
+                    self.maybe_notify(client, msg).await;
                 }
-                false
             }
-            ClientEvent::Conversations
-            | ClientEvent::ReadMarker { .. }
-            | ClientEvent::Membership { .. }
-            | ClientEvent::Synced => true,
+            ClientEvent::Conversation(summary) => {
+                self.note_unread(summary.id, Some((summary.unread, summary.muted)));
+                ui.emit(events::CONVERSATION, to_json(&summary));
+            }
+            ClientEvent::Unread(change) => {
+                let muted = lock(&self.0.unread).get(&change.conv).is_some_and(|u| u.1);
+                self.note_unread(change.conv, Some((change.unread, muted)));
+                ui.emit(events::UNREAD, to_json(&change));
+            }
+            ClientEvent::ConversationRemoved(removed) => {
+                self.note_unread(removed.conv, None);
+                ui.emit(events::CONVERSATION_REMOVED, to_json(&removed));
+            }
             ClientEvent::Presence { online, offline } => {
                 ui.emit(
                     events::PRESENCE,
                     to_json(&PresenceEvent { online, offline }),
                 );
-                false
             }
-            ClientEvent::Online(list) => {
-                ui.emit(events::ONLINE, to_json(&list));
-                false
-            }
+            ClientEvent::Online(list) => ui.emit(events::ONLINE, to_json(&list)),
             ClientEvent::Typing { conv, username } => {
                 ui.emit(events::TYPING, to_json(&TypingEvent { conv, username }));
-                false
             }
-            ClientEvent::Connection(state) => {
-                ui.emit(events::CONNECTION, to_json(&state));
-                false
-            }
-            ClientEvent::Warning(w) => {
-                tracing::warn!(warning = %w, "server");
-                false
-            }
+            ClientEvent::Connection(state) => ui.emit(events::CONNECTION, to_json(&state)),
+            ClientEvent::Warning(w) => tracing::warn!(warning = %w, "server"),
             // Progress of a long resume and anything newer the UI does not show (yet).
-            other => {
-                tracing::debug!(event = ?other, "client event");
-                false
-            }
+            other => tracing::debug!(event = ?other, "client event"),
         }
     }
 
-    /// Applies the core's notification policy to a newly delivered message.
+    /// Applies the core's notification policy to a newly delivered message. Everything it
+    /// needs comes from the local store: no server request holds up the event pump.
     async fn maybe_notify(&self, client: &Client, msg: &natter::client::LocalMessage) {
         let settings = self.settings();
+        let Some(conv_id) = msg.conv else { return };
+        if !settings.notifications {
+            return;
+        }
+        let facts = match client.notice_facts(conv_id, &msg.sender).await {
+            Ok(facts) => facts,
+            Err(e) => {
+                tracing::warn!(code = e.code(), conv = conv_id, "no notification: {e}");
+                return;
+            }
+        };
         let me = client.user().username;
-        let muted: HashSet<ConvId> = client.muted().unwrap_or_default().into_iter().collect();
+        let muted: HashSet<ConvId> = facts.muted.then_some(conv_id).into_iter().collect();
         let visible = *lock(&self.0.visible);
         let ctx = NotifyContext {
             own_username: &me,
@@ -608,24 +602,15 @@ impl Shell {
         if !decide(msg, &ctx) {
             return;
         }
-        let Some(conv_id) = msg.conv else { return };
-        let summary = client.conversation(conv_id).ok().flatten();
-        let (kind, conv_title) = summary
-            .as_ref()
-            .map(|s| (s.kind, s.title.clone()))
-            .unwrap_or((ConvKind::Room, format!("#{conv_id}")));
-        let sender_display = self
-            .display_name(client, &msg.sender, summary.as_ref())
-            .await;
         let shell = self.clone();
         let on_click: ClickHandler = Arc::new(move |conv| shell.open_conversation(conv));
         let cfg = Arc::clone(&self.0);
         self.0.notifier.offer(
             NoticeSource {
                 conv: conv_id,
-                kind,
-                conv_title,
-                sender_display,
+                kind: facts.kind,
+                conv_title: facts.conv_title,
+                sender_display: facts.sender_display,
                 text: msg.text.clone(),
             },
             move || {
@@ -634,33 +619,6 @@ impl Shell {
             },
             on_click,
         );
-    }
-
-    /// The sender's display name: the DM peer, else a cache filled from the user list.
-    async fn display_name(
-        &self,
-        client: &Client,
-        username: &str,
-        summary: Option<&ConversationSummary>,
-    ) -> String {
-        if let Some(peer) = summary.and_then(|s| s.peer.as_ref()) {
-            if peer.username == username {
-                return peer.display_name.clone();
-            }
-        }
-        if let Some(name) = lock(&self.0.names).get(username) {
-            return name.clone();
-        }
-        if let Ok(users) = client.users().await {
-            let mut names = lock(&self.0.names);
-            for m in users {
-                names.insert(m.user.username, m.user.display_name);
-            }
-        }
-        lock(&self.0.names)
-            .get(username)
-            .cloned()
-            .unwrap_or_else(|| username.to_string())
     }
 
     /// A notification (or the tray) asked for `conv`: bring the window up and tell the UI.
@@ -672,21 +630,40 @@ impl Shell {
         );
     }
 
-    /// Re-reads the conversation list from the store, sends it to the UI and updates the
-    /// unread total.
-    pub fn refresh_conversations(&self) {
-        let Some(client) = self.client() else { return };
-        match client.conversations() {
+    /// Sends the whole conversation list (`natter://conversations`) and recounts the unread
+    /// total: when the pump starts and when it lost events, never for a single change.
+    async fn reset_conversations(&self, client: &Client) {
+        match client.conversations().await {
             Ok(list) => {
-                let total = list
-                    .iter()
-                    .filter(|c| !c.muted)
-                    .map(|c| c.unread)
-                    .fold(0u32, u32::saturating_add);
+                *lock(&self.0.unread) = list.iter().map(|c| (c.id, (c.unread, c.muted))).collect();
                 self.0.ui.emit(events::CONVERSATIONS, to_json(&list));
-                self.set_unread_total(total);
+                self.recount_unread();
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read conversations"),
+            Err(e) => tracing::warn!(code = e.code(), "cannot read conversations: {e}"),
+        }
+    }
+
+    /// Records a conversation's unread count and muted flag (`None`: gone) and updates the
+    /// total in the title and tray when it changed.
+    fn note_unread(&self, conv: ConvId, state: Option<(u32, bool)>) {
+        {
+            let mut map = lock(&self.0.unread);
+            match state {
+                Some(s) => map.insert(conv, s),
+                None => map.remove(&conv),
+            };
+        }
+        self.recount_unread();
+    }
+
+    fn recount_unread(&self) {
+        let total = lock(&self.0.unread)
+            .values()
+            .filter(|(_, muted)| !muted)
+            .map(|(unread, _)| *unread)
+            .fold(0u32, u32::saturating_add);
+        if total != self.0.unread_total.load(Ordering::SeqCst) {
+            self.set_unread_total(total);
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use natter::client::{
     self, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage,
-    MessageState, Target,
+    MessageEvent, MessageState, Target,
 };
 use natter::names;
 use natter::protocol::{ConvId, ConvKind, RegisterRequest};
@@ -269,7 +269,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             }
             let client = resume(&cli, &profile).await?;
             let synced = online(&client, wait).await;
-            let convs = client.conversations().map(|c| c.len());
+            let convs = client.conversations().await.map(|c| c.len());
             client.shutdown().await;
             match (synced?, convs?) {
                 (true, n) => println!("rebuilt from the server: {n} conversations resynced"),
@@ -377,9 +377,9 @@ fn parse_target(target: &str) -> (ConvKind, &str) {
     }
 }
 
-fn find(client: &Client, target: &str) -> Result<ConvId, ClientError> {
+async fn find(client: &Client, target: &str) -> Result<ConvId, ClientError> {
     let (kind, name) = parse_target(target);
-    client.find_conversation(kind, name)?.ok_or_else(|| {
+    client.find_conversation(kind, name).await?.ok_or_else(|| {
         ClientError::NotFound(match kind {
             ConvKind::Room => format!("you are not in a room called {name} (join it first)"),
             ConvKind::Dm => format!("no conversation with {name} yet"),
@@ -415,7 +415,7 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
         }
         Command::Leave { room } => {
             require_online(client, wait).await?;
-            let conv = find(client, room)?;
+            let conv = find(client, room).await?;
             client.leave_room(conv).await?;
             say!("left #{}", room.trim_start_matches('#'));
         }
@@ -433,8 +433,8 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
             json,
         } => {
             let _ = online(client, wait).await?;
-            let conv = find(client, target)?;
-            let name = conv_name(client, conv);
+            let conv = find(client, target).await?;
+            let name = conv_name(client, conv).await;
             let mut out = Vec::new();
             let mut before = None;
             // More than one server page may be wanted: walk backwards until `limit` or the start.
@@ -463,13 +463,16 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
         Command::Search { query, limit, json } => {
             let _ = online(client, wait).await?;
             for hit in client.search(query, None, *limit).await? {
-                let name = hit.message.conv.map(|c| conv_name(client, c));
-                print_message(name.as_deref().unwrap_or("?"), &hit.message, *json);
+                let name = match hit.message.conv {
+                    Some(c) => conv_name(client, c).await,
+                    None => "?".to_owned(),
+                };
+                print_message(&name, &hit.message, *json);
             }
         }
         Command::Unread => {
             let _ = online(client, wait).await?;
-            let convs = client.conversations()?;
+            let convs = client.conversations().await?;
             let mut total = 0;
             for c in convs.iter().filter(|c| c.unread > 0) {
                 total += c.unread;
@@ -484,8 +487,8 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
 }
 
 /// `general` for a room, `@bob` for a DM.
-fn conv_name(client: &Client, conv: ConvId) -> String {
-    match client.conversation(conv).ok().flatten() {
+async fn conv_name(client: &Client, conv: ConvId) -> String {
+    match client.conversation(conv).await.ok().flatten() {
         Some(c) if c.kind == ConvKind::Dm => format!("@{}", c.name),
         Some(c) => c.name,
         None => conv.to_string(),
@@ -502,7 +505,7 @@ async fn send(
     let (kind, name) = parse_target(target);
     let to = match kind {
         ConvKind::Dm => Target::User(name.to_owned()),
-        ConvKind::Room => Target::Conv(find(client, target)?),
+        ConvKind::Room => Target::Conv(find(client, target).await?),
     };
     let msg = client.send(to, text).await?;
     if reachable
@@ -511,7 +514,8 @@ async fn send(
             .is_ok()
     {
         if let Some(item) = client
-            .outbox()?
+            .outbox()
+            .await?
             .into_iter()
             .find(|m| m.local_id == msg.local_id)
         {
@@ -539,10 +543,13 @@ async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
         tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
             ev = events.recv() => match ev {
-                Ok(ClientEvent::Message(m)) => match m.state {
+                Ok(ClientEvent::Message(MessageEvent { message: m, .. })) => match m.state {
                     MessageState::Sent => {
                         if printed.insert(m.local_id.clone()) {
-                            let name = m.conv.map(|c| conv_name(client, c)).unwrap_or_default();
+                            let name = match m.conv {
+                                Some(c) => conv_name(client, c).await,
+                                None => String::new(),
+                            };
                             print_message(&name, &m, json);
                         }
                     }

@@ -5,13 +5,19 @@
 //! handles, pings a quiet server and drops a silent one, and reconnects with jittered exponential
 //! backoff. It stops retrying only when the token is refused (HTTP 401 or close 4001).
 //!
+//! Every store operation goes through the store thread ([`StoreHandle`]), so a slow disk never
+//! blocks an async worker. Conversations touched by arriving messages are collected and their
+//! summaries announced together shortly after ([`SUMMARY_COALESCE`]): a burst of pushes costs
+//! one summary per conversation, not one per message.
+//!
 //! Nothing the server sends can panic it: unparseable or unexpected frames are reported as
 //! [`ClientEvent::Warning`] and skipped; protocol errors and oversized frames end the connection,
 //! which is then retried.
 //!
 //! [`Client`]: crate::client::Client
+//! [`StoreHandle`]: crate::client::db::StoreHandle
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +33,16 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
-use crate::client::types::{ConnectionState, MessageState};
+use crate::client::store::{self, Store};
+use crate::client::types::{ConnectionState, ConversationRemoved, MessageEvent};
 use crate::client::{now_ms, ClientConfig, ClientError, ClientEvent, Result, Shared};
 use crate::protocol::{
     close, limits, ClientFrame, ConvId, ErrorCode, Reply, Seq, ServerFrame, SUBPROTOCOL,
 };
+
+/// How long summaries of touched conversations wait for more changes before they are
+/// announced: about a frame, so a burst of pushes becomes one summary per conversation.
+pub const SUMMARY_COALESCE: Duration = Duration::from_millis(16);
 
 /// What a [`Client`](crate::client::Client) handle asks of the actor.
 pub(crate) enum Command {
@@ -42,6 +53,9 @@ pub(crate) enum Command {
     },
     /// The outbox or the read markers changed: look for work.
     Kick,
+    /// A handle changed this conversation's summary (queued a message): announce it with the
+    /// next flush, so a run of sends costs one summary, not one each.
+    Touched(ConvId),
     /// Skip the backoff wait.
     ReconnectNow,
     Shutdown(oneshot::Sender<()>),
@@ -131,6 +145,8 @@ enum Pending {
         conv: ConvId,
         seq: Seq,
     },
+    /// The user list, for display names (notifications name senders from the store).
+    Directory,
 }
 
 /// Per-connection state.
@@ -142,6 +158,21 @@ struct Conn {
     outbox_in_flight: Option<Instant>,
     outbox_retry_at: Option<Instant>,
     reads_in_flight: HashSet<ConvId>,
+    /// Conversations whose summaries changed and are not announced yet, and when they will be.
+    dirty: BTreeSet<ConvId>,
+    flush_at: Option<Instant>,
+    directory_in_flight: bool,
+}
+
+impl Conn {
+    /// Notes that the summaries of `convs` changed; they are announced at the next flush.
+    fn touch(&mut self, convs: impl IntoIterator<Item = ConvId>) {
+        let before = self.dirty.len();
+        self.dirty.extend(convs);
+        if self.dirty.len() > before && self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + SUMMARY_COALESCE);
+        }
+    }
 }
 
 pub(crate) struct Actor {
@@ -154,6 +185,8 @@ pub(crate) struct Actor {
     synced_tx: watch::Sender<bool>,
     backoff: Backoff,
     next_id: u64,
+    /// Users whose profile is stored; someone else coming online fetches the list again.
+    known_users: HashSet<String>,
 }
 
 impl Actor {
@@ -175,6 +208,7 @@ impl Actor {
             synced_tx,
             backoff,
             next_id: 0,
+            known_users: HashSet::new(),
         }
     }
 
@@ -188,6 +222,21 @@ impl Actor {
     fn warn(&self, what: String) {
         tracing::warn!("{what}");
         self.shared.emit(ClientEvent::Warning(what));
+    }
+
+    /// Runs `f` on the store thread.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
+    ) -> store::Result<T> {
+        self.shared.store.call(f).await
+    }
+
+    /// Announces the summaries of the conversations touched since the last flush.
+    async fn flush(&self, conn: &mut Conn) {
+        conn.flush_at = None;
+        let dirty: Vec<ConvId> = std::mem::take(&mut conn.dirty).into_iter().collect();
+        self.shared.publish_summaries(dirty).await;
     }
 
     fn id(&mut self) -> u64 {
@@ -254,9 +303,11 @@ impl Actor {
                         return true;
                     }
                     Some(Command::Request { reply, .. }) => {
+                        // A requester that gave up (timed out) needs no answer.
                         let _ = reply.send(Err(ClientError::Offline(reason.to_owned())));
                     }
                     Some(Command::Kick) => {}
+                    Some(Command::Touched(conv)) => self.shared.publish_summaries(vec![conv]).await,
                 },
             }
         }
@@ -265,7 +316,7 @@ impl Actor {
     /// The token was refused: forget it and refuse every request until shut down.
     async fn signed_out(mut self, reason: String) {
         tracing::warn!("signed out: {reason}");
-        if let Err(e) = self.shared.store.clear_session() {
+        if let Err(e) = self.db(|s| s.clear_session()).await {
             tracing::error!("could not forget the refused session: {e}");
         }
         self.set_state(ConnectionState::SignedOut {
@@ -281,6 +332,7 @@ impl Actor {
                     let _ = reply.send(Err(ClientError::Unauthorized(reason.clone())));
                 }
                 Command::Kick | Command::ReconnectNow => {}
+                Command::Touched(conv) => self.shared.publish_summaries(vec![conv]).await,
             }
         }
     }
@@ -333,6 +385,9 @@ impl Actor {
                         let _ = reply.send(Err(ClientError::Offline("connecting".into())));
                     }
                     Some(Command::Kick | Command::ReconnectNow) => {}
+                    Some(Command::Touched(conv)) => {
+                        self.shared.publish_summaries(vec![conv]).await;
+                    }
                 },
             }
         }
@@ -342,6 +397,7 @@ impl Actor {
     async fn session(&mut self, mut ws: Ws) -> End {
         let mut conn = Conn::default();
         let end = self.session_inner(&mut ws, &mut conn).await;
+        self.flush(&mut conn).await;
         self.synced_tx.send_replace(false);
         // Whatever was asked on this connection will not be answered now; outbox messages stay
         // pending in the store and go again (same client_msg_id) on the next connection.
@@ -377,7 +433,7 @@ impl Actor {
                     Some(Ok(WsMessage::Text(text))) => {
                         match serde_json::from_str::<ServerFrame>(text.as_str()) {
                             Ok(ServerFrame::Hello { user, online, conversations, unread, .. }) => {
-                                self.on_hello(user, online, conversations, unread);
+                                self.on_hello(conn, user, online, conversations, unread).await;
                                 break;
                             }
                             Ok(other) => self.warn(format!("frame before hello ignored: {}", frame_name(&other))),
@@ -398,13 +454,14 @@ impl Actor {
                         let _ = reply.send(Err(ClientError::Offline("connecting".into())));
                     }
                     Some(Command::Kick) => {}
+                    Some(Command::Touched(c)) => conn.touch([c]),
                 },
             }
         }
         let online_since = Instant::now();
         let stable = |since: Instant, cfg: &ClientConfig| since.elapsed() >= cfg.stable_after;
 
-        let since = match self.shared.store.sync_points() {
+        let since = match self.db(|s| s.sync_points()).await {
             Ok(s) => s,
             Err(e) => {
                 self.warn(format!("cannot read sync points: {e}"));
@@ -414,6 +471,9 @@ impl Actor {
         let id = self.id();
         conn.pending.insert(id, Pending::Sync);
         if let Err(end) = send(ws, &ClientFrame::Sync { id, since }).await {
+            return end;
+        }
+        if let Err(end) = self.fetch_directory(ws, conn).await {
             return end;
         }
         if let Err(end) = self.pump(ws, conn).await {
@@ -432,7 +492,9 @@ impl Actor {
             let ack_due = conn
                 .outbox_in_flight
                 .map(|sent| sent + self.config.request_timeout);
+            let flush_at = conn.flush_at;
             tokio::select! {
+                _ = sleep_until_opt(flush_at) => self.flush(conn).await,
                 msg = ws.next() => {
                     last_rx = Instant::now();
                     let end = match msg {
@@ -476,6 +538,7 @@ impl Actor {
                             return end;
                         }
                     }
+                    Some(Command::Touched(c)) => conn.touch([c]),
                 },
                 _ = tokio::time::sleep_until(last_rx + silence_limit) => {
                     return End::Retry {
@@ -506,44 +569,88 @@ impl Actor {
         }
     }
 
-    fn on_hello(
+    async fn on_hello(
         &mut self,
+        conn: &mut Conn,
         user: crate::protocol::User,
         online: Vec<String>,
         conversations: Vec<crate::protocol::Conversation>,
         unread: Vec<crate::protocol::Unread>,
     ) {
-        let store = &self.shared.store;
-        let result = (|| -> std::result::Result<(), crate::client::store::StoreError> {
-            store.upsert_user(&user)?;
-            for c in &conversations {
-                store.upsert_conversation(c)?;
-                // Counted before the replay arrives; each replayed message then moves from
-                // the server's count to the local one.
-                let count = unread
-                    .iter()
-                    .find(|u| u.conv == c.id)
-                    .map_or(0, |u| u.count);
-                store.set_server_unread(c.id, count, c.last_read, &self.shared.user.username)?;
+        let me = self.shared.user.username.clone();
+        let ids: Vec<ConvId> = conversations.iter().map(|c| c.id).collect();
+        let profile = user.clone();
+        let stored = self
+            .db(move |store| {
+                store.upsert_user(&user)?;
+                for c in &conversations {
+                    store.upsert_conversation(c)?;
+                    // Counted before the replay arrives; each replayed message then moves from
+                    // the server's count to the local one.
+                    let count = unread
+                        .iter()
+                        .find(|u| u.conv == c.id)
+                        .map_or(0, |u| u.count);
+                    store.set_server_unread(c.id, count, c.last_read, &me)?;
+                }
+                store.retain_memberships(&conversations.iter().map(|c| c.id).collect::<Vec<_>>())
+            })
+            .await;
+        match stored {
+            Ok(left) => {
+                for conv in left {
+                    self.shared
+                        .emit(ClientEvent::ConversationRemoved(ConversationRemoved {
+                            conv,
+                        }));
+                }
             }
-            store.retain_memberships(&conversations.iter().map(|c| c.id).collect::<Vec<_>>())
-        })();
-        if let Err(e) = result {
-            self.warn(format!("cannot store the hello: {e}"));
+            Err(e) => self.warn(format!("cannot store the hello: {e}")),
         }
+        *self
+            .shared
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = profile;
         *self.shared.online.lock().unwrap_or_else(|e| e.into_inner()) =
             online.iter().cloned().collect();
         self.set_state(ConnectionState::Online);
         self.shared.emit(ClientEvent::Online(online));
-        self.shared.emit(ClientEvent::Conversations);
+        conn.touch(ids);
+    }
+
+    /// Asks for the user list (one request at a time), so the store has every display name a
+    /// notification may need before the message arrives: the event pump never asks the server.
+    async fn fetch_directory(
+        &mut self,
+        ws: &mut Ws,
+        conn: &mut Conn,
+    ) -> std::result::Result<(), End> {
+        if conn.directory_in_flight {
+            return Ok(());
+        }
+        conn.directory_in_flight = true;
+        let id = self.id();
+        conn.pending.insert(id, Pending::Directory);
+        send(ws, &ClientFrame::Users { id }).await
+    }
+
+    /// Stores the user list's profiles.
+    async fn store_directory(&mut self, members: Vec<crate::protocol::Member>) {
+        self.known_users
+            .extend(members.iter().map(|m| m.user.username.clone()));
+        let stored = self
+            .db(move |s| members.iter().try_for_each(|m| s.upsert_user(&m.user)))
+            .await;
+        if let Err(e) = stored {
+            self.warn(format!("cannot store the user list: {e}"));
+        }
     }
 
     /// Sends the next outbox message (one in flight at a time) and unsent read markers.
     async fn pump(&mut self, ws: &mut Ws, conn: &mut Conn) -> std::result::Result<(), End> {
-        let shared = self.shared.clone();
-        let store = &shared.store;
         if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() {
-            match store.next_pending() {
+            match self.db(|s| s.next_pending()).await {
                 Ok(Some(item)) => match (item.local_id.parse(), item.target()) {
                     (Ok(client_msg_id), Some(target)) => {
                         let id = self.id();
@@ -564,18 +671,19 @@ impl Actor {
                         send(ws, &frame).await?;
                     }
                     _ => {
-                        let _ = store.mark_failed(&item.local_id, "corrupt outbox entry");
                         self.warn(format!(
                             "outbox entry {} has a corrupt id or no recipient",
                             item.local_id
                         ));
+                        self.fail_outbox(conn, item.local_id, "corrupt outbox entry".into())
+                            .await;
                     }
                 },
                 Ok(None) => {}
                 Err(e) => self.warn(format!("cannot read the outbox: {e}")),
             }
         }
-        let reads = match store.dirty_reads() {
+        let reads = match self.db(|s| s.dirty_reads()).await {
             Ok(r) => r,
             Err(e) => {
                 self.warn(format!("cannot read the read markers: {e}"));
@@ -619,8 +727,6 @@ impl Actor {
                 return Ok(());
             }
         };
-        let shared = self.shared.clone();
-        let store = &shared.store;
         match frame {
             ServerFrame::Hello {
                 user,
@@ -629,60 +735,82 @@ impl Actor {
                 unread,
                 ..
             } => {
-                self.on_hello(user, online, conversations, unread);
+                self.on_hello(conn, user, online, conversations, unread)
+                    .await;
             }
             ServerFrame::Ok { id, result } => match conn.pending.remove(&id) {
                 None => self.warn(format!("answer to unknown request {id} ignored")),
                 Some(Pending::External(reply)) => {
+                    // A requester that gave up (timed out) needs no answer.
                     let _ = reply.send(Ok(result));
                 }
                 Some(Pending::Sync) => {
-                    if let Reply::Synced { unread } = result {
-                        for u in unread {
-                            if let Err(e) = store.set_server_unread(
-                                u.conv,
-                                u.count,
-                                u.last_read,
-                                &shared.user.username,
-                            ) {
-                                self.warn(format!("cannot store unread counts: {e}"));
+                    let me = self.shared.user.username.clone();
+                    let unread = match result {
+                        Reply::Synced { unread } => unread,
+                        _ => Vec::new(),
+                    };
+                    let convs: Vec<ConvId> = unread.iter().map(|u| u.conv).collect();
+                    let stored = self
+                        .db(move |store| {
+                            for u in unread {
+                                store.set_server_unread(u.conv, u.count, u.last_read, &me)?;
                             }
-                        }
-                    }
-                    if let Err(e) = store.mark_synced() {
+                            store.mark_synced()
+                        })
+                        .await;
+                    if let Err(e) = stored {
                         self.warn(format!("cannot record the resume: {e}"));
                     }
+                    conn.touch(convs);
                     self.synced_tx.send_replace(true);
                     self.shared.emit(ClientEvent::Synced);
-                    self.shared.emit(ClientEvent::Conversations);
                 }
                 Some(Pending::Outbox { local_id, to_user }) => {
                     conn.outbox_in_flight = None;
                     match result {
                         Reply::Sent { message } => {
-                            if let Some(user) = &to_user {
-                                let _ = store.assign_dm_conversation(user, message.conv);
+                            if let Some(user) = to_user {
+                                let conv = message.conv;
+                                if let Err(e) = self
+                                    .db(move |s| s.assign_dm_conversation(&user, conv))
+                                    .await
+                                {
+                                    self.warn(format!(
+                                        "cannot file queued messages under the new conversation: {e}"
+                                    ));
+                                }
                             }
-                            self.store_messages(&[message]);
+                            self.store_messages(conn, vec![message]).await;
                         }
                         other => {
                             let reason = format!("unexpected answer: {}", reply_name(&other));
-                            let _ = store.mark_failed(&local_id, &reason);
-                            self.emit_outbox(&local_id);
+                            self.fail_outbox(conn, local_id, reason).await;
                         }
                     }
                     self.pump(ws, conn).await?;
                 }
                 Some(Pending::Read { conv, seq }) => {
                     conn.reads_in_flight.remove(&conv);
-                    let _ = store.clear_dirty_read(conv, seq);
+                    self.read_settled(conv, seq).await;
                     self.pump(ws, conn).await?;
+                }
+                Some(Pending::Directory) => {
+                    conn.directory_in_flight = false;
+                    match result {
+                        Reply::Users { users } => self.store_directory(users).await,
+                        other => self.warn(format!(
+                            "unexpected answer to users: {}",
+                            reply_name(&other)
+                        )),
+                    }
                 }
             },
             ServerFrame::Error { id, code, message } => {
                 match id.and_then(|id| conn.pending.remove(&id)) {
                     None => self.warn(format!("server error: {message} ({code:?})")),
                     Some(Pending::External(reply)) => {
+                        // A requester that gave up (timed out) needs no answer.
                         let _ = reply.send(Err(ClientError::from_server(code, message)));
                     }
                     Some(Pending::Sync) => {
@@ -703,28 +831,37 @@ impl Actor {
                             };
                             conn.outbox_retry_at = Some(Instant::now() + wait);
                         } else {
-                            let _ = store.mark_failed(&local_id, &message);
-                            self.emit_outbox(&local_id);
+                            self.fail_outbox(conn, local_id, message).await;
                         }
                         self.pump(ws, conn).await?;
                     }
                     Some(Pending::Read { conv, seq }) => {
                         conn.reads_in_flight.remove(&conv);
                         // Not retried: the conversation is gone or the marker is invalid.
-                        let _ = store.clear_dirty_read(conv, seq);
+                        self.read_settled(conv, seq).await;
                         self.warn(format!("read marker for {conv} refused: {message}"));
+                    }
+                    Some(Pending::Directory) => {
+                        conn.directory_in_flight = false;
+                        // Names fall back to usernames until the next connection asks again.
+                        self.warn(format!("user list refused: {message} ({code:?})"));
                     }
                 }
             }
-            ServerFrame::Message { message } => self.store_messages(&[message]),
+            ServerFrame::Message { message } => self.store_messages(conn, vec![message]).await,
             ServerFrame::Batch { conv, messages } => {
-                self.store_messages(&messages);
+                let count = messages.len();
+                self.store_messages(conn, messages).await;
                 self.shared.emit(ClientEvent::SyncProgress {
                     conv,
-                    messages: messages.len(),
+                    messages: count,
                 });
             }
             ServerFrame::Presence { online, offline } => {
+                if online.iter().any(|n| !self.known_users.contains(n)) {
+                    // Someone new (registered since the list was fetched): fetch it again.
+                    self.fetch_directory(ws, conn).await?;
+                }
                 {
                     let mut set = self.shared.online.lock().unwrap_or_else(|e| e.into_inner());
                     for name in &offline {
@@ -740,28 +877,39 @@ impl Actor {
                 }
             }
             ServerFrame::Read { conv, seq } => {
-                if let Err(e) = store.set_last_read(conv, seq, false) {
-                    self.warn(format!("cannot store a read marker: {e}"));
+                match self.db(move |s| s.set_last_read(conv, seq, false)).await {
+                    Ok(true) => self.shared.publish_unread(conv).await,
+                    Ok(false) => {}
+                    Err(e) => self.warn(format!("cannot store a read marker: {e}")),
                 }
                 self.shared.emit(ClientEvent::ReadMarker { conv, seq });
-                self.shared.emit(ClientEvent::Conversations);
             }
             ServerFrame::ConversationAdded { conversation } => {
-                if let Err(e) = store.upsert_conversation(&conversation) {
-                    self.warn(format!("cannot store a conversation: {e}"));
+                let id = conversation.id;
+                match self.db(move |s| s.upsert_conversation(&conversation)).await {
+                    Ok(()) => conn.touch([id]),
+                    Err(e) => self.warn(format!("cannot store a conversation: {e}")),
                 }
-                self.shared.emit(ClientEvent::Conversations);
             }
             ServerFrame::ConversationRemoved { conv } => {
-                let _ = store.remove_membership(conv);
-                self.shared.emit(ClientEvent::Conversations);
+                if let Err(e) = self.db(move |s| s.remove_membership(conv)).await {
+                    self.warn(format!("cannot record leaving conversation {conv}: {e}"));
+                }
+                conn.dirty.remove(&conv);
+                self.shared
+                    .emit(ClientEvent::ConversationRemoved(ConversationRemoved {
+                        conv,
+                    }));
             }
             ServerFrame::Membership {
                 conv,
                 username,
                 joined,
             } => {
-                let _ = store.set_member_count(conv, if joined { 1 } else { -1 });
+                let delta = if joined { 1 } else { -1 };
+                if let Err(e) = self.db(move |s| s.set_member_count(conv, delta)).await {
+                    self.warn(format!("cannot store a member count: {e}"));
+                }
                 self.shared.emit(ClientEvent::Membership {
                     conv,
                     username,
@@ -772,27 +920,48 @@ impl Actor {
         Ok(())
     }
 
-    /// Stores committed messages and announces the ones that are new here.
-    fn store_messages(&self, messages: &[crate::protocol::Message]) {
-        match self.shared.store.insert_messages(messages) {
+    /// Stores committed messages and announces the ones that are new here: `added` for
+    /// others', `updated` for the user's own from this profile's outbox (already shown as
+    /// pending). Their conversations' summaries follow at the next flush.
+    async fn store_messages(&self, conn: &mut Conn, messages: Vec<crate::protocol::Message>) {
+        match self.db(move |s| s.insert_messages_tracked(&messages)).await {
             Ok(fresh) => {
-                let any = !fresh.is_empty();
-                for m in fresh {
-                    self.shared.emit(ClientEvent::Message(m));
-                }
-                if any {
-                    self.shared.emit(ClientEvent::Conversations);
+                conn.touch(fresh.iter().filter_map(|i| i.message.conv));
+                for i in fresh {
+                    self.shared.emit(ClientEvent::Message(if i.was_queued {
+                        MessageEvent::updated(i.message)
+                    } else {
+                        MessageEvent::added(i.message)
+                    }));
                 }
             }
             Err(e) => self.warn(format!("cannot store messages: {e}")),
         }
     }
 
-    fn emit_outbox(&self, local_id: &str) {
-        if let Ok(Some(item)) = self.shared.store.outbox_item(local_id) {
-            debug_assert_eq!(item.state, MessageState::Failed);
-            self.shared.emit(ClientEvent::Message(item.to_local()));
-            self.shared.emit(ClientEvent::Conversations);
+    /// The server refused an outbox message for good: mark it failed and announce the update.
+    async fn fail_outbox(&self, conn: &mut Conn, local_id: String, reason: String) {
+        let failed = self
+            .db(move |s| {
+                s.mark_failed(&local_id, &reason)?;
+                s.outbox_item(&local_id)
+            })
+            .await;
+        match failed {
+            Ok(Some(item)) => {
+                conn.touch(item.conv);
+                self.shared
+                    .emit(ClientEvent::Message(MessageEvent::updated(item.to_local())));
+            }
+            Ok(None) => {}
+            Err(e) => self.warn(format!("cannot record a failed message: {e}")),
+        }
+    }
+
+    /// The server has (or refused for good) the read marker `seq` of `conv`.
+    async fn read_settled(&self, conv: ConvId, seq: Seq) {
+        if let Err(e) = self.db(move |s| s.clear_dirty_read(conv, seq)).await {
+            self.warn(format!("cannot record a synced read marker: {e}"));
         }
     }
 }

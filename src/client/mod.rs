@@ -4,13 +4,17 @@
 //! connects with the session token, keeps the connection alive, reconnects with jittered backoff,
 //! resumes from the last seq held for each conversation and drains the outbox. Everything the
 //! user sees is read from the local [`store`] (so an offline start is instant and history is
-//! readable), and changes are announced as [`ClientEvent`]s. [`notify`] holds the pure policy of
-//! which message deserves a desktop notification.
+//! readable), and changes are announced as [`ClientEvent`]s: per message (added or updated)
+//! and per conversation (its summary, its unread count, its removal), never "re-read
+//! everything". [`notify`] holds the pure policy of which message deserves a desktop
+//! notification.
 //!
 //! Module map: [`types`] (view types shared with the UI), [`http`] (register, login, logout,
-//! health), [`connection`] (the actor), [`store`] (local SQLite), [`notify`].
+//! health), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
+//! the store for a running client: no SQLite call runs on an async worker), [`notify`].
 
 pub mod connection;
+pub mod db;
 pub mod http;
 pub mod notify;
 pub mod store;
@@ -18,6 +22,7 @@ pub mod types;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,8 +36,12 @@ use crate::protocol::{
     User,
 };
 use connection::Command;
+use db::{StoreHandle, StoreStats};
 use store::{OutboxItem, SavedSession, Store};
-pub use types::{ConnectionState, ConversationSummary, LocalMessage, MessageState, SearchHit};
+pub use types::{
+    ConnectionState, ConversationRemoved, ConversationSummary, LocalMessage, MessageChange,
+    MessageEvent, MessageState, SearchHit, UnreadChange,
+};
 
 pub use http::{health, login, login_as, logout_token, register};
 pub use protocol::RegisterRequest;
@@ -125,6 +134,7 @@ impl From<store::StoreError> for ClientError {
         use store::StoreError as S;
         match &e {
             S::Corrupt { .. } => ClientError::StoreCorrupt(format!("{e}: {REPAIR_HINT}")),
+            S::Closed => stopped(),
             // Damage found by a query after a clean open (a page that went bad since).
             S::Sqlite(inner) if crate::dbfile::is_corrupt(inner) => ClientError::StoreCorrupt(
                 format!("the local store is damaged ({inner}): {REPAIR_HINT}"),
@@ -139,13 +149,21 @@ impl From<store::StoreError> for ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// Something that changed, for whoever draws it (the desktop UI, `natter tail`).
+/// Something that changed, for whoever draws it (the desktop UI, `natter tail`). Changes are
+/// per model: a message, a conversation's summary, a conversation's unread count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
-    /// A message new to this client, or an outbox message changing state.
-    Message(LocalMessage),
-    /// Conversation list, unread counts or previews changed: re-read [`Client::conversations`].
-    Conversations,
+    /// A message new to this client (`added`: someone else's, or the user's own just queued),
+    /// or one already announced changing state (`updated`, same `local_id`: pending -> sent or
+    /// failed, failed -> pending on retry).
+    Message(MessageEvent),
+    /// One conversation's summary changed (preview, unread count, title, muted) or it was
+    /// joined. A burst of messages gives one per conversation, not one per message.
+    Conversation(ConversationSummary),
+    /// The user is no longer a member of this conversation.
+    ConversationRemoved(ConversationRemoved),
+    /// Only the unread count of a conversation changed (its read marker moved).
+    Unread(UnreadChange),
     /// Users who came online or went offline, one event per server presence frame (a connection
     /// storm is hundreds of names in one frame; one event keeps the UI to one redraw for them).
     Presence {
@@ -280,8 +298,17 @@ pub async fn login_in_profile(
     password: &str,
 ) -> Result<Session> {
     let path = profile_dir.join(STORE_FILE);
-    let device = if path.exists() {
-        match Store::open(&path).and_then(|store| store.device_token()) {
+    // Opening checks the whole file: a blocking job, off the async workers.
+    let device = tokio::task::spawn_blocking(move || device_token_of(&path))
+        .await
+        .map_err(|e| ClientError::Internal(format!("reading the device token: {e}")))??;
+    http::login_as(server, username, password, device).await
+}
+
+/// The device token saved in the store at `path`, read back from a damaged store when it can be.
+fn device_token_of(path: &Path) -> Result<Option<String>> {
+    Ok(if path.exists() {
+        match Store::open(path).and_then(|store| store.device_token()) {
             Ok(device) => device,
             Err(e) => match ClientError::from(e) {
                 // Signing in is where a damaged store gets rebuilt (after this, once the
@@ -289,15 +316,14 @@ pub async fn login_in_profile(
                 // from the damaged file when it can be.
                 ClientError::StoreCorrupt(reason) => {
                     tracing::warn!(%reason, "local store damaged: signing in all the same");
-                    Store::salvage_device_token(&path)
+                    Store::salvage_device_token(path)
                 }
                 other => return Err(other),
             },
         }
     } else {
         None
-    };
-    http::login_as(server, username, password, device).await
+    })
 }
 
 /// Saves a session into a profile without connecting (e.g. right after `register`).
@@ -325,7 +351,8 @@ pub struct Repaired {
 /// `natter.db.damaged-<ms>`, and starts a new one holding what could be read back: the session
 /// and the messages not yet sent. History comes back from the server through the normal resume
 /// on the next connect. `None` when the store is sound (nothing to do) or there is none. Stop
-/// every client of the profile first.
+/// every client of the profile first. Blocking (it checks the whole file): async callers use
+/// [`repair_store_async`].
 pub fn repair_store(profile_dir: &Path) -> Result<Option<Repaired>> {
     let path = profile_dir.join(STORE_FILE);
     if !path.exists() {
@@ -375,6 +402,14 @@ pub fn repair_store(profile_dir: &Path) -> Result<Option<Repaired>> {
     }))
 }
 
+/// [`repair_store`] on a blocking thread, for async callers (the desktop's commands).
+pub async fn repair_store_async(profile_dir: &Path) -> Result<Option<Repaired>> {
+    let dir = profile_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || repair_store(&dir))
+        .await
+        .map_err(|e| ClientError::Internal(format!("repairing the local store: {e}")))?
+}
+
 pub(crate) fn now_ms() -> Millis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -384,10 +419,13 @@ pub(crate) fn now_ms() -> Millis {
 
 /// State the actor and the handles share.
 pub(crate) struct Shared {
-    pub store: Store,
+    pub store: StoreHandle,
     pub events: broadcast::Sender<ClientEvent>,
     pub online: Mutex<BTreeSet<String>>,
+    /// The signed-in user as the session named them (the username never changes).
     pub user: User,
+    /// The user's profile as last heard from the server (display name, avatar).
+    pub profile: Mutex<User>,
 }
 
 impl Shared {
@@ -395,6 +433,63 @@ impl Shared {
         // No receivers is fine: nobody is listening yet.
         let _ = self.events.send(event);
     }
+
+    /// Announces the current summary of each of `convs` (or its removal when the user is no
+    /// longer a member), read in one store job.
+    pub async fn publish_summaries(&self, convs: Vec<ConvId>) {
+        if convs.is_empty() {
+            return;
+        }
+        let me = self.user.username.clone();
+        let read = self
+            .store
+            .call(move |s| {
+                convs
+                    .into_iter()
+                    .map(|c| Ok((c, s.conversation_summary(&me, c)?)))
+                    .collect::<store::Result<Vec<_>>>()
+            })
+            .await;
+        match read {
+            Ok(list) => {
+                for (conv, summary) in list {
+                    self.emit(match summary {
+                        Some(summary) => ClientEvent::Conversation(summary),
+                        None => ClientEvent::ConversationRemoved(ConversationRemoved { conv }),
+                    });
+                }
+            }
+            Err(e) => {
+                let e = ClientError::from(e);
+                tracing::warn!(code = e.code(), "cannot read conversation summaries: {e}");
+                self.emit(ClientEvent::Warning(format!(
+                    "cannot read conversation summaries: {e}"
+                )));
+            }
+        }
+    }
+
+    /// Announces the unread count of `conv` after its read marker moved.
+    pub async fn publish_unread(&self, conv: ConvId) {
+        let me = self.user.username.clone();
+        match self.store.call(move |s| s.unread(&me, conv)).await {
+            Ok(Some(unread)) => self.emit(ClientEvent::Unread(UnreadChange { conv, unread })),
+            Ok(None) => {}
+            Err(e) => {
+                let e = ClientError::from(e);
+                tracing::warn!(code = e.code(), %conv, "cannot read an unread count: {e}");
+            }
+        }
+    }
+}
+
+/// What the client has done, for tests and measurements (see [`Client::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub store: StoreStats,
+    /// Requests sent to the server on behalf of [`Client`] methods (not the actor's own
+    /// resume, outbox and read-marker traffic).
+    pub requests: u64,
 }
 
 struct Inner {
@@ -406,6 +501,7 @@ struct Inner {
     /// Whether the current connection has finished its resume.
     synced: watch::Receiver<bool>,
     actor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    requests: AtomicU64,
 }
 
 /// A handle to a running client. Cheap to clone; the connection stops when the last handle is
@@ -429,12 +525,13 @@ impl Client {
     /// connection in the background. Returns at once: history is readable while it connects.
     /// The connection task is spawned on the Tokio runtime this is awaited on.
     pub async fn start(config: ClientConfig, session: Session) -> Result<Client> {
-        let store = Store::open(&config.profile_dir.join(STORE_FILE))?;
-        store.save_session(&SavedSession {
+        let store = StoreHandle::open(&config.profile_dir.join(STORE_FILE)).await?;
+        let saved = SavedSession {
             server: config.server.to_string(),
             session: session.clone(),
-        })?;
-        Ok(Self::spawn(config, store, session))
+        };
+        store.call(move |s| s.save_session(&saved)).await?;
+        Self::spawn(config, store, session).await
     }
 
     /// Starts from the session saved in `config.profile_dir`; `None` when there is none (never
@@ -444,20 +541,27 @@ impl Client {
         if !path.exists() {
             return Ok(None);
         }
-        let store = Store::open(&path)?;
-        let Some(saved) = store.session()? else {
+        let store = StoreHandle::open(&path).await?;
+        let Some(saved) = store.call(|s| s.session()).await? else {
+            store.close().await;
             return Ok(None);
         };
-        Ok(Some(Self::spawn(config, store, saved.session)))
+        Ok(Some(Self::spawn(config, store, saved.session).await?))
     }
 
-    fn spawn(config: ClientConfig, store: Store, session: Session) -> Client {
+    async fn spawn(config: ClientConfig, store: StoreHandle, session: Session) -> Result<Client> {
+        let me = session.user.username.clone();
+        let profile = store
+            .call(move |s| s.user(&me))
+            .await?
+            .unwrap_or_else(|| session.user.clone());
         let (events, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             store,
             events,
             online: Mutex::new(BTreeSet::new()),
             user: session.user.clone(),
+            profile: Mutex::new(profile),
         });
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
@@ -476,7 +580,7 @@ impl Client {
             shared.clone(),
             state_rx.clone(),
         ));
-        Client {
+        Ok(Client {
             inner: Arc::new(Inner {
                 config,
                 token: session.token,
@@ -485,12 +589,21 @@ impl Client {
                 state: state_rx,
                 synced: synced_rx,
                 actor: Mutex::new(Some(handle)),
+                requests: AtomicU64::new(0),
             }),
-        }
+        })
     }
 
-    fn store(&self) -> &Store {
-        &self.inner.shared.store
+    /// Runs `f` on the store thread.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        Ok(self.inner.shared.store.call(f).await?)
+    }
+
+    fn me(&self) -> String {
+        self.inner.shared.user.username.clone()
     }
 
     fn emit(&self, event: ClientEvent) {
@@ -498,7 +611,10 @@ impl Client {
     }
 
     fn kick(&self) {
-        let _ = self.inner.cmd.send(Command::Kick);
+        // The actor is gone only after shutdown; the change is stored and goes out next start.
+        if self.inner.cmd.send(Command::Kick).is_err() {
+            tracing::debug!("client stopped: the change goes out on the next start");
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
@@ -514,21 +630,45 @@ impl Client {
         self.inner.state.clone()
     }
 
+    /// The signed-in user's profile as last heard from the server (no store read).
     pub fn user(&self) -> User {
-        self.store()
-            .user(&self.inner.shared.user.username)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| self.inner.shared.user.clone())
+        self.inner
+            .shared
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
 
+    /// Counters for tests and measurements: store jobs and summary reads, requests sent.
+    #[doc(hidden)]
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            store: self.inner.shared.store.stats(),
+            requests: self.inner.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Keeps the store thread busy for `how_long` (a test's stand-in for a slow disk or a long
+    /// merge): calls into the store wait, async tasks must not.
+    #[doc(hidden)]
+    pub async fn stall_store(&self, how_long: Duration) -> Result<()> {
+        self.db(move |_| {
+            std::thread::sleep(how_long);
+            Ok(())
+        })
+        .await
+    }
+
     /// Skip the backoff wait and reconnect now (wake from sleep, network change).
     pub fn reconnect_now(&self) {
-        let _ = self.inner.cmd.send(Command::ReconnectNow);
+        if self.inner.cmd.send(Command::ReconnectNow).is_err() {
+            tracing::debug!("client stopped: nothing to reconnect");
+        }
     }
 
     /// Sends a request frame (built with the actor's id) and waits for its answer.
@@ -537,16 +677,17 @@ impl Client {
         build: impl FnOnce(u64) -> ClientFrame + Send + 'static,
     ) -> Result<Reply> {
         let (tx, rx) = oneshot::channel();
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         self.inner
             .cmd
             .send(Command::Request {
                 build: Box::new(build),
                 reply: tx,
             })
-            .map_err(|_| ClientError::Offline("client stopped".into()))?;
+            .map_err(|_| stopped())?;
         match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ClientError::Offline("client stopped".into())),
+            Ok(Err(_)) => Err(stopped()),
             Err(_) => Err(ClientError::Offline(
                 "the server did not answer in time".into(),
             )),
@@ -554,8 +695,8 @@ impl Client {
     }
 
     /// Queues `text` for `target`: stored in the outbox first (so it survives a restart), sent
-    /// when online. The returned message is pending; a [`ClientEvent::Message`] with the same
-    /// `local_id` reports when it is sent or failed.
+    /// when online. Announced once as an `added` [`ClientEvent::Message`] (pending); the same
+    /// `local_id` is then `updated` to sent or failed. The returned message is the pending one.
     pub async fn send(&self, target: Target, text: &str) -> Result<LocalMessage> {
         if !protocol::is_valid_text(text) {
             return Err(ClientError::Invalid(format!(
@@ -570,40 +711,49 @@ impl Client {
                 if let Err(e) = crate::names::name(&name, crate::names::NameKind::Username) {
                     return Err(ClientError::Invalid(format!("no such user name: {e}")));
                 }
-                (
-                    self.store().find_conversation(ConvKind::Dm, &name)?,
-                    Some(name),
-                )
+                let peer = name.clone();
+                let conv = self
+                    .db(move |s| s.find_conversation(ConvKind::Dm, &peer))
+                    .await?;
+                (conv, Some(name))
             }
         };
         let item = OutboxItem {
             local_id: Uuid::new_v4().to_string(),
             conv,
             to_user,
-            sender: self.inner.shared.user.username.clone(),
+            sender: self.me(),
             text: text.to_owned(),
             created: now_ms(),
             state: MessageState::Pending,
             error: None,
         };
-        self.store().enqueue(&item)?;
+        let queued = item.clone();
+        self.db(move |s| s.enqueue(&queued)).await?;
         let msg = item.to_local();
-        self.emit(ClientEvent::Message(msg.clone()));
-        self.emit(ClientEvent::Conversations);
+        self.emit(ClientEvent::Message(MessageEvent::added(msg.clone())));
+        if let Some(conv) = conv {
+            if self.inner.cmd.send(Command::Touched(conv)).is_err() {
+                // No actor (shut down): announce it here.
+                self.inner.shared.publish_summaries(vec![conv]).await;
+            }
+        }
         self.kick();
         Ok(msg)
     }
 
     /// Puts a failed message back in the outbox with the same `client_msg_id`.
     pub async fn retry(&self, local_id: &str) -> Result<LocalMessage> {
-        if let Some(item) = self.store().requeue(local_id)? {
+        let id = local_id.to_owned();
+        if let Some(item) = self.db(move |s| s.requeue(&id)).await? {
             let msg = item.to_local();
-            self.emit(ClientEvent::Message(msg.clone()));
+            self.emit(ClientEvent::Message(MessageEvent::updated(msg.clone())));
             self.kick();
             return Ok(msg);
         }
-        self.store()
-            .message_by_local_id(local_id)?
+        let id = local_id.to_owned();
+        self.db(move |s| s.message_by_local_id(&id))
+            .await?
             .ok_or_else(|| ClientError::NotFound(format!("no message {local_id}")))
     }
 
@@ -617,11 +767,16 @@ impl Client {
         limit: u32,
     ) -> Result<Vec<LocalMessage>> {
         let limit = limit.clamp(1, protocol::limits::MAX_PAGE);
-        let mut page = self.store().page(conv, before, limit)?;
-        let top = match before {
-            Some(b) => b - 1,
-            None => self.store().last_seq(conv)?,
-        };
+        let (mut page, top) = self
+            .db(move |s| {
+                let page = s.page(conv, before, limit)?;
+                let top = match before {
+                    Some(b) => b - 1,
+                    None => s.last_seq(conv)?,
+                };
+                Ok((page, top))
+            })
+            .await?;
         if !page_complete(&page, top, limit) {
             let fetched = self
                 .request(move |id| ClientFrame::History {
@@ -634,11 +789,16 @@ impl Client {
                 .await;
             match fetched {
                 Ok(Reply::History { messages, .. }) => {
-                    let fresh = self.store().insert_messages(&messages)?;
-                    if !fresh.is_empty() {
-                        self.emit(ClientEvent::Conversations);
+                    let (fresh, stored) = self
+                        .db(move |s| {
+                            let fresh = s.insert_messages(&messages)?;
+                            Ok((fresh.len(), s.page(conv, before, limit)?))
+                        })
+                        .await?;
+                    if fresh > 0 {
+                        self.inner.shared.publish_summaries(vec![conv]).await;
                     }
-                    page = self.store().page(conv, before, limit)?;
+                    page = stored;
                 }
                 Ok(other) => {
                     return Err(ClientError::Server(format!(
@@ -652,37 +812,56 @@ impl Client {
             }
         }
         if before.is_none() {
-            page.extend(
-                self.store()
-                    .outbox(Some(conv))?
-                    .iter()
-                    .map(|o| o.to_local()),
-            );
+            let queued = self.db(move |s| s.outbox(Some(conv))).await?;
+            page.extend(queued.iter().map(|o| o.to_local()));
         }
         Ok(page)
     }
 
     /// Joined conversations, most recently active first.
-    pub fn conversations(&self) -> Result<Vec<ConversationSummary>> {
-        Ok(self
-            .store()
-            .conversations(&self.inner.shared.user.username)?)
+    pub async fn conversations(&self) -> Result<Vec<ConversationSummary>> {
+        let me = self.me();
+        self.db(move |s| s.conversations(&me)).await
     }
 
     /// The conversation with this id, if joined.
-    pub fn conversation(&self, conv: ConvId) -> Result<Option<ConversationSummary>> {
-        Ok(self.conversations()?.into_iter().find(|c| c.id == conv))
+    pub async fn conversation(&self, conv: ConvId) -> Result<Option<ConversationSummary>> {
+        let me = self.me();
+        self.db(move |s| s.conversation_summary(&me, conv)).await
     }
 
     /// The joined room called `name`, or the DM with user `name`.
-    pub fn find_conversation(&self, kind: ConvKind, name: &str) -> Result<Option<ConvId>> {
-        Ok(self.store().find_conversation(kind, name)?)
+    pub async fn find_conversation(&self, kind: ConvKind, name: &str) -> Result<Option<ConvId>> {
+        let name = name.to_owned();
+        self.db(move |s| s.find_conversation(kind, &name)).await
+    }
+
+    /// What a notification about `sender`'s message in `conv` says, from the local store only
+    /// (no server request: this runs in the desktop's event pump). A sender whose display name
+    /// is not stored is named by username.
+    pub async fn notice_facts(&self, conv: ConvId, sender: &str) -> Result<notify::NoticeFacts> {
+        let me = self.me();
+        let sender = sender.to_owned();
+        self.db(move |s| {
+            let summary = s.conversation_summary(&me, conv)?;
+            let display = s
+                .user(&sender)?
+                .map(|u| u.display_name)
+                .filter(|d| !d.is_empty());
+            Ok(notify::NoticeFacts::new(
+                conv,
+                summary.as_ref(),
+                &sender,
+                display,
+            ))
+        })
+        .await
     }
 
     /// Marks `conv` read up to `seq`: stored at once, synced to the server when online.
     pub async fn mark_read(&self, conv: ConvId, seq: Seq) -> Result<()> {
-        if self.store().set_last_read(conv, seq, true)? {
-            self.emit(ClientEvent::Conversations);
+        if self.db(move |s| s.set_last_read(conv, seq, true)).await? {
+            self.inner.shared.publish_unread(conv).await;
             self.kick();
         }
         Ok(())
@@ -695,7 +874,9 @@ impl Client {
         conv: Option<ConvId>,
         limit: u32,
     ) -> Result<Vec<SearchHit>> {
-        Ok(self.store().search(query, conv, limit.clamp(1, 1000))?)
+        let query = query.to_owned();
+        self.db(move |s| s.search(&query, conv, limit.clamp(1, 1000)))
+            .await
     }
 
     pub async fn rooms(&self) -> Result<Vec<RoomInfo>> {
@@ -713,7 +894,7 @@ impl Client {
         let reply = self
             .request(move |id| ClientFrame::CreateRoom { id, name })
             .await?;
-        self.joined(reply)
+        self.joined(reply).await
     }
 
     pub async fn join_room(&self, name: &str) -> Result<ConversationSummary> {
@@ -721,25 +902,40 @@ impl Client {
         let reply = self
             .request(move |id| ClientFrame::Join { id, room })
             .await?;
-        self.joined(reply)
+        self.joined(reply).await
     }
 
-    fn joined(&self, reply: Reply) -> Result<ConversationSummary> {
+    async fn joined(&self, reply: Reply) -> Result<ConversationSummary> {
         let Reply::Joined { conversation } = reply else {
             return Err(unexpected("join", reply));
         };
-        self.store().upsert_conversation(&conversation)?;
-        self.emit(ClientEvent::Conversations);
-        self.conversation(conversation.id)?
-            .ok_or_else(|| ClientError::Internal("joined conversation not stored".into()))
+        let me = self.me();
+        let summary = self
+            .db(move |s| {
+                s.upsert_conversation(&conversation)?;
+                s.conversation_summary(&me, conversation.id)
+            })
+            .await?
+            .ok_or_else(|| ClientError::Internal("joined conversation not stored".into()))?;
+        self.emit(ClientEvent::Conversation(summary.clone()));
+        Ok(summary)
     }
 
     pub async fn leave_room(&self, conv: ConvId) -> Result<()> {
         self.request(move |id| ClientFrame::Leave { id, conv })
             .await?;
-        self.store().remove_membership(conv)?;
-        self.emit(ClientEvent::Conversations);
+        self.db(move |s| s.remove_membership(conv)).await?;
+        self.emit(ClientEvent::ConversationRemoved(ConversationRemoved {
+            conv,
+        }));
         Ok(())
+    }
+
+    /// Stores the users of a members or users answer (the names notifications use).
+    async fn remember_users(&self, members: &[Member]) -> Result<()> {
+        let users: Vec<User> = members.iter().map(|m| m.user.clone()).collect();
+        self.db(move |s| users.iter().try_for_each(|u| s.upsert_user(u)))
+            .await
     }
 
     pub async fn members(&self, conv: ConvId) -> Result<Vec<Member>> {
@@ -748,9 +944,7 @@ impl Client {
             .await?
         {
             Reply::Members { members, .. } => {
-                for m in &members {
-                    self.store().upsert_user(&m.user)?;
-                }
+                self.remember_users(&members).await?;
                 Ok(members)
             }
             other => Err(unexpected("members", other)),
@@ -761,9 +955,7 @@ impl Client {
     pub async fn users(&self) -> Result<Vec<Member>> {
         match self.request(|id| ClientFrame::Users { id }).await? {
             Reply::Users { users } => {
-                for m in &users {
-                    self.store().upsert_user(&m.user)?;
-                }
+                self.remember_users(&users).await?;
                 Ok(users)
             }
             other => Err(unexpected("users", other)),
@@ -789,24 +981,20 @@ impl Client {
         Ok(())
     }
 
-    pub fn set_muted(&self, conv: ConvId, muted: bool) -> Result<()> {
-        self.store().set_muted(conv, muted)?;
-        self.emit(ClientEvent::Conversations);
+    pub async fn set_muted(&self, conv: ConvId, muted: bool) -> Result<()> {
+        self.db(move |s| s.set_muted(conv, muted)).await?;
+        self.inner.shared.publish_summaries(vec![conv]).await;
         Ok(())
     }
 
-    pub fn muted(&self) -> Result<Vec<ConvId>> {
-        Ok(self.store().muted()?)
+    pub async fn muted(&self) -> Result<Vec<ConvId>> {
+        self.db(|s| s.muted()).await
     }
 
     /// Messages still waiting in the outbox (pending and failed), oldest first.
-    pub fn outbox(&self) -> Result<Vec<LocalMessage>> {
-        Ok(self
-            .store()
-            .outbox(None)?
-            .iter()
-            .map(OutboxItem::to_local)
-            .collect())
+    pub async fn outbox(&self) -> Result<Vec<LocalMessage>> {
+        let items = self.db(|s| s.outbox(None)).await?;
+        Ok(items.iter().map(OutboxItem::to_local).collect())
     }
 
     /// Waits until the current connection has finished its resume (returns at once when it
@@ -835,13 +1023,14 @@ impl Client {
     pub async fn wait_outbox_empty(&self) -> Result<()> {
         let mut events = self.subscribe();
         loop {
-            if self.store().pending_count()? == 0 {
+            if self.db(|s| s.pending_count()).await? == 0 {
                 return Ok(());
             }
             if let ConnectionState::SignedOut { reason } = self.connection_state() {
                 return Err(ClientError::Unauthorized(reason));
             }
-            // Re-check on every event, and now and then in case one was missed (lagged).
+            // Re-check on every event, and now and then in case one was missed (lagged): a
+            // timeout here is that "now and then", not a failure.
             let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
         }
     }
@@ -856,10 +1045,11 @@ impl Client {
                 // Signed out here all the same; the token is revoked on the server the next
                 // time a session of this profile gets through to it.
                 tracing::warn!("logout: the server was not told, will retry: {e}");
-                self.store().add_pending_revocation(&self.inner.token)?;
+                let token = self.inner.token.clone();
+                self.db(move |s| s.add_pending_revocation(&token)).await?;
             }
         }
-        self.store().clear_session()?;
+        self.db(|s| s.clear_session()).await?;
         self.shutdown().await;
         Ok(())
     }
@@ -867,8 +1057,12 @@ impl Client {
     /// Closes the connection (normal closure) and stops the actor.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.inner.cmd.send(Command::Shutdown(tx)).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        if self.inner.cmd.send(Command::Shutdown(tx)).is_ok()
+            && tokio::time::timeout(Duration::from_secs(3), rx)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the connection did not close in time");
         }
         let handle = self
             .inner
@@ -877,12 +1071,17 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(handle) = handle {
-            let _ = tokio::time::timeout(Duration::from_secs(3), handle).await;
+            if tokio::time::timeout(Duration::from_secs(3), handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the connection task did not stop in time");
+            }
         }
         // Other handles (a task that was just aborted, the revocation task) may outlive this
         // call by a moment; the file is closed now all the same, so whoever comes next (a
         // repair, the next start, a copy) finds it complete, without a write-ahead log.
-        self.store().close();
+        self.inner.shared.store.close().await;
     }
 }
 
@@ -901,7 +1100,7 @@ async fn revoke_pending(
         {
             return;
         }
-        let tokens = match shared.store.pending_revocations() {
+        let tokens = match shared.store.call(|s| s.pending_revocations()).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("cannot read pending revocations: {e}");
@@ -914,7 +1113,11 @@ async fn revoke_pending(
         for token in tokens {
             match http::logout_token(&server, &token).await {
                 Ok(()) | Err(ClientError::Unauthorized(_)) => {
-                    if let Err(e) = shared.store.remove_pending_revocation(&token) {
+                    if let Err(e) = shared
+                        .store
+                        .call(move |s| s.remove_pending_revocation(&token))
+                        .await
+                    {
                         tracing::warn!("cannot forget a revoked token: {e}");
                     }
                 }

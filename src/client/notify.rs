@@ -1,12 +1,14 @@
 //! The notification policy: which incoming message deserves a desktop notification, and how bursts
 //! are coalesced. Pure logic (the clock is passed in) so the desktop shell only has to show what
-//! this decides, and every rule is unit-tested here.
+//! this decides, and every rule is unit-tested here. [`NoticeFacts`] is what a notification
+//! says about the conversation and the sender, read from the local store alone
+//! ([`Client::notice_facts`](crate::client::Client::notice_facts)).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::client::types::{LocalMessage, MessageState};
-use crate::protocol::ConvId;
+use crate::client::types::{ConversationSummary, LocalMessage, MessageState};
+use crate::protocol::{ConvId, ConvKind};
 
 /// How long after a notification for a conversation further messages in it are folded into one.
 pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_secs(5);
@@ -41,6 +43,35 @@ pub fn decide(msg: &LocalMessage, ctx: &NotifyContext<'_>) -> bool {
         return false;
     }
     !(ctx.window_focused && ctx.visible_conv == Some(conv))
+}
+
+/// What a notification names: the conversation and the sender, as the local store knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeFacts {
+    pub kind: ConvKind,
+    /// `#general` for a room, the peer's display name for a DM.
+    pub conv_title: String,
+    /// The sender's display name, or the username when none is stored.
+    pub sender_display: String,
+    pub muted: bool,
+}
+
+impl NoticeFacts {
+    /// From the conversation's stored summary (`None`: not stored, e.g. joined a moment ago)
+    /// and the sender's stored display name.
+    pub fn new(
+        conv: ConvId,
+        summary: Option<&ConversationSummary>,
+        sender: &str,
+        display: Option<String>,
+    ) -> NoticeFacts {
+        NoticeFacts {
+            kind: summary.map_or(ConvKind::Room, |s| s.kind),
+            conv_title: summary.map_or_else(|| format!("#{conv}"), |s| s.title.clone()),
+            sender_display: display.unwrap_or_else(|| sender.to_owned()),
+            muted: summary.is_some_and(|s| s.muted),
+        }
+    }
 }
 
 /// A notification to show: for `conv`, covering `count` messages (1 for a lone message).

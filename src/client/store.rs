@@ -1,12 +1,14 @@
 //! The client's local SQLite store (one per server + user profile): conversations, message history
 //! keyed by (conv, seq), the outbox, read markers and unread counts, and full-text search.
 //!
-//! Blocking rusqlite calls behind a mutex: every operation is a few milliseconds at most, so the
-//! actor and the handle call it directly rather than hopping to a blocking pool. WAL mode keeps
+//! [`Store`] is the blocking API (rusqlite behind a mutex); a running client never calls it from
+//! async code but through [`StoreHandle`](crate::client::db::StoreHandle), which runs it on a
+//! thread of its own. Tools with no runtime (the bench, repair) use it directly. WAL mode keeps
 //! readers (a CLI next to the desktop app) from blocking the writer, and a killed process leaves
 //! at worst its last uncommitted transaction behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -58,6 +60,9 @@ const COMPACT_GROWTH_DIVISOR: i64 = 4;
 const COMPACT_MAX_SEGMENTS: i64 = 16;
 const COMPACT_FRAGMENTED_DIVISOR: i64 = 16;
 
+/// Pages one step of a background merge of the search index writes (see [`Store::merge_step`]).
+const MERGE_STEP_PAGES: u32 = 64;
+
 /// A failure of the local store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,6 +74,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("local store schema version {0} is newer than this client knows")]
     TooNew(i64),
+    /// The store's thread has stopped (the client was shut down).
+    #[error("local store: closed (the client was stopped)")]
+    Closed,
     /// The file failed its integrity check at open (or is not a database at all).
     #[error("the local store {path} is damaged ({damage})")]
     Corrupt { path: PathBuf, damage: Damage },
@@ -118,6 +126,33 @@ pub struct Store {
     compact_min_rows: i64,
     /// [`COMPACT_MAX_SEGMENTS`], lowered by tests.
     compact_max_segments: i64,
+    /// Set by the store thread: a due merge of the search index is only flagged
+    /// ([`Store::take_merge_due`]) and then done in small steps ([`Store::merge_step`]) between
+    /// other work, instead of inside the write that made it due.
+    background_merge: AtomicBool,
+    merge_due: AtomicBool,
+    /// Pages one background merge step writes (a few milliseconds of work); lowered by tests.
+    pub(crate) merge_step_pages: u32,
+    /// Full conversation-list reads and single-summary reads, for tests and measurements.
+    full_lists: AtomicU64,
+    summaries: AtomicU64,
+}
+
+/// A message [`Store::insert_messages_tracked`] stored, and whether it settled an outbox entry
+/// (the user's own message, sent from this profile: an update of a message already shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    pub message: LocalMessage,
+    pub was_queued: bool,
+}
+
+/// A conversation's unread count, over `conversations c` with the user's name as `?1`: what the
+/// server counted and we do not hold, plus others' held messages after the read marker.
+const UNREAD_SQL: &str = "c.unread_base + (SELECT count(*) FROM messages m WHERE m.conv = c.id
+        AND m.seq > c.last_read AND m.sender != ?1)";
+
+fn clamp_unread(n: i64) -> u32 {
+    n.clamp(0, u32::MAX as i64) as u32
 }
 
 const MESSAGE_COLS: &str = "conv, seq, sender, text, time, client_msg_id";
@@ -290,6 +325,10 @@ fn segments(conn: &Connection) -> Result<i64> {
         .query_row([], |r| r.get(0))?)
 }
 
+/// Records a finished merge of the search index: the counters that schedule the next one.
+const MERGED: &str = "INSERT OR REPLACE INTO meta (key, value)
+     VALUES ('fts_compacted_rows', (SELECT count(*) FROM messages)), ('fts_written', 0)";
+
 /// FTS5 `optimize`, and the counters that schedule the next one, in one transaction.
 fn compact(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -297,11 +336,7 @@ fn compact(conn: &mut Connection) -> Result<()> {
         "INSERT INTO messages_fts (messages_fts) VALUES ('optimize')",
         [],
     )?;
-    tx.execute(
-        "INSERT OR REPLACE INTO meta (key, value)
-         VALUES ('fts_compacted_rows', (SELECT count(*) FROM messages)), ('fts_written', 0)",
-        [],
-    )?;
+    tx.execute(MERGED, [])?;
     tx.commit()?;
     Ok(())
 }
@@ -327,6 +362,11 @@ impl Store {
             conn: Mutex::new(conn),
             compact_min_rows: COMPACT_MIN_ROWS,
             compact_max_segments: COMPACT_MAX_SEGMENTS,
+            background_merge: AtomicBool::new(false),
+            merge_due: AtomicBool::new(false),
+            merge_step_pages: MERGE_STEP_PAGES,
+            full_lists: AtomicU64::new(0),
+            summaries: AtomicU64::new(0),
         };
         store.migrate()?;
         Ok(store)
@@ -567,18 +607,20 @@ impl Store {
     }
 
     /// After a `hello`: conversations the server no longer lists are ones the user left.
-    pub fn retain_memberships(&self, convs: &[ConvId]) -> Result<()> {
+    /// Returns the ones this ended membership of.
+    pub fn retain_memberships(&self, convs: &[ConvId]) -> Result<Vec<ConvId>> {
         let conn = self.conn();
         let list = convs
             .iter()
             .map(|c| c.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        conn.execute(
-            &format!("UPDATE conversations SET member = 0 WHERE id NOT IN ({list})"),
-            [],
-        )?;
-        Ok(())
+        let mut stmt = conn.prepare(&format!(
+            "UPDATE conversations SET member = 0 WHERE member = 1 AND id NOT IN ({list})
+             RETURNING id"
+        ))?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn remove_membership(&self, conv: ConvId) -> Result<()> {
@@ -723,6 +765,15 @@ impl Store {
     /// Each row's id is the next free one in its millisecond (see [`order_key`]), so older
     /// history stored after newer messages still gets the smaller ids.
     pub fn insert_messages(&self, messages: &[Message]) -> Result<Vec<LocalMessage>> {
+        Ok(self
+            .insert_messages_tracked(messages)?
+            .into_iter()
+            .map(|i| i.message)
+            .collect())
+    }
+
+    /// [`Store::insert_messages`], saying of each new message whether it settled an outbox entry.
+    pub fn insert_messages_tracked(&self, messages: &[Message]) -> Result<Vec<Inserted>> {
         let mut conn = self.conn();
         // Immediate: the free id is read and used inside one write lock, so a second process on
         // the same file cannot take it in between.
@@ -763,21 +814,24 @@ impl Store {
                 let n = insert.execute(params![
                     m.conv, m.seq, m.id, m.sender, m.text, m.time, id, row_id
                 ])?;
-                settle.execute([&id])?;
+                let settled = settle.execute([&id])?;
                 bump.execute(params![m.conv, m.seq])?;
                 if n == 1 {
                     to_index.push((tx.last_insert_rowid(), &m.text));
                     written += 1;
                     unbase.execute(params![m.conv, m.seq, m.sender])?;
-                    fresh.push(LocalMessage {
-                        local_id: id,
-                        conv: Some(m.conv),
-                        seq: Some(m.seq),
-                        sender: m.sender.clone(),
-                        text: m.text.clone(),
-                        time: m.time,
-                        state: MessageState::Sent,
-                        error: None,
+                    fresh.push(Inserted {
+                        message: LocalMessage {
+                            local_id: id,
+                            conv: Some(m.conv),
+                            seq: Some(m.seq),
+                            sender: m.sender.clone(),
+                            text: m.text.clone(),
+                            time: m.time,
+                            state: MessageState::Sent,
+                            error: None,
+                        },
+                        was_queued: settled > 0,
                     });
                 }
             }
@@ -829,9 +883,54 @@ impl Store {
         if grown(COMPACT_GROWTH_DIVISOR)
             || (grown(COMPACT_FRAGMENTED_DIVISOR) && segments(conn)? >= self.compact_max_segments)
         {
-            compact(conn)?;
+            if self.background_merge.load(Ordering::Relaxed) {
+                self.merge_due.store(true, Ordering::Relaxed);
+            } else {
+                compact(conn)?;
+            }
         }
         Ok(())
+    }
+
+    /// From now on a due merge of the search index is flagged for the caller (the store
+    /// thread) to do in steps, see [`Store::merge_step`].
+    pub(crate) fn set_background_merge(&self) {
+        self.background_merge.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a write made a merge of the search index due since the last call.
+    pub(crate) fn take_merge_due(&self) -> bool {
+        self.merge_due.swap(false, Ordering::Relaxed)
+    }
+
+    /// One bounded step of merging the search index (FTS5 `merge` with a negative page count:
+    /// about `pages` pages written, every level eligible). Returns whether more remains; when
+    /// none does, the index is one segment and the merge counters are reset as
+    /// [`Store::compact_search_index`] does. Each step is its own short write transaction, so
+    /// sends and arriving messages queue behind one step (milliseconds), not behind the whole
+    /// merge (about a second per million messages).
+    pub fn merge_step(&self, pages: u32) -> Result<bool> {
+        let conn = self.conn();
+        let before = conn.total_changes();
+        conn.execute(
+            "INSERT INTO messages_fts (messages_fts, rank) VALUES ('merge', ?1)",
+            [-i64::from(pages.max(2))],
+        )?;
+        // FTS5's documented test: fewer than two rows changed means there was nothing to merge.
+        if conn.total_changes() - before >= 2 {
+            return Ok(true);
+        }
+        conn.execute(MERGED, [])?;
+        Ok(false)
+    }
+
+    /// How many full conversation lists and single conversation summaries were read (a
+    /// measurement for tests: a burst of messages must not cost a list each).
+    pub fn summary_reads(&self) -> (u64, u64) {
+        (
+            self.full_lists.load(Ordering::Relaxed),
+            self.summaries.load(Ordering::Relaxed),
+        )
     }
 
     /// Merges the full-text index into one segment now, so that a search after the next launch
@@ -1063,15 +1162,51 @@ impl Store {
 
     /// Joined conversations, most recently active first, with unread counts and previews.
     pub fn conversations(&self, me: &str) -> Result<Vec<ConversationSummary>> {
+        self.full_lists.fetch_add(1, Ordering::Relaxed);
+        let mut out = self.summaries(me, None)?;
+        out.sort_by(|a, b| {
+            b.last_activity
+                .cmp(&a.last_activity)
+                .then_with(|| a.title.cmp(&b.title))
+        });
+        Ok(out)
+    }
+
+    /// The summary of one joined conversation (`None` when not a member): what a change
+    /// event carries instead of the whole list.
+    pub fn conversation_summary(
+        &self,
+        me: &str,
+        conv: ConvId,
+    ) -> Result<Option<ConversationSummary>> {
+        self.summaries.fetch_add(1, Ordering::Relaxed);
+        Ok(self.summaries(me, Some(conv))?.pop())
+    }
+
+    /// The unread count of a joined conversation (`None` when not a member).
+    pub fn unread(&self, me: &str, conv: ConvId) -> Result<Option<u32>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {UNREAD_SQL} FROM conversations c WHERE c.member = 1 AND c.id = ?2"
+                ),
+                params![me, conv],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(clamp_unread))
+    }
+
+    /// The summaries of joined conversations (only `conv`, when given), unsorted.
+    fn summaries(&self, me: &str, conv: Option<ConvId>) -> Result<Vec<ConversationSummary>> {
         let ids: Vec<(ConvId, String, String, Option<String>, bool, i64)> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare(
-                "SELECT c.id, c.kind, c.name, c.peer, c.muted,
-                    c.unread_base + (SELECT count(*) FROM messages m WHERE m.conv = c.id
-                        AND m.seq > c.last_read AND m.sender != ?1)
-                 FROM conversations c WHERE c.member = 1",
-            )?;
-            let rows = stmt.query_map([me], |r| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT c.id, c.kind, c.name, c.peer, c.muted, {UNREAD_SQL}
+                 FROM conversations c WHERE c.member = 1 AND (?2 IS NULL OR c.id = ?2)"
+            ))?;
+            let rows = stmt.query_map(params![me, conv], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -1111,17 +1246,12 @@ impl Store {
                 name,
                 title,
                 peer,
-                unread: unread.clamp(0, u32::MAX as i64) as u32,
+                unread: clamp_unread(unread),
                 last_activity: last_message.as_ref().map_or(0, |m| m.time),
                 last_message,
                 muted,
             });
         }
-        out.sort_by(|a, b| {
-            b.last_activity
-                .cmp(&a.last_activity)
-                .then_with(|| a.title.cmp(&b.title))
-        });
         Ok(out)
     }
 
@@ -1634,6 +1764,90 @@ mod tests {
             s.search("kubernetes", None, 1).unwrap()[0].message.seq,
             Some(10_000)
         );
+    }
+
+    #[test]
+    fn a_merge_in_steps_ends_in_one_segment_with_the_same_results() {
+        let (_d, mut s) = store();
+        s.compact_min_rows = i64::MAX;
+        s.upsert_conversation(&room(1, "r")).unwrap();
+        for b in 0..30 {
+            let msgs: Vec<Message> = (b * 20..b * 20 + 20).map(upkeep_message).collect();
+            s.insert_messages(&msgs).unwrap();
+        }
+        let segments = s.search_index_segments().unwrap();
+        assert!(segments > 2, "{segments} segments to merge");
+        let before = seqs(s.search("kubernetes", None, 1000).unwrap());
+        let mut steps = 0;
+        while s.merge_step(2).unwrap() {
+            steps += 1;
+            assert!(steps < 10_000, "the merge ends");
+        }
+        assert!(
+            steps > 1,
+            "a small step size takes several steps, not one: {steps}"
+        );
+        assert_eq!(s.search_index_segments().unwrap(), 1);
+        assert_eq!(seqs(s.search("kubernetes", None, 1000).unwrap()), before);
+        assert_eq!(meta_int(&s, "fts_written"), Some(0));
+        assert_eq!(meta_int(&s, "fts_compacted_rows"), Some(600));
+    }
+
+    /// On the store thread a due merge does not hold up the write that made it due, nor the
+    /// next job: both run while the index still has its segments, and the merge finishes in
+    /// steps in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_thread_serves_jobs_between_merge_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("natter.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.compact_min_rows = i64::MAX;
+            s.upsert_conversation(&room(1, "r")).unwrap();
+            for b in 0..30 {
+                let msgs: Vec<Message> = (b * 20..b * 20 + 20).map(upkeep_message).collect();
+                s.insert_messages(&msgs).unwrap();
+            }
+            s.close();
+        }
+        let handle = crate::client::db::StoreHandle::open_tuned(&path, |s| {
+            s.compact_min_rows = 10;
+            s.merge_step_pages = 1;
+        })
+        .await
+        .unwrap();
+        let held = handle.call(|s| s.search_index_segments()).await.unwrap();
+        assert!(held > 2, "{held}");
+        // Queued together behind a short stall: a write that makes the merge due, then another
+        // job (a send, say). Both are served before the merge is done.
+        let msgs: Vec<Message> = (600..620).map(upkeep_message).collect();
+        let (stalled, segments_after_write, during) = tokio::join!(
+            handle.call(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Ok(())
+            }),
+            handle.call(move |s| {
+                s.insert_messages(&msgs)?;
+                s.search_index_segments()
+            }),
+            handle.call(|s| s.search_index_segments()),
+        );
+        stalled.unwrap();
+        assert!(segments_after_write.unwrap() > 1, "merged inside the write");
+        assert!(
+            during.unwrap() > 1,
+            "the next job waited for the whole merge"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while handle.call(|s| s.search_index_segments()).await.unwrap() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the merge never ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(handle.stats().merge_steps > 1, "{:?}", handle.stats());
+        handle.close().await;
     }
 
     #[test]

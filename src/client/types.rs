@@ -41,6 +41,58 @@ pub struct LocalMessage {
     pub error: Option<String>,
 }
 
+/// How a message changed (docs/ipc.md, `natter://message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum MessageChange {
+    /// Not shown before: someone else's message, or the user's own just queued (pending).
+    Added,
+    /// Already shown, same `local_id`: pending -> sent or failed, failed -> pending (retry).
+    Updated,
+}
+
+/// A message that was added or changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct MessageEvent {
+    pub change: MessageChange,
+    pub message: LocalMessage,
+}
+
+impl MessageEvent {
+    pub fn added(message: LocalMessage) -> MessageEvent {
+        MessageEvent {
+            change: MessageChange::Added,
+            message,
+        }
+    }
+
+    pub fn updated(message: LocalMessage) -> MessageEvent {
+        MessageEvent {
+            change: MessageChange::Updated,
+            message,
+        }
+    }
+}
+
+/// A conversation's unread count changed (and nothing else of its summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UnreadChange {
+    #[ts(type = "number")]
+    pub conv: ConvId,
+    pub unread: u32,
+}
+
+/// The user is no longer a member of a conversation (left it, or was removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ConversationRemoved {
+    #[ts(type = "number")]
+    pub conv: ConvId,
+}
+
 /// One conversation in the sidebar: what to show and how many messages are unread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(export)]

@@ -11,9 +11,11 @@ import type {
   CommandError,
   CommandErrorCode,
   ConnectionState,
+  ConversationRemoved,
   ConversationSummary,
   LocalMessage,
   Member,
+  MessageEvent,
   OpenConversationEvent,
   PresenceEvent,
   RoomInfo,
@@ -21,6 +23,7 @@ import type {
   Settings,
   StoreRepair,
   TypingEvent,
+  UnreadChange,
 } from "./types";
 
 /** Every code of docs/ipc.md. A record over the generated type, so a code the Rust side adds
@@ -80,9 +83,10 @@ export const api = {
   conversations: () => call<ConversationSummary[]>("conversations"),
   history: (conv: number, beforeSeq?: number, limit?: number) =>
     call<LocalMessage[]>("history", defined({ conv, beforeSeq, limit })),
+  /** Resolves to the new message's `local_id`; the message itself arrives as an event. */
   send: (target: { conv: number } | { to: string }, text: string) =>
-    call<LocalMessage>("send", { ...target, text }),
-  retry: (localId: string) => call<LocalMessage>("retry", { localId }),
+    call<string>("send", { ...target, text }),
+  retry: (localId: string) => call<void>("retry", { localId }),
   markRead: (conv: number, seq: number) => call<void>("mark_read", { conv, seq }),
   search: (query: string, conv?: number, limit?: number) =>
     call<SearchHit[]>("search", defined({ query, conv, limit })),
@@ -102,7 +106,10 @@ export const api = {
 
 /** Payload of each event the Rust side emits. */
 export interface EventMap {
-  "natter://message": LocalMessage;
+  "natter://message": MessageEvent;
+  "natter://conversation": ConversationSummary;
+  "natter://conversation-removed": ConversationRemoved;
+  "natter://unread": UnreadChange;
   "natter://conversations": ConversationSummary[];
   "natter://presence": PresenceEvent;
   "natter://online": string[];

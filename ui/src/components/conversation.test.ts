@@ -51,7 +51,7 @@ describe("conversation", () => {
     // The connection returns and the outbox drains: the Rust side emits the committed message.
     const pending = fake.convs[0].messages[0];
     const acked: LocalMessage = { ...pending, state: "sent", seq: 1, time: pending.time + 5 };
-    await fire("natter://message", acked);
+    await fire("natter://message", { change: "updated", message: acked });
     await waitFor(() => expect(messages()[0].dataset.state).toBe("sent"));
     expect(messages()).toHaveLength(1);
     expect(messages()[0].dataset.seq).toBe("1");
@@ -79,14 +79,14 @@ describe("conversation", () => {
     });
     await waitFor(() => expect(messages()).toHaveLength(1));
     const m = fake.deliver(general, "bob", "second");
-    await fire("natter://message", m);
-    await fire("natter://message", m);
+    await fire("natter://message", { change: "added", message: m });
+    await fire("natter://message", { change: "added", message: m });
     await waitFor(() => expect(messages()).toHaveLength(2));
     // Grouped under the first (same sender, a moment later): no second header.
     expect(messages()[1].dataset.grouped).toBe("true");
     expect(within(messages()[1]).queryByTestId("message-sender")).toBeNull();
     // A message for another conversation does not land here.
-    await fire("natter://message", { ...m, local_id: "other", conv: 999, seq: 7 });
+    await fire("natter://message", { change: "added", message: { ...m, local_id: "other", conv: 999, seq: 7 } });
     expect(messages()).toHaveLength(2);
     // Announced for screen readers.
     expect(screen.getByTestId("announcer").textContent).toContain("second");
@@ -114,7 +114,7 @@ describe("conversation", () => {
       await fire("natter://typing", { conv: 999, username: "carol" });
       expect(screen.getByTestId("typing-indicator").textContent).toBe("Bob is typing…");
       // Bob's message ends his typing notice.
-      await fire("natter://message", fake.deliver(general, "bob", "done"));
+      await fire("natter://message", { change: "added", message: fake.deliver(general, "bob", "done") });
       await waitFor(() => expect(screen.getByTestId("typing-indicator").textContent).toBe(""));
     } finally {
       now.mockRestore();

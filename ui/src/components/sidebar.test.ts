@@ -36,7 +36,7 @@ describe("sidebar", () => {
     expect(within(rooms[2]).queryByTestId("conv-unread")).toBeNull();
   });
 
-  it("re-sorts and updates badges from natter://conversations", async () => {
+  it("re-sorts and updates one badge from natter://conversation", async () => {
     const fake = teamFake();
     const general = fake.addRoom("general", ["alice", "bob"]);
     const random = fake.addRoom("random", ["alice", "bob"]);
@@ -46,11 +46,34 @@ describe("sidebar", () => {
     await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["random", "general"]));
 
     fake.deliver(general, "bob", "<b>three</b>", 9_000);
-    await fire("natter://conversations", fake.summaries());
+    // Only general's summary comes: random keeps what it had.
+    await fire("natter://conversation", fake.summary(general));
     await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["general", "random"]));
     const first = items()[0];
     expect(within(first).getByTestId("conv-unread").textContent).toBe("2");
     expect(within(first).getByTestId("conv-preview").textContent).toBe("Bob: <b>three</b>");
+    expect(within(items()[1]).getByTestId("conv-preview").textContent).toBe("Bob: two");
+  });
+
+  it("applies natter://unread to one badge and drops a conversation on natter://conversation-removed", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    const random = fake.addRoom("random", ["alice", "bob"]);
+    fake.deliver(general, "bob", "one", 1_000);
+    fake.deliver(random, "bob", "two", 2_000);
+    fake.deliver(random, "bob", "three", 3_000);
+    await renderApp();
+    await waitFor(() => expect(items()).toHaveLength(2));
+    expect(within(items()[0]).getByTestId("conv-unread").textContent).toBe("2");
+
+    // Read on another device: only the count moves, the order and preview stay.
+    await fire("natter://unread", { conv: random.id, unread: 0 });
+    await waitFor(() => expect(within(items()[0]).queryByTestId("conv-unread")).toBeNull());
+    expect(items().map((e) => e.dataset.convName)).toEqual(["random", "general"]);
+    expect(within(items()[1]).getByTestId("conv-unread").textContent).toBe("1");
+
+    await fire("natter://conversation-removed", { conv: random.id });
+    await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["general"]));
   });
 
   it("opening a conversation makes it visible, marks it read and clears the badge", async () => {
@@ -218,5 +241,34 @@ describe("sidebar", () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(within(screen.getByTestId("conv-item")).getByTestId("conv-preview").textContent).toBe("Bob: news while loading");
     expect(screen.getAllByTestId("online-user").map((p) => p.dataset.online)).toEqual(["true", "true"]);
+  });
+
+  it("replays one conversation's change heard while the initial list loads onto that list", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    const random = fake.addRoom("random", ["alice", "bob"]);
+    fake.deliver(random, "bob", "old news", 1_000);
+    const stale = fake.summaries();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held = false;
+    mockIPC(
+      async (cmd, args) => {
+        if (cmd === "conversations" && !held) {
+          held = true;
+          return gate.then(() => stale);
+        }
+        return fake.handle(cmd, (args ?? {}) as Record<string, unknown>);
+      },
+      { shouldMockEvents: true },
+    );
+    await renderApp();
+    fake.deliver(general, "bob", "news while loading", 5_000);
+    await fire("natter://conversation", fake.summary(general));
+    release();
+    // The fetched list (both rooms) with general's newer summary on top: not just general.
+    await waitFor(() => expect(items().map((e) => e.dataset.convName)).toEqual(["general", "random"]));
+    expect(within(items()[0]).getByTestId("conv-preview").textContent).toBe("Bob: news while loading");
+    expect(within(items()[1]).getByTestId("conv-preview").textContent).toBe("Bob: old news");
   });
 });

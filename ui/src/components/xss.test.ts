@@ -77,7 +77,7 @@ describe("XSS corpus renders as inert text", () => {
     // Typing notice and the screen-reader announcement of a new message.
     await fire("natter://typing", { conv: room.id, username: "mallory" });
     await waitFor(() => expect(screen.getByTestId("typing-indicator").textContent).toBe(`${payload} is typing…`));
-    await fire("natter://message", fake.deliver(room, "mallory", text));
+    await fire("natter://message", { change: "added", message: fake.deliver(room, "mallory", text) });
     await waitFor(() => expect(screen.getByTestId("announcer").textContent).toBe(`New message from ${payload}: ${text}`));
 
     // Search snippets (with the match highlighted) across all conversations.

@@ -8,6 +8,14 @@ export function sortByActivity(list: readonly ConversationSummary[]): Conversati
   );
 }
 
+/** The list with `c` put in (replacing the one with its id), in activity order. */
+export function upsertConversation(
+  list: readonly ConversationSummary[],
+  c: ConversationSummary,
+): ConversationSummary[] {
+  return sortByActivity([...list.filter((x) => x.id !== c.id), c]);
+}
+
 /** Online first, then by display name; the signed-in user is left out. */
 export function sortPeople(users: readonly Member[], online: ReadonlySet<string>, me: string | null): Member[] {
   return users

@@ -12,11 +12,13 @@ import type {
   ConversationSummary,
   LocalMessage,
   Member,
+  MessageEvent,
   Settings,
   User,
 } from "../types";
 import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
 import { prependPage, upsertMessage } from "./rows";
+import { sortByActivity, upsertConversation } from "./sidebar";
 
 export const PAGE = 100;
 /** How long a typing notice stays up without a refresh. */
@@ -53,8 +55,12 @@ export class Store {
   search = $state<{ scope: SearchScope } | null>(null);
 
   private unsubscribe: (() => void) | null = null;
-  /** Counts list/presence events, so a slower initial fetch never overwrites newer event data. */
-  private convEvents = 0;
+  /** Counts whole-list and presence events, so a slower initial fetch never overwrites newer
+   * event data. */
+  private listEvents = 0;
+  /** While the initial list is being fetched: the per-conversation changes heard meanwhile,
+   * replayed onto the fetched list (they are newer than it). */
+  private heardWhileLoading: ((list: ConversationSummary[]) => ConversationSummary[])[] | null = null;
   private presenceEvents = 0;
   private lastTypingSent = new Map<number, number>();
   private lastMarked = new Map<number, number>();
@@ -92,7 +98,10 @@ export class Store {
 
   async init(): Promise<void> {
     this.unsubscribe = await subscribe({
-      "natter://message": (m) => this.onMessage(m),
+      "natter://message": (e) => this.onMessage(e),
+      "natter://conversation": (c) => this.onConversation(c),
+      "natter://conversation-removed": (e) => this.onConversationRemoved(e.conv),
+      "natter://unread": (e) => this.onUnread(e.conv, e.unread),
       "natter://conversations": (list) => this.onConversations(list),
       "natter://presence": (p) => this.onPresence(p.online, p.offline),
       "natter://online": (names) => this.onOnline(names),
@@ -154,9 +163,14 @@ export class Store {
   }
 
   async loadMain(): Promise<void> {
-    const convMark = this.convEvents;
+    const listMark = this.listEvents;
+    const heard: ((list: ConversationSummary[]) => ConversationSummary[])[] = [];
+    this.heardWhileLoading = heard;
     const [convs] = await Promise.all([api.conversations().catch(() => null), this.refreshUsers()]);
-    if (convs && this.convEvents === convMark) this.conversations = convs;
+    if (this.heardWhileLoading === heard) this.heardWhileLoading = null;
+    if (convs && this.listEvents === listMark) {
+      this.conversations = heard.reduce((list, change) => change(list), sortByActivity(convs));
+    }
     const list = this.conversations;
     const last = this.app?.last_conversation;
     if (last !== null && last !== undefined && list.some((c) => c.id === last)) {
@@ -178,12 +192,46 @@ export class Store {
 
   // ---- events ----
 
+  /** The whole list: when the Rust side (re)starts its event pump or lost events. */
   onConversations(list: ConversationSummary[]): void {
-    this.convEvents++;
-    this.conversations = list;
+    this.listEvents++;
+    this.conversations = sortByActivity(list);
+    this.afterConversationChange();
+  }
+
+  /** Applies a change to one conversation, and keeps it for a list still being fetched. */
+  private changeConversations(change: (list: ConversationSummary[]) => ConversationSummary[]): void {
+    this.heardWhileLoading?.push(change);
+    this.conversations = change(this.conversations);
+  }
+
+  /** One conversation's summary changed (or it was joined). */
+  onConversation(c: ConversationSummary): void {
+    this.changeConversations((list) => upsertConversation(list, c));
+    this.afterConversationChange();
+  }
+
+  /** The user is no longer a member of `conv`. */
+  onConversationRemoved(conv: number): void {
+    this.changeConversations((list) => list.filter((c) => c.id !== conv));
+    if (this.currentConv === conv) {
+      this.current = null;
+      this.messages = [];
+    }
+  }
+
+  /** Only the unread count of `conv` changed (read on another device, or here). */
+  onUnread(conv: number, unread: number): void {
+    this.changeConversations((list) =>
+      list.map((c) => (c.id === conv && c.unread !== unread ? { ...c, unread } : c)),
+    );
+    this.afterConversationChange();
+  }
+
+  private afterConversationChange(): void {
     const cur = this.current;
     if (cur && "to" in cur) {
-      const dm = list.find((c) => c.kind === "dm" && c.name === cur.to);
+      const dm = this.conversations.find((c) => c.kind === "dm" && c.name === cur.to);
       if (dm) void this.adoptDraft(dm.id);
     }
     // Something arrived in the conversation on screen while we looked at it: keep it read.
@@ -191,7 +239,12 @@ export class Store {
     if (open && open.unread > 0) this.markReadNewest();
   }
 
-  onMessage(m: LocalMessage): void {
+  /** A message added or updated (same `local_id`: pending -> sent or failed, and back). */
+  onMessage(e: MessageEvent): void {
+    this.applyMessage(e.message);
+  }
+
+  private applyMessage(m: LocalMessage): void {
     const cur = this.current;
     let mine = false;
     if (cur && "conv" in cur) mine = m.conv === cur.conv;
@@ -205,7 +258,7 @@ export class Store {
       }
     }
     if (!mine) return;
-    // The send reply and the ack event travel separately; never let a late reply undo an ack.
+    // A history page loaded before the ack may still hold the pending copy; never go back.
     const existing = this.messages.find((x) => x.local_id === m.local_id);
     if (existing?.state === "sent" && m.state !== "sent") return;
     this.messages = upsertMessage(this.messages, m);
@@ -453,9 +506,8 @@ export class Store {
     if (!cur || text.trim() === "") return false;
     try {
       this.followNonce++;
-      const m = await api.send(cur, text);
-      // The ack or failure event may have overtaken this reply; it is newer, keep it.
-      if (!this.messages.some((x) => x.local_id === m.local_id)) this.onMessage(m);
+      // The message arrives once, as an `added` event, and is then `updated` to sent or failed.
+      await api.send(cur, text);
       return true;
     } catch (e) {
       this.showError(e);
@@ -464,11 +516,9 @@ export class Store {
   }
 
   async retry(localId: string): Promise<void> {
-    const before = this.messages.find((m) => m.local_id === localId)?.state;
     try {
-      const m = await api.retry(localId);
-      const now = this.messages.find((x) => x.local_id === localId)?.state;
-      if (now === before) this.onMessage(m);
+      // The new state arrives as an `updated` event.
+      await api.retry(localId);
     } catch (e) {
       this.showError(e);
     }
@@ -487,6 +537,7 @@ export class Store {
   async setMuted(conv: number, muted: boolean): Promise<void> {
     try {
       await api.setMuted(conv, muted);
+      // The summary event follows; show the change at once all the same.
       this.conversations = this.conversations.map((c) => (c.id === conv ? { ...c, muted } : c));
     } catch (e) {
       this.showError(e);
@@ -509,7 +560,7 @@ export class Store {
 
   /** Puts a just created or joined room into the list (the event may come later) and opens it. */
   async adoptConversation(c: ConversationSummary): Promise<void> {
-    if (!this.conversations.some((x) => x.id === c.id)) this.conversations = [c, ...this.conversations];
+    if (!this.conversations.some((x) => x.id === c.id)) this.conversations = upsertConversation(this.conversations, c);
     this.roomsOpen = false;
     await this.openConversation(c.id);
   }

@@ -120,12 +120,18 @@ export class FakeBackend {
     return m;
   }
 
-  /** Delivers and emits the events the Rust side would. */
+  /** Delivers and emits the events the Rust side would: the message added, the summary. */
   receive(conv: Conv, sender: string, text: string): LocalMessage {
     const m = this.deliver(conv, sender, text);
-    this.emit("natter://message", m);
-    this.emit("natter://conversations", this.summaries());
+    this.emit("natter://message", { change: "added", message: m });
+    this.emitSummary(conv);
     return m;
+  }
+
+  /** `natter://conversation` for `c`, or `natter://conversation-removed` once the user left. */
+  emitSummary(c: Conv): void {
+    if (c.members.has(this.me)) this.emit("natter://conversation", this.summary(c));
+    else this.emit("natter://conversation-removed", { conv: c.id });
   }
 
   setConnection(c: ConnectionState): void {
@@ -242,9 +248,12 @@ export class FakeBackend {
         // Like the real client, a first DM has no conversation until the server creates it.
         const m: LocalMessage = { local_id: fakeUuid(), conv: firstDm ? null : c.id, seq: null, sender: this.me, text, time: Date.now(), state: "pending", error: null };
         c.messages.push(m);
+        // Like the Rust side: the message goes out once, as an event; the reply is its id.
+        this.emit("natter://message", { change: "added", message: { ...m } });
+        if (!firstDm) this.emitSummary(c);
         const settle = () => this.settle(c!, m);
         if (!this.offline) queueMicrotask(settle);
-        return { ...m };
+        return m.local_id;
       }
       case "retry": {
         const id = String(args.localId ?? "");
@@ -253,16 +262,20 @@ export class FakeBackend {
           if (m) {
             m.state = "pending";
             m.error = null;
+            this.emit("natter://message", { change: "updated", message: { ...m } });
             if (!this.offline) queueMicrotask(() => this.settle(c, m));
-            return { ...m };
+            return null;
           }
         }
         return fail("not_found", "no such message");
       }
       case "mark_read": {
         const c = this.conv(args.conv);
-        c.lastRead.set(this.me, Math.max(c.lastRead.get(this.me) ?? 0, Number(args.seq)));
-        this.emit("natter://conversations", this.summaries());
+        const before = c.lastRead.get(this.me) ?? 0;
+        if (Number(args.seq) > before) {
+          c.lastRead.set(this.me, Number(args.seq));
+          this.emit("natter://unread", { conv: c.id, unread: this.summary(c).unread });
+        }
         return null;
       }
       case "search": {
@@ -282,17 +295,23 @@ export class FakeBackend {
       case "create_room": {
         const name = String(args.name ?? "");
         if (this.convs.some((c) => c.kind === "room" && c.name === name)) fail("conflict", "room exists");
-        return this.summary(this.addRoom(name, [this.me]));
+        const room = this.addRoom(name, [this.me]);
+        this.emitSummary(room);
+        return this.summary(room);
       }
       case "join_room": {
         const c = this.convs.find((x) => x.kind === "room" && x.name === args.name);
         if (!c) fail("not_found", "no such room");
         c.members.add(this.me);
+        this.emitSummary(c);
         return this.summary(c);
       }
-      case "leave_room":
-        this.conv(args.conv).members.delete(this.me);
+      case "leave_room": {
+        const c = this.conv(args.conv);
+        c.members.delete(this.me);
+        this.emitSummary(c);
         return null;
+      }
       case "members":
         return [...this.conv(args.conv).members].map((u) => ({ user: this.users.get(u)!.user, online: this.users.get(u)!.online }));
       case "users":
@@ -302,9 +321,12 @@ export class FakeBackend {
       case "typing":
       case "set_visible_conversation":
         return null;
-      case "set_muted":
-        this.conv(args.conv).muted = Boolean(args.muted);
+      case "set_muted": {
+        const c = this.conv(args.conv);
+        c.muted = Boolean(args.muted);
+        this.emitSummary(c);
         return null;
+      }
       case "get_settings":
         return this.state.settings;
       case "set_settings":
@@ -331,7 +353,7 @@ export class FakeBackend {
       // Committed messages sort before the outbox.
       c.messages = [...c.messages.filter((x) => x !== m && x.seq !== null), m, ...c.messages.filter((x) => x !== m && x.seq === null)];
     }
-    this.emit("natter://message", { ...m });
-    this.emit("natter://conversations", this.summaries());
+    this.emit("natter://message", { change: "updated", message: { ...m } });
+    this.emitSummary(c);
   }
 }
