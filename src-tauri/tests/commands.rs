@@ -373,7 +373,7 @@ fn register_send_history_and_notifications_through_the_ipc() {
     wait_until("bob's notification", || !bob.notices.shown().is_empty());
     let (conv, text) = bob.notices.shown()[0].clone();
     assert_eq!(conv, bob_general);
-    assert_eq!(text.title, "Alice <A> · #general");
+    assert_eq!(text.title, "Alice &lt;A&gt; · #general");
     assert_eq!(text.body, "hello &lt;b&gt;all&lt;/b&gt; &amp; you");
     assert!(bob
         .events_named("natter://conversations")
@@ -384,7 +384,7 @@ fn register_send_history_and_notifications_through_the_ipc() {
     alice.ok("send", json!({"to": "bob", "text": "psst"}));
     wait_until("bob's DM notification", || bob.notices.shown().len() == 2);
     let (dm, text) = bob.notices.shown()[1].clone();
-    assert_eq!(text.title, "Alice <A>");
+    assert_eq!(text.title, "Alice &lt;A&gt;");
     assert_eq!(text.body, "psst");
     // Clicking it asks the UI to open the DM.
     bob.notices.click(1);
@@ -458,7 +458,7 @@ fn register_send_history_and_notifications_through_the_ipc() {
     });
     let (conv, text) = bob.notices.shown()[2].clone();
     assert_eq!(conv, bob_general);
-    assert_eq!(text.title, "Alice <A> · #general");
+    assert_eq!(text.title, "Alice &lt;A&gt; · #general");
     assert_eq!(text.body, "New message");
 
     // The shell remembers who is signed in and where: a restart is ready at once, offline
@@ -626,5 +626,75 @@ fn a_damaged_local_store_is_rebuilt_by_repair_store_and_at_sign_in() {
         .count();
     assert_eq!(kept, 2, "both damaged stores kept aside");
     wait_until("history back after sign-in", || has_message(&desk));
+    desk.close();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The last `natter://connection` event the UI heard.
+fn last_connection(desk: &Desk) -> Value {
+    desk.events_named("natter://connection")
+        .last()
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_host_registering_after_a_failed_attempt_ends_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    desk.ok("host_server", json!({ "port": 0 }));
+    let e = desk.err(
+        "register",
+        json!({"username": "host", "password": "short", "displayName": "Host", "avatar": "🦉"}),
+    );
+    assert_eq!(e["code"], "invalid", "{e}");
+    register(&desk, "host", "Host");
+    // What the UI heard last is what it shows: it must end online, not "connecting".
+    wait_until("the last connection event says online", || {
+        last_connection(&desk)["state"] == "online"
+    });
+    assert_eq!(
+        desk.ok("app_state", json!({}))["connection"]["state"],
+        "online"
+    );
+    desk.close();
+}
+
+#[test]
+fn reconnect_now_skips_the_backoff_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let e = desk.err("reconnect_now", json!({}));
+    assert_eq!(e["code"], "unauthorized", "{e}");
+
+    let server = TestServer::start();
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "rita", "Rita");
+    wait_until("online", || last_connection(&desk)["state"] == "online");
+    drop(server);
+    // Each refused attempt doubles the wait (0.5 s, 1 s, 2 s, ...): wait for a long one.
+    let mut retry_at = 0;
+    wait_until("a backoff wait of several seconds", || {
+        let last = last_connection(&desk);
+        retry_at = last["retry_at"].as_i64().unwrap_or(0);
+        last["state"] == "offline" && retry_at - now_ms() > 3_000
+    });
+    let heard = desk.events_named("natter://connection").len();
+    desk.ok("reconnect_now", json!({}));
+    wait_until("a new attempt", || {
+        desk.events_named("natter://connection")[heard..]
+            .iter()
+            .any(|e| e["state"] == "connecting")
+    });
+    assert!(
+        now_ms() < retry_at,
+        "the attempt came at the end of the wait, not at once"
+    );
     desk.close();
 }
