@@ -1,7 +1,6 @@
 //! Desktop notifications: what a notification says (title and body escaped and bidi-isolated, or
-//! a hidden body) and showing
-//! it through the desktop's notification server (notify-rust, D-Bus on Linux) with a default
-//! action that opens the conversation. *Whether* to notify is the client core's policy
+//! a hidden body) and showing it through the desktop's notification server (notify-rust, D-Bus on
+//! Linux) with a default action that opens the conversation. *Whether* to notify is the client core's policy
 //! (`natter::client::notify`); this module only applies it, coalesces bursts with its
 //! [`Coalescer`], and puts the result on screen.
 
