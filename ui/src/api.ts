@@ -98,6 +98,7 @@ export const api = {
   getSettings: () => call<Settings>("get_settings"),
   setSettings: (settings: Settings) => call<Settings>("set_settings", { settings }),
   repairStore: () => call<StoreRepair>("repair_store"),
+  reconnectNow: () => call<void>("reconnect_now"),
 };
 
 /** Payload of each event the Rust side emits. */

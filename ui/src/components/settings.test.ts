@@ -53,7 +53,7 @@ describe("settings", () => {
     await renderApp();
     const user = userEvent.setup();
     await user.click(await screen.findByTestId("conv-leave"));
-    expect(await screen.findByTestId("leave-dialog")).toHaveTextContent("Leave #general?");
+    expect(await screen.findByTestId("leave-dialog")).toHaveTextContent("Leave \u2068#general\u2069?");
     expect(fake.calls.some((c) => c.cmd === "leave_room")).toBe(false);
     await user.click(screen.getByTestId("conv-leave-confirm"));
     await waitFor(() => expect(screen.queryByTestId("conv-item")).toBeNull());
