@@ -13,6 +13,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { wdCall } from "./webdriver.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const MINIBROWSER = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser";
@@ -72,16 +73,7 @@ async function main() {
   const wd = `http://127.0.0.1:${wdPort}`;
   await until("WebKitWebDriver", async () => (await fetch(`${wd}/status`)).ok);
 
-  async function call(method, path, body) {
-    const res = await fetch(`${wd}${path}`, {
-      method,
-      headers: { "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json = await res.json();
-    if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json.value)}`);
-    return json.value;
-  }
+  const call = (method, path, body) => wdCall(wd, method, path, body);
   const session = await call("POST", "/session", {
     capabilities: {
       alwaysMatch: {
