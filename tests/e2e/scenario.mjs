@@ -334,7 +334,35 @@ async function setLook(d, theme, language) {
   );
 }
 
+/** A user registered straight over HTTP, as the CLI does (no avatar: the server picks a preset word). */
+async function registerOverHttp(username, displayName) {
+  const res = await fetch(`${SERVER}/api/register`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username, password: PASSWORD, display_name: displayName }),
+  });
+  check(res.ok, `register ${username} over HTTP: ${res.status} ${await res.text()}`);
+}
+
+/** Two users called "Alice" are told apart in Bob's people list; the CLI user's preset avatar
+ * word shows as one emoji or letter, not the word. */
+async function checkNamesYouCanTrust(d) {
+  for (const u of ["alice", "alice2"]) {
+    const person = await d.el(`[data-testid="online-user"][data-username="${u}"]`);
+    const name = await d.one('[data-testid="person-name"]', person);
+    eq(await d.text(name), "Alice", `${d.name}: ${u}'s display name`);
+    const handle = await waitFor(`${d.name}: @${u} beside the name`, () => d.one('[data-testid="user-handle"]', person));
+    eq(await d.text(handle), `@${u}`, `${d.name}: ${u}'s handle`);
+  }
+  const twin = await d.el('[data-testid="online-user"][data-username="alice2"]');
+  const glyph = await d.text(await d.one(".avatar", twin));
+  check([...new Intl.Segmenter().segment(glyph)].length === 1, `${d.name}: alice2's avatar is one glyph, not "${glyph}"`);
+  log(`${d.name}: both Alices listed with their @username; the CLI avatar shows as "${glyph}"`);
+}
+
 async function main() {
+  // Someone from the CLI who happens to be called Alice too, before anyone opens the app.
+  await registerOverHttp("alice2", "Alice");
   await alice.start();
   await bob.start();
   await alice.el('[data-testid="setup-join"]', 30000);
@@ -342,6 +370,7 @@ async function main() {
 
   await registerThroughUi(alice, "alice", "Alice", 1, "light-en-");
   await registerThroughUi(bob, "bob", "Bob", 4, "");
+  await checkNamesYouCanTrust(bob);
 
   // Bob creates #random and sits there, his window focused.
   await bob.click('[data-testid="rooms-open"]');
