@@ -360,6 +360,46 @@ async function checkNamesYouCanTrust(d) {
   log(`${d.name}: both Alices listed with their @username; the CLI avatar shows as "${glyph}"`);
 }
 
+/**
+ * Alice signs out, hosts a server in her app and creates an account there, first with a
+ * password that is too short: after fixing it she must end online (no "Connecting…" banner,
+ * her own presence dot green), not stuck on "Connecting…" as a new user was (issue 20).
+ */
+async function hostAfterAFailedRegistration(d, port) {
+  await d.click('[data-testid="settings-open"]');
+  await d.click('[data-testid="settings-sign-out"]');
+  // Signing out lands on "Sign in".
+  await d.el('[data-testid="auth-login"]');
+  await d.click('[data-testid="auth-change-server"]');
+  await d.click('[data-testid="setup-host"]');
+  const portField = await d.el('[data-testid="host-port"]');
+  await d.cmd("POST", `/element/${portField}/clear`, {});
+  await d.type('[data-testid="host-port"]', String(port));
+  await d.click('[data-testid="setup-submit"]');
+  await d.el('[data-testid="hosting-info"]');
+  await d.type('[data-testid="auth-username"]', "host");
+  await d.type('[data-testid="auth-password"]', "short");
+  await d.type('[data-testid="auth-display-name"]', "Host");
+  await d.click('[data-testid="auth-register"]');
+  await d.el('[data-testid="auth-error"]');
+  const pw = await d.el('[data-testid="auth-password"]');
+  await d.cmd("POST", `/element/${pw}/clear`, {});
+  await d.type('[data-testid="auth-password"]', PASSWORD);
+  await d.click('[data-testid="auth-register"]');
+  await waitFor(`${d.name}: signed in as Host`, async () => {
+    const me = await d.one('[data-testid="me-name"]');
+    return me && (await d.text(me)) === "Host";
+  });
+  const online = () =>
+    d.exec(`return !document.querySelector('[data-testid="banner"]')
+      && !!document.querySelector('.sidebar-head .presence-dot.online')`);
+  await waitFor(`${d.name}: online on her own server`, online, 10000);
+  // And it stays so: the stuck banner came back from a stale state, not a slow connection.
+  await sleep(3000);
+  check(await online(), `${d.name}: still online 3 s later`);
+  log(`${d.name}: hosting, registered after a failed attempt, online`);
+}
+
 async function main() {
   // Someone from the CLI who happens to be called Alice too, before anyone opens the app.
   await registerOverHttp("alice2", "Alice");
@@ -504,7 +544,10 @@ async function main() {
     await setLook(bob, "light", "en");
     await bob.click('[data-testid="settings-open"]');
     await shot(bob, "light-en-settings");
+    await setLook(alice, "light", "en");
   }
+
+  await hostAfterAFailedRegistration(alice, Number(process.env.E2E_HOST_PORT));
 }
 
 try {
