@@ -43,6 +43,7 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         set_settings,
         repair_store,
         reconnect_now,
+        diagnostics,
     ]
 }
 
@@ -225,4 +226,10 @@ pub async fn repair_store(shell: State<'_, Shell>) -> CmdResult<StoreRepair> {
 pub fn reconnect_now(shell: State<'_, Shell>) -> CmdResult<()> {
     shell.require_client()?.reconnect_now();
     Ok(())
+}
+
+/// "Copy diagnostics" in Settings: version, platform, state and the newest log lines.
+#[tauri::command]
+pub fn diagnostics(shell: State<'_, Shell>) -> String {
+    crate::diagnostics::report(&shell.app_state(), shell.data_dir())
 }

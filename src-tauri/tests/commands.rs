@@ -698,3 +698,44 @@ fn reconnect_now_skips_the_backoff_wait() {
     );
     desk.close();
 }
+
+#[test]
+fn diagnostics_report_the_state_and_the_newest_log_lines_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let report = desk.ok("diagnostics", json!({}));
+    let report = report.as_str().unwrap();
+    assert!(report.starts_with("Natter "), "{report}");
+    assert!(report.contains("phase: Setup"), "{report}");
+    assert!(report.contains("(no log yet)"), "{report}");
+
+    let server = TestServer::start();
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "dina", "Dina");
+    wait_until("online", || last_connection(&desk)["state"] == "online");
+    // What the app's log file (written by the real app's logger) holds.
+    let logs = natter_desktop::diagnostics::log_dir(dir.path());
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join("natter.2026-12-03.log"),
+        "INFO natter: hello\nWARN natter: cannot reach\n",
+    )
+    .unwrap();
+    let report = desk.ok("diagnostics", json!({}));
+    let report = report.as_str().unwrap();
+    for want in [
+        format!("server: {}/", server.url),
+        "user: dina".to_string(),
+        "\"state\":\"online\"".to_string(),
+        "WARN natter: cannot reach".to_string(),
+    ] {
+        assert!(report.contains(&want), "{want} missing from:\n{report}");
+    }
+    // The session token stays out of it.
+    let profile = natter::client::profile_dir_in(dir.path(), &server.url.parse().unwrap(), "dina");
+    let saved = natter::client::saved_session(&profile)
+        .unwrap()
+        .expect("a saved session");
+    assert!(!report.contains(&saved.session.token), "{report}");
+    desk.close();
+}

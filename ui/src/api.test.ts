@@ -77,6 +77,7 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   set_settings: () => api.setSettings(defaultSettings()),
   repair_store: () => api.repairStore(),
   reconnect_now: () => api.reconnectNow(),
+  diagnostics: () => api.diagnostics(),
 };
 
 describe("api.ts follows docs/ipc.md", () => {

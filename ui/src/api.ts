@@ -99,6 +99,7 @@ export const api = {
   setSettings: (settings: Settings) => call<Settings>("set_settings", { settings }),
   repairStore: () => call<StoreRepair>("repair_store"),
   reconnectNow: () => call<void>("reconnect_now"),
+  diagnostics: () => call<string>("diagnostics"),
 };
 
 /** Payload of each event the Rust side emits. */

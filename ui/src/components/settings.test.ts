@@ -90,3 +90,16 @@ describe("settings", () => {
     await waitFor(() => expect(screen.getByTestId("toast")).toHaveTextContent("Repair local store"));
   });
 });
+
+describe("copy diagnostics", () => {
+  it("puts the app's report on the clipboard and says so", async () => {
+    const fake = teamFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("settings-open"));
+    await user.click(await screen.findByTestId("settings-diagnostics"));
+    expect(fake.calls.some((c) => c.cmd === "diagnostics")).toBe(true);
+    await waitFor(async () => expect(await navigator.clipboard.readText()).toContain("server: http://127.0.0.1:8686"));
+    expect(await screen.findByTestId("toast")).toHaveTextContent("Diagnostics copied");
+  });
+});

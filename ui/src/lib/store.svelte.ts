@@ -350,6 +350,15 @@ export class Store {
     // Signing out on purpose is not something to explain on the sign-in screen.
     this.signedOutReason = null;
   }
+  /** "Copy diagnostics" in Settings: the report goes to the clipboard for a bug report. */
+  async copyDiagnostics(): Promise<void> {
+    try {
+      await navigator.clipboard.writeText(await api.diagnostics());
+      this.showToast(t("settings.diagnosticsCopied"));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
   /** "Retry now" on the offline banner. */
   async reconnectNow(): Promise<void> {
     try {

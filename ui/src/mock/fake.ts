@@ -315,6 +315,8 @@ export class FakeBackend {
       case "set_settings":
         this.state.settings = args.settings as Settings;
         return this.state.settings;
+      case "diagnostics":
+        return `Natter (mock)\nphase: ${this.state.phase}\nserver: ${this.state.server_url ?? "none"}\n`;
       case "reconnect_now":
         if (this.state.phase !== "ready") fail("unauthorized", "not signed in");
         this.setConnection({ state: "connecting" });
