@@ -103,7 +103,7 @@ wait_for 20 "Bob's tauri-driver and dunst" test -e "$WORK/bob/ready"
 say "running the scenario"
 SCREENSHOTS=""
 [ -n "${E2E_SCREENSHOTS:-}" ] && SCREENSHOTS="$ROOT/docs/screenshots"
-E2E_APP="$APP" E2E_SERVER="http://127.0.0.1:$SERVER_PORT" E2E_HOST_PORT="$(free_port)" \
+E2E_APP="$APP" E2E_SERVER="http://127.0.0.1:$SERVER_PORT" \
   E2E_ALICE_DRIVER="http://127.0.0.1:$ALICE_PORT" E2E_BOB_DRIVER="http://127.0.0.1:$BOB_PORT" \
   E2E_ALICE_DISPLAY=":$ALICE_DISPLAY" E2E_BOB_DISPLAY=":$BOB_DISPLAY" \
   E2E_BOB_BUS="$(cat "$WORK/bob/bus")" E2E_BOB_MONITOR="$WORK/bob/notify-monitor.log" \
