@@ -44,6 +44,8 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         get_settings,
         set_settings,
         repair_store,
+        reconnect_now,
+        diagnostics,
     ]
 }
 
@@ -220,4 +222,17 @@ pub fn set_settings(shell: State<'_, Shell>, settings: Settings) -> Settings {
 #[tauri::command]
 pub async fn repair_store(shell: State<'_, Shell>) -> CmdResult<StoreRepair> {
     shell.repair_store().await
+}
+
+/// "Retry now" on the offline banner: skip the rest of the backoff wait and connect at once.
+#[tauri::command]
+pub fn reconnect_now(shell: State<'_, Shell>) -> CmdResult<()> {
+    shell.require_client()?.reconnect_now();
+    Ok(())
+}
+
+/// "Copy diagnostics" in Settings: version, platform, state and the newest log lines.
+#[tauri::command]
+pub fn diagnostics(shell: State<'_, Shell>) -> String {
+    crate::diagnostics::report(&shell.app_state(), shell.data_dir())
 }

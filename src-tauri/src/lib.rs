@@ -14,9 +14,11 @@
 //! - [`notifications`]: notification text (escaped or hidden) and showing it, with clicks.
 //! - [`tray`], [`window`]: the tray icon and the main window (title, show/hide, close to tray).
 //! - [`error`]: [`error::CommandError`], the one error type at the IPC edge.
+//! - [`diagnostics`]: the app's own rotating log file and the "Copy diagnostics" report.
 
 pub mod commands;
 pub mod config;
+pub mod diagnostics;
 pub mod error;
 pub mod host;
 pub mod notifications;
@@ -117,9 +119,11 @@ fn instance_id(identifier: &str) -> String {
     }
 }
 
-/// Logs go to stderr, or to the file named by `NATTER_LOG_FILE` (the e2e test keeps each app's
-/// log there, since WebDriver does not pass an app's stderr on). `RUST_LOG` filters.
-fn init_logging() {
+/// Logs go to the file named by `NATTER_LOG_FILE` (the e2e test keeps each app's log there,
+/// since WebDriver does not pass an app's stderr on), else to stderr and the profile's daily log
+/// file (`diagnostics`), which "Copy diagnostics" reads. `RUST_LOG` filters.
+fn init_logging(data_dir: Option<&std::path::Path>) {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let file = std::env::var_os("NATTER_LOG_FILE").and_then(|path| {
@@ -130,19 +134,35 @@ fn init_logging() {
             .ok()
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match file {
-        Some(file) => builder
+    let rolling = data_dir.and_then(|dir| match diagnostics::log_appender(dir) {
+        Ok(appender) => Some(appender),
+        Err(e) => {
+            eprintln!("natter: no log file in {}: {e}", dir.display());
+            None
+        }
+    });
+    let _ = match (file, rolling) {
+        (Some(file), _) => builder
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .try_init(),
-        None => builder.try_init(),
+        (None, Some(rolling)) => builder
+            .with_ansi(false)
+            .with_writer(std::io::stderr.and(rolling))
+            .try_init(),
+        (None, None) => builder.try_init(),
     };
 }
 
 /// Starts the desktop app (the binary's whole `main`).
 pub fn run() {
-    init_logging();
     let context = tauri::generate_context!();
+    // Tauri's app data directory is the XDG data directory plus the identifier; the log file
+    // starts before the app (and its path resolver) exists.
+    let identifier = context.config().identifier.clone();
+    let data_dir =
+        config::data_dir(|| directories::BaseDirs::new().map(|b| b.data_dir().join(&identifier)));
+    init_logging(data_dir.as_deref());
     let id = instance_id(&context.config().identifier);
     let window_state = {
         use tauri_plugin_window_state::StateFlags;

@@ -1,6 +1,6 @@
-//! Desktop notifications: what a notification says (title, escaped or hidden body) and showing
-//! it through the desktop's notification server (notify-rust, D-Bus on Linux) with a default
-//! action that opens the conversation. *Whether* to notify is the client core's policy
+//! Desktop notifications: what a notification says (title and body escaped and bidi-isolated, or
+//! a hidden body) and showing it through the desktop's notification server (notify-rust, D-Bus on
+//! Linux) with a default action that opens the conversation. *Whether* to notify is the client core's policy
 //! (`natter::client::notify`); this module only applies it, coalesces bursts with its
 //! [`Coalescer`], and puts the result on screen.
 
@@ -51,12 +51,44 @@ pub fn escape_markup(text: &str) -> String {
     out
 }
 
+/// Whether `text` can reorder what is shown around it: it holds an explicit bidi control
+/// (`natter::names::is_bidi_control`, e.g. U+202E) or a right-to-left letter (the Hebrew, Arabic,
+/// Syriac, Thaana, NKo ... blocks).
+fn is_bidi_sensitive(text: &str) -> bool {
+    text.chars().any(|c| {
+        natter::names::is_bidi_control(c)
+            || matches!(c,
+                '\u{0590}'..='\u{08FF}'
+                | '\u{FB1D}'..='\u{FDFF}'
+                | '\u{FE70}'..='\u{FEFF}'
+                | '\u{10800}'..='\u{10FFF}'
+                | '\u{1E800}'..='\u{1EFFF}')
+    })
+}
+
+/// Wraps `text` in FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE when it could reorder its
+/// surroundings, so a display name with U+202E cannot turn "ecila · #general" into something
+/// else, and escapes it like a body: some notification servers read markup in the title too.
+/// Plain left-to-right text is left as it is.
+pub fn safe_text(text: &str) -> String {
+    let escaped = escape_markup(text);
+    if is_bidi_sensitive(text) {
+        format!("\u{2068}{escaped}\u{2069}")
+    } else {
+        escaped
+    }
+}
+
 /// Title: the sender, and for a room where it was said. Body: the (escaped) text, or a neutral
 /// "New message" when the user hides message text; `count` > 1 says how many a burst folded.
 pub fn notice_text(src: &NoticeSource, count: u32, hide_text: bool, lang: Language) -> NoticeText {
     let title = match src.kind {
-        ConvKind::Dm => src.sender_display.clone(),
-        ConvKind::Room => format!("{} · {}", src.sender_display, src.conv_title),
+        ConvKind::Dm => safe_text(&src.sender_display),
+        ConvKind::Room => format!(
+            "{} · {}",
+            safe_text(&src.sender_display),
+            safe_text(&src.conv_title)
+        ),
     };
     let body = if hide_text {
         match (lang, count) {
@@ -66,7 +98,7 @@ pub fn notice_text(src: &NoticeSource, count: u32, hide_text: bool, lang: Langua
             (Language::ZhCn, n) => format!("{n} 条新消息"),
         }
     } else {
-        let text = escape_markup(&src.text);
+        let text = safe_text(&src.text);
         match (lang, count) {
             (_, 0 | 1) => text,
             (Language::En, n) => format!("{text}\n(+{} more)", n - 1),
@@ -300,6 +332,29 @@ mod tests {
         assert_eq!(t.body, "3 条新消息");
         let t = notice_text(&src(ConvKind::Room, "secret"), 4, true, Language::En);
         assert_eq!(t.body, "4 new messages");
+    }
+
+    #[test]
+    fn titles_are_escaped_and_bidi_names_isolated() {
+        let mut s = src(ConvKind::Room, "Invoice_\u{202e}fdp.exe");
+        s.sender_display = "<b>Eve</b> & co".into();
+        let t = notice_text(&s, 1, false, Language::En);
+        assert_eq!(t.title, "&lt;b&gt;Eve&lt;/b&gt; &amp; co · #general");
+        // The override cannot run past the message into anything the server appends.
+        assert_eq!(t.body, "\u{2068}Invoice_\u{202e}fdp.exe\u{2069}");
+        s.sender_display = "\u{202e}ecila".into();
+        s.conv_title = "#שלום".into();
+        s.kind = ConvKind::Room;
+        let t = notice_text(&s, 1, false, Language::En);
+        assert_eq!(
+            t.title,
+            "\u{2068}\u{202e}ecila\u{2069} · \u{2068}#שלום\u{2069}"
+        );
+        s.kind = ConvKind::Dm;
+        assert_eq!(
+            notice_text(&s, 1, false, Language::En).title,
+            "\u{2068}\u{202e}ecila\u{2069}"
+        );
     }
 
     #[test]

@@ -387,7 +387,7 @@ fn register_send_history_and_notifications_through_the_ipc() {
     wait_until("bob's notification", || !bob.notices.shown().is_empty());
     let (conv, text) = bob.notices.shown()[0].clone();
     assert_eq!(conv, bob_general);
-    assert_eq!(text.title, "Alice <A> · #general");
+    assert_eq!(text.title, "Alice &lt;A&gt; · #general");
     assert_eq!(text.body, "hello &lt;b&gt;all&lt;/b&gt; &amp; you");
     // The change came as one conversation's summary, not as the whole list.
     assert!(bob
@@ -399,7 +399,7 @@ fn register_send_history_and_notifications_through_the_ipc() {
     alice.ok("send", json!({"to": "bob", "text": "psst"}));
     wait_until("bob's DM notification", || bob.notices.shown().len() == 2);
     let (dm, text) = bob.notices.shown()[1].clone();
-    assert_eq!(text.title, "Alice <A>");
+    assert_eq!(text.title, "Alice &lt;A&gt;");
     assert_eq!(text.body, "psst");
     // Clicking it asks the UI to open the DM.
     bob.notices.click(1);
@@ -478,7 +478,7 @@ fn register_send_history_and_notifications_through_the_ipc() {
     });
     let (conv, text) = bob.notices.shown()[2].clone();
     assert_eq!(conv, bob_general);
-    assert_eq!(text.title, "Alice <A> · #general");
+    assert_eq!(text.title, "Alice &lt;A&gt; · #general");
     assert_eq!(text.body, "New message");
 
     // Every change above went out as a change; the whole list only once, when the event
@@ -650,5 +650,116 @@ fn a_damaged_local_store_is_rebuilt_by_repair_store_and_at_sign_in() {
         .count();
     assert_eq!(kept, 2, "both damaged stores kept aside");
     wait_until("history back after sign-in", || has_message(&desk));
+    desk.close();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The last `natter://connection` event the UI heard.
+fn last_connection(desk: &Desk) -> Value {
+    desk.events_named("natter://connection")
+        .last()
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_host_registering_after_a_failed_attempt_ends_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    desk.ok("host_server", json!({ "port": 0 }));
+    let e = desk.err(
+        "register",
+        json!({"username": "host", "password": "short", "displayName": "Host", "avatar": "🦉"}),
+    );
+    assert_eq!(e["code"], "invalid", "{e}");
+    register(&desk, "host", "Host");
+    // What the UI heard last is what it shows: it must end online, not "connecting".
+    wait_until("the last connection event says online", || {
+        last_connection(&desk)["state"] == "online"
+    });
+    assert_eq!(
+        desk.ok("app_state", json!({}))["connection"]["state"],
+        "online"
+    );
+    desk.close();
+}
+
+#[test]
+fn reconnect_now_skips_the_backoff_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let e = desk.err("reconnect_now", json!({}));
+    assert_eq!(e["code"], "unauthorized", "{e}");
+
+    let server = TestServer::start();
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "rita", "Rita");
+    wait_until("online", || last_connection(&desk)["state"] == "online");
+    drop(server);
+    // Each refused attempt doubles the wait (0.5 s, 1 s, 2 s, ...): wait for a long one.
+    let mut retry_at = 0;
+    wait_until("a backoff wait of several seconds", || {
+        let last = last_connection(&desk);
+        retry_at = last["retry_at"].as_i64().unwrap_or(0);
+        last["state"] == "offline" && retry_at - now_ms() > 3_000
+    });
+    let heard = desk.events_named("natter://connection").len();
+    desk.ok("reconnect_now", json!({}));
+    wait_until("a new attempt", || {
+        desk.events_named("natter://connection")[heard..]
+            .iter()
+            .any(|e| e["state"] == "connecting")
+    });
+    assert!(
+        now_ms() < retry_at,
+        "the attempt came at the end of the wait, not at once"
+    );
+    desk.close();
+}
+
+#[test]
+fn diagnostics_report_the_state_and_the_newest_log_lines_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let report = desk.ok("diagnostics", json!({}));
+    let report = report.as_str().unwrap();
+    assert!(report.starts_with("Natter "), "{report}");
+    assert!(report.contains("phase: Setup"), "{report}");
+    assert!(report.contains("(no log yet)"), "{report}");
+
+    let server = TestServer::start();
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "dina", "Dina");
+    wait_until("online", || last_connection(&desk)["state"] == "online");
+    // What the app's log file (written by the real app's logger) holds.
+    let logs = natter_desktop::diagnostics::log_dir(dir.path());
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join("natter.2026-12-03.log"),
+        "INFO natter: hello\nWARN natter: cannot reach\n",
+    )
+    .unwrap();
+    let report = desk.ok("diagnostics", json!({}));
+    let report = report.as_str().unwrap();
+    for want in [
+        format!("server: {}/", server.url),
+        "user: dina".to_string(),
+        "\"state\":\"online\"".to_string(),
+        "WARN natter: cannot reach".to_string(),
+    ] {
+        assert!(report.contains(&want), "{want} missing from:\n{report}");
+    }
+    // The session token stays out of it.
+    let profile = natter::client::profile_dir_in(dir.path(), &server.url.parse().unwrap(), "dina");
+    let saved = natter::client::saved_session(&profile)
+        .unwrap()
+        .expect("a saved session");
+    assert!(!report.contains(&saved.session.token), "{report}");
     desk.close();
 }

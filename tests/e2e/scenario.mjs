@@ -13,6 +13,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { writeFileSync, readFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { createServer } from "node:net";
 
 const env = (name) => {
   const v = process.env[name];
@@ -31,6 +32,13 @@ const PASSWORD = "correct horse battery";
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf"; // the W3C web element key
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const freePort = () =>
+  new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
 const started = Date.now();
 const log = (msg) => console.log(`  [${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 
@@ -334,7 +342,83 @@ async function setLook(d, theme, language) {
   );
 }
 
+/** A user registered straight over HTTP, as the CLI does (no avatar: the server picks a preset word). */
+async function registerOverHttp(username, displayName) {
+  const res = await fetch(`${SERVER}/api/register`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username, password: PASSWORD, display_name: displayName }),
+  });
+  check(res.ok, `register ${username} over HTTP: ${res.status} ${await res.text()}`);
+}
+
+/** Two users called "Alice" are told apart in Bob's people list; the CLI user's preset avatar
+ * word shows as one emoji or letter, not the word. */
+async function checkNamesYouCanTrust(d) {
+  for (const u of ["alice", "alice2"]) {
+    const person = await d.el(`[data-testid="online-user"][data-username="${u}"]`);
+    const name = await d.one('[data-testid="person-name"]', person);
+    eq(await d.text(name), "Alice", `${d.name}: ${u}'s display name`);
+    const handle = await waitFor(`${d.name}: @${u} beside the name`, () => d.one('[data-testid="user-handle"]', person));
+    eq(await d.text(handle), `@${u}`, `${d.name}: ${u}'s handle`);
+  }
+  const twin = await d.el('[data-testid="online-user"][data-username="alice2"]');
+  const glyph = await d.text(await d.one(".avatar", twin));
+  check([...new Intl.Segmenter().segment(glyph)].length === 1, `${d.name}: alice2's avatar is one glyph, not "${glyph}"`);
+  log(`${d.name}: both Alices listed with their @username; the CLI avatar shows as "${glyph}"`);
+}
+
+/**
+ * Alice signs out, hosts a server in her app and creates an account there, first with a
+ * password that is too short: after fixing it she must end online (no "Connecting…" banner,
+ * her own presence dot green), not stuck on "Connecting…" as a new user was (issue 20).
+ */
+async function hostAfterAFailedRegistration(d) {
+  await d.click('[data-testid="settings-open"]');
+  await d.click('[data-testid="settings-sign-out"]');
+  // Signing out lands on "Sign in".
+  await d.el('[data-testid="auth-login"]');
+  await d.click('[data-testid="auth-change-server"]');
+  await d.click('[data-testid="setup-host"]');
+  // A free port now may be taken a moment later on a busy machine: then the app says so
+  // (setup-error) and another one is tried.
+  for (let attempt = 1; ; attempt++) {
+    const portField = await d.el('[data-testid="host-port"]');
+    await d.cmd("POST", `/element/${portField}/clear`, {});
+    await d.type('[data-testid="host-port"]', String(await freePort()));
+    await d.click('[data-testid="setup-submit"]');
+    const outcome = await waitFor(`${d.name}: hosting or an error`, async () =>
+      (await d.one('[data-testid="hosting-info"]')) ? "hosting" : (await d.one('[data-testid="setup-error"]')) ? "error" : null,
+    );
+    if (outcome === "hosting") break;
+    check(attempt < 3, `${d.name}: cannot host: ${await d.text(await d.one('[data-testid="setup-error"]'))}`);
+  }
+  await d.type('[data-testid="auth-username"]', "host");
+  await d.type('[data-testid="auth-password"]', "short");
+  await d.type('[data-testid="auth-display-name"]', "Host");
+  await d.click('[data-testid="auth-register"]');
+  await d.el('[data-testid="auth-error"]');
+  const pw = await d.el('[data-testid="auth-password"]');
+  await d.cmd("POST", `/element/${pw}/clear`, {});
+  await d.type('[data-testid="auth-password"]', PASSWORD);
+  await d.click('[data-testid="auth-register"]');
+  await waitFor(`${d.name}: signed in as Host`, async () => {
+    const me = await d.one('[data-testid="me-name"]');
+    return me && (await d.text(me)) === "Host";
+  });
+  const online = () =>
+    d.exec(`return !document.querySelector('[data-testid="banner"]')
+      && !!document.querySelector('.sidebar-head .presence-dot.online')`);
+  await waitFor(`${d.name}: online on her own server`, online, 10000);
+  // And it stays so: the stuck banner came back from a stale state, not a slow connection.
+  await sleep(3000);
+  check(await online(), `${d.name}: still online 3 s later`);
+  log(`${d.name}: hosting, registered after a failed attempt, online`);
+}
+
 async function main() {
+  // Someone from the CLI who happens to be called Alice too, before anyone opens the app.
+  await registerOverHttp("alice2", "Alice");
   await alice.start();
   await bob.start();
   await alice.el('[data-testid="setup-join"]', 30000);
@@ -342,6 +426,7 @@ async function main() {
 
   await registerThroughUi(alice, "alice", "Alice", 1, "light-en-");
   await registerThroughUi(bob, "bob", "Bob", 4, "");
+  await checkNamesYouCanTrust(bob);
 
   // Bob creates #random and sits there, his window focused.
   await bob.click('[data-testid="rooms-open"]');
@@ -475,7 +560,10 @@ async function main() {
     await setLook(bob, "light", "en");
     await bob.click('[data-testid="settings-open"]');
     await shot(bob, "light-en-settings");
+    await setLook(alice, "light", "en");
   }
+
+  await hostAfterAFailedRegistration(alice);
 }
 
 try {

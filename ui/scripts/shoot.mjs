@@ -4,6 +4,7 @@
 //   node scripts/shoot.mjs http://localhost:5199 out-dir [width height]
 import { writeFileSync, mkdirSync } from "node:fs";
 import { spawn } from "node:child_process";
+import { wdCall } from "../../tests/e2e/webdriver.mjs";
 
 const [base = "http://localhost:5199", out = "shots", w = "1100", h = "720"] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
@@ -12,16 +13,7 @@ const driver = spawn("WebKitWebDriver", [`--port=${port}`], { stdio: "ignore" })
 const wd = `http://127.0.0.1:${port}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function call(method, path, body) {
-  const res = await fetch(`${wd}${path}`, {
-    method,
-    headers: { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json)}`);
-  return json.value;
-}
+const call = (method, path, body) => wdCall(wd, method, path, body);
 
 try {
   for (let i = 0; i < 50; i++) {

@@ -76,6 +76,8 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   get_settings: () => api.getSettings(),
   set_settings: () => api.setSettings(defaultSettings()),
   repair_store: () => api.repairStore(),
+  reconnect_now: () => api.reconnectNow(),
+  diagnostics: () => api.diagnostics(),
 };
 
 describe("api.ts follows docs/ipc.md", () => {

@@ -102,6 +102,8 @@ export const api = {
   getSettings: () => call<Settings>("get_settings"),
   setSettings: (settings: Settings) => call<Settings>("set_settings", { settings }),
   repairStore: () => call<StoreRepair>("repair_store"),
+  reconnectNow: () => call<void>("reconnect_now"),
+  diagnostics: () => call<string>("diagnostics"),
 };
 
 /** Payload of each event the Rust side emits. */

@@ -4,8 +4,8 @@ import userEvent from "@testing-library/user-event";
 import { installFake, renderApp, fire } from "../test/harness";
 
 async function signIn(user: ReturnType<typeof userEvent.setup>, username: string, password: string) {
-  await user.click(await screen.findByTestId("auth-toggle-mode"));
-  await user.type(screen.getByTestId("auth-username"), username);
+  // A signed-out start shows the sign-in form (the account exists).
+  await user.type(await screen.findByTestId("auth-username"), username);
   await user.type(screen.getByTestId("auth-password"), password);
   await user.click(screen.getByTestId("auth-login"));
 }
@@ -77,6 +77,7 @@ describe("first run and sign in", () => {
     const fake = installFake({ phase: "signed_out", server_url: "http://h:1" });
     await renderApp();
     const user = userEvent.setup();
+    await user.click(await screen.findByTestId("auth-toggle-mode"));
     await user.type(await screen.findByTestId("auth-username"), "alice");
     await user.click(screen.getByTestId("auth-register"));
     // The browser's `required` validation blocks submission in a real webview; jsdom does not
@@ -114,7 +115,7 @@ describe("first run and sign in", () => {
     try {
       const fake = installFake({ phase: "signed_out", server_url: "http://h:1" });
       await renderApp();
-      expect(await screen.findByTestId("auth-register")).toHaveTextContent("Create account");
+      expect(await screen.findByTestId("auth-login")).toHaveTextContent("Sign in");
       expect(fake.calls.some((c) => c.cmd === "set_settings")).toBe(false);
     } finally {
       lang.mockRestore();

@@ -109,10 +109,10 @@ describe("conversation", () => {
       expect(fake.calls.filter((c) => c.cmd === "typing")).toHaveLength(2);
 
       await fire("natter://typing", { conv: general.id, username: "bob" });
-      await waitFor(() => expect(screen.getByTestId("typing-indicator").textContent).toBe("Bob is typing…"));
+      await waitFor(() => expect(screen.getByTestId("typing-indicator").textContent).toBe("\u2068Bob\u2069 is typing…"));
       await fire("natter://typing", { conv: general.id, username: "alice" });
       await fire("natter://typing", { conv: 999, username: "carol" });
-      expect(screen.getByTestId("typing-indicator").textContent).toBe("Bob is typing…");
+      expect(screen.getByTestId("typing-indicator").textContent).toBe("\u2068Bob\u2069 is typing…");
       // Bob's message ends his typing notice.
       await fire("natter://message", { change: "added", message: fake.deliver(general, "bob", "done") });
       await waitFor(() => expect(screen.getByTestId("typing-indicator").textContent).toBe(""));

@@ -53,7 +53,7 @@ describe("settings", () => {
     await renderApp();
     const user = userEvent.setup();
     await user.click(await screen.findByTestId("conv-leave"));
-    expect(await screen.findByTestId("leave-dialog")).toHaveTextContent("Leave #general?");
+    expect(await screen.findByTestId("leave-dialog")).toHaveTextContent("Leave \u2068#general\u2069?");
     expect(fake.calls.some((c) => c.cmd === "leave_room")).toBe(false);
     await user.click(screen.getByTestId("conv-leave-confirm"));
     await waitFor(() => expect(screen.queryByTestId("conv-item")).toBeNull());
@@ -88,5 +88,18 @@ describe("settings", () => {
     expect(await screen.findByTestId("toast")).toHaveTextContent("A disk is full");
     store.showError({ code: "store_corrupt", message: "the local store is damaged" });
     await waitFor(() => expect(screen.getByTestId("toast")).toHaveTextContent("Repair local store"));
+  });
+});
+
+describe("copy diagnostics", () => {
+  it("puts the app's report on the clipboard and says so", async () => {
+    const fake = teamFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("settings-open"));
+    await user.click(await screen.findByTestId("settings-diagnostics"));
+    expect(fake.calls.some((c) => c.cmd === "diagnostics")).toBe(true);
+    await waitFor(async () => expect(await navigator.clipboard.readText()).toContain("server: http://127.0.0.1:8686"));
+    expect(await screen.findByTestId("toast")).toHaveTextContent("Diagnostics copied");
   });
 });

@@ -108,7 +108,8 @@ describe("sidebar", () => {
 
     fake.users.get("carol")!.online = true;
     await fire("natter://presence", { online: ["carol"], offline: [] });
-    await waitFor(() => expect(screen.getByTestId("online-count").textContent).toContain("3"));
+    // Alice (me), Bob and Carol are online; the heading counts the two people listed under it.
+    await waitFor(() => expect(screen.getByTestId("online-count").textContent).toBe("2 online"));
     // One frame of a connection storm names several users, arriving and leaving.
     fake.users.get("bob")!.online = false;
     await fire("natter://presence", { online: ["carol"], offline: ["bob"] });

@@ -8,6 +8,7 @@ import { describe, expect, it, vi } from "vitest";
 import { screen, waitFor, within } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import { renderApp, teamFake, fire } from "../test/harness";
+import { cleanName, isolate } from "../lib/names";
 
 const CORPUS: [string, string][] = [
   ["img onerror", "<img src=x onerror=alert(1)>"],
@@ -59,26 +60,28 @@ describe("XSS corpus renders as inert text", () => {
     // Message text and sender name in the open room.
     const msg = await screen.findByTestId("message");
     expect(within(msg).getByTestId("message-text").textContent).toBe(text);
-    expect(within(msg).getByTestId("message-sender").textContent).toBe(payload);
+    // Names are shown without direction controls (lib/names.ts); everything else as typed.
+    const name = cleanName(payload);
+    expect(within(msg).getByTestId("message-sender").textContent).toBe(name);
 
     // Sidebar: room name, DM title (display name) and previews.
     const items = await screen.findAllByTestId("conv-item");
     const roomItem = items.find((e) => e.dataset.convKind === "room")!;
     const dmItem = items.find((e) => e.dataset.convKind === "dm")!;
     expect(roomItem.dataset.convName).toBe(payload);
-    expect(within(roomItem).getByTestId("conv-title").textContent).toBe(`#${payload}`);
-    expect(within(dmItem).getByTestId("conv-title").textContent).toBe(evil.display_name);
+    expect(within(roomItem).getByTestId("conv-title").textContent).toBe(`#${name}`);
+    expect(within(dmItem).getByTestId("conv-title").textContent).toBe(cleanName(evil.display_name));
     const flat = text.replace(/\s+/g, " ").trim();
     const preview = flat.length > 140 ? `${flat.slice(0, 140)}…` : flat;
-    expect(within(roomItem).getByTestId("conv-preview").textContent).toBe(`${payload}: ${preview}`);
+    expect(within(roomItem).getByTestId("conv-preview").textContent).toBe(`${name}: ${preview}`);
     expect(within(dmItem).getByTestId("conv-preview").textContent).toBe(preview);
-    expect(screen.getByTestId("conv-header-title").textContent).toBe(`#${payload}`);
+    expect(screen.getByTestId("conv-header-title").textContent).toBe(`#${name}`);
 
     // Typing notice and the screen-reader announcement of a new message.
     await fire("natter://typing", { conv: room.id, username: "mallory" });
-    await waitFor(() => expect(screen.getByTestId("typing-indicator").textContent).toBe(`${payload} is typing…`));
+    await waitFor(() => expect(screen.getByTestId("typing-indicator").textContent).toBe(`${isolate(name)} is typing…`));
     await fire("natter://message", { change: "added", message: fake.deliver(room, "mallory", text) });
-    await waitFor(() => expect(screen.getByTestId("announcer").textContent).toBe(`New message from ${payload}: ${text}`));
+    await waitFor(() => expect(screen.getByTestId("announcer").textContent).toBe(`New message from ${isolate(name)}: ${text}`));
 
     // Search snippets (with the match highlighted) across all conversations.
     await user.click(screen.getByTestId("search-open"));
@@ -94,7 +97,7 @@ describe("XSS corpus renders as inert text", () => {
     await user.click(screen.getByTestId("rooms-open"));
     const row = await screen.findByTestId("room-row");
     expect(row.dataset.roomName).toBe(payload);
-    expect(within(row).getByText(payload, { normalizer: (s) => s })).toBeInTheDocument();
+    expect(within(row).getByText(name, { normalizer: (s) => s })).toBeInTheDocument();
 
     assertInert(document.body);
     expect(alert).not.toHaveBeenCalled();

@@ -39,6 +39,26 @@ export function t(key: MessageKey, params?: Record<string, string | number>): st
   return s;
 }
 
+/** Messages with plural forms: `conv.members` for `conv.members.one` / `conv.members.other`. */
+export type PluralKey = MessageKey extends infer K ? (K extends `${infer B}.other` ? B : never) : never;
+
+const pluralRules = new Map<Language, Intl.PluralRules>();
+
+/** `t()` for a count: the language's plural rules (Intl.PluralRules) pick the form, so English
+ * says "1 member" and "2 members" and Chinese, which has one form, "1 位成员". `{count}` is
+ * filled with the number. */
+export function tn(key: PluralKey, count: number, params?: Record<string, string | number>): string {
+  let rules = pluralRules.get(current.lang);
+  if (!rules) {
+    rules = new Intl.PluralRules(current.lang);
+    pluralRules.set(current.lang, rules);
+  }
+  const form = `${key}.${rules.select(count)}`;
+  const dict: Record<string, string> = dictionaries[current.lang] ?? dictionaries.en;
+  const chosen = (form in dict ? form : `${key}.other`) as MessageKey;
+  return t(chosen, { ...params, count });
+}
+
 /** A translated sentence for a failed command. */
 export function errorText(e: CommandError): string {
   return t(`error.${e.code}` as MessageKey, { message: e.message });

@@ -1,6 +1,6 @@
 import { describe, expect, it, afterEach } from "vitest";
 import { en, zhCN } from "./dictionaries";
-import { languageFor, setLanguage, t } from "./i18n.svelte";
+import { languageFor, setLanguage, t, tn } from "./i18n.svelte";
 
 const placeholders = (s: string) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
 
@@ -21,6 +21,16 @@ describe("i18n", () => {
   it("fills placeholders once, without expanding braces inside values", () => {
     expect(t("conv.typingOne", { a: "{b}" })).toBe("{b} is typing…");
     expect(t("banner.offline", { seconds: 7 })).toBe("Offline. Retrying in 7 s");
+  });
+
+  it("picks plural forms with Intl.PluralRules in both languages", () => {
+    expect(tn("conv.members", 1)).toBe("1 member");
+    expect(tn("conv.members", 2)).toBe("2 members");
+    expect(tn("conv.members", 0)).toBe("0 members");
+    expect(tn("rooms.members", 1)).toBe("1 member");
+    setLanguage("zh-CN");
+    expect(tn("conv.members", 1)).toBe("1 位成员");
+    expect(tn("conv.members", 5)).toBe("5 位成员");
   });
 
   it("switches language", () => {

@@ -19,6 +19,7 @@ import type {
 import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
 import { prependPage, upsertMessage } from "./rows";
 import { sortByActivity, upsertConversation } from "./sidebar";
+import { buildDirectory, isolate } from "./names";
 
 export const PAGE = 100;
 /** How long a typing notice stays up without a refresh. */
@@ -52,7 +53,14 @@ export class Store {
   settingsOpen = $state(false);
   roomsOpen = $state(false);
   switcherOpen = $state(false);
+  /** Whose profile card is open (a username), from a click on a name. */
+  profile = $state<string | null>(null);
   search = $state<{ scope: SearchScope } | null>(null);
+  /** Which form the sign-in screen opens with: a server just chosen wants an account; a
+   * sign-out (or a session that ended) wants the sign-in form back. */
+  authMode = $state<"login" | "register">("login");
+  /** Everyone the app has heard of, by username (lib/names.ts). */
+  names = $derived(buildDirectory(this.users, this.conversations, this.app?.user ?? null));
 
   private unsubscribe: (() => void) | null = null;
   /** Counts whole-list and presence events, so a slower initial fetch never overwrites newer
@@ -62,6 +70,7 @@ export class Store {
    * replayed onto the fetched list (they are newer than it). */
   private heardWhileLoading: ((list: ConversationSummary[]) => ConversationSummary[])[] | null = null;
   private presenceEvents = 0;
+  private connectionEvents = 0;
   private lastTypingSent = new Map<number, number>();
   private lastMarked = new Map<number, number>();
   private openToken = 0;
@@ -87,13 +96,17 @@ export class Store {
     return id === null ? null : (this.conversations.find((c) => c.id === id) ?? null);
   }
 
-  /** Looks a user up by username in the user list, for avatars and display names. */
+  /** Looks a user up by username (user list, DM peers, me), for avatars and display names. */
   user(username: string): User | null {
-    return this.users.find((m) => m.user.username === username)?.user ?? null;
+    return this.names.user(username);
   }
   displayName(username: string): string {
-    if (this.me?.username === username) return this.me.display_name || username;
-    return this.user(username)?.display_name || username;
+    return this.names.display(username);
+  }
+  /** Whether `username` is online as far as we can know: while the app itself is not
+   * connected nobody's presence is known, so everyone shows offline (grey). */
+  isOnline(username: string): boolean {
+    return this.connection.state === "online" && this.online.has(username);
   }
 
   async init(): Promise<void> {
@@ -268,7 +281,7 @@ export class Store {
       this.typing = { ...this.typing, [m.conv]: conv };
     }
     if (m.state === "sent" && m.sender !== this.me?.username) {
-      this.announcement = t("conv.newMessage", { sender: this.displayName(m.sender), text: m.text });
+      this.announcement = t("conv.newMessage", { sender: isolate(this.displayName(m.sender)), text: m.text });
       this.markReadNewest();
     }
   }
@@ -331,8 +344,10 @@ export class Store {
 
   onConnection(c: ConnectionState): void {
     if (!this.app) return;
+    this.connectionEvents++;
     if (c.state === "signed_out") {
       this.signedOutReason = c.reason;
+      this.authMode = "login";
       this.app = { ...this.app, phase: "signed_out", connection: c };
       this.clearSession();
       return;
@@ -348,23 +363,62 @@ export class Store {
 
   // ---- user actions ----
 
+  /**
+   * Applies the AppState a sign-in command answers with. Its `connection` is a snapshot taken
+   * when the client had just started (`connecting`); the client's `natter://connection` events
+   * travel separately and can overtake the answer (on a local, hosted server the connection is
+   * up within milliseconds). An event heard while the command ran is newer: keep it, or the
+   * banner says "Connecting…" until the next change, minutes later.
+   */
+  private async signIn(command: () => Promise<AppState>): Promise<void> {
+    const mark = this.connectionEvents;
+    const s = await command();
+    const heard = this.app?.connection;
+    const newer = this.connectionEvents !== mark && heard && heard.state !== "signed_out";
+    await this.applyAppState(newer ? { ...s, connection: heard } : s);
+  }
+
   async hostServer(port?: number): Promise<void> {
-    await this.applyAppState(await api.hostServer(port));
+    const s = await api.hostServer(port);
+    this.authMode = "register";
+    await this.applyAppState(s);
   }
   async joinServer(url: string): Promise<void> {
-    await this.applyAppState(await api.joinServer(url));
+    const s = await api.joinServer(url);
+    this.authMode = "register";
+    await this.applyAppState(s);
   }
   async register(username: string, password: string, displayName: string, avatar: string) {
-    await this.applyAppState(await api.register(username, password, displayName, avatar));
+    await this.signIn(() => api.register(username, password, displayName, avatar));
   }
   async login(username: string, password: string): Promise<void> {
-    await this.applyAppState(await api.login(username, password));
+    await this.signIn(() => api.login(username, password));
   }
   async logout(): Promise<void> {
     this.settingsOpen = false;
-    await this.applyAppState(await api.logout());
+    const s = await api.logout();
+    // The account exists: the form to show is "Sign in".
+    this.authMode = "login";
+    await this.applyAppState(s);
     // Signing out on purpose is not something to explain on the sign-in screen.
     this.signedOutReason = null;
+  }
+  /** "Copy diagnostics" in Settings: the report goes to the clipboard for a bug report. */
+  async copyDiagnostics(): Promise<void> {
+    try {
+      await navigator.clipboard.writeText(await api.diagnostics());
+      this.showToast(t("settings.diagnosticsCopied"));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+  /** "Retry now" on the offline banner. */
+  async reconnectNow(): Promise<void> {
+    try {
+      await api.reconnectNow();
+    } catch (e) {
+      this.showError(e);
+    }
   }
   /** Rebuilds a damaged local store from the server (Settings) and says what happened. */
   async repairStore(): Promise<void> {

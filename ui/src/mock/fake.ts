@@ -15,6 +15,8 @@ import type {
   Settings,
   User,
 } from "../types";
+import { MAX_USERNAME_CHARS, MIN_PASSWORD_CHARS } from "../bindings/limits";
+import { nameProblem } from "../lib/limits";
 
 export type Emit = (event: string, payload: unknown) => void;
 
@@ -205,9 +207,10 @@ export class FakeBackend {
       }
       case "register": {
         const username = String(args.username ?? "");
-        if (!/^[a-z0-9_-]{3,32}$/.test(username)) fail("invalid", "username must be 3-32 of a-z 0-9 _ -");
+        const problem = nameProblem(username, MAX_USERNAME_CHARS);
+        if (problem) fail("invalid", `username: ${problem}`);
         if (this.users.has(username)) fail("conflict", "username taken");
-        if (String(args.password ?? "").length < 8) fail("invalid", "password too short");
+        if ([...String(args.password ?? "")].length < MIN_PASSWORD_CHARS) fail("invalid", "password too short");
         this.addUser(username, String(args.displayName ?? username), String(args.avatar ?? "🦊"), true, String(args.password));
         for (const c of this.convs) if (c.kind === "room" && c.name === "general") c.members.add(username);
         return this.signIn(username);
@@ -289,6 +292,8 @@ export class FakeBackend {
         return hits.sort((a, b) => b.message.time - a.message.time).slice(0, limit);
       }
       case "rooms":
+        // Like `users`, the real command asks the server.
+        if (this.offline) fail("offline", "IO error: Connection refused (os error 111)");
         return this.convs
           .filter((c) => c.kind === "room")
           .map((c): RoomInfo => ({ id: c.id, name: c.name, member_count: c.members.size, joined: c.members.has(this.me) }));
@@ -332,6 +337,12 @@ export class FakeBackend {
       case "set_settings":
         this.state.settings = args.settings as Settings;
         return this.state.settings;
+      case "diagnostics":
+        return `Natter (mock)\nphase: ${this.state.phase}\nserver: ${this.state.server_url ?? "none"}\n`;
+      case "reconnect_now":
+        if (this.state.phase !== "ready") fail("unauthorized", "not signed in");
+        this.setConnection({ state: "connecting" });
+        return null;
       case "repair_store": {
         const repaired = this.storeDamaged;
         this.storeDamaged = false;
