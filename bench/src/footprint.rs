@@ -13,6 +13,11 @@
 //! signs in and syncs (the default room lands in the store), then 10,000 messages are written
 //! into that room through the client store's own `insert_messages`. The server is stopped before
 //! the app starts, so the app shows cached history offline, as after a restart without network.
+//!
+//! Several builds of the app (`--app old=... --app new=...`, issue 14) run in the same session:
+//! each gets its own copy of the filled profile (one build's store migration or settings must
+//! not reach the other), and the cold starts rotate over every build and the empty window,
+//! the order reversed every round, so background load hits them alike.
 
 use anyhow::{anyhow, bail, Context, Result};
 use natter::client::store::Store;
@@ -27,7 +32,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::compare::{self, Better, Measure, Named};
 use crate::procfs;
+use crate::scenarios::copy_dir;
 use crate::store::{median_max, text, Rng};
 use crate::target::{Kind, Launch, Server};
 
@@ -37,8 +44,8 @@ const USERNAME: &str = "bench";
 
 /// What to run.
 pub struct Options {
-    /// The release build of natter-desktop.
-    pub app: PathBuf,
+    /// Release builds of natter-desktop; the first is the baseline of the comparison.
+    pub apps: Vec<Named>,
     /// The release build of bench/empty-window.
     pub empty: PathBuf,
     pub natter_server: PathBuf,
@@ -76,6 +83,15 @@ pub struct AppFigures {
     pub rows_rendered: Option<usize>,
 }
 
+/// One build of the app and its figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedFigures {
+    pub label: String,
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub figures: AppFigures,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FootprintResult {
     pub messages: usize,
@@ -83,16 +99,29 @@ pub struct FootprintResult {
     pub settle_secs: f64,
     pub load_before: String,
     pub load_after: String,
-    pub natter: AppFigures,
+    /// In the order given; the first is the baseline.
+    pub apps: Vec<NamedFigures>,
     pub empty: AppFigures,
 }
 
+/// Memory of one build: idle, with the large conversation open, and the rows it rendered.
+struct Opened {
+    idle: Memory,
+    open: Memory,
+    rows: usize,
+}
+
 pub async fn run(opts: &Options) -> Result<FootprintResult> {
-    let app = absolute(&opts.app)?;
+    anyhow::ensure!(!opts.apps.is_empty(), "no app to measure");
+    let apps: Vec<PathBuf> = opts
+        .apps
+        .iter()
+        .map(|a| absolute(&a.path))
+        .collect::<Result<_>>()?;
     let empty = absolute(&opts.empty)?;
     let load_before = procfs::loadavg();
-    let data = tempfile::tempdir()?;
-    let conv = fill_profile(opts, data.path()).await?;
+    let filled = tempfile::tempdir()?;
+    let conv = fill_profile(opts, filled.path()).await?;
     eprintln!(
         "  footprint: profile filled ({} messages in one room), load {}",
         opts.messages,
@@ -100,73 +129,135 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     );
 
     let display = Xvfb::start().await?;
-    let driver = Driver::start(&display.display, data.path()).await?;
+    // One data directory and one driver (its NATTER_DATA_DIR) per build.
+    let mut dirs = Vec::new();
+    let mut drivers = Vec::new();
+    for _ in &apps {
+        let dir = tempfile::tempdir()?;
+        copy_dir(filled.path(), dir.path())?;
+        drivers.push(Driver::start(&display.display, dir.path()).await?);
+        dirs.push(dir);
+    }
 
-    // Idle first (no conversation open: the sidebar from cache), then open the big one.
-    write_desktop_config(data.path(), None)?;
-    let session = driver.session(&app).await?;
-    session.wait_for("[data-testid=\"conv-item\"]").await?;
-    tokio::time::sleep(opts.settle).await;
-    let natter_idle = tree_memory(&app)?;
-    session
-        .click(&format!(
-            "[data-testid=\"conv-item\"][data-conv-id=\"{conv}\"]"
-        ))
-        .await?;
-    session.wait_for("[data-testid=\"message\"]").await?;
-    tokio::time::sleep(opts.settle).await;
-    let natter_open = tree_memory(&app)?;
-    let rows = session.count("[data-testid=\"message\"]").await?;
-    session.end(&app).await?;
+    let mut opened = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        let label = &opts.apps[i].label;
+        opened.push(
+            open_conversation(&drivers[i], dirs[i].path(), app, conv, opts.settle)
+                .await
+                .with_context(|| format!("{label}: memory idle and with the conversation open"))?,
+        );
+    }
 
-    let session = driver.session(&empty).await?;
+    // The empty window reads no profile: any driver will do.
+    let session = drivers[0].session(&empty).await?;
     session.wait_for("[data-testid=\"empty\"]").await?;
     tokio::time::sleep(opts.settle).await;
     let empty_idle = tree_memory(&empty)?;
     session.end(&empty).await?;
 
-    // Cold starts, alternating so background load hits both alike. Natter reopens the big
-    // conversation (last_conversation), so its first message row is cached history.
-    write_desktop_config(data.path(), Some(conv))?;
-    let (mut n_paint, mut n_session, mut e_paint, mut e_session) = (vec![], vec![], vec![], vec![]);
-    for i in 0..opts.runs {
-        let (s, p) = driver
-            .cold_start(&app, "[data-testid=\"message\"]")
-            .await
-            .context("natter cold start")?;
-        n_session.push(s);
-        n_paint.push(p);
-        let (s, p) = driver
-            .cold_start(&empty, "[data-testid=\"empty\"]")
-            .await
-            .context("empty window cold start")?;
-        e_session.push(s);
-        e_paint.push(p);
+    // Cold starts, rotating over the builds and the empty window so background load hits all
+    // alike. Natter reopens the big conversation (last_conversation), so its first message row
+    // is cached history.
+    for dir in &dirs {
+        write_desktop_config(dir.path(), Some(conv))?;
+    }
+    let mut paint = vec![Vec::new(); apps.len() + 1];
+    let mut sessions = vec![Vec::new(); apps.len() + 1];
+    for run in 0..opts.runs {
+        let mut line = Vec::new();
+        for k in compare::round_order(apps.len() + 1, run) {
+            let (s, p) = if k < apps.len() {
+                drivers[k]
+                    .cold_start(&apps[k], "[data-testid=\"message\"]")
+                    .await
+                    .with_context(|| format!("{} cold start", opts.apps[k].label))?
+            } else {
+                drivers[0]
+                    .cold_start(&empty, "[data-testid=\"empty\"]")
+                    .await
+                    .context("empty window cold start")?
+            };
+            sessions[k].push(s);
+            paint[k].push(p);
+            let name = opts
+                .apps
+                .get(k)
+                .map_or("empty window", |a| a.label.as_str());
+            line.push(format!("{name} {p:.0} ms"));
+        }
         eprintln!(
-            "  footprint: cold start {}: natter {p_n:.0} ms, empty window {p:.0} ms (load {})",
-            i + 1,
-            procfs::loadavg(),
-            p_n = n_paint[i]
+            "  footprint: cold start {}: {} (load {})",
+            run + 1,
+            line.join(", "),
+            procfs::loadavg()
         );
     }
-    driver.stop().await;
+    for driver in drivers {
+        driver.stop().await;
+    }
     display.stop().await;
 
+    let empty_figures = figures(
+        paint.pop().unwrap_or_default(),
+        sessions.pop().unwrap_or_default(),
+        empty_idle,
+        None,
+        None,
+    );
+    let apps = opts
+        .apps
+        .iter()
+        .zip(opened)
+        .zip(paint.into_iter().zip(sessions))
+        .map(|((a, o), (p, s))| NamedFigures {
+            label: a.label.clone(),
+            path: a.path.clone(),
+            figures: figures(p, s, o.idle, Some(o.open), Some(o.rows)),
+        })
+        .collect();
     Ok(FootprintResult {
         messages: opts.messages,
         runs: opts.runs,
         settle_secs: opts.settle.as_secs_f64(),
         load_before,
         load_after: procfs::loadavg(),
-        natter: figures(
-            n_paint,
-            n_session,
-            natter_idle,
-            Some(natter_open),
-            Some(rows),
-        ),
-        empty: figures(e_paint, e_session, empty_idle, None, None),
+        apps,
+        empty: empty_figures,
     })
+}
+
+/// Start `app` on its profile with no conversation open (the sidebar from cache), read its
+/// memory, then open the big conversation and read it again.
+async fn open_conversation(
+    driver: &Driver,
+    data_dir: &Path,
+    app: &Path,
+    conv: ConvId,
+    settle: Duration,
+) -> Result<Opened> {
+    write_desktop_config(data_dir, None)?;
+    let session = driver.session(app).await?;
+    session
+        .wait_for("[data-testid=\"conv-item\"]")
+        .await
+        .context(
+            "no conversation in the sidebar: can this build read the profile's store? \
+         (the profile is written by natter-bench's own client core)",
+        )?;
+    tokio::time::sleep(settle).await;
+    let idle = tree_memory(app)?;
+    session
+        .click(&format!(
+            "[data-testid=\"conv-item\"][data-conv-id=\"{conv}\"]"
+        ))
+        .await?;
+    session.wait_for("[data-testid=\"message\"]").await?;
+    tokio::time::sleep(settle).await;
+    let open = tree_memory(app)?;
+    let rows = session.count("[data-testid=\"message\"]").await?;
+    session.end(app).await?;
+    Ok(Opened { idle, open, rows })
 }
 
 fn figures(
@@ -673,9 +764,15 @@ fn tree_memory(app: &Path) -> Result<Memory> {
     Ok(mem)
 }
 
-/// The table printed after the run (and pasted into docs/benchmarks.md).
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The table printed after the run (and pasted into docs/benchmarks.md): every build next to
+/// the empty window (with the ratio to it when there is one build), then, with several builds,
+/// the comparison with the first.
 pub fn render(r: &FootprintResult) -> String {
-    let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
+    let mib = |k: u64| format!("{:.1}", mib(k));
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
             format!("{:.2}x", a / b)
@@ -683,50 +780,105 @@ pub fn render(r: &FootprintResult) -> String {
             "-".into()
         }
     };
+    let single = r.apps.len() == 1;
+    // One row: a cell per build, the empty window's, and the single build's ratio to it.
+    let row = |name: String, cells: Vec<String>, empty: String, ratio: String| {
+        let mut line = format!("| {name} |");
+        for c in cells {
+            line.push_str(&format!(" {c} |"));
+        }
+        line.push_str(&format!(" {empty} |"));
+        if single {
+            line.push_str(&format!(" {ratio} |"));
+        }
+        line.push('\n');
+        line
+    };
+    let first = &r.apps[0].figures;
     let mut s = String::new();
     s.push_str(&format!(
         "\n### App footprint ({} cold starts each, {} messages, memory after {:.0} s; load {} -> {})\n\n",
         r.runs, r.messages, r.settle_secs, r.load_before, r.load_after
     ));
-    s.push_str("| measure | natter-desktop | empty Tauri window | ratio |\n|---|---|---|---|\n");
-    s.push_str(&format!(
-        "| cold start to first paint, median ms (runs) | {:.0} ({}) | {:.0} ({}) | {} |\n",
-        r.natter.first_paint_median_ms,
-        join_ms(&r.natter.first_paint_ms),
-        r.empty.first_paint_median_ms,
-        join_ms(&r.empty.first_paint_ms),
-        ratio(
-            r.natter.first_paint_median_ms,
-            r.empty.first_paint_median_ms
-        )
+    let labels: Vec<String> = r.apps.iter().map(|a| a.label.clone()).collect();
+    let head = row(
+        "measure".into(),
+        labels.clone(),
+        "empty Tauri window".into(),
+        "ratio".into(),
+    );
+    let rule = row(
+        "---".into(),
+        labels.iter().map(|_| "---".into()).collect(),
+        "---".into(),
+        "---".into(),
+    );
+    s.push_str(&head);
+    s.push_str(&rule.replace(' ', ""));
+    s.push_str(&row(
+        "cold start to first paint, median ms (runs)".into(),
+        r.apps
+            .iter()
+            .map(|a| {
+                let f = &a.figures;
+                format!(
+                    "{:.0} ({})",
+                    f.first_paint_median_ms,
+                    join_ms(&f.first_paint_ms)
+                )
+            })
+            .collect(),
+        format!(
+            "{:.0} ({})",
+            r.empty.first_paint_median_ms,
+            join_ms(&r.empty.first_paint_ms)
+        ),
+        ratio(first.first_paint_median_ms, r.empty.first_paint_median_ms),
     ));
-    s.push_str(&format!(
-        "| spawn to WebDriver session, median ms | {:.0} | {:.0} | {} |\n",
-        r.natter.session_median_ms,
-        r.empty.session_median_ms,
-        ratio(r.natter.session_median_ms, r.empty.session_median_ms)
+    s.push_str(&row(
+        "spawn to WebDriver session, median ms".into(),
+        r.apps
+            .iter()
+            .map(|a| format!("{:.0}", a.figures.session_median_ms))
+            .collect(),
+        format!("{:.0}", r.empty.session_median_ms),
+        ratio(first.session_median_ms, r.empty.session_median_ms),
     ));
-    s.push_str(&format!(
-        "| PSS idle, MiB (all processes) | {} | {} | {} |\n",
-        mib(r.natter.idle.pss_kib),
+    s.push_str(&row(
+        "PSS idle, MiB (all processes)".into(),
+        r.apps.iter().map(|a| mib(a.figures.idle.pss_kib)).collect(),
         mib(r.empty.idle.pss_kib),
-        ratio(r.natter.idle.pss_kib as f64, r.empty.idle.pss_kib as f64)
+        ratio(first.idle.pss_kib as f64, r.empty.idle.pss_kib as f64),
     ));
-    if let Some(open) = &r.natter.open {
-        s.push_str(&format!(
-            "| PSS with the {}-message conversation open, MiB | {} | - | {} |\n",
-            r.messages,
-            mib(open.pss_kib),
-            ratio(open.pss_kib as f64, r.empty.idle.pss_kib as f64)
-        ));
+    let open_pss = |f: &AppFigures| f.open.as_ref().map(|m| m.pss_kib);
+    s.push_str(&row(
+        format!("PSS with the {}-message conversation open, MiB", r.messages),
+        r.apps
+            .iter()
+            .map(|a| open_pss(&a.figures).map_or("-".into(), mib))
+            .collect(),
+        "-".into(),
+        open_pss(first).map_or("-".into(), |k| ratio(k as f64, r.empty.idle.pss_kib as f64)),
+    ));
+    s.push_str(&row(
+        "RSS idle, MiB (sum, double-counts shared pages)".into(),
+        r.apps.iter().map(|a| mib(a.figures.idle.rss_kib)).collect(),
+        mib(r.empty.idle.rss_kib),
+        "-".into(),
+    ));
+
+    s.push_str("\nPSS by process (MiB):\n\n| process |");
+    for l in &labels {
+        s.push_str(&format!(" {l} idle | {l} open |"));
     }
-    s.push_str(&format!(
-        "| RSS idle, MiB (sum, double-counts shared pages) | {} | {} | - |\n",
-        mib(r.natter.idle.rss_kib),
-        mib(r.empty.idle.rss_kib)
-    ));
-    s.push_str("\nPSS by process (MiB):\n\n| process | natter idle | natter open | empty window |\n|---|---|---|---|\n");
-    let mut names: Vec<&String> = r.natter.idle.by_process.keys().collect();
+    s.push_str(" empty window |\n|---|");
+    s.push_str(&"---|---|".repeat(labels.len()));
+    s.push_str("---|\n");
+    let mut names: Vec<&String> = r
+        .apps
+        .iter()
+        .flat_map(|a| a.figures.idle.by_process.keys())
+        .collect();
     names.extend(r.empty.idle.by_process.keys());
     names.sort();
     names.dedup();
@@ -736,20 +888,68 @@ pub fn render(r: &FootprintResult) -> String {
                 .map(|k| mib(*k))
                 .unwrap_or_else(|| "-".into())
         };
-        s.push_str(&format!(
-            "| {name} | {} | {} | {} |\n",
-            get(Some(&r.natter.idle)),
-            get(r.natter.open.as_ref()),
-            get(Some(&r.empty.idle))
-        ));
+        s.push_str(&format!("| {name} |"));
+        for a in &r.apps {
+            s.push_str(&format!(
+                " {} | {} |",
+                get(Some(&a.figures.idle)),
+                get(a.figures.open.as_ref())
+            ));
+        }
+        s.push_str(&format!(" {} |\n", get(Some(&r.empty.idle))));
     }
-    if let Some(rows) = r.natter.rows_rendered {
+    s.push('\n');
+    for a in &r.apps {
+        if let Some(rows) = a.figures.rows_rendered {
+            s.push_str(&format!(
+                "Message rows in the DOM with the conversation open ({}): {rows} of {}.\n",
+                a.label, r.messages
+            ));
+        }
+    }
+    if !single {
         s.push_str(&format!(
-            "\nMessage rows in the DOM with the conversation open: {rows} of {}.\n",
-            r.messages
+            "\n### {} compared (medians of the cold starts; memory read once per build)\n\n",
+            labels.join(" vs ")
         ));
+        s.push_str(&compare::render_table(&labels, &measures(r)));
     }
     s
+}
+
+/// The figures issue 14 compares between builds of the app: first the two it names (cold
+/// start to the first painted message of cached history, PSS with the big conversation open),
+/// then idle PSS and the spawn-to-session time.
+pub fn measures(r: &FootprintResult) -> Vec<Measure> {
+    let per_app = |f: &dyn Fn(&AppFigures) -> Vec<f64>| -> Vec<Vec<f64>> {
+        r.apps.iter().map(|a| f(&a.figures)).collect()
+    };
+    vec![
+        Measure {
+            name: "cold start to first painted message, ms".into(),
+            better: Better::Lower,
+            decimals: 0,
+            samples: per_app(&|f| f.first_paint_ms.clone()),
+        },
+        Measure {
+            name: format!("PSS with the {}-message conversation open, MiB", r.messages),
+            better: Better::Lower,
+            decimals: 1,
+            samples: per_app(&|f| f.open.iter().map(|m| mib(m.pss_kib)).collect()),
+        },
+        Measure {
+            name: "PSS idle, MiB".into(),
+            better: Better::Lower,
+            decimals: 1,
+            samples: per_app(&|f| vec![mib(f.idle.pss_kib)]),
+        },
+        Measure {
+            name: "spawn to WebDriver session, ms".into(),
+            better: Better::Lower,
+            decimals: 0,
+            samples: per_app(&|f| f.session_ms.clone()),
+        },
+    ]
 }
 
 fn join_ms(v: &[f64]) -> String {
