@@ -111,14 +111,22 @@ pub struct Measure {
     pub better: Better,
     /// Decimals shown.
     pub decimals: usize,
-    /// `samples[build][round]`.
+    /// `samples[build][round]`; NaN where a round gave no figure (JSON: null), so the rounds
+    /// stay aligned.
     pub samples: Vec<Vec<f64>>,
 }
 
 impl Measure {
+    /// The median of a build's samples that were measured.
     pub fn median(&self, build: usize) -> Option<f64> {
-        let s = self.samples.get(build)?;
-        (!s.is_empty()).then(|| median_max(s.clone()).0)
+        let s: Vec<f64> = self
+            .samples
+            .get(build)?
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        (!s.is_empty()).then(|| median_max(s).0)
     }
 }
 
@@ -170,8 +178,10 @@ impl Verdict {
 }
 
 fn fmt_value(v: Option<f64>, decimals: usize) -> String {
-    v.map(|v| format!("{v:.decimals$}"))
-        .unwrap_or_else(|| "-".into())
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "-".into(),
+    }
 }
 
 /// The comparison table (Markdown): each build's median, then for every build after the first
@@ -451,7 +461,7 @@ pub fn server_measures(
                 rounds
                     .iter()
                     .filter(|r| r.label == s.label)
-                    .filter_map(f)
+                    .map(|r| f(r).unwrap_or(f64::NAN))
                     .collect()
             })
             .collect()
@@ -468,7 +478,13 @@ pub fn server_measures(
             name: format!("deliveries per server CPU-s, N={clients}, {rate} msgs/s"),
             better: Better::Higher,
             decimals: 0,
-            samples: collect(&|r| step(r, rate).map(|s| s.deliveries_per_cpu_sec)),
+            // A step in which the server's CPU time did not advance a clock tick has no
+            // figure (short validation runs), rather than 0 deliveries per CPU-second.
+            samples: collect(&|r| {
+                step(r, rate)
+                    .filter(|s| s.server_cpu_secs > 0.0)
+                    .map(|s| s.deliveries_per_cpu_sec)
+            }),
         });
     }
     for &rate in rates {
@@ -692,6 +708,12 @@ mod tests {
             ),
             // The new build is missing a figure.
             measure("memory", Better::Lower, vec![vec![5.0], vec![]]),
+            // A round without a figure is skipped, not counted as 0; two samples give their mean.
+            measure(
+                "cpu",
+                Better::Higher,
+                vec![vec![f64::NAN, 40.0, 60.0], vec![48.0, f64::NAN, f64::NAN]],
+            ),
         ];
         let t = render_table(&labels, &measures);
         assert!(
@@ -719,6 +741,10 @@ mod tests {
             row(&t, "memory"),
             ["memory", "lower", "5.0", "-", "-", "n/a"]
         );
+        assert_eq!(
+            row(&t, "cpu"),
+            ["cpu", "higher", "50.0", "48.0", "0.96x", "yes"]
+        );
         assert!(
             t.ends_with("\nnew: **not** within 10% of old (or not measured) on: p99; memory.\n"),
             "{t}"
@@ -728,6 +754,7 @@ mod tests {
         assert!(s.starts_with("| measure | build | 1 | 2 | 3 |"), "{s}");
         assert!(s.contains("| p99 | new | 12.0 | 12.0 | 30.0 |"), "{s}");
         assert!(s.contains("| memory | new | - | - | - |"), "{s}");
+        assert!(s.contains("| cpu | old | - | 40.0 | 60.0 |"), "{s}");
     }
 
     #[test]
@@ -848,7 +875,12 @@ mod tests {
                 )
             })
             .collect();
+        let mut rounds = rounds;
+        // The old build's first 800 msgs/s step had no measurable CPU time: no figure.
+        rounds[0].fanout[1].step.server_cpu_secs = 0.0;
         let m = server_measures(&servers, &rounds, 1000, &[50.0, 800.0]);
+        assert!(m[1].samples[0][0].is_nan());
+        assert_eq!(m[1].samples[0][1..], [410_000.0, 390_000.0]);
         let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
             names,

@@ -118,8 +118,9 @@ enum Cmd {
         #[arg(long = "server", value_parser = compare::parse_named, required = true)]
         servers: Vec<Named>,
         /// Rounds; each runs every scenario for every build, the order reversed every round.
-        /// The table shows the medians.
-        #[arg(long, default_value_t = 3)]
+        /// The table shows the medians (on a 2-core host one build's p99 varies by tens of %
+        /// between rounds: fewer rounds cannot resolve 10%).
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Clients in the fan-out room.
         #[arg(long, default_value_t = TARGET_CLIENTS)]
