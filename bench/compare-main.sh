@@ -12,7 +12,7 @@
 # builds; docs/benchmarks.md, "Issue 14", says how they were made). Also needed, already built:
 #   natter-bench (release, from the NEW tree: its client core writes the app's profile)
 #       $NATTER_BENCH, default $TARGET/release/natter-bench
-#   the empty Tauri window (the footprint's reference), for the app part
+#   the empty Tauri window (the footprint's reference; left out with a notice when missing)
 #       $NATTER_EMPTY_WINDOW, default $TARGET/release/natter-empty-window
 # with TARGET = $CARGO_TARGET_DIR or ./target. Figures go to $OUT (default $TARGET):
 # compare-main.md (the tables), compare-servers.json, compare-footprint.json.
@@ -56,7 +56,12 @@ if [ -n "$footprint" ]; then
   server="$new/natter-server"
   [ -x "$server" ] || server="$old/natter-server"
   [ -x "$server" ] || fail "no natter-server in $new or $old: the app part needs one to fill the profile"
-  [ -x "$empty" ] || fail "no empty Tauri window at $empty: cargo build --release --manifest-path bench/empty-window/Cargo.toml, or set NATTER_EMPTY_WINDOW"
+  if [ -x "$empty" ]; then
+    empty_args=(--empty "$empty")
+  else
+    say "no empty Tauri window at $empty: the footprint leaves that reference out (cargo build --release --manifest-path bench/empty-window/Cargo.toml, or set NATTER_EMPTY_WINDOW)"
+    empty_args=(--skip-empty)
+  fi
   for tool in Xvfb tauri-driver WebKitWebDriver; do
     command -v "$tool" >/dev/null 2>&1 || fail "no $tool (scripts/setup --test installs it)"
   done
@@ -94,7 +99,7 @@ if [ -n "$footprint" ]; then
   "${nice_[@]}" "$bench" footprint \
     --app "old=$old/natter-desktop" \
     --app "new=$new/natter-desktop" \
-    --empty "$empty" \
+    "${empty_args[@]}" \
     --natter-server "$server" \
     --json "$out/compare-footprint.json" | tee -a "$out/compare-main.md"
 fi

@@ -46,8 +46,8 @@ const USERNAME: &str = "bench";
 pub struct Options {
     /// Release builds of natter-desktop; the first is the baseline of the comparison.
     pub apps: Vec<Named>,
-    /// The release build of bench/empty-window.
-    pub empty: PathBuf,
+    /// The release build of bench/empty-window; `None` leaves the reference out.
+    pub empty: Option<PathBuf>,
     pub natter_server: PathBuf,
     /// Messages in the open conversation.
     pub messages: usize,
@@ -101,7 +101,8 @@ pub struct FootprintResult {
     pub load_after: String,
     /// In the order given; the first is the baseline.
     pub apps: Vec<NamedFigures>,
-    pub empty: AppFigures,
+    /// The empty Tauri window, unless it was left out.
+    pub empty: Option<AppFigures>,
 }
 
 /// Memory of one build: idle, with the large conversation open, and the rows it rendered.
@@ -118,7 +119,7 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
         .iter()
         .map(|a| absolute(&a.path))
         .collect::<Result<_>>()?;
-    let empty = absolute(&opts.empty)?;
+    let empty = opts.empty.as_deref().map(absolute).transpose()?;
     let load_before = procfs::loadavg();
     let filled = tempfile::tempdir()?;
     let conv = fill_profile(opts, filled.path()).await?;
@@ -150,11 +151,17 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     }
 
     // The empty window reads no profile: any driver will do.
-    let session = drivers[0].session(&empty).await?;
-    session.wait_for("[data-testid=\"empty\"]").await?;
-    tokio::time::sleep(opts.settle).await;
-    let empty_idle = tree_memory(&empty)?;
-    session.end(&empty).await?;
+    let empty_idle = match &empty {
+        Some(empty) => {
+            let session = drivers[0].session(empty).await?;
+            session.wait_for("[data-testid=\"empty\"]").await?;
+            tokio::time::sleep(opts.settle).await;
+            let idle = tree_memory(empty)?;
+            session.end(empty).await?;
+            Some(idle)
+        }
+        None => None,
+    };
 
     // Cold starts, rotating over the builds and the empty window so background load hits all
     // alike. Natter reopens the big conversation (last_conversation), so its first message row
@@ -162,21 +169,23 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     for dir in &dirs {
         write_desktop_config(dir.path(), Some(conv))?;
     }
-    let mut paint = vec![Vec::new(); apps.len() + 1];
-    let mut sessions = vec![Vec::new(); apps.len() + 1];
+    // Entry k < apps.len() is a build; the last, when there is one, the empty window.
+    let entries = apps.len() + usize::from(empty.is_some());
+    let mut paint = vec![Vec::new(); entries];
+    let mut sessions = vec![Vec::new(); entries];
     for run in 0..opts.runs {
         let mut line = Vec::new();
-        for k in compare::round_order(apps.len() + 1, run) {
-            let (s, p) = if k < apps.len() {
-                drivers[k]
-                    .cold_start(&apps[k], "[data-testid=\"message\"]")
+        for k in compare::round_order(entries, run) {
+            let (s, p) = match (apps.get(k), &empty) {
+                (Some(app), _) => drivers[k]
+                    .cold_start(app, "[data-testid=\"message\"]")
                     .await
-                    .with_context(|| format!("{} cold start", opts.apps[k].label))?
-            } else {
-                drivers[0]
-                    .cold_start(&empty, "[data-testid=\"empty\"]")
+                    .with_context(|| format!("{} cold start", opts.apps[k].label))?,
+                (None, Some(empty)) => drivers[0]
+                    .cold_start(empty, "[data-testid=\"empty\"]")
                     .await
-                    .context("empty window cold start")?
+                    .context("empty window cold start")?,
+                (None, None) => unreachable!("entries counts the empty window only when given"),
             };
             sessions[k].push(s);
             paint[k].push(p);
@@ -198,13 +207,15 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     }
     display.stop().await;
 
-    let empty_figures = figures(
-        paint.pop().unwrap_or_default(),
-        sessions.pop().unwrap_or_default(),
-        empty_idle,
-        None,
-        None,
-    );
+    let empty_figures = empty_idle.map(|idle| {
+        figures(
+            paint.pop().unwrap_or_default(),
+            sessions.pop().unwrap_or_default(),
+            idle,
+            None,
+            None,
+        )
+    });
     let apps = opts
         .apps
         .iter()
@@ -780,106 +791,113 @@ pub fn render(r: &FootprintResult) -> String {
             "-".into()
         }
     };
-    let single = r.apps.len() == 1;
-    // One row: a cell per build, the empty window's, and the single build's ratio to it.
-    let row = |name: String, cells: Vec<String>, empty: String, ratio: String| {
+    let empty = r.empty.as_ref();
+    let with_ratio = r.apps.len() == 1 && empty.is_some();
+    // One row: a cell per build, the empty window's, and the single build's ratio to it. The
+    // closures give the empty window's cell and the ratio, when there is an empty window.
+    let row = |name: &str,
+               cells: Vec<String>,
+               empty_cell: &dyn Fn(&AppFigures) -> String,
+               ratio_cell: &dyn Fn(&AppFigures) -> String| {
         let mut line = format!("| {name} |");
         for c in cells {
             line.push_str(&format!(" {c} |"));
         }
-        line.push_str(&format!(" {empty} |"));
-        if single {
-            line.push_str(&format!(" {ratio} |"));
+        if let Some(e) = empty {
+            line.push_str(&format!(" {} |", empty_cell(e)));
+            if with_ratio {
+                line.push_str(&format!(" {} |", ratio_cell(e)));
+            }
         }
         line.push('\n');
         line
     };
     let first = &r.apps[0].figures;
+    let labels: Vec<String> = r.apps.iter().map(|a| a.label.clone()).collect();
     let mut s = String::new();
     s.push_str(&format!(
         "\n### App footprint ({} cold starts each, {} messages, memory after {:.0} s; load {} -> {})\n\n",
         r.runs, r.messages, r.settle_secs, r.load_before, r.load_after
     ));
-    let labels: Vec<String> = r.apps.iter().map(|a| a.label.clone()).collect();
-    let head = row(
-        "measure".into(),
-        labels.clone(),
-        "empty Tauri window".into(),
-        "ratio".into(),
-    );
-    let rule = row(
-        "---".into(),
-        labels.iter().map(|_| "---".into()).collect(),
-        "---".into(),
-        "---".into(),
-    );
-    s.push_str(&head);
-    s.push_str(&rule.replace(' ', ""));
     s.push_str(&row(
-        "cold start to first paint, median ms (runs)".into(),
-        r.apps
-            .iter()
-            .map(|a| {
-                let f = &a.figures;
-                format!(
-                    "{:.0} ({})",
-                    f.first_paint_median_ms,
-                    join_ms(&f.first_paint_ms)
-                )
-            })
-            .collect(),
+        "measure",
+        labels.clone(),
+        &|_| "empty Tauri window".into(),
+        &|_| "ratio".into(),
+    ));
+    s.push_str(
+        &row(
+            "---",
+            labels.iter().map(|_| "---".into()).collect(),
+            &|_| "---".into(),
+            &|_| "---".into(),
+        )
+        .replace(' ', ""),
+    );
+    let paint = |f: &AppFigures| {
         format!(
             "{:.0} ({})",
-            r.empty.first_paint_median_ms,
-            join_ms(&r.empty.first_paint_ms)
-        ),
-        ratio(first.first_paint_median_ms, r.empty.first_paint_median_ms),
+            f.first_paint_median_ms,
+            join_ms(&f.first_paint_ms)
+        )
+    };
+    s.push_str(&row(
+        "cold start to first paint, median ms (runs)",
+        r.apps.iter().map(|a| paint(&a.figures)).collect(),
+        &paint,
+        &|e| ratio(first.first_paint_median_ms, e.first_paint_median_ms),
     ));
     s.push_str(&row(
-        "spawn to WebDriver session, median ms".into(),
+        "spawn to WebDriver session, median ms",
         r.apps
             .iter()
             .map(|a| format!("{:.0}", a.figures.session_median_ms))
             .collect(),
-        format!("{:.0}", r.empty.session_median_ms),
-        ratio(first.session_median_ms, r.empty.session_median_ms),
+        &|e| format!("{:.0}", e.session_median_ms),
+        &|e| ratio(first.session_median_ms, e.session_median_ms),
     ));
     s.push_str(&row(
-        "PSS idle, MiB (all processes)".into(),
+        "PSS idle, MiB (all processes)",
         r.apps.iter().map(|a| mib(a.figures.idle.pss_kib)).collect(),
-        mib(r.empty.idle.pss_kib),
-        ratio(first.idle.pss_kib as f64, r.empty.idle.pss_kib as f64),
+        &|e| mib(e.idle.pss_kib),
+        &|e| ratio(first.idle.pss_kib as f64, e.idle.pss_kib as f64),
     ));
     let open_pss = |f: &AppFigures| f.open.as_ref().map(|m| m.pss_kib);
     s.push_str(&row(
-        format!("PSS with the {}-message conversation open, MiB", r.messages),
+        &format!("PSS with the {}-message conversation open, MiB", r.messages),
         r.apps
             .iter()
             .map(|a| open_pss(&a.figures).map_or("-".into(), mib))
             .collect(),
-        "-".into(),
-        open_pss(first).map_or("-".into(), |k| ratio(k as f64, r.empty.idle.pss_kib as f64)),
+        &|_| "-".into(),
+        &|e| open_pss(first).map_or("-".into(), |k| ratio(k as f64, e.idle.pss_kib as f64)),
     ));
     s.push_str(&row(
-        "RSS idle, MiB (sum, double-counts shared pages)".into(),
+        "RSS idle, MiB (sum, double-counts shared pages)",
         r.apps.iter().map(|a| mib(a.figures.idle.rss_kib)).collect(),
-        mib(r.empty.idle.rss_kib),
-        "-".into(),
+        &|e| mib(e.idle.rss_kib),
+        &|_| "-".into(),
     ));
 
     s.push_str("\nPSS by process (MiB):\n\n| process |");
     for l in &labels {
         s.push_str(&format!(" {l} idle | {l} open |"));
     }
-    s.push_str(" empty window |\n|---|");
+    if empty.is_some() {
+        s.push_str(" empty window |");
+    }
+    s.push_str("\n|---|");
     s.push_str(&"---|---|".repeat(labels.len()));
-    s.push_str("---|\n");
+    if empty.is_some() {
+        s.push_str("---|");
+    }
+    s.push('\n');
     let mut names: Vec<&String> = r
         .apps
         .iter()
         .flat_map(|a| a.figures.idle.by_process.keys())
+        .chain(empty.into_iter().flat_map(|e| e.idle.by_process.keys()))
         .collect();
-    names.extend(r.empty.idle.by_process.keys());
     names.sort();
     names.dedup();
     for name in names {
@@ -896,7 +914,10 @@ pub fn render(r: &FootprintResult) -> String {
                 get(a.figures.open.as_ref())
             ));
         }
-        s.push_str(&format!(" {} |\n", get(Some(&r.empty.idle))));
+        if let Some(e) = empty {
+            s.push_str(&format!(" {} |", get(Some(&e.idle))));
+        }
+        s.push('\n');
     }
     s.push('\n');
     for a in &r.apps {
@@ -907,7 +928,7 @@ pub fn render(r: &FootprintResult) -> String {
             ));
         }
     }
-    if !single {
+    if r.apps.len() > 1 {
         s.push_str(&format!(
             "\n### {} compared (medians of the cold starts; memory read once per build)\n\n",
             labels.join(" vs ")
@@ -962,6 +983,137 @@ fn join_ms(v: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Memory of `pss` MiB split between a UI process and WebKit's web process.
+    fn memory(ui: &str, pss_mib: u64) -> Memory {
+        let by_process = BTreeMap::from([
+            (ui.to_string(), 64 * 1024),
+            ("WebKitWebProces".to_string(), (pss_mib - 64) * 1024),
+        ]);
+        Memory {
+            pss_kib: pss_mib * 1024,
+            rss_kib: 2 * pss_mib * 1024,
+            by_process,
+            processes: 3,
+        }
+    }
+
+    fn app(label: &str, paint: Vec<f64>, idle: u64, open: u64) -> NamedFigures {
+        let session = paint.iter().map(|p| p / 2.0).collect();
+        NamedFigures {
+            label: label.into(),
+            path: format!("/bins/{label}/natter-desktop").into(),
+            figures: figures(
+                paint,
+                session,
+                memory("natter-desktop", idle),
+                Some(memory("natter-desktop", open)),
+                Some(25),
+            ),
+        }
+    }
+
+    fn result(apps: Vec<NamedFigures>, empty: Option<AppFigures>) -> FootprintResult {
+        FootprintResult {
+            messages: 10_000,
+            runs: 3,
+            settle_secs: 3.0,
+            load_before: "0.5".into(),
+            load_after: "0.6".into(),
+            apps,
+            empty,
+        }
+    }
+
+    fn line<'a>(out: &'a str, start: &str) -> &'a str {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in\n{out}"))
+    }
+
+    #[test]
+    fn one_build_is_shown_against_the_empty_window() {
+        let empty = figures(
+            vec![300.0, 400.0, 350.0],
+            vec![100.0, 100.0, 100.0],
+            memory("natter-empty-wi", 250),
+            None,
+            None,
+        );
+        let r = result(
+            vec![app(
+                compare::DEFAULT_APP_LABEL,
+                vec![600.0, 500.0, 700.0],
+                300,
+                330,
+            )],
+            Some(empty),
+        );
+        let out = render(&r);
+        assert!(
+            out.contains(
+                "| measure | natter-desktop | empty Tauri window | ratio |\n|---|---|---|---|\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            line(&out, "| cold start"),
+            "| cold start to first paint, median ms (runs) | 600 (600, 500, 700) | 350 (300, 400, 350) | 1.71x |"
+        );
+        assert_eq!(
+            line(&out, "| PSS with the"),
+            "| PSS with the 10000-message conversation open, MiB | 330.0 | - | 1.32x |"
+        );
+        assert!(
+            out.contains("| process | natter-desktop idle | natter-desktop open | empty window |"),
+            "{out}"
+        );
+        assert!(out.contains("| natter-empty-wi | - | - | 64.0 |"), "{out}");
+        assert!(
+            !out.contains("compared"),
+            "one build has nothing to compare: {out}"
+        );
+    }
+
+    #[test]
+    fn two_builds_get_the_comparison_table() {
+        let r = result(
+            vec![
+                app("old", vec![600.0, 500.0, 700.0], 300, 330),
+                app("new", vec![640.0, 700.0, 690.0], 290, 320),
+            ],
+            None,
+        );
+        let out = render(&r);
+        // No empty window: no column for it, and no ratio to it.
+        assert!(
+            out.contains("| measure | old | new |\n|---|---|---|\n"),
+            "{out}"
+        );
+        assert_eq!(
+            line(&out, "| PSS idle"),
+            "| PSS idle, MiB (all processes) | 300.0 | 290.0 |"
+        );
+        assert!(
+            out.contains(
+                "| process | old idle | old open | new idle | new open |\n|---|---|---|---|---|\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("### old vs new compared"), "{out}");
+        // Medians 600 and 690 ms: 1.15x, 15% slower.
+        assert!(
+            out.contains("| cold start to first painted message, ms | lower | 600 | 690 | 1.15x | **NO** (15.0% worse) |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| PSS with the 10000-message conversation open, MiB | lower | 330.0 | 320.0 | 0.97x | yes |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Message rows in the DOM with the conversation open (new): 25 of 10000.")
+        );
+    }
 
     #[test]
     fn comm_and_parent_survive_odd_process_names() {

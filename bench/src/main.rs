@@ -92,6 +92,9 @@ enum Cmd {
         /// bench/empty-window, release build.
         #[arg(long, default_value = "target/release/natter-empty-window")]
         empty: PathBuf,
+        /// Leave the empty window out (when comparing builds, it is only a reference).
+        #[arg(long)]
+        skip_empty: bool,
         /// natter-server (fills the app's profile: registration and first sync).
         #[arg(long, default_value = "target/release/natter-server")]
         natter_server: PathBuf,
@@ -398,6 +401,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Footprint {
             apps,
             empty,
+            skip_empty,
             natter_server,
             messages,
             runs,
@@ -413,7 +417,7 @@ async fn run(cli: Cli) -> Result<()> {
             compare::check_labels(&apps, "app")?;
             let opts = footprint::Options {
                 apps,
-                empty,
+                empty: (!skip_empty).then_some(empty),
                 natter_server,
                 messages,
                 runs,
