@@ -340,6 +340,11 @@ pub async fn run_servers(opts: &ServerOptions) -> Result<ServerComparison> {
         !opts.rates.is_empty() && opts.rates.iter().all(|r| r.is_finite() && *r > 0.0),
         "--rates must be positive messages/s"
     );
+    for s in &opts.servers {
+        if !s.path.is_file() {
+            bail!("{}: {} not found", s.label, s.path.display());
+        }
+    }
     let started = Instant::now();
     let machine = report::machine();
     let load_before = crate::procfs::loadavg();
@@ -347,9 +352,6 @@ pub async fn run_servers(opts: &ServerOptions) -> Result<ServerComparison> {
     // schema the other does not know, and migrating it would be work the other never does.
     let mut envs = Vec::new();
     for s in &opts.servers {
-        if !s.path.is_file() {
-            bail!("{} ({}) not found", s.path.display(), s.label);
-        }
         let launch = Launch {
             natter_server: s.path.clone(),
             peers_dir: PathBuf::new(),
