@@ -413,25 +413,7 @@ pub async fn run_servers(opts: &ServerOptions) -> Result<ServerComparison> {
             );
         }
     }
-    let mut done = Vec::new();
-    for (round, slots) in rounds.into_iter().enumerate() {
-        for (b, slot) in slots.into_iter().enumerate() {
-            let (Some(realistic), Some(idle)) = (slot.realistic, slot.idle) else {
-                bail!(
-                    "round {} of {} is incomplete",
-                    round + 1,
-                    opts.servers[b].label
-                );
-            };
-            done.push(ServerRound {
-                label: opts.servers[b].label.clone(),
-                round,
-                fanout: slot.fanout,
-                realistic,
-                idle,
-            });
-        }
-    }
+    let done = in_run_order(&opts.servers, rounds)?;
     let measures = server_measures(&opts.servers, &done, opts.clients, &opts.rates);
     Ok(ServerComparison {
         machine,
@@ -446,6 +428,32 @@ pub async fn run_servers(opts: &ServerOptions) -> Result<ServerComparison> {
         rounds: done,
         measures,
     })
+}
+
+/// The rounds' figures in the order they ran (`slots[round][build]`), each one complete.
+fn in_run_order(servers: &[Named], rounds: Vec<Vec<Slot>>) -> Result<Vec<ServerRound>> {
+    let mut done = Vec::new();
+    for (round, slots) in rounds.into_iter().enumerate() {
+        let mut slots: Vec<Option<Slot>> = slots.into_iter().map(Some).collect();
+        for b in round_order(servers.len(), round) {
+            let Some(Slot {
+                fanout,
+                realistic: Some(realistic),
+                idle: Some(idle),
+            }) = slots.get_mut(b).and_then(Option::take)
+            else {
+                bail!("round {} of {} is incomplete", round + 1, servers[b].label);
+            };
+            done.push(ServerRound {
+                label: servers[b].label.clone(),
+                round,
+                fanout,
+                realistic,
+                idle,
+            });
+        }
+    }
+    Ok(done)
 }
 
 /// The measures of issue 14 from the rounds: for each fan-out rate the deliveries per server
@@ -954,5 +962,32 @@ mod tests {
         c.rounds[2].idle.closed = 1;
         let out = render_servers(&c);
         assert!(out.contains("- new: 3 / 0 / 1 (**not clean**"), "{out}");
+    }
+
+    #[test]
+    fn rounds_are_kept_in_the_order_they_ran_and_must_be_complete() {
+        let servers = [named("old", "/o"), named("new", "/n")];
+        let slot = |label: &str, n: usize| {
+            let r = round(label, n, &[(50.0, 1.0, 1)], 1, 1.0);
+            Slot {
+                fanout: r.fanout,
+                realistic: Some(r.realistic),
+                idle: Some(r.idle),
+            }
+        };
+        let rounds = vec![
+            vec![slot("old", 0), slot("new", 0)],
+            vec![slot("old", 1), slot("new", 1)],
+        ];
+        let done = in_run_order(&servers, rounds).unwrap();
+        let ran: Vec<(&str, usize)> = done.iter().map(|r| (r.label.as_str(), r.round)).collect();
+        assert_eq!(ran, [("old", 0), ("new", 0), ("new", 1), ("old", 1)]);
+
+        let mut missing = slot("new", 0);
+        missing.idle = None;
+        let err = in_run_order(&servers, vec![vec![slot("old", 0), missing]])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "round 1 of new is incomplete");
     }
 }
