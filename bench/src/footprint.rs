@@ -53,15 +53,21 @@ pub struct Options {
     pub messages: usize,
     /// Cold starts of each app (the median is reported).
     pub runs: usize,
+    /// Times each build's memory is read (idle, then with the conversation open); the run
+    /// with the median PSS open is shown.
+    pub memory_runs: usize,
     /// How long memory is left to settle before it is read.
     pub settle: Duration,
 }
 
 /// Memory of one app: the process and every descendant (WebKit's web and network processes,
 /// and bwrap/xdg-dbus-proxy when WebKit sandboxes them).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Memory {
     pub pss_kib: u64,
+    /// Private pages only (procfs::Sample::uss_kib): unlike PSS, not lowered by other programs
+    /// that map the same libraries (another WebKit app on the machine).
+    pub uss_kib: u64,
     pub rss_kib: u64,
     /// PSS per process name (comm), summed over processes of that name.
     pub by_process: BTreeMap<String, u64>,
@@ -76,11 +82,14 @@ pub struct AppFigures {
     pub session_ms: Vec<f64>,
     pub first_paint_median_ms: f64,
     pub session_median_ms: f64,
+    /// Natter: of the memory run with the median PSS open.
     pub idle: Memory,
     /// Natter only: with the large conversation open.
     pub open: Option<Memory>,
     /// Natter only: message rows in the DOM with the conversation open (the list is virtual).
     pub rows_rendered: Option<usize>,
+    /// Natter only: every memory run, in the order they ran.
+    pub memory_runs: Vec<MemoryRun>,
 }
 
 /// One build of the app and its figures.
@@ -96,6 +105,7 @@ pub struct NamedFigures {
 pub struct FootprintResult {
     pub messages: usize,
     pub runs: usize,
+    pub memory_runs: usize,
     pub settle_secs: f64,
     pub load_before: String,
     pub load_after: String,
@@ -106,10 +116,11 @@ pub struct FootprintResult {
 }
 
 /// Memory of one build: idle, with the large conversation open, and the rows it rendered.
-struct Opened {
-    idle: Memory,
-    open: Memory,
-    rows: usize,
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryRun {
+    pub idle: Memory,
+    pub open: Memory,
+    pub rows: usize,
 }
 
 pub async fn run(opts: &Options) -> Result<FootprintResult> {
@@ -140,14 +151,25 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
         dirs.push(dir);
     }
 
-    let mut opened = Vec::new();
-    for (i, app) in apps.iter().enumerate() {
-        let label = &opts.apps[i].label;
-        opened.push(
-            open_conversation(&drivers[i], dirs[i].path(), app, conv, opts.settle)
+    // Memory, the builds rotating like the cold starts below: PSS shares each library page
+    // among every process mapping it, so another WebKit program starting or ending on the
+    // machine moves it; runs spread over the session let the median see past that.
+    let mut opened: Vec<Vec<MemoryRun>> = vec![Vec::new(); apps.len()];
+    for run in 0..opts.memory_runs.max(1) {
+        for k in compare::round_order(apps.len(), run) {
+            let label = &opts.apps[k].label;
+            let m = open_conversation(&drivers[k], dirs[k].path(), &apps[k], conv, opts.settle)
                 .await
-                .with_context(|| format!("{label}: memory idle and with the conversation open"))?,
-        );
+                .with_context(|| format!("{label}: memory idle and with the conversation open"))?;
+            eprintln!(
+                "  footprint: memory {}: {label} PSS idle {:.1} MiB, open {:.1} MiB (load {})",
+                run + 1,
+                mib(m.idle.pss_kib),
+                mib(m.open.pss_kib),
+                procfs::loadavg()
+            );
+            opened[k].push(m);
+        }
     }
 
     // The empty window reads no profile: any driver will do.
@@ -212,8 +234,6 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
             paint.pop().unwrap_or_default(),
             sessions.pop().unwrap_or_default(),
             idle,
-            None,
-            None,
         )
     });
     let apps = opts
@@ -221,15 +241,16 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
         .iter()
         .zip(opened)
         .zip(paint.into_iter().zip(sessions))
-        .map(|((a, o), (p, s))| NamedFigures {
+        .map(|((a, runs), (p, s))| NamedFigures {
             label: a.label.clone(),
             path: a.path.clone(),
-            figures: figures(p, s, o.idle, Some(o.open), Some(o.rows)),
+            figures: app_figures(p, s, runs),
         })
         .collect();
     Ok(FootprintResult {
         messages: opts.messages,
         runs: opts.runs,
+        memory_runs: opts.memory_runs.max(1),
         settle_secs: opts.settle.as_secs_f64(),
         load_before,
         load_after: procfs::loadavg(),
@@ -246,7 +267,7 @@ async fn open_conversation(
     app: &Path,
     conv: ConvId,
     settle: Duration,
-) -> Result<Opened> {
+) -> Result<MemoryRun> {
     write_desktop_config(data_dir, None)?;
     let session = driver.session(app).await?;
     session
@@ -268,25 +289,38 @@ async fn open_conversation(
     let open = tree_memory(app)?;
     let rows = session.count("[data-testid=\"message\"]").await?;
     session.end(app).await?;
-    Ok(Opened { idle, open, rows })
+    Ok(MemoryRun { idle, open, rows })
 }
 
-fn figures(
-    paint: Vec<f64>,
-    session: Vec<f64>,
-    idle: Memory,
-    open: Option<Memory>,
-    rows_rendered: Option<usize>,
-) -> AppFigures {
+/// The figures of the empty window: cold starts and idle memory.
+fn figures(paint: Vec<f64>, session: Vec<f64>, idle: Memory) -> AppFigures {
     AppFigures {
         first_paint_median_ms: median_max(paint.clone()).0,
         session_median_ms: median_max(session.clone()).0,
         first_paint_ms: paint,
         session_ms: session,
         idle,
-        open,
-        rows_rendered,
+        open: None,
+        rows_rendered: None,
+        memory_runs: Vec::new(),
     }
+}
+
+/// The figures of a Natter build: cold starts, and its memory runs, of which the one with the
+/// median PSS open stands for the build in the tables.
+fn app_figures(paint: Vec<f64>, session: Vec<f64>, runs: Vec<MemoryRun>) -> AppFigures {
+    let mut by_open: Vec<&MemoryRun> = runs.iter().collect();
+    by_open.sort_by_key(|r| r.open.pss_kib);
+    let median = by_open.get(by_open.len() / 2).copied().cloned();
+    let mut f = figures(
+        paint,
+        session,
+        median.as_ref().map(|m| m.idle.clone()).unwrap_or_default(),
+    );
+    f.open = median.as_ref().map(|m| m.open.clone());
+    f.rows_rendered = median.map(|m| m.rows);
+    f.memory_runs = runs;
+    f
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -747,6 +781,7 @@ fn tree_memory(app: &Path) -> Result<Memory> {
     pids.extend(descendants(roots[0]));
     let mut mem = Memory {
         pss_kib: 0,
+        uss_kib: 0,
         rss_kib: 0,
         by_process: BTreeMap::new(),
         processes: 0,
@@ -757,6 +792,7 @@ fn tree_memory(app: &Path) -> Result<Memory> {
         };
         let comm = table.get(&pid).map(|(_, c)| c.clone()).unwrap_or_default();
         mem.pss_kib += s.pss_kib;
+        mem.uss_kib += s.uss_kib;
         mem.rss_kib += s.rss_kib;
         *mem.by_process.entry(comm).or_default() += s.pss_kib;
         mem.processes += 1;
@@ -930,17 +966,23 @@ pub fn render(r: &FootprintResult) -> String {
     }
     if r.apps.len() > 1 {
         s.push_str(&format!(
-            "\n### {} compared (medians of the cold starts; memory read once per build)\n\n",
-            labels.join(" vs ")
+            "\n### {} compared (medians of {} cold starts and {} memory runs each)\n\n",
+            labels.join(" vs "),
+            r.runs,
+            r.memory_runs
         ));
-        s.push_str(&compare::render_table(&labels, &measures(r)));
+        let measures = measures(r);
+        s.push_str(&compare::render_table(&labels, &measures));
+        s.push_str("\nEvery run:\n\n");
+        s.push_str(&compare::render_samples(&labels, &measures));
     }
     s
 }
 
 /// The figures issue 14 compares between builds of the app: first the two it names (cold
 /// start to the first painted message of cached history, PSS with the big conversation open),
-/// then idle PSS and the spawn-to-session time.
+/// then USS open (what PSS would be without other programs sharing the libraries), idle PSS
+/// and the spawn-to-session time.
 pub fn measures(r: &FootprintResult) -> Vec<Measure> {
     let per_app = |f: &dyn Fn(&AppFigures) -> Vec<f64>| -> Vec<Vec<f64>> {
         r.apps.iter().map(|a| f(&a.figures)).collect()
@@ -956,13 +998,19 @@ pub fn measures(r: &FootprintResult) -> Vec<Measure> {
             name: format!("PSS with the {}-message conversation open, MiB", r.messages),
             better: Better::Lower,
             decimals: 1,
-            samples: per_app(&|f| f.open.iter().map(|m| mib(m.pss_kib)).collect()),
+            samples: per_app(&|f| f.memory_runs.iter().map(|m| mib(m.open.pss_kib)).collect()),
+        },
+        Measure {
+            name: "USS (private pages) with the conversation open, MiB".into(),
+            better: Better::Lower,
+            decimals: 1,
+            samples: per_app(&|f| f.memory_runs.iter().map(|m| mib(m.open.uss_kib)).collect()),
         },
         Measure {
             name: "PSS idle, MiB".into(),
             better: Better::Lower,
             decimals: 1,
-            samples: per_app(&|f| vec![mib(f.idle.pss_kib)]),
+            samples: per_app(&|f| f.memory_runs.iter().map(|m| mib(m.idle.pss_kib)).collect()),
         },
         Measure {
             name: "spawn to WebDriver session, ms".into(),
@@ -984,7 +1032,8 @@ fn join_ms(v: &[f64]) -> String {
 mod tests {
     use super::*;
 
-    /// Memory of `pss` MiB split between a UI process and WebKit's web process.
+    /// Memory of `pss` MiB split between a UI process and WebKit's web process, half of it
+    /// private.
     fn memory(ui: &str, pss_mib: u64) -> Memory {
         let by_process = BTreeMap::from([
             (ui.to_string(), 64 * 1024),
@@ -992,24 +1041,28 @@ mod tests {
         ]);
         Memory {
             pss_kib: pss_mib * 1024,
+            uss_kib: pss_mib * 512,
             rss_kib: 2 * pss_mib * 1024,
             by_process,
             processes: 3,
         }
     }
 
-    fn app(label: &str, paint: Vec<f64>, idle: u64, open: u64) -> NamedFigures {
+    /// A build with one memory run per `(idle, open)` PSS in MiB.
+    fn app(label: &str, paint: Vec<f64>, memory_runs: &[(u64, u64)]) -> NamedFigures {
         let session = paint.iter().map(|p| p / 2.0).collect();
+        let runs = memory_runs
+            .iter()
+            .map(|&(idle, open)| MemoryRun {
+                idle: memory("natter-desktop", idle),
+                open: memory("natter-desktop", open),
+                rows: 25,
+            })
+            .collect();
         NamedFigures {
             label: label.into(),
             path: format!("/bins/{label}/natter-desktop").into(),
-            figures: figures(
-                paint,
-                session,
-                memory("natter-desktop", idle),
-                Some(memory("natter-desktop", open)),
-                Some(25),
-            ),
+            figures: app_figures(paint, session, runs),
         }
     }
 
@@ -1017,6 +1070,7 @@ mod tests {
         FootprintResult {
             messages: 10_000,
             runs: 3,
+            memory_runs: 3,
             settle_secs: 3.0,
             load_before: "0.5".into(),
             load_after: "0.6".into(),
@@ -1037,15 +1091,12 @@ mod tests {
             vec![300.0, 400.0, 350.0],
             vec![100.0, 100.0, 100.0],
             memory("natter-empty-wi", 250),
-            None,
-            None,
         );
         let r = result(
             vec![app(
                 compare::DEFAULT_APP_LABEL,
                 vec![600.0, 500.0, 700.0],
-                300,
-                330,
+                &[(300, 330)],
             )],
             Some(empty),
         );
@@ -1079,8 +1130,17 @@ mod tests {
     fn two_builds_get_the_comparison_table() {
         let r = result(
             vec![
-                app("old", vec![600.0, 500.0, 700.0], 300, 330),
-                app("new", vec![640.0, 700.0, 690.0], 290, 320),
+                app(
+                    "old",
+                    vec![600.0, 500.0, 700.0],
+                    &[(300, 330), (310, 340), (280, 300)],
+                ),
+                // The run with the median PSS open (320) stands for the build in the tables.
+                app(
+                    "new",
+                    vec![640.0, 700.0, 690.0],
+                    &[(250, 400), (290, 320), (240, 300)],
+                ),
             ],
             None,
         );
@@ -1094,6 +1154,10 @@ mod tests {
             line(&out, "| PSS idle"),
             "| PSS idle, MiB (all processes) | 300.0 | 290.0 |"
         );
+        assert_eq!(
+            line(&out, "| PSS with the"),
+            "| PSS with the 10000-message conversation open, MiB | 330.0 | 320.0 |"
+        );
         assert!(
             out.contains(
                 "| process | old idle | old open | new idle | new open |\n|---|---|---|---|---|\n"
@@ -1106,8 +1170,21 @@ mod tests {
             out.contains("| cold start to first painted message, ms | lower | 600 | 690 | 1.15x | **NO** (15.0% worse) |"),
             "{out}"
         );
+        // Medians of the memory runs: open 330 and 320, USS half of that; idle 300 and 250.
         assert!(
             out.contains("| PSS with the 10000-message conversation open, MiB | lower | 330.0 | 320.0 | 0.97x | yes |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| USS (private pages) with the conversation open, MiB | lower | 165.0 | 160.0 | 0.97x | yes |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| PSS idle, MiB | lower | 300.0 | 250.0 | 0.83x | yes (16.7% better) |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| PSS idle, MiB | new | 250.0 | 290.0 | 240.0 |"),
             "{out}"
         );
         assert!(

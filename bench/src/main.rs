@@ -104,6 +104,11 @@ enum Cmd {
         /// Cold starts of each app; the median is reported.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Times each build's memory is read, the builds rotating (default: --runs when
+        /// comparing builds, else 1). Another WebKit program on the machine lowers PSS while
+        /// it runs; the median of several runs sees past that.
+        #[arg(long)]
+        memory_runs: Option<usize>,
         /// Seconds memory is left to settle before it is read.
         #[arg(long, default_value_t = 3.0)]
         settle: f64,
@@ -405,6 +410,7 @@ async fn run(cli: Cli) -> Result<()> {
             natter_server,
             messages,
             runs,
+            memory_runs,
             settle,
             json,
         } => {
@@ -415,12 +421,14 @@ async fn run(cli: Cli) -> Result<()> {
             );
             anyhow::ensure!(messages > 0, "--messages must be at least 1");
             compare::check_labels(&apps, "app")?;
+            let several = apps.len() > 1;
             let opts = footprint::Options {
                 apps,
                 empty: (!skip_empty).then_some(empty),
                 natter_server,
                 messages,
                 runs,
+                memory_runs: memory_runs.unwrap_or(if several { runs } else { 1 }),
                 settle: Duration::from_secs_f64(settle),
             };
             eprintln!("== app footprint, load {}", procfs::loadavg());
