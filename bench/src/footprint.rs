@@ -13,6 +13,11 @@
 //! signs in and syncs (the default room lands in the store), then 10,000 messages are written
 //! into that room through the client store's own `insert_messages`. The server is stopped before
 //! the app starts, so the app shows cached history offline, as after a restart without network.
+//!
+//! Several builds of the app (`--app old=... --app new=...`, issue 14) run in the same session:
+//! each gets its own copy of the filled profile (one build's store migration or settings must
+//! not reach the other), and the cold starts rotate over every build and the empty window,
+//! the order reversed every round, so background load hits them alike.
 
 use anyhow::{anyhow, bail, Context, Result};
 use natter::client::store::Store;
@@ -27,7 +32,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::compare::{self, Better, Measure, Named};
 use crate::procfs;
+use crate::scenarios::copy_dir;
 use crate::store::{median_max, text, Rng};
 use crate::target::{Kind, Launch, Server};
 
@@ -37,24 +44,30 @@ const USERNAME: &str = "bench";
 
 /// What to run.
 pub struct Options {
-    /// The release build of natter-desktop.
-    pub app: PathBuf,
-    /// The release build of bench/empty-window.
-    pub empty: PathBuf,
+    /// Release builds of natter-desktop; the first is the baseline of the comparison.
+    pub apps: Vec<Named>,
+    /// The release build of bench/empty-window; `None` leaves the reference out.
+    pub empty: Option<PathBuf>,
     pub natter_server: PathBuf,
     /// Messages in the open conversation.
     pub messages: usize,
     /// Cold starts of each app (the median is reported).
     pub runs: usize,
+    /// Times each build's memory is read (idle, then with the conversation open); the run
+    /// with the median PSS open is shown.
+    pub memory_runs: usize,
     /// How long memory is left to settle before it is read.
     pub settle: Duration,
 }
 
 /// Memory of one app: the process and every descendant (WebKit's web and network processes,
 /// and bwrap/xdg-dbus-proxy when WebKit sandboxes them).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Memory {
     pub pss_kib: u64,
+    /// Private pages only (procfs::Sample::uss_kib): unlike PSS, not lowered by other programs
+    /// that map the same libraries (another WebKit app on the machine).
+    pub uss_kib: u64,
     pub rss_kib: u64,
     /// PSS per process name (comm), summed over processes of that name.
     pub by_process: BTreeMap<String, u64>,
@@ -69,30 +82,58 @@ pub struct AppFigures {
     pub session_ms: Vec<f64>,
     pub first_paint_median_ms: f64,
     pub session_median_ms: f64,
+    /// Natter: of the memory run with the median PSS open.
     pub idle: Memory,
     /// Natter only: with the large conversation open.
     pub open: Option<Memory>,
     /// Natter only: message rows in the DOM with the conversation open (the list is virtual).
     pub rows_rendered: Option<usize>,
+    /// Natter only: every memory run, in the order they ran.
+    pub memory_runs: Vec<MemoryRun>,
+}
+
+/// One build of the app and its figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedFigures {
+    pub label: String,
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub figures: AppFigures,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FootprintResult {
     pub messages: usize,
     pub runs: usize,
+    pub memory_runs: usize,
     pub settle_secs: f64,
     pub load_before: String,
     pub load_after: String,
-    pub natter: AppFigures,
-    pub empty: AppFigures,
+    /// In the order given; the first is the baseline.
+    pub apps: Vec<NamedFigures>,
+    /// The empty Tauri window, unless it was left out.
+    pub empty: Option<AppFigures>,
+}
+
+/// Memory of one build: idle, with the large conversation open, and the rows it rendered.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryRun {
+    pub idle: Memory,
+    pub open: Memory,
+    pub rows: usize,
 }
 
 pub async fn run(opts: &Options) -> Result<FootprintResult> {
-    let app = absolute(&opts.app)?;
-    let empty = absolute(&opts.empty)?;
+    anyhow::ensure!(!opts.apps.is_empty(), "no app to measure");
+    let apps: Vec<PathBuf> = opts
+        .apps
+        .iter()
+        .map(|a| absolute(&a.path))
+        .collect::<Result<_>>()?;
+    let empty = opts.empty.as_deref().map(absolute).transpose()?;
     let load_before = procfs::loadavg();
-    let data = tempfile::tempdir()?;
-    let conv = fill_profile(opts, data.path()).await?;
+    let filled = tempfile::tempdir()?;
+    let conv = fill_profile(opts, filled.path()).await?;
     eprintln!(
         "  footprint: profile filled ({} messages in one room), load {}",
         opts.messages,
@@ -100,91 +141,186 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     );
 
     let display = Xvfb::start().await?;
-    let driver = Driver::start(&display.display, data.path()).await?;
+    // One data directory and one driver (its NATTER_DATA_DIR) per build.
+    let mut dirs = Vec::new();
+    let mut drivers = Vec::new();
+    for _ in &apps {
+        let dir = tempfile::tempdir()?;
+        copy_dir(filled.path(), dir.path())?;
+        drivers.push(Driver::start(&display.display, dir.path()).await?);
+        dirs.push(dir);
+    }
 
-    // Idle first (no conversation open: the sidebar from cache), then open the big one.
-    write_desktop_config(data.path(), None)?;
-    let session = driver.session(&app).await?;
-    session.wait_for("[data-testid=\"conv-item\"]").await?;
-    tokio::time::sleep(opts.settle).await;
-    let natter_idle = tree_memory(&app)?;
+    // Memory, the builds rotating like the cold starts below: PSS shares each library page
+    // among every process mapping it, so another WebKit program starting or ending on the
+    // machine moves it; runs spread over the session let the median see past that.
+    let mut opened: Vec<Vec<MemoryRun>> = vec![Vec::new(); apps.len()];
+    for run in 0..opts.memory_runs.max(1) {
+        for k in compare::round_order(apps.len(), run) {
+            let label = &opts.apps[k].label;
+            let m = open_conversation(&drivers[k], dirs[k].path(), &apps[k], conv, opts.settle)
+                .await
+                .with_context(|| format!("{label}: memory idle and with the conversation open"))?;
+            eprintln!(
+                "  footprint: memory {}: {label} PSS idle {:.1} MiB, open {:.1} MiB (load {})",
+                run + 1,
+                mib(m.idle.pss_kib),
+                mib(m.open.pss_kib),
+                procfs::loadavg()
+            );
+            opened[k].push(m);
+        }
+    }
+
+    // The empty window reads no profile: any driver will do.
+    let empty_idle = match &empty {
+        Some(empty) => {
+            let session = drivers[0].session(empty).await?;
+            session.wait_for("[data-testid=\"empty\"]").await?;
+            tokio::time::sleep(opts.settle).await;
+            let idle = tree_memory(empty)?;
+            session.end(empty).await?;
+            Some(idle)
+        }
+        None => None,
+    };
+
+    // Cold starts, rotating over the builds and the empty window so background load hits all
+    // alike. Natter reopens the big conversation (last_conversation), so its first message row
+    // is cached history.
+    for dir in &dirs {
+        write_desktop_config(dir.path(), Some(conv))?;
+    }
+    // Entry k < apps.len() is a build; the last, when there is one, the empty window.
+    let entries = apps.len() + usize::from(empty.is_some());
+    let mut paint = vec![Vec::new(); entries];
+    let mut sessions = vec![Vec::new(); entries];
+    for run in 0..opts.runs {
+        let mut line = Vec::new();
+        for k in compare::round_order(entries, run) {
+            let (s, p) = match (apps.get(k), &empty) {
+                (Some(app), _) => drivers[k]
+                    .cold_start(app, "[data-testid=\"message\"]")
+                    .await
+                    .with_context(|| format!("{} cold start", opts.apps[k].label))?,
+                (None, Some(empty)) => drivers[0]
+                    .cold_start(empty, "[data-testid=\"empty\"]")
+                    .await
+                    .context("empty window cold start")?,
+                (None, None) => unreachable!("entries counts the empty window only when given"),
+            };
+            sessions[k].push(s);
+            paint[k].push(p);
+            let name = opts
+                .apps
+                .get(k)
+                .map_or("empty window", |a| a.label.as_str());
+            line.push(format!("{name} {p:.0} ms"));
+        }
+        eprintln!(
+            "  footprint: cold start {}: {} (load {})",
+            run + 1,
+            line.join(", "),
+            procfs::loadavg()
+        );
+    }
+    for driver in drivers {
+        driver.stop().await;
+    }
+    display.stop().await;
+
+    let empty_figures = empty_idle.map(|idle| {
+        figures(
+            paint.pop().unwrap_or_default(),
+            sessions.pop().unwrap_or_default(),
+            idle,
+        )
+    });
+    let apps = opts
+        .apps
+        .iter()
+        .zip(opened)
+        .zip(paint.into_iter().zip(sessions))
+        .map(|((a, runs), (p, s))| NamedFigures {
+            label: a.label.clone(),
+            path: a.path.clone(),
+            figures: app_figures(p, s, runs),
+        })
+        .collect();
+    Ok(FootprintResult {
+        messages: opts.messages,
+        runs: opts.runs,
+        memory_runs: opts.memory_runs.max(1),
+        settle_secs: opts.settle.as_secs_f64(),
+        load_before,
+        load_after: procfs::loadavg(),
+        apps,
+        empty: empty_figures,
+    })
+}
+
+/// Start `app` on its profile with no conversation open (the sidebar from cache), read its
+/// memory, then open the big conversation and read it again.
+async fn open_conversation(
+    driver: &Driver,
+    data_dir: &Path,
+    app: &Path,
+    conv: ConvId,
+    settle: Duration,
+) -> Result<MemoryRun> {
+    write_desktop_config(data_dir, None)?;
+    let session = driver.session(app).await?;
+    session
+        .wait_for("[data-testid=\"conv-item\"]")
+        .await
+        .context(
+            "no conversation in the sidebar: can this build read the profile's store? \
+         (the profile is written by natter-bench's own client core)",
+        )?;
+    tokio::time::sleep(settle).await;
+    let idle = tree_memory(app)?;
     session
         .click(&format!(
             "[data-testid=\"conv-item\"][data-conv-id=\"{conv}\"]"
         ))
         .await?;
     session.wait_for("[data-testid=\"message\"]").await?;
-    tokio::time::sleep(opts.settle).await;
-    let natter_open = tree_memory(&app)?;
+    tokio::time::sleep(settle).await;
+    let open = tree_memory(app)?;
     let rows = session.count("[data-testid=\"message\"]").await?;
-    session.end(&app).await?;
-
-    let session = driver.session(&empty).await?;
-    session.wait_for("[data-testid=\"empty\"]").await?;
-    tokio::time::sleep(opts.settle).await;
-    let empty_idle = tree_memory(&empty)?;
-    session.end(&empty).await?;
-
-    // Cold starts, alternating so background load hits both alike. Natter reopens the big
-    // conversation (last_conversation), so its first message row is cached history.
-    write_desktop_config(data.path(), Some(conv))?;
-    let (mut n_paint, mut n_session, mut e_paint, mut e_session) = (vec![], vec![], vec![], vec![]);
-    for i in 0..opts.runs {
-        let (s, p) = driver
-            .cold_start(&app, "[data-testid=\"message\"]")
-            .await
-            .context("natter cold start")?;
-        n_session.push(s);
-        n_paint.push(p);
-        let (s, p) = driver
-            .cold_start(&empty, "[data-testid=\"empty\"]")
-            .await
-            .context("empty window cold start")?;
-        e_session.push(s);
-        e_paint.push(p);
-        eprintln!(
-            "  footprint: cold start {}: natter {p_n:.0} ms, empty window {p:.0} ms (load {})",
-            i + 1,
-            procfs::loadavg(),
-            p_n = n_paint[i]
-        );
-    }
-    driver.stop().await;
-    display.stop().await;
-
-    Ok(FootprintResult {
-        messages: opts.messages,
-        runs: opts.runs,
-        settle_secs: opts.settle.as_secs_f64(),
-        load_before,
-        load_after: procfs::loadavg(),
-        natter: figures(
-            n_paint,
-            n_session,
-            natter_idle,
-            Some(natter_open),
-            Some(rows),
-        ),
-        empty: figures(e_paint, e_session, empty_idle, None, None),
-    })
+    session.end(app).await?;
+    Ok(MemoryRun { idle, open, rows })
 }
 
-fn figures(
-    paint: Vec<f64>,
-    session: Vec<f64>,
-    idle: Memory,
-    open: Option<Memory>,
-    rows_rendered: Option<usize>,
-) -> AppFigures {
+/// The figures of the empty window: cold starts and idle memory.
+fn figures(paint: Vec<f64>, session: Vec<f64>, idle: Memory) -> AppFigures {
     AppFigures {
         first_paint_median_ms: median_max(paint.clone()).0,
         session_median_ms: median_max(session.clone()).0,
         first_paint_ms: paint,
         session_ms: session,
         idle,
-        open,
-        rows_rendered,
+        open: None,
+        rows_rendered: None,
+        memory_runs: Vec::new(),
     }
+}
+
+/// The figures of a Natter build: cold starts, and its memory runs, of which the one with the
+/// median PSS open stands for the build in the tables.
+fn app_figures(paint: Vec<f64>, session: Vec<f64>, runs: Vec<MemoryRun>) -> AppFigures {
+    let mut by_open: Vec<&MemoryRun> = runs.iter().collect();
+    by_open.sort_by_key(|r| r.open.pss_kib);
+    let median = by_open.get(by_open.len() / 2).copied().cloned();
+    let mut f = figures(
+        paint,
+        session,
+        median.as_ref().map(|m| m.idle.clone()).unwrap_or_default(),
+    );
+    f.open = median.as_ref().map(|m| m.open.clone());
+    f.rows_rendered = median.map(|m| m.rows);
+    f.memory_runs = runs;
+    f
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -646,6 +782,7 @@ fn tree_memory(app: &Path) -> Result<Memory> {
     pids.extend(descendants(roots[0]));
     let mut mem = Memory {
         pss_kib: 0,
+        uss_kib: 0,
         rss_kib: 0,
         by_process: BTreeMap::new(),
         processes: 0,
@@ -656,6 +793,7 @@ fn tree_memory(app: &Path) -> Result<Memory> {
         };
         let comm = table.get(&pid).map(|(_, c)| c.clone()).unwrap_or_default();
         mem.pss_kib += s.pss_kib;
+        mem.uss_kib += s.uss_kib;
         mem.rss_kib += s.rss_kib;
         *mem.by_process.entry(comm).or_default() += s.pss_kib;
         mem.processes += 1;
@@ -674,9 +812,15 @@ fn tree_memory(app: &Path) -> Result<Memory> {
     Ok(mem)
 }
 
-/// The table printed after the run (and pasted into docs/benchmarks.md).
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The table printed after the run (and pasted into docs/benchmarks.md): every build next to
+/// the empty window (with the ratio to it when there is one build), then, with several builds,
+/// the comparison with the first.
 pub fn render(r: &FootprintResult) -> String {
-    let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
+    let mib = |k: u64| format!("{:.1}", mib(k));
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
             format!("{:.2}x", a / b)
@@ -684,51 +828,113 @@ pub fn render(r: &FootprintResult) -> String {
             "-".into()
         }
     };
+    let empty = r.empty.as_ref();
+    let with_ratio = r.apps.len() == 1 && empty.is_some();
+    // One row: a cell per build, the empty window's, and the single build's ratio to it. The
+    // closures give the empty window's cell and the ratio, when there is an empty window.
+    let row = |name: &str,
+               cells: Vec<String>,
+               empty_cell: &dyn Fn(&AppFigures) -> String,
+               ratio_cell: &dyn Fn(&AppFigures) -> String| {
+        let mut line = format!("| {name} |");
+        for c in cells {
+            line.push_str(&format!(" {c} |"));
+        }
+        if let Some(e) = empty {
+            line.push_str(&format!(" {} |", empty_cell(e)));
+            if with_ratio {
+                line.push_str(&format!(" {} |", ratio_cell(e)));
+            }
+        }
+        line.push('\n');
+        line
+    };
+    let first = &r.apps[0].figures;
+    let labels: Vec<String> = r.apps.iter().map(|a| a.label.clone()).collect();
     let mut s = String::new();
     s.push_str(&format!(
         "\n### App footprint ({} cold starts each, {} messages, memory after {:.0} s; load {} -> {})\n\n",
         r.runs, r.messages, r.settle_secs, r.load_before, r.load_after
     ));
-    s.push_str("| measure | natter-desktop | empty Tauri window | ratio |\n|---|---|---|---|\n");
-    s.push_str(&format!(
-        "| cold start to first paint, median ms (runs) | {:.0} ({}) | {:.0} ({}) | {} |\n",
-        r.natter.first_paint_median_ms,
-        join_ms(&r.natter.first_paint_ms),
-        r.empty.first_paint_median_ms,
-        join_ms(&r.empty.first_paint_ms),
-        ratio(
-            r.natter.first_paint_median_ms,
-            r.empty.first_paint_median_ms
+    s.push_str(&row(
+        "measure",
+        labels.clone(),
+        &|_| "empty Tauri window".into(),
+        &|_| "ratio".into(),
+    ));
+    s.push_str(
+        &row(
+            "---",
+            labels.iter().map(|_| "---".into()).collect(),
+            &|_| "---".into(),
+            &|_| "---".into(),
         )
+        .replace(' ', ""),
+    );
+    let paint = |f: &AppFigures| {
+        format!(
+            "{:.0} ({})",
+            f.first_paint_median_ms,
+            join_ms(&f.first_paint_ms)
+        )
+    };
+    s.push_str(&row(
+        "cold start to first paint, median ms (runs)",
+        r.apps.iter().map(|a| paint(&a.figures)).collect(),
+        &paint,
+        &|e| ratio(first.first_paint_median_ms, e.first_paint_median_ms),
     ));
-    s.push_str(&format!(
-        "| spawn to WebDriver session, median ms | {:.0} | {:.0} | {} |\n",
-        r.natter.session_median_ms,
-        r.empty.session_median_ms,
-        ratio(r.natter.session_median_ms, r.empty.session_median_ms)
+    s.push_str(&row(
+        "spawn to WebDriver session, median ms",
+        r.apps
+            .iter()
+            .map(|a| format!("{:.0}", a.figures.session_median_ms))
+            .collect(),
+        &|e| format!("{:.0}", e.session_median_ms),
+        &|e| ratio(first.session_median_ms, e.session_median_ms),
     ));
-    s.push_str(&format!(
-        "| PSS idle, MiB (all processes) | {} | {} | {} |\n",
-        mib(r.natter.idle.pss_kib),
-        mib(r.empty.idle.pss_kib),
-        ratio(r.natter.idle.pss_kib as f64, r.empty.idle.pss_kib as f64)
+    s.push_str(&row(
+        "PSS idle, MiB (all processes)",
+        r.apps.iter().map(|a| mib(a.figures.idle.pss_kib)).collect(),
+        &|e| mib(e.idle.pss_kib),
+        &|e| ratio(first.idle.pss_kib as f64, e.idle.pss_kib as f64),
     ));
-    if let Some(open) = &r.natter.open {
-        s.push_str(&format!(
-            "| PSS with the {}-message conversation open, MiB | {} | - | {} |\n",
-            r.messages,
-            mib(open.pss_kib),
-            ratio(open.pss_kib as f64, r.empty.idle.pss_kib as f64)
-        ));
+    let open_pss = |f: &AppFigures| f.open.as_ref().map(|m| m.pss_kib);
+    s.push_str(&row(
+        &format!("PSS with the {}-message conversation open, MiB", r.messages),
+        r.apps
+            .iter()
+            .map(|a| open_pss(&a.figures).map_or("-".into(), mib))
+            .collect(),
+        &|_| "-".into(),
+        &|e| open_pss(first).map_or("-".into(), |k| ratio(k as f64, e.idle.pss_kib as f64)),
+    ));
+    s.push_str(&row(
+        "RSS idle, MiB (sum, double-counts shared pages)",
+        r.apps.iter().map(|a| mib(a.figures.idle.rss_kib)).collect(),
+        &|e| mib(e.idle.rss_kib),
+        &|_| "-".into(),
+    ));
+
+    s.push_str("\nPSS by process (MiB):\n\n| process |");
+    for l in &labels {
+        s.push_str(&format!(" {l} idle | {l} open |"));
     }
-    s.push_str(&format!(
-        "| RSS idle, MiB (sum, double-counts shared pages) | {} | {} | - |\n",
-        mib(r.natter.idle.rss_kib),
-        mib(r.empty.idle.rss_kib)
-    ));
-    s.push_str("\nPSS by process (MiB):\n\n| process | natter idle | natter open | empty window |\n|---|---|---|---|\n");
-    let mut names: Vec<&String> = r.natter.idle.by_process.keys().collect();
-    names.extend(r.empty.idle.by_process.keys());
+    if empty.is_some() {
+        s.push_str(" empty window |");
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|---|".repeat(labels.len()));
+    if empty.is_some() {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    let mut names: Vec<&String> = r
+        .apps
+        .iter()
+        .flat_map(|a| a.figures.idle.by_process.keys())
+        .chain(empty.into_iter().flat_map(|e| e.idle.by_process.keys()))
+        .collect();
     names.sort();
     names.dedup();
     for name in names {
@@ -737,20 +943,83 @@ pub fn render(r: &FootprintResult) -> String {
                 .map(|k| mib(*k))
                 .unwrap_or_else(|| "-".into())
         };
-        s.push_str(&format!(
-            "| {name} | {} | {} | {} |\n",
-            get(Some(&r.natter.idle)),
-            get(r.natter.open.as_ref()),
-            get(Some(&r.empty.idle))
-        ));
+        s.push_str(&format!("| {name} |"));
+        for a in &r.apps {
+            s.push_str(&format!(
+                " {} | {} |",
+                get(Some(&a.figures.idle)),
+                get(a.figures.open.as_ref())
+            ));
+        }
+        if let Some(e) = empty {
+            s.push_str(&format!(" {} |", get(Some(&e.idle))));
+        }
+        s.push('\n');
     }
-    if let Some(rows) = r.natter.rows_rendered {
+    s.push('\n');
+    for a in &r.apps {
+        if let Some(rows) = a.figures.rows_rendered {
+            s.push_str(&format!(
+                "Message rows in the DOM with the conversation open ({}): {rows} of {}.\n",
+                a.label, r.messages
+            ));
+        }
+    }
+    if r.apps.len() > 1 {
         s.push_str(&format!(
-            "\nMessage rows in the DOM with the conversation open: {rows} of {}.\n",
-            r.messages
+            "\n### {} compared (medians of {} cold starts and {} memory runs each)\n\n",
+            labels.join(" vs "),
+            r.runs,
+            r.memory_runs
         ));
+        let measures = measures(r);
+        s.push_str(&compare::render_table(&labels, &measures));
+        s.push_str("\nEvery run:\n\n");
+        s.push_str(&compare::render_samples(&labels, &measures));
     }
     s
+}
+
+/// The figures issue 14 compares between builds of the app: first the two it names (cold
+/// start to the first painted message of cached history, PSS with the big conversation open),
+/// then USS open (what PSS would be without other programs sharing the libraries), idle PSS
+/// and the spawn-to-session time.
+pub fn measures(r: &FootprintResult) -> Vec<Measure> {
+    let per_app = |f: &dyn Fn(&AppFigures) -> Vec<f64>| -> Vec<Vec<f64>> {
+        r.apps.iter().map(|a| f(&a.figures)).collect()
+    };
+    vec![
+        Measure {
+            name: "cold start to first painted message, ms".into(),
+            better: Better::Lower,
+            decimals: 0,
+            samples: per_app(&|f| f.first_paint_ms.clone()),
+        },
+        Measure {
+            name: format!("PSS with the {}-message conversation open, MiB", r.messages),
+            better: Better::Lower,
+            decimals: 1,
+            samples: per_app(&|f| f.memory_runs.iter().map(|m| mib(m.open.pss_kib)).collect()),
+        },
+        Measure {
+            name: "USS (private pages) with the conversation open, MiB".into(),
+            better: Better::Lower,
+            decimals: 1,
+            samples: per_app(&|f| f.memory_runs.iter().map(|m| mib(m.open.uss_kib)).collect()),
+        },
+        Measure {
+            name: "PSS idle, MiB".into(),
+            better: Better::Lower,
+            decimals: 1,
+            samples: per_app(&|f| f.memory_runs.iter().map(|m| mib(m.idle.pss_kib)).collect()),
+        },
+        Measure {
+            name: "spawn to WebDriver session, ms".into(),
+            better: Better::Lower,
+            decimals: 0,
+            samples: per_app(&|f| f.session_ms.clone()),
+        },
+    ]
 }
 
 fn join_ms(v: &[f64]) -> String {
@@ -763,6 +1032,166 @@ fn join_ms(v: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Memory of `pss` MiB split between a UI process and WebKit's web process, half of it
+    /// private.
+    fn memory(ui: &str, pss_mib: u64) -> Memory {
+        let by_process = BTreeMap::from([
+            (ui.to_string(), 64 * 1024),
+            ("WebKitWebProces".to_string(), (pss_mib - 64) * 1024),
+        ]);
+        Memory {
+            pss_kib: pss_mib * 1024,
+            uss_kib: pss_mib * 512,
+            rss_kib: 2 * pss_mib * 1024,
+            by_process,
+            processes: 3,
+        }
+    }
+
+    /// A build with one memory run per `(idle, open)` PSS in MiB.
+    fn app(label: &str, paint: Vec<f64>, memory_runs: &[(u64, u64)]) -> NamedFigures {
+        let session = paint.iter().map(|p| p / 2.0).collect();
+        let runs = memory_runs
+            .iter()
+            .map(|&(idle, open)| MemoryRun {
+                idle: memory("natter-desktop", idle),
+                open: memory("natter-desktop", open),
+                rows: 25,
+            })
+            .collect();
+        NamedFigures {
+            label: label.into(),
+            path: format!("/bins/{label}/natter-desktop").into(),
+            figures: app_figures(paint, session, runs),
+        }
+    }
+
+    fn result(apps: Vec<NamedFigures>, empty: Option<AppFigures>) -> FootprintResult {
+        FootprintResult {
+            messages: 10_000,
+            runs: 3,
+            memory_runs: 3,
+            settle_secs: 3.0,
+            load_before: "0.5".into(),
+            load_after: "0.6".into(),
+            apps,
+            empty,
+        }
+    }
+
+    fn line<'a>(out: &'a str, start: &str) -> &'a str {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in\n{out}"))
+    }
+
+    #[test]
+    fn one_build_is_shown_against_the_empty_window() {
+        let empty = figures(
+            vec![300.0, 400.0, 350.0],
+            vec![100.0, 100.0, 100.0],
+            memory("natter-empty-wi", 250),
+        );
+        let r = result(
+            vec![app(
+                compare::DEFAULT_APP_LABEL,
+                vec![600.0, 500.0, 700.0],
+                &[(300, 330)],
+            )],
+            Some(empty),
+        );
+        let out = render(&r);
+        assert!(
+            out.contains(
+                "| measure | natter-desktop | empty Tauri window | ratio |\n|---|---|---|---|\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            line(&out, "| cold start"),
+            "| cold start to first paint, median ms (runs) | 600 (600, 500, 700) | 350 (300, 400, 350) | 1.71x |"
+        );
+        assert_eq!(
+            line(&out, "| PSS with the"),
+            "| PSS with the 10000-message conversation open, MiB | 330.0 | - | 1.32x |"
+        );
+        assert!(
+            out.contains("| process | natter-desktop idle | natter-desktop open | empty window |"),
+            "{out}"
+        );
+        assert!(out.contains("| natter-empty-wi | - | - | 64.0 |"), "{out}");
+        assert!(
+            !out.contains("compared"),
+            "one build has nothing to compare: {out}"
+        );
+    }
+
+    #[test]
+    fn two_builds_get_the_comparison_table() {
+        let r = result(
+            vec![
+                app(
+                    "old",
+                    vec![600.0, 500.0, 700.0],
+                    &[(300, 330), (310, 340), (280, 300)],
+                ),
+                // The run with the median PSS open (320) stands for the build in the tables.
+                app(
+                    "new",
+                    vec![640.0, 700.0, 690.0],
+                    &[(250, 400), (290, 320), (240, 300)],
+                ),
+            ],
+            None,
+        );
+        let out = render(&r);
+        // No empty window: no column for it, and no ratio to it.
+        assert!(
+            out.contains("| measure | old | new |\n|---|---|---|\n"),
+            "{out}"
+        );
+        assert_eq!(
+            line(&out, "| PSS idle"),
+            "| PSS idle, MiB (all processes) | 300.0 | 290.0 |"
+        );
+        assert_eq!(
+            line(&out, "| PSS with the"),
+            "| PSS with the 10000-message conversation open, MiB | 330.0 | 320.0 |"
+        );
+        assert!(
+            out.contains(
+                "| process | old idle | old open | new idle | new open |\n|---|---|---|---|---|\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("### old vs new compared"), "{out}");
+        // Medians 600 and 690 ms: 1.15x, 15% slower.
+        assert!(
+            out.contains("| cold start to first painted message, ms | lower | 600 | 690 | 1.15x | **NO** (15.0% worse) |"),
+            "{out}"
+        );
+        // Medians of the memory runs: open 330 and 320, USS half of that; idle 300 and 250.
+        assert!(
+            out.contains("| PSS with the 10000-message conversation open, MiB | lower | 330.0 | 320.0 | 0.97x | yes |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| USS (private pages) with the conversation open, MiB | lower | 165.0 | 160.0 | 0.97x | yes |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| PSS idle, MiB | lower | 300.0 | 250.0 | 0.83x | yes (16.7% better) |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| PSS idle, MiB | new | 250.0 | 290.0 | 240.0 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Message rows in the DOM with the conversation open (new): 25 of 10000.")
+        );
+    }
 
     #[test]
     fn comm_and_parent_survive_odd_process_names() {

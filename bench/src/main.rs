@@ -6,6 +6,7 @@
 //! the server under test to the other, and a single thread on a dedicated core is the cheapest
 //! way to drive thousands of sockets (no cross-thread wakeups).
 
+mod compare;
 mod floor;
 mod footprint;
 mod load;
@@ -17,7 +18,8 @@ mod target;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use scenarios::Env;
+use compare::Named;
+use scenarios::{Env, REALISTIC_RATE, REALISTIC_ROOMS, REALISTIC_USERS};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use target::{Kind, Launch};
@@ -78,13 +80,21 @@ enum Cmd {
     /// The desktop app: cold start to first painted message of cached history, and PSS of the
     /// app with its WebKit processes (idle, conversation open), against an empty Tauri window.
     /// Needs Xvfb, tauri-driver and WebKitWebDriver.
+    ///
+    /// Give `--app` twice as LABEL=PATH (`--app old=... --app new=...`) to compare two builds in
+    /// one run: the table then has each build's figures, its ratio to the first and whether it
+    /// is within 10% of it.
     Footprint {
-        /// natter-desktop, release build.
-        #[arg(long, default_value = "target/release/natter-desktop")]
-        app: PathBuf,
+        /// natter-desktop, release build: PATH, or LABEL=PATH; repeat to compare builds (the
+        /// first is the baseline).
+        #[arg(long = "app", value_parser = compare::parse_app, default_value = "target/release/natter-desktop")]
+        apps: Vec<Named>,
         /// bench/empty-window, release build.
         #[arg(long, default_value = "target/release/natter-empty-window")]
         empty: PathBuf,
+        /// Leave the empty window out (when comparing builds, it is only a reference).
+        #[arg(long)]
+        skip_empty: bool,
         /// natter-server (fills the app's profile: registration and first sync).
         #[arg(long, default_value = "target/release/natter-server")]
         natter_server: PathBuf,
@@ -94,12 +104,40 @@ enum Cmd {
         /// Cold starts of each app; the median is reported.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Times each build's memory is read, the builds rotating (default: --runs when
+        /// comparing builds, else 1). Another WebKit program on the machine lowers PSS while
+        /// it runs; the median of several runs sees past that.
+        #[arg(long)]
+        memory_runs: Option<usize>,
         /// Seconds memory is left to settle before it is read.
         #[arg(long, default_value_t = 3.0)]
         settle: f64,
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Issue 14: two or more natter-server builds in one run, interleaved round by round:
+    /// deliveries per server CPU-second and p99 of the fan-out at each rate, the realistic
+    /// scenario's p99 and server memory per idle connection, with each build's ratio to the
+    /// first and whether it is within 10% of it.
+    Compare {
+        /// A natter-server build as LABEL=PATH (e.g. old=/work/bench-bins/old/natter-server);
+        /// give it at least twice. The first is the baseline.
+        #[arg(long = "server", value_parser = compare::parse_named, required = true)]
+        servers: Vec<Named>,
+        /// Rounds; each runs every scenario for every build, the order reversed every round.
+        /// The table shows the medians (on a 2-core host one build's p99 varies by tens of %
+        /// between rounds: fewer rounds cannot resolve 10%).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Clients in the fan-out room.
+        #[arg(long, default_value_t = TARGET_CLIENTS)]
+        clients: usize,
+        /// Fan-out publish rates, messages/s, comma-separated (every one runs, saturated or not).
+        #[arg(long, value_delimiter = ',', default_value = "50,800")]
+        rates: Vec<f64>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// The reference floor server (bench/src/floor.rs), started by the harness like the peers:
     /// listens on 127.0.0.1, prints `LISTENING <port>`.
@@ -123,6 +161,16 @@ struct Common {
     /// The peers' directory (with node_modules installed).
     #[arg(long, default_value = "bench/peers")]
     peers: PathBuf,
+    /// Largest N of the fan-out scenario (also the number of Natter users registered).
+    #[arg(long, default_value_t = 5000)]
+    max_clients: usize,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How the network scenarios run, whichever servers they run against.
+#[derive(Args, Clone)]
+struct RunArgs {
     /// CPU list the server under test is pinned to.
     #[arg(long, default_value = "0")]
     server_cpus: String,
@@ -135,12 +183,28 @@ struct Common {
     /// Idle connections to open (default: the open-file limit less a margin for the process).
     #[arg(long)]
     idle: Option<usize>,
-    /// Largest N of the fan-out scenario (also the number of Natter users registered).
-    #[arg(long, default_value_t = 5000)]
-    max_clients: usize,
     /// Write every figure as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup)
+    }
+
+    fn measure(&self) -> Duration {
+        Duration::from_secs_f64(self.measure)
+    }
+
+    fn idle_count(&self) -> usize {
+        self.idle.unwrap_or_else(|| {
+            // The server needs a few hundred descriptors of its own (listener, SQLite, epoll,
+            // node's internals), and so does the generator.
+            let limit = procfs::open_file_limit().unwrap_or(1024) as usize;
+            limit.saturating_sub(1_000).max(100)
+        })
+    }
 }
 
 impl Common {
@@ -162,15 +226,9 @@ impl Common {
         let launch = Launch {
             natter_server: self.natter_server.clone(),
             peers_dir: self.peers.clone(),
-            server_cpus: self.server_cpus.clone(),
+            server_cpus: self.run.server_cpus.clone(),
         };
-        let mut env = Env {
-            launch,
-            natter_template: None,
-            tokens: Vec::new(),
-            warmup: Duration::from_secs_f64(self.warmup),
-            measure: Duration::from_secs_f64(self.measure),
-        };
+        let mut env = Env::new(launch, self.run.warmup(), self.run.measure());
         if self.kinds()?.contains(&Kind::Natter) {
             if !self.natter_server.is_file() {
                 bail!(
@@ -182,22 +240,10 @@ impl Common {
         }
         Ok(env)
     }
-
-    fn idle_count(&self) -> usize {
-        self.idle.unwrap_or_else(|| {
-            // The server needs a few hundred descriptors of its own (listener, SQLite, epoll,
-            // node's internals), and so does the generator.
-            let limit = procfs::open_file_limit().unwrap_or(1024) as usize;
-            limit.saturating_sub(1_000).max(100)
-        })
-    }
 }
 
 /// The N of issue 5's fan-out target.
 const TARGET_CLIENTS: usize = 1_000;
-
-/// Users the realistic scenario needs: 100 rooms of 10.
-const REALISTIC_USERS: usize = 1_000;
 
 /// The fan-out plan: for each N the publish rates (messages/s), chosen so every N passes
 /// through 50,000 deliveries/s (the target's load) and then doubles up to 800,000 deliveries/s,
@@ -236,8 +282,11 @@ async fn run(cli: Cli) -> Result<()> {
         | Cmd::Fanout { common, .. }
         | Cmd::Idle { common }
         | Cmd::Realistic { common }
-        | Cmd::Slow { common } => common.json.clone(),
-        Cmd::Store { .. } | Cmd::Footprint { .. } | Cmd::FloorServer { .. } => None,
+        | Cmd::Slow { common } => common.run.json.clone(),
+        Cmd::Store { .. }
+        | Cmd::Footprint { .. }
+        | Cmd::Compare { .. }
+        | Cmd::FloorServer { .. } => None,
     };
     match cli.cmd {
         Cmd::All {
@@ -275,10 +324,10 @@ async fn run(cli: Cli) -> Result<()> {
             for &k in &kinds {
                 results
                     .realistic
-                    .push(scenarios::realistic(&env, k, 100, 500.0).await?);
+                    .push(scenarios::realistic(&env, k, REALISTIC_ROOMS, REALISTIC_RATE).await?);
             }
             eprintln!("== scenario 2: idle connections");
-            let count = common.idle_count();
+            let count = common.run.idle_count();
             for &k in &kinds {
                 results.idle.push(scenarios::idle(&env, k, count).await?);
             }
@@ -301,12 +350,12 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Idle { common } => {
             let env = common
-                .env(common.max_clients.min(common.idle_count()))
+                .env(common.max_clients.min(common.run.idle_count()))
                 .await?;
             for k in common.chat_kinds()? {
                 results
                     .idle
-                    .push(scenarios::idle(&env, k, common.idle_count()).await?);
+                    .push(scenarios::idle(&env, k, common.run.idle_count()).await?);
             }
         }
         Cmd::Realistic { common } => {
@@ -314,7 +363,7 @@ async fn run(cli: Cli) -> Result<()> {
             for k in common.chat_kinds()? {
                 results
                     .realistic
-                    .push(scenarios::realistic(&env, k, 100, 500.0).await?);
+                    .push(scenarios::realistic(&env, k, REALISTIC_ROOMS, REALISTIC_RATE).await?);
             }
         }
         Cmd::Slow { common } => {
@@ -330,12 +379,38 @@ async fn run(cli: Cli) -> Result<()> {
         }
         // main() runs it on its own runtime before this one exists.
         Cmd::FloorServer { .. } => bail!("floor-server does not run inside the harness"),
+        Cmd::Compare {
+            servers,
+            rounds,
+            clients,
+            rates,
+            run,
+        } => {
+            let opts = compare::ServerOptions {
+                servers,
+                rounds,
+                clients,
+                rates,
+                idle: run.idle_count(),
+                users: clients.max(REALISTIC_USERS),
+                server_cpus: run.server_cpus.clone(),
+                warmup: run.warmup(),
+                measure: run.measure(),
+            };
+            eprintln!("== natter-bench compare, load {}", procfs::loadavg());
+            let c = compare::run_servers(&opts).await?;
+            print!("{}", compare::render_servers(&c));
+            write_json(run.json.as_deref(), &c)?;
+            return Ok(());
+        }
         Cmd::Footprint {
-            app,
+            apps,
             empty,
+            skip_empty,
             natter_server,
             messages,
             runs,
+            memory_runs,
             settle,
             json,
         } => {
@@ -345,29 +420,34 @@ async fn run(cli: Cli) -> Result<()> {
                 "--settle must be a number of seconds"
             );
             anyhow::ensure!(messages > 0, "--messages must be at least 1");
+            compare::check_labels(&apps, "app")?;
+            let several = apps.len() > 1;
             let opts = footprint::Options {
-                app,
-                empty,
+                apps,
+                empty: (!skip_empty).then_some(empty),
                 natter_server,
                 messages,
                 runs,
+                memory_runs: memory_runs.unwrap_or(if several { runs } else { 1 }),
                 settle: Duration::from_secs_f64(settle),
             };
             eprintln!("== app footprint, load {}", procfs::loadavg());
             let r = footprint::run(&opts).await?;
             print!("{}", footprint::render(&r));
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&r)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+            write_json(json.as_deref(), &r)?;
             return Ok(());
         }
     }
     results.elapsed_secs = started.elapsed().as_secs_f64();
     results.load_after = procfs::loadavg();
     print!("{}", results.render());
-    if let Some(path) = json_path {
-        std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+    write_json(json_path.as_deref(), &results)
+}
+
+/// Write a run's figures as JSON to `path`, when one was asked for.
+fn write_json(path: Option<&std::path::Path>, figures: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(figures)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -17,8 +17,13 @@ pub struct Sample {
     pub sys_secs: f64,
     /// Resident set size, in KiB.
     pub rss_kib: u64,
-    /// Proportional set size, in KiB (0 when smaps_rollup is not readable).
+    /// Proportional set size, in KiB (0 when smaps_rollup is not readable). Shared pages count
+    /// divided by the number of processes mapping them, so other programs using the same
+    /// libraries (another WebKit app) lower it.
     pub pss_kib: u64,
+    /// Unique set size (Private_Clean + Private_Dirty), in KiB: pages no other process maps,
+    /// so unaffected by what else runs (0 when smaps_rollup is not readable).
+    pub uss_kib: u64,
 }
 
 /// Clock ticks per second for /proc/PID/stat. Linux has used 100 (USER_HZ) on every
@@ -75,10 +80,10 @@ pub fn sample(pid: u32) -> Result<Sample> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let rss_kib = kib_field(&status, "VmRSS:").unwrap_or(0);
-    let pss_kib = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| kib_field(&s, "Pss:"))
-        .unwrap_or(0);
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |key| kib_field(&rollup, key).unwrap_or(0);
+    let pss_kib = field("Pss:");
+    let uss_kib = field("Private_Clean:") + field("Private_Dirty:");
     let (user_secs, sys_secs) = cpu_split(pid)?;
     Ok(Sample {
         cpu_secs: user_secs + sys_secs,
@@ -86,6 +91,7 @@ pub fn sample(pid: u32) -> Result<Sample> {
         sys_secs,
         rss_kib,
         pss_kib,
+        uss_kib,
     })
 }
 
@@ -139,6 +145,13 @@ mod tests {
         assert!(s.cpu_secs >= 0.0);
         assert_eq!(s.cpu_secs, s.user_secs + s.sys_secs);
         assert!(kib_field("VmRSS:\t  1234 kB\n", "VmRSS:") == Some(1234));
+        // Private pages are part of the proportional share, which is part of what is resident.
+        assert!(
+            s.uss_kib > 0 && s.uss_kib <= s.pss_kib && s.pss_kib <= s.rss_kib,
+            "{s:?}"
+        );
+        // "Pss:" is not "Pss_Anon:".
+        assert_eq!(kib_field("Pss_Anon: 5 kB\nPss: 9 kB\n", "Pss:"), Some(9));
         assert!(open_file_limit().unwrap_or(0) > 0);
         assert!(open_fds(std::process::id()).unwrap() >= 3);
     }

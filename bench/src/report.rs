@@ -19,7 +19,8 @@ pub struct Results {
     pub store: Option<StoreResult>,
 }
 
-fn machine() -> String {
+/// The machine line of a run's results: CPU, cores, kernel and the disk's sync time.
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -474,35 +475,16 @@ mod tests {
     }
 
     fn row(server: &'static str, dpc: f64, usr: f64, sys: f64) -> FanoutRow {
+        let mut step = StepResult::example();
+        step.server_cpu_pct = usr + sys;
+        step.server_usr_pct = usr;
+        step.server_sys_pct = sys;
+        step.deliveries_per_cpu_sec = dpc;
         FanoutRow {
             server,
             clients: 1000,
             connect_secs: 1.0,
-            step: StepResult {
-                rate: 50.0,
-                offered_deliveries: 50_000.0,
-                measured_messages: 150,
-                deliveries: 150_000,
-                deliveries_per_sec: 50_000.0,
-                lost: 0,
-                duplicates: 0,
-                p50_us: 1_000,
-                p99_us: 5_000,
-                max_us: 9_000,
-                pacer_late_p50_us: 100,
-                pacer_late_p99_us: 900,
-                first_p50_us: 300,
-                first_p99_us: 700,
-                server_cpu_secs: 1.0,
-                server_cpu_pct: usr + sys,
-                server_usr_pct: usr,
-                server_sys_pct: sys,
-                gen_cpu_pct: 30.0,
-                deliveries_per_cpu_sec: dpc,
-                server_rss_kib: 10_240,
-                errors: 0,
-                closed: 0,
-            },
+            step,
         }
     }
 

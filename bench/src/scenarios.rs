@@ -27,6 +27,17 @@ pub struct Env {
 }
 
 impl Env {
+    /// An environment whose Natter users are not registered yet ([`Env::prepare_natter`]).
+    pub fn new(launch: Launch, warmup: Duration, measure: Duration) -> Env {
+        Env {
+            launch,
+            natter_template: None,
+            tokens: Vec::new(),
+            warmup,
+            measure,
+        }
+    }
+
     /// Register `users` Natter users once (server on all cores: argon2 is the cost), then stop
     /// that server and keep its data directory as the template.
     pub async fn prepare_natter(&mut self, users: usize) -> Result<()> {
@@ -320,6 +331,13 @@ pub struct RealisticResult {
 
 /// Members of each room who stay connected; the tenth member of every room churns.
 const STEADY_PER_ROOM: usize = 9;
+
+/// The realistic scenario as every run plays it: 100 rooms of 10, 500 messages/s.
+pub const REALISTIC_ROOMS: usize = 100;
+pub const REALISTIC_RATE: f64 = 500.0;
+
+/// Natter users the realistic scenario needs: every member of every room (steady and churning).
+pub const REALISTIC_USERS: usize = REALISTIC_ROOMS * (STEADY_PER_ROOM + 1);
 
 /// Scenario 3: rooms of 10 (9 steady members + 1 that keeps reconnecting and fetching the
 /// room's latest history page), 80% room messages and 20% DMs between steady members.

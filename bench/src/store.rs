@@ -128,9 +128,17 @@ pub(crate) fn text(rng: &mut Rng, i: usize) -> String {
     t
 }
 
+/// Median and maximum of timings (not empty). An even count's median is the mean of the two
+/// middle values: the upper one alone made a two-sample median the maximum.
 pub(crate) fn median_max(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[v.len() - 1])
+    let n = v.len();
+    let median = if n % 2 == 0 {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    };
+    (median, v[n - 1])
 }
 
 fn time_ms<T>(f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
@@ -276,6 +284,14 @@ mod tests {
             .searches
             .iter()
             .all(|s| s.hits > 0 && s.matching >= s.hits as u64));
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median_max(vec![3.0, 1.0, 2.0]), (2.0, 3.0));
+        assert_eq!(median_max(vec![30.0, 10.0]), (20.0, 30.0));
+        assert_eq!(median_max(vec![4.0, 1.0, 3.0, 2.0]), (2.5, 4.0));
+        assert_eq!(median_max(vec![7.0]), (7.0, 7.0));
     }
 
     #[test]
