@@ -90,8 +90,7 @@ async fn a_burst_of_pushes_sends_changes_not_conversation_lists() {
         alice
             .send_frame(&ClientFrame::Send {
                 id,
-                conv: Some(convs[i % CONVS]),
-                to: None,
+                target: natter::protocol::Target::Conv(convs[i % CONVS]),
                 client_msg_id: Uuid::new_v4(),
                 text: format!("burst message {i}"),
             })
