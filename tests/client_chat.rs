@@ -124,10 +124,7 @@ async fn two_users_chat_in_a_room_and_a_dm() {
     assert_eq!(bob.conversation(general).await.unwrap().unwrap().unread, 0);
 
     // DM: the conversation is created by the first message.
-    let dm = bob
-        .send(Target::User("alice".into()), "psst")
-        .await
-        .unwrap();
+    let dm = bob.send(Target::To("alice".into()), "psst").await.unwrap();
     assert_eq!(dm.conv, None);
     let got = next_message(&mut alice_rx, |m| m.text == "psst").await;
     let dm_conv = got.conv.unwrap();
@@ -158,7 +155,7 @@ async fn two_users_chat_in_a_room_and_a_dm() {
         bob.find_conversation(ConvKind::Dm, "alice").await.unwrap(),
         Some(dm_conv)
     );
-    let reply = alice.send(Target::User("bob".into()), "ok!").await.unwrap();
+    let reply = alice.send(Target::To("bob".into()), "ok!").await.unwrap();
     assert_eq!(reply.conv, Some(dm_conv));
     let got = next_message(&mut bob_rx, |m| m.text == "ok!").await;
     assert_eq!(got.conv, Some(dm_conv));
@@ -269,7 +266,7 @@ async fn rooms_members_and_errors_map_to_codes() {
     .await;
     assert!(failed.error.as_deref().is_some_and(|e| !e.is_empty()));
     // A DM to nobody fails too.
-    let m = bob.send(Target::User("ghost".into()), "boo").await.unwrap();
+    let m = bob.send(Target::To("ghost".into()), "boo").await.unwrap();
     next_message(&mut rx, |x| {
         x.local_id == m.local_id && x.state == MessageState::Failed
     })

@@ -647,7 +647,7 @@ async fn offline_start_is_instant_and_queues() {
     .unwrap();
     assert!(t0.elapsed() < Duration::from_millis(500));
     let m = client
-        .send(Target::User("bob".into()), "while offline")
+        .send(Target::To("bob".into()), "while offline")
         .await
         .unwrap();
     assert_eq!((m.state, m.conv), (MessageState::Pending, None));
@@ -657,7 +657,7 @@ async fn offline_start_is_instant_and_queues() {
         Err(ClientError::Invalid(_))
     ));
     assert!(matches!(
-        client.send(Target::User("bad name".into()), "x").await,
+        client.send(Target::To("bad name".into()), "x").await,
         Err(ClientError::Invalid(_))
     ));
     let mut state = client.connection_watch();

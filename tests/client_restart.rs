@@ -277,7 +277,7 @@ async fn offline_message_is_delivered_exactly_once_after_a_client_restart() {
         .await
         .unwrap();
     alice
-        .send(Target::User("bob".into()), "dm offline")
+        .send(Target::To("bob".into()), "dm offline")
         .await
         .unwrap();
     alice

@@ -119,15 +119,7 @@ pub async fn send(
     to: Option<String>,
     text: String,
 ) -> CmdResult<String> {
-    let target = match (conv, to) {
-        (Some(conv), None) => Target::Conv(conv),
-        (None, Some(user)) => Target::User(user),
-        _ => {
-            return Err(CommandError::invalid(
-                "send needs exactly one of conv or to",
-            ))
-        }
-    };
+    let target = Target::from_fields(conv, to).map_err(CommandError::invalid)?;
     let client = shell.require_client()?;
     // The message itself reaches the UI once, as the `natter://message` event (added).
     Ok(client.send(target, &text).await?.local_id)

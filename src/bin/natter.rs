@@ -504,7 +504,7 @@ async fn send(
     let reachable = online(client, wait).await?;
     let (kind, name) = parse_target(target);
     let to = match kind {
-        ConvKind::Dm => Target::User(name.to_owned()),
+        ConvKind::Dm => Target::To(name.to_owned()),
         ConvKind::Room => Target::Conv(find(client, target).await?),
     };
     let msg = client.send(to, text).await?;

@@ -200,12 +200,8 @@ pub enum ClientEvent {
 }
 
 /// Where a message goes: an existing conversation, or a direct message to a user (the
-/// conversation is created by the server on the first message).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Conv(ConvId),
-    User(String),
-}
+/// conversation is created by the server on the first message). The wire's own type.
+pub use crate::protocol::Target;
 
 /// How a client connects and where it keeps its data.
 #[derive(Debug, Clone)]
@@ -706,7 +702,7 @@ impl Client {
         }
         let (conv, to_user) = match target {
             Target::Conv(id) => (Some(id), None),
-            Target::User(name) => {
+            Target::To(name) => {
                 // A name that no account can have fails here rather than after a round trip.
                 if let Err(e) = crate::names::name(&name, crate::names::NameKind::Username) {
                     return Err(ClientError::Invalid(format!("no such user name: {e}")));

@@ -269,7 +269,7 @@ impl Shared {
         ));
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         // Both end when the server does: the fan-out when the bus goes, presence on shutdown.
-        tokio::spawn(hub.clone().run_fanout(bus.subscribe()));
+        hub.clone().start_fanout(bus.subscribe())?;
         tokio::spawn(hub.clone().run_presence());
         tracing::debug!(node = format_args!("{node:x}"), "node started");
         Ok(Arc::new(Shared {

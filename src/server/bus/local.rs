@@ -1,5 +1,5 @@
 //! The in-process bus: one node, its hub as the subscriber. Publishing is a channel send, so
-//! the store's writer thread only hands events over; the fan-out happens on the hub's task.
+//! the store's writer thread only hands events over; the fan-out happens on the hub's fan-out thread.
 //! Events published inside [`super::hold_deliveries`] (a commit's) go out as one batch.
 //! The channels are unbounded because what feeds them is bounded already: the writer commits
 //! at most one batch at a time, and the hub drains what is there each turn.

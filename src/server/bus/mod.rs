@@ -2,7 +2,7 @@
 //!
 //! A service publishes an [`Event`] after its write committed, in commit order (from the
 //! store's [`Completion`](super::store::Completion)); each node's hub subscribes and fans the
-//! events out to its own connections on its own task, never on the thread that committed.
+//! events out to its own connections on its own thread, never on the thread that committed.
 //! Events say what changed, not who should hear it: each node works that out from its
 //! membership and its sockets.
 //!
@@ -17,7 +17,7 @@ use std::cell::RefCell;
 
 use tokio::sync::mpsc;
 
-use crate::protocol::ConvId;
+use crate::protocol::{ConvId, ErrorCode};
 
 use super::store::{UserId, WriteOutcome};
 
@@ -65,6 +65,13 @@ pub enum Event {
     },
     /// `user` is typing in `conv` (not stored).
     Typing { user: UserId, conv: ConvId },
+    /// A socket's write failed (nothing was committed): its node answers it with this error.
+    Refused {
+        conn: ConnId,
+        req: u64,
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// Carries events to every subscriber, each subscriber seeing one publisher's events in the

@@ -83,7 +83,7 @@ pub(crate) fn write_for_socket(
     caller: &Caller,
     op: WriteOp,
 ) -> Result<(), ServiceError> {
-    let (bus, hub) = (shared.bus.clone(), shared.hub.clone());
+    let bus = shared.bus.clone();
     let (conn, req) = (caller.conn, caller.req);
     shared.store.write(
         op,
@@ -92,7 +92,15 @@ pub(crate) fn write_for_socket(
                 outcome,
                 origin: Some(Origin::Socket { conn, req }),
             }),
-            Err(e) => hub.fail(conn, req, e.to_client()),
+            Err(e) => {
+                let (code, message) = e.to_client();
+                bus.publish(Event::Refused {
+                    conn,
+                    req,
+                    code,
+                    message,
+                })
+            }
         }),
     )?;
     Ok(())
