@@ -16,8 +16,12 @@
 //! bounded queue is full is closed with [`close::SLOW_CONSUMER`] (see [`super::outbound`]) and
 //! dropped from the hub, so one slow reader never slows a room.
 //!
-//! Presence is per user (two devices are one online user) and is pushed to every connected user,
-//! in batches: changes wait up to [`PRESENCE_WINDOW`] and then go out together as one frame,
+//! Presence is per user (two devices, on one node or two, are one online user). A node
+//! publishes on the bus when a user gets their first or loses their last connection there
+//! ([`Event::Presence`]); every hub, this one included, counts the nodes each user is on and
+//! announces the user when that makes them online or offline as a whole. (A node that dies
+//! publishes nothing: expiring its users is the cluster bus's job, with leases.) Changes are
+//! pushed to every connected user, in batches: changes wait up to [`PRESENCE_WINDOW`] and then go out together as one frame,
 //! encoded once and shared by every connection but those of the users it names
 //! ([`Hub::run_presence`]). When thousands of clients reconnect at once (a server restart),
 //! announcing each one to everyone else separately would cost a write and a frame per pair, N²
@@ -25,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
@@ -38,7 +42,7 @@ use crate::protocol::{
 };
 
 use super::auth::TokenHash;
-use super::bus::{ConnId, Event, NodeId, Origin};
+use super::bus::{Bus, ConnId, Event, NodeId, Origin};
 use super::clock::Clock;
 use super::outbound::{Outlet, WireFrame};
 use super::store::{Snapshot, UserId, WriteOutcome};
@@ -124,6 +128,9 @@ struct Outgoing {
     several: bool,
     /// A presence change was queued: wake the presence batcher.
     presence: bool,
+    /// Users who got their first connection on this node (true) or lost their last (false):
+    /// published on the bus once the lock is released.
+    flips: Vec<(UserId, bool)>,
 }
 
 impl Outgoing {
@@ -161,6 +168,10 @@ struct State {
     owner: HashMap<ConnId, UserId>,
     /// Presence changes not yet sent, oldest first: who, and whether now online.
     presence: Vec<(UserId, bool)>,
+    /// The nodes that have a connection of each user, as heard on the bus (this one included).
+    nodes_of: HashMap<UserId, HashSet<NodeId>>,
+    /// This node.
+    node: NodeId,
     shutting_down: bool,
 }
 
@@ -268,8 +279,35 @@ impl State {
         })
     }
 
+    /// Connected here (perhaps not yet heard back on the bus) or on any node.
     fn is_online(&self, user: UserId) -> bool {
-        self.conns.get(&user).is_some_and(|v| !v.is_empty())
+        self.conns.get(&user).is_some_and(|v| !v.is_empty()) || self.nodes_of.contains_key(&user)
+    }
+
+    /// Apply a node's presence change heard on the bus: announce the user when that makes them
+    /// online or offline as a whole.
+    fn node_presence(&mut self, node: NodeId, user: UserId, online: bool, out: &mut Outgoing) {
+        let before = self.nodes_of.contains_key(&user);
+        if online {
+            self.nodes_of.entry(user).or_default().insert(node);
+        } else if let Some(nodes) = self.nodes_of.get_mut(&user) {
+            nodes.remove(&node);
+            if nodes.is_empty() {
+                self.nodes_of.remove(&user);
+            }
+        }
+        let after = self.nodes_of.contains_key(&user);
+        if before == after {
+            return;
+        }
+        if let Some(u) = self.users.get(&user) {
+            if after {
+                self.online.insert(u.username.clone());
+            } else {
+                self.online.remove(&u.username);
+            }
+        }
+        self.announce(user, after, out);
     }
 
     /// Send `frame` to every connection of `user` except `except`.
@@ -347,10 +385,16 @@ impl State {
         };
         if now_offline {
             self.conns.remove(&user);
-            if let Some(u) = self.users.get(&user) {
+            out.flips.push((user, false));
+            // Off the next hello at once, unless another node has them; everyone hears of it
+            // when the bus brings the change back.
+            let elsewhere = self
+                .nodes_of
+                .get(&user)
+                .is_some_and(|nodes| nodes.iter().any(|n| *n != self.node));
+            if let (false, Some(u)) = (elsewhere, self.users.get(&user)) {
                 self.online.remove(&u.username);
             }
-            self.announce(user, false, out);
         }
     }
 
@@ -383,6 +427,9 @@ pub struct Hub {
     presence_queued: Notify,
     /// This node: connection ids and origins carry it.
     node: NodeId,
+    /// Where this node's presence changes go (weak: the bus feeds this hub's fan-out, which
+    /// must end when the server drops the bus).
+    bus: Weak<dyn Bus>,
     next_conn: AtomicU64,
     heartbeat_ms: u64,
     clock: Clock,
@@ -426,8 +473,17 @@ impl Drop for Waiter<'_> {
 
 impl Hub {
     /// Build the hub of node `node` from the store's snapshot.
-    pub fn new(snapshot: Snapshot, node: NodeId, heartbeat_ms: u64, clock: Clock) -> Hub {
-        let mut state = State::default();
+    pub fn new(
+        snapshot: Snapshot,
+        node: NodeId,
+        bus: Weak<dyn Bus>,
+        heartbeat_ms: u64,
+        clock: Clock,
+    ) -> Hub {
+        let mut state = State {
+            node,
+            ..State::default()
+        };
         for row in snapshot.users {
             state.users.insert(row.id, row.user);
         }
@@ -452,6 +508,7 @@ impl Hub {
             state: Mutex::new(state),
             presence_queued: Notify::new(),
             node,
+            bus,
             next_conn: AtomicU64::new(1),
             heartbeat_ms,
             clock,
@@ -469,6 +526,7 @@ impl Hub {
     /// take its frame (closed, or a slow consumer now being closed) is dropped from the hub,
     /// which may announce its user offline: hence the loop.
     fn deliver(&self, mut out: Outgoing) {
+        self.publish_flips(&mut out);
         if out.presence {
             self.presence_queued.notify_one();
         }
@@ -494,9 +552,28 @@ impl Hub {
             }
             out.several = false;
             self.lock().reap(&mut out);
+            self.publish_flips(&mut out);
             if out.presence {
                 self.presence_queued.notify_one();
             }
+        }
+    }
+
+    /// Tell every node (this one too, through the bus) which users got their first or lost
+    /// their last connection here.
+    fn publish_flips(&self, out: &mut Outgoing) {
+        if out.flips.is_empty() {
+            return;
+        }
+        let Some(bus) = self.bus.upgrade() else {
+            return;
+        };
+        for (user, online) in out.flips.drain(..) {
+            bus.publish(Event::Presence {
+                node: self.node,
+                user,
+                online,
+            });
         }
     }
 
@@ -583,8 +660,9 @@ impl Hub {
             .iter()
             .filter_map(|c| state.conversation(*c, user))
             .collect();
-        let was_online = state.is_online(user);
-        if !was_online {
+        let here_already = state.conns.get(&user).is_some_and(|v| !v.is_empty());
+        // Listed in its own hello at once; everyone hears of it when the bus brings it back.
+        if !state.is_online(user) {
             state.online.insert(profile.username.clone());
         }
         let hello = WireFrame::json(&HelloOut {
@@ -601,8 +679,8 @@ impl Hub {
         // found by its own task.
         let _ = handle.out.push(std::slice::from_ref(&hello));
         let mut out = Outgoing::default();
-        if !was_online {
-            state.announce(user, true, &mut out);
+        if !here_already {
+            out.flips.push((user, true));
         }
         state.conns.entry(user).or_default().push(handle.clone());
         state.owner.insert(handle.id, user);
@@ -803,6 +881,9 @@ impl Hub {
                     }
                 }
                 Event::Typing { user, conv } => state.typing(user, conv, &mut out),
+                Event::Presence { node, user, online } => {
+                    state.node_presence(node, user, online, &mut out)
+                }
                 Event::Refused {
                     conn,
                     req,
@@ -999,7 +1080,8 @@ mod tests {
         }
     }
 
-    fn hub_with(names: &[&str]) -> Hub {
+    /// A hub of node `node` on `bus`, its fan-out running, with these users all in general.
+    fn hub_on(names: &[&str], node: NodeId, bus: &Arc<dyn Bus>) -> Arc<Hub> {
         let users = names
             .iter()
             .enumerate()
@@ -1019,15 +1101,27 @@ mod tests {
             last_seq: 7,
             members: (1..=names.len() as UserId).map(|u| (u, 0)).collect(),
         };
-        Hub::new(
+        let hub = Arc::new(Hub::new(
             Snapshot {
                 users,
                 convs: vec![general],
             },
-            7,
+            node,
+            Arc::downgrade(bus),
             25_000,
             Clock::system(),
-        )
+        ));
+        hub.clone().start_fanout(bus.subscribe()).unwrap();
+        hub
+    }
+
+    /// One node's hub on a bus of its own (the bus is kept for the life of the test).
+    fn hub_with(names: &[&str]) -> Arc<Hub> {
+        let bus: Arc<dyn Bus> = Arc::new(super::super::bus::local::LocalBus::default());
+        let hub = hub_on(names, 7, &bus);
+        // The hub holds the bus weakly; a test's hub lives as long as the test.
+        std::mem::forget(bus);
+        hub
     }
 
     /// Connect `user` and return the hello it was sent, parsed as the client parses it.
@@ -1072,7 +1166,7 @@ mod tests {
     /// nothing. Dave left after coming online: offline.
     #[tokio::test]
     async fn presence_changes_in_a_window_go_out_as_one_net_frame_without_your_own() {
-        let hub = Arc::new(hub_with(&["alice", "bob", "carol", "dave"]));
+        let hub = hub_with(&["alice", "bob", "carol", "dave"]);
         tokio::spawn(hub.clone().run_presence());
         let (_a, _, alice) = connect_capturing(&hub, 1);
         tokio::time::sleep(PRESENCE_WINDOW * 2).await;
@@ -1097,6 +1191,47 @@ mod tests {
             "a second device of an online user changes nobody's presence"
         );
         hub.shutdown();
+    }
+
+    /// Presence crosses nodes through the bus: two hubs (two nodes) on one bus. A user
+    /// connected on node A is online for node B's users and lists; with devices on both nodes
+    /// they stay online until the last one goes; node B's users hear each change once.
+    #[tokio::test]
+    async fn presence_travels_the_bus_between_nodes() {
+        let bus: Arc<dyn Bus> = Arc::new(super::super::bus::local::LocalBus::default());
+        let names = ["alice", "bob"];
+        let (a, b) = (hub_on(&names, 1, &bus), hub_on(&names, 2, &bus));
+        tokio::spawn(a.clone().run_presence());
+        tokio::spawn(b.clone().run_presence());
+        let (_bob, _, bob_frames) = connect_capturing(&b, 2);
+        let online_on_b = |user: &str| {
+            b.users()
+                .iter()
+                .any(|m| m.user.username == user && m.online)
+        };
+        assert!(!online_on_b("alice"));
+        let (alice_a, _, _) = connect_capturing(&a, 1);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert!(online_on_b("alice"), "node B knows alice is on node A");
+        assert_eq!(frames_of(&bob_frames), [presence(&["alice"], &[])]);
+        let (alice_b, hello, _) = connect_capturing(&b, 1);
+        assert!(online_of(&hello).contains(&"bob"));
+        a.unregister(alice_a.id);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert!(online_on_b("alice"), "still on node B");
+        assert!(
+            frames_of(&bob_frames).is_empty(),
+            "no change while a device is left"
+        );
+        b.unregister(alice_b.id);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert!(!online_on_b("alice"));
+        assert!(!a
+            .users()
+            .iter()
+            .any(|m| m.user.username == "alice" && m.online));
+        assert_eq!(frames_of(&bob_frames), [presence(&[], &["alice"])]);
+        std::mem::forget(bus);
     }
 
     fn online_of(hello: &ServerFrame) -> Vec<&str> {

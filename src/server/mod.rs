@@ -261,13 +261,14 @@ impl Shared {
         let (store, snapshot) = store::open(&location, options)?;
         let node: NodeId = rand::random();
         let clock = config.clock.clone();
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         let hub = Arc::new(Hub::new(
             snapshot,
             node,
+            Arc::downgrade(&bus),
             config.heartbeat_interval.as_millis() as u64,
             clock.clone(),
         ));
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         // Both end when the server does: the fan-out when the bus goes, presence on shutdown.
         hub.clone().start_fanout(bus.subscribe())?;
         tokio::spawn(hub.clone().run_presence());

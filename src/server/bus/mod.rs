@@ -65,6 +65,13 @@ pub enum Event {
     },
     /// `user` is typing in `conv` (not stored).
     Typing { user: UserId, conv: ConvId },
+    /// Node `node` now has (`online`) or no longer has a connection of `user`. A user is online
+    /// while any node has one (two devices on two nodes are one online user).
+    Presence {
+        node: NodeId,
+        user: UserId,
+        online: bool,
+    },
     /// A socket's write failed (nothing was committed): its node answers it with this error.
     Refused {
         conn: ConnId,
