@@ -64,6 +64,8 @@ async fn data_dir_with_history() -> tempfile::TempDir {
     let server = TestServer::start_with(|c| {
         c.rate_limit_per_sec = 100_000;
         c.rate_burst = 100_000;
+        // These are SQLite's files, on every test pass.
+        c.store = None;
     })
     .await;
     let alice = server.register("alice").await;
@@ -98,7 +100,7 @@ async fn a_damaged_database_stops_the_server_before_it_listens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_database_is_refused_unless_told_to_initialise() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|c| c.store = None).await;
     server.register("alice").await;
     let (dir, result) = server.stop().await;
     result.expect("clean stop");
@@ -326,8 +328,12 @@ async fn the_data_directory_and_its_files_are_private() {
     // New: created private whatever the umask (this process's is the usual 022).
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let start =
-        || TestServer::start_in(tempfile::tempdir().unwrap(), |c| c.data_dir = data.clone());
+    let start = || {
+        TestServer::start_in(tempfile::tempdir().unwrap(), |c| {
+            c.data_dir = data.clone();
+            c.store = None;
+        })
+    };
     let server = start().await;
     server.register("alice").await;
     assert!(
@@ -349,16 +355,27 @@ async fn the_data_directory_and_its_files_are_private() {
 }
 
 /// `--store` picks where the database lives: a `sqlite:` path outside the data directory is
-/// created there and serves; a backend this build does not have is refused by name, before
-/// anything listens.
+/// created there and serves; a backend Natter does not have is refused by name, and a
+/// PostgreSQL server that does not answer is refused saying so, before anything listens.
 #[tokio::test]
 async fn the_store_flag_chooses_the_database_and_refuses_unknown_backends() {
     let dir = tempfile::tempdir().unwrap();
-    let refused = start_expecting_refusal(dir.path(), &["--store", "postgres://db/natter"]).await;
+    let refused = start_expecting_refusal(dir.path(), &["--store", "mysql://db/natter"]).await;
     assert!(
         refused
             .stderr
-            .contains("unsupported store \"postgres://db/natter\""),
+            .contains("unsupported store \"mysql://db/natter\""),
+        "{}",
+        refused.stderr
+    );
+    // Port 1 on loopback: nothing listens there.
+    let refused = start_expecting_refusal(
+        dir.path(),
+        &["--store", "postgres://natter@127.0.0.1:1/natter"],
+    )
+    .await;
+    assert!(
+        refused.stderr.contains("cannot connect to PostgreSQL"),
         "{}",
         refused.stderr
     );

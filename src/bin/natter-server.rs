@@ -87,8 +87,9 @@ struct Args {
     /// Sockets per IP address that have upgraded but not yet authenticated (0: no cap).
     #[arg(long, env = "NATTER_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 16)]
     max_unauthenticated_per_ip: usize,
-    /// Where durable state lives: a SQLite file as `sqlite:PATH` (or just a path). Default:
-    /// natter.db in the data directory.
+    /// Where durable state lives: a SQLite file as `sqlite:PATH` (or just a path), or a
+    /// PostgreSQL database as `postgres://USER@HOST:PORT/DB` (several nodes may share one).
+    /// Default: natter.db in the data directory.
     #[arg(long, env = "NATTER_STORE")]
     store: Option<String>,
     /// Start with an empty database although the data directory shows one existed (natter.db

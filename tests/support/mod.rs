@@ -31,6 +31,39 @@ pub const PASSWORD: &str = "correct horse battery";
 /// How long a helper waits for an expected frame before failing the test.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// With `NATTER_TEST_POSTGRES` set (a URL of a PostgreSQL server's `postgres` database, as
+/// `scripts/postgres start` prints), every test server stores in PostgreSQL instead of SQLite:
+/// a database of its own, named in its data directory so a restart over that directory finds
+/// it again. The same tests then prove the same behaviour on both backends.
+pub async fn postgres_store(dir: &std::path::Path) -> Option<natter::server::StoreLocation> {
+    let admin = std::env::var("NATTER_TEST_POSTGRES").ok()?;
+    let name_file = dir.join("postgres-database");
+    let name = match std::fs::read_to_string(&name_file) {
+        Ok(name) => name,
+        Err(_) => {
+            let name = format!("natter_test_{}", Uuid::new_v4().simple());
+            let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test PostgreSQL server");
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create a test database");
+            std::fs::write(&name_file, &name).expect("remember the database");
+            name
+        }
+    };
+    let mut url = url::Url::parse(&admin).expect("NATTER_TEST_POSTGRES is a URL");
+    url.set_path(&name);
+    Some(natter::server::StoreLocation::Postgres(url.to_string()))
+}
+
+/// Whether test servers store in PostgreSQL (see [`postgres_store`]).
+pub fn on_postgres() -> bool {
+    std::env::var_os("NATTER_TEST_POSTGRES").is_some()
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -59,6 +92,7 @@ impl TestServer {
         let mut config = ServerConfig::new(dir.path());
         // Tests create many accounts from 127.0.0.1; tests of the limit set it low again.
         config.registrations_per_ip = 10_000;
+        config.store = postgres_store(dir.path()).await;
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,14 +1,17 @@
 //! The storage interface: what the services may ask of durable state, in the domain's words,
 //! with no backend type in any signature. A backend is chosen at start from a URL ([`open`]);
 //! [`sqlite`] is the embedded default (one file, a writer thread with group commit, a read
-//! pool). A new backend implements [`Storage`] and is added to [`open`]; the services do not
-//! change.
+//! pool). [`postgres`] (cargo feature `postgres`) keeps state in PostgreSQL for several nodes. A
+//! new backend implements [`Storage`] and is added to [`open`]; the services do not change.
 //!
 //! Writes are [`WriteOp`]s. [`Storage::write`] queues one at once (so one caller's writes
 //! commit in the order it made them) and runs its [`Completion`] after the commit, in commit
 //! order: that is where a service publishes what was committed, so the bus sees commits in the
 //! order they happened. Reads return futures.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod rules;
 pub mod sqlite;
 
 use std::future::Future;
@@ -86,10 +89,12 @@ pub enum StoreError {
     #[error("a blocking task failed: {0}")]
     Join(String),
     #[error(
-        "unsupported store {0:?}: give a SQLite file as sqlite:PATH or a path (this build has no \
-         other backend)"
+        "unsupported store {0:?}: give a SQLite file as sqlite:PATH or a path, or a PostgreSQL \
+         database as postgres://USER@HOST:PORT/DB (in a build with the `postgres` feature)"
     )]
     Url(String),
+    #[error("cannot open the store: {0}")]
+    Open(String),
 }
 
 impl StoreError {
@@ -299,11 +304,19 @@ impl dyn Storage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
+    #[cfg(feature = "postgres")]
+    Postgres(String),
 }
 
 impl StoreLocation {
-    /// Parse a `--store` value: `sqlite:PATH`, `sqlite://PATH` or a plain path.
+    /// Parse a `--store` value: `sqlite:PATH`, `sqlite://PATH`, a plain path, or (with the
+    /// `postgres` feature) `postgres://...`.
     pub fn parse(url: &str) -> Result<StoreLocation, StoreError> {
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(url.to_string()));
+        }
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -341,6 +354,14 @@ pub fn open(
             let (store, snapshot) = sqlite::SqliteStore::open(path, options)?;
             Ok((Arc::new(store), snapshot))
         }
+        #[cfg(feature = "postgres")]
+        StoreLocation::Postgres(url) => {
+            if options.init || options.max_db_pages.is_some() {
+                tracing::warn!("--init and --max-db-pages apply to SQLite only");
+            }
+            let (store, snapshot) = postgres::PgStore::open(url)?;
+            Ok((Arc::new(store), snapshot))
+        }
     }
 }
 
@@ -355,7 +376,12 @@ mod tests {
         assert_eq!(parse("sqlite:/var/natter.db"), sqlite("/var/natter.db"));
         assert_eq!(parse("sqlite:///var/n.db"), sqlite("/var/n.db"));
         assert_eq!(parse("data/natter.db"), sqlite("data/natter.db"));
-        for bad in ["postgres://db/natter", "redis://x", "sqlite:", ""] {
+        #[cfg(feature = "postgres")]
+        assert_eq!(
+            parse("postgres://natter@db:5432/natter"),
+            StoreLocation::Postgres("postgres://natter@db:5432/natter".into())
+        );
+        for bad in ["redis://x", "mysql://db/natter", "sqlite:", ""] {
             assert!(
                 matches!(StoreLocation::parse(bad), Err(StoreError::Url(_))),
                 "{bad:?} should be refused"

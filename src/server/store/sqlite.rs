@@ -25,6 +25,7 @@ use crate::protocol::{
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
+use super::rules::{self, not_member, Names, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS};
 use super::{
     BackendError, Completion, ConvRow, FailureKind, OpenOptions, Snapshot, Storage, StoreError,
     StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
@@ -150,44 +151,6 @@ fn fill_name_keys(tx: &Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// The users or the rooms, for name lookups and uniqueness checks.
-#[derive(Debug, Clone, Copy)]
-enum Names {
-    Users,
-    Rooms,
-}
-
-impl Names {
-    /// ?1 the key, ?2 the spelling as typed, which wins among rows from before migration 3
-    /// that share a key; else the oldest.
-    fn find_sql(self) -> &'static str {
-        match self {
-            Names::Users => {
-                "SELECT id FROM users WHERE fold_key = ?1 ORDER BY username = ?2 DESC, id LIMIT 1"
-            }
-            Names::Rooms => {
-                "SELECT id FROM conversations WHERE kind = 'room' AND fold_key = ?1 \
-                 ORDER BY name = ?2 DESC, id LIMIT 1"
-            }
-        }
-    }
-
-    /// An existing name with the key ?1 or the skeleton ?2, and whether the key is equal.
-    fn clash_sql(self) -> &'static str {
-        match self {
-            Names::Users => {
-                "SELECT username, fold_key = ?1 FROM users WHERE fold_key = ?1 OR skeleton = ?2 \
-                 ORDER BY fold_key = ?1 DESC LIMIT 1"
-            }
-            Names::Rooms => {
-                "SELECT name, fold_key = ?1 FROM conversations \
-                 WHERE kind = 'room' AND (fold_key = ?1 OR skeleton = ?2) \
-                 ORDER BY fold_key = ?1 DESC LIMIT 1"
-            }
-        }
-    }
-}
-
 /// The id of the user or room called `raw` (any spelling: see [`crate::names::key`]).
 fn find_name(conn: &Connection, names: Names, raw: &str) -> Result<Option<i64>, rusqlite::Error> {
     conn.query_row(
@@ -205,20 +168,7 @@ fn refuse_clash(tx: &Connection, names: Names, name: &Name) -> Result<(), StoreE
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    let message = match (names, clash) {
-        (_, None) => return Ok(()),
-        (Names::Users, Some((_, true))) => "username is taken".to_owned(),
-        (Names::Rooms, Some((_, true))) => "a room with that name exists".to_owned(),
-        (Names::Users, Some((other, false))) => format!(
-            "\"{}\" looks the same as the existing user \"{other}\": choose another username",
-            name.display
-        ),
-        (Names::Rooms, Some((other, false))) => format!(
-            "\"{}\" looks the same as the existing room \"{other}\": choose another name",
-            name.display
-        ),
-    };
-    Err(StoreError::rejected(ErrorCode::Conflict, message))
+    names.refuse(name, clash)
 }
 
 fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
@@ -450,9 +400,6 @@ fn token_user(
     .optional()
 }
 
-/// Device tokens remembered per user; signing in on more devices forgets the oldest.
-const MAX_DEVICES_PER_USER: i64 = 32;
-
 /// Whether `hash` is a device token given to `user`.
 fn is_known_device(
     conn: &Connection,
@@ -502,8 +449,6 @@ fn credentials(
     .optional()
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.conv_id, m.seq, u.username, m.text, m.time, m.client_msg_id";
-
 fn message_from_row(r: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
     let cmid: String = r.get(6)?;
     Ok(Message {
@@ -527,7 +472,7 @@ fn history(
     limit: u32,
 ) -> Result<(Vec<Message>, bool), rusqlite::Error> {
     let limit = limit.clamp(1, limits::MAX_PAGE) as i64;
-    let mut messages = if let Some(after) = after {
+    let messages = if let Some(after) = after {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
              WHERE m.conv_id = ?1 AND m.seq > ?2 ORDER BY m.seq ASC LIMIT ?3"
@@ -545,15 +490,7 @@ fn history(
         page.reverse();
         page
     };
-    let has_more = messages.len() as i64 > limit;
-    if has_more {
-        if after.is_some() {
-            messages.pop();
-        } else {
-            messages.remove(0);
-        }
-    }
-    Ok((messages, has_more))
+    Ok(rules::page(messages, limit, after.is_some()))
 }
 
 /// Unread counts of every conversation `user` is a member of: messages after the read marker
@@ -669,17 +606,6 @@ fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqli
         )
         .optional()?
         .is_some())
-}
-
-/// The error for acting in a conversation the user is not in. A DM that is not yours answers
-/// exactly like one that does not exist, so nobody learns that two others talk.
-fn not_member(kind: Option<ConvKind>) -> StoreError {
-    match kind {
-        Some(ConvKind::Room) => {
-            StoreError::rejected(ErrorCode::Forbidden, "not a member of this room")
-        }
-        _ => StoreError::rejected(ErrorCode::NotFound, "no such conversation"),
-    }
 }
 
 fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -810,22 +736,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::Leave { user, conv } => {
             let kind = conv_kind(tx, *conv)?;
-            match &kind {
-                None => return Err(not_member(None)),
-                Some((ConvKind::Dm, _)) if is_member(tx, *conv, *user)? => {
-                    return Err(StoreError::rejected(
-                        ErrorCode::Forbidden,
-                        "a direct message cannot be left",
-                    ))
-                }
-                Some((ConvKind::Room, key)) if key == limits::DEFAULT_ROOM => {
-                    return Err(StoreError::rejected(
-                        ErrorCode::Forbidden,
-                        "the default room cannot be left",
-                    ))
-                }
-                _ => {}
-            }
+            rules::may_leave(kind.as_ref(), is_member(tx, *conv, *user)?)?;
             let n = tx.execute(
                 "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
                 params![conv, user],
@@ -882,12 +793,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                             "cannot send a direct message to yourself",
                         ));
                     }
-                    let (lo, hi) = if peer < *user {
-                        (peer, *user)
-                    } else {
-                        (*user, peer)
-                    };
-                    let dm_key = format!("{lo}:{hi}");
+                    let (lo, hi, dm_key) = rules::dm_key(*user, peer);
                     let found: Option<ConvId> = tx
                         .query_row(
                             "SELECT id FROM conversations WHERE dm_key = ?1",
@@ -954,19 +860,18 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let Some((last_read, last_seq)) = row else {
                 return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
             };
-            // Markers only move forward and never past the newest message.
-            let target = (*seq).clamp(0, last_seq);
-            if target > last_read {
+            let (marker, moved) = rules::read_marker(*seq, last_read, last_seq);
+            if moved {
                 tx.execute(
                     "UPDATE members SET last_read = ?1 WHERE conv_id = ?2 AND user_id = ?3",
-                    params![target, conv, user],
+                    params![marker, conv, user],
                 )?;
             }
             Ok(WriteOutcome::ReadMoved {
                 user: *user,
                 conv: *conv,
-                seq: target.max(last_read),
-                moved: target > last_read,
+                seq: marker,
+                moved,
             })
         }
     }

@@ -1,0 +1,888 @@
+//! PostgreSQL storage (`--store postgres://...`, cargo feature `postgres`): durable state shared
+//! by several server nodes, with exactly the guarantees of the SQLite store.
+//!
+//! - **Gapless seqs in commit order, whichever node commits.** A send takes its seq with
+//!   `UPDATE conversations SET last_seq = last_seq + 1 ... RETURNING`, which locks the
+//!   conversation's row until COMMIT: a send on another node waits, then takes the next one.
+//! - **Ack after COMMIT.** Each node has one writer task that commits what is queued in batches
+//!   (one transaction, a savepoint per write, so a refused write rolls back alone), with
+//!   `synchronous_commit` on (the server's default, never lowered here), and runs the
+//!   completions after the COMMIT returned, in commit order.
+//! - **No deadlocks between nodes' batches.** A batch first locks the conversations it names,
+//!   in ascending id order (one fixed order for every node); should PostgreSQL still pick it as
+//!   a deadlock victim (a DM created by name), the whole batch runs again: nothing of an
+//!   aborted transaction was committed.
+//! - **A retry returns the original**, whichever node it reaches: `(sender, client_msg_id)` is
+//!   unique; a send that finds it taken (a retry committed meanwhile by another node) returns
+//!   the stored message.
+//! - **Migrations** are numbered .sql files (`postgres/`), applied at start under an advisory
+//!   lock, so nodes starting together apply each once.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row, Transaction};
+use uuid::Uuid;
+
+use crate::names::Name;
+use crate::protocol::{
+    limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Target, Unread, User,
+};
+
+use super::super::auth::TokenHash;
+use super::super::bus::hold_deliveries;
+use super::rules::{self, not_member, Names, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS};
+use super::{
+    BackendError, Completion, ConvRow, FailureKind, Snapshot, Storage, StoreError, StoreFuture,
+    UserId, UserRow, WriteOp, WriteOutcome,
+};
+
+/// The schema, one file per version.
+const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_init.sql")];
+/// The advisory lock nodes take while migrating ("natter" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+/// Times a batch runs again after PostgreSQL aborted it (deadlock, serialisation).
+const MAX_RETRIES: u32 = 5;
+/// Pooled connections for reads and the writer.
+const POOL_SIZE: usize = 16;
+
+fn backend(e: tokio_postgres::Error) -> BackendError {
+    let kind = match e.code() {
+        Some(c) if *c == SqlState::DISK_FULL => FailureKind::Full,
+        Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+            FailureKind::Corrupt
+        }
+        _ => FailureKind::Other,
+    };
+    BackendError::new(kind, e)
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Backend(backend(e))
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => e.into(),
+        other => StoreError::Backend(BackendError::new(FailureKind::Other, other)),
+    }
+}
+
+/// Whether PostgreSQL aborted the transaction for a reason that running it again can cure.
+fn is_retryable(e: &BackendError) -> bool {
+    e.source_ref()
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.code())
+        .is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+struct Job {
+    op: WriteOp,
+    done: Completion,
+}
+
+/// The PostgreSQL store of one node.
+pub struct PgStore {
+    pool: Pool,
+    writer: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// Told when the writer has committed everything and stopped.
+    finished: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl PgStore {
+    /// Connect to `url`, apply the migrations, and start this node's writer on the current
+    /// Tokio runtime. Call it inside one.
+    pub fn open(url: &str) -> Result<(PgStore, Snapshot), StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Open(format!("bad PostgreSQL URL: {e}")))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::Open("PostgreSQL needs a Tokio runtime".into()))?;
+        // Setting up is async but `open` is not: do it on a thread with a runtime of its own.
+        let setup_config = config.clone();
+        let snapshot = std::thread::scope(|s| {
+            s.spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Open(e.to_string()))?
+                    .block_on(setup(setup_config))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Open("setting up panicked".into())))
+        })?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (finished_tx, finished) = std::sync::mpsc::channel();
+        runtime.spawn(write_loop(pool.clone(), rx, finished_tx));
+        Ok((
+            PgStore {
+                pool,
+                writer: Mutex::new(Some(tx)),
+                finished: Mutex::new(Some(finished)),
+            },
+            snapshot,
+        ))
+    }
+}
+
+/// Migrate (under the advisory lock), make sure the default room exists, read the snapshot.
+async fn setup(config: tokio_postgres::Config) -> Result<Snapshot, StoreError> {
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| StoreError::Open(format!("cannot connect to PostgreSQL: {e}")))?;
+    let driver = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS natter_schema (version INTEGER NOT NULL)")
+        .await?;
+    let version: i32 = match client
+        .query_opt("SELECT version FROM natter_schema", &[])
+        .await?
+    {
+        Some(row) => row.get(0),
+        None => {
+            client
+                .execute("INSERT INTO natter_schema (version) VALUES (0)", &[])
+                .await?;
+            0
+        }
+    };
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "UPDATE natter_schema SET version = $1",
+            &[&((i + 1) as i32)],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = i + 1, "applied PostgreSQL migration");
+    }
+    let general = Name::of_stored(limits::DEFAULT_ROOM);
+    client
+        .execute(
+            "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at) \
+             VALUES ('room', $1, $2, $2, $3, 0) ON CONFLICT (name_key) DO NOTHING",
+            &[&general.display, &general.key, &general.skeleton],
+        )
+        .await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let snapshot = load_snapshot(&client).await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(snapshot)
+}
+
+fn kind_of(text: &str) -> ConvKind {
+    if text == "dm" {
+        ConvKind::Dm
+    } else {
+        ConvKind::Room
+    }
+}
+
+async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, StoreError> {
+    let users = client
+        .query("SELECT id, username, display_name, avatar FROM users", &[])
+        .await?
+        .into_iter()
+        .map(|r| UserRow {
+            id: r.get(0),
+            user: User {
+                username: r.get(1),
+                display_name: r.get(2),
+                avatar: r.get(3),
+            },
+        })
+        .collect();
+    let mut convs: Vec<ConvRow> = client
+        .query(
+            "SELECT id, kind, coalesce(name, ''), last_seq FROM conversations ORDER BY id",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|r| ConvRow {
+            id: r.get(0),
+            kind: kind_of(r.get(1)),
+            name: r.get(2),
+            last_seq: r.get(3),
+            members: Vec::new(),
+        })
+        .collect();
+    let index: std::collections::HashMap<ConvId, usize> =
+        convs.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    for r in client
+        .query("SELECT conv_id, user_id, last_read FROM members", &[])
+        .await?
+    {
+        if let Some(i) = index.get(&r.get::<_, i64>(0)) {
+            convs[*i].members.push((r.get(1), r.get(2)));
+        }
+    }
+    Ok(Snapshot { users, convs })
+}
+
+/// The writer: commit what is queued, in batches, then run each write's completion in commit
+/// order. Ends when the store is shut down and the queue is empty.
+async fn write_loop(
+    pool: Pool,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    finished: std::sync::mpsc::Sender<()>,
+) {
+    let (mut ops, mut dones) = (Vec::new(), Vec::new());
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            ops.push(job.op);
+            dones.push(job.done);
+            if ops.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        let results = run_batch(&pool, &ops).await;
+        ops.clear();
+        hold_deliveries(|| {
+            for (done, result) in dones.drain(..).zip(results) {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result))).is_err()
+                {
+                    tracing::error!("a write's completion panicked; continuing");
+                }
+            }
+        });
+    }
+    tracing::debug!("PostgreSQL writer finished");
+    let _ = finished.send(());
+}
+
+async fn run_batch(pool: &Pool, ops: &[WriteOp]) -> Vec<Result<WriteOutcome, StoreError>> {
+    let mut attempt = 0;
+    loop {
+        match try_batch(pool, ops).await {
+            Ok(results) => return results,
+            Err(e) if attempt < MAX_RETRIES && is_retryable(&e) => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "batch aborted by PostgreSQL; running it again");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the batch failed; every write of it is reported failed");
+                return ops
+                    .iter()
+                    .map(|_| Err(StoreError::Backend(e.clone())))
+                    .collect();
+            }
+        }
+    }
+}
+
+/// One transaction for the batch: Err when the transaction as a whole failed (nothing of it
+/// was committed), else each write's own result.
+async fn try_batch(
+    pool: &Pool,
+    ops: &[WriteOp],
+) -> Result<Vec<Result<WriteOutcome, StoreError>>, BackendError> {
+    let as_backend = |e: StoreError| match e {
+        StoreError::Backend(e) => e,
+        other => BackendError::new(FailureKind::Other, other),
+    };
+    let mut client = pool.get().await.map_err(|e| as_backend(pool_error(e)))?;
+    let mut tx = client.transaction().await.map_err(backend)?;
+    let mut convs: Vec<ConvId> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Send {
+                target: Target::Conv(c),
+                ..
+            }
+            | WriteOp::Read { conv: c, .. } => Some(*c),
+            _ => None,
+        })
+        .collect();
+    convs.sort_unstable();
+    convs.dedup();
+    if !convs.is_empty() {
+        tx.execute(
+            "SELECT id FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&convs],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let mut sp = tx.savepoint("write").await.map_err(backend)?;
+        match apply(&mut sp, op).await {
+            Ok(outcome) => {
+                sp.commit().await.map_err(backend)?;
+                results.push(Ok(outcome));
+            }
+            Err(StoreError::Backend(e)) if is_retryable(&e) => return Err(e),
+            Err(e) => {
+                sp.rollback().await.map_err(backend)?;
+                results.push(Err(e));
+            }
+        }
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(results)
+}
+
+async fn find_name(
+    tx: &impl tokio_postgres::GenericClient,
+    names: Names,
+    raw: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let key = crate::names::key(raw);
+    Ok(tx
+        .query_opt(names.find_sql(), &[&key, &raw])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn refuse_clash(tx: &Transaction<'_>, names: Names, name: &Name) -> Result<(), StoreError> {
+    let clash = tx
+        .query_opt(names.clash_sql(), &[&name.key, &name.skeleton])
+        .await?
+        .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)));
+    names.refuse(name, clash)
+}
+
+async fn add_device(
+    tx: &Transaction<'_>,
+    user: UserId,
+    hash: &TokenHash,
+    now: Millis,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO devices (hash, user_id, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (hash) DO NOTHING",
+        &[&&hash[..], &user, &now],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM devices WHERE user_id = $1 AND hash NOT IN \
+         (SELECT hash FROM devices WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2)",
+        &[&user, &MAX_DEVICES_PER_USER],
+    )
+    .await?;
+    Ok(())
+}
+
+fn message_from_row(r: &Row) -> Message {
+    let cmid: String = r.get(6);
+    Message {
+        id: r.get(0),
+        conv: r.get(1),
+        seq: r.get(2),
+        sender: r.get(3),
+        text: r.get(4),
+        time: r.get(5),
+        client_msg_id: Uuid::parse_str(&cmid).unwrap_or_default(),
+    }
+}
+
+async fn conv_kind(
+    tx: &Transaction<'_>,
+    conv: ConvId,
+) -> Result<Option<(ConvKind, String)>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT kind, coalesce(name_key, '') FROM conversations WHERE id = $1",
+            &[&conv],
+        )
+        .await?
+        .map(|r| (kind_of(r.get(0)), r.get(1))))
+}
+
+async fn is_member(
+    tx: &Transaction<'_>,
+    conv: ConvId,
+    user: UserId,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM members WHERE conv_id = $1 AND user_id = $2",
+            &[&conv, &user],
+        )
+        .await?
+        .is_some())
+}
+
+async fn sent_before(
+    tx: &Transaction<'_>,
+    user: UserId,
+    cmid: &str,
+) -> Result<Option<Message>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+                 WHERE m.sender_id = $1 AND m.client_msg_id = $2"
+            ),
+            &[&user, &cmid],
+        )
+        .await?
+        .as_ref()
+        .map(message_from_row))
+}
+
+async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
+    match op {
+        WriteOp::Register {
+            username,
+            display_name,
+            avatar,
+            password_hash,
+            token_hash,
+            now,
+            expires_at,
+            device_hash,
+        } => {
+            let name = Name::of_stored(username);
+            refuse_clash(tx, Names::Users, &name).await?;
+            let inserted = tx
+                .query_one(
+                    "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, \
+                     avatar, password_hash, created_at) VALUES ($1, $2, $2, $3, $4, $5, $6, $7) \
+                     RETURNING id",
+                    &[
+                        username,
+                        &name.key,
+                        &name.skeleton,
+                        display_name,
+                        avatar,
+                        password_hash,
+                        now,
+                    ],
+                )
+                .await;
+            let id: i64 = match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::Conflict,
+                        "username is taken",
+                    ))
+                }
+                other => other?.get(0),
+            };
+            tx.execute(
+                "INSERT INTO members (conv_id, user_id) \
+                 SELECT id, $1 FROM conversations WHERE kind = 'room' AND name_key = $2",
+                &[&id, &limits::DEFAULT_ROOM],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                &[&&token_hash[..], &id, now, expires_at],
+            )
+            .await?;
+            add_device(tx, id, device_hash, *now).await?;
+            Ok(WriteOutcome::Registered(UserRow {
+                id,
+                user: User {
+                    username: username.clone(),
+                    display_name: display_name.clone(),
+                    avatar: avatar.clone(),
+                },
+            }))
+        }
+        WriteOp::Login {
+            user,
+            token_hash,
+            now,
+            expires_at,
+            device_hash,
+        } => {
+            tx.execute(
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                &[&&token_hash[..], user, now, expires_at],
+            )
+            .await?;
+            if let Some(device_hash) = device_hash {
+                add_device(tx, *user, device_hash, *now).await?;
+            }
+            Ok(WriteOutcome::LoggedIn)
+        }
+        WriteOp::Logout { token_hash } => {
+            tx.execute(
+                "UPDATE tokens SET revoked = TRUE WHERE hash = $1",
+                &[&&token_hash[..]],
+            )
+            .await?;
+            Ok(WriteOutcome::LoggedOut {
+                token_hash: *token_hash,
+            })
+        }
+        WriteOp::CreateRoom { user, name, now } => {
+            let keys = Name::of_stored(name);
+            refuse_clash(tx, Names::Rooms, &keys).await?;
+            let inserted = tx
+                .query_one(
+                    "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, \
+                     created_at) VALUES ('room', $1, $2, $2, $3, $4) RETURNING id",
+                    &[name, &keys.key, &keys.skeleton, now],
+                )
+                .await;
+            let conv: i64 = match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::Conflict,
+                        "a room with that name exists",
+                    ))
+                }
+                other => other?.get(0),
+            };
+            tx.execute(
+                "INSERT INTO members (conv_id, user_id) VALUES ($1, $2)",
+                &[&conv, user],
+            )
+            .await?;
+            Ok(WriteOutcome::RoomCreated {
+                user: *user,
+                conv,
+                name: name.clone(),
+            })
+        }
+        WriteOp::Join { user, room } => {
+            let conv = find_name(&*tx, Names::Rooms, room)
+                .await?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
+            let n = tx
+                .execute(
+                    "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&conv, user],
+                )
+                .await?;
+            Ok(WriteOutcome::Joined {
+                user: *user,
+                conv,
+                newly: n > 0,
+            })
+        }
+        WriteOp::Leave { user, conv } => {
+            let kind = conv_kind(tx, *conv).await?;
+            rules::may_leave(kind.as_ref(), is_member(tx, *conv, *user).await?)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM members WHERE conv_id = $1 AND user_id = $2",
+                    &[conv, user],
+                )
+                .await?;
+            if n == 0 {
+                return Err(not_member(kind.map(|k| k.0)));
+            }
+            Ok(WriteOutcome::Left {
+                user: *user,
+                conv: *conv,
+            })
+        }
+        WriteOp::Send {
+            user,
+            target,
+            client_msg_id,
+            text,
+            now,
+        } => {
+            let cmid = client_msg_id.to_string();
+            if let Some(message) = sent_before(tx, *user, &cmid).await? {
+                return Ok(WriteOutcome::Sent {
+                    message,
+                    fresh: false,
+                    new_dm: None,
+                });
+            }
+            let mut new_dm = None;
+            let conv = match target {
+                Target::Conv(conv) => {
+                    if !is_member(tx, *conv, *user).await? {
+                        return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+                    }
+                    *conv
+                }
+                Target::To(to) => {
+                    let peer = find_name(&*tx, Names::Users, to)
+                        .await?
+                        .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+                    if peer == *user {
+                        return Err(StoreError::rejected(
+                            ErrorCode::BadRequest,
+                            "cannot send a direct message to yourself",
+                        ));
+                    }
+                    let (lo, hi, dm_key) = rules::dm_key(*user, peer);
+                    let find = "SELECT id FROM conversations WHERE dm_key = $1";
+                    let existing = tx.query_opt(find, &[&dm_key]).await?;
+                    // Looked up first: an insert that conflicts still uses up an id. Two
+                    // nodes may start the same DM at once: the unique dm_key lets one insert
+                    // it, and the other finds it.
+                    let created = match existing {
+                        Some(_) => None,
+                        None => {
+                            tx.query_opt(
+                                "INSERT INTO conversations (kind, dm_key, created_at) \
+                                 VALUES ('dm', $1, $2) ON CONFLICT (dm_key) DO NOTHING \
+                                 RETURNING id",
+                                &[&dm_key, now],
+                            )
+                            .await?
+                        }
+                    };
+                    match created {
+                        Some(row) => {
+                            let id: i64 = row.get(0);
+                            tx.execute(
+                                "INSERT INTO members (conv_id, user_id) VALUES ($1, $2), ($1, $3)",
+                                &[&id, &lo, &hi],
+                            )
+                            .await?;
+                            new_dm = Some((id, lo, hi));
+                            id
+                        }
+                        None => tx.query_one(find, &[&dm_key]).await?.get(0),
+                    }
+                }
+            };
+            // Locks the conversation's row until COMMIT: the next seq is ours alone.
+            let inner = tx.savepoint("send").await?;
+            let seq: Seq = inner
+                .query_one(
+                    "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 \
+                     RETURNING last_seq",
+                    &[&conv],
+                )
+                .await?
+                .get(0);
+            let inserted = inner
+                .query_opt(
+                    "INSERT INTO messages (conv_id, seq, sender_id, text, time, client_msg_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT ON CONSTRAINT messages_sender_cmid DO NOTHING RETURNING id",
+                    &[&conv, &seq, user, text, now, &cmid],
+                )
+                .await?;
+            let Some(row) = inserted else {
+                // The same retry committed on another node meanwhile: answer with it.
+                inner.rollback().await?;
+                let message = sent_before(tx, *user, &cmid).await?.ok_or_else(|| {
+                    StoreError::rejected(ErrorCode::Internal, "a retried message vanished")
+                })?;
+                return Ok(WriteOutcome::Sent {
+                    message,
+                    fresh: false,
+                    new_dm: None,
+                });
+            };
+            let id: i64 = row.get(0);
+            inner.commit().await?;
+            let sender: String = tx
+                .query_one("SELECT username FROM users WHERE id = $1", &[user])
+                .await?
+                .get(0);
+            Ok(WriteOutcome::Sent {
+                message: Message {
+                    id,
+                    conv,
+                    seq,
+                    sender,
+                    text: text.clone(),
+                    time: *now,
+                    client_msg_id: *client_msg_id,
+                },
+                fresh: true,
+                new_dm,
+            })
+        }
+        WriteOp::Read { user, conv, seq } => {
+            let row = tx
+                .query_opt(
+                    "SELECT mb.last_read, c.last_seq FROM members mb \
+                     JOIN conversations c ON c.id = mb.conv_id \
+                     WHERE mb.conv_id = $1 AND mb.user_id = $2",
+                    &[conv, user],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+            };
+            let (last_read, last_seq): (Seq, Seq) = (row.get(0), row.get(1));
+            let (marker, moved) = rules::read_marker(*seq, last_read, last_seq);
+            if moved {
+                tx.execute(
+                    "UPDATE members SET last_read = $1 WHERE conv_id = $2 AND user_id = $3",
+                    &[&marker, conv, user],
+                )
+                .await?;
+            }
+            Ok(WriteOutcome::ReadMoved {
+                user: *user,
+                conv: *conv,
+                seq: marker,
+                moved,
+            })
+        }
+    }
+}
+
+impl Storage for PgStore {
+    fn write(&self, op: WriteOp, done: Completion) -> Result<(), StoreError> {
+        let guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender
+            .send(Job { op, done })
+            .map_err(|_| StoreError::Closed)
+    }
+
+    fn token_user(&self, hash: TokenHash, now: Millis) -> StoreFuture<Option<(UserId, Millis)>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(
+                "SELECT user_id, expires_at FROM tokens \
+                 WHERE hash = $1 AND NOT revoked AND expires_at > $2",
+                &[&&hash[..], &now],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    fn is_known_device(&self, user: UserId, hash: TokenHash) -> StoreFuture<bool> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(
+                "SELECT 1 FROM devices WHERE hash = $1 AND user_id = $2",
+                &[&&hash[..], &user],
+            )
+            .await?
+            .is_some())
+        })
+    }
+
+    fn credentials(&self, username: String) -> StoreFuture<Option<(UserId, String)>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            let Some(id) = find_name(&**c, Names::Users, &username).await? else {
+                return Ok(None);
+            };
+            Ok(
+                c.query_opt("SELECT id, password_hash FROM users WHERE id = $1", &[&id])
+                    .await?
+                    .map(|r| (r.get(0), r.get(1))),
+            )
+        })
+    }
+
+    fn history(
+        &self,
+        conv: ConvId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: u32,
+    ) -> StoreFuture<(Vec<Message>, bool)> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            let limit = limit.clamp(1, limits::MAX_PAGE) as i64;
+            let messages: Vec<Message> = if let Some(after) = after {
+                c.query(
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+                         WHERE m.conv_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
+                    ),
+                    &[&conv, &after, &(limit + 1)],
+                )
+                .await?
+                .iter()
+                .map(message_from_row)
+                .collect()
+            } else {
+                let before = before.unwrap_or(i64::MAX);
+                let mut page: Vec<Message> = c
+                    .query(
+                        &format!(
+                            "SELECT {MESSAGE_COLUMNS} FROM messages m \
+                             JOIN users u ON u.id = m.sender_id \
+                             WHERE m.conv_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3"
+                        ),
+                        &[&conv, &before, &(limit + 1)],
+                    )
+                    .await?
+                    .iter()
+                    .map(message_from_row)
+                    .collect();
+                page.reverse();
+                page
+            };
+            Ok(rules::page(messages, limit, after.is_some()))
+        })
+    }
+
+    fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query(
+                "SELECT mb.conv_id, mb.last_read, \
+                   GREATEST(0, c.last_seq - mb.last_read) - \
+                   (SELECT count(*) FROM messages m WHERE m.conv_id = mb.conv_id \
+                      AND m.sender_id = mb.user_id AND m.seq > mb.last_read) \
+                 FROM members mb JOIN conversations c ON c.id = mb.conv_id \
+                 WHERE mb.user_id = $1 ORDER BY mb.conv_id",
+                &[&user],
+            )
+            .await?
+            .into_iter()
+            .map(|r| Unread {
+                conv: r.get(0),
+                last_read: r.get(1),
+                count: r.get::<_, i64>(2).max(0) as u32,
+            })
+            .collect())
+        })
+    }
+
+    fn shutdown(&self) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(finished) = finished {
+            // The writer commits what is queued; a database that stopped answering must not
+            // hold the shutdown for ever.
+            let _ = finished.recv_timeout(Duration::from_secs(30));
+        }
+    }
+}

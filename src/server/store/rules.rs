@@ -1,0 +1,150 @@
+//! What every storage backend decides the same way; only their SQL drivers differ. Name lookups
+//! and clashes (the SQL is written with `$n` placeholders, which SQLite and PostgreSQL both
+//! take), the refusals for acting in a conversation one is not in, leaving, moving a read
+//! marker, a DM's key.
+
+use crate::names::Name;
+use crate::protocol::{limits, ConvKind, ErrorCode, Message, Seq};
+
+use super::{StoreError, UserId};
+
+/// The columns a message is read from, users joined as `u` and messages as `m`.
+pub const MESSAGE_COLUMNS: &str =
+    "m.id, m.conv_id, m.seq, u.username, m.text, m.time, m.client_msg_id";
+
+/// Device tokens remembered per user; signing in on more devices forgets the oldest.
+pub const MAX_DEVICES_PER_USER: i64 = 32;
+
+/// The users or the rooms, for name lookups and uniqueness checks.
+#[derive(Debug, Clone, Copy)]
+pub enum Names {
+    Users,
+    Rooms,
+}
+
+impl Names {
+    /// The id of the user or room with the key $1; $2 is the spelling as typed, which wins
+    /// among rows from before the name rules that share a key; else the oldest.
+    pub fn find_sql(self) -> &'static str {
+        match self {
+            Names::Users => {
+                "SELECT id FROM users WHERE fold_key = $1 ORDER BY username = $2 DESC, id LIMIT 1"
+            }
+            Names::Rooms => {
+                "SELECT id FROM conversations WHERE kind = 'room' AND fold_key = $1 \
+                 ORDER BY name = $2 DESC, id LIMIT 1"
+            }
+        }
+    }
+
+    /// An existing name with the key $1 or the skeleton $2, and whether the key is equal.
+    pub fn clash_sql(self) -> &'static str {
+        match self {
+            Names::Users => {
+                "SELECT username, fold_key = $1 FROM users WHERE fold_key = $1 OR skeleton = $2 \
+                 ORDER BY fold_key = $1 DESC LIMIT 1"
+            }
+            Names::Rooms => {
+                "SELECT name, fold_key = $1 FROM conversations \
+                 WHERE kind = 'room' AND (fold_key = $1 OR skeleton = $2) \
+                 ORDER BY fold_key = $1 DESC LIMIT 1"
+            }
+        }
+    }
+
+    /// `conflict` when `clash` (what [`Names::clash_sql`] found for `name`) is an existing name
+    /// or one that looks like it.
+    pub fn refuse(self, name: &Name, clash: Option<(String, bool)>) -> Result<(), StoreError> {
+        let message = match (self, clash) {
+            (_, None) => return Ok(()),
+            (Names::Users, Some((_, true))) => "username is taken".to_owned(),
+            (Names::Rooms, Some((_, true))) => "a room with that name exists".to_owned(),
+            (Names::Users, Some((other, false))) => format!(
+                "\"{}\" looks the same as the existing user \"{other}\": choose another username",
+                name.display
+            ),
+            (Names::Rooms, Some((other, false))) => format!(
+                "\"{}\" looks the same as the existing room \"{other}\": choose another name",
+                name.display
+            ),
+        };
+        Err(StoreError::rejected(ErrorCode::Conflict, message))
+    }
+}
+
+/// The error for acting in a conversation the user is not in. A DM that is not yours answers
+/// exactly like one that does not exist, so nobody learns that two others talk.
+pub fn not_member(kind: Option<ConvKind>) -> StoreError {
+    match kind {
+        Some(ConvKind::Room) => {
+            StoreError::rejected(ErrorCode::Forbidden, "not a member of this room")
+        }
+        _ => StoreError::rejected(ErrorCode::NotFound, "no such conversation"),
+    }
+}
+
+/// Whether a conversation (its kind and room key, if it exists) may be left by a user who is
+/// (`member`) or is not in it. Leaving what one is not in is refused after the delete finds
+/// nothing, with [`not_member`].
+pub fn may_leave(conv: Option<&(ConvKind, String)>, member: bool) -> Result<(), StoreError> {
+    match conv {
+        None => Err(not_member(None)),
+        Some((ConvKind::Dm, _)) if member => Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "a direct message cannot be left",
+        )),
+        Some((ConvKind::Room, key)) if key == limits::DEFAULT_ROOM => Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "the default room cannot be left",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where a read marker at `last_read` goes when asked for `seq` in a conversation whose newest
+/// message is `last_seq`: forward only, never past the newest. Returns the marker and whether
+/// it moved.
+pub fn read_marker(seq: Seq, last_read: Seq, last_seq: Seq) -> (Seq, bool) {
+    let target = seq.clamp(0, last_seq);
+    (target.max(last_read), target > last_read)
+}
+
+/// A history page read with one row more than `limit` (ascending), cut to `limit` on the far
+/// side: the end when paging forward (`after`), the start when paging back. Returns it and
+/// whether more lie beyond it.
+pub fn page(mut messages: Vec<Message>, limit: i64, forward: bool) -> (Vec<Message>, bool) {
+    let has_more = messages.len() as i64 > limit;
+    if has_more {
+        if forward {
+            messages.pop();
+        } else {
+            messages.remove(0);
+        }
+    }
+    (messages, has_more)
+}
+
+/// A DM's members in order (lower id first) and its key, `"<low>:<high>"`.
+pub fn dm_key(a: UserId, b: UserId) -> (UserId, UserId, String) {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    (lo, hi, format!("{lo}:{hi}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_markers_only_move_forward_and_stop_at_the_newest() {
+        assert_eq!(read_marker(5, 2, 10), (5, true));
+        assert_eq!(read_marker(1, 2, 10), (2, false));
+        assert_eq!(read_marker(99, 2, 10), (10, true));
+        assert_eq!(read_marker(-4, 0, 10), (0, false));
+    }
+
+    #[test]
+    fn dm_keys_do_not_depend_on_who_starts() {
+        assert_eq!(dm_key(7, 3), (3, 7, "3:7".into()));
+        assert_eq!(dm_key(3, 7), dm_key(7, 3));
+    }
+}
