@@ -223,11 +223,11 @@ mod tests {
         let shell = app.state::<Shell>();
         let mut settings = shell.settings();
         settings.language = Language::En;
-        shell.set_settings(settings.clone());
+        shell.set_settings(settings.clone()).unwrap();
         assert_eq!(labels(app.handle()), ["Show Natter", "Hide", "Quit"]);
 
         settings.language = Language::ZhCn;
-        shell.set_settings(settings);
+        shell.set_settings(settings).unwrap();
         assert_eq!(labels(app.handle()), ["显示 Natter", "隐藏", "退出"]);
     }
 
