@@ -151,6 +151,8 @@ export const en = {
   "settings.startup": "Starting",
   "settings.startAtLogin": "Start Natter when you log in",
   "settings.startMinimised": "Start minimised to the tray",
+  // Keyboard and screen readers (issue 20): how a message is announced when the keyboard reaches it.
+  "conv.messageLabel": "{sender}, {time}: {text}",
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -303,6 +305,8 @@ export const zhCN: Dictionary = {
   "settings.startup": "启动",
   "settings.startAtLogin": "登录电脑时启动 Natter",
   "settings.startMinimised": "启动时最小化到托盘",
+  // 键盘与读屏（issue 20）：键盘移到一条消息时读出的内容。
+  "conv.messageLabel": "{sender}，{time}：{text}",
 };
 
 export const dictionaries = { en, "zh-CN": zhCN } as const;
