@@ -58,6 +58,7 @@ describe("keyboard: conversations", () => {
     expect(entry(dm.id)).toHaveFocus();
     await user.keyboard("{ArrowUp}");
     expect(entry(random.id)).toHaveFocus();
+    expect(tabStops()).toEqual([entry(random.id)]);
     // Moving does not open; Enter does.
     expect(entry(general.id)).toHaveAttribute("aria-selected", "true");
     await user.keyboard("{Enter}");
@@ -69,9 +70,11 @@ describe("keyboard: conversations", () => {
     const { general, random, dm } = await team();
     const user = userEvent.setup();
     const opened = () => screen.getByTestId("conversation").dataset.convId;
+    entry(general.id).focus(); // the keyboard was in the sidebar before
     screen.getByTestId("composer").focus();
     await user.keyboard("{Alt>}{ArrowDown}{/Alt}");
     await waitFor(() => expect(opened()).toBe(String(random.id)));
+    expect(tabStops()).toEqual([entry(random.id)]); // the tab stop follows the open one
     await user.keyboard("{Alt>}{ArrowDown}{/Alt}");
     await waitFor(() => expect(opened()).toBe(String(dm.id)));
     await user.keyboard("{Alt>}{ArrowDown}{/Alt}");
