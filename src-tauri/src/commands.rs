@@ -207,7 +207,7 @@ pub fn get_settings(shell: State<'_, Shell>) -> Settings {
 }
 
 #[tauri::command]
-pub fn set_settings(shell: State<'_, Shell>, settings: Settings) -> Settings {
+pub fn set_settings(shell: State<'_, Shell>, settings: Settings) -> CmdResult<Settings> {
     shell.set_settings(settings)
 }
 

@@ -45,6 +45,13 @@ pub struct Settings {
     pub theme: Theme,
     pub language: Language,
     pub close_to_tray: bool,
+    /// Start Natter when the user logs in to the desktop (its autostart entry, `startup`).
+    /// Missing in a file from before this setting: off.
+    #[serde(default)]
+    pub start_at_login: bool,
+    /// Start with the window hidden and only the tray icon showing (`startup::start_hidden`).
+    #[serde(default)]
+    pub start_minimised: bool,
 }
 
 impl Default for Settings {
@@ -55,6 +62,8 @@ impl Default for Settings {
             theme: Theme::System,
             language: Language::En,
             close_to_tray: true,
+            start_at_login: false,
+            start_minimised: false,
         }
     }
 }
@@ -134,7 +143,8 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Settings::default()).unwrap(),
             json!({"notifications": true, "hide_message_text": false, "theme": "system",
-                   "language": "en", "close_to_tray": true})
+                   "language": "en", "close_to_tray": true, "start_at_login": false,
+                   "start_minimised": false})
         );
         let zh: Settings = serde_json::from_value(json!({"notifications": false,
             "hide_message_text": true, "theme": "dark", "language": "zh-CN",
@@ -152,9 +162,36 @@ mod tests {
             json!({"notifications": true, "hide_message_text": false, "theme": "light",
                    "language": "fr", "close_to_tray": true}),
             json!({"notifications": "yes"}),
+            json!({"notifications": true, "hide_message_text": false, "theme": "light",
+                   "language": "en", "close_to_tray": true, "start_at_login": "yes"}),
+            json!({"notifications": true, "hide_message_text": false, "theme": "light",
+                   "language": "en", "close_to_tray": true, "start_minimized": true}),
         ] {
             assert!(serde_json::from_value::<Settings>(bad).is_err());
         }
+    }
+
+    #[test]
+    fn start_settings_round_trip_and_default_to_off_in_older_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file written before the start settings existed: both off, nothing else lost.
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"server_url": "http://127.0.0.1:1", "settings": {"notifications": false,
+                "hide_message_text": false, "theme": "dark", "language": "en",
+                "close_to_tray": true}}"#,
+        )
+        .unwrap();
+        let old = DesktopConfig::load(dir.path());
+        assert_eq!(old.server_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert!(!old.settings.notifications);
+        assert!(!old.settings.start_at_login && !old.settings.start_minimised);
+
+        let mut cfg = old;
+        cfg.settings.start_at_login = true;
+        cfg.settings.start_minimised = true;
+        cfg.save(dir.path()).unwrap();
+        assert_eq!(DesktopConfig::load(dir.path()), cfg);
     }
 
     #[test]

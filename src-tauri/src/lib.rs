@@ -13,6 +13,7 @@
 //! - [`host`]: host mode, the server running in-process, and the LAN addresses to share.
 //! - [`notifications`]: notification text (escaped or hidden) and showing it, with clicks.
 //! - [`tray`], [`window`]: the tray icon and the main window (title, show/hide, close to tray).
+//! - [`startup`]: start at login and start minimised to the tray.
 //! - [`error`]: [`error::CommandError`], the one error type at the IPC edge.
 //! - [`diagnostics`]: the app's own rotating log file and the "Copy diagnostics" report.
 
@@ -22,6 +23,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod host;
 pub mod notifications;
+pub mod startup;
 pub mod state;
 pub mod tray;
 pub mod window;
@@ -101,6 +103,7 @@ pub fn init<R: Runtime>(app: &AppHandle<R>, options: Options) -> Result<(), Stri
     let shell =
         state::Shell::with_parts(Arc::new(state::TauriUi(app.clone())), presenter, dir, bind);
     tauri::async_runtime::block_on(shell.restore());
+    startup::apply_at_start(app, &shell);
     app.manage(shell);
     Ok(())
 }
@@ -181,7 +184,8 @@ pub fn run() {
                 .callback(|app, _args, _cwd| window::show_main(app))
                 .build(),
         )
-        .plugin(window_state);
+        .plugin(window_state)
+        .plugin(startup::autostart_plugin());
     let app = run_app(builder)
         .build(context)
         .expect("cannot start the Natter window");
@@ -189,6 +193,8 @@ pub fn run() {
         RunEvent::Ready => {
             if let Err(e) = tray::create(handle) {
                 tracing::warn!(error = %e, "no tray icon");
+                // A window started minimised could not be brought back without the tray.
+                window::show_main(handle);
             }
             if let Some(shell) = handle.try_state::<state::Shell>() {
                 shell.refresh_unread_display();

@@ -27,7 +27,7 @@ use crate::config::{DesktopConfig, Language, Settings};
 use crate::error::{CmdResult, CommandError};
 use crate::host::{self, HostedServer};
 use crate::notifications::{ClickHandler, NoticeSource, Notifier, Presenter};
-use crate::{tray, window};
+use crate::{startup, tray, window};
 
 /// Event names of docs/ipc.md.
 pub mod events {
@@ -77,6 +77,8 @@ pub trait Ui: Send + Sync + 'static {
     fn set_unread_total(&self, total: u32);
     /// The language setting changed: relabel what the shell draws itself (the tray).
     fn set_language(&self, lang: Language);
+    /// Adds (`true`) or removes the desktop's entry that starts the app at login.
+    fn set_start_at_login(&self, enabled: bool) -> Result<(), String>;
 }
 
 /// The real [`Ui`]: a Tauri app handle.
@@ -100,6 +102,10 @@ impl<R: Runtime> Ui for TauriUi<R> {
 
     fn set_language(&self, lang: Language) {
         tray::set_language(&self.0, lang);
+    }
+
+    fn set_start_at_login(&self, enabled: bool) -> Result<(), String> {
+        startup::set_start_at_login(&self.0, enabled)
     }
 }
 
@@ -704,11 +710,19 @@ impl Shell {
         }
     }
 
-    pub fn set_settings(&self, settings: Settings) -> Settings {
+    /// Saves and applies `settings`. A change of `start_at_login` goes to the desktop first: if
+    /// it refuses, nothing is saved and the command fails `internal` saying why.
+    pub fn set_settings(&self, settings: Settings) -> CmdResult<Settings> {
+        if settings.start_at_login != self.settings().start_at_login {
+            self.0
+                .ui
+                .set_start_at_login(settings.start_at_login)
+                .map_err(CommandError::internal)?;
+        }
         let cfg = self.update_config(|c| c.settings = settings);
         self.0.ui.set_language(cfg.settings.language);
         self.0.ui.emit(events::SETTINGS, to_json(&cfg.settings));
-        cfg.settings
+        Ok(cfg.settings)
     }
 
     pub fn ui(&self) -> &Arc<dyn Ui> {

@@ -3,19 +3,19 @@
 //! profiles in temp directories. Only the window system is mocked; notifications are recorded
 //! by a presenter instead of going to D-Bus.
 
+mod support;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use natter::protocol::ConvId;
 use natter_desktop::notifications::{NoticeText, Presenter};
-use natter_desktop::{run_app_with, Options};
+use natter_desktop::Options;
 use serde_json::{json, Value};
-use tauri::ipc::{CallbackFn, InvokeBody};
-use tauri::test::{get_ipc_response, mock_builder, mock_context, noop_assets, MockRuntime};
-use tauri::webview::InvokeRequest;
+use tauri::test::{mock_builder, MockRuntime};
 use tauri::Manager;
-use tauri::{App, Listener, WebviewWindow, WebviewWindowBuilder};
+use tauri::{App, Listener, WebviewWindow};
 
 type Click = Box<dyn FnOnce() + Send>;
 
@@ -115,14 +115,7 @@ impl Desk {
             presenter: Some(notices.clone()),
             host_bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
         };
-        let app = run_app_with(mock_builder(), options.clone())
-            .build(mock_context(noop_assets()))
-            .expect("app builds");
-        // The mock runtime has no event loop to run the setup hook; run the same init.
-        natter_desktop::init(app.handle(), options).expect("shell starts");
-        let window = WebviewWindowBuilder::new(&app, "main", Default::default())
-            .build()
-            .unwrap();
+        let (app, window) = support::open_app(mock_builder(), options);
         let events = Arc::new(Mutex::new(Vec::new()));
         for name in EVENTS {
             let events = events.clone();
@@ -140,16 +133,7 @@ impl Desk {
     }
 
     fn call(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        let request = InvokeRequest {
-            cmd: cmd.into(),
-            callback: CallbackFn(0),
-            error: CallbackFn(1),
-            url: "tauri://localhost".parse().unwrap(),
-            body: InvokeBody::Json(args),
-            headers: Default::default(),
-            invoke_key: tauri::test::INVOKE_KEY.to_string(),
-        };
-        get_ipc_response(&self.window, request).map(|b| b.deserialize::<Value>().unwrap())
+        support::invoke(&self.window, cmd, args)
     }
 
     fn ok(&self, cmd: &str, args: Value) -> Value {
@@ -236,7 +220,8 @@ fn a_fresh_profile_starts_in_setup_and_refuses_what_needs_a_session() {
     assert_eq!(
         state["settings"],
         json!({"notifications": true, "hide_message_text": false, "theme": "system",
-               "language": "en", "close_to_tray": true})
+               "language": "en", "close_to_tray": true, "start_at_login": false,
+               "start_minimised": false})
     );
 
     // Every failure is a CommandError {code, message}.
@@ -276,7 +261,8 @@ fn a_fresh_profile_starts_in_setup_and_refuses_what_needs_a_session() {
 
     // Settings: validated, saved, announced.
     let zh = json!({"notifications": false, "hide_message_text": true, "theme": "dark",
-                    "language": "zh-CN", "close_to_tray": false});
+                    "language": "zh-CN", "close_to_tray": false, "start_at_login": false,
+                    "start_minimised": true});
     assert_eq!(desk.ok("set_settings", json!({ "settings": zh })), zh);
     assert_eq!(desk.ok("get_settings", json!({})), zh);
     assert_eq!(desk.events_named("natter://settings"), vec![zh.clone()]);

@@ -5,4 +5,13 @@ import type { Theme } from "./Theme";
 /**
  * The user's settings (`Settings` in docs/ipc.md).
  */
-export type Settings = { notifications: boolean, hide_message_text: boolean, theme: Theme, language: Language, close_to_tray: boolean, };
+export type Settings = { notifications: boolean, hide_message_text: boolean, theme: Theme, language: Language, close_to_tray: boolean, 
+/**
+ * Start Natter when the user logs in to the desktop (its autostart entry, `startup`).
+ * Missing in a file from before this setting: off.
+ */
+start_at_login: boolean, 
+/**
+ * Start with the window hidden and only the tray icon showing (`startup::start_hidden`).
+ */
+start_minimised: boolean, };

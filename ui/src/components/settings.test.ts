@@ -30,6 +30,49 @@ describe("settings", () => {
     expect(screen.getByTestId("settings-sign-out")).toHaveTextContent("Sign out");
   });
 
+  it("turns start at login and start minimised on and off, both off at first", async () => {
+    const fake = teamFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("settings-open"));
+    const atLogin = screen.getByTestId("settings-start-at-login") as HTMLInputElement;
+    const minimised = screen.getByTestId("settings-start-minimised") as HTMLInputElement;
+    expect(atLogin.checked).toBe(false);
+    expect(minimised.checked).toBe(false);
+    // Labelled, so a screen reader says what each box does (in either language).
+    expect(screen.getByRole("checkbox", { name: "Start Natter when you log in" })).toBe(atLogin);
+    expect(screen.getByRole("group", { name: "Starting" })).toContainElement(minimised);
+
+    await user.click(atLogin);
+    await user.click(minimised);
+    expect(fake.calls.filter((c) => c.cmd === "set_settings").at(-1)?.args).toEqual({
+      settings: { ...defaultSettings(), start_at_login: true, start_minimised: true },
+    });
+    expect(atLogin.checked).toBe(true);
+    expect(minimised.checked).toBe(true);
+
+    await user.click(minimised);
+    expect(fake.state.settings).toMatchObject({ start_at_login: true, start_minimised: false });
+    expect(minimised.checked).toBe(false);
+
+    await user.selectOptions(screen.getByTestId("settings-language"), "zh-CN");
+    await waitFor(() => expect(screen.getByTestId("settings-startup")).toHaveTextContent("登录电脑时启动 Natter"));
+    expect(screen.getByTestId("settings-startup")).toHaveTextContent("启动时最小化到托盘");
+  });
+
+  it("puts the start-at-login box back and says why when the desktop refuses it", async () => {
+    const fake = teamFake();
+    fake.startAtLoginRefused = true;
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("settings-open"));
+    const atLogin = screen.getByTestId("settings-start-at-login") as HTMLInputElement;
+    await user.click(atLogin);
+    expect(await screen.findByTestId("toast")).toHaveTextContent("start-at-login entry");
+    await waitFor(() => expect(atLogin.checked).toBe(false));
+    expect(fake.state.settings.start_at_login).toBe(false);
+  });
+
   it("mutes a conversation and signs out", async () => {
     const fake = teamFake();
     const general = fake.addRoom("general", ["alice"]);

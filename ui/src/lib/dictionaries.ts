@@ -147,6 +147,12 @@ export const en = {
   "error.internal": "Something went wrong: {message}",
   "error.storage_full": "A disk is full, so nothing was saved. Free some space, then try again. ({message})",
   "error.store_corrupt": "The messages stored on this computer are damaged. Open Settings and choose \"Repair local store\".",
+  // Starting (issue 20): start at login, start minimised to the tray.
+  "settings.startup": "Starting",
+  "settings.startAtLogin": "Start Natter when you log in",
+  "settings.startMinimised": "Start minimised to the tray",
+  // Keyboard and screen readers (issue 20): how a message is announced when the keyboard reaches it.
+  "conv.messageLabel": "{sender}, {time}: {text}",
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -295,6 +301,12 @@ export const zhCN: Dictionary = {
   "error.internal": "出现错误：{message}",
   "error.storage_full": "磁盘已满，未能保存。请释放一些空间后重试。（{message}）",
   "error.store_corrupt": "这台电脑上保存的消息已损坏。请打开设置并选择“修复本地存储”。",
+  // 启动（issue 20）：登录时启动，启动时最小化到托盘。
+  "settings.startup": "启动",
+  "settings.startAtLogin": "登录电脑时启动 Natter",
+  "settings.startMinimised": "启动时最小化到托盘",
+  // 键盘与读屏（issue 20）：键盘移到一条消息时读出的内容。
+  "conv.messageLabel": "{sender}，{time}：{text}",
 };
 
 export const dictionaries = { en, "zh-CN": zhCN } as const;

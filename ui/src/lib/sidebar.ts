@@ -32,3 +32,24 @@ export function previewText(text: string): string {
   const flat = text.replace(/\s+/g, " ").trim();
   return flat.length > 140 ? `${flat.slice(0, 140)}…` : flat;
 }
+
+/**
+ * The conversations in the order the sidebar lists them (rooms, then direct messages, each by
+ * activity): the order the keyboard moves through.
+ */
+export function sidebarOrder(list: readonly ConversationSummary[]): number[] {
+  const sorted = sortByActivity(list);
+  return [...sorted.filter((c) => c.kind === "room"), ...sorted.filter((c) => c.kind === "dm")].map((c) => c.id);
+}
+
+/**
+ * The conversation `step` places from `from` in `order` (-1: the one above), stopping at either
+ * end. From nothing (or one no longer listed) a step down starts at the top and a step up at the
+ * bottom. `null` when the list is empty.
+ */
+export function stepConversation(order: readonly number[], from: number | null, step: number): number | null {
+  if (order.length === 0) return null;
+  const at = from === null ? -1 : order.indexOf(from);
+  if (at === -1) return step > 0 ? order[0] : order[order.length - 1];
+  return order[Math.min(order.length - 1, Math.max(0, at + step))];
+}

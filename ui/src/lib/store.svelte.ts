@@ -437,11 +437,14 @@ export class Store {
 
   async updateSettings(patch: Partial<Settings>): Promise<void> {
     if (!this.app) return;
-    const next = { ...this.app.settings, ...patch };
+    const before = this.app.settings;
+    const next = { ...before, ...patch };
     this.applySettings(next);
     try {
       this.applySettings(await api.setSettings(next));
     } catch (e) {
+      // Nothing was saved (e.g. the desktop refused the start-at-login entry): show what holds.
+      this.applySettings(before);
       this.showError(e);
     }
   }

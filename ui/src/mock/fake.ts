@@ -39,6 +39,8 @@ export const defaultSettings = (): Settings => ({
   theme: "system",
   language: "en",
   close_to_tray: true,
+  start_at_login: false,
+  start_minimised: false,
 });
 
 let uuidCounter = 0;
@@ -59,6 +61,8 @@ export class FakeBackend {
   calls: { cmd: string; args: Record<string, unknown> }[] = [];
   /** Whether the local store is damaged: `repair_store` rebuilds it (and clears this). */
   storeDamaged = false;
+  /** The desktop refuses the start-at-login entry (set_settings fails as the Rust side does). */
+  startAtLoginRefused = false;
   /**
    * When set, acts like an offline client: `send` leaves messages pending instead of acking
    * them, and `users` (which needs the server) fails with `offline`.
@@ -335,6 +339,9 @@ export class FakeBackend {
       case "get_settings":
         return this.state.settings;
       case "set_settings":
+        if (this.startAtLoginRefused && (args.settings as Settings).start_at_login !== this.state.settings.start_at_login) {
+          fail("internal", "cannot add Natter's start-at-login entry: Permission denied (os error 13)");
+        }
         this.state.settings = args.settings as Settings;
         return this.state.settings;
       case "diagnostics":
