@@ -9,8 +9,23 @@ use url::Url;
 use crate::client::{ClientError, Result};
 use crate::protocol::{limits, ApiError, Health, LoginRequest, RegisterRequest, Session};
 
+/// What the server's session list calls a session signed in from here (the `User-Agent`):
+/// the program (`natter`, `natter-desktop`), its version and the operating system.
+fn user_agent() -> String {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "natter".into());
+    format!(
+        "{program} {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS
+    )
+}
+
 fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
+        .user_agent(user_agent())
         .timeout(Duration::from_secs(15))
         .connect_timeout(Duration::from_secs(10))
         .build()
@@ -120,6 +135,7 @@ pub async fn login_as(
             username: username.to_owned(),
             password: password.to_owned(),
             device_token,
+            label: None,
         })
         .send()
         .await

@@ -194,6 +194,9 @@ pub enum ClientEvent {
     },
     /// The resume after a (re)connect finished: every missed message is stored.
     Synced,
+    /// Someone's public profile changed (display name, avatar), or their account was deleted
+    /// (`deleted`); also the user's own, from another device. Already stored.
+    UserUpdated(User),
     /// The server did something unexpected (garbage, unknown frames, an unsolicited error).
     /// Reported, and otherwise ignored.
     Warning(String),

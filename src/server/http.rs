@@ -1,4 +1,5 @@
-//! HTTP routes: register, login, logout, health, and the WebSocket upgrade at `/ws`. Each
+//! HTTP routes: register, login, logout, your account (`/api/account/*`), health, and the
+//! WebSocket upgrade at `/ws`. Each
 //! route parses its request and calls a service ([`super::service`]); this file holds what is
 //! HTTP's own: statuses, headers, the guard below.
 //!
@@ -16,11 +17,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::Path;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
@@ -33,6 +35,7 @@ use crate::protocol::{
 
 use super::auth;
 use super::connection::{self, SocketSlots};
+use super::service::account;
 use super::service::accounts::{self, Authed};
 use super::service::{retry_secs, ServiceError};
 use super::Shared;
@@ -102,6 +105,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/register", post(register))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
+        // ---- your account ----
+        .route("/api/account/profile", post(account_profile))
+        .route("/api/account/password", post(account_password))
+        .route("/api/account/sessions", get(account_sessions))
+        .route("/api/account/sessions/{id}", delete(account_revoke))
+        .route("/api/account/delete", post(account_delete))
         .route("/ws", get(upgrade))
         .fallback(|| async { fail(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -262,17 +271,25 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Respons
         .map_err(|e| fail(ErrorCode::BadRequest, format!("invalid request body: {e}")))
 }
 
+/// The `User-Agent`, which names a session whose sign-in sent no `label`.
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// `POST /api/register`: create an account and its first session (201).
 async fn register(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let req: RegisterRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match accounts::register(&shared, peer.ip(), req).await {
+    match accounts::register(&shared, peer.ip(), req, user_agent(&headers)).await {
         Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
         Err(e) => service_fail(e),
     }
@@ -282,13 +299,14 @@ async fn register(
 async fn login(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let req: LoginRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match accounts::login(&shared, peer.ip(), req).await {
+    match accounts::login(&shared, peer.ip(), req, user_agent(&headers)).await {
         Ok(session) => Json(session).into_response(),
         Err(e) => service_fail(e),
     }
@@ -313,6 +331,107 @@ async fn bearer_user(
         .await
         .map(Some)
         .map_err(service_fail)
+}
+
+// ---- your account (docs/protocol.md, "Your account") ----
+
+/// The caller of a route that needs a session: 401 without a live bearer token.
+#[allow(clippy::result_large_err)] // an early-return response, built once per request
+async fn signed_in(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<Authed, Response> {
+    bearer_user(shared, headers).await?.ok_or_else(|| {
+        fail(
+            ErrorCode::Unauthorized,
+            "missing Authorization: Bearer <token>",
+        )
+    })
+}
+
+/// The caller and the JSON body of a route that needs both (401 first, then 400).
+#[allow(clippy::result_large_err)] // an early-return response, built once per request
+async fn signed_in_with<T: serde::de::DeserializeOwned>(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Authed, T), Response> {
+    let authed = signed_in(shared, headers).await?;
+    Ok((authed, parse_json(body)?))
+}
+
+/// A service's answer: `ok` as JSON with 200, or its error.
+fn answer_json<T: serde::Serialize>(result: Result<T, ServiceError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => service_fail(e),
+    }
+}
+
+/// A service's answer with no body: 204, or its error.
+fn answer_empty(result: Result<(), ServiceError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => service_fail(e),
+    }
+}
+
+/// `POST /api/account/profile`: change the display name and/or avatar (200, the `User`).
+async fn account_profile(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (authed, req) = match signed_in_with(&shared, &headers, &body).await {
+        Ok(both) => both,
+        Err(resp) => return resp,
+    };
+    answer_json(account::set_profile(&shared, &authed, req).await)
+}
+
+/// `POST /api/account/password`: change the password (204).
+async fn account_password(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (authed, req) = match signed_in_with(&shared, &headers, &body).await {
+        Ok(both) => both,
+        Err(resp) => return resp,
+    };
+    answer_empty(account::change_password(&shared, peer.ip(), &authed, req).await)
+}
+
+/// `GET /api/account/sessions`: the caller's live sessions (200, `SessionList`).
+async fn account_sessions(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    match signed_in(&shared, &headers).await {
+        Ok(authed) => answer_json(account::sessions(&shared, &authed).await),
+        Err(resp) => resp,
+    }
+}
+
+/// `DELETE /api/account/sessions/{id}`: revoke one of the caller's sessions (204).
+async fn account_revoke(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match signed_in(&shared, &headers).await {
+        Ok(authed) => answer_empty(account::revoke_session(&shared, &authed, id).await),
+        Err(resp) => resp,
+    }
+}
+
+/// `POST /api/account/delete`: delete the caller's account (204).
+async fn account_delete(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (authed, req) = match signed_in_with(&shared, &headers, &body).await {
+        Ok(both) => both,
+        Err(resp) => return resp,
+    };
+    answer_empty(account::delete_account(&shared, peer.ip(), &authed, req).await)
 }
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
