@@ -1,4 +1,5 @@
-//! The HTTP side of the client: health check, register, login and logout (token revocation).
+//! The HTTP side of the client: health check, register, login, logout (token revocation) and
+//! your account (profile, password, sessions, deletion).
 //! Errors are mapped from the server's `ApiError` body to [`ClientError`]. Answers are read up to
 //! the protocol's body limit only.
 
@@ -7,7 +8,10 @@ use std::time::Duration;
 use url::Url;
 
 use crate::client::{ClientError, Result};
-use crate::protocol::{limits, ApiError, Health, LoginRequest, RegisterRequest, Session};
+use crate::protocol::{
+    limits, ApiError, DeleteAccountRequest, Health, LoginRequest, PasswordRequest, ProfileRequest,
+    RegisterRequest, Session, SessionList, User,
+};
 
 /// What the server's session list calls a session signed in from here (the `User-Agent`):
 /// the program (`natter`, `natter-desktop`), its version and the operating system.
@@ -151,8 +155,67 @@ pub async fn logout_token(server: &Url, token: &str) -> Result<()> {
         .send()
         .await
         .map_err(transport)?;
+    no_content(resp).await
+}
+
+/// An answer without a body (204): Ok, or the server's error.
+async fn no_content(resp: reqwest::Response) -> Result<()> {
     if resp.status().is_success() {
         return Ok(());
     }
     decode::<serde_json::Value>(resp).await.map(|_| ())
+}
+
+// ---- your account (docs/protocol.md, "Your account") ----
+
+/// A signed-in call to `path` with an optional JSON body.
+async fn account_call(
+    method: reqwest::Method,
+    server: &Url,
+    path: &str,
+    token: &str,
+    body: Option<&(impl serde::Serialize + ?Sized)>,
+) -> Result<reqwest::Response> {
+    let mut req = client()?
+        .request(method, endpoint(server, path)?)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    req.send().await.map_err(transport)
+}
+
+/// `POST /api/account/profile`: the profile as it is now.
+pub async fn set_profile(server: &Url, token: &str, req: &ProfileRequest) -> Result<User> {
+    let path = "/api/account/profile";
+    decode(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
+}
+
+/// `POST /api/account/password`.
+pub async fn change_password(server: &Url, token: &str, req: &PasswordRequest) -> Result<()> {
+    let path = "/api/account/password";
+    no_content(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
+}
+
+/// `GET /api/account/sessions`: newest first.
+pub async fn sessions(server: &Url, token: &str) -> Result<SessionList> {
+    let path = "/api/account/sessions";
+    decode(account_call(reqwest::Method::GET, server, path, token, None::<&()>).await?).await
+}
+
+/// `DELETE /api/account/sessions/{id}`.
+pub async fn revoke_session(server: &Url, token: &str, id: &str) -> Result<()> {
+    // The id is the server's own (32 hex digits); anything else must not reshape the path.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ClientError::NotFound(format!("no session {id:?}")));
+    }
+    let path = format!("/api/account/sessions/{id}");
+    no_content(account_call(reqwest::Method::DELETE, server, &path, token, None::<&()>).await?)
+        .await
+}
+
+/// `POST /api/account/delete`.
+pub async fn delete_account(server: &Url, token: &str, req: &DeleteAccountRequest) -> Result<()> {
+    let path = "/api/account/delete";
+    no_content(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
 }

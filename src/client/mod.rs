@@ -10,11 +10,14 @@
 //! notification.
 //!
 //! Module map: [`types`] (view types shared with the UI), [`http`] (register, login, logout,
-//! health), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
+//! health, your account), `account` (your account and export on [`Client`]), [`export`] (the
+//! history export's document and files), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
 //! the store for a running client: no SQLite call runs on an async worker), [`notify`].
 
+mod account;
 pub mod connection;
 pub mod db;
+pub mod export;
 pub mod http;
 pub mod notify;
 pub mod store;
