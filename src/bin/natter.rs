@@ -115,7 +115,7 @@ enum Command {
         /// json (machine-readable) or html (one readable page).
         #[arg(long, default_value = "json")]
         format: client::export::ExportFormat,
-        /// Where to write it (default: natter-<user>-<date>.<format> here).
+        /// Where to write it (default: natter-<user>-<date>-<time>.<format> here).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -420,16 +420,8 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
         Command::Export { format, out } => {
             require_online(client, wait).await?;
             let path = out.clone().unwrap_or_else(|| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let date = client::export::format_utc(now);
-                PathBuf::from(format!(
-                    "natter-{}-{}.{}",
-                    client.user().username,
-                    &date[..10],
-                    format.extension()
-                ))
+                let name = client::export::default_file_name(&client.user().username, *format);
+                PathBuf::from(name)
             });
             let done = client.export_to(*format, &path).await?;
             say!(

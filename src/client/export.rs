@@ -222,6 +222,18 @@ pub fn format_utc(ms: Millis) -> String {
     )
 }
 
+/// The file name an export gets when the user does not choose one:
+/// `natter-<username>-<YYYY-MM-DD-HHMMSS>.<ext>` (UTC now), so exports do not overwrite each
+/// other. A username is letters, digits, `_ - .` only, so it is safe in a file name.
+pub fn default_file_name(username: &str, format: ExportFormat) -> String {
+    let stamp: String = format_utc(super::now_ms())
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect();
+    format!("natter-{username}-{stamp}.{}", format.extension())
+}
+
 /// Write `contents` to `path` as a private file (0600, also when it existed looser): an export
 /// holds private conversations.
 pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -332,6 +344,21 @@ mod tests {
         assert_eq!("JSON".parse::<ExportFormat>(), Ok(ExportFormat::Json));
         assert_eq!("html".parse::<ExportFormat>(), Ok(ExportFormat::Html));
         assert!("pdf".parse::<ExportFormat>().is_err());
+    }
+
+    #[test]
+    fn default_file_names_name_the_user_the_time_and_the_format() {
+        let name = default_file_name("alice", ExportFormat::Html);
+        assert!(
+            name.starts_with("natter-alice-20") && name.ends_with(".html"),
+            "{name}"
+        );
+        assert_eq!(
+            name.len(),
+            "natter-alice-2026-12-04-045100.html".len(),
+            "{name}"
+        );
+        assert!(!name.contains([' ', ':', '/']), "{name}");
     }
 
     #[test]
