@@ -5,6 +5,8 @@
 //! - [`names`]: the rules for usernames, room names and display names (normalisation,
 //!   uniqueness, look-alikes, refused characters) and for showing other users' text in a terminal.
 //! - [`protocol`]: wire types (frames, HTTP bodies), limits and close codes. No I/O.
+//! - [`stream`]: the read-only event stream's wire format (Server-Sent Events): the cursor in
+//!   each event's id, the event names, and a parser for clients.
 //! - [`server`]: the Natter server: HTTP routes and WebSocket connections over services (one
 //!   per domain) over a storage interface (SQLite by default) and a bus that feeds the fan-out.
 //!   Started with [`server::run`]; docs/architecture.md draws the layers.
@@ -18,3 +20,4 @@ pub mod dbfile;
 pub mod names;
 pub mod protocol;
 pub mod server;
+pub mod stream;

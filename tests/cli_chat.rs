@@ -288,3 +288,73 @@ async fn names_work_in_any_spelling_from_the_cli() {
     assert_eq!(lines[0]["sender"], "Straße");
     assert!(fails(natter(b, &["create", "l\u{43e}unge"]).await).contains("looks the same"));
 }
+
+/// `natter tail --sse --json` prints the event stream as JSON lines; `--since` with a printed
+/// id resumes after it with nothing missed or repeated; signing the session out ends it with
+/// an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_over_the_event_stream_prints_resumes_and_ends_when_signed_out() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let server = TestServer::start().await;
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (a.path(), b.path());
+    ok(natter(a, &["--server", &url, "register", "alice"]).await);
+    ok(natter(b, &["--server", &url, "register", "bob"]).await);
+    let tail = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
+        cmd.arg("--profile")
+            .arg(b)
+            .args(["tail", "--sse", "--json"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("run natter tail --sse");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    };
+    async fn next_line(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    ) -> serde_json::Value {
+        let line = tokio::time::timeout(support::WAIT, lines.next_line())
+            .await
+            .expect("a line within the wait")
+            .unwrap()
+            .expect("tail still running");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"))
+    }
+    let (child, mut lines) = tail(&[]);
+    let ready = next_line(&mut lines).await;
+    assert_eq!(ready["event"], "ready", "{ready}");
+    ok(natter(a, &["send", "general", "one"]).await);
+    let one = next_line(&mut lines).await;
+    assert_eq!(
+        (
+            one["event"].as_str(),
+            one["data"]["message"]["text"].as_str()
+        ),
+        (Some("message"), Some("one"))
+    );
+    let id = one["id"].as_str().unwrap().to_string();
+    drop(child);
+    ok(natter(a, &["send", "general", "two"]).await);
+    ok(natter(a, &["send", "general", "three"]).await);
+    let (mut child, mut lines) = tail(&["--since", &id]);
+    assert_eq!(next_line(&mut lines).await["event"], "ready");
+    for text in ["two", "three"] {
+        let m = next_line(&mut lines).await;
+        assert_eq!(m["data"]["message"]["text"], text, "{m}");
+    }
+    ok(natter(b, &["logout"]).await);
+    let status = tokio::time::timeout(support::WAIT, child.wait())
+        .await
+        .expect("tail ends when signed out")
+        .unwrap();
+    assert!(!status.success());
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
+        .await
+        .unwrap();
+    assert!(err.contains("sign in again"), "{err}");
+}

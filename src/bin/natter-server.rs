@@ -51,6 +51,12 @@ struct Args {
     /// Authenticated sockets one IP address may have open (0: no cap).
     #[arg(long, env = "NATTER_MAX_SOCKETS_PER_IP", default_value_t = 256)]
     max_sockets_per_ip: usize,
+    /// Event streams (`GET /api/events`) one user may have open (0: no cap).
+    #[arg(long, env = "NATTER_MAX_STREAMS_PER_USER", default_value_t = 8)]
+    max_streams_per_user: usize,
+    /// Events queued for one event stream before it is cut off as a slow reader.
+    #[arg(long, env = "NATTER_STREAM_QUEUE", default_value_t = 1024)]
+    stream_queue: usize,
     /// Seconds between server pings.
     #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value_t = 25.0)]
     heartbeat_interval: f64,
@@ -156,6 +162,8 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.body_timeout = secs(args.body_timeout)?;
     c.max_sockets_per_user = args.max_sockets_per_user;
     c.max_sockets_per_ip = args.max_sockets_per_ip;
+    c.max_streams_per_user = args.max_streams_per_user;
+    c.stream_queue = args.stream_queue.max(1);
     c.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
         _ => None,

@@ -94,10 +94,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Deliver queued messages, then print messages as they arrive until interrupted.
+    /// Deliver queued messages, then print messages as they arrive until interrupted. With
+    /// --sse: only listen, over the server's event stream (no socket, no local store); --json
+    /// then prints every event as the server sent it.
     Tail {
         #[arg(long)]
         json: bool,
+        /// Listen over `GET /api/events` (Server-Sent Events) instead of the chat socket.
+        #[arg(long)]
+        sse: bool,
+        /// With --sse: start after this event id (a `Last-Event-ID` printed by --json).
+        #[arg(long, requires = "sse")]
+        since: Option<String>,
+        /// With --sse: only these conversation ids (comma-separated).
+        #[arg(long, requires = "sse")]
+        conv: Option<String>,
     },
     /// Search stored messages.
     Search {
@@ -303,6 +314,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{} unsent messages kept in the outbox", done.outbox_kept);
             }
             Ok(())
+        }
+        Command::Tail {
+            json,
+            sse: true,
+            since,
+            conv,
+        } => {
+            let profile = current_profile(&cli)?;
+            tail_sse(&cli, &profile, *json, since.clone(), conv.as_deref()).await
         }
         _ => {
             let profile = current_profile(&cli)?;
@@ -524,7 +544,7 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
                 print_message(&name, m, *json);
             }
         }
-        Command::Tail { json } => tail(client, *json).await?,
+        Command::Tail { json, .. } => tail(client, *json).await?,
         Command::Search { query, limit, json } => {
             let _ = online(client, wait).await?;
             for hit in client.search(query, None, *limit).await? {
@@ -640,6 +660,67 @@ async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
                 Err(RecvError::Closed) => return Ok(()),
             },
         }
+    }
+}
+
+/// `natter tail --sse`: print the event stream until interrupted, reconnecting with the last
+/// event id. Messages print as `tail` prints them (the conversation by id: nothing is stored
+/// locally); with `json`, every event as a line `{"event", "id", "data"}`.
+async fn tail_sse(
+    cli: &Cli,
+    profile: &Path,
+    json: bool,
+    since: Option<String>,
+    conv: Option<&str>,
+) -> Result<(), ClientError> {
+    let saved = client::saved_session(profile)?.ok_or_else(|| {
+        ClientError::Unauthorized("not signed in: run `natter login <user>` first".into())
+    })?;
+    let server: Url = match &cli.server {
+        Some(s) => s.clone(),
+        None => saved.server.parse().map_err(|e| {
+            ClientError::Internal(format!("bad server address in the profile: {e}"))
+        })?,
+    };
+    let query = match conv {
+        Some(c) => format!(
+            "?conv={}",
+            url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+        ),
+        None => String::new(),
+    };
+    let follow =
+        client::http::follow_events(&server, &saved.session.token, &query, since, |event| {
+            print_event(event, json);
+            client::http::Follow::Continue
+        });
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        done = follow => done,
+    }
+}
+
+fn print_event(event: &natter::stream::Event, json: bool) {
+    if json {
+        let data: serde_json::Value = serde_json::from_str(&event.data)
+            .unwrap_or(serde_json::Value::String(event.data.clone()));
+        let line = serde_json::json!({"event": event.name, "id": event.id, "data": data});
+        println!("{}", names::visible_json(&line.to_string()));
+        return;
+    }
+    if event.name != "message" {
+        return;
+    }
+    if let Ok(natter::protocol::ServerFrame::Message { message: m }) =
+        serde_json::from_str(&event.data)
+    {
+        say!(
+            "[{}] #{} <{}> {}",
+            client::export::format_utc(m.time),
+            m.conv,
+            m.sender,
+            m.text
+        );
     }
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP side of the client: health check, register, login, logout (token revocation) and
-//! your account (profile, password, sessions, deletion).
+//! The HTTP side of the client: health check, register, login, logout (token revocation),
+//! your account (profile, password, sessions, deletion), and following the read-only event
+//! stream ([`follow_events`]).
 //! Errors are mapped from the server's `ApiError` body to [`ClientError`]. Answers are read up to
 //! the protocol's body limit only.
 
@@ -218,4 +219,82 @@ pub async fn revoke_session(server: &Url, token: &str, id: &str) -> Result<()> {
 pub async fn delete_account(server: &Url, token: &str, req: &DeleteAccountRequest) -> Result<()> {
     let path = "/api/account/delete";
     no_content(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
+}
+
+/// What [`follow_events`] should do after an event.
+pub enum Follow {
+    Continue,
+    Stop,
+}
+
+/// Longest wait between reconnects of an event stream that keeps failing.
+const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// `GET /api/events{query}` (docs/protocol.md, "Event stream"), for as long as `on_event` says
+/// [`Follow::Continue`]: every event in order, the `ready` of each (re)connection included.
+/// A dropped stream is reopened with `Last-Event-ID` (starting from `since` when given) after
+/// the server's `retry:` delay, longer while it keeps failing, so nothing is missed or
+/// repeated. Ends with `Unauthorized` when the session was signed out or expired, and with the
+/// server's error when it refuses the request itself (a bad filter or id).
+pub async fn follow_events(
+    server: &Url,
+    token: &str,
+    query: &str,
+    since: Option<String>,
+    mut on_event: impl FnMut(&crate::stream::Event) -> Follow,
+) -> Result<()> {
+    use crate::stream::{limits as stream_limits, names, Parser};
+    // No overall timeout: a stream lasts. Silence longer than two heartbeats means it is dead.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(2 * stream_limits::HEARTBEAT_SECS))
+        .build()
+        .map_err(|e| ClientError::Internal(format!("http client: {e}")))?;
+    let url = endpoint(server, &format!("/api/events{query}"))?;
+    let mut last_id = since;
+    let mut retry = Duration::from_millis(stream_limits::RETRY_MS);
+    let mut failures = 0u32;
+    loop {
+        let mut req = http.get(url.clone()).bearer_auth(token);
+        if let Some(id) = &last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        match req.send().await {
+            Ok(resp) if resp.status().is_success() => {
+                let mut parser = Parser::default();
+                let mut resp = resp;
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    for event in parser.feed(&chunk) {
+                        if event.name == names::CLOSED {
+                            let why = serde_json::from_str::<ApiError>(&event.data)
+                                .map(|e| e.message)
+                                .unwrap_or(event.data);
+                            return Err(ClientError::Unauthorized(why));
+                        }
+                        if event.name == names::READY {
+                            failures = 0;
+                        }
+                        last_id = event.id.clone().or(last_id);
+                        if let Follow::Stop = on_event(&event) {
+                            return Ok(());
+                        }
+                    }
+                }
+                if let Some(ms) = parser.retry_ms {
+                    retry = Duration::from_millis(ms);
+                }
+            }
+            Ok(resp) if resp.status().is_server_error() => {
+                tracing::debug!(status = %resp.status(), "event stream refused for now")
+            }
+            // Refused for a reason retrying will not change.
+            Ok(resp) => return decode::<serde_json::Value>(resp).await.map(|_| ()),
+            Err(e) => tracing::debug!(error = %e, "event stream unreachable"),
+        }
+        failures = failures.saturating_add(1);
+        let wait = retry
+            .saturating_mul(1 << failures.min(4).saturating_sub(1))
+            .min(EVENTS_BACKOFF_MAX);
+        tokio::time::sleep(wait).await;
+    }
 }

@@ -1,5 +1,5 @@
-//! HTTP routes: register, login, logout, your account (`/api/account/*`), health, and the
-//! WebSocket upgrade at `/ws`. Each
+//! HTTP routes: register, login, logout, your account (`/api/account/*`), health, the
+//! WebSocket upgrade at `/ws`, and the event stream (`/api/events`, in [`super::sse`]). Each
 //! route parses its request and calls a service ([`super::service`]); this file holds what is
 //! HTTP's own: statuses, headers, the guard below.
 //!
@@ -38,6 +38,7 @@ use super::connection::{self, SocketSlots};
 use super::service::account;
 use super::service::accounts::{self, Authed};
 use super::service::{retry_secs, ServiceError};
+use super::sse;
 use super::Shared;
 
 /// The HTTP status for an error code.
@@ -60,7 +61,7 @@ fn status_for(code: ErrorCode) -> StatusCode {
 }
 
 /// An HTTP error with the JSON [`ApiError`] body.
-fn fail(code: ErrorCode, message: impl Into<String>) -> Response {
+pub(crate) fn fail(code: ErrorCode, message: impl Into<String>) -> Response {
     fail_with(status_for(code), code, message)
 }
 
@@ -88,7 +89,7 @@ fn fail_and_close(status: StatusCode, code: ErrorCode, message: impl Into<String
 
 /// A service's refusal as an HTTP error; one that says when to try again carries
 /// `Retry-After` (whole seconds, at least 1, the figure the message ends with).
-fn service_fail(e: ServiceError) -> Response {
+pub(crate) fn service_fail(e: ServiceError) -> Response {
     let (code, message) = e.to_client();
     let mut resp = fail(code, message);
     if let ServiceError::Later { wait, .. } = e {
@@ -96,6 +97,23 @@ fn service_fail(e: ServiceError) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
     }
     resp
+}
+
+/// A handle on the HTTP connection a request came on, for a route that must close it at once
+/// (an event stream whose reader stopped reading: its body may never be written).
+#[derive(Clone, Default)]
+pub(crate) struct ConnAbort(Arc<tokio::sync::Notify>);
+
+impl ConnAbort {
+    /// Close the connection now.
+    pub(crate) fn abort(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves once [`ConnAbort::abort`] was called.
+    pub(crate) async fn aborted(&self) {
+        self.0.notified().await
+    }
 }
 
 /// The axum router for every route.
@@ -112,6 +130,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/account/sessions/{id}", delete(account_revoke))
         .route("/api/account/delete", post(account_delete))
         .route("/ws", get(upgrade))
+        .route("/api/events", get(sse::events))
+        .route("/api/events/ticket", post(sse::ticket))
         .fallback(|| async { fail(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             fail_with(
@@ -314,7 +334,7 @@ async fn login(
 
 /// The live token in the `Authorization` header: Ok(None) when there is no header at all.
 #[allow(clippy::result_large_err)] // an early-return response, built once per request
-async fn bearer_user(
+pub(crate) async fn bearer_user(
     shared: &Arc<Shared>,
     headers: &HeaderMap,
 ) -> Result<Option<Authed>, Response> {

@@ -10,6 +10,10 @@
 //! here too, after the change was applied, so a `sent` answer comes after every earlier
 //! message push on that socket and an HTTP response is never ahead of this node's memory.
 //!
+//! Event streams (`GET /api/events`, [`super::service::events`]) listen here too
+//! ([`Hub::listen`]): they get the frames a user's sockets get, from the same fan-out, but are
+//! not sockets: no answers, no presence of their own.
+//!
 //! Each message is encoded once as a [`WireFrame`]; every recipient gets the same bytes.
 //! Recipients are collected under the lock and written to after it is released ([`Outgoing`]),
 //! so the lock is never held across socket writes. Pushing never waits: a connection whose
@@ -161,6 +165,9 @@ struct State {
     rooms: HashMap<String, ConvId>,
     user_convs: HashMap<UserId, HashSet<ConvId>>,
     conns: HashMap<UserId, Vec<ConnHandle>>,
+    /// Event streams (`GET /api/events`): they get what the user's sockets get, but they are
+    /// not sockets: they never make the user online, never get answers, are not in `online`.
+    listeners: HashMap<UserId, Vec<ConnHandle>>,
     /// Usernames of the users with a connection, kept sorted as they come and go: every hello
     /// carries this list, and rebuilding it per hello (clone and sort every name under the
     /// lock) made a reconnect storm of N users cost N² and stall the hub.
@@ -321,6 +328,9 @@ impl State {
         if let Some(conns) = self.conns.get(&user) {
             out.push_all(conns, frame, except);
         }
+        if let Some(listeners) = self.listeners.get(&user) {
+            out.push_all(listeners, frame, except);
+        }
     }
 
     fn push_conn(&self, conn: ConnId, frame: &WireFrame, out: &mut Outgoing) {
@@ -357,7 +367,7 @@ impl State {
                 self.push_user(*user, frame, except, out);
             }
         } else {
-            for (user, conns) in &self.conns {
+            for (user, conns) in self.conns.iter().chain(&self.listeners) {
                 if c.members.contains_key(user) {
                     out.push_all(conns, frame, except);
                 }
@@ -376,6 +386,16 @@ impl State {
         let Some(user) = self.owner.remove(&conn) else {
             return;
         };
+        // A stream going away changes nobody's presence.
+        if let Some(list) = self.listeners.get_mut(&user) {
+            if let Some(i) = list.iter().position(|c| c.id == conn) {
+                list.swap_remove(i);
+                if list.is_empty() {
+                    self.listeners.remove(&user);
+                }
+                return;
+            }
+        }
         let now_offline = match self.conns.get_mut(&user) {
             Some(list) => {
                 list.retain(|c| c.id != conn);
@@ -593,6 +613,7 @@ impl Hub {
             let recipients: Vec<(UserId, ConnId, Arc<dyn Outlet>)> = state
                 .conns
                 .iter()
+                .chain(&state.listeners)
                 .flat_map(|(user, conns)| conns.iter().map(|c| (*user, c.id, c.out.clone())))
                 .collect();
             drop(state);
@@ -640,16 +661,7 @@ impl Hub {
             return None;
         }
         let profile = state.users.get(&user)?.clone();
-        let handle = ConnHandle {
-            id: ConnId {
-                node: self.node,
-                local: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            },
-            user,
-            token,
-            out,
-            kill,
-        };
+        let handle = self.handle(user, token, out, kill);
         let mut convs: Vec<ConvId> = state
             .user_convs
             .get(&user)
@@ -689,6 +701,61 @@ impl Hub {
         Some(handle)
     }
 
+    /// A new connection's handle, with the next id of this node.
+    fn handle(
+        &self,
+        user: UserId,
+        token: TokenHash,
+        out: Arc<dyn Outlet>,
+        kill: Arc<Kill>,
+    ) -> ConnHandle {
+        ConnHandle {
+            id: ConnId {
+                node: self.node,
+                local: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            },
+            user,
+            token,
+            out,
+            kill,
+        }
+    }
+
+    /// Register an event stream of `user` (opened with `token`) that gets, through `out`, every
+    /// frame the user's sockets get from now on, but no answers, and does not make the user
+    /// online. Returns its handle with the user's conversations (their `last_seq` as of this
+    /// instant: every later message reaches `out`) and, for a stream that wants presence, who
+    /// is online now. None when the server is shutting down or the user is unknown.
+    pub fn listen(
+        &self,
+        user: UserId,
+        token: TokenHash,
+        out: Arc<dyn Outlet>,
+        kill: Arc<Kill>,
+    ) -> Option<(ConnHandle, Vec<Conversation>, Vec<String>)> {
+        let mut state = self.lock();
+        if state.shutting_down || !state.users.contains_key(&user) {
+            return None;
+        }
+        let handle = self.handle(user, token, out, kill);
+        let mut conversations: Vec<Conversation> = state
+            .user_convs
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| state.conversation(*c, user))
+            .collect();
+        conversations.sort_unstable_by_key(|c| c.id);
+        let online = state.online.iter().cloned().collect();
+        state
+            .listeners
+            .entry(user)
+            .or_default()
+            .push(handle.clone());
+        state.owner.insert(handle.id, user);
+        Some((handle, conversations, online))
+    }
+
     /// Forget a connection (its task ended); announce the user offline if it was the last one.
     pub fn unregister(&self, conn: ConnId) {
         let mut out = Outgoing::default();
@@ -701,7 +768,7 @@ impl Hub {
         let mut state = self.lock();
         state.shutting_down = true;
         self.presence_queued.notify_one();
-        for conns in state.conns.values() {
+        for conns in state.conns.values().chain(state.listeners.values()) {
             for c in conns {
                 c.kill.fire(close::GOING_AWAY);
             }
@@ -796,7 +863,7 @@ impl Hub {
 
     /// Close every socket opened with `token` (logout) with [`close::UNAUTHORIZED`].
     fn kill_token(state: &mut State, token: &TokenHash, out: &mut Outgoing) {
-        for conns in state.conns.values() {
+        for conns in state.conns.values().chain(state.listeners.values()) {
             for c in conns.iter().filter(|c| &c.token == token) {
                 c.kill.fire(close::UNAUTHORIZED);
                 out.dead.push(c.id);

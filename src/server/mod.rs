@@ -9,6 +9,7 @@
 //!   through [`outbound`]) turn the wire into calls of the [`service`]s;
 //! - the [`service`]s (one per domain) validate, write through the [`store`] interface (SQLite
 //!   by default, chosen by `--store`), and publish what was committed on the [`bus`];
+//! - [`sse`] serves the read-only event stream (`GET /api/events`) from the hub's fan-out;
 //! - the [`hub`] is this node: its sockets and presence, and the fan-out that hears the bus;
 //! - [`auth`] and [`hasher`] keep credentials; [`clock`] is the one source of time.
 //!
@@ -27,6 +28,7 @@ mod http;
 mod hub;
 mod outbound;
 mod service;
+mod sse;
 mod store;
 
 pub use self::clock::Clock;
@@ -137,6 +139,12 @@ pub struct ServerConfig {
     /// fails as a full disk would (`storage_full`). For fault tests that cannot mount a small
     /// file system; `None` (the default) leaves the size to the disk.
     pub max_db_pages: Option<u32>,
+    /// Event streams (`GET /api/events`) one user may have open (0: no cap).
+    pub max_streams_per_user: usize,
+    /// Frames queued for an event stream before it is cut off as a slow reader.
+    pub stream_queue: usize,
+    /// Time between comment lines on an idle event stream (proxies close silent ones).
+    pub stream_heartbeat: Duration,
 }
 
 impl ServerConfig {
@@ -174,6 +182,9 @@ impl ServerConfig {
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
             max_db_pages: None,
+            max_streams_per_user: 8,
+            stream_queue: 1024,
+            stream_heartbeat: Duration::from_secs(crate::stream::limits::HEARTBEAT_SECS),
         }
     }
 }
@@ -245,6 +256,10 @@ pub(crate) struct Shared {
     pub account_delay: auth::AccountDelay,
     /// Account creation per address.
     pub registration_budget: auth::AddressBudget,
+    /// Open event streams per user.
+    pub streams_per_user: Arc<Counts<UserId>>,
+    /// Tickets for event streams opened from a browser.
+    pub stream_tickets: service::events::Tickets,
 }
 
 impl Shared {
@@ -297,6 +312,8 @@ impl Shared {
                 config.registrations_per_ip,
                 config.registration_refill,
             ),
+            streams_per_user: Counts::new(),
+            stream_tickets: service::events::Tickets::default(),
             config,
         }))
     }
@@ -461,9 +478,12 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let abort = http::ConnAbort::default();
+    let service_abort = abort.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(service_abort.clone());
             router.clone().oneshot(req)
         });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -485,6 +505,9 @@ async fn serve_http<I>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(shared.config.shutdown_grace, conn).await;
         }
+        // A route gave up on this connection (an event stream whose reader stopped reading):
+        // dropping it closes the TCP connection, whatever is still unwritten.
+        _ = abort.aborted() => tracing::debug!(%peer, "HTTP connection closed by its route"),
     }
 }
 

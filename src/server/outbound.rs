@@ -85,8 +85,7 @@ impl WireFrame {
         &self.0
     }
 
-    /// The JSON text the frame carries.
-    #[cfg(test)]
+    /// The JSON text the frame carries (an event stream writes it as an event's data).
     pub fn payload(&self) -> &[u8] {
         let header_len = match self.0.get(1).map(|b| b & 0x7f) {
             Some(126) => 4,

@@ -9,6 +9,7 @@
 //! - [`messages`]: sending, history pages, resume (`sync`).
 //! - [`reads`]: read markers.
 //! - [`presence`]: who is connected to this node, and typing.
+//! - [`events`]: the read-only event stream (`GET /api/events`): what it carries, its cursor.
 //!
 //! Two ways to write ([`write_for_socket`], [`write_for_call`]) cover every request: a socket's
 //! answer goes out from the fan-out after the change is applied (so it keeps its place among
@@ -16,6 +17,7 @@
 
 pub mod account;
 pub mod accounts;
+pub mod events;
 pub mod messages;
 pub mod presence;
 pub mod reads;
