@@ -244,8 +244,10 @@ pub async fn set_profile(
     display_name: Option<String>,
     avatar: Option<String>,
 ) -> CmdResult<User> {
-    let client = shell.require_client()?;
-    Ok(client.set_profile(display_name, avatar).await?)
+    Ok(shell
+        .require_client()?
+        .set_profile(display_name, avatar)
+        .await?)
 }
 
 #[tauri::command]

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::Path;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,8 +29,8 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::protocol::{
-    limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, PROTOCOL_VERSION,
-    SUBPROTOCOL,
+    limits, ApiError, DeleteAccountRequest, ErrorCode, Health, LoginRequest, PasswordRequest,
+    ProfileRequest, RegisterRequest, PROTOCOL_VERSION, SUBPROTOCOL,
 };
 
 use super::auth;
@@ -355,26 +355,49 @@ pub(crate) async fn bearer_user(
 
 // ---- your account (docs/protocol.md, "Your account") ----
 
-/// The caller of a route that needs a session: 401 without a live bearer token.
-#[allow(clippy::result_large_err)] // an early-return response, built once per request
-async fn signed_in(shared: &Arc<Shared>, headers: &HeaderMap) -> Result<Authed, Response> {
-    bearer_user(shared, headers).await?.ok_or_else(|| {
-        fail(
-            ErrorCode::Unauthorized,
-            "missing Authorization: Bearer <token>",
-        )
-    })
+/// The signed-in caller of an account route, as an extractor: the token's owner and the address
+/// it called from. A missing or dead token is answered 401 before the body is looked at.
+struct Caller {
+    shared: Arc<Shared>,
+    authed: Authed,
+    ip: std::net::IpAddr,
 }
 
-/// The caller and the JSON body of a route that needs both (401 first, then 400).
-#[allow(clippy::result_large_err)] // an early-return response, built once per request
-async fn signed_in_with<T: serde::de::DeserializeOwned>(
-    shared: &Arc<Shared>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(Authed, T), Response> {
-    let authed = signed_in(shared, headers).await?;
-    Ok((authed, parse_json(body)?))
+impl FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let authed = bearer_user(shared, &parts.headers).await?.ok_or_else(|| {
+            fail(
+                ErrorCode::Unauthorized,
+                "missing Authorization: Bearer <token>",
+            )
+        })?;
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| fail(ErrorCode::Internal, "the caller's address is unknown"))?;
+        Ok(Caller {
+            shared: shared.clone(),
+            authed,
+            ip,
+        })
+    }
+}
+
+/// A JSON request body, refused with the documented `bad_request` ApiError (not axum's own).
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Shared>> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        parse_json(&body).map(JsonBody)
+    }
 }
 
 /// A service's answer: `ok` as JSON with 200, or its error.
@@ -394,64 +417,28 @@ fn answer_empty(result: Result<(), ServiceError>) -> Response {
 }
 
 /// `POST /api/account/profile`: change the display name and/or avatar (200, the `User`).
-async fn account_profile(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (authed, req) = match signed_in_with(&shared, &headers, &body).await {
-        Ok(both) => both,
-        Err(resp) => return resp,
-    };
-    answer_json(account::set_profile(&shared, &authed, req).await)
+async fn account_profile(c: Caller, JsonBody(req): JsonBody<ProfileRequest>) -> Response {
+    answer_json(account::set_profile(&c.shared, &c.authed, req).await)
 }
 
 /// `POST /api/account/password`: change the password (204).
-async fn account_password(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (authed, req) = match signed_in_with(&shared, &headers, &body).await {
-        Ok(both) => both,
-        Err(resp) => return resp,
-    };
-    answer_empty(account::change_password(&shared, peer.ip(), &authed, req).await)
+async fn account_password(c: Caller, JsonBody(req): JsonBody<PasswordRequest>) -> Response {
+    answer_empty(account::change_password(&c.shared, c.ip, &c.authed, req).await)
 }
 
 /// `GET /api/account/sessions`: the caller's live sessions (200, `SessionList`).
-async fn account_sessions(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    match signed_in(&shared, &headers).await {
-        Ok(authed) => answer_json(account::sessions(&shared, &authed).await),
-        Err(resp) => resp,
-    }
+async fn account_sessions(c: Caller) -> Response {
+    answer_json(account::sessions(&c.shared, &c.authed).await)
 }
 
 /// `DELETE /api/account/sessions/{id}`: revoke one of the caller's sessions (204).
-async fn account_revoke(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match signed_in(&shared, &headers).await {
-        Ok(authed) => answer_empty(account::revoke_session(&shared, &authed, id).await),
-        Err(resp) => resp,
-    }
+async fn account_revoke(c: Caller, Path(id): Path<String>) -> Response {
+    answer_empty(account::revoke_session(&c.shared, &c.authed, id).await)
 }
 
 /// `POST /api/account/delete`: delete the caller's account (204).
-async fn account_delete(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (authed, req) = match signed_in_with(&shared, &headers, &body).await {
-        Ok(both) => both,
-        Err(resp) => return resp,
-    };
-    answer_empty(account::delete_account(&shared, peer.ip(), &authed, req).await)
+async fn account_delete(c: Caller, JsonBody(req): JsonBody<DeleteAccountRequest>) -> Response {
+    answer_empty(account::delete_account(&c.shared, c.ip, &c.authed, req).await)
 }
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
