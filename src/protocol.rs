@@ -56,6 +56,9 @@ pub mod limits {
     pub const SYNC_UNLISTED: i64 = 50;
     /// Seconds a socket that upgraded without a token has to send its `auth` frame.
     pub const AUTH_TIMEOUT_SECS: u64 = 5;
+    /// Longest session label (`label` of login, or the `User-Agent`), in chars; longer ones are
+    /// cut.
+    pub const MAX_SESSION_LABEL_CHARS: usize = 64;
     /// The room every user is a member of.
     pub const DEFAULT_ROOM: &str = "general";
 }
@@ -126,6 +129,15 @@ pub struct User {
     pub display_name: String,
     /// An avatar choice: an emoji or a short preset name chosen at registration.
     pub avatar: String,
+    /// The account was deleted: its messages stay, shown as from a deleted user; the username
+    /// stays reserved. Absent (false) for every live user.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(optional, as = "Option<bool>")]
+    pub deleted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Whether a conversation is a group room or a direct message between exactly two users.
@@ -663,6 +675,10 @@ pub enum ServerFrame {
         username: String,
         joined: bool,
     },
+    /// A user who shares a conversation with the receiving user (or the user themself) changed
+    /// their display name or avatar, or deleted their account (`deleted`): their public
+    /// profile as it is now.
+    UserUpdated { user: User },
 }
 
 /// `POST /api/register` body.
@@ -694,6 +710,11 @@ pub struct LoginRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub device_token: Option<String>,
+    /// Names the device or client this session is on, for the session list (without it, the
+    /// request's `User-Agent` names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub label: Option<String>,
 }
 
 /// Successful `register` or `login`: a bearer token for the `Authorization` header.
@@ -709,6 +730,65 @@ pub struct Session {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub device_token: Option<String>,
+}
+
+// ---- your account (docs/protocol.md, "Your account") ----------------------------------------
+
+/// `POST /api/account/profile` body: the fields to change (an absent field stays as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct ProfileRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub avatar: Option<String>,
+}
+
+/// `POST /api/account/password` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct PasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+    /// Also revoke every other session of the account (their sockets close with 4001).
+    #[serde(default)]
+    #[ts(optional, as = "Option<bool>")]
+    pub sign_out_others: bool,
+}
+
+/// `POST /api/account/delete` body: the password, once more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct DeleteAccountRequest {
+    pub password: String,
+}
+
+/// One live session of the account, as `GET /api/account/sessions` lists it. The id is opaque
+/// (it is not the token nor its hash) and names the session for `DELETE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SessionInfo {
+    pub id: String,
+    /// The label the sign-in sent (`label`), else its `User-Agent`, if any.
+    pub label: Option<String>,
+    #[ts(type = "number")]
+    pub created_at: Millis,
+    #[ts(type = "number")]
+    pub expires_at: Millis,
+    /// The session this request was made with.
+    pub current: bool,
+}
+
+/// `GET /api/account/sessions` body: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
 }
 
 /// The body of every HTTP error response.

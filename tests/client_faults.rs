@@ -96,6 +96,7 @@ fn user(name: &str) -> User {
         username: name.into(),
         display_name: name.into(),
         avatar: "cat".into(),
+        deleted: false,
     }
 }
 

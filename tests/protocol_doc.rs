@@ -155,6 +155,11 @@ fn check_example(tag: &str, value: &Value) -> Result<(), String> {
         "Session" => round_trip::<Session>(value),
         "ApiError" => round_trip::<ApiError>(value),
         "Health" => round_trip::<Health>(value),
+        "ProfileRequest" => round_trip::<natter::protocol::ProfileRequest>(value),
+        "User" => round_trip::<natter::protocol::User>(value),
+        "PasswordRequest" => round_trip::<natter::protocol::PasswordRequest>(value),
+        "SessionList" => round_trip::<natter::protocol::SessionList>(value),
+        "DeleteAccountRequest" => round_trip::<natter::protocol::DeleteAccountRequest>(value),
         "Ready" => round_trip::<natter::stream::Ready>(value),
         "Ticket" => round_trip::<natter::stream::Ticket>(value),
         other => Err(format!(

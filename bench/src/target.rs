@@ -553,6 +553,7 @@ mod tests {
                 username: "u1".into(),
                 display_name: "u1".into(),
                 avatar: String::new(),
+                deleted: false,
             },
             server_time: 1,
             heartbeat_ms: 25_000,

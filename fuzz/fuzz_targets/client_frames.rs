@@ -28,6 +28,7 @@ fn session() -> Session {
             username: "alice".into(),
             display_name: "Alice".into(),
             avatar: "owl".into(),
+            deleted: false,
         },
         expires_at: i64::MAX,
         device_token: None,

@@ -4,8 +4,9 @@
 //! that reads the local store is `async`: Tauri runs those off the main thread, and the store
 //! itself runs on the client core's store thread.
 
+use natter::client::export::{ExportFormat, ExportSummary};
 use natter::client::{ConversationSummary, LocalMessage, SearchHit, Target};
-use natter::protocol::{ConvId, Member, RoomInfo, Seq};
+use natter::protocol::{ConvId, Member, RoomInfo, Seq, SessionInfo, User};
 use tauri::{ipc::Invoke, Runtime, State};
 
 use crate::config::Settings;
@@ -46,6 +47,12 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         repair_store,
         reconnect_now,
         diagnostics,
+        set_profile,
+        change_password,
+        sessions,
+        revoke_session,
+        delete_account,
+        export_history,
     ]
 }
 
@@ -227,4 +234,61 @@ pub fn reconnect_now(shell: State<'_, Shell>) -> CmdResult<()> {
 #[tauri::command]
 pub fn diagnostics(shell: State<'_, Shell>) -> String {
     crate::diagnostics::report(&shell.app_state(), shell.data_dir())
+}
+
+// ---- your account (docs/ipc.md: set_profile ... export_history) ----
+
+#[tauri::command]
+pub async fn set_profile(
+    shell: State<'_, Shell>,
+    display_name: Option<String>,
+    avatar: Option<String>,
+) -> CmdResult<User> {
+    Ok(shell
+        .require_client()?
+        .set_profile(display_name, avatar)
+        .await?)
+}
+
+#[tauri::command]
+pub async fn change_password(
+    shell: State<'_, Shell>,
+    current: String,
+    new: String,
+    sign_out_others: bool,
+) -> CmdResult<()> {
+    let client = shell.require_client()?;
+    Ok(client
+        .change_password(&current, &new, sign_out_others)
+        .await?)
+}
+
+#[tauri::command]
+pub async fn sessions(shell: State<'_, Shell>) -> CmdResult<Vec<SessionInfo>> {
+    Ok(shell.require_client()?.sessions().await?)
+}
+
+#[tauri::command]
+pub async fn revoke_session(shell: State<'_, Shell>, id: String) -> CmdResult<()> {
+    Ok(shell.require_client()?.revoke_session(&id).await?)
+}
+
+#[tauri::command]
+pub async fn delete_account(shell: State<'_, Shell>, password: String) -> CmdResult<AppState> {
+    shell.delete_account(&password).await
+}
+
+/// "Export history": the whole history as `format`, to a new file in the user's Downloads
+/// folder (the data directory when there is none), whose path comes back to be shown.
+#[tauri::command]
+pub async fn export_history(
+    shell: State<'_, Shell>,
+    format: ExportFormat,
+) -> CmdResult<ExportSummary> {
+    let client = shell.online_client().await?;
+    let folder = directories::UserDirs::new()
+        .and_then(|d| d.download_dir().map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| shell.data_dir().to_path_buf());
+    let name = natter::client::export::default_file_name(&client.user().username, format);
+    Ok(client.export_to(format, &folder.join(name)).await?)
 }

@@ -42,6 +42,8 @@ pub mod events {
     pub const CONNECTION: &str = "natter://connection";
     pub const OPEN_CONVERSATION: &str = "natter://open-conversation";
     pub const SETTINGS: &str = "natter://settings";
+    /// Someone's public profile changed (or their account was deleted), the user's own included.
+    pub const USER: &str = "natter://user";
 }
 
 /// `natter://presence` payload: who came online and who went offline since the last one.
@@ -457,6 +459,12 @@ impl Shell {
             r.pump.abort();
             r.client.logout().await?;
         }
+        Ok(self.signed_out_here())
+    }
+
+    /// What signing out leaves here, whichever way it happened: no remembered user, no unread
+    /// total, the UI told.
+    fn signed_out_here(&self) -> AppState {
         self.update_config(|c| c.username = None);
         lock(&self.0.unread).clear();
         self.set_unread_total(0);
@@ -466,7 +474,21 @@ impl Shell {
                 reason: String::new(),
             }),
         );
-        Ok(self.app_state())
+        self.app_state()
+    }
+
+    // ---- your account ----
+
+    /// Deletes the account (the core checks the password with the server), then signs out
+    /// here. A refusal (wrong password, offline) leaves everything as it was.
+    pub async fn delete_account(&self, password: &str) -> CmdResult<AppState> {
+        let _guard = self.0.switching.lock().await;
+        let client = self.require_client()?;
+        client.delete_account(password).await?;
+        if let Some(r) = write(&self.0.client).take() {
+            r.pump.abort();
+        }
+        Ok(self.signed_out_here())
     }
 
     /// Rebuilds the local store of the remembered profile when it is damaged
@@ -575,6 +597,7 @@ impl Shell {
             }
             ClientEvent::Connection(state) => ui.emit(events::CONNECTION, to_json(&state)),
             ClientEvent::Warning(w) => tracing::warn!(warning = %w, "server"),
+            ClientEvent::UserUpdated(user) => ui.emit(events::USER, to_json(&user)),
             // Progress of a long resume and anything newer the UI does not show (yet).
             other => tracing::debug!(event = ?other, "client event"),
         }

@@ -120,6 +120,27 @@ enum Command {
     },
     /// Unread counts per conversation.
     Unread,
+    /// Export your whole history (every conversation you are in, every message, from the
+    /// server) to a private file (0600).
+    Export {
+        /// json (machine-readable) or html (one readable page).
+        #[arg(long, default_value = "json")]
+        format: client::export::ExportFormat,
+        /// Where to write it (default: natter-<user>-<date>-<time>.<format> here).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Change your display name and/or avatar.
+    Profile {
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        avatar: Option<String>,
+    },
+    /// List your sessions (signed-in devices).
+    Sessions,
+    /// Revoke one of your sessions by the id `natter sessions` shows.
+    Revoke { id: String },
     /// Rebuild a damaged local store: move it aside (natter.db.damaged-<ms>) and fetch history
     /// again from the server, keeping the session and unsent messages.
     Repair,
@@ -416,6 +437,50 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
             client.logout().await?;
             say!("signed out");
         }
+        Command::Export { format, out } => {
+            require_online(client, wait).await?;
+            let path = out.clone().unwrap_or_else(|| {
+                let name = client::export::default_file_name(&client.user().username, *format);
+                PathBuf::from(name)
+            });
+            let done = client.export_to(*format, &path).await?;
+            say!(
+                "exported {} conversations, {} messages to {}",
+                done.conversations,
+                done.messages,
+                done.path
+            );
+        }
+        Command::Profile {
+            display_name,
+            avatar,
+        } => {
+            let me = client
+                .set_profile(display_name.clone(), avatar.clone())
+                .await?;
+            say!(
+                "you are now {} (@{}) {}",
+                me.display_name,
+                me.username,
+                me.avatar
+            );
+        }
+        Command::Sessions => {
+            for s in client.sessions().await? {
+                let this = if s.current { "  (this session)" } else { "" };
+                say!(
+                    "{}  {}  signed in {}  expires {}{this}",
+                    s.id,
+                    s.label.as_deref().unwrap_or("unnamed device"),
+                    client::export::format_utc(s.created_at),
+                    client::export::format_utc(s.expires_at)
+                );
+            }
+        }
+        Command::Revoke { id } => {
+            client.revoke_session(id).await?;
+            say!("revoked session {id}");
+        }
         Command::Rooms => {
             require_online(client, wait).await?;
             for r in client.rooms().await? {
@@ -651,7 +716,7 @@ fn print_event(event: &natter::stream::Event, json: bool) {
     {
         say!(
             "[{}] #{} <{}> {}",
-            format_time(m.time),
+            client::export::format_utc(m.time),
             m.conv,
             m.sender,
             m.text
@@ -679,44 +744,16 @@ fn print_message(conv: &str, m: &LocalMessage, json: bool) {
         };
         say!(
             "[{}] {conv} <{}> {}{state}",
-            format_time(m.time),
+            client::export::format_utc(m.time),
             m.sender,
             m.text
         );
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` UTC from ms since the epoch (civil-from-days, no date crate needed).
-fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_format_as_utc() {
-        assert_eq!(format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(format_time(1_795_000_000_123), "2026-11-18 11:06:40");
-    }
 
     #[test]
     fn targets() {

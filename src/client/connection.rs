@@ -916,8 +916,34 @@ impl Actor {
                     joined,
                 });
             }
+            ServerFrame::UserUpdated { user } => self.on_user_updated(conn, user).await,
         }
         Ok(())
+    }
+
+    /// A profile changed (or its account was deleted): stored, so names are right after a
+    /// restart; the user's own profile follows; a DM with them gets a fresh summary (its title).
+    async fn on_user_updated(&mut self, conn: &mut Conn, user: crate::protocol::User) {
+        let stored = user.clone();
+        let dm = self
+            .db(move |s| {
+                s.upsert_user(&stored)?;
+                s.find_conversation(crate::protocol::ConvKind::Dm, &stored.username)
+            })
+            .await;
+        match dm {
+            Ok(dm) => conn.touch(dm),
+            Err(e) => self.warn(format!("cannot store a profile: {e}")),
+        }
+        self.known_users.insert(user.username.clone());
+        if user.username == self.shared.user.username {
+            *self
+                .shared
+                .profile
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = user.clone();
+        }
+        self.shared.emit(ClientEvent::UserUpdated(user));
     }
 
     /// Stores committed messages and announces the ones that are new here: `added` for

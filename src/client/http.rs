@@ -1,5 +1,6 @@
-//! The HTTP side of the client: health check, register, login and logout (token revocation),
-//! and following the read-only event stream ([`follow_events`]).
+//! The HTTP side of the client: health check, register, login, logout (token revocation),
+//! your account (profile, password, sessions, deletion), and following the read-only event
+//! stream ([`follow_events`]).
 //! Errors are mapped from the server's `ApiError` body to [`ClientError`]. Answers are read up to
 //! the protocol's body limit only.
 
@@ -8,10 +9,28 @@ use std::time::Duration;
 use url::Url;
 
 use crate::client::{ClientError, Result};
-use crate::protocol::{limits, ApiError, Health, LoginRequest, RegisterRequest, Session};
+use crate::protocol::{
+    limits, ApiError, DeleteAccountRequest, Health, LoginRequest, PasswordRequest, ProfileRequest,
+    RegisterRequest, Session, SessionList, User,
+};
+
+/// What the server's session list calls a session signed in from here (the `User-Agent`):
+/// the program (`natter`, `natter-desktop`), its version and the operating system.
+fn user_agent() -> String {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "natter".into());
+    format!(
+        "{program} {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS
+    )
+}
 
 fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
+        .user_agent(user_agent())
         .timeout(Duration::from_secs(15))
         .connect_timeout(Duration::from_secs(10))
         .build()
@@ -121,6 +140,7 @@ pub async fn login_as(
             username: username.to_owned(),
             password: password.to_owned(),
             device_token,
+            label: None,
         })
         .send()
         .await
@@ -136,10 +156,69 @@ pub async fn logout_token(server: &Url, token: &str) -> Result<()> {
         .send()
         .await
         .map_err(transport)?;
+    no_content(resp).await
+}
+
+/// An answer without a body (204): Ok, or the server's error.
+async fn no_content(resp: reqwest::Response) -> Result<()> {
     if resp.status().is_success() {
         return Ok(());
     }
     decode::<serde_json::Value>(resp).await.map(|_| ())
+}
+
+// ---- your account (docs/protocol.md, "Your account") ----
+
+/// A signed-in call to `path` with an optional JSON body.
+async fn account_call(
+    method: reqwest::Method,
+    server: &Url,
+    path: &str,
+    token: &str,
+    body: Option<&(impl serde::Serialize + ?Sized)>,
+) -> Result<reqwest::Response> {
+    let mut req = client()?
+        .request(method, endpoint(server, path)?)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    req.send().await.map_err(transport)
+}
+
+/// `POST /api/account/profile`: the profile as it is now.
+pub async fn set_profile(server: &Url, token: &str, req: &ProfileRequest) -> Result<User> {
+    let path = "/api/account/profile";
+    decode(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
+}
+
+/// `POST /api/account/password`.
+pub async fn change_password(server: &Url, token: &str, req: &PasswordRequest) -> Result<()> {
+    let path = "/api/account/password";
+    no_content(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
+}
+
+/// `GET /api/account/sessions`: newest first.
+pub async fn sessions(server: &Url, token: &str) -> Result<SessionList> {
+    let path = "/api/account/sessions";
+    decode(account_call(reqwest::Method::GET, server, path, token, None::<&()>).await?).await
+}
+
+/// `DELETE /api/account/sessions/{id}`.
+pub async fn revoke_session(server: &Url, token: &str, id: &str) -> Result<()> {
+    // The id is the server's own (32 hex digits); anything else must not reshape the path.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ClientError::NotFound(format!("no session {id:?}")));
+    }
+    let path = format!("/api/account/sessions/{id}");
+    no_content(account_call(reqwest::Method::DELETE, server, &path, token, None::<&()>).await?)
+        .await
+}
+
+/// `POST /api/account/delete`.
+pub async fn delete_account(server: &Url, token: &str, req: &DeleteAccountRequest) -> Result<()> {
+    let path = "/api/account/delete";
+    no_content(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
 }
 
 /// What [`follow_events`] should do after an event.

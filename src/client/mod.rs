@@ -10,11 +10,14 @@
 //! notification.
 //!
 //! Module map: [`types`] (view types shared with the UI), [`http`] (register, login, logout,
-//! health), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
+//! health, your account), `account` (your account and export on [`Client`]), [`export`] (the
+//! history export's document and files), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
 //! the store for a running client: no SQLite call runs on an async worker), [`notify`].
 
+mod account;
 pub mod connection;
 pub mod db;
+pub mod export;
 pub mod http;
 pub mod notify;
 pub mod store;
@@ -194,6 +197,9 @@ pub enum ClientEvent {
     },
     /// The resume after a (re)connect finished: every missed message is stored.
     Synced,
+    /// Someone's public profile changed (display name, avatar), or their account was deleted
+    /// (`deleted`); also the user's own, from another device. Already stored.
+    UserUpdated(User),
     /// The server did something unexpected (garbage, unknown frames, an unsolicited error).
     /// Reported, and otherwise ignored.
     Warning(String),

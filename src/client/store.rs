@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_time_ordered_ids.sql"),
     include_str!("migrations/0004_search_index_upkeep.sql"),
     include_str!("migrations/0005_fts_insert_in_code.sql"),
+    include_str!("migrations/0006_deleted_users.sql"),
 ];
 
 /// Bits of a message id below its millisecond: up to 256 messages per millisecond keep their
@@ -554,10 +555,11 @@ impl Store {
 
     pub fn upsert_user(&self, user: &User) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO users (username, display_name, avatar) VALUES (?1, ?2, ?3)
+            "INSERT INTO users (username, display_name, avatar, deleted) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (username) DO UPDATE
-             SET display_name = excluded.display_name, avatar = excluded.avatar",
-            params![user.username, user.display_name, user.avatar],
+             SET display_name = excluded.display_name, avatar = excluded.avatar,
+                 deleted = excluded.deleted",
+            params![user.username, user.display_name, user.avatar, user.deleted],
         )?;
         Ok(())
     }
@@ -566,13 +568,14 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT username, display_name, avatar FROM users WHERE username = ?1",
+                "SELECT username, display_name, avatar, deleted FROM users WHERE username = ?1",
                 [username],
                 |r| {
                     Ok(User {
                         username: r.get(0)?,
                         display_name: r.get(1)?,
                         avatar: r.get(2)?,
+                        deleted: r.get(3)?,
                     })
                 },
             )
@@ -1565,6 +1568,7 @@ mod tests {
                 username: "bob".into(),
                 display_name: "Bob B".into(),
                 avatar: "cat".into(),
+                deleted: false,
             }),
             member_count: 2,
             last_seq: 0,
@@ -2230,6 +2234,7 @@ mod tests {
                     username: name.into(),
                     display_name: name.into(),
                     avatar: "a".into(),
+                    deleted: false,
                 },
                 expires_at: 0,
                 device_token: device.map(str::to_string),

@@ -220,6 +220,16 @@ pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The opaque id a session is listed and revoked by: derived from the token's hash one-way (with
+/// a domain prefix, so it is neither the token nor the stored hash, and cannot lead to either).
+pub fn session_id(hash: &TokenHash) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"natter session id\0")
+        .chain_update(hash)
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The token in an `Authorization: Bearer <token>` header value, if it has that shape.
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
@@ -239,6 +249,12 @@ mod tests {
         assert_ne!(ha, hb);
         assert_eq!(a.len(), 43, "256 bits in base64url without padding");
         assert_eq!(hash_token(&a), ha);
+        let id = session_id(&ha);
+        assert_eq!(id.len(), 32);
+        assert_eq!(id, session_id(&ha), "stable");
+        assert_ne!(id, session_id(&hb));
+        let hex: String = ha.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!hex.contains(&id), "not a piece of the stored hash");
     }
 
     #[test]

@@ -750,6 +750,7 @@ mod tests {
             now,
             expires_at: now + 60_000,
             device_hash: auth::new_token().1,
+            label: None,
         };
         let outcome = crate::server::service::write_for_call(&shared, op)
             .await

@@ -1,5 +1,5 @@
-//! HTTP routes: register, login, logout, health, the WebSocket upgrade at `/ws`, and the event
-//! stream (`/api/events`, in [`super::sse`]). Each
+//! HTTP routes: register, login, logout, your account (`/api/account/*`), health, the
+//! WebSocket upgrade at `/ws`, and the event stream (`/api/events`, in [`super::sse`]). Each
 //! route parses its request and calls a service ([`super::service`]); this file holds what is
 //! HTTP's own: statuses, headers, the guard below.
 //!
@@ -17,23 +17,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::protocol::{
-    limits, ApiError, ErrorCode, Health, LoginRequest, RegisterRequest, PROTOCOL_VERSION,
-    SUBPROTOCOL,
+    limits, ApiError, DeleteAccountRequest, ErrorCode, Health, LoginRequest, PasswordRequest,
+    ProfileRequest, RegisterRequest, PROTOCOL_VERSION, SUBPROTOCOL,
 };
 
 use super::auth;
 use super::connection::{self, SocketSlots};
+use super::service::account;
 use super::service::accounts::{self, Authed};
 use super::service::{retry_secs, ServiceError};
 use super::sse;
@@ -121,6 +123,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/register", post(register))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
+        // ---- your account ----
+        .route("/api/account/profile", post(account_profile))
+        .route("/api/account/password", post(account_password))
+        .route("/api/account/sessions", get(account_sessions))
+        .route("/api/account/sessions/{id}", delete(account_revoke))
+        .route("/api/account/delete", post(account_delete))
         .route("/ws", get(upgrade))
         .route("/api/events", get(sse::events))
         .route("/api/events/ticket", post(sse::ticket))
@@ -283,17 +291,25 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Respons
         .map_err(|e| fail(ErrorCode::BadRequest, format!("invalid request body: {e}")))
 }
 
+/// The `User-Agent`, which names a session whose sign-in sent no `label`.
+fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// `POST /api/register`: create an account and its first session (201).
 async fn register(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let req: RegisterRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match accounts::register(&shared, peer.ip(), req).await {
+    match accounts::register(&shared, peer.ip(), req, user_agent(&headers)).await {
         Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
         Err(e) => service_fail(e),
     }
@@ -303,13 +319,14 @@ async fn register(
 async fn login(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let req: LoginRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match accounts::login(&shared, peer.ip(), req).await {
+    match accounts::login(&shared, peer.ip(), req, user_agent(&headers)).await {
         Ok(session) => Json(session).into_response(),
         Err(e) => service_fail(e),
     }
@@ -334,6 +351,94 @@ pub(crate) async fn bearer_user(
         .await
         .map(Some)
         .map_err(service_fail)
+}
+
+// ---- your account (docs/protocol.md, "Your account") ----
+
+/// The signed-in caller of an account route, as an extractor: the token's owner and the address
+/// it called from. A missing or dead token is answered 401 before the body is looked at.
+struct Caller {
+    shared: Arc<Shared>,
+    authed: Authed,
+    ip: std::net::IpAddr,
+}
+
+impl FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let authed = bearer_user(shared, &parts.headers).await?.ok_or_else(|| {
+            fail(
+                ErrorCode::Unauthorized,
+                "missing Authorization: Bearer <token>",
+            )
+        })?;
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| fail(ErrorCode::Internal, "the caller's address is unknown"))?;
+        Ok(Caller {
+            shared: shared.clone(),
+            authed,
+            ip,
+        })
+    }
+}
+
+/// A JSON request body, refused with the documented `bad_request` ApiError (not axum's own).
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Arc<Shared>> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        parse_json(&body).map(JsonBody)
+    }
+}
+
+/// A service's answer: `ok` as JSON with 200, or its error.
+fn answer_json<T: serde::Serialize>(result: Result<T, ServiceError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => service_fail(e),
+    }
+}
+
+/// A service's answer with no body: 204, or its error.
+fn answer_empty(result: Result<(), ServiceError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => service_fail(e),
+    }
+}
+
+/// `POST /api/account/profile`: change the display name and/or avatar (200, the `User`).
+async fn account_profile(c: Caller, JsonBody(req): JsonBody<ProfileRequest>) -> Response {
+    answer_json(account::set_profile(&c.shared, &c.authed, req).await)
+}
+
+/// `POST /api/account/password`: change the password (204).
+async fn account_password(c: Caller, JsonBody(req): JsonBody<PasswordRequest>) -> Response {
+    answer_empty(account::change_password(&c.shared, c.ip, &c.authed, req).await)
+}
+
+/// `GET /api/account/sessions`: the caller's live sessions (200, `SessionList`).
+async fn account_sessions(c: Caller) -> Response {
+    answer_json(account::sessions(&c.shared, &c.authed).await)
+}
+
+/// `DELETE /api/account/sessions/{id}`: revoke one of the caller's sessions (204).
+async fn account_revoke(c: Caller, Path(id): Path<String>) -> Response {
+    answer_empty(account::revoke_session(&c.shared, &c.authed, id).await)
+}
+
+/// `POST /api/account/delete`: delete the caller's account (204).
+async fn account_delete(c: Caller, JsonBody(req): JsonBody<DeleteAccountRequest>) -> Response {
+    answer_empty(account::delete_account(&c.shared, c.ip, &c.authed, req).await)
 }
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -49,7 +49,7 @@ use super::auth::TokenHash;
 use super::bus::{Bus, ConnId, Event, NodeId, Origin};
 use super::clock::Clock;
 use super::outbound::{Outlet, WireFrame};
-use super::store::{Snapshot, UserId, WriteOutcome};
+use super::store::{Snapshot, UserId, UserRow, WriteOutcome};
 
 /// How long a presence change may wait to go out with others. Reconnects make presence the
 /// busiest push after messages (each one is an offline and an online change for everyone), so
@@ -851,6 +851,7 @@ impl Hub {
         let mut users: Vec<Member> = state
             .users
             .iter()
+            .filter(|(_, u)| !u.deleted)
             .map(|(id, u)| Member {
                 user: u.clone(),
                 online: state.is_online(*id),
@@ -1127,6 +1128,64 @@ impl Hub {
                 }
                 Some(Reply::Done)
             }
+            // ---- your account ----
+            WriteOutcome::UserUpdated(row) => {
+                state.users.insert(row.id, row.user.clone());
+                state.push_profile(row, out);
+                None
+            }
+            WriteOutcome::SessionsRevoked { token_hashes } => {
+                for token in token_hashes {
+                    Self::kill_token(state, token, out);
+                }
+                None
+            }
+            WriteOutcome::AccountDeleted {
+                row,
+                left,
+                token_hashes,
+            } => {
+                // Everyone who shared a conversation hears of it before the rooms are left.
+                state.users.insert(row.id, row.user.clone());
+                state.push_profile(row, out);
+                for conv in left {
+                    if let Some(c) = state.convs.get_mut(conv) {
+                        c.members.remove(&row.id);
+                    }
+                    if let Some(s) = state.user_convs.get_mut(&row.id) {
+                        s.remove(conv);
+                    }
+                    let frame = encode(&ServerFrame::Membership {
+                        conv: *conv,
+                        username: row.user.username.clone(),
+                        joined: false,
+                    });
+                    state.push_members(*conv, &frame, None, out);
+                }
+                for token in token_hashes {
+                    Self::kill_token(state, token, out);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl State {
+    /// Push a user's public profile (`user_updated`) to everyone who shares a conversation with
+    /// them, and to their own connections.
+    fn push_profile(&self, row: &UserRow, out: &mut Outgoing) {
+        let frame = encode(&ServerFrame::UserUpdated {
+            user: row.user.clone(),
+        });
+        let mut audience: HashSet<UserId> = HashSet::from([row.id]);
+        for conv in self.user_convs.get(&row.id).into_iter().flatten() {
+            if let Some(c) = self.convs.get(conv) {
+                audience.extend(c.members.keys().copied());
+            }
+        }
+        for user in audience {
+            self.push_user(user, &frame, None, out);
         }
     }
 }
@@ -1158,6 +1217,7 @@ mod tests {
                     username: n.to_string(),
                     display_name: n.to_uppercase(),
                     avatar: "🙂".into(),
+                    deleted: false,
                 },
             })
             .collect();

@@ -78,6 +78,12 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   repair_store: () => api.repairStore(),
   reconnect_now: () => api.reconnectNow(),
   diagnostics: () => api.diagnostics(),
+  set_profile: () => api.setProfile("Alice", "🐇"),
+  change_password: () => api.changePassword("old password", "new password", true),
+  sessions: () => api.sessions(),
+  revoke_session: () => api.revokeSession("a1"),
+  delete_account: () => api.deleteAccount("password"),
+  export_history: () => api.exportHistory("html"),
 };
 
 describe("api.ts follows docs/ipc.md", () => {

@@ -13,6 +13,8 @@ import type {
   ConnectionState,
   ConversationRemoved,
   ConversationSummary,
+  ExportFormat,
+  ExportSummary,
   LocalMessage,
   Member,
   MessageEvent,
@@ -20,10 +22,12 @@ import type {
   PresenceEvent,
   RoomInfo,
   SearchHit,
+  SessionInfo,
   Settings,
   StoreRepair,
   TypingEvent,
   UnreadChange,
+  User,
 } from "./types";
 
 /** Every code of docs/ipc.md. A record over the generated type, so a code the Rust side adds
@@ -104,6 +108,15 @@ export const api = {
   repairStore: () => call<StoreRepair>("repair_store"),
   reconnectNow: () => call<void>("reconnect_now"),
   diagnostics: () => call<string>("diagnostics"),
+  // Your account (docs/ipc.md: set_profile ... export_history).
+  setProfile: (displayName?: string, avatar?: string) =>
+    call<User>("set_profile", defined({ displayName, avatar })),
+  changePassword: (current: string, next: string, signOutOthers: boolean) =>
+    call<void>("change_password", { current, new: next, signOutOthers }),
+  sessions: () => call<SessionInfo[]>("sessions"),
+  revokeSession: (id: string) => call<void>("revoke_session", { id }),
+  deleteAccount: (password: string) => call<AppState>("delete_account", { password }),
+  exportHistory: (format: ExportFormat) => call<ExportSummary>("export_history", { format }),
 };
 
 /** Payload of each event the Rust side emits. */
@@ -119,6 +132,7 @@ export interface EventMap {
   "natter://connection": ConnectionState;
   "natter://open-conversation": OpenConversationEvent;
   "natter://settings": Settings;
+  "natter://user": User;
 }
 
 export type EventHandlers = { [K in keyof EventMap]: (payload: EventMap[K]) => void };

@@ -33,3 +33,7 @@ export type { CommandErrorCode } from "./bindings/CommandErrorCode";
 export type { OpenConversationEvent } from "./bindings/OpenConversationEvent";
 export type { PresenceEvent } from "./bindings/PresenceEvent";
 export type { TypingEvent } from "./bindings/TypingEvent";
+// Your account.
+export type { SessionInfo } from "./bindings/SessionInfo";
+export type { ExportFormat } from "./bindings/ExportFormat";
+export type { ExportSummary } from "./bindings/ExportSummary";

@@ -34,7 +34,7 @@ fn invalid(message: impl Into<String>) -> ServiceError {
     ServiceError::refused(ErrorCode::InvalidName, message)
 }
 
-fn busy() -> ServiceError {
+pub(super) fn busy() -> ServiceError {
     ServiceError::Later {
         code: ErrorCode::Busy,
         message: "the server is busy checking passwords",
@@ -42,7 +42,7 @@ fn busy() -> ServiceError {
     }
 }
 
-fn limited(message: &'static str, wait: Duration) -> ServiceError {
+pub(super) fn limited(message: &'static str, wait: Duration) -> ServiceError {
     ServiceError::Later {
         code: ErrorCode::RateLimited,
         message,
@@ -52,6 +52,41 @@ fn limited(message: &'static str, wait: Duration) -> ServiceError {
 
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
+}
+
+/// A new password's length rule (registration and password change).
+pub(super) fn check_password_rules(password: &str) -> Result<(), ServiceError> {
+    let pw_len = password.chars().count();
+    if !(limits::MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&pw_len) {
+        return Err(invalid(format!(
+            "passwords are {}-{MAX_PASSWORD_CHARS} characters",
+            limits::MIN_PASSWORD_CHARS
+        )));
+    }
+    Ok(())
+}
+
+/// An avatar's rule (registration and profile change).
+pub(super) fn check_avatar(avatar: &str) -> Result<(), ServiceError> {
+    if avatar.chars().count() > MAX_AVATAR_CHARS || has_control(avatar) {
+        return Err(invalid(format!(
+            "avatars are at most {MAX_AVATAR_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What names a session in the session list: the login's `label`, else its `User-Agent`, with
+/// control and invisible characters dropped and cut to the limit; None when nothing is left.
+pub(super) fn session_label(label: Option<&str>, user_agent: Option<&str>) -> Option<String> {
+    let raw = label.or(user_agent)?;
+    let clean: String = raw
+        .chars()
+        .filter(|c| !c.is_control() && !names::is_invisible(*c))
+        .take(limits::MAX_SESSION_LABEL_CHARS)
+        .collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
 }
 
 fn non_blank(field: &Option<String>) -> Option<&str> {
@@ -77,42 +112,25 @@ pub async fn register(
     shared: &Shared,
     ip: IpAddr,
     req: RegisterRequest,
+    user_agent: Option<&str>,
 ) -> Result<Session, ServiceError> {
     let username = names::name(&req.username, NameKind::Username)
         .map_err(|e| invalid(e.to_string()))?
         .display;
-    let pw_len = req.password.chars().count();
-    if !(limits::MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&pw_len) {
-        return Err(invalid(format!(
-            "passwords are {}-{MAX_PASSWORD_CHARS} characters",
-            limits::MIN_PASSWORD_CHARS
-        )));
-    }
+    check_password_rules(&req.password)?;
     let display_name = names::display_name(non_blank(&req.display_name).unwrap_or(&username))
         .map_err(|e| invalid(e.to_string()))?;
     let avatar = non_blank(&req.avatar)
         .map(str::to_string)
         .unwrap_or_else(|| default_avatar(&username));
-    if avatar.chars().count() > MAX_AVATAR_CHARS || has_control(&avatar) {
-        return Err(invalid(format!(
-            "avatars are at most {MAX_AVATAR_CHARS} characters"
-        )));
-    }
+    check_avatar(&avatar)?;
     // Charged before hashing (so requests in flight count), after the checks that cost nothing.
     shared
         .registration_budget
         .take(ip, shared.clock.instant())
         .map_err(|wait| limited("too many accounts created from this address", wait))?;
-    let password = req.password;
-    let password_hash = match shared.hasher.run(move |w| w.hash(&password)).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot hash a password");
-            return Err(ServiceError::refused(
-                ErrorCode::Internal,
-                "cannot hash password",
-            ));
-        }
+    let password_hash = match hash_password(shared, req.password).await {
+        Ok(hashed) => hashed?,
         Err(Busy) => {
             // Nothing was created: the try is not counted.
             shared
@@ -133,6 +151,7 @@ pub async fn register(
         now: shared.clock.now_ms(),
         expires_at,
         device_hash,
+        label: session_label(None, user_agent),
     };
     match write_for_call(shared, op).await? {
         WriteOutcome::Registered(row) => Ok(Session {
@@ -143,6 +162,22 @@ pub async fn register(
         }),
         other => Err(unexpected(other)),
     }
+}
+
+/// Hash a new password on the hashing threads: Err(Busy) when their queue is full (nothing
+/// was done), Ok(Err) when hashing itself failed.
+pub(super) async fn hash_password(
+    shared: &Shared,
+    password: String,
+) -> Result<Result<String, ServiceError>, Busy> {
+    Ok(shared
+        .hasher
+        .run(move |w| w.hash(&password))
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot hash a password");
+            ServiceError::refused(ErrorCode::Internal, "cannot hash password")
+        }))
 }
 
 fn unexpected(outcome: WriteOutcome) -> ServiceError {
@@ -157,7 +192,9 @@ pub async fn login(
     shared: &Shared,
     ip: IpAddr,
     req: LoginRequest,
+    user_agent: Option<&str>,
 ) -> Result<Session, ServiceError> {
+    let label = session_label(req.label.as_deref(), user_agent);
     // The user first: whether the device is known to them decides which limits apply. Any
     // spelling is looked up by its key: names from before the current rules still sign in.
     let found = shared.store.credentials(req.username.clone()).await?;
@@ -245,6 +282,7 @@ pub async fn login(
         now: shared.clock.now_ms(),
         expires_at,
         device_hash,
+        label,
     };
     write_for_call(shared, op).await?;
     Ok(Session {

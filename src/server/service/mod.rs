@@ -4,6 +4,7 @@
 //! [bus](super::bus). None of them knows SQL or a socket.
 //!
 //! - [`accounts`]: registration, sign-in (with its limits), sign-out, tokens.
+//! - [`account`]: your account: profile, password, sessions, deletion.
 //! - [`rooms`]: rooms and membership: create, join, leave, the room list, members, users.
 //! - [`messages`]: sending, history pages, resume (`sync`).
 //! - [`reads`]: read markers.
@@ -14,6 +15,7 @@
 //! answer goes out from the fan-out after the change is applied (so it keeps its place among
 //! the pushes); an HTTP call waits for the same point and then answers.
 
+pub mod account;
 pub mod accounts;
 pub mod events;
 pub mod messages;
@@ -169,6 +171,7 @@ mod tests {
             now,
             expires_at: now + 60_000,
             device_hash: auth::new_token().1,
+            label: None,
         };
         match write_for_call(shared, op).await.unwrap() {
             WriteOutcome::Registered(row) => row.id,

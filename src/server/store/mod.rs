@@ -142,6 +142,15 @@ pub struct ConvRow {
     pub members: Vec<(UserId, Seq)>,
 }
 
+/// A live session as the store lists it.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub token_hash: TokenHash,
+    pub label: Option<String>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
 /// The users and conversations, with members and read markers: what a node keeps in memory.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -162,6 +171,8 @@ pub enum WriteOp {
         expires_at: Millis,
         /// The hash of the device token handed out with this first session.
         device_hash: TokenHash,
+        /// What names this first session in the session list.
+        label: Option<String>,
     },
     Login {
         user: UserId,
@@ -170,6 +181,8 @@ pub enum WriteOp {
         expires_at: Millis,
         /// A new device token's hash to remember (None when the device was already known).
         device_hash: Option<TokenHash>,
+        /// What names the session in the session list.
+        label: Option<String>,
     },
     Logout {
         token_hash: TokenHash,
@@ -198,6 +211,31 @@ pub enum WriteOp {
         user: UserId,
         conv: ConvId,
         seq: Seq,
+    },
+    // ---- your account ----
+    /// Change the display name and/or avatar (None keeps it).
+    SetProfile {
+        user: UserId,
+        display_name: Option<String>,
+        avatar: Option<String>,
+    },
+    /// Store a new password hash; with `keep`, revoke every other live session of the user.
+    SetPassword {
+        user: UserId,
+        password_hash: String,
+        keep: Option<TokenHash>,
+        now: Millis,
+    },
+    /// Revoke the user's session whose opaque id ([`super::auth::session_id`]) is `id`.
+    RevokeSession {
+        user: UserId,
+        id: String,
+        now: Millis,
+    },
+    /// Delete the account: see docs/protocol.md ("Deleting an account").
+    DeleteAccount {
+        user: UserId,
+        now: Millis,
     },
 }
 
@@ -235,6 +273,20 @@ pub enum WriteOutcome {
         seq: Seq,
         moved: bool,
     },
+    // ---- your account ----
+    /// A user's public profile changed (display name, avatar, or deleted).
+    UserUpdated(UserRow),
+    /// Sessions revoked at once (a password change that signs out the others).
+    SessionsRevoked {
+        token_hashes: Vec<TokenHash>,
+    },
+    /// The account was deleted: its profile as others now see it, the rooms it left and the
+    /// sessions revoked.
+    AccountDeleted {
+        row: UserRow,
+        left: Vec<ConvId>,
+        token_hashes: Vec<TokenHash>,
+    },
 }
 
 /// Runs once a write committed (or failed), in commit order, on whatever thread the backend
@@ -268,6 +320,12 @@ pub trait Storage: Send + Sync {
         after: Option<Seq>,
         limit: u32,
     ) -> StoreFuture<(Vec<Message>, bool)>;
+
+    /// The live sessions of `user` at `now`, newest first: (token hash, label, created, expires).
+    fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>>;
+
+    /// The password hash of a live (not deleted) user.
+    fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>>;
 
     /// Unread counts (messages from others after the read marker) per conversation of `user`.
     fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>>;

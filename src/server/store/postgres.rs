@@ -34,10 +34,13 @@ use crate::protocol::{
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
-use super::rules::{self, not_member, Names, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS};
+use super::rules::{
+    self, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS,
+    USER_COLUMNS,
+};
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, Snapshot, Storage, StoreError, StoreFuture,
-    UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, SessionRow, Snapshot, Storage, StoreError,
+    StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The schema, one file per version.
@@ -202,6 +205,18 @@ async fn setup(config: tokio_postgres::Config) -> Result<Snapshot, StoreError> {
     Ok(snapshot)
 }
 
+fn user_from_row(r: &Row) -> UserRow {
+    UserRow {
+        id: r.get(0),
+        user: User {
+            username: r.get(1),
+            display_name: r.get(2),
+            avatar: r.get(3),
+            deleted: r.get(4),
+        },
+    }
+}
+
 fn kind_of(text: &str) -> ConvKind {
     if text == "dm" {
         ConvKind::Dm
@@ -212,17 +227,10 @@ fn kind_of(text: &str) -> ConvKind {
 
 async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, StoreError> {
     let users = client
-        .query("SELECT id, username, display_name, avatar FROM users", &[])
+        .query(&format!("SELECT {USER_COLUMNS} FROM users"), &[])
         .await?
-        .into_iter()
-        .map(|r| UserRow {
-            id: r.get(0),
-            user: User {
-                username: r.get(1),
-                display_name: r.get(2),
-                avatar: r.get(3),
-            },
-        })
+        .iter()
+        .map(user_from_row)
         .collect();
     let mut convs: Vec<ConvRow> = client
         .query(
@@ -437,6 +445,83 @@ async fn is_member(
         .is_some())
 }
 
+/// The live sessions of `user` at `now`, newest first.
+async fn sessions(
+    c: &impl tokio_postgres::GenericClient,
+    user: UserId,
+    now: Millis,
+) -> Result<Vec<SessionRow>, tokio_postgres::Error> {
+    Ok(c.query(
+        "SELECT hash, label, created_at, expires_at FROM tokens \
+             WHERE user_id = $1 AND NOT revoked AND expires_at > $2 ORDER BY created_at DESC",
+        &[&user, &now],
+    )
+    .await?
+    .into_iter()
+    .map(|r| SessionRow {
+        token_hash: r.get::<_, Vec<u8>>(0).try_into().unwrap_or([0; 32]),
+        label: r.get(1),
+        created_at: r.get(2),
+        expires_at: r.get(3),
+    })
+    .collect())
+}
+
+/// Revoke every live session of `user` but `keep`; the hashes revoked.
+async fn revoke_sessions(
+    tx: &Transaction<'_>,
+    user: UserId,
+    keep: Option<&TokenHash>,
+    now: Millis,
+) -> Result<Vec<TokenHash>, tokio_postgres::Error> {
+    let revoked: Vec<TokenHash> = sessions(tx, user, now)
+        .await?
+        .into_iter()
+        .map(|s| s.token_hash)
+        .filter(|h| Some(h) != keep)
+        .collect();
+    for hash in &revoked {
+        tx.execute(
+            "UPDATE tokens SET revoked = TRUE WHERE hash = $1",
+            &[&&hash[..]],
+        )
+        .await?;
+    }
+    Ok(revoked)
+}
+
+/// A live (not deleted) user's row.
+async fn user_row(tx: &Transaction<'_>, user: UserId) -> Result<UserRow, StoreError> {
+    tx.query_opt(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL"),
+        &[&user],
+    )
+    .await?
+    .as_ref()
+    .map(user_from_row)
+    .ok_or_else(rules::account_deleted)
+}
+
+/// `forbidden` when the other member of DM `conv` deleted their account.
+async fn refuse_deleted_peer(
+    tx: &Transaction<'_>,
+    conv: ConvId,
+    user: UserId,
+) -> Result<(), StoreError> {
+    let deleted = tx
+        .query_opt(
+            "SELECT 1 FROM members mb JOIN users u ON u.id = mb.user_id \
+             WHERE mb.conv_id = $1 AND mb.user_id <> $2 AND u.deleted_at IS NOT NULL",
+            &[&conv, &user],
+        )
+        .await?
+        .is_some();
+    if deleted {
+        return Err(rules::peer_deleted());
+    }
+    Ok(())
+}
+
 async fn sent_before(
     tx: &Transaction<'_>,
     user: UserId,
@@ -466,6 +551,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             now,
             expires_at,
             device_hash,
+            label,
         } => {
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name).await?;
@@ -501,8 +587,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             )
             .await?;
             tx.execute(
-                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-                &[&&token_hash[..], &id, now, expires_at],
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&&token_hash[..], &id, now, expires_at, label],
             )
             .await?;
             add_device(tx, id, device_hash, *now).await?;
@@ -512,6 +599,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     username: username.clone(),
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
+                    deleted: false,
                 },
             }))
         }
@@ -521,10 +609,12 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             now,
             expires_at,
             device_hash,
+            label,
         } => {
             tx.execute(
-                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-                &[&&token_hash[..], user, now, expires_at],
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&&token_hash[..], user, now, expires_at, label],
             )
             .await?;
             if let Some(device_hash) = device_hash {
@@ -626,12 +716,23 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     if !is_member(tx, *conv, *user).await? {
                         return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
                     }
+                    refuse_deleted_peer(tx, *conv, *user).await?;
                     *conv
                 }
                 Target::To(to) => {
                     let peer = find_name(&*tx, Names::Users, to)
                         .await?
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+                    let peer_deleted: bool = tx
+                        .query_one(
+                            "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1",
+                            &[&peer],
+                        )
+                        .await?
+                        .get(0);
+                    if peer_deleted {
+                        return Err(rules::peer_deleted());
+                    }
                     if peer == *user {
                         return Err(StoreError::rejected(
                             ErrorCode::BadRequest,
@@ -749,6 +850,92 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 moved,
             })
         }
+        // ---- your account ----
+        WriteOp::SetProfile {
+            user,
+            display_name,
+            avatar,
+        } => {
+            user_row(tx, *user).await?;
+            tx.execute(
+                "UPDATE users SET display_name = coalesce($2, display_name), \
+                 avatar = coalesce($3, avatar) WHERE id = $1",
+                &[user, display_name, avatar],
+            )
+            .await?;
+            Ok(WriteOutcome::UserUpdated(user_row(tx, *user).await?))
+        }
+        WriteOp::SetPassword {
+            user,
+            password_hash,
+            keep,
+            now,
+        } => {
+            user_row(tx, *user).await?;
+            tx.execute(
+                "UPDATE users SET password_hash = $2 WHERE id = $1",
+                &[user, password_hash],
+            )
+            .await?;
+            let token_hashes = match keep {
+                Some(keep) => revoke_sessions(tx, *user, Some(keep), *now).await?,
+                None => Vec::new(),
+            };
+            Ok(WriteOutcome::SessionsRevoked { token_hashes })
+        }
+        WriteOp::RevokeSession { user, id, now } => {
+            let session = sessions(&*tx, *user, *now)
+                .await?
+                .into_iter()
+                .find(|s| super::super::auth::session_id(&s.token_hash) == *id)
+                .ok_or_else(rules::no_such_session)?;
+            tx.execute(
+                "UPDATE tokens SET revoked = TRUE WHERE hash = $1",
+                &[&&session.token_hash[..]],
+            )
+            .await?;
+            Ok(WriteOutcome::LoggedOut {
+                token_hash: session.token_hash,
+            })
+        }
+        WriteOp::DeleteAccount { user, now } => {
+            user_row(tx, *user).await?;
+            let token_hashes = revoke_sessions(tx, *user, None, *now).await?;
+            // Rooms are left; DMs keep both members, so the peer still reads the conversation.
+            let mut left: Vec<ConvId> = tx
+                .query(
+                    "DELETE FROM members mb USING conversations c \
+                     WHERE c.id = mb.conv_id AND mb.user_id = $1 AND c.kind = 'room' \
+                     RETURNING mb.conv_id",
+                    &[user],
+                )
+                .await?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+            left.sort_unstable();
+            tx.execute("DELETE FROM devices WHERE user_id = $1", &[user])
+                .await?;
+            // The row stays (messages keep their sender, the username stays reserved); what
+            // described the person goes, and no password can match an empty hash.
+            tx.execute(
+                "UPDATE users SET display_name = $2, avatar = '', password_hash = '', \
+                 deleted_at = $3 WHERE id = $1",
+                &[user, &DELETED_DISPLAY_NAME, now],
+            )
+            .await?;
+            let row = tx
+                .query_one(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                    &[user],
+                )
+                .await?;
+            Ok(WriteOutcome::AccountDeleted {
+                row: user_from_row(&row),
+                left,
+                token_hashes,
+            })
+        }
     }
 }
 
@@ -795,11 +982,12 @@ impl Storage for PgStore {
             let Some(id) = find_name(&**c, Names::Users, &username).await? else {
                 return Ok(None);
             };
-            Ok(
-                c.query_opt("SELECT id, password_hash FROM users WHERE id = $1", &[&id])
-                    .await?
-                    .map(|r| (r.get(0), r.get(1))),
+            Ok(c.query_opt(
+                "SELECT id, password_hash FROM users WHERE id = $1 AND deleted_at IS NULL",
+                &[&id],
             )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
         })
     }
 
@@ -845,6 +1033,27 @@ impl Storage for PgStore {
                 page
             };
             Ok(rules::page(messages, limit, after.is_some()))
+        })
+    }
+
+    fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(sessions(&**c, user, now).await?)
+        })
+    }
+
+    fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(
+                "SELECT password_hash FROM users WHERE id = $1 AND deleted_at IS NULL",
+                &[&user],
+            )
+            .await?
+            .map(|r| r.get(0)))
         })
     }
 

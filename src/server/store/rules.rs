@@ -12,6 +12,12 @@ use super::{StoreError, UserId};
 pub const MESSAGE_COLUMNS: &str =
     "m.id, m.conv_id, m.seq, u.username, m.text, m.time, m.client_msg_id";
 
+/// The columns a user is read from: id, username, display name, avatar, deleted.
+pub const USER_COLUMNS: &str = "id, username, display_name, avatar, deleted_at IS NOT NULL";
+
+/// The display name a deleted account keeps, for clients that do not look at `deleted`.
+pub const DELETED_DISPLAY_NAME: &str = "Deleted user";
+
 /// Device tokens remembered per user; signing in on more devices forgets the oldest.
 pub const MAX_DEVICES_PER_USER: i64 = 32;
 
@@ -107,6 +113,27 @@ pub fn may_leave(conv: Option<&(ConvKind, String)>, member: bool) -> Result<(), 
 pub fn read_marker(seq: Seq, last_read: Seq, last_seq: Seq) -> (Seq, bool) {
     let target = seq.clamp(0, last_seq);
     (target.max(last_read), target > last_read)
+}
+
+/// The error for writing to a DM whose other member deleted their account.
+pub fn peer_deleted() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::Forbidden,
+        "this user deleted their account: the conversation can be read, not written to",
+    )
+}
+
+/// The error for acting as an account that was deleted.
+pub fn account_deleted() -> StoreError {
+    StoreError::rejected(ErrorCode::Unauthorized, "this account was deleted")
+}
+
+/// The error for revoking a session that is not (or no longer) there.
+pub fn no_such_session() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::NotFound,
+        "no such session (it may have expired or been revoked already)",
+    )
 }
 
 /// A history page read with one row more than `limit` (ascending), cut to `limit` on the far

@@ -25,10 +25,13 @@ use crate::protocol::{
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
-use super::rules::{self, not_member, Names, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS};
+use super::rules::{
+    self, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS,
+    USER_COLUMNS,
+};
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, OpenOptions, Snapshot, Storage, StoreError,
-    StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, OpenOptions, SessionRow, Snapshot, Storage,
+    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The database's file name in a data directory.
@@ -40,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_unread_by_sender.sql"),
     include_str!("migrations/0003_name_keys.sql"),
     include_str!("migrations/0004_devices.sql"),
+    include_str!("migrations/0005_account.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -171,19 +175,22 @@ fn refuse_clash(tx: &Connection, names: Names, name: &Name) -> Result<(), StoreE
     names.refuse(name, clash)
 }
 
+fn user_from_row(r: &rusqlite::Row<'_>) -> Result<UserRow, rusqlite::Error> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        user: User {
+            username: r.get(1)?,
+            display_name: r.get(2)?,
+            avatar: r.get(3)?,
+            deleted: r.get(4)?,
+        },
+    })
+}
+
 fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
     let mut users = Vec::new();
-    let mut stmt = conn.prepare("SELECT id, username, display_name, avatar FROM users")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(UserRow {
-            id: r.get(0)?,
-            user: User {
-                username: r.get(1)?,
-                display_name: r.get(2)?,
-                avatar: r.get(3)?,
-            },
-        })
-    })?;
+    let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users"))?;
+    let rows = stmt.query_map([], user_from_row)?;
     for row in rows {
         users.push(row?);
     }
@@ -368,6 +375,21 @@ impl Storage for SqliteStore {
         self.read(move |c| unread(c, user))
     }
 
+    fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>> {
+        self.read(move |c| sessions(c, user, now))
+    }
+
+    fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT password_hash FROM users WHERE id = ?1 AND deleted_at IS NULL",
+                params![user],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
     fn shutdown(&self) {
         self.0
             .writer
@@ -398,6 +420,74 @@ fn token_user(
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
+}
+
+/// The live sessions of `user`, newest first.
+fn sessions(
+    conn: &Connection,
+    user: UserId,
+    now: Millis,
+) -> Result<Vec<SessionRow>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT hash, label, created_at, expires_at FROM tokens \
+         WHERE user_id = ?1 AND revoked = 0 AND expires_at > ?2 ORDER BY created_at DESC",
+    )?;
+    let rows = stmt.query_map(params![user, now], |r| {
+        let hash: Vec<u8> = r.get(0)?;
+        Ok(SessionRow {
+            token_hash: hash.try_into().unwrap_or([0; 32]),
+            label: r.get(1)?,
+            created_at: r.get(2)?,
+            expires_at: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Revoke every live session of `user` but `keep`; the hashes revoked.
+fn revoke_sessions(
+    tx: &Connection,
+    user: UserId,
+    keep: Option<&TokenHash>,
+    now: Millis,
+) -> Result<Vec<TokenHash>, rusqlite::Error> {
+    let revoked: Vec<TokenHash> = sessions(tx, user, now)?
+        .into_iter()
+        .map(|s| s.token_hash)
+        .filter(|h| Some(h) != keep)
+        .collect();
+    let mut stmt = tx.prepare_cached("UPDATE tokens SET revoked = 1 WHERE hash = ?1")?;
+    for hash in &revoked {
+        stmt.execute(params![&hash[..]])?;
+    }
+    Ok(revoked)
+}
+
+fn user_row(tx: &Connection, user: UserId) -> Result<UserRow, StoreError> {
+    tx.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted_at IS NULL"),
+        params![user],
+        user_from_row,
+    )
+    .optional()?
+    .ok_or_else(rules::account_deleted)
+}
+
+/// `forbidden` when the other member of DM `conv` deleted their account.
+fn refuse_deleted_peer(tx: &Connection, conv: ConvId, user: UserId) -> Result<(), StoreError> {
+    let deleted: bool = tx
+        .query_row(
+            "SELECT 1 FROM members mb JOIN users u ON u.id = mb.user_id \
+             WHERE mb.conv_id = ?1 AND mb.user_id <> ?2 AND u.deleted_at IS NOT NULL",
+            params![conv, user],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if deleted {
+        return Err(rules::peer_deleted());
+    }
+    Ok(())
 }
 
 /// Whether `hash` is a device token given to `user`.
@@ -442,7 +532,7 @@ fn credentials(
         return Ok(None);
     };
     conn.query_row(
-        "SELECT id, password_hash FROM users WHERE id = ?1",
+        "SELECT id, password_hash FROM users WHERE id = ?1 AND deleted_at IS NULL",
         params![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -619,6 +709,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
             expires_at,
             device_hash,
+            label,
         } => {
             let now = *now;
             let name = Name::of_stored(username);
@@ -652,8 +743,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![id, limits::DEFAULT_ROOM],
             )?;
             tx.execute(
-                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![&token_hash[..], id, now, expires_at],
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&token_hash[..], id, now, expires_at, label],
             )?;
             add_device(tx, id, device_hash, now)?;
             Ok(WriteOutcome::Registered(UserRow {
@@ -662,6 +754,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     username: username.clone(),
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
+                    deleted: false,
                 },
             }))
         }
@@ -671,11 +764,13 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
             expires_at,
             device_hash,
+            label,
         } => {
             let now = *now;
             tx.execute(
-                "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![&token_hash[..], user, now, expires_at],
+                "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&token_hash[..], user, now, expires_at, label],
             )?;
             if let Some(device_hash) = device_hash {
                 add_device(tx, *user, device_hash, now)?;
@@ -781,12 +876,21 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     if !is_member(tx, *conv, *user)? {
                         return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
                     }
+                    refuse_deleted_peer(tx, *conv, *user)?;
                     *conv
                 }
                 Target::To(to) => {
                     let peer = find_name(tx, Names::Users, to)?;
                     let peer = peer
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+                    let peer_deleted: bool = tx.query_row(
+                        "SELECT deleted_at IS NOT NULL FROM users WHERE id = ?1",
+                        params![peer],
+                        |r| r.get(0),
+                    )?;
+                    if peer_deleted {
+                        return Err(rules::peer_deleted());
+                    }
                     if peer == *user {
                         return Err(StoreError::rejected(
                             ErrorCode::BadRequest,
@@ -802,7 +906,10 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                         )
                         .optional()?;
                     match found {
-                        Some(id) => id,
+                        Some(id) => {
+                            refuse_deleted_peer(tx, id, *user)?;
+                            id
+                        }
                         None => {
                             tx.execute(
                                 "INSERT INTO conversations (kind, dm_key, created_at) VALUES ('dm', ?1, ?2)",
@@ -874,6 +981,87 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 moved,
             })
         }
+        // ---- your account ----
+        WriteOp::SetProfile {
+            user,
+            display_name,
+            avatar,
+        } => {
+            user_row(tx, *user)?;
+            tx.execute(
+                "UPDATE users SET display_name = coalesce(?2, display_name), \
+                 avatar = coalesce(?3, avatar) WHERE id = ?1",
+                params![user, display_name, avatar],
+            )?;
+            Ok(WriteOutcome::UserUpdated(user_row(tx, *user)?))
+        }
+        WriteOp::SetPassword {
+            user,
+            password_hash,
+            keep,
+            now,
+        } => {
+            user_row(tx, *user)?;
+            tx.execute(
+                "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                params![user, password_hash],
+            )?;
+            let token_hashes = match keep {
+                Some(keep) => revoke_sessions(tx, *user, Some(keep), *now)?,
+                None => Vec::new(),
+            };
+            Ok(WriteOutcome::SessionsRevoked { token_hashes })
+        }
+        WriteOp::RevokeSession { user, id, now } => {
+            let found = sessions(tx, *user, *now)?
+                .into_iter()
+                .find(|s| super::super::auth::session_id(&s.token_hash) == *id);
+            let Some(session) = found else {
+                return Err(rules::no_such_session());
+            };
+            tx.execute(
+                "UPDATE tokens SET revoked = 1 WHERE hash = ?1",
+                params![&session.token_hash[..]],
+            )?;
+            Ok(WriteOutcome::LoggedOut {
+                token_hash: session.token_hash,
+            })
+        }
+        WriteOp::DeleteAccount { user, now } => {
+            user_row(tx, *user)?;
+            let token_hashes = revoke_sessions(tx, *user, None, *now)?;
+            let left: Vec<ConvId> = tx
+                .prepare(
+                    "SELECT mb.conv_id FROM members mb JOIN conversations c ON c.id = mb.conv_id \
+                     WHERE mb.user_id = ?1 AND c.kind = 'room' ORDER BY mb.conv_id",
+                )?
+                .query_map(params![user], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            // Rooms are left; DMs keep both members, so the peer still reads the conversation.
+            tx.execute(
+                "DELETE FROM members WHERE user_id = ?1 AND conv_id IN \
+                 (SELECT id FROM conversations WHERE kind = 'room')",
+                params![user],
+            )?;
+            tx.execute("DELETE FROM devices WHERE user_id = ?1", params![user])?;
+            // The row stays (messages keep their sender, the username stays reserved); what
+            // described the person goes, and no password can match an empty hash.
+            tx.execute(
+                "UPDATE users SET display_name = ?2, avatar = '', password_hash = '', \
+                 deleted_at = ?3 WHERE id = ?1",
+                params![user, DELETED_DISPLAY_NAME, now],
+            )?;
+            let row = tx.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                params![user],
+                user_from_row,
+            )?;
+            Ok(WriteOutcome::AccountDeleted {
+                row,
+                left,
+                token_hashes,
+            })
+        }
     }
 }
 
@@ -906,6 +1094,7 @@ mod tests {
             now,
             expires_at: now + 1_000,
             device_hash: crate::server::auth::new_token().1,
+            label: None,
         };
         match commit(store, op).await.unwrap() {
             WriteOutcome::Registered(row) => row.id,

@@ -8,4 +8,9 @@ export type LoginRequest = { username: string, password: string,
  * The `device_token` an earlier successful sign-in of this user on this device returned:
  * such a sign-in is exempt from the per-address and per-account sign-in limits.
  */
-device_token?: string, };
+device_token?: string, 
+/**
+ * Names the device or client this session is on, for the session list (without it, the
+ * request's `User-Agent` names it).
+ */
+label?: string, };

@@ -7,4 +7,9 @@ export type User = { username: string, display_name: string,
 /**
  * An avatar choice: an emoji or a short preset name chosen at registration.
  */
-avatar: string, };
+avatar: string, 
+/**
+ * The account was deleted: its messages stay, shown as from a deleted user; the username
+ * stays reserved. Absent (false) for every live user.
+ */
+deleted?: boolean, };

@@ -6,6 +6,7 @@
  * "Alice"), so the UI shows the @username beside it, and isolates names for sentences.
  */
 import type { ConversationSummary, Member, User } from "../types";
+import { t } from "./i18n.svelte";
 
 /** FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE: a name put into a sentence (typing line,
  * aria-label, placeholder) cannot reorder the words around it, whatever direction characters
@@ -53,7 +54,10 @@ export class NameDirectory {
 
   /** The display name, or the username when the user is unknown or has none. */
   display(username: string): string {
-    return cleanName(this.byUsername.get(username)?.display_name || "") || cleanName(username) || username;
+    const known = this.byUsername.get(username);
+    // A deleted account keeps its messages; its name says what happened, translated.
+    if (known?.deleted) return t("account.deletedUser");
+    return cleanName(known?.display_name || "") || cleanName(username) || username;
   }
 
   /** Whether someone else known goes by the same display name (or this one's username). */

@@ -122,6 +122,7 @@ export class Store {
       "natter://connection": (c) => this.onConnection(c),
       "natter://open-conversation": (e) => void this.openConversation(e.conv),
       "natter://settings": (s) => this.applySettings(s),
+      "natter://user": (u) => this.onUserUpdated(u),
     });
     this.typingTimer = setInterval(() => this.expireTyping(), 1000);
     try {
@@ -401,6 +402,24 @@ export class Store {
     this.authMode = "login";
     await this.applyAppState(s);
     // Signing out on purpose is not something to explain on the sign-in screen.
+    this.signedOutReason = null;
+  }
+  // ---- your account ----
+  /** A profile changed (`natter://user`, or the answer to `set_profile`): the user's own
+   * replaces `app.user`, anyone's the user list the names come from; DM titles follow through
+   * `natter://conversation`. */
+  onUserUpdated(u: User): void {
+    if (this.app && this.app.user?.username === u.username) this.app = { ...this.app, user: u };
+    if (this.users.some((m) => m.user.username === u.username)) {
+      this.users = this.users.map((m) => (m.user.username === u.username ? { ...m, user: u } : m));
+    }
+  }
+  /** Deletes the account; the Rust side signs out, and the sign-up form is what is left. */
+  async deleteAccount(password: string): Promise<void> {
+    const s = await api.deleteAccount(password);
+    this.settingsOpen = false;
+    this.authMode = "register";
+    await this.applyAppState(s);
     this.signedOutReason = null;
   }
   /** "Copy diagnostics" in Settings: the report goes to the clipboard for a bug report. */

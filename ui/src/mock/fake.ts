@@ -12,6 +12,7 @@ import type {
   Member,
   RoomInfo,
   SearchHit,
+  SessionInfo,
   Settings,
   User,
 } from "../types";
@@ -355,9 +356,62 @@ export class FakeBackend {
         this.storeDamaged = false;
         return { repaired, app: this.state };
       }
+      // ---- your account ----
+      case "set_profile":
+      case "change_password":
+      case "sessions":
+      case "revoke_session":
+      case "delete_account":
+      case "export_history":
+        return this.account(cmd, args);
       default:
         return fail("internal", `unknown command ${cmd}`);
     }
+  }
+
+  // ---- your account: the sessions of the signed-in user, as `sessions` lists them ----
+  sessions: SessionInfo[] = [
+    { id: "a1".repeat(16), label: "natter-desktop 0.1.0 on linux", created_at: Date.UTC(2026, 0, 2), expires_at: Date.UTC(2026, 1, 1), current: true },
+    { id: "b2".repeat(16), label: "<b>Phone</b> \u202eenohp", created_at: Date.UTC(2026, 0, 1), expires_at: Date.UTC(2026, 0, 31), current: false },
+    { id: "c3".repeat(16), label: null, created_at: Date.UTC(2025, 11, 30), expires_at: Date.UTC(2026, 0, 29), current: false },
+  ];
+
+  private account(cmd: string, args: Record<string, unknown>): unknown {
+    if (this.state.phase !== "ready") fail("unauthorized", "not signed in");
+    const me = this.users.get(this.me)!;
+    switch (cmd) {
+      case "set_profile": {
+        const display = args.displayName === undefined ? me.user.display_name : String(args.displayName).trim();
+        if (!display) fail("invalid", "display names are 1-64 characters");
+        me.user = { ...me.user, display_name: display, avatar: String(args.avatar ?? me.user.avatar) };
+        this.state = { ...this.state, user: me.user };
+        this.emit("natter://user", me.user);
+        return me.user;
+      }
+      case "change_password":
+        if (args.current !== me.password) fail("unauthorized", "wrong password");
+        if ([...String(args.new ?? "")].length < MIN_PASSWORD_CHARS) fail("invalid", "passwords are 8-1024 characters");
+        me.password = String(args.new);
+        if (args.signOutOthers) this.sessions = this.sessions.filter((x) => x.current);
+        return null;
+      case "sessions":
+        return this.sessions;
+      case "revoke_session":
+        if (!this.sessions.some((x) => x.id === args.id)) fail("not_found", "no such session");
+        this.sessions = this.sessions.filter((x) => x.id !== args.id);
+        return null;
+      case "delete_account":
+        if (args.password !== me.password) fail("unauthorized", "wrong password");
+        this.users.delete(this.me);
+        this.state = { ...this.state, phase: "signed_out", user: null, connection: { state: "signed_out", reason: "" } };
+        return this.state;
+      case "export_history": {
+        const ext = args.format === "html" ? "html" : "json";
+        const messages = this.convs.filter((c) => c.members.has(this.me)).reduce((n, c) => n + c.messages.length, 0);
+        return { path: `/home/${this.me}/Downloads/natter-${this.me}-2026-01-02-030405.${ext}`, conversations: this.summaries().length, messages };
+      }
+    }
+    return fail("internal", `unknown command ${cmd}`);
   }
 
   private settle(c: Conv, m: LocalMessage): void {

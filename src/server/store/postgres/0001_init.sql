@@ -1,4 +1,4 @@
--- Natter's schema on PostgreSQL, version 1: the SQLite schema after its migration 4, in one step.
+-- Natter's schema on PostgreSQL, version 1: the SQLite schema after its migration 5, in one step.
 -- Names compare by `fold_key` (NFKC with full case folding) and a new name may not share the
 -- `skeleton` (Unicode TR39 confusable skeleton) of an existing one: see src/names.rs; both are
 -- computed in Rust. Only SHA-256 hashes of tokens and device tokens are stored.
@@ -12,7 +12,10 @@ CREATE TABLE users (
     display_name  TEXT NOT NULL,
     avatar        TEXT NOT NULL,
     password_hash TEXT NOT NULL,
-    created_at    BIGINT NOT NULL
+    created_at    BIGINT NOT NULL,
+    -- A deleted account keeps its row (its messages keep their sender, its username stays
+    -- reserved); this marks it (docs/protocol.md, "Your account").
+    deleted_at    BIGINT
 );
 CREATE INDEX users_by_fold_key ON users (fold_key);
 CREATE INDEX users_by_skeleton ON users (skeleton);
@@ -22,7 +25,9 @@ CREATE TABLE tokens (
     user_id    BIGINT NOT NULL REFERENCES users(id),
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
-    revoked    BOOLEAN NOT NULL DEFAULT FALSE
+    revoked    BOOLEAN NOT NULL DEFAULT FALSE,
+    -- What names the session in the session list (the sign-in's label or User-Agent).
+    label      TEXT
 );
 
 CREATE TABLE devices (
