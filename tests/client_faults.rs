@@ -116,6 +116,7 @@ fn hello() -> ServerFrame {
         }],
         online: vec!["alice".into()],
         unread: vec![],
+        attention: Default::default(),
     }
 }
 

@@ -20,7 +20,8 @@ use uuid::Uuid;
 use crate::dbfile::{self, Damage};
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Target, Unread, User,
+    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
+    User,
 };
 
 use super::super::auth::TokenHash;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_unread_by_sender.sql"),
     include_str!("migrations/0003_name_keys.sql"),
     include_str!("migrations/0004_devices.sql"),
+    include_str!("migrations/0006_attention.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -267,8 +269,76 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
             convs[*i].members.push((user, read));
         }
     }
-    Ok(Snapshot { users, convs })
+    let (levels, dnd) = load_attention(conn)?;
+    Ok(Snapshot {
+        users,
+        convs,
+        levels,
+        dnd,
+    })
 }
+
+// --- Attention (notification levels, do not disturb) ---
+
+type AttentionRows = (Vec<(UserId, ConvId, NotifyLevel)>, Vec<(UserId, Dnd)>);
+
+/// Every stored level and do not disturb, for the snapshot.
+fn load_attention(conn: &Connection) -> Result<AttentionRows, rusqlite::Error> {
+    let mut stmt = conn.prepare("SELECT user_id, conv_id, level FROM notify_levels")?;
+    let levels = stmt
+        .query_map([], |r| {
+            // The table's CHECK admits only `mentions` and `nothing`.
+            let level = NotifyLevel::from_name(r.get_ref(2)?.as_str()?);
+            Ok((r.get(0)?, r.get(1)?, level.unwrap_or(NotifyLevel::Nothing)))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT user_id, until FROM dnd")?;
+    let dnd = stmt
+        .query_map([], |r| Ok((r.get(0)?, Dnd { until: r.get(1)? })))?
+        .collect::<Result<_, _>>()?;
+    Ok((levels, dnd))
+}
+
+/// Apply [`WriteOp::SetLevel`]: only a member sets a level, refused like every other
+/// conversation frame otherwise.
+fn set_level(
+    tx: &Connection,
+    user: UserId,
+    conv: ConvId,
+    level: NotifyLevel,
+) -> Result<WriteOutcome, StoreError> {
+    if !is_member(tx, conv, user)? {
+        return Err(not_member(conv_kind(tx, conv)?.map(|k| k.0)));
+    }
+    // `all` is the default: no row.
+    match level {
+        NotifyLevel::Mentions | NotifyLevel::Nothing => tx.execute(
+            "INSERT INTO notify_levels (user_id, conv_id, level) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (user_id, conv_id) DO UPDATE SET level = excluded.level",
+            params![user, conv, level.as_str()],
+        )?,
+        NotifyLevel::All => tx.execute(
+            "DELETE FROM notify_levels WHERE user_id = ?1 AND conv_id = ?2",
+            params![user, conv],
+        )?,
+    };
+    Ok(WriteOutcome::LevelSet { user, conv, level })
+}
+
+/// Apply [`WriteOp::SetDnd`].
+fn set_dnd(tx: &Connection, user: UserId, dnd: Option<Dnd>) -> Result<WriteOutcome, StoreError> {
+    match dnd {
+        Some(d) => tx.execute(
+            "INSERT INTO dnd (user_id, until) VALUES (?1, ?2) \
+             ON CONFLICT (user_id) DO UPDATE SET until = excluded.until",
+            params![user, d.until],
+        )?,
+        None => tx.execute("DELETE FROM dnd WHERE user_id = ?1", params![user])?,
+    };
+    Ok(WriteOutcome::DndSet { user, dnd })
+}
+
+// --- end of attention ---
 
 impl SqliteStore {
     /// Open the database at `path`, check it, run migrations and start the writer. A new
@@ -969,6 +1039,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 moved: target > last_read,
             })
         }
+        WriteOp::SetLevel { user, conv, level } => set_level(tx, *user, *conv, *level),
+        WriteOp::SetDnd { user, dnd } => set_dnd(tx, *user, *dnd),
     }
 }
 
