@@ -199,8 +199,14 @@ pub fn set_visible_conversation(shell: State<'_, Shell>, conv: Option<ConvId>) {
 }
 
 /// A conversation's notification level, synced to the user's other devices by the server.
+/// Taken as a string so an unknown one is `invalid`, not a failed argument conversion.
 #[tauri::command]
-pub async fn set_level(shell: State<'_, Shell>, conv: ConvId, level: NotifyLevel) -> CmdResult<()> {
+pub async fn set_level(shell: State<'_, Shell>, conv: ConvId, level: String) -> CmdResult<()> {
+    let level = NotifyLevel::from_name(&level).ok_or_else(|| {
+        CommandError::invalid(format!(
+            "unknown notification level {level:?}: use all, mentions or nothing"
+        ))
+    })?;
     Ok(shell.online_client().await?.set_level(conv, level).await?)
 }
 

@@ -573,6 +573,10 @@ fn dnd_set_on_one_app_silences_notifications_on_the_other() {
     wait_until("the desk hears DND is off", || {
         desk.events_named("natter://dnd").last() == Some(&json!({"dnd": null}))
     });
+    let e = desk.err("set_level", json!({"conv": general, "level": "loud"}));
+    assert_eq!(e["code"], "invalid", "{e}");
+    let e = desk.err("set_dnd", json!({"dnd": {"until": 1}}));
+    assert_eq!(e["code"], "invalid", "an end in the past: {e}");
     desk.ok("set_level", json!({"conv": general, "level": "mentions"}));
     wait_until("the laptop has the level", || {
         laptop

@@ -33,3 +33,6 @@ export type { CommandErrorCode } from "./bindings/CommandErrorCode";
 export type { OpenConversationEvent } from "./bindings/OpenConversationEvent";
 export type { PresenceEvent } from "./bindings/PresenceEvent";
 export type { TypingEvent } from "./bindings/TypingEvent";
+export type { NotifyLevel } from "./bindings/NotifyLevel";
+export type { Dnd } from "./bindings/Dnd";
+export type { DndEvent } from "./bindings/DndEvent";
