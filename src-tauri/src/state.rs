@@ -540,6 +540,11 @@ impl Shell {
             .ui
             .emit(events::CONNECTION, to_json(&client.connection_state()));
         self.reset_conversations(&client).await;
+        // The tray shows a stored do not disturb before the connection brings the server's.
+        match client.dnd().await {
+            Ok(dnd) => self.note_dnd(dnd),
+            Err(e) => tracing::warn!(code = e.code(), "cannot read do not disturb: {e}"),
+        }
         loop {
             match events.recv().await {
                 Ok(ev) => self.handle_event(&client, ev).await,
