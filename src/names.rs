@@ -122,11 +122,46 @@ pub fn name(raw: &str, kind: NameKind) -> Result<Name, NameError> {
             }
             continue;
         }
-        if !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        if !is_name_symbol(c) {
             return Err(NameError::NotAllowed(kind, c));
         }
     }
     Ok(Name::of_stored(&display))
+}
+
+/// The characters a username or room name is made of, besides combining marks: letters and
+/// digits of any script and `_` `-` `.`.
+fn is_name_symbol(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Whether `text` mentions the user `username`: it holds `@` and then the name in any spelling
+/// that is the same name ([`key`]; the text is read in NFKC, so fullwidth `＠ａｌｉｃｅ` counts),
+/// where the `@` does not follow an ASCII letter or digit or `_` `-` `.` (`email@alice` is an
+/// address, not a mention; `你好@alice`, with no space as Chinese is written, is one) and the name is not followed by another name character, except trailing `.`s that
+/// end a sentence (`@alice.` mentions alice; `@alice.b`, `@alice_2` and `@alicebob` do not).
+/// The one rule for "does this message mention me" (docs/protocol.md, "Mentions").
+pub fn mentions(text: &str, username: &str) -> bool {
+    let wanted = key(username);
+    if wanted.is_empty() || !text.contains(['@', '\u{FF20}', '\u{FE6B}']) {
+        return false;
+    }
+    let text: String = text.nfkc().collect();
+    let is_part = |c: char| is_name_symbol(c) || is_combining_mark(c);
+    let in_address = |p: char| p.is_ascii_alphanumeric() || matches!(p, '_' | '-' | '.');
+    let mut previous: Option<char> = None;
+    for (at, c) in text.char_indices() {
+        if c == '@' && !previous.is_some_and(in_address) {
+            let rest = &text[at + 1..];
+            let run = &rest[..rest.find(|c: char| !is_part(c)).unwrap_or(rest.len())];
+            let sentence = run.trim_end_matches('.');
+            if !sentence.is_empty() && (key(sentence) == wanted || key(run) == wanted) {
+                return true;
+            }
+        }
+        previous = Some(c);
+    }
+    false
 }
 
 /// The key two names are compared by: Unicode compatibility caseless matching (Unicode 16 §3.13
@@ -244,6 +279,50 @@ pub fn visible_json(line: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mention_is_at_and_the_name_in_any_spelling_of_it() {
+        for text in [
+            "@alice",
+            "hi @alice",
+            "@alice.",
+            "@alice...",
+            "@alice, look",
+            "(@alice)",
+            "@alice's turn",
+            "@ALICE",
+            "@Alice!",
+            "＠ａｌｉｃｅ",
+            "@@alice",
+            "cc @bob @alice",
+            "你好@alice",
+        ] {
+            assert!(mentions(text, "alice"), "{text:?} mentions alice");
+        }
+        for text in [
+            "alice",
+            "@",
+            "",
+            "email@alice",
+            "a.@alice",
+            "_@alice",
+            "@alice.b",
+            "@alice_2",
+            "@alice-",
+            "@alicebob",
+            "@al ice",
+            "@al\u{200b}ice",
+            "@аlice",
+            "@bob",
+        ] {
+            assert!(!mentions(text, "alice"), "{text:?} does not mention alice");
+        }
+        assert!(mentions("@STRASSE", "Straße"), "case folding");
+        assert!(mentions("@张伟 你好", "张伟"));
+        assert!(mentions("@a.", "a."), "a name that ends in a dot, with it");
+        assert!(mentions("@a.b", "a.b"));
+        assert!(!mentions("@a", ""), "no name, no mention");
+    }
 
     fn user(raw: &str) -> Result<Name, NameError> {
         name(raw, NameKind::Username)

@@ -61,6 +61,9 @@ pub mod limits {
     pub const MAX_SESSION_LABEL_CHARS: usize = 64;
     /// The room every user is a member of.
     pub const DEFAULT_ROOM: &str = "general";
+    /// Furthest ahead of the server's clock a do-not-disturb end may lie (366 days, in ms):
+    /// longer is "until turned off" (`"until": null`).
+    pub const MAX_DND_AHEAD_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 }
 
 /// WebSocket close codes the server uses. Standard codes (RFC 6455) where one fits; 4xxx
@@ -232,6 +235,79 @@ pub struct Unread {
     pub last_read: Seq,
 }
 
+// --- Attention: notification levels and do not disturb (issue 20) ---
+
+/// How much one conversation may interrupt the user: every message, only messages that
+/// mention them, or nothing. Per user and conversation, stored by the server and synced to the
+/// user's devices; a conversation with no level set is `all`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum NotifyLevel {
+    #[default]
+    All,
+    Mentions,
+    Nothing,
+}
+
+impl NotifyLevel {
+    pub const ALL: [NotifyLevel; 3] = [
+        NotifyLevel::All,
+        NotifyLevel::Mentions,
+        NotifyLevel::Nothing,
+    ];
+
+    /// The wire name (`"all"`, `"mentions"`, `"nothing"`), also how stores keep it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyLevel::All => "all",
+            NotifyLevel::Mentions => "mentions",
+            NotifyLevel::Nothing => "nothing",
+        }
+    }
+
+    /// The level named `name` ([`NotifyLevel::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<NotifyLevel> {
+        Self::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+/// Do not disturb is on: until `until` (ms since the epoch, UTC), or until turned off when
+/// `until` is null. An end that has passed means it is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Dnd {
+    #[ts(type = "number | null")]
+    pub until: Option<Millis>,
+}
+
+impl Dnd {
+    /// Whether this do-not-disturb is still on at `now`.
+    pub fn is_on(&self, now: Millis) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
+}
+
+/// One conversation's notification level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ConvLevel {
+    #[ts(type = "number")]
+    pub conv: ConvId,
+    pub level: NotifyLevel,
+}
+
+/// The user's attention settings as [`ServerFrame::Hello`] carries them: do not disturb
+/// (null when off) and every conversation whose level is not `all`, sorted by conv.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Attention {
+    pub dnd: Option<Dnd>,
+    pub levels: Vec<ConvLevel>,
+}
+
+// --- end of attention ---
+
 /// Where a message goes: a conversation the sender is in, or a user (a direct message, created
 /// on its first message). On the wire it is one field of the `send` frame, `"conv": 5` or
 /// `"to": "bob"`; a frame with both or neither is refused.
@@ -398,6 +474,22 @@ pub enum ClientFrame {
         #[ts(type = "number")]
         conv: ConvId,
     },
+    /// Set the user's notification level for a conversation they are in; synced to their
+    /// other connections ([`ServerFrame::Level`]).
+    SetLevel {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        level: NotifyLevel,
+    },
+    /// Turn do not disturb on (until a time, or until turned off) or off (`dnd: null`, or
+    /// absent); synced to the user's other connections ([`ServerFrame::Dnd`]).
+    SetDnd {
+        #[ts(type = "number")]
+        id: u64,
+        dnd: Option<Dnd>,
+    },
 }
 
 /// Why a text frame is not a [`ClientFrame`], as the server answers it in an `error` frame.
@@ -517,7 +609,9 @@ impl ClientFrame {
             | ClientFrame::Members { id, .. }
             | ClientFrame::Users { id }
             | ClientFrame::Read { id, .. }
-            | ClientFrame::Typing { id, .. } => *id,
+            | ClientFrame::Typing { id, .. }
+            | ClientFrame::SetLevel { id, .. }
+            | ClientFrame::SetDnd { id, .. } => *id,
         }
     }
 }
@@ -619,6 +713,9 @@ pub enum ServerFrame {
         /// Usernames online now (including this user).
         online: Vec<String>,
         unread: Vec<Unread>,
+        /// Do not disturb and notification levels (absent from servers before they existed).
+        #[serde(default)]
+        attention: Attention,
     },
     /// The answer to request `id`.
     Ok {
@@ -661,6 +758,14 @@ pub enum ServerFrame {
         #[ts(type = "number")]
         seq: Seq,
     },
+    /// The user's notification level for a conversation changed (on another device).
+    Level {
+        #[ts(type = "number")]
+        conv: ConvId,
+        level: NotifyLevel,
+    },
+    /// The user's do not disturb changed (on another device); null: turned off.
+    Dnd { dnd: Option<Dnd> },
     /// The user became a member of a conversation (joined a room elsewhere, or a new DM).
     ConversationAdded { conversation: Conversation },
     /// The user is no longer a member of a conversation (left it, possibly on another device).
@@ -929,8 +1034,8 @@ mod tests {
     fn frame_types_are_the_enums_own() {
         let types = ClientFrame::types();
         assert_eq!(types.first(), Some(&"auth"));
-        assert_eq!(types.last(), Some(&"typing"));
-        assert_eq!(types.len(), 12, "{types:?}");
+        assert_eq!(types.last(), Some(&"set_dnd"));
+        assert_eq!(types.len(), 14, "{types:?}");
         for t in types {
             let e = ClientFrame::parse(&format!(r#"{{"type":"{t}","id":1}}"#)).err();
             assert!(
@@ -1017,6 +1122,19 @@ mod tests {
         );
         // Not wastefully loose either: within 2% of the real worst case.
         assert!(len * 50 >= limits::MAX_SERVER_FRAME_BYTES * 49, "{len}");
+    }
+
+    #[test]
+    fn notify_level_names_are_the_wire_names() {
+        for level in NotifyLevel::ALL {
+            assert_eq!(serde_json::to_value(level).unwrap(), json!(level.as_str()));
+            assert_eq!(NotifyLevel::from_name(level.as_str()), Some(level));
+        }
+        assert_eq!(NotifyLevel::from_name("loud"), None);
+        let e = ClientFrame::parse(r#"{"type":"set_level","id":3,"conv":1,"level":"loud"}"#)
+            .unwrap_err();
+        assert_eq!((e.id, e.code), (Some(3), ErrorCode::BadRequest));
+        assert!(e.message.contains("loud"), "{}", e.message);
     }
 
     #[test]

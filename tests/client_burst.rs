@@ -239,7 +239,8 @@ async fn notification_text_comes_from_the_store_without_a_server_request() {
     let facts = bob.notice_facts(general, "alice").await.unwrap();
     assert_eq!(facts.sender_display, "Alice Liddell");
     assert_eq!(facts.conv_title, "#general");
-    assert!(!facts.muted);
+    assert_eq!(facts.level, natter::protocol::NotifyLevel::All);
+    assert_eq!(facts.dnd, None);
     // Someone never listed: named by username, still without asking the server.
     let stranger = bob.notice_facts(general, "carol").await.unwrap();
     assert_eq!(stranger.sender_display, "carol");

@@ -16,13 +16,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 fn config(server: &TestServer, dir: &std::path::Path) -> ClientConfig {
-    let mut c = ClientConfig::new(
-        format!("http://{}", server.addr).parse().unwrap(),
-        dir.to_path_buf(),
-    );
-    c.backoff_min = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
-    c
+    server.client_config(dir)
 }
 
 async fn client(server: &TestServer, session: Session) -> (tempfile::TempDir, Client) {

@@ -117,6 +117,7 @@ fn hello() -> ServerFrame {
         }],
         online: vec!["alice".into()],
         unread: vec![],
+        attention: Default::default(),
     }
 }
 

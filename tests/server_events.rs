@@ -635,3 +635,35 @@ async fn an_expired_token_and_a_shutdown_end_streams() {
         "the stream ended with the server"
     );
 }
+
+/// A profile change of someone the user shares a conversation with reaches the stream as
+/// `user_updated` (names on a wall screen stay right); it does not move the cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_change_reaches_the_stream() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut stream = Sse::open(&server, Some(&bob.token), "", None)
+        .await
+        .unwrap();
+    stream.ready().await;
+    let before = stream.parser.last_id().map(str::to_string);
+    let (status, body) = server
+        .post(
+            "/api/account/profile",
+            serde_json::json!({"display_name": "Alice Liddell"}),
+            Some(&alice.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let updated = stream.expect("user_updated").await;
+    let frame: ServerFrame = serde_json::from_str(&updated.data).unwrap();
+    let ServerFrame::UserUpdated { user } = frame else {
+        panic!("{frame:?}")
+    };
+    assert_eq!(
+        (user.username.as_str(), user.display_name.as_str()),
+        ("alice", "Alice Liddell")
+    );
+    assert_eq!(updated.id, before, "the cursor stays");
+}

@@ -560,6 +560,7 @@ mod tests {
             conversations,
             online: vec!["u0".into(), "u1".into()],
             unread: Vec::new(),
+            attention: Default::default(),
         };
         let general = protocol::limits::DEFAULT_ROOM;
         let text = serde_json::to_string(&hello(vec![

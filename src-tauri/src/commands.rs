@@ -6,7 +6,7 @@
 
 use natter::client::export::{ExportFormat, ExportSummary};
 use natter::client::{ConversationSummary, LocalMessage, SearchHit, Target};
-use natter::protocol::{ConvId, Member, RoomInfo, Seq, SessionInfo, User};
+use natter::protocol::{ConvId, Dnd, Member, NotifyLevel, RoomInfo, Seq, SessionInfo, User};
 use tauri::{ipc::Invoke, Runtime, State};
 
 use crate::config::Settings;
@@ -41,7 +41,9 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         users,
         typing,
         set_visible_conversation,
-        set_muted,
+        set_level,
+        set_dnd,
+        dnd,
         get_settings,
         set_settings,
         repair_store,
@@ -203,9 +205,29 @@ pub fn set_visible_conversation(shell: State<'_, Shell>, conv: Option<ConvId>) {
     shell.set_visible_conversation(conv);
 }
 
+/// A conversation's notification level, synced to the user's other devices by the server.
+/// Taken as a string so an unknown one is `invalid`, not a failed argument conversion.
 #[tauri::command]
-pub async fn set_muted(shell: State<'_, Shell>, conv: ConvId, muted: bool) -> CmdResult<()> {
-    Ok(shell.require_client()?.set_muted(conv, muted).await?)
+pub async fn set_level(shell: State<'_, Shell>, conv: ConvId, level: String) -> CmdResult<()> {
+    let level = NotifyLevel::from_name(&level).ok_or_else(|| {
+        CommandError::invalid(format!(
+            "unknown notification level {level:?}: use all, mentions or nothing"
+        ))
+    })?;
+    Ok(shell.online_client().await?.set_level(conv, level).await?)
+}
+
+/// Do not disturb on (until `dnd.until`, or until turned off) or off (`null`), synced to the
+/// user's other devices by the server.
+#[tauri::command]
+pub async fn set_dnd(shell: State<'_, Shell>, dnd: Option<Dnd>) -> CmdResult<()> {
+    Ok(shell.online_client().await?.set_dnd(dnd).await?)
+}
+
+/// Do not disturb as last heard from the server (`null`: off; an ended one is off too).
+#[tauri::command]
+pub async fn dnd(shell: State<'_, Shell>) -> CmdResult<Option<Dnd>> {
+    Ok(shell.require_client()?.dnd().await?)
 }
 
 #[tauri::command]

@@ -6,7 +6,7 @@
 //! The state is runtime-agnostic: it reaches the windows through the small [`Ui`] trait, so the
 //! commands are plain functions and tests run them under Tauri's mock runtime.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -16,7 +16,7 @@ use natter::client::notify::{decide, NotifyContext};
 use natter::client::{
     Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageChange, MessageState,
 };
-use natter::protocol::{ConvId, Session, User};
+use natter::protocol::{ConvId, Dnd, NotifyLevel, Session, User};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Runtime};
 use tokio::sync::broadcast::error::RecvError;
@@ -44,6 +44,15 @@ pub mod events {
     pub const SETTINGS: &str = "natter://settings";
     /// Someone's public profile changed (or their account was deleted), the user's own included.
     pub const USER: &str = "natter://user";
+    pub const DND: &str = "natter://dnd";
+}
+
+/// `natter://dnd` payload: do not disturb as the server has it (`null`: off). Sent on every
+/// (re)connect and when it changed on any of the user's devices.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct DndEvent {
+    pub dnd: Option<Dnd>,
 }
 
 /// `natter://presence` payload: who came online and who went offline since the last one.
@@ -81,6 +90,8 @@ pub trait Ui: Send + Sync + 'static {
     fn set_language(&self, lang: Language);
     /// Adds (`true`) or removes the desktop's entry that starts the app at login.
     fn set_start_at_login(&self, enabled: bool) -> Result<(), String>;
+    /// Do not disturb went on or off: the tray says so.
+    fn set_dnd(&self, _on: bool) {}
 }
 
 /// The real [`Ui`]: a Tauri app handle.
@@ -108,6 +119,10 @@ impl<R: Runtime> Ui for TauriUi<R> {
 
     fn set_start_at_login(&self, enabled: bool) -> Result<(), String> {
         startup::set_start_at_login(&self.0, enabled)
+    }
+
+    fn set_dnd(&self, on: bool) {
+        tray::set_dnd(&self.0, on);
     }
 }
 
@@ -171,9 +186,12 @@ struct Inner {
     focused: AtomicBool,
     visible: Mutex<Option<ConvId>>,
     notifier: Arc<Notifier>,
-    /// Unread count and muted flag per conversation, from the change events: the unread total
-    /// without re-reading the list.
+    /// Unread count and muted flag (level `nothing`) per conversation, from the change events:
+    /// the unread total without re-reading the list.
     unread: Mutex<HashMap<ConvId, (u32, bool)>>,
+    /// Do not disturb as last heard, and a counter that lets a timer for its end know it is
+    /// still the one in force.
+    dnd: Mutex<(Option<Dnd>, u64)>,
     unread_total: AtomicU32,
     /// Where hosted server data lives and which address it binds (tests bind loopback).
     host_bind: IpAddr,
@@ -204,6 +222,7 @@ impl Shell {
             visible: Mutex::new(None),
             notifier: Notifier::new(presenter),
             unread: Mutex::new(HashMap::new()),
+            dnd: Mutex::new((None, 0)),
             unread_total: AtomicU32::new(0),
             host_bind,
         }))
@@ -549,6 +568,11 @@ impl Shell {
             .ui
             .emit(events::CONNECTION, to_json(&client.connection_state()));
         self.reset_conversations(&client).await;
+        // The tray shows a stored do not disturb before the connection brings the server's.
+        match client.dnd().await {
+            Ok(dnd) => self.note_dnd(dnd),
+            Err(e) => tracing::warn!(code = e.code(), "cannot read do not disturb: {e}"),
+        }
         loop {
             match events.recv().await {
                 Ok(ev) => self.handle_event(&client, ev).await,
@@ -573,7 +597,8 @@ impl Shell {
                 }
             }
             ClientEvent::Conversation(summary) => {
-                self.note_unread(summary.id, Some((summary.unread, summary.muted)));
+                let muted = summary.level == NotifyLevel::Nothing;
+                self.note_unread(summary.id, Some((summary.unread, muted)));
                 ui.emit(events::CONVERSATION, to_json(&summary));
             }
             ClientEvent::Unread(change) => {
@@ -596,6 +621,10 @@ impl Shell {
                 ui.emit(events::TYPING, to_json(&TypingEvent { conv, username }));
             }
             ClientEvent::Connection(state) => ui.emit(events::CONNECTION, to_json(&state)),
+            ClientEvent::Dnd { dnd } => {
+                ui.emit(events::DND, to_json(&DndEvent { dnd }));
+                self.note_dnd(dnd);
+            }
             ClientEvent::Warning(w) => tracing::warn!(warning = %w, "server"),
             ClientEvent::UserUpdated(user) => ui.emit(events::USER, to_json(&user)),
             // Progress of a long resume and anything newer the UI does not show (yet).
@@ -619,13 +648,14 @@ impl Shell {
             }
         };
         let me = client.user().username;
-        let muted: HashSet<ConvId> = facts.muted.then_some(conv_id).into_iter().collect();
         let visible = *lock(&self.0.visible);
         let ctx = NotifyContext {
             own_username: &me,
             visible_conv: visible,
             window_focused: self.0.focused.load(Ordering::SeqCst),
-            muted: &muted,
+            level: facts.level,
+            dnd: facts.dnd,
+            now: now_ms(),
             notifications_enabled: settings.notifications,
         };
         if !decide(msg, &ctx) {
@@ -664,7 +694,10 @@ impl Shell {
     async fn reset_conversations(&self, client: &Client) {
         match client.conversations().await {
             Ok(list) => {
-                *lock(&self.0.unread) = list.iter().map(|c| (c.id, (c.unread, c.muted))).collect();
+                *lock(&self.0.unread) = list
+                    .iter()
+                    .map(|c| (c.id, (c.unread, c.level == NotifyLevel::Nothing)))
+                    .collect();
                 self.0.ui.emit(events::CONVERSATIONS, to_json(&list));
                 self.recount_unread();
             }
@@ -694,6 +727,35 @@ impl Shell {
         if total != self.0.unread_total.load(Ordering::SeqCst) {
             self.set_unread_total(total);
         }
+    }
+
+    /// Do not disturb changed: the tray shows it until it ends (a timer turns the tray's line
+    /// off then, unless another change came first).
+    fn note_dnd(&self, dnd: Option<Dnd>) {
+        let now = now_ms();
+        let generation = {
+            let mut held = lock(&self.0.dnd);
+            held.0 = dnd;
+            held.1 += 1;
+            held.1
+        };
+        let on = dnd.is_some_and(|d| d.is_on(now));
+        self.0.ui.set_dnd(on);
+        if let (true, Some(until)) = (on, dnd.and_then(|d| d.until)) {
+            let shell = self.clone();
+            let wait = std::time::Duration::from_millis(until.saturating_sub(now).max(0) as u64);
+            tauri::async_runtime::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if lock(&shell.0.dnd).1 == generation {
+                    shell.0.ui.set_dnd(false);
+                }
+            });
+        }
+    }
+
+    /// Do not disturb as last heard from the server (perhaps ended since).
+    pub fn dnd(&self) -> Option<Dnd> {
+        lock(&self.0.dnd).0
     }
 
     fn set_unread_total(&self, total: u32) {
@@ -808,6 +870,13 @@ impl From<ClientError> for CommandError {
         };
         CommandError::new(code, message)
     }
+}
+
+/// Now, in ms since the epoch (the notification policy and do not disturb compare with it).
+fn now_ms() -> natter::protocol::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn to_json<T: Serialize>(v: &T) -> serde_json::Value {

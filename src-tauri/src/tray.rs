@@ -259,7 +259,7 @@ fn redraw<R: Runtime>(app: &AppHandle<R>) {
     if let Some(tray) = app.tray_by_id(TRAY_ID) {
         let label = (total > 0).then(|| total.to_string());
         result = result
-            .and_then(|_| tray.set_tooltip(Some(tooltip(lang, total))))
+            .and_then(|_| tray.set_tooltip(Some(tooltip_with_dnd(lang, total, dnd_on(app)))))
             .and_then(|_| tray.set_title(label.as_deref()));
         if let Some(icons) = &t.icons {
             let kind = icon_kind(total);
@@ -274,6 +274,47 @@ fn redraw<R: Runtime>(app: &AppHandle<R>) {
         tracing::debug!(error = %e, "cannot update tray");
     }
 }
+
+// --- Do not disturb (attention): a line in the tooltip while it is on ---
+
+/// Whether do not disturb is on, as the tray shows it.
+struct DndShown(Mutex<bool>);
+
+/// The tooltip's do-not-disturb line in `lang`.
+pub fn dnd_line(lang: Language) -> &'static str {
+    match lang {
+        Language::En => "Do not disturb is on",
+        Language::ZhCn => "勿扰模式已开启",
+    }
+}
+
+/// The tooltip with the do-not-disturb line under it while `dnd_on`.
+fn tooltip_with_dnd(lang: Language, unread_total: u32, dnd_on: bool) -> String {
+    let base = tooltip(lang, unread_total);
+    if dnd_on {
+        format!("{base}\n{}", dnd_line(lang))
+    } else {
+        base
+    }
+}
+
+/// Shows (or drops) the do-not-disturb line in the tray's tooltip.
+pub fn set_dnd<R: Runtime>(app: &AppHandle<R>, on: bool) {
+    match app.try_state::<DndShown>() {
+        Some(shown) => *shown.0.lock().unwrap_or_else(|e| e.into_inner()) = on,
+        None => {
+            app.manage(DndShown(Mutex::new(on)));
+        }
+    }
+    redraw(app);
+}
+
+fn dnd_on<R: Runtime>(app: &AppHandle<R>) -> bool {
+    app.try_state::<DndShown>()
+        .is_some_and(|s| *s.0.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+// --- end of do not disturb ---
 
 #[cfg(test)]
 mod tests {
@@ -296,6 +337,19 @@ mod tests {
                 hide: "隐藏",
                 quit: "退出"
             }
+        );
+    }
+
+    #[test]
+    fn the_tooltip_says_when_do_not_disturb_is_on_in_the_language() {
+        assert_eq!(tooltip_with_dnd(Language::En, 0, false), "Natter");
+        assert_eq!(
+            tooltip_with_dnd(Language::En, 2, true),
+            "Natter (2 unread)\nDo not disturb is on"
+        );
+        assert_eq!(
+            tooltip_with_dnd(Language::ZhCn, 0, true),
+            "Natter\n勿扰模式已开启"
         );
     }
 

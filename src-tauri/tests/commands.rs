@@ -93,7 +93,7 @@ struct Desk {
     notices: Arc<Recorder>,
 }
 
-const EVENTS: [&str; 11] = [
+const EVENTS: [&str; 12] = [
     "natter://message",
     "natter://conversation",
     "natter://conversation-removed",
@@ -105,6 +105,7 @@ const EVENTS: [&str; 11] = [
     "natter://connection",
     "natter://open-conversation",
     "natter://settings",
+    "natter://dnd",
 ];
 
 impl Desk {
@@ -375,11 +376,13 @@ fn register_send_history_and_notifications_through_the_ipc() {
     assert_eq!(conv, bob_general);
     assert_eq!(text.title, "Alice &lt;A&gt; · #general");
     assert_eq!(text.body, "hello &lt;b&gt;all&lt;/b&gt; &amp; you");
-    // The change came as one conversation's summary, not as the whole list.
-    assert!(bob
-        .events_named("natter://conversation")
-        .iter()
-        .any(|c| c["id"] == bob_general && c["unread"] == 1));
+    // The change came as one conversation's summary, not as the whole list (summaries go out
+    // about 16 ms after the change, so it may follow the notification).
+    wait_until("bob's general summary event", || {
+        bob.events_named("natter://conversation")
+            .iter()
+            .any(|c| c["id"] == bob_general && c["unread"] == 1)
+    });
 
     // A DM to Bob while he is elsewhere: one more notification, titled with Alice's name.
     alice.ok("send", json!({"to": "bob", "text": "psst"}));
@@ -436,7 +439,10 @@ fn register_send_history_and_notifications_through_the_ipc() {
     let hits = bob.ok("search", json!({"query": "psst"}));
     assert_eq!(hits.as_array().unwrap().len(), 1, "{hits}");
     assert_eq!(bob.ok("search", json!({"query": "  "})), json!([]));
-    bob.ok("set_muted", json!({"conv": bob_general, "muted": true}));
+    bob.ok(
+        "set_level",
+        json!({"conv": bob_general, "level": "nothing"}),
+    );
     bob.ok("set_visible_conversation", json!({ "conv": random_id }));
     alice.ok(
         "send",
@@ -454,7 +460,7 @@ fn register_send_history_and_notifications_through_the_ipc() {
     assert_eq!(bob.notices.shown().len(), 2, "{:?}", bob.notices.shown());
 
     // Unmuted, with "hide message text" on: the notification says only "New message".
-    bob.ok("set_muted", json!({"conv": bob_general, "muted": false}));
+    bob.ok("set_level", json!({"conv": bob_general, "level": "all"}));
     let mut settings = bob.ok("get_settings", json!({}));
     settings["hide_message_text"] = json!(true);
     bob.ok("set_settings", json!({ "settings": settings }));
@@ -496,6 +502,90 @@ fn register_send_history_and_notifications_through_the_ipc() {
         json!({"username": "bob", "password": "correct horse battery"}),
     );
     assert_eq!(state["phase"], "ready");
+}
+
+/// Do not disturb and notification levels are the user's, not the device's: set on one app
+/// they hold on the other. DND silences everything (and nothing is shown when it ends); a
+/// conversation set to `mentions` notifies only for `@bob`.
+#[test]
+fn dnd_set_on_one_app_silences_notifications_on_the_other() {
+    let server = TestServer::start();
+    let (alice_dir, d1, d2) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let alice = Desk::open(alice_dir.path());
+    alice.ok("join_server", json!({ "url": server.url }));
+    register(&alice, "alice", "Alice");
+    let desk = Desk::open(d1.path());
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "bob", "Bob");
+    let laptop = Desk::open(d2.path());
+    laptop.ok("join_server", json!({ "url": server.url }));
+    laptop.ok(
+        "login",
+        json!({"username": "bob", "password": "correct horse battery"}),
+    );
+    let general = conv_id(&alice, "general");
+    let stored = |d: &Desk, text: &str| {
+        d.ok("history", json!({ "conv": general }))
+            .as_array()
+            .is_some_and(|h| h.iter().any(|m| m["text"] == text))
+    };
+
+    desk.ok("set_dnd", json!({"dnd": {"until": null}}));
+    wait_until("the laptop hears of DND", || {
+        laptop
+            .events_named("natter://dnd")
+            .contains(&json!({"dnd": {"until": null}}))
+    });
+    assert_eq!(laptop.ok("dnd", json!({})), json!({"until": null}));
+    alice.ok("send", json!({"conv": general, "text": "quiet please"}));
+    wait_until("both store it", || {
+        stored(&desk, "quiet please") && stored(&laptop, "quiet please")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        desk.notices.shown().is_empty(),
+        "{:?}",
+        desk.notices.shown()
+    );
+    assert!(
+        laptop.notices.shown().is_empty(),
+        "{:?}",
+        laptop.notices.shown()
+    );
+
+    laptop.ok("set_dnd", json!({"dnd": null}));
+    wait_until("the desk hears DND is off", || {
+        desk.events_named("natter://dnd").last() == Some(&json!({"dnd": null}))
+    });
+    let e = desk.err("set_level", json!({"conv": general, "level": "loud"}));
+    assert_eq!(e["code"], "invalid", "{e}");
+    let e = desk.err("set_dnd", json!({"dnd": {"until": 1}}));
+    assert_eq!(e["code"], "invalid", "an end in the past: {e}");
+    desk.ok("set_level", json!({"conv": general, "level": "mentions"}));
+    wait_until("the laptop has the level", || {
+        laptop
+            .events_named("natter://conversation")
+            .iter()
+            .any(|c| c["id"] == general && c["level"] == "mentions")
+    });
+    alice.ok("send", json!({"conv": general, "text": "no mention here"}));
+    wait_until("both store it", || {
+        stored(&desk, "no mention here") && stored(&laptop, "no mention here")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        desk.notices.shown().is_empty() && laptop.notices.shown().is_empty(),
+        "nothing replayed after DND, nothing without a mention"
+    );
+    alice.ok("send", json!({"conv": general, "text": "@bob look"}));
+    wait_until("both notify the mention", || {
+        desk.notices.shown().len() == 1 && laptop.notices.shown().len() == 1
+    });
+    assert_eq!(laptop.notices.shown()[0].1.body, "@bob look");
 }
 
 #[test]

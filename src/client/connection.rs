@@ -147,6 +147,10 @@ enum Pending {
     },
     /// The user list, for display names (notifications name senders from the store).
     Directory,
+    /// A mute from before levels were synced, pushed once as level `nothing`.
+    LegacyMute {
+        conv: ConvId,
+    },
 }
 
 /// Per-connection state.
@@ -432,8 +436,8 @@ impl Actor {
                     Some(Err(e)) => return retry(format!("connection error: {e}")),
                     Some(Ok(WsMessage::Text(text))) => {
                         match serde_json::from_str::<ServerFrame>(text.as_str()) {
-                            Ok(ServerFrame::Hello { user, online, conversations, unread, .. }) => {
-                                self.on_hello(conn, user, online, conversations, unread).await;
+                            Ok(ServerFrame::Hello { user, online, conversations, unread, attention, .. }) => {
+                                self.on_hello(conn, user, online, conversations, unread, attention).await;
                                 break;
                             }
                             Ok(other) => self.warn(format!("frame before hello ignored: {}", frame_name(&other))),
@@ -474,6 +478,9 @@ impl Actor {
             return end;
         }
         if let Err(end) = self.fetch_directory(ws, conn).await {
+            return end;
+        }
+        if let Err(end) = self.push_legacy_mutes(ws, conn).await {
             return end;
         }
         if let Err(end) = self.pump(ws, conn).await {
@@ -576,9 +583,11 @@ impl Actor {
         online: Vec<String>,
         conversations: Vec<crate::protocol::Conversation>,
         unread: Vec<crate::protocol::Unread>,
+        attention: crate::protocol::Attention,
     ) {
         let me = self.shared.user.username.clone();
         let ids: Vec<ConvId> = conversations.iter().map(|c| c.id).collect();
+        let dnd = attention.dnd;
         let profile = user.clone();
         let stored = self
             .db(move |store| {
@@ -593,7 +602,9 @@ impl Actor {
                         .map_or(0, |u| u.count);
                     store.set_server_unread(c.id, count, c.last_read, &me)?;
                 }
-                store.retain_memberships(&conversations.iter().map(|c| c.id).collect::<Vec<_>>())
+                let ids: Vec<ConvId> = conversations.iter().map(|c| c.id).collect();
+                store.apply_attention(&ids, &attention)?;
+                store.retain_memberships(&ids)
             })
             .await;
         match stored {
@@ -616,7 +627,51 @@ impl Actor {
             online.iter().cloned().collect();
         self.set_state(ConnectionState::Online);
         self.shared.emit(ClientEvent::Online(online));
+        self.shared.emit(ClientEvent::Dnd { dnd });
         conn.touch(ids);
+    }
+
+    /// Pushes this device's mutes from before levels were synced to the server, as level
+    /// `nothing`, once: each is cleared locally when the server answers (see
+    /// [`Pending::LegacyMute`]), after which the server's level is the truth.
+    async fn push_legacy_mutes(
+        &mut self,
+        ws: &mut Ws,
+        conn: &mut Conn,
+    ) -> std::result::Result<(), End> {
+        let convs = match self.db(|s| s.legacy_mutes()).await {
+            Ok(convs) => convs,
+            Err(e) => {
+                self.warn(format!("cannot read this device's mutes: {e}"));
+                return Ok(());
+            }
+        };
+        for conv in convs {
+            let id = self.id();
+            conn.pending.insert(id, Pending::LegacyMute { conv });
+            let level = crate::protocol::NotifyLevel::Nothing;
+            send(ws, &ClientFrame::SetLevel { id, conv, level }).await?;
+        }
+        Ok(())
+    }
+
+    /// The server answered a pushed pre-sync mute: done, or refused for good (the conversation
+    /// is gone). A transient refusal leaves it for the next connection.
+    async fn legacy_mute_settled(&mut self, conv: ConvId, refused: Option<(ErrorCode, String)>) {
+        if let Some((code, message)) = &refused {
+            if matches!(
+                code,
+                ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::StorageFull
+            ) {
+                return;
+            }
+            self.warn(format!(
+                "this device's mute of {conv} was refused: {message}"
+            ));
+        }
+        if let Err(e) = self.db(move |s| s.clear_legacy_mute(conv)).await {
+            self.warn(format!("cannot record a pushed mute: {e}"));
+        }
     }
 
     /// Asks for the user list (one request at a time), so the store has every display name a
@@ -733,9 +788,10 @@ impl Actor {
                 online,
                 conversations,
                 unread,
+                attention,
                 ..
             } => {
-                self.on_hello(conn, user, online, conversations, unread)
+                self.on_hello(conn, user, online, conversations, unread, attention)
                     .await;
             }
             ServerFrame::Ok { id, result } => match conn.pending.remove(&id) {
@@ -795,6 +851,7 @@ impl Actor {
                     self.read_settled(conv, seq).await;
                     self.pump(ws, conn).await?;
                 }
+                Some(Pending::LegacyMute { conv }) => self.legacy_mute_settled(conv, None).await,
                 Some(Pending::Directory) => {
                     conn.directory_in_flight = false;
                     match result {
@@ -840,6 +897,9 @@ impl Actor {
                         // Not retried: the conversation is gone or the marker is invalid.
                         self.read_settled(conv, seq).await;
                         self.warn(format!("read marker for {conv} refused: {message}"));
+                    }
+                    Some(Pending::LegacyMute { conv }) => {
+                        self.legacy_mute_settled(conv, Some((code, message))).await
                     }
                     Some(Pending::Directory) => {
                         conn.directory_in_flight = false;
@@ -900,6 +960,18 @@ impl Actor {
                     .emit(ClientEvent::ConversationRemoved(ConversationRemoved {
                         conv,
                     }));
+            }
+            ServerFrame::Level { conv, level } => {
+                match self.db(move |s| s.set_level(conv, level)).await {
+                    Ok(()) => conn.touch([conv]),
+                    Err(e) => self.warn(format!("cannot store a notification level: {e}")),
+                }
+            }
+            ServerFrame::Dnd { dnd } => {
+                if let Err(e) = self.db(move |s| s.set_dnd(dnd)).await {
+                    self.warn(format!("cannot store do not disturb: {e}"));
+                }
+                self.shared.emit(ClientEvent::Dnd { dnd });
             }
             ServerFrame::Membership {
                 conv,

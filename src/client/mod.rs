@@ -160,7 +160,7 @@ pub enum ClientEvent {
     /// or one already announced changing state (`updated`, same `local_id`: pending -> sent or
     /// failed, failed -> pending on retry).
     Message(MessageEvent),
-    /// One conversation's summary changed (preview, unread count, title, muted) or it was
+    /// One conversation's summary changed (preview, unread count, title, level) or it was
     /// joined. A burst of messages gives one per conversation, not one per message.
     Conversation(ConversationSummary),
     /// The user is no longer a member of this conversation.
@@ -178,6 +178,11 @@ pub enum ClientEvent {
     Typing {
         conv: ConvId,
         username: String,
+    },
+    /// Do not disturb as the server has it: on every (re)connect and when it changed (on this
+    /// device or another). `None`: off.
+    Dnd {
+        dnd: Option<crate::protocol::Dnd>,
     },
     /// The user's read marker moved on another device.
     ReadMarker {
@@ -855,6 +860,7 @@ impl Client {
                 summary.as_ref(),
                 &sender,
                 display,
+                s.dnd()?,
             ))
         })
         .await
@@ -983,14 +989,30 @@ impl Client {
         Ok(())
     }
 
-    pub async fn set_muted(&self, conv: ConvId, muted: bool) -> Result<()> {
-        self.db(move |s| s.set_muted(conv, muted)).await?;
+    /// Sets the notification level of `conv` on the server (so on every device of the user);
+    /// stored here once the server accepted it. Needs a connection.
+    pub async fn set_level(&self, conv: ConvId, level: crate::protocol::NotifyLevel) -> Result<()> {
+        self.request(move |id| ClientFrame::SetLevel { id, conv, level })
+            .await?;
+        self.db(move |s| s.set_level(conv, level)).await?;
         self.inner.shared.publish_summaries(vec![conv]).await;
         Ok(())
     }
 
-    pub async fn muted(&self) -> Result<Vec<ConvId>> {
-        self.db(|s| s.muted()).await
+    /// Turns do not disturb on (until a time, or until turned off: `until: None`) or off
+    /// (`None`) on the server, so on every device of the user. Needs a connection.
+    pub async fn set_dnd(&self, dnd: Option<crate::protocol::Dnd>) -> Result<()> {
+        self.request(move |id| ClientFrame::SetDnd { id, dnd })
+            .await?;
+        self.db(move |s| s.set_dnd(dnd)).await?;
+        self.inner.shared.emit(ClientEvent::Dnd { dnd });
+        Ok(())
+    }
+
+    /// Do not disturb as last heard from the server (it may have ended since: see
+    /// [`crate::protocol::Dnd::is_on`]).
+    pub async fn dnd(&self) -> Result<Option<crate::protocol::Dnd>> {
+        self.db(|s| s.dnd()).await
     }
 
     /// Messages still waiting in the outbox (pending and failed), oldest first.

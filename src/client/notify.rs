@@ -1,14 +1,15 @@
-//! The notification policy: which incoming message deserves a desktop notification, and how bursts
-//! are coalesced. Pure logic (the clock is passed in) so the desktop shell only has to show what
+//! The notification policy: which incoming message deserves a desktop notification (given the
+//! conversation's notification level, mentions and do not disturb), and how bursts are coalesced. Pure logic (the clock is passed in) so the desktop shell only has to show what
 //! this decides, and every rule is unit-tested here. [`NoticeFacts`] is what a notification
 //! says about the conversation and the sender, read from the local store alone
 //! ([`Client::notice_facts`](crate::client::Client::notice_facts)).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::client::types::{ConversationSummary, LocalMessage, MessageState};
-use crate::protocol::{ConvId, ConvKind};
+use crate::names;
+use crate::protocol::{ConvId, ConvKind, Dnd, Millis, NotifyLevel};
 
 /// How long after a notification for a conversation further messages in it are folded into one.
 pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_secs(5);
@@ -16,19 +17,28 @@ pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_secs(5);
 /// What the policy needs to know about the user's situation when a message arrives.
 #[derive(Debug, Clone, Copy)]
 pub struct NotifyContext<'a> {
-    /// The signed-in user's username; their own messages (from any device) never notify.
+    /// The signed-in user's username; their own messages (from any device) never notify, and
+    /// mentions are of this name.
     pub own_username: &'a str,
     /// The conversation shown in the window, if any.
     pub visible_conv: Option<ConvId>,
     /// Whether the app window has keyboard focus. A visible but unfocused conversation still
     /// notifies: the user is looking elsewhere.
     pub window_focused: bool,
-    pub muted: &'a HashSet<ConvId>,
-    /// `false` when notifications are switched off or do-not-disturb is on.
+    /// The message's conversation's notification level (synced through the server).
+    pub level: NotifyLevel,
+    /// The user's do not disturb (synced through the server), checked against `now`.
+    pub dnd: Option<Dnd>,
+    /// Now, in ms since the epoch.
+    pub now: Millis,
+    /// `false` when the user switched notifications off on this device.
     pub notifications_enabled: bool,
 }
 
-/// Whether `msg` should raise a notification in context `ctx`.
+/// Whether `msg` should raise a notification in context `ctx`. Do not disturb silences
+/// everything while it is on (nothing is replayed when it ends: messages that arrived during it
+/// were simply not announced); a conversation set to `nothing` never notifies, not even for a
+/// mention; one set to `mentions` only for a message that [mentions](names::mentions) the user.
 pub fn decide(msg: &LocalMessage, ctx: &NotifyContext<'_>) -> bool {
     if !ctx.notifications_enabled || msg.state != MessageState::Sent {
         return false;
@@ -39,10 +49,15 @@ pub fn decide(msg: &LocalMessage, ctx: &NotifyContext<'_>) -> bool {
     let Some(conv) = msg.conv else {
         return false;
     };
-    if ctx.muted.contains(&conv) {
+    if ctx.dnd.is_some_and(|d| d.is_on(ctx.now)) {
         return false;
     }
-    !(ctx.window_focused && ctx.visible_conv == Some(conv))
+    let wanted = match ctx.level {
+        NotifyLevel::All => true,
+        NotifyLevel::Mentions => names::mentions(&msg.text, ctx.own_username),
+        NotifyLevel::Nothing => false,
+    };
+    wanted && !(ctx.window_focused && ctx.visible_conv == Some(conv))
 }
 
 /// What a notification names: the conversation and the sender, as the local store knows them.
@@ -53,23 +68,28 @@ pub struct NoticeFacts {
     pub conv_title: String,
     /// The sender's display name, or the username when none is stored.
     pub sender_display: String,
-    pub muted: bool,
+    /// The conversation's notification level (`all` when not stored).
+    pub level: NotifyLevel,
+    /// The user's do not disturb as the local store has it (perhaps ended since).
+    pub dnd: Option<Dnd>,
 }
 
 impl NoticeFacts {
-    /// From the conversation's stored summary (`None`: not stored, e.g. joined a moment ago)
-    /// and the sender's stored display name.
+    /// From the conversation's stored summary (`None`: not stored, e.g. joined a moment ago),
+    /// the sender's stored display name and the stored do not disturb.
     pub fn new(
         conv: ConvId,
         summary: Option<&ConversationSummary>,
         sender: &str,
         display: Option<String>,
+        dnd: Option<Dnd>,
     ) -> NoticeFacts {
         NoticeFacts {
             kind: summary.map_or(ConvKind::Room, |s| s.kind),
             conv_title: summary.map_or_else(|| format!("#{conv}"), |s| s.title.clone()),
             sender_display: display.unwrap_or_else(|| sender.to_owned()),
-            muted: summary.is_some_and(|s| s.muted),
+            level: summary.map_or(NotifyLevel::All, |s| s.level),
+            dnd,
         }
     }
 }
@@ -196,41 +216,39 @@ mod tests {
         }
     }
 
-    fn ctx<'a>(muted: &'a HashSet<ConvId>) -> NotifyContext<'a> {
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn ctx() -> NotifyContext<'static> {
         NotifyContext {
             own_username: "me",
             visible_conv: None,
             window_focused: false,
-            muted,
+            level: NotifyLevel::All,
+            dnd: None,
+            now: NOW,
             notifications_enabled: true,
         }
     }
 
     #[test]
     fn someone_elses_message_in_a_background_conversation_notifies() {
-        let muted = HashSet::new();
-        assert!(decide(
-            &msg(Some(1), "bob", MessageState::Sent),
-            &ctx(&muted)
-        ));
+        assert!(decide(&msg(Some(1), "bob", MessageState::Sent), &ctx()));
     }
 
     #[test]
     fn own_messages_never_notify() {
-        let muted = HashSet::new();
-        assert!(!decide(
-            &msg(Some(1), "me", MessageState::Sent),
-            &ctx(&muted)
-        ));
+        assert!(!decide(&msg(Some(1), "me", MessageState::Sent), &ctx()));
+        let mut own_mention = msg(Some(1), "me", MessageState::Sent);
+        own_mention.text = "@me".into();
+        assert!(!decide(&own_mention, &ctx()));
     }
 
     #[test]
     fn visible_conversation_in_focused_window_does_not_notify() {
-        let muted = HashSet::new();
         let c = NotifyContext {
             visible_conv: Some(1),
             window_focused: true,
-            ..ctx(&muted)
+            ..ctx()
         };
         assert!(!decide(&msg(Some(1), "bob", MessageState::Sent), &c));
         // Another conversation still notifies while that one is visible.
@@ -239,73 +257,108 @@ mod tests {
 
     #[test]
     fn visible_conversation_in_unfocused_window_notifies() {
-        let muted = HashSet::new();
         let c = NotifyContext {
             visible_conv: Some(1),
             window_focused: false,
-            ..ctx(&muted)
+            ..ctx()
         };
         assert!(decide(&msg(Some(1), "bob", MessageState::Sent), &c));
     }
 
     #[test]
     fn focused_window_showing_nothing_still_notifies() {
-        let muted = HashSet::new();
         let c = NotifyContext {
             window_focused: true,
-            ..ctx(&muted)
+            ..ctx()
         };
         assert!(decide(&msg(Some(1), "bob", MessageState::Sent), &c));
     }
 
     #[test]
-    fn muted_conversations_do_not_notify() {
-        let muted: HashSet<ConvId> = [1].into_iter().collect();
-        assert!(!decide(
-            &msg(Some(1), "bob", MessageState::Sent),
-            &ctx(&muted)
-        ));
-        assert!(decide(
-            &msg(Some(2), "bob", MessageState::Sent),
-            &ctx(&muted)
-        ));
-    }
-
-    #[test]
-    fn do_not_disturb_silences_everything() {
-        let muted = HashSet::new();
+    fn notifications_switched_off_on_this_device_silence_everything() {
         let c = NotifyContext {
             notifications_enabled: false,
-            ..ctx(&muted)
+            ..ctx()
         };
         assert!(!decide(&msg(Some(1), "bob", MessageState::Sent), &c));
     }
 
+    /// Every combination of level x mention x do not disturb (off, on until a time, on until
+    /// turned off, ended) x conversation open in the focused window, against the rule written
+    /// out row by row: notify = DND not on, not open, and level all, or mentions with a mention.
+    #[test]
+    fn the_decision_for_every_level_mention_dnd_and_open_conversation() {
+        use NotifyLevel::{All, Mentions, Nothing};
+        let dnds = [
+            ("off", None, false),
+            (
+                "on for an hour",
+                Some(Dnd {
+                    until: Some(NOW + 3_600_000),
+                }),
+                true,
+            ),
+            ("on until turned off", Some(Dnd { until: None }), true),
+            ("ended a moment ago", Some(Dnd { until: Some(NOW) }), false),
+            (
+                "ended an hour ago",
+                Some(Dnd {
+                    until: Some(NOW - 3_600_000),
+                }),
+                false,
+            ),
+        ];
+        // (level, mentioned) -> notifies when DND is not on and the conversation is not open.
+        let rows = [
+            (All, false, true),
+            (All, true, true),
+            (Mentions, false, false),
+            (Mentions, true, true),
+            (Nothing, false, false),
+            (Nothing, true, false),
+        ];
+        let mut checked = 0;
+        for (level, mentioned, by_level) in rows {
+            for (dnd_name, dnd, dnd_on) in dnds {
+                for open in [false, true] {
+                    let mut m = msg(Some(1), "bob", MessageState::Sent);
+                    m.text = if mentioned {
+                        "look @me."
+                    } else {
+                        "look, email@me"
+                    }
+                    .into();
+                    let c = NotifyContext {
+                        level,
+                        dnd,
+                        visible_conv: open.then_some(1),
+                        window_focused: true,
+                        ..ctx()
+                    };
+                    let expected = by_level && !dnd_on && !open;
+                    assert_eq!(
+                        decide(&m, &c),
+                        expected,
+                        "{level:?}, mentioned {mentioned}, DND {dnd_name}, open {open}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 6 * 5 * 2);
+    }
+
     #[test]
     fn outbox_states_and_conversationless_messages_do_not_notify() {
-        let muted = HashSet::new();
-        assert!(!decide(
-            &msg(Some(1), "bob", MessageState::Pending),
-            &ctx(&muted)
-        ));
-        assert!(!decide(
-            &msg(Some(1), "bob", MessageState::Failed),
-            &ctx(&muted)
-        ));
-        assert!(!decide(&msg(None, "bob", MessageState::Sent), &ctx(&muted)));
+        assert!(!decide(&msg(Some(1), "bob", MessageState::Pending), &ctx()));
+        assert!(!decide(&msg(Some(1), "bob", MessageState::Failed), &ctx()));
+        assert!(!decide(&msg(None, "bob", MessageState::Sent), &ctx()));
     }
 
     #[test]
     fn sender_match_is_exact() {
-        let muted = HashSet::new();
-        assert!(decide(
-            &msg(Some(1), "Me", MessageState::Sent),
-            &ctx(&muted)
-        ));
-        assert!(decide(
-            &msg(Some(1), "me2", MessageState::Sent),
-            &ctx(&muted)
-        ));
+        assert!(decide(&msg(Some(1), "Me", MessageState::Sent), &ctx()));
+        assert!(decide(&msg(Some(1), "me2", MessageState::Sent), &ctx()));
     }
 
     #[test]

@@ -16,7 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use crate::client::types::{ConversationSummary, LocalMessage, MessageState, SearchHit};
 use crate::dbfile::{self, Damage};
 use crate::protocol::{
-    ConvId, ConvKind, ConvSeq, Conversation, Message, Millis, Seq, Session, User,
+    Attention, ConvId, ConvKind, ConvSeq, Conversation, Dnd, Message, Millis, NotifyLevel, Seq,
+    Session, User,
 };
 
 /// Numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -27,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_search_index_upkeep.sql"),
     include_str!("migrations/0005_fts_insert_in_code.sql"),
     include_str!("migrations/0006_deleted_users.sql"),
+    include_str!("migrations/0007_attention.sql"),
 ];
 
 /// Bits of a message id below its millisecond: up to 256 messages per millisecond keep their
@@ -745,19 +747,73 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_muted(&self, conv: ConvId, muted: bool) -> Result<()> {
+    // ---- attention: notification levels, do not disturb (synced by the server) ------------
+
+    /// Stores a conversation's level (from the server, or after it accepted ours).
+    pub fn set_level(&self, conv: ConvId, level: NotifyLevel) -> Result<()> {
         self.conn().execute(
-            "UPDATE conversations SET muted = ?2 WHERE id = ?1",
-            params![conv, muted],
+            "UPDATE conversations SET level = ?2 WHERE id = ?1",
+            params![conv, level.as_str()],
         )?;
         Ok(())
     }
 
-    pub fn muted(&self) -> Result<Vec<ConvId>> {
+    /// Stores the attention settings a `hello` carried: the level of each of `member_convs`
+    /// (`all` unless listed) and do not disturb. A conversation this device still has a
+    /// pre-sync mute for ([`Store::legacy_mutes`]) keeps `nothing` until that is pushed.
+    pub fn apply_attention(&self, member_convs: &[ConvId], attention: &Attention) -> Result<()> {
+        for conv in member_convs {
+            let level = attention
+                .levels
+                .iter()
+                .find(|l| l.conv == *conv)
+                .map_or(NotifyLevel::All, |l| l.level);
+            self.conn().execute(
+                "UPDATE conversations SET level = CASE WHEN muted = 1 THEN 'nothing' ELSE ?2 END
+                 WHERE id = ?1",
+                params![conv, level.as_str()],
+            )?;
+        }
+        self.set_dnd(attention.dnd)
+    }
+
+    /// Conversations muted on this device before levels were synced, not yet pushed to the
+    /// server as `nothing` (migration 6).
+    pub fn legacy_mutes(&self) -> Result<Vec<ConvId>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM conversations WHERE muted = 1 ORDER BY id")?;
+        let mut stmt = conn
+            .prepare("SELECT id FROM conversations WHERE muted = 1 AND member = 1 ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The server has (or refused for good) this conversation's pre-sync mute: from now on its
+    /// level is the server's.
+    pub fn clear_legacy_mute(&self, conv: ConvId) -> Result<()> {
+        self.conn().execute(
+            "UPDATE conversations SET muted = 0 WHERE id = ?1",
+            params![conv],
+        )?;
+        Ok(())
+    }
+
+    /// Do not disturb as last heard from the server (perhaps ended since).
+    pub fn dnd(&self) -> Result<Option<Dnd>> {
+        Ok(match self.meta_get("dnd")? {
+            Some(json) => serde_json::from_str(&json)?,
+            None => None,
+        })
+    }
+
+    pub fn set_dnd(&self, dnd: Option<Dnd>) -> Result<()> {
+        match dnd {
+            Some(d) => self.meta_set("dnd", &serde_json::to_string(&d)?),
+            None => {
+                self.conn()
+                    .execute("DELETE FROM meta WHERE key = 'dnd'", [])?;
+                Ok(())
+            }
+        }
     }
 
     // ---- messages ------------------------------------------------------------------------------
@@ -1203,10 +1259,10 @@ impl Store {
 
     /// The summaries of joined conversations (only `conv`, when given), unsorted.
     fn summaries(&self, me: &str, conv: Option<ConvId>) -> Result<Vec<ConversationSummary>> {
-        let ids: Vec<(ConvId, String, String, Option<String>, bool, i64)> = {
+        let ids: Vec<(ConvId, String, String, Option<String>, String, i64)> = {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT c.id, c.kind, c.name, c.peer, c.muted, {UNREAD_SQL}
+                "SELECT c.id, c.kind, c.name, c.peer, c.level, {UNREAD_SQL}
                  FROM conversations c WHERE c.member = 1 AND (?2 IS NULL OR c.id = ?2)"
             ))?;
             let rows = stmt.query_map(params![me, conv], |r| {
@@ -1222,7 +1278,7 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
-        for (id, kind, name, peer, muted, unread) in ids {
+        for (id, kind, name, peer, level, unread) in ids {
             let kind = if kind == "dm" {
                 ConvKind::Dm
             } else {
@@ -1252,7 +1308,7 @@ impl Store {
                 unread: clamp_unread(unread),
                 last_activity: last_message.as_ref().map_or(0, |m| m.time),
                 last_message,
-                muted,
+                level: NotifyLevel::from_name(&level).unwrap_or_default(),
             });
         }
         Ok(out)
@@ -1581,9 +1637,11 @@ mod tests {
         assert_eq!(list[0].title, "Bob B");
         assert_eq!(list[0].last_message.as_ref().unwrap().text, "newer");
         assert_eq!(list[1].title, "#general");
-        s.set_muted(1, true).unwrap();
-        assert_eq!(s.muted().unwrap(), vec![1]);
-        assert!(s.conversations("me").unwrap()[1].muted);
+        s.set_level(1, NotifyLevel::Mentions).unwrap();
+        assert_eq!(
+            s.conversations("me").unwrap()[1].level,
+            NotifyLevel::Mentions
+        );
         s.retain_memberships(&[2]).unwrap();
         assert_eq!(s.conversations("me").unwrap().len(), 1);
         assert_eq!(s.find_conversation(ConvKind::Dm, "bob").unwrap(), Some(2));
@@ -1952,6 +2010,52 @@ mod tests {
         s2.insert_messages(&tail).unwrap();
         assert_eq!(meta_int(&s2, "fts_compacted_rows"), Some(640));
         assert_eq!(s2.search_index_segments().unwrap(), 2);
+    }
+
+    /// A mute from before levels were synced becomes `nothing` at the upgrade and stays so,
+    /// whatever a hello says, until it was pushed; then the server's level is the truth.
+    #[test]
+    fn a_pre_sync_mute_is_nothing_until_pushed_then_the_server_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("natter.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.upsert_conversation(&room(1, "muted")).unwrap();
+            s.upsert_conversation(&room(2, "loud")).unwrap();
+            // Back to schema 6 (before levels) with conversation 1 muted, as a release before
+            // synced levels left it.
+            s.conn()
+                .execute_batch(
+                    "ALTER TABLE conversations DROP COLUMN level;
+                     UPDATE conversations SET muted = 1 WHERE id = 1;
+                     PRAGMA user_version = 6;",
+                )
+                .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        s.meta_set("me", "me").unwrap();
+        let levels = |s: &Store| -> Vec<NotifyLevel> {
+            let mut list = s.conversations("me").unwrap();
+            list.sort_by_key(|c| c.id);
+            list.iter().map(|c| c.level).collect()
+        };
+        assert_eq!(levels(&s), [NotifyLevel::Nothing, NotifyLevel::All]);
+        assert_eq!(s.legacy_mutes().unwrap(), [1]);
+        let from_server = Attention {
+            dnd: Some(Dnd { until: None }),
+            levels: vec![crate::protocol::ConvLevel {
+                conv: 2,
+                level: NotifyLevel::Mentions,
+            }],
+        };
+        s.apply_attention(&[1, 2], &from_server).unwrap();
+        assert_eq!(levels(&s), [NotifyLevel::Nothing, NotifyLevel::Mentions]);
+        assert_eq!(s.dnd().unwrap(), Some(Dnd { until: None }));
+        s.clear_legacy_mute(1).unwrap();
+        assert!(s.legacy_mutes().unwrap().is_empty());
+        s.apply_attention(&[1, 2], &Attention::default()).unwrap();
+        assert_eq!(levels(&s), [NotifyLevel::All, NotifyLevel::All]);
+        assert_eq!(s.dnd().unwrap(), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
-use crate::protocol::{ConvId, ConvKind, Millis, Seq, User};
+use crate::protocol::{ConvId, ConvKind, Millis, NotifyLevel, Seq, User};
 
 /// Where a message stands from this client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
@@ -110,7 +110,8 @@ pub struct ConversationSummary {
     /// For sorting by recent activity (ms since the epoch).
     #[ts(type = "number")]
     pub last_activity: Millis,
-    pub muted: bool,
+    /// The notification level (synced through the server): `nothing` is muted.
+    pub level: NotifyLevel,
 }
 
 /// The state of the connection to the server, as the UI shows it.

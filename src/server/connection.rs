@@ -44,7 +44,7 @@ use super::hub::{answer, encode, Answer, ConnHandle, Kill};
 use super::outbound::{Conn, Outbound, Outlet, PushError, WireFrame};
 use super::service::accounts::{self, Authed};
 use super::service::presence::{self, ConnectError};
-use super::service::{messages, reads, rooms, Caller, ServiceError};
+use super::service::{attention, messages, reads, rooms, Caller, ServiceError};
 use super::store::UserId;
 use super::Shared;
 
@@ -636,6 +636,10 @@ impl Session {
             ClientFrame::Typing { conv, .. } => {
                 now(presence::typing(shared, &caller, conv).map(|()| Reply::Done))
             }
+            ClientFrame::SetLevel { conv, level, .. } => {
+                later(attention::set_level(shared, &caller, conv, level))
+            }
+            ClientFrame::SetDnd { dnd, .. } => later(attention::set_dnd(shared, &caller, dnd)),
         }
     }
 

@@ -41,8 +41,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::names;
 use crate::protocol::{
-    close, limits, ConvId, ConvKind, Conversation, ErrorCode, Member, Reply, RoomInfo, Seq,
-    ServerFrame, Unread, User, PROTOCOL_VERSION,
+    close, limits, Attention, ConvId, ConvKind, ConvLevel, Conversation, Dnd, ErrorCode, Member,
+    NotifyLevel, Reply, RoomInfo, Seq, ServerFrame, Unread, User, PROTOCOL_VERSION,
 };
 
 use super::auth::TokenHash;
@@ -180,6 +180,10 @@ struct State {
     /// This node.
     node: NodeId,
     shutting_down: bool,
+    /// Attention: each user's notification levels other than `all`, by conversation.
+    levels: HashMap<UserId, HashMap<ConvId, NotifyLevel>>,
+    /// Attention: each user's do not disturb, while set (it may have ended since).
+    dnd: HashMap<UserId, Dnd>,
 }
 
 /// [`ServerFrame::Hello`] as it is written: the same JSON, but borrowing the hub's state, so
@@ -195,6 +199,7 @@ struct HelloOut<'a> {
     conversations: &'a [Conversation],
     online: Names<'a>,
     unread: &'a [Unread],
+    attention: &'a Attention,
 }
 
 struct Names<'a>(&'a BTreeSet<String>);
@@ -432,6 +437,27 @@ impl State {
         }
     }
 
+    /// The user's attention settings for their hello: levels of the conversations they are
+    /// in (a level is kept across leaving and rejoining), and do not disturb unless it ended.
+    fn attention(&self, user: UserId, now: crate::protocol::Millis) -> Attention {
+        let mut levels: Vec<ConvLevel> = self
+            .levels
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter(|(conv, _)| self.user_convs.get(&user).is_some_and(|s| s.contains(conv)))
+            .map(|(conv, level)| ConvLevel {
+                conv: *conv,
+                level: *level,
+            })
+            .collect();
+        levels.sort_unstable_by_key(|l| l.conv);
+        Attention {
+            dnd: self.dnd.get(&user).copied().filter(|d| d.is_on(now)),
+            levels,
+        }
+    }
+
     fn add_member(&mut self, conv: ConvId, user: UserId) {
         if let Some(c) = self.convs.get_mut(&conv) {
             c.members.entry(user).or_insert(0);
@@ -507,6 +533,10 @@ impl Hub {
         for row in snapshot.users {
             state.users.insert(row.id, row.user);
         }
+        for (user, conv, level) in snapshot.levels {
+            state.levels.entry(user).or_default().insert(conv, level);
+        }
+        state.dnd.extend(snapshot.dnd);
         for c in snapshot.convs {
             if c.kind == ConvKind::Room {
                 state.rooms.insert(names::key(&c.name), c.id);
@@ -677,15 +707,18 @@ impl Hub {
         if !state.is_online(user) {
             state.online.insert(profile.username.clone());
         }
+        let server_time = self.clock.now_ms();
+        let attention = state.attention(user, server_time);
         let hello = WireFrame::json(&HelloOut {
             kind: "hello",
             protocol: PROTOCOL_VERSION,
             user: &profile,
-            server_time: self.clock.now_ms(),
+            server_time,
             heartbeat_ms: self.heartbeat_ms,
             conversations: &conversations,
             online: Names(&state.online),
             unread: &unread,
+            attention: &attention,
         });
         // Nothing is queued yet, so the hello always fits; a socket that already failed is
         // found by its own task.
@@ -1167,6 +1200,29 @@ impl Hub {
                 }
                 None
             }
+            // Attention: memory follows the store; the user's other connections hear of it.
+            WriteOutcome::LevelSet { user, conv, level } => {
+                let levels = state.levels.entry(*user).or_default();
+                match level {
+                    NotifyLevel::All => levels.remove(conv),
+                    other => levels.insert(*conv, *other),
+                };
+                let frame = encode(&ServerFrame::Level {
+                    conv: *conv,
+                    level: *level,
+                });
+                state.push_user(*user, &frame, origin_conn, out);
+                Some(Reply::Done)
+            }
+            WriteOutcome::DndSet { user, dnd } => {
+                match dnd {
+                    Some(d) => state.dnd.insert(*user, *d),
+                    None => state.dnd.remove(user),
+                };
+                let frame = encode(&ServerFrame::Dnd { dnd: *dnd });
+                state.push_user(*user, &frame, origin_conn, out);
+                Some(Reply::Done)
+            }
         }
     }
 }
@@ -1232,6 +1288,7 @@ mod tests {
             Snapshot {
                 users,
                 convs: vec![general],
+                ..Snapshot::default()
             },
             node,
             Arc::downgrade(bus),

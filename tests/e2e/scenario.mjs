@@ -5,8 +5,9 @@
 // while Bob sits in another room; Bob sees both with unread badges and previews, opens them and
 // the badges clear. Bob's notifications are checked on his private D-Bus session, both as Notify
 // calls (dbus-monitor) and as dunst saw them (`dunstctl history`), and clicking one
-// (`dunstctl action 0`) must open that conversation in his window. With E2E_SCREENSHOTS set, the
-// main screens are saved in light and dark, English and Chinese.
+// (`dunstctl action 0`) must open that conversation in his window. Do not disturb set on Bob's
+// other device (a protocol client signed in as Bob) silences his app until it is turned off there.
+// With E2E_SCREENSHOTS set, the main screens are saved in light and dark, English and Chinese.
 //
 // Plain `fetch` against the W3C WebDriver HTTP API: no client library needed.
 
@@ -416,6 +417,66 @@ async function hostAfterAFailedRegistration(d) {
   log(`${d.name}: hosting, registered after a failed attempt, online`);
 }
 
+/** Bob's other device: a protocol client signed in as Bob, as a phone app would be. */
+async function bobsOtherDevice() {
+  const res = await fetch(`${SERVER}/api/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "bob", password: PASSWORD }),
+  });
+  check(res.ok, `bob signs in on another device: ${res.status}`);
+  const { token } = await res.json();
+  const ws = new WebSocket(`${SERVER.replace(/^http/, "ws")}/ws`, "natter.v1");
+  const frames = [];
+  ws.addEventListener("message", (e) => frames.push(JSON.parse(e.data)));
+  await new Promise((opened, failed) => {
+    ws.addEventListener("open", opened);
+    ws.addEventListener("error", failed);
+  });
+  ws.send(JSON.stringify({ type: "auth", id: 1, token }));
+  await waitFor("bob's other device: hello", () => frames.some((f) => f.type === "hello"));
+  let next = 1;
+  return {
+    async request(frame) {
+      const id = ++next;
+      ws.send(JSON.stringify({ ...frame, id }));
+      const answer = await waitFor(`bob's other device: answer to ${frame.type}`, () =>
+        frames.find((f) => (f.type === "ok" || f.type === "error") && f.id === id),
+      );
+      check(answer.type === "ok", `${frame.type}: ${JSON.stringify(answer)}`);
+    },
+    close: () => ws.close(),
+  };
+}
+
+/** Do not disturb set on Bob's other device silences his desktop app (it follows through the
+ * server); when it is turned off there, nothing missed pops up, and the next message notifies. */
+async function dndFromBobsOtherDevice() {
+  const other = await bobsOtherDevice();
+  await bob.openConv("random", "room");
+  await other.request({ type: "set_dnd", dnd: { until: null } });
+  await waitFor("bob's app shows do not disturb", async () => !!(await bob.one('[data-testid="dnd-indicator"]')));
+  const quiet = "Still there? (you are on do not disturb)";
+  await alice.say(quiet);
+  await waitFor("bob's app has the message", async () =>
+    ((await bob.convState("alice", "dm"))?.preview || "").includes(quiet),
+  );
+  // Longer than the 5 s coalescing window: a held notice would have shown by now.
+  await sleep(5500);
+  eq(notifyCalls().length, 3, "no notification while do not disturb is on");
+  await other.request({ type: "set_dnd", dnd: null });
+  await waitFor("bob's app shows do not disturb off", async () => !(await bob.one('[data-testid="dnd-indicator"]')));
+  await sleep(1000);
+  eq(notifyCalls().length, 3, "nothing shown when do not disturb ends");
+  const back = "Back to normal";
+  await alice.say(back);
+  await waitFor("a notification again", () => notifyCalls().length >= 4, 20000);
+  eq(notifyCalls()[3].body, back, "the notification after do not disturb");
+  onBobBus("dunstctl", ["close-all"]);
+  other.close();
+  log("bob: do not disturb set on his other device silenced this app; turned off, it notifies");
+}
+
 async function main() {
   // Someone from the CLI who happens to be called Alice too, before anyone opens the app.
   await registerOverHttp("alice2", "Alice");
@@ -527,6 +588,8 @@ async function main() {
   eq(history, [...expectFirst, { appname: "Natter", summary: "Alice", body: again }], "dunst history");
   eq(notifyCalls().length, 3, "Notify calls in total");
   log("dunst history: exactly the three expected notifications");
+
+  await dndFromBobsOtherDevice();
 
   if (SHOTS) {
     // A little more conversation in #general, then Bob's DM and Alice's #general in each look.

@@ -176,6 +176,17 @@ impl TestServer {
         self.connect(&session.token).await
     }
 
+    /// A client config for this server with its profile in `dir`, reconnecting quickly.
+    pub fn client_config(&self, dir: &std::path::Path) -> natter::client::ClientConfig {
+        let mut c = natter::client::ClientConfig::new(
+            self.http_url("").parse().expect("url"),
+            dir.to_path_buf(),
+        );
+        c.backoff_min = Duration::from_millis(20);
+        c.backoff_max = Duration::from_millis(200);
+        c
+    }
+
     /// Ask the server to shut down and wait for `run` to return.
     pub async fn stop(mut self) -> (tempfile::TempDir, Result<(), ServerError>) {
         if let Some(tx) = self.shutdown.take() {

@@ -15,9 +15,12 @@ import type {
   ConversationSummary,
   ExportFormat,
   ExportSummary,
+  Dnd,
+  DndEvent,
   LocalMessage,
   Member,
   MessageEvent,
+  NotifyLevel,
   OpenConversationEvent,
   PresenceEvent,
   RoomInfo,
@@ -102,7 +105,11 @@ export const api = {
   users: () => call<Member[]>("users"),
   typing: (conv: number) => call<void>("typing", { conv }),
   setVisibleConversation: (conv: number | null) => call<void>("set_visible_conversation", { conv }),
-  setMuted: (conv: number, muted: boolean) => call<void>("set_muted", { conv, muted }),
+  /** A conversation's notification level, synced to the user's other devices. */
+  setLevel: (conv: number, level: NotifyLevel) => call<void>("set_level", { conv, level }),
+  /** Do not disturb on until `dnd.until` (or until turned off: `until: null`), or off (`null`). */
+  setDnd: (dnd: Dnd | null) => call<void>("set_dnd", { dnd }),
+  dnd: () => call<Dnd | null>("dnd"),
   getSettings: () => call<Settings>("get_settings"),
   setSettings: (settings: Settings) => call<Settings>("set_settings", { settings }),
   repairStore: () => call<StoreRepair>("repair_store"),
@@ -133,6 +140,7 @@ export interface EventMap {
   "natter://open-conversation": OpenConversationEvent;
   "natter://settings": Settings;
   "natter://user": User;
+  "natter://dnd": DndEvent;
 }
 
 export type EventHandlers = { [K in keyof EventMap]: (payload: EventMap[K]) => void };

@@ -37,3 +37,6 @@ export type { TypingEvent } from "./bindings/TypingEvent";
 export type { SessionInfo } from "./bindings/SessionInfo";
 export type { ExportFormat } from "./bindings/ExportFormat";
 export type { ExportSummary } from "./bindings/ExportSummary";
+export type { NotifyLevel } from "./bindings/NotifyLevel";
+export type { Dnd } from "./bindings/Dnd";
+export type { DndEvent } from "./bindings/DndEvent";

@@ -328,6 +328,9 @@ impl Stream {
                 ("membership", false)
             }
             ServerFrame::Presence { .. } if self.presence => ("presence", false),
+            // Someone the user shares a conversation with changed their name or avatar, or
+            // deleted their account: a bot showing names needs it.
+            ServerFrame::UserUpdated { .. } => ("user_updated", false),
             _ => return None,
         };
         Some(Item {

@@ -23,7 +23,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::dbfile::Damage;
-use crate::protocol::{ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Target, Unread, User};
+use crate::protocol::{
+    ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread, User,
+};
 
 use super::auth::TokenHash;
 
@@ -156,6 +158,10 @@ pub struct SessionRow {
 pub struct Snapshot {
     pub users: Vec<UserRow>,
     pub convs: Vec<ConvRow>,
+    /// Attention settings: (user, conv, level) for every level that is not `all`.
+    pub levels: Vec<(UserId, ConvId, NotifyLevel)>,
+    /// Attention settings: each user whose do not disturb is set (perhaps already ended).
+    pub dnd: Vec<(UserId, Dnd)>,
 }
 
 /// A write, as the services ask for it. Times come from the caller's clock.
@@ -237,6 +243,18 @@ pub enum WriteOp {
         user: UserId,
         now: Millis,
     },
+    // Attention (notification levels, do not disturb).
+    /// Set a member's notification level for a conversation (refused for a non-member).
+    SetLevel {
+        user: UserId,
+        conv: ConvId,
+        level: NotifyLevel,
+    },
+    /// Set (Some) or clear (None) a user's do not disturb.
+    SetDnd {
+        user: UserId,
+        dnd: Option<Dnd>,
+    },
 }
 
 /// What a committed write did: the change the services publish on the bus.
@@ -286,6 +304,16 @@ pub enum WriteOutcome {
         row: UserRow,
         left: Vec<ConvId>,
         token_hashes: Vec<TokenHash>,
+    },
+    // Attention (notification levels, do not disturb).
+    LevelSet {
+        user: UserId,
+        conv: ConvId,
+        level: NotifyLevel,
+    },
+    DndSet {
+        user: UserId,
+        dnd: Option<Dnd>,
     },
 }
 

@@ -29,14 +29,15 @@ use uuid::Uuid;
 
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Target, Unread, User,
+    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
+    User,
 };
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
 use super::rules::{
-    self, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS,
-    USER_COLUMNS,
+    self, attention_sql, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER,
+    MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
     BackendError, Completion, ConvRow, FailureKind, SessionRow, Snapshot, Storage, StoreError,
@@ -257,7 +258,28 @@ async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, Stor
             convs[*i].members.push((r.get(1), r.get(2)));
         }
     }
-    Ok(Snapshot { users, convs })
+    let levels = client
+        .query(attention_sql::LOAD_LEVELS, &[])
+        .await?
+        .into_iter()
+        .map(|r| {
+            // The table's CHECK admits only `mentions` and `nothing`.
+            let level = NotifyLevel::from_name(r.get(2)).unwrap_or(NotifyLevel::Nothing);
+            (r.get(0), r.get(1), level)
+        })
+        .collect();
+    let dnd = client
+        .query(attention_sql::LOAD_DND, &[])
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), Dnd { until: r.get(1) }))
+        .collect();
+    Ok(Snapshot {
+        users,
+        convs,
+        levels,
+        dnd,
+    })
 }
 
 /// The writer: commit what is queued, in batches, then run each write's completion in commit
@@ -848,6 +870,40 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 conv: *conv,
                 seq: marker,
                 moved,
+            })
+        }
+        // ---- attention ----
+        WriteOp::SetLevel { user, conv, level } => {
+            if !is_member(tx, *conv, *user).await? {
+                return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+            }
+            match level {
+                NotifyLevel::All => {
+                    tx.execute(attention_sql::CLEAR_LEVEL, &[user, conv])
+                        .await?
+                }
+                other => {
+                    tx.execute(attention_sql::SET_LEVEL, &[user, conv, &other.as_str()])
+                        .await?
+                }
+            };
+            Ok(WriteOutcome::LevelSet {
+                user: *user,
+                conv: *conv,
+                level: *level,
+            })
+        }
+        WriteOp::SetDnd { user, dnd } => {
+            match dnd {
+                Some(d) => {
+                    tx.execute(attention_sql::SET_DND, &[user, &d.until])
+                        .await?
+                }
+                None => tx.execute(attention_sql::CLEAR_DND, &[user]).await?,
+            };
+            Ok(WriteOutcome::DndSet {
+                user: *user,
+                dnd: *dnd,
             })
         }
         // ---- your account ----

@@ -115,6 +115,23 @@ pub fn read_marker(seq: Seq, last_read: Seq, last_seq: Seq) -> (Seq, bool) {
     (target.max(last_read), target > last_read)
 }
 
+/// Attention settings (notification levels, do not disturb), in SQL both backends take. A
+/// level other than `all` is a row; `all` is no row.
+pub mod attention_sql {
+    pub const LOAD_LEVELS: &str = "SELECT user_id, conv_id, level FROM notify_levels";
+    pub const LOAD_DND: &str = "SELECT user_id, until FROM dnd";
+    /// $1 user, $2 conversation, $3 level.
+    pub const SET_LEVEL: &str = "INSERT INTO notify_levels (user_id, conv_id, level) \
+        VALUES ($1, $2, $3) ON CONFLICT (user_id, conv_id) DO UPDATE SET level = excluded.level";
+    /// $1 user, $2 conversation.
+    pub const CLEAR_LEVEL: &str = "DELETE FROM notify_levels WHERE user_id = $1 AND conv_id = $2";
+    /// $1 user, $2 until (null: until turned off).
+    pub const SET_DND: &str = "INSERT INTO dnd (user_id, until) VALUES ($1, $2) \
+        ON CONFLICT (user_id) DO UPDATE SET until = excluded.until";
+    /// $1 user.
+    pub const CLEAR_DND: &str = "DELETE FROM dnd WHERE user_id = $1";
+}
+
 /// The error for writing to a DM whose other member deleted their account.
 pub fn peer_deleted() -> StoreError {
     StoreError::rejected(

@@ -20,14 +20,15 @@ use uuid::Uuid;
 use crate::dbfile::{self, Damage};
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, ErrorCode, Message, Millis, Seq, Target, Unread, User,
+    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
+    User,
 };
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
 use super::rules::{
-    self, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER, MESSAGE_COLUMNS,
-    USER_COLUMNS,
+    self, attention_sql, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER,
+    MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
     BackendError, Completion, ConvRow, FailureKind, OpenOptions, SessionRow, Snapshot, Storage,
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_name_keys.sql"),
     include_str!("migrations/0004_devices.sql"),
     include_str!("migrations/0005_account.sql"),
+    include_str!("migrations/0006_attention.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -224,8 +226,68 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
             convs[*i].members.push((user, read));
         }
     }
-    Ok(Snapshot { users, convs })
+    let (levels, dnd) = load_attention(conn)?;
+    Ok(Snapshot {
+        users,
+        convs,
+        levels,
+        dnd,
+    })
 }
+
+// --- Attention (notification levels, do not disturb) ---
+
+type AttentionRows = (Vec<(UserId, ConvId, NotifyLevel)>, Vec<(UserId, Dnd)>);
+
+/// Every stored level and do not disturb, for the snapshot.
+fn load_attention(conn: &Connection) -> Result<AttentionRows, rusqlite::Error> {
+    let mut stmt = conn.prepare(attention_sql::LOAD_LEVELS)?;
+    let levels = stmt
+        .query_map([], |r| {
+            // The table's CHECK admits only `mentions` and `nothing`.
+            let level = NotifyLevel::from_name(r.get_ref(2)?.as_str()?);
+            Ok((r.get(0)?, r.get(1)?, level.unwrap_or(NotifyLevel::Nothing)))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(attention_sql::LOAD_DND)?;
+    let dnd = stmt
+        .query_map([], |r| Ok((r.get(0)?, Dnd { until: r.get(1)? })))?
+        .collect::<Result<_, _>>()?;
+    Ok((levels, dnd))
+}
+
+/// Apply [`WriteOp::SetLevel`]: only a member sets a level, refused like every other
+/// conversation frame otherwise.
+fn set_level(
+    tx: &Connection,
+    user: UserId,
+    conv: ConvId,
+    level: NotifyLevel,
+) -> Result<WriteOutcome, StoreError> {
+    if !is_member(tx, conv, user)? {
+        return Err(not_member(conv_kind(tx, conv)?.map(|k| k.0)));
+    }
+    // `all` is the default: no row.
+    match level {
+        NotifyLevel::Mentions | NotifyLevel::Nothing => tx.execute(
+            attention_sql::SET_LEVEL,
+            params![user, conv, level.as_str()],
+        )?,
+        NotifyLevel::All => tx.execute(attention_sql::CLEAR_LEVEL, params![user, conv])?,
+    };
+    Ok(WriteOutcome::LevelSet { user, conv, level })
+}
+
+/// Apply [`WriteOp::SetDnd`].
+fn set_dnd(tx: &Connection, user: UserId, dnd: Option<Dnd>) -> Result<WriteOutcome, StoreError> {
+    match dnd {
+        Some(d) => tx.execute(attention_sql::SET_DND, params![user, d.until])?,
+        None => tx.execute(attention_sql::CLEAR_DND, params![user])?,
+    };
+    Ok(WriteOutcome::DndSet { user, dnd })
+}
+
+// --- end of attention ---
 
 impl SqliteStore {
     /// Open the database at `path`, check it, run migrations and start the writer. A new
@@ -1062,6 +1124,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 token_hashes,
             })
         }
+        WriteOp::SetLevel { user, conv, level } => set_level(tx, *user, *conv, *level),
+        WriteOp::SetDnd { user, dnd } => set_dnd(tx, *user, *dnd),
     }
 }
 

@@ -31,7 +31,7 @@ async function mainScreen() {
   const fake = teamFake();
   const general = fake.addRoom("general", ["alice", "bob", "carol"]);
   const random = fake.addRoom("random", ["alice", "carol"]);
-  random.muted = true;
+  random.level = "nothing";
   fake.deliver(random, "carol", "muted chatter");
   const dm = fake.addDm("alice", "bob");
   fake.deliver(dm, "bob", "hi alice");

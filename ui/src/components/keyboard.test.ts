@@ -26,7 +26,8 @@ async function team() {
   return { fake, general, random, dm };
 }
 
-const entries = () => screen.getAllByRole("option");
+// The sidebar's options (the level picker's <select> in the header has options of its own).
+const entries = () => screen.getAllByRole("listbox").flatMap((l) => within(l).queryAllByRole("option"));
 const entry = (id: number) => entries().find((e) => e.dataset.convId === String(id))!;
 const tabStops = () => entries().filter((e) => e.tabIndex === 0);
 

@@ -79,8 +79,8 @@ describe("settings", () => {
     fake.state.last_conversation = general.id;
     await renderApp();
     const user = userEvent.setup();
-    await user.click(await screen.findByTestId("conv-mute"));
-    expect(fake.calls).toContainEqual({ cmd: "set_muted", args: { conv: general.id, muted: true } });
+    await user.selectOptions(await screen.findByTestId("conv-level"), "nothing");
+    expect(fake.calls).toContainEqual({ cmd: "set_level", args: { conv: general.id, level: "nothing" } });
     await waitFor(() => expect(screen.getByTestId("conv-item")).toHaveClass("muted"));
 
     await user.click(screen.getByTestId("settings-open"));

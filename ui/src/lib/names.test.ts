@@ -13,7 +13,7 @@ const dm = (id: number, peer: User): ConversationSummary => ({
   unread: 0,
   last_message: null,
   last_activity: 0,
-  muted: false,
+  level: "all",
 });
 
 describe("name directory", () => {

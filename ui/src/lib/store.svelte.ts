@@ -10,12 +10,15 @@ import type {
   AppState,
   ConnectionState,
   ConversationSummary,
+  Dnd,
   LocalMessage,
   Member,
   MessageEvent,
+  NotifyLevel,
   Settings,
   User,
 } from "../types";
+import { dndFor, dndOn, type DndChoice } from "./attention";
 import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
 import { prependPage, upsertMessage } from "./rows";
 import { sortByActivity, upsertConversation } from "./sidebar";
@@ -59,6 +62,10 @@ export class Store {
   /** Which form the sign-in screen opens with: a server just chosen wants an account; a
    * sign-out (or a session that ended) wants the sign-in form back. */
   authMode = $state<"login" | "register">("login");
+  /** Do not disturb as the server has it (synced across the user's devices). */
+  dnd = $state.raw<Dnd | null>(null);
+  /** Now, ticking each second, so what depends on the time (do not disturb's end) updates. */
+  clock = $state(Date.now());
   /** Everyone the app has heard of, by username (lib/names.ts). */
   names = $derived(buildDirectory(this.users, this.conversations, this.app?.user ?? null));
 
@@ -123,8 +130,12 @@ export class Store {
       "natter://open-conversation": (e) => void this.openConversation(e.conv),
       "natter://settings": (s) => this.applySettings(s),
       "natter://user": (u) => this.onUserUpdated(u),
+      "natter://dnd": (e) => (this.dnd = e.dnd),
     });
-    this.typingTimer = setInterval(() => this.expireTyping(), 1000);
+    this.typingTimer = setInterval(() => {
+      this.expireTyping();
+      this.clock = Date.now();
+    }, 1000);
     try {
       const state = await api.appState();
       await this.applyAppState(state);
@@ -180,7 +191,11 @@ export class Store {
     const listMark = this.listEvents;
     const heard: ((list: ConversationSummary[]) => ConversationSummary[])[] = [];
     this.heardWhileLoading = heard;
-    const [convs] = await Promise.all([api.conversations().catch(() => null), this.refreshUsers()]);
+    const [convs] = await Promise.all([
+      api.conversations().catch(() => null),
+      this.refreshUsers(),
+      api.dnd().then((d) => (this.dnd = d), () => {}),
+    ]);
     if (this.heardWhileLoading === heard) this.heardWhileLoading = null;
     if (convs && this.listEvents === listMark) {
       this.conversations = heard.reduce((list, change) => change(list), sortByActivity(convs));
@@ -610,11 +625,29 @@ export class Store {
     void api.typing(conv).catch(() => {});
   }
 
-  async setMuted(conv: number, muted: boolean): Promise<void> {
+  // ---- attention: notification levels and do not disturb ----
+
+  async setLevel(conv: number, level: NotifyLevel): Promise<void> {
     try {
-      await api.setMuted(conv, muted);
+      await api.setLevel(conv, level);
       // The summary event follows; show the change at once all the same.
-      this.conversations = this.conversations.map((c) => (c.id === conv ? { ...c, muted } : c));
+      this.conversations = this.conversations.map((c) => (c.id === conv ? { ...c, level } : c));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  /** Whether do not disturb is on now. */
+  get dndActive(): boolean {
+    return dndOn(this.dnd, this.clock);
+  }
+
+  /** Turns do not disturb on for `choice` (its end computed from the local clock), or off. */
+  async setDnd(choice: DndChoice | null): Promise<void> {
+    const dnd = choice === null ? null : dndFor(choice, new Date());
+    try {
+      await api.setDnd(dnd);
+      this.dnd = dnd;
     } catch (e) {
       this.showError(e);
     }

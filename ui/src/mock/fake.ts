@@ -8,8 +8,10 @@ import type {
   CommandError,
   ConnectionState,
   ConversationSummary,
+  Dnd,
   LocalMessage,
   Member,
+  NotifyLevel,
   RoomInfo,
   SearchHit,
   SessionInfo,
@@ -31,7 +33,7 @@ interface Conv {
   members: Set<string>;
   messages: LocalMessage[];
   lastRead: Map<string, number>;
-  muted: boolean;
+  level: NotifyLevel;
 }
 
 export const defaultSettings = (): Settings => ({
@@ -71,6 +73,8 @@ export class FakeBackend {
   offline = false;
   /** When set, `send` marks messages failed with this reason. */
   failSends: string | null = null;
+  /** Do not disturb as the server has it. */
+  dndSetting: Dnd | null = null;
   private nextConv = 1;
 
   constructor(
@@ -100,13 +104,13 @@ export class FakeBackend {
   }
 
   addRoom(name: string, members: string[]): Conv {
-    const c: Conv = { id: this.nextConv++, kind: "room", name, members: new Set(members), messages: [], lastRead: new Map(), muted: false };
+    const c: Conv = { id: this.nextConv++, kind: "room", name, members: new Set(members), messages: [], lastRead: new Map(), level: "all" };
     this.convs.push(c);
     return c;
   }
 
   addDm(a: string, b: string): Conv {
-    const c: Conv = { id: this.nextConv++, kind: "dm", name: "", members: new Set([a, b]), messages: [], lastRead: new Map(), muted: false };
+    const c: Conv = { id: this.nextConv++, kind: "dm", name: "", members: new Set([a, b]), messages: [], lastRead: new Map(), level: "all" };
     this.convs.push(c);
     return c;
   }
@@ -146,6 +150,12 @@ export class FakeBackend {
     this.emit("natter://connection", c);
   }
 
+  /** Do not disturb changed (here, or on another device of the user: tests call this). */
+  setDnd(dnd: Dnd | null): void {
+    this.dndSetting = dnd;
+    this.emit("natter://dnd", { dnd });
+  }
+
   summary(c: Conv): ConversationSummary {
     const me = this.me;
     const peerName = c.kind === "dm" ? [...c.members].find((u) => u !== me) ?? me : null;
@@ -162,7 +172,7 @@ export class FakeBackend {
       unread: committed.filter((m) => m.seq! > lastRead && m.sender !== me).length,
       last_message: last,
       last_activity: last?.time ?? 0,
-      muted: c.muted,
+      level: c.level,
     };
   }
 
@@ -331,12 +341,21 @@ export class FakeBackend {
       case "typing":
       case "set_visible_conversation":
         return null;
-      case "set_muted": {
+      case "set_level": {
         const c = this.conv(args.conv);
-        c.muted = Boolean(args.muted);
+        if (!["all", "mentions", "nothing"].includes(String(args.level))) fail("invalid", "unknown level");
+        if (this.offline) fail("offline", "not connected");
+        c.level = args.level as NotifyLevel;
         this.emitSummary(c);
         return null;
       }
+      case "set_dnd": {
+        if (this.offline) fail("offline", "not connected");
+        this.setDnd((args.dnd as Dnd | null) ?? null);
+        return null;
+      }
+      case "dnd":
+        return this.dndSetting;
       case "get_settings":
         return this.state.settings;
       case "set_settings":

@@ -1,4 +1,4 @@
--- Natter's schema on PostgreSQL, version 1: the SQLite schema after its migration 5, in one step.
+-- Natter's schema on PostgreSQL, version 1: the SQLite schema after its migration 6, in one step.
 -- Names compare by `fold_key` (NFKC with full case folding) and a new name may not share the
 -- `skeleton` (Unicode TR39 confusable skeleton) of an existing one: see src/names.rs; both are
 -- computed in Rust. Only SHA-256 hashes of tokens and device tokens are stored.
@@ -74,3 +74,18 @@ CREATE TABLE messages (
     CONSTRAINT messages_sender_cmid UNIQUE (sender_id, client_msg_id)
 );
 CREATE INDEX messages_by_sender ON messages (conv_id, sender_id, seq);
+
+-- Attention settings, per user, synced to their devices: a conversation's notification level
+-- other than 'all' (no row is 'all'; a level stays when its user leaves the conversation), and
+-- do not disturb (`until` in ms since the epoch, NULL for "until turned off").
+CREATE TABLE notify_levels (
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    conv_id BIGINT NOT NULL REFERENCES conversations(id),
+    level   TEXT NOT NULL CHECK (level IN ('mentions', 'nothing')),
+    PRIMARY KEY (user_id, conv_id)
+);
+
+CREATE TABLE dnd (
+    user_id BIGINT PRIMARY KEY REFERENCES users(id),
+    until   BIGINT
+);
