@@ -517,3 +517,57 @@ async fn the_client_core_keeps_and_sends_its_device_token() {
         "a profile without the token is a new device: {stranger:?}"
     );
 }
+
+/// Behind a trusted reverse proxy (cluster nodes behind a load balancer) the per-address limits
+/// count the client's address from `X-Forwarded-For`, not the proxy's: two clients behind one
+/// proxy have a budget each. From an untrusted address the header is ignored, so a client cannot
+/// escape its budget by naming another address. Bad headers tried: a spoofed first entry (only
+/// the proxy's last entry counts), and an entry that is not an address (the proxy's own address
+/// counts).
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_for_per_address_limits() {
+    let server = TestServer::start_with(|c| {
+        c.registrations_per_ip = 2;
+        c.registration_refill = Duration::from_secs(600);
+        c.trusted_proxies = vec!["127.0.0.2".parse().unwrap()];
+    })
+    .await;
+    let addr = server.addr.to_string();
+    let register = |http: reqwest::Client, name: String, forwarded: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let resp = http
+                .post(format!("http://{addr}/api/register"))
+                .header("X-Forwarded-For", forwarded)
+                .json(&json!({"username": name, "password": PASSWORD}))
+                .send()
+                .await
+                .expect("http request");
+            resp.status().as_u16()
+        }
+    };
+    let proxy = client_from("127.0.0.2");
+    // Two clients behind the proxy: two registrations each, then 429 for each.
+    for client in ["10.0.0.1", "10.0.0.2"] {
+        let header: &'static str = Box::leak(format!("203.0.113.9, {client}").into_boxed_str());
+        let mut got = Vec::new();
+        for i in 0..3 {
+            got.push(register(proxy.clone(), format!("p{}x{i}", &client[7..]), header).await);
+        }
+        assert_eq!(got, [201, 201, 429], "client {client} behind the proxy");
+    }
+    // A last entry that is not an address: the proxy's own address counts (a fresh budget).
+    let got = register(proxy.clone(), "junk1".into(), "10.0.0.1, not-an-ip").await;
+    assert_eq!(got, 201, "counted as the proxy itself");
+    // An untrusted caller's header is ignored: its own address's budget runs out.
+    let direct = client_from("127.0.0.3");
+    let mut got = Vec::new();
+    for (i, forwarded) in ["10.9.9.1", "10.9.9.2", "10.9.9.3"].into_iter().enumerate() {
+        got.push(register(direct.clone(), format!("d{i}"), forwarded).await);
+    }
+    assert_eq!(
+        got,
+        [201, 201, 429],
+        "X-Forwarded-For from an untrusted address changes nothing"
+    );
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use natter::server::{Server, ServerConfig, StoreLocation, TlsConfig};
+use natter::server::{BusLocation, Server, ServerConfig, StoreLocation, TlsConfig};
 
 /// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
 #[derive(Debug, Parser)]
@@ -51,6 +51,15 @@ struct Args {
     /// Authenticated sockets one IP address may have open (0: no cap).
     #[arg(long, env = "NATTER_MAX_SOCKETS_PER_IP", default_value_t = 256)]
     max_sockets_per_ip: usize,
+    /// A reverse proxy (the load balancer in front of cluster nodes) trusted to name the client
+    /// in `X-Forwarded-For`; repeat for several. Per-address limits then count the client's
+    /// address, not the proxy's. The header is ignored from any other address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "NATTER_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Event streams (`GET /api/events`) one user may have open (0: no cap).
     #[arg(long, env = "NATTER_MAX_STREAMS_PER_USER", default_value_t = 8)]
     max_streams_per_user: usize,
@@ -92,6 +101,18 @@ struct Args {
     /// Default: natter.db in the data directory.
     #[arg(long, env = "NATTER_STORE")]
     store: Option<String>,
+    /// The bus to the other nodes of a cluster: `redis://HOST:PORT` (or `rediss://` with TLS).
+    /// Every node of one community names the same bus and the same PostgreSQL `--store`.
+    /// Default: none (this node is alone).
+    #[arg(long, env = "NATTER_BUS")]
+    bus: Option<String>,
+    /// The channel name on the bus: the same for every node of one community (several
+    /// communities may share one Redis under different names).
+    #[arg(long, env = "NATTER_BUS_CHANNEL", default_value = "natter")]
+    bus_channel: String,
+    /// Seconds another node may stay silent on the bus before its users count as offline.
+    #[arg(long, env = "NATTER_NODE_LEASE", default_value_t = 15.0)]
+    node_lease: f64,
     /// Start with an empty database although the data directory shows one existed (natter.db
     /// missing or empty while its marker natter.initialized is there). Without it the server
     /// refuses such a start, so lost data is noticed rather than silently replaced.
@@ -147,6 +168,12 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
         .map(StoreLocation::parse)
         .transpose()
         .map_err(|e| e.to_string())?;
+    c.bus = args
+        .bus
+        .as_deref()
+        .map(|url| BusLocation::parse(url, &args.bus_channel))
+        .transpose()?;
+    c.node_lease = secs(args.node_lease)?;
     c.max_db_pages = args.max_db_pages;
     c.heartbeat_interval = secs(args.heartbeat_interval)?;
     c.heartbeat_timeout = secs(args.heartbeat_timeout)?;
@@ -163,6 +190,7 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.body_timeout = secs(args.body_timeout)?;
     c.max_sockets_per_user = args.max_sockets_per_user;
     c.max_sockets_per_ip = args.max_sockets_per_ip;
+    c.trusted_proxies = args.trusted_proxies;
     c.max_streams_per_user = args.max_streams_per_user;
     c.stream_queue = args.stream_queue.max(1);
     c.tls = match (args.tls_cert, args.tls_key) {

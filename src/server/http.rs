@@ -551,3 +551,19 @@ async fn upgrade(
     }
     resp
 }
+
+/// The client's address as a trusted reverse proxy reports it: the last address in
+/// `X-Forwarded-For` (the one the proxy itself appended; earlier ones came from the client and
+/// prove nothing). None when the header is missing or its last entry is not an IP address.
+pub(crate) fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()?
+        .to_str()
+        .ok()?
+        .rsplit(',')
+        .next()?
+        .trim();
+    last.parse().ok()
+}

@@ -49,7 +49,9 @@ use super::auth::TokenHash;
 use super::bus::{Bus, ConnId, Event, NodeId, Origin};
 use super::clock::Clock;
 use super::outbound::{Outlet, WireFrame};
-use super::store::{Snapshot, UserId, UserRow, WriteOutcome};
+use super::store::{Snapshot, Storage, UserId, UserRow, WriteOutcome};
+
+mod catch_up;
 
 /// How long a presence change may wait to go out with others. Reconnects make presence the
 /// busiest push after messages (each one is an offline and an online change for everyone), so
@@ -135,6 +137,8 @@ struct Outgoing {
     /// Users who got their first connection on this node (true) or lost their last (false):
     /// published on the bus once the lock is released.
     flips: Vec<(UserId, bool)>,
+    /// Another node asked who is on this one ([`Event::PresenceWanted`]).
+    presence_wanted: bool,
 }
 
 impl Outgoing {
@@ -184,6 +188,9 @@ struct State {
     levels: HashMap<UserId, HashMap<ConvId, NotifyLevel>>,
     /// Attention: each user's do not disturb, while set (it may have ended since).
     dnd: HashMap<UserId, Dnd>,
+    /// Ordering across nodes ([`catch_up`]): messages heard ahead of a gap, the seq each
+    /// conversation must reach, and the gap fills running.
+    catch_up: catch_up::Pending,
 }
 
 /// [`ServerFrame::Hello`] as it is written: the same JSON, but borrowing the hub's state, so
@@ -482,6 +489,8 @@ pub struct Hub {
     /// HTTP calls waiting until the change they committed was applied here, by ticket.
     calls: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_ticket: AtomicU64,
+    /// Where this node reads what it missed ([`catch_up`]), once [`Hub::attach_store`] ran.
+    reader: std::sync::OnceLock<catch_up::Reader>,
 }
 
 /// A call's place in line for [`Hub::applied`]: the origin to publish its write with, and
@@ -564,7 +573,19 @@ impl Hub {
             clock,
             calls: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(1),
+            reader: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Let this hub read what it missed from `store` (gap fills and resyncs, on the current
+    /// Tokio runtime). Without it a gap is waited out until the missing event arrives.
+    pub fn attach_store(self: &Arc<Hub>, store: &Arc<dyn Storage>, reorder_wait: Duration) {
+        let _ = self.reader.set(catch_up::Reader {
+            hub: Arc::downgrade(self),
+            store: Arc::downgrade(store),
+            runtime: tokio::runtime::Handle::current(),
+            reorder_wait,
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -963,15 +984,26 @@ impl Hub {
             ..Outgoing::default()
         };
         let mut calls = Vec::new();
-        for event in events {
+        let mut events: std::collections::VecDeque<Event> = events.collect();
+        while let Some(event) = events.pop_front() {
             match event {
                 Event::Committed { outcome, origin } => {
+                    // A message ahead of a gap waits for it (several nodes); one already
+                    // delivered is not pushed again.
+                    let Some(outcome) = self.in_order(&mut state, outcome, origin) else {
+                        continue;
+                    };
                     let here = origin.filter(|o| o.node() == self.node);
                     let origin_conn = match here {
                         Some(Origin::Socket { conn, .. }) => Some(conn),
                         _ => None,
                     };
                     let reply = self.apply(&mut state, &outcome, origin_conn, &mut out);
+                    if let WriteOutcome::Sent { message, .. } = &outcome {
+                        if let Some(next) = state.next_held(message.conv) {
+                            events.push_front(next);
+                        }
+                    }
                     match here {
                         Some(Origin::Socket { conn, req }) => {
                             let frame = answer(req, Ok(reply.unwrap_or(Reply::Done)));
@@ -995,12 +1027,24 @@ impl Hub {
                         state.push_conn(conn, &answer(req, Err((code, message))), &mut out);
                     }
                 }
+                Event::NodePresence { node, users } => {
+                    if node != self.node {
+                        state.set_node_presence(node, &users, &mut out);
+                    }
+                }
+                Event::NodeGone { node } => state.set_node_presence(node, &[], &mut out),
+                Event::PresenceWanted => out.presence_wanted = true,
+                Event::Resync => self.resync(),
             }
         }
         // Logged-out sockets leave the hub before anything is written.
         state.reap(&mut out);
         drop(state);
+        let presence_wanted = out.presence_wanted;
         self.deliver(out);
+        if presence_wanted {
+            self.publish_node_presence();
+        }
         if !calls.is_empty() {
             let mut waiting = self.calls.lock().unwrap_or_else(|e| e.into_inner());
             for ticket in calls {
@@ -1107,7 +1151,10 @@ impl Hub {
                 fresh,
                 new_dm,
             } => {
-                if let Some((conv, a, b)) = new_dm {
+                if let Some((conv, a, b)) = new_dm
+                    .as_ref()
+                    .filter(|(c, _, _)| !state.convs.contains_key(c))
+                {
                     state.convs.insert(
                         *conv,
                         ConvEntry {

@@ -31,6 +31,7 @@ mod service;
 mod sse;
 mod store;
 
+pub use self::bus::BusLocation;
 pub use self::clock::Clock;
 pub use self::store::{StoreError, StoreLocation};
 
@@ -69,6 +70,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where durable state lives (`--store`); None: `natter.db` in `data_dir`.
     pub store: Option<StoreLocation>,
+    /// The bus to the other nodes of a cluster (`--bus`); None: this node is alone.
+    pub bus: Option<BusLocation>,
+    /// How long another node may stay silent on the bus before its users count as offline.
+    pub node_lease: Duration,
     /// The clock (a test's manual clock, or the system's).
     pub clock: Clock,
     /// Start with an empty database even though the data directory shows one existed (it is
@@ -111,6 +116,10 @@ pub struct ServerConfig {
     pub max_sockets_per_user: usize,
     /// Authenticated sockets one IP address may have open (0: no cap).
     pub max_sockets_per_ip: usize,
+    /// Reverse proxies (load balancers in front of cluster nodes) whose `X-Forwarded-For` names
+    /// the client: from these addresses, the last address in that header is the caller's for
+    /// every per-address limit. From any other address the header is ignored (anyone can send it).
+    pub trusted_proxies: Vec<IpAddr>,
     /// Failed sign-ins an IP address may make in a row before it must wait (429).
     pub failed_sign_ins_per_ip: u32,
     /// After that, one more try per this long.
@@ -153,6 +162,8 @@ impl ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
             store: None,
+            bus: None,
+            node_lease: Duration::from_secs(15),
             clock: Clock::system(),
             init: false,
             heartbeat_interval: Duration::from_secs(25),
@@ -171,6 +182,7 @@ impl ServerConfig {
             max_unauthenticated_per_ip: 16,
             max_sockets_per_user: 32,
             max_sockets_per_ip: 256,
+            trusted_proxies: Vec::new(),
             failed_sign_ins_per_ip: 10,
             failed_sign_in_refill: Duration::from_secs(30),
             account_free_failures: 3,
@@ -196,6 +208,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("TLS configuration: {0}")]
     Tls(String),
+    #[error("the bus between nodes: {0}")]
+    Bus(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -276,7 +290,12 @@ impl Shared {
         let (store, snapshot) = store::open(&location, options)?;
         let node: NodeId = rand::random();
         let clock = config.clock.clone();
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let bus: Arc<dyn Bus> = match &config.bus {
+            None => Arc::new(LocalBus::default()),
+            Some(location) => location
+                .start(node, config.node_lease)
+                .map_err(ServerError::Bus)?,
+        };
         let hub = Arc::new(Hub::new(
             snapshot,
             node,
@@ -285,6 +304,7 @@ impl Shared {
             clock.clone(),
         ));
         // Both end when the server does: the fan-out when the bus goes, presence on shutdown.
+        hub.attach_store(&store, bus.reorder_wait());
         hub.clone().start_fanout(bus.subscribe())?;
         tokio::spawn(hub.clone().run_presence());
         tracing::debug!(node = format_args!("{node:x}"), "node started");
@@ -480,9 +500,15 @@ async fn serve_http<I>(
 {
     let abort = http::ConnAbort::default();
     let service_abort = abort.clone();
+    let trusted = shared.config.trusted_proxies.contains(&peer.ip());
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
+            let caller = match trusted {
+                true => http::forwarded_for(req.headers())
+                    .map_or(peer, |ip| SocketAddr::new(ip, peer.port())),
+                false => peer,
+            };
+            req.extensions_mut().insert(ConnectInfo(caller));
             req.extensions_mut().insert(service_abort.clone());
             router.clone().oneshot(req)
         });

@@ -16,7 +16,7 @@ use natter::protocol::{
     ClientFrame, ConvId, ErrorCode, Message as ChatMessage, Reply, ServerFrame, Session, Target,
     SUBPROTOCOL,
 };
-use natter::server::{ServerConfig, ServerError};
+use natter::server::{BusLocation, ServerConfig, ServerError};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -64,6 +64,28 @@ pub fn on_postgres() -> bool {
     std::env::var_os("NATTER_TEST_POSTGRES").is_some()
 }
 
+/// With `NATTER_TEST_REDIS` set (`redis://127.0.0.1:PORT`, as `scripts/redis start` prints),
+/// every test server links through the Redis bus as well, on a channel named after its store:
+/// nodes that share a PostgreSQL database share a channel (a cluster), other test servers never
+/// hear each other.
+pub fn redis_bus(store: Option<&natter::server::StoreLocation>) -> Option<BusLocation> {
+    let url = std::env::var("NATTER_TEST_REDIS").ok()?;
+    let channel = match store {
+        Some(natter::server::StoreLocation::Postgres(db)) => url::Url::parse(db)
+            .ok()?
+            .path()
+            .trim_start_matches('/')
+            .to_string(),
+        _ => format!("natter_test_{}", Uuid::new_v4().simple()),
+    };
+    Some(BusLocation::parse(&url, &channel).expect("a Redis bus"))
+}
+
+/// Whether test servers link through Redis (see [`redis_bus`]).
+pub fn on_redis() -> bool {
+    std::env::var_os("NATTER_TEST_REDIS").is_some()
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -94,6 +116,9 @@ impl TestServer {
         config.registrations_per_ip = 10_000;
         config.store = postgres_store(dir.path()).await;
         tweak(&mut config);
+        if config.bus.is_none() {
+            config.bus = redis_bus(config.store.as_ref());
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -12,6 +12,8 @@
 //! socket or the waiting HTTP request.
 
 pub mod local;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::cell::RefCell;
 
@@ -21,11 +23,67 @@ use crate::protocol::{ConvId, ErrorCode};
 
 use super::store::{UserId, WriteOutcome};
 
+/// Which bus links this node to others (`--bus`); a config without one uses the in-process
+/// bus (one node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusLocation {
+    /// Redis pub/sub at `url`, on the channel `channel` (every node of one cluster names the
+    /// same; several clusters may share one Redis under different names).
+    #[cfg(feature = "redis")]
+    Redis { url: String, channel: String },
+}
+
+impl BusLocation {
+    /// Parse a `--bus` value (`redis://HOST:PORT` or `rediss://` for TLS) with the channel
+    /// name from `--bus-channel`.
+    pub fn parse(url: &str, channel: &str) -> Result<BusLocation, String> {
+        if channel.is_empty()
+            || !channel
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "bad bus channel {channel:?}: use letters, digits, '-', '_' or '.'"
+            ));
+        }
+        #[cfg(feature = "redis")]
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            return Ok(BusLocation::Redis {
+                url: url.to_string(),
+                channel: channel.to_string(),
+            });
+        }
+        Err(format!(
+            "unknown bus {url:?}: expected redis://HOST:PORT (built with the `redis` feature)"
+        ))
+    }
+
+    /// Start the bus for node `node`; a node silent for `lease` counts as gone.
+    pub(crate) fn start(
+        &self,
+        node: NodeId,
+        lease: std::time::Duration,
+    ) -> Result<std::sync::Arc<dyn Bus>, String> {
+        let _ = (node, lease);
+        match *self {
+            #[cfg(feature = "redis")]
+            BusLocation::Redis {
+                ref url,
+                ref channel,
+            } => Ok(std::sync::Arc::new(
+                redis::RedisBus::start(url, channel, node, lease).map_err(|e| e.to_string())?,
+            )),
+        }
+    }
+}
+
 /// A server process's id, random per start: it qualifies connection ids and request origins.
 pub type NodeId = u64;
 
 /// A connection's id: the node that holds the socket and a number unique on that node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnId {
     pub node: NodeId,
     pub local: u64,
@@ -38,7 +96,7 @@ impl std::fmt::Display for ConnId {
 }
 
 /// Who waits for the answer to a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Origin {
     /// Request `req` on a socket: the answer frame goes to it.
     Socket { conn: ConnId, req: u64 },
@@ -55,8 +113,9 @@ impl Origin {
     }
 }
 
-/// Something every node must hear about.
-#[derive(Debug, Clone)]
+/// Something every node must hear about. Serialisable: a bus between nodes carries it (its
+/// encoding is internal to one version of the server; see `redis`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// A committed write, and who asked for it.
     Committed {
@@ -79,6 +138,19 @@ pub enum Event {
         code: ErrorCode,
         message: String,
     },
+    // ---- between nodes (a bus that links nodes publishes these; the local bus never does) ----
+    /// The users with a connection on `node`, all of them: a node that (re)joins the bus, or
+    /// was asked with [`Event::PresenceWanted`], says who is on it, replacing what others knew.
+    NodePresence { node: NodeId, users: Vec<UserId> },
+    /// Every hub that hears it answers with its [`Event::NodePresence`].
+    PresenceWanted,
+    /// `node` fell silent for longer than its lease: its users are offline (unless on another
+    /// node). Delivered by the bus to this node only.
+    NodeGone { node: NodeId },
+    /// This node may have missed events (the bus lost its connection, or a publisher's batch
+    /// never arrived): reload what is durable from the store and fill the gaps. Delivered by
+    /// the bus to this node only.
+    Resync,
 }
 
 /// Carries events to every subscriber, each subscriber seeing one publisher's events in the
@@ -90,6 +162,13 @@ pub trait Bus: Send + Sync {
     /// A new subscription: every event published from now on, in batches (the events of one
     /// commit arrive together when they were published inside [`hold_deliveries`]).
     fn subscribe(&self) -> mpsc::UnboundedReceiver<Vec<Event>>;
+
+    /// How long a node waits for a message that is missing before one it heard, before it
+    /// reads the missing one from the store. Zero for the in-process bus, which delivers in
+    /// commit order: a gap there means another node committed without a shared bus.
+    fn reorder_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A bus's delivery of what it holds.

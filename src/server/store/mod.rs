@@ -126,7 +126,7 @@ impl StoreError {
 }
 
 /// A user as loaded into memory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UserRow {
     pub id: UserId,
     pub user: User,
@@ -258,7 +258,8 @@ pub enum WriteOp {
 }
 
 /// What a committed write did: the change the services publish on the bus.
-#[derive(Debug, Clone)]
+/// Serialisable: a bus between nodes carries it (see `bus::redis`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WriteOutcome {
     Registered(UserRow),
     LoggedIn,
@@ -357,6 +358,10 @@ pub trait Storage: Send + Sync {
 
     /// Unread counts (messages from others after the read marker) per conversation of `user`.
     fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>>;
+
+    /// Everything a node keeps in memory, as committed now: what it loads at start, and what a
+    /// node reloads when it may have missed events on a bus between nodes.
+    fn snapshot(&self) -> StoreFuture<Snapshot>;
 
     /// Stop taking writes, commit what is queued and wait for it (blocking).
     fn shutdown(&self);

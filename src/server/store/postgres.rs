@@ -1113,6 +1113,14 @@ impl Storage for PgStore {
         })
     }
 
+    fn snapshot(&self) -> StoreFuture<Snapshot> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            load_snapshot(&c).await
+        })
+    }
+
     fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>> {
         let pool = self.pool.clone();
         Box::pin(async move {

@@ -437,6 +437,10 @@ impl Storage for SqliteStore {
         self.read(move |c| unread(c, user))
     }
 
+    fn snapshot(&self) -> StoreFuture<Snapshot> {
+        self.read(load_snapshot)
+    }
+
     fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>> {
         self.read(move |c| sessions(c, user, now))
     }

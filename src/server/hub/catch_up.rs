@@ -1,0 +1,339 @@
+//! How a node keeps each conversation's order when events come from other nodes late, out of
+//! order or not at all (a lost publish, a restarted bus, a node killed between its commit and
+//! its publish).
+//!
+//! A message heard ahead of a gap in its conversation is held. After the bus's reorder wait
+//! ([`Bus::reorder_wait`](super::Bus::reorder_wait)) the gap is read from the store and
+//! delivered first, then what was held, so every member still gets seq 1, 2, 3 ... once each;
+//! a copy of a message already delivered is answered but not pushed again. A resync (the bus
+//! says it may have lost events) reloads membership and last seqs from the store, tells the
+//! members what changed and fills what is behind. Other nodes' presence is replaced by what
+//! they announce ([`Event::NodePresence`]) and dropped when their lease runs out
+//! ([`Event::NodeGone`]).
+//!
+//! On one node with the in-process bus none of this happens: commits arrive in seq order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::protocol::{ConvId, ConvKind, Seq, ServerFrame};
+
+use super::super::bus::{Event, NodeId, Origin};
+use super::super::store::{Snapshot, Storage, UserId, WriteOutcome};
+use super::{encode, ConvEntry, Hub, Outgoing, State};
+use crate::names;
+
+/// The most messages one gap-fill read asks for.
+const FILL_PAGE: i64 = 200;
+/// How long to wait before trying a failed store read again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What is waiting for a gap to close.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Messages heard ahead of a gap, by conversation and seq, with who waits for the answer.
+    held: HashMap<ConvId, BTreeMap<Seq, (WriteOutcome, Option<Origin>)>>,
+    /// The seq a conversation must reach, known from the store (a resync) rather than heard.
+    behind: HashMap<ConvId, Seq>,
+    /// Conversations whose gap is being read from the store.
+    filling: HashSet<ConvId>,
+}
+
+/// How the hub reads what it missed; set by [`Hub::attach_store`].
+#[derive(Clone)]
+pub(super) struct Reader {
+    pub hub: Weak<Hub>,
+    pub store: Weak<dyn Storage>,
+    pub runtime: tokio::runtime::Handle,
+    pub reorder_wait: Duration,
+}
+
+impl State {
+    /// The held message that comes next in `conv`, once everything before it was delivered.
+    pub(super) fn next_held(&mut self, conv: ConvId) -> Option<Event> {
+        let last = self.convs.get(&conv)?.last_seq;
+        let held = self.catch_up.held.get_mut(&conv)?;
+        if *held.first_key_value()?.0 > last + 1 {
+            return None;
+        }
+        let (_, (outcome, origin)) = held.pop_first()?;
+        if held.is_empty() {
+            self.catch_up.held.remove(&conv);
+        }
+        Some(Event::Committed { outcome, origin })
+    }
+
+    /// Make `users` exactly the users node `node` has (none: the node is gone), announcing
+    /// whoever that turns online or offline as a whole.
+    pub(super) fn set_node_presence(&mut self, node: NodeId, users: &[UserId], out: &mut Outgoing) {
+        let now: HashSet<UserId> = users.iter().copied().collect();
+        let gone: Vec<UserId> = self
+            .nodes_of
+            .iter()
+            .filter(|(user, nodes)| nodes.contains(&node) && !now.contains(user))
+            .map(|(user, _)| *user)
+            .collect();
+        for user in gone {
+            self.node_presence(node, user, false, out);
+        }
+        for user in now {
+            self.node_presence(node, user, true, out);
+        }
+    }
+
+    /// The gap left in `conv`: (last delivered, seq to reach). None, and the fill ends, when
+    /// there is none.
+    fn gap(&mut self, conv: ConvId) -> Option<(Seq, Seq)> {
+        let last = self.convs.get(&conv).map(|c| c.last_seq);
+        let held = self
+            .catch_up
+            .held
+            .get(&conv)
+            .and_then(|h| h.keys().next())
+            .map(|s| s - 1);
+        let target = held.max(self.catch_up.behind.get(&conv).copied());
+        match (last, target) {
+            (Some(last), Some(target)) if target > last => Some((last, target)),
+            _ => {
+                self.catch_up.behind.remove(&conv);
+                self.catch_up.filling.remove(&conv);
+                None
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Where a committed outcome stands in its conversation's order: the outcome to apply
+    /// now (a message already delivered comes back not fresh: answered, not pushed again), or
+    /// None when it was held for a gap before it.
+    pub(super) fn in_order(
+        &self,
+        state: &mut State,
+        outcome: WriteOutcome,
+        origin: Option<Origin>,
+    ) -> Option<WriteOutcome> {
+        let message = match outcome {
+            WriteOutcome::Sent {
+                message,
+                fresh: true,
+                new_dm: None,
+            } => message,
+            other => return Some(other),
+        };
+        let Some(last) = state.convs.get(&message.conv).map(|c| c.last_seq) else {
+            return Some(WriteOutcome::Sent {
+                message,
+                fresh: true,
+                new_dm: None,
+            });
+        };
+        if message.seq <= last + 1 {
+            return Some(WriteOutcome::Sent {
+                fresh: message.seq == last + 1,
+                message,
+                new_dm: None,
+            });
+        }
+        let (conv, seq) = (message.conv, message.seq);
+        let outcome = WriteOutcome::Sent {
+            message,
+            fresh: true,
+            new_dm: None,
+        };
+        state
+            .catch_up
+            .held
+            .entry(conv)
+            .or_default()
+            .insert(seq, (outcome, origin));
+        self.fill_later(state, conv);
+        None
+    }
+
+    /// Read `conv`'s gap from the store after the reorder wait (unless a fill is running).
+    fn fill_later(&self, state: &mut State, conv: ConvId) {
+        let Some(reader) = self.reader.get() else {
+            return;
+        };
+        if state.catch_up.filling.insert(conv) {
+            reader.runtime.spawn(reader.clone().fill(conv));
+        }
+    }
+
+    /// Reload what is durable from the store and catch up with it ([`Event::Resync`]).
+    pub(super) fn resync(&self) {
+        if let Some(reader) = self.reader.get() {
+            reader.runtime.spawn(reader.clone().resync());
+        }
+    }
+
+    /// Tell every node who is on this one ([`Event::NodePresence`]).
+    pub(super) fn publish_node_presence(&self) {
+        let users: Vec<UserId> = self
+            .lock()
+            .conns
+            .iter()
+            .filter(|(_, conns)| !conns.is_empty())
+            .map(|(user, _)| *user)
+            .collect();
+        if let Some(bus) = self.bus.upgrade() {
+            bus.publish(Event::NodePresence {
+                node: self.node,
+                users,
+            });
+        }
+    }
+
+    /// Bring memory up to `snapshot`: users, attention, conversations and their members (the
+    /// members hear what changed, as if the events had come), and fill the messages behind.
+    fn reconcile(&self, snapshot: Snapshot) {
+        let mut state = self.lock();
+        let mut out = Outgoing::default();
+        for row in snapshot.users {
+            state.users.insert(row.id, row.user);
+        }
+        state.levels.clear();
+        for (user, conv, level) in snapshot.levels {
+            state.levels.entry(user).or_default().insert(conv, level);
+        }
+        state.dnd = snapshot.dnd.into_iter().collect();
+        for c in snapshot.convs {
+            let Some(entry) = state.convs.get(&c.id) else {
+                // New to this node: its members hear of it, their clients fetch its history.
+                if c.kind == ConvKind::Room {
+                    state.rooms.insert(names::key(&c.name), c.id);
+                }
+                state.convs.insert(
+                    c.id,
+                    ConvEntry {
+                        kind: c.kind,
+                        name: c.name,
+                        members: c.members.iter().copied().collect(),
+                        last_seq: c.last_seq,
+                    },
+                );
+                for (user, _) in &c.members {
+                    state.user_convs.entry(*user).or_default().insert(c.id);
+                    if let Some(conversation) = state.conversation(c.id, *user) {
+                        let frame = encode(&ServerFrame::ConversationAdded { conversation });
+                        state.push_user(*user, &frame, None, &mut out);
+                    }
+                }
+                continue;
+            };
+            let last_seq = entry.last_seq;
+            let now: HashMap<UserId, Seq> = c.members.iter().copied().collect();
+            let left: Vec<UserId> = entry
+                .members
+                .keys()
+                .filter(|u| !now.contains_key(u))
+                .copied()
+                .collect();
+            let joined: Vec<UserId> = now
+                .keys()
+                .filter(|u| !entry.members.contains_key(u))
+                .copied()
+                .collect();
+            for user in left {
+                self.apply(
+                    &mut state,
+                    &WriteOutcome::Left { user, conv: c.id },
+                    None,
+                    &mut out,
+                );
+            }
+            for user in joined {
+                let outcome = WriteOutcome::Joined {
+                    user,
+                    conv: c.id,
+                    newly: true,
+                };
+                self.apply(&mut state, &outcome, None, &mut out);
+            }
+            if let Some(entry) = state.convs.get_mut(&c.id) {
+                for (user, read) in &c.members {
+                    if let Some(marker) = entry.members.get_mut(user) {
+                        *marker = (*marker).max(*read);
+                    }
+                }
+            }
+            if c.last_seq > last_seq {
+                let behind = state.catch_up.behind.entry(c.id).or_default();
+                *behind = (*behind).max(c.last_seq);
+                self.fill_later(&mut state, c.id);
+            }
+        }
+        state.reap(&mut out);
+        drop(state);
+        self.deliver(out);
+    }
+}
+
+impl Reader {
+    /// Deliver `conv`'s missing messages from the store until its gap is closed.
+    async fn fill(self, conv: ConvId) {
+        tokio::time::sleep(self.reorder_wait).await;
+        loop {
+            let (Some(hub), Some(store)) = (self.hub.upgrade(), self.store.upgrade()) else {
+                return;
+            };
+            let Some((last, target)) = hub.lock().gap(conv) else {
+                return;
+            };
+            let limit = (target - last).clamp(1, FILL_PAGE) as u32;
+            match store.history(conv, None, Some(last), limit).await {
+                Ok((messages, _)) if messages.first().is_some_and(|m| m.seq == last + 1) => {
+                    tracing::debug!(conv, last, target, "filling a gap from the store");
+                    let events: Vec<Event> = messages
+                        .into_iter()
+                        .filter(|m| m.seq <= target)
+                        .map(|message| Event::Committed {
+                            outcome: WriteOutcome::Sent {
+                                message,
+                                fresh: true,
+                                new_dm: None,
+                            },
+                            origin: None,
+                        })
+                        .collect();
+                    hub.on_events(events.into_iter());
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        conv,
+                        last,
+                        "the store lacks the messages of a gap; retrying"
+                    );
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(e) => {
+                    tracing::warn!(conv, "could not read a gap from the store ({e}); retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Reload the snapshot until it can be read, and reconcile with it.
+    async fn resync(self) {
+        loop {
+            let (Some(hub), Some(store)) = (self.hub.upgrade(), self.store.upgrade()) else {
+                return;
+            };
+            match store.snapshot().await {
+                Ok(snapshot) => {
+                    tracing::info!("resynchronising with the store after a gap on the bus");
+                    hub.reconcile(snapshot);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("could not reload from the store ({e}); retrying");
+                    drop((hub, store));
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Cluster mode: several server nodes on one PostgreSQL database, linked by the Redis bus.
+//! Every client, whichever node it is on, gets every message of its conversations once and in
+//! seq order; a Redis restart loses nothing; a node that dies takes its users offline within
+//! its lease, and they come back when they reconnect.
+//!
+//! These tests need both `NATTER_TEST_POSTGRES` and `NATTER_TEST_REDIS` (`scripts/test` sets
+//! them in its cluster pass); without them they say so and pass.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use natter::protocol::{ClientFrame, ConvId, Reply, ServerFrame, Target};
+use natter::server::{BusLocation, ServerConfig};
+use support::{on_postgres, on_redis, TestServer, WsClient};
+use uuid::Uuid;
+
+fn cluster_available() -> bool {
+    // RUST_LOG=natter=debug shows what the nodes do (gap fills, resyncs, leases).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    if on_postgres() && on_redis() {
+        return true;
+    }
+    eprintln!("NATTER_TEST_POSTGRES and NATTER_TEST_REDIS are not both set: this test runs in the cluster pass");
+    false
+}
+
+fn unlimited(c: &mut ServerConfig) {
+    c.rate_limit_per_sec = 1_000_000;
+    c.rate_burst = 1_000_000;
+}
+
+/// Register `names` on a node of its own over a fresh database, stop it, and return the data
+/// directory (whose database the cluster's nodes then share) and the users' tokens.
+async fn users_on_a_new_store(names: &[&str]) -> (tempfile::TempDir, Vec<String>) {
+    let setup = TestServer::start_with(unlimited).await;
+    let mut tokens = Vec::new();
+    for name in names {
+        tokens.push(setup.register(name).await.token);
+    }
+    let (dir, result) = setup.stop().await;
+    result.unwrap();
+    (dir, tokens)
+}
+
+/// `count` nodes on the store of `dir` (the first one over `dir` itself), each tweaked by
+/// `tweak` after the defaults.
+async fn start_nodes(
+    dir: tempfile::TempDir,
+    count: usize,
+    tweak: impl Fn(&mut ServerConfig) + Clone,
+) -> Vec<TestServer> {
+    let store = support::postgres_store(dir.path()).await;
+    let mut nodes = vec![
+        TestServer::start_in(dir, {
+            let (store, tweak) = (store.clone(), tweak.clone());
+            move |c| {
+                unlimited(c);
+                c.store = store;
+                tweak(c);
+            }
+        })
+        .await,
+    ];
+    for _ in 1..count {
+        let (store, tweak) = (store.clone(), tweak.clone());
+        nodes.push(
+            TestServer::start_with(move |c| {
+                unlimited(c);
+                c.store = store;
+                tweak(c);
+            })
+            .await,
+        );
+    }
+    nodes
+}
+
+/// What one client saw of one conversation: seqs in the order they arrived (its own sends'
+/// answers and the others' pushes), and the texts by seq.
+#[derive(Default, Debug)]
+struct Seen {
+    order: Vec<i64>,
+    texts: BTreeMap<i64, String>,
+}
+
+/// Send `texts` (conversation, text) pipelined, then read until every conversation in
+/// `expect` (conversation -> number of messages) was seen whole. Returns what was seen.
+async fn send_and_collect(
+    mut ws: WsClient,
+    texts: Vec<(ConvId, String)>,
+    expect: BTreeMap<ConvId, usize>,
+) -> (WsClient, BTreeMap<ConvId, Seen>) {
+    for (conv, text) in texts {
+        let id = ws.next_id();
+        ws.send_frame(&ClientFrame::Send {
+            id,
+            target: Target::Conv(conv),
+            client_msg_id: Uuid::new_v4(),
+            text,
+        })
+        .await;
+    }
+    let mut seen: BTreeMap<ConvId, Seen> = BTreeMap::new();
+    let complete = |seen: &BTreeMap<ConvId, Seen>| {
+        expect
+            .iter()
+            .all(|(conv, n)| seen.get(conv).map_or(0, |s| s.order.len()) >= *n)
+    };
+    while !complete(&seen) {
+        let frame = match ws.pending.pop_front() {
+            Some(f) => f,
+            None => match tokio::time::timeout(Duration::from_secs(8), ws.recv()).await {
+                Ok(f) => f.expect("the socket stays open"),
+                Err(_) => panic!(
+                    "stalled; seen so far: {:?}",
+                    seen.iter()
+                        .map(|(c, s)| (c, s.order.len(), s.order.last()))
+                        .collect::<Vec<_>>()
+                ),
+            },
+        };
+        let message = match frame {
+            ServerFrame::Message { message } => message,
+            ServerFrame::Ok {
+                result: Reply::Sent { message },
+                ..
+            } => message,
+            ServerFrame::Error { code, message, .. } => panic!("refused: {code:?} {message}"),
+            _ => continue,
+        };
+        let s = seen.entry(message.conv).or_default();
+        s.order.push(message.seq);
+        s.texts.insert(message.seq, message.text);
+    }
+    (ws, seen)
+}
+
+/// Wait for every client's run; each must end within a minute.
+async fn finish<T>(runs: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::new();
+    for run in runs {
+        results.push(
+            tokio::time::timeout(Duration::from_secs(60), run)
+                .await
+                .expect("every client gets everything within a minute")
+                .unwrap(),
+        );
+    }
+    results
+}
+
+/// 9 clients, 3 on each of 3 nodes, in 3 rooms (one created during the run, joined from the
+/// other nodes), all sending at once: every client sees each room's messages exactly once, in
+/// seq order 1, 2, 3 ..., and they are what the store holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_give_every_client_each_message_once_in_order() {
+    if !cluster_available() {
+        return;
+    }
+    let names: Vec<String> = (0..9).map(|i| format!("user{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (dir, tokens) = users_on_a_new_store(&name_refs).await;
+    let nodes = start_nodes(dir, 3, |_| {}).await;
+    let mut clients = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        clients.push(nodes[i % 3].connect(token).await);
+    }
+    let general = clients[0].general();
+    // A room created on node 0 and joined from every node: membership crosses the bus.
+    let Ok(Reply::Joined { conversation }) = clients[0]
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "ops".into(),
+        })
+        .await
+    else {
+        panic!("create room");
+    };
+    let ops = conversation.id;
+    for ws in clients.iter_mut().skip(1) {
+        // The other nodes hear of the room shortly after it was created.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match ws
+                .request(|id| ClientFrame::Join {
+                    id,
+                    room: "ops".into(),
+                })
+                .await
+            {
+                Ok(Reply::Joined { .. }) => break,
+                other if Instant::now() > deadline => panic!("join ops: {other:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    // Every node has applied every join before anyone sends (a join is answered on its own
+    // node; the others apply it from the bus right after).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for ws in &mut clients {
+        ws.pending.clear();
+    }
+    const EACH: usize = 30;
+    let rooms = [general, ops];
+    let mut expect: BTreeMap<ConvId, usize> = BTreeMap::new();
+    let mut plans = Vec::new();
+    for i in 0..clients.len() {
+        let mut plan = Vec::new();
+        for j in 0..EACH {
+            let conv = rooms[(i + j) % rooms.len()];
+            *expect.entry(conv).or_default() += 1;
+            plan.push((conv, format!("{} #{j}", names[i])));
+        }
+        plans.push(plan);
+    }
+    let runs: Vec<_> = clients
+        .into_iter()
+        .zip(plans)
+        .map(|(ws, plan)| tokio::spawn(send_and_collect(ws, plan, expect.clone())))
+        .collect();
+    let mut results = finish(runs).await;
+    let reader = &mut results.last_mut().unwrap().0;
+    let mut stored_by_conv = BTreeMap::new();
+    for conv in rooms {
+        stored_by_conv.insert(conv, reader.all_history(conv).await);
+    }
+    for conv in rooms {
+        let stored = &stored_by_conv[&conv];
+        let n = expect[&conv];
+        assert_eq!(stored.len(), n, "the store holds every message of {conv}");
+        let want: Vec<i64> = (1..=n as i64).collect();
+        for (i, (_, seen)) in results.iter().enumerate() {
+            let s = &seen[&conv];
+            assert_eq!(
+                s.order, want,
+                "client {i} saw conversation {conv} once each, in seq order"
+            );
+            for m in stored {
+                assert_eq!(
+                    s.texts.get(&m.seq),
+                    Some(&m.text),
+                    "client {i}, seq {}",
+                    m.seq
+                );
+            }
+        }
+    }
+}
+
+/// A Redis server of this test's own, which it can kill and start again on the same port.
+struct OwnRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/redis installs it)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server listens");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { port, child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis killed and started again while clients on two nodes keep sending: every client still
+/// ends with every message once, in seq order (what the bus lost comes from the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_mid_run_loses_nothing() {
+    if !cluster_available() {
+        return;
+    }
+    let mut redis = OwnRedis::start(free_port());
+    let port = redis.port;
+    let (dir, tokens) = users_on_a_new_store(&["ann", "ben", "cat", "dan"]).await;
+    let bus = BusLocation::parse(&format!("redis://127.0.0.1:{port}"), "restart").unwrap();
+    let nodes = start_nodes(dir, 2, move |c| c.bus = Some(bus.clone())).await;
+    let mut clients = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        clients.push(nodes[i % 2].connect(token).await);
+    }
+    let general = clients[0].general();
+    const EACH: usize = 40;
+    let expect: BTreeMap<ConvId, usize> = [(general, EACH * clients.len())].into();
+    // Each client sends in three bursts; Redis goes down after the first and comes back
+    // during the second.
+    let runs: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let expect = expect.clone();
+            tokio::spawn(async move {
+                for burst in 0..3 {
+                    let plan: Vec<(ConvId, String)> = (0..EACH / 4)
+                        .map(|j| (general, format!("c{i} b{burst} #{j}")))
+                        .collect();
+                    // Nothing awaited yet: the final read below takes every answer and push
+                    // in the order they came.
+                    ws = send_and_collect(ws, plan, BTreeMap::new()).await.0;
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                }
+                let rest: Vec<(ConvId, String)> = (0..EACH - 3 * (EACH / 4))
+                    .map(|j| (general, format!("c{i} last #{j}")))
+                    .collect();
+                send_and_collect(ws, rest, expect).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let _redis = OwnRedis::start(port);
+    let mut results = finish(runs).await;
+    let n = EACH * results.len();
+    let want: Vec<i64> = (1..=n as i64).collect();
+    let stored = results[0].0.all_history(general).await;
+    assert_eq!(stored.len(), n);
+    for (i, (_, seen)) in results.iter().enumerate() {
+        assert_eq!(
+            seen[&general].order, want,
+            "client {i}: every message once, in order"
+        );
+    }
+}
+
+/// Whether `frame` says `name` is online now (a hello listing them, or a presence change).
+fn says_online(frame: &ServerFrame, name: &str) -> bool {
+    match frame {
+        ServerFrame::Hello { online, .. } => online.iter().any(|n| n == name),
+        ServerFrame::Presence { online, .. } => online.iter().any(|n| n == name),
+        _ => false,
+    }
+}
+
+/// Two real `natter-server` processes on one database and one Redis. One is killed with
+/// SIGKILL (it publishes nothing more): its user goes offline for the other node's clients
+/// within the lease (2 s here), comes back online by reconnecting to the surviving node, and
+/// chats from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_takes_its_users_offline_within_its_lease() {
+    if !cluster_available() {
+        return;
+    }
+    let (dir, tokens) = users_on_a_new_store(&["amy", "bob"]).await;
+    let Some(natter::server::StoreLocation::Postgres(store)) =
+        support::postgres_store(dir.path()).await
+    else {
+        panic!("a PostgreSQL store");
+    };
+    let redis = std::env::var("NATTER_TEST_REDIS").unwrap();
+    let channel = format!("kill_{}", Uuid::new_v4().simple());
+    let flags = [
+        "--store",
+        &store,
+        "--bus",
+        &redis,
+        "--bus-channel",
+        &channel,
+        "--node-lease",
+        "2",
+    ];
+    let bin = env!("CARGO_BIN_EXE_natter-server");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = support::ServerProcess::spawn(bin, dir_a.path(), &flags).await;
+    let b = support::ServerProcess::spawn(bin, dir_b.path(), &flags).await;
+
+    let mut amy = WsClient::connect(&a.ws_url(), Some(&tokens[0]))
+        .await
+        .unwrap();
+    amy.expect_hello().await;
+    let mut bob = WsClient::connect(&b.ws_url(), Some(&tokens[1]))
+        .await
+        .unwrap();
+    let hello = bob.expect_hello().await;
+    if !says_online(&hello, "amy") {
+        bob.wait_for(|f| says_online(f, "amy")).await;
+    }
+
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    let killed = Instant::now();
+    bob.wait_for(|f| matches!(f, ServerFrame::Presence { offline, .. } if offline.iter().any(|n| n == "amy")))
+        .await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "amy went offline {took:?} after her node died (lease 2 s, checked every 0.4 s, announced within 0.2 s)"
+    );
+    drop(amy);
+
+    // Amy's client resumes on the surviving node: online again, and her messages arrive.
+    let mut amy = WsClient::connect(&b.ws_url(), Some(&tokens[0]))
+        .await
+        .unwrap();
+    amy.expect_hello().await;
+    bob.wait_for(|f| says_online(f, "amy")).await;
+    let general = amy.general();
+    let sent = amy.send_text(general, "back on node b").await;
+    let ServerFrame::Message { message } = bob
+        .wait_for(|f| matches!(f, ServerFrame::Message { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (message.seq, message.text.as_str()),
+        (sent.seq, "back on node b")
+    );
+}
+
+/// Signing out on one node closes that session's socket on another (the logout crosses the
+/// bus), and a message sent on either node reaches the other node's client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_node_closes_the_socket_on_another() {
+    if !cluster_available() {
+        return;
+    }
+    let (dir, tokens) = users_on_a_new_store(&["eve", "fay"]).await;
+    let nodes = start_nodes(dir, 2, |_| {}).await;
+    let mut eve = nodes[1].connect(&tokens[0]).await;
+    let mut fay = nodes[0].connect(&tokens[1]).await;
+    let general = eve.general();
+    let sent = fay.send_text(general, "from node a").await;
+    let ServerFrame::Message { message } = eve
+        .wait_for(|f| matches!(f, ServerFrame::Message { .. }))
+        .await
+    else {
+        unreachable!("wait_for returns what matched")
+    };
+    assert_eq!((message.seq, message.text), (sent.seq, sent.text));
+
+    let (status, body) = nodes[0]
+        .post("/api/logout", serde_json::json!({}), Some(&tokens[0]))
+        .await;
+    assert_eq!(status, 204, "logout: {body}");
+    assert_eq!(
+        eve.expect_close().await,
+        Some(natter::protocol::close::UNAUTHORIZED),
+        "the session's socket on the other node is closed"
+    );
+}
