@@ -354,6 +354,32 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     }
 }
 
+/// The flags of a `natter-server` process that joins a cluster on the database of `dir` and
+/// the test Redis, on a channel of its own, with a 2 s lease, and `extra`.
+async fn process_flags(dir: &tempfile::TempDir, extra: &[&str]) -> Vec<String> {
+    let Some(natter::server::StoreLocation::Postgres(store)) =
+        support::postgres_store(dir.path()).await
+    else {
+        panic!("a PostgreSQL store");
+    };
+    let redis = std::env::var("NATTER_TEST_REDIS").unwrap();
+    let channel = format!("procs_{}", Uuid::new_v4().simple());
+    let mut flags: Vec<String> = [
+        "--store",
+        &store,
+        "--bus",
+        &redis,
+        "--bus-channel",
+        &channel,
+    ]
+    .into_iter()
+    .chain(["--node-lease", "2"])
+    .map(String::from)
+    .collect();
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    flags
+}
+
 /// Whether `frame` says `name` is online now (a hello listing them, or a presence change).
 fn says_online(frame: &ServerFrame, name: &str) -> bool {
     match frame {
@@ -373,23 +399,8 @@ async fn a_killed_node_takes_its_users_offline_within_its_lease() {
         return;
     }
     let (dir, tokens) = users_on_a_new_store(&["amy", "bob"]).await;
-    let Some(natter::server::StoreLocation::Postgres(store)) =
-        support::postgres_store(dir.path()).await
-    else {
-        panic!("a PostgreSQL store");
-    };
-    let redis = std::env::var("NATTER_TEST_REDIS").unwrap();
-    let channel = format!("kill_{}", Uuid::new_v4().simple());
-    let flags = [
-        "--store",
-        &store,
-        "--bus",
-        &redis,
-        "--bus-channel",
-        &channel,
-        "--node-lease",
-        "2",
-    ];
+    let flags = process_flags(&dir, &[]).await;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let bin = env!("CARGO_BIN_EXE_natter-server");
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = support::ServerProcess::spawn(bin, dir_a.path(), &flags).await;
@@ -468,5 +479,163 @@ async fn a_logout_on_one_node_closes_the_socket_on_another() {
         eve.expect_close().await,
         Some(natter::protocol::close::UNAUTHORIZED),
         "the session's socket on the other node is closed"
+    );
+}
+
+/// Send one message and wait for its answer: the acked message, or None when the socket
+/// closed or went quiet (its node was killed).
+async fn send_once(
+    ws: &mut WsClient,
+    conv: ConvId,
+    text: &str,
+    cmid: Uuid,
+) -> Option<natter::protocol::Message> {
+    let id = ws.next_id();
+    ws.send_raw(tokio_tungstenite::tungstenite::Message::text(
+        serde_json::to_string(&ClientFrame::Send {
+            id,
+            target: Target::Conv(conv),
+            client_msg_id: cmid,
+            text: text.to_string(),
+        })
+        .unwrap(),
+    ))
+    .await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.recv()).await {
+            Ok(Some(ServerFrame::Ok {
+                id: got,
+                result: Reply::Sent { message },
+            })) if got == id => return Some(message),
+            Ok(Some(ServerFrame::Error {
+                id: Some(got),
+                code,
+                message,
+            })) if got == id => panic!("send refused: {code:?} {message}"),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// A socket to whichever listed node answers first.
+async fn connect_any(urls: &std::sync::Mutex<Vec<String>>, token: &str) -> WsClient {
+    loop {
+        let candidates = urls.lock().unwrap().clone();
+        for url in candidates {
+            if let Ok(mut ws) = WsClient::connect(&url, Some(token)).await {
+                if let Ok(Some(hello @ ServerFrame::Hello { .. })) =
+                    tokio::time::timeout(Duration::from_secs(5), ws.recv()).await
+                {
+                    ws.hello = Some(hello);
+                    return ws;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ten rounds of SIGKILL, each of one of two `natter-server` processes in turn, while four
+/// clients keep sending: a client whose node dies reconnects to a live one and sends the
+/// unanswered message again with the same `client_msg_id`. In the end every acked message is
+/// in the store exactly once at the seq its ack named, nothing is there twice, and the seqs
+/// have no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_node_kills_lose_no_acked_message_and_double_none() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    if !cluster_available() {
+        return;
+    }
+    let (dir, tokens) = users_on_a_new_store(&["k0", "k1", "k2", "k3"]).await;
+    let flags = process_flags(&dir, &["--rate-limit", "100000", "--rate-burst", "100000"]).await;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let bin = env!("CARGO_BIN_EXE_natter-server");
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for d in &dirs {
+        nodes.push(support::ServerProcess::spawn(bin, d.path(), &flags).await);
+    }
+    let urls = Arc::new(Mutex::new(
+        nodes.iter().map(|n| n.ws_url()).collect::<Vec<_>>(),
+    ));
+    let general = connect_any(&urls, &tokens[0]).await.general();
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let (urls, stop, token) = (urls.clone(), stop.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut ws: Option<WsClient> = None;
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let (text, cmid) = (format!("k{i} #{n}"), Uuid::new_v4());
+                    loop {
+                        let socket = match ws.as_mut() {
+                            Some(s) => s,
+                            None => ws.insert(connect_any(&urls, &token).await),
+                        };
+                        match send_once(socket, general, &text, cmid).await {
+                            Some(message) => {
+                                acked.push(message);
+                                break;
+                            }
+                            None => ws = None,
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    for round in 0..10 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let victim = round % 2;
+        let gone = nodes[victim].ws_url();
+        nodes[victim].child.start_kill().unwrap();
+        nodes[victim].child.wait().await.unwrap();
+        urls.lock().unwrap().retain(|u| *u != gone);
+        nodes[victim] = support::ServerProcess::spawn(bin, dirs[victim].path(), &flags).await;
+        urls.lock().unwrap().push(nodes[victim].ws_url());
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<natter::protocol::Message> =
+        finish(senders).await.into_iter().flatten().collect();
+    let mut reader = connect_any(&urls, &tokens[0]).await;
+    let stored = reader.all_history(general).await;
+    let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=stored.len() as i64).collect::<Vec<_>>(),
+        "no gap"
+    );
+    let mut by_text: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for m in &stored {
+        by_text.entry(m.text.as_str()).or_default().push(m.seq);
+    }
+    let doubled: Vec<_> = by_text.iter().filter(|(_, s)| s.len() > 1).collect();
+    assert!(doubled.is_empty(), "stored twice: {doubled:?}");
+    for m in &acked {
+        assert_eq!(
+            by_text.get(m.text.as_str()),
+            Some(&vec![m.seq]),
+            "acked {:?} at seq {} is stored once, there",
+            m.text,
+            m.seq
+        );
+    }
+    // A send whose node died after its commit was retried until acked: nothing is stored
+    // that its sender does not know of.
+    assert_eq!(stored.len(), acked.len(), "every stored message was acked");
+    eprintln!("{} messages acked and stored across 10 kills", acked.len());
+    assert!(
+        acked.len() >= 40,
+        "the clients kept sending: {}",
+        acked.len()
     );
 }
