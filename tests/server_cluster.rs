@@ -639,3 +639,50 @@ async fn ten_node_kills_lose_no_acked_message_and_double_none() {
         acked.len()
     );
 }
+
+/// The sign-in limits hold across nodes: wrong passwords spent on one node use up the address's
+/// budget and the account's free failures on the other too (the changes cross the bus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_limits_spent_on_one_node_hold_on_another() {
+    if !cluster_available() {
+        return;
+    }
+    let (dir, _) = users_on_a_new_store(&["gus"]).await;
+    let nodes = start_nodes(dir, 2, |c| {
+        c.failed_sign_ins_per_ip = 3;
+        c.failed_sign_in_refill = Duration::from_secs(600);
+        c.account_free_failures = 3;
+    })
+    .await;
+    let wrong = serde_json::json!({"username": "gus", "password": "not the password"});
+    for _ in 0..3 {
+        let (status, body) = nodes[0].post("/api/login", wrong.clone(), None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    // The other node hears of the three failures within a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = nodes[1].post("/api/login", wrong.clone(), None).await;
+    assert_eq!(
+        status, 429,
+        "the address's budget is spent on node b too: {body}"
+    );
+    assert!(body.contains("address"), "{body}");
+    // From another address the account's own limit holds there as well.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let resp = other
+        .post(nodes[1].http_url("/api/login"))
+        .json(&wrong)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(
+        status, 429,
+        "the account's failures count on node b: {body}"
+    );
+    assert!(body.contains("account"), "{body}");
+}

@@ -1034,6 +1034,8 @@ impl Hub {
                 }
                 Event::NodeGone { node } => state.set_node_presence(node, &[], &mut out),
                 Event::PresenceWanted => out.presence_wanted = true,
+                // Followed by `service::limits::follow`, not the hub.
+                Event::Limits { .. } => {}
                 Event::Resync => self.resync(),
             }
         }

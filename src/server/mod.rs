@@ -264,12 +264,9 @@ pub(crate) struct Shared {
     pub stopping: watch::Sender<bool>,
     /// Runs every argon2 hash and check (bounded threads, memory and queue).
     pub hasher: hasher::Hasher,
-    /// Failed sign-ins per address.
-    pub sign_in_budget: auth::AddressBudget,
-    /// Failed sign-ins per account.
-    pub account_delay: auth::AccountDelay,
-    /// Account creation per address.
-    pub registration_budget: auth::AddressBudget,
+    /// The sign-in limits (failed sign-ins per address and account, registrations per
+    /// address), shared with the other nodes of a cluster.
+    pub limits: service::limits::Limits,
     /// Open event streams per user.
     pub streams_per_user: Arc<Counts<UserId>>,
     /// Tickets for event streams opened from a browser.
@@ -308,7 +305,13 @@ impl Shared {
         hub.clone().start_fanout(bus.subscribe())?;
         tokio::spawn(hub.clone().run_presence());
         tracing::debug!(node = format_args!("{node:x}"), "node started");
-        Ok(Arc::new(Shared {
+        // In a cluster the sign-in limits are shared: this node's changes go out on the bus,
+        // the others' are followed from it.
+        let clustered = config.bus.is_some();
+        let limits =
+            service::limits::Limits::new(&config, clustered.then(|| (Arc::downgrade(&bus), node)));
+        let limit_changes = clustered.then(|| bus.subscribe());
+        let shared = Arc::new(Shared {
             store,
             bus,
             hub,
@@ -320,22 +323,19 @@ impl Shared {
             tasks: Tasks::default(),
             stopping: watch::channel(false).0,
             hasher: hasher::Hasher::start(config.argon2_workers, config.argon2_queue)?,
-            sign_in_budget: auth::AddressBudget::new(
-                config.failed_sign_ins_per_ip,
-                config.failed_sign_in_refill,
-            ),
-            account_delay: auth::AccountDelay::new(
-                config.account_free_failures,
-                config.account_delay_cap,
-            ),
-            registration_budget: auth::AddressBudget::new(
-                config.registrations_per_ip,
-                config.registration_refill,
-            ),
+            limits,
             streams_per_user: Counts::new(),
             stream_tickets: service::events::Tickets::default(),
             config,
-        }))
+        });
+        if let Some(changes) = limit_changes {
+            tokio::spawn(service::limits::follow(
+                Arc::downgrade(&shared),
+                node,
+                changes,
+            ));
+        }
+        Ok(shared)
     }
 
     pub(crate) fn track(self: &Arc<Self>) -> TaskGuard {

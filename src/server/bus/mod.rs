@@ -147,6 +147,11 @@ pub enum Event {
     /// `node` fell silent for longer than its lease: its users are offline (unless on another
     /// node). Delivered by the bus to this node only.
     NodeGone { node: NodeId },
+    /// Node `node` changed the sign-in limits: every other node makes the same change.
+    Limits {
+        node: NodeId,
+        change: super::service::limits::LimitChange,
+    },
     /// This node may have missed events (the bus lost its connection, or a publisher's batch
     /// never arrived): reload what is durable from the store and fill the gaps. Delivered by
     /// the bus to this node only.

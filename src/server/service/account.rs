@@ -2,6 +2,7 @@
 //! revoke sessions, delete the account (docs/protocol.md, "Your account"). Every action checking
 //! a password is charged to the same sign-in limits as `login` (per address and per account).
 
+use super::limits::Budget;
 use std::net::IpAddr;
 
 use crate::names;
@@ -75,11 +76,11 @@ async fn verify_password(
 ) -> Result<(), ServiceError> {
     let started = shared.clock.instant();
     shared
-        .sign_in_budget
-        .take(ip, started)
+        .limits
+        .take_address(Budget::SignIn, ip, started)
         .map_err(|wait| limited("too many failed sign-ins from this address", wait))?;
-    if let Err(wait) = shared.account_delay.take(user, started) {
-        shared.sign_in_budget.refund(ip, started);
+    if let Err(wait) = shared.limits.take_account(user, started) {
+        shared.limits.refund_address(Budget::SignIn, ip, started);
         return Err(limited("too many failed sign-ins for this account", wait));
     }
     let Some(hash) = shared.store.password_hash(user).await? else {
@@ -90,20 +91,20 @@ async fn verify_password(
     };
     match shared.hasher.run(move |w| w.verify(&password, &hash)).await {
         Ok(true) => {
-            shared.sign_in_budget.refund(ip, started);
-            shared.account_delay.succeeded(user);
+            shared.limits.refund_address(Budget::SignIn, ip, started);
+            shared.limits.account_succeeded(user);
             Ok(())
         }
         Ok(false) => {
-            shared.account_delay.failed(user, shared.clock.instant());
+            shared.limits.account_failed(user, shared.clock.instant());
             Err(ServiceError::refused(
                 ErrorCode::Unauthorized,
                 "wrong password",
             ))
         }
         Err(Busy) => {
-            shared.sign_in_budget.refund(ip, started);
-            shared.account_delay.refund(user);
+            shared.limits.refund_address(Budget::SignIn, ip, started);
+            shared.limits.refund_account(user);
             Err(busy())
         }
     }

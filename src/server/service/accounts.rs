@@ -1,6 +1,7 @@
 //! Accounts and sessions: registration, sign-in with its limits (docs/protocol.md, "Sign-in
 //! limits"), sign-out, and turning a bearer token into a user.
 
+use super::limits::Budget;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -126,16 +127,16 @@ pub async fn register(
     check_avatar(&avatar)?;
     // Charged before hashing (so requests in flight count), after the checks that cost nothing.
     shared
-        .registration_budget
-        .take(ip, shared.clock.instant())
+        .limits
+        .take_address(Budget::Registration, ip, shared.clock.instant())
         .map_err(|wait| limited("too many accounts created from this address", wait))?;
     let password_hash = match hash_password(shared, req.password).await {
         Ok(hashed) => hashed?,
         Err(Busy) => {
             // Nothing was created: the try is not counted.
             shared
-                .registration_budget
-                .refund(ip, shared.clock.instant());
+                .limits
+                .refund_address(Budget::Registration, ip, shared.clock.instant());
             return Err(busy());
         }
     };
@@ -211,12 +212,12 @@ pub async fn login(
     let started = shared.clock.instant();
     if !known_device {
         shared
-            .sign_in_budget
-            .take(ip, started)
+            .limits
+            .take_address(Budget::SignIn, ip, started)
             .map_err(|wait| limited("too many failed sign-ins from this address", wait))?;
         if let Some(user) = user {
-            if let Err(wait) = shared.account_delay.take(user, started) {
-                shared.sign_in_budget.refund(ip, started);
+            if let Err(wait) = shared.limits.take_account(user, started) {
+                shared.limits.refund_address(Budget::SignIn, ip, started);
                 return Err(limited("too many failed sign-ins for this account", wait));
             }
         }
@@ -232,9 +233,9 @@ pub async fn login(
         Err(Busy) => {
             // The password was never checked: the attempt does not count.
             if !known_device {
-                shared.sign_in_budget.refund(ip, started);
+                shared.limits.refund_address(Budget::SignIn, ip, started);
                 if let Some(user) = user {
-                    shared.account_delay.refund(user);
+                    shared.limits.refund_account(user);
                 }
             }
             return Err(busy());
@@ -244,10 +245,10 @@ pub async fn login(
         if let Some(user) = user {
             if known_device {
                 // Exempt from waiting, not from counting.
-                shared.sign_in_budget.charge(ip, started);
-                shared.account_delay.charge(user, shared.clock.instant());
+                shared.limits.charge_address(Budget::SignIn, ip, started);
+                shared.limits.charge_account(user, shared.clock.instant());
             } else {
-                shared.account_delay.failed(user, shared.clock.instant());
+                shared.limits.account_failed(user, shared.clock.instant());
             }
         }
         return Err(ServiceError::refused(
@@ -256,9 +257,9 @@ pub async fn login(
         ));
     };
     if !known_device {
-        shared.sign_in_budget.refund(ip, started);
+        shared.limits.refund_address(Budget::SignIn, ip, started);
     }
-    shared.account_delay.succeeded(user);
+    shared.limits.account_succeeded(user);
     let Some(profile) = shared.hub.user(user) else {
         tracing::error!(user, "a signed-in user is not in this node's memory");
         return Err(ServiceError::refused(

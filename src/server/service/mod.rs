@@ -4,6 +4,7 @@
 //! [bus](super::bus). None of them knows SQL or a socket.
 //!
 //! - [`accounts`]: registration, sign-in (with its limits), sign-out, tokens.
+//! - [`limits`]: the sign-in limits, shared by the nodes of a cluster.
 //! - [`account`]: your account: profile, password, sessions, deletion.
 //! - [`rooms`]: rooms and membership: create, join, leave, the room list, members, users.
 //! - [`messages`]: sending, history pages, resume (`sync`).
@@ -20,6 +21,7 @@ pub mod account;
 pub mod accounts;
 pub mod attention;
 pub mod events;
+pub mod limits;
 pub mod messages;
 pub mod presence;
 pub mod reads;
