@@ -64,6 +64,16 @@ describe("mention autocomplete", () => {
     expect(screen.queryByTestId("mention-list")).toBeNull();
   });
 
+  it("closes when the caret leaves the name", async () => {
+    const { user, composer } = await openRoom();
+    await user.type(composer, "x @bo");
+    expect(offered()).toEqual(["bob", "bobby"]);
+    await user.keyboard("{ArrowLeft}{ArrowLeft}{ArrowLeft}");
+    expect(screen.queryByTestId("mention-list")).toBeNull();
+    await user.keyboard("{End}");
+    expect(offered()).toEqual(["bob", "bobby"]);
+  });
+
   it("inserts with a click", async () => {
     const { user, composer } = await openRoom();
     await user.type(composer, "ping @ca");
