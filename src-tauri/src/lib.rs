@@ -185,7 +185,10 @@ pub fn run() {
                 .build(),
         )
         .plugin(window_state)
-        .plugin(startup::autostart_plugin());
+        .plugin(startup::autostart_plugin())
+        // Links in messages open in the system browser; capabilities/default.json allows only
+        // `open_url` and only for http, https and mailto URLs.
+        .plugin(tauri_plugin_opener::init());
     let app = run_app(builder)
         .build(context)
         .expect("cannot start the Natter window");

@@ -124,6 +124,9 @@ export const api = {
   revokeSession: (id: string) => call<void>("revoke_session", { id }),
   deleteAccount: (password: string) => call<AppState>("delete_account", { password }),
   exportHistory: (format: ExportFormat) => call<ExportSummary>("export_history", { format }),
+  /** The opener plugin's command: opens an http, https or mailto URL in the system's default
+   * application (the capability allows no other URL). */
+  openUrl: (url: string) => call<void>("plugin:opener|open_url", { url }),
 };
 
 /** Payload of each event the Rust side emits. */

@@ -101,4 +101,33 @@ describe("accessibility (axe-core)", () => {
     await screen.findAllByTestId("search-result");
     expect(await seriousViolations()).toEqual([]);
   });
+
+  it("formatted messages, the new messages line and jump to latest have no serious violations", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob", "carol"]);
+    for (let i = 0; i < 80; i++) fake.deliver(general, "bob", `filler ${i}`, Date.now() - 100_000 + i);
+    fake.deliver(general, "carol", "**bold** *em* ~~gone~~ `code` https://example.com/docs\n> quoted\n- one\n- two\n1. first\n```\nlet x = 1;\n```");
+    general.lastRead.set("alice", 20);
+    fake.state.last_conversation = general.id;
+    await renderApp();
+    await screen.findByTestId("new-messages-line");
+    await screen.findByTestId("jump-latest");
+    expect(await seriousViolations()).toEqual([]);
+    await userEvent.setup().click(screen.getByTestId("jump-latest"));
+    await waitFor(() => expect(document.querySelector('[data-testid="message-text"] a')).not.toBeNull());
+    expect(await seriousViolations()).toEqual([]);
+  });
+
+  it("the emoji picker and the mention list have no serious violations", async () => {
+    const { user } = await mainScreen();
+    await user.click(screen.getByTestId("emoji-open"));
+    await waitFor(() => expect(screen.getAllByTestId("emoji-option").length).toBeGreaterThan(50));
+    expect(await seriousViolations()).toEqual([]);
+    await user.type(screen.getByTestId("emoji-search"), "cat");
+    expect(await seriousViolations()).toEqual([]);
+    await user.keyboard("{Escape}");
+    await user.type(screen.getByTestId("composer"), "@");
+    await screen.findByTestId("mention-list");
+    expect(await seriousViolations()).toEqual([]);
+  });
 });

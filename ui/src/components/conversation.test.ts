@@ -245,14 +245,16 @@ describe("conversation", () => {
     const composer = screen.getByTestId("composer") as HTMLTextAreaElement;
     await user.type(composer, "hi ");
     await user.click(screen.getByTestId("emoji-open"));
-    await user.click(screen.getAllByTestId("emoji-option")[10]);
-    expect(composer.value).toBe("hi 👍");
+    await user.type(screen.getByTestId("emoji-search"), "thumbs");
+    await user.click(await screen.findByRole("button", { name: "thumbs up" }));
+    // Inserted as Unicode spells it, with the emoji presentation selector.
+    expect(composer.value).toBe("hi 👍\uFE0F");
     expect(screen.queryByTestId("emoji-picker")).toBeNull();
     // A click elsewhere closes it without inserting anything.
     await user.click(screen.getByTestId("emoji-open"));
     expect(screen.getByTestId("emoji-picker")).toBeInTheDocument();
     await user.click(composer);
     expect(screen.queryByTestId("emoji-picker")).toBeNull();
-    expect(composer.value).toBe("hi 👍");
+    expect(composer.value).toBe("hi 👍\uFE0F");
   });
 });

@@ -95,7 +95,8 @@ describe("keyboard: messages", () => {
     await team();
     expect(articles()).toHaveLength(3);
     const [one, two] = articles();
-    expect(one.getAttribute("aria-label")).toMatch(/^Bob, .+: one$/);
+    // All three were unread on opening: the first says so (the "new messages" line is not read out).
+    expect(one.getAttribute("aria-label")).toMatch(/^New messages: Bob, .+: one$/);
     expect(two.getAttribute("aria-label")).toMatch(/^Carol, .+: two$/);
     expect(articles().map((a) => a.getAttribute("aria-posinset"))).toEqual(["1", "2", "3"]);
     expect(feed()).toHaveAttribute("tabindex", "0");

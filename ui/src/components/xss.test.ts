@@ -9,6 +9,7 @@ import { screen, waitFor, within } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import { renderApp, teamFake, fire } from "../test/harness";
 import { cleanName, isolate } from "../lib/names";
+import corpus from "../test/xss-corpus.json";
 
 const CORPUS: [string, string][] = [
   ["img onerror", "<img src=x onerror=alert(1)>"],
@@ -118,5 +119,39 @@ describe("XSS corpus renders as inert text", () => {
     span.setAttribute("onclick", "alert(1)");
     div.append(span);
     expect(() => assertInert(div)).toThrow();
+  });
+});
+
+describe("XSS corpus in the message list", () => {
+  it("every hostile text renders inert in the app, and only allowed links open, in the browser", async () => {
+    const alert = vi.spyOn(window, "alert").mockImplementation(() => {});
+    const fake = teamFake();
+    fake.addUser("mallory", "Mallory", "🦊", true);
+    const room = fake.addRoom("general", ["alice", "mallory"]);
+    fake.state.last_conversation = room.id;
+    await renderApp();
+    await screen.findByTestId("composer");
+    const user = userEvent.setup();
+    for (const c of corpus) {
+      await fire("natter://message", { change: "added", message: fake.deliver(room, "mallory", c.text) });
+      const texts = await screen.findAllByTestId("message-text");
+      const newest = texts[texts.length - 1];
+      await waitFor(() => expect(newest.closest("article")?.getAttribute("aria-label")).toContain(c.text.slice(0, 20)));
+      const links = Array.from(newest.querySelectorAll("a"));
+      expect(links.map((a) => a.getAttribute("href")), c.name).toEqual(c.links);
+      for (const el of Array.from(newest.querySelectorAll("*"))) {
+        expect(["p", "strong", "em", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a"], c.name).toContain(el.tagName.toLowerCase());
+      }
+      // The first link: its tooltip shows where it goes, and a click hands it to the system browser.
+      if (links.length > 0) {
+        expect(links[0].title).toBe(`Open ${c.links[0]} in your browser`);
+        await user.click(links[0]);
+        expect(fake.opened[fake.opened.length - 1]).toBe(c.links[0]);
+      }
+    }
+    expect(fake.opened.every((u) => /^(https?:\/\/|mailto:)/.test(u))).toBe(true);
+    expect(fake.opened.length).toBeGreaterThan(5);
+    expect(alert).not.toHaveBeenCalled();
+    alert.mockRestore();
   });
 });

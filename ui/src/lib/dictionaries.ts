@@ -188,6 +188,28 @@ export const en = {
   "settings.startMinimised": "Start minimised to the tray",
   // Keyboard and screen readers (issue 20): how a message is announced when the keyboard reaches it.
   "conv.messageLabel": "{sender}, {time}: {text}",
+  // Formatting, emoji and mentions (issue 18).
+  "link.open": "Open {url} in your browser",
+  "composer.mentions": "People to mention",
+  "conv.newMessagesLine": "New messages",
+  "conv.jumpToLatest": "Jump to latest",
+  "conv.newBelow.one": "{count} new message",
+  "conv.newBelow.other": "{count} new messages",
+  "emoji.search": "Search emoji",
+  "emoji.groups": "Emoji groups",
+  "emoji.recent": "Recently used",
+  "emoji.results": "Search results",
+  "emoji.noResults": "No emoji found",
+  "emoji.loadFailed": "The emoji could not be loaded.",
+  "emoji.group.0": "Smileys & emotion",
+  "emoji.group.1": "People & body",
+  "emoji.group.3": "Animals & nature",
+  "emoji.group.4": "Food & drink",
+  "emoji.group.5": "Travel & places",
+  "emoji.group.6": "Activities",
+  "emoji.group.7": "Objects",
+  "emoji.group.8": "Symbols",
+  "emoji.group.9": "Flags",
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -377,6 +399,28 @@ export const zhCN: Dictionary = {
   "settings.startMinimised": "启动时最小化到托盘",
   // 键盘与读屏（issue 20）：键盘移到一条消息时读出的内容。
   "conv.messageLabel": "{sender}，{time}：{text}",
+  // 格式、表情与提及（issue 18）。
+  "link.open": "在浏览器中打开 {url}",
+  "composer.mentions": "可提及的人",
+  "conv.newMessagesLine": "新消息",
+  "conv.jumpToLatest": "跳到最新",
+  "conv.newBelow.one": "{count} 条新消息",
+  "conv.newBelow.other": "{count} 条新消息",
+  "emoji.search": "搜索表情",
+  "emoji.groups": "表情分类",
+  "emoji.recent": "最近使用",
+  "emoji.results": "搜索结果",
+  "emoji.noResults": "没有找到表情",
+  "emoji.loadFailed": "无法加载表情。",
+  "emoji.group.0": "笑脸与情感",
+  "emoji.group.1": "人物与身体",
+  "emoji.group.3": "动物与自然",
+  "emoji.group.4": "食物与饮料",
+  "emoji.group.5": "旅行与地点",
+  "emoji.group.6": "活动",
+  "emoji.group.7": "物品",
+  "emoji.group.8": "符号",
+  "emoji.group.9": "旗帜",
 };
 
 export const dictionaries = { en, "zh-CN": zhCN } as const;

@@ -1,14 +1,7 @@
-/** The small, fixed emoji sets for avatars and the composer picker (no remote assets). */
+/** The small, fixed emoji set for avatars (the full picker's data is in lib/emoji-data.ts). */
 export const AVATARS = [
   "🦊", "🐼", "🐨", "🐯", "🦁", "🐸", "🐙", "🦉",
   "🐳", "🦄", "🐝", "🐢", "🌵", "🍀", "🌻", "🚀",
 ] as const;
 
 export const DEFAULT_AVATAR = AVATARS[0];
-
-export const EMOJI = [
-  "😀", "😂", "😊", "😍", "🤔", "😅", "😎", "😢",
-  "😮", "😡", "👍", "👎", "👏", "🙏", "💪", "👋",
-  "🎉", "🔥", "✨", "❤️", "💯", "✅", "❌", "👀",
-  "☕", "🍕", "🍺", "🎂", "🌞", "🌧️", "⚡", "🚀",
-] as const;

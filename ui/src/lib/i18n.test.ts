@@ -28,7 +28,10 @@ describe("i18n", () => {
     expect(tn("conv.members", 2)).toBe("2 members");
     expect(tn("conv.members", 0)).toBe("0 members");
     expect(tn("rooms.members", 1)).toBe("1 member");
+    expect(tn("conv.newBelow", 1)).toBe("1 new message");
+    expect(tn("conv.newBelow", 3)).toBe("3 new messages");
     setLanguage("zh-CN");
+    expect(tn("conv.newBelow", 3)).toBe("3 条新消息");
     expect(tn("conv.members", 1)).toBe("1 位成员");
     expect(tn("conv.members", 5)).toBe("5 位成员");
   });

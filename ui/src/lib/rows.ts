@@ -74,3 +74,18 @@ export function prependPage(list: readonly LocalMessage[], page: readonly LocalM
   const fresh = page.filter((m) => !have.has(m.local_id));
   return [...fresh, ...list];
 }
+
+/**
+ * The first of the `unread` newest messages from others (unread counts never count one's own),
+ * for the "new messages" line; null when there are none or it is not loaded.
+ */
+export function firstUnread(messages: readonly LocalMessage[], unread: number, me: string | null): string | null {
+  if (unread <= 0) return null;
+  let seen = 0;
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i];
+    if (m.seq === null || m.sender === me) continue;
+    if (++seen === unread) return m.local_id;
+  }
+  return null;
+}

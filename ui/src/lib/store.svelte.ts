@@ -20,7 +20,7 @@ import type {
 } from "../types";
 import { dndFor, dndOn, type DndChoice } from "./attention";
 import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
-import { prependPage, upsertMessage } from "./rows";
+import { firstUnread, prependPage, upsertMessage } from "./rows";
 import { sortByActivity, upsertConversation } from "./sidebar";
 import { buildDirectory, isolate } from "./names";
 
@@ -53,6 +53,11 @@ export class Store {
   followNonce = $state(0);
   /** Member count of the open room, from `members`. */
   memberCount = $state<number | null>(null);
+  /** The first message that was unread when the conversation was opened (its `local_id`): the
+   * "new messages" line goes above it until another conversation is opened. */
+  firstUnread = $state<string | null>(null);
+  /** The open conversation's members (for @-mention suggestions), from `members`. */
+  members = $state.raw<User[]>([]);
   settingsOpen = $state(false);
   roomsOpen = $state(false);
   switcherOpen = $state(false);
@@ -486,18 +491,24 @@ export class Store {
   async openConversation(conv: number): Promise<void> {
     const token = ++this.openToken;
     this.search = this.search?.scope === "conv" ? null : this.search;
+    // Read before the conversation is marked read: how many messages were new on opening it.
+    const unreadAtOpen = this.currentConv !== conv ? (this.conversations.find((c) => c.id === conv)?.unread ?? 0) : null;
     if (this.currentConv !== conv) {
+      this.firstUnread = null;
       this.current = { conv };
       this.messages = [];
       this.hasMore = false;
       this.loading = true;
       this.memberCount = null;
+      this.members = [];
       this.jumpTarget = null;
     }
     void api
       .members(conv)
       .then((m) => {
-        if (token === this.openToken) this.memberCount = m.length;
+        if (token !== this.openToken) return;
+        this.memberCount = m.length;
+        this.members = m.map((x) => x.user);
       })
       .catch(() => {});
     try {
@@ -508,6 +519,7 @@ export class Store {
       let merged = page;
       for (const m of this.messages) merged = upsertMessage(merged, m);
       this.messages = merged;
+      if (unreadAtOpen !== null) this.firstUnread = firstUnread(merged, unreadAtOpen, this.me?.username ?? null);
       // The Rust side fills pages from the server when the local store runs out, so only an
       // empty page (or reaching seq 1) means the beginning.
       this.hasMore = page.some((m) => m.seq !== null);
@@ -533,6 +545,9 @@ export class Store {
     ++this.openToken;
     this.current = { to: username };
     this.messages = [];
+    this.firstUnread = null;
+    const peer = this.user(username);
+    this.members = peer ? [peer] : [];
     this.hasMore = false;
     await api.setVisibleConversation(null).catch(() => {});
   }
@@ -603,6 +618,16 @@ export class Store {
     } catch (e) {
       this.showError(e);
       return false;
+    }
+  }
+
+  /** Opens a link from a message in the system browser (the opener plugin refuses anything but
+   * http, https and mailto, as lib/markdown.ts does before it). */
+  async openLink(href: string): Promise<void> {
+    try {
+      await api.openUrl(href);
+    } catch (e) {
+      this.showError(e);
     }
   }
 

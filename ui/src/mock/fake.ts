@@ -62,6 +62,8 @@ export class FakeBackend {
   convs: Conv[] = [];
   readonly marker = MOCK_MARKER;
   calls: { cmd: string; args: Record<string, unknown> }[] = [];
+  /** URLs handed to the system browser (the opener plugin). */
+  opened: string[] = [];
   /** Whether the local store is damaged: `repair_store` rebuilds it (and clears this). */
   storeDamaged = false;
   /** The desktop refuses the start-at-login entry (set_settings fails as the Rust side does). */
@@ -341,6 +343,13 @@ export class FakeBackend {
       case "typing":
       case "set_visible_conversation":
         return null;
+      case "plugin:opener|open_url": {
+        // The capability's scope (src-tauri/capabilities/default.json).
+        const url = String(args.url);
+        if (!/^(https?:\/\/|mailto:)/.test(url)) fail("forbidden", `not allowed to open ${url}`);
+        this.opened.push(url);
+        return null;
+      }
       case "set_level": {
         const c = this.conv(args.conv);
         if (!["all", "mentions", "nothing"].includes(String(args.level))) fail("invalid", "unknown level");

@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
+import { LINK_PROTOCOLS } from "../lib/markdown";
 
 const SRC = join(__dirname, "..");
 const SELF = "test/policy.test.ts";
@@ -59,5 +60,20 @@ describe("source policy", () => {
     }
     expect(ids.size).toBeGreaterThan(40);
     expect([...ids].filter((id) => !doc.includes(`\`${id}\``))).toEqual([]);
+  });
+
+  it("grants the window only event listening and opening the links the renderer makes", () => {
+    const cap = JSON.parse(readFileSync(join(SRC, "..", "..", "src-tauri", "capabilities", "default.json"), "utf8")) as {
+      windows: string[];
+      permissions: (string | { identifier: string; allow?: { url: string }[]; deny?: unknown[] })[];
+    };
+    expect(cap.windows).toEqual(["main"]);
+    const plain = cap.permissions.filter((p): p is string => typeof p === "string");
+    const scoped = cap.permissions.filter((p) => typeof p !== "string");
+    expect(plain.sort()).toEqual(["core:event:allow-listen", "core:event:allow-unlisten"]);
+    expect(scoped.map((p) => p.identifier)).toEqual(["opener:allow-open-url"]);
+    // The same schemes as lib/markdown.ts turns into links, and nothing else.
+    const schemes = scoped[0].allow!.map((a) => a.url.replace(/(\/\/)?\*$/, ""));
+    expect(schemes.sort()).toEqual([...LINK_PROTOCOLS].sort());
   });
 });
