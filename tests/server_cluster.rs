@@ -154,15 +154,15 @@ async fn finish<T>(runs: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     results
 }
 
-/// 9 clients, 3 on each of 3 nodes, in 3 rooms (one created during the run, joined from the
-/// other nodes), all sending at once: every client sees each room's messages exactly once, in
-/// seq order 1, 2, 3 ..., and they are what the store holds.
+/// 20 clients spread over 3 nodes, in 5 rooms (four created during the run on different
+/// nodes and joined from every node), send 1,000 messages at once: every client sees each
+/// room's messages exactly once, in seq order 1, 2, 3 ..., and they are what the store holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_give_every_client_each_message_once_in_order() {
     if !cluster_available() {
         return;
     }
-    let names: Vec<String> = (0..9).map(|i| format!("user{i}")).collect();
+    let names: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let (dir, tokens) = users_on_a_new_store(&name_refs).await;
     let nodes = start_nodes(dir, 3, |_| {}).await;
@@ -170,32 +170,37 @@ async fn three_nodes_give_every_client_each_message_once_in_order() {
     for (i, token) in tokens.iter().enumerate() {
         clients.push(nodes[i % 3].connect(token).await);
     }
-    let general = clients[0].general();
-    // A room created on node 0 and joined from every node: membership crosses the bus.
-    let Ok(Reply::Joined { conversation }) = clients[0]
-        .request(|id| ClientFrame::CreateRoom {
-            id,
-            name: "ops".into(),
-        })
-        .await
-    else {
-        panic!("create room");
-    };
-    let ops = conversation.id;
-    for ws in clients.iter_mut().skip(1) {
-        // The other nodes hear of the room shortly after it was created.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match ws
-                .request(|id| ClientFrame::Join {
-                    id,
-                    room: "ops".into(),
-                })
-                .await
-            {
-                Ok(Reply::Joined { .. }) => break,
-                other if Instant::now() > deadline => panic!("join ops: {other:?}"),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+    let mut rooms = vec![clients[0].general()];
+    // Rooms created on nodes 0, 1, 2, 0 and joined from every node: membership crosses the bus.
+    for r in 1..5 {
+        let name = format!("room{r}");
+        let Ok(Reply::Joined { conversation }) = clients[r - 1]
+            .request(|id| ClientFrame::CreateRoom {
+                id,
+                name: name.clone(),
+            })
+            .await
+        else {
+            panic!("create {name}");
+        };
+        rooms.push(conversation.id);
+        for (i, ws) in clients.iter_mut().enumerate().filter(|(i, _)| *i != r - 1) {
+            // The other nodes hear of the room shortly after it was created.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match ws
+                    .request(|id| ClientFrame::Join {
+                        id,
+                        room: name.clone(),
+                    })
+                    .await
+                {
+                    Ok(Reply::Joined { .. }) => break,
+                    other if Instant::now() > deadline => {
+                        panic!("client {i} joins {name}: {other:?}")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
             }
         }
     }
@@ -205,8 +210,7 @@ async fn three_nodes_give_every_client_each_message_once_in_order() {
     for ws in &mut clients {
         ws.pending.clear();
     }
-    const EACH: usize = 30;
-    let rooms = [general, ops];
+    const EACH: usize = 50;
     let mut expect: BTreeMap<ConvId, usize> = BTreeMap::new();
     let mut plans = Vec::new();
     for i in 0..clients.len() {
@@ -226,10 +230,10 @@ async fn three_nodes_give_every_client_each_message_once_in_order() {
     let mut results = finish(runs).await;
     let reader = &mut results.last_mut().unwrap().0;
     let mut stored_by_conv = BTreeMap::new();
-    for conv in rooms {
+    for &conv in &rooms {
         stored_by_conv.insert(conv, reader.all_history(conv).await);
     }
-    for conv in rooms {
+    for &conv in &rooms {
         let stored = &stored_by_conv[&conv];
         let n = expect[&conv];
         assert_eq!(stored.len(), n, "the store holds every message of {conv}");
@@ -294,8 +298,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Redis killed and started again while clients on two nodes keep sending: every client still
-/// ends with every message once, in seq order (what the bus lost comes from the store).
+/// Redis killed and started again, then every node's connection to it dropped, while clients
+/// on two nodes keep sending: every client still ends with every message once, in seq order
+/// (what the bus lost comes from the store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_restart_mid_run_loses_nothing() {
     if !cluster_available() {
@@ -328,7 +333,7 @@ async fn a_redis_restart_mid_run_loses_nothing() {
                     // Nothing awaited yet: the final read below takes every answer and push
                     // in the order they came.
                     ws = send_and_collect(ws, plan, BTreeMap::new()).await.0;
-                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    tokio::time::sleep(Duration::from_millis(800)).await;
                 }
                 let rest: Vec<(ConvId, String)> = (0..EACH - 3 * (EACH / 4))
                     .map(|j| (general, format!("c{i} last #{j}")))
@@ -341,6 +346,16 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let _redis = OwnRedis::start(port);
+    // Then every node's subscription is dropped (and the publishers' connections): the nodes
+    // subscribe again and catch up from the store.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for kind in ["pubsub", "normal"] {
+        let killed = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "CLIENT", "KILL", "TYPE", kind])
+            .output()
+            .expect("redis-cli");
+        assert!(killed.status.success(), "{killed:?}");
+    }
     let mut results = finish(runs).await;
     let n = EACH * results.len();
     let want: Vec<i64> = (1..=n as i64).collect();
@@ -685,4 +700,76 @@ async fn sign_in_limits_spent_on_one_node_hold_on_another() {
         "the account's failures count on node b: {body}"
     );
     assert!(body.contains("account"), "{body}");
+}
+
+/// What crosses nodes besides messages: a read marker set on one node reaches the same user's
+/// socket on another, typing reaches the other members there, and a client that reconnects to
+/// another node resumes (`sync`) from its last seq with exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_typing_and_resume_cross_nodes() {
+    if !cluster_available() {
+        return;
+    }
+    let (dir, tokens) = users_on_a_new_store(&["ida", "jon"]).await;
+    let nodes = start_nodes(dir, 3, |_| {}).await;
+    let mut ida_a = nodes[0].connect(&tokens[0]).await;
+    let mut ida_b = nodes[1].connect(&tokens[0]).await;
+    let mut jon = nodes[2].connect(&tokens[1]).await;
+    let general = jon.general();
+    let first = jon.send_text(general, "one").await;
+
+    // Typing on node c reaches ida's socket on node a.
+    jon.request(|id| ClientFrame::Typing { id, conv: general })
+        .await
+        .unwrap();
+    ida_a
+        .wait_for(|f| matches!(f, ServerFrame::Typing { username, .. } if username == "jon"))
+        .await;
+    // Ida reads on node a; her socket on node b hears of it.
+    ida_a
+        .request(|id| ClientFrame::Read {
+            id,
+            conv: general,
+            seq: first.seq,
+        })
+        .await
+        .unwrap();
+    ida_b
+        .wait_for(|f| matches!(f, ServerFrame::Read { conv, seq } if *conv == general && *seq == first.seq))
+        .await;
+
+    // Ida's node-a client goes away after seq `first`; jon sends three more on node c; she
+    // comes back on node b and resumes from her last seq: exactly the three, in order.
+    drop(ida_a);
+    let mut missed = Vec::new();
+    for text in ["two", "three", "four"] {
+        missed.push(jon.send_text(general, text).await.seq);
+    }
+    let mut back = nodes[1].connect(&tokens[0]).await;
+    let id = back.next_id();
+    back.send_frame(&ClientFrame::Sync {
+        id,
+        since: vec![natter::protocol::ConvSeq {
+            conv: general,
+            seq: first.seq,
+        }],
+    })
+    .await;
+    let mut replayed = Vec::new();
+    loop {
+        match back.next().await.expect("open") {
+            ServerFrame::Batch { conv, messages } if conv == general => {
+                replayed.extend(messages.iter().map(|m| m.seq))
+            }
+            ServerFrame::Message { message } if message.conv == general => {
+                replayed.push(message.seq)
+            }
+            ServerFrame::Ok {
+                id: got,
+                result: Reply::Synced { .. },
+            } if got == id => break,
+            _ => {}
+        }
+    }
+    assert_eq!(replayed, missed, "exactly what was missed, once, in order");
 }
