@@ -911,6 +911,20 @@ pub struct Health {
     pub status: String,
     pub version: String,
     pub protocol: u32,
+    /// Only on a node of a cluster (`--bus`): how it stands on the bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// A cluster node's view of the bus between nodes, in `GET /api/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ClusterHealth {
+    /// Whether the node hears the bus now (false while it reconnects).
+    pub subscribed: bool,
+    /// The other nodes it hears (each within its lease).
+    pub nodes: u32,
 }
 
 /// Whether `text` is a sendable message: not blank (only Unicode White_Space, which is what

@@ -77,7 +77,34 @@ async fn start_nodes(
             .await,
         );
     }
+    for node in &nodes {
+        hears(node, count - 1).await;
+    }
     nodes
+}
+
+/// Wait until `node` says (`GET /api/health`) it is subscribed to the bus and hears `others`
+/// other nodes: from then on nothing another node publishes passes it by.
+async fn hears(node: &TestServer, others: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health: natter::protocol::Health = reqwest::get(node.http_url("/api/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let cluster = health.cluster.expect("a cluster node reports on its bus");
+        if cluster.subscribed && cluster.nodes as usize >= others {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node:?} hears {cluster:?}",
+            node = node.addr
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What one client saw of one conversation: seqs in the order they arrived (its own sends'
@@ -772,4 +799,43 @@ async fn reads_typing_and_resume_cross_nodes() {
         }
     }
     assert_eq!(replayed, missed, "exactly what was missed, once, in order");
+}
+
+/// An event-stream ticket (for a browser's EventSource behind a load balancer) taken on one
+/// node opens a stream on another, once: used there, it is refused everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_ticket_from_one_node_works_once_on_another() {
+    if !cluster_available() {
+        return;
+    }
+    let (dir, tokens) = users_on_a_new_store(&["kim"]).await;
+    let nodes = start_nodes(dir, 2, |_| {}).await;
+    let (status, body) = nodes[0]
+        .post(
+            "/api/events/ticket",
+            serde_json::json!(null),
+            Some(&tokens[0]),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = |node: &TestServer| {
+        reqwest::Client::new()
+            .get(node.http_url(&format!("/api/events?ticket={ticket}")))
+            .send()
+    };
+    let resp = open(&nodes[1]).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the ticket from node a opens a stream on node b"
+    );
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for node in &nodes {
+        let resp = open(node).await.unwrap();
+        assert_eq!(resp.status(), 401, "used once, refused on every node");
+    }
 }

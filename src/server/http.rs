@@ -277,11 +277,12 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
     }
 }
 
-async fn health() -> Json<Health> {
+async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: PROTOCOL_VERSION,
+        cluster: shared.bus.status(),
     })
 }
 

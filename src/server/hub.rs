@@ -691,6 +691,11 @@ impl Hub {
         }
     }
 
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
     /// The user's public profile.
     pub fn user(&self, user: UserId) -> Option<User> {
         self.lock().users.get(&user).cloned()
@@ -1034,9 +1039,9 @@ impl Hub {
                 }
                 Event::NodeGone { node } => state.set_node_presence(node, &[], &mut out),
                 Event::PresenceWanted => out.presence_wanted = true,
-                // Followed by `service::limits::follow`, not the hub.
-                Event::Limits { .. } => {}
-                Event::Resync => self.resync(),
+                // Followed by `service::follow_nodes`, not the hub.
+                Event::Limits { .. } | Event::Ticket { .. } => {}
+                Event::Resync => self.resync(&mut state),
             }
         }
         // Logged-out sockets leave the hub before anything is written.
@@ -1065,6 +1070,7 @@ impl Hub {
         origin_conn: Option<ConnId>,
         out: &mut Outgoing,
     ) -> Option<Reply> {
+        state.catch_up.note(outcome);
         match outcome {
             WriteOutcome::Registered(row) => {
                 state.users.insert(row.id, row.user.clone());

@@ -305,12 +305,12 @@ impl Shared {
         hub.clone().start_fanout(bus.subscribe())?;
         tokio::spawn(hub.clone().run_presence());
         tracing::debug!(node = format_args!("{node:x}"), "node started");
-        // In a cluster the sign-in limits are shared: this node's changes go out on the bus,
-        // the others' are followed from it.
+        // In a cluster the sign-in limits and event-stream tickets are shared: this node's
+        // changes go out on the bus, the others' are followed from it.
         let clustered = config.bus.is_some();
         let limits =
             service::limits::Limits::new(&config, clustered.then(|| (Arc::downgrade(&bus), node)));
-        let limit_changes = clustered.then(|| bus.subscribe());
+        let node_changes = clustered.then(|| bus.subscribe());
         let shared = Arc::new(Shared {
             store,
             bus,
@@ -328,8 +328,8 @@ impl Shared {
             stream_tickets: service::events::Tickets::default(),
             config,
         });
-        if let Some(changes) = limit_changes {
-            tokio::spawn(service::limits::follow(
+        if let Some(changes) = node_changes {
+            tokio::spawn(service::follow_nodes(
                 Arc::downgrade(&shared),
                 node,
                 changes,

@@ -152,6 +152,11 @@ pub enum Event {
         node: NodeId,
         change: super::service::limits::LimitChange,
     },
+    /// Node `node` issued or redeemed an event-stream ticket: every other node does too.
+    Ticket {
+        node: NodeId,
+        change: super::service::events::TicketChange,
+    },
     /// This node may have missed events (the bus lost its connection, or a publisher's batch
     /// never arrived): reload what is durable from the store and fill the gaps. Delivered by
     /// the bus to this node only.
@@ -173,6 +178,11 @@ pub trait Bus: Send + Sync {
     /// commit order: a gap there means another node committed without a shared bus.
     fn reorder_wait(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    /// How this node stands on a bus between nodes; None for the in-process bus.
+    fn status(&self) -> Option<crate::protocol::ClusterHealth> {
+        None
     }
 }
 

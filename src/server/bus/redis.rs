@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use super::local::LocalBus;
 use super::{deliver_when_released, Bus, Event, NodeId};
+use crate::protocol::ClusterHealth;
 
 /// How long a node waits for a message missing before one it heard from another node, before
 /// it reads the missing one from the store. Redis delivers in well under a millisecond on a
@@ -71,6 +72,8 @@ pub struct RedisBus {
 
 struct Inner {
     node: NodeId,
+    /// What `GET /api/health` says of the bus.
+    status: Mutex<ClusterHealth>,
     /// This node's subscribers (its hub).
     local: LocalBus,
     /// Events published here, for other nodes, not yet handed to the publisher.
@@ -133,6 +136,10 @@ impl RedisBus {
         let (outgoing, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node,
+            status: Mutex::new(ClusterHealth {
+                subscribed: false,
+                nodes: 0,
+            }),
             local: LocalBus::default(),
             pending: Mutex::new(Vec::new()),
             outgoing,
@@ -168,6 +175,19 @@ impl Bus for RedisBus {
 
     fn reorder_wait(&self) -> Duration {
         REORDER_WAIT
+    }
+
+    fn status(&self) -> Option<ClusterHealth> {
+        Some(*self.inner.status.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Inner {
+    fn set_status(&self, subscribed: bool, nodes: usize) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = ClusterHealth {
+            subscribed,
+            nodes: nodes as u32,
+        };
     }
 }
 
@@ -280,16 +300,22 @@ async fn subscribe_loop(
         backoff = Duration::from_millis(100);
         {
             let Some(bus) = inner.upgrade() else { return };
+            // What was committed before the subscription (since the snapshot this node started
+            // from, or while it was away) is read from the store.
             if !first {
                 tracing::info!("bus: subscribed again; catching up from the store");
-                bus.local.deliver(vec![Event::Resync]);
             }
+            bus.local.deliver(vec![Event::Resync]);
+            bus.set_status(true, 0);
             // Everyone (this node too) says who is on it: what this node knew may be stale.
             bus.publish(Event::PresenceWanted);
         }
         first = false;
         if !listen(pubsub, &inner, beat, lease).await {
             return;
+        }
+        if let Some(bus) = inner.upgrade() {
+            bus.set_status(false, 0);
         }
         tracing::warn!("bus: lost the subscription; subscribing again");
     }
@@ -328,6 +354,7 @@ async fn listen(
                 let missed = match heard.get_mut(&envelope.node) {
                     None => {
                         heard.insert(envelope.node, (now, envelope.n));
+                        bus.set_status(true, heard.len());
                         tracing::debug!(node = format_args!("{:x}", envelope.node), "bus: a node joined");
                         bus.publish(Event::PresenceWanted);
                         false
@@ -363,6 +390,7 @@ async fn listen(
                     .collect();
                 for node in gone {
                     heard.remove(&node);
+                    bus.set_status(true, heard.len());
                     tracing::info!(node = format_args!("{node:x}"), "bus: a node's lease ran out; its users are offline");
                     bus.local.deliver(vec![Event::NodeGone { node }]);
                 }

@@ -38,6 +38,55 @@ pub(super) struct Pending {
     behind: HashMap<ConvId, Seq>,
     /// Conversations whose gap is being read from the store.
     filling: HashSet<ConvId>,
+    /// Resyncs whose snapshot is being read, and what was applied meanwhile.
+    resyncs: u32,
+    touched: Touched,
+}
+
+/// What the hub applied from events while a resync read its snapshot. The snapshot may be
+/// older than these (or miss them), so reconciling leaves them as the events made them.
+#[derive(Default, Clone)]
+struct Touched {
+    members: HashSet<(ConvId, UserId)>,
+    convs: HashSet<ConvId>,
+    users: HashSet<UserId>,
+}
+
+impl Pending {
+    /// Remember what `outcome` changes, while a resync is reading its snapshot.
+    pub(super) fn note(&mut self, outcome: &WriteOutcome) {
+        if self.resyncs == 0 {
+            return;
+        }
+        let t = &mut self.touched;
+        match outcome {
+            WriteOutcome::Registered(row) | WriteOutcome::UserUpdated(row) => {
+                t.users.insert(row.id);
+            }
+            WriteOutcome::RoomCreated { user, conv, .. } => {
+                t.convs.insert(*conv);
+                t.members.insert((*conv, *user));
+            }
+            WriteOutcome::Joined { user, conv, .. } | WriteOutcome::Left { user, conv } => {
+                t.members.insert((*conv, *user));
+            }
+            WriteOutcome::Sent {
+                new_dm: Some((conv, a, b)),
+                ..
+            } => {
+                t.convs.insert(*conv);
+                t.members.extend([(*conv, *a), (*conv, *b)]);
+            }
+            WriteOutcome::AccountDeleted { row, left, .. } => {
+                t.users.insert(row.id);
+                t.members.extend(left.iter().map(|c| (*c, row.id)));
+            }
+            WriteOutcome::LevelSet { user, .. } | WriteOutcome::DndSet { user, .. } => {
+                t.users.insert(*user);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How the hub reads what it missed; set by [`Hub::attach_store`].
@@ -163,8 +212,9 @@ impl Hub {
     }
 
     /// Reload what is durable from the store and catch up with it ([`Event::Resync`]).
-    pub(super) fn resync(&self) {
+    pub(super) fn resync(&self, state: &mut State) {
         if let Some(reader) = self.reader.get() {
+            state.catch_up.resyncs += 1;
             reader.runtime.spawn(reader.clone().resync());
         }
     }
@@ -188,18 +238,41 @@ impl Hub {
 
     /// Bring memory up to `snapshot`: users, attention, conversations and their members (the
     /// members hear what changed, as if the events had come), and fill the messages behind.
+    ///
+    /// What the hub applied from events while the snapshot was being read stays as the events
+    /// made it (the snapshot may predate them); the rest follows the snapshot.
     fn reconcile(&self, snapshot: Snapshot) {
         let mut state = self.lock();
+        let touched = state.catch_up.touched.clone();
+        state.catch_up.resyncs = state.catch_up.resyncs.saturating_sub(1);
+        if state.catch_up.resyncs == 0 {
+            state.catch_up.touched = Touched::default();
+        }
+        // Changes made here are not events: keep them out of `touched`.
+        let resyncs = std::mem::take(&mut state.catch_up.resyncs);
         let mut out = Outgoing::default();
         for row in snapshot.users {
-            state.users.insert(row.id, row.user);
+            if !touched.users.contains(&row.id) {
+                state.users.insert(row.id, row.user);
+            }
         }
-        state.levels.clear();
+        state.levels.retain(|user, _| touched.users.contains(user));
         for (user, conv, level) in snapshot.levels {
-            state.levels.entry(user).or_default().insert(conv, level);
+            if !touched.users.contains(&user) {
+                state.levels.entry(user).or_default().insert(conv, level);
+            }
         }
-        state.dnd = snapshot.dnd.into_iter().collect();
+        state.dnd.retain(|user, _| touched.users.contains(user));
+        for (user, dnd) in snapshot.dnd {
+            if !touched.users.contains(&user) {
+                state.dnd.insert(user, dnd);
+            }
+        }
         for c in snapshot.convs {
+            if touched.convs.contains(&c.id) {
+                // Created here from its event meanwhile: already as it should be.
+                continue;
+            }
             let Some(entry) = state.convs.get(&c.id) else {
                 // New to this node: its members hear of it, their clients fetch its history.
                 if c.kind == ConvKind::Room {
@@ -225,15 +298,18 @@ impl Hub {
             };
             let last_seq = entry.last_seq;
             let now: HashMap<UserId, Seq> = c.members.iter().copied().collect();
+            let settled = |u: &&UserId| !touched.members.contains(&(c.id, **u));
             let left: Vec<UserId> = entry
                 .members
                 .keys()
                 .filter(|u| !now.contains_key(u))
+                .filter(settled)
                 .copied()
                 .collect();
             let joined: Vec<UserId> = now
                 .keys()
                 .filter(|u| !entry.members.contains_key(u))
+                .filter(settled)
                 .copied()
                 .collect();
             for user in left {
@@ -265,6 +341,7 @@ impl Hub {
                 self.fill_later(&mut state, c.id);
             }
         }
+        state.catch_up.resyncs = resyncs;
         state.reap(&mut out);
         drop(state);
         self.deliver(out);
@@ -324,7 +401,9 @@ impl Reader {
             };
             match store.snapshot().await {
                 Ok(snapshot) => {
-                    tracing::info!("resynchronising with the store after a gap on the bus");
+                    tracing::info!(
+                        "resynchronising with the store (the bus may have missed events)"
+                    );
                     hub.reconcile(snapshot);
                     return;
                 }
@@ -335,5 +414,81 @@ impl Reader {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::super::bus::{local::LocalBus, Bus};
+    use super::super::super::clock::Clock;
+    use super::super::super::store::{ConvRow, UserRow};
+    use super::*;
+    use crate::protocol::{limits, User};
+
+    fn snapshot(members: &[UserId]) -> Snapshot {
+        let users = ["ann", "ben", "cat"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| UserRow {
+                id: i as UserId + 1,
+                user: User {
+                    username: name.to_string(),
+                    display_name: name.to_string(),
+                    avatar: "🙂".into(),
+                    deleted: false,
+                },
+            })
+            .collect();
+        Snapshot {
+            users,
+            convs: vec![ConvRow {
+                id: 1,
+                kind: ConvKind::Room,
+                name: limits::DEFAULT_ROOM.into(),
+                last_seq: 0,
+                members: members.iter().map(|u| (*u, 0)).collect(),
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    fn members(hub: &Hub) -> Vec<UserId> {
+        let mut m: Vec<UserId> = hub.lock().convs[&1].members.keys().copied().collect();
+        m.sort_unstable();
+        m
+    }
+
+    /// A resync's snapshot may be older than events the hub applied while it was read: those
+    /// stay as the events made them; what the hub missed follows the snapshot.
+    #[tokio::test]
+    async fn a_resync_keeps_what_events_changed_while_its_snapshot_was_read() {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let hub = Hub::new(
+            snapshot(&[1, 2]),
+            9,
+            Arc::downgrade(&bus),
+            25_000,
+            Clock::system(),
+        );
+        // A resync starts (no store attached here: its snapshot is handed in below).
+        hub.lock().catch_up.resyncs += 1;
+        // Meanwhile ben leaves (an event), after the snapshot below was read.
+        hub.on_events(
+            vec![Event::Committed {
+                outcome: WriteOutcome::Left { user: 2, conv: 1 },
+                origin: None,
+            }]
+            .into_iter(),
+        );
+        assert_eq!(members(&hub), [1]);
+        // The snapshot still has ben (older), and has cat, who joined in an event this node
+        // never heard, and lacks ann, whose leaving it never heard either.
+        hub.reconcile(snapshot(&[2, 3]));
+        assert_eq!(members(&hub), [3], "ben stays out, cat is in, ann is out");
+        let state = hub.lock();
+        assert_eq!(state.catch_up.resyncs, 0);
+        assert!(state.catch_up.touched.members.is_empty(), "tracking ended");
     }
 }

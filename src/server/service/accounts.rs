@@ -23,8 +23,9 @@ pub const MAX_PASSWORD_CHARS: usize = 1024;
 /// Longest avatar choice.
 const MAX_AVATAR_CHARS: usize = 32;
 
-/// A live token's owner.
-#[derive(Debug, Clone, Copy)]
+/// A live token's owner. (Serialisable: a ticket standing for it crosses the bus between
+/// nodes.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Authed {
     pub user: UserId,
     pub token: TokenHash,

@@ -19,6 +19,7 @@ use crate::protocol::{limits, ApiError, ConvId, ErrorCode, Millis, ServerFrame};
 use crate::stream::{self, Cursor, Ready};
 
 use super::super::auth::{self, TokenHash};
+use super::super::bus::Event;
 use super::super::connection::Slot;
 use super::super::hub::Kill;
 use super::super::outbound::{Outlet, PushError, WireFrame};
@@ -346,9 +347,58 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Single-use tickets that stand for a token in a URL (a browser's EventSource cannot send an
-/// `Authorization` header), for [`stream::limits::TICKET_TTL_SECS`]. Kept in this node's memory.
+/// `Authorization` header), for [`stream::limits::TICKET_TTL_SECS`]. Kept in memory; in a
+/// cluster each node's issues and redemptions cross the bus ([`TicketChange`]), so a ticket
+/// from one node works once on any (two redemptions on two nodes within the bus's delay could
+/// both succeed: the window is a millisecond or so, and a ticket lives 60 s at most).
 #[derive(Default)]
 pub struct Tickets(Mutex<HashMap<TokenHash, (Authed, Millis)>>);
+
+/// A change to the tickets made on one node, for the others to make too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TicketChange {
+    Issued {
+        hash: TokenHash,
+        authed: Authed,
+        until: Millis,
+    },
+    Redeemed {
+        hash: TokenHash,
+    },
+}
+
+/// Make a ticket change another node made.
+pub fn apply_ticket_change(shared: &Shared, change: TicketChange) {
+    let mut tickets = shared
+        .stream_tickets
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match change {
+        TicketChange::Issued {
+            hash,
+            authed,
+            until,
+        } => {
+            let now = shared.clock.now_ms();
+            tickets.retain(|_, (_, until)| *until > now);
+            tickets.insert(hash, (authed, until));
+        }
+        TicketChange::Redeemed { hash } => {
+            tickets.remove(&hash);
+        }
+    }
+}
+
+/// Tell the other nodes of a ticket change (in cluster mode; nothing on one node).
+fn share_ticket_change(shared: &Shared, change: TicketChange) {
+    if shared.config.bus.is_some() {
+        shared.bus.publish(Event::Ticket {
+            node: shared.hub.node(),
+            change,
+        });
+    }
+}
 
 /// Most unused tickets one user may hold; the oldest goes when another is issued.
 const MAX_TICKETS_PER_USER: usize = 16;
@@ -377,18 +427,31 @@ pub fn issue_ticket(shared: &Shared, authed: Authed) -> (String, u64) {
         }
     }
     tickets.insert(hash, (authed, expires));
+    drop(tickets);
+    share_ticket_change(
+        shared,
+        TicketChange::Issued {
+            hash,
+            authed,
+            until: expires,
+        },
+    );
     (ticket, ttl)
 }
 
 /// The session a ticket stands for, once: a used, expired or unknown ticket, or one whose
 /// token was revoked since, is `unauthorized`.
 pub async fn redeem_ticket(shared: &Shared, ticket: &str) -> Result<Authed, ServiceError> {
+    let hash = auth::hash_token(ticket);
     let found = shared
         .stream_tickets
         .0
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&auth::hash_token(ticket));
+        .remove(&hash);
+    if found.is_some() {
+        share_ticket_change(shared, TicketChange::Redeemed { hash });
+    }
     match found {
         Some((authed, until)) if until > shared.clock.now_ms() => {
             accounts::check_token(shared, authed.token).await

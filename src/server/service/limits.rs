@@ -1,6 +1,6 @@
 //! The sign-in limits (failed sign-ins per address and per account, account creation per
 //! address), shared by every node of a cluster: each change made here is published on the bus
-//! ([`Event::Limits`]) and made by the other nodes too ([`follow`]), so a budget spent on one
+//! ([`Event::Limits`]) and made by the other nodes too ([`super::follow_nodes`]), so a budget spent on one
 //! node holds on all of them. The rules themselves live in [`auth`].
 //!
 //! Each node keeps its own copy, changed at its own clock's time, so the copies agree to
@@ -8,10 +8,8 @@
 //! attempts in flight during that delay. On one node nothing is published.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::{Duration, Instant};
-
-use tokio::sync::mpsc;
 
 use super::super::auth::{AccountDelay, AddressBudget};
 use super::super::bus::{Bus, Event, NodeId};
@@ -131,34 +129,13 @@ impl Limits {
     }
 
     /// Make a change another node made.
-    fn apply(&self, change: LimitChange, now: Instant) {
+    pub(crate) fn apply(&self, change: LimitChange, now: Instant) {
         match change {
             LimitChange::AddressSpent { budget, ip } => self.budget(budget).charge(ip, now),
             LimitChange::AddressRefunded { budget, ip } => self.budget(budget).refund(ip, now),
             LimitChange::AccountCharged { user } => self.account.charge(user, now),
             LimitChange::AccountRefunded { user } => self.account.refund(user),
             LimitChange::AccountSucceeded { user } => self.account.succeeded(user),
-        }
-    }
-}
-
-/// Make the other nodes' changes to the limits here, as the bus brings them, until it closes
-/// or the server is gone.
-pub async fn follow(
-    shared: Weak<super::super::Shared>,
-    node: NodeId,
-    mut events: mpsc::UnboundedReceiver<Vec<Event>>,
-) {
-    while let Some(batch) = events.recv().await {
-        let Some(shared): Option<Arc<super::super::Shared>> = shared.upgrade() else {
-            return;
-        };
-        for event in batch {
-            if let Event::Limits { node: from, change } = event {
-                if from != node {
-                    shared.limits.apply(change, shared.clock.instant());
-                }
-            }
         }
     }
 }

@@ -136,6 +136,33 @@ pub(crate) async fn write_for_call(
     Ok(outcome)
 }
 
+/// In a cluster: make here the changes the other nodes made to what each node keeps in memory
+/// beside the hub (sign-in limits, event-stream tickets), as the bus brings them, until it
+/// closes or the server is gone.
+pub(crate) async fn follow_nodes(
+    shared: std::sync::Weak<super::Shared>,
+    node: super::bus::NodeId,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Vec<super::bus::Event>>,
+) {
+    use super::bus::Event;
+    while let Some(batch) = events.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        for event in batch {
+            match event {
+                Event::Limits { node: from, change } if from != node => {
+                    shared.limits.apply(change, shared.clock.instant())
+                }
+                Event::Ticket { node: from, change } if from != node => {
+                    events::apply_ticket_change(&shared, change)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
