@@ -714,6 +714,7 @@ impl Actor {
                             target,
                             client_msg_id,
                             text: item.text.clone(),
+                            reply_to: None,
                         };
                         conn.pending.insert(
                             id,

@@ -266,6 +266,7 @@ mod tests {
             text: text.into(),
             time: 1_795_000_000_123,
             client_msg_id: uuid::Uuid::nil(),
+            ..Default::default()
         }
     }
 

@@ -115,7 +115,9 @@ impl ClientError {
             ErrorCode::BadRequest
             | ErrorCode::UnknownType
             | ErrorCode::InvalidName
-            | ErrorCode::TooLong => ClientError::Invalid(message),
+            | ErrorCode::TooLong
+            | ErrorCode::InvalidTarget
+            | ErrorCode::InvalidReaction => ClientError::Invalid(message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(message),
             ErrorCode::Forbidden => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),

@@ -1391,6 +1391,7 @@ mod tests {
             text: text.into(),
             time: 1_000 + seq,
             client_msg_id: Uuid::new_v4(),
+            ..Default::default()
         }
     }
 

@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::{
-    close, limits, ClientFrame, ErrorCode, FrameError, Millis, Reply, ServerFrame,
+    close, limits, Action, ClientFrame, ErrorCode, FrameError, Millis, Reply, ServerFrame,
 };
 
 use super::auth::hash_token;
@@ -602,8 +602,64 @@ impl Session {
                 target,
                 client_msg_id,
                 text,
+                reply_to,
                 ..
-            } => later(messages::send(shared, &caller, target, client_msg_id, text)),
+            } => later(messages::send(
+                shared,
+                &caller,
+                target,
+                client_msg_id,
+                text,
+                reply_to,
+            )),
+            ClientFrame::Edit {
+                conv,
+                target,
+                client_msg_id,
+                text,
+                ..
+            } => later(messages::act(
+                shared,
+                &caller,
+                conv,
+                client_msg_id,
+                Action::Edit { target },
+                text,
+            )),
+            ClientFrame::Delete {
+                conv,
+                target,
+                client_msg_id,
+                ..
+            } => {
+                let action = Action::Delete { target };
+                later(messages::act(
+                    shared,
+                    &caller,
+                    conv,
+                    client_msg_id,
+                    action,
+                    String::new(),
+                ))
+            }
+            ClientFrame::React {
+                conv,
+                target,
+                client_msg_id,
+                emoji,
+                on,
+                ..
+            } => {
+                let action = Action::React { target, emoji, on };
+                later(messages::act(
+                    shared,
+                    &caller,
+                    conv,
+                    client_msg_id,
+                    action,
+                    String::new(),
+                ))
+            }
             ClientFrame::History {
                 conv,
                 before,

@@ -225,6 +225,7 @@ mod tests {
                     Target::Conv(general),
                     Uuid::new_v4(),
                     text,
+                    None,
                 )
                 .unwrap();
             }
