@@ -296,6 +296,10 @@ struct HeldTarget {
 /// external-content bookkeeping expects.
 struct SearchIndexWrites {
     pending: Vec<(i64, String)>,
+    /// An entry written before this write was replaced. FTS5 only marks the old one deleted;
+    /// its tokens (trigrams of the old text) stay in their segment until the segments are
+    /// merged, so the write asks for a merge: deleted and pre-edit text must be gone.
+    replaced_old: bool,
 }
 
 impl SearchIndexWrites {
@@ -315,6 +319,7 @@ impl SearchIndexWrites {
             "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', ?1, ?2)",
         )?
         .execute(params![row_id, old])?;
+        self.replaced_old = true;
         tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
             .execute(params![row_id, new])?;
         Ok(())
@@ -1172,6 +1177,7 @@ impl Store {
         let mut written = 0i64;
         let mut index = SearchIndexWrites {
             pending: Vec::new(),
+            replaced_old: false,
         };
         // Held messages that actions (or the server's newer state) changed, in order.
         let mut changed: Vec<(ConvId, Seq)> = Vec::new();
@@ -1303,7 +1309,7 @@ impl Store {
                     });
                 }
             }
-            let mut to_index = index.pending;
+            let mut to_index = std::mem::take(&mut index.pending);
             if !to_index.is_empty() {
                 // Every row inserted into messages is indexed here, in one statement and in
                 // rowid order: FTS5 writes its pending terms out as a segment at each statement
@@ -1322,7 +1328,18 @@ impl Store {
             }
         }
         tx.commit()?;
-        if written > 0 {
+        if index.replaced_old {
+            // The merge is what removes the old text's tokens from the index.
+            let merged = if self.background_merge.load(Ordering::Relaxed) {
+                self.merge_due.store(true, Ordering::Relaxed);
+                Ok(())
+            } else {
+                compact(&mut conn)
+            };
+            if let Err(e) = merged {
+                tracing::warn!("local store: merging the search index failed: {e}");
+            }
+        } else if written > 0 {
             // The messages are committed: a failed merge only leaves the index as FTS5 left it,
             // and the next write tries again.
             if let Err(e) = self.compact_if_grown(&mut conn) {
@@ -2125,6 +2142,9 @@ mod tests {
             .unwrap();
         assert_eq!(raw, 0, "deleted and pre-edit text is gone from the store");
         fts_integrity_check(&s);
+        // Not only unfindable: FTS5 only marks a replaced entry deleted, in a new segment;
+        // the write merged the index into one segment, which drops the old entries.
+        assert_eq!(s.search_index_segments().unwrap(), 1);
         let page = s.page(1, None, 50).unwrap();
         let shown: Vec<_> = page.iter().map(|m| m.seq.unwrap()).collect();
         assert_eq!(shown, [1, 2, 3], "action rows are not messages");
