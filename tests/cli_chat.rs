@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::cli::{fails, natter, natter_env, ok, Run};
 use support::{TestServer, PASSWORD};
 use tokio::process::Command;
@@ -422,4 +424,84 @@ async fn message_actions_through_the_cli() {
     );
     assert_eq!(lines[1]["reply_to"]["deleted"], true);
     assert!(ok(natter(b, &["search", "hello"]).await).trim().is_empty());
+}
+
+/// `natter tail` prints a message when it arrives and again, as it is now, each time it is
+/// edited, reacted to or deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_a_message_again_when_it_changes() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let server = TestServer::start().await;
+    let (a, b) = two_registered(&server, "alice", "bob").await;
+    let (a, b) = (a.path(), b.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .arg("--profile")
+        .arg(b)
+        .args(["tail", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run natter tail");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The next printed line that `pred` accepts (others: replayed or earlier messages).
+    async fn until(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        wait: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .ok()?;
+            let line = line.unwrap().expect("tail still running");
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+    // Tail is connected once a message sent now reaches it.
+    let mut connected = false;
+    for i in 0..50 {
+        let ping = format!("ping {i}");
+        ok(natter(a, &["send", "general", &ping]).await);
+        let short = Duration::from_millis(300);
+        if until(&mut lines, short, |v| v["text"] == ping)
+            .await
+            .is_some()
+        {
+            connected = true;
+            break;
+        }
+    }
+    assert!(connected, "tail prints live messages");
+    ok(natter(a, &["send", "general", "helo"]).await);
+    let first = until(&mut lines, support::WAIT, |v| v["text"] == "helo")
+        .await
+        .expect("printed");
+    let seq = first["seq"].as_i64().unwrap();
+    let this = move |v: &serde_json::Value| v["seq"].as_i64() == Some(seq);
+    let arg = seq.to_string();
+    ok(natter(a, &["edit", "general", &arg, "hello"]).await);
+    let edited = until(&mut lines, support::WAIT, this)
+        .await
+        .expect("printed again");
+    assert_eq!(edited["text"], "hello", "{edited}");
+    assert!(edited["edited"].as_i64().is_some(), "{edited}");
+    ok(natter(a, &["react", "general", &arg, "🎉"]).await);
+    let reacted = until(&mut lines, support::WAIT, this)
+        .await
+        .expect("printed again");
+    assert_eq!(reacted["reactions"][0]["emoji"], "🎉", "{reacted}");
+    ok(natter(a, &["delete", "general", &arg]).await);
+    let deleted = until(&mut lines, support::WAIT, this)
+        .await
+        .expect("printed again");
+    assert_eq!(
+        (deleted["deleted"].as_bool(), deleted["text"].as_str()),
+        (Some(true), Some(""))
+    );
 }
