@@ -593,6 +593,51 @@ pub enum ClientFrame {
     },
 }
 
+/// What an `edit`, `delete` or `react` frame asks for, as one conversation event: where, its
+/// idempotency key, the action, and the text (an edit's new text, else empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRequest {
+    pub conv: ConvId,
+    pub client_msg_id: Uuid,
+    pub action: Action,
+    pub text: String,
+}
+
+impl ActionRequest {
+    /// The frame that sends it as request `id`.
+    pub fn into_frame(self, id: u64) -> ClientFrame {
+        let ActionRequest {
+            conv,
+            client_msg_id,
+            action,
+            text,
+        } = self;
+        match action {
+            Action::Edit { target } => ClientFrame::Edit {
+                id,
+                conv,
+                target,
+                client_msg_id,
+                text,
+            },
+            Action::Delete { target } => ClientFrame::Delete {
+                id,
+                conv,
+                target,
+                client_msg_id,
+            },
+            Action::React { target, emoji, on } => ClientFrame::React {
+                id,
+                conv,
+                target,
+                client_msg_id,
+                emoji,
+                on,
+            },
+        }
+    }
+}
+
 /// Why a text frame is not a [`ClientFrame`], as the server answers it in an `error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
@@ -694,6 +739,48 @@ impl ClientFrame {
                 format!("`type` must be {naming}, not {}", json_kind(other)),
             )),
         }
+    }
+
+    /// The action an `edit`, `delete` or `react` frame asks for; any other frame back as it was.
+    pub fn into_action(self) -> Result<ActionRequest, ClientFrame> {
+        let (conv, client_msg_id, action, text) = match self {
+            ClientFrame::Edit {
+                conv,
+                target,
+                client_msg_id,
+                text,
+                ..
+            } => (conv, client_msg_id, Action::Edit { target }, text),
+            ClientFrame::Delete {
+                conv,
+                target,
+                client_msg_id,
+                ..
+            } => (
+                conv,
+                client_msg_id,
+                Action::Delete { target },
+                String::new(),
+            ),
+            ClientFrame::React {
+                conv,
+                target,
+                client_msg_id,
+                emoji,
+                on,
+                ..
+            } => {
+                let action = Action::React { target, emoji, on };
+                (conv, client_msg_id, action, String::new())
+            }
+            other => return Err(other),
+        };
+        Ok(ActionRequest {
+            conv,
+            client_msg_id,
+            action,
+            text,
+        })
     }
 
     /// The request id every client frame carries.
@@ -1292,6 +1379,38 @@ mod tests {
             .unwrap_err();
         assert_eq!((e.id, e.code), (Some(3), ErrorCode::BadRequest));
         assert!(e.message.contains("loud"), "{}", e.message);
+    }
+
+    /// An action request and its frame are one shape, both ways; other frames are no action.
+    #[test]
+    fn action_frames_round_trip_through_their_request() {
+        let cmid = Uuid::from_u128(7);
+        for action in [
+            Action::Edit { target: 3 },
+            Action::Delete { target: 4 },
+            Action::React {
+                target: 5,
+                emoji: "👍".into(),
+                on: false,
+            },
+        ] {
+            let text = if matches!(action, Action::Edit { .. }) {
+                "new"
+            } else {
+                ""
+            };
+            let request = ActionRequest {
+                conv: 2,
+                client_msg_id: cmid,
+                action,
+                text: text.into(),
+            };
+            let frame = request.clone().into_frame(9);
+            assert_eq!(frame.id(), 9);
+            assert_eq!(frame.into_action(), Ok(request));
+        }
+        let rooms = ClientFrame::Rooms { id: 1 };
+        assert_eq!(rooms.clone().into_action(), Err(rooms));
     }
 
     #[test]

@@ -8,30 +8,34 @@ mod support;
 use std::collections::BTreeSet;
 
 use natter::protocol::{
-    limits, Action, ClientFrame, ConvId, ConvSeq, ErrorCode, Message, Reply, Seq, ServerFrame,
-    Target,
+    limits, Action, ActionRequest, ClientFrame, ConvId, ConvSeq, ErrorCode, Message, Reply, Seq,
+    ServerFrame, Target,
 };
 use support::{TestServer, WsClient};
 use uuid::Uuid;
 
-fn edit(conv: ConvId, target: Seq, text: &str) -> impl FnOnce(u64) -> ClientFrame {
-    let text = text.to_owned();
-    move |id| ClientFrame::Edit {
-        id,
+/// The frame of `action` in `conv` under key `client_msg_id`, for a request id.
+fn action_with(
+    conv: ConvId,
+    action: Action,
+    text: &str,
+    client_msg_id: Uuid,
+) -> impl FnOnce(u64) -> ClientFrame {
+    let request = ActionRequest {
         conv,
-        target,
-        client_msg_id: Uuid::new_v4(),
-        text,
-    }
+        client_msg_id,
+        action,
+        text: text.to_owned(),
+    };
+    move |id| request.into_frame(id)
+}
+
+fn edit(conv: ConvId, target: Seq, text: &str) -> impl FnOnce(u64) -> ClientFrame {
+    action_with(conv, Action::Edit { target }, text, Uuid::new_v4())
 }
 
 fn delete(conv: ConvId, target: Seq) -> impl FnOnce(u64) -> ClientFrame {
-    move |id| ClientFrame::Delete {
-        id,
-        conv,
-        target,
-        client_msg_id: Uuid::new_v4(),
-    }
+    action_with(conv, Action::Delete { target }, "", Uuid::new_v4())
 }
 
 fn react(conv: ConvId, target: Seq, emoji: &str, on: bool) -> impl FnOnce(u64) -> ClientFrame {
@@ -46,14 +50,7 @@ fn react_with(
     client_msg_id: Uuid,
 ) -> impl FnOnce(u64) -> ClientFrame {
     let emoji = emoji.to_owned();
-    move |id| ClientFrame::React {
-        id,
-        conv,
-        target,
-        client_msg_id,
-        emoji,
-        on,
-    }
+    action_with(conv, Action::React { target, emoji, on }, "", client_msg_id)
 }
 
 fn reply(conv: ConvId, target: Seq, text: &str) -> impl FnOnce(u64) -> ClientFrame {

@@ -20,8 +20,8 @@ use crate::client::types::{
 use crate::dbfile::{self, Damage};
 use crate::names;
 use crate::protocol::{
-    Action, Attention, ClientFrame, ConvId, ConvKind, ConvSeq, Conversation, Dnd, Message, Millis,
-    NotifyLevel, Seq, Session, User,
+    Action, ActionRequest, Attention, ClientFrame, ConvId, ConvKind, ConvSeq, Conversation, Dnd,
+    Message, Millis, NotifyLevel, Seq, Session, User,
 };
 
 /// Numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -488,27 +488,13 @@ impl OutboxItem {
                 text: self.text.clone(),
                 reply_to: self.reply_to,
             },
-            Some(Action::Edit { target }) => ClientFrame::Edit {
-                id,
+            Some(action) => ActionRequest {
                 conv: self.conv?,
-                target: *target,
                 client_msg_id,
+                action: action.clone(),
                 text: self.text.clone(),
-            },
-            Some(Action::Delete { target }) => ClientFrame::Delete {
-                id,
-                conv: self.conv?,
-                target: *target,
-                client_msg_id,
-            },
-            Some(Action::React { target, emoji, on }) => ClientFrame::React {
-                id,
-                conv: self.conv?,
-                target: *target,
-                client_msg_id,
-                emoji: emoji.clone(),
-                on: *on,
-            },
+            }
+            .into_frame(id),
         })
     }
 }

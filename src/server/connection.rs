@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::{
-    close, limits, Action, ClientFrame, ErrorCode, FrameError, Millis, Reply, ServerFrame,
+    close, limits, ClientFrame, ErrorCode, FrameError, Millis, Reply, ServerFrame,
 };
 
 use super::auth::hash_token;
@@ -590,6 +590,10 @@ impl Session {
         let shared = &*shared;
         let later = |r: Result<(), ServiceError>| r.err().map(|e| Err(e.to_client()));
         let now = |r: Result<Reply, ServiceError>| Some(r.map_err(|e| e.to_client()));
+        let frame = match frame.into_action() {
+            Ok(request) => return later(messages::act(shared, &caller, request)),
+            Err(frame) => frame,
+        };
         match frame {
             ClientFrame::Auth { .. } => {
                 Some(Err((ErrorCode::BadRequest, "already authenticated".into())))
@@ -612,53 +616,12 @@ impl Session {
                 text,
                 reply_to,
             )),
-            ClientFrame::Edit {
-                conv,
-                target,
-                client_msg_id,
-                text,
-                ..
-            } => later(messages::act(
-                shared,
-                &caller,
-                conv,
-                client_msg_id,
-                Action::Edit { target },
-                text,
-            )),
-            ClientFrame::Delete {
-                conv,
-                target,
-                client_msg_id,
-                ..
-            } => {
-                let action = Action::Delete { target };
-                later(messages::act(
-                    shared,
-                    &caller,
-                    conv,
-                    client_msg_id,
-                    action,
-                    String::new(),
-                ))
-            }
-            ClientFrame::React {
-                conv,
-                target,
-                client_msg_id,
-                emoji,
-                on,
-                ..
-            } => {
-                let action = Action::React { target, emoji, on };
-                later(messages::act(
-                    shared,
-                    &caller,
-                    conv,
-                    client_msg_id,
-                    action,
-                    String::new(),
-                ))
+            // Served before this match (`into_action`).
+            ClientFrame::Edit { .. } | ClientFrame::Delete { .. } | ClientFrame::React { .. } => {
+                Some(Err((
+                    ErrorCode::Internal,
+                    "an action was not served".into(),
+                )))
             }
             ClientFrame::History {
                 conv,

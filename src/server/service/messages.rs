@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::protocol::{
-    is_valid_reaction, is_valid_text, limits, Action, ConvId, ConvSeq, ErrorCode, Message, Reply,
-    Seq, ServerFrame, Target,
+    is_valid_reaction, is_valid_text, limits, Action, ActionRequest, ConvId, ConvSeq, ErrorCode,
+    Message, Reply, Seq, ServerFrame, Target,
 };
 
 use super::super::hub::{answer, encode};
@@ -36,14 +36,13 @@ pub fn send(
 /// Act on message `action.target()` in `conv`: edit it (`text` is the new text), delete it or
 /// react to it. Checked here: the text and the reaction; in the store: membership, the target,
 /// and who may (only the author edits, see `rules::may_act`).
-pub fn act(
-    shared: &Shared,
-    caller: &Caller,
-    conv: ConvId,
-    client_msg_id: Uuid,
-    action: Action,
-    text: String,
-) -> Result<(), ServiceError> {
+pub fn act(shared: &Shared, caller: &Caller, request: ActionRequest) -> Result<(), ServiceError> {
+    let ActionRequest {
+        conv,
+        client_msg_id,
+        action,
+        text,
+    } = request;
     match &action {
         Action::Edit { .. } => check_text(&text)?,
         Action::React { emoji, .. } if !is_valid_reaction(emoji) => {
