@@ -289,7 +289,8 @@ pub struct ConvSeq {
 pub struct Unread {
     #[ts(type = "number")]
     pub conv: ConvId,
-    /// Messages after `last_read` not sent by this user.
+    /// Messages after `last_read` not sent by this user (replies count; edits, deletes and
+    /// reactions do not).
     pub count: u32,
     #[ts(type = "number")]
     pub last_read: Seq,
@@ -927,9 +928,9 @@ pub enum ServerFrame {
         message: String,
     },
     /// A new message in one of the user's conversations (including the user's own, from any
-    /// device).
+    /// device), or an action on one (an edit, delete or reaction: see [`Action`]).
     Message { message: Message },
-    /// Replayed messages of one conversation during a `sync`, ascending by seq.
+    /// Replayed messages (and actions) of one conversation during a `sync`, ascending by seq.
     Batch {
         #[ts(type = "number")]
         conv: ConvId,

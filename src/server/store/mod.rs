@@ -361,7 +361,8 @@ pub trait Storage: Send + Sync {
     /// The password hash of a live (not deleted) user.
     fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>>;
 
-    /// Unread counts (messages from others after the read marker) per conversation of `user`.
+    /// Unread counts (messages from others after the read marker, not counting actions) per
+    /// conversation of `user`.
     fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>>;
 
     /// Stop taking writes, commit what is queued and wait for it (blocking).
