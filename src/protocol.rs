@@ -33,8 +33,9 @@ pub mod limits {
     /// Seconds a client has to send a whole HTTP request body once its head arrived (408 after).
     pub const HTTP_BODY_TIMEOUT_SECS: u64 = 10;
     /// Most JSON bytes one message takes besides its text: ids, seq and time as the longest
-    /// i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid and the keys.
-    const MESSAGE_JSON_OVERHEAD: usize = 512;
+    /// i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid, the keys, and the
+    /// optional fields of replies and actions (a reaction of [`MAX_REACTION_BYTES`]).
+    const MESSAGE_JSON_OVERHEAD: usize = 640;
     /// Most JSON bytes a message text takes: every char escaped as `\uXXXX` (6 bytes; a
     /// control character) is the worst case, more than any 4-byte UTF-8 char sent raw.
     const TEXT_JSON_BYTES: usize = MAX_TEXT_CHARS * 6;
@@ -61,6 +62,9 @@ pub mod limits {
     pub const MAX_SESSION_LABEL_CHARS: usize = 64;
     /// The room every user is a member of.
     pub const DEFAULT_ROOM: &str = "general";
+    /// Longest reaction, in UTF-8 bytes: room for the longest emoji ZWJ sequences and flag tag
+    /// sequences (about 35 bytes), not for text. The rule is [`super::is_valid_reaction`].
+    pub const MAX_REACTION_BYTES: usize = 64;
     /// Furthest ahead of the server's clock a do-not-disturb end may lie (366 days, in ms):
     /// longer is "until turned off" (`"until": null`).
     pub const MAX_DND_AHEAD_MS: i64 = 366 * 24 * 60 * 60 * 1000;
@@ -192,8 +196,10 @@ pub struct Member {
     pub online: bool,
 }
 
-/// A committed message. `seq` is its place in the conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+/// A committed event of a conversation: a message, or an [`Action`] on an earlier message (an
+/// edit, a delete, a reaction). `seq` is its place in the conversation; actions take seqs like
+/// messages, so resume and ordering hold for them alike (docs/protocol.md, "Message actions").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(export)]
 pub struct Message {
     /// Server-wide message id.
@@ -211,6 +217,60 @@ pub struct Message {
     pub time: Millis,
     /// The sender's idempotency key, so a sender's devices can match their outbox.
     pub client_msg_id: Uuid,
+    /// A reply: the seq of the message (in this conversation) it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub reply_to: Option<Seq>,
+    /// An action on an earlier message; absent for a message. Its `text` is the new text of an
+    /// edit, and empty for a delete or a reaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub action: Option<Action>,
+    /// The message was edited (its `text` is the newest), at this server time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub edited: Option<Millis>,
+    /// The message (or the edit of one) was deleted: its text is gone, `text` is empty.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(optional, as = "Option<bool>")]
+    pub deleted: bool,
+}
+
+/// What an action event does to its `target`, an earlier message (not an action) of the same
+/// conversation, named by its seq. Tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[ts(export)]
+pub enum Action {
+    /// The author replaced the target's text with this event's `text`.
+    Edit {
+        #[ts(type = "number")]
+        target: Seq,
+    },
+    /// The author (or a moderator) deleted the target: its text is gone everywhere.
+    Delete {
+        #[ts(type = "number")]
+        target: Seq,
+    },
+    /// The sender added (`on`) or took back (`!on`) their reaction `emoji` to the target. A
+    /// reaction is keyed (target, sender, emoji): adding it twice is still one reaction.
+    React {
+        #[ts(type = "number")]
+        target: Seq,
+        emoji: String,
+        on: bool,
+    },
+}
+
+impl Action {
+    /// The seq of the message this action is about.
+    pub fn target(&self) -> Seq {
+        match self {
+            Action::Edit { target } | Action::Delete { target } | Action::React { target, .. } => {
+                *target
+            }
+        }
+    }
 }
 
 /// The last seq a client holds for one conversation, sent in [`ClientFrame::Sync`].
@@ -229,7 +289,8 @@ pub struct ConvSeq {
 pub struct Unread {
     #[ts(type = "number")]
     pub conv: ConvId,
-    /// Messages after `last_read` not sent by this user.
+    /// Messages after `last_read` not sent by this user (replies count; edits, deletes and
+    /// reactions do not).
     pub count: u32,
     #[ts(type = "number")]
     pub last_read: Seq,
@@ -406,6 +467,47 @@ pub enum ClientFrame {
         /// Idempotency key: a retry with the same key returns the original ack.
         client_msg_id: Uuid,
         text: String,
+        /// Makes it a reply to the message with this seq in the same conversation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional, type = "number")]
+        reply_to: Option<Seq>,
+    },
+    /// Replace the text of your own message `target` in `conv`. Answered `sent` with the
+    /// `edit` event; the target keeps its seq and gains `edited`.
+    Edit {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        #[ts(type = "number")]
+        target: Seq,
+        client_msg_id: Uuid,
+        text: String,
+    },
+    /// Delete your own message `target` in `conv`: its text (and every edit's) is removed from
+    /// the server. Answered `sent` with the `delete` event.
+    Delete {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        #[ts(type = "number")]
+        target: Seq,
+        client_msg_id: Uuid,
+    },
+    /// Add (`on: true`) or take back (`on: false`) your reaction `emoji` (one emoji, see
+    /// [`is_valid_reaction`]) to message `target` in `conv`. Answered `sent` with the `react`
+    /// event.
+    React {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        #[ts(type = "number")]
+        target: Seq,
+        client_msg_id: Uuid,
+        emoji: String,
+        on: bool,
     },
     /// A page of history: messages with seq < `before` (newest page when absent), or with
     /// seq > `after`. At most `limit` (≤ [`limits::MAX_PAGE`]) messages, ascending by seq.
@@ -490,6 +592,51 @@ pub enum ClientFrame {
         id: u64,
         dnd: Option<Dnd>,
     },
+}
+
+/// What an `edit`, `delete` or `react` frame asks for, as one conversation event: where, its
+/// idempotency key, the action, and the text (an edit's new text, else empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRequest {
+    pub conv: ConvId,
+    pub client_msg_id: Uuid,
+    pub action: Action,
+    pub text: String,
+}
+
+impl ActionRequest {
+    /// The frame that sends it as request `id`.
+    pub fn into_frame(self, id: u64) -> ClientFrame {
+        let ActionRequest {
+            conv,
+            client_msg_id,
+            action,
+            text,
+        } = self;
+        match action {
+            Action::Edit { target } => ClientFrame::Edit {
+                id,
+                conv,
+                target,
+                client_msg_id,
+                text,
+            },
+            Action::Delete { target } => ClientFrame::Delete {
+                id,
+                conv,
+                target,
+                client_msg_id,
+            },
+            Action::React { target, emoji, on } => ClientFrame::React {
+                id,
+                conv,
+                target,
+                client_msg_id,
+                emoji,
+                on,
+            },
+        }
+    }
 }
 
 /// Why a text frame is not a [`ClientFrame`], as the server answers it in an `error` frame.
@@ -595,12 +742,57 @@ impl ClientFrame {
         }
     }
 
+    /// The action an `edit`, `delete` or `react` frame asks for; any other frame back as it was.
+    pub fn into_action(self) -> Result<ActionRequest, ClientFrame> {
+        let (conv, client_msg_id, action, text) = match self {
+            ClientFrame::Edit {
+                conv,
+                target,
+                client_msg_id,
+                text,
+                ..
+            } => (conv, client_msg_id, Action::Edit { target }, text),
+            ClientFrame::Delete {
+                conv,
+                target,
+                client_msg_id,
+                ..
+            } => (
+                conv,
+                client_msg_id,
+                Action::Delete { target },
+                String::new(),
+            ),
+            ClientFrame::React {
+                conv,
+                target,
+                client_msg_id,
+                emoji,
+                on,
+                ..
+            } => {
+                let action = Action::React { target, emoji, on };
+                (conv, client_msg_id, action, String::new())
+            }
+            other => return Err(other),
+        };
+        Ok(ActionRequest {
+            conv,
+            client_msg_id,
+            action,
+            text,
+        })
+    }
+
     /// The request id every client frame carries.
     pub fn id(&self) -> u64 {
         match self {
             ClientFrame::Auth { id, .. }
             | ClientFrame::Sync { id, .. }
             | ClientFrame::Send { id, .. }
+            | ClientFrame::Edit { id, .. }
+            | ClientFrame::Delete { id, .. }
+            | ClientFrame::React { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::Rooms { id }
             | ClientFrame::CreateRoom { id, .. }
@@ -627,7 +819,7 @@ pub enum Reply {
     Synced {
         unread: Vec<Unread>,
     },
-    /// `send` committed: the message as stored (the original one for a retried `client_msg_id`).
+    /// `send`, `edit`, `delete` or `react` committed: the event as stored (the original one for a retried `client_msg_id`).
     Sent {
         message: Message,
     },
@@ -686,6 +878,11 @@ pub enum ErrorCode {
     /// A `sync` replaced by a later `sync` on the same socket before it finished (WebSocket
     /// only): the later one replays everything, so there is nothing to retry.
     Cancelled,
+    /// The target of an `edit`, `delete`, `react` or reply is an action (not a message), or
+    /// (for `edit` and `react`) a deleted message.
+    InvalidTarget,
+    /// A reaction that is not a single emoji, or longer than [`limits::MAX_REACTION_BYTES`].
+    InvalidReaction,
     /// Unexpected server failure; the request may be retried.
     Internal,
     /// The server is at capacity for this kind of work (password checks): HTTP 503 with
@@ -731,9 +928,9 @@ pub enum ServerFrame {
         message: String,
     },
     /// A new message in one of the user's conversations (including the user's own, from any
-    /// device).
+    /// device), or an action on one (an edit, delete or reaction: see [`Action`]).
     Message { message: Message },
-    /// Replayed messages of one conversation during a `sync`, ascending by seq.
+    /// Replayed messages (and actions) of one conversation during a `sync`, ascending by seq.
     Batch {
         #[ts(type = "number")]
         conv: ConvId,
@@ -933,6 +1130,44 @@ pub fn is_valid_text(text: &str) -> bool {
     !text.trim().is_empty() && text.chars().count() <= limits::MAX_TEXT_CHARS
 }
 
+/// Whether `emoji` is a reaction: one grapheme cluster of at most
+/// [`limits::MAX_REACTION_BYTES`] bytes, made only of emoji characters and the pieces emoji
+/// sequences are built of (ZWJ, variation selectors, keycap, tags, skin tones), and shown as an
+/// emoji: it has a character whose default presentation is emoji, or the emoji variation
+/// selector U+FE0F, or is a flag. So "👍", "👍🏽", "👨‍👩‍👧", "❤️", "1️⃣" and "🇫🇷" are
+/// reactions; "1", "#", "©" (text presentation), "ab" and "👍👍" are not.
+pub fn is_valid_reaction(emoji: &str) -> bool {
+    use unicode_properties::emoji::{self as props, EmojiStatus, UnicodeEmoji};
+    use unicode_segmentation::UnicodeSegmentation;
+    const KEYCAP: char = '\u{20E3}';
+    if emoji.is_empty() || emoji.len() > limits::MAX_REACTION_BYTES {
+        return false;
+    }
+    if emoji.graphemes(true).nth(1).is_some() {
+        return false;
+    }
+    let pieces_ok = emoji.chars().all(|c| {
+        c.is_emoji_char_or_emoji_component()
+            || props::is_zwj(c)
+            || props::is_emoji_presentation_selector(c)
+            || props::is_tag_character(c)
+            || c == KEYCAP
+    });
+    let shown_as_emoji = emoji.chars().any(|c| {
+        props::is_emoji_presentation_selector(c)
+            || props::is_regional_indicator(c)
+            || matches!(
+                c.emoji_status(),
+                EmojiStatus::EmojiPresentation
+                    | EmojiStatus::EmojiPresentationAndModifierBase
+                    | EmojiStatus::EmojiPresentationAndEmojiComponent
+                    | EmojiStatus::EmojiPresentationAndModifierAndEmojiComponent
+            )
+    });
+    let has_emoji = emoji.chars().any(UnicodeEmoji::is_emoji_char);
+    pieces_ok && has_emoji && shown_as_emoji
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1049,7 +1284,7 @@ mod tests {
         let types = ClientFrame::types();
         assert_eq!(types.first(), Some(&"auth"));
         assert_eq!(types.last(), Some(&"set_dnd"));
-        assert_eq!(types.len(), 14, "{types:?}");
+        assert_eq!(types.len(), 17, "{types:?}");
         for t in types {
             let e = ClientFrame::parse(&format!(r#"{{"type":"{t}","id":1}}"#)).err();
             assert!(
@@ -1101,6 +1336,7 @@ mod tests {
             target: Target::Conv(3),
             client_msg_id: cmid.parse().unwrap(),
             text: "x".into(),
+            reply_to: None,
         })
         .unwrap();
         assert_eq!(wire["conv"], 3);
@@ -1119,6 +1355,15 @@ mod tests {
             text: "\u{1}".repeat(limits::MAX_TEXT_CHARS),
             time: i64::MIN,
             client_msg_id: Uuid::nil(),
+            // Every optional field at its longest (no one event has them all).
+            reply_to: Some(i64::MIN),
+            action: Some(Action::React {
+                target: i64::MIN,
+                emoji: "\u{10400}".repeat(limits::MAX_REACTION_BYTES / 4),
+                on: false,
+            }),
+            edited: Some(i64::MIN),
+            deleted: true,
         };
         let frame = ServerFrame::Ok {
             id: u64::MAX,
@@ -1149,6 +1394,71 @@ mod tests {
             .unwrap_err();
         assert_eq!((e.id, e.code), (Some(3), ErrorCode::BadRequest));
         assert!(e.message.contains("loud"), "{}", e.message);
+    }
+
+    /// An action request and its frame are one shape, both ways; other frames are no action.
+    #[test]
+    fn action_frames_round_trip_through_their_request() {
+        let cmid = Uuid::from_u128(7);
+        for action in [
+            Action::Edit { target: 3 },
+            Action::Delete { target: 4 },
+            Action::React {
+                target: 5,
+                emoji: "👍".into(),
+                on: false,
+            },
+        ] {
+            let text = if matches!(action, Action::Edit { .. }) {
+                "new"
+            } else {
+                ""
+            };
+            let request = ActionRequest {
+                conv: 2,
+                client_msg_id: cmid,
+                action,
+                text: text.into(),
+            };
+            let frame = request.clone().into_frame(9);
+            assert_eq!(frame.id(), 9);
+            assert_eq!(frame.into_action(), Ok(request));
+        }
+        let rooms = ClientFrame::Rooms { id: 1 };
+        assert_eq!(rooms.clone().into_action(), Err(rooms));
+    }
+
+    #[test]
+    fn reactions_are_single_emoji() {
+        for good in [
+            "👍",
+            "👍🏽",
+            "👨\u{200D}👩\u{200D}👧",
+            "❤\u{FE0F}",
+            "1\u{FE0F}\u{20E3}",
+            "🇫🇷",
+            "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+        ] {
+            assert!(is_valid_reaction(good), "{good:?}");
+        }
+        let long = "👍".repeat(250);
+        for bad in [
+            "",
+            "1",
+            "#",
+            "©",
+            "a",
+            "ab",
+            "👍👍",
+            " 👍",
+            "<b>",
+            long.as_str(),
+            "\u{200D}",
+            "\u{FE0F}",
+        ] {
+            assert!(!is_valid_reaction(bad), "{bad:?}");
+        }
+        assert_eq!(long.chars().count(), 250);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::cli::{fails, natter, natter_env, ok, Run};
 use support::{TestServer, PASSWORD};
 use tokio::process::Command;
@@ -12,6 +14,19 @@ fn json(out: &str) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect()
+}
+
+/// Two profiles on `server`, registered as `first` and `second` from the CLI.
+async fn two_registered(
+    server: &TestServer,
+    first: &str,
+    second: &str,
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let url = format!("http://{}", server.addr);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ok(natter(a.path(), &["--server", &url, "register", first]).await);
+    ok(natter(b.path(), &["--server", &url, "register", second]).await);
+    (a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,11 +228,8 @@ async fn default_profile_and_password_on_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_characters_in_messages_print_escaped() {
     let server = TestServer::start().await;
-    let url = format!("http://{}", server.addr);
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = two_registered(&server, "mallory", "victim").await;
     let (a, b) = (a.path(), b.path());
-    ok(natter(a, &["--server", &url, "register", "mallory"]).await);
-    ok(natter(b, &["--server", &url, "register", "victim"]).await);
     let evil = "pwned\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\u{1b}]0;title\u{7}\u{9b}31m\u{202e}txt.exe\r\n[2026-01-01 00:00:00] general <admin> forged\u{7f}";
     ok(natter(a, &["send", "general", evil]).await);
 
@@ -357,4 +369,139 @@ async fn tail_over_the_event_stream_prints_resumes_and_ends_when_signed_out() {
         .await
         .unwrap();
     assert!(err.contains("sign in again"), "{err}");
+}
+
+/// Replies, edits, reactions and deletes from the CLI, as `history --json` and the plain
+/// history show them; refused actions (someone else's message, not an emoji) fail with the
+/// server's reason on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_actions_through_the_cli() {
+    let server = TestServer::start().await;
+    let (a, b) = two_registered(&server, "alice", "bob").await;
+    let (a, b) = (a.path(), b.path());
+    let sent = ok(natter(a, &["send", "general", "helo", "@bob"]).await);
+    assert!(sent.contains("mentions @bob"), "{sent}");
+    ok(natter(b, &["reply", "general", "1", "hi", "alice"]).await);
+    assert!(ok(natter(a, &["edit", "general", "1", "hello", "@bob"]).await).contains("edited #1"));
+    ok(natter(b, &["react", "general", "1", "👍"]).await);
+    ok(natter(a, &["react", "general", "1", "🎉"]).await);
+    ok(natter(a, &["react", "general", "1", "🎉", "--off"]).await);
+
+    let err = fails(natter(b, &["edit", "general", "1", "bob", "was", "here"]).await);
+    assert!(err.contains("only the author"), "{err}");
+    let err = fails(natter(b, &["delete", "general", "1"]).await);
+    assert!(err.contains("only the author"), "{err}");
+    let err = fails(natter(b, &["react", "general", "1", "a"]).await);
+    assert!(err.contains("emoji"), "{err}");
+    let err = fails(natter(b, &["edit", "general", "99", "x"]).await);
+    assert!(err.contains("no message"), "{err}");
+
+    let lines = json(&ok(natter(b, &["history", "general", "--json"]).await));
+    assert_eq!(lines.len(), 2, "two messages, no action rows: {lines:?}");
+    assert_eq!(lines[0]["text"], "hello @bob");
+    assert!(lines[0]["edited"].as_i64().is_some());
+    assert_eq!(
+        lines[0]["reactions"],
+        serde_json::json!([{"emoji": "👍", "users": ["bob"]}])
+    );
+    assert_eq!(lines[1]["reply_to"]["seq"], 1);
+    assert_eq!(lines[1]["reply_to"]["sender"], "alice");
+    let plain = ok(natter(a, &["history", "general"]).await);
+    assert!(
+        plain.contains("general #1 <alice> [👍 bob] (edited) hello @bob"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("(re #1: <alice> hello @bob) hi alice"),
+        "{plain}"
+    );
+
+    ok(natter(a, &["delete", "general", "1"]).await);
+    let lines = json(&ok(natter(b, &["history", "general", "--json"]).await));
+    assert_eq!(
+        (lines[0]["deleted"].as_bool(), lines[0]["text"].as_str()),
+        (Some(true), Some(""))
+    );
+    assert_eq!(lines[1]["reply_to"]["deleted"], true);
+    assert!(ok(natter(b, &["search", "hello"]).await).trim().is_empty());
+}
+
+/// `natter tail` prints a message when it arrives and again, as it is now, each time it is
+/// edited, reacted to or deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_a_message_again_when_it_changes() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let server = TestServer::start().await;
+    let (a, b) = two_registered(&server, "alice", "bob").await;
+    let (a, b) = (a.path(), b.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .arg("--profile")
+        .arg(b)
+        .args(["tail", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run natter tail");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The next printed line that `pred` accepts (others: replayed or earlier messages).
+    async fn until(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        wait: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .ok()?;
+            let line = line.unwrap().expect("tail still running");
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+    // Tail is connected once a message sent now reaches it.
+    let mut connected = false;
+    for i in 0..50 {
+        let ping = format!("ping {i}");
+        ok(natter(a, &["send", "general", &ping]).await);
+        let short = Duration::from_millis(300);
+        if until(&mut lines, short, |v| v["text"] == ping)
+            .await
+            .is_some()
+        {
+            connected = true;
+            break;
+        }
+    }
+    assert!(connected, "tail prints live messages");
+    ok(natter(a, &["send", "general", "helo"]).await);
+    let first = until(&mut lines, support::WAIT, |v| v["text"] == "helo")
+        .await
+        .expect("printed");
+    let seq = first["seq"].as_i64().unwrap();
+    let this = move |v: &serde_json::Value| v["seq"].as_i64() == Some(seq);
+    let arg = seq.to_string();
+    ok(natter(a, &["edit", "general", &arg, "hello"]).await);
+    let edited = until(&mut lines, support::WAIT, this)
+        .await
+        .expect("printed again");
+    assert_eq!(edited["text"], "hello", "{edited}");
+    assert!(edited["edited"].as_i64().is_some(), "{edited}");
+    ok(natter(a, &["react", "general", &arg, "🎉"]).await);
+    let reacted = until(&mut lines, support::WAIT, this)
+        .await
+        .expect("printed again");
+    assert_eq!(reacted["reactions"][0]["emoji"], "🎉", "{reacted}");
+    ok(natter(a, &["delete", "general", &arg]).await);
+    let deleted = until(&mut lines, support::WAIT, this)
+        .await
+        .expect("printed again");
+    assert_eq!(
+        (deleted["deleted"].as_bool(), deleted["text"].as_str()),
+        (Some(true), Some(""))
+    );
 }

@@ -205,6 +205,7 @@ async fn natter_export_writes_every_message_as_json_and_escaped_html() {
             target: natter::protocol::Target::To("alice".into()),
             client_msg_id: uuid::Uuid::new_v4(),
             text: "</p><script>steal()</script>".into(),
+            reply_to: None,
         })
         .await
     {

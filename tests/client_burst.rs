@@ -93,6 +93,7 @@ async fn a_burst_of_pushes_sends_changes_not_conversation_lists() {
                 target: natter::protocol::Target::Conv(convs[i % CONVS]),
                 client_msg_id: Uuid::new_v4(),
                 text: format!("burst message {i}"),
+                reply_to: None,
             })
             .await;
         ids.push(id);

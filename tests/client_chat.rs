@@ -396,6 +396,7 @@ async fn paging_through_ten_thousand_messages() {
             target: natter::protocol::Target::Conv(general),
             client_msg_id: Uuid::new_v4(),
             text: format!("message number {i}"),
+            reply_to: None,
         })
         .await;
     }

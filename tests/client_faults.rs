@@ -130,6 +130,7 @@ fn message(seq: i64, text: &str) -> Message {
         text: text.into(),
         time: 1_000 + seq,
         client_msg_id: uuid::Uuid::new_v4(),
+        ..Default::default()
     }
 }
 

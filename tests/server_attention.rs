@@ -196,6 +196,7 @@ async fn bad_attention_requests_get_documented_errors() {
             target: Target::To("bob".into()),
             client_msg_id: uuid::Uuid::new_v4(),
             text: "hi".into(),
+            reply_to: None,
         })
         .await;
     let Ok(Reply::Sent { message }) = dm else {

@@ -129,6 +129,7 @@ async fn send_and_collect(
             target: Target::Conv(conv),
             client_msg_id: Uuid::new_v4(),
             text,
+            reply_to: None,
         })
         .await;
     }
@@ -539,6 +540,7 @@ async fn send_once(
             target: Target::Conv(conv),
             client_msg_id: cmid,
             text: text.to_string(),
+            reply_to: None,
         })
         .unwrap(),
     ))

@@ -84,6 +84,7 @@ async fn twenty_clients_five_rooms_thousand_messages_same_gapless_order() {
                         target: Target::Conv(my_rooms[k % 2]),
                         client_msg_id: Uuid::new_v4(),
                         text: format!("client {i} message {k}"),
+                        reply_to: None,
                     };
                     sink.send(WsMessage::text(serde_json::to_string(&frame).unwrap()))
                         .await
@@ -174,6 +175,7 @@ async fn same_client_msg_id_three_times_once_across_reconnect_is_one_message() {
             target: Target::Conv(general),
             client_msg_id: twin,
             text: "twin".into(),
+            reply_to: None,
         })
         .await;
     }
@@ -278,6 +280,7 @@ async fn send_until_killed(
                 target: Target::Conv(conv),
                 client_msg_id: cmid,
                 text,
+                reply_to: None,
             };
             if sink
                 .send(WsMessage::text(serde_json::to_string(&frame).unwrap()))

@@ -13,10 +13,11 @@ mod support;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use natter::protocol::{ClientFrame, ConvId, Message, Reply, ServerFrame};
+use natter::protocol::{Action, ClientFrame, ConvId, Message, Reply, ServerFrame};
 use natter::stream::{Cursor, Event, Parser, Ready, Ticket};
 use support::{TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
 
 /// A stream read with reqwest and the crate's own parser.
 struct Sse {
@@ -207,6 +208,67 @@ async fn reconnecting_with_the_last_event_id_after_100_missed_gets_exactly_those
     // Then live, with nothing repeated.
     let live = a.send_text(general, "live").await;
     assert_eq!(again.message().await, live);
+}
+
+/// Replies, edits, reactions and deletes are `message` events like messages: live, and
+/// replayed after a reconnect with the last event id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_actions_ride_the_stream_live_and_on_resume() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut a = server.connect(&alice.token).await;
+    let general = a.general();
+    let mut stream = Sse::open(&server, Some(&bob.token), "", None)
+        .await
+        .unwrap();
+    stream.ready().await;
+    let m = a.send_text(general, "helo").await;
+    let act = |frame: fn(u64, ConvId, i64, Uuid) -> ClientFrame| {
+        move |id| frame(id, general, m.seq, Uuid::new_v4())
+    };
+    let edit = a
+        .event(act(|id, conv, target, client_msg_id| ClientFrame::Edit {
+            id,
+            conv,
+            target,
+            client_msg_id,
+            text: "hello".into(),
+        }))
+        .await
+        .unwrap();
+    let react = a
+        .event(act(|id, conv, target, client_msg_id| ClientFrame::React {
+            id,
+            conv,
+            target,
+            client_msg_id,
+            emoji: "👍".into(),
+            on: true,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(stream.message().await, m);
+    assert_eq!(stream.message().await, edit);
+    assert_eq!(stream.message().await.action, react.action);
+    let last_id = stream.parser.last_id().unwrap().to_string();
+    drop(stream);
+    let delete = a
+        .event(act(|id, conv, target, client_msg_id| ClientFrame::Delete {
+            id,
+            conv,
+            target,
+            client_msg_id,
+        }))
+        .await
+        .unwrap();
+    let mut again = Sse::open(&server, Some(&bob.token), "", Some(&last_id))
+        .await
+        .unwrap();
+    again.ready().await;
+    let replayed = again.message().await;
+    assert_eq!(replayed, delete);
+    assert_eq!(replayed.action, Some(Action::Delete { target: m.seq }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -284,6 +284,7 @@ async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiv
                 target: Target::Conv(general),
                 client_msg_id: Uuid::new_v4(),
                 text: text.clone(),
+                reply_to: None,
             };
             ws.send(WsMessage::text(serde_json::to_string(&frame).unwrap()))
                 .await

@@ -393,6 +393,7 @@ async fn fill_profile(opts: &Options, data_dir: &Path) -> Result<ConvId> {
             text: text(&mut rng, i),
             time: now - (opts.messages - i) as i64 * 30_000,
             client_msg_id: uuid::Uuid::from_u64_pair(0xf007, i as u64),
+            ..Message::default()
         });
         if batch.len() == 1_000 || i + 1 == opts.messages {
             store.insert_messages(&batch)?;

@@ -176,6 +176,7 @@ pub fn run(messages: usize) -> Result<StoreResult> {
             text: text(&mut rng, i),
             time: base_time + i as i64 * 1_000,
             client_msg_id: uuid::Uuid::from_u64_pair(0x5eed, i as u64),
+            ..Message::default()
         });
         if batch.len() == BATCH || i + 1 == messages {
             store.insert_messages(&batch)?;

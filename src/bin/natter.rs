@@ -14,10 +14,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use natter::client::{
     self, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage,
-    MessageEvent, MessageState, Target,
+    MessageChange, MessageEvent, MessageState, Target,
 };
 use natter::names;
-use natter::protocol::{ConvId, ConvKind, RegisterRequest};
+use natter::protocol::{Action, ConvId, ConvKind, RegisterRequest};
 use tokio::sync::broadcast::error::RecvError;
 use url::Url;
 
@@ -85,6 +85,30 @@ enum Command {
         target: String,
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
+    },
+    /// Reply to message SEQ (the `#SEQ` history and tail show) of a room or a DM (@user).
+    Reply {
+        target: String,
+        seq: i64,
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Replace the text of your message SEQ.
+    Edit {
+        target: String,
+        seq: i64,
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+    /// Delete your message SEQ (its text is removed everywhere).
+    Delete { target: String, seq: i64 },
+    /// React to message SEQ with one emoji; --off takes your reaction back.
+    React {
+        target: String,
+        seq: i64,
+        emoji: String,
+        #[arg(long)]
+        off: bool,
     },
     /// Show recent messages of a room or a DM (@user).
     History {
@@ -511,7 +535,32 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
                 say!("{}  ({})  {state}", m.user.username, m.user.display_name);
             }
         }
-        Command::Send { target, text } => send(client, target, &text.join(" "), wait).await?,
+        Command::Send { target, text } => send(client, target, &text.join(" "), None, wait).await?,
+        Command::Reply { target, seq, text } => {
+            send(client, target, &text.join(" "), Some(*seq), wait).await?
+        }
+        Command::Edit { target, seq, text } => {
+            let text = text.join(" ");
+            act(client, target, wait, |conv| client.edit(conv, *seq, &text)).await?;
+            say!("edited #{seq} in {target}");
+        }
+        Command::Delete { target, seq } => {
+            act(client, target, wait, |conv| client.delete(conv, *seq)).await?;
+            say!("deleted #{seq} in {target}");
+        }
+        Command::React {
+            target,
+            seq,
+            emoji,
+            off,
+        } => {
+            act(client, target, wait, |conv| {
+                client.react(conv, *seq, emoji, !off)
+            })
+            .await?;
+            let done = if *off { "took back" } else { "reacted" };
+            say!("{done} {emoji} on #{seq} in {target}");
+        }
         Command::History {
             target,
             limit,
@@ -580,19 +629,38 @@ async fn conv_name(client: &Client, conv: ConvId) -> String {
     }
 }
 
+/// Sends `text` to `target` (a reply to message `reply_to` when given). A mention is `@name`
+/// in the text; `send` says whom it mentions among the users it knows.
 async fn send(
     client: &Client,
     target: &str,
     text: &str,
+    reply_to: Option<i64>,
     wait: Duration,
 ) -> Result<(), ClientError> {
     let reachable = online(client, wait).await?;
     let (kind, name) = parse_target(target);
-    let to = match kind {
-        ConvKind::Dm => Target::To(name.to_owned()),
-        ConvKind::Room => Target::Conv(find(client, target).await?),
+    let msg = match (kind, reply_to) {
+        (_, Some(seq)) => client.reply(find(client, target).await?, seq, text).await?,
+        (ConvKind::Dm, None) => client.send(Target::To(name.to_owned()), text).await?,
+        (ConvKind::Room, None) => {
+            client
+                .send(Target::Conv(find(client, target).await?), text)
+                .await?
+        }
     };
-    let msg = client.send(to, text).await?;
+    if reachable {
+        if let Ok(users) = client.users().await {
+            let mentioned: Vec<String> = users
+                .iter()
+                .filter(|m| names::mentions(text, &m.user.username))
+                .map(|m| format!("@{}", m.user.username))
+                .collect();
+            if !mentioned.is_empty() {
+                say!("mentions {}", mentioned.join(", "));
+            }
+        }
+    }
     if reachable
         && tokio::time::timeout(wait, client.wait_outbox_empty())
             .await
@@ -619,6 +687,46 @@ async fn send(
     Ok(())
 }
 
+/// Queues an action (`queue` gets the conversation of `target`) and, when online, waits for
+/// the server's answer: an error when it refused it.
+async fn act<F, Fut>(
+    client: &Client,
+    target: &str,
+    wait: Duration,
+    queue: F,
+) -> Result<(), ClientError>
+where
+    F: FnOnce(ConvId) -> Fut,
+    Fut: std::future::Future<Output = Result<String, ClientError>>,
+{
+    let reachable = online(client, wait).await?;
+    let conv = find(client, target).await?;
+    let mut events = client.subscribe();
+    let local_id = queue(conv).await?;
+    if !reachable
+        || tokio::time::timeout(wait, client.wait_outbox_empty())
+            .await
+            .is_err()
+    {
+        say!(
+            "queued: the server is unreachable; it will be done by the next command that \
+             connects (e.g. `natter tail`)"
+        );
+        return Ok(());
+    }
+    while let Ok(event) = events.try_recv() {
+        if let ClientEvent::ActionFailed(f) = event {
+            if f.local_id == local_id {
+                return Err(ClientError::Invalid(format!(
+                    "the server refused it: {}",
+                    f.error
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
     let mut events = client.subscribe();
     let mut printed: HashSet<String> = HashSet::new();
@@ -628,9 +736,12 @@ async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
         tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
             ev = events.recv() => match ev {
-                Ok(ClientEvent::Message(MessageEvent { message: m, .. })) => match m.state {
+                Ok(ClientEvent::Message(MessageEvent { message: m, change })) => match m.state {
                     MessageState::Sent => {
-                        if printed.insert(m.local_id.clone()) {
+                        // A message printed already and changed since (edited, deleted,
+                        // reacted to) prints again, as it is now.
+                        let again = change == MessageChange::Updated && m.seq.is_some();
+                        if printed.insert(m.local_id.clone()) || again {
                             let name = match m.conv {
                                 Some(c) => conv_name(client, c).await,
                                 None => String::new(),
@@ -645,6 +756,9 @@ async fn tail(client: &Client, json: bool) -> Result<(), ClientError> {
                     ),
                     MessageState::Pending => {}
                 },
+                Ok(ClientEvent::ActionFailed(f)) => {
+                    complain!("natter: not done: {:?}: {}", f.action, f.error)
+                }
                 Ok(ClientEvent::Connection(state)) => match state {
                     ConnectionState::SignedOut { reason } => {
                         return Err(ClientError::Unauthorized(reason));
@@ -714,16 +828,31 @@ fn print_event(event: &natter::stream::Event, json: bool) {
     if let Ok(natter::protocol::ServerFrame::Message { message: m }) =
         serde_json::from_str(&event.data)
     {
+        let what = match &m.action {
+            None => match m.reply_to {
+                Some(seq) => format!("(reply to #{seq}) "),
+                None => String::new(),
+            },
+            Some(Action::Edit { target }) => format!("(edits #{target}) "),
+            Some(Action::Delete { target }) => format!("(deletes #{target})"),
+            Some(Action::React { target, emoji, on }) => {
+                let verb = if *on { "reacts" } else { "takes back" };
+                format!("({verb} {emoji} on #{target})")
+            }
+        };
         say!(
-            "[{}] #{} <{}> {}",
+            "[{}] #{} #{} <{}> {what}{}",
             client::export::format_utc(m.time),
             m.conv,
+            m.seq,
             m.sender,
             m.text
         );
     }
 }
 
+/// One message: as a JSON line (`reply_to`, `edited`, `deleted`, `reactions` as the client
+/// core has them), or as text `[time] conv #seq <sender> (notes) text`, the text last.
 fn print_message(conv: &str, m: &LocalMessage, json: bool) {
     if json {
         let line = serde_json::json!({
@@ -734,6 +863,10 @@ fn print_message(conv: &str, m: &LocalMessage, json: bool) {
             "time": m.time,
             "text": m.text,
             "state": m.state,
+            "reply_to": m.reply_to,
+            "edited": m.edited,
+            "deleted": m.deleted,
+            "reactions": m.reactions,
         });
         println!("{}", names::visible_json(&line.to_string()));
     } else {
@@ -742,8 +875,26 @@ fn print_message(conv: &str, m: &LocalMessage, json: bool) {
             MessageState::Pending => " (pending)".into(),
             MessageState::Failed => format!(" (failed: {})", m.error.as_deref().unwrap_or("")),
         };
+        let seq = m.seq.map(|s| format!(" #{s}")).unwrap_or_default();
+        let mut notes = String::new();
+        if let Some(q) = &m.reply_to {
+            let quoted = match (&q.sender, q.deleted) {
+                (_, true) => "a deleted message".to_owned(),
+                (Some(sender), false) => format!("<{sender}> {}", q.snippet),
+                (None, false) => "an older message".to_owned(),
+            };
+            notes.push_str(&format!("(re #{}: {quoted}) ", q.seq));
+        }
+        for r in &m.reactions {
+            notes.push_str(&format!("[{} {}] ", r.emoji, r.users.join(",")));
+        }
+        if m.deleted {
+            notes.push_str("(deleted)");
+        } else if m.edited.is_some() {
+            notes.push_str("(edited) ");
+        }
         say!(
-            "[{}] {conv} <{}> {}{state}",
+            "[{}] {conv}{seq} <{}> {notes}{}{state}",
             client::export::format_utc(m.time),
             m.sender,
             m.text

@@ -33,8 +33,8 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
-use crate::client::store::{self, Store};
-use crate::client::types::{ConnectionState, ConversationRemoved, MessageEvent};
+use crate::client::store::{self, OutboxItem, Store};
+use crate::client::types::{ActionFailure, ConnectionState, ConversationRemoved, MessageEvent};
 use crate::client::{now_ms, ClientConfig, ClientError, ClientEvent, Result, Shared};
 use crate::protocol::{
     close, limits, ClientFrame, ConvId, ErrorCode, Reply, Seq, ServerFrame, SUBPROTOCOL,
@@ -706,15 +706,9 @@ impl Actor {
     async fn pump(&mut self, ws: &mut Ws, conn: &mut Conn) -> std::result::Result<(), End> {
         if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() {
             match self.db(|s| s.next_pending()).await {
-                Ok(Some(item)) => match (item.local_id.parse(), item.target()) {
-                    (Ok(client_msg_id), Some(target)) => {
-                        let id = self.id();
-                        let frame = ClientFrame::Send {
-                            id,
-                            target,
-                            client_msg_id,
-                            text: item.text.clone(),
-                        };
+                Ok(Some(item)) => match item.frame(self.id()) {
+                    Some(frame) => {
+                        let id = frame.id();
                         conn.pending.insert(
                             id,
                             Pending::Outbox {
@@ -725,7 +719,7 @@ impl Actor {
                         conn.outbox_in_flight = Some(Instant::now());
                         send(ws, &frame).await?;
                     }
-                    _ => {
+                    None => {
                         self.warn(format!(
                             "outbox entry {} has a corrupt id or no recipient",
                             item.local_id
@@ -1026,7 +1020,7 @@ impl Actor {
             Ok(fresh) => {
                 conn.touch(fresh.iter().filter_map(|i| i.message.conv));
                 for i in fresh {
-                    self.shared.emit(ClientEvent::Message(if i.was_queued {
+                    self.shared.emit(ClientEvent::Message(if i.was_shown {
                         MessageEvent::updated(i.message)
                     } else {
                         MessageEvent::added(i.message)
@@ -1046,6 +1040,26 @@ impl Actor {
             })
             .await;
         match failed {
+            Ok(Some(OutboxItem {
+                local_id,
+                conv: Some(conv),
+                action: Some(action),
+                error,
+                ..
+            })) => {
+                // An action is not retried: the state it was meant for may be gone (a deleted
+                // message). Drop it and say so.
+                let id = local_id.clone();
+                if let Err(e) = self.db(move |s| s.remove_outbox(&id)).await {
+                    self.warn(format!("cannot drop a refused action: {e}"));
+                }
+                self.shared.emit(ClientEvent::ActionFailed(ActionFailure {
+                    local_id,
+                    conv,
+                    action,
+                    error: error.unwrap_or_default(),
+                }));
+            }
             Ok(Some(item)) => {
                 conn.touch(item.conv);
                 self.shared

@@ -94,9 +94,14 @@ pub struct ExportSummary {
 }
 
 impl Export {
-    /// How many messages it holds.
+    /// How many messages it holds (not counting the edits, deletes and reactions among its
+    /// events).
     pub fn message_count(&self) -> usize {
-        self.conversations.iter().map(|c| c.messages.len()).sum()
+        self.conversations
+            .iter()
+            .flat_map(|c| &c.messages)
+            .filter(|m| m.action.is_none())
+            .count()
     }
 
     /// The document in `format`.
@@ -154,16 +159,28 @@ impl Export {
                     escape_html(&conv.name)
                 ),
             };
+            // The page shows messages as they are now: edits, deletes and reactions are
+            // already applied to them by the server (the JSON keeps every event).
+            let shown: Vec<&Message> = conv
+                .messages
+                .iter()
+                .filter(|m| m.action.is_none())
+                .collect();
             let _ = write!(
                 out,
                 "<section>\n<h2>{title}</h2>\n<p class=\"meta\">{} messages</p>\n<ol>\n",
-                conv.messages.len()
+                shown.len()
             );
-            for m in &conv.messages {
+            for m in shown {
+                let note = match (m.deleted, m.edited) {
+                    (true, _) => " <i>(deleted)</i>",
+                    (false, Some(_)) => " <i>(edited)</i>",
+                    (false, None) => "",
+                };
                 let _ = writeln!(
                     out,
                     "<li><time datetime=\"{}\">{}</time> <b><bdi>{}</bdi></b> \
-                     <span class=\"user\">@<bdi>{}</bdi></span><p dir=\"auto\">{}</p></li>",
+                     <span class=\"user\">@<bdi>{}</bdi></span>{note}<p dir=\"auto\">{}</p></li>",
                     format_utc(m.time).replace(' ', "T") + "Z",
                     format_utc(m.time),
                     escape_html(self.shown_name(&m.sender)),
@@ -266,6 +283,7 @@ mod tests {
             text: text.into(),
             time: 1_795_000_000_123,
             client_msg_id: uuid::Uuid::nil(),
+            ..Default::default()
         }
     }
 
@@ -328,6 +346,33 @@ mod tests {
                 .collect();
             assert!(allowed.contains(&name.as_str()), "unexpected tag <{name}");
         }
+    }
+
+    /// The page shows messages as they are now: no row for an action, deleted and edited
+    /// ones marked; the count leaves actions out.
+    #[test]
+    fn html_shows_messages_not_actions() {
+        let mut e = export();
+        let conv = &mut e.conversations[0];
+        let first = conv.messages[0].seq;
+        conv.messages[0].edited = Some(5);
+        conv.messages.push(Message {
+            action: Some(crate::protocol::Action::Edit { target: first }),
+            ..message(99, "alice", "edit event text")
+        });
+        let before = export().message_count();
+        assert_eq!(e.message_count(), before, "the action is no message");
+        let html = e.render(ExportFormat::Html);
+        assert!(!html.contains("edit event text"), "{html}");
+        assert!(html.contains("<i>(edited)</i>"), "{html}");
+        conv_delete(&mut e);
+        assert!(e.render(ExportFormat::Html).contains("<i>(deleted)</i>"));
+    }
+
+    fn conv_delete(e: &mut Export) {
+        let m = &mut e.conversations[0].messages[0];
+        m.deleted = true;
+        m.text.clear();
     }
 
     #[test]

@@ -35,15 +35,15 @@ use uuid::Uuid;
 
 use crate::dbfile::{with_suffix, COMPANIONS};
 use crate::protocol::{
-    self, ClientFrame, ConvId, ConvKind, ErrorCode, Member, Millis, Reply, RoomInfo, Seq, Session,
-    User,
+    self, Action, ClientFrame, ConvId, ConvKind, ErrorCode, Member, Millis, Reply, RoomInfo, Seq,
+    Session, User,
 };
 use connection::Command;
 use db::{StoreHandle, StoreStats};
 use store::{OutboxItem, SavedSession, Store};
 pub use types::{
-    ConnectionState, ConversationRemoved, ConversationSummary, LocalMessage, MessageChange,
-    MessageEvent, MessageState, SearchHit, UnreadChange,
+    ActionFailure, ConnectionState, ConversationRemoved, ConversationSummary, LocalMessage,
+    MessageChange, MessageEvent, MessageState, Quote, Reaction, SearchHit, UnreadChange,
 };
 
 pub use http::{health, login, login_as, logout_token, register};
@@ -115,7 +115,9 @@ impl ClientError {
             ErrorCode::BadRequest
             | ErrorCode::UnknownType
             | ErrorCode::InvalidName
-            | ErrorCode::TooLong => ClientError::Invalid(message),
+            | ErrorCode::TooLong
+            | ErrorCode::InvalidTarget
+            | ErrorCode::InvalidReaction => ClientError::Invalid(message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(message),
             ErrorCode::Forbidden => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),
@@ -208,6 +210,10 @@ pub enum ClientEvent {
     /// The server did something unexpected (garbage, unknown frames, an unsolicited error).
     /// Reported, and otherwise ignored.
     Warning(String),
+    /// The server refused an edit, delete or reaction of the user's for good (someone else's
+    /// message, deleted meanwhile, ...): nothing changed. Committed actions are announced as
+    /// `Message` `updated` of their target instead.
+    ActionFailed(ActionFailure),
 }
 
 /// Where a message goes: an existing conversation, or a direct message to a user (the
@@ -705,12 +711,79 @@ impl Client {
     /// when online. Announced once as an `added` [`ClientEvent::Message`] (pending); the same
     /// `local_id` is then `updated` to sent or failed. The returned message is the pending one.
     pub async fn send(&self, target: Target, text: &str) -> Result<LocalMessage> {
-        if !protocol::is_valid_text(text) {
+        self.queue_message(target, text, None).await
+    }
+
+    /// Queues `text` as a reply to message `reply_to` of `conv`, like [`Client::send`]. The
+    /// message's `reply_to` quotes the target as this client holds it (sender and first line).
+    pub async fn reply(&self, conv: ConvId, reply_to: Seq, text: &str) -> Result<LocalMessage> {
+        self.queue_message(Target::Conv(conv), text, Some(reply_to))
+            .await
+    }
+
+    /// Queues an edit of the user's message `target` of `conv` to `text`. Like every action it
+    /// goes through the outbox (offline-safe, exactly once, in order with messages). When the
+    /// server commits it, the target is announced `updated` (new text, `edited`); when it
+    /// refuses it, [`ClientEvent::ActionFailed`]. Returns the action's `local_id`.
+    pub async fn edit(&self, conv: ConvId, target: Seq, text: &str) -> Result<String> {
+        check_text(text)?;
+        self.queue_action(conv, Action::Edit { target }, text).await
+    }
+
+    /// Queues the deletion of the user's message `target` of `conv` (see [`Client::edit`]):
+    /// once committed its text is gone here too (store and search) and it is announced
+    /// `updated` as a tombstone (`deleted`).
+    pub async fn delete(&self, conv: ConvId, target: Seq) -> Result<String> {
+        self.queue_action(conv, Action::Delete { target }, "").await
+    }
+
+    /// Queues adding (`on`) or taking back the user's reaction `emoji` (one emoji, see
+    /// [`protocol::is_valid_reaction`]) to message `target` of `conv` (see [`Client::edit`]).
+    /// The same emoji twice is still one reaction. To toggle, pass `on` as "the user's name is
+    /// not in the message's reaction for this emoji".
+    pub async fn react(&self, conv: ConvId, target: Seq, emoji: &str, on: bool) -> Result<String> {
+        if !protocol::is_valid_reaction(emoji) {
             return Err(ClientError::Invalid(format!(
-                "a message must be 1 to {} characters and not blank",
-                protocol::limits::MAX_TEXT_CHARS
+                "a reaction must be a single emoji of at most {} bytes",
+                protocol::limits::MAX_REACTION_BYTES
             )));
         }
+        let action = Action::React {
+            target,
+            emoji: emoji.to_owned(),
+            on,
+        };
+        self.queue_action(conv, action, "").await
+    }
+
+    /// Puts an action in the outbox behind everything queued before it.
+    async fn queue_action(&self, conv: ConvId, action: Action, text: &str) -> Result<String> {
+        let item = OutboxItem {
+            local_id: Uuid::new_v4().to_string(),
+            conv: Some(conv),
+            to_user: None,
+            sender: self.me(),
+            text: text.to_owned(),
+            created: now_ms(),
+            state: MessageState::Pending,
+            error: None,
+            reply_to: None,
+            action: Some(action),
+        };
+        let local_id = item.local_id.clone();
+        self.db(move |s| s.enqueue(&item)).await?;
+        self.kick();
+        Ok(local_id)
+    }
+
+    /// Queues a message or reply (see [`Client::send`]).
+    async fn queue_message(
+        &self,
+        target: Target,
+        text: &str,
+        reply_to: Option<Seq>,
+    ) -> Result<LocalMessage> {
+        check_text(text)?;
         let (conv, to_user) = match target {
             Target::Conv(id) => (Some(id), None),
             Target::To(name) => {
@@ -734,10 +807,23 @@ impl Client {
             created: now_ms(),
             state: MessageState::Pending,
             error: None,
+            reply_to,
+            action: None,
         };
         let queued = item.clone();
         self.db(move |s| s.enqueue(&queued)).await?;
-        let msg = item.to_local();
+        let mut msg = item.to_local();
+        if let (Some(conv), Some(seq)) = (conv, reply_to) {
+            // The quote, as this client holds the target.
+            if let Some(target) = self.db(move |s| s.message_at(conv, seq)).await? {
+                msg.reply_to = Some(types::Quote {
+                    seq,
+                    sender: Some(target.sender),
+                    snippet: types::Quote::snippet_of(&target.text),
+                    deleted: target.deleted,
+                });
+            }
+        }
         self.emit(ClientEvent::Message(MessageEvent::added(msg.clone())));
         if let Some(conv) = conv {
             if self.inner.cmd.send(Command::Touched(conv)).is_err() {
@@ -774,17 +860,17 @@ impl Client {
         limit: u32,
     ) -> Result<Vec<LocalMessage>> {
         let limit = limit.clamp(1, protocol::limits::MAX_PAGE);
-        let (mut page, top) = self
+        let (mut page, seqs, top) = self
             .db(move |s| {
-                let page = s.page(conv, before, limit)?;
+                let (page, seqs) = s.page_with_seqs(conv, before, limit)?;
                 let top = match before {
                     Some(b) => b - 1,
                     None => s.last_seq(conv)?,
                 };
-                Ok((page, top))
+                Ok((page, seqs, top))
             })
             .await?;
-        if !page_complete(&page, top, limit) {
+        if !page_complete(&seqs, top, limit) {
             let fetched = self
                 .request(move |id| ClientFrame::History {
                     id,
@@ -1168,39 +1254,37 @@ fn unexpected(what: &str, reply: Reply) -> ClientError {
 
 /// Whether a stored page can be served as is: it runs without gaps from `top` downwards and is
 /// either full or reaches the conversation's first message.
-fn page_complete(page: &[LocalMessage], top: Seq, limit: u32) -> bool {
+/// The text rules of a message and an edit, checked before queuing (the server checks again).
+fn check_text(text: &str) -> Result<()> {
+    if protocol::is_valid_text(text) {
+        Ok(())
+    } else {
+        Err(ClientError::Invalid(format!(
+            "a message must be 1 to {} characters and not blank",
+            protocol::limits::MAX_TEXT_CHARS
+        )))
+    }
+}
+
+/// Whether the events (messages and actions) a page looked at, by seq, are every event of
+/// the stretch it covers: ending at `top`, without gaps, `limit` of them or down to seq 1.
+fn page_complete(seqs: &[Seq], top: Seq, limit: u32) -> bool {
     if top <= 0 {
         return true;
     }
-    let Some(last) = page.last() else {
-        return false;
-    };
-    if last.seq != Some(top) {
+    if seqs.last() != Some(&top) {
         return false;
     }
-    let contiguous = page
-        .windows(2)
-        .all(|w| matches!((w[0].seq, w[1].seq), (Some(a), Some(b)) if b == a + 1));
-    contiguous && (page.len() as u32 >= limit || page[0].seq == Some(1))
+    let contiguous = seqs.windows(2).all(|w| w[1] == w[0] + 1);
+    contiguous && (seqs.len() as u32 >= limit || seqs[0] == 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn page(seqs: &[Seq]) -> Vec<LocalMessage> {
-        seqs.iter()
-            .map(|&s| LocalMessage {
-                local_id: s.to_string(),
-                conv: Some(1),
-                seq: Some(s),
-                sender: "a".into(),
-                text: "t".into(),
-                time: s,
-                state: MessageState::Sent,
-                error: None,
-            })
-            .collect()
+    fn page(seqs: &[Seq]) -> Vec<Seq> {
+        seqs.to_vec()
     }
 
     #[test]

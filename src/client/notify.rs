@@ -40,7 +40,9 @@ pub struct NotifyContext<'a> {
 /// were simply not announced); a conversation set to `nothing` never notifies, not even for a
 /// mention; one set to `mentions` only for a message that [mentions](names::mentions) the user.
 pub fn decide(msg: &LocalMessage, ctx: &NotifyContext<'_>) -> bool {
-    if !ctx.notifications_enabled || msg.state != MessageState::Sent {
+    // A tombstone (a message deleted before it was announced) says nothing. Edits and
+    // reactions never reach here: they are `updated` of their message, never `added`.
+    if !ctx.notifications_enabled || msg.state != MessageState::Sent || msg.deleted {
         return false;
     }
     if msg.sender == ctx.own_username {
@@ -213,6 +215,10 @@ mod tests {
             time: 0,
             state,
             error: None,
+            reply_to: None,
+            edited: None,
+            deleted: false,
+            reactions: Vec::new(),
         }
     }
 
@@ -281,6 +287,21 @@ mod tests {
             ..ctx()
         };
         assert!(!decide(&msg(Some(1), "bob", MessageState::Sent), &c));
+    }
+
+    /// A tombstone (a message deleted before it was announced) never notifies, mention or not.
+    #[test]
+    fn a_deleted_message_does_not_notify() {
+        let mut m = msg(Some(1), "bob", MessageState::Sent);
+        assert!(decide(&m, &ctx()), "the same message, not deleted, does");
+        m.deleted = true;
+        m.text = String::new();
+        assert!(!decide(&m, &ctx()));
+        let mentions_only = NotifyContext {
+            level: NotifyLevel::Mentions,
+            ..ctx()
+        };
+        assert!(!decide(&m, &mentions_only));
     }
 
     /// Every combination of level x mention x do not disturb (off, on until a time, on until

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
-use crate::protocol::{ConvId, ConvKind, Millis, NotifyLevel, Seq, User};
+use crate::protocol::{Action, ConvId, ConvKind, Millis, NotifyLevel, Seq, User};
 
 /// Where a message stands from this client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
@@ -39,6 +39,84 @@ pub struct LocalMessage {
     pub state: MessageState,
     /// The reason when `state` is failed.
     pub error: Option<String>,
+    // Absent when they do not apply (not a reply, never edited, not deleted, no reactions),
+    // so a plain message keeps the shape it had.
+    /// A reply: the message it answers, as this client holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub reply_to: Option<Quote>,
+    /// When the message was last edited (server time), if it was; `text` is the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub edited: Option<Millis>,
+    /// The message was deleted: `text` is empty; show a tombstone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(optional, as = "Option<bool>")]
+    pub deleted: bool,
+    /// Reactions, in the order they were first given; empty for a deleted message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<Reaction>>")]
+    pub reactions: Vec<Reaction>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The message a reply answers, for showing it quoted above the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Quote {
+    /// Its seq in the same conversation (to jump to it, loading older history if needed).
+    #[ts(type = "number")]
+    pub seq: Seq,
+    /// Its sender; `None` while the message is not held here (older than the loaded history).
+    pub sender: Option<String>,
+    /// The start of its text: the first line, at most [`Quote::SNIPPET_CHARS`] characters.
+    /// Empty when not held or deleted.
+    pub snippet: String,
+    /// The quoted message was deleted.
+    pub deleted: bool,
+}
+
+impl Quote {
+    /// Longest snippet, in characters.
+    pub const SNIPPET_CHARS: usize = 120;
+
+    /// The snippet of `text`: its first line, cut to [`Quote::SNIPPET_CHARS`] characters.
+    pub fn snippet_of(text: &str) -> String {
+        let line = text.lines().next().unwrap_or("");
+        match line.char_indices().nth(Self::SNIPPET_CHARS) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_owned(),
+        }
+    }
+}
+
+/// An edit, delete or reaction of the user's that the server refused for good (not retried): the
+/// outbox entry is gone, nothing changed. `error` says why, for the UI to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ActionFailure {
+    /// The action's `client_msg_id`, as the method that queued it returned it.
+    pub local_id: String,
+    #[ts(type = "number")]
+    pub conv: ConvId,
+    pub action: Action,
+    pub error: String,
+}
+
+/// One emoji given to a message, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Reaction {
+    pub emoji: String,
+    /// Usernames, in the order they reacted.
+    pub users: Vec<String>,
 }
 
 /// How a message changed (docs/ipc.md, `natter://message`).
@@ -106,6 +184,10 @@ pub struct ConversationSummary {
     pub title: String,
     pub peer: Option<User>,
     pub unread: u32,
+    /// Unread messages that mention the user (the mention badge); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[ts(optional, as = "Option<u32>")]
+    pub mentions: u32,
     pub last_message: Option<LocalMessage>,
     /// For sorting by recent activity (ms since the epoch).
     #[ts(type = "number")]
@@ -178,11 +260,32 @@ mod tests {
             time: 1,
             state: MessageState::Pending,
             error: None,
+            reply_to: Some(Quote {
+                seq: 4,
+                sender: None,
+                snippet: String::new(),
+                deleted: false,
+            }),
+            edited: None,
+            deleted: false,
+            reactions: vec![Reaction {
+                emoji: "👍".into(),
+                users: vec!["b".into()],
+            }],
         };
         assert_eq!(
             serde_json::to_value(m).unwrap(),
             json!({"local_id": "id", "conv": null, "seq": null, "sender": "a", "text": "t",
-                   "time": 1, "state": "pending", "error": null})
+                   "time": 1, "state": "pending", "error": null,
+                   "reply_to": {"seq": 4, "sender": null, "snippet": "", "deleted": false},
+                   "reactions": [{"emoji": "👍", "users": ["b"]}]})
+        );
+        assert_eq!(Quote::snippet_of("first line\nsecond"), "first line");
+        let long = "字".repeat(Quote::SNIPPET_CHARS + 5);
+        assert_eq!(
+            Quote::snippet_of(&long).chars().count(),
+            Quote::SNIPPET_CHARS + 1,
+            "cut, with an ellipsis"
         );
     }
 }

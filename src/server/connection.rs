@@ -590,6 +590,10 @@ impl Session {
         let shared = &*shared;
         let later = |r: Result<(), ServiceError>| r.err().map(|e| Err(e.to_client()));
         let now = |r: Result<Reply, ServiceError>| Some(r.map_err(|e| e.to_client()));
+        let frame = match frame.into_action() {
+            Ok(request) => return later(messages::act(shared, &caller, request)),
+            Err(frame) => frame,
+        };
         match frame {
             ClientFrame::Auth { .. } => {
                 Some(Err((ErrorCode::BadRequest, "already authenticated".into())))
@@ -602,8 +606,23 @@ impl Session {
                 target,
                 client_msg_id,
                 text,
+                reply_to,
                 ..
-            } => later(messages::send(shared, &caller, target, client_msg_id, text)),
+            } => later(messages::send(
+                shared,
+                &caller,
+                target,
+                client_msg_id,
+                text,
+                reply_to,
+            )),
+            // Served before this match (`into_action`).
+            ClientFrame::Edit { .. } | ClientFrame::Delete { .. } | ClientFrame::React { .. } => {
+                Some(Err((
+                    ErrorCode::Internal,
+                    "an action was not served".into(),
+                )))
+            }
             ClientFrame::History {
                 conv,
                 before,

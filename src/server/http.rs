@@ -47,7 +47,9 @@ fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::BadRequest
         | ErrorCode::UnknownType
         | ErrorCode::InvalidName
-        | ErrorCode::TooLong => StatusCode::BAD_REQUEST,
+        | ErrorCode::TooLong
+        | ErrorCode::InvalidTarget
+        | ErrorCode::InvalidReaction => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,

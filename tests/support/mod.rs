@@ -384,9 +384,22 @@ impl WsClient {
                 target: Target::Conv(conv),
                 client_msg_id: cmid,
                 text,
+                reply_to: None,
             })
             .await?
         {
+            Reply::Sent { message } => Ok(message),
+            other => panic!("expected sent, got {other:?}"),
+        }
+    }
+
+    /// Send a frame that commits one conversation event (`send`, `edit`, `delete`, `react`)
+    /// built from a fresh request id, and return the event the `sent` answer carries.
+    pub async fn event(
+        &mut self,
+        make: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<ChatMessage, (ErrorCode, String)> {
+        match self.request(make).await? {
             Reply::Sent { message } => Ok(message),
             other => panic!("expected sent, got {other:?}"),
         }
@@ -405,6 +418,7 @@ impl WsClient {
                 target: Target::To(to),
                 client_msg_id: Uuid::new_v4(),
                 text,
+                reply_to: None,
             })
             .await?
         {

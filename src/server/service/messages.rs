@@ -1,5 +1,6 @@
-//! Messages: sending (validated here, sequenced and stored by the store, fanned out from the
-//! bus), history pages, and resume (`sync`), which replays what a client missed.
+//! Messages: sending them and acting on them (replies, edits, deletes, reactions: validated
+//! here, authorised, sequenced and stored by the store, fanned out from the bus like any
+//! message), history pages, and resume (`sync`), which replays what a client missed.
 
 use std::collections::HashMap;
 
@@ -7,7 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::protocol::{
-    is_valid_text, limits, ConvId, ConvSeq, ErrorCode, Message, Reply, Seq, ServerFrame, Target,
+    is_valid_reaction, is_valid_text, limits, Action, ActionRequest, ConvId, ConvSeq, ErrorCode,
+    Message, Reply, Seq, ServerFrame, Target,
 };
 
 use super::super::hub::{answer, encode};
@@ -16,35 +18,93 @@ use super::super::store::{UserId, WriteOp};
 use super::super::Shared;
 use super::{write_for_socket, Caller, ServiceError};
 
-/// Send `text` to `target`. Answered `sent` later, after every earlier message of that
-/// conversation was pushed to the caller's socket.
+/// Send `text` to `target`, as a reply to the message `reply_to` of that conversation if
+/// given. Answered `sent` later, after every earlier message of that conversation was pushed to
+/// the caller's socket.
 pub fn send(
     shared: &Shared,
     caller: &Caller,
     target: Target,
     client_msg_id: Uuid,
     text: String,
+    reply_to: Option<Seq>,
 ) -> Result<(), ServiceError> {
-    if text.chars().count() > limits::MAX_TEXT_CHARS {
-        return Err(ServiceError::refused(
-            ErrorCode::TooLong,
-            format!("text is longer than {} characters", limits::MAX_TEXT_CHARS),
-        ));
+    check_text(&text)?;
+    write_event(shared, caller, target, client_msg_id, text, reply_to, None)
+}
+
+/// Act on message `action.target()` in `conv`: edit it (`text` is the new text), delete it or
+/// react to it. Checked here: the text and the reaction; in the store: membership, the target,
+/// and who may (only the author edits, see `rules::may_act`).
+pub fn act(shared: &Shared, caller: &Caller, request: ActionRequest) -> Result<(), ServiceError> {
+    let ActionRequest {
+        conv,
+        client_msg_id,
+        action,
+        text,
+    } = request;
+    match &action {
+        Action::Edit { .. } => check_text(&text)?,
+        Action::React { emoji, .. } if !is_valid_reaction(emoji) => {
+            return Err(ServiceError::refused(
+                ErrorCode::InvalidReaction,
+                format!(
+                    "a reaction must be a single emoji of at most {} bytes",
+                    limits::MAX_REACTION_BYTES
+                ),
+            ))
+        }
+        Action::React { .. } | Action::Delete { .. } => {}
     }
-    if !is_valid_text(&text) {
-        return Err(ServiceError::refused(
-            ErrorCode::BadRequest,
-            "text is empty",
-        ));
-    }
+    let target = Target::Conv(conv);
+    write_event(
+        shared,
+        caller,
+        target,
+        client_msg_id,
+        text,
+        None,
+        Some(action),
+    )
+}
+
+/// Queue one conversation event (message, reply or action) for the caller's socket.
+fn write_event(
+    shared: &Shared,
+    caller: &Caller,
+    target: Target,
+    client_msg_id: Uuid,
+    text: String,
+    reply_to: Option<Seq>,
+    action: Option<Action>,
+) -> Result<(), ServiceError> {
     let op = WriteOp::Send {
         user: caller.user,
         target,
         client_msg_id,
         text,
         now: shared.clock.now_ms(),
+        reply_to,
+        action,
     };
     write_for_socket(shared, caller, op)
+}
+
+/// The text rules of a message and an edit: not longer than the limit, not blank.
+fn check_text(text: &str) -> Result<(), ServiceError> {
+    if text.chars().count() > limits::MAX_TEXT_CHARS {
+        return Err(ServiceError::refused(
+            ErrorCode::TooLong,
+            format!("text is longer than {} characters", limits::MAX_TEXT_CHARS),
+        ));
+    }
+    if !is_valid_text(text) {
+        return Err(ServiceError::refused(
+            ErrorCode::BadRequest,
+            "text is empty",
+        ));
+    }
+    Ok(())
 }
 
 /// A page of `conv`'s history for a member: before `before`, after `after`, or the newest.

@@ -254,6 +254,7 @@ mod tests {
                     Target::Conv(general),
                     Uuid::new_v4(),
                     text,
+                    None,
                 )
                 .unwrap();
             }

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use crate::dbfile::Damage;
 use crate::protocol::{
-    ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread, User,
+    Action, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
+    User,
 };
 
 use super::auth::TokenHash;
@@ -206,12 +207,17 @@ pub enum WriteOp {
         user: UserId,
         conv: ConvId,
     },
+    /// A message, a reply (`reply_to`) or an action on an earlier message (`action`, with
+    /// `target` a conversation): one event with its own seq. [`rules::may_act`] decides whether
+    /// the user may; the action's effect on its target commits with it.
     Send {
         user: UserId,
         target: Target,
         client_msg_id: Uuid,
         text: String,
         now: Millis,
+        reply_to: Option<Seq>,
+        action: Option<Action>,
     },
     Read {
         user: UserId,
@@ -356,7 +362,8 @@ pub trait Storage: Send + Sync {
     /// The password hash of a live (not deleted) user.
     fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>>;
 
-    /// Unread counts (messages from others after the read marker) per conversation of `user`.
+    /// Unread counts (messages from others after the read marker, not counting actions) per
+    /// conversation of `user`.
     fn unread(&self, user: UserId) -> StoreFuture<Vec<Unread>>;
 
     /// Everything a node keeps in memory, as committed now: what it loads at start, and what a

@@ -45,7 +45,10 @@ use super::{
 };
 
 /// The schema, one file per version.
-const MIGRATIONS: &[&str] = &[include_str!("postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("postgres/0001_init.sql"),
+    include_str!("postgres/0002_message_actions.sql"),
+];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
 /// Most writes committed in one transaction.
@@ -437,6 +440,10 @@ fn message_from_row(r: &Row) -> Message {
         text: r.get(4),
         time: r.get(5),
         client_msg_id: Uuid::parse_str(&cmid).unwrap_or_default(),
+        reply_to: r.get(7),
+        action: rules::action_from_columns(r.get(8), r.get(9), r.get(10)),
+        edited: r.get(11),
+        deleted: r.get(12),
     }
 }
 
@@ -723,6 +730,8 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             client_msg_id,
             text,
             now,
+            reply_to,
+            action,
         } => {
             let cmid = client_msg_id.to_string();
             if let Some(message) = sent_before(tx, *user, &cmid).await? {
@@ -794,6 +803,17 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     }
                 }
             };
+            if let Some(target) = rules::target_of(*reply_to, action.as_ref()) {
+                let found = tx
+                    .query_opt(rules::TARGET_SQL, &[&conv, &target])
+                    .await?
+                    .map(|r| rules::TargetRow {
+                        sender: r.get(0),
+                        is_action: r.get(1),
+                        deleted: r.get(2),
+                    });
+                rules::may_act(conv, *user, action.as_ref(), found)?;
+            }
             // Locks the conversation's row until COMMIT: the next seq is ours alone.
             let inner = tx.savepoint("send").await?;
             let seq: Seq = inner
@@ -804,12 +824,25 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 )
                 .await?
                 .get(0);
+            let (kind, target_seq, emoji) = rules::action_columns(action.as_ref());
             let inserted = inner
                 .query_opt(
-                    "INSERT INTO messages (conv_id, seq, sender_id, text, time, client_msg_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT ON CONSTRAINT messages_sender_cmid DO NOTHING RETURNING id",
-                    &[&conv, &seq, user, text, now, &cmid],
+                    &format!(
+                        "{} ON CONFLICT ON CONSTRAINT messages_sender_cmid DO NOTHING RETURNING id",
+                        rules::INSERT_MESSAGE
+                    ),
+                    &[
+                        &conv,
+                        &seq,
+                        user,
+                        text,
+                        now,
+                        &cmid,
+                        reply_to,
+                        &kind,
+                        &target_seq,
+                        &emoji,
+                    ],
                 )
                 .await?;
             let Some(row) = inserted else {
@@ -825,6 +858,19 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 });
             };
             let id: i64 = row.get(0);
+            match (rules::effect(action.as_ref(), text, *now), target_seq) {
+                (Some(rules::Effect::Edit { text, now }), Some(target)) => {
+                    inner
+                        .execute(rules::EDIT_SQL, &[&text, &now, &conv, &target])
+                        .await?;
+                }
+                (Some(rules::Effect::Delete { now }), Some(target)) => {
+                    inner
+                        .execute(rules::DELETE_SQL, &[&now, &conv, &target])
+                        .await?;
+                }
+                _ => {}
+            }
             inner.commit().await?;
             let sender: String = tx
                 .query_one("SELECT username FROM users WHERE id = $1", &[user])
@@ -839,6 +885,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     text: text.clone(),
                     time: *now,
                     client_msg_id: *client_msg_id,
+                    reply_to: *reply_to,
+                    action: action.clone(),
+                    ..Message::default()
                 },
                 fresh: true,
                 new_dm,
@@ -1129,7 +1178,8 @@ impl Storage for PgStore {
                 "SELECT mb.conv_id, mb.last_read, \
                    GREATEST(0, c.last_seq - mb.last_read) - \
                    (SELECT count(*) FROM messages m WHERE m.conv_id = mb.conv_id \
-                      AND m.sender_id = mb.user_id AND m.seq > mb.last_read) \
+                      AND (m.sender_id = mb.user_id OR m.action IS NOT NULL) \
+                      AND m.seq > mb.last_read) \
                  FROM members mb JOIN conversations c ON c.id = mb.conv_id \
                  WHERE mb.user_id = $1 ORDER BY mb.conv_id",
                 &[&user],

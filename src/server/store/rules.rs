@@ -1,16 +1,154 @@
 //! What every storage backend decides the same way; only their SQL drivers differ. Name lookups
 //! and clashes (the SQL is written with `$n` placeholders, which SQLite and PostgreSQL both
 //! take), the refusals for acting in a conversation one is not in, leaving, moving a read
-//! marker, a DM's key.
+//! marker, a DM's key, who may act on which message (edits, deletes, reactions, replies) and
+//! what an action changes.
 
 use crate::names::Name;
-use crate::protocol::{limits, ConvKind, ErrorCode, Message, Seq};
+use crate::protocol::{limits, Action, ConvId, ConvKind, ErrorCode, Message, Millis, Seq};
 
 use super::{StoreError, UserId};
 
-/// The columns a message is read from, users joined as `u` and messages as `m`.
-pub const MESSAGE_COLUMNS: &str =
-    "m.id, m.conv_id, m.seq, u.username, m.text, m.time, m.client_msg_id";
+/// The columns a message is read from, users joined as `u` and messages as `m`: id, conv, seq,
+/// sender, text, time, client_msg_id (0..=6), then reply_to, action, target, emoji (7..=10,
+/// read by [`action_from_columns`]), edited_at, deleted (11, 12).
+pub const MESSAGE_COLUMNS: &str = "m.id, m.conv_id, m.seq, u.username, m.text, m.time, \
+     m.client_msg_id, m.reply_to, m.action, m.target, m.emoji, m.edited_at, \
+     m.deleted_at IS NOT NULL";
+
+/// Stores a new message or action: $1 conv, $2 seq, $3 sender, $4 text, $5 time,
+/// $6 client_msg_id, $7 reply_to, $8 action, $9 target, $10 emoji (see [`action_columns`]).
+pub const INSERT_MESSAGE: &str = "INSERT INTO messages (conv_id, seq, sender_id, text, time, \
+     client_msg_id, reply_to, action, target, emoji) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// What an action, a reply or a message points at: its sender, whether it is itself an action,
+/// whether it was deleted. $1 conv, $2 seq.
+pub const TARGET_SQL: &str = "SELECT sender_id, action IS NOT NULL, deleted_at IS NOT NULL \
+     FROM messages WHERE conv_id = $1 AND seq = $2";
+
+/// An edit's effect: $1 new text, $2 time, $3 conv, $4 target seq. (Placeholders appear in
+/// number order: SQLite numbers `$n` by first appearance.)
+pub const EDIT_SQL: &str =
+    "UPDATE messages SET text = $1, edited_at = $2 WHERE conv_id = $3 AND seq = $4";
+
+/// A delete's effect: the target's text and the text of every edit of it are gone (not
+/// hidden), marked deleted at $1. $2 conv, $3 target seq.
+pub const DELETE_SQL: &str = "UPDATE messages SET text = '', deleted_at = $1 \
+     WHERE conv_id = $2 AND (seq = $3 OR (action = 'edit' AND target = $3))";
+
+/// How an action is stored: the `action` column's value, the target, the emoji.
+pub fn action_columns(
+    action: Option<&Action>,
+) -> (Option<&'static str>, Option<Seq>, Option<&str>) {
+    match action {
+        None => (None, None, None),
+        Some(Action::Edit { target }) => (Some("edit"), Some(*target), None),
+        Some(Action::Delete { target }) => (Some("delete"), Some(*target), None),
+        Some(Action::React { target, emoji, on }) => (
+            Some(if *on { "react" } else { "unreact" }),
+            Some(*target),
+            Some(emoji.as_str()),
+        ),
+    }
+}
+
+/// The action stored as [`action_columns`] wrote it (None for a message, or for a value no
+/// version wrote).
+pub fn action_from_columns(
+    kind: Option<&str>,
+    target: Option<Seq>,
+    emoji: Option<String>,
+) -> Option<Action> {
+    let target = target?;
+    match kind? {
+        "edit" => Some(Action::Edit { target }),
+        "delete" => Some(Action::Delete { target }),
+        "react" | "unreact" => Some(Action::React {
+            target,
+            emoji: emoji?,
+            on: kind == Some("react"),
+        }),
+        _ => None,
+    }
+}
+
+/// The message an action or reply points at, as [`TARGET_SQL`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetRow {
+    pub sender: UserId,
+    pub is_action: bool,
+    pub deleted: bool,
+}
+
+/// Whether `user` moderates `conv`: may delete others' messages there. Conversations have no
+/// moderators yet; when rooms get them, this is the one place that learns of it.
+pub fn is_moderator(_conv: ConvId, _user: UserId) -> bool {
+    false
+}
+
+/// Whether `user` may send `action` (None: a reply) about `target` (what [`TARGET_SQL`] found)
+/// in `conv`: the target must be a message of that conversation, not an action; only its author
+/// edits it and only its author (or a moderator) deletes it; a deleted message cannot be edited,
+/// deleted again or reacted to, but can be replied to (the reply shows it was deleted).
+pub fn may_act(
+    conv: ConvId,
+    user: UserId,
+    action: Option<&Action>,
+    target: Option<TargetRow>,
+) -> Result<(), StoreError> {
+    let Some(target) = target else {
+        return Err(StoreError::rejected(
+            ErrorCode::NotFound,
+            "no message with that seq in this conversation",
+        ));
+    };
+    if target.is_action {
+        return Err(StoreError::rejected(
+            ErrorCode::InvalidTarget,
+            "the target is an edit, delete or reaction, not a message",
+        ));
+    }
+    let Some(action) = action else {
+        return Ok(());
+    };
+    if target.deleted {
+        return Err(StoreError::rejected(
+            ErrorCode::InvalidTarget,
+            "the message was deleted",
+        ));
+    }
+    match action {
+        Action::Edit { .. } if target.sender != user => Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "only the author can edit a message",
+        )),
+        Action::Delete { .. } if target.sender != user && !is_moderator(conv, user) => Err(
+            StoreError::rejected(ErrorCode::Forbidden, "only the author can delete a message"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The message a reply or action of `action` (None: a plain message or reply) points at.
+pub fn target_of(reply_to: Option<Seq>, action: Option<&Action>) -> Option<Seq> {
+    action.map(Action::target).or(reply_to)
+}
+
+/// What a committed action did to its target, for the statement that applies it: the edit's
+/// new text and time, or the delete's time; nothing for a reaction (its event is the record).
+pub enum Effect<'a> {
+    Edit { text: &'a str, now: Millis },
+    Delete { now: Millis },
+}
+
+/// The effect of `action` on its target (None for reactions and messages).
+pub fn effect<'a>(action: Option<&Action>, text: &'a str, now: Millis) -> Option<Effect<'a>> {
+    match action? {
+        Action::Edit { .. } => Some(Effect::Edit { text, now }),
+        Action::Delete { .. } => Some(Effect::Delete { now }),
+        Action::React { .. } => None,
+    }
+}
 
 /// The columns a user is read from: id, username, display name, avatar, deleted.
 pub const USER_COLUMNS: &str = "id, username, display_name, avatar, deleted_at IS NOT NULL";

@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_devices.sql"),
     include_str!("migrations/0005_account.sql"),
     include_str!("migrations/0006_attention.sql"),
+    include_str!("migrations/0007_message_actions.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -98,9 +99,11 @@ fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // FULL: in WAL mode NORMAL may lose the last commits on power loss, and an ack promises
-    // the message is on disk.
+    // the message is on disk. secure_delete: a deleted message's text is overwritten in the
+    // file, not left in a free page.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA secure_delete = ON;",
     )?;
     Ok(conn)
 }
@@ -607,6 +610,7 @@ fn credentials(
 
 fn message_from_row(r: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
     let cmid: String = r.get(6)?;
+    let kind: Option<String> = r.get(8)?;
     Ok(Message {
         id: r.get(0)?,
         conv: r.get(1)?,
@@ -615,6 +619,10 @@ fn message_from_row(r: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
         text: r.get(4)?,
         time: r.get(5)?,
         client_msg_id: Uuid::parse_str(&cmid).unwrap_or_default(),
+        reply_to: r.get(7)?,
+        action: rules::action_from_columns(kind.as_deref(), r.get(9)?, r.get(10)?),
+        edited: r.get(11)?,
+        deleted: r.get(12)?,
     })
 }
 
@@ -650,15 +658,16 @@ fn history(
 }
 
 /// Unread counts of every conversation `user` is a member of: messages after the read marker
-/// that someone else sent. Seqs are gapless and messages are never deleted, so that is the
-/// seqs after the marker less the user's own among them, which `messages_by_sender` counts
-/// without reading anyone else's messages: a connect costs the same however far behind it is.
+/// that someone else sent. Seqs are gapless and rows are never removed, so that is the seqs
+/// after the marker less the user's own among them and the actions (edits, deletes, reactions:
+/// never unread), which `messages_by_sender` and `messages_actions` count without reading
+/// anyone else's messages: a connect costs the same however far behind it is.
 fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT mb.conv_id, mb.last_read, \
            max(0, c.last_seq - mb.last_read) - \
            (SELECT count(*) FROM messages m WHERE m.conv_id = mb.conv_id \
-              AND m.sender_id = mb.user_id AND m.seq > mb.last_read) \
+              AND (m.sender_id = mb.user_id OR m.action IS NOT NULL) AND m.seq > mb.last_read) \
          FROM members mb JOIN conversations c ON c.id = mb.conv_id \
          WHERE mb.user_id = ?1 ORDER BY mb.conv_id",
     )?;
@@ -916,6 +925,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             client_msg_id,
             text,
             now,
+            reply_to,
+            action,
         } => {
             let now = *now;
             let cmid = client_msg_id.to_string();
@@ -992,18 +1003,40 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     }
                 }
             };
+            if let Some(target) = rules::target_of(*reply_to, action.as_ref()) {
+                let found = tx
+                    .query_row(rules::TARGET_SQL, params![conv, target], |r| {
+                        Ok(rules::TargetRow {
+                            sender: r.get(0)?,
+                            is_action: r.get(1)?,
+                            deleted: r.get(2)?,
+                        })
+                    })
+                    .optional()?;
+                rules::may_act(conv, *user, action.as_ref(), found)?;
+            }
             let seq: Seq = tx.query_row(
                 "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
                 params![conv],
                 |r| r.get(0),
             )?;
+            let (kind, target_seq, emoji) = rules::action_columns(action.as_ref());
             tx.execute(
-                "INSERT INTO messages (conv_id, seq, sender_id, text, time, client_msg_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![conv, seq, user, text, now, cmid],
+                rules::INSERT_MESSAGE,
+                params![conv, seq, user, text, now, cmid, reply_to, kind, target_seq, emoji],
             )?;
+            let id = tx.last_insert_rowid();
+            match (rules::effect(action.as_ref(), text, now), target_seq) {
+                (Some(rules::Effect::Edit { text, now }), Some(target)) => {
+                    tx.execute(rules::EDIT_SQL, params![text, now, conv, target])?;
+                }
+                (Some(rules::Effect::Delete { now }), Some(target)) => {
+                    tx.execute(rules::DELETE_SQL, params![now, conv, target])?;
+                }
+                _ => {}
+            }
             let message = Message {
-                id: tx.last_insert_rowid(),
+                id,
                 conv,
                 seq,
                 sender: tx.query_row(
@@ -1014,6 +1047,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 text: text.clone(),
                 time: now,
                 client_msg_id: *client_msg_id,
+                reply_to: *reply_to,
+                action: action.clone(),
+                ..Message::default()
             };
             Ok(WriteOutcome::Sent {
                 message,
@@ -1177,6 +1213,8 @@ mod tests {
             client_msg_id: cmid,
             text: "t".into(),
             now: 1,
+            reply_to: None,
+            action: None,
         }
     }
 

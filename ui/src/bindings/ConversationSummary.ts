@@ -15,7 +15,11 @@ name: string,
 /**
  * What to show: `#room` for a room, the peer's display name for a DM.
  */
-title: string, peer: User | null, unread: number, last_message: LocalMessage | null, 
+title: string, peer: User | null, unread: number, 
+/**
+ * Unread messages that mention the user (the mention badge); absent when none.
+ */
+mentions?: number, last_message: LocalMessage | null, 
 /**
  * For sorting by recent activity (ms since the epoch).
  */

@@ -5,6 +5,7 @@
  */
 export type Unread = { conv: number, 
 /**
- * Messages after `last_read` not sent by this user.
+ * Messages after `last_read` not sent by this user (replies count; edits, deletes and
+ * reactions do not).
  */
 count: number, last_read: number, };
