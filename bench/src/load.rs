@@ -288,7 +288,7 @@ impl Swarm {
     /// per second are published round-robin by the clients, each delivered to every client.
     pub async fn fanout_step(
         &mut self,
-        server_pid: u32,
+        server_pids: &[u32],
         rate: f64,
         warmup: Duration,
         measure: Duration,
@@ -304,7 +304,7 @@ impl Swarm {
             .filter(|&i| !self.clients[i].pause.load(Ordering::Relaxed))
             .collect();
         self.run_paced(
-            server_pid,
+            server_pids,
             rate,
             warmup,
             measure,
@@ -326,7 +326,7 @@ impl Swarm {
     /// during the measured window (the realistic scenario's presence churn).
     pub async fn run_paced<R, T>(
         &mut self,
-        server_pid: u32,
+        server_pids: &[u32],
         rate: f64,
         warmup: Duration,
         measure: Duration,
@@ -369,7 +369,7 @@ impl Swarm {
                 if seq == warm_n && at_measure.is_none() {
                     at_measure = Some((
                         Instant::now(),
-                        procfs::sample(server_pid)?,
+                        procfs::sample_group(server_pids)?,
                         procfs::sample(me)?,
                     ));
                 }
@@ -402,7 +402,7 @@ impl Swarm {
             Some(m) => m,
             None => (
                 Instant::now(),
-                procfs::sample(server_pid)?,
+                procfs::sample_group(server_pids)?,
                 procfs::sample(me)?,
             ),
         };
@@ -423,7 +423,7 @@ impl Swarm {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let t1 = Instant::now();
-        let server1 = procfs::sample(server_pid)?;
+        let server1 = procfs::sample_group(server_pids)?;
         let me1 = procfs::sample(me)?;
         let s = self.recorder.state.lock().expect("recorder lock");
         let wall = t1.duration_since(t0).as_secs_f64();

@@ -6,6 +6,7 @@
 //! the server under test to the other, and a single thread on a dedicated core is the cheapest
 //! way to drive thousands of sockets (no cross-thread wakeups).
 
+mod cluster;
 mod compare;
 mod floor;
 mod footprint;
@@ -136,6 +137,25 @@ enum Cmd {
         /// Fan-out publish rates, messages/s, comma-separated (every one runs, saturated or not).
         #[arg(long, value_delimiter = ',', default_value = "50,800")]
         rates: Vec<f64>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Issue 16: one SQLite node against N PostgreSQL nodes on Redis behind nginx
+    /// (scripts/cluster), in one run: fan-out in one room at each rate; committed messages and
+    /// deliveries per second, latency, CPU of everything serving, losses. Run from the
+    /// repository's root (it calls scripts/cluster).
+    Cluster {
+        /// Setups: 0 is one SQLite node, N > 0 is N PostgreSQL nodes behind nginx.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,3")]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = TARGET_CLIENTS)]
+        clients: usize,
+        /// Publish rates, messages/s.
+        #[arg(long, value_delimiter = ',', default_value = "50,200")]
+        rates: Vec<f64>,
+        /// The natter-server binary of the SQLite setup (scripts/cluster builds its own).
+        #[arg(long, default_value = "target/release/natter-server")]
+        natter_server: PathBuf,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -283,6 +303,7 @@ async fn run(cli: Cli) -> Result<()> {
         | Cmd::Idle { common }
         | Cmd::Realistic { common }
         | Cmd::Slow { common } => common.run.json.clone(),
+        Cmd::Cluster { run, .. } => run.json.clone(),
         Cmd::Store { .. }
         | Cmd::Footprint { .. }
         | Cmd::Compare { .. }
@@ -335,6 +356,34 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("== local store");
                 results.store = Some(store::run(store_messages).context("local store benchmark")?);
             }
+        }
+        Cmd::Cluster {
+            nodes,
+            clients,
+            rates,
+            natter_server,
+            run,
+        } => {
+            let launch = Launch {
+                natter_server,
+                peers_dir: PathBuf::from("bench/peers"),
+                server_cpus: run.server_cpus.clone(),
+            };
+            let rows = cluster::run(
+                &launch,
+                &nodes,
+                clients,
+                &rates,
+                run.warmup(),
+                run.measure(),
+            )
+            .await?;
+            println!("{}", cluster::table(&rows, run.measure()));
+            if let Some(path) = &run.json {
+                std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            return Ok(());
         }
         Cmd::Fanout {
             common,

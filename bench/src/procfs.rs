@@ -95,6 +95,62 @@ pub fn sample(pid: u32) -> Result<Sample> {
     })
 }
 
+/// CPU and memory of every process in the trees rooted at `roots` (the roots and all their
+/// descendants now), summed: what a server made of several processes costs (cluster nodes,
+/// PostgreSQL and its backends, Redis, nginx and its workers). A process that ended between
+/// listing and reading is skipped.
+pub fn sample_group(roots: &[u32]) -> Result<Sample> {
+    if let [one] = roots {
+        if children_of(*one).is_empty() {
+            return sample(*one);
+        }
+    }
+    let mut total = Sample::default();
+    let seen = tree(roots);
+    for &pid in &seen {
+        let Ok(s) = sample(pid) else { continue };
+        total.cpu_secs += s.cpu_secs;
+        total.user_secs += s.user_secs;
+        total.sys_secs += s.sys_secs;
+        total.rss_kib += s.rss_kib;
+        total.pss_kib += s.pss_kib;
+        total.uss_kib += s.uss_kib;
+    }
+    if seen.is_empty() {
+        bail!("no process to sample");
+    }
+    Ok(total)
+}
+
+/// The processes of the trees rooted at `roots`: the roots and all their descendants now.
+pub fn tree(roots: &[u32]) -> Vec<u32> {
+    let mut seen = Vec::new();
+    let mut todo: Vec<u32> = roots.to_vec();
+    while let Some(pid) = todo.pop() {
+        if !seen.contains(&pid) {
+            seen.push(pid);
+            todo.extend(children_of(pid));
+        }
+    }
+    seen
+}
+
+/// The pids whose parent is `pid` (from /proc/PID/task/*/children).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// Open file descriptors of `pid`: a server's connection count, seen from the server side
 /// (a client that stopped reading never learns that the server closed it).
 pub fn open_fds(pid: u32) -> Result<u64> {

@@ -105,7 +105,7 @@ pub async fn fanout(
         let connect_secs = t.elapsed().as_secs_f64();
         for &rate in rates {
             let step = swarm
-                .fanout_step(server.pid, rate, env.warmup, env.measure)
+                .fanout_step(&[server.pid], rate, env.warmup, env.measure)
                 .await?;
             let kept_up = step.kept_up();
             eprintln!(
@@ -262,7 +262,7 @@ pub async fn slow_readers(
         .settle(Duration::from_millis(500), Duration::from_secs(60))
         .await;
     let baseline = swarm
-        .fanout_step(server.pid, rate, env.warmup, env.measure)
+        .fanout_step(&[server.pid], rate, env.warmup, env.measure)
         .await?;
     // The last clients stall, so publishers (round-robin over readers) are unaffected.
     for c in &swarm.clients[n - stalled..] {
@@ -286,7 +286,7 @@ pub async fn slow_readers(
     // The stalled clients read their last frame before noticing the flag; the step's
     // expected deliveries count only the readers.
     let with_stalled = swarm
-        .fanout_step(server.pid, rate, env.warmup, stall)
+        .fanout_step(&[server.pid], rate, env.warmup, stall)
         .await?;
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
@@ -477,7 +477,7 @@ pub async fn realistic(env: &Env, kind: Kind, rooms: usize, rate: f64) -> Result
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let step = swarm
         .run_paced(
-            server.pid,
+            &[server.pid],
             rate,
             env.warmup,
             env.measure,
