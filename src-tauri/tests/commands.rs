@@ -93,7 +93,7 @@ struct Desk {
     notices: Arc<Recorder>,
 }
 
-const EVENTS: [&str; 12] = [
+const EVENTS: [&str; 14] = [
     "natter://message",
     "natter://conversation",
     "natter://conversation-removed",
@@ -106,6 +106,8 @@ const EVENTS: [&str; 12] = [
     "natter://open-conversation",
     "natter://settings",
     "natter://dnd",
+    "natter://accounts",
+    "natter://app-state",
 ];
 
 impl Desk {
@@ -167,6 +169,12 @@ impl Desk {
             .inner()
             .clone();
         tauri::async_runtime::block_on(shell.shutdown());
+    }
+
+    fn unread_total(&self) -> u32 {
+        self.app
+            .state::<natter_desktop::state::Shell>()
+            .unread_total()
     }
 
     fn focus(&self, focused: bool) {
@@ -837,5 +845,186 @@ fn diagnostics_report_the_state_and_the_newest_log_lines_without_secrets() {
         .unwrap()
         .expect("a saved session");
     assert!(!report.contains(&saved.session.token), "{report}");
+    desk.close();
+}
+
+/// The account list's entry for `user` on `server` (a URL as `join_server` got it).
+fn account<'a>(accounts: &'a Value, server: &str, user: &str) -> Option<&'a Value> {
+    accounts.as_array()?.iter().find(|a| {
+        a["server_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(server))
+            && a["username"] == user
+    })
+}
+
+/// Two accounts on two servers in one app: "Add account" keeps the first signed in and
+/// connected in the background; its messages still notify (nothing of it reaches the window
+/// showing the other account) and count in its own unread total and the tray's; a click on its
+/// notification switches to it and opens the conversation; switching is one command; both come
+/// back after a restart; signing out of one shows the other. Bad inputs: switching to an
+/// account that is not signed in here (unknown user, unknown server) is `not_found` and changes
+/// nothing.
+#[test]
+fn a_second_account_is_added_and_both_stay_signed_in() {
+    let first = TestServer::start();
+    let second = TestServer::start();
+    let (dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bob = Desk::open(bob_dir.path());
+    bob.ok("join_server", json!({ "url": first.url }));
+    register(&bob, "bob", "Bob");
+
+    let desk = Desk::open(dir.path());
+    desk.ok("join_server", json!({ "url": first.url }));
+    let state = register(&desk, "alice", "Alice");
+    assert_eq!(state["accounts"].as_array().unwrap().len(), 1, "{state}");
+    assert_eq!(
+        account(&state["accounts"], &first.url, "alice").unwrap()["active"],
+        true
+    );
+
+    // Add account: the server choice, with Alice still signed in (not active).
+    let state = desk.ok("add_account", json!({}));
+    assert_eq!(state["phase"], "setup", "{state}");
+    assert_eq!(state["user"], Value::Null);
+    let alice1 = account(&state["accounts"], &first.url, "alice")
+        .unwrap()
+        .clone();
+    assert_eq!(alice1["active"], false);
+    assert_eq!(alice1["user"]["display_name"], "Alice");
+    assert_eq!(
+        alice1["server_name"],
+        first.url.trim_start_matches("http://")
+    );
+    desk.ok("join_server", json!({ "url": second.url }));
+    // The same username on another server is another account.
+    let state = register(&desk, "alice", "Alice at work");
+    assert_eq!(state["phase"], "ready");
+    assert!(state["server_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&second.url));
+    let accounts = &state["accounts"];
+    assert_eq!(accounts.as_array().unwrap().len(), 2, "{accounts}");
+    assert_eq!(
+        account(accounts, &second.url, "alice").unwrap()["active"],
+        true
+    );
+    assert_eq!(
+        account(accounts, &first.url, "alice").unwrap()["active"],
+        false
+    );
+    wait_until("the first account is still online", || {
+        account(&desk.ok("accounts", json!({})), &first.url, "alice").unwrap()["connection"]
+            == json!({"state": "online"})
+    });
+
+    // A DM to the background account: a notification, counted there, not shown in the window.
+    desk.focus(true);
+    bob.ok("send", json!({"to": "alice", "text": "are you there?"}));
+    wait_until("the background account notifies", || {
+        desk.notices.shown().len() == 1
+    });
+    assert_eq!(desk.notices.shown()[0].1.body, "are you there?");
+    wait_until("its unread total counts it", || {
+        account(&desk.ok("accounts", json!({})), &first.url, "alice").unwrap()["unread"] == 1
+    });
+    assert!(desk
+        .events_named("natter://accounts")
+        .iter()
+        .any(|list| { account(list, &first.url, "alice").is_some_and(|a| a["unread"] == 1) }));
+    assert_eq!(desk.unread_total(), 1, "the tray counts every account");
+    assert!(
+        !desk
+            .events_named("natter://message")
+            .iter()
+            .any(|m| m["message"]["text"] == "are you there?"),
+        "the window shows the other account"
+    );
+
+    // Clicking it switches to that account and opens the DM.
+    let dm = desk.notices.shown()[0].0;
+    desk.notices.click(0);
+    wait_until("the window is told of the switch", || {
+        desk.events_named("natter://app-state").iter().any(|s| {
+            s["server_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(&first.url))
+        })
+    });
+    wait_until("the DM is opened", || {
+        desk.events_named("natter://open-conversation")
+            .contains(&json!({ "conv": dm }))
+    });
+    let state = desk.ok("app_state", json!({}));
+    assert!(state["server_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&first.url));
+    assert_eq!(state["user"]["display_name"], "Alice");
+    assert_eq!(state["last_conversation"], dm);
+    let list = desk.events_named("natter://conversations");
+    assert!(
+        list.last()
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == dm),
+        "the switched-to account's list is sent whole"
+    );
+
+    // Bad inputs: not signed in here.
+    for (server, user) in [
+        (first.url.as_str(), "mallory"),
+        ("http://127.0.0.1:1/", "alice"),
+    ] {
+        let e = desk.err(
+            "switch_account",
+            json!({"serverUrl": server, "username": user}),
+        );
+        assert_eq!(e["code"], "not_found", "{server} {user}: {e}");
+    }
+    assert!(desk.ok("app_state", json!({}))["server_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&first.url));
+
+    // Switching back is one command, and the window's conversation is remembered per account.
+    let work_url = account(&state["accounts"], &second.url, "alice").unwrap()["server_url"].clone();
+    let state = desk.ok(
+        "switch_account",
+        json!({"serverUrl": work_url, "username": "alice"}),
+    );
+    assert_eq!(state["user"]["display_name"], "Alice at work");
+    assert_eq!(
+        account(&state["accounts"], &second.url, "alice").unwrap()["active"],
+        true
+    );
+
+    // A restart brings both back, the same one shown.
+    desk.close();
+    let desk = Desk::open(dir.path());
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["phase"], "ready");
+    assert_eq!(state["user"]["display_name"], "Alice at work");
+    assert_eq!(state["accounts"].as_array().unwrap().len(), 2, "{state}");
+    wait_until("the background account reconnects", || {
+        account(&desk.ok("accounts", json!({})), &first.url, "alice").unwrap()["connection"]
+            == json!({"state": "online"})
+    });
+
+    // Signing out of the one shown leaves the other signed in, and shows it.
+    let state = desk.ok("logout", json!({}));
+    assert_eq!(state["phase"], "ready", "{state}");
+    assert_eq!(state["user"]["display_name"], "Alice");
+    assert_eq!(
+        state["last_conversation"], dm,
+        "where it was when switched away"
+    );
+    assert_eq!(state["accounts"].as_array().unwrap().len(), 1);
+    let state = desk.ok("logout", json!({}));
+    assert_eq!(state["phase"], "signed_out");
+    assert!(state["accounts"].as_array().unwrap().is_empty());
     desk.close();
 }
