@@ -500,23 +500,28 @@ async function bobIsShownAs(display) {
  * its entry; clicking the notification shows that account again with the DM open; one click
  * switches to Robert and back. */
 async function secondAccount() {
-  const before = notifyCalls().length;
   await bob.click('[data-testid="account-add"]');
   await bob.el('[data-testid="account-back"]');
   await registerThroughUi(bob, "robert", "Robert", 2, "");
-  eq(await bobsAccounts(), [
-    { username: "bob", shown: false, unread: "" },
-    { username: "robert", shown: true, unread: "" },
-  ], "bob's accounts after adding Robert");
+  const listed = await bobsAccounts();
+  eq(listed.map((a) => [a.username, a.shown]), [["bob", false], ["robert", true]], "bob's accounts after adding Robert");
+  // Bob's account still has what he left unread during do not disturb.
+  const unreadBefore = Number(listed[0].unread || 0);
+  // Robert's first sync of #general may announce its history (a new account's catch-up is
+  // notified today, reported separately): clear it, and count only what follows.
+  await sleep(2000);
+  onBobBus("dunstctl", ["close-all"]);
+  const before = notifyCalls().length;
   log("bob: added a second account, Robert, still signed in as Bob");
 
   const text = "Bob, this reaches your other account";
   await alice.openConv("bob", "dm");
   await alice.say(text);
-  await waitFor("a notification for the background account", () => notifyCalls().length > before, 20000);
-  eq({ summary: notifyCalls()[before].summary, body: notifyCalls()[before].body }, { summary: "Alice", body: text },
-    "the background account's notification");
-  await waitFor("Bob's entry counts it", async () => (await bobsAccounts())[0].unread === "1");
+  const notice = await waitFor("a notification for the background account",
+    () => notifyCalls().slice(before).find((c) => c.body === text), 20000);
+  eq(notice.summary, "Alice", "the background account's notification title");
+  eq(notifyCalls().length, before + 1, "one notification for the background account's DM");
+  await waitFor("Bob's entry counts it", async () => Number((await bobsAccounts())[0].unread) === unreadBefore + 1);
   check(!(await bob.seesMessage(text)), "Robert's window does not show Bob's DM");
   await waitFor("dunst shows it", () => onBobBus("dunstctl", ["count", "displayed"]).trim() === "1");
   onBobBus("dunstctl", ["action", "0"]);
