@@ -213,6 +213,16 @@ struct Inner {
 
 /// One signed-in account's running client, the pump of its events, and its notifications
 /// (bursts are coalesced per conversation of one account: conversation ids are per server).
+/// Whether a client's store already holds the account's history when its pump starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// Resumed from a store that has it: what the resume brings was missed, and notifies.
+    Known,
+    /// A new sign-in on this device, or a rebuilt store: the first resume brings the history
+    /// the server has, none of which is news.
+    Arriving,
+}
+
 struct Running {
     key: AccountKey,
     client: Client,
@@ -268,7 +278,7 @@ impl Shell {
                 Err(e) => Err(ClientError::Internal(format!("saved server URL: {e}"))),
             };
             match resumed {
-                Ok(Some(client)) if is_active => self.install(key, client),
+                Ok(Some(client)) if is_active => self.install(key, client, History::Known),
                 Ok(Some(client)) => self.install_background(key, client),
                 Ok(None) => tracing::info!(user = %key.username, "no saved session; sign in again"),
                 Err(e) => tracing::warn!(user = %key.username, error = %e, "cannot resume"),
@@ -591,7 +601,7 @@ impl Shell {
             c.username = Some(username);
             c.remember_account(key.clone());
         });
-        self.install(key, client);
+        self.install(key, client, History::Arriving);
         self.emit_accounts();
         Ok(self.app_state())
     }
@@ -787,7 +797,12 @@ impl Shell {
         self.stop_client().await;
         let repaired = natter::client::repair_store_async(&config.profile_dir).await;
         if let Some(client) = Client::resume(config).await? {
-            self.install(key, client);
+            // A rebuilt store gets its history back from the server; a sound one had it.
+            let history = match &repaired {
+                Ok(Some(_)) => History::Arriving,
+                _ => History::Known,
+            };
+            self.install(key, client, history);
         }
         Ok(StoreRepair {
             repaired: repaired?.is_some(),
@@ -819,7 +834,7 @@ impl Shell {
     }
 
     /// Starts pumping `client`'s events (see [`Shell::pump`]).
-    fn start(&self, key: AccountKey, client: Client) -> Running {
+    fn start(&self, key: AccountKey, client: Client, history: History) -> Running {
         let notifier = Notifier::new(self.0.presenter.clone());
         let events = client.subscribe();
         let pump = tauri::async_runtime::spawn(self.clone().pump(
@@ -827,6 +842,7 @@ impl Shell {
             client.clone(),
             notifier.clone(),
             events,
+            history,
         ));
         Running {
             key,
@@ -837,8 +853,8 @@ impl Shell {
     }
 
     /// Makes `client` the active account's client and starts pumping its events to the UI.
-    fn install(&self, key: AccountKey, client: Client) {
-        let running = self.start(key, client);
+    fn install(&self, key: AccountKey, client: Client, history: History) {
+        let running = self.start(key, client, history);
         let old = write(&self.0.client).replace(running);
         if let Some(old) = old {
             old.pump.abort();
@@ -847,7 +863,7 @@ impl Shell {
 
     /// Runs `client` as a background account's: connected, counting and notifying.
     fn install_background(&self, key: AccountKey, client: Client) {
-        let running = self.start(key, client);
+        let running = self.start(key, client, History::Known);
         lock(&self.0.background).push(running);
     }
 
@@ -855,14 +871,22 @@ impl Shell {
     /// one its events go to the UI; for every account it raises notifications and keeps the
     /// unread counts. Starts with the whole list (the state may have changed before the pump
     /// subscribed); after that only changes go out, and the whole list again only if events
-    /// were lost.
+    /// were lost. For a store that starts empty ([`History::Arriving`]) nothing is notified
+    /// until its first resume is done: what it brings is history, not news.
     async fn pump(
         self,
         key: AccountKey,
         client: Client,
         notifier: Arc<Notifier>,
         mut events: tokio::sync::broadcast::Receiver<ClientEvent>,
+        history: History,
     ) {
+        // Subscribed before this check: a resume that finished before it is seen here, one
+        // that finishes after it as `Synced` in order behind the messages it stored.
+        let synced_already = tokio::time::timeout(std::time::Duration::ZERO, client.wait_synced())
+            .await
+            .is_ok();
+        let mut catching_up = history == History::Arriving && !synced_already;
         if self.is_active(&key) {
             self.announce(&key, &client).await;
         } else {
@@ -870,7 +894,15 @@ impl Shell {
         }
         loop {
             match events.recv().await {
-                Ok(ev) => self.handle_event(&key, &client, &notifier, ev).await,
+                Ok(ClientEvent::Synced) if catching_up => {
+                    tracing::debug!(user = %key.username, "first resume done: notifying from now");
+                    catching_up = false;
+                }
+                Ok(ev) => {
+                    // While catching up, messages are still shown and counted, never notified.
+                    let notifier = (!catching_up).then_some(&notifier);
+                    self.handle_event(&key, &client, notifier, ev).await
+                }
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "UI event pump lagged; resending the list");
                     self.reset_conversations(&key, &client).await;
@@ -899,11 +931,12 @@ impl Shell {
 
     /// Handles one event of `key`'s client: forwarded to the UI when that account is shown,
     /// counted and notified whichever account is shown.
+    /// `notifier` is `None` while the account's history is still arriving.
     async fn handle_event(
         &self,
         key: &AccountKey,
         client: &Client,
-        notifier: &Arc<Notifier>,
+        notifier: Option<&Arc<Notifier>>,
         ev: ClientEvent,
     ) {
         let shown = self.is_active(key);
@@ -916,7 +949,8 @@ impl Shell {
             ClientEvent::Message(change) => {
                 emit(events::MESSAGE, to_json(&change));
                 let msg = &change.message;
-                if change.change == MessageChange::Added && msg.state == MessageState::Sent {
+                let live = change.change == MessageChange::Added && msg.state == MessageState::Sent;
+                if let (true, Some(notifier)) = (live, notifier) {
                     self.maybe_notify(key, client, notifier, msg, shown).await;
                 }
             }

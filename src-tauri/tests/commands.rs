@@ -1028,3 +1028,47 @@ fn a_second_account_is_added_and_both_stay_signed_in() {
     assert!(state["accounts"].as_array().unwrap().is_empty());
     desk.close();
 }
+
+/// A new sign-in brings the history the server has; none of it is news, so none of it is
+/// notified (a user adding an account on a busy server would otherwise get a burst for every
+/// room). Messages after that first resume notify as usual.
+#[test]
+fn the_history_a_new_sign_in_brings_is_not_notified() {
+    let server = TestServer::start();
+    let (bob_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bob = Desk::open(bob_dir.path());
+    bob.ok("join_server", json!({ "url": server.url }));
+    register(&bob, "bob", "Bob");
+    wait_until("bob is in general", || {
+        bob.ok("conversations", json!({}))
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
+    });
+    let general = conv_id(&bob, "general");
+    bob.ok("send", json!({"conv": general, "text": "old news"}));
+
+    let desk = Desk::open(dir.path());
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "alice", "Alice");
+    let last_in_general = |text: &str| {
+        desk.ok("conversations", json!({}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == general && c["last_message"]["text"] == text)
+    };
+    wait_until("the history is stored", || last_in_general("old news"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        desk.notices.shown().is_empty(),
+        "history notified: {:?}",
+        desk.notices.shown()
+    );
+
+    bob.ok("send", json!({"conv": general, "text": "fresh news"}));
+    wait_until("the new message notifies", || {
+        desk.notices.shown().len() == 1
+    });
+    assert_eq!(desk.notices.shown()[0].1.body, "fresh news");
+    desk.close();
+}
