@@ -203,6 +203,16 @@ fn conv_id(desk: &Desk, name: &str) -> i64 {
         .unwrap()
 }
 
+/// `#general`'s id, once the new user's first connection has put them in it.
+fn general_once_joined(desk: &Desk) -> i64 {
+    wait_until("#general", || {
+        desk.ok("conversations", json!({}))
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
+    });
+    conv_id(desk, "general")
+}
+
 fn register(desk: &Desk, user: &str, display: &str) -> Value {
     desk.ok(
         "register",
@@ -670,12 +680,7 @@ fn a_damaged_local_store_is_rebuilt_by_repair_store_and_at_sign_in() {
     let desk = Desk::open(dir.path());
     desk.ok("join_server", json!({ "url": server.url }));
     register(&desk, "alice", "Alice");
-    wait_until("#general", || {
-        desk.ok("conversations", json!({}))
-            .as_array()
-            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
-    });
-    let general = conv_id(&desk, "general");
+    let general = general_once_joined(&desk);
     let sent = desk.ok(
         "send",
         json!({"conv": general, "text": "kept on the server"}),
@@ -1039,12 +1044,7 @@ fn the_history_a_new_sign_in_brings_is_not_notified() {
     let bob = Desk::open(bob_dir.path());
     bob.ok("join_server", json!({ "url": server.url }));
     register(&bob, "bob", "Bob");
-    wait_until("bob is in general", || {
-        bob.ok("conversations", json!({}))
-            .as_array()
-            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
-    });
-    let general = conv_id(&bob, "general");
+    let general = general_once_joined(&bob);
     bob.ok("send", json!({"conv": general, "text": "old news"}));
 
     let desk = Desk::open(dir.path());
