@@ -1043,6 +1043,11 @@ impl Shell {
         let account = key.clone();
         let on_click: ClickHandler =
             Arc::new(move |conv| shell.open_account_conversation(account.clone(), conv));
+        // Its own statement: the config lock must be released before `offer` reads the
+        // settings under it.
+        let several = self.config().accounts.len() > 1;
+        let account =
+            several.then(|| (key.username.clone(), accounts::server_name(&key.server_url)));
         let cfg = Arc::clone(&self.0);
         notifier.offer(
             NoticeSource {
@@ -1051,6 +1056,7 @@ impl Shell {
                 conv_title: facts.conv_title,
                 sender_display: facts.sender_display,
                 text: msg.text.clone(),
+                account,
             },
             move || {
                 let s = lock(&cfg.config).settings.clone();

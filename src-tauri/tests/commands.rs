@@ -931,6 +931,14 @@ fn a_second_account_is_added_and_both_stay_signed_in() {
         desk.notices.shown().len() == 1
     });
     assert_eq!(desk.notices.shown()[0].1.body, "are you there?");
+    // Two accounts: the title says which one it is for.
+    assert_eq!(
+        desk.notices.shown()[0].1.title,
+        format!(
+            "Bob (for @alice on {})",
+            first.url.trim_start_matches("http://")
+        )
+    );
     wait_until("its unread total counts it", || {
         account(&desk.ok("accounts", json!({})), &first.url, "alice").unwrap()["unread"] == 1
     });

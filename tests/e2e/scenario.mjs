@@ -520,7 +520,8 @@ async function secondAccount() {
   await alice.say(text);
   const notice = await waitFor("a notification for the background account",
     () => notifyCalls().slice(before).find((c) => c.body === text), 20000);
-  eq(notice.summary, "Alice", "the background account's notification title");
+  eq(notice.summary, `Alice (for @bob on ${SERVER.replace(/^https?:\/\//, "")})`,
+    "the background account's notification names the account");
   eq(notifyCalls().length, before + 1, "one notification for the background account's DM");
   await waitFor("Bob's entry counts it", async () => Number((await bobsAccounts())[0].unread) === unreadBefore + 1);
   check(!(await bob.seesMessage(text)), "Robert's window does not show Bob's DM");
