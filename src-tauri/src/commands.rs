@@ -9,6 +9,7 @@ use natter::client::{ConversationSummary, LocalMessage, SearchHit, Target};
 use natter::protocol::{ConvId, Dnd, Member, NotifyLevel, RoomInfo, Seq, SessionInfo, User};
 use tauri::{ipc::Invoke, Runtime, State};
 
+use crate::accounts::AccountInfo;
 use crate::config::Settings;
 use crate::error::{CmdResult, CommandError};
 use crate::host::DEFAULT_PORT;
@@ -55,6 +56,9 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         revoke_session,
         delete_account,
         export_history,
+        accounts,
+        add_account,
+        switch_account,
     ]
 }
 
@@ -313,4 +317,23 @@ pub async fn export_history(
         .unwrap_or_else(|| shell.data_dir().to_path_buf());
     let name = natter::client::export::default_file_name(&client.user().username, format);
     Ok(client.export_to(format, &folder.join(name)).await?)
+}
+
+#[tauri::command]
+pub fn accounts(shell: State<'_, Shell>) -> Vec<AccountInfo> {
+    shell.accounts()
+}
+
+#[tauri::command]
+pub async fn add_account(shell: State<'_, Shell>) -> CmdResult<AppState> {
+    shell.add_account().await
+}
+
+#[tauri::command]
+pub async fn switch_account(
+    shell: State<'_, Shell>,
+    server_url: String,
+    username: String,
+) -> CmdResult<AppState> {
+    shell.switch_account(&server_url, &username).await
 }

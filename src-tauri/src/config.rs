@@ -1,6 +1,6 @@
 //! What the desktop app remembers between starts, in `desktop.json` in its data directory: the
-//! chosen server (or host mode and its port), the signed-in session, the settings and the last
-//! open conversation. The message history itself lives in the client core's store (a profile
+//! chosen server (or host mode and its port), the signed-in accounts and which one is shown, the
+//! settings and the last open conversation. The message history itself lives in the client core's store (a profile
 //! directory under the same data directory), so this file stays small and is rewritten whole.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use natter::protocol::ConvId;
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+
+use crate::accounts::{AccountKey, SavedAccount};
 
 /// The environment variable that overrides the data directory (tests run two profiles side by
 /// side; a user can keep a portable profile).
@@ -81,12 +83,47 @@ pub struct DesktopConfig {
     pub username: Option<String>,
     pub settings: Settings,
     pub last_conversation: Option<ConvId>,
+    /// Every account signed in to in this app, in the order they were added (the sidebar's
+    /// order); the active one is `server_url` + `username`. Missing in a file from before there
+    /// were several: the active account alone ([`DesktopConfig::load`] adds it).
+    pub accounts: Vec<SavedAccount>,
 }
 
 impl DesktopConfig {
     /// Reads the config from `dir`. A missing file is a fresh profile; an unreadable or corrupt
     /// one is logged and replaced by defaults (better than refusing to start).
     pub fn load(dir: &Path) -> Self {
+        let mut cfg = Self::load_file(dir);
+        if let Some(key) = cfg.active_account() {
+            cfg.remember_account(key);
+        }
+        cfg
+    }
+
+    /// The account the window shows, if one is signed in.
+    pub fn active_account(&self) -> Option<AccountKey> {
+        Some(AccountKey {
+            server_url: self.server_url.clone()?,
+            username: self.username.clone()?,
+        })
+    }
+
+    /// Adds `key` to the account list (at the end) unless it is there.
+    pub fn remember_account(&mut self, key: AccountKey) {
+        if !self.accounts.iter().any(|a| a.key == key) {
+            self.accounts.push(SavedAccount {
+                key,
+                last_conversation: None,
+            });
+        }
+    }
+
+    /// Removes `key` from the account list (signed out, deleted, or replaced).
+    pub fn forget_account(&mut self, key: &AccountKey) {
+        self.accounts.retain(|a| &a.key != key);
+    }
+
+    fn load_file(dir: &Path) -> Self {
         let path = dir.join(FILE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -184,6 +221,7 @@ mod tests {
         .unwrap();
         let old = DesktopConfig::load(dir.path());
         assert_eq!(old.server_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert!(old.accounts.is_empty(), "nobody was signed in");
         assert!(!old.settings.notifications);
         assert!(!old.settings.start_at_login && !old.settings.start_minimised);
 
@@ -192,6 +230,27 @@ mod tests {
         cfg.settings.start_minimised = true;
         cfg.save(dir.path()).unwrap();
         assert_eq!(DesktopConfig::load(dir.path()), cfg);
+    }
+
+    #[test]
+    fn a_file_from_before_several_accounts_lists_its_signed_in_account() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"server_url": "http://127.0.0.1:1/", "username": "alice", "last_conversation": 3}"#,
+        )
+        .unwrap();
+        let mut cfg = DesktopConfig::load(dir.path());
+        let alice = cfg.active_account().expect("alice is active");
+        assert_eq!(cfg.accounts.len(), 1);
+        assert_eq!(cfg.accounts[0].key, alice);
+        // Remembering twice keeps one entry; forgetting removes it.
+        cfg.remember_account(alice.clone());
+        assert_eq!(cfg.accounts.len(), 1);
+        cfg.save(dir.path()).unwrap();
+        assert_eq!(DesktopConfig::load(dir.path()), cfg);
+        cfg.forget_account(&alice);
+        assert!(cfg.accounts.is_empty());
     }
 
     #[test]

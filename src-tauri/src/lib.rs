@@ -6,6 +6,7 @@
 //! only wires it to windows, the tray and the desktop's notification server.
 //!
 //! # Layout
+//! - [`accounts`]: the accounts signed in at once (key, what is remembered, unread per account).
 //! - [`commands`]: the IPC commands, each a thin call into the client core or the server.
 //! - [`state`]: the shell's state (the client, host mode, focus, the visible conversation) and
 //!   the pump that turns client events into UI events, notifications and unread totals.
@@ -17,6 +18,7 @@
 //! - [`error`]: [`error::CommandError`], the one error type at the IPC edge.
 //! - [`diagnostics`]: the app's own rotating log file and the "Copy diagnostics" report.
 
+pub mod accounts;
 pub mod commands;
 pub mod config;
 pub mod diagnostics;

@@ -33,6 +33,10 @@ pub struct NoticeSource {
     pub conv_title: String,
     pub sender_display: String,
     pub text: String,
+    /// Which account it is for, `(username, server name)`, when the app has several signed
+    /// in: "Alice" on one server need not be "Alice" on another, and a notification may be for
+    /// an account the window is not showing.
+    pub account: Option<(String, String)>,
 }
 
 /// Escapes the characters that make Linux notification servers read a body as markup (the
@@ -89,6 +93,19 @@ pub fn notice_text(src: &NoticeSource, count: u32, hide_text: bool, lang: Langua
             safe_text(&src.sender_display),
             safe_text(&src.conv_title)
         ),
+    };
+    let title = match (&src.account, lang) {
+        (None, _) => title,
+        (Some((user, server)), Language::En) => {
+            format!(
+                "{title} (for @{} on {})",
+                safe_text(user),
+                safe_text(server)
+            )
+        }
+        (Some((user, server)), Language::ZhCn) => {
+            format!("{title}（{} 上的 @{}）", safe_text(server), safe_text(user))
+        }
     };
     let body = if hide_text {
         match (lang, count) {
@@ -296,7 +313,31 @@ mod tests {
             conv_title: "#general".into(),
             sender_display: "Alice Liddell".into(),
             text: text.into(),
+            account: None,
         }
+    }
+
+    #[test]
+    fn with_several_accounts_the_title_names_the_account_escaped() {
+        let mut s = src(ConvKind::Room, "hi");
+        s.account = Some(("bob".into(), "chat.example.org".into()));
+        let t = notice_text(&s, 1, false, Language::En);
+        assert_eq!(
+            t.title,
+            "Alice Liddell · #general (for @bob on chat.example.org)"
+        );
+        let t = notice_text(&s, 1, false, Language::ZhCn);
+        assert_eq!(
+            t.title,
+            "Alice Liddell · #general（chat.example.org 上的 @bob）"
+        );
+        // A server name is text from the user's input: escaped like everything else.
+        s.account = Some(("bob".into(), "<b>x</b>".into()));
+        let t = notice_text(&s, 1, false, Language::En);
+        assert_eq!(
+            t.title,
+            "Alice Liddell · #general (for @bob on &lt;b&gt;x&lt;/b&gt;)"
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! The shell's state: the running client (if signed in), host mode, what the window shows and
-//! whether it has focus, and the pump that forwards [`ClientEvent`]s as UI events (one per
-//! changed message or conversation, never the whole list for one change), raises
-//! notifications and keeps the unread total in the title and tray.
+//! The shell's state: the running clients (one per signed-in account: the active one, which the
+//! window shows, and the background ones, which stay connected), host mode, what the window
+//! shows and whether it has focus, and the pump per client that forwards [`ClientEvent`]s as UI
+//! events for the active account (one per changed message or conversation, never the whole list
+//! for one change), raises notifications for every account and keeps the unread totals (per
+//! account in the account list, all together in the title and tray).
 //!
 //! The state is runtime-agnostic: it reaches the windows through the small [`Ui`] trait, so the
 //! commands are plain functions and tests run them under Tauri's mock runtime.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -23,6 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use ts_rs::TS;
 use url::Url;
 
+use crate::accounts::{self, AccountInfo, AccountKey, UnreadBook};
 use crate::config::{DesktopConfig, Language, Settings};
 use crate::error::{CmdResult, CommandError};
 use crate::host::{self, HostedServer};
@@ -45,6 +47,12 @@ pub mod events {
     /// Someone's public profile changed (or their account was deleted), the user's own included.
     pub const USER: &str = "natter://user";
     pub const DND: &str = "natter://dnd";
+    /// The account list changed (added, removed, switched, an account's unread total, its
+    /// connection or its own profile).
+    pub const ACCOUNTS: &str = "natter://accounts";
+    /// The window now shows another account (switched from a notification, or the next one
+    /// after signing out): the whole `AppState`.
+    pub const APP_STATE: &str = "natter://app-state";
 }
 
 /// `natter://dnd` payload: do not disturb as the server has it (`null`: off). Sent on every
@@ -138,6 +146,8 @@ pub struct AppState {
     #[ts(type = "number | null")]
     pub last_conversation: Option<ConvId>,
     pub connection: ConnectionState,
+    /// Every signed-in account, the active one included (`active: true`), in the order added.
+    pub accounts: Vec<AccountInfo>,
 }
 
 /// What `repair_store` did (docs/ipc.md).
@@ -179,16 +189,20 @@ struct Inner {
     ui: Arc<dyn Ui>,
     data_dir: PathBuf,
     config: Mutex<DesktopConfig>,
-    /// Serialises the commands that replace the client or the server (join, host, sign-in/out).
+    /// Serialises the commands that replace a client, the account shown or the server (join,
+    /// host, sign-in/out, add and switch account).
     switching: tokio::sync::Mutex<()>,
+    /// The active account's client: the one the window shows and the commands act on.
     client: RwLock<Option<Running>>,
+    /// The other signed-in accounts' clients, connected as the active one is, so their
+    /// notifications and unread counts keep coming.
+    background: Mutex<Vec<Running>>,
     host: Mutex<Option<HostedServer>>,
     focused: AtomicBool,
     visible: Mutex<Option<ConvId>>,
-    notifier: Arc<Notifier>,
-    /// Unread count and muted flag (level `nothing`) per conversation, from the change events:
-    /// the unread total without re-reading the list.
-    unread: Mutex<HashMap<ConvId, (u32, bool)>>,
+    presenter: Arc<dyn Presenter>,
+    /// Unread counts per account and conversation: totals without re-reading any list.
+    unread: Mutex<UnreadBook>,
     /// Do not disturb as last heard, and a counter that lets a timer for its end know it is
     /// still the one in force.
     dnd: Mutex<(Option<Dnd>, u64)>,
@@ -197,9 +211,23 @@ struct Inner {
     host_bind: IpAddr,
 }
 
+/// One signed-in account's running client, the pump of its events, and its notifications
+/// (bursts are coalesced per conversation of one account: conversation ids are per server).
+/// Whether a client's store already holds the account's history when its pump starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// Resumed from a store that has it: what the resume brings was missed, and notifies.
+    Known,
+    /// A new sign-in on this device, or a rebuilt store: the first resume brings the history
+    /// the server has, none of which is news.
+    Arriving,
+}
+
 struct Running {
+    key: AccountKey,
     client: Client,
     pump: tauri::async_runtime::JoinHandle<()>,
+    notifier: Arc<Notifier>,
 }
 
 impl Shell {
@@ -217,18 +245,22 @@ impl Shell {
             config: Mutex::new(config),
             switching: tokio::sync::Mutex::new(()),
             client: RwLock::new(None),
+            background: Mutex::new(Vec::new()),
             host: Mutex::new(None),
             focused: AtomicBool::new(false),
             visible: Mutex::new(None),
-            notifier: Notifier::new(presenter),
-            unread: Mutex::new(HashMap::new()),
+            presenter,
+            unread: Mutex::new(UnreadBook::default()),
             dnd: Mutex::new((None, 0)),
             unread_total: AtomicU32::new(0),
             host_bind,
         }))
     }
 
-    /// Starts what the saved config says: the hosted server, then the client from its store.
+    /// Starts what the saved config says: the hosted server, then a client for every signed-in
+    /// account from its store. A background account whose session is gone (or whose store
+    /// cannot be opened) leaves the list; the active one stays, signed out, so the window asks
+    /// to sign in to it again.
     pub async fn restore(&self) {
         let cfg = self.config();
         if let Some(port) = cfg.host_port {
@@ -237,16 +269,29 @@ impl Shell {
                 Err(e) => tracing::warn!(port, error = %e.message, "cannot host again"),
             }
         }
-        let (Some(url), Some(username)) = (cfg.server_url, cfg.username) else {
-            return;
-        };
-        let Ok(url) = Url::parse(&url) else { return };
-        let config = self.client_config(&url, &username);
-        match Client::resume(config).await {
-            Ok(Some(client)) => self.install(client),
-            Ok(None) => tracing::info!("no saved session; sign in again"),
-            Err(e) => tracing::warn!(error = %e, "cannot open the local store"),
+        let active = cfg.active_account();
+        for saved in cfg.accounts {
+            let key = saved.key;
+            let is_active = active.as_ref() == Some(&key);
+            let resumed = match Url::parse(&key.server_url) {
+                Ok(url) => Client::resume(self.client_config(&url, &key.username)).await,
+                Err(e) => Err(ClientError::Internal(format!("saved server URL: {e}"))),
+            };
+            match resumed {
+                Ok(Some(client)) if is_active => self.install(key, client, History::Known),
+                Ok(Some(client)) => self.install_background(key, client),
+                Ok(None) => tracing::info!(user = %key.username, "no saved session; sign in again"),
+                Err(e) => tracing::warn!(user = %key.username, error = %e, "cannot resume"),
+            }
         }
+        let started: Vec<AccountKey> = lock(&self.0.background)
+            .iter()
+            .map(|r| r.key.clone())
+            .collect();
+        self.update_config(|c| {
+            c.accounts
+                .retain(|a| active.as_ref() == Some(&a.key) || started.contains(&a.key))
+        });
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -301,6 +346,52 @@ impl Shell {
         Ok(client)
     }
 
+    /// Whether `key` is the account the window shows.
+    fn is_active(&self, key: &AccountKey) -> bool {
+        let cfg = lock(&self.0.config);
+        cfg.server_url.as_deref() == Some(key.server_url.as_str())
+            && cfg.username.as_deref() == Some(key.username.as_str())
+    }
+
+    /// The account list (`AccountInfo` of docs/ipc.md), in the order the accounts were added.
+    pub fn accounts(&self) -> Vec<AccountInfo> {
+        let cfg = self.config();
+        let active = cfg.active_account();
+        let mut clients: Vec<(AccountKey, Client)> = lock(&self.0.background)
+            .iter()
+            .map(|r| (r.key.clone(), r.client.clone()))
+            .collect();
+        if let Some(r) = read(&self.0.client).as_ref() {
+            clients.push((r.key.clone(), r.client.clone()));
+        }
+        let book = lock(&self.0.unread);
+        cfg.accounts
+            .iter()
+            .map(|saved| {
+                let key = &saved.key;
+                let client = clients.iter().find(|(k, _)| k == key).map(|(_, c)| c);
+                AccountInfo {
+                    server_url: key.server_url.clone(),
+                    server_name: accounts::server_name(&key.server_url),
+                    username: key.username.clone(),
+                    user: client.map(|c| c.user()),
+                    unread: book.account_total(key),
+                    active: active.as_ref() == Some(key),
+                    connection: client.map_or(
+                        ConnectionState::SignedOut {
+                            reason: String::new(),
+                        },
+                        |c| c.connection_state(),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    fn emit_accounts(&self) {
+        self.0.ui.emit(events::ACCOUNTS, to_json(&self.accounts()));
+    }
+
     pub fn app_state(&self) -> AppState {
         let cfg = self.config();
         let client = self.client();
@@ -330,6 +421,7 @@ impl Shell {
             settings: cfg.settings,
             last_conversation: cfg.last_conversation,
             connection,
+            accounts: self.accounts(),
         }
     }
 
@@ -385,23 +477,44 @@ impl Shell {
         let url = parse_server_url(url)?;
         natter::client::health(&url).await?;
         let _guard = self.0.switching.lock().await;
-        let hosted = lock(&self.0.host).take();
-        if let Some(server) = hosted {
-            server.stop().await;
+        // The hosted server keeps running while another signed-in account is on it (the user
+        // added an account on another server); otherwise joining elsewhere ends hosting.
+        let cfg = self.config();
+        let active = cfg.active_account();
+        let hosted_port = lock(&self.0.host).as_ref().map(|h| h.port);
+        let still_used = hosted_port.filter(|port| {
+            let hosted_url = host::local_url(*port);
+            cfg.accounts
+                .iter()
+                .any(|a| a.key.server_url == hosted_url && active.as_ref() != Some(&a.key))
+        });
+        if still_used.is_none() {
+            let hosted = lock(&self.0.host).take();
+            if let Some(server) = hosted {
+                server.stop().await;
+            }
         }
-        self.switch_server(url.to_string(), None).await;
+        self.switch_server(url.to_string(), still_used).await;
         Ok(self.app_state())
     }
 
-    /// Records the new server; a signed-in client for another server is stopped (its history
-    /// stays in its profile for when the user comes back).
+    /// Records the new server; a signed-in client for another server is stopped and leaves the
+    /// account list (its history stays in its profile for when the user comes back). Background
+    /// accounts are not touched.
     async fn switch_server(&self, url: String, host_port: Option<u16>) {
-        let same = self.config().server_url.as_deref() == Some(url.as_str());
+        let cfg = self.config();
+        let same = cfg.server_url.as_deref() == Some(url.as_str());
         if !same {
             self.stop_client().await;
+            if let Some(old) = cfg.active_account() {
+                lock(&self.0.unread).forget(&old);
+            }
         }
         self.update_config(|c| {
             if !same {
+                if let Some(old) = c.active_account() {
+                    c.forget_account(&old);
+                }
                 c.username = None;
                 c.last_conversation = None;
             }
@@ -446,8 +559,28 @@ impl Shell {
 
     async fn sign_in(&self, url: Url, session: Session) -> CmdResult<AppState> {
         let _guard = self.0.switching.lock().await;
-        self.stop_client().await;
         let username = session.user.username.clone();
+        let key = AccountKey {
+            server_url: self.config().server_url.unwrap_or_else(|| url.to_string()),
+            username: username.clone(),
+        };
+        // The account shown until now (signed out by the server, or another user on this
+        // server) is replaced; the same account running in the background is started afresh
+        // with the new session.
+        let replaced = self.config().active_account().filter(|k| k != &key);
+        self.stop_client().await;
+        if let Some(old) = &replaced {
+            lock(&self.0.unread).forget(old);
+            self.update_config(|c| c.forget_account(old));
+        }
+        let same_in_background = {
+            let mut bg = lock(&self.0.background);
+            bg.iter().position(|r| r.key == key).map(|i| bg.remove(i))
+        };
+        if let Some(r) = same_in_background {
+            r.pump.abort();
+            r.client.shutdown().await;
+        }
         let config = self.client_config(&url, &username);
         let client = match Client::start(config.clone(), session.clone()).await {
             // Signing in is where a user whose store was found damaged at start-up lands (the
@@ -466,11 +599,15 @@ impl Shell {
                 c.last_conversation = None;
             }
             c.username = Some(username);
+            c.remember_account(key.clone());
         });
-        self.install(client);
+        self.install(key, client, History::Arriving);
+        self.emit_accounts();
         Ok(self.app_state())
     }
 
+    /// Signs the active account out (the others stay signed in) and shows the next account,
+    /// if there is one.
     pub async fn logout(&self) -> CmdResult<AppState> {
         let _guard = self.0.switching.lock().await;
         let running = write(&self.0.client).take();
@@ -478,22 +615,157 @@ impl Shell {
             r.pump.abort();
             r.client.logout().await?;
         }
-        Ok(self.signed_out_here())
+        self.signed_out_here();
+        Ok(self.show_next_account().await)
     }
 
-    /// What signing out leaves here, whichever way it happened: no remembered user, no unread
-    /// total, the UI told.
-    fn signed_out_here(&self) -> AppState {
-        self.update_config(|c| c.username = None);
-        lock(&self.0.unread).clear();
-        self.set_unread_total(0);
+    /// What signing the active account out leaves here, whichever way it happened: it is no
+    /// longer remembered, its unread messages no longer count, the UI told.
+    fn signed_out_here(&self) {
+        let gone = self.config().active_account();
+        if let Some(gone) = &gone {
+            lock(&self.0.unread).forget(gone);
+        }
+        self.update_config(|c| {
+            if let Some(gone) = &gone {
+                c.forget_account(gone);
+            }
+            c.username = None;
+        });
+        let total = lock(&self.0.unread).total();
+        self.set_unread_total(total);
         self.0.ui.emit(
             events::CONNECTION,
             to_json(&ConnectionState::SignedOut {
                 reason: String::new(),
             }),
         );
-        self.app_state()
+        self.emit_accounts();
+    }
+
+    /// After the active account signed out: the first other account becomes the one shown
+    /// (the window follows through `natter://app-state`); without one the app is signed out.
+    /// Called with `switching` held.
+    async fn show_next_account(&self) -> AppState {
+        let next = lock(&self.0.background).first().map(|r| r.key.clone());
+        match next {
+            Some(key) => match self.activate(key, None).await {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "cannot show the next account");
+                    self.app_state()
+                }
+            },
+            None => self.app_state(),
+        }
+    }
+
+    // ---- several accounts ----
+
+    /// "Add account": the active account keeps running in the background (still connected,
+    /// still notifying) and the window goes to the server choice (`phase: setup`), from where
+    /// joining or hosting and signing in adds the new account and shows it.
+    pub async fn add_account(&self) -> CmdResult<AppState> {
+        let _guard = self.0.switching.lock().await;
+        self.put_active_in_background();
+        self.update_config(|c| {
+            c.server_url = None;
+            c.username = None;
+            c.last_conversation = None;
+        });
+        // The tray's do not disturb line belongs to the account shown; none is now.
+        self.note_dnd(None);
+        self.emit_accounts();
+        Ok(self.app_state())
+    }
+
+    /// Shows another signed-in account in the window (one click in the sidebar). Fails
+    /// `not_found` for an account that is not signed in here.
+    pub async fn switch_account(&self, server_url: &str, username: &str) -> CmdResult<AppState> {
+        let key = AccountKey {
+            server_url: server_url.to_string(),
+            username: username.to_string(),
+        };
+        let _guard = self.0.switching.lock().await;
+        self.activate(key, None).await
+    }
+
+    /// A notification of a background account was clicked: show that account, then the
+    /// conversation. Runs on its own task: the click arrives on the notification's thread.
+    pub fn open_account_conversation(&self, key: AccountKey, conv: ConvId) {
+        if self.is_active(&key) {
+            self.open_conversation(conv);
+            return;
+        }
+        let shell = self.clone();
+        tauri::async_runtime::spawn(async move {
+            let switched = {
+                let _guard = shell.0.switching.lock().await;
+                shell.activate(key, Some(conv)).await
+            };
+            match switched {
+                Ok(_) => shell.open_conversation(conv),
+                Err(e) => tracing::warn!(error = %e.message, "cannot switch to the account"),
+            }
+        });
+    }
+
+    /// Moves the active account's client to the background, remembering where it was.
+    fn put_active_in_background(&self) {
+        let running = write(&self.0.client).take();
+        if let Some(r) = running {
+            lock(&self.0.background).push(r);
+        }
+        *lock(&self.0.visible) = None;
+        self.update_config(|c| {
+            if let Some(active) = c.active_account() {
+                let open = c.last_conversation;
+                if let Some(saved) = c.accounts.iter_mut().find(|a| a.key == active) {
+                    saved.last_conversation = open;
+                }
+            }
+        });
+    }
+
+    /// Makes the background account `key` the one shown, opening `open` or the conversation
+    /// it showed last, and tells the window (`natter://app-state`, then the account's state as
+    /// at sign-in: connection, the whole conversation list, do not disturb). Called with
+    /// `switching` held.
+    async fn activate(&self, key: AccountKey, open: Option<ConvId>) -> CmdResult<AppState> {
+        if self.is_active(&key) {
+            return Ok(self.app_state());
+        }
+        let target = {
+            let mut bg = lock(&self.0.background);
+            let i = bg.iter().position(|r| r.key == key).ok_or_else(|| {
+                CommandError::new(
+                    crate::error::ErrorCode::NotFound,
+                    format!(
+                        "not signed in as {} on {} in this app",
+                        key.username, key.server_url
+                    ),
+                )
+            })?;
+            bg.remove(i)
+        };
+        self.put_active_in_background();
+        let client = target.client.clone();
+        *write(&self.0.client) = Some(target);
+        self.update_config(|c| {
+            let saved = c
+                .accounts
+                .iter()
+                .find(|a| a.key == key)
+                .and_then(|a| a.last_conversation);
+            c.server_url = Some(key.server_url.clone());
+            c.username = Some(key.username.clone());
+            c.last_conversation = open.or(saved);
+        });
+        let state = self.app_state();
+        self.0.ui.emit(events::APP_STATE, to_json(&state));
+        self.announce(&key, &client).await;
+        self.emit_accounts();
+        Ok(self.app_state())
     }
 
     // ---- your account ----
@@ -507,7 +779,8 @@ impl Shell {
         if let Some(r) = write(&self.0.client).take() {
             r.pump.abort();
         }
-        Ok(self.signed_out_here())
+        self.signed_out_here();
+        Ok(self.show_next_account().await)
     }
 
     /// Rebuilds the local store of the remembered profile when it is damaged
@@ -516,15 +789,20 @@ impl Shell {
     pub async fn repair_store(&self) -> CmdResult<StoreRepair> {
         let _guard = self.0.switching.lock().await;
         let cfg = self.config();
-        let (Some(url), Some(username)) = (cfg.server_url, cfg.username) else {
+        let Some(key) = cfg.active_account() else {
             return Err(CommandError::signed_out());
         };
-        let url = parse_server_url(&url)?;
-        let config = self.client_config(&url, &username);
+        let url = parse_server_url(&key.server_url)?;
+        let config = self.client_config(&url, &key.username);
         self.stop_client().await;
         let repaired = natter::client::repair_store_async(&config.profile_dir).await;
         if let Some(client) = Client::resume(config).await? {
-            self.install(client);
+            // A rebuilt store gets its history back from the server; a sound one had it.
+            let history = match &repaired {
+                Ok(Some(_)) => History::Arriving,
+                _ => History::Known,
+            };
+            self.install(key, client, history);
         }
         Ok(StoreRepair {
             repaired: repaired?.is_some(),
@@ -532,10 +810,15 @@ impl Shell {
         })
     }
 
-    /// Stops the client (closing its connection normally) and the hosted server: the app is
-    /// quitting. The pump task holds the state, so this is what really ends them.
+    /// Stops every client (closing their connections normally) and the hosted server: the app
+    /// is quitting. The pump tasks hold the state, so this is what really ends them.
     pub async fn shutdown(&self) {
         self.stop_client().await;
+        let background = std::mem::take(&mut *lock(&self.0.background));
+        for r in background {
+            r.pump.abort();
+            r.client.shutdown().await;
+        }
         let hosted = lock(&self.0.host).take();
         if let Some(server) = hosted {
             server.stop().await;
@@ -550,91 +833,186 @@ impl Shell {
         }
     }
 
-    /// Makes `client` the app's client and starts pumping its events to the UI.
-    fn install(&self, client: Client) {
+    /// Starts pumping `client`'s events (see [`Shell::pump`]).
+    fn start(&self, key: AccountKey, client: Client, history: History) -> Running {
+        let notifier = Notifier::new(self.0.presenter.clone());
         let events = client.subscribe();
-        let pump = tauri::async_runtime::spawn(self.clone().pump(client.clone(), events));
-        let old = write(&self.0.client).replace(Running { client, pump });
+        let pump = tauri::async_runtime::spawn(self.clone().pump(
+            key.clone(),
+            client.clone(),
+            notifier.clone(),
+            events,
+            history,
+        ));
+        Running {
+            key,
+            client,
+            pump,
+            notifier,
+        }
+    }
+
+    /// Makes `client` the active account's client and starts pumping its events to the UI.
+    fn install(&self, key: AccountKey, client: Client, history: History) {
+        let running = self.start(key, client, history);
+        let old = write(&self.0.client).replace(running);
         if let Some(old) = old {
             old.pump.abort();
         }
     }
 
-    /// Forwards client events to the UI, raises notifications and keeps the unread total.
-    /// Starts with the whole list (the state may have changed before the pump subscribed);
-    /// after that only changes go out, and the whole list again only if events were lost.
-    async fn pump(self, client: Client, mut events: tokio::sync::broadcast::Receiver<ClientEvent>) {
-        self.0
-            .ui
-            .emit(events::CONNECTION, to_json(&client.connection_state()));
-        self.reset_conversations(&client).await;
-        // The tray shows a stored do not disturb before the connection brings the server's.
-        match client.dnd().await {
-            Ok(dnd) => self.note_dnd(dnd),
-            Err(e) => tracing::warn!(code = e.code(), "cannot read do not disturb: {e}"),
+    /// Runs `client` as a background account's: connected, counting and notifying.
+    fn install_background(&self, key: AccountKey, client: Client) {
+        let running = self.start(key, client, History::Known);
+        lock(&self.0.background).push(running);
+    }
+
+    /// Follows one account's client for as long as it runs: while the account is the active
+    /// one its events go to the UI; for every account it raises notifications and keeps the
+    /// unread counts. Starts with the whole list (the state may have changed before the pump
+    /// subscribed); after that only changes go out, and the whole list again only if events
+    /// were lost. For a store that starts empty ([`History::Arriving`]) nothing is notified
+    /// until its first resume is done: what it brings is history, not news.
+    async fn pump(
+        self,
+        key: AccountKey,
+        client: Client,
+        notifier: Arc<Notifier>,
+        mut events: tokio::sync::broadcast::Receiver<ClientEvent>,
+        history: History,
+    ) {
+        // Subscribed before this check: a resume that finished before it is seen here, one
+        // that finishes after it as `Synced` in order behind the messages it stored.
+        let synced_already = tokio::time::timeout(std::time::Duration::ZERO, client.wait_synced())
+            .await
+            .is_ok();
+        let mut catching_up = history == History::Arriving && !synced_already;
+        if self.is_active(&key) {
+            self.announce(&key, &client).await;
+        } else {
+            self.reset_conversations(&key, &client).await;
         }
         loop {
             match events.recv().await {
-                Ok(ev) => self.handle_event(&client, ev).await,
+                Ok(ClientEvent::Synced) if catching_up => {
+                    tracing::debug!(user = %key.username, "first resume done: notifying from now");
+                    catching_up = false;
+                }
+                Ok(ev) => {
+                    // While catching up, messages are still shown and counted, never notified.
+                    let notifier = (!catching_up).then_some(&notifier);
+                    self.handle_event(&key, &client, notifier, ev).await
+                }
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "UI event pump lagged; resending the list");
-                    self.reset_conversations(&client).await;
+                    self.reset_conversations(&key, &client).await;
                 }
                 Err(RecvError::Closed) => return,
             }
         }
     }
 
-    /// Forwards one event.
-    async fn handle_event(&self, client: &Client, ev: ClientEvent) {
-        let ui = &self.0.ui;
+    /// Tells the UI the state of the account it now shows: its connection, its whole
+    /// conversation list and do not disturb (the tray shows a stored do not disturb before the
+    /// connection brings the server's).
+    async fn announce(&self, key: &AccountKey, client: &Client) {
+        self.0
+            .ui
+            .emit(events::CONNECTION, to_json(&client.connection_state()));
+        self.reset_conversations(key, client).await;
+        match client.dnd().await {
+            Ok(dnd) => {
+                self.0.ui.emit(events::DND, to_json(&DndEvent { dnd }));
+                self.note_dnd(dnd);
+            }
+            Err(e) => tracing::warn!(code = e.code(), "cannot read do not disturb: {e}"),
+        }
+    }
+
+    /// Handles one event of `key`'s client: forwarded to the UI when that account is shown,
+    /// counted and notified whichever account is shown.
+    /// `notifier` is `None` while the account's history is still arriving.
+    async fn handle_event(
+        &self,
+        key: &AccountKey,
+        client: &Client,
+        notifier: Option<&Arc<Notifier>>,
+        ev: ClientEvent,
+    ) {
+        let shown = self.is_active(key);
+        let emit = |event: &str, payload: serde_json::Value| {
+            if shown {
+                self.0.ui.emit(event, payload);
+            }
+        };
         match ev {
             ClientEvent::Message(change) => {
-                ui.emit(events::MESSAGE, to_json(&change));
+                emit(events::MESSAGE, to_json(&change));
                 let msg = &change.message;
-                if change.change == MessageChange::Added && msg.state == MessageState::Sent {
-                    self.maybe_notify(client, msg).await;
+                let live = change.change == MessageChange::Added && msg.state == MessageState::Sent;
+                if let (true, Some(notifier)) = (live, notifier) {
+                    self.maybe_notify(key, client, notifier, msg, shown).await;
                 }
             }
             ClientEvent::Conversation(summary) => {
                 let muted = summary.level == NotifyLevel::Nothing;
-                self.note_unread(summary.id, Some((summary.unread, muted)));
-                ui.emit(events::CONVERSATION, to_json(&summary));
+                self.note_unread(key, summary.id, Some((summary.unread, muted)));
+                emit(events::CONVERSATION, to_json(&summary));
             }
             ClientEvent::Unread(change) => {
-                let muted = lock(&self.0.unread).get(&change.conv).is_some_and(|u| u.1);
-                self.note_unread(change.conv, Some((change.unread, muted)));
-                ui.emit(events::UNREAD, to_json(&change));
+                let muted = lock(&self.0.unread).muted(key, change.conv);
+                self.note_unread(key, change.conv, Some((change.unread, muted)));
+                emit(events::UNREAD, to_json(&change));
             }
             ClientEvent::ConversationRemoved(removed) => {
-                self.note_unread(removed.conv, None);
-                ui.emit(events::CONVERSATION_REMOVED, to_json(&removed));
+                self.note_unread(key, removed.conv, None);
+                emit(events::CONVERSATION_REMOVED, to_json(&removed));
             }
             ClientEvent::Presence { online, offline } => {
-                ui.emit(
+                emit(
                     events::PRESENCE,
                     to_json(&PresenceEvent { online, offline }),
                 );
             }
-            ClientEvent::Online(list) => ui.emit(events::ONLINE, to_json(&list)),
+            ClientEvent::Online(list) => emit(events::ONLINE, to_json(&list)),
             ClientEvent::Typing { conv, username } => {
-                ui.emit(events::TYPING, to_json(&TypingEvent { conv, username }));
+                emit(events::TYPING, to_json(&TypingEvent { conv, username }));
             }
-            ClientEvent::Connection(state) => ui.emit(events::CONNECTION, to_json(&state)),
+            ClientEvent::Connection(state) => {
+                emit(events::CONNECTION, to_json(&state));
+                self.emit_accounts();
+            }
             ClientEvent::Dnd { dnd } => {
-                ui.emit(events::DND, to_json(&DndEvent { dnd }));
-                self.note_dnd(dnd);
+                if shown {
+                    self.0.ui.emit(events::DND, to_json(&DndEvent { dnd }));
+                    self.note_dnd(dnd);
+                }
             }
             ClientEvent::Warning(w) => tracing::warn!(warning = %w, "server"),
-            ClientEvent::UserUpdated(user) => ui.emit(events::USER, to_json(&user)),
+            ClientEvent::UserUpdated(user) => {
+                let own = user.username == key.username;
+                emit(events::USER, to_json(&user));
+                if own {
+                    self.emit_accounts();
+                }
+            }
             // Progress of a long resume and anything newer the UI does not show (yet).
             other => tracing::debug!(event = ?other, "client event"),
         }
     }
 
     /// Applies the core's notification policy to a newly delivered message. Everything it
-    /// needs comes from the local store: no server request holds up the event pump.
-    async fn maybe_notify(&self, client: &Client, msg: &natter::client::LocalMessage) {
+    /// needs comes from the local store: no server request holds up the event pump. A
+    /// background account has nothing on screen, so only its own rules (level, do not disturb)
+    /// can hold a notification back; a click on it switches to the account.
+    async fn maybe_notify(
+        &self,
+        key: &AccountKey,
+        client: &Client,
+        notifier: &Arc<Notifier>,
+        msg: &natter::client::LocalMessage,
+        shown: bool,
+    ) {
         let settings = self.settings();
         let Some(conv_id) = msg.conv else { return };
         if !settings.notifications {
@@ -648,7 +1026,7 @@ impl Shell {
             }
         };
         let me = client.user().username;
-        let visible = *lock(&self.0.visible);
+        let visible = if shown { *lock(&self.0.visible) } else { None };
         let ctx = NotifyContext {
             own_username: &me,
             visible_conv: visible,
@@ -662,15 +1040,23 @@ impl Shell {
             return;
         }
         let shell = self.clone();
-        let on_click: ClickHandler = Arc::new(move |conv| shell.open_conversation(conv));
+        let account = key.clone();
+        let on_click: ClickHandler =
+            Arc::new(move |conv| shell.open_account_conversation(account.clone(), conv));
+        // Its own statement: the config lock must be released before `offer` reads the
+        // settings under it.
+        let several = self.config().accounts.len() > 1;
+        let account =
+            several.then(|| (key.username.clone(), accounts::server_name(&key.server_url)));
         let cfg = Arc::clone(&self.0);
-        self.0.notifier.offer(
+        notifier.offer(
             NoticeSource {
                 conv: conv_id,
                 kind: facts.kind,
                 conv_title: facts.conv_title,
                 sender_display: facts.sender_display,
                 text: msg.text.clone(),
+                account,
             },
             move || {
                 let s = lock(&cfg.config).settings.clone();
@@ -689,41 +1075,41 @@ impl Shell {
         );
     }
 
-    /// Sends the whole conversation list (`natter://conversations`) and recounts the unread
-    /// total: when the pump starts and when it lost events, never for a single change.
-    async fn reset_conversations(&self, client: &Client) {
+    /// Recounts `key`'s unread messages from its whole conversation list, and sends the list
+    /// (`natter://conversations`) when the account is shown: when a pump starts, when the
+    /// window switches to the account, and when events were lost; never for a single change.
+    async fn reset_conversations(&self, key: &AccountKey, client: &Client) {
         match client.conversations().await {
             Ok(list) => {
-                *lock(&self.0.unread) = list
-                    .iter()
-                    .map(|c| (c.id, (c.unread, c.level == NotifyLevel::Nothing)))
-                    .collect();
-                self.0.ui.emit(events::CONVERSATIONS, to_json(&list));
+                let changed = lock(&self.0.unread).replace(
+                    key,
+                    list.iter()
+                        .map(|c| (c.id, (c.unread, c.level == NotifyLevel::Nothing))),
+                );
+                if self.is_active(key) {
+                    self.0.ui.emit(events::CONVERSATIONS, to_json(&list));
+                }
                 self.recount_unread();
+                if changed {
+                    self.emit_accounts();
+                }
             }
             Err(e) => tracing::warn!(code = e.code(), "cannot read conversations: {e}"),
         }
     }
 
     /// Records a conversation's unread count and muted flag (`None`: gone) and updates the
-    /// total in the title and tray when it changed.
-    fn note_unread(&self, conv: ConvId, state: Option<(u32, bool)>) {
-        {
-            let mut map = lock(&self.0.unread);
-            match state {
-                Some(s) => map.insert(conv, s),
-                None => map.remove(&conv),
-            };
-        }
+    /// total in the title and tray, and the account list, when they changed.
+    fn note_unread(&self, key: &AccountKey, conv: ConvId, state: Option<(u32, bool)>) {
+        let changed = lock(&self.0.unread).set(key, conv, state);
         self.recount_unread();
+        if changed {
+            self.emit_accounts();
+        }
     }
 
     fn recount_unread(&self) {
-        let total = lock(&self.0.unread)
-            .values()
-            .filter(|(_, muted)| !muted)
-            .map(|(unread, _)| *unread)
-            .fold(0u32, u32::saturating_add);
+        let total = lock(&self.0.unread).total();
         if total != self.0.unread_total.load(Ordering::SeqCst) {
             self.set_unread_total(total);
         }
@@ -788,7 +1174,9 @@ impl Shell {
         tracing::debug!(?conv, "visible conversation");
         *lock(&self.0.visible) = conv;
         if let Some(conv) = conv {
-            self.0.notifier.clear(conv);
+            if let Some(r) = read(&self.0.client).as_ref() {
+                r.notifier.clear(conv);
+            }
             if self.config().last_conversation != Some(conv) {
                 self.update_config(|c| c.last_conversation = Some(conv));
             }

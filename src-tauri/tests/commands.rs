@@ -93,7 +93,7 @@ struct Desk {
     notices: Arc<Recorder>,
 }
 
-const EVENTS: [&str; 12] = [
+const EVENTS: [&str; 14] = [
     "natter://message",
     "natter://conversation",
     "natter://conversation-removed",
@@ -106,6 +106,8 @@ const EVENTS: [&str; 12] = [
     "natter://open-conversation",
     "natter://settings",
     "natter://dnd",
+    "natter://accounts",
+    "natter://app-state",
 ];
 
 impl Desk {
@@ -169,6 +171,12 @@ impl Desk {
         tauri::async_runtime::block_on(shell.shutdown());
     }
 
+    fn unread_total(&self) -> u32 {
+        self.app
+            .state::<natter_desktop::state::Shell>()
+            .unread_total()
+    }
+
     fn focus(&self, focused: bool) {
         self.app
             .state::<natter_desktop::state::Shell>()
@@ -193,6 +201,16 @@ fn conv_id(desk: &Desk, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no conversation {name} in {list}"))["id"]
         .as_i64()
         .unwrap()
+}
+
+/// `#general`'s id, once the new user's first connection has put them in it.
+fn general_once_joined(desk: &Desk) -> i64 {
+    wait_until("#general", || {
+        desk.ok("conversations", json!({}))
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
+    });
+    conv_id(desk, "general")
 }
 
 fn register(desk: &Desk, user: &str, display: &str) -> Value {
@@ -662,12 +680,7 @@ fn a_damaged_local_store_is_rebuilt_by_repair_store_and_at_sign_in() {
     let desk = Desk::open(dir.path());
     desk.ok("join_server", json!({ "url": server.url }));
     register(&desk, "alice", "Alice");
-    wait_until("#general", || {
-        desk.ok("conversations", json!({}))
-            .as_array()
-            .is_some_and(|l| l.iter().any(|c| c["name"] == "general"))
-    });
-    let general = conv_id(&desk, "general");
+    let general = general_once_joined(&desk);
     let sent = desk.ok(
         "send",
         json!({"conv": general, "text": "kept on the server"}),
@@ -837,5 +850,233 @@ fn diagnostics_report_the_state_and_the_newest_log_lines_without_secrets() {
         .unwrap()
         .expect("a saved session");
     assert!(!report.contains(&saved.session.token), "{report}");
+    desk.close();
+}
+
+/// The account list's entry for `user` on `server` (a URL as `join_server` got it).
+fn account<'a>(accounts: &'a Value, server: &str, user: &str) -> Option<&'a Value> {
+    accounts.as_array()?.iter().find(|a| {
+        a["server_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(server))
+            && a["username"] == user
+    })
+}
+
+/// Two accounts on two servers in one app: "Add account" keeps the first signed in and
+/// connected in the background; its messages still notify (nothing of it reaches the window
+/// showing the other account) and count in its own unread total and the tray's; a click on its
+/// notification switches to it and opens the conversation; switching is one command; both come
+/// back after a restart; signing out of one shows the other. Bad inputs: switching to an
+/// account that is not signed in here (unknown user, unknown server) is `not_found` and changes
+/// nothing.
+#[test]
+fn a_second_account_is_added_and_both_stay_signed_in() {
+    let first = TestServer::start();
+    let second = TestServer::start();
+    let (dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bob = Desk::open(bob_dir.path());
+    bob.ok("join_server", json!({ "url": first.url }));
+    register(&bob, "bob", "Bob");
+
+    let desk = Desk::open(dir.path());
+    desk.ok("join_server", json!({ "url": first.url }));
+    let state = register(&desk, "alice", "Alice");
+    assert_eq!(state["accounts"].as_array().unwrap().len(), 1, "{state}");
+    assert_eq!(
+        account(&state["accounts"], &first.url, "alice").unwrap()["active"],
+        true
+    );
+
+    // Add account: the server choice, with Alice still signed in (not active).
+    let state = desk.ok("add_account", json!({}));
+    assert_eq!(state["phase"], "setup", "{state}");
+    assert_eq!(state["user"], Value::Null);
+    let alice1 = account(&state["accounts"], &first.url, "alice")
+        .unwrap()
+        .clone();
+    assert_eq!(alice1["active"], false);
+    assert_eq!(alice1["user"]["display_name"], "Alice");
+    assert_eq!(
+        alice1["server_name"],
+        first.url.trim_start_matches("http://")
+    );
+    desk.ok("join_server", json!({ "url": second.url }));
+    // The same username on another server is another account.
+    let state = register(&desk, "alice", "Alice at work");
+    assert_eq!(state["phase"], "ready");
+    assert!(state["server_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&second.url));
+    let accounts = &state["accounts"];
+    assert_eq!(accounts.as_array().unwrap().len(), 2, "{accounts}");
+    assert_eq!(
+        account(accounts, &second.url, "alice").unwrap()["active"],
+        true
+    );
+    assert_eq!(
+        account(accounts, &first.url, "alice").unwrap()["active"],
+        false
+    );
+    wait_until("the first account is still online", || {
+        account(&desk.ok("accounts", json!({})), &first.url, "alice").unwrap()["connection"]
+            == json!({"state": "online"})
+    });
+
+    // A DM to the background account: a notification, counted there, not shown in the window.
+    desk.focus(true);
+    bob.ok("send", json!({"to": "alice", "text": "are you there?"}));
+    wait_until("the background account notifies", || {
+        desk.notices.shown().len() == 1
+    });
+    assert_eq!(desk.notices.shown()[0].1.body, "are you there?");
+    // Two accounts: the title says which one it is for.
+    assert_eq!(
+        desk.notices.shown()[0].1.title,
+        format!(
+            "Bob (for @alice on {})",
+            first.url.trim_start_matches("http://")
+        )
+    );
+    wait_until("its unread total counts it", || {
+        account(&desk.ok("accounts", json!({})), &first.url, "alice").unwrap()["unread"] == 1
+    });
+    assert!(desk
+        .events_named("natter://accounts")
+        .iter()
+        .any(|list| { account(list, &first.url, "alice").is_some_and(|a| a["unread"] == 1) }));
+    assert_eq!(desk.unread_total(), 1, "the tray counts every account");
+    assert!(
+        !desk
+            .events_named("natter://message")
+            .iter()
+            .any(|m| m["message"]["text"] == "are you there?"),
+        "the window shows the other account"
+    );
+
+    // Clicking it switches to that account and opens the DM.
+    let dm = desk.notices.shown()[0].0;
+    desk.notices.click(0);
+    wait_until("the window is told of the switch", || {
+        desk.events_named("natter://app-state").iter().any(|s| {
+            s["server_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(&first.url))
+        })
+    });
+    wait_until("the DM is opened", || {
+        desk.events_named("natter://open-conversation")
+            .contains(&json!({ "conv": dm }))
+    });
+    let state = desk.ok("app_state", json!({}));
+    assert!(state["server_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&first.url));
+    assert_eq!(state["user"]["display_name"], "Alice");
+    assert_eq!(state["last_conversation"], dm);
+    let list = desk.events_named("natter://conversations");
+    assert!(
+        list.last()
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == dm),
+        "the switched-to account's list is sent whole"
+    );
+
+    // Bad inputs: not signed in here.
+    for (server, user) in [
+        (first.url.as_str(), "mallory"),
+        ("http://127.0.0.1:1/", "alice"),
+    ] {
+        let e = desk.err(
+            "switch_account",
+            json!({"serverUrl": server, "username": user}),
+        );
+        assert_eq!(e["code"], "not_found", "{server} {user}: {e}");
+    }
+    assert!(desk.ok("app_state", json!({}))["server_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&first.url));
+
+    // Switching back is one command, and the window's conversation is remembered per account.
+    let work_url = account(&state["accounts"], &second.url, "alice").unwrap()["server_url"].clone();
+    let state = desk.ok(
+        "switch_account",
+        json!({"serverUrl": work_url, "username": "alice"}),
+    );
+    assert_eq!(state["user"]["display_name"], "Alice at work");
+    assert_eq!(
+        account(&state["accounts"], &second.url, "alice").unwrap()["active"],
+        true
+    );
+
+    // A restart brings both back, the same one shown.
+    desk.close();
+    let desk = Desk::open(dir.path());
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["phase"], "ready");
+    assert_eq!(state["user"]["display_name"], "Alice at work");
+    assert_eq!(state["accounts"].as_array().unwrap().len(), 2, "{state}");
+    wait_until("the background account reconnects", || {
+        account(&desk.ok("accounts", json!({})), &first.url, "alice").unwrap()["connection"]
+            == json!({"state": "online"})
+    });
+
+    // Signing out of the one shown leaves the other signed in, and shows it.
+    let state = desk.ok("logout", json!({}));
+    assert_eq!(state["phase"], "ready", "{state}");
+    assert_eq!(state["user"]["display_name"], "Alice");
+    assert_eq!(
+        state["last_conversation"], dm,
+        "where it was when switched away"
+    );
+    assert_eq!(state["accounts"].as_array().unwrap().len(), 1);
+    let state = desk.ok("logout", json!({}));
+    assert_eq!(state["phase"], "signed_out");
+    assert!(state["accounts"].as_array().unwrap().is_empty());
+    desk.close();
+}
+
+/// A new sign-in brings the history the server has; none of it is news, so none of it is
+/// notified (a user adding an account on a busy server would otherwise get a burst for every
+/// room). Messages after that first resume notify as usual.
+#[test]
+fn the_history_a_new_sign_in_brings_is_not_notified() {
+    let server = TestServer::start();
+    let (bob_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bob = Desk::open(bob_dir.path());
+    bob.ok("join_server", json!({ "url": server.url }));
+    register(&bob, "bob", "Bob");
+    let general = general_once_joined(&bob);
+    bob.ok("send", json!({"conv": general, "text": "old news"}));
+
+    let desk = Desk::open(dir.path());
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "alice", "Alice");
+    let last_in_general = |text: &str| {
+        desk.ok("conversations", json!({}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == general && c["last_message"]["text"] == text)
+    };
+    wait_until("the history is stored", || last_in_general("old news"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        desk.notices.shown().is_empty(),
+        "history notified: {:?}",
+        desk.notices.shown()
+    );
+
+    bob.ok("send", json!({"conv": general, "text": "fresh news"}));
+    wait_until("the new message notifies", || {
+        desk.notices.shown().len() == 1
+    });
+    assert_eq!(desk.notices.shown()[0].1.body, "fresh news");
     desk.close();
 }

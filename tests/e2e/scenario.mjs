@@ -7,12 +7,14 @@
 // calls (dbus-monitor) and as dunst saw them (`dunstctl history`), and clicking one
 // (`dunstctl action 0`) must open that conversation in his window. Do not disturb set on Bob's
 // other device (a protocol client signed in as Bob) silences his app until it is turned off there.
+// Bob then adds a second account and switches between them (a DM to the account in the
+// background still notifies, and its click switches back), and exports his history to a file.
 // With E2E_SCREENSHOTS set, the main screens are saved in light and dark, English and Chinese.
 //
 // Plain `fetch` against the W3C WebDriver HTTP API: no client library needed.
 
 import { execFileSync, spawn } from "node:child_process";
-import { writeFileSync, readFileSync, mkdirSync } from "node:fs";
+import { writeFileSync, readFileSync, mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { createServer } from "node:net";
 
@@ -477,6 +479,86 @@ async function dndFromBobsOtherDevice() {
   log("bob: do not disturb set on his other device silenced this app; turned off, it notifies");
 }
 
+/** The account list's entries in Bob's sidebar: username, shown or not, unread badge. */
+async function bobsAccounts() {
+  return bob.exec(`return [...document.querySelectorAll('[data-testid="account-item"]')].map((a) => ({
+    username: a.dataset.username,
+    shown: a.getAttribute("aria-current") === "true",
+    unread: a.querySelector('[data-testid="account-unread"]')?.textContent.trim() || "",
+  }))`);
+}
+
+async function bobIsShownAs(display) {
+  await waitFor(`bob's window shows ${display}`, async () => {
+    const me = await bob.one('[data-testid="me-name"]');
+    return me && (await bob.text(me)) === display;
+  });
+}
+
+/** Bob adds a second account, Robert, without signing out of his first: the sidebar lists both.
+ * A DM to his first account, now in the background, still notifies through dunst and counts on
+ * its entry; clicking the notification shows that account again with the DM open; one click
+ * switches to Robert and back. */
+async function secondAccount() {
+  const before = notifyCalls().length;
+  await bob.click('[data-testid="account-add"]');
+  await bob.el('[data-testid="account-back"]');
+  await registerThroughUi(bob, "robert", "Robert", 2, "");
+  const listed = await bobsAccounts();
+  eq(listed.map((a) => [a.username, a.shown]), [["bob", false], ["robert", true]], "bob's accounts after adding Robert");
+  // Bob's account still has what he left unread during do not disturb.
+  const unreadBefore = Number(listed[0].unread || 0);
+  // Robert's first resume brings #general's history: none of it is news, none of it notifies.
+  await waitFor("Robert has #general's history", async () =>
+    ((await bob.convState("general", "room"))?.preview || "").length > 0);
+  await sleep(1000);
+  eq(notifyCalls().length, before, "no notification for the history a new sign-in brings");
+  log("bob: added a second account, Robert, still signed in as Bob");
+
+  const text = "Bob, this reaches your other account";
+  await alice.openConv("bob", "dm");
+  await alice.say(text);
+  const notice = await waitFor("a notification for the background account",
+    () => notifyCalls().slice(before).find((c) => c.body === text), 20000);
+  eq(notice.summary, `Alice (for @bob on ${SERVER.replace(/^https?:\/\//, "")})`,
+    "the background account's notification names the account");
+  eq(notifyCalls().length, before + 1, "one notification for the background account's DM");
+  await waitFor("Bob's entry counts it", async () => Number((await bobsAccounts())[0].unread) === unreadBefore + 1);
+  check(!(await bob.seesMessage(text)), "Robert's window does not show Bob's DM");
+  await waitFor("dunst shows it", () => onBobBus("dunstctl", ["count", "displayed"]).trim() === "1");
+  onBobBus("dunstctl", ["action", "0"]);
+  await bobIsShownAs("Bob");
+  await waitFor("the click opened the DM with Alice", async () => (await bob.convState("alice", "dm"))?.active);
+  await waitFor("bob sees the message he was notified of", () => bob.seesMessage(text));
+  log("bob: the background account notified; clicking it switched to Bob and opened the DM");
+
+  await bob.click('[data-testid="account-item"][data-username="robert"]');
+  await bobIsShownAs("Robert");
+  await bob.click('[data-testid="account-item"][data-username="bob"]');
+  await bobIsShownAs("Bob");
+  eq((await bobsAccounts()).map((a) => a.shown), [true, false], "Bob shown again");
+  onBobBus("dunstctl", ["close-all"]);
+  log("bob: switched to Robert and back with one click each");
+}
+
+/** Bob exports his history from Settings; the file it names holds the DM with Alice. */
+async function exportHasTheConversation() {
+  await bob.click('[data-testid="settings-open"]');
+  await bob.click('[data-testid="account-export-json"]');
+  const shown = await bob.el('[data-testid="account-exported-to"]', 30000);
+  const path = (await bob.text(shown)).match(/(\/\S+\.json)/)?.[1];
+  check(path, `an export path in "${await bob.text(shown)}"`);
+  const exported = readFileSync(path, "utf8");
+  unlinkSync(path);
+  for (const line of ["Hi Bob, got a minute?", "Sure, what's up?", "Bob, this reaches your other account"]) {
+    check(exported.includes(JSON.stringify(line).slice(1, -1)), `the export holds "${line}"`);
+  }
+  JSON.parse(exported);
+  await bob.exec(`document.querySelector('[data-testid="settings-dialog"]')
+    ?.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }))`);
+  log(`bob: the export (${path}) holds the conversation`);
+}
+
 async function main() {
   // Someone from the CLI who happens to be called Alice too, before anyone opens the app.
   await registerOverHttp("alice2", "Alice");
@@ -590,6 +672,8 @@ async function main() {
   log("dunst history: exactly the three expected notifications");
 
   await dndFromBobsOtherDevice();
+  await secondAccount();
+  await exportHasTheConversation();
 
   if (SHOTS) {
     // A little more conversation in #general, then Bob's DM and Alice's #general in each look.

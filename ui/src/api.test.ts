@@ -86,6 +86,9 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   revoke_session: () => api.revokeSession("a1"),
   delete_account: () => api.deleteAccount("password"),
   export_history: () => api.exportHistory("html"),
+  accounts: () => api.accounts(),
+  add_account: () => api.addAccount(),
+  switch_account: () => api.switchAccount("http://h:1/", "alice"),
 };
 
 describe("api.ts follows docs/ipc.md", () => {

@@ -7,6 +7,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
+  AccountInfo,
   AppState,
   CommandError,
   CommandErrorCode,
@@ -127,6 +128,12 @@ export const api = {
   /** The opener plugin's command: opens an http, https or mailto URL in the system's default
    * application (the capability allows no other URL). */
   openUrl: (url: string) => call<void>("plugin:opener|open_url", { url }),
+  // Several accounts (docs/ipc.md: accounts, add_account, switch_account).
+  accounts: () => call<AccountInfo[]>("accounts"),
+  /** The shown account keeps running in the background; the app goes to the server choice. */
+  addAccount: () => call<AppState>("add_account"),
+  switchAccount: (serverUrl: string, username: string) =>
+    call<AppState>("switch_account", { serverUrl, username }),
 };
 
 /** Payload of each event the Rust side emits. */
@@ -144,6 +151,8 @@ export interface EventMap {
   "natter://settings": Settings;
   "natter://user": User;
   "natter://dnd": DndEvent;
+  "natter://accounts": AccountInfo[];
+  "natter://app-state": AppState;
 }
 
 export type EventHandlers = { [K in keyof EventMap]: (payload: EventMap[K]) => void };

@@ -21,6 +21,7 @@ export type { ConnectionState } from "./bindings/ConnectionState";
 export type { SearchHit } from "./bindings/SearchHit";
 
 export type { AppState } from "./bindings/AppState";
+export type { AccountInfo } from "./bindings/AccountInfo";
 export type { StoreRepair } from "./bindings/StoreRepair";
 export type { Settings } from "./bindings/Settings";
 export type { Hosting } from "./bindings/Hosting";

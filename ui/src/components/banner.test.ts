@@ -28,6 +28,7 @@ describe("connection banner", () => {
       settings: defaultSettings(),
       last_conversation: null,
       connection: { state: "offline", retry_at: 1_000_000 + 5_000, reason: "connection refused" },
+      accounts: [],
     };
     render(Banner);
     const banner = await screen.findByTestId("banner");

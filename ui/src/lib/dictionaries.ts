@@ -6,6 +6,13 @@
  */
 export const en = {
   "app.name": "Natter",
+  "accounts.title": "Accounts",
+  "accounts.add": "Add account",
+  "accounts.switchTo": "Switch to {name} (@{username}) on {server}",
+  "accounts.shown": "{name} (@{username}) on {server}, shown now",
+  "accounts.unread.one": "{count} unread",
+  "accounts.unread.other": "{count} unread",
+  "accounts.back": "Back to {name} on {server}",
   "setup.title": "Welcome to Natter",
   "setup.subtitle": "Chat with the people on your network.",
   "setup.host": "Host a server on this computer",
@@ -217,6 +224,13 @@ export type Dictionary = Record<MessageKey, string>;
 
 export const zhCN: Dictionary = {
   "app.name": "Natter",
+  "accounts.title": "账户",
+  "accounts.add": "添加账户",
+  "accounts.switchTo": "切换到 {server} 上的 {name}（@{username}）",
+  "accounts.shown": "{server} 上的 {name}（@{username}），当前显示",
+  "accounts.unread.one": "{count} 条未读",
+  "accounts.unread.other": "{count} 条未读",
+  "accounts.back": "返回 {server} 上的 {name}",
   "setup.title": "欢迎使用 Natter",
   "setup.subtitle": "与同一网络中的人聊天。",
   "setup.host": "在这台电脑上运行服务器",

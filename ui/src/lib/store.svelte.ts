@@ -7,6 +7,7 @@
  */
 import { api, subscribe, toCommandError } from "../api";
 import type {
+  AccountInfo,
   AppState,
   ConnectionState,
   ConversationSummary,
@@ -33,8 +34,16 @@ export const TYPING_THROTTLE_MS = 3000;
 export type Current = { conv: number } | { to: string };
 export type SearchScope = "conv" | "all";
 
+/** Which account an AppState shows (server and username), or null when none is signed in. */
+function shownAccount(s: AppState | null): string | null {
+  return s?.user ? `${s.server_url ?? ""}\n${s.user.username}` : null;
+}
+
 export class Store {
   app = $state<AppState | null>(null);
+  /** Every signed-in account (the sidebar's account list), from `app.accounts` and then
+   * `natter://accounts`. */
+  accounts = $state.raw<AccountInfo[]>([]);
   bootError = $state<string | null>(null);
   conversations = $state.raw<ConversationSummary[]>([]);
   users = $state.raw<Member[]>([]);
@@ -136,6 +145,10 @@ export class Store {
       "natter://settings": (s) => this.applySettings(s),
       "natter://user": (u) => this.onUserUpdated(u),
       "natter://dnd": (e) => (this.dnd = e.dnd),
+      "natter://accounts": (list) => (this.accounts = list),
+      // The Rust side showed another account (a notification's click, or the next account
+      // after signing out).
+      "natter://app-state": (s) => void this.applyAppState(s),
     });
     this.typingTimer = setInterval(() => {
       this.expireTyping();
@@ -172,10 +185,15 @@ export class Store {
 
   async applyAppState(s: AppState): Promise<void> {
     const wasReady = this.app?.phase === "ready";
+    const wasShown = shownAccount(this.app);
     this.app = s;
+    this.accounts = s.accounts;
     setLanguage(s.settings.language);
     if (s.connection.state === "signed_out") this.signedOutReason = s.connection.reason;
-    if (s.phase === "ready" && !wasReady) {
+    // Another account is shown: nothing of the one before may stay on screen.
+    const switched = wasReady && s.phase === "ready" && shownAccount(s) !== wasShown;
+    if (switched) this.clearSession();
+    if (s.phase === "ready" && (!wasReady || switched)) {
       this.signedOutReason = null;
       await this.loadMain();
     }
@@ -423,6 +441,28 @@ export class Store {
     await this.applyAppState(s);
     // Signing out on purpose is not something to explain on the sign-in screen.
     this.signedOutReason = null;
+  }
+  // ---- several accounts ----
+  /** "Add account": the account shown stays signed in (in the background); the window goes to
+   * the server choice, and signing in there adds and shows the new account. */
+  async addAccount(): Promise<void> {
+    this.settingsOpen = false;
+    const s = await api.addAccount();
+    this.authMode = "register";
+    await this.applyAppState(s);
+  }
+  /** Shows another signed-in account (the sidebar's account list, or "Back" from adding one). */
+  async switchAccount(a: AccountInfo): Promise<void> {
+    if (a.active && this.app?.phase === "ready") return;
+    try {
+      await this.applyAppState(await api.switchAccount(a.server_url, a.username));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+  /** The accounts not shown now, for the sidebar's badges and the way back from adding one. */
+  get otherAccounts(): AccountInfo[] {
+    return this.accounts.filter((a) => !a.active);
   }
   // ---- your account ----
   /** A profile changed (`natter://user`, or the answer to `set_profile`): the user's own

@@ -4,6 +4,7 @@
  * It never ships: production code does not import it.
  */
 import type {
+  AccountInfo,
   AppState,
   CommandError,
   ConnectionState,
@@ -26,7 +27,7 @@ export type Emit = (event: string, payload: unknown) => void;
 /** A string that survives minification; scripts/check-dist.mjs fails a build that contains it. */
 export const MOCK_MARKER = "natter-mock-backend";
 
-interface Conv {
+export interface Conv {
   id: number;
   kind: "room" | "dm";
   name: string;
@@ -51,6 +52,20 @@ export function fakeUuid(): string {
   uuidCounter++;
   return `00000000-0000-4000-8000-${uuidCounter.toString(16).padStart(12, "0")}`;
 }
+
+/** One account's server as the fake models it: its people and conversations. Accounts on
+ * different servers see different worlds; the shown account's world is the fake's own fields. */
+export interface World {
+  server_url: string | null;
+  hosting: AppState["hosting"];
+  users: Map<string, { user: User; password: string; online: boolean }>;
+  convs: Conv[];
+  nextConv: number;
+  user: User | null;
+  last_conversation: number | null;
+}
+
+const accountKey = (server_url: string | null, username: string) => `${server_url ?? ""}\n${username}`;
 
 function fail(code: CommandError["code"], message: string): never {
   throw { code, message } satisfies CommandError;
@@ -78,6 +93,10 @@ export class FakeBackend {
   /** Do not disturb as the server has it. */
   dndSetting: Dnd | null = null;
   private nextConv = 1;
+  /** Signed-in accounts in the order added (keys of `accountKey`). */
+  accountOrder: string[] = [];
+  /** The signed-in accounts not shown, with their worlds (they stay "connected"). */
+  parked = new Map<string, World>();
 
   constructor(
     private emit: Emit = () => {},
@@ -91,8 +110,84 @@ export class FakeBackend {
       settings: defaultSettings(),
       last_conversation: null,
       connection: { state: "connecting" },
+      accounts: [],
       ...init,
     };
+  }
+
+  // ---- several accounts ----
+
+  private shownKey(): string | null {
+    return this.state.phase === "ready" && this.state.user ? accountKey(this.state.server_url, this.state.user.username) : null;
+  }
+
+  private unreadIn(convs: Conv[], me: string): number {
+    return convs
+      .filter((c) => c.members.has(me) && c.level !== "nothing")
+      .reduce((n, c) => n + c.messages.filter((m) => m.seq !== null && m.seq > (c.lastRead.get(me) ?? 0) && m.sender !== me).length, 0);
+  }
+
+  /** The account list as the Rust side sends it. */
+  accountList(): AccountInfo[] {
+    const shown = this.shownKey();
+    const info = (w: World, active: boolean): AccountInfo => ({
+      server_url: w.server_url ?? "",
+      server_name: (w.server_url ?? "").replace(/^https?:\/\//, "").replace(/\/$/, ""),
+      username: w.user!.username,
+      user: w.user,
+      unread: this.unreadIn(w.convs, w.user!.username),
+      active,
+      connection: active ? this.state.connection : { state: "online" },
+    });
+    return this.accountOrder.flatMap((key) => {
+      if (key === shown) return [info(this.world(), true)];
+      const w = this.parked.get(key);
+      return w ? [info(w, false)] : [];
+    });
+  }
+
+  private world(): World {
+    return {
+      server_url: this.state.server_url,
+      hosting: this.state.hosting,
+      users: this.users,
+      convs: this.convs,
+      nextConv: this.nextConv,
+      user: this.state.user,
+      last_conversation: this.state.last_conversation,
+    };
+  }
+
+  /** Puts the shown account aside (still signed in) and shows `w` (or nothing: the server choice). */
+  private show(w: World | null): void {
+    const shown = this.shownKey();
+    if (shown) this.parked.set(shown, this.world());
+    this.users = w?.users ?? new Map();
+    this.convs = w?.convs ?? [];
+    this.nextConv = w?.nextConv ?? 1;
+    this.state = w
+      ? { ...this.state, phase: "ready", server_url: w.server_url, hosting: w.hosting, user: w.user, last_conversation: w.last_conversation, connection: { state: "online" } }
+      : { ...this.state, phase: "setup", server_url: null, hosting: null, user: null, last_conversation: null, connection: { state: "signed_out", reason: "" } };
+  }
+
+  /** A message for a background account (its server pushed it; the window shows another). */
+  receiveInBackground(server_url: string, username: string, convName: string, sender: string, text: string): void {
+    const w = this.parked.get(accountKey(server_url, username));
+    const c = w?.convs.find((x) => x.name === convName);
+    if (!w || !c) throw new Error(`no parked account ${username} with ${convName}`);
+    c.messages.push({ local_id: fakeUuid(), conv: c.id, seq: c.messages.filter((m) => m.seq !== null).length + 1, sender, text, time: Date.now(), state: "sent", error: null });
+    this.emit("natter://accounts", this.accountList());
+  }
+
+  /** A notification of a background account was clicked: the Rust side shows it and opens `conv`. */
+  clickBackgroundNotice(server_url: string, username: string, conv: number): void {
+    const w = this.parked.get(accountKey(server_url, username));
+    if (!w) throw new Error(`no parked account ${username}`);
+    this.parked.delete(accountKey(server_url, username));
+    this.show({ ...w, last_conversation: conv });
+    this.state.accounts = this.accountList();
+    this.emit("natter://app-state", this.state);
+    this.emit("natter://open-conversation", { conv });
   }
 
   get me(): string {
@@ -198,12 +293,52 @@ export class FakeBackend {
   private signIn(username: string): AppState {
     this.state = { ...this.state, phase: "ready", user: this.users.get(username)!.user, connection: { state: "online" } };
     this.users.get(username)!.online = true;
+    const key = accountKey(this.state.server_url, username);
+    if (!this.accountOrder.includes(key)) this.accountOrder.push(key);
+    return this.state;
+  }
+
+  /** Signing the shown account out: the next signed-in account is shown, if any. */
+  private signedOut(): AppState {
+    const gone = this.state.user ? accountKey(this.state.server_url, this.state.user.username) : null;
+    this.accountOrder = this.accountOrder.filter((k) => k !== gone);
+    this.state = { ...this.state, phase: "signed_out", user: null, connection: { state: "signed_out", reason: "" } };
+    const next = this.accountOrder.find((k) => this.parked.has(k));
+    if (next) {
+      const w = this.parked.get(next)!;
+      this.parked.delete(next);
+      this.show(w);
+    }
     return this.state;
   }
 
   handle(cmd: string, args: Record<string, unknown> = {}): unknown {
+    // A fake set up signed in (tests, the preview) lists its account like one signed in here.
+    const shown = this.shownKey();
+    if (shown && !this.accountOrder.includes(shown)) this.accountOrder.push(shown);
+    const answer = this.dispatch(cmd, args);
+    this.state.accounts = this.accountList();
+    return answer;
+  }
+
+  private dispatch(cmd: string, args: Record<string, unknown>): unknown {
     this.calls.push({ cmd, args });
     switch (cmd) {
+      case "accounts":
+        return this.accountList();
+      case "add_account":
+        this.show(null);
+        this.emit("natter://accounts", this.accountList());
+        return this.state;
+      case "switch_account": {
+        const key = accountKey(String(args.serverUrl ?? ""), String(args.username ?? ""));
+        if (key === this.shownKey()) return this.state;
+        const w = this.parked.get(key);
+        if (!w) fail("not_found", `not signed in as ${String(args.username)} on ${String(args.serverUrl)} in this app`);
+        this.parked.delete(key);
+        this.show(w);
+        return this.state;
+      }
       case "app_state":
         return this.state;
       case "host_server": {
@@ -238,8 +373,7 @@ export class FakeBackend {
         return this.signIn(u.user.username);
       }
       case "logout":
-        this.state = { ...this.state, phase: "signed_out", user: null, connection: { state: "signed_out", reason: "signed out" } };
-        return this.state;
+        return this.signedOut();
       case "conversations":
         return this.summaries();
       case "history": {
@@ -431,8 +565,7 @@ export class FakeBackend {
       case "delete_account":
         if (args.password !== me.password) fail("unauthorized", "wrong password");
         this.users.delete(this.me);
-        this.state = { ...this.state, phase: "signed_out", user: null, connection: { state: "signed_out", reason: "" } };
-        return this.state;
+        return this.signedOut();
       case "export_history": {
         const ext = args.format === "html" ? "html" : "json";
         const messages = this.convs.filter((c) => c.members.has(this.me)).reduce((n, c) => n + c.messages.length, 0);
