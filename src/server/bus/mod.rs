@@ -232,3 +232,26 @@ fn deliver_when_released(deliver: impl FnOnce() + 'static) {
         deliver();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BusLocation;
+
+    /// `--bus` and `--bus-channel` values that are refused, with a message that says why.
+    #[test]
+    fn bad_bus_locations_are_refused() {
+        for (url, channel) in [
+            ("http://redis.example:6379", "natter"),
+            ("redis.example:6379", "natter"),
+            ("", "natter"),
+            ("redis://redis.example:6379", ""),
+            ("redis://redis.example:6379", "with space"),
+            ("redis://redis.example:6379", "naïve"),
+        ] {
+            let err = BusLocation::parse(url, channel).err().unwrap();
+            assert!(err.contains("bus"), "{url} {channel}: {err}");
+        }
+        #[cfg(feature = "redis")]
+        assert!(BusLocation::parse("rediss://redis.example:6380", "team-1.chat").is_ok());
+    }
+}

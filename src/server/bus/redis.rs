@@ -40,7 +40,7 @@ pub const REORDER_WAIT: Duration = Duration::from_millis(100);
 /// The longest wait between attempts to reach Redis again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// How long the first connection at start may take.
+/// How long a connection (the first at start, and every later one) or a publish may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the bus could not start.
@@ -130,6 +130,10 @@ impl RedisBus {
         let mut check = client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
             .map_err(unreachable)?;
+        // A host that accepts but never answers must not hang the start.
+        check
+            .set_read_timeout(Some(CONNECT_TIMEOUT))
+            .map_err(unreachable)?;
         redis::cmd("PING")
             .query::<String>(&mut check)
             .map_err(unreachable)?;
@@ -202,6 +206,20 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// `work`, or a timeout error after `limit`: an unreachable host (a partition, a half-open
+/// connection) must not stall the bus for the operating system's TCP timeout.
+async fn timed<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from Redis in {} s", limit.as_secs()),
+        )))
+    })
+}
+
 /// Publish this node's batches in order, and a heartbeat every `beat`, until the bus is
 /// dropped. Without a connection a batch is dropped (its number is not reused, so the others
 /// notice) and the connection is tried again, backing off.
@@ -236,7 +254,8 @@ async fn publish_loop(
             }
         };
         if conn.is_none() && Instant::now() >= retry_at {
-            match client.get_multiplexed_async_connection().await {
+            let connecting = client.get_multiplexed_async_connection();
+            match timed(CONNECT_TIMEOUT, connecting).await {
                 Ok(c) => {
                     tracing::info!("bus: publishing again");
                     conn = Some(c);
@@ -252,11 +271,10 @@ async fn publish_loop(
         let Some(c) = conn.as_mut() else {
             continue;
         };
-        let published = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(payload)
-            .query_async::<i64>(c)
-            .await;
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&channel).arg(payload);
+        // A publish that hangs (a half-open connection) is as good as lost.
+        let published = timed(CONNECT_TIMEOUT, publish.query_async::<i64>(c)).await;
         if let Err(e) = published {
             tracing::warn!(
                 "bus: a publish failed ({e}); the other nodes will catch up from the store"
@@ -279,11 +297,11 @@ async fn subscribe_loop(
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
-        let subscribed = async {
+        let subscribed = timed(CONNECT_TIMEOUT, async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
-        }
+        })
         .await;
         let pubsub = match subscribed {
             Ok(p) => p,
@@ -396,5 +414,55 @@ async fn listen(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bad bus addresses are refused at start with a message naming them: not a Redis URL,
+    /// nothing listening, and a listener that accepts but never answers (within the timeout).
+    #[tokio::test]
+    async fn a_bus_that_cannot_be_used_is_refused_at_start() {
+        let lease = Duration::from_secs(15);
+        let err = RedisBus::start("redis://[::1", "natter", 1, lease)
+            .err()
+            .unwrap();
+        assert!(matches!(err, RedisBusError::Url { .. }), "{err}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("redis://127.0.0.1:{port}");
+        let err = RedisBus::start(&url, "natter", 1, lease).err().unwrap();
+        assert!(matches!(err, RedisBusError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains(&url), "{err}");
+
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", silent.local_addr().unwrap());
+        let held = std::thread::spawn(move || silent.accept().map(|(socket, _)| socket));
+        let started = std::time::Instant::now();
+        let err = RedisBus::start(&url, "natter", 1, lease).err().unwrap();
+        assert!(matches!(err, RedisBusError::Unreachable { .. }), "{err}");
+        // The connection's setup and the PING each wait at most the timeout.
+        assert!(
+            started.elapsed() < CONNECT_TIMEOUT * 3,
+            "{:?}",
+            started.elapsed()
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        assert_eq!(
+            redact("redis://user:secret@redis.example:6379"),
+            "redis://user:***@redis.example:6379"
+        );
+        assert_eq!(
+            redact("redis://redis.example:6379"),
+            "redis://redis.example:6379"
+        );
     }
 }
