@@ -31,6 +31,10 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         conversations,
         history,
         send,
+        reply,
+        edit_message,
+        delete_message,
+        react,
         retry,
         mark_read,
         search,
@@ -136,6 +140,62 @@ pub async fn send(
     let client = shell.require_client()?;
     // The message itself reaches the UI once, as the `natter://message` event (added).
     Ok(client.send(target, &text).await?.local_id)
+}
+
+/// A reply to message `reply_to` of `conv`: a message like `send`'s (its `local_id` comes back,
+/// the message itself as `natter://message` added), quoting its target.
+#[tauri::command]
+pub async fn reply(
+    shell: State<'_, Shell>,
+    conv: ConvId,
+    reply_to: Seq,
+    text: String,
+) -> CmdResult<String> {
+    let reply_to = message_seq("replyTo", reply_to)?;
+    let reply = shell.require_client()?.reply(conv, reply_to, &text).await?;
+    Ok(reply.local_id)
+}
+
+/// Edits the user's message `seq` of `conv` to `text`. Returns the action's `local_id`; the
+/// target comes back as `natter://message` updated once committed, or `natter://action-failed`.
+#[tauri::command]
+pub async fn edit_message(
+    shell: State<'_, Shell>,
+    conv: ConvId,
+    seq: Seq,
+    text: String,
+) -> CmdResult<String> {
+    let client = shell.require_client()?;
+    Ok(client.edit(conv, message_seq("seq", seq)?, &text).await?)
+}
+
+/// Deletes the user's message `seq` of `conv` (see `edit_message`); it becomes a tombstone.
+#[tauri::command]
+pub async fn delete_message(shell: State<'_, Shell>, conv: ConvId, seq: Seq) -> CmdResult<String> {
+    let seq = message_seq("seq", seq)?;
+    Ok(shell.require_client()?.delete(conv, seq).await?)
+}
+
+/// Adds (`on`) or takes back the user's reaction `emoji` on message `seq` of `conv` (see
+/// `edit_message`).
+#[tauri::command]
+pub async fn react(
+    shell: State<'_, Shell>,
+    conv: ConvId,
+    seq: Seq,
+    emoji: String,
+    on: bool,
+) -> CmdResult<String> {
+    let seq = message_seq("seq", seq)?;
+    Ok(shell.require_client()?.react(conv, seq, &emoji, on).await?)
+}
+
+/// A message's seq as an action's target: sent messages are numbered from 1.
+fn message_seq(name: &str, seq: Seq) -> CmdResult<Seq> {
+    if seq < 1 {
+        return Err(CommandError::invalid(format!("{name} must be at least 1")));
+    }
+    Ok(seq)
 }
 
 #[tauri::command]

@@ -53,6 +53,9 @@ pub mod events {
     /// The window now shows another account (switched from a notification, or the next one
     /// after signing out): the whole `AppState`.
     pub const APP_STATE: &str = "natter://app-state";
+    /// The server refused an edit, delete or reaction of the user's for good: nothing changed
+    /// (`ActionFailure`: the action's `localId`, `conv`, `action`, `error`).
+    pub const ACTION_FAILED: &str = "natter://action-failed";
 }
 
 /// `natter://dnd` payload: do not disturb as the server has it (`null`: off). Sent on every
@@ -989,6 +992,9 @@ impl Shell {
                 }
             }
             ClientEvent::Warning(w) => tracing::warn!(warning = %w, "server"),
+            ClientEvent::ActionFailed(failure) => {
+                emit(events::ACTION_FAILED, to_json(&failure));
+            }
             ClientEvent::UserUpdated(user) => {
                 let own = user.username == key.username;
                 emit(events::USER, to_json(&user));

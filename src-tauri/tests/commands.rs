@@ -93,7 +93,7 @@ struct Desk {
     notices: Arc<Recorder>,
 }
 
-const EVENTS: [&str; 14] = [
+const EVENTS: [&str; 15] = [
     "natter://message",
     "natter://conversation",
     "natter://conversation-removed",
@@ -108,6 +108,7 @@ const EVENTS: [&str; 14] = [
     "natter://dnd",
     "natter://accounts",
     "natter://app-state",
+    "natter://action-failed",
 ];
 
 impl Desk {
@@ -1079,4 +1080,201 @@ fn the_history_a_new_sign_in_brings_is_not_notified() {
     });
     assert_eq!(desk.notices.shown()[0].1.body, "fresh news");
     desk.close();
+}
+
+/// The message of `conv` with `seq` as `history` has it.
+fn message_at(desk: &Desk, conv: i64, seq: i64) -> Value {
+    let page = desk.ok("history", json!({ "conv": conv }));
+    page.as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["seq"] == seq)
+        .unwrap_or_else(|| panic!("no message {seq} in {page}"))
+        .clone()
+}
+
+/// Sends `text` to `conv` and waits until the server numbered it.
+fn send_and_wait_seq(desk: &Desk, conv: i64, text: &str) -> i64 {
+    desk.ok("send", json!({ "conv": conv, "text": text }));
+    let mut seq = None;
+    wait_until("the message is sent", || {
+        seq = desk
+            .ok("history", json!({ "conv": conv }))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["text"] == text && m["seq"].is_i64())
+            .and_then(|m| m["seq"].as_i64());
+        seq.is_some()
+    });
+    seq.unwrap()
+}
+
+#[test]
+fn reply_edit_react_and_delete_through_the_ipc_reach_the_other_app() {
+    let server = TestServer::start();
+    let alice_dir = tempfile::tempdir().unwrap();
+    let bob_dir = tempfile::tempdir().unwrap();
+    let alice = Desk::open(alice_dir.path());
+    let bob = Desk::open(bob_dir.path());
+    alice.ok("join_server", json!({ "url": server.url }));
+    register(&alice, "alice", "Alice");
+    bob.ok("join_server", json!({ "url": server.url }));
+    register(&bob, "bob", "Bob");
+    let general = general_once_joined(&alice);
+    assert_eq!(general_once_joined(&bob), general);
+
+    let first = send_and_wait_seq(&alice, general, "frist post");
+    wait_until("bob has alice's message", || {
+        bob.ok("history", json!({ "conv": general }))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["seq"] == first)
+    });
+
+    // Bob replies: a message that quotes its target.
+    let reply_id = bob.ok(
+        "reply",
+        json!({ "conv": general, "replyTo": first, "text": "welcome" }),
+    );
+    assert!(
+        reply_id.as_str().is_some_and(|id| !id.is_empty()),
+        "{reply_id}"
+    );
+    let mut reply = Value::Null;
+    wait_until("alice has bob's reply with its quote", || {
+        reply = alice
+            .ok("history", json!({ "conv": general }))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["text"] == "welcome")
+            .cloned()
+            .unwrap_or(Value::Null);
+        reply["reply_to"]["seq"] == first
+    });
+    assert_eq!(reply["sender"], "bob");
+
+    // Alice fixes her typo; both apps hear the target updated, edited.
+    let edit_id = alice.ok(
+        "edit_message",
+        json!({ "conv": general, "seq": first, "text": "first post" }),
+    );
+    assert!(edit_id.as_str().is_some(), "{edit_id}");
+    wait_until("bob sees the edit", || {
+        let m = message_at(&bob, general, first);
+        m["text"] == "first post" && m["edited"].is_i64()
+    });
+    let updated = |desk: &Desk| {
+        desk.events_named("natter://message").into_iter().any(|e| {
+            e["change"] == "updated"
+                && e["message"]["seq"] == first
+                && e["message"]["text"] == "first post"
+        })
+    };
+    wait_until("the edit reaches both windows", || {
+        updated(&alice) && updated(&bob)
+    });
+
+    // Bob reacts; toggling it off again takes it back.
+    bob.ok(
+        "react",
+        json!({ "conv": general, "seq": first, "emoji": "👍", "on": true }),
+    );
+    wait_until("alice sees bob's reaction", || {
+        message_at(&alice, general, first)["reactions"]
+            == json!([{ "emoji": "👍", "users": ["bob"] }])
+    });
+    bob.ok(
+        "react",
+        json!({ "conv": general, "seq": first, "emoji": "👍", "on": false }),
+    );
+    wait_until("the reaction is taken back", || {
+        message_at(&alice, general, first)
+            .get("reactions")
+            .is_none()
+    });
+
+    // Bob may not edit or delete Alice's message: the server refuses, the window hears why,
+    // and nothing changed.
+    let refused = bob.ok(
+        "edit_message",
+        json!({ "conv": general, "seq": first, "text": "pwned" }),
+    );
+    wait_until("bob's window hears the refusal", || {
+        bob.events_named("natter://action-failed")
+            .iter()
+            .any(|f| f["local_id"] == refused)
+    });
+    let failure = bob
+        .events_named("natter://action-failed")
+        .into_iter()
+        .find(|f| f["local_id"] == refused)
+        .unwrap();
+    assert_eq!(failure["conv"], general);
+    assert_eq!(
+        failure["action"],
+        json!({ "kind": "edit", "target": first })
+    );
+    assert!(
+        failure["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failure}"
+    );
+    let refused_delete = bob.ok("delete_message", json!({ "conv": general, "seq": first }));
+    wait_until("the delete is refused too", || {
+        bob.events_named("natter://action-failed")
+            .iter()
+            .any(|f| f["local_id"] == refused_delete)
+    });
+    assert_eq!(message_at(&alice, general, first)["text"], "first post");
+    assert!(alice.events_named("natter://action-failed").is_empty());
+
+    // Alice deletes her message: a tombstone on both sides, gone from search.
+    alice.ok("delete_message", json!({ "conv": general, "seq": first }));
+    wait_until("bob sees the tombstone", || {
+        let m = message_at(&bob, general, first);
+        m["deleted"] == true && m["text"] == ""
+    });
+    let hits = bob.ok("search", json!({ "query": "first" }));
+    assert_eq!(hits, json!([]), "deleted text is not found");
+
+    // Bad input, refused before it is queued: a seq below 1, a reaction that is no emoji or is
+    // too long, an edit over the length limit, blank text, a missing argument.
+    let bad = [
+        (
+            "edit_message",
+            json!({ "conv": general, "seq": 0, "text": "x" }),
+        ),
+        ("delete_message", json!({ "conv": general, "seq": -3 })),
+        (
+            "reply",
+            json!({ "conv": general, "replyTo": 0, "text": "x" }),
+        ),
+        (
+            "react",
+            json!({ "conv": general, "seq": first, "emoji": "nope", "on": true }),
+        ),
+        (
+            "react",
+            json!({ "conv": general, "seq": first, "emoji": "👍".repeat(250), "on": true }),
+        ),
+        (
+            "edit_message",
+            json!({ "conv": general, "seq": first, "text": "x".repeat(4_001) }),
+        ),
+        (
+            "edit_message",
+            json!({ "conv": general, "seq": first, "text": "  " }),
+        ),
+    ];
+    for (cmd, args) in bad {
+        let e = alice.err(cmd, args.clone());
+        assert_eq!(e["code"], "invalid", "{cmd} {args}: {e}");
+    }
+    assert!(alice
+        .call("react", json!({ "conv": general, "seq": first }))
+        .is_err());
+    alice.close();
+    bob.close();
 }

@@ -8,6 +8,7 @@ import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
   AccountInfo,
+  ActionFailure,
   AppState,
   CommandError,
   CommandErrorCode,
@@ -94,6 +95,13 @@ export const api = {
   /** Resolves to the new message's `local_id`; the message itself arrives as an event. */
   send: (target: { conv: number } | { to: string }, text: string) =>
     call<string>("send", { ...target, text }),
+  /** A reply to message `replyTo`: like `send`, resolves to its `local_id`. */
+  reply: (conv: number, replyTo: number, text: string) => call<string>("reply", { conv, replyTo, text }),
+  /** Message actions: each resolves to the action's `local_id`; the target comes back as
+   * `natter://message` updated, or the refusal as `natter://action-failed`. */
+  editMessage: (conv: number, seq: number, text: string) => call<string>("edit_message", { conv, seq, text }),
+  deleteMessage: (conv: number, seq: number) => call<string>("delete_message", { conv, seq }),
+  react: (conv: number, seq: number, emoji: string, on: boolean) => call<string>("react", { conv, seq, emoji, on }),
   retry: (localId: string) => call<void>("retry", { localId }),
   markRead: (conv: number, seq: number) => call<void>("mark_read", { conv, seq }),
   search: (query: string, conv?: number, limit?: number) =>
@@ -153,6 +161,7 @@ export interface EventMap {
   "natter://dnd": DndEvent;
   "natter://accounts": AccountInfo[];
   "natter://app-state": AppState;
+  "natter://action-failed": ActionFailure;
 }
 
 export type EventHandlers = { [K in keyof EventMap]: (payload: EventMap[K]) => void };

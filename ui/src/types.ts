@@ -14,6 +14,11 @@ export type { LocalMessage } from "./bindings/LocalMessage";
 export type { MessageState } from "./bindings/MessageState";
 export type { MessageChange } from "./bindings/MessageChange";
 export type { MessageEvent } from "./bindings/MessageEvent";
+// Message actions: replies, edits, deletes, reactions.
+export type { Action } from "./bindings/Action";
+export type { ActionFailure } from "./bindings/ActionFailure";
+export type { Quote } from "./bindings/Quote";
+export type { Reaction } from "./bindings/Reaction";
 export type { UnreadChange } from "./bindings/UnreadChange";
 export type { ConversationRemoved } from "./bindings/ConversationRemoved";
 export type { ConversationSummary } from "./bindings/ConversationSummary";

@@ -130,4 +130,38 @@ describe("accessibility (axe-core)", () => {
     await screen.findByTestId("mention-list");
     expect(await seriousViolations()).toEqual([]);
   });
+
+  it("message actions, quotes, reactions, tombstones and the reply composer have no serious violations", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob", "carol"]);
+    fake.deliver(general, "bob", "hello all");
+    const edited = fake.deliver(general, "alice", "fixed text");
+    edited.edited = Date.now();
+    edited.reactions = [{ emoji: "👍", users: ["alice", "bob"] }];
+    const gone = fake.deliver(general, "carol", "");
+    gone.deleted = true;
+    const reply = fake.deliver(general, "carol", "agreed");
+    reply.reply_to = { seq: 1, sender: "bob", snippet: "hello all", deleted: false };
+    fake.state.last_conversation = general.id;
+    await renderApp();
+    await waitFor(() => expect(screen.getAllByTestId("message")).toHaveLength(4));
+    const user = userEvent.setup();
+    expect(await seriousViolations()).toEqual([]);
+    const first = screen.getAllByTestId("message")[0];
+    first.focus();
+    await user.keyboard("{Shift>}{F10}{/Shift}");
+    await screen.findByTestId("message-menu");
+    expect(await seriousViolations()).toEqual([]);
+    await user.click(screen.getByTestId("menu-reply"));
+    await screen.findByTestId("composer-context");
+    expect(await seriousViolations()).toEqual([]);
+    await user.click(screen.getAllByTestId("action-react")[0]);
+    await screen.findByTestId("reaction-picker");
+    expect(await seriousViolations()).toEqual([]);
+    await user.keyboard("{Escape}");
+    await user.click(screen.getAllByTestId("action-more")[1]);
+    await user.click(screen.getByTestId("menu-delete"));
+    await screen.findByTestId("delete-dialog");
+    expect(await seriousViolations()).toEqual([]);
+  });
 });

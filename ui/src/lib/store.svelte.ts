@@ -8,6 +8,7 @@
 import { api, subscribe, toCommandError } from "../api";
 import type {
   AccountInfo,
+  ActionFailure,
   AppState,
   ConnectionState,
   ConversationSummary,
@@ -24,6 +25,7 @@ import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
 import { firstUnread, prependPage, upsertMessage } from "./rows";
 import { sortByActivity, upsertConversation } from "./sidebar";
 import { buildDirectory, isolate } from "./names";
+import { hasReacted } from "./reactions";
 
 export const PAGE = 100;
 /** How long a typing notice stays up without a refresh. */
@@ -65,6 +67,14 @@ export class Store {
   /** The first message that was unread when the conversation was opened (its `local_id`): the
    * "new messages" line goes above it until another conversation is opened. */
   firstUnread = $state<string | null>(null);
+  /** What the composer's text will do besides a plain send: answer a message ("Replying to
+   * ...") or replace the text of one of the user's own (editing). Cleared on send, on cancel
+   * and when another conversation opens. */
+  composing = $state.raw<{ kind: "reply" | "edit"; message: LocalMessage } | null>(null);
+  /** The message whose full emoji picker is open (a reaction to it), from its actions. */
+  reacting = $state.raw<LocalMessage | null>(null);
+  /** The message whose deletion waits for the user's confirmation. */
+  deleting = $state.raw<LocalMessage | null>(null);
   /** The open conversation's members (for @-mention suggestions), from `members`. */
   members = $state.raw<User[]>([]);
   settingsOpen = $state(false);
@@ -146,6 +156,7 @@ export class Store {
       "natter://user": (u) => this.onUserUpdated(u),
       "natter://dnd": (e) => (this.dnd = e.dnd),
       "natter://accounts": (list) => (this.accounts = list),
+      "natter://action-failed": (f) => this.onActionFailed(f),
       // The Rust side showed another account (a notification's click, or the next account
       // after signing out).
       "natter://app-state": (s) => void this.applyAppState(s),
@@ -535,6 +546,7 @@ export class Store {
     const unreadAtOpen = this.currentConv !== conv ? (this.conversations.find((c) => c.id === conv)?.unread ?? 0) : null;
     if (this.currentConv !== conv) {
       this.firstUnread = null;
+      this.composing = null;
       this.current = { conv };
       this.messages = [];
       this.hasMore = false;
@@ -584,6 +596,7 @@ export class Store {
     if (dm) return this.openConversation(dm.id);
     ++this.openToken;
     this.current = { to: username };
+    this.composing = null;
     this.messages = [];
     this.firstUnread = null;
     const peer = this.user(username);
@@ -647,18 +660,117 @@ export class Store {
     }
   }
 
+  /** The composer's text: sent, sent as a reply, or the new text of the message being edited
+   * (`composing`). */
   async send(text: string): Promise<boolean> {
     const cur = this.current;
     if (!cur || text.trim() === "") return false;
+    const composing = this.composing;
+    const conv = this.currentConv;
     try {
-      this.followNonce++;
-      // The message arrives once, as an `added` event, and is then `updated` to sent or failed.
-      await api.send(cur, text);
+      if (composing && conv !== null && composing.message.seq !== null) {
+        const seq = composing.message.seq;
+        // The target comes back `updated` (edited), or the refusal as `natter://action-failed`.
+        if (composing.kind === "edit") await api.editMessage(conv, seq, text);
+        else {
+          this.followNonce++;
+          await api.reply(conv, seq, text);
+        }
+      } else {
+        this.followNonce++;
+        // The message arrives once, as an `added` event, and is then `updated` to sent or failed.
+        await api.send(cur, text);
+      }
+      this.composing = null;
       return true;
     } catch (e) {
       this.showError(e);
       return false;
     }
+  }
+
+  // ---- message actions (docs/ipc.md: reply ... react) ----
+
+  /** Whether `m` can be acted on: committed (it has a seq) and not deleted. */
+  actionable(m: LocalMessage): boolean {
+    return m.seq !== null && !m.deleted;
+  }
+
+  /** Whether `m` is the user's own (they may edit and delete it). */
+  isOwn(m: LocalMessage): boolean {
+    return m.sender === this.me?.username;
+  }
+
+  replyTo(m: LocalMessage): void {
+    if (this.actionable(m)) this.composing = { kind: "reply", message: m };
+  }
+
+  startEdit(m: LocalMessage): void {
+    if (this.actionable(m) && this.isOwn(m)) this.composing = { kind: "edit", message: m };
+  }
+
+  /** Up arrow on an empty composer: edits the user's newest message here, if any. */
+  editLast(): boolean {
+    const last = [...this.messages].reverse().find((m) => this.isOwn(m) && this.actionable(m));
+    if (last) this.startEdit(last);
+    return last !== undefined;
+  }
+
+  /** The user confirmed deleting `deleting`. */
+  async confirmDelete(): Promise<void> {
+    const m = this.deleting;
+    this.deleting = null;
+    if (m) await this.deleteMessage(m);
+  }
+
+  /** The user picked `emoji` in the full picker opened for `reacting`. */
+  async reactWithPicked(emoji: string): Promise<void> {
+    const m = this.reacting;
+    this.reacting = null;
+    if (m) await this.toggleReaction(m, emoji);
+  }
+
+  async deleteMessage(m: LocalMessage): Promise<void> {
+    if (m.conv === null || m.seq === null) return;
+    try {
+      await api.deleteMessage(m.conv, m.seq);
+      if (this.composing?.message.local_id === m.local_id) this.composing = null;
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  /** Adds the user's reaction `emoji` to `m`, or takes it back when they already gave it. */
+  async toggleReaction(m: LocalMessage, emoji: string): Promise<void> {
+    if (m.conv === null || m.seq === null) return;
+    const given = hasReacted(m, this.me?.username ?? "", emoji);
+    try {
+      await api.react(m.conv, m.seq, emoji, !given);
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  /** Copies a message's text, or a link naming it (`natter://` server/conversation/seq). */
+  async copyMessage(m: LocalMessage, what: "text" | "link"): Promise<void> {
+    const server = (this.app?.server_url ?? "").replace(/^https?:\/\//, "").replace(/\/$/, "");
+    const value = what === "text" ? m.text : `natter://${server}/conv/${m.conv}/${m.seq}`;
+    try {
+      await navigator.clipboard.writeText(value);
+      this.showToast(t(what === "text" ? "actions.copiedText" : "actions.copiedLink"));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  /** A quoted message was clicked: shows it, loading older history until it is there. */
+  async jumpToSeq(conv: number, seq: number): Promise<void> {
+    await this.jumpTo({ local_id: "", conv, seq, sender: "", text: "", time: 0, state: "sent", error: null });
+  }
+
+  /** The server refused an edit, delete or reaction: nothing changed; say which and why. */
+  onActionFailed(f: ActionFailure): void {
+    this.showToast(t(`actions.failed.${f.action.kind}`, { error: f.error }));
   }
 
   /** Opens a link from a message in the system browser (the opener plugin refuses anything but

@@ -4,6 +4,7 @@
  * It never ships: production code does not import it.
  */
 import type {
+  Action,
   AccountInfo,
   AppState,
   CommandError,
@@ -13,6 +14,7 @@ import type {
   LocalMessage,
   Member,
   NotifyLevel,
+  Quote,
   RoomInfo,
   SearchHit,
   SessionInfo,
@@ -66,6 +68,11 @@ export interface World {
 }
 
 const accountKey = (server_url: string | null, username: string) => `${server_url ?? ""}\n${username}`;
+
+/** How a reply quotes its target: sender and first line, as the client core does. */
+function quoteOf(m: LocalMessage): Quote {
+  return { seq: m.seq!, sender: m.sender, snippet: m.deleted ? "" : m.text.split("\n")[0], deleted: m.deleted ?? false };
+}
 
 function fail(code: CommandError["code"], message: string): never {
   throw { code, message } satisfies CommandError;
@@ -409,6 +416,22 @@ export class FakeBackend {
         if (!this.offline) queueMicrotask(settle);
         return m.local_id;
       }
+      case "reply": {
+        const c = this.conv(args.conv);
+        const text = String(args.text ?? "");
+        if (text.trim() === "") fail("invalid", "empty message");
+        const target = this.target(c, args.replyTo);
+        const m: LocalMessage = { local_id: fakeUuid(), conv: c.id, seq: null, sender: this.me, text, time: Date.now(), state: "pending", error: null, reply_to: quoteOf(target) };
+        c.messages.push(m);
+        this.emit("natter://message", { change: "added", message: { ...m } });
+        this.emitSummary(c);
+        if (!this.offline) queueMicrotask(() => this.settle(c, m));
+        return m.local_id;
+      }
+      case "edit_message":
+      case "delete_message":
+      case "react":
+        return this.act(cmd, args);
       case "retry": {
         const id = String(args.localId ?? "");
         for (const c of this.convs) {
@@ -573,6 +596,60 @@ export class FakeBackend {
       }
     }
     return fail("internal", `unknown command ${cmd}`);
+  }
+
+  /** A message of `c` by seq, as the client core checks an action's target (seq at least 1). */
+  private target(c: Conv, seq: unknown): LocalMessage {
+    if (typeof seq !== "number" || seq < 1) fail("invalid", "seq must be at least 1");
+    const m = c.messages.find((x) => x.seq === seq);
+    return m ?? fail("not_found", `no message ${String(seq)}`);
+  }
+
+  /**
+   * `edit_message`, `delete_message`, `react` as the Rust side answers them: the action's id at
+   * once; then, as the server decides, the target `updated` or `natter://action-failed` (only
+   * the author edits or deletes; nothing is done to a deleted message).
+   */
+  private act(cmd: string, args: Record<string, unknown>): string {
+    const c = this.conv(args.conv);
+    const seq = Number(args.seq);
+    const text = String(args.text ?? "");
+    const emoji = String(args.emoji ?? "");
+    if (cmd === "edit_message" && text.trim() === "") fail("invalid", "empty message");
+    if (cmd === "react" && (emoji === "" || /^[\p{L}\p{N}\s]/u.test(emoji))) fail("invalid", "a reaction must be a single emoji");
+    if (!(seq >= 1)) fail("invalid", "seq must be at least 1");
+    const local_id = fakeUuid();
+    const action: Action =
+      cmd === "edit_message" ? { kind: "edit", target: seq } : cmd === "delete_message" ? { kind: "delete", target: seq } : { kind: "react", target: seq, emoji, on: Boolean(args.on) };
+    queueMicrotask(() => {
+      const m = c.messages.find((x) => x.seq === seq);
+      const refuse = (error: string) => this.emit("natter://action-failed", { local_id, conv: c.id, action, error });
+      if (!m) return refuse("no such message");
+      if (m.deleted) return refuse("the message was deleted");
+      if (action.kind !== "react" && m.sender !== this.me) return refuse("only the author can change a message");
+      if (action.kind === "edit") {
+        m.text = text;
+        m.edited = Date.now();
+      } else if (action.kind === "delete") {
+        m.text = "";
+        m.deleted = true;
+        delete m.reactions;
+      } else this.toggleReaction(m, this.me, action.emoji, action.on);
+      this.emit("natter://message", { change: "updated", message: { ...m } });
+    });
+    return local_id;
+  }
+
+  /** Adds or takes back `user`'s reaction, keyed (message, user, emoji) like the server. */
+  toggleReaction(m: LocalMessage, user: string, emoji: string, on: boolean): void {
+    const list = (m.reactions ?? []).map((r) => ({ ...r, users: [...r.users] }));
+    let r = list.find((x) => x.emoji === emoji);
+    if (on && !r) list.push((r = { emoji, users: [] }));
+    if (r && on && !r.users.includes(user)) r.users.push(user);
+    if (r && !on) r.users = r.users.filter((u) => u !== user);
+    const kept = list.filter((x) => x.users.length > 0);
+    if (kept.length > 0) m.reactions = kept;
+    else delete m.reactions;
   }
 
   private settle(c: Conv, m: LocalMessage): void {
