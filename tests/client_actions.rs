@@ -147,6 +147,13 @@ async fn replies_edits_reactions_and_deletes_reach_the_other_client_as_updates()
     assert!(edited.message.edited.is_some());
     assert!(bob.search("teh", None, 10).await.unwrap().is_empty());
     assert_eq!(bob.search("the plan", None, 10).await.unwrap().len(), 1);
+    // Bob's reply quotes the message: its quote follows the edit, announced as an update.
+    let requoted = next_message(&mut bob_events, |e| e.message.local_id == reply.local_id).await;
+    assert_eq!(requoted.change, MessageChange::Updated);
+    assert_eq!(
+        requoted.message.reply_to.unwrap().snippet,
+        "hello @bob, the plan"
+    );
 
     bob.react(conv, seq, "👍", true).await.unwrap();
     let reacted = next_message(&mut alice_events, |e| {
@@ -182,6 +189,12 @@ async fn replies_edits_reactions_and_deletes_reach_the_other_client_as_updates()
     })
     .await;
     assert!(deleted.message.text.is_empty() && deleted.message.reactions.is_empty());
+    // And the reply's quote turns into a tombstone as it happens, not only on reload.
+    next_message(&mut bob_events, |e| {
+        e.message.local_id == reply.local_id
+            && e.message.reply_to.as_ref().is_some_and(|q| q.deleted)
+    })
+    .await;
     assert!(
         bob.search("plan", None, 10).await.unwrap().len() == 1,
         "only bob's reply"

@@ -257,6 +257,15 @@ fn decorate(conn: &Connection, messages: &mut [LocalMessage]) -> rusqlite::Resul
 }
 
 /// The message held at (conv, seq), with its quote and reactions.
+/// The seqs of the held messages (not actions) that reply to `target` in `conv`.
+fn replies_to(conn: &Connection, conv: ConvId, target: Seq) -> rusqlite::Result<Vec<Seq>> {
+    conn.prepare_cached(
+        "SELECT seq FROM messages WHERE conv = ?1 AND reply_to = ?2 AND action IS NULL",
+    )?
+    .query_map(params![conv, target], |r| r.get(0))?
+    .collect()
+}
+
 fn held_message(
     conn: &Connection,
     conv: ConvId,
@@ -1232,6 +1241,13 @@ impl Store {
                     (Some(action), true) => {
                         if apply_action(&tx, m, action, &me, &mut index)? {
                             changed.push((m.conv, action.target()));
+                            // Replies show their target's first line: an edit or a delete
+                            // changes their quotes too.
+                            if !matches!(action, Action::React { .. }) {
+                                for reply in replies_to(&tx, m.conv, action.target())? {
+                                    changed.push((m.conv, reply));
+                                }
+                            }
                         }
                     }
                     (Some(_), false) => {}

@@ -221,6 +221,47 @@ class Driver {
     });
   }
 
+  /** Clicks `css` inside the message whose text is `text`, from the DOM (the hover toolbar is
+   * shown only while the pointer is over the message, so WebDriver would not click it). */
+  async onMessage(text, css) {
+    await waitFor(`${this.name}: ${css} on "${text}"`, () =>
+      this.exec(
+        `const [text, css] = arguments;
+         for (const m of document.querySelectorAll('[data-testid="message"]')) {
+           const t = m.querySelector('[data-testid="message-text"]');
+           const b = t && t.textContent.trim() === text && m.querySelector(css);
+           if (b) { b.click(); return true; }
+         }
+         return false;`,
+        [text, css],
+      ),
+    );
+  }
+
+  /** Clicks the first element matching `css` from the DOM (menus and dialogs). */
+  async clickDom(css) {
+    await waitFor(`${this.name}: click ${css}`, () =>
+      this.exec("const b = document.querySelector(arguments[0]); if (b) b.click(); return !!b;", [css]),
+    );
+  }
+
+  /** What the message whose text is `text` shows besides its text: quote, edited mark,
+   * reactions (emoji -> chip text). null when no message has that text. */
+  async messageState(text) {
+    return this.exec(
+      `for (const m of document.querySelectorAll('[data-testid="message"]')) {
+         const t = m.querySelector('[data-testid="message-text"]');
+         if (!t || t.textContent.trim() !== arguments[0]) continue;
+         const q = m.querySelector('[data-testid="message-quote"]');
+         const reactions = {};
+         for (const r of m.querySelectorAll('[data-testid="reaction"]')) reactions[r.dataset.emoji] = r.textContent.trim();
+         return { quote: q ? q.textContent.trim() : null, edited: !!m.querySelector('[data-testid="message-edited"]'), reactions };
+       }
+       return null;`,
+      [text],
+    );
+  }
+
   async seesMessage(text) {
     for (const t of await this.all('[data-testid="message-text"]')) {
       if ((await this.text(t)) === text) return true;
@@ -421,12 +462,17 @@ async function hostAfterAFailedRegistration(d) {
 
 /** Bob's other device: a protocol client signed in as Bob, as a phone app would be. */
 async function bobsOtherDevice() {
+  return protocolClient("bob");
+}
+
+/** A client written from docs/protocol.md, signed in as `username` on another device. */
+async function protocolClient(username) {
   const res = await fetch(`${SERVER}/api/login`, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "bob", password: PASSWORD }),
+    body: JSON.stringify({ username, password: PASSWORD }),
   });
-  check(res.ok, `bob signs in on another device: ${res.status}`);
+  check(res.ok, `${username} signs in on another device: ${res.status}`);
   const { token } = await res.json();
   const ws = new WebSocket(`${SERVER.replace(/^http/, "ws")}/ws`, "natter.v1");
   const frames = [];
@@ -436,19 +482,105 @@ async function bobsOtherDevice() {
     ws.addEventListener("error", failed);
   });
   ws.send(JSON.stringify({ type: "auth", id: 1, token }));
-  await waitFor("bob's other device: hello", () => frames.some((f) => f.type === "hello"));
+  await waitFor(`${username}'s other device: hello`, () => frames.some((f) => f.type === "hello"));
   let next = 1;
   return {
     async request(frame) {
       const id = ++next;
       ws.send(JSON.stringify({ ...frame, id }));
-      const answer = await waitFor(`bob's other device: answer to ${frame.type}`, () =>
+      const answer = await waitFor(`${username}'s other device: answer to ${frame.type}`, () =>
         frames.find((f) => (f.type === "ok" || f.type === "error") && f.id === id),
       );
       check(answer.type === "ok", `${frame.type}: ${JSON.stringify(answer)}`);
     },
     close: () => ws.close(),
   };
+}
+
+/** Message actions between the two apps (issue 18): Bob reacts to Alice's message and replies
+ * to it, Alice edits it and then deletes it; each app shows what the other did. Then hostile
+ * messages from a protocol client render in Bob's real webview as text: nothing runs, no
+ * element but the renderer's, no link but http(s) and mailto. */
+async function messageActions() {
+  await alice.openConv("general", "room");
+  const general = await bob.openConv("general", "room");
+  const original = "Lunch is at 12 in the big room";
+  await alice.say(original);
+  await waitFor("bob sees alice's note", () => bob.seesMessage(original));
+
+  await bob.onMessage(original, '[data-testid="quick-reaction"][data-emoji="👍"]');
+  await waitFor("alice sees bob's 👍", async () =>
+    ((await alice.messageState(original))?.reactions["👍"] || "").includes("1"),
+  );
+  await bob.onMessage(original, '[data-testid="action-reply"]');
+  await bob.el('[data-testid="composer-context"][data-kind="reply"]');
+  const reply = "I'll be there";
+  await bob.say(reply);
+  await waitFor("alice sees the reply quoting her note", async () =>
+    ((await alice.messageState(reply))?.quote || "").includes("Lunch is at 12"),
+  );
+  log("bob: reacted 👍 and replied; alice sees both");
+
+  await alice.onMessage(original, '[data-testid="action-edit"]');
+  await alice.el('[data-testid="composer-context"][data-kind="edit"]');
+  const edited = "Lunch is at 12:30 in the big room";
+  await alice.exec(
+    `const c = document.querySelector('[data-testid="composer"]');
+     c.value = arguments[0];
+     c.dispatchEvent(new Event("input", { bubbles: true }));`,
+    [edited],
+  );
+  await alice.type('[data-testid="composer"]', "\uE007");
+  await waitFor("bob sees the edit, marked edited", async () => (await bob.messageState(edited))?.edited);
+  check(!(await bob.seesMessage(original)), "the text before the edit is gone from bob's window");
+  eq((await bob.messageState(edited)).reactions["👍"]?.includes("1"), true, "the edit keeps the reaction");
+  log("alice: edited her message; bob sees the new text, marked edited");
+
+  await alice.onMessage(edited, '[data-testid="action-more"]');
+  await alice.clickDom('[data-testid="menu-delete"]');
+  await alice.clickDom('[data-testid="delete-confirm"]');
+  await waitFor("bob sees a tombstone instead", async () =>
+    !(await bob.seesMessage(edited)) && (await bob.all('[data-testid="message-deleted"]')).length > 0,
+  );
+  await waitFor("bob's reply now quotes a deleted message", async () =>
+    ((await bob.messageState(reply))?.quote || "").toLowerCase().includes("deleted"),
+  );
+  log("alice: deleted it; bob sees the tombstone and his reply's quote says so");
+
+  // Hostile messages, rendered in the real webview.
+  for (const d of [alice, bob]) {
+    await d.exec("window.__xss = 0; window.alert = window.confirm = window.prompt = () => { window.__xss++; };");
+  }
+  const eve = await protocolClient("alice2");
+  const hostile = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "[click me](javascript:alert(1))",
+    "<a href=\"javascript:alert(1)\">click</a> and **bold** and https://example.org/ok",
+    "\"><svg onload=alert(1)>",
+  ];
+  for (const text of [...hostile, "that was all"]) {
+    await eve.request({ type: "send", conv: general, client_msg_id: crypto.randomUUID(), text });
+  }
+  await waitFor("bob sees the hostile messages", () => bob.seesMessage("that was all"));
+  await sleep(500);
+  const dom = await bob.exec(
+    `const texts = [...document.querySelectorAll('[data-testid="message-text"]')];
+     return {
+       xss: window.__xss,
+       tags: [...new Set(texts.flatMap((t) => [...t.querySelectorAll("*")].map((e) => e.localName)))],
+       hrefs: texts.flatMap((t) => [...t.querySelectorAll("a")].map((a) => a.getAttribute("href"))),
+     };`,
+  );
+  eq(dom.xss, 0, "nothing ran in bob's window");
+  eq(await alice.exec("return window.__xss"), 0, "nothing ran in alice's window");
+  const allowed = ["p", "strong", "em", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a"];
+  check(dom.tags.every((t) => allowed.includes(t)), `only the renderer's elements: ${dom.tags}`);
+  check(dom.tags.includes("strong"), `bold renders as bold: ${dom.tags}`);
+  check(dom.hrefs.every((h) => /^(https?:|mailto:)/.test(h)), `only http(s) and mailto links: ${dom.hrefs}`);
+  check(dom.hrefs.includes("https://example.org/ok"), `the plain link is a link: ${dom.hrefs}`);
+  eve.close();
+  log("bob: hostile messages shown as text, nothing ran, only safe links");
 }
 
 /** Do not disturb set on Bob's other device silences his desktop app (it follows through the
@@ -674,6 +806,7 @@ async function main() {
   await dndFromBobsOtherDevice();
   await secondAccount();
   await exportHasTheConversation();
+  await messageActions();
 
   if (SHOTS) {
     // A little more conversation in #general, then Bob's DM and Alice's #general in each look.
