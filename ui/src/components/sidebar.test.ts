@@ -55,6 +55,23 @@ describe("sidebar", () => {
     expect(within(items()[1]).getByTestId("conv-preview").textContent).toBe("Bob: two");
   });
 
+  it("shows an @ badge on a conversation that mentions the user, until there is none", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    fake.deliver(general, "bob", "@alice look", 1_000);
+    await renderApp();
+    await waitFor(() => expect(items()).toHaveLength(1));
+    expect(within(items()[0]).queryByTestId("conv-mentions")).toBeNull();
+
+    await fire("natter://conversation", { ...fake.summary(general), mentions: 2 });
+    const badge = await waitFor(() => within(items()[0]).getByTestId("conv-mentions"));
+    expect(badge.textContent).toBe("@");
+    expect(badge.getAttribute("aria-label")).toBe("2 mentions of you");
+
+    await fire("natter://conversation", { ...fake.summary(general), mentions: 0 });
+    await waitFor(() => expect(within(items()[0]).queryByTestId("conv-mentions")).toBeNull());
+  });
+
   it("applies natter://unread to one badge and drops a conversation on natter://conversation-removed", async () => {
     const fake = teamFake();
     const general = fake.addRoom("general", ["alice", "bob"]);
