@@ -2111,8 +2111,16 @@ mod tests {
             .collect();
         assert_eq!(
             seqs,
-            [(Some(1), true), (Some(2), true)],
-            "one update per message"
+            [(Some(1), true), (Some(2), true), (Some(3), true)],
+            "one update per message: the two targets, and the reply quoting the deleted one"
+        );
+        assert!(
+            changed[2]
+                .message
+                .reply_to
+                .as_ref()
+                .is_some_and(|q| q.deleted),
+            "the reply's quote is a tombstone now"
         );
         let first = &changed[0].message;
         assert_eq!(first.text, "the final text, @me");
