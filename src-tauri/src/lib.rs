@@ -102,6 +102,7 @@ pub fn init<R: Runtime>(app: &AppHandle<R>, options: Options) -> Result<(), Stri
     let bind = options
         .host_bind
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    window::render_without_compositing(app);
     let shell =
         state::Shell::with_parts(Arc::new(state::TauriUi(app.clone())), presenter, dir, bind);
     tauri::async_runtime::block_on(shell.restore());

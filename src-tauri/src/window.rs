@@ -44,6 +44,28 @@ pub fn toggle_main<R: Runtime>(app: &AppHandle<R>) {
     }
 }
 
+/// Renders the main window without WebKitGTK's accelerated compositing. By default WebKitGTK
+/// composites every page through OpenGL, even one with nothing to composite; with software GL
+/// (no GPU, a VM, Xvfb) that alone costs about 65 MiB of the web process's memory in any Tauri
+/// window, and Natter's pages need none of it (no video, canvas or 3D; a virtual list of text
+/// rows). docs/benchmarks.md, "App footprint", has the figures.
+pub fn render_without_compositing<R: Runtime>(app: &AppHandle<R>) {
+    #[cfg(target_os = "linux")]
+    if let Some(w) = main_window(app) {
+        let set = w.with_webview(|webview| {
+            use webkit2gtk::{HardwareAccelerationPolicy, SettingsExt, WebViewExt};
+            if let Some(settings) = webview.inner().settings() {
+                settings.set_hardware_acceleration_policy(HardwareAccelerationPolicy::Never);
+            }
+        });
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "cannot change the window's rendering settings");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = app;
+}
+
 pub fn set_unread_title<R: Runtime>(app: &AppHandle<R>, unread_total: u32) {
     if let Some(w) = main_window(app) {
         let _ = w.set_title(&title_for(unread_total));

@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { fireEvent, screen, waitFor, within } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
+import { mockIPC } from "@tauri-apps/api/mocks";
 import { renderApp, teamFake, fire } from "../test/harness";
 import { PAGE, TYPING_THROTTLE_MS } from "../lib/store.svelte";
 import type { LocalMessage } from "../types";
@@ -18,6 +19,36 @@ async function openGeneral(setup?: (fake: ReturnType<typeof teamFake>, conv: Ret
 const messages = () => screen.queryAllByTestId("message");
 
 describe("conversation", () => {
+  it("shows the reopened conversation's cached history at start-up while the user list (which needs the server) is still pending", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob", "carol"]);
+    fake.deliver(general, "bob", "from the local store", Date.now() - 1000);
+    fake.state.last_conversation = general.id;
+    // The server is slow to answer: `users` stays unanswered until released.
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    let usersAsked = false;
+    mockIPC(
+      async (cmd, args) => {
+        if (cmd === "users") {
+          usersAsked = true;
+          await held;
+        }
+        return fake.handle(cmd, (args ?? {}) as Record<string, unknown>);
+      },
+      { shouldMockEvents: true },
+    );
+    await renderApp();
+    await waitFor(() => expect(messages()).toHaveLength(1));
+    expect(usersAsked).toBe(true);
+    expect(within(messages()[0]).getByTestId("message-text").textContent).toBe("from the local store");
+    // The page was asked for once, together with the list, not again when the conversation opened.
+    expect(fake.calls.filter((c) => c.cmd === "history")).toHaveLength(1);
+    // The user list arrives: the online list fills in.
+    release();
+    await waitFor(() => expect(screen.getAllByTestId("online-user").length).toBeGreaterThan(0));
+  });
+
   it("Enter sends; Shift+Enter inserts a newline", async () => {
     const { fake } = await openGeneral();
     const user = userEvent.setup();

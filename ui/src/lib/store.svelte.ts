@@ -221,24 +221,30 @@ export class Store {
     this.lastMarked.clear();
   }
 
+  /**
+   * The main screen after sign-in or start-up. Cached history comes first: the conversation
+   * list and the reopened conversation's latest page are read from the local store in one
+   * round of calls, and nothing that needs the server (the user list waits for the connection
+   * to settle) holds them up; names and avatars fill in when the user list arrives.
+   */
   async loadMain(): Promise<void> {
     const listMark = this.listEvents;
     const heard: ((list: ConversationSummary[]) => ConversationSummary[])[] = [];
     this.heardWhileLoading = heard;
-    const [convs] = await Promise.all([
-      api.conversations().catch(() => null),
-      this.refreshUsers(),
-      api.dnd().then((d) => (this.dnd = d), () => {}),
-    ]);
+    const last = this.app?.last_conversation ?? null;
+    const page = last === null ? null : api.history(last, undefined, PAGE);
+    // Handled where it is used; this only keeps an unused failure from being reported.
+    page?.catch(() => {});
+    const background = Promise.all([this.refreshUsers(), api.dnd().then((d) => (this.dnd = d), () => {})]);
+    const convs = await api.conversations().catch(() => null);
     if (this.heardWhileLoading === heard) this.heardWhileLoading = null;
     if (convs && this.listEvents === listMark) {
       this.conversations = heard.reduce((list, change) => change(list), sortByActivity(convs));
     }
-    const list = this.conversations;
-    const last = this.app?.last_conversation;
-    if (last !== null && last !== undefined && list.some((c) => c.id === last)) {
-      await this.openConversation(last);
+    if (last !== null && page && this.conversations.some((c) => c.id === last)) {
+      await this.openConversation(last, page);
     }
+    await background;
   }
 
   /** Fetches the user list; presence heard while it was in flight is newer than its flags. */
@@ -539,7 +545,9 @@ export class Store {
     }
   }
 
-  async openConversation(conv: number): Promise<void> {
+  /** Opens `conv` at its latest page; `prefetched` is that page when already asked for (at
+   * start-up, together with the conversation list). */
+  async openConversation(conv: number, prefetched?: Promise<LocalMessage[]>): Promise<void> {
     const token = ++this.openToken;
     this.search = this.search?.scope === "conv" ? null : this.search;
     // Read before the conversation is marked read: how many messages were new on opening it.
@@ -564,8 +572,11 @@ export class Store {
       })
       .catch(() => {});
     try {
-      await api.setVisibleConversation(conv);
-      const page = await api.history(conv, undefined, PAGE);
+      // Both at once: the page does not depend on which conversation the Rust side shows.
+      const [, page] = await Promise.all([
+        api.setVisibleConversation(conv),
+        prefetched ?? api.history(conv, undefined, PAGE),
+      ]);
       if (token !== this.openToken) return;
       // Keep anything that arrived by event while the page was loading.
       let merged = page;
