@@ -68,6 +68,16 @@ pub mod limits {
     /// Furthest ahead of the server's clock a do-not-disturb end may lie (366 days, in ms):
     /// longer is "until turned off" (`"until": null`).
     pub const MAX_DND_AHEAD_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+    /// Largest upload (`POST /api/files`) by default, in bytes (the server's `--max-upload`).
+    pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
+    /// Most pixels (width x height) of an uploaded image; a larger one is refused before it is
+    /// decoded (a decompression bomb declares billions in a few bytes).
+    pub const MAX_IMAGE_PIXELS: u64 = 50_000_000;
+    /// The square a thumbnail fits in, in pixels.
+    pub const THUMBNAIL_BOX: u32 = 320;
+    /// Longest file name kept for an upload, in chars (a longer one is cut, keeping its
+    /// extension). The rules are in [`crate::names::file_name`].
+    pub const MAX_FILE_NAME_CHARS: usize = 200;
 }
 
 /// WebSocket close codes the server uses. Standard codes (RFC 6455) where one fits; 4xxx
@@ -234,6 +244,37 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "is_false")]
     #[ts(optional, as = "Option<bool>")]
     pub deleted: bool,
+}
+
+/// An uploaded file as messages carry it and `POST /api/files` answers it (docs/protocol.md,
+/// "Files"). Its bytes are at `GET /api/files/{id}`, its thumbnail (images only) at
+/// `GET /api/files/{id}/thumbnail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Attachment {
+    /// The upload's id (each upload has its own, even of the same bytes).
+    pub id: String,
+    /// The file name the uploader gave, made safe ([`crate::names::file_name`]).
+    pub name: String,
+    /// Sniffed from the bytes by the server: `image/png`, `image/jpeg`, `image/gif`,
+    /// `image/webp`, `application/pdf` or `application/octet-stream`.
+    pub media_type: String,
+    /// In bytes.
+    #[ts(type = "number")]
+    pub size: u64,
+    /// An image's width in pixels (before any EXIF rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub width: Option<u32>,
+    /// An image's height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub height: Option<u32>,
+    /// An image's thumbnail: the SHA-256 of its bytes (the same for the same image, so a
+    /// client cache can share it); fetch it at `GET /api/files/{id}/thumbnail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub thumbnail: Option<String>,
 }
 
 /// What an action event does to its `target`, an earlier message (not an action) of the same

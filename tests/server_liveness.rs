@@ -486,6 +486,11 @@ async fn cli_help_lists_every_setting_and_env_vars_configure_the_binary() {
         "--max-unauthenticated-per-ip",
         "--failed-sign-ins-per-ip",
         "--failed-sign-in-refill",
+        "--blobs",
+        "--max-upload",
+        "--upload-quota",
+        "--uploads-per-user",
+        "--upload-refill",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }

@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
+    Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
@@ -40,14 +40,15 @@ use super::rules::{
     MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, SessionRow, Snapshot, Storage, StoreError,
-    StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, FileRow, SessionRow, Snapshot, Storage,
+    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The schema, one file per version.
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_init.sql"),
     include_str!("postgres/0002_message_actions.sql"),
+    include_str!("postgres/0004_files.sql"),
 ];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
@@ -428,6 +429,28 @@ async fn add_device(
     )
     .await?;
     Ok(())
+}
+
+/// A row of [`rules::FILE_FOR_SQL`].
+fn file_from_row(r: &Row) -> FileRow {
+    let pixels = |i: usize| {
+        r.get::<_, Option<i64>>(i)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    FileRow {
+        attachment: Attachment {
+            id: r.get(0),
+            name: r.get(1),
+            media_type: r.get(2),
+            size: r.get::<_, i64>(3).max(0) as u64,
+            width: pixels(4),
+            height: pixels(5),
+            thumbnail: r.get(6),
+        },
+        uploader: r.get(7),
+        blob: r.get(8),
+        thumbnail_type: r.get(9),
+    }
 }
 
 fn message_from_row(r: &Row) -> Message {
@@ -942,6 +965,30 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 level: *level,
             })
         }
+        WriteOp::AddFile { file, now } => {
+            let a = &file.attachment;
+            let (width, height) = (a.width.map(i64::from), a.height.map(i64::from));
+            tx.execute(
+                rules::INSERT_FILE,
+                &[
+                    &a.id,
+                    &file.uploader,
+                    &file.blob,
+                    &a.name,
+                    &a.media_type,
+                    &(a.size as i64),
+                    &width,
+                    &height,
+                    &a.thumbnail,
+                    &file.thumbnail_type,
+                    now,
+                ],
+            )
+            .await?;
+            Ok(WriteOutcome::FileAdded {
+                uploader: file.uploader,
+            })
+        }
         WriteOp::SetDnd { user, dnd } => {
             match dnd {
                 Some(d) => {
@@ -1159,6 +1206,28 @@ impl Storage for PgStore {
             )
             .await?
             .map(|r| r.get(0)))
+        })
+    }
+
+    fn file_for(&self, id: String, user: UserId) -> StoreFuture<Option<FileRow>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(rules::FILE_FOR_SQL, &[&id, &user])
+                .await?
+                .map(|r| file_from_row(&r)))
+        })
+    }
+
+    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            let total: i64 = c
+                .query_one(rules::UPLOADED_BYTES_SQL, &[&user])
+                .await?
+                .get(0);
+            Ok(total.max(0) as u64)
         })
     }
 

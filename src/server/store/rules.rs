@@ -21,6 +21,25 @@ pub const MESSAGE_COLUMNS: &str = "m.id, m.conv_id, m.seq, u.username, m.text, m
 pub const INSERT_MESSAGE: &str = "INSERT INTO messages (conv_id, seq, sender_id, text, time, \
      client_msg_id, reply_to, action, target, emoji) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
+/// Upload $1 if user $2 may read it: its uploader, or a member of a conversation where a
+/// message carrying it was posted (the one rule for downloads; nobody else learns it exists).
+/// Columns in the order the backends' `file_from_row` reads them.
+pub const FILE_FOR_SQL: &str = "SELECT f.id, f.name, f.media_type, f.size, f.width, f.height, \
+     f.thumb_blob, f.uploader_id, f.blob, f.thumb_type FROM files f WHERE f.id = $1 \
+     AND (f.uploader_id = $2 OR EXISTS (SELECT 1 FROM message_files mf \
+     JOIN members mb ON mb.conv_id = mf.conv_id AND mb.user_id = $2 WHERE mf.file_id = f.id))";
+
+/// Records an upload: $1 id, $2 uploader, $3 blob, $4 name, $5 media type, $6 size, $7 width,
+/// $8 height, $9 thumbnail blob, $10 thumbnail type, $11 time.
+pub const INSERT_FILE: &str = "INSERT INTO files (id, uploader_id, blob, name, media_type, size, \
+     width, height, thumb_blob, thumb_type, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// The bytes of every upload of user $1. (PostgreSQL sums BIGINTs as NUMERIC: the cast keeps
+/// it an integer both backends read alike.)
+pub const UPLOADED_BYTES_SQL: &str =
+    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE uploader_id = $1";
+
 /// What an action, a reply or a message points at: its sender, whether it is itself an action,
 /// whether it was deleted. $1 conv, $2 seq.
 pub const TARGET_SQL: &str = "SELECT sender_id, action IS NOT NULL, deleted_at IS NOT NULL \

@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::dbfile::{self, Damage};
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
+    Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
@@ -31,8 +31,8 @@ use super::rules::{
     MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, OpenOptions, SessionRow, Snapshot, Storage,
-    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, FileRow, OpenOptions, SessionRow, Snapshot,
+    Storage, StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The database's file name in a data directory.
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_account.sql"),
     include_str!("migrations/0006_attention.sql"),
     include_str!("migrations/0007_message_actions.sql"),
+    include_str!("migrations/0009_files.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -456,6 +457,23 @@ impl Storage for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
+        })
+    }
+
+    fn file_for(&self, id: String, user: UserId) -> StoreFuture<Option<FileRow>> {
+        self.read(move |c| {
+            c.prepare_cached(rules::FILE_FOR_SQL)?
+                .query_row(params![id, user], file_from_row)
+                .optional()
+        })
+    }
+
+    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64> {
+        self.read(move |c| {
+            c.query_row(rules::UPLOADED_BYTES_SQL, params![user], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
         })
     }
 
@@ -1166,7 +1184,44 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::SetLevel { user, conv, level } => set_level(tx, *user, *conv, *level),
         WriteOp::SetDnd { user, dnd } => set_dnd(tx, *user, *dnd),
+        WriteOp::AddFile { file, now } => {
+            let a = &file.attachment;
+            tx.prepare_cached(rules::INSERT_FILE)?.execute(params![
+                a.id,
+                file.uploader,
+                file.blob,
+                a.name,
+                a.media_type,
+                a.size as i64,
+                a.width,
+                a.height,
+                a.thumbnail,
+                file.thumbnail_type,
+                now
+            ])?;
+            Ok(WriteOutcome::FileAdded {
+                uploader: file.uploader,
+            })
+        }
     }
+}
+
+/// A row of [`rules::FILE_FOR_SQL`].
+fn file_from_row(r: &rusqlite::Row<'_>) -> Result<FileRow, rusqlite::Error> {
+    Ok(FileRow {
+        attachment: Attachment {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            media_type: r.get(2)?,
+            size: r.get::<_, i64>(3)?.max(0) as u64,
+            width: r.get(4)?,
+            height: r.get(5)?,
+            thumbnail: r.get(6)?,
+        },
+        uploader: r.get(7)?,
+        blob: r.get(8)?,
+        thumbnail_type: r.get(9)?,
+    })
 }
 
 #[cfg(test)]
