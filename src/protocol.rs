@@ -32,10 +32,17 @@ pub mod limits {
     pub const MAX_HTTP_BODY_BYTES: usize = 16 * 1024;
     /// Seconds a client has to send a whole HTTP request body once its head arrived (408 after).
     pub const HTTP_BODY_TIMEOUT_SECS: u64 = 10;
-    /// Most JSON bytes one message takes besides its text: ids, seq and time as the longest
-    /// i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid, the keys, and the
-    /// optional fields of replies and actions (a reaction of [`MAX_REACTION_BYTES`]).
-    const MESSAGE_JSON_OVERHEAD: usize = 640;
+    /// Most JSON bytes one message takes besides its text and attachments: ids, seq and time
+    /// as the longest i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid, the
+    /// keys, and the optional fields of replies and actions (a reaction of
+    /// [`MAX_REACTION_BYTES`]).
+    const MESSAGE_FIELDS_JSON: usize = 640;
+    /// Most JSON bytes one attachment takes: a name of [`MAX_FILE_NAME_CHARS`] 4-byte chars
+    /// (a safe name has no control character, so nothing is escaped as `\uXXXX`), plus the id,
+    /// the longest media type, size, width, height, the thumbnail and the keys.
+    const ATTACHMENT_JSON: usize = MAX_FILE_NAME_CHARS * 4 + 256;
+    /// Most JSON bytes one message takes besides its text.
+    const MESSAGE_JSON_OVERHEAD: usize = MESSAGE_FIELDS_JSON + MAX_ATTACHMENTS * ATTACHMENT_JSON;
     /// Most JSON bytes a message text takes: every char escaped as `\uXXXX` (6 bytes; a
     /// control character) is the worst case, more than any 4-byte UTF-8 char sent raw.
     const TEXT_JSON_BYTES: usize = MAX_TEXT_CHARS * 6;
@@ -78,6 +85,8 @@ pub mod limits {
     /// Longest file name kept for an upload, in chars (a longer one is cut, keeping its
     /// extension). The rules are in [`crate::names::file_name`].
     pub const MAX_FILE_NAME_CHARS: usize = 200;
+    /// Most files one message carries.
+    pub const MAX_ATTACHMENTS: usize = 10;
 }
 
 /// WebSocket close codes the server uses. Standard codes (RFC 6455) where one fits; 4xxx
@@ -244,6 +253,10 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "is_false")]
     #[ts(optional, as = "Option<bool>")]
     pub deleted: bool,
+    /// The files it carries, in the order sent; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<Attachment>>")]
+    pub attachments: Vec<Attachment>,
 }
 
 /// An uploaded file as messages carry it and `POST /api/files` answers it (docs/protocol.md,
@@ -512,6 +525,11 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional, type = "number")]
         reply_to: Option<Seq>,
+        /// Files the sender uploaded (`POST /api/files`), by [`Attachment::id`], at most
+        /// [`limits::MAX_ATTACHMENTS`]; with one, `text` may be empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[ts(optional, as = "Option<Vec<String>>")]
+        attachments: Vec<String>,
     },
     /// Replace the text of your own message `target` in `conv`. Answered `sent` with the
     /// `edit` event; the target keeps its seq and gains `edited`.
@@ -924,6 +942,9 @@ pub enum ErrorCode {
     InvalidTarget,
     /// A reaction that is not a single emoji, or longer than [`limits::MAX_REACTION_BYTES`].
     InvalidReaction,
+    /// A `send` naming a file that is not one the sender uploaded (or does not exist), the same
+    /// file twice, or more than [`limits::MAX_ATTACHMENTS`] files; or attachments on an action.
+    InvalidAttachment,
     /// Unexpected server failure; the request may be retried.
     Internal,
     /// The server is at capacity for this kind of work (password checks): HTTP 503 with
@@ -1378,6 +1399,7 @@ mod tests {
             client_msg_id: cmid.parse().unwrap(),
             text: "x".into(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .unwrap();
         assert_eq!(wire["conv"], 3);
@@ -1405,6 +1427,18 @@ mod tests {
             }),
             edited: Some(i64::MIN),
             deleted: true,
+            attachments: vec![
+                Attachment {
+                    id: "f".repeat(32),
+                    name: "\u{10400}".repeat(limits::MAX_FILE_NAME_CHARS),
+                    media_type: "application/octet-stream".into(),
+                    size: u64::MAX,
+                    width: Some(u32::MAX),
+                    height: Some(u32::MAX),
+                    thumbnail: Some("a".repeat(64)),
+                };
+                limits::MAX_ATTACHMENTS
+            ],
         };
         let frame = ServerFrame::Ok {
             id: u64::MAX,

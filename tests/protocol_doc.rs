@@ -542,6 +542,7 @@ async fn post_many(a: &mut WsClient, conv: natter::protocol::ConvId, n: i64) {
                 client_msg_id: uuid::Uuid::new_v4(),
                 text: format!("m{posted}"),
                 reply_to: None,
+                attachments: Vec::new(),
             })
             .await;
         }

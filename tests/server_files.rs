@@ -3,8 +3,9 @@
 //! over the limit (413 before the body is sent), a truncated body, a Content-Length larger than
 //! what is sent, no Content-Length, 0 bytes, a decompression-bomb PNG, a corrupt image,
 //! polyglot HTML/SVG files, a file name with path separators, control characters and a
-//! right-to-left override, another user's file id, too many uploads, an exhausted quota. After
-//! each the server keeps serving others.
+//! right-to-left override, too many uploads, an exhausted quota; and on `send`: another user's
+//! file id, an id that names no file, the same file twice, more than 10 files. After each the
+//! server keeps serving others.
 
 mod support;
 
@@ -16,11 +17,14 @@ use std::time::Duration;
 use image::codecs::gif::GifEncoder;
 use image::codecs::jpeg::JpegEncoder;
 use image::{Delay, Frame, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
-use natter::protocol::{ApiError, Attachment, ErrorCode};
+use natter::protocol::{
+    ApiError, Attachment, ClientFrame, ConvSeq, ErrorCode, ServerFrame, Target,
+};
 use reqwest::header::HeaderMap;
 use support::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use uuid::Uuid;
 
 /// A server's answer to an HTTP call.
 #[derive(Debug)]
@@ -530,4 +534,233 @@ async fn uploads_are_paced_and_counted_against_a_quota() {
     assert_eq!(paced.status, 429);
     assert_eq!(paced.error().code, ErrorCode::RateLimited);
     assert!(paced.header("retry-after").parse::<u64>().unwrap() > 0);
+}
+
+/// A `send` with files, as a client builds it.
+fn send_files(target: Target, text: &str, ids: &[&str]) -> impl FnOnce(u64) -> ClientFrame {
+    let (text, attachments) = (
+        text.to_string(),
+        ids.iter().map(|s| s.to_string()).collect(),
+    );
+    move |id| ClientFrame::Send {
+        id,
+        target,
+        client_msg_id: Uuid::new_v4(),
+        text,
+        reply_to: None,
+        attachments,
+    }
+}
+
+#[tokio::test]
+async fn a_dm_carries_files_its_members_download_and_nobody_else() {
+    let server = TestServer::start().await;
+    let (alice, bob, carol) = (
+        server.register("alice").await,
+        server.register("bob").await,
+        server.register("carol").await,
+    );
+    let mut alice_ws = server.connect(&alice.token).await;
+    let mut bob_ws = server.connect(&bob.token).await;
+    let mut carol_ws = server.connect(&carol.token).await;
+    let bytes = png(400, 300);
+    let photo = upload(&server, &alice.token, "photo.png", &bytes)
+        .await
+        .attachment();
+    let notes = upload(&server, &alice.token, "notes.txt", b"notes")
+        .await
+        .attachment();
+    // Before a message carries it, only its uploader may read it.
+    assert_eq!(
+        get(&server, &bob.token, &file_path(&photo), None)
+            .await
+            .status,
+        404
+    );
+
+    // Files alone, no text, as a DM: `sent` carries their records in order.
+    let cmid = Uuid::new_v4();
+    let ids = vec![photo.id.clone(), notes.id.clone()];
+    let frame = |id| ClientFrame::Send {
+        id,
+        target: Target::To("bob".into()),
+        client_msg_id: cmid,
+        text: String::new(),
+        reply_to: None,
+        attachments: ids.clone(),
+    };
+    let sent = alice_ws.event(frame).await.expect("sent");
+    assert_eq!(sent.text, "");
+    assert_eq!(sent.attachments, vec![photo.clone(), notes.clone()]);
+    // A retry is the same message, files included.
+    let again = alice_ws.event(frame).await.expect("retry");
+    assert_eq!(again, sent);
+
+    // Bob hears it live, and history and resume carry the files too.
+    let pushed = bob_ws
+        .wait_for(|f| matches!(f, ServerFrame::Message { .. }))
+        .await;
+    let ServerFrame::Message { message } = pushed else {
+        unreachable!()
+    };
+    assert_eq!(message, sent);
+    assert_eq!(bob_ws.all_history(sent.conv).await, vec![sent.clone()]);
+    let synced = bob_ws
+        .request(|id| ClientFrame::Sync {
+            id,
+            since: vec![ConvSeq {
+                conv: sent.conv,
+                seq: 0,
+            }],
+        })
+        .await;
+    assert!(synced.is_ok(), "{synced:?}");
+    let batch = bob_ws
+        .wait_for(|f| matches!(f, ServerFrame::Batch { conv, .. } if *conv == sent.conv))
+        .await;
+    let ServerFrame::Batch { messages, .. } = batch else {
+        unreachable!()
+    };
+    assert_eq!(messages, vec![sent.clone()]);
+
+    // Bob, a member of the DM, downloads both files and the thumbnail.
+    assert_eq!(
+        get(&server, &bob.token, &file_path(&photo), None)
+            .await
+            .body,
+        bytes
+    );
+    assert_eq!(
+        get(&server, &bob.token, &file_path(&notes), None)
+            .await
+            .body,
+        b"notes"
+    );
+    let thumb = get(&server, &bob.token, &thumb_path(&photo), None).await;
+    assert_eq!(thumb.status, 200);
+    // Carol, not in the DM, gets 404 for the file and its thumbnail.
+    for path in [file_path(&photo), thumb_path(&photo), file_path(&notes)] {
+        let refused = get(&server, &carol.token, &path, None).await;
+        assert_eq!(refused.status, 404, "{path}");
+    }
+
+    // Bad attachments, by name, each refused with `invalid_attachment` and nothing sent:
+    let carols = upload(&server, &carol.token, "mine.txt", b"carol's")
+        .await
+        .attachment();
+    let eleven: Vec<String> = (0..11).map(|i| format!("{i:032x}")).collect();
+    let eleven: Vec<&str> = eleven.iter().map(String::as_str).collect();
+    let general = bob_ws.general();
+    let refusals: [(&str, Target, Vec<&str>); 4] = [
+        // a file someone else uploaded, even one bob may download;
+        (
+            "alice's file",
+            Target::Conv(general),
+            vec![photo.id.as_str()],
+        ),
+        (
+            "carol's file",
+            Target::To("alice".into()),
+            vec![carols.id.as_str()],
+        ),
+        // an id that names no file;
+        (
+            "no such file",
+            Target::Conv(general),
+            vec!["0123456789abcdef0123456789abcdef"],
+        ),
+        // more than the limit.
+        ("eleven files", Target::Conv(general), eleven),
+    ];
+    for (what, target, ids) in refusals {
+        let refused = bob_ws.event(send_files(target, "look", &ids)).await;
+        let Err((code, message)) = refused else {
+            panic!("{what}: {refused:?}")
+        };
+        assert_eq!(code, ErrorCode::InvalidAttachment, "{what}: {message}");
+    }
+    // The same file twice.
+    let twice = alice_ws
+        .event(send_files(
+            Target::To("bob".into()),
+            "",
+            &[notes.id.as_str(), notes.id.as_str()],
+        ))
+        .await;
+    assert_eq!(twice.unwrap_err().0, ErrorCode::InvalidAttachment);
+    // Empty text without files is still refused.
+    let empty = alice_ws
+        .event(send_files(Target::To("bob".into()), "", &[]))
+        .await;
+    assert_eq!(empty.unwrap_err().0, ErrorCode::BadRequest);
+    // Carol still cannot read alice's photo, and the server kept serving: a text goes through.
+    assert_eq!(
+        get(&server, &carol.token, &file_path(&photo), None)
+            .await
+            .status,
+        404
+    );
+    let hello = carol_ws.send_text(general, "still here").await;
+    assert_eq!(hello.text, "still here");
+
+    // Deleting the message takes its files from it: bob loses access, alice keeps hers.
+    alice_ws
+        .event(|id| ClientFrame::Delete {
+            id,
+            conv: sent.conv,
+            target: sent.seq,
+            client_msg_id: Uuid::new_v4(),
+        })
+        .await
+        .expect("deleted");
+    assert_eq!(
+        get(&server, &bob.token, &file_path(&photo), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(&server, &alice.token, &file_path(&photo), None)
+            .await
+            .status,
+        200
+    );
+    let history = bob_ws.all_history(sent.conv).await;
+    assert!(
+        history[0].deleted && history[0].attachments.is_empty(),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_posted_in_a_room_is_readable_by_its_members() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut alice_ws = server.connect(&alice.token).await;
+    let general = alice_ws.general();
+    let doc = upload(&server, &alice.token, "minutes.pdf", b"%PDF-1.7 minutes")
+        .await
+        .attachment();
+    assert_eq!(doc.media_type, "application/pdf");
+    let sent = alice_ws
+        .event(send_files(
+            Target::Conv(general),
+            "the minutes",
+            &[doc.id.as_str()],
+        ))
+        .await
+        .expect("sent");
+    assert_eq!(sent.attachments, vec![doc.clone()]);
+    let served = get(&server, &bob.token, &file_path(&doc), None).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("content-type"), "application/pdf");
+    assert_eq!(served.body, b"%PDF-1.7 minutes");
+    // A PDF has no thumbnail: 404, as for any file without one.
+    assert_eq!(
+        get(&server, &bob.token, &thumb_path(&doc), None)
+            .await
+            .status,
+        404
+    );
 }

@@ -285,6 +285,7 @@ async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiv
                 client_msg_id: Uuid::new_v4(),
                 text: text.clone(),
                 reply_to: None,
+                attachments: Vec::new(),
             };
             ws.send(WsMessage::text(serde_json::to_string(&frame).unwrap()))
                 .await

@@ -496,6 +496,7 @@ impl OutboxItem {
                 client_msg_id,
                 text: self.text.clone(),
                 reply_to: self.reply_to,
+                attachments: Vec::new(),
             },
             Some(action) => ActionRequest {
                 conv: self.conv?,

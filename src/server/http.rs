@@ -51,7 +51,8 @@ fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidName
         | ErrorCode::TooLong
         | ErrorCode::InvalidTarget
-        | ErrorCode::InvalidReaction => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidReaction
+        | ErrorCode::InvalidAttachment => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,

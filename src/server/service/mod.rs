@@ -258,6 +258,7 @@ mod tests {
                     Uuid::new_v4(),
                     text,
                     None,
+                    Vec::new(),
                 )
                 .unwrap();
             }

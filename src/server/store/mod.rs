@@ -230,6 +230,8 @@ pub enum WriteOp {
         now: Millis,
         reply_to: Option<Seq>,
         action: Option<Action>,
+        /// Files the user uploaded, by id, in order (checked: [`rules::OWN_FILE_SQL`]).
+        attachments: Vec<String>,
     },
     Read {
         user: UserId,

@@ -467,7 +467,27 @@ fn message_from_row(r: &Row) -> Message {
         action: rules::action_from_columns(r.get(8), r.get(9), r.get(10)),
         edited: r.get(11),
         deleted: r.get(12),
+        attachments: Vec::new(),
     }
+}
+
+/// Give an ascending page of `conv`'s messages the files they carry.
+async fn with_files(
+    c: &impl tokio_postgres::GenericClient,
+    conv: ConvId,
+    messages: &mut [Message],
+) -> Result<(), tokio_postgres::Error> {
+    let Some((first, last)) = rules::seq_span(messages) else {
+        return Ok(());
+    };
+    let files = c
+        .query(rules::MESSAGE_FILES_SQL, &[&conv, &first, &last])
+        .await?
+        .iter()
+        .map(|r| (r.get(rules::FILE_COLUMN_COUNT), file_from_row(r).attachment))
+        .collect();
+    rules::attach(messages, files);
+    Ok(())
 }
 
 async fn conv_kind(
@@ -579,7 +599,7 @@ async fn sent_before(
     user: UserId,
     cmid: &str,
 ) -> Result<Option<Message>, tokio_postgres::Error> {
-    Ok(tx
+    let Some(mut message) = tx
         .query_opt(
             &format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
@@ -589,7 +609,12 @@ async fn sent_before(
         )
         .await?
         .as_ref()
-        .map(message_from_row))
+        .map(message_from_row)
+    else {
+        return Ok(None);
+    };
+    with_files(tx, message.conv, std::slice::from_mut(&mut message)).await?;
+    Ok(Some(message))
 }
 
 async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -755,6 +780,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             now,
             reply_to,
             action,
+            attachments,
         } => {
             let cmid = client_msg_id.to_string();
             if let Some(message) = sent_before(tx, *user, &cmid).await? {
@@ -837,6 +863,12 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     });
                 rules::may_act(conv, *user, action.as_ref(), found)?;
             }
+            let mut files = Vec::with_capacity(attachments.len());
+            for id in attachments {
+                let file = tx.query_opt(rules::OWN_FILE_SQL, &[id, user]).await?;
+                let file = file.ok_or_else(|| rules::not_your_file(id))?;
+                files.push(file_from_row(&file).attachment);
+            }
             // Locks the conversation's row until COMMIT: the next seq is ours alone.
             let inner = tx.savepoint("send").await?;
             let seq: Seq = inner
@@ -881,6 +913,14 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 });
             };
             let id: i64 = row.get(0);
+            for (position, file) in files.iter().enumerate() {
+                inner
+                    .execute(
+                        rules::INSERT_MESSAGE_FILE,
+                        &[&conv, &seq, &(position as i64), &file.id],
+                    )
+                    .await?;
+            }
             match (rules::effect(action.as_ref(), text, *now), target_seq) {
                 (Some(rules::Effect::Edit { text, now }), Some(target)) => {
                     inner
@@ -890,6 +930,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 (Some(rules::Effect::Delete { now }), Some(target)) => {
                     inner
                         .execute(rules::DELETE_SQL, &[&now, &conv, &target])
+                        .await?;
+                    inner
+                        .execute(rules::UNATTACH_SQL, &[&conv, &target])
                         .await?;
                 }
                 _ => {}
@@ -910,6 +953,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     client_msg_id: *client_msg_id,
                     reply_to: *reply_to,
                     action: action.clone(),
+                    attachments: files,
                     ..Message::default()
                 },
                 fresh: true,
@@ -1184,7 +1228,9 @@ impl Storage for PgStore {
                 page.reverse();
                 page
             };
-            Ok(rules::page(messages, limit, after.is_some()))
+            let (mut messages, more) = rules::page(messages, limit, after.is_some());
+            with_files(&**c, conv, &mut messages).await?;
+            Ok((messages, more))
         })
     }
 

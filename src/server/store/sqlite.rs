@@ -641,6 +641,7 @@ fn message_from_row(r: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
         action: rules::action_from_columns(kind.as_deref(), r.get(9)?, r.get(10)?),
         edited: r.get(11)?,
         deleted: r.get(12)?,
+        attachments: Vec::new(),
     })
 }
 
@@ -672,7 +673,31 @@ fn history(
         page.reverse();
         page
     };
-    Ok(rules::page(messages, limit, after.is_some()))
+    let (mut messages, more) = rules::page(messages, limit, after.is_some());
+    with_files(conn, conv, &mut messages)?;
+    Ok((messages, more))
+}
+
+/// Give an ascending page of `conv`'s messages the files they carry.
+fn with_files(
+    conn: &Connection,
+    conv: ConvId,
+    messages: &mut [Message],
+) -> Result<(), rusqlite::Error> {
+    let Some((first, last)) = rules::seq_span(messages) else {
+        return Ok(());
+    };
+    let mut stmt = conn.prepare_cached(rules::MESSAGE_FILES_SQL)?;
+    let files = stmt
+        .query_map(params![conv, first, last], |r| {
+            Ok((
+                r.get(rules::FILE_COLUMN_COUNT)?,
+                file_from_row(r)?.attachment,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rules::attach(messages, files);
+    Ok(())
 }
 
 /// Unread counts of every conversation `user` is a member of: messages after the read marker
@@ -945,6 +970,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
             reply_to,
             action,
+            attachments,
         } => {
             let now = *now;
             let cmid = client_msg_id.to_string();
@@ -958,7 +984,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     message_from_row,
                 )
                 .optional()?;
-            if let Some(message) = existing {
+            if let Some(mut message) = existing {
+                with_files(tx, message.conv, std::slice::from_mut(&mut message))?;
                 return Ok(WriteOutcome::Sent {
                     message,
                     fresh: false,
@@ -1033,6 +1060,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     .optional()?;
                 rules::may_act(conv, *user, action.as_ref(), found)?;
             }
+            let mut files = Vec::with_capacity(attachments.len());
+            for id in attachments {
+                let file = tx
+                    .prepare_cached(rules::OWN_FILE_SQL)?
+                    .query_row(params![id, user], file_from_row)
+                    .optional()?;
+                files.push(file.ok_or_else(|| rules::not_your_file(id))?.attachment);
+            }
             let seq: Seq = tx.query_row(
                 "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
                 params![conv],
@@ -1044,12 +1079,17 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![conv, seq, user, text, now, cmid, reply_to, kind, target_seq, emoji],
             )?;
             let id = tx.last_insert_rowid();
+            for (position, file) in files.iter().enumerate() {
+                tx.prepare_cached(rules::INSERT_MESSAGE_FILE)?
+                    .execute(params![conv, seq, position as i64, file.id])?;
+            }
             match (rules::effect(action.as_ref(), text, now), target_seq) {
                 (Some(rules::Effect::Edit { text, now }), Some(target)) => {
                     tx.execute(rules::EDIT_SQL, params![text, now, conv, target])?;
                 }
                 (Some(rules::Effect::Delete { now }), Some(target)) => {
                     tx.execute(rules::DELETE_SQL, params![now, conv, target])?;
+                    tx.execute(rules::UNATTACH_SQL, params![conv, target])?;
                 }
                 _ => {}
             }
@@ -1067,6 +1107,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 client_msg_id: *client_msg_id,
                 reply_to: *reply_to,
                 action: action.clone(),
+                attachments: files,
                 ..Message::default()
             };
             Ok(WriteOutcome::Sent {
@@ -1270,6 +1311,7 @@ mod tests {
             now: 1,
             reply_to: None,
             action: None,
+            attachments: Vec::new(),
         }
     }
 
