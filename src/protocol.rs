@@ -82,6 +82,8 @@ pub mod limits {
     pub const MAX_IMAGE_PIXELS: u64 = 50_000_000;
     /// The square a thumbnail fits in, in pixels.
     pub const THUMBNAIL_BOX: u32 = 320;
+    /// The side of a profile picture, in pixels (the uploaded image is cropped square to it).
+    pub const AVATAR_SIZE: u32 = 256;
     /// Longest file name kept for an upload, in chars (a longer one is cut, keeping its
     /// extension). The rules are in [`crate::names::file_name`].
     pub const MAX_FILE_NAME_CHARS: usize = 200;
@@ -160,6 +162,12 @@ pub struct User {
     #[serde(default, skip_serializing_if = "is_false")]
     #[ts(optional, as = "Option<bool>")]
     pub deleted: bool,
+    /// A profile picture the user uploaded (`POST /api/account/avatar`): the SHA-256 of the
+    /// square image, fetched at `GET /api/avatars/{avatar_image}`. Absent when there is none
+    /// (then show `avatar`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub avatar_image: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

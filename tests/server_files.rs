@@ -764,3 +764,89 @@ async fn a_file_posted_in_a_room_is_readable_by_its_members() {
         404
     );
 }
+
+async fn set_avatar(server: &TestServer, token: &str, bytes: &[u8]) -> Answer {
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/api/account/avatar"))
+        .bearer_auth(token)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("avatar upload");
+    answer(resp).await
+}
+
+#[tokio::test]
+async fn a_profile_picture_is_cropped_square_and_everyone_sharing_a_room_sees_it_live() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut bob_ws = server.connect(&bob.token).await;
+
+    // A wide image: the centre square is kept, at 256 x 256.
+    let wide = RgbImage::from_fn(600, 300, |x, _| {
+        if (150..450).contains(&x) {
+            Rgb([0, 200, 0])
+        } else {
+            Rgb([200, 0, 0])
+        }
+    });
+    let mut bytes = Cursor::new(Vec::new());
+    wide.write_to(&mut bytes, ImageFormat::Png).unwrap();
+    let set = set_avatar(&server, &alice.token, &bytes.into_inner()).await;
+    assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
+    let user: natter::protocol::User = serde_json::from_slice(&set.body).unwrap();
+    let image = user.avatar_image.clone().expect("a picture");
+
+    // Bob shares `general` with alice: he hears the change live.
+    let pushed = bob_ws
+        .wait_for(|f| matches!(f, ServerFrame::UserUpdated { user } if user.username == "alice"))
+        .await;
+    assert_eq!(pushed, ServerFrame::UserUpdated { user: user.clone() });
+    let picture = get(&server, &bob.token, &format!("/api/avatars/{image}"), None).await;
+    assert_eq!(picture.status, 200);
+    assert_eq!(picture.header("content-type"), "image/jpeg");
+    assert_eq!(picture.header("x-content-type-options"), "nosniff");
+    let decoded = image::load_from_memory(&picture.body).unwrap().to_rgb8();
+    assert_eq!(decoded.dimensions(), (256, 256));
+    // Only the green centre survived the crop.
+    for (x, y) in [(2, 2), (253, 128), (128, 253)] {
+        let Rgb([r, g, _]) = *decoded.get_pixel(x, y);
+        assert!(g > 150 && r < 60, "({x}, {y}) is green: {r} {g}");
+    }
+
+    // Bad pictures, by name: not an image, a decompression bomb, 0 bytes.
+    for (what, bytes, says) in [
+        ("text", &b"not a picture"[..], "PNG, JPEG, GIF or WebP"),
+        ("bomb", &bomb_png(100_000)[..], "100000x100000"),
+        ("empty", &b""[..], "empty"),
+    ] {
+        let refused = set_avatar(&server, &alice.token, bytes).await;
+        assert_eq!(refused.status, 400, "{what}");
+        assert!(
+            refused.error().message.contains(says),
+            "{what}: {:?}",
+            refused.error()
+        );
+    }
+    // Unknown ids and blobs that are not a current picture are 404, as is a bad id.
+    for id in ["0".repeat(64), "nope".to_string()] {
+        let missing = get(&server, &bob.token, &format!("/api/avatars/{id}"), None).await;
+        assert_eq!(missing.status, 404, "{id}");
+    }
+
+    // Removing it: everyone hears it, and the old picture is no longer served.
+    let cleared = reqwest::Client::new()
+        .delete(server.http_url("/api/account/avatar"))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 200);
+    let pushed = bob_ws
+        .wait_for(|f| matches!(f, ServerFrame::UserUpdated { user } if user.avatar_image.is_none()))
+        .await;
+    assert!(matches!(pushed, ServerFrame::UserUpdated { user } if user.username == "alice"));
+    let gone = get(&server, &bob.token, &format!("/api/avatars/{image}"), None).await;
+    assert_eq!(gone.status, 404);
+}

@@ -123,6 +123,8 @@ impl ConnAbort {
 
 /// Where files are uploaded (`POST`); `/{id}` and `/{id}/thumbnail` download them.
 const FILES_PATH: &str = "/api/files";
+/// Where a profile picture is uploaded (`POST`, the image is the body) or removed (`DELETE`).
+const AVATAR_PATH: &str = "/api/account/avatar";
 
 /// The axum router for every route.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -138,6 +140,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/account/sessions/{id}", delete(account_revoke))
         .route("/api/account/delete", post(account_delete))
         // ---- files ----
+        .route(AVATAR_PATH, post(avatar_set).delete(avatar_clear))
+        .route("/api/avatars/{id}", get(avatar_get))
         .route(FILES_PATH, post(upload_file))
         .route("/api/files/{id}", get(download_file))
         .route("/api/files/{id}/thumbnail", get(download_thumbnail))
@@ -231,7 +235,10 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
     }
     // An upload's body is the file: its route checks the size before reading any of it and
     // then streams it to disk (never whole in memory, never under the JSON limit).
-    if !declares_body(headers) || (req.method() == Method::POST && req.uri().path() == FILES_PATH) {
+    let path = req.uri().path();
+    if !declares_body(headers)
+        || (req.method() == Method::POST && (path == FILES_PATH || path == AVATAR_PATH))
+    {
         return next.run(req).await;
     }
     if req.method() == Method::POST && !is_json(headers) {
@@ -464,36 +471,6 @@ async fn account_delete(c: Caller, JsonBody(req): JsonBody<DeleteAccountRequest>
 /// stalls is 400 and leaves nothing stored. A refusal closes the connection, since the rest
 /// of the body is never read.
 async fn upload_file(c: Caller, req: Request) -> Response {
-    let refuse = |e| {
-        let too_large = matches!(
-            &e,
-            super::service::ServiceError::Refused {
-                code: ErrorCode::TooLong,
-                ..
-            }
-        );
-        let mut resp = service_fail(e);
-        if too_large {
-            *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        }
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        resp
-    };
-    let headers = req.headers();
-    // No Content-Length and no Transfer-Encoding is a request without a body: 0 bytes.
-    let declared = match headers.get(header::CONTENT_LENGTH) {
-        Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
-        None if headers.contains_key(header::TRANSFER_ENCODING) => None,
-        None => Some(0),
-    };
-    let Some(declared) = declared else {
-        return fail_and_close(
-            StatusCode::LENGTH_REQUIRED,
-            ErrorCode::BadRequest,
-            "send the file's size as Content-Length",
-        );
-    };
     let name = req
         .uri()
         .query()
@@ -503,14 +480,91 @@ async fn upload_file(c: Caller, req: Request) -> Response {
                 .map(|(_, v)| v.into_owned())
         })
         .unwrap_or_default();
-    if let Err(e) = files::admit(&c.shared, c.authed.user, declared).await {
-        return refuse(e);
-    }
-    let body = req.into_body().into_data_stream();
+    let (declared, body) = match raw_body(&c, req).await {
+        Ok(admitted) => admitted,
+        Err(resp) => return resp,
+    };
     match files::upload(&c.shared, c.authed.user, &name, declared, body).await {
         Ok(attachment) => (StatusCode::CREATED, Json(attachment)).into_response(),
-        Err(e) => refuse(e),
+        Err(e) => refuse_upload(e),
     }
+}
+
+/// `POST /api/account/avatar`: the body is an image (checked like an upload), which becomes
+/// the caller's profile picture (200, the `User`).
+async fn avatar_set(c: Caller, req: Request) -> Response {
+    let (declared, body) = match raw_body(&c, req).await {
+        Ok(admitted) => admitted,
+        Err(resp) => return resp,
+    };
+    match files::set_avatar(&c.shared, c.authed.user, declared, body).await {
+        Ok(user) => Json(user).into_response(),
+        Err(e) => refuse_upload(e),
+    }
+}
+
+/// `DELETE /api/account/avatar`: no profile picture any more (200, the `User`).
+async fn avatar_clear(c: Caller) -> Response {
+    answer_json(files::clear_avatar(&c.shared, c.authed.user).await)
+}
+
+/// `GET /api/avatars/{id}`: a current profile picture, for any signed-in user.
+async fn avatar_get(c: Caller, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match files::avatar(&c.shared, id).await {
+        Ok(d) => {
+            let ext = if d.media_type == "image/png" {
+                "png"
+            } else {
+                "jpg"
+            };
+            let name = format!("avatar.{ext}");
+            serve_bytes(d.content, d.len, &d.media_type, &name, &headers).await
+        }
+        Err(e) => service_fail(e),
+    }
+}
+
+/// A raw request body (a file), admitted by its `Content-Length` before any of it is read
+/// ([`files::admit`]): the declared size and the body's stream, or the refusal to answer.
+#[allow(clippy::result_large_err)] // an early-return response, built once per request
+async fn raw_body(c: &Caller, req: Request) -> Result<(u64, axum::body::BodyDataStream), Response> {
+    let headers = req.headers();
+    // No Content-Length and no Transfer-Encoding is a request without a body: 0 bytes.
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
+        None if headers.contains_key(header::TRANSFER_ENCODING) => None,
+        None => Some(0),
+    };
+    let Some(declared) = declared else {
+        return Err(fail_and_close(
+            StatusCode::LENGTH_REQUIRED,
+            ErrorCode::BadRequest,
+            "send the file's size as Content-Length",
+        ));
+    };
+    files::admit(&c.shared, c.authed.user, declared)
+        .await
+        .map_err(refuse_upload)?;
+    Ok((declared, req.into_body().into_data_stream()))
+}
+
+/// An upload's refusal: 413 for `too_long` (size or quota), and the connection closes, since
+/// the rest of the body is never read.
+fn refuse_upload(e: ServiceError) -> Response {
+    let too_large = matches!(
+        &e,
+        ServiceError::Refused {
+            code: ErrorCode::TooLong,
+            ..
+        }
+    );
+    let mut resp = service_fail(e);
+    if too_large {
+        *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// `GET /api/files/{id}`: the file's bytes, for its uploader and the members of a
@@ -529,7 +583,23 @@ async fn serve_file(c: &Caller, id: String, part: Part, headers: &HeaderMap) -> 
         Ok(d) => d,
         Err(e) => return service_fail(e),
     };
-    let len = download.len;
+    let name = match part {
+        Part::Whole => download.file.attachment.name.clone(),
+        Part::Thumbnail => thumbnail_name(&download.file.attachment.name, &download.media_type),
+    };
+    let (content, len) = (download.content, download.len);
+    serve_bytes(content, len, &download.media_type, &name, headers).await
+}
+
+/// Send a stored file of `len` bytes (or the one range of it `headers` ask for) as a download
+/// named `name`, with the headers that keep a browser from rendering or sniffing it.
+async fn serve_bytes(
+    content: std::fs::File,
+    len: u64,
+    media_type: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Response {
     let range = match byte_range(headers, len) {
         Ok(range) => range,
         Err(()) => {
@@ -546,7 +616,7 @@ async fn serve_file(c: &Caller, id: String, part: Part, headers: &HeaderMap) -> 
     };
     let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
     let count = if len == 0 { 0 } else { end - start + 1 };
-    let mut file = tokio::fs::File::from_std(download.content);
+    let mut file = tokio::fs::File::from_std(content);
     if start > 0 {
         use tokio::io::AsyncSeekExt;
         if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
@@ -556,15 +626,11 @@ async fn serve_file(c: &Caller, id: String, part: Part, headers: &HeaderMap) -> 
     }
     let mut resp = Response::new(file_body(file, count));
     let h = resp.headers_mut();
-    let name = match part {
-        Part::Whole => download.file.attachment.name.clone(),
-        Part::Thumbnail => thumbnail_name(&download.file.attachment.name, &download.media_type),
-    };
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(images::servable(&download.media_type)),
+        HeaderValue::from_static(images::servable(media_type)),
     );
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(

@@ -1331,6 +1331,7 @@ mod tests {
                     display_name: n.to_uppercase(),
                     avatar: "🙂".into(),
                     deleted: false,
+                    avatar_image: None,
                 },
             })
             .collect();

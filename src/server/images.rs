@@ -1,6 +1,6 @@
 //! What an uploaded file is, judged from its bytes alone (the client's word for its type is
 //! never asked): its media type ([`sniff`]) and, for an image, its size and a thumbnail
-//! ([`inspect_image`]).
+//! ([`inspect_image`]); a profile picture made from an uploaded image ([`avatar`]).
 //!
 //! Images are decoded with the `image` crate under [`limits::MAX_IMAGE_PIXELS`] and a memory
 //! cap, checked from the header before any pixel is decoded, so a small file declaring huge
@@ -91,9 +91,9 @@ impl From<image::ImageError> for ImageError {
 /// with room for the decoder's own buffers.
 const MAX_DECODE_BYTES: u64 = limits::MAX_IMAGE_PIXELS * 4 + 64 * 1024 * 1024;
 
-/// Decode the image in `reader` (whose bytes [`sniff`] called an image) under the limits and
-/// make its thumbnail. See the module docs.
-pub fn inspect_image(reader: impl Read + Seek) -> Result<Inspected, ImageError> {
+/// Decode the first frame of the image in `reader` (whose bytes [`sniff`] called an image)
+/// under the limits, turned upright; with its size as stored (before the rotation).
+fn decode(reader: impl Read + Seek) -> Result<(DynamicImage, u32, u32), ImageError> {
     let mut reader = ImageReader::new(BufReader::new(reader))
         .with_guessed_format()
         .map_err(|e| ImageError::Unreadable(e.to_string()))?;
@@ -109,32 +109,59 @@ pub fn inspect_image(reader: impl Read + Seek) -> Result<Inspected, ImageError> 
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder)?;
     image.apply_orientation(orientation);
+    Ok((image, width, height))
+}
+
+/// `image` encoded afresh (no metadata survives): JPEG, or PNG when a pixel is see-through (a
+/// GIF frame always has an alpha channel, mostly opaque). The bytes and their media type.
+fn encode(image: &DynamicImage) -> Result<(Vec<u8>, &'static str), ImageError> {
+    let transparent =
+        image.color().has_alpha() && image.to_rgba8().pixels().any(|p| p.0[3] < u8::MAX);
+    let mut out = Cursor::new(Vec::new());
+    let media_type = if transparent {
+        image
+            .to_rgba8()
+            .write_with_encoder(PngEncoder::new(&mut out))?;
+        "image/png"
+    } else {
+        let encoder = JpegEncoder::new_with_quality(&mut out, 80);
+        image.to_rgb8().write_with_encoder(encoder)?;
+        "image/jpeg"
+    };
+    Ok((out.into_inner(), media_type))
+}
+
+/// Decode the image in `reader` under the limits and make its thumbnail. See the module docs.
+pub fn inspect_image(reader: impl Read + Seek) -> Result<Inspected, ImageError> {
+    let (image, width, height) = decode(reader)?;
     let boxed = limits::THUMBNAIL_BOX;
     let thumb = if image.width() > boxed || image.height() > boxed {
         image.thumbnail(boxed, boxed)
     } else {
         image
     };
-    let mut thumbnail = Cursor::new(Vec::new());
-    // PNG only when some pixel is see-through (a GIF frame always has an alpha channel).
-    let transparent =
-        thumb.color().has_alpha() && thumb.to_rgba8().pixels().any(|p| p.0[3] < u8::MAX);
-    let thumbnail_type = if transparent {
-        thumb
-            .to_rgba8()
-            .write_with_encoder(PngEncoder::new(&mut thumbnail))?;
-        "image/png"
-    } else {
-        let encoder = JpegEncoder::new_with_quality(&mut thumbnail, 80);
-        thumb.to_rgb8().write_with_encoder(encoder)?;
-        "image/jpeg"
-    };
+    let (thumbnail, thumbnail_type) = encode(&thumb)?;
     Ok(Inspected {
         width,
         height,
-        thumbnail: thumbnail.into_inner(),
+        thumbnail,
         thumbnail_type,
     })
+}
+
+/// A profile picture from the image in `reader`: its centre cropped square, scaled to
+/// [`limits::AVATAR_SIZE`] pixels a side, re-encoded. The bytes and their media type.
+pub fn avatar(reader: impl Read + Seek) -> Result<(Vec<u8>, &'static str), ImageError> {
+    let (image, _, _) = decode(reader)?;
+    let side = image.width().min(image.height());
+    let square = image.crop_imm(
+        (image.width() - side) / 2,
+        (image.height() - side) / 2,
+        side,
+        side,
+    );
+    let size = limits::AVATAR_SIZE;
+    encode(&square.resize_exact(size, size, image::imageops::FilterType::Triangle))
 }
 
 #[cfg(test)]

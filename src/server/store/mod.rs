@@ -275,6 +275,11 @@ pub enum WriteOp {
         user: UserId,
         dnd: Option<Dnd>,
     },
+    /// Set (Some: a blob already stored) or clear the user's profile picture.
+    SetAvatarImage {
+        user: UserId,
+        image: Option<String>,
+    },
     /// Record an upload whose bytes (and thumbnail) are already in the blob store.
     AddFile {
         file: FileRow,
@@ -396,6 +401,9 @@ pub trait Storage: Send + Sync {
     /// Upload `id` if `user` may read it: its uploader, or a member of a conversation where a
     /// message carrying it was posted. None otherwise, as for an id that does not exist.
     fn file_for(&self, id: String, user: UserId) -> StoreFuture<Option<FileRow>>;
+
+    /// Whether blob `blob` is some user's current profile picture.
+    fn is_avatar(&self, blob: String) -> StoreFuture<bool>;
 
     /// The bytes of every upload `user` made (what their quota counts).
     fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64>;

@@ -218,6 +218,7 @@ fn user_from_row(r: &Row) -> UserRow {
             display_name: r.get(2),
             avatar: r.get(3),
             deleted: r.get(4),
+            avatar_image: r.get(5),
         },
     }
 }
@@ -677,6 +678,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
                     deleted: false,
+                    avatar_image: None,
                 },
             }))
         }
@@ -1009,6 +1011,15 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 level: *level,
             })
         }
+        WriteOp::SetAvatarImage { user, image } => {
+            user_row(tx, *user).await?;
+            tx.execute(
+                "UPDATE users SET avatar_image = $2 WHERE id = $1",
+                &[user, image],
+            )
+            .await?;
+            Ok(WriteOutcome::UserUpdated(user_row(tx, *user).await?))
+        }
         WriteOp::AddFile { file, now } => {
             let a = &file.attachment;
             let (width, height) = (a.width.map(i64::from), a.height.map(i64::from));
@@ -1115,7 +1126,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             // The row stays (messages keep their sender, the username stays reserved); what
             // described the person goes, and no password can match an empty hash.
             tx.execute(
-                "UPDATE users SET display_name = $2, avatar = '', password_hash = '', \
+                "UPDATE users SET display_name = $2, avatar = '', avatar_image = NULL, password_hash = '', \
                  deleted_at = $3 WHERE id = $1",
                 &[user, &DELETED_DISPLAY_NAME, now],
             )
@@ -1262,6 +1273,14 @@ impl Storage for PgStore {
             Ok(c.query_opt(rules::FILE_FOR_SQL, &[&id, &user])
                 .await?
                 .map(|r| file_from_row(&r)))
+        })
+    }
+
+    fn is_avatar(&self, blob: String) -> StoreFuture<bool> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(rules::IS_AVATAR_SQL, &[&blob]).await?.is_some())
         })
     }
 

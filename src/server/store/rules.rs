@@ -68,6 +68,9 @@ pub const INSERT_MESSAGE_FILE: &str =
 /// members lose access unless another message still carries them.)
 pub const UNATTACH_SQL: &str = "DELETE FROM message_files WHERE conv_id = $1 AND seq = $2";
 
+/// Whether blob $1 is someone's current profile picture (the only blobs served as avatars).
+pub const IS_AVATAR_SQL: &str = "SELECT 1 FROM users WHERE avatar_image = $1 LIMIT 1";
+
 /// The refusal of an attachment the sender did not upload (or that does not exist).
 pub fn not_your_file(id: &str) -> StoreError {
     StoreError::rejected(
@@ -241,8 +244,10 @@ pub fn effect<'a>(action: Option<&Action>, text: &'a str, now: Millis) -> Option
     }
 }
 
-/// The columns a user is read from: id, username, display name, avatar, deleted.
-pub const USER_COLUMNS: &str = "id, username, display_name, avatar, deleted_at IS NOT NULL";
+/// The columns a user is read from: id, username, display name, avatar, deleted, profile
+/// picture.
+pub const USER_COLUMNS: &str =
+    "id, username, display_name, avatar, deleted_at IS NOT NULL, avatar_image";
 
 /// The display name a deleted account keeps, for clients that do not look at `deleted`.
 pub const DELETED_DISPLAY_NAME: &str = "Deleted user";

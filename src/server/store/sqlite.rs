@@ -189,6 +189,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> Result<UserRow, rusqlite::Error> {
             display_name: r.get(2)?,
             avatar: r.get(3)?,
             deleted: r.get(4)?,
+            avatar_image: r.get(5)?,
         },
     })
 }
@@ -465,6 +466,14 @@ impl Storage for SqliteStore {
             c.prepare_cached(rules::FILE_FOR_SQL)?
                 .query_row(params![id, user], file_from_row)
                 .optional()
+        })
+    }
+
+    fn is_avatar(&self, blob: String) -> StoreFuture<bool> {
+        self.read(move |c| {
+            c.query_row(rules::IS_AVATAR_SQL, params![blob], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
         })
     }
 
@@ -873,6 +882,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
                     deleted: false,
+                    avatar_image: None,
                 },
             }))
         }
@@ -1208,7 +1218,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             // The row stays (messages keep their sender, the username stays reserved); what
             // described the person goes, and no password can match an empty hash.
             tx.execute(
-                "UPDATE users SET display_name = ?2, avatar = '', password_hash = '', \
+                "UPDATE users SET display_name = ?2, avatar = '', avatar_image = NULL, password_hash = '', \
                  deleted_at = ?3 WHERE id = ?1",
                 params![user, DELETED_DISPLAY_NAME, now],
             )?;
@@ -1225,6 +1235,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::SetLevel { user, conv, level } => set_level(tx, *user, *conv, *level),
         WriteOp::SetDnd { user, dnd } => set_dnd(tx, *user, *dnd),
+        WriteOp::SetAvatarImage { user, image } => {
+            user_row(tx, *user)?;
+            tx.execute(
+                "UPDATE users SET avatar_image = ?2 WHERE id = ?1",
+                params![user, image],
+            )?;
+            Ok(WriteOutcome::UserUpdated(user_row(tx, *user)?))
+        }
         WriteOp::AddFile { file, now } => {
             let a = &file.attachment;
             tx.prepare_cached(rules::INSERT_FILE)?.execute(params![

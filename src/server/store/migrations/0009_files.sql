@@ -27,3 +27,7 @@ CREATE TABLE message_files (
     PRIMARY KEY (conv_id, seq, position)
 ) WITHOUT ROWID;
 CREATE INDEX message_files_by_file ON message_files (file_id);
+-- A profile picture (`POST /api/account/avatar`): the blob of the square image, served to any
+-- signed-in user at /api/avatars/{blob} while it is someone's current picture.
+ALTER TABLE users ADD COLUMN avatar_image TEXT;
+CREATE INDEX users_by_avatar_image ON users (avatar_image) WHERE avatar_image IS NOT NULL;
