@@ -204,6 +204,50 @@ pub fn display_name(raw: &str) -> Result<String, NameError> {
     }
 }
 
+/// The name an uploaded file is kept and offered for download under, made from the name the
+/// uploader gave (never refused: a bad name is repaired, the file kept):
+/// - only the last path component (after any `/` or `\\`), so no name climbs out of a folder;
+/// - no control, line separator or invisible character ([`is_invisible`], the bidi overrides
+///   among them: `"txt.\u{202e}exe"` would show as "exe.txt"); the characters Windows refuses in
+///   names (`<>:"|?*`) become `_`;
+/// - NFC, blanks and dots trimmed at both ends (no `..`, no hidden dotfile);
+/// - at most [`limits::MAX_FILE_NAME_CHARS`] chars, a longer one cut before its extension;
+/// - `file` when nothing is left.
+pub fn file_name(raw: &str) -> String {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let kept: String = last
+        .nfc()
+        .filter(|&c| !(c.is_control() || is_invisible(c) || matches!(c, '\u{2028}' | '\u{2029}')))
+        .map(|c| {
+            if matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let trimmed = kept.trim_matches(|c: char| c.is_whitespace() || c == '.');
+    let max = limits::MAX_FILE_NAME_CHARS;
+    let name = if trimmed.chars().count() <= max {
+        trimmed.to_string()
+    } else {
+        // Keep a short extension (`.jpeg`, `.tar.gz`'s `.gz`) so the file still opens.
+        let ext = trimmed
+            .rsplit_once('.')
+            .map(|(_, e)| e)
+            .filter(|e| !e.is_empty() && e.chars().count() <= 16)
+            .map(|e| format!(".{e}"))
+            .unwrap_or_default();
+        let stem: String = trimmed.chars().take(max - ext.chars().count()).collect();
+        format!("{}{ext}", stem.trim_end())
+    };
+    if name.is_empty() {
+        "file".to_string()
+    } else {
+        name
+    }
+}
+
 /// Explicit bidirectional formatting characters: they reorder the text around them, so
 /// `"\u{202e}ecila"` shows as "alice".
 pub fn is_bidi_control(c: char) -> bool {
@@ -278,6 +322,31 @@ pub fn visible_json(line: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn file_names_lose_paths_controls_and_direction_overrides() {
+        use super::file_name;
+        // Path separators: only the last component is kept.
+        assert_eq!(file_name("../../etc/passwd"), "passwd");
+        assert_eq!(file_name("C:\\Users\\a\\photo.jpg"), "photo.jpg");
+        assert_eq!(file_name("dir/"), "file");
+        assert_eq!(file_name(".."), "file");
+        assert_eq!(file_name(""), "file");
+        // Control characters and the right-to-left override.
+        assert_eq!(file_name("re\u{202e}gpj.exe"), "regpj.exe");
+        assert_eq!(file_name("a\nb\u{0}c\u{1b}[31m.txt"), "abc[31m.txt");
+        assert_eq!(file_name("  .hidden "), "hidden");
+        assert_eq!(file_name("what?.txt"), "what_.txt");
+        // A long name is cut before its extension.
+        let long = format!("{}.jpeg", "x".repeat(500));
+        let cut = file_name(&long);
+        assert_eq!(
+            cut.chars().count(),
+            crate::protocol::limits::MAX_FILE_NAME_CHARS
+        );
+        assert!(cut.ends_with("x.jpeg"));
+        assert_eq!(file_name("Straße café.png"), "Straße café.png");
+    }
+
     use super::*;
 
     #[test]

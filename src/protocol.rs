@@ -32,10 +32,17 @@ pub mod limits {
     pub const MAX_HTTP_BODY_BYTES: usize = 16 * 1024;
     /// Seconds a client has to send a whole HTTP request body once its head arrived (408 after).
     pub const HTTP_BODY_TIMEOUT_SECS: u64 = 10;
-    /// Most JSON bytes one message takes besides its text: ids, seq and time as the longest
-    /// i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid, the keys, and the
-    /// optional fields of replies and actions (a reaction of [`MAX_REACTION_BYTES`]).
-    const MESSAGE_JSON_OVERHEAD: usize = 640;
+    /// Most JSON bytes one message takes besides its text and attachments: ids, seq and time
+    /// as the longest i64s, a username of [`MAX_USERNAME_CHARS`] 4-byte letters, the uuid, the
+    /// keys, and the optional fields of replies and actions (a reaction of
+    /// [`MAX_REACTION_BYTES`]).
+    const MESSAGE_FIELDS_JSON: usize = 640;
+    /// Most JSON bytes one attachment takes: a name of [`MAX_FILE_NAME_CHARS`] 4-byte chars
+    /// (a safe name has no control character, so nothing is escaped as `\uXXXX`), plus the id,
+    /// the longest media type, size, width, height, the thumbnail and the keys.
+    const ATTACHMENT_JSON: usize = MAX_FILE_NAME_CHARS * 4 + 256;
+    /// Most JSON bytes one message takes besides its text.
+    const MESSAGE_JSON_OVERHEAD: usize = MESSAGE_FIELDS_JSON + MAX_ATTACHMENTS * ATTACHMENT_JSON;
     /// Most JSON bytes a message text takes: every char escaped as `\uXXXX` (6 bytes; a
     /// control character) is the worst case, more than any 4-byte UTF-8 char sent raw.
     const TEXT_JSON_BYTES: usize = MAX_TEXT_CHARS * 6;
@@ -68,6 +75,20 @@ pub mod limits {
     /// Furthest ahead of the server's clock a do-not-disturb end may lie (366 days, in ms):
     /// longer is "until turned off" (`"until": null`).
     pub const MAX_DND_AHEAD_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+    /// Largest upload (`POST /api/files`) by default, in bytes (the server's `--max-upload`).
+    pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
+    /// Most pixels (width x height) of an uploaded image; a larger one is refused before it is
+    /// decoded (a decompression bomb declares billions in a few bytes).
+    pub const MAX_IMAGE_PIXELS: u64 = 50_000_000;
+    /// The square a thumbnail fits in, in pixels.
+    pub const THUMBNAIL_BOX: u32 = 320;
+    /// The side of a profile picture, in pixels (the uploaded image is cropped square to it).
+    pub const AVATAR_SIZE: u32 = 256;
+    /// Longest file name kept for an upload, in chars (a longer one is cut, keeping its
+    /// extension). The rules are in [`crate::names::file_name`].
+    pub const MAX_FILE_NAME_CHARS: usize = 200;
+    /// Most files one message carries.
+    pub const MAX_ATTACHMENTS: usize = 10;
 }
 
 /// WebSocket close codes the server uses. Standard codes (RFC 6455) where one fits; 4xxx
@@ -141,6 +162,12 @@ pub struct User {
     #[serde(default, skip_serializing_if = "is_false")]
     #[ts(optional, as = "Option<bool>")]
     pub deleted: bool,
+    /// A profile picture the user uploaded (`POST /api/account/avatar`): the SHA-256 of the
+    /// square image, fetched at `GET /api/avatars/{avatar_image}`. Absent when there is none
+    /// (then show `avatar`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub avatar_image: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -234,6 +261,41 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "is_false")]
     #[ts(optional, as = "Option<bool>")]
     pub deleted: bool,
+    /// The files it carries, in the order sent; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<Attachment>>")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// An uploaded file as messages carry it and `POST /api/files` answers it (docs/protocol.md,
+/// "Files"). Its bytes are at `GET /api/files/{id}`, its thumbnail (images only) at
+/// `GET /api/files/{id}/thumbnail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Attachment {
+    /// The upload's id (each upload has its own, even of the same bytes).
+    pub id: String,
+    /// The file name the uploader gave, made safe ([`crate::names::file_name`]).
+    pub name: String,
+    /// Sniffed from the bytes by the server: `image/png`, `image/jpeg`, `image/gif`,
+    /// `image/webp`, `application/pdf` or `application/octet-stream`.
+    pub media_type: String,
+    /// In bytes.
+    #[ts(type = "number")]
+    pub size: u64,
+    /// An image's width in pixels (before any EXIF rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub width: Option<u32>,
+    /// An image's height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub height: Option<u32>,
+    /// An image's thumbnail: the SHA-256 of its bytes (the same for the same image, so a
+    /// client cache can share it); fetch it at `GET /api/files/{id}/thumbnail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub thumbnail: Option<String>,
 }
 
 /// What an action event does to its `target`, an earlier message (not an action) of the same
@@ -471,6 +533,11 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[ts(optional, type = "number")]
         reply_to: Option<Seq>,
+        /// Files the sender uploaded (`POST /api/files`), by [`Attachment::id`], at most
+        /// [`limits::MAX_ATTACHMENTS`]; with one, `text` may be empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[ts(optional, as = "Option<Vec<String>>")]
+        attachments: Vec<String>,
     },
     /// Replace the text of your own message `target` in `conv`. Answered `sent` with the
     /// `edit` event; the target keeps its seq and gains `edited`.
@@ -883,6 +950,9 @@ pub enum ErrorCode {
     InvalidTarget,
     /// A reaction that is not a single emoji, or longer than [`limits::MAX_REACTION_BYTES`].
     InvalidReaction,
+    /// A `send` naming a file that is not one the sender uploaded (or does not exist), the same
+    /// file twice, or more than [`limits::MAX_ATTACHMENTS`] files; or attachments on an action.
+    InvalidAttachment,
     /// Unexpected server failure; the request may be retried.
     Internal,
     /// The server is at capacity for this kind of work (password checks): HTTP 503 with
@@ -1337,6 +1407,7 @@ mod tests {
             client_msg_id: cmid.parse().unwrap(),
             text: "x".into(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .unwrap();
         assert_eq!(wire["conv"], 3);
@@ -1364,6 +1435,18 @@ mod tests {
             }),
             edited: Some(i64::MIN),
             deleted: true,
+            attachments: vec![
+                Attachment {
+                    id: "f".repeat(32),
+                    name: "\u{10400}".repeat(limits::MAX_FILE_NAME_CHARS),
+                    media_type: "application/octet-stream".into(),
+                    size: u64::MAX,
+                    width: Some(u32::MAX),
+                    height: Some(u32::MAX),
+                    thumbnail: Some("a".repeat(64)),
+                };
+                limits::MAX_ATTACHMENTS
+            ],
         };
         let frame = ServerFrame::Ok {
             id: u64::MAX,

@@ -206,6 +206,7 @@ async fn natter_export_writes_every_message_as_json_and_escaped_html() {
             client_msg_id: uuid::Uuid::new_v4(),
             text: "</p><script>steal()</script>".into(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await
     {

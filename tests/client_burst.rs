@@ -94,6 +94,7 @@ async fn a_burst_of_pushes_sends_changes_not_conversation_lists() {
                 client_msg_id: Uuid::new_v4(),
                 text: format!("burst message {i}"),
                 reply_to: None,
+                attachments: Vec::new(),
             })
             .await;
         ids.push(id);

@@ -397,6 +397,7 @@ async fn paging_through_ten_thousand_messages() {
             client_msg_id: Uuid::new_v4(),
             text: format!("message number {i}"),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await;
     }

@@ -162,6 +162,7 @@ fn check_example(tag: &str, value: &Value) -> Result<(), String> {
         "DeleteAccountRequest" => round_trip::<natter::protocol::DeleteAccountRequest>(value),
         "Ready" => round_trip::<natter::stream::Ready>(value),
         "Ticket" => round_trip::<natter::stream::Ticket>(value),
+        "Attachment" => round_trip::<natter::protocol::Attachment>(value),
         other => Err(format!(
             "unknown tag `{other}`: tag json blocks client, server or an HTTP body type"
         )),
@@ -541,6 +542,7 @@ async fn post_many(a: &mut WsClient, conv: natter::protocol::ConvId, n: i64) {
                 client_msg_id: uuid::Uuid::new_v4(),
                 text: format!("m{posted}"),
                 reply_to: None,
+                attachments: Vec::new(),
             })
             .await;
         }

@@ -61,6 +61,7 @@ fn reply(conv: ConvId, target: Seq, text: &str) -> impl FnOnce(u64) -> ClientFra
         client_msg_id: Uuid::new_v4(),
         text,
         reply_to: Some(target),
+        attachments: Vec::new(),
     }
 }
 

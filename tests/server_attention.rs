@@ -197,6 +197,7 @@ async fn bad_attention_requests_get_documented_errors() {
             client_msg_id: uuid::Uuid::new_v4(),
             text: "hi".into(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await;
     let Ok(Reply::Sent { message }) = dm else {

@@ -130,6 +130,7 @@ async fn send_and_collect(
             client_msg_id: Uuid::new_v4(),
             text,
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await;
     }
@@ -541,6 +542,7 @@ async fn send_once(
             client_msg_id: cmid,
             text: text.to_string(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .unwrap(),
     ))

@@ -85,6 +85,7 @@ async fn twenty_clients_five_rooms_thousand_messages_same_gapless_order() {
                         client_msg_id: Uuid::new_v4(),
                         text: format!("client {i} message {k}"),
                         reply_to: None,
+                        attachments: Vec::new(),
                     };
                     sink.send(WsMessage::text(serde_json::to_string(&frame).unwrap()))
                         .await
@@ -176,6 +177,7 @@ async fn same_client_msg_id_three_times_once_across_reconnect_is_one_message() {
             client_msg_id: twin,
             text: "twin".into(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await;
     }
@@ -281,6 +283,7 @@ async fn send_until_killed(
                 client_msg_id: cmid,
                 text,
                 reply_to: None,
+                attachments: Vec::new(),
             };
             if sink
                 .send(WsMessage::text(serde_json::to_string(&frame).unwrap()))

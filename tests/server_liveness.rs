@@ -285,6 +285,7 @@ async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiv
                 client_msg_id: Uuid::new_v4(),
                 text: text.clone(),
                 reply_to: None,
+                attachments: Vec::new(),
             };
             ws.send(WsMessage::text(serde_json::to_string(&frame).unwrap()))
                 .await
@@ -486,6 +487,11 @@ async fn cli_help_lists_every_setting_and_env_vars_configure_the_binary() {
         "--max-unauthenticated-per-ip",
         "--failed-sign-ins-per-ip",
         "--failed-sign-in-refill",
+        "--blobs",
+        "--max-upload",
+        "--upload-quota",
+        "--uploads-per-user",
+        "--upload-refill",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }

@@ -108,6 +108,7 @@ async fn third_user_cannot_read_page_resume_post_into_or_learn_of_a_dm() {
             client_msg_id: Uuid::new_v4(),
             text: "let me in".into(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await,
     );
@@ -245,6 +246,7 @@ async fn nobody_posts_as_someone_else_and_a_left_room_is_closed_to_its_leaver() 
             client_msg_id: Uuid::new_v4(),
             text: "back".into(),
             reply_to: None,
+            attachments: Vec::new(),
         })
         .await,
     );
@@ -421,6 +423,7 @@ async fn bad_frames_get_their_codes_while_bystanders_chat() {
             client_msg_id: Uuid::new_v4(),
             text: format!("flood {i}"),
             reply_to: None,
+            attachments: Vec::new(),
         };
         if flood
             .ws

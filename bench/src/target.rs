@@ -554,6 +554,7 @@ mod tests {
                 display_name: "u1".into(),
                 avatar: String::new(),
                 deleted: false,
+                avatar_image: None,
             },
             server_time: 1,
             heartbeat_ms: 25_000,

@@ -66,6 +66,22 @@ struct Args {
     /// Events queued for one event stream before it is cut off as a slow reader.
     #[arg(long, env = "NATTER_STREAM_QUEUE", default_value_t = 1024)]
     stream_queue: usize,
+    /// Where uploaded files are kept (default: `blobs/` in the data directory). Nodes of a
+    /// cluster name one directory that they all mount.
+    #[arg(long, env = "NATTER_BLOBS")]
+    blobs: Option<PathBuf>,
+    /// Largest upload, in bytes.
+    #[arg(long, env = "NATTER_MAX_UPLOAD", default_value_t = natter::protocol::limits::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload: u64,
+    /// Bytes one user's uploads may total (0: no quota).
+    #[arg(long, env = "NATTER_UPLOAD_QUOTA", default_value_t = 1024 * 1024 * 1024)]
+    upload_quota: u64,
+    /// Uploads a user may start in a row before they must wait.
+    #[arg(long, env = "NATTER_UPLOADS_PER_USER", default_value_t = 30)]
+    uploads_per_user: u32,
+    /// Seconds: after that, one more upload per this long.
+    #[arg(long, env = "NATTER_UPLOAD_REFILL", default_value_t = 2.0)]
+    upload_refill: f64,
     /// Seconds between server pings.
     #[arg(long, env = "NATTER_HEARTBEAT_INTERVAL", default_value_t = 25.0)]
     heartbeat_interval: f64,
@@ -193,6 +209,11 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.trusted_proxies = args.trusted_proxies;
     c.max_streams_per_user = args.max_streams_per_user;
     c.stream_queue = args.stream_queue.max(1);
+    c.blobs = args.blobs;
+    c.max_upload_bytes = args.max_upload;
+    c.upload_quota_bytes = args.upload_quota;
+    c.uploads_per_user = args.uploads_per_user;
+    c.upload_refill = secs(args.upload_refill)?;
     c.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
         _ => None,

@@ -117,7 +117,8 @@ impl ClientError {
             | ErrorCode::InvalidName
             | ErrorCode::TooLong
             | ErrorCode::InvalidTarget
-            | ErrorCode::InvalidReaction => ClientError::Invalid(message),
+            | ErrorCode::InvalidReaction
+            | ErrorCode::InvalidAttachment => ClientError::Invalid(message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(message),
             ErrorCode::Forbidden => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),

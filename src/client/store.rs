@@ -496,6 +496,7 @@ impl OutboxItem {
                 client_msg_id,
                 text: self.text.clone(),
                 reply_to: self.reply_to,
+                attachments: Vec::new(),
             },
             Some(action) => ActionRequest {
                 conv: self.conv?,
@@ -907,6 +908,7 @@ impl Store {
                         display_name: r.get(1)?,
                         avatar: r.get(2)?,
                         deleted: r.get(3)?,
+                        avatar_image: None,
                     })
                 },
             )
@@ -2285,6 +2287,7 @@ mod tests {
                 display_name: "Bob B".into(),
                 avatar: "cat".into(),
                 deleted: false,
+                avatar_image: None,
             }),
             member_count: 2,
             last_seq: 0,
@@ -3007,6 +3010,7 @@ mod tests {
                     display_name: name.into(),
                     avatar: "a".into(),
                     deleted: false,
+                    avatar_image: None,
                 },
                 expires_at: 0,
                 device_token: device.map(str::to_string),

@@ -36,16 +36,16 @@ const PRUNE_ABOVE: usize = 4096;
 /// A budget per address: each address may spend `burst` in a row, then gets one more per
 /// `refill`. Addresses whose budget is whole again are forgotten. Used for failed sign-ins
 /// (success does not refill it, so interleaving a known password buys nothing) and for
-/// account creation.
+/// account creation; keyed by user (`K = UserId`) it paces uploads.
 #[derive(Debug)]
-pub struct AddressBudget {
+pub struct AddressBudget<K = IpAddr> {
     burst: f64,
     refill: Duration,
-    spent: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    spent: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl AddressBudget {
-    pub fn new(burst: u32, refill: Duration) -> AddressBudget {
+impl<K: Hash + Eq + Copy> AddressBudget<K> {
+    pub fn new(burst: u32, refill: Duration) -> AddressBudget<K> {
         AddressBudget {
             burst: f64::from(burst.max(1)),
             refill: refill.max(Duration::from_millis(1)),
@@ -60,13 +60,7 @@ impl AddressBudget {
     }
 
     /// Set `ip`'s budget to `left` at `now`, forgetting whole budgets.
-    fn store(
-        &self,
-        map: &mut HashMap<IpAddr, (f64, Instant)>,
-        ip: IpAddr,
-        left: f64,
-        now: Instant,
-    ) {
+    fn store(&self, map: &mut HashMap<K, (f64, Instant)>, ip: K, left: f64, now: Instant) {
         if left >= self.burst {
             map.remove(&ip);
         } else {
@@ -78,7 +72,7 @@ impl AddressBudget {
     }
 
     /// Spend one try for `ip` if it has one; otherwise how long until it will.
-    pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn take(&self, ip: K, now: Instant) -> Result<(), Duration> {
         let mut map = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         let left = map.get(&ip).map_or(self.burst, |e| self.left(*e, now));
         if left < 1.0 {
@@ -89,7 +83,7 @@ impl AddressBudget {
     }
 
     /// Spend one try for `ip` even if none is left (a known device's wrong password).
-    pub fn charge(&self, ip: IpAddr, now: Instant) {
+    pub fn charge(&self, ip: K, now: Instant) {
         let mut map = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         let left = map.get(&ip).map_or(self.burst, |e| self.left(*e, now));
         self.store(&mut map, ip, (left - 1.0).max(0.0), now);
@@ -97,7 +91,7 @@ impl AddressBudget {
 
     /// Give back a try taken for an attempt that turned out not to count (it succeeded, or
     /// was never checked).
-    pub fn refund(&self, ip: IpAddr, now: Instant) {
+    pub fn refund(&self, ip: K, now: Instant) {
         let mut map = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get(&ip) {
             let left = (self.left(*entry, now) + 1.0).min(self.burst);

@@ -607,6 +607,7 @@ impl Session {
                 client_msg_id,
                 text,
                 reply_to,
+                attachments,
                 ..
             } => later(messages::send(
                 shared,
@@ -615,6 +616,7 @@ impl Session {
                 client_msg_id,
                 text,
                 reply_to,
+                attachments,
             )),
             // Served before this match (`into_action`).
             ClientFrame::Edit { .. } | ClientFrame::Delete { .. } | ClientFrame::React { .. } => {

@@ -35,8 +35,10 @@ use crate::protocol::{
 
 use super::auth;
 use super::connection::{self, SocketSlots};
+use super::images;
 use super::service::account;
 use super::service::accounts::{self, Authed};
+use super::service::files::{self, Part};
 use super::service::{retry_secs, ServiceError};
 use super::sse;
 use super::Shared;
@@ -49,7 +51,8 @@ fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidName
         | ErrorCode::TooLong
         | ErrorCode::InvalidTarget
-        | ErrorCode::InvalidReaction => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidReaction
+        | ErrorCode::InvalidAttachment => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -118,6 +121,11 @@ impl ConnAbort {
     }
 }
 
+/// Where files are uploaded (`POST`); `/{id}` and `/{id}/thumbnail` download them.
+const FILES_PATH: &str = "/api/files";
+/// Where a profile picture is uploaded (`POST`, the image is the body) or removed (`DELETE`).
+const AVATAR_PATH: &str = "/api/account/avatar";
+
 /// The axum router for every route.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -131,6 +139,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/account/sessions", get(account_sessions))
         .route("/api/account/sessions/{id}", delete(account_revoke))
         .route("/api/account/delete", post(account_delete))
+        // ---- files ----
+        .route(AVATAR_PATH, post(avatar_set).delete(avatar_clear))
+        .route("/api/avatars/{id}", get(avatar_get))
+        .route(FILES_PATH, post(upload_file))
+        .route("/api/files/{id}", get(download_file))
+        .route("/api/files/{id}/thumbnail", get(download_thumbnail))
         .route("/ws", get(upgrade))
         .route("/api/events", get(sse::events))
         .route("/api/events/ticket", post(sse::ticket))
@@ -219,7 +233,12 @@ async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> R
             );
         }
     }
-    if !declares_body(headers) {
+    // An upload's body is the file: its route checks the size before reading any of it and
+    // then streams it to disk (never whole in memory, never under the JSON limit).
+    let path = req.uri().path();
+    if !declares_body(headers)
+        || (req.method() == Method::POST && (path == FILES_PATH || path == AVATAR_PATH))
+    {
         return next.run(req).await;
     }
     if req.method() == Method::POST && !is_json(headers) {
@@ -442,6 +461,301 @@ async fn account_revoke(c: Caller, Path(id): Path<String>) -> Response {
 /// `POST /api/account/delete`: delete the caller's account (204).
 async fn account_delete(c: Caller, JsonBody(req): JsonBody<DeleteAccountRequest>) -> Response {
     answer_empty(account::delete_account(&c.shared, c.ip, &c.authed, req).await)
+}
+
+// ---- files (docs/protocol.md, "Files") ----
+
+/// `POST /api/files?name=NAME`: the body is the file, `Content-Length` its size (201, the
+/// `Attachment`). Refused before the body is read when too large (413), over the quota (413),
+/// too frequent (429), empty or of unknown length (400, 411); a body that ends early or
+/// stalls is 400 and leaves nothing stored. A refusal closes the connection, since the rest
+/// of the body is never read.
+async fn upload_file(c: Caller, req: Request) -> Response {
+    let name = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default();
+    let (declared, body) = match raw_body(&c, req).await {
+        Ok(admitted) => admitted,
+        Err(resp) => return resp,
+    };
+    match files::upload(&c.shared, c.authed.user, &name, declared, body).await {
+        Ok(attachment) => (StatusCode::CREATED, Json(attachment)).into_response(),
+        Err(e) => refuse_upload(e),
+    }
+}
+
+/// `POST /api/account/avatar`: the body is an image (checked like an upload), which becomes
+/// the caller's profile picture (200, the `User`).
+async fn avatar_set(c: Caller, req: Request) -> Response {
+    let (declared, body) = match raw_body(&c, req).await {
+        Ok(admitted) => admitted,
+        Err(resp) => return resp,
+    };
+    match files::set_avatar(&c.shared, c.authed.user, declared, body).await {
+        Ok(user) => Json(user).into_response(),
+        Err(e) => refuse_upload(e),
+    }
+}
+
+/// `DELETE /api/account/avatar`: no profile picture any more (200, the `User`).
+async fn avatar_clear(c: Caller) -> Response {
+    answer_json(files::clear_avatar(&c.shared, c.authed.user).await)
+}
+
+/// `GET /api/avatars/{id}`: a current profile picture, for any signed-in user.
+async fn avatar_get(c: Caller, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match files::avatar(&c.shared, id).await {
+        Ok(d) => {
+            let ext = if d.media_type == "image/png" {
+                "png"
+            } else {
+                "jpg"
+            };
+            let name = format!("avatar.{ext}");
+            serve_bytes(d.content, d.len, &d.media_type, &name, &headers).await
+        }
+        Err(e) => service_fail(e),
+    }
+}
+
+/// A raw request body (a file), admitted by its `Content-Length` before any of it is read
+/// ([`files::admit`]): the declared size and the body's stream, or the refusal to answer.
+#[allow(clippy::result_large_err)] // an early-return response, built once per request
+async fn raw_body(c: &Caller, req: Request) -> Result<(u64, axum::body::BodyDataStream), Response> {
+    let headers = req.headers();
+    // No Content-Length and no Transfer-Encoding is a request without a body: 0 bytes.
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
+        None if headers.contains_key(header::TRANSFER_ENCODING) => None,
+        None => Some(0),
+    };
+    let Some(declared) = declared else {
+        return Err(fail_and_close(
+            StatusCode::LENGTH_REQUIRED,
+            ErrorCode::BadRequest,
+            "send the file's size as Content-Length",
+        ));
+    };
+    files::admit(&c.shared, c.authed.user, declared)
+        .await
+        .map_err(refuse_upload)?;
+    Ok((declared, req.into_body().into_data_stream()))
+}
+
+/// An upload's refusal: 413 for `too_long` (size or quota), and the connection closes, since
+/// the rest of the body is never read.
+fn refuse_upload(e: ServiceError) -> Response {
+    let too_large = matches!(
+        &e,
+        ServiceError::Refused {
+            code: ErrorCode::TooLong,
+            ..
+        }
+    );
+    let mut resp = service_fail(e);
+    if too_large {
+        *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// `GET /api/files/{id}`: the file's bytes, for its uploader and the members of a
+/// conversation it was posted in (404 for anyone else); `Range` gives 206.
+async fn download_file(c: Caller, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    serve_file(&c, id, Part::Whole, &headers).await
+}
+
+/// `GET /api/files/{id}/thumbnail`: an image's thumbnail, to the same readers.
+async fn download_thumbnail(c: Caller, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    serve_file(&c, id, Part::Thumbnail, &headers).await
+}
+
+async fn serve_file(c: &Caller, id: String, part: Part, headers: &HeaderMap) -> Response {
+    let download = match files::download(&c.shared, c.authed.user, id, part).await {
+        Ok(d) => d,
+        Err(e) => return service_fail(e),
+    };
+    let name = match part {
+        Part::Whole => download.file.attachment.name.clone(),
+        Part::Thumbnail => thumbnail_name(&download.file.attachment.name, &download.media_type),
+    };
+    let (content, len) = (download.content, download.len);
+    serve_bytes(content, len, &download.media_type, &name, headers).await
+}
+
+/// Send a stored file of `len` bytes (or the one range of it `headers` ask for) as a download
+/// named `name`, with the headers that keep a browser from rendering or sniffing it.
+async fn serve_bytes(
+    content: std::fs::File,
+    len: u64,
+    media_type: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let range = match byte_range(headers, len) {
+        Ok(range) => range,
+        Err(()) => {
+            let mut resp = fail_with(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::BadRequest,
+                format!("the range lies beyond the file's {len} bytes"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return resp;
+        }
+    };
+    let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
+    let count = if len == 0 { 0 } else { end - start + 1 };
+    let mut file = tokio::fs::File::from_std(content);
+    if start > 0 {
+        use tokio::io::AsyncSeekExt;
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+            tracing::error!(error = %e, "cannot seek in a stored file");
+            return fail(ErrorCode::Internal, "internal server error");
+        }
+    }
+    let mut resp = Response::new(file_body(file, count));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(images::servable(media_type)),
+    );
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Should a browser show it anyway, it runs nothing and loads nothing.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    // An id's bytes never change; only the reader who fetched them may keep them.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+/// The single byte range (first and last byte, inclusive) a `Range` header asks of a file of
+/// `len` bytes: Ok(None) for the whole file (no header, or one this server does not split a
+/// file for: several ranges, another unit, a malformed one, which RFC 9110 lets it ignore),
+/// Err(()) when the range starts beyond the end (416).
+fn byte_range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // A suffix: the last n bytes.
+        return match last.parse::<u64>() {
+            Ok(n) if n > 0 && len > 0 => Ok(Some((len - n.min(len), len - 1))),
+            Ok(_) => Err(()),
+            Err(_) => Ok(None),
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return Ok(None);
+    };
+    let end = if last.is_empty() {
+        u64::MAX
+    } else {
+        match last.parse::<u64>() {
+            Ok(end) if end >= start => end,
+            _ => return Ok(None),
+        }
+    };
+    if start >= len {
+        return Err(());
+    }
+    Ok(Some((start, end.min(len - 1))))
+}
+
+/// `count` bytes of `file` from where it stands, as a streamed body (never whole in memory).
+fn file_body(file: tokio::fs::File, count: u64) -> Body {
+    use tokio::io::AsyncReadExt;
+    const CHUNK: usize = 64 * 1024;
+    let stream = futures_util::stream::unfold(file.take(count), |mut reader| async move {
+        let mut buf = vec![0u8; CHUNK];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), reader))
+            }
+            Err(e) => Some((Err(e), reader)),
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// A thumbnail's download name: the file's, with the thumbnail's extension.
+fn thumbnail_name(name: &str, media_type: &str) -> String {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    let ext = if media_type == "image/png" {
+        "png"
+    } else {
+        "jpg"
+    };
+    format!("{stem}.thumbnail.{ext}")
+}
+
+/// `Content-Disposition: attachment` naming the file: `filename*` (RFC 8187, UTF-8
+/// percent-encoded) for clients that read it, and an ASCII `filename` with everything else
+/// as `_` for those that do not. The name is already safe ([`crate::names::file_name`]); the
+/// encoding keeps quotes, `;` and non-ASCII out of the header's syntax.
+fn content_disposition(name: &str) -> String {
+    let is_attr_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b);
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        if is_attr_char(b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && (is_attr_char(c as u8) || c == ' ') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -1278,6 +1278,8 @@ impl Hub {
                 state.push_user(*user, &frame, origin_conn, out);
                 Some(Reply::Done)
             }
+            // An upload is the uploader's alone until a message carries it.
+            WriteOutcome::FileAdded { .. } => None,
         }
     }
 }
@@ -1329,6 +1331,7 @@ mod tests {
                     display_name: n.to_uppercase(),
                     avatar: "🙂".into(),
                     deleted: false,
+                    avatar_image: None,
                 },
             })
             .collect();

@@ -20,12 +20,14 @@
 //! wait (bounded) for the sockets' close handshakes, then let the writer commit what is queued.
 
 mod auth;
+mod blobs;
 mod bus;
 mod clock;
 mod connection;
 mod hasher;
 mod http;
 mod hub;
+mod images;
 mod outbound;
 mod service;
 mod sse;
@@ -154,6 +156,19 @@ pub struct ServerConfig {
     pub stream_queue: usize,
     /// Time between comment lines on an idle event stream (proxies close silent ones).
     pub stream_heartbeat: Duration,
+    /// Where uploaded files are kept (`--blobs`); None: `blobs/` in `data_dir`. Nodes of a
+    /// cluster name one directory they all mount.
+    pub blobs: Option<PathBuf>,
+    /// Largest upload, in bytes (413 beyond it, before the body is read).
+    pub max_upload_bytes: u64,
+    /// The bytes one user's uploads may total (413 beyond it); 0: no quota.
+    pub upload_quota_bytes: u64,
+    /// Uploads a user may start in a row before they must wait (429).
+    pub uploads_per_user: u32,
+    /// After that, one more upload per this long.
+    pub upload_refill: Duration,
+    /// Images decoded at once (each may take up to ~260 MiB while it is); more wait their turn.
+    pub image_workers: usize,
 }
 
 impl ServerConfig {
@@ -197,6 +212,12 @@ impl ServerConfig {
             max_streams_per_user: 8,
             stream_queue: 1024,
             stream_heartbeat: Duration::from_secs(crate::stream::limits::HEARTBEAT_SECS),
+            blobs: None,
+            max_upload_bytes: crate::protocol::limits::DEFAULT_MAX_UPLOAD_BYTES,
+            upload_quota_bytes: 1024 * 1024 * 1024,
+            uploads_per_user: 30,
+            upload_refill: Duration::from_secs(2),
+            image_workers: 2,
         }
     }
 }
@@ -212,6 +233,8 @@ pub enum ServerError {
     Bus(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot open the file store {0}: {1}")]
+    Blobs(PathBuf, std::io::Error),
 }
 
 /// Counts tasks (HTTP connections, sockets) so shutdown can wait for them.
@@ -271,6 +294,12 @@ pub(crate) struct Shared {
     pub streams_per_user: Arc<Counts<UserId>>,
     /// Tickets for event streams opened from a browser.
     pub stream_tickets: service::events::Tickets,
+    /// Uploaded files' bytes.
+    pub blobs: Arc<dyn blobs::BlobStore>,
+    /// Uploads per user (this node's count: a cluster's nodes each keep their own).
+    pub uploads: auth::AddressBudget<UserId>,
+    /// Permits to decode an image (bounds the memory decoding takes).
+    pub image_permits: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -311,6 +340,12 @@ impl Shared {
         let limits =
             service::limits::Limits::new(&config, clustered.then(|| (Arc::downgrade(&bus), node)));
         let node_changes = clustered.then(|| bus.subscribe());
+        let blobs_dir = config
+            .blobs
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("blobs"));
+        let blobs = blobs::DirBlobs::open(&blobs_dir)
+            .map_err(|e| ServerError::Blobs(blobs_dir.clone(), e))?;
         let shared = Arc::new(Shared {
             store,
             bus,
@@ -326,6 +361,9 @@ impl Shared {
             limits,
             streams_per_user: Counts::new(),
             stream_tickets: service::events::Tickets::default(),
+            blobs: Arc::new(blobs),
+            uploads: auth::AddressBudget::new(config.uploads_per_user, config.upload_refill),
+            image_permits: tokio::sync::Semaphore::new(config.image_workers.max(1)),
             config,
         });
         if let Some(changes) = node_changes {

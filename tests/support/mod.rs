@@ -385,6 +385,7 @@ impl WsClient {
                 client_msg_id: cmid,
                 text,
                 reply_to: None,
+                attachments: Vec::new(),
             })
             .await?
         {
@@ -419,6 +420,7 @@ impl WsClient {
                 client_msg_id: Uuid::new_v4(),
                 text,
                 reply_to: None,
+                attachments: Vec::new(),
             })
             .await?
         {

@@ -18,9 +18,10 @@ use super::super::store::{UserId, WriteOp};
 use super::super::Shared;
 use super::{write_for_socket, Caller, ServiceError};
 
-/// Send `text` to `target`, as a reply to the message `reply_to` of that conversation if
-/// given. Answered `sent` later, after every earlier message of that conversation was pushed to
-/// the caller's socket.
+/// Send `text` and the files `attachments` (uploaded by the caller: the store checks) to
+/// `target`, as a reply to the message `reply_to` of that conversation if given. The text may
+/// be empty when there are attachments. Answered `sent` later, after every earlier message of
+/// that conversation was pushed to the caller's socket.
 pub fn send(
     shared: &Shared,
     caller: &Caller,
@@ -28,9 +29,44 @@ pub fn send(
     client_msg_id: Uuid,
     text: String,
     reply_to: Option<Seq>,
+    attachments: Vec<String>,
 ) -> Result<(), ServiceError> {
-    check_text(&text)?;
-    write_event(shared, caller, target, client_msg_id, text, reply_to, None)
+    check_attachments(&attachments)?;
+    // Files may go alone: then the text is empty. Any text follows the usual rules.
+    if !text.is_empty() || attachments.is_empty() {
+        check_text(&text)?;
+    }
+    write_event(
+        shared,
+        caller,
+        Event {
+            target,
+            client_msg_id,
+            text,
+            reply_to,
+            action: None,
+            attachments,
+        },
+    )
+}
+
+/// How many files a message may carry, each once.
+fn check_attachments(ids: &[String]) -> Result<(), ServiceError> {
+    let refuse = |message: String| ServiceError::refused(ErrorCode::InvalidAttachment, message);
+    if ids.len() > limits::MAX_ATTACHMENTS {
+        return Err(refuse(format!(
+            "a message carries at most {} files",
+            limits::MAX_ATTACHMENTS
+        )));
+    }
+    if let Some((i, id)) = ids
+        .iter()
+        .enumerate()
+        .find(|(i, id)| ids[..*i].contains(id))
+    {
+        return Err(refuse(format!("file {id} is attached twice (at {i})")));
+    }
+    Ok(())
 }
 
 /// Act on message `action.target()` in `conv`: edit it (`text` is the new text), delete it or
@@ -56,36 +92,41 @@ pub fn act(shared: &Shared, caller: &Caller, request: ActionRequest) -> Result<(
         }
         Action::React { .. } | Action::Delete { .. } => {}
     }
-    let target = Target::Conv(conv);
     write_event(
         shared,
         caller,
-        target,
-        client_msg_id,
-        text,
-        None,
-        Some(action),
+        Event {
+            target: Target::Conv(conv),
+            client_msg_id,
+            text,
+            reply_to: None,
+            action: Some(action),
+            attachments: Vec::new(),
+        },
     )
 }
 
-/// Queue one conversation event (message, reply or action) for the caller's socket.
-fn write_event(
-    shared: &Shared,
-    caller: &Caller,
+/// One conversation event (message, reply or action) as a client asked for it.
+struct Event {
     target: Target,
     client_msg_id: Uuid,
     text: String,
     reply_to: Option<Seq>,
     action: Option<Action>,
-) -> Result<(), ServiceError> {
+    attachments: Vec<String>,
+}
+
+/// Queue one conversation event for the caller's socket.
+fn write_event(shared: &Shared, caller: &Caller, event: Event) -> Result<(), ServiceError> {
     let op = WriteOp::Send {
         user: caller.user,
-        target,
-        client_msg_id,
-        text,
+        target: event.target,
+        client_msg_id: event.client_msg_id,
+        text: event.text,
         now: shared.clock.now_ms(),
-        reply_to,
-        action,
+        reply_to: event.reply_to,
+        action: event.action,
+        attachments: event.attachments,
     };
     write_for_socket(shared, caller, op)
 }

@@ -12,6 +12,8 @@
 //! - [`presence`]: who is connected to this node, and typing.
 //! - [`events`]: the read-only event stream (`GET /api/events`): what it carries, its cursor.
 //! - [`attention`]: notification levels and do not disturb.
+//! - [`files`]: uploads (limits, streaming into the blob store, thumbnails) and who may
+//!   download a file.
 //!
 //! Two ways to write ([`write_for_socket`], [`write_for_call`]) cover every request: a socket's
 //! answer goes out from the fan-out after the change is applied (so it keeps its place among
@@ -21,6 +23,7 @@ pub mod account;
 pub mod accounts;
 pub mod attention;
 pub mod events;
+pub mod files;
 pub mod limits;
 pub mod messages;
 pub mod presence;
@@ -255,6 +258,7 @@ mod tests {
                     Uuid::new_v4(),
                     text,
                     None,
+                    Vec::new(),
                 )
                 .unwrap();
             }

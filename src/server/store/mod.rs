@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::dbfile::Damage;
 use crate::protocol::{
-    Action, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    Action, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
+    Target, Unread, User,
 };
 
 use super::auth::TokenHash;
@@ -165,6 +165,18 @@ pub struct Snapshot {
     pub dnd: Vec<(UserId, Dnd)>,
 }
 
+/// An upload's record (table `files`): what clients see of it, and what only the server
+/// needs (who uploaded it, where its bytes and thumbnail are).
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub attachment: Attachment,
+    pub uploader: UserId,
+    /// The blob (`server::blobs`) holding its bytes: the SHA-256, in hex.
+    pub blob: String,
+    /// The thumbnail's media type (its blob is `attachment.thumbnail`).
+    pub thumbnail_type: Option<String>,
+}
+
 /// A write, as the services ask for it. Times come from the caller's clock.
 #[derive(Debug)]
 pub enum WriteOp {
@@ -218,6 +230,8 @@ pub enum WriteOp {
         now: Millis,
         reply_to: Option<Seq>,
         action: Option<Action>,
+        /// Files the user uploaded, by id, in order (checked: [`rules::OWN_FILE_SQL`]).
+        attachments: Vec<String>,
     },
     Read {
         user: UserId,
@@ -260,6 +274,16 @@ pub enum WriteOp {
     SetDnd {
         user: UserId,
         dnd: Option<Dnd>,
+    },
+    /// Set (Some: a blob already stored) or clear the user's profile picture.
+    SetAvatarImage {
+        user: UserId,
+        image: Option<String>,
+    },
+    /// Record an upload whose bytes (and thumbnail) are already in the blob store.
+    AddFile {
+        file: FileRow,
+        now: Millis,
     },
 }
 
@@ -322,6 +346,10 @@ pub enum WriteOutcome {
         user: UserId,
         dnd: Option<Dnd>,
     },
+    /// An upload was recorded (nobody else hears of it until a message carries it).
+    FileAdded {
+        uploader: UserId,
+    },
 }
 
 /// Runs once a write committed (or failed), in commit order, on whatever thread the backend
@@ -369,6 +397,16 @@ pub trait Storage: Send + Sync {
     /// Everything a node keeps in memory, as committed now: what it loads at start, and what a
     /// node reloads when it may have missed events on a bus between nodes.
     fn snapshot(&self) -> StoreFuture<Snapshot>;
+
+    /// Upload `id` if `user` may read it: its uploader, or a member of a conversation where a
+    /// message carrying it was posted. None otherwise, as for an id that does not exist.
+    fn file_for(&self, id: String, user: UserId) -> StoreFuture<Option<FileRow>>;
+
+    /// Whether blob `blob` is some user's current profile picture.
+    fn is_avatar(&self, blob: String) -> StoreFuture<bool>;
+
+    /// The bytes of every upload `user` made (what their quota counts).
+    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64>;
 
     /// Stop taking writes, commit what is queued and wait for it (blocking).
     fn shutdown(&self);

@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
+    Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
@@ -40,14 +40,15 @@ use super::rules::{
     MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, SessionRow, Snapshot, Storage, StoreError,
-    StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, FileRow, SessionRow, Snapshot, Storage,
+    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The schema, one file per version.
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_init.sql"),
     include_str!("postgres/0002_message_actions.sql"),
+    include_str!("postgres/0004_files.sql"),
 ];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
@@ -217,6 +218,7 @@ fn user_from_row(r: &Row) -> UserRow {
             display_name: r.get(2),
             avatar: r.get(3),
             deleted: r.get(4),
+            avatar_image: r.get(5),
         },
     }
 }
@@ -430,6 +432,28 @@ async fn add_device(
     Ok(())
 }
 
+/// A row of [`rules::FILE_FOR_SQL`].
+fn file_from_row(r: &Row) -> FileRow {
+    let pixels = |i: usize| {
+        r.get::<_, Option<i64>>(i)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    FileRow {
+        attachment: Attachment {
+            id: r.get(0),
+            name: r.get(1),
+            media_type: r.get(2),
+            size: r.get::<_, i64>(3).max(0) as u64,
+            width: pixels(4),
+            height: pixels(5),
+            thumbnail: r.get(6),
+        },
+        uploader: r.get(7),
+        blob: r.get(8),
+        thumbnail_type: r.get(9),
+    }
+}
+
 fn message_from_row(r: &Row) -> Message {
     let cmid: String = r.get(6);
     Message {
@@ -444,7 +468,27 @@ fn message_from_row(r: &Row) -> Message {
         action: rules::action_from_columns(r.get(8), r.get(9), r.get(10)),
         edited: r.get(11),
         deleted: r.get(12),
+        attachments: Vec::new(),
     }
+}
+
+/// Give an ascending page of `conv`'s messages the files they carry.
+async fn with_files(
+    c: &impl tokio_postgres::GenericClient,
+    conv: ConvId,
+    messages: &mut [Message],
+) -> Result<(), tokio_postgres::Error> {
+    let Some((first, last)) = rules::seq_span(messages) else {
+        return Ok(());
+    };
+    let files = c
+        .query(rules::MESSAGE_FILES_SQL, &[&conv, &first, &last])
+        .await?
+        .iter()
+        .map(|r| (r.get(rules::FILE_COLUMN_COUNT), file_from_row(r).attachment))
+        .collect();
+    rules::attach(messages, files);
+    Ok(())
 }
 
 async fn conv_kind(
@@ -556,7 +600,7 @@ async fn sent_before(
     user: UserId,
     cmid: &str,
 ) -> Result<Option<Message>, tokio_postgres::Error> {
-    Ok(tx
+    let Some(mut message) = tx
         .query_opt(
             &format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
@@ -566,7 +610,12 @@ async fn sent_before(
         )
         .await?
         .as_ref()
-        .map(message_from_row))
+        .map(message_from_row)
+    else {
+        return Ok(None);
+    };
+    with_files(tx, message.conv, std::slice::from_mut(&mut message)).await?;
+    Ok(Some(message))
 }
 
 async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
@@ -629,6 +678,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
                     deleted: false,
+                    avatar_image: None,
                 },
             }))
         }
@@ -732,6 +782,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             now,
             reply_to,
             action,
+            attachments,
         } => {
             let cmid = client_msg_id.to_string();
             if let Some(message) = sent_before(tx, *user, &cmid).await? {
@@ -814,6 +865,12 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     });
                 rules::may_act(conv, *user, action.as_ref(), found)?;
             }
+            let mut files = Vec::with_capacity(attachments.len());
+            for id in attachments {
+                let file = tx.query_opt(rules::OWN_FILE_SQL, &[id, user]).await?;
+                let file = file.ok_or_else(|| rules::not_your_file(id))?;
+                files.push(file_from_row(&file).attachment);
+            }
             // Locks the conversation's row until COMMIT: the next seq is ours alone.
             let inner = tx.savepoint("send").await?;
             let seq: Seq = inner
@@ -858,6 +915,14 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 });
             };
             let id: i64 = row.get(0);
+            for (position, file) in files.iter().enumerate() {
+                inner
+                    .execute(
+                        rules::INSERT_MESSAGE_FILE,
+                        &[&conv, &seq, &(position as i64), &file.id],
+                    )
+                    .await?;
+            }
             match (rules::effect(action.as_ref(), text, *now), target_seq) {
                 (Some(rules::Effect::Edit { text, now }), Some(target)) => {
                     inner
@@ -867,6 +932,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 (Some(rules::Effect::Delete { now }), Some(target)) => {
                     inner
                         .execute(rules::DELETE_SQL, &[&now, &conv, &target])
+                        .await?;
+                    inner
+                        .execute(rules::UNATTACH_SQL, &[&conv, &target])
                         .await?;
                 }
                 _ => {}
@@ -887,6 +955,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     client_msg_id: *client_msg_id,
                     reply_to: *reply_to,
                     action: action.clone(),
+                    attachments: files,
                     ..Message::default()
                 },
                 fresh: true,
@@ -940,6 +1009,39 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 user: *user,
                 conv: *conv,
                 level: *level,
+            })
+        }
+        WriteOp::SetAvatarImage { user, image } => {
+            user_row(tx, *user).await?;
+            tx.execute(
+                "UPDATE users SET avatar_image = $2 WHERE id = $1",
+                &[user, image],
+            )
+            .await?;
+            Ok(WriteOutcome::UserUpdated(user_row(tx, *user).await?))
+        }
+        WriteOp::AddFile { file, now } => {
+            let a = &file.attachment;
+            let (width, height) = (a.width.map(i64::from), a.height.map(i64::from));
+            tx.execute(
+                rules::INSERT_FILE,
+                &[
+                    &a.id,
+                    &file.uploader,
+                    &file.blob,
+                    &a.name,
+                    &a.media_type,
+                    &(a.size as i64),
+                    &width,
+                    &height,
+                    &a.thumbnail,
+                    &file.thumbnail_type,
+                    now,
+                ],
+            )
+            .await?;
+            Ok(WriteOutcome::FileAdded {
+                uploader: file.uploader,
             })
         }
         WriteOp::SetDnd { user, dnd } => {
@@ -1024,7 +1126,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             // The row stays (messages keep their sender, the username stays reserved); what
             // described the person goes, and no password can match an empty hash.
             tx.execute(
-                "UPDATE users SET display_name = $2, avatar = '', password_hash = '', \
+                "UPDATE users SET display_name = $2, avatar = '', avatar_image = NULL, password_hash = '', \
                  deleted_at = $3 WHERE id = $1",
                 &[user, &DELETED_DISPLAY_NAME, now],
             )
@@ -1137,7 +1239,9 @@ impl Storage for PgStore {
                 page.reverse();
                 page
             };
-            Ok(rules::page(messages, limit, after.is_some()))
+            let (mut messages, more) = rules::page(messages, limit, after.is_some());
+            with_files(&**c, conv, &mut messages).await?;
+            Ok((messages, more))
         })
     }
 
@@ -1159,6 +1263,36 @@ impl Storage for PgStore {
             )
             .await?
             .map(|r| r.get(0)))
+        })
+    }
+
+    fn file_for(&self, id: String, user: UserId) -> StoreFuture<Option<FileRow>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(rules::FILE_FOR_SQL, &[&id, &user])
+                .await?
+                .map(|r| file_from_row(&r)))
+        })
+    }
+
+    fn is_avatar(&self, blob: String) -> StoreFuture<bool> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(rules::IS_AVATAR_SQL, &[&blob]).await?.is_some())
+        })
+    }
+
+    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            let total: i64 = c
+                .query_one(rules::UPLOADED_BYTES_SQL, &[&user])
+                .await?
+                .get(0);
+            Ok(total.max(0) as u64)
         })
     }
 

@@ -2,10 +2,12 @@
 //! and clashes (the SQL is written with `$n` placeholders, which SQLite and PostgreSQL both
 //! take), the refusals for acting in a conversation one is not in, leaving, moving a read
 //! marker, a DM's key, who may act on which message (edits, deletes, reactions, replies) and
-//! what an action changes.
+//! what an action changes; the queries of files and which messages carry them.
 
 use crate::names::Name;
-use crate::protocol::{limits, Action, ConvId, ConvKind, ErrorCode, Message, Millis, Seq};
+use crate::protocol::{
+    limits, Action, Attachment, ConvId, ConvKind, ErrorCode, Message, Millis, Seq,
+};
 
 use super::{StoreError, UserId};
 
@@ -20,6 +22,98 @@ pub const MESSAGE_COLUMNS: &str = "m.id, m.conv_id, m.seq, u.username, m.text, m
 /// $6 client_msg_id, $7 reply_to, $8 action, $9 target, $10 emoji (see [`action_columns`]).
 pub const INSERT_MESSAGE: &str = "INSERT INTO messages (conv_id, seq, sender_id, text, time, \
      client_msg_id, reply_to, action, target, emoji) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// An upload's columns as the backends' `file_from_row` reads them (then any the query adds).
+macro_rules! file_columns {
+    () => {
+        "f.id, f.name, f.media_type, f.size, f.width, f.height, f.thumb_blob, f.uploader_id, \
+         f.blob, f.thumb_type"
+    };
+}
+
+/// The number of [`file_columns`]: the index of the first column a query adds after them.
+pub const FILE_COLUMN_COUNT: usize = 10;
+
+/// Upload $1 if user $2 may read it: its uploader, or a member of a conversation where a
+/// message carrying it was posted (the one rule for downloads; nobody else learns it exists).
+pub const FILE_FOR_SQL: &str = concat!(
+    "SELECT ",
+    file_columns!(),
+    " FROM files f WHERE f.id = $1 AND (f.uploader_id = $2 OR EXISTS (SELECT 1 \
+     FROM message_files mf JOIN members mb ON mb.conv_id = mf.conv_id AND mb.user_id = $2 \
+     WHERE mf.file_id = f.id))"
+);
+
+/// Upload $1 if user $2 uploaded it: the only files a user may attach to a message.
+pub const OWN_FILE_SQL: &str = concat!(
+    "SELECT ",
+    file_columns!(),
+    " FROM files f WHERE f.id = $1 AND f.uploader_id = $2"
+);
+
+/// The files of conversation $1's messages from seq $2 to $3, in seq then sent order, each
+/// with its message's seq after the file's columns.
+pub const MESSAGE_FILES_SQL: &str = concat!(
+    "SELECT ",
+    file_columns!(),
+    ", mf.seq FROM message_files mf JOIN files f ON f.id = mf.file_id \
+     WHERE mf.conv_id = $1 AND mf.seq >= $2 AND mf.seq <= $3 ORDER BY mf.seq, mf.position"
+);
+
+/// Attaches file $4 to the message at seq $2 of conversation $1, at position $3.
+pub const INSERT_MESSAGE_FILE: &str =
+    "INSERT INTO message_files (conv_id, seq, position, file_id) VALUES ($1, $2, $3, $4)";
+
+/// A deleted message's files leave it: $1 conv, $2 seq. (The uploader keeps them; the other
+/// members lose access unless another message still carries them.)
+pub const UNATTACH_SQL: &str = "DELETE FROM message_files WHERE conv_id = $1 AND seq = $2";
+
+/// Whether blob $1 is someone's current profile picture (the only blobs served as avatars).
+pub const IS_AVATAR_SQL: &str = "SELECT 1 FROM users WHERE avatar_image = $1 LIMIT 1";
+
+/// The refusal of an attachment the sender did not upload (or that does not exist).
+pub fn not_your_file(id: &str) -> StoreError {
+    StoreError::rejected(
+        ErrorCode::InvalidAttachment,
+        format!("no file {id} uploaded by you: upload it with POST /api/files first"),
+    )
+}
+
+/// The seq span of a page of messages, to read their files in one query: None when the page
+/// is empty.
+pub fn seq_span(messages: &[Message]) -> Option<(Seq, Seq)> {
+    Some((messages.first()?.seq, messages.last()?.seq))
+}
+
+/// Give each message of an ascending page its files, from (seq, file) rows in seq then sent
+/// order ([`MESSAGE_FILES_SQL`]).
+pub fn attach(messages: &mut [Message], files: Vec<(Seq, Attachment)>) {
+    let mut files = files.into_iter().peekable();
+    for message in messages {
+        while let Some((seq, _)) = files.peek() {
+            if *seq < message.seq {
+                files.next();
+            } else if *seq == message.seq {
+                if let Some((_, file)) = files.next() {
+                    message.attachments.push(file);
+                }
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// Records an upload: $1 id, $2 uploader, $3 blob, $4 name, $5 media type, $6 size, $7 width,
+/// $8 height, $9 thumbnail blob, $10 thumbnail type, $11 time.
+pub const INSERT_FILE: &str = "INSERT INTO files (id, uploader_id, blob, name, media_type, size, \
+     width, height, thumb_blob, thumb_type, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// The bytes of every upload of user $1. (PostgreSQL sums BIGINTs as NUMERIC: the cast keeps
+/// it an integer both backends read alike.)
+pub const UPLOADED_BYTES_SQL: &str =
+    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE uploader_id = $1";
 
 /// What an action, a reply or a message points at: its sender, whether it is itself an action,
 /// whether it was deleted. $1 conv, $2 seq.
@@ -150,8 +244,10 @@ pub fn effect<'a>(action: Option<&Action>, text: &'a str, now: Millis) -> Option
     }
 }
 
-/// The columns a user is read from: id, username, display name, avatar, deleted.
-pub const USER_COLUMNS: &str = "id, username, display_name, avatar, deleted_at IS NOT NULL";
+/// The columns a user is read from: id, username, display name, avatar, deleted, profile
+/// picture.
+pub const USER_COLUMNS: &str =
+    "id, username, display_name, avatar, deleted_at IS NOT NULL, avatar_image";
 
 /// The display name a deleted account keeps, for clients that do not look at `deleted`.
 pub const DELETED_DISPLAY_NAME: &str = "Deleted user";
@@ -315,6 +411,41 @@ pub fn dm_key(a: UserId, b: UserId) -> (UserId, UserId, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_go_to_their_messages_in_order() {
+        let file = |id: &str| Attachment {
+            id: id.into(),
+            name: id.into(),
+            media_type: "application/octet-stream".into(),
+            size: 1,
+            width: None,
+            height: None,
+            thumbnail: None,
+        };
+        let mut page: Vec<Message> = [3, 4, 7]
+            .into_iter()
+            .map(|seq| Message {
+                seq,
+                ..Message::default()
+            })
+            .collect();
+        assert_eq!(seq_span(&page), Some((3, 7)));
+        assert_eq!(seq_span(&[]), None);
+        // Rows in seq then sent order; a row of a seq not on the page (2) is skipped.
+        let rows = vec![
+            (2, file("x")),
+            (3, file("a")),
+            (3, file("b")),
+            (7, file("c")),
+        ];
+        attach(&mut page, rows);
+        let ids: Vec<Vec<&str>> = page
+            .iter()
+            .map(|m| m.attachments.iter().map(|a| a.id.as_str()).collect())
+            .collect();
+        assert_eq!(ids, [vec!["a", "b"], vec![], vec!["c"]]);
+    }
 
     #[test]
     fn read_markers_only_move_forward_and_stop_at_the_newest() {

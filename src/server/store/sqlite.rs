@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::dbfile::{self, Damage};
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
+    Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
@@ -31,8 +31,8 @@ use super::rules::{
     MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, OpenOptions, SessionRow, Snapshot, Storage,
-    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, FileRow, OpenOptions, SessionRow, Snapshot,
+    Storage, StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The database's file name in a data directory.
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_account.sql"),
     include_str!("migrations/0006_attention.sql"),
     include_str!("migrations/0007_message_actions.sql"),
+    include_str!("migrations/0009_files.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -188,6 +189,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> Result<UserRow, rusqlite::Error> {
             display_name: r.get(2)?,
             avatar: r.get(3)?,
             deleted: r.get(4)?,
+            avatar_image: r.get(5)?,
         },
     })
 }
@@ -459,6 +461,31 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn file_for(&self, id: String, user: UserId) -> StoreFuture<Option<FileRow>> {
+        self.read(move |c| {
+            c.prepare_cached(rules::FILE_FOR_SQL)?
+                .query_row(params![id, user], file_from_row)
+                .optional()
+        })
+    }
+
+    fn is_avatar(&self, blob: String) -> StoreFuture<bool> {
+        self.read(move |c| {
+            c.query_row(rules::IS_AVATAR_SQL, params![blob], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
+        })
+    }
+
+    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64> {
+        self.read(move |c| {
+            c.query_row(rules::UPLOADED_BYTES_SQL, params![user], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+        })
+    }
+
     fn shutdown(&self) {
         self.0
             .writer
@@ -623,6 +650,7 @@ fn message_from_row(r: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
         action: rules::action_from_columns(kind.as_deref(), r.get(9)?, r.get(10)?),
         edited: r.get(11)?,
         deleted: r.get(12)?,
+        attachments: Vec::new(),
     })
 }
 
@@ -654,7 +682,31 @@ fn history(
         page.reverse();
         page
     };
-    Ok(rules::page(messages, limit, after.is_some()))
+    let (mut messages, more) = rules::page(messages, limit, after.is_some());
+    with_files(conn, conv, &mut messages)?;
+    Ok((messages, more))
+}
+
+/// Give an ascending page of `conv`'s messages the files they carry.
+fn with_files(
+    conn: &Connection,
+    conv: ConvId,
+    messages: &mut [Message],
+) -> Result<(), rusqlite::Error> {
+    let Some((first, last)) = rules::seq_span(messages) else {
+        return Ok(());
+    };
+    let mut stmt = conn.prepare_cached(rules::MESSAGE_FILES_SQL)?;
+    let files = stmt
+        .query_map(params![conv, first, last], |r| {
+            Ok((
+                r.get(rules::FILE_COLUMN_COUNT)?,
+                file_from_row(r)?.attachment,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rules::attach(messages, files);
+    Ok(())
 }
 
 /// Unread counts of every conversation `user` is a member of: messages after the read marker
@@ -830,6 +882,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
                     deleted: false,
+                    avatar_image: None,
                 },
             }))
         }
@@ -927,6 +980,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
             reply_to,
             action,
+            attachments,
         } => {
             let now = *now;
             let cmid = client_msg_id.to_string();
@@ -940,7 +994,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     message_from_row,
                 )
                 .optional()?;
-            if let Some(message) = existing {
+            if let Some(mut message) = existing {
+                with_files(tx, message.conv, std::slice::from_mut(&mut message))?;
                 return Ok(WriteOutcome::Sent {
                     message,
                     fresh: false,
@@ -1015,6 +1070,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     .optional()?;
                 rules::may_act(conv, *user, action.as_ref(), found)?;
             }
+            let mut files = Vec::with_capacity(attachments.len());
+            for id in attachments {
+                let file = tx
+                    .prepare_cached(rules::OWN_FILE_SQL)?
+                    .query_row(params![id, user], file_from_row)
+                    .optional()?;
+                files.push(file.ok_or_else(|| rules::not_your_file(id))?.attachment);
+            }
             let seq: Seq = tx.query_row(
                 "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
                 params![conv],
@@ -1026,12 +1089,17 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![conv, seq, user, text, now, cmid, reply_to, kind, target_seq, emoji],
             )?;
             let id = tx.last_insert_rowid();
+            for (position, file) in files.iter().enumerate() {
+                tx.prepare_cached(rules::INSERT_MESSAGE_FILE)?
+                    .execute(params![conv, seq, position as i64, file.id])?;
+            }
             match (rules::effect(action.as_ref(), text, now), target_seq) {
                 (Some(rules::Effect::Edit { text, now }), Some(target)) => {
                     tx.execute(rules::EDIT_SQL, params![text, now, conv, target])?;
                 }
                 (Some(rules::Effect::Delete { now }), Some(target)) => {
                     tx.execute(rules::DELETE_SQL, params![now, conv, target])?;
+                    tx.execute(rules::UNATTACH_SQL, params![conv, target])?;
                 }
                 _ => {}
             }
@@ -1049,6 +1117,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 client_msg_id: *client_msg_id,
                 reply_to: *reply_to,
                 action: action.clone(),
+                attachments: files,
                 ..Message::default()
             };
             Ok(WriteOutcome::Sent {
@@ -1149,7 +1218,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             // The row stays (messages keep their sender, the username stays reserved); what
             // described the person goes, and no password can match an empty hash.
             tx.execute(
-                "UPDATE users SET display_name = ?2, avatar = '', password_hash = '', \
+                "UPDATE users SET display_name = ?2, avatar = '', avatar_image = NULL, password_hash = '', \
                  deleted_at = ?3 WHERE id = ?1",
                 params![user, DELETED_DISPLAY_NAME, now],
             )?;
@@ -1166,7 +1235,52 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::SetLevel { user, conv, level } => set_level(tx, *user, *conv, *level),
         WriteOp::SetDnd { user, dnd } => set_dnd(tx, *user, *dnd),
+        WriteOp::SetAvatarImage { user, image } => {
+            user_row(tx, *user)?;
+            tx.execute(
+                "UPDATE users SET avatar_image = ?2 WHERE id = ?1",
+                params![user, image],
+            )?;
+            Ok(WriteOutcome::UserUpdated(user_row(tx, *user)?))
+        }
+        WriteOp::AddFile { file, now } => {
+            let a = &file.attachment;
+            tx.prepare_cached(rules::INSERT_FILE)?.execute(params![
+                a.id,
+                file.uploader,
+                file.blob,
+                a.name,
+                a.media_type,
+                a.size as i64,
+                a.width,
+                a.height,
+                a.thumbnail,
+                file.thumbnail_type,
+                now
+            ])?;
+            Ok(WriteOutcome::FileAdded {
+                uploader: file.uploader,
+            })
+        }
     }
+}
+
+/// A row of [`rules::FILE_FOR_SQL`].
+fn file_from_row(r: &rusqlite::Row<'_>) -> Result<FileRow, rusqlite::Error> {
+    Ok(FileRow {
+        attachment: Attachment {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            media_type: r.get(2)?,
+            size: r.get::<_, i64>(3)?.max(0) as u64,
+            width: r.get(4)?,
+            height: r.get(5)?,
+            thumbnail: r.get(6)?,
+        },
+        uploader: r.get(7)?,
+        blob: r.get(8)?,
+        thumbnail_type: r.get(9)?,
+    })
 }
 
 #[cfg(test)]
@@ -1215,6 +1329,7 @@ mod tests {
             now: 1,
             reply_to: None,
             action: None,
+            attachments: Vec::new(),
         }
     }
 

@@ -12,4 +12,10 @@ avatar: string,
  * The account was deleted: its messages stay, shown as from a deleted user; the username
  * stays reserved. Absent (false) for every live user.
  */
-deleted?: boolean, };
+deleted?: boolean, 
+/**
+ * A profile picture the user uploaded (`POST /api/account/avatar`): the SHA-256 of the
+ * square image, fetched at `GET /api/avatars/{avatar_image}`. Absent when there is none
+ * (then show `avatar`).
+ */
+avatar_image?: string, };
