@@ -2,7 +2,7 @@
 //! else. This module owns starting and stopping it and telling the user which addresses others
 //! should enter.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use tokio::sync::oneshot;
@@ -83,38 +83,21 @@ pub fn local_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// The URLs others on the LAN should enter: one per non-loopback IPv4 interface address,
-/// sorted and de-duplicated. Empty when the machine has no network (then only this computer
-/// can connect, which the UI says).
+/// The URLs others on the LAN should enter: one per LAN IPv4 address
+/// ([`natter::tls::lan_addresses`]). Empty when the machine has no network (then only this
+/// computer can connect, which the UI says).
 pub fn lan_urls(port: u16) -> Vec<String> {
-    let mut ips: Vec<Ipv4Addr> = match local_ip_address::list_afinet_netifas() {
-        Ok(list) => list
-            .into_iter()
-            .filter_map(|(_, ip)| match ip {
-                IpAddr::V4(v4) if is_lan_candidate(v4) => Some(v4),
-                _ => None,
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list network interfaces");
-            Vec::new()
-        }
-    };
-    ips.sort();
-    ips.dedup();
-    ips.into_iter()
+    natter::tls::lan_addresses()
+        .into_iter()
+        .filter(IpAddr::is_ipv4)
         .map(|ip| format!("http://{ip}:{port}"))
         .collect()
-}
-
-/// Loopback, link-local (169.254/16, no DHCP) and unspecified addresses are useless to others.
-fn is_lan_candidate(ip: Ipv4Addr) -> bool {
-    !(ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn lan_urls_never_offer_loopback_and_are_well_formed() {
@@ -122,11 +105,8 @@ mod tests {
             let parsed = url::Url::parse(&url).unwrap();
             assert_eq!(parsed.port(), Some(8686));
             let host: Ipv4Addr = parsed.host_str().unwrap().parse().unwrap();
-            assert!(is_lan_candidate(host), "{url}");
+            assert!(natter::tls::is_lan_candidate(host.into()), "{url}");
         }
-        assert!(!is_lan_candidate(Ipv4Addr::LOCALHOST));
-        assert!(!is_lan_candidate(Ipv4Addr::new(169, 254, 1, 2)));
-        assert!(is_lan_candidate(Ipv4Addr::new(192, 168, 1, 20)));
     }
 
     #[tokio::test]
