@@ -1261,6 +1261,8 @@ impl From<ClientError> for CommandError {
             ClientError::Internal(m) => (C::Internal, m),
             ClientError::StorageFull(m) => (C::StorageFull, m),
             ClientError::StoreCorrupt(m) => (C::StoreCorrupt, m),
+            ClientError::UntrustedCertificate(m) => (C::UntrustedCertificate, m),
+            ClientError::CertificateChanged(m) => (C::CertificateChanged, m),
         };
         CommandError::new(code, message)
     }
@@ -1345,6 +1347,8 @@ mod tests {
             ClientError::Internal("m".into()),
             ClientError::StorageFull("m".into()),
             ClientError::StoreCorrupt("m".into()),
+            ClientError::UntrustedCertificate("m".into()),
+            ClientError::CertificateChanged("m".into()),
         ];
         for client in all {
             let code = client.code();

@@ -12,7 +12,8 @@
 //! Module map: [`types`] (view types shared with the UI), [`http`] (register, login, logout,
 //! health, your account), `account` (your account and export on [`Client`]), [`export`] (the
 //! history export's document and files), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
-//! the store for a running client: no SQLite call runs on an async worker), [`notify`].
+//! the store for a running client: no SQLite call runs on an async worker), [`notify`],
+//! [`trust`] (which certificates are trusted: pins, the system store, custom CAs).
 
 mod account;
 pub mod connection;
@@ -21,6 +22,7 @@ pub mod export;
 pub mod http;
 pub mod notify;
 pub mod store;
+pub mod trust;
 pub mod types;
 
 use std::collections::BTreeSet;
@@ -89,6 +91,15 @@ pub enum ClientError {
     /// (`natter repair`, or Settings in the app).
     #[error("{0}")]
     StoreCorrupt(String),
+    /// The server's certificate is neither pinned nor vouched for by a trusted CA: the message
+    /// names its fingerprint, which the person compares with the host's before trusting it
+    /// ([`trust`]).
+    #[error("untrusted certificate: {0}")]
+    UntrustedCertificate(String),
+    /// The server presents another certificate than the one pinned for it: possibly someone
+    /// impersonating it. Nothing was sent ([`trust`]).
+    #[error("certificate changed: {0}")]
+    CertificateChanged(String),
 }
 
 impl ClientError {
@@ -106,6 +117,8 @@ impl ClientError {
             ClientError::Internal(_) => "internal",
             ClientError::StorageFull(_) => "storage_full",
             ClientError::StoreCorrupt(_) => "store_corrupt",
+            ClientError::UntrustedCertificate(_) => "untrusted_certificate",
+            ClientError::CertificateChanged(_) => "certificate_changed",
         }
     }
 
@@ -310,6 +323,7 @@ pub async fn login_in_profile(
     username: &str,
     password: &str,
 ) -> Result<Session> {
+    trust::install_profile_pin(profile_dir, server)?;
     let path = profile_dir.join(STORE_FILE);
     // Opening checks the whole file: a blocking job, off the async workers.
     let device = tokio::task::spawn_blocking(move || device_token_of(&path))
@@ -563,6 +577,7 @@ impl Client {
     }
 
     async fn spawn(config: ClientConfig, store: StoreHandle, session: Session) -> Result<Client> {
+        trust::install_profile_pin(&config.profile_dir, &config.server)?;
         let me = session.user.username.clone();
         let profile = store
             .call(move |s| s.user(&me))

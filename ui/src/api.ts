@@ -49,6 +49,8 @@ const ERROR_CODES: Record<CommandErrorCode, true> = {
   internal: true,
   storage_full: true,
   store_corrupt: true,
+  untrusted_certificate: true,
+  certificate_changed: true,
 };
 
 /** Normalises whatever a rejected command gives us into a `CommandError`. */

@@ -216,6 +216,8 @@ export const en = {
   "error.internal": "Something went wrong: {message}",
   "error.storage_full": "A disk is full, so nothing was saved. Free some space, then try again. ({message})",
   "error.store_corrupt": "The messages stored on this computer are damaged. Open Settings and choose \"Repair local store\".",
+  "error.untrusted_certificate": "This server's certificate is not trusted yet. Compare its fingerprint with the one on the host's screen before trusting it. ({message})",
+  "error.certificate_changed": "This server's certificate has changed. Someone on the network may be pretending to be the server to read your password and messages; nothing was sent. Trust the new certificate only if the host confirms it changed. ({message})",
   // Starting (issue 20): start at login, start minimised to the tray.
   "settings.startup": "Starting",
   "settings.startAtLogin": "Start Natter when you log in",
@@ -461,6 +463,8 @@ export const zhCN: Dictionary = {
   "error.internal": "出现错误：{message}",
   "error.storage_full": "磁盘已满，未能保存。请释放一些空间后重试。（{message}）",
   "error.store_corrupt": "这台电脑上保存的消息已损坏。请打开设置并选择“修复本地存储”。",
+  "error.untrusted_certificate": "尚未信任此服务器的证书。请先将其指纹与主机屏幕上显示的指纹核对，再决定是否信任。（{message}）",
+  "error.certificate_changed": "此服务器的证书已更改。网络上可能有人冒充该服务器以窃取您的密码和消息；没有发送任何内容。只有在主机确认证书确实已更改时，才信任新证书。（{message}）",
   // 启动（issue 20）：登录时启动，启动时最小化到托盘。
   "settings.startup": "启动",
   "settings.startAtLogin": "登录电脑时启动 Natter",
