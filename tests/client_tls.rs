@@ -207,3 +207,78 @@ async fn probing_what_has_no_certificate_is_a_clear_error() {
         "{e}"
     );
 }
+
+/// The CLI against a TLS host: an unknown certificate is refused with its fingerprint and the
+/// way to trust it, `--trust` with the right fingerprint pins it (later commands use the
+/// profile's pin), and after the certificate is swapped both a login and `--trust` with the old
+/// fingerprint fail as changed. Named bad inputs: a garbage `--trust`, a CA file that is not PEM,
+/// a clear-text address to another machine (warned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_trusts_by_fingerprint_and_refuses_a_changed_certificate() {
+    use support::cli::{fails, natter, ok};
+    let data = tempfile::tempdir().unwrap();
+    let host = TlsHost::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let url = host.url.to_string();
+    let fp = host.fingerprint.to_string();
+    let profile = tempfile::tempdir().unwrap();
+    let p = profile.path();
+
+    let err = fails(
+        natter(
+            p,
+            &["--server", &url, "--trust", "12-34-zz", "register", "alice"],
+        )
+        .await,
+    );
+    assert!(err.contains("not a certificate fingerprint"), "{err}");
+    let not_pem = data.path().join("ca.txt");
+    std::fs::write(&not_pem, "no certificates here").unwrap();
+    let err = fails(
+        natter(
+            p,
+            &[
+                "--server",
+                &url,
+                "--ca-file",
+                not_pem.to_str().unwrap(),
+                "register",
+                "alice",
+            ],
+        )
+        .await,
+    );
+    assert!(
+        err.contains("ca.txt") && err.contains("no certificate found"),
+        "{err}"
+    );
+
+    let err = fails(natter(p, &["--server", &url, "register", "alice"]).await);
+    assert!(
+        err.contains("not trusted") && err.contains(&fp) && err.contains("--trust"),
+        "{err}"
+    );
+    ok(natter(p, &["--server", &url, "--trust", &fp, "register", "alice"]).await);
+    assert!(ok(natter(p, &["send", "general", "pinned"]).await).contains("sent"));
+
+    let addr = host.addr;
+    host.stop().await;
+    std::fs::remove_dir_all(data.path().join("tls")).unwrap();
+    let impostor = TlsHost::start(data.path(), addr).await;
+    let err = fails(natter(p, &["--server", &url, "login", "alice"]).await);
+    assert!(
+        err.contains("changed") && err.contains("impersonating"),
+        "{err}"
+    );
+    let err = fails(natter(p, &["--server", &url, "--trust", &fp, "login", "alice"]).await);
+    assert!(
+        err.contains(&impostor.fingerprint.to_string()) && err.contains("nothing was sent"),
+        "{err}"
+    );
+
+    let err = fails(natter(p, &["--server", "http://0.0.0.0:1", "login", "alice"]).await);
+    assert!(
+        err.contains("warning") && err.contains("not encrypted"),
+        "{err}"
+    );
+    impostor.stop().await;
+}

@@ -4,6 +4,11 @@
 //! Profiles: `--profile DIR` (or `NATTER_PROFILE`) names the directory holding the session and
 //! the local store. Without it, `register`/`login` use the per-server-and-user default profile and
 //! remember it as the current one for later commands.
+//!
+//! Certificates: an https:// server whose certificate is not vouched for by the system's store
+//! (a host's self-signed one) is trusted by its fingerprint: `register`/`login` show it and ask,
+//! or take `--trust FINGERPRINT` (compared with what the server presents); the profile keeps the
+//! pin, and a changed certificate later fails with an error that names the risk.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -12,12 +17,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use natter::client::trust;
 use natter::client::{
     self, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage,
     MessageChange, MessageEvent, MessageState, Target,
 };
 use natter::names;
 use natter::protocol::{Action, ConvId, ConvKind, RegisterRequest};
+use natter::tls::Fingerprint;
 use tokio::sync::broadcast::error::RecvError;
 use url::Url;
 
@@ -49,6 +56,13 @@ struct Cli {
     /// Profile directory (session and local history).
     #[arg(long, env = "NATTER_PROFILE", global = true)]
     profile: Option<PathBuf>,
+    /// Trust the server's certificate if its fingerprint is this one (for `register` and
+    /// `login` without a prompt; the profile keeps it).
+    #[arg(long, env = "NATTER_TRUST", global = true, value_name = "FINGERPRINT")]
+    trust: Option<Fingerprint>,
+    /// Also trust the CA certificates in this PEM file (a private deployment's own CA).
+    #[arg(long, env = "NATTER_CA_FILE", global = true, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// Seconds to wait for the server before giving up (or queueing, for `send`).
     #[arg(long, default_value_t = 5.0, global = true)]
     timeout: f64,
@@ -278,15 +292,19 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .server
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
-            let session = client::register(
-                &server,
-                RegisterRequest {
-                    username: user.clone(),
-                    password: password()?,
-                    display_name: display_name.clone(),
-                    avatar: avatar.clone(),
-                },
-            )
+            let profile = match &cli.profile {
+                Some(p) => p.clone(),
+                None => client::default_profile_dir(&server, user),
+            };
+            let req = RegisterRequest {
+                username: user.clone(),
+                password: password()?,
+                display_name: display_name.clone(),
+                avatar: avatar.clone(),
+            };
+            let session = with_trust(&cli, &server, &profile, || {
+                client::register(&server, req.clone())
+            })
             .await?;
             signed_in(&cli, &server, &session)?;
             say!("registered and signed in as {}", session.user.username);
@@ -301,7 +319,11 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 Some(p) => p.clone(),
                 None => client::default_profile_dir(&server, user),
             };
-            let session = client::login_in_profile(&profile, &server, user, &password()?).await?;
+            let password = password()?;
+            let session = with_trust(&cli, &server, &profile, || {
+                client::login_in_profile(&profile, &server, user, &password)
+            })
+            .await?;
             signed_in(&cli, &server, &session)?;
             say!("signed in as {}", session.user.username);
             Ok(())
@@ -358,6 +380,73 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     }
 }
 
+/// What every command that reaches `server` does first: trust the custom CA file, and warn when
+/// the address is in clear text to another machine.
+fn prepare_trust(cli: &Cli, server: &Url) -> Result<(), ClientError> {
+    if let Some(ca) = &cli.ca_file {
+        trust::add_ca_file(ca)?;
+    }
+    if trust::is_plaintext_remote(server) {
+        complain!("natter: warning: {}", trust::PLAINTEXT_WARNING);
+    }
+    Ok(())
+}
+
+/// Runs `attempt` (a register or login) against `server`, trusting its certificate on the way
+/// when the person says so: `--trust FINGERPRINT` is checked against the certificate the server
+/// presents before anything is sent; without it, an untrusted certificate's fingerprint is
+/// shown and, on a terminal, the person is asked. A pin confirmed either way is kept in
+/// `profile`. A changed certificate is never asked about: it fails with its own error.
+async fn with_trust<T, F>(
+    cli: &Cli,
+    server: &Url,
+    profile: &Path,
+    attempt: impl Fn() -> F,
+) -> Result<T, ClientError>
+where
+    F: std::future::Future<Output = Result<T, ClientError>>,
+{
+    prepare_trust(cli, server)?;
+    trust::install_profile_pin(profile, server)?;
+    if let Some(wanted) = cli.trust {
+        let presented = trust::probe(server).await?;
+        if presented != wanted {
+            return Err(ClientError::CertificateChanged(format!(
+                "{} presents the certificate {presented}, not {wanted} as --trust says: it may not \
+                 be the server you mean, so nothing was sent",
+                trust::origin(server)
+            )));
+        }
+        trust::save_pin(profile, server, presented)?;
+    }
+    match attempt().await {
+        Err(ClientError::UntrustedCertificate(why)) if std::io::stdin().is_terminal() => {
+            let presented = trust::probe(server).await?;
+            complain!("natter: {why}");
+            complain!(
+                "Fingerprint of {}: {presented}\nCompare it with the one the server's host \
+                 shows. Trust it? [y/N] ",
+                trust::origin(server)
+            );
+            let mut answer = String::new();
+            std::io::stdin()
+                .read_line(&mut answer)
+                .map_err(|e| ClientError::Invalid(format!("cannot read the answer: {e}")))?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                return Err(ClientError::UntrustedCertificate(
+                    "not trusted: nothing was sent".into(),
+                ));
+            }
+            trust::save_pin(profile, server, presented)?;
+            attempt().await
+        }
+        Err(ClientError::UntrustedCertificate(why)) => Err(ClientError::UntrustedCertificate(
+            format!("{why}. To trust it, run again with --trust FINGERPRINT"),
+        )),
+        other => other,
+    }
+}
+
 /// Starts the client of the signed-in `profile`.
 async fn resume(cli: &Cli, profile: &Path) -> Result<Client, ClientError> {
     let saved = client::saved_session(profile)?.ok_or_else(|| {
@@ -369,6 +458,7 @@ async fn resume(cli: &Cli, profile: &Path) -> Result<Client, ClientError> {
             ClientError::Internal(format!("bad server address in the profile: {e}"))
         })?,
     };
+    prepare_trust(cli, &server)?;
     Client::resume(config(server, profile))
         .await?
         .ok_or_else(|| ClientError::Unauthorized("not signed in".into()))
@@ -796,6 +886,8 @@ async fn tail_sse(
             ClientError::Internal(format!("bad server address in the profile: {e}"))
         })?,
     };
+    prepare_trust(cli, &server)?;
+    trust::install_profile_pin(profile, &server)?;
     let query = match conv {
         Some(c) => format!(
             "?conv={}",
