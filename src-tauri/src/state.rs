@@ -548,13 +548,16 @@ impl Shell {
             display_name: Some(display_name).filter(|s| !s.trim().is_empty()),
             avatar: Some(avatar).filter(|s| !s.trim().is_empty()),
         };
+        // Keyed by the server's id (a profile kept under the address moves there) before the
+        // session is saved in it.
+        natter::client::profiles::locate(&self.0.data_dir, &url, &req.username).await?;
         let session = natter::client::register(&url, req).await?;
         self.sign_in(url, session).await
     }
 
     pub async fn login(&self, username: String, password: String) -> CmdResult<AppState> {
         let url = self.server_url()?;
-        let profile = self.client_config(&url, &username).profile_dir;
+        let profile = natter::client::profiles::locate(&self.0.data_dir, &url, &username).await?;
         let session =
             natter::client::login_in_profile(&profile, &url, &username, &password).await?;
         self.sign_in(url, session).await

@@ -213,14 +213,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn data_dir() -> PathBuf {
-    directories::ProjectDirs::from("", "", "natter")
-        .map(|d| d.data_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("natter"))
+fn current_pointer() -> PathBuf {
+    client::default_data_dir().join("cli-current-profile")
 }
 
-fn current_pointer() -> PathBuf {
-    data_dir().join("cli-current-profile")
+/// The profile `register`/`login` use: `--profile`, else the default one of `user` on the
+/// server, found by the server's id so a server reached at a new address keeps its profile.
+async fn sign_in_profile(cli: &Cli, server: &Url, user: &str) -> Result<PathBuf, ClientError> {
+    match &cli.profile {
+        Some(p) => Ok(p.clone()),
+        None => client::profiles::locate(&client::default_data_dir(), server, user).await,
+    }
 }
 
 /// The profile for commands other than register/login.
@@ -292,18 +295,18 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .server
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
-            let profile = match &cli.profile {
-                Some(p) => p.clone(),
-                None => client::default_profile_dir(&server, user),
-            };
+            let known = client::default_profile_dir(&server, user);
+            let profile = cli.profile.as_ref().unwrap_or(&known);
             let req = RegisterRequest {
                 username: user.clone(),
                 password: password()?,
                 display_name: display_name.clone(),
                 avatar: avatar.clone(),
             };
-            let session = with_trust(&cli, &server, &profile, || {
-                client::register(&server, req.clone())
+            let session = with_trust(&cli, &server, profile, || async {
+                // Found (and moved to the server id's place) before the session is saved there.
+                sign_in_profile(&cli, &server, user).await?;
+                client::register(&server, req.clone()).await
             })
             .await?;
             signed_in(&cli, &server, &session)?;
@@ -315,13 +318,12 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .server
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
-            let profile = match &cli.profile {
-                Some(p) => p.clone(),
-                None => client::default_profile_dir(&server, user),
-            };
+            let known = client::default_profile_dir(&server, user);
+            let profile = cli.profile.as_ref().unwrap_or(&known);
             let password = password()?;
-            let session = with_trust(&cli, &server, &profile, || {
-                client::login_in_profile(&profile, &server, user, &password)
+            let session = with_trust(&cli, &server, profile, || async {
+                let profile = sign_in_profile(&cli, &server, user).await?;
+                client::login_in_profile(&profile, &server, user, &password).await
             })
             .await?;
             signed_in(&cli, &server, &session)?;

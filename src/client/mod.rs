@@ -13,7 +13,8 @@
 //! health, your account), `account` (your account and export on [`Client`]), [`export`] (the
 //! history export's document and files), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
 //! the store for a running client: no SQLite call runs on an async worker), [`notify`],
-//! [`trust`] (which certificates are trusted: pins, the system store, custom CAs).
+//! [`trust`] (which certificates are trusted: pins, the system store, custom CAs), [`profiles`]
+//! (where a profile lives: keyed by the server's id).
 
 mod account;
 pub mod connection;
@@ -21,6 +22,7 @@ pub mod db;
 pub mod export;
 pub mod http;
 pub mod notify;
+pub mod profiles;
 pub mod store;
 pub mod trust;
 pub mod types;
@@ -269,20 +271,25 @@ impl ClientConfig {
     }
 }
 
-/// The default profile directory for `username` on `server`: the XDG data dir
-/// (`~/.local/share/natter/profiles/<host_port>-<user>` on Linux), one per server and user.
-pub fn default_profile_dir(server: &Url, username: &str) -> PathBuf {
-    let base = directories::ProjectDirs::from("", "", "natter")
+/// The CLI's data directory: the XDG data dir (`~/.local/share/natter` on Linux).
+pub fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "natter")
         .map(|d| d.data_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("natter"));
-    profile_dir_in(&base, server, username)
+        .unwrap_or_else(|| std::env::temp_dir().join("natter"))
 }
 
-/// The profile directory for `username` on `server` under a data directory `base`:
-/// `<base>/profiles/<server key>-<user>`. The CLI and the desktop app share this layout.
+/// The default profile directory for `username` on `server` in [`default_data_dir`]
+/// (`profiles/<server id>-<user>`, see [`profiles`]), one per server and user.
+pub fn default_profile_dir(server: &Url, username: &str) -> PathBuf {
+    profile_dir_in(&default_data_dir(), server, username)
+}
+
+/// The profile directory for `username` on `server` under a data directory `base`, as far as
+/// this computer knows without asking the server: `<base>/profiles/<server id>-<user>` once the
+/// address was seen with its server's id ([`profiles::locate`] at sign-in), the address's place
+/// before. The CLI and the desktop app share this layout.
 pub fn profile_dir_in(base: &Path, server: &Url, username: &str) -> PathBuf {
-    base.join("profiles")
-        .join(format!("{}-{}", server_key(server), sanitize(username)))
+    profiles::known_dir(base, server, username)
 }
 
 /// A file-name-safe key for a server address.
