@@ -1,6 +1,8 @@
 //! Host mode: the natter server running inside the desktop app, so a LAN group needs nothing
 //! else. This module owns starting and stopping it and telling the user which addresses others
-//! should enter.
+//! should enter. The server speaks https:// and wss:// only, with the host's own certificate
+//! (`natter::tls::HostCertificate`, kept in the server's data directory); others confirm its
+//! fingerprint when they join, and this app's own client trusts it by that fingerprint.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,6 +17,8 @@ pub const DEFAULT_PORT: u16 = 8686;
 /// A running in-process server. Dropping it (or [`HostedServer::stop`]) shuts the server down.
 pub struct HostedServer {
     pub port: u16,
+    /// The fingerprint of the certificate it serves, for the host's screen.
+    pub fingerprint: natter::tls::Fingerprint,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -37,8 +41,16 @@ impl HostedServer {
                 )
             })?;
         let port = listener.local_addr()?.port();
+        let cert = natter::tls::HostCertificate::load_or_create(&data_dir.join("tls"))
+            .map_err(|e| CommandError::internal(format!("cannot host a server: {e}")))?;
+        // This app's own client talks to its server through the certificate it just read.
+        natter::client::trust::pin(
+            &local_url(port).parse().expect("a valid URL"),
+            cert.fingerprint,
+        );
         let (tx, rx) = oneshot::channel::<()>();
-        let config = natter::server::ServerConfig::new(data_dir);
+        let mut config = natter::server::ServerConfig::new(data_dir);
+        config.tls = Some(cert.server_tls());
         // The store opens here, so a bad database fails this command instead of a hosted
         // server that silently is not there.
         let server = natter::server::Server::start(listener, config)
@@ -54,6 +66,7 @@ impl HostedServer {
         tracing::info!(port, "hosting a natter server");
         Ok(Self {
             port,
+            fingerprint: cert.fingerprint,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -80,7 +93,7 @@ impl Drop for HostedServer {
 
 /// The URL this app's own client uses to reach the hosted server.
 pub fn local_url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
+    format!("https://127.0.0.1:{port}")
 }
 
 /// The URLs others on the LAN should enter: one per LAN IPv4 address
@@ -90,7 +103,7 @@ pub fn lan_urls(port: u16) -> Vec<String> {
     natter::tls::lan_addresses()
         .into_iter()
         .filter(IpAddr::is_ipv4)
-        .map(|ip| format!("http://{ip}:{port}"))
+        .map(|ip| format!("https://{ip}:{port}"))
         .collect()
 }
 

@@ -179,6 +179,9 @@ pub struct Hosting {
     /// URLs others on the LAN can enter.
     pub addresses: Vec<String>,
     pub port: u16,
+    /// The fingerprint of the hosted server's certificate, which those who join compare with
+    /// the one their app shows.
+    pub fingerprint: String,
 }
 
 /// How long a command needing the server waits for a connection that is still being made.
@@ -415,6 +418,7 @@ impl Shell {
         let hosting = lock(&self.0.host).as_ref().map(|h| Hosting {
             addresses: host::lan_urls(h.port),
             port: h.port,
+            fingerprint: h.fingerprint.to_string(),
         });
         AppState {
             phase,
@@ -552,6 +556,8 @@ impl Shell {
         // session is saved in it.
         natter::client::profiles::locate(&self.0.data_dir, &url, &req.username).await?;
         let session = natter::client::register(&url, req).await?;
+        let profile = self.client_config(&url, &session.user.username).profile_dir;
+        natter::client::trust::keep_pin(&profile, &url)?;
         self.sign_in(url, session).await
     }
 
@@ -560,6 +566,7 @@ impl Shell {
         let profile = natter::client::profiles::locate(&self.0.data_dir, &url, &username).await?;
         let session =
             natter::client::login_in_profile(&profile, &url, &username, &password).await?;
+        natter::client::trust::keep_pin(&profile, &url)?;
         self.sign_in(url, session).await
     }
 

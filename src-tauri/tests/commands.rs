@@ -614,7 +614,12 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
     let state = desk.ok("host_server", json!({ "port": 0 }));
     let port = state["hosting"]["port"].as_u64().unwrap();
     assert!(port > 0);
-    assert_eq!(state["server_url"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(state["server_url"], format!("https://127.0.0.1:{port}"));
+    let fingerprint = state["hosting"]["fingerprint"].as_str().unwrap();
+    assert!(
+        fingerprint.parse::<natter::tls::Fingerprint>().is_ok(),
+        "{fingerprint}"
+    );
     assert_eq!(state["phase"], "signed_out");
     for addr in state["hosting"]["addresses"].as_array().unwrap() {
         assert!(
@@ -652,6 +657,71 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
     assert_eq!(state["hosting"]["port"], port);
     assert_eq!(state["phase"], "ready");
     assert_eq!(state["user"]["username"], "host");
+}
+
+/// Another app joins a host over https:// by its certificate's fingerprint: refused until the
+/// person confirms it, the fingerprint the probe shows is the host's, and after the confirmation
+/// the account registers and chats over wss://. Named bad inputs: a garbage fingerprint, the
+/// fingerprint of another certificate, probing an http:// address.
+#[test]
+fn a_second_app_joins_a_host_after_confirming_its_fingerprint() {
+    let (host_dir, guest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let host = Desk::open(host_dir.path());
+    let state = host.ok("host_server", json!({ "port": 0 }));
+    let port = state["hosting"]["port"].as_u64().unwrap();
+    let fingerprint = state["hosting"]["fingerprint"].as_str().unwrap().to_owned();
+    // (The host app trusts its own 127.0.0.1 address; the guest, in this same process, joins
+    // by another name so nothing the host trusted counts for it.)
+    let url = format!("https://localhost:{port}");
+    let guest = Desk::open(guest_dir.path());
+
+    let e = guest.err("join_server", json!({ "url": url }));
+    assert_eq!(e["code"], "untrusted_certificate", "{e}");
+    assert_eq!(
+        guest.ok("probe_certificate", json!({ "url": url })),
+        json!(fingerprint)
+    );
+    let e = guest.err(
+        "trust_certificate",
+        json!({ "url": url, "fingerprint": "not-a-fingerprint" }),
+    );
+    assert_eq!(e["code"], "invalid", "{e}");
+    let other = natter::tls::Fingerprint::of_der(b"another certificate").to_string();
+    let e = guest.err(
+        "trust_certificate",
+        json!({ "url": url, "fingerprint": other }),
+    );
+    assert_eq!(e["code"], "certificate_changed", "{e}");
+    let e = guest.err(
+        "probe_certificate",
+        json!({ "url": format!("http://localhost:{port}") }),
+    );
+    assert_eq!(e["code"], "invalid", "{e}");
+    assert_eq!(
+        guest.err("join_server", json!({ "url": url }))["code"],
+        "untrusted_certificate"
+    );
+
+    guest.ok(
+        "trust_certificate",
+        json!({ "url": url, "fingerprint": fingerprint }),
+    );
+    guest.ok("join_server", json!({ "url": url }));
+    assert_eq!(register(&guest, "guest", "Guest")["phase"], "ready");
+    wait_until("the guest is online over wss://", || {
+        guest.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+    let general = general_once_joined(&guest);
+    guest.ok("send", json!({"conv": general, "text": "hello over TLS"}));
+    register(&host, "host", "The Host");
+    let general = general_once_joined(&host);
+    wait_until("the host has the guest's message", || {
+        host.ok("history", json!({"conv": general}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "hello over TLS")
+    });
 }
 
 /// Damages the local store of `user` in the app data directory `dir`: garbage over every page

@@ -411,15 +411,8 @@ where
     prepare_trust(cli, server)?;
     trust::install_profile_pin(profile, server)?;
     if let Some(wanted) = cli.trust {
-        let presented = trust::probe(server).await?;
-        if presented != wanted {
-            return Err(ClientError::CertificateChanged(format!(
-                "{} presents the certificate {presented}, not {wanted} as --trust says: it may not \
-                 be the server you mean, so nothing was sent",
-                trust::origin(server)
-            )));
-        }
-        trust::save_pin(profile, server, presented)?;
+        trust::confirm(server, wanted).await?;
+        trust::keep_pin(profile, server)?;
     }
     match attempt().await {
         Err(ClientError::UntrustedCertificate(why)) if std::io::stdin().is_terminal() => {

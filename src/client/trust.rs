@@ -357,6 +357,31 @@ pub async fn probe(server: &Url) -> Result<Fingerprint> {
     }
 }
 
+/// The person confirmed `wanted` as the fingerprint of `server`'s certificate: trust it in this
+/// process when the server presents exactly that one ([`probe`]; nothing is sent), and fail as
+/// a changed certificate otherwise (it may not be the server the person means).
+pub async fn confirm(server: &Url, wanted: Fingerprint) -> Result<()> {
+    let presented = probe(server).await?;
+    if presented != wanted {
+        return Err(ClientError::CertificateChanged(format!(
+            "{} presents the certificate {presented}, not the {wanted} you confirmed: it may not \
+             be the server you mean, so nothing was sent",
+            origin(server)
+        )));
+    }
+    pin(server, presented);
+    Ok(())
+}
+
+/// Keep the certificate trusted for `server` in this process (if any) in the profile in
+/// `profile_dir`, so later starts trust it too (after a sign-in confirmed with [`confirm`]).
+pub fn keep_pin(profile_dir: &Path, server: &Url) -> Result<()> {
+    match pinned(server) {
+        Some(fingerprint) => save_pin(profile_dir, server, fingerprint),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

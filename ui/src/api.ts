@@ -87,6 +87,8 @@ export const api = {
   appState: () => call<AppState>("app_state"),
   hostServer: (port?: number) => call<AppState>("host_server", defined({ port })),
   joinServer: (url: string) => call<AppState>("join_server", { url }),
+  probeCertificate: (url: string) => call<string>("probe_certificate", { url }),
+  trustCertificate: (url: string, fingerprint: string) => call<void>("trust_certificate", { url, fingerprint }),
   register: (username: string, password: string, displayName: string, avatar: string) =>
     call<AppState>("register", { username, password, displayName, avatar }),
   login: (username: string, password: string) => call<AppState>("login", { username, password }),

@@ -99,6 +99,10 @@ export class FakeBackend {
   failSends: string | null = null;
   /** Do not disturb as the server has it. */
   dndSetting: Dnd | null = null;
+  /** Servers with a certificate of their own (a host's): URL -> fingerprint. */
+  certificates = new Map<string, string>();
+  /** URLs whose certificate was confirmed with `trust_certificate`. */
+  trusted = new Set<string>();
   private nextConv = 1;
   /** Signed-in accounts in the order added (keys of `accountKey`). */
   accountOrder: string[] = [];
@@ -353,16 +357,33 @@ export class FakeBackend {
         this.state = {
           ...this.state,
           phase: "signed_out",
-          server_url: `http://127.0.0.1:${port}`,
-          hosting: { addresses: [`http://192.168.1.23:${port}`, `http://10.0.0.5:${port}`], port },
+          server_url: `https://127.0.0.1:${port}`,
+          hosting: {
+            addresses: [`https://192.168.1.23:${port}`, `https://10.0.0.5:${port}`],
+            port,
+            fingerprint: "3F9A-1C02-77B4-0E5D-9A21-C4F0-6B83-D217",
+          },
         };
         return this.state;
       }
       case "join_server": {
         const url = String(args.url ?? "");
         if (!/^https?:\/\//.test(url)) fail("invalid", "not an http(s) URL");
+        const cert = this.certificates.get(url);
+        if (cert && !this.trusted.has(url)) fail("untrusted_certificate", `the certificate of ${url} is not trusted`);
         this.state = { ...this.state, phase: "signed_out", server_url: url };
         return this.state;
+      }
+      case "probe_certificate": {
+        const cert = this.certificates.get(String(args.url ?? ""));
+        if (!cert) fail("invalid", "not an https:// address");
+        return cert;
+      }
+      case "trust_certificate": {
+        const url = String(args.url ?? "");
+        if (this.certificates.get(url) !== args.fingerprint) fail("certificate_changed", "another certificate");
+        this.trusted.add(url);
+        return null;
       }
       case "register": {
         const username = String(args.username ?? "");
