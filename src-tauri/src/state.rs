@@ -268,13 +268,16 @@ impl Shell {
     /// cannot be opened) leaves the list; the active one stays, signed out, so the window asks
     /// to sign in to it again.
     pub async fn restore(&self) {
-        let cfg = self.config();
-        if let Some(port) = cfg.host_port {
+        if let Some(port) = self.config().host_port {
             match HostedServer::start(self.0.host_bind, port, self.server_data_dir()).await {
-                Ok(server) => *lock(&self.0.host) = Some(server),
+                Ok(server) => {
+                    *lock(&self.0.host) = Some(server);
+                    self.move_hosted_accounts_to_https(port).await;
+                }
                 Err(e) => tracing::warn!(port, error = %e.message, "cannot host again"),
             }
         }
+        let cfg = self.config();
         let active = cfg.active_account();
         for saved in cfg.accounts {
             let key = saved.key;
@@ -430,6 +433,43 @@ impl Shell {
             connection,
             accounts: self.accounts(),
         }
+    }
+
+    /// Accounts on this app's hosted server from before it was encrypted (kept under
+    /// `http://127.0.0.1:PORT`) move to its https:// address, and their profiles to the server
+    /// id's place, so they stay signed in with their history.
+    async fn move_hosted_accounts_to_https(&self, port: u16) {
+        let plain: Url = format!("http://127.0.0.1:{port}")
+            .parse()
+            .expect("a valid URL");
+        let secure: Url = host::local_url(port).parse().expect("a valid URL");
+        let cfg = self.config();
+        let users: Vec<String> = cfg
+            .accounts
+            .iter()
+            .filter(|a| Url::parse(&a.key.server_url).is_ok_and(|u| u == plain))
+            .map(|a| a.key.username.clone())
+            .collect();
+        if users.is_empty() {
+            return;
+        }
+        let server_id = match natter::client::health(&secure).await {
+            Ok(health) => health.server_id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move the hosted server's accounts to https");
+                return;
+            }
+        };
+        for user in &users {
+            let moved = [&plain, &secure].into_iter().try_for_each(|url| {
+                natter::client::profiles::adopt(&self.0.data_dir, url, &server_id, user).map(drop)
+            });
+            if let Err(e) = moved {
+                tracing::warn!(%user, error = %e, "cannot move a profile to the server id");
+            }
+        }
+        self.update_config(|c| c.move_server(&plain, &host::local_url(port)));
+        tracing::info!(port, "the hosted server's accounts moved to https");
     }
 
     fn server_data_dir(&self) -> PathBuf {

@@ -724,6 +724,69 @@ fn a_second_app_joins_a_host_after_confirming_its_fingerprint() {
     });
 }
 
+/// An app that hosted before host mode was encrypted kept its account under
+/// `http://127.0.0.1:PORT` and its profile under that address: on the next start the account
+/// moves to the https:// address and the profile to the server id's place, still signed in and
+/// with its history.
+#[test]
+fn an_account_on_the_plain_http_host_of_an_older_version_moves_to_https_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let port = desk.ok("host_server", json!({ "port": 0 }))["hosting"]["port"]
+        .as_u64()
+        .unwrap();
+    register(&desk, "host", "The Host");
+    let general = general_once_joined(&desk);
+    desk.ok(
+        "send",
+        json!({"conv": general, "text": "said before the upgrade"}),
+    );
+    wait_until("the message is sent", || {
+        desk.ok("history", json!({"conv": general}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "said before the upgrade" && m["state"] == "sent")
+    });
+    desk.close();
+
+    // What an older version left: the plain address in desktop.json, the profile under it.
+    let https = format!("https://127.0.0.1:{port}");
+    let http = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("desktop.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&https), "{text}");
+    std::fs::write(&config, text.replace(&https, &http)).unwrap();
+    let by_id = natter::client::profile_dir_in(dir.path(), &https.parse().unwrap(), "host");
+    let profiles = dir.path().join("profiles");
+    std::fs::remove_file(profiles.join(natter::client::profiles::INDEX_FILE)).unwrap();
+    let by_address = natter::client::profile_dir_in(dir.path(), &http.parse().unwrap(), "host");
+    assert_ne!(by_address, by_id);
+    std::fs::rename(&by_id, &by_address).unwrap();
+
+    let desk = Desk::open(dir.path());
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["server_url"], https);
+    assert_eq!(state["phase"], "ready");
+    assert_eq!(state["user"]["username"], "host");
+    assert!(
+        by_id.is_dir() && !by_address.exists(),
+        "the profile moved to the server id"
+    );
+    let history = desk.ok("history", json!({"conv": general}));
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "said before the upgrade"),
+        "{history}"
+    );
+    wait_until("online over https", || {
+        desk.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+}
+
 /// Damages the local store of `user` in the app data directory `dir`: garbage over every page
 /// after the first, so the check at open fails. The app must have closed the store: with its
 /// write-ahead log still there (or a connection still open, which would write it back), the
