@@ -143,6 +143,9 @@ impl<R: Runtime> Ui for TauriUi<R> {
 pub struct AppState {
     pub phase: Phase,
     pub server_url: Option<String>,
+    /// `server_url` is an http:// address of another machine: passwords and messages cross the
+    /// network in clear text, which the UI warns about.
+    pub plaintext: bool,
     pub hosting: Option<Hosting>,
     pub user: Option<User>,
     pub settings: Settings,
@@ -423,9 +426,15 @@ impl Shell {
             port: h.port,
             fingerprint: h.fingerprint.to_string(),
         });
+        let plaintext = cfg
+            .server_url
+            .as_deref()
+            .and_then(|u| Url::parse(u).ok())
+            .is_some_and(|u| natter::client::trust::is_plaintext_remote(&u));
         AppState {
             phase,
             server_url: cfg.server_url,
+            plaintext,
             hosting,
             user: client.map(|c| c.user()),
             settings: cfg.settings,

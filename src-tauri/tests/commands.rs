@@ -306,6 +306,10 @@ fn register_send_history_and_notifications_through_the_ipc() {
     let state = alice.ok("join_server", json!({ "url": server.url }));
     assert_eq!(state["phase"], "signed_out");
     assert_eq!(state["server_url"], format!("{}/", server.url));
+    assert_eq!(
+        state["plaintext"], false,
+        "http:// to this computer crosses no network"
+    );
     let state = register(&alice, "alice", "Alice <A>");
     assert_eq!(state["phase"], "ready");
     assert_eq!(state["user"]["username"], "alice");
@@ -785,6 +789,29 @@ fn an_account_on_the_plain_http_host_of_an_older_version_moves_to_https_with_its
     wait_until("online over https", || {
         desk.ok("app_state", json!({}))["connection"]["state"] == "online"
     });
+}
+
+/// An http:// server on another machine is flagged for the clear-text warning; https:// and
+/// this computer's own addresses are not.
+#[test]
+fn a_plain_http_server_on_another_machine_is_flagged() {
+    for (url, plaintext) in [
+        ("http://192.0.2.7:8686", true),
+        ("http://chat.example.org", true),
+        ("https://192.0.2.7:8686", false),
+        ("http://localhost:8686", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("desktop.json"),
+            json!({ "server_url": url }).to_string(),
+        )
+        .unwrap();
+        let desk = Desk::open(dir.path());
+        let state = desk.ok("app_state", json!({}));
+        assert_eq!(state["plaintext"], plaintext, "{url}");
+        desk.close();
+    }
 }
 
 /// Damages the local store of `user` in the app data directory `dir`: garbage over every page

@@ -59,6 +59,8 @@ describe("first run and sign in", () => {
     await user.click(screen.getByTestId("setup-submit"));
     await screen.findByTestId("auth-username");
     expect(fake.calls.find((c) => c.cmd === "join_server")?.args).toEqual({ url: "http://10.1.2.3:8686" });
+    // Another machine over http://: the password would cross the network in clear text.
+    expect(screen.getByTestId("plaintext-warning")).toHaveTextContent("not encrypted");
   });
 
   it("joins a host by its certificate's fingerprint once the person confirms it", async () => {

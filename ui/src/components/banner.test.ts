@@ -23,6 +23,7 @@ describe("connection banner", () => {
     store.app = {
       phase: "ready",
       server_url: "http://h",
+      plaintext: true,
       hosting: null,
       user: { username: "a", display_name: "A", avatar: "🦊" },
       settings: defaultSettings(),

@@ -116,6 +116,7 @@ export class FakeBackend {
     this.state = {
       phase: "setup",
       server_url: null,
+      plaintext: false,
       hosting: null,
       user: null,
       settings: defaultSettings(),
@@ -371,7 +372,10 @@ export class FakeBackend {
         if (!/^https?:\/\//.test(url)) fail("invalid", "not an http(s) URL");
         const cert = this.certificates.get(url);
         if (cert && !this.trusted.has(url)) fail("untrusted_certificate", `the certificate of ${url} is not trusted`);
-        this.state = { ...this.state, phase: "signed_out", server_url: url };
+        // The desktop's rule (natter::client::trust::is_plaintext_remote), for the mock.
+        const host = new URL(url).hostname;
+        const loopback = host === "localhost" || host === "[::1]" || host.startsWith("127.");
+        this.state = { ...this.state, phase: "signed_out", server_url: url, plaintext: url.startsWith("http:") && !loopback };
         return this.state;
       }
       case "probe_certificate": {
