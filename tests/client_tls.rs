@@ -160,8 +160,9 @@ async fn a_client_pins_the_hosts_certificate_and_a_swapped_one_is_refused() {
     let ConnectionState::Offline { reason, .. } = state else {
         unreachable!()
     };
+    // The UI's banner names the risk from this prefix (ui/src/lib/banner.ts).
     assert!(
-        reason.contains("changed") && reason.contains("impersonating"),
+        reason.starts_with("certificate changed:") && reason.contains("impersonating"),
         "{reason}"
     );
     let queued = alice
