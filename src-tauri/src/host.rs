@@ -19,6 +19,8 @@ pub struct HostedServer {
     pub port: u16,
     /// The fingerprint of the certificate it serves, for the host's screen.
     pub fingerprint: natter::tls::Fingerprint,
+    /// Its advertisement on the network (None when the network has no multicast interface).
+    advertisement: Option<natter::discovery::Advertisement>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -55,6 +57,16 @@ impl HostedServer {
         // server that silently is not there.
         let server = natter::server::Server::start(listener, config)
             .map_err(|e| CommandError::internal(format!("cannot host a server: {e}")))?;
+        // Found by others without typing an address (a failure only costs that convenience).
+        let name = natter::tls::host_names().swap_remove(0);
+        let advertisement = natter::discovery::Advertisement::start(
+            &name,
+            port,
+            server.server_id(),
+            Some(cert.fingerprint),
+        )
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot advertise the hosted server"))
+        .ok();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -67,6 +79,7 @@ impl HostedServer {
         Ok(Self {
             port,
             fingerprint: cert.fingerprint,
+            advertisement,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -74,6 +87,9 @@ impl HostedServer {
 
     /// Asks the server to shut down and waits for it.
     pub async fn stop(mut self) {
+        if let Some(advertisement) = self.advertisement.take() {
+            advertisement.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

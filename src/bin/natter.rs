@@ -84,6 +84,13 @@ enum Command {
     Login { user: String },
     /// Sign out and revoke the session.
     Logout,
+    /// List the Natter hosts advertised on the local network (mDNS): name, addresses,
+    /// certificate fingerprint and server id.
+    Discover {
+        /// Seconds to listen.
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+    },
     /// List public rooms.
     Rooms,
     /// Create a room and join it.
@@ -330,6 +337,23 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             say!("signed in as {}", session.user.username);
             Ok(())
         }
+        Command::Discover { wait } => {
+            let wait = Duration::from_secs_f64(wait.clamp(0.1, 60.0));
+            let hosts = natter::discovery::browse(wait)
+                .await
+                .map_err(|e| ClientError::Offline(e.to_string()))?;
+            if hosts.is_empty() {
+                say!("no Natter hosts found on the network");
+            }
+            for host in hosts {
+                let fingerprint = host
+                    .fingerprint
+                    .map_or_else(|| "none (not encrypted)".to_owned(), |f| f.to_string());
+                say!("{}  {}", host.name, host.urls.join(" "));
+                say!("  fingerprint {fingerprint}  server id {}", host.server_id);
+            }
+            Ok(())
+        }
         Command::Repair => {
             let profile = current_profile(&cli)?;
             let Some(done) = client::repair_store(&profile)? else {
@@ -539,7 +563,10 @@ async fn find(client: &Client, target: &str) -> Result<ConvId, ClientError> {
 
 async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), ClientError> {
     match cmd {
-        Command::Register { .. } | Command::Login { .. } | Command::Repair => {
+        Command::Register { .. }
+        | Command::Login { .. }
+        | Command::Repair
+        | Command::Discover { .. } => {
             unreachable!("handled before")
         }
         Command::Logout => {

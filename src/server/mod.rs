@@ -394,6 +394,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The server's stable id (from its store), as `hello` tells it.
+    pub fn server_id(&self) -> &str {
+        self.shared.hub.server_id()
+    }
+
     /// Serve until `shutdown` resolves, then shut down gracefully.
     pub async fn serve(
         self,
