@@ -31,13 +31,15 @@ fn fail(e: impl std::fmt::Display) -> DiscoveryError {
     DiscoveryError(e.to_string())
 }
 
-/// A host heard on the network.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A host heard on the network (`FoundHost` in docs/ipc.md).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct FoundHost {
     /// The name it advertises (control characters dropped, shortened).
     pub name: String,
     pub server_id: String,
     /// Its certificate's fingerprint, to compare with the host's screen; None for plain HTTP.
+    #[ts(type = "string | null")]
     pub fingerprint: Option<Fingerprint>,
     /// Addresses to join it at (`https://` when it has a certificate), IPv4 first.
     pub urls: Vec<String>,

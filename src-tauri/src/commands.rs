@@ -27,6 +27,7 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         join_server,
         probe_certificate,
         trust_certificate,
+        discover_servers,
         register,
         login,
         logout,
@@ -102,6 +103,14 @@ pub async fn trust_certificate(url: String, fingerprint: String) -> CmdResult<()
         .map_err(|e: natter::tls::BadFingerprint| CommandError::invalid(e.to_string()))?;
     natter::client::trust::confirm(&url, fingerprint).await?;
     Ok(())
+}
+
+/// The Natter hosts heard on the network within about two seconds (mDNS), to join by a click.
+#[tauri::command]
+pub async fn discover_servers() -> CmdResult<Vec<natter::discovery::FoundHost>> {
+    natter::discovery::browse(std::time::Duration::from_secs(2))
+        .await
+        .map_err(|e| CommandError::new(crate::error::ErrorCode::Offline, e.to_string()))
 }
 
 #[tauri::command]

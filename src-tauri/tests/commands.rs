@@ -663,8 +663,8 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
     assert_eq!(state["user"]["username"], "host");
 }
 
-/// Another app joins a host over https:// by its certificate's fingerprint: refused until the
-/// person confirms it, the fingerprint the probe shows is the host's, and after the confirmation
+/// Another app hears a host on the network and joins it over https:// by its certificate's
+/// fingerprint: refused until the person confirms it, the fingerprint the probe shows is the host's, and after the confirmation
 /// the account registers and chats over wss://. Named bad inputs: a garbage fingerprint, the
 /// fingerprint of another certificate, probing an http:// address.
 #[test]
@@ -678,6 +678,23 @@ fn a_second_app_joins_a_host_after_confirming_its_fingerprint() {
     // by another name so nothing the host trusted counts for it.)
     let url = format!("https://localhost:{port}");
     let guest = Desk::open(guest_dir.path());
+
+    // The host is heard on the network (mDNS) with the fingerprint its screen shows.
+    let found = guest.ok("discover_servers", json!({}));
+    let heard = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["fingerprint"] == json!(fingerprint))
+        .unwrap_or_else(|| panic!("the host was not heard: {found}"));
+    assert!(
+        heard["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u.as_str().unwrap().ends_with(&format!(":{port}"))),
+        "{heard}"
+    );
 
     let e = guest.err("join_server", json!({ "url": url }));
     assert_eq!(e["code"], "untrusted_certificate", "{e}");

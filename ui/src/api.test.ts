@@ -59,6 +59,7 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   login: () => api.login("u", "p"),
   logout: () => api.logout(),
   probe_certificate: () => api.probeCertificate("https://h:1"),
+  discover_servers: () => api.discoverServers(),
   trust_certificate: () => api.trustCertificate("https://h:1", "3F9A-1C02-77B4-0E5D-9A21-C4F0-6B83-D217"),
   conversations: () => api.conversations(),
   history: () => api.history(1, 5, 10),

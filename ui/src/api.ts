@@ -18,6 +18,7 @@ import type {
   ExportFormat,
   ExportSummary,
   Dnd,
+  FoundHost,
   DndEvent,
   LocalMessage,
   Member,
@@ -88,6 +89,7 @@ export const api = {
   hostServer: (port?: number) => call<AppState>("host_server", defined({ port })),
   joinServer: (url: string) => call<AppState>("join_server", { url }),
   probeCertificate: (url: string) => call<string>("probe_certificate", { url }),
+  discoverServers: () => call<FoundHost[]>("discover_servers"),
   trustCertificate: (url: string, fingerprint: string) => call<void>("trust_certificate", { url, fingerprint }),
   register: (username: string, password: string, displayName: string, avatar: string) =>
     call<AppState>("register", { username, password, displayName, avatar }),

@@ -84,6 +84,33 @@ describe("first run and sign in", () => {
     expect(fake.calls.find((c) => c.cmd === "trust_certificate")?.args).toEqual({ url, fingerprint: fp });
   });
 
+  it("lists the hosts found on the network and joins one by a click, confirming its fingerprint", async () => {
+    const fake = installFake();
+    const url = "https://192.168.1.60:8686";
+    const fp = "0F0F-1C02-77B4-0E5D-9A21-C4F0-6B83-D217";
+    fake.certificates.set(url, fp);
+    fake.found = [{ name: "carols-laptop", server_id: "9f2c4e7a1b3d5f60718293a4b5c6d7e8", fingerprint: fp, urls: [url] }];
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("setup-join"));
+    const host = await screen.findByTestId("found-host");
+    expect(host).toHaveTextContent("carols-laptop");
+    expect(host).toHaveTextContent(url);
+    await user.click(host);
+    expect(await screen.findByTestId("join-fingerprint")).toHaveTextContent(fp);
+    await user.click(screen.getByTestId("trust-fingerprint"));
+    await screen.findByTestId("auth-username");
+    expect(fake.calls.find((c) => c.cmd === "join_server")?.args).toEqual({ url });
+  });
+
+  it("says when no host is heard on the network", async () => {
+    installFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("setup-join"));
+    expect(await screen.findByTestId("found-none")).toHaveTextContent("None found");
+  });
+
   it("shows the warning when the certificate changed between the probe and the confirmation", async () => {
     const fake = installFake();
     const url = "https://192.168.1.50:8686";

@@ -7,6 +7,7 @@ import type {
   Action,
   AccountInfo,
   AppState,
+  FoundHost,
   CommandError,
   ConnectionState,
   ConversationSummary,
@@ -103,6 +104,8 @@ export class FakeBackend {
   certificates = new Map<string, string>();
   /** URLs whose certificate was confirmed with `trust_certificate`. */
   trusted = new Set<string>();
+  /** What `discover_servers` hears on the network. */
+  found: FoundHost[] = [];
   private nextConv = 1;
   /** Signed-in accounts in the order added (keys of `accountKey`). */
   accountOrder: string[] = [];
@@ -378,6 +381,8 @@ export class FakeBackend {
         this.state = { ...this.state, phase: "signed_out", server_url: url, plaintext: url.startsWith("http:") && !loopback };
         return this.state;
       }
+      case "discover_servers":
+        return this.found;
       case "probe_certificate": {
         const cert = this.certificates.get(String(args.url ?? ""));
         if (!cert) fail("invalid", "not an https:// address");
