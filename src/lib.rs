@@ -12,12 +12,17 @@
 //!   Started with [`server::run`]; docs/architecture.md draws the layers.
 //! - [`client`]: the client core: a reconnecting connection owned by an actor task, the local
 //!   SQLite store (history, full-text search, outbox, read markers) and the notification policy.
+//! - [`discovery`]: hosts advertised and found on the local network (mDNS/DNS-SD).
+//! - [`tls`]: certificates as people check them: the readable fingerprint, PEM files, and the
+//!   host mode's self-signed certificate.
 //! - [`dbfile`]: what both SQLite stores need on disk: private permissions, an integrity check
 //!   at open, telling a damaged file or a full disk from other errors.
 
 pub mod client;
 pub mod dbfile;
+pub mod discovery;
 pub mod names;
 pub mod protocol;
 pub mod server;
 pub mod stream;
+pub mod tls;

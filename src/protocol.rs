@@ -970,6 +970,11 @@ pub enum ServerFrame {
     /// First frame after authentication: who you are and the state to start from.
     Hello {
         protocol: u32,
+        /// The server's stable id: the same at every address and on every node of a cluster, so
+        /// a client keys what it keeps about a server by it (empty from servers before it
+        /// existed).
+        #[serde(default)]
+        server_id: String,
         user: User,
         #[ts(type = "number")]
         server_time: Millis,
@@ -1178,6 +1183,9 @@ pub struct Health {
     pub status: String,
     pub version: String,
     pub protocol: u32,
+    /// The server's stable id, as `hello` carries it (empty from servers before it existed).
+    #[serde(default)]
+    pub server_id: String,
     /// Only on a node of a cluster (`--bus`): how it stands on the bus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]

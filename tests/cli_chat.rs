@@ -211,12 +211,22 @@ async fn default_profile_and_password_on_stdin() {
     let lines = json(&ok(run(&["history", "general", "--json"], None).await));
     assert_eq!(lines[0]["text"], "from the default profile");
     let profiles = home.path().join("data/natter/profiles");
+    // One profile directory, keyed by the server's id (and the index of addresses to ids).
     let names: Vec<_> = std::fs::read_dir(&profiles)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 1);
-    assert!(names[0].ends_with("-dora"), "{names:?}");
+    let health: natter::protocol::Health = reqwest::get(format!("{url}/api/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names[0], format!("{}-dora", health.server_id), "{names:?}");
+    assert!(profiles.join(natter::client::profiles::INDEX_FILE).exists());
     assert!(profiles.join(&names[0]).join("natter.db").exists());
     ok(run(&["logout"], None).await);
     assert!(fails(run(&["unread"], None).await).contains("not signed in"));

@@ -104,6 +104,7 @@ fn user(name: &str) -> User {
 fn hello() -> ServerFrame {
     ServerFrame::Hello {
         protocol: 1,
+        server_id: "0123456789abcdef0123456789abcdef".into(),
         user: user("alice"),
         server_time: 0,
         heartbeat_ms: 25_000,

@@ -549,6 +549,7 @@ mod tests {
         };
         let hello = |conversations| ServerFrame::Hello {
             protocol: protocol::PROTOCOL_VERSION,
+            server_id: "0123456789abcdef0123456789abcdef".into(),
             user: protocol::User {
                 username: "u1".into(),
                 display_name: "u1".into(),

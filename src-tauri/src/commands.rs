@@ -25,6 +25,9 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         app_state,
         host_server,
         join_server,
+        probe_certificate,
+        trust_certificate,
+        discover_servers,
         register,
         login,
         logout,
@@ -79,6 +82,35 @@ pub async fn host_server(shell: State<'_, Shell>, port: Option<u16>) -> CmdResul
 #[tauri::command]
 pub async fn join_server(shell: State<'_, Shell>, url: String) -> CmdResult<AppState> {
     shell.join_server(&url).await
+}
+
+/// The fingerprint of the certificate the https:// server at `url` presents (nothing is sent
+/// to it), for the person to compare with the one on the host's screen.
+#[tauri::command]
+pub async fn probe_certificate(url: String) -> CmdResult<String> {
+    let url = crate::state::parse_server_url(&url)?;
+    Ok(natter::client::trust::probe(&url).await?.to_string())
+}
+
+/// The person confirmed `fingerprint` for the server at `url`: trusted from now on if the
+/// server presents exactly that certificate (`certificate_changed` otherwise); the profile of
+/// the account then signed in there keeps it.
+#[tauri::command]
+pub async fn trust_certificate(url: String, fingerprint: String) -> CmdResult<()> {
+    let url = crate::state::parse_server_url(&url)?;
+    let fingerprint: natter::tls::Fingerprint = fingerprint
+        .parse()
+        .map_err(|e: natter::tls::BadFingerprint| CommandError::invalid(e.to_string()))?;
+    natter::client::trust::confirm(&url, fingerprint).await?;
+    Ok(())
+}
+
+/// The Natter hosts heard on the network within about two seconds (mDNS), to join by a click.
+#[tauri::command]
+pub async fn discover_servers() -> CmdResult<Vec<natter::discovery::FoundHost>> {
+    natter::discovery::browse(std::time::Duration::from_secs(2))
+        .await
+        .map_err(|e| CommandError::new(crate::error::ErrorCode::Offline, e.to_string()))
 }
 
 #[tauri::command]

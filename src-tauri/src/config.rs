@@ -118,6 +118,19 @@ impl DesktopConfig {
         }
     }
 
+    /// The server once at `from` is at `to` now: the chosen server and the accounts on it move.
+    pub fn move_server(&mut self, from: &url::Url, to: &str) {
+        let at_from = |u: &str| url::Url::parse(u).is_ok_and(|u| &u == from);
+        if self.server_url.as_deref().is_some_and(at_from) {
+            self.server_url = Some(to.to_owned());
+        }
+        for account in &mut self.accounts {
+            if at_from(&account.key.server_url) {
+                account.key.server_url = to.to_owned();
+            }
+        }
+    }
+
     /// Removes `key` from the account list (signed out, deleted, or replaced).
     pub fn forget_account(&mut self, key: &AccountKey) {
         self.accounts.retain(|a| &a.key != key);

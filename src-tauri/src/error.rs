@@ -31,6 +31,12 @@ pub enum ErrorCode {
     StorageFull,
     /// The local store is damaged: offer `repair_store` (Settings → Repair).
     StoreCorrupt,
+    /// The server's certificate is not trusted yet: the message names its fingerprint, to
+    /// compare with the host's before trusting it.
+    UntrustedCertificate,
+    /// The server presents another certificate than the one trusted for it: someone may be
+    /// impersonating it. Nothing was sent.
+    CertificateChanged,
 }
 
 /// What a failed command rejects with.
@@ -107,6 +113,8 @@ mod tests {
             (ErrorCode::Internal, "internal"),
             (ErrorCode::StorageFull, "storage_full"),
             (ErrorCode::StoreCorrupt, "store_corrupt"),
+            (ErrorCode::UntrustedCertificate, "untrusted_certificate"),
+            (ErrorCode::CertificateChanged, "certificate_changed"),
         ];
         for (code, text) in all {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));

@@ -1,8 +1,10 @@
 //! Host mode: the natter server running inside the desktop app, so a LAN group needs nothing
 //! else. This module owns starting and stopping it and telling the user which addresses others
-//! should enter.
+//! should enter. The server speaks https:// and wss:// only, with the host's own certificate
+//! (`natter::tls::HostCertificate`, kept in the server's data directory); others confirm its
+//! fingerprint when they join, and this app's own client trusts it by that fingerprint.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use tokio::sync::oneshot;
@@ -15,6 +17,10 @@ pub const DEFAULT_PORT: u16 = 8686;
 /// A running in-process server. Dropping it (or [`HostedServer::stop`]) shuts the server down.
 pub struct HostedServer {
     pub port: u16,
+    /// The fingerprint of the certificate it serves, for the host's screen.
+    pub fingerprint: natter::tls::Fingerprint,
+    /// Its advertisement on the network (None when the network has no multicast interface).
+    advertisement: Option<natter::discovery::Advertisement>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -37,12 +43,30 @@ impl HostedServer {
                 )
             })?;
         let port = listener.local_addr()?.port();
+        let cert = natter::tls::HostCertificate::load_or_create(&data_dir.join("tls"))
+            .map_err(|e| CommandError::internal(format!("cannot host a server: {e}")))?;
+        // This app's own client talks to its server through the certificate it just read.
+        natter::client::trust::pin(
+            &local_url(port).parse().expect("a valid URL"),
+            cert.fingerprint,
+        );
         let (tx, rx) = oneshot::channel::<()>();
-        let config = natter::server::ServerConfig::new(data_dir);
+        let mut config = natter::server::ServerConfig::new(data_dir);
+        config.tls = Some(cert.server_tls());
         // The store opens here, so a bad database fails this command instead of a hosted
         // server that silently is not there.
         let server = natter::server::Server::start(listener, config)
             .map_err(|e| CommandError::internal(format!("cannot host a server: {e}")))?;
+        // Found by others without typing an address (a failure only costs that convenience).
+        let name = natter::tls::host_names().swap_remove(0);
+        let advertisement = natter::discovery::Advertisement::start(
+            &name,
+            port,
+            server.server_id(),
+            Some(cert.fingerprint),
+        )
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot advertise the hosted server"))
+        .ok();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -54,6 +78,8 @@ impl HostedServer {
         tracing::info!(port, "hosting a natter server");
         Ok(Self {
             port,
+            fingerprint: cert.fingerprint,
+            advertisement,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -61,6 +87,9 @@ impl HostedServer {
 
     /// Asks the server to shut down and waits for it.
     pub async fn stop(mut self) {
+        if let Some(advertisement) = self.advertisement.take() {
+            advertisement.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -80,41 +109,24 @@ impl Drop for HostedServer {
 
 /// The URL this app's own client uses to reach the hosted server.
 pub fn local_url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
+    format!("https://127.0.0.1:{port}")
 }
 
-/// The URLs others on the LAN should enter: one per non-loopback IPv4 interface address,
-/// sorted and de-duplicated. Empty when the machine has no network (then only this computer
-/// can connect, which the UI says).
+/// The URLs others on the LAN should enter: one per LAN IPv4 address
+/// ([`natter::tls::lan_addresses`]). Empty when the machine has no network (then only this
+/// computer can connect, which the UI says).
 pub fn lan_urls(port: u16) -> Vec<String> {
-    let mut ips: Vec<Ipv4Addr> = match local_ip_address::list_afinet_netifas() {
-        Ok(list) => list
-            .into_iter()
-            .filter_map(|(_, ip)| match ip {
-                IpAddr::V4(v4) if is_lan_candidate(v4) => Some(v4),
-                _ => None,
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list network interfaces");
-            Vec::new()
-        }
-    };
-    ips.sort();
-    ips.dedup();
-    ips.into_iter()
-        .map(|ip| format!("http://{ip}:{port}"))
+    natter::tls::lan_addresses()
+        .into_iter()
+        .filter(IpAddr::is_ipv4)
+        .map(|ip| format!("https://{ip}:{port}"))
         .collect()
-}
-
-/// Loopback, link-local (169.254/16, no DHCP) and unspecified addresses are useless to others.
-fn is_lan_candidate(ip: Ipv4Addr) -> bool {
-    !(ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn lan_urls_never_offer_loopback_and_are_well_formed() {
@@ -122,11 +134,8 @@ mod tests {
             let parsed = url::Url::parse(&url).unwrap();
             assert_eq!(parsed.port(), Some(8686));
             let host: Ipv4Addr = parsed.host_str().unwrap().parse().unwrap();
-            assert!(is_lan_candidate(host), "{url}");
+            assert!(natter::tls::is_lan_candidate(host.into()), "{url}");
         }
-        assert!(!is_lan_candidate(Ipv4Addr::LOCALHOST));
-        assert!(!is_lan_candidate(Ipv4Addr::new(169, 254, 1, 2)));
-        assert!(is_lan_candidate(Ipv4Addr::new(192, 168, 1, 20)));
     }
 
     #[tokio::test]

@@ -143,6 +143,9 @@ impl<R: Runtime> Ui for TauriUi<R> {
 pub struct AppState {
     pub phase: Phase,
     pub server_url: Option<String>,
+    /// `server_url` is an http:// address of another machine: passwords and messages cross the
+    /// network in clear text, which the UI warns about.
+    pub plaintext: bool,
     pub hosting: Option<Hosting>,
     pub user: Option<User>,
     pub settings: Settings,
@@ -179,6 +182,9 @@ pub struct Hosting {
     /// URLs others on the LAN can enter.
     pub addresses: Vec<String>,
     pub port: u16,
+    /// The fingerprint of the hosted server's certificate, which those who join compare with
+    /// the one their app shows.
+    pub fingerprint: String,
 }
 
 /// How long a command needing the server waits for a connection that is still being made.
@@ -265,13 +271,16 @@ impl Shell {
     /// cannot be opened) leaves the list; the active one stays, signed out, so the window asks
     /// to sign in to it again.
     pub async fn restore(&self) {
-        let cfg = self.config();
-        if let Some(port) = cfg.host_port {
+        if let Some(port) = self.config().host_port {
             match HostedServer::start(self.0.host_bind, port, self.server_data_dir()).await {
-                Ok(server) => *lock(&self.0.host) = Some(server),
+                Ok(server) => {
+                    *lock(&self.0.host) = Some(server);
+                    self.move_hosted_accounts_to_https(port).await;
+                }
                 Err(e) => tracing::warn!(port, error = %e.message, "cannot host again"),
             }
         }
+        let cfg = self.config();
         let active = cfg.active_account();
         for saved in cfg.accounts {
             let key = saved.key;
@@ -415,10 +424,17 @@ impl Shell {
         let hosting = lock(&self.0.host).as_ref().map(|h| Hosting {
             addresses: host::lan_urls(h.port),
             port: h.port,
+            fingerprint: h.fingerprint.to_string(),
         });
+        let plaintext = cfg
+            .server_url
+            .as_deref()
+            .and_then(|u| Url::parse(u).ok())
+            .is_some_and(|u| natter::client::trust::is_plaintext_remote(&u));
         AppState {
             phase,
             server_url: cfg.server_url,
+            plaintext,
             hosting,
             user: client.map(|c| c.user()),
             settings: cfg.settings,
@@ -426,6 +442,43 @@ impl Shell {
             connection,
             accounts: self.accounts(),
         }
+    }
+
+    /// Accounts on this app's hosted server from before it was encrypted (kept under
+    /// `http://127.0.0.1:PORT`) move to its https:// address, and their profiles to the server
+    /// id's place, so they stay signed in with their history.
+    async fn move_hosted_accounts_to_https(&self, port: u16) {
+        let plain: Url = format!("http://127.0.0.1:{port}")
+            .parse()
+            .expect("a valid URL");
+        let secure: Url = host::local_url(port).parse().expect("a valid URL");
+        let cfg = self.config();
+        let users: Vec<String> = cfg
+            .accounts
+            .iter()
+            .filter(|a| Url::parse(&a.key.server_url).is_ok_and(|u| u == plain))
+            .map(|a| a.key.username.clone())
+            .collect();
+        if users.is_empty() {
+            return;
+        }
+        let server_id = match natter::client::health(&secure).await {
+            Ok(health) => health.server_id,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move the hosted server's accounts to https");
+                return;
+            }
+        };
+        for user in &users {
+            let moved = [&plain, &secure].into_iter().try_for_each(|url| {
+                natter::client::profiles::adopt(&self.0.data_dir, url, &server_id, user).map(drop)
+            });
+            if let Err(e) = moved {
+                tracing::warn!(%user, error = %e, "cannot move a profile to the server id");
+            }
+        }
+        self.update_config(|c| c.move_server(&plain, &host::local_url(port)));
+        tracing::info!(port, "the hosted server's accounts moved to https");
     }
 
     fn server_data_dir(&self) -> PathBuf {
@@ -548,15 +601,21 @@ impl Shell {
             display_name: Some(display_name).filter(|s| !s.trim().is_empty()),
             avatar: Some(avatar).filter(|s| !s.trim().is_empty()),
         };
+        // Keyed by the server's id (a profile kept under the address moves there) before the
+        // session is saved in it.
+        natter::client::profiles::locate(&self.0.data_dir, &url, &req.username).await?;
         let session = natter::client::register(&url, req).await?;
+        let profile = self.client_config(&url, &session.user.username).profile_dir;
+        natter::client::trust::keep_pin(&profile, &url)?;
         self.sign_in(url, session).await
     }
 
     pub async fn login(&self, username: String, password: String) -> CmdResult<AppState> {
         let url = self.server_url()?;
-        let profile = self.client_config(&url, &username).profile_dir;
+        let profile = natter::client::profiles::locate(&self.0.data_dir, &url, &username).await?;
         let session =
             natter::client::login_in_profile(&profile, &url, &username, &password).await?;
+        natter::client::trust::keep_pin(&profile, &url)?;
         self.sign_in(url, session).await
     }
 
@@ -1261,6 +1320,8 @@ impl From<ClientError> for CommandError {
             ClientError::Internal(m) => (C::Internal, m),
             ClientError::StorageFull(m) => (C::StorageFull, m),
             ClientError::StoreCorrupt(m) => (C::StoreCorrupt, m),
+            ClientError::UntrustedCertificate(m) => (C::UntrustedCertificate, m),
+            ClientError::CertificateChanged(m) => (C::CertificateChanged, m),
         };
         CommandError::new(code, message)
     }
@@ -1345,6 +1406,8 @@ mod tests {
             ClientError::Internal("m".into()),
             ClientError::StorageFull("m".into()),
             ClientError::StoreCorrupt("m".into()),
+            ClientError::UntrustedCertificate("m".into()),
+            ClientError::CertificateChanged("m".into()),
         ];
         for client in all {
             let code = client.code();

@@ -306,6 +306,10 @@ fn register_send_history_and_notifications_through_the_ipc() {
     let state = alice.ok("join_server", json!({ "url": server.url }));
     assert_eq!(state["phase"], "signed_out");
     assert_eq!(state["server_url"], format!("{}/", server.url));
+    assert_eq!(
+        state["plaintext"], false,
+        "http:// to this computer crosses no network"
+    );
     let state = register(&alice, "alice", "Alice <A>");
     assert_eq!(state["phase"], "ready");
     assert_eq!(state["user"]["username"], "alice");
@@ -614,7 +618,12 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
     let state = desk.ok("host_server", json!({ "port": 0 }));
     let port = state["hosting"]["port"].as_u64().unwrap();
     assert!(port > 0);
-    assert_eq!(state["server_url"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(state["server_url"], format!("https://127.0.0.1:{port}"));
+    let fingerprint = state["hosting"]["fingerprint"].as_str().unwrap();
+    assert!(
+        fingerprint.parse::<natter::tls::Fingerprint>().is_ok(),
+        "{fingerprint}"
+    );
     assert_eq!(state["phase"], "signed_out");
     for addr in state["hosting"]["addresses"].as_array().unwrap() {
         assert!(
@@ -652,6 +661,174 @@ fn host_mode_runs_a_server_in_process_and_is_remembered() {
     assert_eq!(state["hosting"]["port"], port);
     assert_eq!(state["phase"], "ready");
     assert_eq!(state["user"]["username"], "host");
+}
+
+/// Another app hears a host on the network and joins it over https:// by its certificate's
+/// fingerprint: refused until the person confirms it, the fingerprint the probe shows is the host's, and after the confirmation
+/// the account registers and chats over wss://. Named bad inputs: a garbage fingerprint, the
+/// fingerprint of another certificate, probing an http:// address.
+#[test]
+fn a_second_app_joins_a_host_after_confirming_its_fingerprint() {
+    let (host_dir, guest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let host = Desk::open(host_dir.path());
+    let state = host.ok("host_server", json!({ "port": 0 }));
+    let port = state["hosting"]["port"].as_u64().unwrap();
+    let fingerprint = state["hosting"]["fingerprint"].as_str().unwrap().to_owned();
+    // (The host app trusts its own 127.0.0.1 address; the guest, in this same process, joins
+    // by another name so nothing the host trusted counts for it.)
+    let url = format!("https://localhost:{port}");
+    let guest = Desk::open(guest_dir.path());
+
+    // The host is heard on the network (mDNS) with the fingerprint its screen shows.
+    let found = guest.ok("discover_servers", json!({}));
+    let heard = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["fingerprint"] == json!(fingerprint))
+        .unwrap_or_else(|| panic!("the host was not heard: {found}"));
+    assert!(
+        heard["urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u.as_str().unwrap().ends_with(&format!(":{port}"))),
+        "{heard}"
+    );
+
+    let e = guest.err("join_server", json!({ "url": url }));
+    assert_eq!(e["code"], "untrusted_certificate", "{e}");
+    assert_eq!(
+        guest.ok("probe_certificate", json!({ "url": url })),
+        json!(fingerprint)
+    );
+    let e = guest.err(
+        "trust_certificate",
+        json!({ "url": url, "fingerprint": "not-a-fingerprint" }),
+    );
+    assert_eq!(e["code"], "invalid", "{e}");
+    let other = natter::tls::Fingerprint::of_der(b"another certificate").to_string();
+    let e = guest.err(
+        "trust_certificate",
+        json!({ "url": url, "fingerprint": other }),
+    );
+    assert_eq!(e["code"], "certificate_changed", "{e}");
+    let e = guest.err(
+        "probe_certificate",
+        json!({ "url": format!("http://localhost:{port}") }),
+    );
+    assert_eq!(e["code"], "invalid", "{e}");
+    assert_eq!(
+        guest.err("join_server", json!({ "url": url }))["code"],
+        "untrusted_certificate"
+    );
+
+    guest.ok(
+        "trust_certificate",
+        json!({ "url": url, "fingerprint": fingerprint }),
+    );
+    guest.ok("join_server", json!({ "url": url }));
+    assert_eq!(register(&guest, "guest", "Guest")["phase"], "ready");
+    wait_until("the guest is online over wss://", || {
+        guest.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+    let general = general_once_joined(&guest);
+    guest.ok("send", json!({"conv": general, "text": "hello over TLS"}));
+    register(&host, "host", "The Host");
+    let general = general_once_joined(&host);
+    wait_until("the host has the guest's message", || {
+        host.ok("history", json!({"conv": general}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "hello over TLS")
+    });
+}
+
+/// An app that hosted before host mode was encrypted kept its account under
+/// `http://127.0.0.1:PORT` and its profile under that address: on the next start the account
+/// moves to the https:// address and the profile to the server id's place, still signed in and
+/// with its history.
+#[test]
+fn an_account_on_the_plain_http_host_of_an_older_version_moves_to_https_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    let port = desk.ok("host_server", json!({ "port": 0 }))["hosting"]["port"]
+        .as_u64()
+        .unwrap();
+    register(&desk, "host", "The Host");
+    let general = general_once_joined(&desk);
+    desk.ok(
+        "send",
+        json!({"conv": general, "text": "said before the upgrade"}),
+    );
+    wait_until("the message is sent", || {
+        desk.ok("history", json!({"conv": general}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "said before the upgrade" && m["state"] == "sent")
+    });
+    desk.close();
+
+    // What an older version left: the plain address in desktop.json, the profile under it.
+    let https = format!("https://127.0.0.1:{port}");
+    let http = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("desktop.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&https), "{text}");
+    std::fs::write(&config, text.replace(&https, &http)).unwrap();
+    let by_id = natter::client::profile_dir_in(dir.path(), &https.parse().unwrap(), "host");
+    let profiles = dir.path().join("profiles");
+    std::fs::remove_file(profiles.join(natter::client::profiles::INDEX_FILE)).unwrap();
+    let by_address = natter::client::profile_dir_in(dir.path(), &http.parse().unwrap(), "host");
+    assert_ne!(by_address, by_id);
+    std::fs::rename(&by_id, &by_address).unwrap();
+
+    let desk = Desk::open(dir.path());
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["server_url"], https);
+    assert_eq!(state["phase"], "ready");
+    assert_eq!(state["user"]["username"], "host");
+    assert!(
+        by_id.is_dir() && !by_address.exists(),
+        "the profile moved to the server id"
+    );
+    let history = desk.ok("history", json!({"conv": general}));
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "said before the upgrade"),
+        "{history}"
+    );
+    wait_until("online over https", || {
+        desk.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+}
+
+/// An http:// server on another machine is flagged for the clear-text warning; https:// and
+/// this computer's own addresses are not.
+#[test]
+fn a_plain_http_server_on_another_machine_is_flagged() {
+    for (url, plaintext) in [
+        ("http://192.0.2.7:8686", true),
+        ("http://chat.example.org", true),
+        ("https://192.0.2.7:8686", false),
+        ("http://localhost:8686", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("desktop.json"),
+            json!({ "server_url": url }).to_string(),
+        )
+        .unwrap();
+        let desk = Desk::open(dir.path());
+        let state = desk.ok("app_state", json!({}));
+        assert_eq!(state["plaintext"], plaintext, "{url}");
+        desk.close();
+    }
 }
 
 /// Damages the local store of `user` in the app data directory `dir`: garbage over every page

@@ -4,6 +4,11 @@
 //! Profiles: `--profile DIR` (or `NATTER_PROFILE`) names the directory holding the session and
 //! the local store. Without it, `register`/`login` use the per-server-and-user default profile and
 //! remember it as the current one for later commands.
+//!
+//! Certificates: an https:// server whose certificate is not vouched for by the system's store
+//! (a host's self-signed one) is trusted by its fingerprint: `register`/`login` show it and ask,
+//! or take `--trust FINGERPRINT` (compared with what the server presents); the profile keeps the
+//! pin, and a changed certificate later fails with an error that names the risk.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -12,12 +17,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use natter::client::trust;
 use natter::client::{
     self, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage,
     MessageChange, MessageEvent, MessageState, Target,
 };
 use natter::names;
 use natter::protocol::{Action, ConvId, ConvKind, RegisterRequest};
+use natter::tls::Fingerprint;
 use tokio::sync::broadcast::error::RecvError;
 use url::Url;
 
@@ -49,6 +56,13 @@ struct Cli {
     /// Profile directory (session and local history).
     #[arg(long, env = "NATTER_PROFILE", global = true)]
     profile: Option<PathBuf>,
+    /// Trust the server's certificate if its fingerprint is this one (for `register` and
+    /// `login` without a prompt; the profile keeps it).
+    #[arg(long, env = "NATTER_TRUST", global = true, value_name = "FINGERPRINT")]
+    trust: Option<Fingerprint>,
+    /// Also trust the CA certificates in this PEM file (a private deployment's own CA).
+    #[arg(long, env = "NATTER_CA_FILE", global = true, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// Seconds to wait for the server before giving up (or queueing, for `send`).
     #[arg(long, default_value_t = 5.0, global = true)]
     timeout: f64,
@@ -70,6 +84,13 @@ enum Command {
     Login { user: String },
     /// Sign out and revoke the session.
     Logout,
+    /// List the Natter hosts advertised on the local network (mDNS): name, addresses,
+    /// certificate fingerprint and server id.
+    Discover {
+        /// Seconds to listen.
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+    },
     /// List public rooms.
     Rooms,
     /// Create a room and join it.
@@ -199,14 +220,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn data_dir() -> PathBuf {
-    directories::ProjectDirs::from("", "", "natter")
-        .map(|d| d.data_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("natter"))
+fn current_pointer() -> PathBuf {
+    client::default_data_dir().join("cli-current-profile")
 }
 
-fn current_pointer() -> PathBuf {
-    data_dir().join("cli-current-profile")
+/// The profile `register`/`login` use: `--profile`, else the default one of `user` on the
+/// server, found by the server's id so a server reached at a new address keeps its profile.
+async fn sign_in_profile(cli: &Cli, server: &Url, user: &str) -> Result<PathBuf, ClientError> {
+    match &cli.profile {
+        Some(p) => Ok(p.clone()),
+        None => client::profiles::locate(&client::default_data_dir(), server, user).await,
+    }
 }
 
 /// The profile for commands other than register/login.
@@ -278,15 +302,19 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .server
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
-            let session = client::register(
-                &server,
-                RegisterRequest {
-                    username: user.clone(),
-                    password: password()?,
-                    display_name: display_name.clone(),
-                    avatar: avatar.clone(),
-                },
-            )
+            let known = client::default_profile_dir(&server, user);
+            let profile = cli.profile.as_ref().unwrap_or(&known);
+            let req = RegisterRequest {
+                username: user.clone(),
+                password: password()?,
+                display_name: display_name.clone(),
+                avatar: avatar.clone(),
+            };
+            let session = with_trust(&cli, &server, profile, || async {
+                // Found (and moved to the server id's place) before the session is saved there.
+                sign_in_profile(&cli, &server, user).await?;
+                client::register(&server, req.clone()).await
+            })
             .await?;
             signed_in(&cli, &server, &session)?;
             say!("registered and signed in as {}", session.user.username);
@@ -297,13 +325,33 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 .server
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER.parse().expect("valid default"));
-            let profile = match &cli.profile {
-                Some(p) => p.clone(),
-                None => client::default_profile_dir(&server, user),
-            };
-            let session = client::login_in_profile(&profile, &server, user, &password()?).await?;
+            let known = client::default_profile_dir(&server, user);
+            let profile = cli.profile.as_ref().unwrap_or(&known);
+            let password = password()?;
+            let session = with_trust(&cli, &server, profile, || async {
+                let profile = sign_in_profile(&cli, &server, user).await?;
+                client::login_in_profile(&profile, &server, user, &password).await
+            })
+            .await?;
             signed_in(&cli, &server, &session)?;
             say!("signed in as {}", session.user.username);
+            Ok(())
+        }
+        Command::Discover { wait } => {
+            let wait = Duration::from_secs_f64(wait.clamp(0.1, 60.0));
+            let hosts = natter::discovery::browse(wait)
+                .await
+                .map_err(|e| ClientError::Offline(e.to_string()))?;
+            if hosts.is_empty() {
+                say!("no Natter hosts found on the network");
+            }
+            for host in hosts {
+                let fingerprint = host
+                    .fingerprint
+                    .map_or_else(|| "none (not encrypted)".to_owned(), |f| f.to_string());
+                say!("{}  {}", host.name, host.urls.join(" "));
+                say!("  fingerprint {fingerprint}  server id {}", host.server_id);
+            }
             Ok(())
         }
         Command::Repair => {
@@ -358,6 +406,66 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     }
 }
 
+/// What every command that reaches `server` does first: trust the custom CA file, and warn when
+/// the address is in clear text to another machine.
+fn prepare_trust(cli: &Cli, server: &Url) -> Result<(), ClientError> {
+    if let Some(ca) = &cli.ca_file {
+        trust::add_ca_file(ca)?;
+    }
+    if trust::is_plaintext_remote(server) {
+        complain!("natter: warning: {}", trust::PLAINTEXT_WARNING);
+    }
+    Ok(())
+}
+
+/// Runs `attempt` (a register or login) against `server`, trusting its certificate on the way
+/// when the person says so: `--trust FINGERPRINT` is checked against the certificate the server
+/// presents before anything is sent; without it, an untrusted certificate's fingerprint is
+/// shown and, on a terminal, the person is asked. A pin confirmed either way is kept in
+/// `profile`. A changed certificate is never asked about: it fails with its own error.
+async fn with_trust<T, F>(
+    cli: &Cli,
+    server: &Url,
+    profile: &Path,
+    attempt: impl Fn() -> F,
+) -> Result<T, ClientError>
+where
+    F: std::future::Future<Output = Result<T, ClientError>>,
+{
+    prepare_trust(cli, server)?;
+    trust::install_profile_pin(profile, server)?;
+    if let Some(wanted) = cli.trust {
+        trust::confirm(server, wanted).await?;
+        trust::keep_pin(profile, server)?;
+    }
+    match attempt().await {
+        Err(ClientError::UntrustedCertificate(why)) if std::io::stdin().is_terminal() => {
+            let presented = trust::probe(server).await?;
+            complain!("natter: {why}");
+            complain!(
+                "Fingerprint of {}: {presented}\nCompare it with the one the server's host \
+                 shows. Trust it? [y/N] ",
+                trust::origin(server)
+            );
+            let mut answer = String::new();
+            std::io::stdin()
+                .read_line(&mut answer)
+                .map_err(|e| ClientError::Invalid(format!("cannot read the answer: {e}")))?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                return Err(ClientError::UntrustedCertificate(
+                    "not trusted: nothing was sent".into(),
+                ));
+            }
+            trust::save_pin(profile, server, presented)?;
+            attempt().await
+        }
+        Err(ClientError::UntrustedCertificate(why)) => Err(ClientError::UntrustedCertificate(
+            format!("{why}. To trust it, run again with --trust FINGERPRINT"),
+        )),
+        other => other,
+    }
+}
+
 /// Starts the client of the signed-in `profile`.
 async fn resume(cli: &Cli, profile: &Path) -> Result<Client, ClientError> {
     let saved = client::saved_session(profile)?.ok_or_else(|| {
@@ -369,6 +477,7 @@ async fn resume(cli: &Cli, profile: &Path) -> Result<Client, ClientError> {
             ClientError::Internal(format!("bad server address in the profile: {e}"))
         })?,
     };
+    prepare_trust(cli, &server)?;
     Client::resume(config(server, profile))
         .await?
         .ok_or_else(|| ClientError::Unauthorized("not signed in".into()))
@@ -454,7 +563,10 @@ async fn find(client: &Client, target: &str) -> Result<ConvId, ClientError> {
 
 async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), ClientError> {
     match cmd {
-        Command::Register { .. } | Command::Login { .. } | Command::Repair => {
+        Command::Register { .. }
+        | Command::Login { .. }
+        | Command::Repair
+        | Command::Discover { .. } => {
             unreachable!("handled before")
         }
         Command::Logout => {
@@ -796,6 +908,8 @@ async fn tail_sse(
             ClientError::Internal(format!("bad server address in the profile: {e}"))
         })?,
     };
+    prepare_trust(cli, &server)?;
+    trust::install_profile_pin(profile, &server)?;
     let query = match conv {
         Some(c) => format!(
             "?conv={}",

@@ -360,9 +360,15 @@ impl Actor {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(limits::MAX_SERVER_FRAME_BYTES))
             .max_frame_size(Some(limits::MAX_SERVER_FRAME_BYTES));
+        let (tls, refusal) = crate::client::trust::tls_config(&self.config.server);
         let handshake = tokio::time::timeout(
             self.config.connect_timeout,
-            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
+            tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                Some(ws_config),
+                true,
+                Some(tokio_tungstenite::Connector::Rustls(tls)),
+            ),
         );
         tokio::pin!(handshake);
         loop {
@@ -379,7 +385,12 @@ impl Actor {
                         Ok(Err(tungstenite::Error::Http(resp))) => {
                             Err(retry(format!("the server answered {}", resp.status())))
                         }
-                        Ok(Err(e)) => Err(retry(format!("cannot connect: {e}"))),
+                        Ok(Err(e)) => match refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                            // Nothing was sent. Retried like any failure (the person may trust
+                            // the certificate meanwhile), with the reason that names the risk.
+                            Some(refused) => Err(retry(refused.to_error(&self.config.server).to_string())),
+                            None => Err(retry(format!("cannot connect: {e}"))),
+                        },
                     };
                 }
                 cmd = self.cmd_rx.recv() => match cmd {

@@ -4,11 +4,12 @@
 //! Errors are mapped from the server's `ApiError` body to [`ClientError`]. Answers are read up to
 //! the protocol's body limit only.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use url::Url;
 
-use crate::client::{ClientError, Result};
+use crate::client::{trust, ClientError, Result};
 use crate::protocol::{
     limits, ApiError, DeleteAccountRequest, Health, LoginRequest, PasswordRequest, ProfileRequest,
     RegisterRequest, Session, SessionList, User,
@@ -28,13 +29,56 @@ fn user_agent() -> String {
     )
 }
 
-fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent(user_agent())
-        .timeout(Duration::from_secs(15))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| ClientError::Internal(format!("http client: {e}")))
+/// An HTTP client for one server, trusting what [`trust::tls_config`] trusts for it.
+struct Http {
+    client: reqwest::Client,
+    server: Url,
+    refusal: Arc<Mutex<Option<trust::Refusal>>>,
+}
+
+impl Http {
+    fn for_server(server: &Url, builder: reqwest::ClientBuilder) -> Result<Http> {
+        let (tls, refusal) = trust::tls_config(server);
+        let client = builder
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| ClientError::Internal(format!("http client: {e}")))?;
+        Ok(Http {
+            client,
+            server: server.clone(),
+            refusal,
+        })
+    }
+
+    /// The client for one request and its answer.
+    fn new(server: &Url) -> Result<Http> {
+        let builder = reqwest::Client::builder()
+            .user_agent(user_agent())
+            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(10));
+        Http::for_server(server, builder)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> Result<reqwest::RequestBuilder> {
+        Ok(self.client.request(method, endpoint(&self.server, path)?))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        req.send().await.map_err(|e| self.failed(e))
+    }
+
+    /// A refused certificate says so (its own error kind); anything else is [`transport`].
+    fn failed(&self, e: reqwest::Error) -> ClientError {
+        match self
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(refusal) => refusal.to_error(&self.server),
+            None => transport(e),
+        }
+    }
 }
 
 fn endpoint(server: &Url, path: &str) -> Result<Url> {
@@ -102,22 +146,22 @@ async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Resu
 
 /// `GET /api/health`: checks that a Natter server answers at `server`.
 pub async fn health(server: &Url) -> Result<Health> {
-    let resp = client()?
-        .get(endpoint(server, "/api/health")?)
-        .send()
-        .await
-        .map_err(transport)?;
+    let http = Http::new(server)?;
+    let resp = http
+        .send(http.request(reqwest::Method::GET, "/api/health")?)
+        .await?;
     decode(resp).await
 }
 
 /// `POST /api/register`: creates an account and returns its first session.
 pub async fn register(server: &Url, req: RegisterRequest) -> Result<Session> {
-    let resp = client()?
-        .post(endpoint(server, "/api/register")?)
-        .json(&req)
-        .send()
-        .await
-        .map_err(transport)?;
+    let http = Http::new(server)?;
+    let resp = http
+        .send(
+            http.request(reqwest::Method::POST, "/api/register")?
+                .json(&req),
+        )
+        .await?;
     decode(resp).await
 }
 
@@ -134,28 +178,26 @@ pub async fn login_as(
     password: &str,
     device_token: Option<String>,
 ) -> Result<Session> {
-    let resp = client()?
-        .post(endpoint(server, "/api/login")?)
+    let http = Http::new(server)?;
+    let req = http
+        .request(reqwest::Method::POST, "/api/login")?
         .json(&LoginRequest {
             username: username.to_owned(),
             password: password.to_owned(),
             device_token,
             label: None,
-        })
-        .send()
-        .await
-        .map_err(transport)?;
+        });
+    let resp = http.send(req).await?;
     decode(resp).await
 }
 
 /// `POST /api/logout`: revokes `token` on the server (its open sockets are closed with 4001).
 pub async fn logout_token(server: &Url, token: &str) -> Result<()> {
-    let resp = client()?
-        .post(endpoint(server, "/api/logout")?)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(transport)?;
+    let http = Http::new(server)?;
+    let req = http
+        .request(reqwest::Method::POST, "/api/logout")?
+        .bearer_auth(token);
+    let resp = http.send(req).await?;
     no_content(resp).await
 }
 
@@ -177,13 +219,12 @@ async fn account_call(
     token: &str,
     body: Option<&(impl serde::Serialize + ?Sized)>,
 ) -> Result<reqwest::Response> {
-    let mut req = client()?
-        .request(method, endpoint(server, path)?)
-        .bearer_auth(token);
+    let http = Http::new(server)?;
+    let mut req = http.request(method, path)?.bearer_auth(token);
     if let Some(body) = body {
         req = req.json(body);
     }
-    req.send().await.map_err(transport)
+    http.send(req).await
 }
 
 /// `POST /api/account/profile`: the profile as it is now.
@@ -245,17 +286,18 @@ pub async fn follow_events(
 ) -> Result<()> {
     use crate::stream::{limits as stream_limits, names, Parser};
     // No overall timeout: a stream lasts. Silence longer than two heartbeats means it is dead.
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(2 * stream_limits::HEARTBEAT_SECS))
-        .build()
-        .map_err(|e| ClientError::Internal(format!("http client: {e}")))?;
+    let http = Http::for_server(
+        server,
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(2 * stream_limits::HEARTBEAT_SECS)),
+    )?;
     let url = endpoint(server, &format!("/api/events{query}"))?;
     let mut last_id = since;
     let mut retry = Duration::from_millis(stream_limits::RETRY_MS);
     let mut failures = 0u32;
     loop {
-        let mut req = http.get(url.clone()).bearer_auth(token);
+        let mut req = http.client.get(url.clone()).bearer_auth(token);
         if let Some(id) = &last_id {
             req = req.header("Last-Event-ID", id);
         }
@@ -289,7 +331,13 @@ pub async fn follow_events(
             }
             // Refused for a reason retrying will not change.
             Ok(resp) => return decode::<serde_json::Value>(resp).await.map(|_| ()),
-            Err(e) => tracing::debug!(error = %e, "event stream unreachable"),
+            Err(e) => match http.failed(e) {
+                // Retrying will not make a refused certificate trusted.
+                e @ (ClientError::CertificateChanged(_) | ClientError::UntrustedCertificate(_)) => {
+                    return Err(e)
+                }
+                e => tracing::debug!(error = %e, "event stream unreachable"),
+            },
         }
         failures = failures.saturating_add(1);
         let wait = retry

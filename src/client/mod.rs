@@ -12,7 +12,9 @@
 //! Module map: [`types`] (view types shared with the UI), [`http`] (register, login, logout,
 //! health, your account), `account` (your account and export on [`Client`]), [`export`] (the
 //! history export's document and files), [`connection`] (the actor), [`store`] (local SQLite), [`db`] (the thread that runs
-//! the store for a running client: no SQLite call runs on an async worker), [`notify`].
+//! the store for a running client: no SQLite call runs on an async worker), [`notify`],
+//! [`trust`] (which certificates are trusted: pins, the system store, custom CAs), [`profiles`]
+//! (where a profile lives: keyed by the server's id).
 
 mod account;
 pub mod connection;
@@ -20,7 +22,9 @@ pub mod db;
 pub mod export;
 pub mod http;
 pub mod notify;
+pub mod profiles;
 pub mod store;
+pub mod trust;
 pub mod types;
 
 use std::collections::BTreeSet;
@@ -89,6 +93,15 @@ pub enum ClientError {
     /// (`natter repair`, or Settings in the app).
     #[error("{0}")]
     StoreCorrupt(String),
+    /// The server's certificate is neither pinned nor vouched for by a trusted CA: the message
+    /// names its fingerprint, which the person compares with the host's before trusting it
+    /// ([`trust`]).
+    #[error("untrusted certificate: {0}")]
+    UntrustedCertificate(String),
+    /// The server presents another certificate than the one pinned for it: possibly someone
+    /// impersonating it. Nothing was sent ([`trust`]).
+    #[error("certificate changed: {0}")]
+    CertificateChanged(String),
 }
 
 impl ClientError {
@@ -106,6 +119,8 @@ impl ClientError {
             ClientError::Internal(_) => "internal",
             ClientError::StorageFull(_) => "storage_full",
             ClientError::StoreCorrupt(_) => "store_corrupt",
+            ClientError::UntrustedCertificate(_) => "untrusted_certificate",
+            ClientError::CertificateChanged(_) => "certificate_changed",
         }
     }
 
@@ -257,20 +272,25 @@ impl ClientConfig {
     }
 }
 
-/// The default profile directory for `username` on `server`: the XDG data dir
-/// (`~/.local/share/natter/profiles/<host_port>-<user>` on Linux), one per server and user.
-pub fn default_profile_dir(server: &Url, username: &str) -> PathBuf {
-    let base = directories::ProjectDirs::from("", "", "natter")
+/// The CLI's data directory: the XDG data dir (`~/.local/share/natter` on Linux).
+pub fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "natter")
         .map(|d| d.data_dir().to_path_buf())
-        .unwrap_or_else(|| std::env::temp_dir().join("natter"));
-    profile_dir_in(&base, server, username)
+        .unwrap_or_else(|| std::env::temp_dir().join("natter"))
 }
 
-/// The profile directory for `username` on `server` under a data directory `base`:
-/// `<base>/profiles/<server key>-<user>`. The CLI and the desktop app share this layout.
+/// The default profile directory for `username` on `server` in [`default_data_dir`]
+/// (`profiles/<server id>-<user>`, see [`profiles`]), one per server and user.
+pub fn default_profile_dir(server: &Url, username: &str) -> PathBuf {
+    profile_dir_in(&default_data_dir(), server, username)
+}
+
+/// The profile directory for `username` on `server` under a data directory `base`, as far as
+/// this computer knows without asking the server: `<base>/profiles/<server id>-<user>` once the
+/// address was seen with its server's id ([`profiles::locate`] at sign-in), the address's place
+/// before. The CLI and the desktop app share this layout.
 pub fn profile_dir_in(base: &Path, server: &Url, username: &str) -> PathBuf {
-    base.join("profiles")
-        .join(format!("{}-{}", server_key(server), sanitize(username)))
+    profiles::known_dir(base, server, username)
 }
 
 /// A file-name-safe key for a server address.
@@ -311,6 +331,7 @@ pub async fn login_in_profile(
     username: &str,
     password: &str,
 ) -> Result<Session> {
+    trust::install_profile_pin(profile_dir, server)?;
     let path = profile_dir.join(STORE_FILE);
     // Opening checks the whole file: a blocking job, off the async workers.
     let device = tokio::task::spawn_blocking(move || device_token_of(&path))
@@ -564,6 +585,7 @@ impl Client {
     }
 
     async fn spawn(config: ClientConfig, store: StoreHandle, session: Session) -> Result<Client> {
+        trust::install_profile_pin(&config.profile_dir, &config.server)?;
         let me = session.user.username.clone();
         let profile = store
             .call(move |s| s.user(&me))

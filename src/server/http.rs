@@ -303,6 +303,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: PROTOCOL_VERSION,
+        server_id: shared.hub.server_id().to_owned(),
         cluster: shared.bus.status(),
     })
 }

@@ -200,6 +200,7 @@ struct HelloOut<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     protocol: u32,
+    server_id: &'a str,
     user: &'a User,
     server_time: crate::protocol::Millis,
     heartbeat_ms: u64,
@@ -485,6 +486,8 @@ pub struct Hub {
     bus: Weak<dyn Bus>,
     next_conn: AtomicU64,
     heartbeat_ms: u64,
+    /// The server's stable id from the store, told in every hello.
+    server_id: String,
     clock: Clock,
     /// HTTP calls waiting until the change they committed was applied here, by ticket.
     calls: Mutex<HashMap<u64, oneshot::Sender<()>>>,
@@ -535,6 +538,7 @@ impl Hub {
         heartbeat_ms: u64,
         clock: Clock,
     ) -> Hub {
+        let server_id = snapshot.server_id;
         let mut state = State {
             node,
             ..State::default()
@@ -570,11 +574,17 @@ impl Hub {
             bus,
             next_conn: AtomicU64::new(1),
             heartbeat_ms,
+            server_id,
             clock,
             calls: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(1),
             reader: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The server's stable id (the store's, so every node of a cluster has the same).
+    pub fn server_id(&self) -> &str {
+        &self.server_id
     }
 
     /// Let this hub read what it missed from `store` (gap fills and resyncs, on the current
@@ -738,6 +748,7 @@ impl Hub {
         let hello = WireFrame::json(&HelloOut {
             kind: "hello",
             protocol: PROTOCOL_VERSION,
+            server_id: &self.server_id,
             user: &profile,
             server_time,
             heartbeat_ms: self.heartbeat_ms,
@@ -1344,6 +1355,7 @@ mod tests {
         };
         let hub = Arc::new(Hub::new(
             Snapshot {
+                server_id: "5e7e1d0000000000000000000000cafe".into(),
                 users,
                 convs: vec![general],
                 ..Snapshot::default()
@@ -1513,6 +1525,7 @@ mod tests {
 
         let ServerFrame::Hello {
             protocol,
+            server_id,
             user,
             heartbeat_ms,
             conversations,
@@ -1523,6 +1536,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(*protocol, PROTOCOL_VERSION);
+        assert_eq!(server_id, "5e7e1d0000000000000000000000cafe");
         assert_eq!(user.username, "alice");
         assert_eq!(user.display_name, "ALICE");
         assert_eq!(*heartbeat_ms, 25_000);

@@ -382,33 +382,10 @@ impl Shared {
     }
 }
 
-/// A PEM file's problem as the operator should read it: the path, then what is wrong.
-fn pem_error(path: &std::path::Path, what: &str, e: rustls::pki_types::pem::Error) -> ServerError {
-    use rustls::pki_types::pem::Error;
-    let why = match e {
-        Error::NoItemsFound => format!("no {what} found"),
-        Error::Io(e) => e.to_string(),
-        other => format!("not a valid PEM {what}: {other}"),
-    };
-    ServerError::Tls(format!("{}: {why}", path.display()))
-}
-
 fn load_tls(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
-    // PEM parsing from rustls' own pki-types (rustls-pemfile is unmaintained, RUSTSEC-2025-0134).
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem_error(&tls.cert, "certificate", e))?;
-    if certs.is_empty() {
-        return Err(pem_error(
-            &tls.cert,
-            "certificate",
-            rustls::pki_types::pem::Error::NoItemsFound,
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| pem_error(&tls.key, "private key", e))?;
+    let tls_error = |e: crate::tls::TlsError| ServerError::Tls(e.to_string());
+    let certs = crate::tls::read_certificates(&tls.cert).map_err(tls_error)?;
+    let key = crate::tls::read_private_key(&tls.key).map_err(tls_error)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -453,6 +430,11 @@ impl Server {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The server's stable id (from its store), as `hello` tells it.
+    pub fn server_id(&self) -> &str {
+        self.shared.hub.server_id()
     }
 
     /// Serve until `shutdown` resolves, then shut down gracefully.

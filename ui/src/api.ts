@@ -18,6 +18,7 @@ import type {
   ExportFormat,
   ExportSummary,
   Dnd,
+  FoundHost,
   DndEvent,
   LocalMessage,
   Member,
@@ -49,6 +50,8 @@ const ERROR_CODES: Record<CommandErrorCode, true> = {
   internal: true,
   storage_full: true,
   store_corrupt: true,
+  untrusted_certificate: true,
+  certificate_changed: true,
 };
 
 /** Normalises whatever a rejected command gives us into a `CommandError`. */
@@ -85,6 +88,9 @@ export const api = {
   appState: () => call<AppState>("app_state"),
   hostServer: (port?: number) => call<AppState>("host_server", defined({ port })),
   joinServer: (url: string) => call<AppState>("join_server", { url }),
+  probeCertificate: (url: string) => call<string>("probe_certificate", { url }),
+  discoverServers: () => call<FoundHost[]>("discover_servers"),
+  trustCertificate: (url: string, fingerprint: string) => call<void>("trust_certificate", { url, fingerprint }),
   register: (username: string, password: string, displayName: string, avatar: string) =>
     call<AppState>("register", { username, password, displayName, avatar }),
   login: (username: string, password: string) => call<AppState>("login", { username, password }),

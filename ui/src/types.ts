@@ -30,6 +30,7 @@ export type { AccountInfo } from "./bindings/AccountInfo";
 export type { StoreRepair } from "./bindings/StoreRepair";
 export type { Settings } from "./bindings/Settings";
 export type { Hosting } from "./bindings/Hosting";
+export type { FoundHost } from "./bindings/FoundHost";
 export type { Phase } from "./bindings/Phase";
 export type { Theme } from "./bindings/Theme";
 export type { Language } from "./bindings/Language";

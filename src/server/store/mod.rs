@@ -157,6 +157,9 @@ pub struct SessionRow {
 /// The users and conversations, with members and read markers: what a node keeps in memory.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// The server's stable id (one row, made by a migration; the same on every node of a
+    /// cluster): `hello` and `GET /api/health` carry it.
+    pub server_id: String,
     pub users: Vec<UserRow>,
     pub convs: Vec<ConvRow>,
     /// Attention settings: (user, conv, level) for every level that is not `all`.

@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_init.sql"),
     include_str!("postgres/0002_message_actions.sql"),
     include_str!("postgres/0004_files.sql"),
+    include_str!("postgres/0005_server_id.sql"),
 ];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
@@ -279,7 +280,12 @@ async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, Stor
         .into_iter()
         .map(|r| (r.get(0), Dnd { until: r.get(1) }))
         .collect();
+    let server_id = client
+        .query_one("SELECT id FROM server_identity", &[])
+        .await?
+        .get(0);
     Ok(Snapshot {
+        server_id,
         users,
         convs,
         levels,

@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_attention.sql"),
     include_str!("migrations/0007_message_actions.sql"),
     include_str!("migrations/0009_files.sql"),
+    include_str!("migrations/0010_server_id.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -232,7 +233,9 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
         }
     }
     let (levels, dnd) = load_attention(conn)?;
+    let server_id = conn.query_row("SELECT id FROM server_identity", [], |r| r.get(0))?;
     Ok(Snapshot {
+        server_id,
         users,
         convs,
         levels,

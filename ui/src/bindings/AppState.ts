@@ -9,7 +9,12 @@ import type { User } from "./User";
 /**
  * `AppState` of docs/ipc.md.
  */
-export type AppState = { phase: Phase, server_url: string | null, hosting: Hosting | null, user: User | null, settings: Settings, last_conversation: number | null, connection: ConnectionState, 
+export type AppState = { phase: Phase, server_url: string | null, 
+/**
+ * `server_url` is an http:// address of another machine: passwords and messages cross the
+ * network in clear text, which the UI warns about.
+ */
+plaintext: boolean, hosting: Hosting | null, user: User | null, settings: Settings, last_conversation: number | null, connection: ConnectionState, 
 /**
  * Every signed-in account, the active one included (`active: true`), in the order added.
  */

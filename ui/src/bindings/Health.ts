@@ -6,6 +6,10 @@ import type { ClusterHealth } from "./ClusterHealth";
  */
 export type Health = { status: string, version: string, protocol: number, 
 /**
+ * The server's stable id, as `hello` carries it (empty from servers before it existed).
+ */
+server_id: string, 
+/**
  * Only on a node of a cluster (`--bus`): how it stands on the bus.
  */
 cluster?: ClusterHealth, };

@@ -4,4 +4,9 @@ export type Hosting = {
 /**
  * URLs others on the LAN can enter.
  */
-addresses: Array<string>, port: number, };
+addresses: Array<string>, port: number, 
+/**
+ * The fingerprint of the hosted server's certificate, which those who join compare with
+ * the one their app shows.
+ */
+fingerprint: string, };

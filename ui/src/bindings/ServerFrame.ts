@@ -12,7 +12,13 @@ import type { User } from "./User";
 /**
  * Frames the server sends.
  */
-export type ServerFrame = { "type": "hello", protocol: number, user: User, server_time: number, 
+export type ServerFrame = { "type": "hello", protocol: number, 
+/**
+ * The server's stable id: the same at every address and on every node of a cluster, so
+ * a client keys what it keeps about a server by it (empty from servers before it
+ * existed).
+ */
+server_id: string, user: User, server_time: number, 
 /**
  * Interval of the server's pings, so a client can size its own liveness check.
  */

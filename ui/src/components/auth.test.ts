@@ -21,7 +21,9 @@ describe("first run and sign in", () => {
     await user.click(screen.getByTestId("setup-submit"));
 
     const addresses = await screen.findAllByTestId("hosting-address");
-    expect(addresses.map((a) => a.textContent)).toEqual(["http://192.168.1.23:8686", "http://10.0.0.5:8686"]);
+    expect(addresses.map((a) => a.textContent)).toEqual(["https://192.168.1.23:8686", "https://10.0.0.5:8686"]);
+    // The certificate's fingerprint, which those who join compare with the one their app shows.
+    expect(screen.getByTestId("hosting-fingerprint").textContent).toBe("3F9A-1C02-77B4-0E5D-9A21-C4F0-6B83-D217");
     expect(fake.calls.find((c) => c.cmd === "host_server")?.args).toEqual({ port: 8686 });
 
     await user.type(screen.getByTestId("auth-username"), "alice");
@@ -57,6 +59,72 @@ describe("first run and sign in", () => {
     await user.click(screen.getByTestId("setup-submit"));
     await screen.findByTestId("auth-username");
     expect(fake.calls.find((c) => c.cmd === "join_server")?.args).toEqual({ url: "http://10.1.2.3:8686" });
+    // Another machine over http://: the password would cross the network in clear text.
+    expect(screen.getByTestId("plaintext-warning")).toHaveTextContent("not encrypted");
+  });
+
+  it("joins a host by its certificate's fingerprint once the person confirms it", async () => {
+    const fake = installFake();
+    const url = "https://192.168.1.50:8686";
+    const fp = "3F9A-1C02-77B4-0E5D-9A21-C4F0-6B83-D217";
+    fake.certificates.set(url, fp);
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("setup-join"));
+    await user.type(screen.getByTestId("server-url"), url);
+    await user.click(screen.getByTestId("setup-submit"));
+    // Refused until confirmed: the fingerprint is shown, nothing is trusted yet.
+    expect(await screen.findByTestId("join-fingerprint")).toHaveTextContent(fp);
+    expect(screen.getByTestId("join-certificate")).toHaveTextContent("pretending to be the server");
+    expect(fake.calls.some((c) => c.cmd === "trust_certificate")).toBe(false);
+    expect(screen.queryByTestId("auth-username")).toBeNull();
+
+    await user.click(screen.getByTestId("trust-fingerprint"));
+    await screen.findByTestId("auth-username");
+    expect(fake.calls.find((c) => c.cmd === "trust_certificate")?.args).toEqual({ url, fingerprint: fp });
+  });
+
+  it("lists the hosts found on the network and joins one by a click, confirming its fingerprint", async () => {
+    const fake = installFake();
+    const url = "https://192.168.1.60:8686";
+    const fp = "0F0F-1C02-77B4-0E5D-9A21-C4F0-6B83-D217";
+    fake.certificates.set(url, fp);
+    fake.found = [{ name: "carols-laptop", server_id: "9f2c4e7a1b3d5f60718293a4b5c6d7e8", fingerprint: fp, urls: [url] }];
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("setup-join"));
+    const host = await screen.findByTestId("found-host");
+    expect(host).toHaveTextContent("carols-laptop");
+    expect(host).toHaveTextContent(url);
+    await user.click(host);
+    expect(await screen.findByTestId("join-fingerprint")).toHaveTextContent(fp);
+    await user.click(screen.getByTestId("trust-fingerprint"));
+    await screen.findByTestId("auth-username");
+    expect(fake.calls.find((c) => c.cmd === "join_server")?.args).toEqual({ url });
+  });
+
+  it("says when no host is heard on the network", async () => {
+    installFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("setup-join"));
+    expect(await screen.findByTestId("found-none")).toHaveTextContent("None found");
+  });
+
+  it("shows the warning when the certificate changed between the probe and the confirmation", async () => {
+    const fake = installFake();
+    const url = "https://192.168.1.50:8686";
+    fake.certificates.set(url, "3F9A-1C02-77B4-0E5D-9A21-C4F0-6B83-D217");
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("setup-join"));
+    await user.type(screen.getByTestId("server-url"), url);
+    await user.click(screen.getByTestId("setup-submit"));
+    await screen.findByTestId("join-fingerprint");
+    fake.certificates.set(url, "0000-1111-2222-3333-4444-5555-6666-7777");
+    await user.click(screen.getByTestId("trust-fingerprint"));
+    expect(await screen.findByTestId("setup-error")).toHaveTextContent("certificate has changed");
+    expect(screen.queryByTestId("auth-username")).toBeNull();
   });
 
   it("shows a translated error for a wrong password and signs in with the right one", async () => {

@@ -23,6 +23,7 @@ describe("connection banner", () => {
     store.app = {
       phase: "ready",
       server_url: "http://h",
+      plaintext: true,
       hosting: null,
       user: { username: "a", display_name: "A", avatar: "🦊" },
       settings: defaultSettings(),
@@ -61,6 +62,9 @@ describe("offline banner in words", () => {
     expect(whyOffline("IO error: Connection reset by peer (os error 104)")).toBe("lost");
     expect(whyOffline("the server closed the connection")).toBe("lost");
     expect(whyOffline("something new")).toBe("other");
+    // The client's certificate refusals, although their text mentions what others match.
+    expect(whyOffline("certificate changed: the certificate of h:1 changed ... nothing was sent")).toBe("changed");
+    expect(whyOffline("untrusted certificate: the certificate of h:1 is not trusted (refused)")).toBe("untrusted");
   });
 
   it.each([

@@ -6,7 +6,7 @@
 import type { ConnectionState } from "../types";
 import type { MessageKey } from "./i18n.svelte";
 
-export type Why = "refused" | "timeout" | "dns" | "network" | "lost" | "other";
+export type Why = "changed" | "untrusted" | "refused" | "timeout" | "dns" | "network" | "lost" | "other";
 
 export type BannerView =
   | { kind: "hidden" }
@@ -15,6 +15,9 @@ export type BannerView =
 
 // Checked in order; the texts are the client's (tungstenite/std::io errors, and its own).
 const KINDS: [Why, RegExp][] = [
+  // The client core's certificate refusals (`ClientError`'s texts), before the words they quote.
+  ["changed", /^certificate changed:/],
+  ["untrusted", /^untrusted certificate:/],
   ["refused", /refused|os error 111\b|ECONNREFUSED/i],
   ["timeout", /timed? ?out|os error 110\b|did not answer in time/i],
   ["dns", /resolve|lookup|name or service not known|no address|nodename|os error -[23]\b|dns/i],

@@ -7,6 +7,7 @@ import type {
   Action,
   AccountInfo,
   AppState,
+  FoundHost,
   CommandError,
   ConnectionState,
   ConversationSummary,
@@ -99,6 +100,12 @@ export class FakeBackend {
   failSends: string | null = null;
   /** Do not disturb as the server has it. */
   dndSetting: Dnd | null = null;
+  /** Servers with a certificate of their own (a host's): URL -> fingerprint. */
+  certificates = new Map<string, string>();
+  /** URLs whose certificate was confirmed with `trust_certificate`. */
+  trusted = new Set<string>();
+  /** What `discover_servers` hears on the network. */
+  found: FoundHost[] = [];
   private nextConv = 1;
   /** Signed-in accounts in the order added (keys of `accountKey`). */
   accountOrder: string[] = [];
@@ -112,6 +119,7 @@ export class FakeBackend {
     this.state = {
       phase: "setup",
       server_url: null,
+      plaintext: false,
       hosting: null,
       user: null,
       settings: defaultSettings(),
@@ -353,16 +361,38 @@ export class FakeBackend {
         this.state = {
           ...this.state,
           phase: "signed_out",
-          server_url: `http://127.0.0.1:${port}`,
-          hosting: { addresses: [`http://192.168.1.23:${port}`, `http://10.0.0.5:${port}`], port },
+          server_url: `https://127.0.0.1:${port}`,
+          hosting: {
+            addresses: [`https://192.168.1.23:${port}`, `https://10.0.0.5:${port}`],
+            port,
+            fingerprint: "3F9A-1C02-77B4-0E5D-9A21-C4F0-6B83-D217",
+          },
         };
         return this.state;
       }
       case "join_server": {
         const url = String(args.url ?? "");
         if (!/^https?:\/\//.test(url)) fail("invalid", "not an http(s) URL");
-        this.state = { ...this.state, phase: "signed_out", server_url: url };
+        const cert = this.certificates.get(url);
+        if (cert && !this.trusted.has(url)) fail("untrusted_certificate", `the certificate of ${url} is not trusted`);
+        // The desktop's rule (natter::client::trust::is_plaintext_remote), for the mock.
+        const host = new URL(url).hostname;
+        const loopback = host === "localhost" || host === "[::1]" || host.startsWith("127.");
+        this.state = { ...this.state, phase: "signed_out", server_url: url, plaintext: url.startsWith("http:") && !loopback };
         return this.state;
+      }
+      case "discover_servers":
+        return this.found;
+      case "probe_certificate": {
+        const cert = this.certificates.get(String(args.url ?? ""));
+        if (!cert) fail("invalid", "not an https:// address");
+        return cert;
+      }
+      case "trust_certificate": {
+        const url = String(args.url ?? "");
+        if (this.certificates.get(url) !== args.fingerprint) fail("certificate_changed", "another certificate");
+        this.trusted.add(url);
+        return null;
       }
       case "register": {
         const username = String(args.username ?? "");
