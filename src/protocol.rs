@@ -141,6 +141,11 @@ pub struct User {
     #[serde(default, skip_serializing_if = "is_false")]
     #[ts(optional, as = "Option<bool>")]
     pub deleted: bool,
+    /// One of the server's admins (docs/protocol.md, "Run by its host"). Absent (false) for
+    /// everyone else.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(optional, as = "Option<bool>")]
+    pub admin: bool,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -97,6 +97,7 @@ fn user(name: &str) -> User {
         display_name: name.into(),
         avatar: "cat".into(),
         deleted: false,
+        admin: false,
     }
 }
 

@@ -147,10 +147,52 @@ struct Args {
     /// Sign-ins and registrations waiting for a hashing thread before the server answers 503.
     #[arg(long, env = "NATTER_ARGON2_QUEUE", default_value_t = 64)]
     argon2_queue: usize,
+    /// Instead of serving: administer the server's store (the same --data-dir / --store).
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The server's admins. Works whether the server runs or not: what a user may do changes
+    /// at once; a running server shows the new role in `hello` after its next start.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCommand {
+    /// Make USERNAME an admin.
+    Grant { username: String },
+    /// Make USERNAME no longer an admin.
+    Revoke { username: String },
+    /// List the admins.
+    List,
 }
 
 fn secs(s: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|e| format!("bad duration {s}: {e}"))
+}
+
+/// Run `natter-server admin ...` on the store named by `config`.
+async fn administer(command: AdminCommand, config: &ServerConfig) -> Result<(), String> {
+    use natter::server::admin;
+    match command {
+        AdminCommand::Grant { username } => {
+            let name = admin::set_admin(config, &username, true).await;
+            println!("{} is an admin", name.map_err(|e| e.to_string())?);
+        }
+        AdminCommand::Revoke { username } => {
+            let name = admin::set_admin(config, &username, false).await;
+            println!("{} is no longer an admin", name.map_err(|e| e.to_string())?);
+        }
+        AdminCommand::List => {
+            for name in admin::admins(config).await.map_err(|e| e.to_string())? {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
@@ -248,13 +290,24 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (listen, config) = match config(Args::parse()) {
+    let mut args = Args::parse();
+    let command = args.command.take();
+    let (listen, config) = match config(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("natter-server: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Command::Admin(command)) = command {
+        return match administer(command, &config).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("natter-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -271,6 +271,7 @@ mod tests {
             display_name: display.into(),
             avatar: "owl".into(),
             deleted: false,
+            admin: false,
         }
     }
 

@@ -907,6 +907,9 @@ impl Store {
                         display_name: r.get(1)?,
                         avatar: r.get(2)?,
                         deleted: r.get(3)?,
+                        // The local store keeps no roles; the signed-in user's own comes with
+                        // hello (`Client::user`).
+                        admin: false,
                     })
                 },
             )
@@ -2285,6 +2288,7 @@ mod tests {
                 display_name: "Bob B".into(),
                 avatar: "cat".into(),
                 deleted: false,
+                admin: false,
             }),
             member_count: 2,
             last_seq: 0,
@@ -3007,6 +3011,7 @@ mod tests {
                     display_name: name.into(),
                     avatar: "a".into(),
                     deleted: false,
+                    admin: false,
                 },
                 expires_at: 0,
                 device_token: device.map(str::to_string),

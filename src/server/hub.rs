@@ -1329,6 +1329,7 @@ mod tests {
                     display_name: n.to_uppercase(),
                     avatar: "🙂".into(),
                     deleted: false,
+                    admin: false,
                 },
             })
             .collect();

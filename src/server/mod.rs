@@ -11,6 +11,7 @@
 //!   by default, chosen by `--store`), and publish what was committed on the [`bus`];
 //! - [`sse`] serves the read-only event stream (`GET /api/events`) from the hub's fan-out;
 //! - the [`hub`] is this node: its sockets and presence, and the fan-out that hears the bus;
+//! - [`admin`] is `natter-server admin` (roles changed on the store directly);
 //! - [`auth`] and [`hasher`] keep credentials; [`clock`] is the one source of time.
 //!
 //! Each accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a
@@ -19,6 +20,7 @@
 //! Shutdown: stop accepting, close every socket with 1001, let HTTP requests in flight finish,
 //! wait (bounded) for the sockets' close handshakes, then let the writer commit what is queued.
 
+pub mod admin;
 mod auth;
 mod bus;
 mod clock;

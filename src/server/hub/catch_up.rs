@@ -438,6 +438,7 @@ mod tests {
                     display_name: name.to_string(),
                     avatar: "🙂".into(),
                     deleted: false,
+                    admin: false,
                 },
             })
             .collect();

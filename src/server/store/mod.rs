@@ -249,6 +249,12 @@ pub enum WriteOp {
         user: UserId,
         now: Millis,
     },
+    // ---- run by its host ----
+    /// Make `username` one of the server's admins, or no longer one (`natter-server admin`).
+    SetAdmin {
+        username: String,
+        admin: bool,
+    },
     // Attention (notification levels, do not disturb).
     /// Set a member's notification level for a conversation (refused for a non-member).
     SetLevel {
@@ -299,7 +305,7 @@ pub enum WriteOutcome {
         moved: bool,
     },
     // ---- your account ----
-    /// A user's public profile changed (display name, avatar, or deleted).
+    /// A user's public profile changed (display name, avatar, admin, or deleted).
     UserUpdated(UserRow),
     /// Sessions revoked at once (a password change that signs out the others).
     SessionsRevoked {

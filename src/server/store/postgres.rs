@@ -48,6 +48,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_init.sql"),
     include_str!("postgres/0002_message_actions.sql"),
+    include_str!("postgres/0003_access.sql"),
 ];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
@@ -217,6 +218,7 @@ fn user_from_row(r: &Row) -> UserRow {
             display_name: r.get(2),
             avatar: r.get(3),
             deleted: r.get(4),
+            admin: r.get(5),
         },
     }
 }
@@ -569,6 +571,23 @@ async fn sent_before(
         .map(message_from_row))
 }
 
+/// The advisory lock a registration takes while the server has no account yet ("first").
+const FIRST_ACCOUNT_LOCK: i64 = 0x66_6972_7374;
+
+/// Whether the account about to be inserted is the server's first (and so its admin). Two
+/// first registrations may race on several nodes: while no account is seen, each takes an
+/// advisory lock held to COMMIT and looks again, and READ COMMITTED's next statement sees the
+/// winner's committed row.
+async fn first_account(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    const ANY_USER: &str = "SELECT EXISTS (SELECT 1 FROM users)";
+    if tx.query_one(ANY_USER, &[]).await?.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_ACCOUNT_LOCK])
+        .await?;
+    Ok(!tx.query_one(ANY_USER, &[]).await?.get::<_, bool>(0))
+}
+
 async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Register {
@@ -584,11 +603,12 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
         } => {
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name).await?;
+            let admin = first_account(tx).await?;
             let inserted = tx
                 .query_one(
                     "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, \
-                     avatar, password_hash, created_at) VALUES ($1, $2, $2, $3, $4, $5, $6, $7) \
-                     RETURNING id",
+                     avatar, password_hash, created_at, admin) \
+                     VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                     &[
                         username,
                         &name.key,
@@ -597,6 +617,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                         avatar,
                         password_hash,
                         now,
+                        &admin,
                     ],
                 )
                 .await;
@@ -629,8 +650,25 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
                     deleted: false,
+                    admin,
                 },
             }))
+        }
+        WriteOp::SetAdmin { username, admin } => {
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "UPDATE users SET admin = $2 WHERE id = $1 AND deleted_at IS NULL \
+                         RETURNING {USER_COLUMNS}"
+                    ),
+                    &[&user, admin],
+                )
+                .await?
+                .ok_or_else(rules::account_deleted)?;
+            Ok(WriteOutcome::UserUpdated(user_from_row(&row)))
         }
         WriteOp::Login {
             user,
@@ -1025,7 +1063,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             // described the person goes, and no password can match an empty hash.
             tx.execute(
                 "UPDATE users SET display_name = $2, avatar = '', password_hash = '', \
-                 deleted_at = $3 WHERE id = $1",
+                 deleted_at = $3, admin = false WHERE id = $1",
                 &[user, &DELETED_DISPLAY_NAME, now],
             )
             .await?;

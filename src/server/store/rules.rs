@@ -150,8 +150,8 @@ pub fn effect<'a>(action: Option<&Action>, text: &'a str, now: Millis) -> Option
     }
 }
 
-/// The columns a user is read from: id, username, display name, avatar, deleted.
-pub const USER_COLUMNS: &str = "id, username, display_name, avatar, deleted_at IS NOT NULL";
+/// The columns a user is read from: id, username, display name, avatar, deleted, admin.
+pub const USER_COLUMNS: &str = "id, username, display_name, avatar, deleted_at IS NOT NULL, admin";
 
 /// The display name a deleted account keeps, for clients that do not look at `deleted`.
 pub const DELETED_DISPLAY_NAME: &str = "Deleted user";

@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_account.sql"),
     include_str!("migrations/0006_attention.sql"),
     include_str!("migrations/0007_message_actions.sql"),
+    include_str!("migrations/0008_access.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -188,6 +189,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> Result<UserRow, rusqlite::Error> {
             display_name: r.get(2)?,
             avatar: r.get(3)?,
             deleted: r.get(4)?,
+            admin: r.get(5)?,
         },
     })
 }
@@ -789,9 +791,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let now = *now;
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name)?;
+            // The first account is the server's admin. This writer is the only one, so no
+            // other registration can come between the check and the insert.
+            let admin = !tx.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| {
+                r.get::<_, bool>(0)
+            })?;
             let inserted = tx.execute(
                 "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, avatar, \
-                 password_hash, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 password_hash, created_at, admin) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     username,
                     name.key,
@@ -799,7 +806,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     display_name,
                     avatar,
                     password_hash,
-                    now
+                    now,
+                    admin
                 ],
             );
             match inserted {
@@ -830,8 +838,25 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
                     deleted: false,
+                    admin,
                 },
             }))
+        }
+        WriteOp::SetAdmin { username, admin } => {
+            let user = find_name(tx, Names::Users, username)?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            let n = tx.execute(
+                "UPDATE users SET admin = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                params![user, admin],
+            )?;
+            if n == 0 {
+                return Err(rules::account_deleted());
+            }
+            Ok(WriteOutcome::UserUpdated(tx.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                params![user],
+                user_from_row,
+            )?))
         }
         WriteOp::Login {
             user,
@@ -1150,7 +1175,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             // described the person goes, and no password can match an empty hash.
             tx.execute(
                 "UPDATE users SET display_name = ?2, avatar = '', password_hash = '', \
-                 deleted_at = ?3 WHERE id = ?1",
+                 deleted_at = ?3, admin = 0 WHERE id = ?1",
                 params![user, DELETED_DISPLAY_NAME, now],
             )?;
             let row = tx.query_row(
@@ -1204,6 +1229,40 @@ mod tests {
             WriteOutcome::Registered(row) => row.id,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn migrating_a_server_with_users_makes_its_oldest_live_account_admin() {
+        /// The migrations before the one that adds admins (0008).
+        const BEFORE_ADMINS: usize = 7;
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_conn(&dir.path().join(DB_FILE)).unwrap();
+        for sql in &MIGRATIONS[..BEFORE_ADMINS] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", BEFORE_ADMINS as i64)
+            .unwrap();
+        // Inserted out of age order: age decides, not the id. The oldest is deleted.
+        for (name, created_at, deleted_at) in
+            [("bob", 5, None), ("alice", 2, None), ("gone", 1, Some(3))]
+        {
+            conn.execute(
+                "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, \
+                 avatar, password_hash, created_at, deleted_at) \
+                 VALUES (?1, ?1, ?1, ?1, ?1, '', '', ?2, ?3)",
+                params![name, created_at, deleted_at],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let admins: Vec<String> = conn
+            .prepare("SELECT username FROM users WHERE admin = 1")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(admins, ["alice"]);
     }
 
     fn send(user: UserId, target: Target, cmid: Uuid) -> WriteOp {

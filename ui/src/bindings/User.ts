@@ -12,4 +12,9 @@ avatar: string,
  * The account was deleted: its messages stay, shown as from a deleted user; the username
  * stays reserved. Absent (false) for every live user.
  */
-deleted?: boolean, };
+deleted?: boolean, 
+/**
+ * One of the server's admins (docs/protocol.md, "Run by its host"). Absent (false) for
+ * everyone else.
+ */
+admin?: boolean, };
