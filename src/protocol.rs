@@ -68,6 +68,12 @@ pub mod limits {
     /// Furthest ahead of the server's clock a do-not-disturb end may lie (366 days, in ms):
     /// longer is "until turned off" (`"until": null`).
     pub const MAX_DND_AHEAD_MS: i64 = 366 * 24 * 60 * 60 * 1000;
+    /// How long an invite stays valid when `POST /api/invites` names no `expires_in` (7 days,
+    /// in seconds).
+    pub const INVITE_DEFAULT_SECS: u64 = 7 * 24 * 60 * 60;
+    /// The range `expires_in` of `POST /api/invites` must lie in, in seconds (1 minute to 30
+    /// days).
+    pub const INVITE_SECS: std::ops::RangeInclusive<u64> = 60..=30 * 24 * 60 * 60;
 }
 
 /// WebSocket close codes the server uses. Standard codes (RFC 6455) where one fits; 4xxx
@@ -895,6 +901,14 @@ pub enum ErrorCode {
     Busy,
     /// The server's disk is full: the write was not stored. Retry once space is freed.
     StorageFull,
+    /// Registration on this server needs an invite (`--registration invite`) and none was
+    /// given.
+    InviteRequired,
+    /// The invite is unknown, already used, revoked or expired.
+    InvalidInvite,
+    /// The account waits for an admin's approval (`--registration approval`): registration
+    /// answers it (202) once the account is created, sign-in until an admin approved it.
+    PendingApproval,
 }
 
 /// Frames the server sends.
@@ -1003,6 +1017,11 @@ pub struct RegisterRequest {
     #[serde(default)]
     #[ts(optional)]
     pub avatar: Option<String>,
+    /// An invite code an admin made (`POST /api/invites`): needed on a server whose
+    /// registration is `invite`; on an `approval` server it spares the wait for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub invite: Option<String>,
 }
 
 /// `POST /api/login` body.
@@ -1098,6 +1117,87 @@ pub struct SessionList {
     pub sessions: Vec<SessionInfo>,
 }
 
+// ---- run by its host (docs/protocol.md, "Run by its host") ----------------------------------
+
+/// Who may create an account on a server (`natter-server --registration`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Registration {
+    /// Anyone who reaches the server.
+    #[default]
+    Open,
+    /// Only with an invite code an admin made.
+    Invite,
+    /// Anyone, but a new account waits until an admin approves it (an invite spares the wait).
+    Approval,
+}
+
+/// `POST /api/invites` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct InviteRequest {
+    /// Seconds the invite stays valid, in [`limits::INVITE_SECS`]; default
+    /// [`limits::INVITE_DEFAULT_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub expires_in: Option<u64>,
+}
+
+/// An invite, as `POST /api/invites` answers it (with its `code`, shown this once) and
+/// `GET /api/invites` lists it (without).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Invite {
+    /// Names the invite for `DELETE /api/invites/{id}`.
+    #[ts(type = "number")]
+    pub id: i64,
+    /// The code to give the invited person; only the answer that made the invite carries it
+    /// (the server keeps only its hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub code: Option<String>,
+    /// The admin who made it.
+    pub created_by: String,
+    #[ts(type = "number")]
+    pub created_at: Millis,
+    #[ts(type = "number")]
+    pub expires_at: Millis,
+}
+
+/// `GET /api/invites` body: the invites not yet used, revoked or expired, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct InviteList {
+    pub invites: Vec<Invite>,
+}
+
+/// An account waiting for approval, as `GET /api/admin/pending` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct PendingUser {
+    pub username: String,
+    pub display_name: String,
+    #[ts(type = "number")]
+    pub created_at: Millis,
+}
+
+/// `GET /api/admin/pending` body: oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct PendingList {
+    pub users: Vec<PendingUser>,
+}
+
+/// `POST /api/admin/approve` and `POST /api/admin/reject` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct ApprovalRequest {
+    pub username: String,
+}
+
 /// The body of every HTTP error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(export)]
@@ -1117,6 +1217,11 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub cluster: Option<ClusterHealth>,
+    /// Who may create an account here, so a client knows to ask for an invite. Absent from
+    /// servers before it existed (they are `open`).
+    #[serde(default)]
+    #[ts(optional)]
+    pub registration: Option<Registration>,
 }
 
 /// A cluster node's view of the bus between nodes, in `GET /api/health`.

@@ -160,6 +160,11 @@ fn check_example(tag: &str, value: &Value) -> Result<(), String> {
         "PasswordRequest" => round_trip::<natter::protocol::PasswordRequest>(value),
         "SessionList" => round_trip::<natter::protocol::SessionList>(value),
         "DeleteAccountRequest" => round_trip::<natter::protocol::DeleteAccountRequest>(value),
+        "InviteRequest" => round_trip::<natter::protocol::InviteRequest>(value),
+        "Invite" => round_trip::<natter::protocol::Invite>(value),
+        "InviteList" => round_trip::<natter::protocol::InviteList>(value),
+        "PendingList" => round_trip::<natter::protocol::PendingList>(value),
+        "ApprovalRequest" => round_trip::<natter::protocol::ApprovalRequest>(value),
         "Ready" => round_trip::<natter::stream::Ready>(value),
         "Ticket" => round_trip::<natter::stream::Ticket>(value),
         other => Err(format!(

@@ -2,14 +2,98 @@
 //! WebSockets and its store (SQLite, or PostgreSQL with `NATTER_TEST_POSTGRES`): the first
 //! account is the server's admin and no later one is, even when the first registrations race;
 //! `natter-server admin grant|revoke|list` changes and lists the admins through the store while
-//! the server runs, and the server shows the new roles in `hello` after a restart.
+//! the server runs (what the user may do follows at once), and the server shows the new roles in
+//! `hello` after a restart. Registration modes: on an invite-only server registration needs an
+//! invite, which works once, expires (on the server's test clock) and can be revoked, and of
+//! racing registrations with one invite exactly one wins; on an approval server new accounts
+//! wait, cannot sign in, and are approved (they join `general`) or rejected (the name is free).
 //!
-//! Bad inputs tried: `natter-server admin grant` of a user that does not exist.
+//! Bad inputs tried: `natter-server admin grant` of a user that does not exist; registering
+//! with no invite, an unknown code, a used, an expired and a revoked one; `expires_in` too short,
+//! too long, and an unknown field; revoking an id that is not a number, an unknown one and one
+//! already revoked; approving and rejecting a name that does not wait; every admin route called
+//! by a non-admin and without a token.
 
 mod support;
 
-use natter::protocol::{ServerFrame, Session};
-use support::{postgres_store, TestServer, WsClient};
+use std::time::Duration;
+
+use natter::protocol::{
+    ApiError, ClientFrame, ErrorCode, Invite, InviteList, PendingList, Registration, Reply,
+    ServerFrame, Session, User,
+};
+use natter::server::Clock;
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::{postgres_store, TestServer, WsClient, PASSWORD};
+
+/// An HTTP call with an optional bearer token and JSON body: status and body.
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String) {
+    let mut req = reqwest::Client::new().request(method, server.http_url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("http request");
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+/// The error code of an ApiError body.
+fn code(body: &str) -> ErrorCode {
+    serde_json::from_str::<ApiError>(body)
+        .unwrap_or_else(|e| panic!("not an ApiError ({e}): {body}"))
+        .code
+}
+
+/// The status and error code of a refused call.
+fn refused((status, body): (u16, String)) -> (u16, ErrorCode) {
+    (status, code(&body))
+}
+
+/// `GET path` with `token`, parsed; panics unless it is 200.
+async fn get<T: serde::de::DeserializeOwned>(server: &TestServer, token: &str, path: &str) -> T {
+    let (status, body) = call(server, Method::GET, path, Some(token), None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Register `name`, with `invite` when given: status and body.
+async fn register(server: &TestServer, name: &str, invite: Option<&str>) -> (u16, String) {
+    let mut body = json!({"username": name, "password": PASSWORD});
+    if let Some(code) = invite {
+        body["invite"] = json!(code);
+    }
+    server.post("/api/register", body, None).await
+}
+
+/// `admin` makes an invite valid for `secs` (the default when None); panics unless it is made.
+async fn invite(server: &TestServer, admin: &Session, secs: Option<u64>) -> Invite {
+    let body = match secs {
+        Some(s) => json!({ "expires_in": s }),
+        None => json!({}),
+    };
+    let (status, body) = call(
+        server,
+        Method::POST,
+        "/api/invites",
+        Some(&admin.token),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    serde_json::from_str(&body).expect("an Invite")
+}
 
 /// `natter-server --data-dir DIR [--store URL] admin ARGS...` on `server`'s store: whether it
 /// succeeded, and its stdout and stderr.
@@ -90,6 +174,17 @@ async fn natter_server_admin_grants_revokes_and_lists_while_the_server_runs() {
     let (_, out, _) = natter_server_admin(&server, &["list"]).await;
     assert_eq!(out, "bob\n");
 
+    // Authority follows the store at once: alice, no longer an admin, may not make invites.
+    let made = call(
+        &server,
+        Method::POST,
+        "/api/invites",
+        Some(&alice.token),
+        Some(json!({})),
+    );
+    assert_eq!(refused(made.await), (403, ErrorCode::Forbidden));
+    invite(&server, &bob, None).await;
+
     // Bad input: a user that does not exist.
     let (ok, _, err) = natter_server_admin(&server, &["grant", "nobody"]).await;
     assert!(!ok, "granting an unknown user fails");
@@ -108,4 +203,234 @@ async fn natter_server_admin_grants_revokes_and_lists_while_the_server_runs() {
         !hello_says_admin(&server, &alice).await,
         "alice's no longer does"
     );
+}
+
+#[tokio::test]
+async fn an_invite_only_server_needs_an_invite_that_works_once() {
+    let server = TestServer::start_with(|c| c.registration = Registration::Invite).await;
+    // The first account needs none: there is nobody to make one.
+    let (status, body) = register(&server, "alice", None).await;
+    assert_eq!(status, 201, "{body}");
+    let alice: Session = serde_json::from_str(&body).unwrap();
+    assert!(alice.user.admin);
+
+    let no_invite = refused(register(&server, "bob", None).await);
+    assert_eq!(no_invite, (403, ErrorCode::InviteRequired));
+    let unknown = refused(register(&server, "bob", Some("not-a-code")).await);
+    assert_eq!(unknown, (403, ErrorCode::InvalidInvite));
+
+    let made = invite(&server, &alice, None).await;
+    let code_text = made.code.clone().expect("the new invite's code");
+    assert!(code_text.len() >= 22, "at least 128 bits: {code_text}");
+    assert_eq!(made.created_by, "alice");
+    assert_eq!(made.expires_at - made.created_at, 7 * 24 * 3_600_000);
+    let listed: InviteList = get(&server, &alice.token, "/api/invites").await;
+    assert_eq!(listed.invites.len(), 1);
+    assert_eq!(listed.invites[0].id, made.id);
+    assert_eq!(listed.invites[0].code, None, "a code is shown only once");
+
+    let (status, body) = register(&server, "bob", Some(&code_text)).await;
+    assert_eq!(status, 201, "{body}");
+    let bob: Session = serde_json::from_str(&body).unwrap();
+    assert!(!bob.user.admin);
+    server.connect(&bob.token).await;
+    // Used up: a second registration with it is refused, and it is no longer listed.
+    let used = refused(register(&server, "carol", Some(&code_text)).await);
+    assert_eq!(used, (403, ErrorCode::InvalidInvite));
+    let listed: InviteList = get(&server, &alice.token, "/api/invites").await;
+    assert!(listed.invites.is_empty(), "{listed:?}");
+
+    let health = reqwest::get(server.http_url("/api/health")).await.unwrap();
+    let health: natter::protocol::Health = health.json().await.unwrap();
+    assert_eq!(health.registration, Some(Registration::Invite));
+}
+
+#[tokio::test]
+async fn invites_expire_on_the_servers_clock_and_can_be_revoked() {
+    let clock = Clock::manual();
+    let server = TestServer::start_with(|c| {
+        c.clock = clock.clone();
+        c.registration = Registration::Invite;
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let token = Some(alice.token.as_str());
+
+    let short = invite(&server, &alice, Some(60)).await;
+    clock.advance(Duration::from_secs(61));
+    let expired = refused(register(&server, "bob", short.code.as_deref()).await);
+    assert_eq!(expired, (403, ErrorCode::InvalidInvite), "expired");
+
+    let revoked = invite(&server, &alice, Some(3600)).await;
+    let kept = invite(&server, &alice, Some(3600)).await;
+    let path = format!("/api/invites/{}", revoked.id);
+    let (status, body) = call(&server, Method::DELETE, &path, token, None).await;
+    assert_eq!(status, 204, "{body}");
+    // Bad ids: revoked already, not a number, unknown.
+    for bad in [path.as_str(), "/api/invites/abc", "/api/invites/999999"] {
+        let answer = refused(call(&server, Method::DELETE, bad, token, None).await);
+        assert_eq!(answer, (404, ErrorCode::NotFound), "{bad}");
+    }
+    let answer = refused(register(&server, "bob", revoked.code.as_deref()).await);
+    assert_eq!(answer, (403, ErrorCode::InvalidInvite), "revoked");
+    // Only the live one is listed: not the expired, not the revoked.
+    let listed: InviteList = get(&server, &alice.token, "/api/invites").await;
+    let ids: Vec<i64> = listed.invites.iter().map(|i| i.id).collect();
+    assert_eq!(ids, [kept.id]);
+
+    // Bad lifetimes and fields.
+    for bad in [
+        json!({"expires_in": 10}),
+        json!({"expires_in": 31 * 24 * 3600}),
+        json!({"expires_in": -5}),
+        json!({"uses": 3}),
+    ] {
+        let made = call(
+            &server,
+            Method::POST,
+            "/api/invites",
+            token,
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(refused(made), (400, ErrorCode::BadRequest), "{bad}");
+    }
+    let (status, body) = register(&server, "bob", kept.code.as_deref()).await;
+    assert_eq!(status, 201, "the live invite still works: {body}");
+}
+
+#[tokio::test]
+async fn of_racing_registrations_with_one_invite_exactly_one_wins() {
+    let server = TestServer::start_with(|c| c.registration = Registration::Invite).await;
+    let alice = server.register("alice").await;
+    let code_text = invite(&server, &alice, None).await.code.unwrap();
+    let names = ["ann", "ben", "cat", "dan", "eve", "fay"];
+    let answers = futures_util::future::join_all(
+        names
+            .iter()
+            .map(|name| register(&server, name, Some(&code_text))),
+    )
+    .await;
+    let (won, lost): (Vec<_>, Vec<_>) = answers.into_iter().partition(|(status, _)| *status == 201);
+    assert_eq!(won.len(), 1, "won: {won:?}, lost: {lost:?}");
+    for answer in lost {
+        assert_eq!(refused(answer), (403, ErrorCode::InvalidInvite));
+    }
+}
+
+#[tokio::test]
+async fn on_an_approval_server_new_accounts_wait_for_an_admin() {
+    let server = TestServer::start_with(|c| c.registration = Registration::Approval).await;
+    let alice = server.register("alice").await;
+    assert!(alice.user.admin, "the first account waits for nobody");
+    let token = Some(alice.token.as_str());
+    let mut alice_ws = server.connect(&alice.token).await;
+
+    for name in ["bob", "carol"] {
+        let registered = refused(register(&server, name, None).await);
+        assert_eq!(registered, (202, ErrorCode::PendingApproval), "{name}");
+        let signed_in = refused(server.try_login(name).await);
+        assert_eq!(signed_in, (403, ErrorCode::PendingApproval), "{name}");
+    }
+    // A wrong password learns nothing of the wait.
+    let wrong = json!({"username": "bob", "password": "wrong password"});
+    let answer = refused(server.post("/api/login", wrong, None).await);
+    assert_eq!(answer, (401, ErrorCode::Unauthorized));
+    let pending: PendingList = get(&server, &alice.token, "/api/admin/pending").await;
+    let names: Vec<&str> = pending.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["bob", "carol"]);
+    // Waiting accounts are in no list and take no direct message.
+    let id = alice_ws.next_id();
+    alice_ws.send_frame(&ClientFrame::Users { id }).await;
+    match alice_ws.answer(id).await {
+        Ok(Reply::Users { users }) => {
+            let listed: Vec<&str> = users.iter().map(|m| m.user.username.as_str()).collect();
+            assert_eq!(listed, ["alice"], "waiting accounts are not listed");
+        }
+        other => panic!("{other:?}"),
+    }
+    let dm = alice_ws.send_dm("bob", "hi").await.unwrap_err();
+    assert_eq!(dm.0, ErrorCode::NotFound, "a waiting account takes no DM");
+
+    // An account with an invite waits for nobody.
+    let made = invite(&server, &alice, None).await;
+    let (status, body) = register(&server, "dave", made.code.as_deref()).await;
+    assert_eq!(status, 201, "{body}");
+
+    let bob = Some(json!({"username": "bob"}));
+    let (status, body) = call(&server, Method::POST, "/api/admin/approve", token, bob).await;
+    assert_eq!(status, 200, "{body}");
+    let approved: User = serde_json::from_str(&body).unwrap();
+    assert_eq!(approved.username, "bob");
+    alice_ws
+        .wait_for(|f| {
+            matches!(f, ServerFrame::Membership { username, joined: true, .. } if username == "bob")
+        })
+        .await;
+    let (status, body) = server.try_login("bob").await;
+    assert_eq!(status, 200, "approved bob signs in: {body}");
+
+    let carol = Some(json!({"username": "carol"}));
+    let (status, body) = call(&server, Method::POST, "/api/admin/reject", token, carol).await;
+    assert_eq!(status, 204, "{body}");
+    let gone = refused(server.try_login("carol").await);
+    assert_eq!(gone, (401, ErrorCode::Unauthorized), "carol is gone");
+    let again = refused(register(&server, "carol", None).await);
+    assert_eq!(again, (202, ErrorCode::PendingApproval), "her name is free");
+
+    // Names that do not wait: approved already, unknown.
+    for route in ["approve", "reject"] {
+        for name in ["bob", "nobody"] {
+            let path = format!("/api/admin/{route}");
+            let body = Some(json!({ "username": name }));
+            let answer = refused(call(&server, Method::POST, &path, token, body).await);
+            assert_eq!(answer, (404, ErrorCode::NotFound), "{route} {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_admins_make_invites_and_approve() {
+    let server = TestServer::start_with(|c| c.registration = Registration::Approval).await;
+    let alice = server.register("alice").await;
+    let made = invite(&server, &alice, None).await;
+    let (status, body) = register(&server, "bob", made.code.as_deref()).await;
+    assert_eq!(status, 201, "{body}");
+    let bob: Session = serde_json::from_str(&body).unwrap();
+    assert_eq!(register(&server, "carol", None).await.0, 202);
+
+    let invite_path = format!("/api/invites/{}", made.id);
+    let carol = json!({"username": "carol"});
+    let forbidden: [(Method, &str, Option<Value>); 6] = [
+        (Method::POST, "/api/invites", Some(json!({}))),
+        (Method::GET, "/api/invites", None),
+        (Method::DELETE, &invite_path, None),
+        (Method::GET, "/api/admin/pending", None),
+        (Method::POST, "/api/admin/approve", Some(carol.clone())),
+        (Method::POST, "/api/admin/reject", Some(carol)),
+    ];
+    for (method, path, body) in forbidden {
+        let as_bob = call(
+            &server,
+            method.clone(),
+            path,
+            Some(&bob.token),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            refused(as_bob),
+            (403, ErrorCode::Forbidden),
+            "bob: {method} {path}"
+        );
+        let anonymous = call(&server, method.clone(), path, None, body).await;
+        assert_eq!(
+            refused(anonymous),
+            (401, ErrorCode::Unauthorized),
+            "{method} {path}"
+        );
+    }
+    // Nothing changed: carol still waits.
+    let pending: PendingList = get(&server, &alice.token, "/api/admin/pending").await;
+    assert_eq!(pending.users.len(), 1);
 }

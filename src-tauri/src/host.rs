@@ -38,7 +38,8 @@ impl HostedServer {
             })?;
         let port = listener.local_addr()?.port();
         let (tx, rx) = oneshot::channel::<()>();
-        let config = natter::server::ServerConfig::new(data_dir);
+        let mut config = natter::server::ServerConfig::new(data_dir);
+        config.registration = natter::server::Registration::Invite;
         // The store opens here, so a bad database fails this command instead of a hosted
         // server that silently is not there.
         let server = natter::server::Server::start(listener, config)

@@ -547,6 +547,7 @@ impl Shell {
             password,
             display_name: Some(display_name).filter(|s| !s.trim().is_empty()),
             avatar: Some(avatar).filter(|s| !s.trim().is_empty()),
+            invite: None,
         };
         let session = natter::client::register(&url, req).await?;
         self.sign_in(url, session).await

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use natter::server::{BusLocation, Server, ServerConfig, StoreLocation, TlsConfig};
+use natter::server::{BusLocation, Registration, Server, ServerConfig, StoreLocation, TlsConfig};
 
 /// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
 #[derive(Debug, Parser)]
@@ -135,6 +135,11 @@ struct Args {
     /// Seconds: the longest wait an account's failures impose.
     #[arg(long, env = "NATTER_ACCOUNT_DELAY_CAP", default_value_t = 900.0)]
     account_delay_cap: f64,
+    /// Who may create an account: `open` (anyone), `invite` (with an invite code an admin
+    /// made), `approval` (new accounts wait for an admin). The first account is the admin and
+    /// needs neither.
+    #[arg(long, env = "NATTER_REGISTRATION", value_enum, default_value_t = RegistrationArg::Open)]
+    registration: RegistrationArg,
     /// Accounts an IP address may create in a row before it must wait (429).
     #[arg(long, env = "NATTER_REGISTRATIONS_PER_IP", default_value_t = 5)]
     registrations_per_ip: u32,
@@ -150,6 +155,24 @@ struct Args {
     /// Instead of serving: administer the server's store (the same --data-dir / --store).
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--registration`, as clap parses it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RegistrationArg {
+    Open,
+    Invite,
+    Approval,
+}
+
+impl From<RegistrationArg> for Registration {
+    fn from(arg: RegistrationArg) -> Registration {
+        match arg {
+            RegistrationArg::Open => Registration::Open,
+            RegistrationArg::Invite => Registration::Invite,
+            RegistrationArg::Approval => Registration::Approval,
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -251,6 +274,7 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.failed_sign_in_refill = secs(args.failed_sign_in_refill)?;
     c.account_free_failures = args.account_free_failures;
     c.account_delay_cap = secs(args.account_delay_cap)?;
+    c.registration = args.registration.into();
     c.registrations_per_ip = args.registrations_per_ip;
     c.registration_refill = secs(args.registration_refill)?;
     if let Some(workers) = args.argon2_workers {

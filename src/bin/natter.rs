@@ -65,6 +65,9 @@ enum Command {
         display_name: Option<String>,
         #[arg(long)]
         avatar: Option<String>,
+        /// The invite code an admin gave you (needed on an invite-only server).
+        #[arg(long)]
+        invite: Option<String>,
     },
     /// Sign in (password from NATTER_PASSWORD, else a prompt).
     Login { user: String },
@@ -273,6 +276,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             user,
             display_name,
             avatar,
+            invite,
         } => {
             let server = cli
                 .server
@@ -285,6 +289,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                     password: password()?,
                     display_name: display_name.clone(),
                     avatar: avatar.clone(),
+                    invite: invite.clone(),
                 },
             )
             .await?;

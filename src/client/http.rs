@@ -87,7 +87,8 @@ async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>> {
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
     let status = resp.status();
     let body = read_body(resp).await?;
-    if status.is_success() {
+    // 202 is an account created but waiting for approval: an ApiError says so.
+    if status.is_success() && status != reqwest::StatusCode::ACCEPTED {
         return serde_json::from_slice(&body)
             .map_err(|e| ClientError::Server(format!("unexpected answer from the server: {e}")));
     }

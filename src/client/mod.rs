@@ -119,7 +119,12 @@ impl ClientError {
             | ErrorCode::InvalidTarget
             | ErrorCode::InvalidReaction => ClientError::Invalid(message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(message),
-            ErrorCode::Forbidden => ClientError::Forbidden(message),
+            // The message says which: an invite is needed or was refused, or the account
+            // waits for approval.
+            ErrorCode::Forbidden
+            | ErrorCode::InviteRequired
+            | ErrorCode::InvalidInvite
+            | ErrorCode::PendingApproval => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),
             ErrorCode::Conflict => ClientError::Conflict(message),
             // Both mean "wait, then try again"; the message says which.

@@ -765,6 +765,8 @@ mod tests {
         let (token, token_hash) = auth::new_token();
         let now = shared.clock.now_ms();
         let op = WriteOp::Register {
+            mode: crate::protocol::Registration::Open,
+            invite: None,
             username: "pipe".into(),
             display_name: "Pipe".into(),
             avatar: "owl".into(),

@@ -29,16 +29,17 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::protocol::{
-    limits, ApiError, DeleteAccountRequest, ErrorCode, Health, LoginRequest, PasswordRequest,
-    ProfileRequest, RegisterRequest, PROTOCOL_VERSION, SUBPROTOCOL,
+    limits, ApiError, ApprovalRequest, DeleteAccountRequest, ErrorCode, Health, InviteRequest,
+    LoginRequest, PasswordRequest, ProfileRequest, RegisterRequest, PROTOCOL_VERSION, SUBPROTOCOL,
 };
 
 use super::auth;
 use super::connection::{self, SocketSlots};
-use super::service::account;
 use super::service::accounts::{self, Authed};
+use super::service::{account, admin};
 use super::service::{retry_secs, ServiceError};
 use super::sse;
+use super::store;
 use super::Shared;
 
 /// The HTTP status for an error code.
@@ -51,7 +52,10 @@ fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidTarget
         | ErrorCode::InvalidReaction => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden
+        | ErrorCode::InviteRequired
+        | ErrorCode::InvalidInvite
+        | ErrorCode::PendingApproval => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         // `cancelled` only answers a socket's `sync`; 409 if it ever reached HTTP.
         ErrorCode::Conflict | ErrorCode::Cancelled => StatusCode::CONFLICT,
@@ -131,6 +135,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/account/sessions", get(account_sessions))
         .route("/api/account/sessions/{id}", delete(account_revoke))
         .route("/api/account/delete", post(account_delete))
+        // ---- run by its host ----
+        .route("/api/invites", post(invite_create).get(invite_list))
+        .route("/api/invites/{id}", delete(invite_revoke))
+        .route("/api/admin/pending", get(admin_pending))
+        .route("/api/admin/approve", post(admin_approve))
+        .route("/api/admin/reject", post(admin_reject))
         .route("/ws", get(upgrade))
         .route("/api/events", get(sse::events))
         .route("/api/events/ticket", post(sse::ticket))
@@ -285,6 +295,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
         version: env!("CARGO_PKG_VERSION").into(),
         protocol: PROTOCOL_VERSION,
         cluster: shared.bus.status(),
+        registration: Some(shared.config.registration),
     })
 }
 
@@ -313,7 +324,14 @@ async fn register(
         Err(resp) => return resp,
     };
     match accounts::register(&shared, peer.ip(), req, user_agent(&headers)).await {
-        Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
+        Ok(accounts::Registered::Session(session)) => {
+            (StatusCode::CREATED, Json(session)).into_response()
+        }
+        // Created, not signed in: said with the error body a client already reads.
+        Ok(accounts::Registered::Pending) => {
+            let (code, message) = accounts::pending_approval().to_client();
+            fail_with(StatusCode::ACCEPTED, code, message)
+        }
         Err(e) => service_fail(e),
     }
 }
@@ -442,6 +460,45 @@ async fn account_revoke(c: Caller, Path(id): Path<String>) -> Response {
 /// `POST /api/account/delete`: delete the caller's account (204).
 async fn account_delete(c: Caller, JsonBody(req): JsonBody<DeleteAccountRequest>) -> Response {
     answer_empty(account::delete_account(&c.shared, c.ip, &c.authed, req).await)
+}
+
+// ---- run by its host (docs/protocol.md, "Run by its host"); admins only ----
+
+/// `POST /api/invites`: make an invite (201, the `Invite` with its code).
+async fn invite_create(c: Caller, JsonBody(req): JsonBody<InviteRequest>) -> Response {
+    match admin::create_invite(&c.shared, &c.authed, req).await {
+        Ok(invite) => (StatusCode::CREATED, Json(invite)).into_response(),
+        Err(e) => service_fail(e),
+    }
+}
+
+/// `GET /api/invites`: the live invites (200, `InviteList`).
+async fn invite_list(c: Caller) -> Response {
+    answer_json(admin::invites(&c.shared, &c.authed).await)
+}
+
+/// `DELETE /api/invites/{id}`: revoke a live invite (204).
+async fn invite_revoke(c: Caller, Path(id): Path<String>) -> Response {
+    // Not a number cannot name an invite: the same answer as an unknown one.
+    let Ok(id) = id.parse::<i64>() else {
+        return service_fail(store::rules::no_such_invite().into());
+    };
+    answer_empty(admin::revoke_invite(&c.shared, &c.authed, id).await)
+}
+
+/// `GET /api/admin/pending`: the accounts waiting for approval (200, `PendingList`).
+async fn admin_pending(c: Caller) -> Response {
+    answer_json(admin::pending(&c.shared, &c.authed).await)
+}
+
+/// `POST /api/admin/approve`: approve a waiting account (200, its `User`).
+async fn admin_approve(c: Caller, JsonBody(req): JsonBody<ApprovalRequest>) -> Response {
+    answer_json(admin::approve(&c.shared, &c.authed, req.username).await)
+}
+
+/// `POST /api/admin/reject`: reject a waiting account (204).
+async fn admin_reject(c: Caller, JsonBody(req): JsonBody<ApprovalRequest>) -> Response {
+    answer_empty(admin::reject(&c.shared, &c.authed, req.username).await)
 }
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -1085,7 +1085,12 @@ impl Hub {
                 }
                 None
             }
-            WriteOutcome::LoggedIn => None,
+            // Nobody else hears of these.
+            WriteOutcome::LoggedIn
+            | WriteOutcome::RegisteredPending
+            | WriteOutcome::InviteCreated { .. }
+            | WriteOutcome::InviteRevoked
+            | WriteOutcome::AccountRejected => None,
             WriteOutcome::LoggedOut { token_hash, .. } => {
                 Self::kill_token(state, token_hash, out);
                 None

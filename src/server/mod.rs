@@ -36,6 +36,7 @@ mod store;
 pub use self::bus::BusLocation;
 pub use self::clock::Clock;
 pub use self::store::{StoreError, StoreLocation};
+pub use crate::protocol::Registration;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -132,6 +133,9 @@ pub struct ServerConfig {
     /// The longest such wait; a quiet `account_delay_cap` after its last failure, an account
     /// starts afresh.
     pub account_delay_cap: Duration,
+    /// Who may create an account (`--registration`): open, with an invite, or awaiting an
+    /// admin's approval. The first account on a server needs neither (it becomes the admin).
+    pub registration: Registration,
     /// Accounts an IP address may create in a row before it must wait (429).
     pub registrations_per_ip: u32,
     /// After that, one more account per this long.
@@ -189,6 +193,7 @@ impl ServerConfig {
             failed_sign_in_refill: Duration::from_secs(30),
             account_free_failures: 3,
             account_delay_cap: Duration::from_secs(15 * 60),
+            registration: Registration::Open,
             registrations_per_ip: 5,
             registration_refill: Duration::from_secs(120),
             argon2_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),

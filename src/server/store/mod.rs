@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::dbfile::Damage;
 use crate::protocol::{
-    Action, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    Action, ConvId, ConvKind, Dnd, ErrorCode, Invite, Message, Millis, NotifyLevel, PendingUser,
+    Registration, Seq, Target, Unread, User,
 };
 
 use super::auth::TokenHash;
@@ -145,6 +145,13 @@ pub struct ConvRow {
     pub members: Vec<(UserId, Seq)>,
 }
 
+/// A live user's role and state ([`rules::access_sql::STANDING`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub admin: bool,
+    pub pending: bool,
+}
+
 /// A live session as the store lists it.
 #[derive(Debug, Clone)]
 pub struct SessionRow {
@@ -168,7 +175,11 @@ pub struct Snapshot {
 /// A write, as the services ask for it. Times come from the caller's clock.
 #[derive(Debug)]
 pub enum WriteOp {
+    /// An account: the server's admin when it is the first, waiting for approval when the
+    /// server's `mode` says so ([`rules::admission`]); `invite` is used up when given.
     Register {
+        mode: Registration,
+        invite: Option<TokenHash>,
         username: String,
         display_name: String,
         avatar: String,
@@ -255,6 +266,29 @@ pub enum WriteOp {
         username: String,
         admin: bool,
     },
+    /// An admin (`by`, checked in the write) makes an invite whose code hashes to `hash`.
+    CreateInvite {
+        by: UserId,
+        hash: TokenHash,
+        now: Millis,
+        expires_at: Millis,
+    },
+    /// An admin revokes a live invite.
+    RevokeInvite {
+        by: UserId,
+        id: i64,
+        now: Millis,
+    },
+    /// An admin approves a pending account: it joins `general` as a new account does.
+    Approve {
+        by: UserId,
+        username: String,
+    },
+    /// An admin rejects a pending account: it is deleted and its name is free again.
+    Reject {
+        by: UserId,
+        username: String,
+    },
     // Attention (notification levels, do not disturb).
     /// Set a member's notification level for a conversation (refused for a non-member).
     SetLevel {
@@ -273,7 +307,16 @@ pub enum WriteOp {
 /// Serialisable: a bus between nodes carries it (see `bus::redis`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WriteOutcome {
+    /// A new account, or a pending one approved: it is now in `general`.
     Registered(UserRow),
+    /// A new account waiting for approval: nobody else hears of it yet.
+    RegisteredPending,
+    InviteCreated {
+        id: i64,
+        created_by: String,
+    },
+    InviteRevoked,
+    AccountRejected,
     LoggedIn,
     LoggedOut {
         token_hash: TokenHash,
@@ -364,6 +407,15 @@ pub trait Storage: Send + Sync {
 
     /// The live sessions of `user` at `now`, newest first: (token hash, label, created, expires).
     fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>>;
+
+    /// Whether a live (not deleted) user is an admin and whether it waits for approval.
+    fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>>;
+
+    /// The invites live at `now` (unused, unrevoked, unexpired), oldest first, without codes.
+    fn invites(&self, now: Millis) -> StoreFuture<Vec<Invite>>;
+
+    /// The accounts waiting for approval, oldest first.
+    fn pending_users(&self) -> StoreFuture<Vec<PendingUser>>;
 
     /// The password hash of a live (not deleted) user.
     fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>>;

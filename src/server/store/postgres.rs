@@ -29,19 +29,19 @@ use uuid::Uuid;
 
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    limits, ConvId, ConvKind, Dnd, ErrorCode, Invite, Message, Millis, NotifyLevel, PendingUser,
+    Seq, Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
 use super::rules::{
-    self, attention_sql, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER,
-    MESSAGE_COLUMNS, USER_COLUMNS,
+    self, access_sql, attention_sql, not_member, Admission, Names, DELETED_DISPLAY_NAME,
+    MAX_DEVICES_PER_USER, MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, SessionRow, Snapshot, Storage, StoreError,
-    StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, SessionRow, Snapshot, Standing, Storage,
+    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The schema, one file per version.
@@ -233,7 +233,11 @@ fn kind_of(text: &str) -> ConvKind {
 
 async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, StoreError> {
     let users = client
-        .query(&format!("SELECT {USER_COLUMNS} FROM users"), &[])
+        // Accounts waiting for approval are nobody's business until approved.
+        .query(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE NOT pending"),
+            &[],
+        )
         .await?
         .iter()
         .map(user_from_row)
@@ -579,18 +583,40 @@ const FIRST_ACCOUNT_LOCK: i64 = 0x66_6972_7374;
 /// advisory lock held to COMMIT and looks again, and READ COMMITTED's next statement sees the
 /// winner's committed row.
 async fn first_account(tx: &Transaction<'_>) -> Result<bool, StoreError> {
-    const ANY_USER: &str = "SELECT EXISTS (SELECT 1 FROM users)";
-    if tx.query_one(ANY_USER, &[]).await?.get::<_, bool>(0) {
+    let any_user = access_sql::ANY_USER;
+    if tx.query_one(any_user, &[]).await?.get::<_, bool>(0) {
         return Ok(false);
     }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_ACCOUNT_LOCK])
         .await?;
-    Ok(!tx.query_one(ANY_USER, &[]).await?.get::<_, bool>(0))
+    Ok(!tx.query_one(any_user, &[]).await?.get::<_, bool>(0))
+}
+
+/// Make `user` a member of `general` (a new or newly approved account).
+async fn join_general(tx: &Transaction<'_>, user: UserId) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO members (conv_id, user_id) \
+         SELECT id, $1 FROM conversations WHERE kind = 'room' AND name_key = $2",
+        &[&user, &limits::DEFAULT_ROOM],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Refuse unless `user` is a live admin, as the store has it now.
+async fn require_admin(tx: &Transaction<'_>, user: UserId) -> Result<(), StoreError> {
+    let admin = tx
+        .query_opt(access_sql::STANDING, &[&user])
+        .await?
+        .map(|r| r.get::<_, bool>(0));
+    rules::require_admin(admin)
 }
 
 async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Register {
+            mode,
+            invite,
             username,
             display_name,
             avatar,
@@ -603,12 +629,24 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
         } => {
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name).await?;
-            let admin = first_account(tx).await?;
+            let first = first_account(tx).await?;
+            let invited: Option<i64> = match invite {
+                Some(hash) if !first => Some(
+                    tx.query_opt(access_sql::REDEEM_INVITE, &[now, &&hash[..]])
+                        .await?
+                        .ok_or_else(rules::invalid_invite)?
+                        .get(0),
+                ),
+                _ => None,
+            };
+            let admission = rules::admission(*mode, first, invited.is_some())?;
+            let admin = admission == Admission::Admin;
+            let pending = admission == Admission::Pending;
             let inserted = tx
                 .query_one(
                     "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, \
-                     avatar, password_hash, created_at, admin) \
-                     VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                     avatar, password_hash, created_at, admin, pending) \
+                     VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                     &[
                         username,
                         &name.key,
@@ -618,6 +656,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                         password_hash,
                         now,
                         &admin,
+                        &pending,
                     ],
                 )
                 .await;
@@ -630,12 +669,14 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 }
                 other => other?.get(0),
             };
-            tx.execute(
-                "INSERT INTO members (conv_id, user_id) \
-                 SELECT id, $1 FROM conversations WHERE kind = 'room' AND name_key = $2",
-                &[&id, &limits::DEFAULT_ROOM],
-            )
-            .await?;
+            if let Some(invite) = invited {
+                tx.execute(access_sql::INVITE_USED_BY, &[&id, &invite])
+                    .await?;
+            }
+            if pending {
+                return Ok(WriteOutcome::RegisteredPending);
+            }
+            join_general(tx, id).await?;
             tx.execute(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -669,6 +710,60 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 .await?
                 .ok_or_else(rules::account_deleted)?;
             Ok(WriteOutcome::UserUpdated(user_from_row(&row)))
+        }
+        WriteOp::CreateInvite {
+            by,
+            hash,
+            now,
+            expires_at,
+        } => {
+            require_admin(tx, *by).await?;
+            let id: i64 = tx
+                .query_one(
+                    access_sql::CREATE_INVITE,
+                    &[&&hash[..], by, now, expires_at],
+                )
+                .await?
+                .get(0);
+            let created_by: String = tx
+                .query_one("SELECT username FROM users WHERE id = $1", &[by])
+                .await?
+                .get(0);
+            Ok(WriteOutcome::InviteCreated { id, created_by })
+        }
+        WriteOp::RevokeInvite { by, id, now } => {
+            require_admin(tx, *by).await?;
+            if tx.execute(access_sql::REVOKE_INVITE, &[id, now]).await? == 0 {
+                return Err(rules::no_such_invite());
+            }
+            Ok(WriteOutcome::InviteRevoked)
+        }
+        WriteOp::Approve { by, username } => {
+            require_admin(tx, *by).await?;
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::APPROVE, &[&user]).await? == 0 {
+                return Err(rules::not_pending());
+            }
+            join_general(tx, user).await?;
+            let row = tx
+                .query_one(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                    &[&user],
+                )
+                .await?;
+            Ok(WriteOutcome::Registered(user_from_row(&row)))
+        }
+        WriteOp::Reject { by, username } => {
+            require_admin(tx, *by).await?;
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::REJECT, &[&user]).await? == 0 {
+                return Err(rules::not_pending());
+            }
+            Ok(WriteOutcome::AccountRejected)
         }
         WriteOp::Login {
             user,
@@ -792,13 +887,17 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     let peer = find_name(&*tx, Names::Users, to)
                         .await?
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-                    let peer_deleted: bool = tx
+                    let peer_row = tx
                         .query_one(
-                            "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1",
+                            "SELECT deleted_at IS NOT NULL, pending FROM users WHERE id = $1",
                             &[&peer],
                         )
-                        .await?
-                        .get(0);
+                        .await?;
+                    let (peer_deleted, peer_pending): (bool, bool) =
+                        (peer_row.get(0), peer_row.get(1));
+                    if peer_pending {
+                        return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
+                    }
                     if peer_deleted {
                         return Err(rules::peer_deleted());
                     }
@@ -1184,6 +1283,53 @@ impl Storage for PgStore {
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_error)?;
             Ok(sessions(&**c, user, now).await?)
+        })
+    }
+
+    fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(access_sql::STANDING, &[&user])
+                .await?
+                .map(|r| Standing {
+                    admin: r.get(0),
+                    pending: r.get(1),
+                }))
+        })
+    }
+
+    fn invites(&self, now: Millis) -> StoreFuture<Vec<Invite>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query(access_sql::LIVE_INVITES, &[&now])
+                .await?
+                .iter()
+                .map(|r| Invite {
+                    id: r.get(0),
+                    code: None,
+                    created_by: r.get(1),
+                    created_at: r.get(2),
+                    expires_at: r.get(3),
+                })
+                .collect())
+        })
+    }
+
+    fn pending_users(&self) -> StoreFuture<Vec<PendingUser>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query(access_sql::PENDING_USERS, &[])
+                .await?
+                .iter()
+                .map(|r| PendingUser {
+                    username: r.get(0),
+                    display_name: r.get(1),
+                    created_at: r.get(2),
+                })
+                .collect())
         })
     }
 

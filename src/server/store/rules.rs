@@ -2,10 +2,12 @@
 //! and clashes (the SQL is written with `$n` placeholders, which SQLite and PostgreSQL both
 //! take), the refusals for acting in a conversation one is not in, leaving, moving a read
 //! marker, a DM's key, who may act on which message (edits, deletes, reactions, replies) and
-//! what an action changes.
+//! what an action changes, and who may register and administer ([`access_sql`], [`admission`]).
 
 use crate::names::Name;
-use crate::protocol::{limits, Action, ConvId, ConvKind, ErrorCode, Message, Millis, Seq};
+use crate::protocol::{
+    limits, Action, ConvId, ConvKind, ErrorCode, Message, Millis, Registration, Seq,
+};
 
 use super::{StoreError, UserId};
 
@@ -281,6 +283,103 @@ pub fn peer_deleted() -> StoreError {
 /// The error for acting as an account that was deleted.
 pub fn account_deleted() -> StoreError {
     StoreError::rejected(ErrorCode::Unauthorized, "this account was deleted")
+}
+
+/// Run by its host (docs/protocol.md): the SQL both backends share. Flags are read and written
+/// as `NOT x` and `true`, which SQLite's integers and PostgreSQL's booleans both take. SQLite
+/// numbers `$n` by first appearance, so each statement first names `$1`, then `$2`, ...
+pub mod access_sql {
+    /// $1 user: (admin, pending) of a live user; no row for a deleted or unknown one.
+    pub const STANDING: &str =
+        "SELECT admin, pending FROM users WHERE id = $1 AND deleted_at IS NULL";
+    /// Whether the server has any account yet (pending and deleted ones count).
+    pub const ANY_USER: &str = "SELECT EXISTS (SELECT 1 FROM users)";
+    /// $1 now, $2 code hash: use up a live invite; returns its id, no row when it was none.
+    pub const REDEEM_INVITE: &str = "UPDATE invites SET used_at = $1 WHERE hash = $2 \
+        AND used_at IS NULL AND NOT revoked AND expires_at > $1 RETURNING id";
+    /// $1 the user it made, $2 invite id.
+    pub const INVITE_USED_BY: &str = "UPDATE invites SET used_by = $1 WHERE id = $2";
+    /// $1 code hash, $2 admin, $3 now, $4 expires at; returns the id.
+    pub const CREATE_INVITE: &str = "INSERT INTO invites (hash, created_by, created_at, \
+        expires_at) VALUES ($1, $2, $3, $4) RETURNING id";
+    /// $1 invite id, $2 now: revoke it while it is live.
+    pub const REVOKE_INVITE: &str = "UPDATE invites SET revoked = true WHERE id = $1 \
+        AND used_at IS NULL AND NOT revoked AND expires_at > $2";
+    /// $1 now: the live invites, oldest first: id, maker, created, expires.
+    pub const LIVE_INVITES: &str = "SELECT i.id, u.username, i.created_at, i.expires_at \
+        FROM invites i JOIN users u ON u.id = i.created_by \
+        WHERE i.used_at IS NULL AND NOT i.revoked AND i.expires_at > $1 ORDER BY i.id";
+    /// The accounts waiting for approval, oldest first: username, display name, created.
+    pub const PENDING_USERS: &str = "SELECT username, display_name, created_at FROM users \
+        WHERE pending AND deleted_at IS NULL ORDER BY created_at, id";
+    /// $1 user: approve a pending account.
+    pub const APPROVE: &str = "UPDATE users SET pending = false WHERE id = $1 AND pending";
+    /// $1 user: reject (delete) a pending account; it has no sessions, devices or members.
+    pub const REJECT: &str = "DELETE FROM users WHERE id = $1 AND pending";
+}
+
+/// How a new account joins a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The server's first account: its admin.
+    Admin,
+    /// A member at once.
+    Member,
+    /// Waiting for an admin's approval.
+    Pending,
+}
+
+/// How an account registering on a server in `mode` joins it: the first account is the admin
+/// (it needs no invite, there is nobody to make one); an invite (`invited`: redeemed already)
+/// admits at once in any mode; otherwise `invite` mode refuses and `approval` mode makes the
+/// account wait.
+pub fn admission(mode: Registration, first: bool, invited: bool) -> Result<Admission, StoreError> {
+    match (first, invited, mode) {
+        (true, _, _) => Ok(Admission::Admin),
+        (false, true, _) | (false, false, Registration::Open) => Ok(Admission::Member),
+        (false, false, Registration::Approval) => Ok(Admission::Pending),
+        (false, false, Registration::Invite) => Err(StoreError::rejected(
+            ErrorCode::InviteRequired,
+            "registration on this server needs an invite from an admin",
+        )),
+    }
+}
+
+/// The refusal of an invite code that is unknown, used, revoked or expired (one answer for all).
+pub fn invalid_invite() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::InvalidInvite,
+        "this invite is not valid: unknown, already used, revoked or expired",
+    )
+}
+
+/// Whether the caller may act as an admin, given its [`access_sql::STANDING`] (None: a deleted
+/// or unknown account).
+pub fn require_admin(admin: Option<bool>) -> Result<(), StoreError> {
+    match admin {
+        Some(true) => Ok(()),
+        Some(false) => Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "only an admin of this server may do this",
+        )),
+        None => Err(account_deleted()),
+    }
+}
+
+/// The refusal of approving or rejecting a name that is no account waiting for approval.
+pub fn not_pending() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::NotFound,
+        "no account of that name waits for approval",
+    )
+}
+
+/// The refusal of revoking an invite that is not live.
+pub fn no_such_invite() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::NotFound,
+        "no such invite (it may have been used, revoked or have expired)",
+    )
 }
 
 /// The error for revoking a session that is not (or no longer) there.

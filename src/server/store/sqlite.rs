@@ -20,19 +20,19 @@ use uuid::Uuid;
 use crate::dbfile::{self, Damage};
 use crate::names::Name;
 use crate::protocol::{
-    limits, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq, Target, Unread,
-    User,
+    limits, ConvId, ConvKind, Dnd, ErrorCode, Invite, Message, Millis, NotifyLevel, PendingUser,
+    Seq, Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
 use super::rules::{
-    self, attention_sql, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER,
-    MESSAGE_COLUMNS, USER_COLUMNS,
+    self, access_sql, attention_sql, not_member, Admission, Names, DELETED_DISPLAY_NAME,
+    MAX_DEVICES_PER_USER, MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, OpenOptions, SessionRow, Snapshot, Storage,
-    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, OpenOptions, SessionRow, Snapshot, Standing,
+    Storage, StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The database's file name in a data directory.
@@ -196,7 +196,10 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> Result<UserRow, rusqlite::Error> {
 
 fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
     let mut users = Vec::new();
-    let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users"))?;
+    // Accounts waiting for approval are nobody's business until approved.
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE NOT pending"
+    ))?;
     let rows = stmt.query_map([], user_from_row)?;
     for row in rows {
         users.push(row?);
@@ -448,6 +451,48 @@ impl Storage for SqliteStore {
 
     fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>> {
         self.read(move |c| sessions(c, user, now))
+    }
+
+    fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>> {
+        self.read(move |c| {
+            c.query_row(access_sql::STANDING, params![user], |r| {
+                Ok(Standing {
+                    admin: r.get(0)?,
+                    pending: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn invites(&self, now: Millis) -> StoreFuture<Vec<Invite>> {
+        self.read(move |c| {
+            c.prepare(access_sql::LIVE_INVITES)?
+                .query_map(params![now], |r| {
+                    Ok(Invite {
+                        id: r.get(0)?,
+                        code: None,
+                        created_by: r.get(1)?,
+                        created_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    fn pending_users(&self) -> StoreFuture<Vec<PendingUser>> {
+        self.read(|c| {
+            c.prepare(access_sql::PENDING_USERS)?
+                .query_map([], |r| {
+                    Ok(PendingUser {
+                        username: r.get(0)?,
+                        display_name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                })?
+                .collect()
+        })
     }
 
     fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>> {
@@ -775,9 +820,29 @@ fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqli
         .is_some())
 }
 
+/// Make `user` a member of `general` (a new or newly approved account).
+fn join_general(tx: &Connection, user: UserId) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO members (conv_id, user_id) \
+         SELECT id, ?1 FROM conversations WHERE kind = 'room' AND name_key = ?2",
+        params![user, limits::DEFAULT_ROOM],
+    )?;
+    Ok(())
+}
+
+/// Refuse unless `user` is a live admin, as the store has it now.
+fn require_admin(tx: &Connection, user: UserId) -> Result<(), StoreError> {
+    let admin = tx
+        .query_row(access_sql::STANDING, params![user], |r| r.get::<_, bool>(0))
+        .optional()?;
+    rules::require_admin(admin)
+}
+
 fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Register {
+            mode,
+            invite,
             username,
             display_name,
             avatar,
@@ -791,14 +856,26 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let now = *now;
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name)?;
-            // The first account is the server's admin. This writer is the only one, so no
-            // other registration can come between the check and the insert.
-            let admin = !tx.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| {
-                r.get::<_, bool>(0)
-            })?;
+            // This writer is the only one, so no other registration can come between the
+            // check for a first account (or an invite's redemption) and the insert.
+            let first = !tx.query_row(access_sql::ANY_USER, [], |r| r.get::<_, bool>(0))?;
+            let invited: Option<i64> = match invite {
+                Some(hash) if !first => Some(
+                    tx.query_row(access_sql::REDEEM_INVITE, params![now, &hash[..]], |r| {
+                        r.get(0)
+                    })
+                    .optional()?
+                    .ok_or_else(rules::invalid_invite)?,
+                ),
+                _ => None,
+            };
+            let admission = rules::admission(*mode, first, invited.is_some())?;
+            let admin = admission == Admission::Admin;
+            let pending = admission == Admission::Pending;
             let inserted = tx.execute(
                 "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, avatar, \
-                 password_hash, created_at, admin) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 password_hash, created_at, admin, pending) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     username,
                     name.key,
@@ -807,7 +884,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     avatar,
                     password_hash,
                     now,
-                    admin
+                    admin,
+                    pending
                 ],
             );
             match inserted {
@@ -820,11 +898,13 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 other => other?,
             };
             let id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO members (conv_id, user_id) \
-                 SELECT id, ?1 FROM conversations WHERE kind = 'room' AND name_key = ?2",
-                params![id, limits::DEFAULT_ROOM],
-            )?;
+            if let Some(invite) = invited {
+                tx.execute(access_sql::INVITE_USED_BY, params![id, invite])?;
+            }
+            if pending {
+                return Ok(WriteOutcome::RegisteredPending);
+            }
+            join_general(tx, id)?;
             tx.execute(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -857,6 +937,53 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![user],
                 user_from_row,
             )?))
+        }
+        WriteOp::CreateInvite {
+            by,
+            hash,
+            now,
+            expires_at,
+        } => {
+            require_admin(tx, *by)?;
+            let id = tx.query_row(
+                access_sql::CREATE_INVITE,
+                params![&hash[..], by, now, expires_at],
+                |r| r.get(0),
+            )?;
+            let created_by = tx.query_row(
+                "SELECT username FROM users WHERE id = ?1",
+                params![by],
+                |r| r.get(0),
+            )?;
+            Ok(WriteOutcome::InviteCreated { id, created_by })
+        }
+        WriteOp::RevokeInvite { by, id, now } => {
+            require_admin(tx, *by)?;
+            if tx.execute(access_sql::REVOKE_INVITE, params![id, now])? == 0 {
+                return Err(rules::no_such_invite());
+            }
+            Ok(WriteOutcome::InviteRevoked)
+        }
+        WriteOp::Approve { by, username } => {
+            require_admin(tx, *by)?;
+            let user = find_name(tx, Names::Users, username)?.ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::APPROVE, params![user])? == 0 {
+                return Err(rules::not_pending());
+            }
+            join_general(tx, user)?;
+            Ok(WriteOutcome::Registered(tx.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                params![user],
+                user_from_row,
+            )?))
+        }
+        WriteOp::Reject { by, username } => {
+            require_admin(tx, *by)?;
+            let user = find_name(tx, Names::Users, username)?.ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::REJECT, params![user])? == 0 {
+                return Err(rules::not_pending());
+            }
+            Ok(WriteOutcome::AccountRejected)
         }
         WriteOp::Login {
             user,
@@ -985,11 +1112,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     let peer = find_name(tx, Names::Users, to)?;
                     let peer = peer
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-                    let peer_deleted: bool = tx.query_row(
-                        "SELECT deleted_at IS NOT NULL FROM users WHERE id = ?1",
+                    let (peer_deleted, peer_pending): (bool, bool) = tx.query_row(
+                        "SELECT deleted_at IS NOT NULL, pending FROM users WHERE id = ?1",
                         params![peer],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
+                    if peer_pending {
+                        return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
+                    }
                     if peer_deleted {
                         return Err(rules::peer_deleted());
                     }
@@ -1215,6 +1345,8 @@ mod tests {
     async fn register(store: &SqliteStore, name: &str) -> UserId {
         let now = crate::server::clock::Clock::system().now_ms();
         let op = WriteOp::Register {
+            mode: crate::protocol::Registration::Open,
+            invite: None,
             username: name.into(),
             display_name: name.into(),
             avatar: "owl".into(),

@@ -6,3 +6,20 @@ ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
 UPDATE users SET admin = 1 WHERE id = (
     SELECT id FROM users WHERE deleted_at IS NULL ORDER BY created_at, id LIMIT 1
 );
+
+-- Registration modes: an account made on an `approval` server waits (`pending`) until an admin
+-- approves it; meanwhile it is in no conversation, no list, and cannot sign in.
+ALTER TABLE users ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+
+-- One-time invite codes made by admins. Only the SHA-256 of a code is stored, like tokens'.
+-- Redeeming sets `used_at` (and `used_by`) in the registering write's transaction.
+CREATE TABLE invites (
+    id         INTEGER PRIMARY KEY,
+    hash       BLOB NOT NULL UNIQUE,
+    created_by INTEGER NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    used_by    INTEGER REFERENCES users(id),
+    revoked    INTEGER NOT NULL DEFAULT 0
+);
