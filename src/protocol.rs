@@ -545,6 +545,19 @@ pub enum ClientFrame {
         #[ts(type = "number")]
         id: u64,
         name: String,
+        /// A private room: invisible to non-members, who join only when a member adds them
+        /// (`add_member`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        #[ts(optional, as = "Option<bool>")]
+        private: bool,
+    },
+    /// Add `username` to room `conv` you are a member of (the only way into a private room).
+    AddMember {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        username: String,
     },
     /// Join a room by name.
     Join {
@@ -807,6 +820,7 @@ impl ClientFrame {
             | ClientFrame::History { id, .. }
             | ClientFrame::Rooms { id }
             | ClientFrame::CreateRoom { id, .. }
+            | ClientFrame::AddMember { id, .. }
             | ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
             | ClientFrame::Members { id, .. }

@@ -494,9 +494,13 @@ async fn the_examples_work_against_a_real_server() {
     let mut a = server.connect(&alice.token).await;
     for room in ["three", "four"] {
         let name = room.to_string();
-        a.request(|id| ClientFrame::CreateRoom { id, name })
-            .await
-            .expect("room");
+        a.request(|id| ClientFrame::CreateRoom {
+            id,
+            name,
+            private: false,
+        })
+        .await
+        .expect("room");
     }
 
     let (sections, common) = client_sections();
@@ -807,6 +811,7 @@ async fn each_request_gets_the_errors_its_section_lists() {
     let general = a.general();
     let Reply::Joined { conversation } = b
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "bobs".into(),
         })

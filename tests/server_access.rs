@@ -7,12 +7,16 @@
 //! invite, which works once, expires (on the server's test clock) and can be revoked, and of
 //! racing registrations with one invite exactly one wins; on an approval server new accounts
 //! wait, cannot sign in, and are approved (they join `general`) or rejected (the name is free).
+//! A private room is in no non-member's room list, and every question a non-member asks about
+//! it (join by name, history, members, send, read, leave, level, add) gets the answer for a
+//! room that does not exist, until a member adds them.
 //!
 //! Bad inputs tried: `natter-server admin grant` of a user that does not exist; registering
 //! with no invite, an unknown code, a used, an expired and a revoked one; `expires_in` too short,
 //! too long, and an unknown field; revoking an id that is not a number, an unknown one and one
 //! already revoked; approving and rejecting a name that does not wait; every admin route called
-//! by a non-admin and without a token.
+//! by a non-admin and without a token; `add_member` by a non-member, of an unknown user, into a
+//! DM.
 
 mod support;
 
@@ -433,4 +437,142 @@ async fn only_admins_make_invites_and_approve() {
     // Nothing changed: carol still waits.
     let pending: PendingList = get(&server, &alice.token, "/api/admin/pending").await;
     assert_eq!(pending.users.len(), 1);
+}
+
+/// `ws`'s user adds `username` to `conv`: the answer.
+async fn add(ws: &mut WsClient, conv: i64, username: &str) -> Result<Reply, (ErrorCode, String)> {
+    let username = username.to_string();
+    ws.request(|id| ClientFrame::AddMember { id, conv, username })
+        .await
+}
+
+/// The room names `ws`'s user sees in the room list.
+async fn listed_rooms(ws: &mut WsClient) -> Vec<String> {
+    match ws.request(|id| ClientFrame::Rooms { id }).await {
+        Ok(Reply::Rooms { rooms }) => rooms.into_iter().map(|r| r.name).collect(),
+        other => panic!("rooms: {other:?}"),
+    }
+}
+
+/// Every request a non-member could make about conversation `conv`: history, members,
+/// send, read, leave, a notification level and adding someone. Their answers (errors).
+async fn asked_about(ws: &mut WsClient, conv: i64) -> Vec<Result<Reply, (ErrorCode, String)>> {
+    type Make = Box<dyn Fn(u64) -> ClientFrame>;
+    let requests: [Make; 7] = [
+        Box::new(move |id| ClientFrame::History {
+            id,
+            conv,
+            before: None,
+            after: None,
+            limit: 50,
+        }),
+        Box::new(move |id| ClientFrame::Members { id, conv }),
+        Box::new(move |id| ClientFrame::Send {
+            id,
+            target: natter::protocol::Target::Conv(conv),
+            client_msg_id: uuid::Uuid::new_v4(),
+            text: "hi".into(),
+            reply_to: None,
+        }),
+        Box::new(move |id| ClientFrame::Read { id, conv, seq: 1 }),
+        Box::new(move |id| ClientFrame::Leave { id, conv }),
+        Box::new(move |id| ClientFrame::SetLevel {
+            id,
+            conv,
+            level: natter::protocol::NotifyLevel::Nothing,
+        }),
+        Box::new(move |id| ClientFrame::AddMember {
+            id,
+            conv,
+            username: "carol".into(),
+        }),
+    ];
+    let mut answers = Vec::new();
+    for make in requests {
+        answers.push(ws.request(make).await);
+    }
+    answers
+}
+
+#[tokio::test]
+async fn a_private_room_is_invisible_to_non_members_until_a_member_adds_them() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    let secret = match alice
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "secret".into(),
+            private: true,
+        })
+        .await
+    {
+        Ok(Reply::Joined { conversation }) => conversation.id,
+        other => panic!("create_room: {other:?}"),
+    };
+    alice.send_text(secret, "for members only").await;
+    alice
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "lobby".into(),
+            private: false,
+        })
+        .await
+        .expect("a public room");
+
+    assert_eq!(
+        listed_rooms(&mut alice).await,
+        ["general", "lobby", "secret"]
+    );
+    assert_eq!(listed_rooms(&mut bob).await, ["general", "lobby"]);
+
+    // Joining it by name, in any spelling, is answered as for a room that does not exist.
+    let missing = bob
+        .request(|id| ClientFrame::Join {
+            id,
+            room: "nowhere".into(),
+        })
+        .await;
+    assert_eq!(missing, Err((ErrorCode::NotFound, "no such room".into())));
+    for spelling in ["secret", "SECRET"] {
+        let join = bob
+            .request(|id| ClientFrame::Join {
+                id,
+                room: spelling.into(),
+            })
+            .await;
+        assert_eq!(join, missing, "join {spelling}");
+    }
+    // Every question about it by id: the answers for an id no conversation has.
+    let unknown = asked_about(&mut bob, 999_999).await;
+    assert!(unknown.iter().all(Result::is_err), "{unknown:?}");
+    assert_eq!(asked_about(&mut bob, secret).await, unknown);
+
+    // Bad adds: by a non-member (carol adds herself), of an unknown user, into a DM.
+    let carol_adds = add(&mut carol, secret, "carol").await;
+    assert_eq!(carol_adds.unwrap_err().0, ErrorCode::NotFound);
+    let nobody = add(&mut alice, secret, "nobody").await;
+    assert_eq!(nobody, Err((ErrorCode::NotFound, "no such user".into())));
+    let dm = alice.send_dm("carol", "hello").await.unwrap().conv;
+    let into_dm = add(&mut alice, dm, "bob").await;
+    assert_eq!(into_dm.unwrap_err().0, ErrorCode::Forbidden);
+
+    // A member adds bob: he is in, with its history; carol still sees nothing.
+    let added = add(&mut alice, secret, "Bob").await;
+    assert_eq!(added, Ok(Reply::Done));
+    bob.wait_for(|f| matches!(f, ServerFrame::ConversationAdded { conversation } if conversation.id == secret))
+        .await;
+    alice
+        .wait_for(|f| matches!(f, ServerFrame::Membership { username, joined: true, .. } if username == "bob"))
+        .await;
+    let history = bob.all_history(secret).await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].text, "for members only");
+    assert_eq!(listed_rooms(&mut bob).await, ["general", "lobby", "secret"]);
+    assert_eq!(listed_rooms(&mut carol).await, ["general", "lobby"]);
+    assert_eq!(
+        asked_about(&mut carol, secret).await,
+        asked_about(&mut carol, 999_999).await
+    );
 }

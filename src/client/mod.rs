@@ -991,7 +991,11 @@ impl Client {
             .map_err(|e| ClientError::Invalid(e.to_string()))?
             .display;
         let reply = self
-            .request(move |id| ClientFrame::CreateRoom { id, name })
+            .request(move |id| ClientFrame::CreateRoom {
+                id,
+                name,
+                private: false,
+            })
             .await?;
         self.joined(reply).await
     }

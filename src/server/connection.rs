@@ -641,7 +641,12 @@ impl Session {
             ClientFrame::Rooms { .. } => now(Ok(Reply::Rooms {
                 rooms: rooms::list(shared, &caller),
             })),
-            ClientFrame::CreateRoom { name, .. } => later(rooms::create(shared, &caller, &name)),
+            ClientFrame::CreateRoom { name, private, .. } => {
+                later(rooms::create(shared, &caller, &name, private))
+            }
+            ClientFrame::AddMember { conv, username, .. } => {
+                later(rooms::add_member(shared, &caller, conv, username))
+            }
             ClientFrame::Join { room, .. } => later(rooms::join(shared, &caller, room)),
             ClientFrame::Leave { conv, .. } => later(rooms::leave(shared, &caller, conv)),
             ClientFrame::Members { conv, .. } => now(rooms::members(shared, &caller, conv)

@@ -157,6 +157,8 @@ impl Outgoing {
 struct ConvEntry {
     kind: ConvKind,
     name: String,
+    /// A private room: listed to, and known by, its members only.
+    private: bool,
     /// Members and their read markers.
     members: HashMap<UserId, Seq>,
     last_seq: Seq,
@@ -471,6 +473,38 @@ impl State {
         }
         self.user_convs.entry(user).or_default().insert(conv);
     }
+
+    /// `user` newly joined `conv` (by joining, or added by a member): they get
+    /// `conversation_added` (but on `origin_conn`, which gets its answer), the others
+    /// `membership`.
+    fn joined(
+        &mut self,
+        user: UserId,
+        conv: ConvId,
+        origin_conn: Option<ConnId>,
+        out: &mut Outgoing,
+    ) {
+        self.add_member(conv, user);
+        if let Some(conversation) = self.conversation(conv, user) {
+            let frame = encode(&ServerFrame::ConversationAdded { conversation });
+            self.push_user(user, &frame, origin_conn, out);
+        }
+        if let Some(name) = self.users.get(&user).map(|u| u.username.clone()) {
+            let frame = encode(&ServerFrame::Membership {
+                conv,
+                username: name,
+                joined: true,
+            });
+            let others: Vec<UserId> = self
+                .convs
+                .get(&conv)
+                .map(|c| c.members.keys().filter(|m| **m != user).copied().collect())
+                .unwrap_or_default();
+            for m in others {
+                self.push_user(m, &frame, None, out);
+            }
+        }
+    }
 }
 
 /// Shared in-memory chat state. See the module docs.
@@ -558,6 +592,7 @@ impl Hub {
                 ConvEntry {
                     kind: c.kind,
                     name: c.name,
+                    private: c.private,
                     members: c.members.into_iter().collect(),
                     last_seq: c.last_seq,
                 },
@@ -840,7 +875,8 @@ impl Hub {
         let state = self.lock();
         match state.convs.get(&conv) {
             Some(c) if c.members.contains_key(&user) => Ok(()),
-            Some(c) if c.kind == ConvKind::Room => {
+            // A private room is not there for those outside it.
+            Some(c) if c.kind == ConvKind::Room && !c.private => {
                 Err((ErrorCode::Forbidden, "not a member of this room".into()))
             }
             _ => Err((ErrorCode::NotFound, "no such conversation".into())),
@@ -869,7 +905,9 @@ impl Hub {
         let mut rooms: Vec<RoomInfo> = state
             .convs
             .iter()
-            .filter(|(_, c)| c.kind == ConvKind::Room)
+            .filter(|(_, c)| {
+                c.kind == ConvKind::Room && (!c.private || c.members.contains_key(&user))
+            })
             .map(|(id, c)| RoomInfo {
                 id: *id,
                 name: c.name.clone(),
@@ -1095,12 +1133,18 @@ impl Hub {
                 Self::kill_token(state, token_hash, out);
                 None
             }
-            WriteOutcome::RoomCreated { user, conv, name } => {
+            WriteOutcome::RoomCreated {
+                user,
+                conv,
+                name,
+                private,
+            } => {
                 state.convs.insert(
                     *conv,
                     ConvEntry {
                         kind: ConvKind::Room,
                         name: name.clone(),
+                        private: *private,
                         members: HashMap::new(),
                         last_seq: 0,
                     },
@@ -1116,29 +1160,19 @@ impl Hub {
             }
             WriteOutcome::Joined { user, conv, newly } => {
                 if *newly {
-                    state.add_member(*conv, *user);
-                    let conversation = state.conversation(*conv, *user)?;
-                    let frame = encode(&ServerFrame::ConversationAdded { conversation });
-                    state.push_user(*user, &frame, origin_conn, out);
-                    if let Some(name) = state.users.get(user).map(|u| u.username.clone()) {
-                        let frame = encode(&ServerFrame::Membership {
-                            conv: *conv,
-                            username: name,
-                            joined: true,
-                        });
-                        let others: Vec<UserId> = state
-                            .convs
-                            .get(conv)
-                            .map(|c| c.members.keys().filter(|m| *m != user).copied().collect())
-                            .unwrap_or_default();
-                        for m in others {
-                            state.push_user(m, &frame, None, out);
-                        }
-                    }
+                    state.joined(*user, *conv, origin_conn, out);
                 }
                 Some(Reply::Joined {
                     conversation: state.conversation(*conv, *user)?,
                 })
+            }
+            WriteOutcome::Added {
+                user, conv, newly, ..
+            } => {
+                if *newly {
+                    state.joined(*user, *conv, origin_conn, out);
+                }
+                Some(Reply::Done)
             }
             WriteOutcome::Left { user, conv } => {
                 if let Some(c) = state.convs.get_mut(conv) {
@@ -1173,6 +1207,7 @@ impl Hub {
                         ConvEntry {
                             kind: ConvKind::Dm,
                             name: String::new(),
+                            private: false,
                             members: [(*a, 0), (*b, 0)].into_iter().collect(),
                             last_seq: 0,
                         },
@@ -1339,6 +1374,7 @@ mod tests {
             })
             .collect();
         let general = super::super::store::ConvRow {
+            private: false,
             id: 1,
             kind: ConvKind::Room,
             name: limits::DEFAULT_ROOM.into(),

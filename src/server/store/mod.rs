@@ -140,6 +140,8 @@ pub struct ConvRow {
     pub kind: ConvKind,
     /// Room name; empty for a DM.
     pub name: String,
+    /// A private room (invisible to non-members).
+    pub private: bool,
     pub last_seq: Seq,
     /// Members with their read markers.
     pub members: Vec<(UserId, Seq)>,
@@ -209,6 +211,13 @@ pub enum WriteOp {
         user: UserId,
         name: String,
         now: Millis,
+        private: bool,
+    },
+    /// A member (`by`) of room `conv` adds `username` to it.
+    AddMember {
+        by: UserId,
+        conv: ConvId,
+        username: String,
     },
     Join {
         user: UserId,
@@ -325,6 +334,15 @@ pub enum WriteOutcome {
         user: UserId,
         conv: ConvId,
         name: String,
+        #[serde(default)]
+        private: bool,
+    },
+    /// `by` added `user` to `conv` (`newly`: they were not a member yet).
+    Added {
+        by: UserId,
+        user: UserId,
+        conv: ConvId,
+        newly: bool,
     },
     Joined {
         user: UserId,

@@ -244,7 +244,8 @@ async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, Stor
         .collect();
     let mut convs: Vec<ConvRow> = client
         .query(
-            "SELECT id, kind, coalesce(name, ''), last_seq FROM conversations ORDER BY id",
+            "SELECT id, kind, coalesce(name, ''), last_seq, private FROM conversations \
+             ORDER BY id",
             &[],
         )
         .await?
@@ -254,6 +255,7 @@ async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, Stor
             kind: kind_of(r.get(1)),
             name: r.get(2),
             last_seq: r.get(3),
+            private: r.get(4),
             members: Vec::new(),
         })
         .collect();
@@ -464,6 +466,17 @@ async fn conv_kind(
         )
         .await?
         .map(|r| (kind_of(r.get(0)), r.get(1))))
+}
+
+/// The kind of a conversation as someone outside it may know it ([`rules::VISIBLE_KIND`]).
+async fn visible_kind(
+    tx: &Transaction<'_>,
+    conv: ConvId,
+) -> Result<Option<ConvKind>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(rules::VISIBLE_KIND, &[&conv])
+        .await?
+        .map(|r| kind_of(r.get(0))))
 }
 
 async fn is_member(
@@ -794,14 +807,19 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 token_hash: *token_hash,
             })
         }
-        WriteOp::CreateRoom { user, name, now } => {
+        WriteOp::CreateRoom {
+            user,
+            name,
+            now,
+            private,
+        } => {
             let keys = Name::of_stored(name);
             refuse_clash(tx, Names::Rooms, &keys).await?;
             let inserted = tx
                 .query_one(
                     "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, \
-                     created_at) VALUES ('room', $1, $2, $2, $3, $4) RETURNING id",
-                    &[name, &keys.key, &keys.skeleton, now],
+                     created_at, private) VALUES ('room', $1, $2, $2, $3, $4, $5) RETURNING id",
+                    &[name, &keys.key, &keys.skeleton, now, private],
                 )
                 .await;
             let conv: i64 = match inserted {
@@ -822,12 +840,52 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 user: *user,
                 conv,
                 name: name.clone(),
+                private: *private,
+            })
+        }
+        WriteOp::AddMember { by, conv, username } => {
+            if !is_member(tx, *conv, *by).await? {
+                return Err(not_member(visible_kind(tx, *conv).await?));
+            }
+            rules::may_add(conv_kind(tx, *conv).await?.map(|k| k.0))?;
+            let no_user = || StoreError::rejected(ErrorCode::NotFound, "no such user");
+            let user = find_name(&*tx, Names::Users, username)
+                .await?
+                .ok_or_else(no_user)?;
+            let live: bool = tx
+                .query_one(
+                    "SELECT deleted_at IS NULL AND NOT pending FROM users WHERE id = $1",
+                    &[&user],
+                )
+                .await?
+                .get(0);
+            if !live {
+                return Err(no_user());
+            }
+            let n = tx
+                .execute(
+                    "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[conv, &user],
+                )
+                .await?;
+            Ok(WriteOutcome::Added {
+                by: *by,
+                user,
+                conv: *conv,
+                newly: n > 0,
             })
         }
         WriteOp::Join { user, room } => {
             let conv = find_name(&*tx, Names::Rooms, room)
                 .await?
-                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
+                .ok_or_else(rules::no_such_room)?;
+            let private: bool = tx
+                .query_one("SELECT private FROM conversations WHERE id = $1", &[&conv])
+                .await?
+                .get(0);
+            if private && !is_member(tx, conv, *user).await? {
+                return Err(rules::no_such_room());
+            }
             let n = tx
                 .execute(
                     "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -850,7 +908,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 )
                 .await?;
             if n == 0 {
-                return Err(not_member(kind.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv).await?));
             }
             Ok(WriteOutcome::Left {
                 user: *user,
@@ -878,7 +936,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             let conv = match target {
                 Target::Conv(conv) => {
                     if !is_member(tx, *conv, *user).await? {
-                        return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+                        return Err(not_member(visible_kind(tx, *conv).await?));
                     }
                     refuse_deleted_peer(tx, *conv, *user).await?;
                     *conv
@@ -1040,7 +1098,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 )
                 .await?;
             let Some(row) = row else {
-                return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv).await?));
             };
             let (last_read, last_seq): (Seq, Seq) = (row.get(0), row.get(1));
             let (marker, moved) = rules::read_marker(*seq, last_read, last_seq);
@@ -1061,7 +1119,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
         // ---- attention ----
         WriteOp::SetLevel { user, conv, level } => {
             if !is_member(tx, *conv, *user).await? {
-                return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv).await?));
             }
             match level {
                 NotifyLevel::All => {

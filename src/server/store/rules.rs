@@ -318,6 +318,27 @@ pub mod access_sql {
     pub const REJECT: &str = "DELETE FROM users WHERE id = $1 AND pending";
 }
 
+/// The refusal of a room a user may not see (a private room they are not in) or that does not
+/// exist: the same answer for both.
+pub fn no_such_room() -> StoreError {
+    StoreError::rejected(ErrorCode::NotFound, "no such room")
+}
+
+/// $1 conversation: its kind, as someone outside it may know it: no row for a private room
+/// (nor for one that does not exist), so [`not_member`] tells them "no such conversation".
+pub const VISIBLE_KIND: &str = "SELECT kind FROM conversations WHERE id = $1 AND NOT private";
+
+/// Whether a member may add someone to a conversation of `kind`: to rooms only.
+pub fn may_add(kind: Option<ConvKind>) -> Result<(), StoreError> {
+    match kind {
+        Some(ConvKind::Room) => Ok(()),
+        _ => Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "people are added to rooms, not to direct messages",
+        )),
+    }
+}
+
 /// How a new account joins a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {

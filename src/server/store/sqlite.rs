@@ -206,7 +206,7 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
     }
     let mut convs = Vec::new();
     let mut stmt =
-        conn.prepare("SELECT id, kind, coalesce(name, ''), last_seq FROM conversations")?;
+        conn.prepare("SELECT id, kind, coalesce(name, ''), last_seq, private FROM conversations")?;
     let rows = stmt.query_map([], |r| {
         let kind: String = r.get(1)?;
         Ok(ConvRow {
@@ -218,6 +218,7 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
             },
             name: r.get(2)?,
             last_seq: r.get(3)?,
+            private: r.get(4)?,
             members: Vec::new(),
         })
     })?;
@@ -273,7 +274,7 @@ fn set_level(
     level: NotifyLevel,
 ) -> Result<WriteOutcome, StoreError> {
     if !is_member(tx, conv, user)? {
-        return Err(not_member(conv_kind(tx, conv)?.map(|k| k.0)));
+        return Err(not_member(visible_kind(tx, conv)?));
     }
     // `all` is the default: no row.
     match level {
@@ -809,6 +810,19 @@ fn conv_kind(tx: &Connection, conv: ConvId) -> Result<Option<(ConvKind, String)>
     .optional()
 }
 
+/// The kind of a conversation as someone outside it may know it ([`rules::VISIBLE_KIND`]).
+fn visible_kind(tx: &Connection, conv: ConvId) -> Result<Option<ConvKind>, rusqlite::Error> {
+    tx.query_row(rules::VISIBLE_KIND, params![conv], |r| {
+        let kind: String = r.get(0)?;
+        Ok(if kind == "dm" {
+            ConvKind::Dm
+        } else {
+            ConvKind::Room
+        })
+    })
+    .optional()
+}
+
 fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqlite::Error> {
     Ok(tx
         .query_row(
@@ -1013,14 +1027,19 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 token_hash: *token_hash,
             })
         }
-        WriteOp::CreateRoom { user, name, now } => {
+        WriteOp::CreateRoom {
+            user,
+            name,
+            now,
+            private,
+        } => {
             let now = *now;
             let keys = Name::of_stored(name);
             refuse_clash(tx, Names::Rooms, &keys)?;
             let inserted = tx.execute(
-                "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at) \
-                 VALUES ('room', ?1, ?2, ?2, ?3, ?4)",
-                params![name, keys.key, keys.skeleton, now],
+                "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at, \
+                 private) VALUES ('room', ?1, ?2, ?2, ?3, ?4, ?5)",
+                params![name, keys.key, keys.skeleton, now, private],
             );
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -1040,12 +1059,47 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 user: *user,
                 conv,
                 name: name.clone(),
+                private: *private,
+            })
+        }
+        WriteOp::AddMember { by, conv, username } => {
+            if !is_member(tx, *conv, *by)? {
+                return Err(not_member(visible_kind(tx, *conv)?));
+            }
+            rules::may_add(conv_kind(tx, *conv)?.map(|k| k.0))?;
+            let user = find_name(tx, Names::Users, username)?;
+            let user =
+                user.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            let live: bool = tx.query_row(
+                "SELECT deleted_at IS NULL AND NOT pending FROM users WHERE id = ?1",
+                params![user],
+                |r| r.get(0),
+            )?;
+            if !live {
+                return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
+            }
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
+                params![conv, user],
+            )?;
+            Ok(WriteOutcome::Added {
+                by: *by,
+                user,
+                conv: *conv,
+                newly: n > 0,
             })
         }
         WriteOp::Join { user, room } => {
             let conv = find_name(tx, Names::Rooms, room)?;
-            let conv =
-                conv.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
+            let conv = conv.ok_or_else(rules::no_such_room)?;
+            let private: bool = tx.query_row(
+                "SELECT private FROM conversations WHERE id = ?1",
+                params![conv],
+                |r| r.get(0),
+            )?;
+            if private && !is_member(tx, conv, *user)? {
+                return Err(rules::no_such_room());
+            }
             let n = tx.execute(
                 "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
                 params![conv, user],
@@ -1064,7 +1118,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![conv, user],
             )?;
             if n == 0 {
-                return Err(not_member(kind.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv)?));
             }
             Ok(WriteOutcome::Left {
                 user: *user,
@@ -1103,7 +1157,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let conv = match target {
                 Target::Conv(conv) => {
                     if !is_member(tx, *conv, *user)? {
-                        return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
+                        return Err(not_member(visible_kind(tx, *conv)?));
                     }
                     refuse_deleted_peer(tx, *conv, *user)?;
                     *conv
@@ -1222,7 +1276,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 )
                 .optional()?;
             let Some((last_read, last_seq)) = row else {
-                return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv)?));
             };
             let (marker, moved) = rules::read_marker(*seq, last_read, last_seq);
             if moved {

@@ -23,3 +23,7 @@ CREATE TABLE invites (
     used_by    INTEGER REFERENCES users(id),
     revoked    INTEGER NOT NULL DEFAULT 0
 );
+
+-- Private rooms: invisible to non-members (no listing, no join by name: the same answer as for a
+-- room that does not exist); members add people. Existing rooms stay public.
+ALTER TABLE conversations ADD COLUMN private INTEGER NOT NULL DEFAULT 0;

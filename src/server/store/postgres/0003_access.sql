@@ -24,3 +24,7 @@ CREATE TABLE invites (
     used_by    BIGINT REFERENCES users(id),
     revoked    BOOLEAN NOT NULL DEFAULT false
 );
+
+-- Private rooms: invisible to non-members (no listing, no join by name: the same answer as for a
+-- room that does not exist); members add people. Existing rooms stay public.
+ALTER TABLE conversations ADD COLUMN private BOOLEAN NOT NULL DEFAULT false;
