@@ -551,6 +551,17 @@ pub enum ClientFrame {
         #[ts(optional, as = "Option<bool>")]
         private: bool,
     },
+    /// Remove `username` from room `conv` you moderate; with `ban`, they cannot come back.
+    RemoveMember {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        username: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        #[ts(optional, as = "Option<bool>")]
+        ban: bool,
+    },
     /// Add `username` to room `conv` you are a member of (the only way into a private room).
     AddMember {
         #[ts(type = "number")]
@@ -821,6 +832,7 @@ impl ClientFrame {
             | ClientFrame::Rooms { id }
             | ClientFrame::CreateRoom { id, .. }
             | ClientFrame::AddMember { id, .. }
+            | ClientFrame::RemoveMember { id, .. }
             | ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
             | ClientFrame::Members { id, .. }
@@ -1408,7 +1420,7 @@ mod tests {
         let types = ClientFrame::types();
         assert_eq!(types.first(), Some(&"auth"));
         assert_eq!(types.last(), Some(&"set_dnd"));
-        assert_eq!(types.len(), 17, "{types:?}");
+        assert_eq!(types.len(), 19, "{types:?}");
         for t in types {
             let e = ClientFrame::parse(&format!(r#"{{"type":"{t}","id":1}}"#)).err();
             assert!(

@@ -9,14 +9,17 @@
 //! wait, cannot sign in, and are approved (they join `general`) or rejected (the name is free).
 //! A private room is in no non-member's room list, and every question a non-member asks about
 //! it (join by name, history, members, send, read, leave, level, add) gets the answer for a
-//! room that does not exist, until a member adds them.
+//! room that does not exist, until a member adds them. Moderation: a room's creator and an
+//! admin delete others' messages there (a member may not, nobody may in a DM), remove members
+//! (who hear it at once and may rejoin) and ban them (who then cannot join or be added).
 //!
 //! Bad inputs tried: `natter-server admin grant` of a user that does not exist; registering
 //! with no invite, an unknown code, a used, an expired and a revoked one; `expires_in` too short,
 //! too long, and an unknown field; revoking an id that is not a number, an unknown one and one
 //! already revoked; approving and rejecting a name that does not wait; every admin route called
 //! by a non-admin and without a token; `add_member` by a non-member, of an unknown user, into a
-//! DM.
+//! DM; `remove_member` by a non-moderator, from `general`, of an unknown user and of a
+//! non-member; a banned user's join, add and send.
 
 mod support;
 
@@ -575,4 +578,142 @@ async fn a_private_room_is_invisible_to_non_members_until_a_member_adds_them() {
         asked_about(&mut carol, secret).await,
         asked_about(&mut carol, 999_999).await
     );
+}
+
+/// `ws`'s user deletes message `target` of `conv`: the answer.
+async fn delete(
+    ws: &mut WsClient,
+    conv: i64,
+    target: i64,
+) -> Result<natter::protocol::Message, (ErrorCode, String)> {
+    ws.event(|id| ClientFrame::Delete {
+        id,
+        conv,
+        target,
+        client_msg_id: uuid::Uuid::new_v4(),
+    })
+    .await
+}
+
+/// `ws`'s user removes (with `ban`: bans) `username` from `conv`: the answer.
+async fn remove(
+    ws: &mut WsClient,
+    conv: i64,
+    username: &str,
+    ban: bool,
+) -> Result<Reply, (ErrorCode, String)> {
+    let username = username.to_string();
+    ws.request(|id| ClientFrame::RemoveMember {
+        id,
+        conv,
+        username,
+        ban,
+    })
+    .await
+}
+
+/// `ws`'s user joins `room`: the answer.
+async fn join(ws: &mut WsClient, room: &str) -> Result<Reply, (ErrorCode, String)> {
+    let room = room.to_string();
+    ws.request(|id| ClientFrame::Join { id, room }).await
+}
+
+#[tokio::test]
+async fn room_moderators_delete_messages_remove_and_ban_members() {
+    let server = TestServer::start().await;
+    let mut alice = server.user("alice").await; // the admin: moderates every room
+    let mut bob = server.user("bob").await; // creates the room: moderates it
+    let mut carol = server.user("carol").await;
+    let mut dave = server.user("dave").await;
+    let general = alice.general();
+    let room = match bob
+        .request(|id| ClientFrame::CreateRoom {
+            id,
+            name: "bobs".into(),
+            private: false,
+        })
+        .await
+    {
+        Ok(Reply::Joined { conversation }) => conversation.id,
+        other => panic!("create_room: {other:?}"),
+    };
+    for ws in [&mut alice, &mut carol, &mut dave] {
+        join(ws, "bobs").await.expect("join");
+    }
+    let from_carol = carol.send_text(room, "carol's").await;
+    let from_dave = dave.send_text(room, "dave's").await;
+
+    // Deleting another's message: a member may not, the room's creator and an admin may.
+    let refused = delete(&mut dave, room, from_carol.seq).await.unwrap_err();
+    assert_eq!(refused.0, ErrorCode::Forbidden, "dave is no moderator");
+    let deleted = delete(&mut bob, room, from_carol.seq)
+        .await
+        .expect("bob moderates");
+    assert_eq!(
+        deleted.action,
+        Some(natter::protocol::Action::Delete {
+            target: from_carol.seq
+        })
+    );
+    delete(&mut alice, room, from_dave.seq)
+        .await
+        .expect("an admin moderates");
+    let history = carol.all_history(room).await;
+    let originals: Vec<bool> = history
+        .iter()
+        .filter(|m| m.action.is_none())
+        .map(|m| m.deleted)
+        .collect();
+    assert_eq!(
+        originals,
+        [true, true],
+        "both messages are deleted: {history:?}"
+    );
+    // DMs have no moderators, not even an admin.
+    let dm_message = carol.send_dm("alice", "just us").await.unwrap();
+    let in_dm = delete(&mut alice, dm_message.conv, dm_message.seq).await;
+    assert_eq!(in_dm.unwrap_err().0, ErrorCode::Forbidden);
+
+    // Removing: not by a member, not from general, not someone absent.
+    let by_member = remove(&mut dave, room, "carol", false).await;
+    assert_eq!(by_member.unwrap_err().0, ErrorCode::Forbidden);
+    let from_general = remove(&mut alice, general, "carol", false).await;
+    assert_eq!(from_general.unwrap_err().0, ErrorCode::Forbidden);
+    let nobody = remove(&mut bob, room, "nobody", false).await;
+    assert_eq!(nobody, Err((ErrorCode::NotFound, "no such user".into())));
+
+    // bob removes carol: she leaves the room, the others hear it; she may come back.
+    assert_eq!(
+        remove(&mut bob, room, "carol", false).await,
+        Ok(Reply::Done)
+    );
+    carol
+        .wait_for(|f| matches!(f, ServerFrame::ConversationRemoved { conv } if *conv == room))
+        .await;
+    dave.wait_for(|f| {
+        matches!(f, ServerFrame::Membership { username, joined: false, .. } if username == "carol")
+    })
+    .await;
+    let absent = remove(&mut bob, room, "carol", false).await;
+    assert_eq!(
+        absent.unwrap_err().0,
+        ErrorCode::NotFound,
+        "not a member any more"
+    );
+    join(&mut carol, "bobs")
+        .await
+        .expect("a removed member may rejoin");
+
+    // bob bans carol: she is out and stays out, also when a member would add her.
+    assert_eq!(remove(&mut bob, room, "carol", true).await, Ok(Reply::Done));
+    carol
+        .wait_for(|f| matches!(f, ServerFrame::ConversationRemoved { conv } if *conv == room))
+        .await;
+    let banned = Err((ErrorCode::Forbidden, "banned from this room".into()));
+    assert_eq!(join(&mut carol, "bobs").await, banned);
+    assert_eq!(add(&mut dave, room, "carol").await, banned);
+    let sent = carol
+        .send_with_id(room, "let me in", uuid::Uuid::new_v4())
+        .await;
+    assert_eq!(sent.unwrap_err().0, ErrorCode::Forbidden);
 }

@@ -644,6 +644,12 @@ impl Session {
             ClientFrame::CreateRoom { name, private, .. } => {
                 later(rooms::create(shared, &caller, &name, private))
             }
+            ClientFrame::RemoveMember {
+                conv,
+                username,
+                ban,
+                ..
+            } => later(rooms::remove_member(shared, &caller, conv, username, ban)),
             ClientFrame::AddMember { conv, username, .. } => {
                 later(rooms::add_member(shared, &caller, conv, username))
             }

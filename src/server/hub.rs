@@ -1174,7 +1174,15 @@ impl Hub {
                 }
                 Some(Reply::Done)
             }
-            WriteOutcome::Left { user, conv } => {
+            WriteOutcome::Removed {
+                was_member: false, ..
+            } => Some(Reply::Done),
+            WriteOutcome::Left { user, conv }
+            | WriteOutcome::Removed {
+                user,
+                conv,
+                was_member: true,
+            } => {
                 if let Some(c) = state.convs.get_mut(conv) {
                     c.members.remove(user);
                 }

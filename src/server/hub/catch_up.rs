@@ -69,6 +69,7 @@ impl Pending {
             }
             WriteOutcome::Joined { user, conv, .. }
             | WriteOutcome::Added { user, conv, .. }
+            | WriteOutcome::Removed { user, conv, .. }
             | WriteOutcome::Left { user, conv } => {
                 t.members.insert((*conv, *user));
             }

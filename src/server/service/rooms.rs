@@ -63,6 +63,24 @@ pub fn leave(shared: &Shared, caller: &Caller, conv: ConvId) -> Result<(), Servi
     write_for_socket(shared, caller, op)
 }
 
+/// Remove `username` from room `conv` the caller moderates (`ban`: for good). Answered `done`
+/// later; they get `conversation_removed`, the members `membership`, on every node.
+pub fn remove_member(
+    shared: &Shared,
+    caller: &Caller,
+    conv: ConvId,
+    username: String,
+    ban: bool,
+) -> Result<(), ServiceError> {
+    let op = WriteOp::RemoveMember {
+        by: caller.user,
+        conv,
+        username,
+        ban,
+    };
+    write_for_socket(shared, caller, op)
+}
+
 /// The room list as `caller` sees it: the public rooms and the private ones they are in.
 pub fn list(shared: &Shared, caller: &Caller) -> Vec<RoomInfo> {
     shared.hub.rooms(caller.user)

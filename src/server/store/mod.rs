@@ -213,6 +213,14 @@ pub enum WriteOp {
         now: Millis,
         private: bool,
     },
+    /// A moderator (`by`, checked in the write) removes `username` from room `conv`; with
+    /// `ban`, they cannot join or be added again.
+    RemoveMember {
+        by: UserId,
+        conv: ConvId,
+        username: String,
+        ban: bool,
+    },
     /// A member (`by`) of room `conv` adds `username` to it.
     AddMember {
         by: UserId,
@@ -336,6 +344,13 @@ pub enum WriteOutcome {
         name: String,
         #[serde(default)]
         private: bool,
+    },
+    /// A moderator removed (and perhaps banned) `user` from `conv`; `was_member`: they were in
+    /// it (a ban of a non-member changes no membership).
+    Removed {
+        user: UserId,
+        conv: ConvId,
+        was_member: bool,
     },
     /// `by` added `user` to `conv` (`newly`: they were not a member yet).
     Added {

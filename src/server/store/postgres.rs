@@ -468,6 +468,17 @@ async fn conv_kind(
         .map(|r| (kind_of(r.get(0)), r.get(1))))
 }
 
+async fn is_banned(
+    tx: &Transaction<'_>,
+    conv: ConvId,
+    user: UserId,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx
+        .query_one(rules::IS_BANNED, &[&conv, &user])
+        .await?
+        .get(0))
+}
+
 /// The kind of a conversation as someone outside it may know it ([`rules::VISIBLE_KIND`]).
 async fn visible_kind(
     tx: &Transaction<'_>,
@@ -818,8 +829,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             let inserted = tx
                 .query_one(
                     "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, \
-                     created_at, private) VALUES ('room', $1, $2, $2, $3, $4, $5) RETURNING id",
-                    &[name, &keys.key, &keys.skeleton, now, private],
+                     created_at, private, created_by) \
+                     VALUES ('room', $1, $2, $2, $3, $4, $5, $6) RETURNING id",
+                    &[name, &keys.key, &keys.skeleton, now, private, user],
                 )
                 .await;
             let conv: i64 = match inserted {
@@ -862,6 +874,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             if !live {
                 return Err(no_user());
             }
+            if is_banned(tx, *conv, user).await? {
+                return Err(rules::banned_from_room());
+            }
             let n = tx
                 .execute(
                     "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -875,6 +890,51 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 newly: n > 0,
             })
         }
+        WriteOp::RemoveMember {
+            by,
+            conv,
+            username,
+            ban,
+        } => {
+            if !is_member(tx, *conv, *by).await? {
+                return Err(not_member(visible_kind(tx, *conv).await?));
+            }
+            let moderator: bool = tx
+                .query_one(&format!("SELECT {}", rules::MODERATES), &[conv, by])
+                .await?
+                .get(0);
+            let key = conv_kind(tx, *conv).await?.map(|k| k.1).unwrap_or_default();
+            rules::may_remove(moderator, &key)?;
+            let user = find_name(&*tx, Names::Users, username)
+                .await?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            if *ban {
+                tx.execute(
+                    "INSERT INTO room_bans (conv_id, user_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[conv, &user],
+                )
+                .await?;
+            }
+            let was_member = tx
+                .execute(
+                    "DELETE FROM members WHERE conv_id = $1 AND user_id = $2",
+                    &[conv, &user],
+                )
+                .await?
+                > 0;
+            if !was_member && !*ban {
+                return Err(StoreError::rejected(
+                    ErrorCode::NotFound,
+                    "that user is not a member of this room",
+                ));
+            }
+            Ok(WriteOutcome::Removed {
+                user,
+                conv: *conv,
+                was_member,
+            })
+        }
         WriteOp::Join { user, room } => {
             let conv = find_name(&*tx, Names::Rooms, room)
                 .await?
@@ -885,6 +945,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 .get(0);
             if private && !is_member(tx, conv, *user).await? {
                 return Err(rules::no_such_room());
+            }
+            if is_banned(tx, conv, *user).await? {
+                return Err(rules::banned_from_room());
             }
             let n = tx
                 .execute(
@@ -1000,14 +1063,15 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             };
             if let Some(target) = rules::target_of(*reply_to, action.as_ref()) {
                 let found = tx
-                    .query_opt(rules::TARGET_SQL, &[&conv, &target])
+                    .query_opt(&rules::target_sql(), &[&conv, user, &target])
                     .await?
                     .map(|r| rules::TargetRow {
                         sender: r.get(0),
                         is_action: r.get(1),
                         deleted: r.get(2),
+                        by_moderator: r.get(3),
                     });
-                rules::may_act(conv, *user, action.as_ref(), found)?;
+                rules::may_act(*user, action.as_ref(), found)?;
             }
             // Locks the conversation's row until COMMIT: the next seq is ours alone.
             let inner = tx.savepoint("send").await?;

@@ -5,9 +5,7 @@
 //! what an action changes, and who may register and administer ([`access_sql`], [`admission`]).
 
 use crate::names::Name;
-use crate::protocol::{
-    limits, Action, ConvId, ConvKind, ErrorCode, Message, Millis, Registration, Seq,
-};
+use crate::protocol::{limits, Action, ConvKind, ErrorCode, Message, Millis, Registration, Seq};
 
 use super::{StoreError, UserId};
 
@@ -23,10 +21,21 @@ pub const MESSAGE_COLUMNS: &str = "m.id, m.conv_id, m.seq, u.username, m.text, m
 pub const INSERT_MESSAGE: &str = "INSERT INTO messages (conv_id, seq, sender_id, text, time, \
      client_msg_id, reply_to, action, target, emoji) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
+/// Whether $2 (a user) moderates $1 (a conversation): a room's creator, or an admin, in a
+/// room (never a DM). The one definition of who moderates.
+pub const MODERATES: &str = "EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 \
+     AND c.kind = 'room' AND (c.created_by = $2 OR EXISTS (SELECT 1 FROM users u \
+     WHERE u.id = $2 AND u.admin AND u.deleted_at IS NULL)))";
+
 /// What an action, a reply or a message points at: its sender, whether it is itself an action,
-/// whether it was deleted. $1 conv, $2 seq.
-pub const TARGET_SQL: &str = "SELECT sender_id, action IS NOT NULL, deleted_at IS NOT NULL \
-     FROM messages WHERE conv_id = $1 AND seq = $2";
+/// whether it was deleted, and whether the acting user moderates the conversation
+/// ([`MODERATES`]). $1 conv, $2 acting user, $3 seq.
+pub fn target_sql() -> String {
+    format!(
+        "SELECT m.sender_id, m.action IS NOT NULL, m.deleted_at IS NOT NULL, {MODERATES} \
+         FROM messages m WHERE m.conv_id = $1 AND m.seq = $3"
+    )
+}
 
 /// An edit's effect: $1 new text, $2 time, $3 conv, $4 target seq. (Placeholders appear in
 /// number order: SQLite numbers `$n` by first appearance.)
@@ -80,20 +89,15 @@ pub struct TargetRow {
     pub sender: UserId,
     pub is_action: bool,
     pub deleted: bool,
+    /// The acting user moderates the conversation ([`MODERATES`]): may delete others' messages.
+    pub by_moderator: bool,
 }
 
-/// Whether `user` moderates `conv`: may delete others' messages there. Conversations have no
-/// moderators yet; when rooms get them, this is the one place that learns of it.
-pub fn is_moderator(_conv: ConvId, _user: UserId) -> bool {
-    false
-}
-
-/// Whether `user` may send `action` (None: a reply) about `target` (what [`TARGET_SQL`] found)
-/// in `conv`: the target must be a message of that conversation, not an action; only its author
-/// edits it and only its author (or a moderator) deletes it; a deleted message cannot be edited,
+/// Whether `user` may send `action` (None: a reply) about `target` (what [`target_sql`] found):
+/// the target must be a message of that conversation, not an action; only its author edits it
+/// and only its author (or a moderator of the room) deletes it; a deleted message cannot be edited,
 /// deleted again or reacted to, but can be replied to (the reply shows it was deleted).
 pub fn may_act(
-    conv: ConvId,
     user: UserId,
     action: Option<&Action>,
     target: Option<TargetRow>,
@@ -124,9 +128,12 @@ pub fn may_act(
             ErrorCode::Forbidden,
             "only the author can edit a message",
         )),
-        Action::Delete { .. } if target.sender != user && !is_moderator(conv, user) => Err(
-            StoreError::rejected(ErrorCode::Forbidden, "only the author can delete a message"),
-        ),
+        Action::Delete { .. } if target.sender != user && !target.by_moderator => {
+            Err(StoreError::rejected(
+                ErrorCode::Forbidden,
+                "only the author or a moderator of the room can delete a message",
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -337,6 +344,33 @@ pub fn may_add(kind: Option<ConvKind>) -> Result<(), StoreError> {
             "people are added to rooms, not to direct messages",
         )),
     }
+}
+
+/// $1 conv, $2 user: whether the user is banned from the room.
+pub const IS_BANNED: &str = "SELECT EXISTS (SELECT 1 FROM room_bans WHERE conv_id = $1 \
+     AND user_id = $2)";
+
+/// The refusal of joining (or being added to) a room one is banned from.
+pub fn banned_from_room() -> StoreError {
+    StoreError::rejected(ErrorCode::Forbidden, "banned from this room")
+}
+
+/// Whether a moderator may remove (`moderator`: the caller moderates the room) someone from a
+/// room of `key` (its name key): not from `general`, which everyone is in.
+pub fn may_remove(moderator: bool, key: &str) -> Result<(), StoreError> {
+    if !moderator {
+        return Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "only a moderator of the room (its creator, or an admin) can remove people",
+        ));
+    }
+    if key == limits::DEFAULT_ROOM {
+        return Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "nobody is removed from the default room (an admin bans from the server instead)",
+        ));
+    }
+    Ok(())
 }
 
 /// How a new account joins a server.

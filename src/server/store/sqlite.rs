@@ -1038,8 +1038,8 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             refuse_clash(tx, Names::Rooms, &keys)?;
             let inserted = tx.execute(
                 "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at, \
-                 private) VALUES ('room', ?1, ?2, ?2, ?3, ?4, ?5)",
-                params![name, keys.key, keys.skeleton, now, private],
+                 private, created_by) VALUES ('room', ?1, ?2, ?2, ?3, ?4, ?5, ?6)",
+                params![name, keys.key, keys.skeleton, now, private, user],
             );
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -1078,6 +1078,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             if !live {
                 return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
             }
+            if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
+                return Err(rules::banned_from_room());
+            }
             let n = tx.execute(
                 "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
                 params![conv, user],
@@ -1087,6 +1090,46 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 user,
                 conv: *conv,
                 newly: n > 0,
+            })
+        }
+        WriteOp::RemoveMember {
+            by,
+            conv,
+            username,
+            ban,
+        } => {
+            if !is_member(tx, *conv, *by)? {
+                return Err(not_member(visible_kind(tx, *conv)?));
+            }
+            let moderator: bool = tx.query_row(
+                &format!("SELECT {}", rules::MODERATES),
+                params![conv, by],
+                |r| r.get(0),
+            )?;
+            let key = conv_kind(tx, *conv)?.map(|k| k.1).unwrap_or_default();
+            rules::may_remove(moderator, &key)?;
+            let user = find_name(tx, Names::Users, username)?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            if *ban {
+                tx.execute(
+                    "INSERT OR IGNORE INTO room_bans (conv_id, user_id) VALUES (?1, ?2)",
+                    params![conv, user],
+                )?;
+            }
+            let was_member = tx.execute(
+                "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
+                params![conv, user],
+            )? > 0;
+            if !was_member && !*ban {
+                return Err(StoreError::rejected(
+                    ErrorCode::NotFound,
+                    "that user is not a member of this room",
+                ));
+            }
+            Ok(WriteOutcome::Removed {
+                user,
+                conv: *conv,
+                was_member,
             })
         }
         WriteOp::Join { user, room } => {
@@ -1099,6 +1142,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             )?;
             if private && !is_member(tx, conv, *user)? {
                 return Err(rules::no_such_room());
+            }
+            if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
+                return Err(rules::banned_from_room());
             }
             let n = tx.execute(
                 "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
@@ -1214,15 +1260,16 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             };
             if let Some(target) = rules::target_of(*reply_to, action.as_ref()) {
                 let found = tx
-                    .query_row(rules::TARGET_SQL, params![conv, target], |r| {
+                    .query_row(&rules::target_sql(), params![conv, user, target], |r| {
                         Ok(rules::TargetRow {
                             sender: r.get(0)?,
                             is_action: r.get(1)?,
                             deleted: r.get(2)?,
+                            by_moderator: r.get(3)?,
                         })
                     })
                     .optional()?;
-                rules::may_act(conv, *user, action.as_ref(), found)?;
+                rules::may_act(*user, action.as_ref(), found)?;
             }
             let seq: Seq = tx.query_row(
                 "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",

@@ -27,3 +27,12 @@ CREATE TABLE invites (
 -- Private rooms: invisible to non-members (no listing, no join by name: the same answer as for a
 -- room that does not exist); members add people. Existing rooms stay public.
 ALTER TABLE conversations ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+
+-- Moderation: a room's creator moderates it (admins moderate every room); existing rooms have
+-- no creator on record. A user banned from a room cannot join it or be added again.
+ALTER TABLE conversations ADD COLUMN created_by INTEGER REFERENCES users(id);
+CREATE TABLE room_bans (
+    conv_id INTEGER NOT NULL REFERENCES conversations(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    PRIMARY KEY (conv_id, user_id)
+) WITHOUT ROWID;

@@ -28,3 +28,12 @@ CREATE TABLE invites (
 -- Private rooms: invisible to non-members (no listing, no join by name: the same answer as for a
 -- room that does not exist); members add people. Existing rooms stay public.
 ALTER TABLE conversations ADD COLUMN private BOOLEAN NOT NULL DEFAULT false;
+
+-- Moderation: a room's creator moderates it (admins moderate every room); existing rooms have
+-- no creator on record. A user banned from a room cannot join it or be added again.
+ALTER TABLE conversations ADD COLUMN created_by BIGINT REFERENCES users(id);
+CREATE TABLE room_bans (
+    conv_id BIGINT NOT NULL REFERENCES conversations(id),
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    PRIMARY KEY (conv_id, user_id)
+);
