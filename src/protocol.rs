@@ -108,6 +108,8 @@ pub mod close {
     /// per user or per address (an upgrade with a token gets HTTP 429 instead). Reconnect
     /// later, with backoff: another socket of the user or address must close first.
     pub const TOO_MANY_SOCKETS: u16 = 4004;
+    /// An admin banned the account from the server: do not reconnect, sign-in is refused.
+    pub const BANNED: u16 = 4005;
 
     /// Every code above, for clients and tests that must handle each one.
     pub const ALL: &[u16] = &[
@@ -124,6 +126,7 @@ pub mod close {
         HEARTBEAT_TIMEOUT,
         RATE_LIMITED,
         TOO_MANY_SOCKETS,
+        BANNED,
     ];
 }
 
@@ -1216,11 +1219,12 @@ pub struct PendingList {
     pub users: Vec<PendingUser>,
 }
 
-/// `POST /api/admin/approve` and `POST /api/admin/reject` body.
+/// The body of the admin routes that name one account: `POST /api/admin/approve`, `reject`,
+/// `ban` and `unban`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(deny_unknown_fields)]
 #[ts(export)]
-pub struct ApprovalRequest {
+pub struct UsernameRequest {
     pub username: String,
 }
 

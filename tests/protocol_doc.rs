@@ -164,7 +164,7 @@ fn check_example(tag: &str, value: &Value) -> Result<(), String> {
         "Invite" => round_trip::<natter::protocol::Invite>(value),
         "InviteList" => round_trip::<natter::protocol::InviteList>(value),
         "PendingList" => round_trip::<natter::protocol::PendingList>(value),
-        "ApprovalRequest" => round_trip::<natter::protocol::ApprovalRequest>(value),
+        "UsernameRequest" => round_trip::<natter::protocol::UsernameRequest>(value),
         "Ready" => round_trip::<natter::stream::Ready>(value),
         "Ticket" => round_trip::<natter::stream::Ticket>(value),
         other => Err(format!(

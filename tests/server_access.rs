@@ -11,7 +11,9 @@
 //! it (join by name, history, members, send, read, leave, level, add) gets the answer for a
 //! room that does not exist, until a member adds them. Moderation: a room's creator and an
 //! admin delete others' messages there (a member may not, nobody may in a DM), remove members
-//! (who hear it at once and may rejoin) and ban them (who then cannot join or be added).
+//! (who hear it at once and may rejoin) and ban them (who then cannot join or be added). An
+//! admin bans a user from the server: every socket of theirs closes at once with 4005, their
+//! token and sign-in are refused, nobody else is touched; unbanned, they sign in again.
 //!
 //! Bad inputs tried: `natter-server admin grant` of a user that does not exist; registering
 //! with no invite, an unknown code, a used, an expired and a revoked one; `expires_in` too short,
@@ -19,14 +21,15 @@
 //! already revoked; approving and rejecting a name that does not wait; every admin route called
 //! by a non-admin and without a token; `add_member` by a non-member, of an unknown user, into a
 //! DM; `remove_member` by a non-moderator, from `general`, of an unknown user and of a
-//! non-member; a banned user's join, add and send.
+//! non-member; a banned user's join, add and send; a server ban by a non-admin, of an admin and
+//! of an unknown user.
 
 mod support;
 
 use std::time::Duration;
 
 use natter::protocol::{
-    ApiError, ClientFrame, ErrorCode, Invite, InviteList, PendingList, Registration, Reply,
+    close, ApiError, ClientFrame, ErrorCode, Invite, InviteList, PendingList, Registration, Reply,
     ServerFrame, Session, User,
 };
 use natter::server::Clock;
@@ -716,4 +719,63 @@ async fn room_moderators_delete_messages_remove_and_ban_members() {
         .send_with_id(room, "let me in", uuid::Uuid::new_v4())
         .await;
     assert_eq!(sent.unwrap_err().0, ErrorCode::Forbidden);
+}
+
+#[tokio::test]
+async fn an_admin_bans_a_user_who_is_disconnected_at_once_and_refused_afterwards() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let mut bob_phone = server.connect(&bob.token).await;
+    let mut bob_laptop = server.connect(&server.login("bob").await.token).await;
+    let mut carol_ws = server.connect(&carol.token).await;
+    let ban = |name: &str| Some(json!({ "username": name }));
+    let token = Some(alice.token.as_str());
+
+    // Bad bans: by a non-admin, of an admin (herself), of an unknown user.
+    let by_carol = call(
+        &server,
+        Method::POST,
+        "/api/admin/ban",
+        Some(&carol.token),
+        ban("bob"),
+    );
+    assert_eq!(refused(by_carol.await), (403, ErrorCode::Forbidden));
+    let admin = call(&server, Method::POST, "/api/admin/ban", token, ban("alice")).await;
+    assert_eq!(refused(admin), (403, ErrorCode::Forbidden));
+    let unknown = call(
+        &server,
+        Method::POST,
+        "/api/admin/ban",
+        token,
+        ban("nobody"),
+    )
+    .await;
+    assert_eq!(refused(unknown), (404, ErrorCode::NotFound));
+
+    let (status, body) = call(&server, Method::POST, "/api/admin/ban", token, ban("bob")).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(bob_phone.expect_close().await, Some(close::BANNED));
+    assert_eq!(bob_laptop.expect_close().await, Some(close::BANNED));
+    // Refused afterwards: the old token, a new sign-in.
+    let old = WsClient::connect(&server.ws_url(), Some(&bob.token)).await;
+    assert_eq!(
+        old.err().as_ref().and_then(support::handshake_status),
+        Some(401)
+    );
+    let again = refused(server.try_login("bob").await);
+    assert_eq!(again, (403, ErrorCode::Forbidden));
+    // Nobody else is touched.
+    let id = carol_ws.next_id();
+    carol_ws.send_frame(&ClientFrame::Users { id }).await;
+    assert!(
+        carol_ws.answer(id).await.is_ok(),
+        "carol is still connected"
+    );
+
+    let (status, body) = call(&server, Method::POST, "/api/admin/unban", token, ban("bob")).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.try_login("bob").await;
+    assert_eq!(status, 200, "unbanned bob signs in: {body}");
 }

@@ -29,8 +29,9 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::protocol::{
-    limits, ApiError, ApprovalRequest, DeleteAccountRequest, ErrorCode, Health, InviteRequest,
-    LoginRequest, PasswordRequest, ProfileRequest, RegisterRequest, PROTOCOL_VERSION, SUBPROTOCOL,
+    limits, ApiError, DeleteAccountRequest, ErrorCode, Health, InviteRequest, LoginRequest,
+    PasswordRequest, ProfileRequest, RegisterRequest, UsernameRequest, PROTOCOL_VERSION,
+    SUBPROTOCOL,
 };
 
 use super::auth;
@@ -141,6 +142,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/admin/pending", get(admin_pending))
         .route("/api/admin/approve", post(admin_approve))
         .route("/api/admin/reject", post(admin_reject))
+        .route("/api/admin/ban", post(admin_ban))
+        .route("/api/admin/unban", post(admin_unban))
         .route("/ws", get(upgrade))
         .route("/api/events", get(sse::events))
         .route("/api/events/ticket", post(sse::ticket))
@@ -492,12 +495,22 @@ async fn admin_pending(c: Caller) -> Response {
 }
 
 /// `POST /api/admin/approve`: approve a waiting account (200, its `User`).
-async fn admin_approve(c: Caller, JsonBody(req): JsonBody<ApprovalRequest>) -> Response {
+async fn admin_approve(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
     answer_json(admin::approve(&c.shared, &c.authed, req.username).await)
 }
 
+/// `POST /api/admin/ban`: ban an account from the server (204).
+async fn admin_ban(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
+    answer_empty(admin::set_banned(&c.shared, &c.authed, req.username, true).await)
+}
+
+/// `POST /api/admin/unban`: lift an account's ban (204).
+async fn admin_unban(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
+    answer_empty(admin::set_banned(&c.shared, &c.authed, req.username, false).await)
+}
+
 /// `POST /api/admin/reject`: reject a waiting account (204).
-async fn admin_reject(c: Caller, JsonBody(req): JsonBody<ApprovalRequest>) -> Response {
+async fn admin_reject(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
     answer_empty(admin::reject(&c.shared, &c.authed, req.username).await)
 }
 

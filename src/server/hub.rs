@@ -959,10 +959,10 @@ impl Hub {
     }
 
     /// Close every socket opened with `token` (logout) with [`close::UNAUTHORIZED`].
-    fn kill_token(state: &mut State, token: &TokenHash, out: &mut Outgoing) {
+    fn kill_token(state: &mut State, token: &TokenHash, code: u16, out: &mut Outgoing) {
         for conns in state.conns.values().chain(state.listeners.values()) {
             for c in conns.iter().filter(|c| &c.token == token) {
-                c.kill.fire(close::UNAUTHORIZED);
+                c.kill.fire(code);
                 out.dead.push(c.id);
             }
         }
@@ -1130,7 +1130,7 @@ impl Hub {
             | WriteOutcome::InviteRevoked
             | WriteOutcome::AccountRejected => None,
             WriteOutcome::LoggedOut { token_hash, .. } => {
-                Self::kill_token(state, token_hash, out);
+                Self::kill_token(state, token_hash, close::UNAUTHORIZED, out);
                 None
             }
             WriteOutcome::RoomCreated {
@@ -1272,7 +1272,13 @@ impl Hub {
             }
             WriteOutcome::SessionsRevoked { token_hashes } => {
                 for token in token_hashes {
-                    Self::kill_token(state, token, out);
+                    Self::kill_token(state, token, close::UNAUTHORIZED, out);
+                }
+                None
+            }
+            WriteOutcome::BanSet { token_hashes } => {
+                for token in token_hashes {
+                    Self::kill_token(state, token, close::BANNED, out);
                 }
                 None
             }
@@ -1299,7 +1305,7 @@ impl Hub {
                     state.push_members(*conv, &frame, None, out);
                 }
                 for token in token_hashes {
-                    Self::kill_token(state, token, out);
+                    Self::kill_token(state, token, close::UNAUTHORIZED, out);
                 }
                 None
             }

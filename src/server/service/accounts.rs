@@ -10,7 +10,7 @@ use crate::protocol::{limits, ErrorCode, LoginRequest, Millis, RegisterRequest, 
 
 use super::super::auth::{self, TokenHash};
 use super::super::hasher::Busy;
-use super::super::store::{UserId, WriteOp, WriteOutcome};
+use super::super::store::{rules, UserId, WriteOp, WriteOutcome};
 use super::super::Shared;
 use super::{write_for_call, ServiceError};
 
@@ -282,14 +282,11 @@ pub async fn login(
         shared.limits.refund_address(Budget::SignIn, ip, started);
     }
     shared.limits.account_succeeded(user);
-    // The right password of an account that waits: say so (it is not in memory yet).
-    if shared
-        .store
-        .standing(user)
-        .await?
-        .is_some_and(|s| s.pending)
-    {
-        return Err(pending_approval());
+    // The right password of an account that waits or is banned: say so.
+    match shared.store.standing(user).await? {
+        Some(s) if s.pending => return Err(pending_approval()),
+        Some(s) if s.banned => return Err(rules::banned_from_server().into()),
+        _ => {}
     }
     let Some(profile) = shared.hub.user(user) else {
         tracing::error!(user, "a signed-in user is not in this node's memory");

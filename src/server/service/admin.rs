@@ -106,6 +106,24 @@ pub async fn approve(
     }
 }
 
+/// Ban an account from the server (`banned`), or lift the ban. A ban revokes its sessions: its
+/// sockets and event streams close at once (4005) on every node, and it cannot sign in.
+pub async fn set_banned(
+    shared: &Shared,
+    authed: &Authed,
+    username: String,
+    banned: bool,
+) -> Result<(), ServiceError> {
+    let op = WriteOp::SetBanned {
+        by: authed.user,
+        username,
+        banned,
+        now: shared.clock.now_ms(),
+    };
+    write_for_call(shared, op).await?;
+    Ok(())
+}
+
 /// Reject a waiting account: it is deleted and its name is free again.
 pub async fn reject(
     shared: &Shared,

@@ -152,6 +152,7 @@ pub struct ConvRow {
 pub struct Standing {
     pub admin: bool,
     pub pending: bool,
+    pub banned: bool,
 }
 
 /// A live session as the store lists it.
@@ -301,6 +302,14 @@ pub enum WriteOp {
         by: UserId,
         username: String,
     },
+    /// An admin bans (`banned`) an account from the server, revoking its sessions, or lifts
+    /// the ban. Admins cannot be banned.
+    SetBanned {
+        by: UserId,
+        username: String,
+        banned: bool,
+        now: Millis,
+    },
     /// An admin rejects a pending account: it is deleted and its name is free again.
     Reject {
         by: UserId,
@@ -333,6 +342,11 @@ pub enum WriteOutcome {
         created_by: String,
     },
     InviteRevoked,
+    /// An account was banned (its sessions revoked: their sockets close with 4005) or unbanned
+    /// (no sessions).
+    BanSet {
+        token_hashes: Vec<TokenHash>,
+    },
     AccountRejected,
     LoggedIn,
     LoggedOut {

@@ -779,6 +779,26 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 .await?;
             Ok(WriteOutcome::Registered(user_from_row(&row)))
         }
+        WriteOp::SetBanned {
+            by,
+            username,
+            banned,
+            now,
+        } => {
+            require_admin(tx, *by).await?;
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            tx.query_opt(access_sql::SET_BANNED, &[banned, &user])
+                .await?
+                .ok_or_else(rules::cannot_ban_admin)?;
+            let token_hashes = if *banned {
+                revoke_sessions(tx, user, None, *now).await?
+            } else {
+                Vec::new()
+            };
+            Ok(WriteOutcome::BanSet { token_hashes })
+        }
         WriteOp::Reject { by, username } => {
             require_admin(tx, *by).await?;
             let user = find_name(tx, Names::Users, username)
@@ -1417,6 +1437,7 @@ impl Storage for PgStore {
                 .map(|r| Standing {
                     admin: r.get(0),
                     pending: r.get(1),
+                    banned: r.get(2),
                 }))
         })
     }

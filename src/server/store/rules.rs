@@ -296,9 +296,12 @@ pub fn account_deleted() -> StoreError {
 /// as `NOT x` and `true`, which SQLite's integers and PostgreSQL's booleans both take. SQLite
 /// numbers `$n` by first appearance, so each statement first names `$1`, then `$2`, ...
 pub mod access_sql {
-    /// $1 user: (admin, pending) of a live user; no row for a deleted or unknown one.
+    /// $1 user: (admin, pending, banned) of a live user; no row for a deleted or unknown one.
     pub const STANDING: &str =
-        "SELECT admin, pending FROM users WHERE id = $1 AND deleted_at IS NULL";
+        "SELECT admin, pending, banned FROM users WHERE id = $1 AND deleted_at IS NULL";
+    /// $1 banned, $2 user: ban or unban an account that is no admin; no row when it is one.
+    pub const SET_BANNED: &str =
+        "UPDATE users SET banned = $1 WHERE id = $2 AND NOT admin RETURNING id";
     /// Whether the server has any account yet (pending and deleted ones count).
     pub const ANY_USER: &str = "SELECT EXISTS (SELECT 1 FROM users)";
     /// $1 now, $2 code hash: use up a live invite; returns its id, no row when it was none.
@@ -419,6 +422,22 @@ pub fn require_admin(admin: Option<bool>) -> Result<(), StoreError> {
         )),
         None => Err(account_deleted()),
     }
+}
+
+/// The refusal of banning an admin (or oneself, who is one).
+pub fn cannot_ban_admin() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::Forbidden,
+        "an admin cannot be banned: revoke the role first (natter-server admin revoke)",
+    )
+}
+
+/// The refusal of signing in to a banned account.
+pub fn banned_from_server() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::Forbidden,
+        "this account is banned from the server",
+    )
 }
 
 /// The refusal of approving or rejecting a name that is no account waiting for approval.

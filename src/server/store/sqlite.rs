@@ -460,6 +460,7 @@ impl Storage for SqliteStore {
                 Ok(Standing {
                     admin: r.get(0)?,
                     pending: r.get(1)?,
+                    banned: r.get(2)?,
                 })
             })
             .optional()
@@ -990,6 +991,25 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![user],
                 user_from_row,
             )?))
+        }
+        WriteOp::SetBanned {
+            by,
+            username,
+            banned,
+            now,
+        } => {
+            require_admin(tx, *by)?;
+            let user = find_name(tx, Names::Users, username)?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            tx.query_row(access_sql::SET_BANNED, params![banned, user], |_| Ok(()))
+                .optional()?
+                .ok_or_else(rules::cannot_ban_admin)?;
+            let token_hashes = if *banned {
+                revoke_sessions(tx, user, None, *now)?
+            } else {
+                Vec::new()
+            };
+            Ok(WriteOutcome::BanSet { token_hashes })
         }
         WriteOp::Reject { by, username } => {
             require_admin(tx, *by)?;

@@ -36,3 +36,6 @@ CREATE TABLE room_bans (
     user_id INTEGER NOT NULL REFERENCES users(id),
     PRIMARY KEY (conv_id, user_id)
 ) WITHOUT ROWID;
+
+-- Banned from the server by an admin: the account's sessions were revoked, it cannot sign in.
+ALTER TABLE users ADD COLUMN banned INTEGER NOT NULL DEFAULT 0;

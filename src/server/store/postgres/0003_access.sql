@@ -37,3 +37,6 @@ CREATE TABLE room_bans (
     user_id BIGINT NOT NULL REFERENCES users(id),
     PRIMARY KEY (conv_id, user_id)
 );
+
+-- Banned from the server by an admin: the account's sessions were revoked, it cannot sign in.
+ALTER TABLE users ADD COLUMN banned BOOLEAN NOT NULL DEFAULT false;
