@@ -15,6 +15,7 @@
 //! the store for a running client: no SQLite call runs on an async worker), [`notify`].
 
 mod account;
+mod admin;
 pub mod connection;
 pub mod db;
 pub mod export;
@@ -986,16 +987,22 @@ impl Client {
     }
 
     pub async fn create_room(&self, name: &str) -> Result<ConversationSummary> {
+        self.create_room_of(name, false).await
+    }
+
+    /// Creates a private room (docs/protocol.md, "Private rooms"): invisible to non-members,
+    /// who come in when a member adds them ([`Client::add_member`]).
+    pub async fn create_private_room(&self, name: &str) -> Result<ConversationSummary> {
+        self.create_room_of(name, true).await
+    }
+
+    async fn create_room_of(&self, name: &str, private: bool) -> Result<ConversationSummary> {
         let name = name.trim_start_matches('#').to_owned();
         let name = crate::names::name(&name, crate::names::NameKind::RoomName)
             .map_err(|e| ClientError::Invalid(e.to_string()))?
             .display;
         let reply = self
-            .request(move |id| ClientFrame::CreateRoom {
-                id,
-                name,
-                private: false,
-            })
+            .request(move |id| ClientFrame::CreateRoom { id, name, private })
             .await?;
         self.joined(reply).await
     }
