@@ -89,6 +89,12 @@ pub mod limits {
     pub const MAX_FILE_NAME_CHARS: usize = 200;
     /// Most files one message carries.
     pub const MAX_ATTACHMENTS: usize = 10;
+    /// How long an invite stays valid when `POST /api/invites` names no `expires_in` (7 days,
+    /// in seconds).
+    pub const INVITE_DEFAULT_SECS: u64 = 7 * 24 * 60 * 60;
+    /// The range `expires_in` of `POST /api/invites` must lie in, in seconds (1 minute to 30
+    /// days).
+    pub const INVITE_SECS: std::ops::RangeInclusive<u64> = 60..=30 * 24 * 60 * 60;
 }
 
 /// WebSocket close codes the server uses. Standard codes (RFC 6455) where one fits; 4xxx
@@ -123,6 +129,8 @@ pub mod close {
     /// per user or per address (an upgrade with a token gets HTTP 429 instead). Reconnect
     /// later, with backoff: another socket of the user or address must close first.
     pub const TOO_MANY_SOCKETS: u16 = 4004;
+    /// An admin banned the account from the server: do not reconnect, sign-in is refused.
+    pub const BANNED: u16 = 4005;
 
     /// Every code above, for clients and tests that must handle each one.
     pub const ALL: &[u16] = &[
@@ -139,6 +147,7 @@ pub mod close {
         HEARTBEAT_TIMEOUT,
         RATE_LIMITED,
         TOO_MANY_SOCKETS,
+        BANNED,
     ];
 }
 
@@ -168,6 +177,11 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub avatar_image: Option<String>,
+    /// One of the server's admins (docs/protocol.md, "Run by its host"). Absent (false) for
+    /// everyone else.
+    #[serde(default, skip_serializing_if = "is_false")]
+    #[ts(optional, as = "Option<bool>")]
+    pub admin: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -601,6 +615,30 @@ pub enum ClientFrame {
         #[ts(type = "number")]
         id: u64,
         name: String,
+        /// A private room: invisible to non-members, who join only when a member adds them
+        /// (`add_member`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        #[ts(optional, as = "Option<bool>")]
+        private: bool,
+    },
+    /// Remove `username` from room `conv` you moderate; with `ban`, they cannot come back.
+    RemoveMember {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        username: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        #[ts(optional, as = "Option<bool>")]
+        ban: bool,
+    },
+    /// Add `username` to room `conv` you are a member of (the only way into a private room).
+    AddMember {
+        #[ts(type = "number")]
+        id: u64,
+        #[ts(type = "number")]
+        conv: ConvId,
+        username: String,
     },
     /// Join a room by name.
     Join {
@@ -863,6 +901,8 @@ impl ClientFrame {
             | ClientFrame::History { id, .. }
             | ClientFrame::Rooms { id }
             | ClientFrame::CreateRoom { id, .. }
+            | ClientFrame::AddMember { id, .. }
+            | ClientFrame::RemoveMember { id, .. }
             | ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
             | ClientFrame::Members { id, .. }
@@ -960,6 +1000,14 @@ pub enum ErrorCode {
     Busy,
     /// The server's disk is full: the write was not stored. Retry once space is freed.
     StorageFull,
+    /// Registration on this server needs an invite (`--registration invite`) and none was
+    /// given.
+    InviteRequired,
+    /// The invite is unknown, already used, revoked or expired.
+    InvalidInvite,
+    /// The account waits for an admin's approval (`--registration approval`): registration
+    /// answers it (202) once the account is created, sign-in until an admin approved it.
+    PendingApproval,
 }
 
 /// Frames the server sends.
@@ -1073,6 +1121,11 @@ pub struct RegisterRequest {
     #[serde(default)]
     #[ts(optional)]
     pub avatar: Option<String>,
+    /// An invite code an admin made (`POST /api/invites`): needed on a server whose
+    /// registration is `invite`; on an `approval` server it spares the wait for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub invite: Option<String>,
 }
 
 /// `POST /api/login` body.
@@ -1168,6 +1221,88 @@ pub struct SessionList {
     pub sessions: Vec<SessionInfo>,
 }
 
+// ---- run by its host (docs/protocol.md, "Run by its host") ----------------------------------
+
+/// Who may create an account on a server (`natter-server --registration`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Registration {
+    /// Anyone who reaches the server.
+    #[default]
+    Open,
+    /// Only with an invite code an admin made.
+    Invite,
+    /// Anyone, but a new account waits until an admin approves it (an invite spares the wait).
+    Approval,
+}
+
+/// `POST /api/invites` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct InviteRequest {
+    /// Seconds the invite stays valid, in [`limits::INVITE_SECS`]; default
+    /// [`limits::INVITE_DEFAULT_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub expires_in: Option<u64>,
+}
+
+/// An invite, as `POST /api/invites` answers it (with its `code`, shown this once) and
+/// `GET /api/invites` lists it (without).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Invite {
+    /// Names the invite for `DELETE /api/invites/{id}`.
+    #[ts(type = "number")]
+    pub id: i64,
+    /// The code to give the invited person; only the answer that made the invite carries it
+    /// (the server keeps only its hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub code: Option<String>,
+    /// The admin who made it.
+    pub created_by: String,
+    #[ts(type = "number")]
+    pub created_at: Millis,
+    #[ts(type = "number")]
+    pub expires_at: Millis,
+}
+
+/// `GET /api/invites` body: the invites not yet used, revoked or expired, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct InviteList {
+    pub invites: Vec<Invite>,
+}
+
+/// An account waiting for approval, as `GET /api/admin/pending` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct PendingUser {
+    pub username: String,
+    pub display_name: String,
+    #[ts(type = "number")]
+    pub created_at: Millis,
+}
+
+/// `GET /api/admin/pending` body: oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct PendingList {
+    pub users: Vec<PendingUser>,
+}
+
+/// The body of the admin routes that name one account: `POST /api/admin/approve`, `reject`,
+/// `ban` and `unban`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct UsernameRequest {
+    pub username: String,
+}
+
 /// The body of every HTTP error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(export)]
@@ -1190,6 +1325,11 @@ pub struct Health {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub cluster: Option<ClusterHealth>,
+    /// Who may create an account here, so a client knows to ask for an invite. Absent from
+    /// servers before it existed (they are `open`).
+    #[serde(default)]
+    #[ts(optional)]
+    pub registration: Option<Registration>,
 }
 
 /// A cluster node's view of the bus between nodes, in `GET /api/health`.
@@ -1362,7 +1502,7 @@ mod tests {
         let types = ClientFrame::types();
         assert_eq!(types.first(), Some(&"auth"));
         assert_eq!(types.last(), Some(&"set_dnd"));
-        assert_eq!(types.len(), 17, "{types:?}");
+        assert_eq!(types.len(), 19, "{types:?}");
         for t in types {
             let e = ClientFrame::parse(&format!(r#"{{"type":"{t}","id":1}}"#)).err();
             assert!(

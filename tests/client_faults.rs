@@ -98,6 +98,7 @@ fn user(name: &str) -> User {
         avatar: "cat".into(),
         deleted: false,
         avatar_image: None,
+        admin: false,
     }
 }
 
@@ -342,11 +343,11 @@ async fn an_oversized_frame_ends_the_connection_and_the_client_reconnects() {
 }
 
 #[tokio::test]
-async fn every_documented_close_code_reconnects_except_unauthorized() {
+async fn every_documented_close_code_reconnects_except_unauthorized_and_banned() {
     for code in close::ALL
         .iter()
         .copied()
-        .filter(|&c| c != close::UNAUTHORIZED)
+        .filter(|&c| c != close::UNAUTHORIZED && c != close::BANNED)
     {
         let fake = fake(false, move |n, mut ws| async move {
             push(&mut ws, &hello()).await;
@@ -412,15 +413,17 @@ async fn http_401_at_the_upgrade_signs_out_and_stops() {
 }
 
 #[tokio::test]
-async fn close_4001_signs_out_and_stops() {
-    let fake = fake(false, |_, mut ws| async move {
-        push(&mut ws, &hello()).await;
-        close_and_drain(&mut ws, close::UNAUTHORIZED, "token revoked").await;
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let client = start(&fake, &dir, |_| {}).await;
-    assert_signed_out(&fake, &client, &dir).await;
+async fn close_4001_and_4005_sign_out_and_stop() {
+    for code in [close::UNAUTHORIZED, close::BANNED] {
+        let fake = fake(false, move |_, mut ws| async move {
+            push(&mut ws, &hello()).await;
+            close_and_drain(&mut ws, code, "token revoked or banned").await;
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let client = start(&fake, &dir, |_| {}).await;
+        assert_signed_out(&fake, &client, &dir).await;
+    }
 }
 
 #[tokio::test]

@@ -85,6 +85,7 @@ impl ServerProc {
                 password: PASSWORD.into(),
                 display_name: None,
                 avatar: None,
+                invite: None,
             },
         )
         .await

@@ -65,6 +65,7 @@ fn register_req(name: &str) -> RegisterRequest {
         password: support::PASSWORD.into(),
         display_name: None,
         avatar: None,
+        invite: None,
     }
 }
 

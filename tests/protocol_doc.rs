@@ -160,6 +160,11 @@ fn check_example(tag: &str, value: &Value) -> Result<(), String> {
         "PasswordRequest" => round_trip::<natter::protocol::PasswordRequest>(value),
         "SessionList" => round_trip::<natter::protocol::SessionList>(value),
         "DeleteAccountRequest" => round_trip::<natter::protocol::DeleteAccountRequest>(value),
+        "InviteRequest" => round_trip::<natter::protocol::InviteRequest>(value),
+        "Invite" => round_trip::<natter::protocol::Invite>(value),
+        "InviteList" => round_trip::<natter::protocol::InviteList>(value),
+        "PendingList" => round_trip::<natter::protocol::PendingList>(value),
+        "UsernameRequest" => round_trip::<natter::protocol::UsernameRequest>(value),
         "Ready" => round_trip::<natter::stream::Ready>(value),
         "Ticket" => round_trip::<natter::stream::Ticket>(value),
         "Attachment" => round_trip::<natter::protocol::Attachment>(value),
@@ -490,9 +495,13 @@ async fn the_examples_work_against_a_real_server() {
     let mut a = server.connect(&alice.token).await;
     for room in ["three", "four"] {
         let name = room.to_string();
-        a.request(|id| ClientFrame::CreateRoom { id, name })
-            .await
-            .expect("room");
+        a.request(|id| ClientFrame::CreateRoom {
+            id,
+            name,
+            private: false,
+        })
+        .await
+        .expect("room");
     }
 
     let (sections, common) = client_sections();
@@ -804,6 +813,7 @@ async fn each_request_gets_the_errors_its_section_lists() {
     let general = a.general();
     let Reply::Joined { conversation } = b
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "bobs".into(),
         })

@@ -371,6 +371,7 @@ async fn a_deleted_account_signs_in_no_more_and_its_peers_keep_the_conversation(
     let mut carol = server.user("carol").await;
     let club = match alice_ws
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "club".into(),
         })

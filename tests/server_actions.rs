@@ -191,6 +191,7 @@ async fn bad_actions_get_clear_errors_and_change_nothing() {
     let general = alice.general();
     let Reply::Joined { conversation } = alice
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "side".into(),
         })

@@ -205,6 +205,7 @@ async fn bad_attention_requests_get_documented_errors() {
     };
     let room = match bob
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "bobs".into(),
         })

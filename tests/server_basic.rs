@@ -247,6 +247,7 @@ async fn rooms_create_join_leave_list_and_members() {
 
     let Reply::Joined { conversation } = a
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "Rust".into(),
         })
@@ -267,6 +268,7 @@ async fn rooms_create_join_leave_list_and_members() {
     .await;
     let dup = a
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "rust".into(),
         })

@@ -205,6 +205,7 @@ async fn three_nodes_give_every_client_each_message_once_in_order() {
         let name = format!("room{r}");
         let Ok(Reply::Joined { conversation }) = clients[r - 1]
             .request(|id| ClientFrame::CreateRoom {
+                private: false,
                 id,
                 name: name.clone(),
             })

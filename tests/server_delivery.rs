@@ -37,7 +37,11 @@ async fn twenty_clients_five_rooms_thousand_messages_same_gapless_order() {
             for r in 0..ROOMS {
                 let name = format!("room{r}");
                 let Reply::Joined { conversation } = c
-                    .request(|id| ClientFrame::CreateRoom { id, name })
+                    .request(|id| ClientFrame::CreateRoom {
+                        id,
+                        name,
+                        private: false,
+                    })
                     .await
                     .unwrap()
                 else {

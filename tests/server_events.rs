@@ -281,6 +281,7 @@ async fn joining_leaving_and_membership_move_the_cursor_and_a_filter_narrows() {
     let general = a.general();
     let room = match a
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "lounge".into(),
         })
@@ -469,6 +470,7 @@ async fn bad_requests_get_clear_errors() {
     let mut a = server.connect(&alice.token).await;
     let dm = a.send_dm("carol", "just us").await.unwrap().conv;
     a.request(|id| ClientFrame::CreateRoom {
+        private: false,
         id,
         name: "closed".into(),
     })

@@ -135,6 +135,7 @@ async fn dm_and_join_find_any_spelling_and_rooms_are_unique_the_same_way() {
 
     let created = a
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "Ｌｏｕｎｇｅ".into(),
         })
@@ -151,6 +152,7 @@ async fn dm_and_join_find_any_spelling_and_rooms_are_unique_the_same_way() {
     ] {
         let r = b
             .request(|id| ClientFrame::CreateRoom {
+                private: false,
                 id,
                 name: name.into(),
             })
@@ -231,6 +233,7 @@ async fn hidden_characters_in_names_are_invalid() {
     ] {
         let r = ws
             .request(|id| ClientFrame::CreateRoom {
+                private: false,
                 id,
                 name: room.into(),
             })
@@ -311,6 +314,7 @@ async fn a_database_from_before_the_rules_keeps_colliding_accounts() {
     );
     let r = ws
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "cafe\u{301}".into(),
         })

@@ -218,6 +218,7 @@ async fn nobody_posts_as_someone_else_and_a_left_room_is_closed_to_its_leaver() 
 
     let Reply::Joined { conversation } = a
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "lobby".into(),
         })
@@ -379,6 +380,7 @@ async fn bad_frames_get_their_codes_while_bystanders_chat() {
     // Names that cannot exist.
     let r = m
         .request(|id| ClientFrame::CreateRoom {
+            private: false,
             id,
             name: "no spaces".into(),
         })

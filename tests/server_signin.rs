@@ -493,6 +493,7 @@ async fn the_client_core_keeps_and_sends_its_device_token() {
         password: PASSWORD.into(),
         display_name: None,
         avatar: None,
+        invite: None,
     };
     let session = client::register(&url, req).await.expect("register");
     let device = session.device_token.clone().expect("a device token");

@@ -350,6 +350,7 @@ async fn fill_profile(opts: &Options, data_dir: &Path) -> Result<ConvId> {
             password: "bench-password-footprint".into(),
             display_name: Some("Bench".into()),
             avatar: None,
+            invite: None,
         })
         .send()
         .await?

@@ -328,6 +328,7 @@ pub async fn register_users(addr: SocketAddr, count: usize, prefix: &str) -> Res
                     password: format!("bench-password-{i}"),
                     display_name: None,
                     avatar: None,
+                    invite: None,
                 };
                 let resp = http.post(&url).json(&body).send().await?;
                 let status = resp.status();
@@ -556,6 +557,7 @@ mod tests {
                 avatar: String::new(),
                 deleted: false,
                 avatar_image: None,
+                admin: false,
             },
             server_time: 1,
             heartbeat_ms: 25_000,

@@ -53,6 +53,10 @@ impl HostedServer {
         let (tx, rx) = oneshot::channel::<()>();
         let mut config = natter::server::ServerConfig::new(data_dir);
         config.tls = Some(cert.server_tls());
+        // Registration stays open in host mode until the host's screen can make invites: with
+        // invite-only as the default, nobody could join a hosted server from the app yet
+        // (issue 19 asks for invite-only once that screen exists).
+        config.registration = natter::server::Registration::Open;
         // The store opens here, so a bad database fails this command instead of a hosted
         // server that silently is not there.
         let server = natter::server::Server::start(listener, config)

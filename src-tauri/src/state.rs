@@ -600,6 +600,7 @@ impl Shell {
             password,
             display_name: Some(display_name).filter(|s| !s.trim().is_empty()),
             avatar: Some(avatar).filter(|s| !s.trim().is_empty()),
+            invite: None,
         };
         // Keyed by the server's id (a profile kept under the address moves there) before the
         // session is saved in it.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use natter::server::{BusLocation, Server, ServerConfig, StoreLocation, TlsConfig};
+use natter::server::{BusLocation, Registration, Server, ServerConfig, StoreLocation, TlsConfig};
 
 /// The Natter chat server: HTTP API and WebSocket chat (protocol natter.v1).
 #[derive(Debug, Parser)]
@@ -151,6 +151,11 @@ struct Args {
     /// Seconds: the longest wait an account's failures impose.
     #[arg(long, env = "NATTER_ACCOUNT_DELAY_CAP", default_value_t = 900.0)]
     account_delay_cap: f64,
+    /// Who may create an account: `open` (anyone), `invite` (with an invite code an admin
+    /// made), `approval` (new accounts wait for an admin). The first account is the admin and
+    /// needs neither.
+    #[arg(long, env = "NATTER_REGISTRATION", value_enum, default_value_t = RegistrationArg::Open)]
+    registration: RegistrationArg,
     /// Accounts an IP address may create in a row before it must wait (429).
     #[arg(long, env = "NATTER_REGISTRATIONS_PER_IP", default_value_t = 5)]
     registrations_per_ip: u32,
@@ -163,10 +168,70 @@ struct Args {
     /// Sign-ins and registrations waiting for a hashing thread before the server answers 503.
     #[arg(long, env = "NATTER_ARGON2_QUEUE", default_value_t = 64)]
     argon2_queue: usize,
+    /// Instead of serving: administer the server's store (the same --data-dir / --store).
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// `--registration`, as clap parses it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RegistrationArg {
+    Open,
+    Invite,
+    Approval,
+}
+
+impl From<RegistrationArg> for Registration {
+    fn from(arg: RegistrationArg) -> Registration {
+        match arg {
+            RegistrationArg::Open => Registration::Open,
+            RegistrationArg::Invite => Registration::Invite,
+            RegistrationArg::Approval => Registration::Approval,
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The server's admins. Works whether the server runs or not: what a user may do changes
+    /// at once; a running server shows the new role in `hello` after its next start.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCommand {
+    /// Make USERNAME an admin.
+    Grant { username: String },
+    /// Make USERNAME no longer an admin.
+    Revoke { username: String },
+    /// List the admins.
+    List,
 }
 
 fn secs(s: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|e| format!("bad duration {s}: {e}"))
+}
+
+/// Run `natter-server admin ...` on the store named by `config`.
+async fn administer(command: AdminCommand, config: &ServerConfig) -> Result<(), String> {
+    use natter::server::admin;
+    match command {
+        AdminCommand::Grant { username } => {
+            let name = admin::set_admin(config, &username, true).await;
+            println!("{} is an admin", name.map_err(|e| e.to_string())?);
+        }
+        AdminCommand::Revoke { username } => {
+            let name = admin::set_admin(config, &username, false).await;
+            println!("{} is no longer an admin", name.map_err(|e| e.to_string())?);
+        }
+        AdminCommand::List => {
+            for name in admin::admins(config).await.map_err(|e| e.to_string())? {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
@@ -230,6 +295,7 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.failed_sign_in_refill = secs(args.failed_sign_in_refill)?;
     c.account_free_failures = args.account_free_failures;
     c.account_delay_cap = secs(args.account_delay_cap)?;
+    c.registration = args.registration.into();
     c.registrations_per_ip = args.registrations_per_ip;
     c.registration_refill = secs(args.registration_refill)?;
     if let Some(workers) = args.argon2_workers {
@@ -269,13 +335,24 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (listen, config) = match config(Args::parse()) {
+    let mut args = Args::parse();
+    let command = args.command.take();
+    let (listen, config) = match config(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("natter-server: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Command::Admin(command)) = command {
+        return match administer(command, &config).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("natter-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {

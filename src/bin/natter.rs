@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use natter::client::http::AccountAction;
 use natter::client::trust;
 use natter::client::{
     self, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage,
@@ -71,6 +72,34 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum InviteCommand {
+    /// Make an invite and print its code (shown only this once).
+    Create {
+        /// Seconds it stays valid (60 to 2592000; default 7 days).
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// List the live invites.
+    List,
+    /// Revoke an invite by the id `natter invite list` shows.
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// List the accounts waiting for approval.
+    Pending,
+    /// Approve a waiting account.
+    Approve { user: String },
+    /// Reject (delete) a waiting account.
+    Reject { user: String },
+    /// Ban an account from the server: its sessions end at once.
+    Ban { user: String },
+    /// Lift a ban.
+    Unban { user: String },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Create an account and sign in (password from NATTER_PASSWORD, else a prompt).
     Register {
@@ -79,6 +108,9 @@ enum Command {
         display_name: Option<String>,
         #[arg(long)]
         avatar: Option<String>,
+        /// The invite code an admin gave you (needed on an invite-only server).
+        #[arg(long)]
+        invite: Option<String>,
     },
     /// Sign in (password from NATTER_PASSWORD, else a prompt).
     Login { user: String },
@@ -91,10 +123,30 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         wait: f64,
     },
-    /// List public rooms.
+    /// List rooms: the public ones and the private ones you are in.
     Rooms,
-    /// Create a room and join it.
-    Create { room: String },
+    /// Create a room and join it; --private: only the members you add see it.
+    Create {
+        room: String,
+        #[arg(long)]
+        private: bool,
+    },
+    /// Add USER to a room you are in (the way into a private room).
+    Add { room: String, user: String },
+    /// Remove USER from a room you moderate (you created it, or you are an admin); --ban keeps
+    /// them out.
+    Remove {
+        room: String,
+        user: String,
+        #[arg(long)]
+        ban: bool,
+    },
+    /// Invites to this server (admins only).
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Accounts on this server (admins only).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Join a room.
     Join { room: String },
     /// Leave a room.
@@ -297,6 +349,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             user,
             display_name,
             avatar,
+            invite,
         } => {
             let server = cli
                 .server
@@ -309,6 +362,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 password: password()?,
                 display_name: display_name.clone(),
                 avatar: avatar.clone(),
+                invite: invite.clone(),
             };
             let session = with_trust(&cli, &server, profile, || async {
                 // Found (and moved to the server id's place) before the session is saved there.
@@ -624,10 +678,77 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
                 say!("#{}  {} members{joined}", r.name, r.member_count);
             }
         }
-        Command::Create { room } => {
+        Command::Create { room, private } => {
             require_online(client, wait).await?;
-            let c = client.create_room(room).await?;
+            let c = if *private {
+                client.create_private_room(room).await?
+            } else {
+                client.create_room(room).await?
+            };
             say!("created and joined {}", c.title);
+        }
+        Command::Add { room, user } => {
+            require_online(client, wait).await?;
+            let conv = find(client, room).await?;
+            client.add_member(conv, user).await?;
+            say!("added {user} to {room}");
+        }
+        Command::Remove { room, user, ban } => {
+            require_online(client, wait).await?;
+            let conv = find(client, room).await?;
+            client.remove_member(conv, user, *ban).await?;
+            let done = if *ban { "banned" } else { "removed" };
+            say!("{done} {user} from {room}");
+        }
+        Command::Invite(InviteCommand::Create { expires_in }) => {
+            let invite = client.create_invite(*expires_in).await?;
+            say!(
+                "invite {}: {}  (valid until {})",
+                invite.id,
+                invite.code.unwrap_or_default(),
+                client::export::format_utc(invite.expires_at)
+            );
+        }
+        Command::Invite(InviteCommand::List) => {
+            for invite in client.invites().await? {
+                say!(
+                    "{}  by {}  made {}  valid until {}",
+                    invite.id,
+                    invite.created_by,
+                    client::export::format_utc(invite.created_at),
+                    client::export::format_utc(invite.expires_at)
+                );
+            }
+        }
+        Command::Invite(InviteCommand::Revoke { id }) => {
+            client.revoke_invite(*id).await?;
+            say!("revoked invite {id}");
+        }
+        Command::Admin(AdminCommand::Pending) => {
+            for user in client.pending_accounts().await? {
+                say!(
+                    "{}  ({})  registered {}",
+                    user.username,
+                    user.display_name,
+                    client::export::format_utc(user.created_at)
+                );
+            }
+        }
+        Command::Admin(AdminCommand::Approve { user }) => {
+            let approved = client.approve(user).await?;
+            say!("approved {}", approved.username);
+        }
+        Command::Admin(AdminCommand::Reject { user }) => {
+            client.account_action(AccountAction::Reject, user).await?;
+            say!("rejected {user}");
+        }
+        Command::Admin(AdminCommand::Ban { user }) => {
+            client.account_action(AccountAction::Ban, user).await?;
+            say!("banned {user}");
+        }
+        Command::Admin(AdminCommand::Unban { user }) => {
+            client.account_action(AccountAction::Unban, user).await?;
+            say!("unbanned {user}");
         }
         Command::Join { room } => {
             require_online(client, wait).await?;

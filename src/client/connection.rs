@@ -1118,7 +1118,11 @@ fn close_end(frame: Option<CloseFrame>, after_hello: bool, stable: bool) -> End 
     } else {
         format!("the server closed the connection ({code}: {reason})")
     };
-    if code == close::UNAUTHORIZED || (code == close::POLICY && !after_hello) {
+    // Revoked, or banned from the server: reconnecting cannot help, signing in again might.
+    if code == close::UNAUTHORIZED
+        || code == close::BANNED
+        || (code == close::POLICY && !after_hello)
+    {
         return End::SignedOut(text);
     }
     End::Retry {
@@ -1203,10 +1207,14 @@ mod tests {
             close_end(frame(close::POLICY), false, false),
             End::SignedOut(_)
         ));
+        assert!(matches!(
+            close_end(frame(close::BANNED), true, false),
+            End::SignedOut(_)
+        ));
         for code in close::ALL
             .iter()
             .copied()
-            .filter(|&c| c != close::UNAUTHORIZED)
+            .filter(|&c| c != close::UNAUTHORIZED && c != close::BANNED)
         {
             assert!(
                 matches!(close_end(frame(code), true, false), End::Retry { .. }),

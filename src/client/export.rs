@@ -272,6 +272,7 @@ mod tests {
             avatar: "owl".into(),
             deleted: false,
             avatar_image: None,
+            admin: false,
         }
     }
 

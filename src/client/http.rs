@@ -11,8 +11,9 @@ use url::Url;
 
 use crate::client::{trust, ClientError, Result};
 use crate::protocol::{
-    limits, ApiError, DeleteAccountRequest, Health, LoginRequest, PasswordRequest, ProfileRequest,
-    RegisterRequest, Session, SessionList, User,
+    limits, ApiError, DeleteAccountRequest, Health, Invite, InviteList, InviteRequest,
+    LoginRequest, PasswordRequest, PendingList, ProfileRequest, RegisterRequest, Session,
+    SessionList, User, UsernameRequest,
 };
 
 /// What the server's session list calls a session signed in from here (the `User-Agent`):
@@ -131,7 +132,8 @@ async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>> {
 async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
     let status = resp.status();
     let body = read_body(resp).await?;
-    if status.is_success() {
+    // 202 is an account created but waiting for approval: an ApiError says so.
+    if status.is_success() && status != reqwest::StatusCode::ACCEPTED {
         return serde_json::from_slice(&body)
             .map_err(|e| ClientError::Server(format!("unexpected answer from the server: {e}")));
     }
@@ -260,6 +262,80 @@ pub async fn revoke_session(server: &Url, token: &str, id: &str) -> Result<()> {
 pub async fn delete_account(server: &Url, token: &str, req: &DeleteAccountRequest) -> Result<()> {
     let path = "/api/account/delete";
     no_content(account_call(reqwest::Method::POST, server, path, token, Some(req)).await?).await
+}
+
+// ---- run by its host (docs/protocol.md, "Run by its host"); admins only ----
+
+/// `POST /api/invites`: the new invite, with its code.
+pub async fn create_invite(server: &Url, token: &str, req: &InviteRequest) -> Result<Invite> {
+    decode(
+        account_call(
+            reqwest::Method::POST,
+            server,
+            "/api/invites",
+            token,
+            Some(req),
+        )
+        .await?,
+    )
+    .await
+}
+
+/// `GET /api/invites`: the live invites, oldest first.
+pub async fn invites(server: &Url, token: &str) -> Result<InviteList> {
+    let path = "/api/invites";
+    decode(account_call(reqwest::Method::GET, server, path, token, None::<&()>).await?).await
+}
+
+/// `DELETE /api/invites/{id}`.
+pub async fn revoke_invite(server: &Url, token: &str, id: i64) -> Result<()> {
+    let path = format!("/api/invites/{id}");
+    no_content(account_call(reqwest::Method::DELETE, server, &path, token, None::<&()>).await?)
+        .await
+}
+
+/// `GET /api/admin/pending`: the accounts waiting for approval, oldest first.
+pub async fn pending(server: &Url, token: &str) -> Result<PendingList> {
+    let path = "/api/admin/pending";
+    decode(account_call(reqwest::Method::GET, server, path, token, None::<&()>).await?).await
+}
+
+/// `POST /api/admin/approve`: the approved account.
+pub async fn approve(server: &Url, token: &str, username: &str) -> Result<User> {
+    let req = UsernameRequest {
+        username: username.to_owned(),
+    };
+    let path = "/api/admin/approve";
+    decode(account_call(reqwest::Method::POST, server, path, token, Some(&req)).await?).await
+}
+
+/// What an admin does to one account with no answer but 204.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountAction {
+    /// `POST /api/admin/reject`: delete a waiting account.
+    Reject,
+    /// `POST /api/admin/ban`: ban from the server.
+    Ban,
+    /// `POST /api/admin/unban`: lift a ban.
+    Unban,
+}
+
+/// `POST /api/admin/reject|ban|unban`.
+pub async fn account_action(
+    server: &Url,
+    token: &str,
+    action: AccountAction,
+    username: &str,
+) -> Result<()> {
+    let path = match action {
+        AccountAction::Reject => "/api/admin/reject",
+        AccountAction::Ban => "/api/admin/ban",
+        AccountAction::Unban => "/api/admin/unban",
+    };
+    let req = UsernameRequest {
+        username: username.to_owned(),
+    };
+    no_content(account_call(reqwest::Method::POST, server, path, token, Some(&req)).await?).await
 }
 
 /// What [`follow_events`] should do after an event.

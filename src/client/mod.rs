@@ -17,6 +17,7 @@
 //! (where a profile lives: keyed by the server's id).
 
 mod account;
+mod admin;
 pub mod connection;
 pub mod db;
 pub mod export;
@@ -135,7 +136,12 @@ impl ClientError {
             | ErrorCode::InvalidReaction
             | ErrorCode::InvalidAttachment => ClientError::Invalid(message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(message),
-            ErrorCode::Forbidden => ClientError::Forbidden(message),
+            // The message says which: an invite is needed or was refused, or the account
+            // waits for approval.
+            ErrorCode::Forbidden
+            | ErrorCode::InviteRequired
+            | ErrorCode::InvalidInvite
+            | ErrorCode::PendingApproval => ClientError::Forbidden(message),
             ErrorCode::NotFound => ClientError::NotFound(message),
             ErrorCode::Conflict => ClientError::Conflict(message),
             // Both mean "wait, then try again"; the message says which.
@@ -1004,12 +1010,22 @@ impl Client {
     }
 
     pub async fn create_room(&self, name: &str) -> Result<ConversationSummary> {
+        self.create_room_of(name, false).await
+    }
+
+    /// Creates a private room (docs/protocol.md, "Private rooms"): invisible to non-members,
+    /// who come in when a member adds them ([`Client::add_member`]).
+    pub async fn create_private_room(&self, name: &str) -> Result<ConversationSummary> {
+        self.create_room_of(name, true).await
+    }
+
+    async fn create_room_of(&self, name: &str, private: bool) -> Result<ConversationSummary> {
         let name = name.trim_start_matches('#').to_owned();
         let name = crate::names::name(&name, crate::names::NameKind::RoomName)
             .map_err(|e| ClientError::Invalid(e.to_string()))?
             .display;
         let reply = self
-            .request(move |id| ClientFrame::CreateRoom { id, name })
+            .request(move |id| ClientFrame::CreateRoom { id, name, private })
             .await?;
         self.joined(reply).await
     }

@@ -909,6 +909,9 @@ impl Store {
                         avatar: r.get(2)?,
                         deleted: r.get(3)?,
                         avatar_image: None,
+                        // The local store keeps no roles; the signed-in user's own comes with
+                        // hello (`Client::user`).
+                        admin: false,
                     })
                 },
             )
@@ -2288,6 +2291,7 @@ mod tests {
                 avatar: "cat".into(),
                 deleted: false,
                 avatar_image: None,
+                admin: false,
             }),
             member_count: 2,
             last_seq: 0,
@@ -3011,6 +3015,7 @@ mod tests {
                     avatar: "a".into(),
                     deleted: false,
                     avatar_image: None,
+                    admin: false,
                 },
                 expires_at: 0,
                 device_token: device.map(str::to_string),

@@ -643,7 +643,18 @@ impl Session {
             ClientFrame::Rooms { .. } => now(Ok(Reply::Rooms {
                 rooms: rooms::list(shared, &caller),
             })),
-            ClientFrame::CreateRoom { name, .. } => later(rooms::create(shared, &caller, &name)),
+            ClientFrame::CreateRoom { name, private, .. } => {
+                later(rooms::create(shared, &caller, &name, private))
+            }
+            ClientFrame::RemoveMember {
+                conv,
+                username,
+                ban,
+                ..
+            } => later(rooms::remove_member(shared, &caller, conv, username, ban)),
+            ClientFrame::AddMember { conv, username, .. } => {
+                later(rooms::add_member(shared, &caller, conv, username))
+            }
             ClientFrame::Join { room, .. } => later(rooms::join(shared, &caller, room)),
             ClientFrame::Leave { conv, .. } => later(rooms::leave(shared, &caller, conv)),
             ClientFrame::Members { conv, .. } => now(rooms::members(shared, &caller, conv)
@@ -767,6 +778,8 @@ mod tests {
         let (token, token_hash) = auth::new_token();
         let now = shared.clock.now_ms();
         let op = WriteOp::Register {
+            mode: crate::protocol::Registration::Open,
+            invite: None,
             username: "pipe".into(),
             display_name: "Pipe".into(),
             avatar: "owl".into(),

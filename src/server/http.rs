@@ -29,18 +29,20 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::protocol::{
-    limits, ApiError, DeleteAccountRequest, ErrorCode, Health, LoginRequest, PasswordRequest,
-    ProfileRequest, RegisterRequest, PROTOCOL_VERSION, SUBPROTOCOL,
+    limits, ApiError, DeleteAccountRequest, ErrorCode, Health, InviteRequest, LoginRequest,
+    PasswordRequest, ProfileRequest, RegisterRequest, UsernameRequest, PROTOCOL_VERSION,
+    SUBPROTOCOL,
 };
 
 use super::auth;
 use super::connection::{self, SocketSlots};
 use super::images;
-use super::service::account;
 use super::service::accounts::{self, Authed};
 use super::service::files::{self, Part};
+use super::service::{account, admin};
 use super::service::{retry_secs, ServiceError};
 use super::sse;
+use super::store;
 use super::Shared;
 
 /// The HTTP status for an error code.
@@ -54,7 +56,10 @@ fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidReaction
         | ErrorCode::InvalidAttachment => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden
+        | ErrorCode::InviteRequired
+        | ErrorCode::InvalidInvite
+        | ErrorCode::PendingApproval => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         // `cancelled` only answers a socket's `sync`; 409 if it ever reached HTTP.
         ErrorCode::Conflict | ErrorCode::Cancelled => StatusCode::CONFLICT,
@@ -145,6 +150,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(FILES_PATH, post(upload_file))
         .route("/api/files/{id}", get(download_file))
         .route("/api/files/{id}/thumbnail", get(download_thumbnail))
+        // ---- run by its host ----
+        .route("/api/invites", post(invite_create).get(invite_list))
+        .route("/api/invites/{id}", delete(invite_revoke))
+        .route("/api/admin/pending", get(admin_pending))
+        .route("/api/admin/approve", post(admin_approve))
+        .route("/api/admin/reject", post(admin_reject))
+        .route("/api/admin/ban", post(admin_ban))
+        .route("/api/admin/unban", post(admin_unban))
         .route("/ws", get(upgrade))
         .route("/api/events", get(sse::events))
         .route("/api/events/ticket", post(sse::ticket))
@@ -305,6 +318,7 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<Health> {
         protocol: PROTOCOL_VERSION,
         server_id: shared.hub.server_id().to_owned(),
         cluster: shared.bus.status(),
+        registration: Some(shared.config.registration),
     })
 }
 
@@ -333,7 +347,14 @@ async fn register(
         Err(resp) => return resp,
     };
     match accounts::register(&shared, peer.ip(), req, user_agent(&headers)).await {
-        Ok(session) => (StatusCode::CREATED, Json(session)).into_response(),
+        Ok(accounts::Registered::Session(session)) => {
+            (StatusCode::CREATED, Json(session)).into_response()
+        }
+        // Created, not signed in: said with the error body a client already reads.
+        Ok(accounts::Registered::Pending) => {
+            let (code, message) = accounts::pending_approval().to_client();
+            fail_with(StatusCode::ACCEPTED, code, message)
+        }
         Err(e) => service_fail(e),
     }
 }
@@ -521,6 +542,16 @@ async fn avatar_get(c: Caller, Path(id): Path<String>, headers: HeaderMap) -> Re
             let name = format!("avatar.{ext}");
             serve_bytes(d.content, d.len, &d.media_type, &name, &headers).await
         }
+        Err(e) => service_fail(e),
+    }
+}
+
+// ---- run by its host (docs/protocol.md, "Run by its host"); admins only ----
+
+/// `POST /api/invites`: make an invite (201, the `Invite` with its code).
+async fn invite_create(c: Caller, JsonBody(req): JsonBody<InviteRequest>) -> Response {
+    match admin::create_invite(&c.shared, &c.authed, req).await {
+        Ok(invite) => (StatusCode::CREATED, Json(invite)).into_response(),
         Err(e) => service_fail(e),
     }
 }
@@ -757,6 +788,45 @@ fn content_disposition(name: &str) -> String {
         })
         .collect();
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// `GET /api/invites`: the live invites (200, `InviteList`).
+async fn invite_list(c: Caller) -> Response {
+    answer_json(admin::invites(&c.shared, &c.authed).await)
+}
+
+/// `DELETE /api/invites/{id}`: revoke a live invite (204).
+async fn invite_revoke(c: Caller, Path(id): Path<String>) -> Response {
+    // Not a number cannot name an invite: the same answer as an unknown one.
+    let Ok(id) = id.parse::<i64>() else {
+        return service_fail(store::rules::no_such_invite().into());
+    };
+    answer_empty(admin::revoke_invite(&c.shared, &c.authed, id).await)
+}
+
+/// `GET /api/admin/pending`: the accounts waiting for approval (200, `PendingList`).
+async fn admin_pending(c: Caller) -> Response {
+    answer_json(admin::pending(&c.shared, &c.authed).await)
+}
+
+/// `POST /api/admin/approve`: approve a waiting account (200, its `User`).
+async fn admin_approve(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
+    answer_json(admin::approve(&c.shared, &c.authed, req.username).await)
+}
+
+/// `POST /api/admin/ban`: ban an account from the server (204).
+async fn admin_ban(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
+    answer_empty(admin::set_banned(&c.shared, &c.authed, req.username, true).await)
+}
+
+/// `POST /api/admin/unban`: lift an account's ban (204).
+async fn admin_unban(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
+    answer_empty(admin::set_banned(&c.shared, &c.authed, req.username, false).await)
+}
+
+/// `POST /api/admin/reject`: reject a waiting account (204).
+async fn admin_reject(c: Caller, JsonBody(req): JsonBody<UsernameRequest>) -> Response {
+    answer_empty(admin::reject(&c.shared, &c.authed, req.username).await)
 }
 
 async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -157,6 +157,8 @@ impl Outgoing {
 struct ConvEntry {
     kind: ConvKind,
     name: String,
+    /// A private room: listed to, and known by, its members only.
+    private: bool,
     /// Members and their read markers.
     members: HashMap<UserId, Seq>,
     last_seq: Seq,
@@ -472,6 +474,38 @@ impl State {
         }
         self.user_convs.entry(user).or_default().insert(conv);
     }
+
+    /// `user` newly joined `conv` (by joining, or added by a member): they get
+    /// `conversation_added` (but on `origin_conn`, which gets its answer), the others
+    /// `membership`.
+    fn joined(
+        &mut self,
+        user: UserId,
+        conv: ConvId,
+        origin_conn: Option<ConnId>,
+        out: &mut Outgoing,
+    ) {
+        self.add_member(conv, user);
+        if let Some(conversation) = self.conversation(conv, user) {
+            let frame = encode(&ServerFrame::ConversationAdded { conversation });
+            self.push_user(user, &frame, origin_conn, out);
+        }
+        if let Some(name) = self.users.get(&user).map(|u| u.username.clone()) {
+            let frame = encode(&ServerFrame::Membership {
+                conv,
+                username: name,
+                joined: true,
+            });
+            let others: Vec<UserId> = self
+                .convs
+                .get(&conv)
+                .map(|c| c.members.keys().filter(|m| **m != user).copied().collect())
+                .unwrap_or_default();
+            for m in others {
+                self.push_user(m, &frame, None, out);
+            }
+        }
+    }
 }
 
 /// Shared in-memory chat state. See the module docs.
@@ -562,6 +596,7 @@ impl Hub {
                 ConvEntry {
                     kind: c.kind,
                     name: c.name,
+                    private: c.private,
                     members: c.members.into_iter().collect(),
                     last_seq: c.last_seq,
                 },
@@ -851,7 +886,8 @@ impl Hub {
         let state = self.lock();
         match state.convs.get(&conv) {
             Some(c) if c.members.contains_key(&user) => Ok(()),
-            Some(c) if c.kind == ConvKind::Room => {
+            // A private room is not there for those outside it.
+            Some(c) if c.kind == ConvKind::Room && !c.private => {
                 Err((ErrorCode::Forbidden, "not a member of this room".into()))
             }
             _ => Err((ErrorCode::NotFound, "no such conversation".into())),
@@ -880,7 +916,9 @@ impl Hub {
         let mut rooms: Vec<RoomInfo> = state
             .convs
             .iter()
-            .filter(|(_, c)| c.kind == ConvKind::Room)
+            .filter(|(_, c)| {
+                c.kind == ConvKind::Room && (!c.private || c.members.contains_key(&user))
+            })
             .map(|(id, c)| RoomInfo {
                 id: *id,
                 name: c.name.clone(),
@@ -932,10 +970,10 @@ impl Hub {
     }
 
     /// Close every socket opened with `token` (logout) with [`close::UNAUTHORIZED`].
-    fn kill_token(state: &mut State, token: &TokenHash, out: &mut Outgoing) {
+    fn kill_token(state: &mut State, token: &TokenHash, code: u16, out: &mut Outgoing) {
         for conns in state.conns.values().chain(state.listeners.values()) {
             for c in conns.iter().filter(|c| &c.token == token) {
-                c.kill.fire(close::UNAUTHORIZED);
+                c.kill.fire(code);
                 out.dead.push(c.id);
             }
         }
@@ -1096,17 +1134,28 @@ impl Hub {
                 }
                 None
             }
-            WriteOutcome::LoggedIn => None,
+            // Nobody else hears of these.
+            WriteOutcome::LoggedIn
+            | WriteOutcome::RegisteredPending
+            | WriteOutcome::InviteCreated { .. }
+            | WriteOutcome::InviteRevoked
+            | WriteOutcome::AccountRejected => None,
             WriteOutcome::LoggedOut { token_hash, .. } => {
-                Self::kill_token(state, token_hash, out);
+                Self::kill_token(state, token_hash, close::UNAUTHORIZED, out);
                 None
             }
-            WriteOutcome::RoomCreated { user, conv, name } => {
+            WriteOutcome::RoomCreated {
+                user,
+                conv,
+                name,
+                private,
+            } => {
                 state.convs.insert(
                     *conv,
                     ConvEntry {
                         kind: ConvKind::Room,
                         name: name.clone(),
+                        private: *private,
                         members: HashMap::new(),
                         last_seq: 0,
                     },
@@ -1122,31 +1171,29 @@ impl Hub {
             }
             WriteOutcome::Joined { user, conv, newly } => {
                 if *newly {
-                    state.add_member(*conv, *user);
-                    let conversation = state.conversation(*conv, *user)?;
-                    let frame = encode(&ServerFrame::ConversationAdded { conversation });
-                    state.push_user(*user, &frame, origin_conn, out);
-                    if let Some(name) = state.users.get(user).map(|u| u.username.clone()) {
-                        let frame = encode(&ServerFrame::Membership {
-                            conv: *conv,
-                            username: name,
-                            joined: true,
-                        });
-                        let others: Vec<UserId> = state
-                            .convs
-                            .get(conv)
-                            .map(|c| c.members.keys().filter(|m| *m != user).copied().collect())
-                            .unwrap_or_default();
-                        for m in others {
-                            state.push_user(m, &frame, None, out);
-                        }
-                    }
+                    state.joined(*user, *conv, origin_conn, out);
                 }
                 Some(Reply::Joined {
                     conversation: state.conversation(*conv, *user)?,
                 })
             }
-            WriteOutcome::Left { user, conv } => {
+            WriteOutcome::Added {
+                user, conv, newly, ..
+            } => {
+                if *newly {
+                    state.joined(*user, *conv, origin_conn, out);
+                }
+                Some(Reply::Done)
+            }
+            WriteOutcome::Removed {
+                was_member: false, ..
+            } => Some(Reply::Done),
+            WriteOutcome::Left { user, conv }
+            | WriteOutcome::Removed {
+                user,
+                conv,
+                was_member: true,
+            } => {
                 if let Some(c) = state.convs.get_mut(conv) {
                     c.members.remove(user);
                 }
@@ -1179,6 +1226,7 @@ impl Hub {
                         ConvEntry {
                             kind: ConvKind::Dm,
                             name: String::new(),
+                            private: false,
                             members: [(*a, 0), (*b, 0)].into_iter().collect(),
                             last_seq: 0,
                         },
@@ -1235,7 +1283,13 @@ impl Hub {
             }
             WriteOutcome::SessionsRevoked { token_hashes } => {
                 for token in token_hashes {
-                    Self::kill_token(state, token, out);
+                    Self::kill_token(state, token, close::UNAUTHORIZED, out);
+                }
+                None
+            }
+            WriteOutcome::BanSet { token_hashes } => {
+                for token in token_hashes {
+                    Self::kill_token(state, token, close::BANNED, out);
                 }
                 None
             }
@@ -1262,7 +1316,7 @@ impl Hub {
                     state.push_members(*conv, &frame, None, out);
                 }
                 for token in token_hashes {
-                    Self::kill_token(state, token, out);
+                    Self::kill_token(state, token, close::UNAUTHORIZED, out);
                 }
                 None
             }
@@ -1343,10 +1397,12 @@ mod tests {
                     avatar: "🙂".into(),
                     deleted: false,
                     avatar_image: None,
+                    admin: false,
                 },
             })
             .collect();
         let general = super::super::store::ConvRow {
+            private: false,
             id: 1,
             kind: ConvKind::Room,
             name: limits::DEFAULT_ROOM.into(),

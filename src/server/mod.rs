@@ -11,6 +11,7 @@
 //!   by default, chosen by `--store`), and publish what was committed on the [`bus`];
 //! - [`sse`] serves the read-only event stream (`GET /api/events`) from the hub's fan-out;
 //! - the [`hub`] is this node: its sockets and presence, and the fan-out that hears the bus;
+//! - [`admin`] is `natter-server admin` (roles changed on the store directly);
 //! - [`auth`] and [`hasher`] keep credentials; [`clock`] is the one source of time.
 //!
 //! Each accepted TCP connection (optionally wrapped in TLS) is served by hyper's HTTP/1 with a
@@ -19,6 +20,7 @@
 //! Shutdown: stop accepting, close every socket with 1001, let HTTP requests in flight finish,
 //! wait (bounded) for the sockets' close handshakes, then let the writer commit what is queued.
 
+pub mod admin;
 mod auth;
 mod blobs;
 mod bus;
@@ -36,6 +38,7 @@ mod store;
 pub use self::bus::BusLocation;
 pub use self::clock::Clock;
 pub use self::store::{StoreError, StoreLocation};
+pub use crate::protocol::Registration;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -132,6 +135,9 @@ pub struct ServerConfig {
     /// The longest such wait; a quiet `account_delay_cap` after its last failure, an account
     /// starts afresh.
     pub account_delay_cap: Duration,
+    /// Who may create an account (`--registration`): open, with an invite, or awaiting an
+    /// admin's approval. The first account on a server needs neither (it becomes the admin).
+    pub registration: Registration,
     /// Accounts an IP address may create in a row before it must wait (429).
     pub registrations_per_ip: u32,
     /// After that, one more account per this long.
@@ -202,6 +208,7 @@ impl ServerConfig {
             failed_sign_in_refill: Duration::from_secs(30),
             account_free_failures: 3,
             account_delay_cap: Duration::from_secs(15 * 60),
+            registration: Registration::Open,
             registrations_per_ip: 5,
             registration_refill: Duration::from_secs(120),
             argon2_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -173,15 +173,19 @@ impl TestServer {
         serde_json::from_str(&body).expect("session json")
     }
 
+    /// Log in with [`PASSWORD`]: status and body.
+    pub async fn try_login(&self, name: &str) -> (u16, String) {
+        self.post(
+            "/api/login",
+            serde_json::json!({"username": name, "password": PASSWORD}),
+            None,
+        )
+        .await
+    }
+
     /// Log in; panics unless it succeeds.
     pub async fn login(&self, name: &str) -> Session {
-        let (status, body) = self
-            .post(
-                "/api/login",
-                serde_json::json!({"username": name, "password": PASSWORD}),
-                None,
-            )
-            .await;
+        let (status, body) = self.try_login(name).await;
         assert_eq!(status, 200, "login {name}: {body}");
         serde_json::from_str(&body).expect("session json")
     }

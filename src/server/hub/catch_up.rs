@@ -67,7 +67,10 @@ impl Pending {
                 t.convs.insert(*conv);
                 t.members.insert((*conv, *user));
             }
-            WriteOutcome::Joined { user, conv, .. } | WriteOutcome::Left { user, conv } => {
+            WriteOutcome::Joined { user, conv, .. }
+            | WriteOutcome::Added { user, conv, .. }
+            | WriteOutcome::Removed { user, conv, .. }
+            | WriteOutcome::Left { user, conv } => {
                 t.members.insert((*conv, *user));
             }
             WriteOutcome::Sent {
@@ -283,6 +286,7 @@ impl Hub {
                     ConvEntry {
                         kind: c.kind,
                         name: c.name,
+                        private: c.private,
                         members: c.members.iter().copied().collect(),
                         last_seq: c.last_seq,
                     },
@@ -439,12 +443,14 @@ mod tests {
                     avatar: "🙂".into(),
                     deleted: false,
                     avatar_image: None,
+                    admin: false,
                 },
             })
             .collect();
         Snapshot {
             users,
             convs: vec![ConvRow {
+                private: false,
                 id: 1,
                 kind: ConvKind::Room,
                 name: limits::DEFAULT_ROOM.into(),

@@ -10,7 +10,7 @@ use crate::protocol::{limits, ErrorCode, LoginRequest, Millis, RegisterRequest, 
 
 use super::super::auth::{self, TokenHash};
 use super::super::hasher::Busy;
-use super::super::store::{UserId, WriteOp, WriteOutcome};
+use super::super::store::{rules, UserId, WriteOp, WriteOutcome};
 use super::super::Shared;
 use super::{write_for_call, ServiceError};
 
@@ -109,13 +109,23 @@ fn session_expiry(shared: &Shared) -> Millis {
         .saturating_add(shared.config.token_ttl.as_millis() as Millis)
 }
 
-/// Create an account (and its first session) for a request from `ip`.
+/// What registering did.
+#[derive(Debug)]
+pub enum Registered {
+    /// The account exists and is signed in.
+    Session(Session),
+    /// The account exists and waits for an admin's approval (`approval` registration).
+    Pending,
+}
+
+/// Create an account (and its first session) for a request from `ip`, as the server's
+/// registration mode allows ([`rules::admission`](super::super::store::rules::admission)).
 pub async fn register(
     shared: &Shared,
     ip: IpAddr,
     req: RegisterRequest,
     user_agent: Option<&str>,
-) -> Result<Session, ServiceError> {
+) -> Result<Registered, ServiceError> {
     let username = names::name(&req.username, NameKind::Username)
         .map_err(|e| invalid(e.to_string()))?
         .display;
@@ -145,6 +155,8 @@ pub async fn register(
     let (device_token, device_hash) = auth::new_token();
     let expires_at = session_expiry(shared);
     let op = WriteOp::Register {
+        mode: shared.config.registration,
+        invite: req.invite.as_deref().map(auth::hash_token),
         username,
         display_name,
         avatar,
@@ -156,12 +168,13 @@ pub async fn register(
         label: session_label(None, user_agent),
     };
     match write_for_call(shared, op).await? {
-        WriteOutcome::Registered(row) => Ok(Session {
+        WriteOutcome::Registered(row) => Ok(Registered::Session(Session {
             token,
             user: row.user,
             expires_at,
             device_token: Some(device_token),
-        }),
+        })),
+        WriteOutcome::RegisteredPending => Ok(Registered::Pending),
         other => Err(unexpected(other)),
     }
 }
@@ -180,6 +193,14 @@ pub(super) async fn hash_password(
             tracing::error!(error = %e, "cannot hash a password");
             ServiceError::refused(ErrorCode::Internal, "cannot hash password")
         }))
+}
+
+/// What registration answers (202) and sign-in refuses with while an account waits.
+pub fn pending_approval() -> ServiceError {
+    ServiceError::refused(
+        ErrorCode::PendingApproval,
+        "this account waits for an admin's approval; sign in once it is approved",
+    )
 }
 
 fn unexpected(outcome: WriteOutcome) -> ServiceError {
@@ -261,6 +282,12 @@ pub async fn login(
         shared.limits.refund_address(Budget::SignIn, ip, started);
     }
     shared.limits.account_succeeded(user);
+    // The right password of an account that waits or is banned: say so.
+    match shared.store.standing(user).await? {
+        Some(s) if s.pending => return Err(pending_approval()),
+        Some(s) if s.banned => return Err(rules::banned_from_server().into()),
+        _ => {}
+    }
     let Some(profile) = shared.hub.user(user) else {
         tracing::error!(user, "a signed-in user is not in this node's memory");
         return Err(ServiceError::refused(

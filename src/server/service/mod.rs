@@ -6,6 +6,7 @@
 //! - [`accounts`]: registration, sign-in (with its limits), sign-out, tokens.
 //! - [`limits`]: the sign-in limits, shared by the nodes of a cluster.
 //! - [`account`]: your account: profile, password, sessions, deletion.
+//! - [`admin`]: run by its host: invites, approving accounts.
 //! - [`rooms`]: rooms and membership: create, join, leave, the room list, members, users.
 //! - [`messages`]: sending, history pages, resume (`sync`).
 //! - [`reads`]: read markers.
@@ -21,6 +22,7 @@
 
 pub mod account;
 pub mod accounts;
+pub mod admin;
 pub mod attention;
 pub mod events;
 pub mod files;
@@ -197,6 +199,8 @@ mod tests {
     async fn registered(shared: &Shared, name: &str) -> UserId {
         let now = shared.clock.now_ms();
         let op = WriteOp::Register {
+            mode: crate::protocol::Registration::Open,
+            invite: None,
             username: name.into(),
             display_name: name.into(),
             avatar: "owl".into(),

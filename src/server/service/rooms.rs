@@ -8,8 +8,14 @@ use super::super::store::WriteOp;
 use super::super::Shared;
 use super::{write_for_socket, Caller, ServiceError};
 
-/// Create a room; the creator joins it. Answered `joined` later.
-pub fn create(shared: &Shared, caller: &Caller, name: &str) -> Result<(), ServiceError> {
+/// Create a room (`private`: invisible to non-members); the creator joins it. Answered
+/// `joined` later.
+pub fn create(
+    shared: &Shared,
+    caller: &Caller,
+    name: &str,
+    private: bool,
+) -> Result<(), ServiceError> {
     let name = names::name(name, NameKind::RoomName)
         .map_err(|e| ServiceError::refused(ErrorCode::InvalidName, e.to_string()))?
         .display;
@@ -18,6 +24,23 @@ pub fn create(shared: &Shared, caller: &Caller, name: &str) -> Result<(), Servic
         user: caller.user,
         name,
         now,
+        private,
+    };
+    write_for_socket(shared, caller, op)
+}
+
+/// Add `username` to room `conv` the caller is in (the way into a private room). Answered
+/// `done` later; the added user gets `conversation_added`, the members `membership`.
+pub fn add_member(
+    shared: &Shared,
+    caller: &Caller,
+    conv: ConvId,
+    username: String,
+) -> Result<(), ServiceError> {
+    let op = WriteOp::AddMember {
+        by: caller.user,
+        conv,
+        username,
     };
     write_for_socket(shared, caller, op)
 }
@@ -40,7 +63,25 @@ pub fn leave(shared: &Shared, caller: &Caller, conv: ConvId) -> Result<(), Servi
     write_for_socket(shared, caller, op)
 }
 
-/// The public room list as `caller` sees it.
+/// Remove `username` from room `conv` the caller moderates (`ban`: for good). Answered `done`
+/// later; they get `conversation_removed`, the members `membership`, on every node.
+pub fn remove_member(
+    shared: &Shared,
+    caller: &Caller,
+    conv: ConvId,
+    username: String,
+    ban: bool,
+) -> Result<(), ServiceError> {
+    let op = WriteOp::RemoveMember {
+        by: caller.user,
+        conv,
+        username,
+        ban,
+    };
+    write_for_socket(shared, caller, op)
+}
+
+/// The room list as `caller` sees it: the public rooms and the private ones they are in.
 pub fn list(shared: &Shared, caller: &Caller) -> Vec<RoomInfo> {
     shared.hub.rooms(caller.user)
 }

@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::dbfile::Damage;
 use crate::protocol::{
-    Action, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
-    Target, Unread, User,
+    Action, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Invite, Message, Millis, NotifyLevel,
+    PendingUser, Registration, Seq, Target, Unread, User,
 };
 
 use super::auth::TokenHash;
@@ -140,9 +140,19 @@ pub struct ConvRow {
     pub kind: ConvKind,
     /// Room name; empty for a DM.
     pub name: String,
+    /// A private room (invisible to non-members).
+    pub private: bool,
     pub last_seq: Seq,
     /// Members with their read markers.
     pub members: Vec<(UserId, Seq)>,
+}
+
+/// A live user's role and state ([`rules::access_sql::STANDING`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub admin: bool,
+    pub pending: bool,
+    pub banned: bool,
 }
 
 /// A live session as the store lists it.
@@ -183,7 +193,11 @@ pub struct FileRow {
 /// A write, as the services ask for it. Times come from the caller's clock.
 #[derive(Debug)]
 pub enum WriteOp {
+    /// An account: the server's admin when it is the first, waiting for approval when the
+    /// server's `mode` says so ([`rules::admission`]); `invite` is used up when given.
     Register {
+        mode: Registration,
+        invite: Option<TokenHash>,
         username: String,
         display_name: String,
         avatar: String,
@@ -213,6 +227,21 @@ pub enum WriteOp {
         user: UserId,
         name: String,
         now: Millis,
+        private: bool,
+    },
+    /// A moderator (`by`, checked in the write) removes `username` from room `conv`; with
+    /// `ban`, they cannot join or be added again.
+    RemoveMember {
+        by: UserId,
+        conv: ConvId,
+        username: String,
+        ban: bool,
+    },
+    /// A member (`by`) of room `conv` adds `username` to it.
+    AddMember {
+        by: UserId,
+        conv: ConvId,
+        username: String,
     },
     Join {
         user: UserId,
@@ -266,6 +295,43 @@ pub enum WriteOp {
         user: UserId,
         now: Millis,
     },
+    // ---- run by its host ----
+    /// Make `username` one of the server's admins, or no longer one (`natter-server admin`).
+    SetAdmin {
+        username: String,
+        admin: bool,
+    },
+    /// An admin (`by`, checked in the write) makes an invite whose code hashes to `hash`.
+    CreateInvite {
+        by: UserId,
+        hash: TokenHash,
+        now: Millis,
+        expires_at: Millis,
+    },
+    /// An admin revokes a live invite.
+    RevokeInvite {
+        by: UserId,
+        id: i64,
+        now: Millis,
+    },
+    /// An admin approves a pending account: it joins `general` as a new account does.
+    Approve {
+        by: UserId,
+        username: String,
+    },
+    /// An admin bans (`banned`) an account from the server, revoking its sessions, or lifts
+    /// the ban. Admins cannot be banned.
+    SetBanned {
+        by: UserId,
+        username: String,
+        banned: bool,
+        now: Millis,
+    },
+    /// An admin rejects a pending account: it is deleted and its name is free again.
+    Reject {
+        by: UserId,
+        username: String,
+    },
     // Attention (notification levels, do not disturb).
     /// Set a member's notification level for a conversation (refused for a non-member).
     SetLevel {
@@ -294,7 +360,21 @@ pub enum WriteOp {
 /// Serialisable: a bus between nodes carries it (see `bus::redis`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum WriteOutcome {
+    /// A new account, or a pending one approved: it is now in `general`.
     Registered(UserRow),
+    /// A new account waiting for approval: nobody else hears of it yet.
+    RegisteredPending,
+    InviteCreated {
+        id: i64,
+        created_by: String,
+    },
+    InviteRevoked,
+    /// An account was banned (its sessions revoked: their sockets close with 4005) or unbanned
+    /// (no sessions).
+    BanSet {
+        token_hashes: Vec<TokenHash>,
+    },
+    AccountRejected,
     LoggedIn,
     LoggedOut {
         token_hash: TokenHash,
@@ -303,6 +383,22 @@ pub enum WriteOutcome {
         user: UserId,
         conv: ConvId,
         name: String,
+        #[serde(default)]
+        private: bool,
+    },
+    /// A moderator removed (and perhaps banned) `user` from `conv`; `was_member`: they were in
+    /// it (a ban of a non-member changes no membership).
+    Removed {
+        user: UserId,
+        conv: ConvId,
+        was_member: bool,
+    },
+    /// `by` added `user` to `conv` (`newly`: they were not a member yet).
+    Added {
+        by: UserId,
+        user: UserId,
+        conv: ConvId,
+        newly: bool,
     },
     Joined {
         user: UserId,
@@ -326,7 +422,7 @@ pub enum WriteOutcome {
         moved: bool,
     },
     // ---- your account ----
-    /// A user's public profile changed (display name, avatar, or deleted).
+    /// A user's public profile changed (display name, avatar, admin, or deleted).
     UserUpdated(UserRow),
     /// Sessions revoked at once (a password change that signs out the others).
     SessionsRevoked {
@@ -389,6 +485,15 @@ pub trait Storage: Send + Sync {
 
     /// The live sessions of `user` at `now`, newest first: (token hash, label, created, expires).
     fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>>;
+
+    /// Whether a live (not deleted) user is an admin and whether it waits for approval.
+    fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>>;
+
+    /// The invites live at `now` (unused, unrevoked, unexpired), oldest first, without codes.
+    fn invites(&self, now: Millis) -> StoreFuture<Vec<Invite>>;
+
+    /// The accounts waiting for approval, oldest first.
+    fn pending_users(&self) -> StoreFuture<Vec<PendingUser>>;
 
     /// The password hash of a live (not deleted) user.
     fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>>;

@@ -29,25 +29,26 @@ use uuid::Uuid;
 
 use crate::names::Name;
 use crate::protocol::{
-    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
-    Target, Unread, User,
+    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Invite, Message, Millis, NotifyLevel,
+    PendingUser, Seq, Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
 use super::rules::{
-    self, attention_sql, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER,
-    MESSAGE_COLUMNS, USER_COLUMNS,
+    self, access_sql, attention_sql, not_member, Admission, Names, DELETED_DISPLAY_NAME,
+    MAX_DEVICES_PER_USER, MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
-    BackendError, Completion, ConvRow, FailureKind, FileRow, SessionRow, Snapshot, Storage,
-    StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    BackendError, Completion, ConvRow, FailureKind, FileRow, SessionRow, Snapshot, Standing,
+    Storage, StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The schema, one file per version.
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0001_init.sql"),
     include_str!("postgres/0002_message_actions.sql"),
+    include_str!("postgres/0003_access.sql"),
     include_str!("postgres/0004_files.sql"),
     include_str!("postgres/0005_server_id.sql"),
 ];
@@ -220,6 +221,7 @@ fn user_from_row(r: &Row) -> UserRow {
             avatar: r.get(3),
             deleted: r.get(4),
             avatar_image: r.get(5),
+            admin: r.get(6),
         },
     }
 }
@@ -234,14 +236,19 @@ fn kind_of(text: &str) -> ConvKind {
 
 async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, StoreError> {
     let users = client
-        .query(&format!("SELECT {USER_COLUMNS} FROM users"), &[])
+        // Accounts waiting for approval are nobody's business until approved.
+        .query(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE NOT pending"),
+            &[],
+        )
         .await?
         .iter()
         .map(user_from_row)
         .collect();
     let mut convs: Vec<ConvRow> = client
         .query(
-            "SELECT id, kind, coalesce(name, ''), last_seq FROM conversations ORDER BY id",
+            "SELECT id, kind, coalesce(name, ''), last_seq, private FROM conversations \
+             ORDER BY id",
             &[],
         )
         .await?
@@ -251,6 +258,7 @@ async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, Stor
             kind: kind_of(r.get(1)),
             name: r.get(2),
             last_seq: r.get(3),
+            private: r.get(4),
             members: Vec::new(),
         })
         .collect();
@@ -510,6 +518,28 @@ async fn conv_kind(
         .map(|r| (kind_of(r.get(0)), r.get(1))))
 }
 
+async fn is_banned(
+    tx: &Transaction<'_>,
+    conv: ConvId,
+    user: UserId,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx
+        .query_one(rules::IS_BANNED, &[&conv, &user])
+        .await?
+        .get(0))
+}
+
+/// The kind of a conversation as someone outside it may know it ([`rules::VISIBLE_KIND`]).
+async fn visible_kind(
+    tx: &Transaction<'_>,
+    conv: ConvId,
+) -> Result<Option<ConvKind>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(rules::VISIBLE_KIND, &[&conv])
+        .await?
+        .map(|r| kind_of(r.get(0))))
+}
+
 async fn is_member(
     tx: &Transaction<'_>,
     conv: ConvId,
@@ -624,9 +654,48 @@ async fn sent_before(
     Ok(Some(message))
 }
 
+/// The advisory lock a registration takes while the server has no account yet ("first").
+const FIRST_ACCOUNT_LOCK: i64 = 0x66_6972_7374;
+
+/// Whether the account about to be inserted is the server's first (and so its admin). Two
+/// first registrations may race on several nodes: while no account is seen, each takes an
+/// advisory lock held to COMMIT and looks again, and READ COMMITTED's next statement sees the
+/// winner's committed row.
+async fn first_account(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    let any_user = access_sql::ANY_USER;
+    if tx.query_one(any_user, &[]).await?.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_ACCOUNT_LOCK])
+        .await?;
+    Ok(!tx.query_one(any_user, &[]).await?.get::<_, bool>(0))
+}
+
+/// Make `user` a member of `general` (a new or newly approved account).
+async fn join_general(tx: &Transaction<'_>, user: UserId) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO members (conv_id, user_id) \
+         SELECT id, $1 FROM conversations WHERE kind = 'room' AND name_key = $2",
+        &[&user, &limits::DEFAULT_ROOM],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Refuse unless `user` is a live admin, as the store has it now.
+async fn require_admin(tx: &Transaction<'_>, user: UserId) -> Result<(), StoreError> {
+    let admin = tx
+        .query_opt(access_sql::STANDING, &[&user])
+        .await?
+        .map(|r| r.get::<_, bool>(0));
+    rules::require_admin(admin)
+}
+
 async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Register {
+            mode,
+            invite,
             username,
             display_name,
             avatar,
@@ -639,11 +708,24 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
         } => {
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name).await?;
+            let first = first_account(tx).await?;
+            let invited: Option<i64> = match invite {
+                Some(hash) if !first => Some(
+                    tx.query_opt(access_sql::REDEEM_INVITE, &[now, &&hash[..]])
+                        .await?
+                        .ok_or_else(rules::invalid_invite)?
+                        .get(0),
+                ),
+                _ => None,
+            };
+            let admission = rules::admission(*mode, first, invited.is_some())?;
+            let admin = admission == Admission::Admin;
+            let pending = admission == Admission::Pending;
             let inserted = tx
                 .query_one(
                     "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, \
-                     avatar, password_hash, created_at) VALUES ($1, $2, $2, $3, $4, $5, $6, $7) \
-                     RETURNING id",
+                     avatar, password_hash, created_at, admin, pending) \
+                     VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                     &[
                         username,
                         &name.key,
@@ -652,6 +734,8 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                         avatar,
                         password_hash,
                         now,
+                        &admin,
+                        &pending,
                     ],
                 )
                 .await;
@@ -664,12 +748,14 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 }
                 other => other?.get(0),
             };
-            tx.execute(
-                "INSERT INTO members (conv_id, user_id) \
-                 SELECT id, $1 FROM conversations WHERE kind = 'room' AND name_key = $2",
-                &[&id, &limits::DEFAULT_ROOM],
-            )
-            .await?;
+            if let Some(invite) = invited {
+                tx.execute(access_sql::INVITE_USED_BY, &[&id, &invite])
+                    .await?;
+            }
+            if pending {
+                return Ok(WriteOutcome::RegisteredPending);
+            }
+            join_general(tx, id).await?;
             tx.execute(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -685,8 +771,99 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     avatar: avatar.clone(),
                     deleted: false,
                     avatar_image: None,
+                    admin,
                 },
             }))
+        }
+        WriteOp::SetAdmin { username, admin } => {
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "UPDATE users SET admin = $2 WHERE id = $1 AND deleted_at IS NULL \
+                         RETURNING {USER_COLUMNS}"
+                    ),
+                    &[&user, admin],
+                )
+                .await?
+                .ok_or_else(rules::account_deleted)?;
+            Ok(WriteOutcome::UserUpdated(user_from_row(&row)))
+        }
+        WriteOp::CreateInvite {
+            by,
+            hash,
+            now,
+            expires_at,
+        } => {
+            require_admin(tx, *by).await?;
+            let id: i64 = tx
+                .query_one(
+                    access_sql::CREATE_INVITE,
+                    &[&&hash[..], by, now, expires_at],
+                )
+                .await?
+                .get(0);
+            let created_by: String = tx
+                .query_one("SELECT username FROM users WHERE id = $1", &[by])
+                .await?
+                .get(0);
+            Ok(WriteOutcome::InviteCreated { id, created_by })
+        }
+        WriteOp::RevokeInvite { by, id, now } => {
+            require_admin(tx, *by).await?;
+            if tx.execute(access_sql::REVOKE_INVITE, &[id, now]).await? == 0 {
+                return Err(rules::no_such_invite());
+            }
+            Ok(WriteOutcome::InviteRevoked)
+        }
+        WriteOp::Approve { by, username } => {
+            require_admin(tx, *by).await?;
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::APPROVE, &[&user]).await? == 0 {
+                return Err(rules::not_pending());
+            }
+            join_general(tx, user).await?;
+            let row = tx
+                .query_one(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                    &[&user],
+                )
+                .await?;
+            Ok(WriteOutcome::Registered(user_from_row(&row)))
+        }
+        WriteOp::SetBanned {
+            by,
+            username,
+            banned,
+            now,
+        } => {
+            require_admin(tx, *by).await?;
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            tx.query_opt(access_sql::SET_BANNED, &[banned, &user])
+                .await?
+                .ok_or_else(rules::cannot_ban_admin)?;
+            let token_hashes = if *banned {
+                revoke_sessions(tx, user, None, *now).await?
+            } else {
+                Vec::new()
+            };
+            Ok(WriteOutcome::BanSet { token_hashes })
+        }
+        WriteOp::Reject { by, username } => {
+            require_admin(tx, *by).await?;
+            let user = find_name(tx, Names::Users, username)
+                .await?
+                .ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::REJECT, &[&user]).await? == 0 {
+                return Err(rules::not_pending());
+            }
+            Ok(WriteOutcome::AccountRejected)
         }
         WriteOp::Login {
             user,
@@ -717,14 +894,20 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 token_hash: *token_hash,
             })
         }
-        WriteOp::CreateRoom { user, name, now } => {
+        WriteOp::CreateRoom {
+            user,
+            name,
+            now,
+            private,
+        } => {
             let keys = Name::of_stored(name);
             refuse_clash(tx, Names::Rooms, &keys).await?;
             let inserted = tx
                 .query_one(
                     "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, \
-                     created_at) VALUES ('room', $1, $2, $2, $3, $4) RETURNING id",
-                    &[name, &keys.key, &keys.skeleton, now],
+                     created_at, private, created_by) \
+                     VALUES ('room', $1, $2, $2, $3, $4, $5, $6) RETURNING id",
+                    &[name, &keys.key, &keys.skeleton, now, private, user],
                 )
                 .await;
             let conv: i64 = match inserted {
@@ -745,12 +928,103 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 user: *user,
                 conv,
                 name: name.clone(),
+                private: *private,
+            })
+        }
+        WriteOp::AddMember { by, conv, username } => {
+            if !is_member(tx, *conv, *by).await? {
+                return Err(not_member(visible_kind(tx, *conv).await?));
+            }
+            rules::may_add(conv_kind(tx, *conv).await?.map(|k| k.0))?;
+            let no_user = || StoreError::rejected(ErrorCode::NotFound, "no such user");
+            let user = find_name(&*tx, Names::Users, username)
+                .await?
+                .ok_or_else(no_user)?;
+            let live: bool = tx
+                .query_one(
+                    "SELECT deleted_at IS NULL AND NOT pending FROM users WHERE id = $1",
+                    &[&user],
+                )
+                .await?
+                .get(0);
+            if !live {
+                return Err(no_user());
+            }
+            if is_banned(tx, *conv, user).await? {
+                return Err(rules::banned_from_room());
+            }
+            let n = tx
+                .execute(
+                    "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[conv, &user],
+                )
+                .await?;
+            Ok(WriteOutcome::Added {
+                by: *by,
+                user,
+                conv: *conv,
+                newly: n > 0,
+            })
+        }
+        WriteOp::RemoveMember {
+            by,
+            conv,
+            username,
+            ban,
+        } => {
+            if !is_member(tx, *conv, *by).await? {
+                return Err(not_member(visible_kind(tx, *conv).await?));
+            }
+            let moderator: bool = tx
+                .query_one(&format!("SELECT {}", rules::MODERATES), &[conv, by])
+                .await?
+                .get(0);
+            let key = conv_kind(tx, *conv).await?.map(|k| k.1).unwrap_or_default();
+            rules::may_remove(moderator, &key)?;
+            let user = find_name(&*tx, Names::Users, username)
+                .await?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            if *ban {
+                tx.execute(
+                    "INSERT INTO room_bans (conv_id, user_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[conv, &user],
+                )
+                .await?;
+            }
+            let was_member = tx
+                .execute(
+                    "DELETE FROM members WHERE conv_id = $1 AND user_id = $2",
+                    &[conv, &user],
+                )
+                .await?
+                > 0;
+            if !was_member && !*ban {
+                return Err(StoreError::rejected(
+                    ErrorCode::NotFound,
+                    "that user is not a member of this room",
+                ));
+            }
+            Ok(WriteOutcome::Removed {
+                user,
+                conv: *conv,
+                was_member,
             })
         }
         WriteOp::Join { user, room } => {
             let conv = find_name(&*tx, Names::Rooms, room)
                 .await?
-                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
+                .ok_or_else(rules::no_such_room)?;
+            let private: bool = tx
+                .query_one("SELECT private FROM conversations WHERE id = $1", &[&conv])
+                .await?
+                .get(0);
+            if private && !is_member(tx, conv, *user).await? {
+                return Err(rules::no_such_room());
+            }
+            if is_banned(tx, conv, *user).await? {
+                return Err(rules::banned_from_room());
+            }
             let n = tx
                 .execute(
                     "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -773,7 +1047,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 )
                 .await?;
             if n == 0 {
-                return Err(not_member(kind.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv).await?));
             }
             Ok(WriteOutcome::Left {
                 user: *user,
@@ -802,7 +1076,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             let conv = match target {
                 Target::Conv(conv) => {
                     if !is_member(tx, *conv, *user).await? {
-                        return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+                        return Err(not_member(visible_kind(tx, *conv).await?));
                     }
                     refuse_deleted_peer(tx, *conv, *user).await?;
                     *conv
@@ -811,13 +1085,17 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                     let peer = find_name(&*tx, Names::Users, to)
                         .await?
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-                    let peer_deleted: bool = tx
+                    let peer_row = tx
                         .query_one(
-                            "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1",
+                            "SELECT deleted_at IS NOT NULL, pending FROM users WHERE id = $1",
                             &[&peer],
                         )
-                        .await?
-                        .get(0);
+                        .await?;
+                    let (peer_deleted, peer_pending): (bool, bool) =
+                        (peer_row.get(0), peer_row.get(1));
+                    if peer_pending {
+                        return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
+                    }
                     if peer_deleted {
                         return Err(rules::peer_deleted());
                     }
@@ -862,14 +1140,15 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             };
             if let Some(target) = rules::target_of(*reply_to, action.as_ref()) {
                 let found = tx
-                    .query_opt(rules::TARGET_SQL, &[&conv, &target])
+                    .query_opt(&rules::target_sql(), &[&conv, user, &target])
                     .await?
                     .map(|r| rules::TargetRow {
                         sender: r.get(0),
                         is_action: r.get(1),
                         deleted: r.get(2),
+                        by_moderator: r.get(3),
                     });
-                rules::may_act(conv, *user, action.as_ref(), found)?;
+                rules::may_act(*user, action.as_ref(), found)?;
             }
             let mut files = Vec::with_capacity(attachments.len());
             for id in attachments {
@@ -978,7 +1257,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 )
                 .await?;
             let Some(row) = row else {
-                return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv).await?));
             };
             let (last_read, last_seq): (Seq, Seq) = (row.get(0), row.get(1));
             let (marker, moved) = rules::read_marker(*seq, last_read, last_seq);
@@ -999,7 +1278,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
         // ---- attention ----
         WriteOp::SetLevel { user, conv, level } => {
             if !is_member(tx, *conv, *user).await? {
-                return Err(not_member(conv_kind(tx, *conv).await?.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv).await?));
             }
             match level {
                 NotifyLevel::All => {
@@ -1133,7 +1412,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             // described the person goes, and no password can match an empty hash.
             tx.execute(
                 "UPDATE users SET display_name = $2, avatar = '', avatar_image = NULL, password_hash = '', \
-                 deleted_at = $3 WHERE id = $1",
+                 deleted_at = $3, admin = false WHERE id = $1",
                 &[user, &DELETED_DISPLAY_NAME, now],
             )
             .await?;
@@ -1256,6 +1535,54 @@ impl Storage for PgStore {
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_error)?;
             Ok(sessions(&**c, user, now).await?)
+        })
+    }
+
+    fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query_opt(access_sql::STANDING, &[&user])
+                .await?
+                .map(|r| Standing {
+                    admin: r.get(0),
+                    pending: r.get(1),
+                    banned: r.get(2),
+                }))
+        })
+    }
+
+    fn invites(&self, now: Millis) -> StoreFuture<Vec<Invite>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query(access_sql::LIVE_INVITES, &[&now])
+                .await?
+                .iter()
+                .map(|r| Invite {
+                    id: r.get(0),
+                    code: None,
+                    created_by: r.get(1),
+                    created_at: r.get(2),
+                    expires_at: r.get(3),
+                })
+                .collect())
+        })
+    }
+
+    fn pending_users(&self) -> StoreFuture<Vec<PendingUser>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query(access_sql::PENDING_USERS, &[])
+                .await?
+                .iter()
+                .map(|r| PendingUser {
+                    username: r.get(0),
+                    display_name: r.get(1),
+                    created_at: r.get(2),
+                })
+                .collect())
         })
     }
 

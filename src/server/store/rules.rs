@@ -2,11 +2,12 @@
 //! and clashes (the SQL is written with `$n` placeholders, which SQLite and PostgreSQL both
 //! take), the refusals for acting in a conversation one is not in, leaving, moving a read
 //! marker, a DM's key, who may act on which message (edits, deletes, reactions, replies) and
-//! what an action changes; the queries of files and which messages carry them.
+//! what an action changes; the queries of files and which messages carry them; who may
+//! register and administer ([`access_sql`], [`admission`]).
 
 use crate::names::Name;
 use crate::protocol::{
-    limits, Action, Attachment, ConvId, ConvKind, ErrorCode, Message, Millis, Seq,
+    limits, Action, Attachment, ConvKind, ErrorCode, Message, Millis, Registration, Seq,
 };
 
 use super::{StoreError, UserId};
@@ -114,11 +115,21 @@ pub const INSERT_FILE: &str = "INSERT INTO files (id, uploader_id, blob, name, m
 /// it an integer both backends read alike.)
 pub const UPLOADED_BYTES_SQL: &str =
     "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE uploader_id = $1";
+/// Whether $2 (a user) moderates $1 (a conversation): a room's creator, or an admin, in a
+/// room (never a DM). The one definition of who moderates.
+pub const MODERATES: &str = "EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 \
+     AND c.kind = 'room' AND (c.created_by = $2 OR EXISTS (SELECT 1 FROM users u \
+     WHERE u.id = $2 AND u.admin AND u.deleted_at IS NULL)))";
 
 /// What an action, a reply or a message points at: its sender, whether it is itself an action,
-/// whether it was deleted. $1 conv, $2 seq.
-pub const TARGET_SQL: &str = "SELECT sender_id, action IS NOT NULL, deleted_at IS NOT NULL \
-     FROM messages WHERE conv_id = $1 AND seq = $2";
+/// whether it was deleted, and whether the acting user moderates the conversation
+/// ([`MODERATES`]). $1 conv, $2 acting user, $3 seq.
+pub fn target_sql() -> String {
+    format!(
+        "SELECT m.sender_id, m.action IS NOT NULL, m.deleted_at IS NOT NULL, {MODERATES} \
+         FROM messages m WHERE m.conv_id = $1 AND m.seq = $3"
+    )
+}
 
 /// An edit's effect: $1 new text, $2 time, $3 conv, $4 target seq. (Placeholders appear in
 /// number order: SQLite numbers `$n` by first appearance.)
@@ -172,20 +183,15 @@ pub struct TargetRow {
     pub sender: UserId,
     pub is_action: bool,
     pub deleted: bool,
+    /// The acting user moderates the conversation ([`MODERATES`]): may delete others' messages.
+    pub by_moderator: bool,
 }
 
-/// Whether `user` moderates `conv`: may delete others' messages there. Conversations have no
-/// moderators yet; when rooms get them, this is the one place that learns of it.
-pub fn is_moderator(_conv: ConvId, _user: UserId) -> bool {
-    false
-}
-
-/// Whether `user` may send `action` (None: a reply) about `target` (what [`TARGET_SQL`] found)
-/// in `conv`: the target must be a message of that conversation, not an action; only its author
-/// edits it and only its author (or a moderator) deletes it; a deleted message cannot be edited,
+/// Whether `user` may send `action` (None: a reply) about `target` (what [`target_sql`] found):
+/// the target must be a message of that conversation, not an action; only its author edits it
+/// and only its author (or a moderator of the room) deletes it; a deleted message cannot be edited,
 /// deleted again or reacted to, but can be replied to (the reply shows it was deleted).
 pub fn may_act(
-    conv: ConvId,
     user: UserId,
     action: Option<&Action>,
     target: Option<TargetRow>,
@@ -216,9 +222,12 @@ pub fn may_act(
             ErrorCode::Forbidden,
             "only the author can edit a message",
         )),
-        Action::Delete { .. } if target.sender != user && !is_moderator(conv, user) => Err(
-            StoreError::rejected(ErrorCode::Forbidden, "only the author can delete a message"),
-        ),
+        Action::Delete { .. } if target.sender != user && !target.by_moderator => {
+            Err(StoreError::rejected(
+                ErrorCode::Forbidden,
+                "only the author or a moderator of the room can delete a message",
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -245,9 +254,9 @@ pub fn effect<'a>(action: Option<&Action>, text: &'a str, now: Millis) -> Option
 }
 
 /// The columns a user is read from: id, username, display name, avatar, deleted, profile
-/// picture.
+/// picture, admin.
 pub const USER_COLUMNS: &str =
-    "id, username, display_name, avatar, deleted_at IS NOT NULL, avatar_image";
+    "id, username, display_name, avatar, deleted_at IS NOT NULL, avatar_image, admin";
 
 /// The display name a deleted account keeps, for clients that do not look at `deleted`.
 pub const DELETED_DISPLAY_NAME: &str = "Deleted user";
@@ -377,6 +386,170 @@ pub fn peer_deleted() -> StoreError {
 /// The error for acting as an account that was deleted.
 pub fn account_deleted() -> StoreError {
     StoreError::rejected(ErrorCode::Unauthorized, "this account was deleted")
+}
+
+/// Run by its host (docs/protocol.md): the SQL both backends share. Flags are read and written
+/// as `NOT x` and `true`, which SQLite's integers and PostgreSQL's booleans both take. SQLite
+/// numbers `$n` by first appearance, so each statement first names `$1`, then `$2`, ...
+pub mod access_sql {
+    /// $1 user: (admin, pending, banned) of a live user; no row for a deleted or unknown one.
+    pub const STANDING: &str =
+        "SELECT admin, pending, banned FROM users WHERE id = $1 AND deleted_at IS NULL";
+    /// $1 banned, $2 user: ban or unban an account that is no admin; no row when it is one.
+    pub const SET_BANNED: &str =
+        "UPDATE users SET banned = $1 WHERE id = $2 AND NOT admin RETURNING id";
+    /// Whether the server has any account yet (pending and deleted ones count).
+    pub const ANY_USER: &str = "SELECT EXISTS (SELECT 1 FROM users)";
+    /// $1 now, $2 code hash: use up a live invite; returns its id, no row when it was none.
+    pub const REDEEM_INVITE: &str = "UPDATE invites SET used_at = $1 WHERE hash = $2 \
+        AND used_at IS NULL AND NOT revoked AND expires_at > $1 RETURNING id";
+    /// $1 the user it made, $2 invite id.
+    pub const INVITE_USED_BY: &str = "UPDATE invites SET used_by = $1 WHERE id = $2";
+    /// $1 code hash, $2 admin, $3 now, $4 expires at; returns the id.
+    pub const CREATE_INVITE: &str = "INSERT INTO invites (hash, created_by, created_at, \
+        expires_at) VALUES ($1, $2, $3, $4) RETURNING id";
+    /// $1 invite id, $2 now: revoke it while it is live.
+    pub const REVOKE_INVITE: &str = "UPDATE invites SET revoked = true WHERE id = $1 \
+        AND used_at IS NULL AND NOT revoked AND expires_at > $2";
+    /// $1 now: the live invites, oldest first: id, maker, created, expires.
+    pub const LIVE_INVITES: &str = "SELECT i.id, u.username, i.created_at, i.expires_at \
+        FROM invites i JOIN users u ON u.id = i.created_by \
+        WHERE i.used_at IS NULL AND NOT i.revoked AND i.expires_at > $1 ORDER BY i.id";
+    /// The accounts waiting for approval, oldest first: username, display name, created.
+    pub const PENDING_USERS: &str = "SELECT username, display_name, created_at FROM users \
+        WHERE pending AND deleted_at IS NULL ORDER BY created_at, id";
+    /// $1 user: approve a pending account.
+    pub const APPROVE: &str = "UPDATE users SET pending = false WHERE id = $1 AND pending";
+    /// $1 user: reject (delete) a pending account; it has no sessions, devices or members.
+    pub const REJECT: &str = "DELETE FROM users WHERE id = $1 AND pending";
+}
+
+/// The refusal of a room a user may not see (a private room they are not in) or that does not
+/// exist: the same answer for both.
+pub fn no_such_room() -> StoreError {
+    StoreError::rejected(ErrorCode::NotFound, "no such room")
+}
+
+/// $1 conversation: its kind, as someone outside it may know it: no row for a private room
+/// (nor for one that does not exist), so [`not_member`] tells them "no such conversation".
+pub const VISIBLE_KIND: &str = "SELECT kind FROM conversations WHERE id = $1 AND NOT private";
+
+/// Whether a member may add someone to a conversation of `kind`: to rooms only.
+pub fn may_add(kind: Option<ConvKind>) -> Result<(), StoreError> {
+    match kind {
+        Some(ConvKind::Room) => Ok(()),
+        _ => Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "people are added to rooms, not to direct messages",
+        )),
+    }
+}
+
+/// $1 conv, $2 user: whether the user is banned from the room.
+pub const IS_BANNED: &str = "SELECT EXISTS (SELECT 1 FROM room_bans WHERE conv_id = $1 \
+     AND user_id = $2)";
+
+/// The refusal of joining (or being added to) a room one is banned from.
+pub fn banned_from_room() -> StoreError {
+    StoreError::rejected(ErrorCode::Forbidden, "banned from this room")
+}
+
+/// Whether a moderator may remove (`moderator`: the caller moderates the room) someone from a
+/// room of `key` (its name key): not from `general`, which everyone is in.
+pub fn may_remove(moderator: bool, key: &str) -> Result<(), StoreError> {
+    if !moderator {
+        return Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "only a moderator of the room (its creator, or an admin) can remove people",
+        ));
+    }
+    if key == limits::DEFAULT_ROOM {
+        return Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "nobody is removed from the default room (an admin bans from the server instead)",
+        ));
+    }
+    Ok(())
+}
+
+/// How a new account joins a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The server's first account: its admin.
+    Admin,
+    /// A member at once.
+    Member,
+    /// Waiting for an admin's approval.
+    Pending,
+}
+
+/// How an account registering on a server in `mode` joins it: the first account is the admin
+/// (it needs no invite, there is nobody to make one); an invite (`invited`: redeemed already)
+/// admits at once in any mode; otherwise `invite` mode refuses and `approval` mode makes the
+/// account wait.
+pub fn admission(mode: Registration, first: bool, invited: bool) -> Result<Admission, StoreError> {
+    match (first, invited, mode) {
+        (true, _, _) => Ok(Admission::Admin),
+        (false, true, _) | (false, false, Registration::Open) => Ok(Admission::Member),
+        (false, false, Registration::Approval) => Ok(Admission::Pending),
+        (false, false, Registration::Invite) => Err(StoreError::rejected(
+            ErrorCode::InviteRequired,
+            "registration on this server needs an invite from an admin",
+        )),
+    }
+}
+
+/// The refusal of an invite code that is unknown, used, revoked or expired (one answer for all).
+pub fn invalid_invite() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::InvalidInvite,
+        "this invite is not valid: unknown, already used, revoked or expired",
+    )
+}
+
+/// Whether the caller may act as an admin, given its [`access_sql::STANDING`] (None: a deleted
+/// or unknown account).
+pub fn require_admin(admin: Option<bool>) -> Result<(), StoreError> {
+    match admin {
+        Some(true) => Ok(()),
+        Some(false) => Err(StoreError::rejected(
+            ErrorCode::Forbidden,
+            "only an admin of this server may do this",
+        )),
+        None => Err(account_deleted()),
+    }
+}
+
+/// The refusal of banning an admin (or oneself, who is one).
+pub fn cannot_ban_admin() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::Forbidden,
+        "an admin cannot be banned: revoke the role first (natter-server admin revoke)",
+    )
+}
+
+/// The refusal of signing in to a banned account.
+pub fn banned_from_server() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::Forbidden,
+        "this account is banned from the server",
+    )
+}
+
+/// The refusal of approving or rejecting a name that is no account waiting for approval.
+pub fn not_pending() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::NotFound,
+        "no account of that name waits for approval",
+    )
+}
+
+/// The refusal of revoking an invite that is not live.
+pub fn no_such_invite() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::NotFound,
+        "no such invite (it may have been used, revoked or have expired)",
+    )
 }
 
 /// The error for revoking a session that is not (or no longer) there.

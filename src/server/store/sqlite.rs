@@ -20,19 +20,19 @@ use uuid::Uuid;
 use crate::dbfile::{self, Damage};
 use crate::names::Name;
 use crate::protocol::{
-    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Message, Millis, NotifyLevel, Seq,
-    Target, Unread, User,
+    limits, Attachment, ConvId, ConvKind, Dnd, ErrorCode, Invite, Message, Millis, NotifyLevel,
+    PendingUser, Seq, Target, Unread, User,
 };
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
 use super::rules::{
-    self, attention_sql, not_member, Names, DELETED_DISPLAY_NAME, MAX_DEVICES_PER_USER,
-    MESSAGE_COLUMNS, USER_COLUMNS,
+    self, access_sql, attention_sql, not_member, Admission, Names, DELETED_DISPLAY_NAME,
+    MAX_DEVICES_PER_USER, MESSAGE_COLUMNS, USER_COLUMNS,
 };
 use super::{
     BackendError, Completion, ConvRow, FailureKind, FileRow, OpenOptions, SessionRow, Snapshot,
-    Storage, StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
+    Standing, Storage, StoreError, StoreFuture, UserId, UserRow, WriteOp, WriteOutcome,
 };
 
 /// The database's file name in a data directory.
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_account.sql"),
     include_str!("migrations/0006_attention.sql"),
     include_str!("migrations/0007_message_actions.sql"),
+    include_str!("migrations/0008_access.sql"),
     include_str!("migrations/0009_files.sql"),
     include_str!("migrations/0010_server_id.sql"),
 ];
@@ -191,20 +192,24 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> Result<UserRow, rusqlite::Error> {
             avatar: r.get(3)?,
             deleted: r.get(4)?,
             avatar_image: r.get(5)?,
+            admin: r.get(6)?,
         },
     })
 }
 
 fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
     let mut users = Vec::new();
-    let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users"))?;
+    // Accounts waiting for approval are nobody's business until approved.
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE NOT pending"
+    ))?;
     let rows = stmt.query_map([], user_from_row)?;
     for row in rows {
         users.push(row?);
     }
     let mut convs = Vec::new();
     let mut stmt =
-        conn.prepare("SELECT id, kind, coalesce(name, ''), last_seq FROM conversations")?;
+        conn.prepare("SELECT id, kind, coalesce(name, ''), last_seq, private FROM conversations")?;
     let rows = stmt.query_map([], |r| {
         let kind: String = r.get(1)?;
         Ok(ConvRow {
@@ -216,6 +221,7 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
             },
             name: r.get(2)?,
             last_seq: r.get(3)?,
+            private: r.get(4)?,
             members: Vec::new(),
         })
     })?;
@@ -273,7 +279,7 @@ fn set_level(
     level: NotifyLevel,
 ) -> Result<WriteOutcome, StoreError> {
     if !is_member(tx, conv, user)? {
-        return Err(not_member(conv_kind(tx, conv)?.map(|k| k.0)));
+        return Err(not_member(visible_kind(tx, conv)?));
     }
     // `all` is the default: no row.
     match level {
@@ -451,6 +457,49 @@ impl Storage for SqliteStore {
 
     fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>> {
         self.read(move |c| sessions(c, user, now))
+    }
+
+    fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>> {
+        self.read(move |c| {
+            c.query_row(access_sql::STANDING, params![user], |r| {
+                Ok(Standing {
+                    admin: r.get(0)?,
+                    pending: r.get(1)?,
+                    banned: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn invites(&self, now: Millis) -> StoreFuture<Vec<Invite>> {
+        self.read(move |c| {
+            c.prepare(access_sql::LIVE_INVITES)?
+                .query_map(params![now], |r| {
+                    Ok(Invite {
+                        id: r.get(0)?,
+                        code: None,
+                        created_by: r.get(1)?,
+                        created_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    fn pending_users(&self) -> StoreFuture<Vec<PendingUser>> {
+        self.read(|c| {
+            c.prepare(access_sql::PENDING_USERS)?
+                .query_map([], |r| {
+                    Ok(PendingUser {
+                        username: r.get(0)?,
+                        display_name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                })?
+                .collect()
+        })
     }
 
     fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>> {
@@ -817,6 +866,19 @@ fn conv_kind(tx: &Connection, conv: ConvId) -> Result<Option<(ConvKind, String)>
     .optional()
 }
 
+/// The kind of a conversation as someone outside it may know it ([`rules::VISIBLE_KIND`]).
+fn visible_kind(tx: &Connection, conv: ConvId) -> Result<Option<ConvKind>, rusqlite::Error> {
+    tx.query_row(rules::VISIBLE_KIND, params![conv], |r| {
+        let kind: String = r.get(0)?;
+        Ok(if kind == "dm" {
+            ConvKind::Dm
+        } else {
+            ConvKind::Room
+        })
+    })
+    .optional()
+}
+
 fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqlite::Error> {
     Ok(tx
         .query_row(
@@ -828,9 +890,29 @@ fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqli
         .is_some())
 }
 
+/// Make `user` a member of `general` (a new or newly approved account).
+fn join_general(tx: &Connection, user: UserId) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO members (conv_id, user_id) \
+         SELECT id, ?1 FROM conversations WHERE kind = 'room' AND name_key = ?2",
+        params![user, limits::DEFAULT_ROOM],
+    )?;
+    Ok(())
+}
+
+/// Refuse unless `user` is a live admin, as the store has it now.
+fn require_admin(tx: &Connection, user: UserId) -> Result<(), StoreError> {
+    let admin = tx
+        .query_row(access_sql::STANDING, params![user], |r| r.get::<_, bool>(0))
+        .optional()?;
+    rules::require_admin(admin)
+}
+
 fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Register {
+            mode,
+            invite,
             username,
             display_name,
             avatar,
@@ -844,9 +926,26 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let now = *now;
             let name = Name::of_stored(username);
             refuse_clash(tx, Names::Users, &name)?;
+            // This writer is the only one, so no other registration can come between the
+            // check for a first account (or an invite's redemption) and the insert.
+            let first = !tx.query_row(access_sql::ANY_USER, [], |r| r.get::<_, bool>(0))?;
+            let invited: Option<i64> = match invite {
+                Some(hash) if !first => Some(
+                    tx.query_row(access_sql::REDEEM_INVITE, params![now, &hash[..]], |r| {
+                        r.get(0)
+                    })
+                    .optional()?
+                    .ok_or_else(rules::invalid_invite)?,
+                ),
+                _ => None,
+            };
+            let admission = rules::admission(*mode, first, invited.is_some())?;
+            let admin = admission == Admission::Admin;
+            let pending = admission == Admission::Pending;
             let inserted = tx.execute(
                 "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, avatar, \
-                 password_hash, created_at) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 password_hash, created_at, admin, pending) \
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     username,
                     name.key,
@@ -854,7 +953,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     display_name,
                     avatar,
                     password_hash,
-                    now
+                    now,
+                    admin,
+                    pending
                 ],
             );
             match inserted {
@@ -867,11 +968,13 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 other => other?,
             };
             let id = tx.last_insert_rowid();
-            tx.execute(
-                "INSERT INTO members (conv_id, user_id) \
-                 SELECT id, ?1 FROM conversations WHERE kind = 'room' AND name_key = ?2",
-                params![id, limits::DEFAULT_ROOM],
-            )?;
+            if let Some(invite) = invited {
+                tx.execute(access_sql::INVITE_USED_BY, params![id, invite])?;
+            }
+            if pending {
+                return Ok(WriteOutcome::RegisteredPending);
+            }
+            join_general(tx, id)?;
             tx.execute(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -886,8 +989,91 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     avatar: avatar.clone(),
                     deleted: false,
                     avatar_image: None,
+                    admin,
                 },
             }))
+        }
+        WriteOp::SetAdmin { username, admin } => {
+            let user = find_name(tx, Names::Users, username)?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            let n = tx.execute(
+                "UPDATE users SET admin = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                params![user, admin],
+            )?;
+            if n == 0 {
+                return Err(rules::account_deleted());
+            }
+            Ok(WriteOutcome::UserUpdated(tx.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                params![user],
+                user_from_row,
+            )?))
+        }
+        WriteOp::CreateInvite {
+            by,
+            hash,
+            now,
+            expires_at,
+        } => {
+            require_admin(tx, *by)?;
+            let id = tx.query_row(
+                access_sql::CREATE_INVITE,
+                params![&hash[..], by, now, expires_at],
+                |r| r.get(0),
+            )?;
+            let created_by = tx.query_row(
+                "SELECT username FROM users WHERE id = ?1",
+                params![by],
+                |r| r.get(0),
+            )?;
+            Ok(WriteOutcome::InviteCreated { id, created_by })
+        }
+        WriteOp::RevokeInvite { by, id, now } => {
+            require_admin(tx, *by)?;
+            if tx.execute(access_sql::REVOKE_INVITE, params![id, now])? == 0 {
+                return Err(rules::no_such_invite());
+            }
+            Ok(WriteOutcome::InviteRevoked)
+        }
+        WriteOp::Approve { by, username } => {
+            require_admin(tx, *by)?;
+            let user = find_name(tx, Names::Users, username)?.ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::APPROVE, params![user])? == 0 {
+                return Err(rules::not_pending());
+            }
+            join_general(tx, user)?;
+            Ok(WriteOutcome::Registered(tx.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                params![user],
+                user_from_row,
+            )?))
+        }
+        WriteOp::SetBanned {
+            by,
+            username,
+            banned,
+            now,
+        } => {
+            require_admin(tx, *by)?;
+            let user = find_name(tx, Names::Users, username)?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            tx.query_row(access_sql::SET_BANNED, params![banned, user], |_| Ok(()))
+                .optional()?
+                .ok_or_else(rules::cannot_ban_admin)?;
+            let token_hashes = if *banned {
+                revoke_sessions(tx, user, None, *now)?
+            } else {
+                Vec::new()
+            };
+            Ok(WriteOutcome::BanSet { token_hashes })
+        }
+        WriteOp::Reject { by, username } => {
+            require_admin(tx, *by)?;
+            let user = find_name(tx, Names::Users, username)?.ok_or_else(rules::not_pending)?;
+            if tx.execute(access_sql::REJECT, params![user])? == 0 {
+                return Err(rules::not_pending());
+            }
+            Ok(WriteOutcome::AccountRejected)
         }
         WriteOp::Login {
             user,
@@ -917,14 +1103,19 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 token_hash: *token_hash,
             })
         }
-        WriteOp::CreateRoom { user, name, now } => {
+        WriteOp::CreateRoom {
+            user,
+            name,
+            now,
+            private,
+        } => {
             let now = *now;
             let keys = Name::of_stored(name);
             refuse_clash(tx, Names::Rooms, &keys)?;
             let inserted = tx.execute(
-                "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at) \
-                 VALUES ('room', ?1, ?2, ?2, ?3, ?4)",
-                params![name, keys.key, keys.skeleton, now],
+                "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at, \
+                 private, created_by) VALUES ('room', ?1, ?2, ?2, ?3, ?4, ?5, ?6)",
+                params![name, keys.key, keys.skeleton, now, private, user],
             );
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
@@ -944,12 +1135,93 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 user: *user,
                 conv,
                 name: name.clone(),
+                private: *private,
+            })
+        }
+        WriteOp::AddMember { by, conv, username } => {
+            if !is_member(tx, *conv, *by)? {
+                return Err(not_member(visible_kind(tx, *conv)?));
+            }
+            rules::may_add(conv_kind(tx, *conv)?.map(|k| k.0))?;
+            let user = find_name(tx, Names::Users, username)?;
+            let user =
+                user.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            let live: bool = tx.query_row(
+                "SELECT deleted_at IS NULL AND NOT pending FROM users WHERE id = ?1",
+                params![user],
+                |r| r.get(0),
+            )?;
+            if !live {
+                return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
+            }
+            if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
+                return Err(rules::banned_from_room());
+            }
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
+                params![conv, user],
+            )?;
+            Ok(WriteOutcome::Added {
+                by: *by,
+                user,
+                conv: *conv,
+                newly: n > 0,
+            })
+        }
+        WriteOp::RemoveMember {
+            by,
+            conv,
+            username,
+            ban,
+        } => {
+            if !is_member(tx, *conv, *by)? {
+                return Err(not_member(visible_kind(tx, *conv)?));
+            }
+            let moderator: bool = tx.query_row(
+                &format!("SELECT {}", rules::MODERATES),
+                params![conv, by],
+                |r| r.get(0),
+            )?;
+            let key = conv_kind(tx, *conv)?.map(|k| k.1).unwrap_or_default();
+            rules::may_remove(moderator, &key)?;
+            let user = find_name(tx, Names::Users, username)?
+                .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
+            if *ban {
+                tx.execute(
+                    "INSERT OR IGNORE INTO room_bans (conv_id, user_id) VALUES (?1, ?2)",
+                    params![conv, user],
+                )?;
+            }
+            let was_member = tx.execute(
+                "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
+                params![conv, user],
+            )? > 0;
+            if !was_member && !*ban {
+                return Err(StoreError::rejected(
+                    ErrorCode::NotFound,
+                    "that user is not a member of this room",
+                ));
+            }
+            Ok(WriteOutcome::Removed {
+                user,
+                conv: *conv,
+                was_member,
             })
         }
         WriteOp::Join { user, room } => {
             let conv = find_name(tx, Names::Rooms, room)?;
-            let conv =
-                conv.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such room"))?;
+            let conv = conv.ok_or_else(rules::no_such_room)?;
+            let private: bool = tx.query_row(
+                "SELECT private FROM conversations WHERE id = ?1",
+                params![conv],
+                |r| r.get(0),
+            )?;
+            if private && !is_member(tx, conv, *user)? {
+                return Err(rules::no_such_room());
+            }
+            if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
+                return Err(rules::banned_from_room());
+            }
             let n = tx.execute(
                 "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
                 params![conv, user],
@@ -968,7 +1240,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 params![conv, user],
             )?;
             if n == 0 {
-                return Err(not_member(kind.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv)?));
             }
             Ok(WriteOutcome::Left {
                 user: *user,
@@ -1009,7 +1281,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let conv = match target {
                 Target::Conv(conv) => {
                     if !is_member(tx, *conv, *user)? {
-                        return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
+                        return Err(not_member(visible_kind(tx, *conv)?));
                     }
                     refuse_deleted_peer(tx, *conv, *user)?;
                     *conv
@@ -1018,11 +1290,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     let peer = find_name(tx, Names::Users, to)?;
                     let peer = peer
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-                    let peer_deleted: bool = tx.query_row(
-                        "SELECT deleted_at IS NOT NULL FROM users WHERE id = ?1",
+                    let (peer_deleted, peer_pending): (bool, bool) = tx.query_row(
+                        "SELECT deleted_at IS NOT NULL, pending FROM users WHERE id = ?1",
                         params![peer],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
+                    if peer_pending {
+                        return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
+                    }
                     if peer_deleted {
                         return Err(rules::peer_deleted());
                     }
@@ -1063,15 +1338,16 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             };
             if let Some(target) = rules::target_of(*reply_to, action.as_ref()) {
                 let found = tx
-                    .query_row(rules::TARGET_SQL, params![conv, target], |r| {
+                    .query_row(&rules::target_sql(), params![conv, user, target], |r| {
                         Ok(rules::TargetRow {
                             sender: r.get(0)?,
                             is_action: r.get(1)?,
                             deleted: r.get(2)?,
+                            by_moderator: r.get(3)?,
                         })
                     })
                     .optional()?;
-                rules::may_act(conv, *user, action.as_ref(), found)?;
+                rules::may_act(*user, action.as_ref(), found)?;
             }
             let mut files = Vec::with_capacity(attachments.len());
             for id in attachments {
@@ -1139,7 +1415,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 )
                 .optional()?;
             let Some((last_read, last_seq)) = row else {
-                return Err(not_member(conv_kind(tx, *conv)?.map(|k| k.0)));
+                return Err(not_member(visible_kind(tx, *conv)?));
             };
             let (marker, moved) = rules::read_marker(*seq, last_read, last_seq);
             if moved {
@@ -1222,7 +1498,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             // described the person goes, and no password can match an empty hash.
             tx.execute(
                 "UPDATE users SET display_name = ?2, avatar = '', avatar_image = NULL, password_hash = '', \
-                 deleted_at = ?3 WHERE id = ?1",
+                 deleted_at = ?3, admin = 0 WHERE id = ?1",
                 params![user, DELETED_DISPLAY_NAME, now],
             )?;
             let row = tx.query_row(
@@ -1307,6 +1583,8 @@ mod tests {
     async fn register(store: &SqliteStore, name: &str) -> UserId {
         let now = crate::server::clock::Clock::system().now_ms();
         let op = WriteOp::Register {
+            mode: crate::protocol::Registration::Open,
+            invite: None,
             username: name.into(),
             display_name: name.into(),
             avatar: "owl".into(),
@@ -1321,6 +1599,40 @@ mod tests {
             WriteOutcome::Registered(row) => row.id,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn migrating_a_server_with_users_makes_its_oldest_live_account_admin() {
+        /// The migrations before the one that adds admins (0008).
+        const BEFORE_ADMINS: usize = 7;
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_conn(&dir.path().join(DB_FILE)).unwrap();
+        for sql in &MIGRATIONS[..BEFORE_ADMINS] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", BEFORE_ADMINS as i64)
+            .unwrap();
+        // Inserted out of age order: age decides, not the id. The oldest is deleted.
+        for (name, created_at, deleted_at) in
+            [("bob", 5, None), ("alice", 2, None), ("gone", 1, Some(3))]
+        {
+            conn.execute(
+                "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, \
+                 avatar, password_hash, created_at, deleted_at) \
+                 VALUES (?1, ?1, ?1, ?1, ?1, '', '', ?2, ?3)",
+                params![name, created_at, deleted_at],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let admins: Vec<String> = conn
+            .prepare("SELECT username FROM users WHERE admin = 1")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(admins, ["alice"]);
     }
 
     fn send(user: UserId, target: Target, cmid: Uuid) -> WriteOp {

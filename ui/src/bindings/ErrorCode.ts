@@ -3,4 +3,4 @@
 /**
  * Stable, machine-readable error codes carried by [`ServerFrame::Error`] and HTTP error bodies.
  */
-export type ErrorCode = "bad_request" | "unknown_type" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "invalid_name" | "too_long" | "rate_limited" | "cancelled" | "invalid_target" | "invalid_reaction" | "invalid_attachment" | "internal" | "busy" | "storage_full";
+export type ErrorCode = "bad_request" | "unknown_type" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "invalid_name" | "too_long" | "rate_limited" | "cancelled" | "invalid_target" | "invalid_reaction" | "invalid_attachment" | "internal" | "busy" | "storage_full" | "invite_required" | "invalid_invite" | "pending_approval";

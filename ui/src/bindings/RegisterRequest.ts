@@ -11,4 +11,9 @@ display_name?: string,
 /**
  * Defaults to a preset chosen from the username when absent or empty.
  */
-avatar?: string, };
+avatar?: string, 
+/**
+ * An invite code an admin made (`POST /api/invites`): needed on a server whose
+ * registration is `invite`; on an `approval` server it spares the wait for approval.
+ */
+invite?: string, };

@@ -18,4 +18,9 @@ deleted?: boolean,
  * square image, fetched at `GET /api/avatars/{avatar_image}`. Absent when there is none
  * (then show `avatar`).
  */
-avatar_image?: string, };
+avatar_image?: string, 
+/**
+ * One of the server's admins (docs/protocol.md, "Run by its host"). Absent (false) for
+ * everyone else.
+ */
+admin?: boolean, };
