@@ -22,6 +22,17 @@ const KEY_PROTOCOL: &str = "proto";
 /// The longest host name shown (an instance label is at most 63 bytes anyway).
 const MAX_NAME_CHARS: usize = 40;
 
+/// The environment variable that turns discovery off: with `NATTER_DISCOVERY=off` nothing is
+/// advertised and a browse hears nothing. `scripts/test` sets it for the whole run, so that no
+/// test sends mDNS onto the machine's network; it runs the discovery tests again inside a network
+/// namespace of its own, where discovery is on.
+pub const DISCOVERY_ENV: &str = "NATTER_DISCOVERY";
+
+/// Whether this process advertises and browses (see [`DISCOVERY_ENV`]).
+pub fn is_enabled() -> bool {
+    std::env::var(DISCOVERY_ENV).map_or(true, |v| v != "off")
+}
+
 /// Why advertising or browsing failed (no usable network interface, a bad name).
 #[derive(Debug, thiserror::Error)]
 #[error("network discovery: {0}")]
@@ -47,7 +58,8 @@ pub struct FoundHost {
 
 /// This server advertised on the network until dropped.
 pub struct Advertisement {
-    daemon: ServiceDaemon,
+    /// None when discovery is off ([`is_enabled`]).
+    daemon: Option<ServiceDaemon>,
     fullname: String,
 }
 
@@ -60,6 +72,13 @@ impl Advertisement {
         server_id: &str,
         fingerprint: Option<Fingerprint>,
     ) -> Result<Advertisement, DiscoveryError> {
+        if !is_enabled() {
+            tracing::info!("network discovery is off ({DISCOVERY_ENV}=off): not advertised");
+            return Ok(Advertisement {
+                daemon: None,
+                fullname: String::new(),
+            });
+        }
         let daemon = ServiceDaemon::new().map_err(fail)?;
         let label = clean_name(name);
         // Two hosts of one name must not share an instance name: the id's start tells them apart.
@@ -78,18 +97,24 @@ impl Advertisement {
             .enable_addr_auto();
         let fullname = info.get_fullname().to_owned();
         daemon.register(info).map_err(fail)?;
-        Ok(Advertisement { daemon, fullname })
+        Ok(Advertisement {
+            daemon: Some(daemon),
+            fullname,
+        })
     }
 }
 
 impl Advertisement {
     /// Withdraw the advertisement (a goodbye on the network, so browsers drop the host at once)
     /// and wait until the daemon has stopped answering.
-    pub async fn stop(self) {
-        if let Ok(said) = self.daemon.unregister(&self.fullname) {
+    pub async fn stop(mut self) {
+        let Some(daemon) = self.daemon.take() else {
+            return;
+        };
+        if let Ok(said) = daemon.unregister(&self.fullname) {
             let _ = tokio::time::timeout(Duration::from_secs(2), said.recv_async()).await;
         }
-        if let Ok(stopped) = self.daemon.shutdown() {
+        if let Ok(stopped) = daemon.shutdown() {
             let _ = tokio::time::timeout(Duration::from_secs(2), stopped.recv_async()).await;
         }
     }
@@ -98,13 +123,18 @@ impl Advertisement {
 impl Drop for Advertisement {
     fn drop(&mut self) {
         // Best effort when not stopped: the goodbye is sent by the daemon's own thread.
-        let _ = self.daemon.unregister(&self.fullname);
-        let _ = self.daemon.shutdown();
+        if let Some(daemon) = self.daemon.take() {
+            let _ = daemon.unregister(&self.fullname);
+            let _ = daemon.shutdown();
+        }
     }
 }
 
 /// The Natter hosts heard on the network within `wait`, one per server id, sorted by name.
 pub async fn browse(wait: Duration) -> Result<Vec<FoundHost>, DiscoveryError> {
+    if !is_enabled() {
+        return Ok(Vec::new());
+    }
     let daemon = ServiceDaemon::new().map_err(fail)?;
     let events = daemon.browse(SERVICE_TYPE).map_err(fail)?;
     let mut found: BTreeMap<String, FoundHost> = BTreeMap::new();

@@ -1,7 +1,9 @@
 //! Host discovery (issue 19) on this machine's network: an advertised host is found with its
 //! server id, fingerprint and an https:// address on its port, and a later browse no longer
 //! finds it once the advertisement is withdrawn. (The issue's test across two network
-//! namespaces is not written yet.)
+//! namespaces is not written yet.) Multicast must not leave the test's machine: scripts/test
+//! runs this file inside a network namespace it makes (scripts/netns-mdns); everywhere else it
+//! runs with NATTER_DISCOVERY=off and skips.
 
 mod support;
 
@@ -12,6 +14,11 @@ use natter::tls::Fingerprint;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advertised_host_is_found_with_its_id_and_fingerprint() {
+    if !natter::discovery::is_enabled() {
+        // scripts/test runs this file again inside a network namespace with discovery on.
+        eprintln!("skipped: NATTER_DISCOVERY=off (no mDNS onto this machine's network)");
+        return;
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let fp = Fingerprint::of_der(id.as_bytes());
     let port = 40_000 + (std::process::id() % 20_000) as u16;

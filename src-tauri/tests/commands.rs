@@ -679,22 +679,26 @@ fn a_second_app_joins_a_host_after_confirming_its_fingerprint() {
     let url = format!("https://localhost:{port}");
     let guest = Desk::open(guest_dir.path());
 
-    // The host is heard on the network (mDNS) with the fingerprint its screen shows.
-    let found = guest.ok("discover_servers", json!({}));
-    let heard = found
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["fingerprint"] == json!(fingerprint))
-        .unwrap_or_else(|| panic!("the host was not heard: {found}"));
-    assert!(
-        heard["urls"]
+    // The host is heard on the network (mDNS) with the fingerprint its screen shows. (With
+    // NATTER_DISCOVERY=off, as in scripts/test's main pass, nothing is sent or heard; scripts/test
+    // runs this test again in a network namespace with discovery on.)
+    if natter::discovery::is_enabled() {
+        let found = guest.ok("discover_servers", json!({}));
+        let heard = found
             .as_array()
             .unwrap()
             .iter()
-            .all(|u| u.as_str().unwrap().ends_with(&format!(":{port}"))),
-        "{heard}"
-    );
+            .find(|h| h["fingerprint"] == json!(fingerprint))
+            .unwrap_or_else(|| panic!("the host was not heard: {found}"));
+        assert!(
+            heard["urls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u.as_str().unwrap().ends_with(&format!(":{port}"))),
+            "{heard}"
+        );
+    }
 
     let e = guest.err("join_server", json!({ "url": url }));
     assert_eq!(e["code"], "untrusted_certificate", "{e}");
