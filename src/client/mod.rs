@@ -770,6 +770,7 @@ impl Client {
             error: None,
             reply_to: None,
             action: Some(action),
+            files: Vec::new(),
         };
         let local_id = item.local_id.clone();
         self.db(move |s| s.enqueue(&item)).await?;
@@ -810,6 +811,7 @@ impl Client {
             error: None,
             reply_to,
             action: None,
+            files: Vec::new(),
         };
         let queued = item.clone();
         self.db(move |s| s.enqueue(&queued)).await?;
