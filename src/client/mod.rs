@@ -18,6 +18,7 @@ mod account;
 pub mod connection;
 pub mod db;
 pub mod export;
+pub mod files;
 pub mod http;
 pub mod notify;
 pub mod store;
@@ -40,10 +41,11 @@ use crate::protocol::{
 };
 use connection::Command;
 use db::{StoreHandle, StoreStats};
-use store::{OutboxItem, SavedSession, Store};
+use store::{OutboxFile, OutboxItem, SavedSession, Store};
 pub use types::{
     ActionFailure, ConnectionState, ConversationRemoved, ConversationSummary, LocalMessage,
-    MessageChange, MessageEvent, MessageState, Quote, Reaction, SearchHit, UnreadChange,
+    MessageChange, MessageEvent, MessageState, PendingFile, Quote, Reaction, SearchHit,
+    UnreadChange, UploadProgress,
 };
 
 pub use http::{health, login, login_as, logout_token, register};
@@ -215,6 +217,8 @@ pub enum ClientEvent {
     /// message, deleted meanwhile, ...): nothing changed. Committed actions are announced as
     /// `Message` `updated` of their target instead.
     ActionFailed(ActionFailure),
+    /// An outbox message's file is being uploaded: bytes sent so far of its total.
+    Upload(UploadProgress),
 }
 
 /// Where a message goes: an existing conversation, or a direct message to a user (the
@@ -239,6 +243,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Time a request waits for its answer.
     pub request_timeout: Duration,
+    /// The most bytes the profile's cache of thumbnails and opened files holds
+    /// ([`files::FileCache`]).
+    pub file_cache_bytes: u64,
 }
 
 impl ClientConfig {
@@ -253,6 +260,7 @@ impl ClientConfig {
             stable_after: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
+            file_cache_bytes: files::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -440,6 +448,15 @@ pub(crate) struct Shared {
     pub user: User,
     /// The user's profile as last heard from the server (display name, avatar).
     pub profile: Mutex<User>,
+    /// The upload under way (one at a time, for the oldest outbox entry), so that cancelling
+    /// its entry stops it.
+    pub upload: Mutex<Option<UploadSlot>>,
+}
+
+/// The upload of a file of outbox entry `local_id`, running as its own task.
+pub(crate) struct UploadSlot {
+    pub local_id: String,
+    pub abort: tokio::task::AbortHandle,
 }
 
 impl Shared {
@@ -516,6 +533,7 @@ struct Inner {
     synced: watch::Receiver<bool>,
     actor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     requests: AtomicU64,
+    files: files::FileCache,
 }
 
 /// A handle to a running client. Cheap to clone; the connection stops when the last handle is
@@ -576,6 +594,7 @@ impl Client {
             online: Mutex::new(BTreeSet::new()),
             user: session.user.clone(),
             profile: Mutex::new(profile),
+            upload: Mutex::new(None),
         });
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
@@ -594,8 +613,10 @@ impl Client {
             shared.clone(),
             state_rx.clone(),
         ));
+        let files = files::FileCache::new(&config.profile_dir, config.file_cache_bytes);
         Ok(Client {
             inner: Arc::new(Inner {
+                files,
                 config,
                 token: session.token,
                 shared,
@@ -712,13 +733,124 @@ impl Client {
     /// when online. Announced once as an `added` [`ClientEvent::Message`] (pending); the same
     /// `local_id` is then `updated` to sent or failed. The returned message is the pending one.
     pub async fn send(&self, target: Target, text: &str) -> Result<LocalMessage> {
-        self.queue_message(target, text, None).await
+        self.queue_message(target, text, None, Vec::new()).await
+    }
+
+    /// Queues a message carrying the files at `paths` (in order, at most
+    /// [`protocol::limits::MAX_ATTACHMENTS`]) with `text` as its caption (may be empty), like
+    /// [`Client::send`]: the entry is in the outbox, with the files' paths, before this returns.
+    /// The outbox uploads each file (streamed from disk, [`ClientEvent::Upload`] reporting
+    /// progress), then sends the message with their ids, exactly once and in order with
+    /// everything queued, after a reconnect or a restart too. An upload that fails for now is
+    /// retried with a growing wait; a file the server refuses for good (over its size limit,
+    /// not readable any more) fails the message with the reason (`updated`, state failed).
+    /// A path that is missing, a directory or an empty file is `Invalid` here, nothing queued.
+    pub async fn send_files(
+        &self,
+        target: Target,
+        paths: &[PathBuf],
+        text: &str,
+    ) -> Result<LocalMessage> {
+        if paths.is_empty() || paths.len() > protocol::limits::MAX_ATTACHMENTS {
+            return Err(ClientError::Invalid(format!(
+                "a message carries 1 to {} files",
+                protocol::limits::MAX_ATTACHMENTS
+            )));
+        }
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let meta = std::fs::metadata(path).map_err(|e| {
+                ClientError::Invalid(format!("cannot read {}: {e}", path.display()))
+            })?;
+            if !meta.is_file() {
+                return Err(ClientError::Invalid(format!(
+                    "{} is not a file",
+                    path.display()
+                )));
+            }
+            if meta.len() == 0 {
+                return Err(ClientError::Invalid(format!("{} is empty", path.display())));
+            }
+            // Absolute, so the entry still names the file after a restart from elsewhere.
+            let path = std::path::absolute(path).map_err(|e| {
+                ClientError::Invalid(format!("cannot read {}: {e}", path.display()))
+            })?;
+            files.push(OutboxFile {
+                path: path.to_string_lossy().into_owned(),
+                attachment: None,
+            });
+        }
+        self.queue_message(target, text, None, files).await
+    }
+
+    /// The local path of `file`'s thumbnail (an image's), from the profile's cache, downloaded
+    /// first when it is not there: read offline once seen. `NotFound` for a file without one.
+    pub async fn thumbnail(&self, file: &protocol::Attachment) -> Result<PathBuf> {
+        self.cached(file, files::Part::Thumbnail).await
+    }
+
+    /// The local path of `file` itself, from the profile's cache (downloaded first when not
+    /// there), to open it. The cache is bounded: keep a copy with [`Client::save_file`].
+    pub async fn open_file(&self, file: &protocol::Attachment) -> Result<PathBuf> {
+        self.cached(file, files::Part::File).await
+    }
+
+    async fn cached(&self, file: &protocol::Attachment, part: files::Part) -> Result<PathBuf> {
+        let (server, token) = (&self.inner.config.server, &self.inner.token);
+        self.inner.files.get(server, token, file, part).await
+    }
+
+    /// Downloads `file` into `dir` under its safe name, never overwriting (see
+    /// [`files::save_into`]). Returns the new file's path.
+    pub async fn save_file(&self, file: &protocol::Attachment, dir: &Path) -> Result<PathBuf> {
+        files::save_into(&self.inner.config.server, &self.inner.token, file, dir).await
+    }
+
+    /// Bytes the profile's file cache holds.
+    pub fn file_cache_size(&self) -> u64 {
+        self.inner.files.size()
+    }
+
+    /// Takes an outbox message that is not sent yet (pending or failed) out of the outbox:
+    /// it will not be sent, and an upload of its files under way stops. An entry already handed
+    /// to the server (its `send` in flight) may still arrive. `NotFound` when it is not in the
+    /// outbox.
+    pub async fn cancel(&self, local_id: &str) -> Result<()> {
+        let id = local_id.to_owned();
+        let found = self
+            .db(move |s| {
+                let item = s.outbox_item(&id)?;
+                if item.is_some() {
+                    s.remove_outbox(&id)?;
+                }
+                Ok(item)
+            })
+            .await?;
+        if found.is_none() {
+            return Err(ClientError::NotFound(format!(
+                "no message {local_id} in the outbox"
+            )));
+        }
+        let mut slot = self
+            .inner
+            .shared
+            .upload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|u| u.local_id == local_id) {
+            if let Some(upload) = slot.take() {
+                upload.abort.abort();
+            }
+        }
+        drop(slot);
+        self.kick();
+        Ok(())
     }
 
     /// Queues `text` as a reply to message `reply_to` of `conv`, like [`Client::send`]. The
     /// message's `reply_to` quotes the target as this client holds it (sender and first line).
     pub async fn reply(&self, conv: ConvId, reply_to: Seq, text: &str) -> Result<LocalMessage> {
-        self.queue_message(Target::Conv(conv), text, Some(reply_to))
+        self.queue_message(Target::Conv(conv), text, Some(reply_to), Vec::new())
             .await
     }
 
@@ -778,14 +910,18 @@ impl Client {
         Ok(local_id)
     }
 
-    /// Queues a message or reply (see [`Client::send`]).
+    /// Queues a message, reply or message with files (see [`Client::send`]).
     async fn queue_message(
         &self,
         target: Target,
         text: &str,
         reply_to: Option<Seq>,
+        files: Vec<OutboxFile>,
     ) -> Result<LocalMessage> {
-        check_text(text)?;
+        // With files the caption may be left out; one that is there follows the text rules.
+        if files.is_empty() || !text.is_empty() {
+            check_text(text)?;
+        }
         let (conv, to_user) = match target {
             Target::Conv(id) => (Some(id), None),
             Target::To(name) => {
@@ -811,7 +947,7 @@ impl Client {
             error: None,
             reply_to,
             action: None,
-            files: Vec::new(),
+            files,
         };
         let queued = item.clone();
         self.db(move |s| s.enqueue(&queued)).await?;

@@ -1676,7 +1676,30 @@ impl Store {
         Ok(())
     }
 
-    /// Removes an outbox entry (an action the server refused).
+    /// Records that file `index` of outbox entry `local_id` was uploaded as `attachment`, so
+    /// it is not uploaded again (after a reconnect or a restart). Returns the entry as it is
+    /// now; `None` when it is gone (cancelled meanwhile).
+    pub fn set_outbox_attachment(
+        &self,
+        local_id: &str,
+        index: usize,
+        attachment: &Attachment,
+    ) -> Result<Option<OutboxItem>> {
+        let Some(mut item) = self.outbox_item(local_id)? else {
+            return Ok(None);
+        };
+        let Some(file) = item.files.get_mut(index) else {
+            return Ok(Some(item));
+        };
+        file.attachment = Some(attachment.clone());
+        self.conn().execute(
+            "UPDATE outbox SET files = ?2 WHERE local_id = ?1",
+            params![local_id, serde_json::to_string(&item.files)?],
+        )?;
+        Ok(Some(item))
+    }
+
+    /// Removes an outbox entry (an action the server refused, a message the user cancelled).
     pub fn remove_outbox(&self, local_id: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM outbox WHERE local_id = ?1", [local_id])?;

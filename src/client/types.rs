@@ -139,6 +139,21 @@ pub struct Reaction {
     pub users: Vec<String>,
 }
 
+/// How far the upload of one file of an outbox message got (sent while it runs, last when all
+/// `total` bytes are sent; the message is `updated` once the file is on the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UploadProgress {
+    /// The message's `local_id`.
+    pub local_id: String,
+    /// The file's local path, as in the message's `uploads`.
+    pub path: String,
+    #[ts(type = "number")]
+    pub sent: u64,
+    #[ts(type = "number")]
+    pub total: u64,
+}
+
 /// How a message changed (docs/ipc.md, `natter://message`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "snake_case")]

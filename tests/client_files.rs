@@ -1,0 +1,405 @@
+//! Attachments in the client core against the real server (in-process on 127.0.0.1:0, real
+//! files in temp dirs, temp SQLite on both sides): two clients send and receive files through
+//! the outbox and open them byte-identical; a file chosen while the server is down is uploaded
+//! and sent once after it returns, and after a client restart; a cancelled one never goes; a
+//! file over the server's limit fails its entry and later messages still go; the file cache
+//! drops the least recently used files beyond its cap and serves what it holds offline.
+//! Bad inputs tried, by name: a missing path, a directory, an empty file, eleven files, a file
+//! over the limit; the thumbnail of a file that has none.
+
+mod support;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use image::{ImageFormat, Rgb, RgbImage};
+use natter::client::{
+    Client, ClientConfig, ClientError, ClientEvent, LocalMessage, MessageState, Target,
+    UploadProgress,
+};
+use natter::protocol::{ConvId, ConvKind, Session};
+use support::{next_message, synced, TestServer};
+
+async fn start(config: ClientConfig, session: Session) -> Client {
+    let c = Client::start(config, session).await.unwrap();
+    synced(&c).await;
+    c
+}
+
+async fn drained(c: &Client) {
+    tokio::time::timeout(Duration::from_secs(20), c.wait_outbox_empty())
+        .await
+        .expect("outbox drained in time")
+        .expect("outbox drained");
+}
+
+/// Alice and Bob signed in on `server`, each on a profile of their own, and a directory for
+/// the files they send; `tweak` changes Bob's client config.
+struct Pair {
+    alice: Client,
+    bob: Client,
+    /// Alice's profile, Bob's profile, the files.
+    dirs: [tempfile::TempDir; 3],
+}
+
+async fn pair(server: &TestServer, tweak: impl FnOnce(&mut ClientConfig)) -> Pair {
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let alice = start(
+        server.client_config(dirs[0].path()),
+        server.register("alice").await,
+    )
+    .await;
+    let mut config = server.client_config(dirs[1].path());
+    tweak(&mut config);
+    let bob = start(config, server.register("bob").await).await;
+    Pair { alice, bob, dirs }
+}
+
+/// A PNG of `w` x `h` pixels with a gradient (so it does not compress to nothing).
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, (x ^ y) as u8]));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// `n` bytes that differ from file to file (`seed`).
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+async fn general(c: &Client) -> ConvId {
+    c.find_conversation(ConvKind::Room, "general")
+        .await
+        .unwrap()
+        .expect("general joined")
+}
+
+/// The held messages of `conv` (the newest 200).
+async fn texts(c: &Client, conv: ConvId) -> Vec<LocalMessage> {
+    let mut page = c.history(conv, None, 200).await.unwrap();
+    page.retain(|m| m.seq.is_some());
+    page
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_send_and_open_files_byte_identical() {
+    let server = TestServer::start().await;
+    let Pair { alice, bob, dirs } = pair(&server, |_| {}).await;
+    let [_pa, pb, files] = &dirs;
+    let photo_bytes = png(64, 48);
+    let photo = write(files.path(), "photo.png", &photo_bytes);
+    let notes = write(files.path(), "notes.txt", b"twelve bytes");
+    let to_bob = || Target::To("bob".into());
+
+    // Bad inputs, refused before anything is queued.
+    let missing = files.path().join("missing.png");
+    let empty = write(files.path(), "empty.txt", b"");
+    for (what, paths) in [
+        ("a missing path", vec![missing]),
+        ("a directory", vec![files.path().to_path_buf()]),
+        ("an empty file", vec![empty]),
+        ("eleven files", vec![notes.clone(); 11]),
+        ("no file", vec![]),
+    ] {
+        let refused = alice.send_files(to_bob(), &paths, "x").await;
+        assert!(
+            matches!(refused, Err(ClientError::Invalid(_))),
+            "{what}: {refused:?}"
+        );
+    }
+    assert!(alice.outbox().await.unwrap().is_empty(), "nothing queued");
+
+    let mut alice_rx = alice.subscribe();
+    let mut progress_rx = alice.subscribe();
+    let mut bob_rx = bob.subscribe();
+    let sent = alice
+        .send_files(to_bob(), &[photo.clone(), notes.clone()], "")
+        .await
+        .unwrap();
+    assert_eq!(sent.state, MessageState::Pending);
+    let pending: Vec<&str> = sent.uploads.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(pending, ["photo.png", "notes.txt"]);
+    let done = next_message(&mut alice_rx, |m| {
+        m.local_id == sent.local_id && m.state == MessageState::Sent
+    })
+    .await;
+    assert!(done.uploads.is_empty());
+    let names: Vec<&str> = done.attachments.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["photo.png", "notes.txt"], "in the order chosen");
+    assert_eq!(done.attachments[0].media_type, "image/png");
+    assert_eq!(
+        (done.attachments[0].width, done.attachments[0].height),
+        (Some(64), Some(48))
+    );
+    assert_eq!(done.attachments[1].size, 12);
+
+    let mut finished = Vec::new();
+    while let Ok(ev) = progress_rx.try_recv() {
+        if let ClientEvent::Upload(UploadProgress {
+            local_id,
+            path,
+            sent: n,
+            total,
+        }) = ev
+        {
+            assert_eq!(local_id, sent.local_id);
+            assert!(n <= total);
+            if n == total {
+                finished.push((path, total));
+            }
+        }
+    }
+    let photo_abs = std::path::absolute(&photo).unwrap();
+    assert!(
+        finished.contains(&(
+            photo_abs.to_string_lossy().into_owned(),
+            photo_bytes.len() as u64
+        )),
+        "progress reached the photo's size: {finished:?}"
+    );
+
+    let got = next_message(&mut bob_rx, |m| m.local_id == sent.local_id).await;
+    assert_eq!(got.attachments, done.attachments, "the same records");
+    let opened = bob.open_file(&got.attachments[0]).await.unwrap();
+    assert_eq!(
+        std::fs::read(&opened).unwrap(),
+        photo_bytes,
+        "byte-identical"
+    );
+    assert_eq!(opened.file_name().unwrap(), "photo.png");
+    #[cfg(unix)]
+    assert_eq!(mode(&opened), 0o600, "cached files are private");
+    let thumb = bob.thumbnail(&got.attachments[0]).await.unwrap();
+    let thumb_bytes = std::fs::read(&thumb).unwrap();
+    assert!(
+        thumb_bytes.starts_with(b"\x89PNG") || thumb_bytes.starts_with(&[0xff, 0xd8]),
+        "a thumbnail image"
+    );
+    let none = bob.thumbnail(&got.attachments[1]).await;
+    assert!(
+        matches!(none, Err(ClientError::NotFound(_))),
+        "a text file has no thumbnail: {none:?}"
+    );
+
+    // Saved into a directory: under its name, never over a file already there.
+    let out = tempfile::tempdir().unwrap();
+    let first = bob
+        .save_file(&got.attachments[1], out.path())
+        .await
+        .unwrap();
+    let second = bob
+        .save_file(&got.attachments[1], out.path())
+        .await
+        .unwrap();
+    assert_eq!(first, out.path().join("notes.txt"));
+    assert_eq!(second, out.path().join("notes (2).txt"));
+    assert_eq!(std::fs::read(&second).unwrap(), b"twelve bytes");
+
+    // History keeps the files, and what was seen reads with the server gone, after a restart.
+    let dm = bob
+        .find_conversation(ConvKind::Dm, "alice")
+        .await
+        .unwrap()
+        .expect("dm");
+    bob.shutdown().await;
+    drop(bob);
+    let (_data, _) = server.stop().await;
+    let config = {
+        let mut c = ClientConfig::new("http://127.0.0.1:9".parse().unwrap(), pb.path().into());
+        c.backoff_min = Duration::from_millis(20);
+        c
+    };
+    let bob = Client::resume(config)
+        .await
+        .unwrap()
+        .expect("saved session");
+    let held = bob.history(dm, None, 10).await.unwrap();
+    assert_eq!(held.last().unwrap().attachments, done.attachments);
+    let offline = bob.thumbnail(&held.last().unwrap().attachments[0]).await;
+    assert_eq!(offline.unwrap(), thumb, "served from the cache, offline");
+    bob.shutdown().await;
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_chosen_offline_is_sent_once_when_the_server_returns_and_after_a_restart() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let Pair { alice, bob, dirs } = pair(&server, |_| {}).await;
+    let [pa, _pb, files] = &dirs;
+    let room = general(&alice).await;
+    let first = write(files.path(), "first.png", &png(40, 30));
+    let second = write(files.path(), "second.bin", &bytes(300_000, 7));
+    let dropped = write(files.path(), "dropped.bin", &bytes(1000, 9));
+
+    let (data, _) = server.stop().await;
+    let queued = alice
+        .send_files(Target::Conv(room), &[first], "offline photo")
+        .await
+        .unwrap();
+    assert_eq!(queued.state, MessageState::Pending);
+    let cancelled = alice
+        .send_files(Target::Conv(room), &[dropped], "cancelled")
+        .await
+        .unwrap();
+    alice.cancel(&cancelled.local_id).await.unwrap();
+    assert!(matches!(
+        alice.cancel(&cancelled.local_id).await,
+        Err(ClientError::NotFound(_))
+    ));
+    alice
+        .send(Target::Conv(room), "after the photo")
+        .await
+        .unwrap();
+
+    let mut bob_rx = bob.subscribe();
+    let server = TestServer::start_at(addr, data, |_| {}).await;
+    next_message(&mut bob_rx, |m| m.text == "after the photo").await;
+    drained(&alice).await;
+
+    // Offline again; this time the client is restarted before the server returns.
+    let (data, _) = server.stop().await;
+    alice
+        .send_files(Target::Conv(room), &[second], "")
+        .await
+        .unwrap();
+    alice.shutdown().await;
+    drop(alice);
+    let server = TestServer::start_at(addr, data, |_| {}).await;
+    let alice = Client::resume(server.client_config(pa.path()))
+        .await
+        .unwrap()
+        .expect("saved session");
+    drained(&alice).await;
+    next_message(&mut bob_rx, |m| {
+        m.attachments
+            .first()
+            .is_some_and(|a| a.name == "second.bin")
+    })
+    .await;
+
+    let held = texts(&bob, room).await;
+    let with_files: Vec<(&str, Vec<&str>)> = held
+        .iter()
+        .filter(|m| !m.attachments.is_empty() || m.text.contains("photo"))
+        .map(|m| {
+            (
+                m.text.as_str(),
+                m.attachments.iter().map(|a| a.name.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        with_files,
+        [
+            ("offline photo", vec!["first.png"]),
+            ("after the photo", vec![]),
+            ("", vec!["second.bin"]),
+        ],
+        "each once, in the order queued"
+    );
+    assert!(
+        held.iter().all(|m| m.text != "cancelled"),
+        "a cancelled entry never goes"
+    );
+    let got = held.iter().find(|m| m.text.is_empty()).unwrap();
+    let opened = bob.open_file(&got.attachments[0]).await.unwrap();
+    assert_eq!(std::fs::read(opened).unwrap(), bytes(300_000, 7));
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_the_limit_fails_its_entry_and_later_messages_still_go() {
+    let server = TestServer::start_with(|c| c.max_upload_bytes = 64 * 1024).await;
+    let Pair { alice, bob, dirs } = pair(&server, |_| {}).await;
+    let [_pa, _pb, files] = &dirs;
+    let room = general(&alice).await;
+    let big = write(files.path(), "big.bin", &bytes(200 * 1024, 3));
+
+    let mut alice_rx = alice.subscribe();
+    let mut bob_rx = bob.subscribe();
+    let queued = alice
+        .send_files(Target::Conv(room), &[big], "too big")
+        .await
+        .unwrap();
+    let failed = next_message(&mut alice_rx, |m| {
+        m.local_id == queued.local_id && m.state == MessageState::Failed
+    })
+    .await;
+    let why = failed.error.unwrap_or_default();
+    assert!(
+        why.starts_with("big.bin refused") && why.contains("at most 65536 bytes"),
+        "names the file and the limit: {why}"
+    );
+    alice.send(Target::Conv(room), "still here").await.unwrap();
+    next_message(&mut bob_rx, |m| m.text == "still here").await;
+    assert!(texts(&bob, room).await.iter().all(|m| m.text != "too big"));
+    let outbox = alice.outbox().await.unwrap();
+    assert_eq!(
+        outbox.len(),
+        1,
+        "the failed entry stays, to retry or cancel"
+    );
+    assert_eq!(outbox[0].state, MessageState::Failed);
+    alice.cancel(&queued.local_id).await.unwrap();
+    assert!(alice.outbox().await.unwrap().is_empty());
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_cache_drops_the_least_recently_used_beyond_its_cap() {
+    const SIZE: usize = 40_000;
+    let server = TestServer::start().await;
+    // Two files fit, not three.
+    let Pair { alice, bob, dirs } =
+        pair(&server, |c| c.file_cache_bytes = (SIZE * 5 / 2) as u64).await;
+    let [_pa, _pb, files] = &dirs;
+    let room = general(&alice).await;
+    let paths: Vec<PathBuf> = ["a.bin", "b.bin", "c.bin"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| write(files.path(), n, &bytes(SIZE, i as u8)))
+        .collect();
+    let mut bob_rx = bob.subscribe();
+    let sent = alice
+        .send_files(Target::Conv(room), &paths, "three")
+        .await
+        .unwrap();
+    let got = next_message(&mut bob_rx, |m| m.local_id == sent.local_id).await;
+    let [a, b, c] = &got.attachments[..] else {
+        panic!("{:?}", got.attachments)
+    };
+
+    let pa_ = bob.open_file(a).await.unwrap();
+    let pb_ = bob.open_file(b).await.unwrap();
+    assert!(pa_.exists() && pb_.exists());
+    bob.open_file(a).await.unwrap(); // a is now used more recently than b
+    let pc_ = bob.open_file(c).await.unwrap();
+    assert!(!pb_.exists(), "the least recently used went");
+    assert!(pa_.exists() && pc_.exists());
+    assert!(bob.file_cache_size() <= (SIZE * 5 / 2) as u64);
+    assert_eq!(std::fs::read(&pc_).unwrap(), bytes(SIZE, 2));
+
+    // Asked for again, b comes back (downloaded anew) and a, now the oldest, goes.
+    let again = bob.open_file(b).await.unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), bytes(SIZE, 1));
+    assert!(!pa_.exists() && pc_.exists());
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
