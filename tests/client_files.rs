@@ -3,7 +3,8 @@
 //! the outbox and open them byte-identical; a file chosen while the server is down is uploaded
 //! and sent once after it returns, and after a client restart; a cancelled one never goes; a
 //! file over the server's limit fails its entry and later messages still go; the file cache
-//! drops the least recently used files beyond its cap and serves what it holds offline.
+//! drops the least recently used files beyond its cap and serves what it holds offline; an
+//! upload the server turns away for now (429) is retried until it goes.
 //! Bad inputs tried, by name: a missing path, a directory, an empty file, eleven files, a file
 //! over the limit; the thumbnail of a file that has none.
 
@@ -400,6 +401,49 @@ async fn the_file_cache_drops_the_least_recently_used_beyond_its_cap() {
     let again = bob.open_file(b).await.unwrap();
     assert_eq!(std::fs::read(&again).unwrap(), bytes(SIZE, 1));
     assert!(!pa_.exists() && pc_.exists());
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+/// An upload the server turns away for now (its upload pace, 429) is tried again after a wait,
+/// not failed: the message goes once, with every file, when the pace allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_for_now_is_retried_until_it_goes() {
+    const REFILL: Duration = Duration::from_millis(400);
+    let server = TestServer::start_with(|c| {
+        c.uploads_per_user = 1;
+        c.upload_refill = REFILL;
+    })
+    .await;
+    let Pair { alice, bob, dirs } = pair(&server, |_| {}).await;
+    let [_pa, _pb, files] = &dirs;
+    let room = general(&alice).await;
+    let paths = [
+        write(files.path(), "one.bin", &bytes(2000, 1)),
+        write(files.path(), "two.bin", &bytes(2000, 2)),
+    ];
+    let mut bob_rx = bob.subscribe();
+    let began = tokio::time::Instant::now();
+    let sent = alice
+        .send_files(Target::Conv(room), &paths, "paced")
+        .await
+        .unwrap();
+    let got = next_message(&mut bob_rx, |m| m.local_id == sent.local_id).await;
+    assert!(
+        began.elapsed() >= REFILL,
+        "the second upload had to wait for the pace"
+    );
+    let names: Vec<&str> = got.attachments.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["one.bin", "two.bin"]);
+    assert_eq!(
+        texts(&bob, room)
+            .await
+            .iter()
+            .filter(|m| m.text == "paced")
+            .count(),
+        1,
+        "sent once"
+    );
     alice.shutdown().await;
     bob.shutdown().await;
 }
