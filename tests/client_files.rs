@@ -4,7 +4,8 @@
 //! and sent once after it returns, and after a client restart; a cancelled one never goes; a
 //! file over the server's limit fails its entry and later messages still go; the file cache
 //! drops the least recently used files beyond its cap and serves what it holds offline; an
-//! upload the server turns away for now (429) is retried until it goes.
+//! upload the server turns away for now (429) is retried until it goes; a new profile picture
+//! reaches the others' stores and caches.
 //! Bad inputs tried, by name: a missing path, a directory, an empty file, eleven files, a file
 //! over the limit; the thumbnail of a file that has none.
 
@@ -446,4 +447,47 @@ async fn an_upload_refused_for_now_is_retried_until_it_goes() {
     );
     alice.shutdown().await;
     bob.shutdown().await;
+}
+
+/// A profile picture someone uploads reaches the others' stores (kept across a restart) and
+/// their caches; a user without one has no picture to fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_profile_picture_is_stored_and_cached_by_others() {
+    let server = TestServer::start().await;
+    let Pair { alice, bob, dirs } = pair(&server, |_| {}).await;
+    assert_eq!(bob.avatar(&alice.user()).await.unwrap(), None, "none yet");
+    let mut bob_rx = bob.subscribe();
+    let token = server.login("alice").await.token;
+    let resp = reqwest::Client::new()
+        .post(server.http_url("/api/account/avatar"))
+        .bearer_auth(&token)
+        .body(png(300, 200))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let heard = loop {
+        match tokio::time::timeout_at(deadline, bob_rx.recv()).await {
+            Ok(Ok(ClientEvent::UserUpdated(u))) if u.avatar_image.is_some() => break u,
+            Ok(_) => {}
+            Err(_) => panic!("bob never heard of the picture"),
+        }
+    };
+    let picture = bob.avatar(&heard).await.unwrap().expect("a picture");
+    let bytes = std::fs::read(&picture).unwrap();
+    assert!(bytes.starts_with(&[0xff, 0xd8]) || bytes.starts_with(b"\x89PNG"));
+    assert!(picture.starts_with(dirs[1].path()), "in bob's profile");
+
+    bob.shutdown().await;
+    drop(bob);
+    let store =
+        natter::client::store::Store::open(&dirs[1].path().join(natter::client::STORE_FILE))
+            .unwrap();
+    assert_eq!(
+        store.user("alice").unwrap().unwrap().avatar_image,
+        heard.avatar_image,
+        "kept in the store"
+    );
+    alice.shutdown().await;
 }

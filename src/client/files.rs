@@ -3,7 +3,8 @@
 //!
 //! The cache is `files/` in the profile directory (0700, every file 0600): a thumbnail under
 //! `thumbnails/<its SHA-256>` (equal thumbnails are one file), a file under `files/<id>/<its
-//! safe name>` (so an opened file has its own name). Its size is capped; the least recently
+//! safe name>` (so an opened file has its own name), a profile picture under `avatars/<its
+//! id>` (a new picture has a new id). Its size is capped; the least recently
 //! used files go first. "Used" is a file's modification time, set each time it is handed out,
 //! so the order survives restarts without a table of its own.
 
@@ -93,11 +94,37 @@ impl FileCache {
         part: Part,
     ) -> Result<PathBuf> {
         let (path, remote) = self.place(a, part)?;
+        self.fetch(server, token, path, &remote).await
+    }
+
+    /// The local path of the profile picture `avatar_image` (a user's
+    /// [`crate::protocol::User::avatar_image`]), downloaded from `GET /api/avatars/{id}` first
+    /// when not cached, like [`FileCache::get`].
+    pub async fn avatar(&self, server: &Url, token: &str, avatar_image: &str) -> Result<PathBuf> {
+        if !is_plain_id(avatar_image) {
+            return Err(ClientError::Invalid(format!(
+                "not a picture id: {avatar_image:?}"
+            )));
+        }
+        let path = self.dir.join("avatars").join(avatar_image);
+        let remote = format!("/api/avatars/{avatar_image}");
+        self.fetch(server, token, path, &remote).await
+    }
+
+    /// `path`, downloaded from `remote` first when missing, marked used; then the cache is
+    /// brought back under its cap.
+    async fn fetch(
+        &self,
+        server: &Url,
+        token: &str,
+        path: PathBuf,
+        remote: &str,
+    ) -> Result<PathBuf> {
         let _busy = self.busy.lock().await;
         if !path.is_file() {
             let parent = path.parent().unwrap_or(&self.dir).to_path_buf();
             private_dirs(&self.dir, &parent).map_err(local)?;
-            http::download_to(server, token, &remote, &path).await?;
+            http::download_to(server, token, remote, &path).await?;
         }
         touch(&path).map_err(local)?;
         let (dir, cap, keep) = (self.dir.clone(), self.cap, path.clone());

@@ -795,6 +795,16 @@ impl Client {
         self.cached(file, files::Part::File).await
     }
 
+    /// The local path of `user`'s profile picture, from the profile's cache (downloaded first
+    /// when not there); `None` when they have none (show `avatar`).
+    pub async fn avatar(&self, user: &User) -> Result<Option<PathBuf>> {
+        let Some(id) = &user.avatar_image else {
+            return Ok(None);
+        };
+        let (server, token) = (&self.inner.config.server, &self.inner.token);
+        Ok(Some(self.inner.files.avatar(server, token, id).await?))
+    }
+
     async fn cached(&self, file: &protocol::Attachment, part: files::Part) -> Result<PathBuf> {
         let (server, token) = (&self.inner.config.server, &self.inner.token);
         self.inner.files.get(server, token, file, part).await
