@@ -315,7 +315,7 @@ pub async fn download_to(
     path: &str,
     dest: &std::path::Path,
 ) -> Result<u64> {
-    use std::io::Write;
+    use tokio::io::AsyncWriteExt;
 
     let resp = transfer_client()?
         .get(endpoint(server, path)?)
@@ -329,18 +329,20 @@ pub async fn download_to(
     let local =
         |e: std::io::Error| ClientError::Internal(format!("cannot write {}: {e}", dest.display()));
     let dir = dest.parent().unwrap_or(std::path::Path::new("."));
-    let mut part = tempfile::Builder::new()
+    // Removed again if anything below fails (the temporary file's drop).
+    let part = tempfile::Builder::new()
         .prefix(".natter-part-")
         .tempfile_in(dir)
         .map_err(local)?;
+    let mut out = tokio::fs::File::from_std(part.as_file().try_clone().map_err(local)?);
     let mut resp = resp;
     let mut size = 0u64;
     while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        // Written on a blocking thread would be tidier; pieces are small and the file is local.
-        part.write_all(&chunk).map_err(local)?;
+        out.write_all(&chunk).await.map_err(local)?;
         size += chunk.len() as u64;
     }
-    part.as_file().sync_all().map_err(local)?;
+    out.sync_all().await.map_err(local)?;
+    drop(out);
     // Never over a file that is there (a name chosen meanwhile by someone else).
     part.persist_noclobber(dest).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {

@@ -759,7 +759,7 @@ impl Client {
         }
         let mut files = Vec::with_capacity(paths.len());
         for path in paths {
-            let meta = std::fs::metadata(path).map_err(|e| {
+            let meta = tokio::fs::metadata(path).await.map_err(|e| {
                 ClientError::Invalid(format!("cannot read {}: {e}", path.display()))
             })?;
             if !meta.is_file() {
@@ -1336,6 +1336,18 @@ impl Client {
             {
                 tracing::warn!("the connection task did not stop in time");
             }
+        }
+        // An upload under way stops too; its entry keeps its place and is uploaded again by the
+        // next start.
+        let upload = self
+            .inner
+            .shared
+            .upload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(upload) = upload {
+            upload.abort.abort();
         }
         // Other handles (a task that was just aborted, the revocation task) may outlive this
         // call by a moment; the file is closed now all the same, so whoever comes next (a
