@@ -460,6 +460,19 @@ pub(crate) struct UploadSlot {
 }
 
 impl Shared {
+    /// Stops the upload under way if it is one of entry `local_id`'s files (any, when `None`).
+    pub fn stop_upload(&self, local_id: Option<&str>) {
+        let mut slot = self.upload.lock().unwrap_or_else(|e| e.into_inner());
+        if slot
+            .as_ref()
+            .is_some_and(|u| local_id.is_none_or(|id| u.local_id == id))
+        {
+            if let Some(upload) = slot.take() {
+                upload.abort.abort();
+            }
+        }
+    }
+
     pub fn emit(&self, event: ClientEvent) {
         // No receivers is fine: nobody is listening yet.
         let _ = self.events.send(event);
@@ -841,18 +854,7 @@ impl Client {
                 "no message {local_id} in the outbox"
             )));
         }
-        let mut slot = self
-            .inner
-            .shared
-            .upload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(|u| u.local_id == local_id) {
-            if let Some(upload) = slot.take() {
-                upload.abort.abort();
-            }
-        }
-        drop(slot);
+        self.inner.shared.stop_upload(Some(local_id));
         self.kick();
         Ok(())
     }
@@ -1339,16 +1341,7 @@ impl Client {
         }
         // An upload under way stops too; its entry keeps its place and is uploaded again by the
         // next start.
-        let upload = self
-            .inner
-            .shared
-            .upload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(upload) = upload {
-            upload.abort.abort();
-        }
+        self.inner.shared.stop_upload(None);
         // Other handles (a task that was just aborted, the revocation task) may outlive this
         // call by a moment; the file is closed now all the same, so whoever comes next (a
         // repair, the next start, a copy) finds it complete, without a write-ahead log.
