@@ -331,7 +331,8 @@ async fn a_file_over_the_limit_fails_its_entry_and_later_messages_still_go() {
     let Pair { alice, bob, dirs } = pair(&server, |_| {}).await;
     let [_pa, _pb, files] = &dirs;
     let room = general(&alice).await;
-    let big = write(files.path(), "big.bin", &bytes(200 * 1024, 3));
+    // Far more than the socket buffers hold: the refusal comes while the body is being sent.
+    let big = write(files.path(), "big.bin", &bytes(8 * 1024 * 1024, 3));
 
     let mut alice_rx = alice.subscribe();
     let mut bob_rx = bob.subscribe();

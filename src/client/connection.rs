@@ -730,7 +730,12 @@ impl Actor {
 
     /// Sends the next outbox message (one in flight at a time) and unsent read markers.
     async fn pump(&mut self, ws: &mut Ws, conn: &mut Conn) -> std::result::Result<(), End> {
-        let uploading = self.shared.upload.lock().map_or(true, |u| u.is_some());
+        let uploading = self
+            .shared
+            .upload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
         if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() && !uploading {
             match self.db(|s| s.next_pending()).await {
                 Ok(Some(item)) if item.files.iter().any(|f| f.attachment.is_none()) => {
