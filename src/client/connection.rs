@@ -730,12 +730,7 @@ impl Actor {
 
     /// Sends the next outbox message (one in flight at a time) and unsent read markers.
     async fn pump(&mut self, ws: &mut Ws, conn: &mut Conn) -> std::result::Result<(), End> {
-        let uploading = self
-            .shared
-            .upload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
+        let uploading = self.shared.upload_slot().is_some();
         if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() && !uploading {
             match self.db(|s| s.next_pending()).await {
                 Ok(Some(item)) if item.files.iter().any(|f| f.attachment.is_none()) => {
@@ -816,7 +811,7 @@ impl Actor {
         let token = self.token.clone();
         let shared = self.shared.clone();
         let done = self.uploads_tx.clone();
-        let mut slot = self.shared.upload.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.shared.upload_slot();
         let task = tokio::spawn(async move {
             let progress = {
                 let (shared, local_id, path) = (shared.clone(), local_id.clone(), path.clone());
@@ -873,7 +868,7 @@ impl Actor {
     /// An upload ended: go on with the entry, wait and try again, or fail it for good.
     async fn upload_done(&mut self, conn: &mut Conn, done: UploadDone) {
         {
-            let mut slot = self.shared.upload.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = self.shared.upload_slot();
             if slot.as_ref().is_some_and(|u| u.local_id == done.local_id) {
                 *slot = None;
             }

@@ -460,9 +460,15 @@ pub(crate) struct UploadSlot {
 }
 
 impl Shared {
+    /// The upload under way, if any. (A panic while holding the lock leaves nothing half
+    /// changed: the slot is only ever set or cleared.)
+    pub fn upload_slot(&self) -> std::sync::MutexGuard<'_, Option<UploadSlot>> {
+        self.upload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Stops the upload under way if it is one of entry `local_id`'s files (any, when `None`).
     pub fn stop_upload(&self, local_id: Option<&str>) {
-        let mut slot = self.upload.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.upload_slot();
         if slot
             .as_ref()
             .is_some_and(|u| local_id.is_none_or(|id| u.local_id == id))
