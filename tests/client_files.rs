@@ -4,7 +4,8 @@
 //! and sent once after it returns, and after a client restart; a cancelled one never goes; a
 //! file over the server's limit fails its entry and later messages still go; the file cache
 //! drops the least recently used files beyond its cap and serves what it holds offline; an
-//! upload the server turns away for now (429) is retried until it goes; a new profile picture
+//! upload the server turns away for now (429) is retried until it goes, and one cut off midway
+//! (a proxy drops the connection) is done again, the message sent once; a new profile picture
 //! reaches the others' stores and caches.
 //! Bad inputs tried, by name: a missing path, a directory, an empty file, eleven files, a file
 //! over the limit; the thumbnail of a file that has none.
@@ -37,7 +38,7 @@ async fn drained(c: &Client) {
 }
 
 /// Alice and Bob signed in on `server`, each on a profile of their own, and a directory for
-/// the files they send; `tweak` changes Bob's client config.
+/// the files they send; `tweak` changes both client configs.
 struct Pair {
     alice: Client,
     bob: Client,
@@ -45,16 +46,15 @@ struct Pair {
     dirs: [tempfile::TempDir; 3],
 }
 
-async fn pair(server: &TestServer, tweak: impl FnOnce(&mut ClientConfig)) -> Pair {
+async fn pair(server: &TestServer, tweak: impl Fn(&mut ClientConfig)) -> Pair {
     let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
-    let alice = start(
-        server.client_config(dirs[0].path()),
-        server.register("alice").await,
-    )
-    .await;
-    let mut config = server.client_config(dirs[1].path());
-    tweak(&mut config);
-    let bob = start(config, server.register("bob").await).await;
+    let config = |dir: &Path| {
+        let mut c = server.client_config(dir);
+        tweak(&mut c);
+        c
+    };
+    let alice = start(config(dirs[0].path()), server.register("alice").await).await;
+    let bob = start(config(dirs[1].path()), server.register("bob").await).await;
     Pair { alice, bob, dirs }
 }
 
@@ -89,6 +89,15 @@ async fn texts(c: &Client, conv: ConvId) -> Vec<LocalMessage> {
     let mut page = c.history(conv, None, 200).await.unwrap();
     page.retain(|m| m.seq.is_some());
     page
+}
+
+/// How many held messages of `conv` have the text `text`.
+async fn held_with(c: &Client, conv: ConvId, text: &str) -> usize {
+    texts(c, conv)
+        .await
+        .iter()
+        .filter(|m| m.text == text)
+        .count()
 }
 
 #[cfg(unix)]
@@ -437,15 +446,7 @@ async fn an_upload_refused_for_now_is_retried_until_it_goes() {
     );
     let names: Vec<&str> = got.attachments.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["one.bin", "two.bin"]);
-    assert_eq!(
-        texts(&bob, room)
-            .await
-            .iter()
-            .filter(|m| m.text == "paced")
-            .count(),
-        1,
-        "sent once"
-    );
+    assert_eq!(held_with(&bob, room, "paced").await, 1, "sent once");
     alice.shutdown().await;
     bob.shutdown().await;
 }
@@ -491,4 +492,90 @@ async fn a_new_profile_picture_is_stored_and_cached_by_others() {
         "kept in the store"
     );
     alice.shutdown().await;
+}
+
+/// A proxy on 127.0.0.1 in front of `server` that cuts the first connection through which a
+/// client sends more than `cut_after` bytes (an upload) after that many, and forwards everything
+/// else untouched. Returns its address.
+async fn cutting_proxy(server: std::net::SocketAddr, cut_after: usize) -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut_done = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let cut_done = cut_done.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                });
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    sent += n;
+                    if sent > cut_after && !cut_done.swap(true, Ordering::SeqCst) {
+                        break; // both halves dropped: the connection is gone mid-body
+                    }
+                    if uw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                down.abort();
+            });
+        }
+    });
+    addr
+}
+
+/// The connection breaks while a file is on its way up: the client uploads it again, and the
+/// message arrives once, its file whole, with no piece of the broken upload kept by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_midway_is_done_again_and_sent_once() {
+    const SIZE: usize = 4 * 1024 * 1024;
+    let server = TestServer::start().await;
+    let proxy = cutting_proxy(server.addr, SIZE / 2).await;
+    let Pair { alice, bob, dirs } = pair(&server, |c| {
+        c.server = format!("http://{proxy}").parse().unwrap()
+    })
+    .await;
+    let [_pa, _pb, files] = &dirs;
+    let room = general(&alice).await;
+    let data = bytes(SIZE, 5);
+    let path = write(files.path(), "large.bin", &data);
+    let mut alice_rx = alice.subscribe();
+    let mut bob_rx = bob.subscribe();
+    let sent = alice
+        .send_files(Target::Conv(room), &[path], "large")
+        .await
+        .unwrap();
+    let got = next_message(&mut bob_rx, |m| m.local_id == sent.local_id).await;
+    let (mut started_over, mut top) = (false, 0);
+    while let Ok(ev) = alice_rx.try_recv() {
+        if let ClientEvent::Upload(p) = ev {
+            started_over |= p.sent < top;
+            top = top.max(p.sent);
+        }
+    }
+    assert!(started_over, "the upload was cut and done again");
+    let opened = bob.open_file(&got.attachments[0]).await.unwrap();
+    assert!(std::fs::read(opened).unwrap() == data, "the whole file");
+    let staging = server.dir.path().join("blobs").join("staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "no half upload kept: {left:?}");
+    assert_eq!(held_with(&bob, room, "large").await, 1, "sent once");
+    alice.shutdown().await;
+    bob.shutdown().await;
 }
