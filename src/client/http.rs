@@ -230,7 +230,9 @@ const TRANSFER_STALL: Duration = Duration::from_secs(30);
 /// Bytes read from disk per piece of an upload (and per progress report).
 const UPLOAD_PIECE: usize = 256 * 1024;
 
-fn transfer_client() -> Result<reqwest::Client> {
+/// The HTTP client for file transfers with `server`. (Where the client builds its TLS trust per
+/// server, this is the one place a transfer takes it from.)
+fn transfer_client(_server: &Url) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(user_agent())
         .connect_timeout(Duration::from_secs(10))
@@ -294,7 +296,7 @@ pub async fn upload_file(
         }
         piece
     });
-    let resp = transfer_client()?
+    let resp = transfer_client(server)?
         .post(url)
         .bearer_auth(token)
         .header(reqwest::header::CONTENT_LENGTH, total)
@@ -317,7 +319,7 @@ pub async fn download_to(
 ) -> Result<u64> {
     use tokio::io::AsyncWriteExt;
 
-    let resp = transfer_client()?
+    let resp = transfer_client(server)?
         .get(endpoint(server, path)?)
         .bearer_auth(token)
         .send()
