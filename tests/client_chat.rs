@@ -7,12 +7,10 @@ mod support;
 use std::time::Duration;
 
 use natter::client::{
-    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, LocalMessage, MessageEvent,
-    MessageState, Target,
+    Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageState, Target,
 };
 use natter::protocol::{ClientFrame, ConvKind, Reply, Session};
-use support::TestServer;
-use tokio::sync::broadcast;
+use support::{next_message, synced, TestServer};
 use uuid::Uuid;
 
 fn config(server: &TestServer, dir: &std::path::Path) -> ClientConfig {
@@ -37,27 +35,6 @@ async fn sign_in_again(server: &TestServer, name: &str, dir: &std::path::Path) -
     let c = Client::start(config(server, dir), session).await.unwrap();
     synced(&c).await;
     c
-}
-
-async fn synced(c: &Client) {
-    tokio::time::timeout(Duration::from_secs(10), c.wait_synced())
-        .await
-        .expect("synced in time")
-        .expect("synced");
-}
-
-async fn next_message(
-    rx: &mut broadcast::Receiver<ClientEvent>,
-    mut pred: impl FnMut(&LocalMessage) -> bool,
-) -> LocalMessage {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(ClientEvent::Message(MessageEvent { message: m, .. }))) if pred(&m) => return m,
-            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-            other => panic!("no matching message: {other:?}"),
-        }
-    }
 }
 
 /// The unread count of a joined conversation.

@@ -153,11 +153,23 @@ enum Command {
     Leave { room: String },
     /// List users and who is online.
     Users,
-    /// Send a message to a room or to @user; queued when the server is unreachable.
+    /// Send a message to a room or to @user; queued when the server is unreachable. With
+    /// --file (repeatable, up to 10) the files go with it, uploaded first; the text is then
+    /// optional.
     Send {
         target: String,
-        #[arg(required = true, num_args = 1..)]
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        #[arg(required_unless_present = "files", num_args = 0..)]
         text: Vec<String>,
+    },
+    /// Save the files of message SEQ of a room or a DM (@user) into DIR (default: here), under
+    /// their names (never overwriting: `name (2).ext`).
+    Download {
+        target: String,
+        seq: i64,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
     },
     /// Reply to message SEQ (the `#SEQ` history and tail show) of a room or a DM (@user).
     Reply {
@@ -768,9 +780,37 @@ async fn command(cmd: &Command, client: &Client, wait: Duration) -> Result<(), C
                 say!("{}  ({})  {state}", m.user.username, m.user.display_name);
             }
         }
-        Command::Send { target, text } => send(client, target, &text.join(" "), None, wait).await?,
+        Command::Send {
+            target,
+            files,
+            text,
+        } => send(client, target, &text.join(" "), None, files, wait).await?,
         Command::Reply { target, seq, text } => {
-            send(client, target, &text.join(" "), Some(*seq), wait).await?
+            send(client, target, &text.join(" "), Some(*seq), &[], wait).await?
+        }
+        Command::Download { target, seq, out } => {
+            let _ = online(client, wait).await?;
+            let conv = find(client, target).await?;
+            let message = client
+                .history(conv, Some(seq.saturating_add(1)), 1)
+                .await?
+                .into_iter()
+                .find(|m| m.seq == Some(*seq))
+                .ok_or_else(|| ClientError::NotFound(format!("no message #{seq} in {target}")))?;
+            if message.attachments.is_empty() {
+                return Err(ClientError::NotFound(format!(
+                    "message #{seq} in {target} has no files"
+                )));
+            }
+            for file in &message.attachments {
+                let path = client.save_file(file, out).await?;
+                say!(
+                    "saved {} ({} bytes) to {}",
+                    file.name,
+                    file.size,
+                    path.display()
+                );
+            }
         }
         Command::Edit { target, seq, text } => {
             let text = text.join(" ");
@@ -862,19 +902,30 @@ async fn conv_name(client: &Client, conv: ConvId) -> String {
     }
 }
 
-/// Sends `text` to `target` (a reply to message `reply_to` when given). A mention is `@name`
-/// in the text; `send` says whom it mentions among the users it knows.
+/// Sends `text` to `target` (a reply to message `reply_to` when given), with `files` when
+/// there are any. A mention is `@name` in the text; `send` says whom it mentions among the
+/// users it knows.
 async fn send(
     client: &Client,
     target: &str,
     text: &str,
     reply_to: Option<i64>,
+    files: &[PathBuf],
     wait: Duration,
 ) -> Result<(), ClientError> {
     let reachable = online(client, wait).await?;
     let (kind, name) = parse_target(target);
     let msg = match (kind, reply_to) {
         (_, Some(seq)) => client.reply(find(client, target).await?, seq, text).await?,
+        (ConvKind::Dm, None) if !files.is_empty() => {
+            client
+                .send_files(Target::To(name.to_owned()), files, text)
+                .await?
+        }
+        (ConvKind::Room, None) if !files.is_empty() => {
+            let conv = find(client, target).await?;
+            client.send_files(Target::Conv(conv), files, text).await?
+        }
         (ConvKind::Dm, None) => client.send(Target::To(name.to_owned()), text).await?,
         (ConvKind::Room, None) => {
             client
@@ -1086,8 +1137,9 @@ fn print_event(event: &natter::stream::Event, json: bool) {
     }
 }
 
-/// One message: as a JSON line (`reply_to`, `edited`, `deleted`, `reactions` as the client
-/// core has them), or as text `[time] conv #seq <sender> (notes) text`, the text last.
+/// One message: as a JSON line (`reply_to`, `edited`, `deleted`, `reactions`, `attachments` as
+/// the client core has them), or as text `[time] conv #seq <sender> (notes) text`, the text
+/// last, each file named after it as `[file: name, size]`.
 fn print_message(conv: &str, m: &LocalMessage, json: bool) {
     if json {
         let line = serde_json::json!({
@@ -1102,6 +1154,7 @@ fn print_message(conv: &str, m: &LocalMessage, json: bool) {
             "edited": m.edited,
             "deleted": m.deleted,
             "reactions": m.reactions,
+            "attachments": m.attachments,
         });
         println!("{}", names::visible_json(&line.to_string()));
     } else {
@@ -1128,12 +1181,30 @@ fn print_message(conv: &str, m: &LocalMessage, json: bool) {
         } else if m.edited.is_some() {
             notes.push_str("(edited) ");
         }
+        let files: String = m
+            .attachments
+            .iter()
+            .map(|a| format!(" [file: {}, {}]", a.name, file_size(a.size)))
+            .collect();
         say!(
-            "[{}] {conv}{seq} <{}> {notes}{}{state}",
+            "[{}] {conv}{seq} <{}> {notes}{}{files}{state}",
             client::export::format_utc(m.time),
             m.sender,
             m.text
         );
+    }
+}
+
+/// A size for people: `12 B`, `3.4 KiB`, `2.5 MiB`.
+fn file_size(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < KIB {
+        format!("{bytes} B")
+    } else if b < KIB * KIB {
+        format!("{:.1} KiB", b / KIB)
+    } else {
+        format!("{:.1} MiB", b / (KIB * KIB))
     }
 }
 
@@ -1162,13 +1233,30 @@ mod tests {
         .unwrap();
         assert_eq!(cli.server.unwrap().as_str(), "http://h:1/");
         match cli.command {
-            Command::Send { target, text } => {
+            Command::Send {
+                target,
+                text,
+                files,
+            } => {
                 assert_eq!(target, "general");
                 assert_eq!(text, ["hello", "world"]);
+                assert!(files.is_empty());
             }
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["natter", "send", "general"]).is_err());
+        let with_files =
+            Cli::try_parse_from(["natter", "send", "@bob", "--file", "a.png", "--file", "b"])
+                .expect("files without text");
+        match with_files.command {
+            Command::Send { files, text, .. } => {
+                assert_eq!(files, [PathBuf::from("a.png"), PathBuf::from("b")]);
+                assert!(text.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(file_size(12), "12 B");
+        assert_eq!(file_size(2 * 1024 * 1024 + 512 * 1024), "2.5 MiB");
         assert!(Cli::try_parse_from(["natter", "--server", "not a url", "rooms"]).is_err());
         let h =
             Cli::try_parse_from(["natter", "history", "@bob", "--limit", "5", "--json"]).unwrap();

@@ -34,8 +34,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::client::store::{self, OutboxItem, Store};
-use crate::client::types::{ActionFailure, ConnectionState, ConversationRemoved, MessageEvent};
-use crate::client::{now_ms, ClientConfig, ClientError, ClientEvent, Result, Shared};
+use crate::client::types::{
+    ActionFailure, ConnectionState, ConversationRemoved, MessageEvent, UploadProgress,
+};
+use crate::client::{http, now_ms, ClientConfig, ClientError, ClientEvent, Result, Shared};
 use crate::protocol::{
     close, limits, ClientFrame, ConvId, ErrorCode, Reply, Seq, ServerFrame, SUBPROTOCOL,
 };
@@ -191,6 +193,19 @@ pub(crate) struct Actor {
     next_id: u64,
     /// Users whose profile is stored; someone else coming online fetches the list again.
     known_users: HashSet<String>,
+    /// Finished uploads of outbox files report here (see [`Actor::start_upload`]).
+    uploads_tx: mpsc::UnboundedSender<UploadDone>,
+    uploads_rx: mpsc::UnboundedReceiver<UploadDone>,
+    /// Waits between attempts of an upload that keeps failing for now.
+    upload_backoff: Backoff,
+}
+
+/// The end of one file's upload for outbox entry `local_id` (the record is already stored).
+struct UploadDone {
+    local_id: String,
+    /// The file's name, for the reason when it is refused.
+    name: String,
+    result: Result<()>,
 }
 
 impl Actor {
@@ -203,6 +218,8 @@ impl Actor {
         synced_tx: watch::Sender<bool>,
     ) -> Actor {
         let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        let upload_backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        let (uploads_tx, uploads_rx) = mpsc::unbounded_channel();
         Actor {
             config,
             token,
@@ -213,6 +230,9 @@ impl Actor {
             backoff,
             next_id: 0,
             known_users: HashSet::new(),
+            uploads_tx,
+            uploads_rx,
+            upload_backoff,
         }
     }
 
@@ -583,6 +603,12 @@ impl Actor {
                         return end;
                     }
                 }
+                Some(done) = self.uploads_rx.recv() => {
+                    self.upload_done(conn, done).await;
+                    if let Err(end) = self.pump(ws, conn).await {
+                        return end;
+                    }
+                }
             }
         }
     }
@@ -715,8 +741,12 @@ impl Actor {
 
     /// Sends the next outbox message (one in flight at a time) and unsent read markers.
     async fn pump(&mut self, ws: &mut Ws, conn: &mut Conn) -> std::result::Result<(), End> {
-        if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() {
+        let uploading = self.shared.upload_slot().is_some();
+        if conn.outbox_in_flight.is_none() && conn.outbox_retry_at.is_none() && !uploading {
             match self.db(|s| s.next_pending()).await {
+                Ok(Some(item)) if item.files.iter().any(|f| f.attachment.is_none()) => {
+                    self.start_upload(item);
+                }
                 Ok(Some(item)) => match item.frame(self.id()) {
                     Some(frame) => {
                         let id = frame.id();
@@ -772,6 +802,103 @@ impl Actor {
             }
         }
         Ok(())
+    }
+
+    /// Uploads the first file of `item` not on the server yet, as a task of its own (the
+    /// connection goes on meanwhile); its record is stored in the entry and the end reported
+    /// on `uploads_rx`.
+    fn start_upload(&mut self, item: OutboxItem) {
+        let Some((index, file)) = item
+            .files
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.attachment.is_none())
+        else {
+            return;
+        };
+        let path = file.path.clone();
+        let local_id = item.local_id.clone();
+        let server = self.config.server.clone();
+        let token = self.token.clone();
+        let shared = self.shared.clone();
+        let done = self.uploads_tx.clone();
+        let mut slot = self.shared.upload_slot();
+        let task = tokio::spawn(async move {
+            let progress = {
+                let (shared, local_id, path) = (shared.clone(), local_id.clone(), path.clone());
+                // One event per percent (and the last), not one per piece.
+                let last = std::sync::atomic::AtomicU64::new(u64::MAX);
+                move |sent: u64, total: u64| {
+                    let percent = sent.saturating_mul(100) / total.max(1);
+                    if last.swap(percent, std::sync::atomic::Ordering::Relaxed) != percent {
+                        shared.emit(ClientEvent::Upload(UploadProgress {
+                            local_id: local_id.clone(),
+                            path: path.clone(),
+                            sent,
+                            total,
+                        }));
+                    }
+                }
+            };
+            let uploaded =
+                http::upload_file(&server, &token, std::path::Path::new(&path), progress).await;
+            let result = match uploaded {
+                Ok(attachment) => {
+                    let id = local_id.clone();
+                    let stored = shared
+                        .store
+                        .call(move |s| s.set_outbox_attachment(&id, index, &attachment))
+                        .await;
+                    match stored {
+                        Ok(Some(item)) => {
+                            shared
+                                .emit(ClientEvent::Message(MessageEvent::updated(item.to_local())));
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(ClientError::from(e)),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let name = std::path::Path::new(&path)
+                .file_name()
+                .map_or_else(|| path.clone(), |n| n.to_string_lossy().into_owned());
+            let _ = done.send(UploadDone {
+                local_id,
+                name,
+                result,
+            });
+        });
+        *slot = Some(crate::client::UploadSlot {
+            local_id: item.local_id,
+            abort: task.abort_handle(),
+        });
+    }
+
+    /// An upload ended: go on with the entry, wait and try again, or fail it for good.
+    async fn upload_done(&mut self, conn: &mut Conn, done: UploadDone) {
+        {
+            let mut slot = self.shared.upload_slot();
+            if slot.as_ref().is_some_and(|u| u.local_id == done.local_id) {
+                *slot = None;
+            }
+        }
+        match done.result {
+            Ok(()) => self.upload_backoff.reset(),
+            // The file is gone, unreadable, empty or refused by the server (too large, bad
+            // request): trying again will not change that.
+            Err(ClientError::Invalid(why) | ClientError::NotFound(why)) => {
+                self.upload_backoff.reset();
+                let reason = format!("{} refused: {why}", done.name);
+                self.fail_outbox(conn, done.local_id, reason).await;
+            }
+            Err(e) => {
+                let wait = self.upload_backoff.next_delay(rand::random::<f64>());
+                tracing::info!("upload failed, retrying in {wait:?}: {e}");
+                conn.outbox_retry_at = Some(Instant::now() + wait);
+            }
+        }
     }
 
     async fn on_text(

@@ -1,6 +1,6 @@
 //! The HTTP side of the client: health check, register, login, logout (token revocation),
-//! your account (profile, password, sessions, deletion), and following the read-only event
-//! stream ([`follow_events`]).
+//! your account (profile, password, sessions, deletion), files (upload streamed from disk,
+//! download streamed to disk), and following the read-only event stream ([`follow_events`]).
 //! Errors are mapped from the server's `ApiError` body to [`ClientError`]. Answers are read up to
 //! the protocol's body limit only.
 
@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::client::{trust, ClientError, Result};
 use crate::protocol::{
-    limits, ApiError, DeleteAccountRequest, Health, Invite, InviteList, InviteRequest,
+    limits, ApiError, Attachment, DeleteAccountRequest, Health, Invite, InviteList, InviteRequest,
     LoginRequest, PasswordRequest, PendingList, ProfileRequest, RegisterRequest, Session,
     SessionList, User, UsernameRequest,
 };
@@ -336,6 +336,138 @@ pub async fn account_action(
         username: username.to_owned(),
     };
     no_content(account_call(reqwest::Method::POST, server, path, token, Some(&req)).await?).await
+}
+
+// ---- files (docs/protocol.md, "Files") ----
+
+/// How long an upload or download may make no progress before it counts as broken (a file
+/// transfer has no overall timeout: a big one on a slow link takes as long as it takes).
+const TRANSFER_STALL: Duration = Duration::from_secs(30);
+
+/// Bytes read from disk per piece of an upload (and per progress report).
+const UPLOAD_PIECE: usize = 256 * 1024;
+
+/// The HTTP client for file transfers with `server`, trusting what [`trust::tls_config`]
+/// trusts for it.
+fn transfer_client(server: &Url) -> Result<Http> {
+    let builder = reqwest::Client::builder()
+        .user_agent(user_agent())
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(TRANSFER_STALL);
+    Http::for_server(server, builder)
+}
+
+/// `POST /api/files?name=NAME`: uploads the regular file at `path` under its file name,
+/// streamed from disk a piece at a time (never read whole into memory), calling
+/// `progress(sent, total)` after each piece. A path that is missing, not a regular file or
+/// empty is `Invalid` before anything is sent; the server's refusals keep its code (a file over
+/// the limit is `Invalid` with the server's message, a full pace `RateLimited`).
+pub async fn upload_file(
+    server: &Url,
+    token: &str,
+    path: &std::path::Path,
+    progress: impl Fn(u64, u64) + Send + Sync + 'static,
+) -> Result<Attachment> {
+    use futures_util::stream;
+    use tokio::io::AsyncReadExt;
+
+    let unreadable =
+        |e: std::io::Error| ClientError::Invalid(format!("cannot read {}: {e}", path.display()));
+    let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    let meta = file.metadata().await.map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(ClientError::Invalid(format!(
+            "{} is not a file",
+            path.display()
+        )));
+    }
+    let total = meta.len();
+    if total == 0 {
+        return Err(ClientError::Invalid(format!("{} is empty", path.display())));
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let mut url = endpoint(server, "/api/files")?;
+    url.query_pairs_mut().append_pair("name", &name);
+    // Exactly the length announced, even if the file grows meanwhile.
+    let reader = file.take(total);
+    let body = stream::unfold(reader, |mut reader| async move {
+        let mut piece = vec![0u8; UPLOAD_PIECE];
+        match reader.read(&mut piece).await {
+            Ok(0) => None,
+            Ok(n) => {
+                piece.truncate(n);
+                Some((Ok(piece), reader))
+            }
+            Err(e) => Some((Err(e), reader)),
+        }
+    });
+    let mut sent = 0u64;
+    let body = futures_util::StreamExt::map(body, move |piece: std::io::Result<Vec<u8>>| {
+        if let Ok(p) = &piece {
+            sent += p.len() as u64;
+            progress(sent, total);
+        }
+        piece
+    });
+    let http = transfer_client(server)?;
+    let req = http
+        .client
+        .post(url)
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_LENGTH, total)
+        .body(reqwest::Body::wrap_stream(body));
+    let resp = http.send(req).await?;
+    decode(resp).await
+}
+
+/// `GET {path}` (a file, a thumbnail or an avatar, see "Files") into a new file at `dest`,
+/// streamed: the bytes go to a private temporary file beside `dest` that is renamed into place
+/// only when whole, so an interrupted download leaves nothing at `dest`; `Conflict` when a
+/// file appeared at `dest` meanwhile (it is kept). Returns the size.
+pub async fn download_to(
+    server: &Url,
+    token: &str,
+    path: &str,
+    dest: &std::path::Path,
+) -> Result<u64> {
+    use tokio::io::AsyncWriteExt;
+
+    let http = transfer_client(server)?;
+    let resp = http
+        .send(http.request(reqwest::Method::GET, path)?.bearer_auth(token))
+        .await?;
+    if !resp.status().is_success() {
+        return decode::<serde_json::Value>(resp).await.map(|_| 0);
+    }
+    let local =
+        |e: std::io::Error| ClientError::Internal(format!("cannot write {}: {e}", dest.display()));
+    let dir = dest.parent().unwrap_or(std::path::Path::new("."));
+    // Removed again if anything below fails (the temporary file's drop).
+    let part = tempfile::Builder::new()
+        .prefix(".natter-part-")
+        .tempfile_in(dir)
+        .map_err(local)?;
+    let mut out = tokio::fs::File::from_std(part.as_file().try_clone().map_err(local)?);
+    let mut resp = resp;
+    let mut size = 0u64;
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        out.write_all(&chunk).await.map_err(local)?;
+        size += chunk.len() as u64;
+    }
+    out.sync_all().await.map_err(local)?;
+    drop(out);
+    // Never over a file that is there (a name chosen meanwhile by someone else).
+    part.persist_noclobber(dest).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            ClientError::Conflict(format!("{} exists already", dest.display()))
+        } else {
+            local(e.error)
+        }
+    })?;
+    Ok(size)
 }
 
 /// What [`follow_events`] should do after an event.

@@ -21,6 +21,7 @@ mod admin;
 pub mod connection;
 pub mod db;
 pub mod export;
+pub mod files;
 pub mod http;
 pub mod notify;
 pub mod profiles;
@@ -45,10 +46,11 @@ use crate::protocol::{
 };
 use connection::Command;
 use db::{StoreHandle, StoreStats};
-use store::{OutboxItem, SavedSession, Store};
+use store::{OutboxFile, OutboxItem, SavedSession, Store};
 pub use types::{
     ActionFailure, ConnectionState, ConversationRemoved, ConversationSummary, LocalMessage,
-    MessageChange, MessageEvent, MessageState, Quote, Reaction, SearchHit, UnreadChange,
+    MessageChange, MessageEvent, MessageState, PendingFile, Quote, Reaction, SearchHit,
+    UnreadChange, UploadProgress,
 };
 
 pub use http::{health, login, login_as, logout_token, register};
@@ -236,6 +238,8 @@ pub enum ClientEvent {
     /// message, deleted meanwhile, ...): nothing changed. Committed actions are announced as
     /// `Message` `updated` of their target instead.
     ActionFailed(ActionFailure),
+    /// An outbox message's file is being uploaded: bytes sent so far of its total.
+    Upload(UploadProgress),
 }
 
 /// Where a message goes: an existing conversation, or a direct message to a user (the
@@ -260,6 +264,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Time a request waits for its answer.
     pub request_timeout: Duration,
+    /// The most bytes the profile's cache of thumbnails and opened files holds
+    /// ([`files::FileCache`]).
+    pub file_cache_bytes: u64,
 }
 
 impl ClientConfig {
@@ -274,6 +281,7 @@ impl ClientConfig {
             stable_after: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
+            file_cache_bytes: files::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -467,9 +475,37 @@ pub(crate) struct Shared {
     pub user: User,
     /// The user's profile as last heard from the server (display name, avatar).
     pub profile: Mutex<User>,
+    /// The upload under way (one at a time, for the oldest outbox entry), so that cancelling
+    /// its entry stops it.
+    pub upload: Mutex<Option<UploadSlot>>,
+}
+
+/// The upload of a file of outbox entry `local_id`, running as its own task.
+pub(crate) struct UploadSlot {
+    pub local_id: String,
+    pub abort: tokio::task::AbortHandle,
 }
 
 impl Shared {
+    /// The upload under way, if any. (A panic while holding the lock leaves nothing half
+    /// changed: the slot is only ever set or cleared.)
+    pub fn upload_slot(&self) -> std::sync::MutexGuard<'_, Option<UploadSlot>> {
+        self.upload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the upload under way if it is one of entry `local_id`'s files (any, when `None`).
+    pub fn stop_upload(&self, local_id: Option<&str>) {
+        let mut slot = self.upload_slot();
+        if slot
+            .as_ref()
+            .is_some_and(|u| local_id.is_none_or(|id| u.local_id == id))
+        {
+            if let Some(upload) = slot.take() {
+                upload.abort.abort();
+            }
+        }
+    }
+
     pub fn emit(&self, event: ClientEvent) {
         // No receivers is fine: nobody is listening yet.
         let _ = self.events.send(event);
@@ -543,6 +579,7 @@ struct Inner {
     synced: watch::Receiver<bool>,
     actor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     requests: AtomicU64,
+    files: files::FileCache,
 }
 
 /// A handle to a running client. Cheap to clone; the connection stops when the last handle is
@@ -604,6 +641,7 @@ impl Client {
             online: Mutex::new(BTreeSet::new()),
             user: session.user.clone(),
             profile: Mutex::new(profile),
+            upload: Mutex::new(None),
         });
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
@@ -622,8 +660,10 @@ impl Client {
             shared.clone(),
             state_rx.clone(),
         ));
+        let files = files::FileCache::new(&config.profile_dir, config.file_cache_bytes);
         Ok(Client {
             inner: Arc::new(Inner {
+                files,
                 config,
                 token: session.token,
                 shared,
@@ -740,13 +780,123 @@ impl Client {
     /// when online. Announced once as an `added` [`ClientEvent::Message`] (pending); the same
     /// `local_id` is then `updated` to sent or failed. The returned message is the pending one.
     pub async fn send(&self, target: Target, text: &str) -> Result<LocalMessage> {
-        self.queue_message(target, text, None).await
+        self.queue_message(target, text, None, Vec::new()).await
+    }
+
+    /// Queues a message carrying the files at `paths` (in order, at most
+    /// [`protocol::limits::MAX_ATTACHMENTS`]) with `text` as its caption (may be empty), like
+    /// [`Client::send`]: the entry is in the outbox, with the files' paths, before this returns.
+    /// The outbox uploads each file (streamed from disk, [`ClientEvent::Upload`] reporting
+    /// progress), then sends the message with their ids, exactly once and in order with
+    /// everything queued, after a reconnect or a restart too. An upload that fails for now is
+    /// retried with a growing wait; a file the server refuses for good (over its size limit,
+    /// not readable any more) fails the message with the reason (`updated`, state failed).
+    /// A path that is missing, a directory or an empty file is `Invalid` here, nothing queued.
+    pub async fn send_files(
+        &self,
+        target: Target,
+        paths: &[PathBuf],
+        text: &str,
+    ) -> Result<LocalMessage> {
+        if paths.is_empty() || paths.len() > protocol::limits::MAX_ATTACHMENTS {
+            return Err(ClientError::Invalid(format!(
+                "a message carries 1 to {} files",
+                protocol::limits::MAX_ATTACHMENTS
+            )));
+        }
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let meta = tokio::fs::metadata(path).await.map_err(|e| {
+                ClientError::Invalid(format!("cannot read {}: {e}", path.display()))
+            })?;
+            if !meta.is_file() {
+                return Err(ClientError::Invalid(format!(
+                    "{} is not a file",
+                    path.display()
+                )));
+            }
+            if meta.len() == 0 {
+                return Err(ClientError::Invalid(format!("{} is empty", path.display())));
+            }
+            // Absolute, so the entry still names the file after a restart from elsewhere.
+            let path = std::path::absolute(path).map_err(|e| {
+                ClientError::Invalid(format!("cannot read {}: {e}", path.display()))
+            })?;
+            files.push(OutboxFile {
+                path: path.to_string_lossy().into_owned(),
+                attachment: None,
+            });
+        }
+        self.queue_message(target, text, None, files).await
+    }
+
+    /// The local path of `file`'s thumbnail (an image's), from the profile's cache, downloaded
+    /// first when it is not there: read offline once seen. `NotFound` for a file without one.
+    pub async fn thumbnail(&self, file: &protocol::Attachment) -> Result<PathBuf> {
+        self.cached(file, files::Part::Thumbnail).await
+    }
+
+    /// The local path of `file` itself, from the profile's cache (downloaded first when not
+    /// there), to open it. The cache is bounded: keep a copy with [`Client::save_file`].
+    pub async fn open_file(&self, file: &protocol::Attachment) -> Result<PathBuf> {
+        self.cached(file, files::Part::File).await
+    }
+
+    /// The local path of `user`'s profile picture, from the profile's cache (downloaded first
+    /// when not there); `None` when they have none (show `avatar`).
+    pub async fn avatar(&self, user: &User) -> Result<Option<PathBuf>> {
+        let Some(id) = &user.avatar_image else {
+            return Ok(None);
+        };
+        let (server, token) = (&self.inner.config.server, &self.inner.token);
+        Ok(Some(self.inner.files.avatar(server, token, id).await?))
+    }
+
+    async fn cached(&self, file: &protocol::Attachment, part: files::Part) -> Result<PathBuf> {
+        let (server, token) = (&self.inner.config.server, &self.inner.token);
+        self.inner.files.get(server, token, file, part).await
+    }
+
+    /// Downloads `file` into `dir` under its safe name, never overwriting (see
+    /// [`files::save_into`]). Returns the new file's path.
+    pub async fn save_file(&self, file: &protocol::Attachment, dir: &Path) -> Result<PathBuf> {
+        files::save_into(&self.inner.config.server, &self.inner.token, file, dir).await
+    }
+
+    /// Bytes the profile's file cache holds.
+    pub fn file_cache_size(&self) -> u64 {
+        self.inner.files.size()
+    }
+
+    /// Takes an outbox message that is not sent yet (pending or failed) out of the outbox:
+    /// it will not be sent, and an upload of its files under way stops. An entry already handed
+    /// to the server (its `send` in flight) may still arrive. `NotFound` when it is not in the
+    /// outbox.
+    pub async fn cancel(&self, local_id: &str) -> Result<()> {
+        let id = local_id.to_owned();
+        let found = self
+            .db(move |s| {
+                let item = s.outbox_item(&id)?;
+                if item.is_some() {
+                    s.remove_outbox(&id)?;
+                }
+                Ok(item)
+            })
+            .await?;
+        if found.is_none() {
+            return Err(ClientError::NotFound(format!(
+                "no message {local_id} in the outbox"
+            )));
+        }
+        self.inner.shared.stop_upload(Some(local_id));
+        self.kick();
+        Ok(())
     }
 
     /// Queues `text` as a reply to message `reply_to` of `conv`, like [`Client::send`]. The
     /// message's `reply_to` quotes the target as this client holds it (sender and first line).
     pub async fn reply(&self, conv: ConvId, reply_to: Seq, text: &str) -> Result<LocalMessage> {
-        self.queue_message(Target::Conv(conv), text, Some(reply_to))
+        self.queue_message(Target::Conv(conv), text, Some(reply_to), Vec::new())
             .await
     }
 
@@ -798,6 +948,7 @@ impl Client {
             error: None,
             reply_to: None,
             action: Some(action),
+            files: Vec::new(),
         };
         let local_id = item.local_id.clone();
         self.db(move |s| s.enqueue(&item)).await?;
@@ -805,14 +956,18 @@ impl Client {
         Ok(local_id)
     }
 
-    /// Queues a message or reply (see [`Client::send`]).
+    /// Queues a message, reply or message with files (see [`Client::send`]).
     async fn queue_message(
         &self,
         target: Target,
         text: &str,
         reply_to: Option<Seq>,
+        files: Vec<OutboxFile>,
     ) -> Result<LocalMessage> {
-        check_text(text)?;
+        // With files the caption may be left out; one that is there follows the text rules.
+        if files.is_empty() || !text.is_empty() {
+            check_text(text)?;
+        }
         let (conv, to_user) = match target {
             Target::Conv(id) => (Some(id), None),
             Target::To(name) => {
@@ -838,6 +993,7 @@ impl Client {
             error: None,
             reply_to,
             action: None,
+            files,
         };
         let queued = item.clone();
         self.db(move |s| s.enqueue(&queued)).await?;
@@ -1227,6 +1383,9 @@ impl Client {
                 tracing::warn!("the connection task did not stop in time");
             }
         }
+        // An upload under way stops too; its entry keeps its place and is uploaded again by the
+        // next start.
+        self.inner.shared.stop_upload(None);
         // Other handles (a task that was just aborted, the revocation task) may outlive this
         // call by a moment; the file is closed now all the same, so whoever comes next (a
         // repair, the next start, a copy) finds it complete, without a write-ahead log.

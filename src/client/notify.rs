@@ -219,6 +219,8 @@ mod tests {
             edited: None,
             deleted: false,
             reactions: Vec::new(),
+            attachments: Vec::new(),
+            uploads: Vec::new(),
         }
     }
 

@@ -15,13 +15,13 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::client::types::{
-    ConversationSummary, LocalMessage, MessageState, Quote, Reaction, SearchHit,
+    ConversationSummary, LocalMessage, MessageState, PendingFile, Quote, Reaction, SearchHit,
 };
 use crate::dbfile::{self, Damage};
 use crate::names;
 use crate::protocol::{
-    Action, ActionRequest, Attention, ClientFrame, ConvId, ConvKind, ConvSeq, Conversation, Dnd,
-    Message, Millis, NotifyLevel, Seq, Session, User,
+    Action, ActionRequest, Attachment, Attention, ClientFrame, ConvId, ConvKind, ConvSeq,
+    Conversation, Dnd, Message, Millis, NotifyLevel, Seq, Session, User,
 };
 
 /// Numbered migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_deleted_users.sql"),
     include_str!("migrations/0007_attention.sql"),
     include_str!("migrations/0008_message_actions.sql"),
+    include_str!("migrations/0009_attachments.sql"),
 ];
 
 /// Bits of a message id below its millisecond: up to 256 messages per millisecond keep their
@@ -108,6 +109,41 @@ pub struct OutboxItem {
     /// An action on an earlier message (edit, delete, reaction) instead of a message; `text` is
     /// an edit's new text.
     pub action: Option<Action>,
+    /// A message's files, in order: each is uploaded before the message is sent.
+    pub files: Vec<OutboxFile>,
+}
+
+/// A file of an outbox message: the local path chosen, and once uploaded the server's record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxFile {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+impl OutboxFile {
+    /// The file name of `path`, for showing (the server makes the name it keeps safe).
+    pub fn name(&self) -> String {
+        Path::new(&self.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.clone())
+    }
+}
+
+/// A message's attachments as `messages.attachments` keeps them: a JSON array, NULL for none.
+fn attachments_json(attachments: &[Attachment]) -> Result<Option<String>> {
+    if attachments.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(attachments)?))
+}
+
+/// [`attachments_json`] read back; a column that does not parse (written by a newer client)
+/// reads as no attachments rather than failing the whole page.
+fn attachments_from(json: Option<String>) -> Vec<Attachment> {
+    json.and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
 }
 
 impl OutboxItem {
@@ -127,6 +163,20 @@ impl OutboxItem {
             edited: None,
             deleted: false,
             reactions: Vec::new(),
+            attachments: self
+                .files
+                .iter()
+                .filter_map(|f| f.attachment.clone())
+                .collect(),
+            uploads: self
+                .files
+                .iter()
+                .filter(|f| f.attachment.is_none())
+                .map(|f| PendingFile {
+                    path: f.path.clone(),
+                    name: f.name(),
+                })
+                .collect(),
         }
     }
 }
@@ -191,7 +241,7 @@ fn clamp_unread(n: i64) -> u32 {
 }
 
 const MESSAGE_COLS: &str =
-    "conv, seq, sender, text, time, client_msg_id, reply_to, edited, deleted";
+    "conv, seq, sender, text, time, client_msg_id, reply_to, edited, deleted, attachments";
 
 /// A held message as [`MESSAGE_COLS`] reads it, before [`decorate`] adds its quote and
 /// reactions.
@@ -209,6 +259,8 @@ fn message_row(row: &Row<'_>) -> rusqlite::Result<LocalMessage> {
         edited: row.get(7)?,
         deleted: row.get(8)?,
         reactions: Vec::new(),
+        attachments: attachments_from(row.get(9)?),
+        uploads: Vec::new(),
     })
 }
 
@@ -361,8 +413,11 @@ fn delete_held(
     target: &HeldTarget,
     index: &mut SearchIndexWrites,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE messages SET text = '', deleted = 1, mentions_me = 0 WHERE id = ?1")?
-        .execute([target.row_id])?;
+    tx.prepare_cached(
+        "UPDATE messages SET text = '', deleted = 1, mentions_me = 0, attachments = NULL
+         WHERE id = ?1",
+    )?
+    .execute([target.row_id])?;
     index.replace(tx, target.row_id, &target.text, "")?;
     tx.prepare_cached("DELETE FROM reactions WHERE conv = ?1 AND target = ?2")?
         .execute(params![conv, seq])?;
@@ -473,7 +528,7 @@ fn refresh_held(
 }
 
 const OUTBOX_COLS: &str =
-    "local_id, conv, to_user, sender, text, created, state, error, reply_to, action";
+    "local_id, conv, to_user, sender, text, created, state, error, reply_to, action, files";
 
 impl OutboxItem {
     /// Where the message goes: its conversation once known, else the user of a first DM.
@@ -496,7 +551,11 @@ impl OutboxItem {
                 client_msg_id,
                 text: self.text.clone(),
                 reply_to: self.reply_to,
-                attachments: Vec::new(),
+                attachments: self
+                    .files
+                    .iter()
+                    .map(|f| f.attachment.as_ref().map(|a| a.id.clone()))
+                    .collect::<Option<_>>()?,
             },
             Some(action) => ActionRequest {
                 conv: self.conv?,
@@ -528,6 +587,10 @@ fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxItem> {
         action: row
             .get::<_, Option<String>>(9)?
             .and_then(|json| serde_json::from_str(&json).ok()),
+        files: row
+            .get::<_, Option<String>>(10)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -887,11 +950,18 @@ impl Store {
 
     pub fn upsert_user(&self, user: &User) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO users (username, display_name, avatar, deleted) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO users (username, display_name, avatar, deleted, avatar_image)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (username) DO UPDATE
              SET display_name = excluded.display_name, avatar = excluded.avatar,
-                 deleted = excluded.deleted",
-            params![user.username, user.display_name, user.avatar, user.deleted],
+                 deleted = excluded.deleted, avatar_image = excluded.avatar_image",
+            params![
+                user.username,
+                user.display_name,
+                user.avatar,
+                user.deleted,
+                user.avatar_image
+            ],
         )?;
         Ok(())
     }
@@ -900,7 +970,8 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT username, display_name, avatar, deleted FROM users WHERE username = ?1",
+                "SELECT username, display_name, avatar, deleted, avatar_image FROM users
+                 WHERE username = ?1",
                 [username],
                 |r| {
                     Ok(User {
@@ -908,7 +979,7 @@ impl Store {
                         display_name: r.get(1)?,
                         avatar: r.get(2)?,
                         deleted: r.get(3)?,
-                        avatar_image: None,
+                        avatar_image: r.get(4)?,
                         // The local store keeps no roles; the signed-in user's own comes with
                         // hello (`Client::user`).
                         admin: false,
@@ -1192,8 +1263,8 @@ impl Store {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO messages
                     (id, conv, seq, server_id, sender, text, time, client_msg_id,
-                     reply_to, action, edited, deleted, mentions_me)
-                 VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12, ?13)",
+                     reply_to, action, edited, deleted, mentions_me, attachments)
+                 VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             let mut settle = tx.prepare_cached("DELETE FROM outbox WHERE local_id = ?1")?;
             let mut bump = tx.prepare_cached(
@@ -1234,6 +1305,7 @@ impl Store {
                     m.edited,
                     m.deleted,
                     m.action.is_none() && mentions_me(text, &me),
+                    attachments_json(&m.attachments)?,
                 ])?;
                 let settled = settle.execute([&id])?;
                 bump.execute(params![m.conv, m.seq])?;
@@ -1273,6 +1345,8 @@ impl Store {
                                 edited: m.edited,
                                 deleted: m.deleted,
                                 reactions: Vec::new(),
+                                attachments: m.attachments.clone(),
+                                uploads: Vec::new(),
                             },
                             was_shown: settled > 0,
                         });
@@ -1460,7 +1534,7 @@ impl Store {
              ORDER BY seq DESC LIMIT ?3"
         ))?;
         let rows = stmt.query_map(params![conv, before.unwrap_or(i64::MAX), limit], |r| {
-            Ok((message_row(r)?, r.get::<_, bool>(9)?))
+            Ok((message_row(r)?, r.get::<_, bool>(10)?))
         })?;
         let mut seqs = Vec::new();
         let mut out = Vec::new();
@@ -1529,8 +1603,8 @@ impl Store {
     pub fn enqueue(&self, item: &OutboxItem) -> Result<()> {
         self.conn().execute(
             "INSERT INTO outbox
-                (local_id, conv, to_user, sender, text, created, state, reply_to, action)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
+                (local_id, conv, to_user, sender, text, created, state, reply_to, action, files)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9)",
             params![
                 item.local_id,
                 item.conv,
@@ -1542,6 +1616,9 @@ impl Store {
                 item.action
                     .as_ref()
                     .map(serde_json::to_string)
+                    .transpose()?,
+                (!item.files.is_empty())
+                    .then(|| serde_json::to_string(&item.files))
                     .transpose()?,
             ],
         )?;
@@ -1602,7 +1679,30 @@ impl Store {
         Ok(())
     }
 
-    /// Removes an outbox entry (an action the server refused).
+    /// Records that file `index` of outbox entry `local_id` was uploaded as `attachment`, so
+    /// it is not uploaded again (after a reconnect or a restart). Returns the entry as it is
+    /// now; `None` when it is gone (cancelled meanwhile).
+    pub fn set_outbox_attachment(
+        &self,
+        local_id: &str,
+        index: usize,
+        attachment: &Attachment,
+    ) -> Result<Option<OutboxItem>> {
+        let Some(mut item) = self.outbox_item(local_id)? else {
+            return Ok(None);
+        };
+        let Some(file) = item.files.get_mut(index) else {
+            return Ok(Some(item));
+        };
+        file.attachment = Some(attachment.clone());
+        self.conn().execute(
+            "UPDATE outbox SET files = ?2 WHERE local_id = ?1",
+            params![local_id, serde_json::to_string(&item.files)?],
+        )?;
+        Ok(Some(item))
+    }
+
+    /// Removes an outbox entry (an action the server refused, a message the user cancelled).
     pub fn remove_outbox(&self, local_id: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM outbox WHERE local_id = ?1", [local_id])?;
@@ -1841,7 +1941,7 @@ impl Store {
         let (sql, args) = search_sql(&terms, conv, conv_ids_first, limit);
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((message_row(r)?, r.get::<_, Option<String>>(9)?))
+            Ok((message_row(r)?, r.get::<_, Option<String>>(10)?))
         })?;
         let mut hits = Vec::new();
         for row in rows {
@@ -1906,7 +2006,98 @@ mod tests {
             error: None,
             reply_to: None,
             action: None,
+            files: Vec::new(),
         }
+    }
+
+    fn attachment(id: &str, name: &str) -> Attachment {
+        Attachment {
+            id: id.into(),
+            name: name.into(),
+            media_type: "image/png".into(),
+            size: 68,
+            width: Some(1),
+            height: Some(1),
+            thumbnail: Some("ab".repeat(32)),
+        }
+    }
+
+    #[test]
+    fn attachments_and_avatars_are_kept_and_a_delete_drops_them() {
+        let (_dir, s) = store();
+        s.upsert_conversation(&room(1, "general")).unwrap();
+        let files = vec![attachment("f1", "a.png"), attachment("f2", "b.png")];
+        let m = Message {
+            text: String::new(),
+            attachments: files.clone(),
+            ..msg(1, 1, "bob", "")
+        };
+        let fresh = s.insert_messages(&[m, msg(1, 2, "bob", "plain")]).unwrap();
+        assert_eq!(fresh[0].attachments, files, "as announced");
+        let page = s.page(1, None, 10).unwrap();
+        assert_eq!(page[0].attachments, files, "as stored, in order");
+        assert!(page[1].attachments.is_empty());
+        assert_eq!(s.message_at(1, 1).unwrap().unwrap().attachments, files);
+
+        let delete = Message {
+            action: Some(Action::Delete { target: 1 }),
+            ..msg(1, 3, "bob", "")
+        };
+        s.insert_messages(&[delete]).unwrap();
+        let gone = s.message_at(1, 1).unwrap().unwrap();
+        assert!(gone.deleted && gone.attachments.is_empty(), "{gone:?}");
+
+        let mut bob = User {
+            username: "bob".into(),
+            display_name: "Bob".into(),
+            avatar: "cat".into(),
+            deleted: false,
+            avatar_image: Some("cd".repeat(32)),
+            admin: false,
+        };
+        s.upsert_user(&bob).unwrap();
+        assert_eq!(s.user("bob").unwrap().unwrap(), bob);
+        bob.avatar_image = None;
+        s.upsert_user(&bob).unwrap();
+        assert_eq!(
+            s.user("bob").unwrap().unwrap().avatar_image,
+            None,
+            "removed"
+        );
+    }
+
+    #[test]
+    fn outbox_files_survive_and_only_uploaded_ones_are_sent() {
+        let (_dir, s) = store();
+        let mut item = queued(Some(1), None, "");
+        item.files = vec![
+            OutboxFile {
+                path: "/tmp/a.png".into(),
+                attachment: Some(attachment("f1", "a.png")),
+            },
+            OutboxFile {
+                path: "/tmp/b.txt".into(),
+                attachment: None,
+            },
+        ];
+        s.enqueue(&item).unwrap();
+        let back = s.next_pending().unwrap().unwrap();
+        assert_eq!(back.files, item.files);
+        assert!(back.frame(1).is_none(), "not sendable before every upload");
+        let shown = back.to_local();
+        assert_eq!(shown.attachments, vec![attachment("f1", "a.png")]);
+        assert_eq!(shown.uploads.len(), 1);
+        assert_eq!(shown.uploads[0].name, "b.txt");
+
+        item.files[1].attachment = Some(attachment("f2", "b.txt"));
+        match item.frame(7) {
+            Some(ClientFrame::Send { attachments, .. }) => assert_eq!(attachments, ["f1", "f2"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            queued(Some(1), None, "x").frame(1).is_some(),
+            "no files: sendable"
+        );
     }
 
     #[test]
@@ -2379,11 +2570,11 @@ mod tests {
     ) -> Vec<(ConvId, Seq)> {
         let terms: Vec<&str> = q.split_whitespace().collect();
         let (sql, args) = search_sql(&terms, conv, ids_first, limit);
-        // Only conv and seq are read: the columns migration 8 added are left out, so the
+        // Only conv and seq are read: the columns migrations 8 and 9 added are left out, so the
         // query also runs on a store of an older schema.
         let sql = sql.replace(
-            "messages.reply_to, messages.edited, messages.deleted",
-            "NULL, NULL, 0",
+            "messages.reply_to, messages.edited, messages.deleted, messages.attachments",
+            "NULL, NULL, 0, NULL",
         );
         let mut stmt = conn.prepare(&sql).unwrap();
         stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -2702,7 +2893,9 @@ mod tests {
                     "ALTER TABLE conversations DROP COLUMN level;
                          UPDATE conversations SET muted = 1 WHERE id = 1;
                          {}
+                         {}
                          PRAGMA user_version = 6;",
+                    include_str!("../../tests/support/undo_client_0009.sql"),
                     include_str!("../../tests/support/undo_client_0008.sql")
                 ))
                 .unwrap();

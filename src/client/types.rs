@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
-use crate::protocol::{Action, ConvId, ConvKind, Millis, NotifyLevel, Seq, User};
+use crate::protocol::{Action, Attachment, ConvId, ConvKind, Millis, NotifyLevel, Seq, User};
 
 /// Where a message stands from this client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
@@ -57,6 +57,26 @@ pub struct LocalMessage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[ts(optional, as = "Option<Vec<Reaction>>")]
     pub reactions: Vec<Reaction>,
+    /// The files it carries, in the order sent (the server's records); absent when none. While
+    /// pending, the files uploaded so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<Attachment>>")]
+    pub attachments: Vec<Attachment>,
+    /// While pending or failed: the local files still to upload before it is sent, in order,
+    /// with how far each upload got; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<PendingFile>>")]
+    pub uploads: Vec<PendingFile>,
+}
+
+/// A file of an outbox message not uploaded yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct PendingFile {
+    /// The local path the user chose.
+    pub path: String,
+    /// Its file name, for showing.
+    pub name: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -117,6 +137,21 @@ pub struct Reaction {
     pub emoji: String,
     /// Usernames, in the order they reacted.
     pub users: Vec<String>,
+}
+
+/// How far the upload of one file of an outbox message got (sent while it runs, last when all
+/// `total` bytes are sent; the message is `updated` once the file is on the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UploadProgress {
+    /// The message's `local_id`.
+    pub local_id: String,
+    /// The file's local path, as in the message's `uploads`.
+    pub path: String,
+    #[ts(type = "number")]
+    pub sent: u64,
+    #[ts(type = "number")]
+    pub total: u64,
 }
 
 /// How a message changed (docs/ipc.md, `natter://message`).
@@ -272,6 +307,8 @@ mod tests {
                 emoji: "👍".into(),
                 users: vec!["b".into()],
             }],
+            attachments: Vec::new(),
+            uploads: Vec::new(),
         };
         assert_eq!(
             serde_json::to_value(m).unwrap(),

@@ -111,6 +111,16 @@ impl TestServer {
         dir: tempfile::TempDir,
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
+        Self::start_at("127.0.0.1:0".parse().expect("addr"), dir, tweak).await
+    }
+
+    /// [`TestServer::start_in`] on the address `addr`: a server that comes back where its
+    /// clients left it (they reconnect to the same address).
+    pub async fn start_at(
+        addr: SocketAddr,
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let mut config = ServerConfig::new(dir.path());
         // Tests create many accounts from 127.0.0.1; tests of the limit set it low again.
         config.registrations_per_ip = 10_000;
@@ -119,9 +129,7 @@ impl TestServer {
         if config.bus.is_none() {
             config.bus = redis_bus(config.store.as_ref());
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(natter::server::run(listener, config, async move {
@@ -237,6 +245,31 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// Waits (up to [`WAIT`]) until client `c` finished its resume.
+pub async fn synced(c: &natter::client::Client) {
+    tokio::time::timeout(WAIT, c.wait_synced())
+        .await
+        .expect("synced in time")
+        .expect("synced");
+}
+
+/// The next `Message` event of `rx` whose message matches `pred` (up to [`WAIT`]).
+pub async fn next_message(
+    rx: &mut tokio::sync::broadcast::Receiver<natter::client::ClientEvent>,
+    mut pred: impl FnMut(&natter::client::LocalMessage) -> bool,
+) -> natter::client::LocalMessage {
+    use natter::client::{ClientEvent, MessageEvent};
+    use tokio::sync::broadcast::error::RecvError;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ClientEvent::Message(MessageEvent { message: m, .. }))) if pred(&m) => return m,
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            other => panic!("no matching message: {other:?}"),
         }
     }
 }
