@@ -29,6 +29,8 @@ fn session() -> Session {
             display_name: "Alice".into(),
             avatar: "owl".into(),
             deleted: false,
+            avatar_image: None,
+            admin: false,
         },
         expires_at: i64::MAX,
         device_token: None,
