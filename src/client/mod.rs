@@ -1045,14 +1045,21 @@ impl Client {
         limit: u32,
     ) -> Result<Vec<LocalMessage>> {
         let limit = limit.clamp(1, protocol::limits::MAX_PAGE);
-        let (mut page, seqs, top) = self
+        // The newest page ends with the outbox, read in the same store call as the page: the
+        // store thread may settle a message (outbox -> messages) between two calls, and the
+        // message would then be in neither.
+        let queued = move |s: &Store| match before {
+            None => s.outbox(Some(conv)),
+            Some(_) => Ok(Vec::new()),
+        };
+        let (mut page, seqs, top, mut outbox) = self
             .db(move |s| {
                 let (page, seqs) = s.page_with_seqs(conv, before, limit)?;
                 let top = match before {
                     Some(b) => b - 1,
                     None => s.last_seq(conv)?,
                 };
-                Ok((page, seqs, top))
+                Ok((page, seqs, top, queued(s)?))
             })
             .await?;
         if !page_complete(&seqs, top, limit) {
@@ -1067,16 +1074,17 @@ impl Client {
                 .await;
             match fetched {
                 Ok(Reply::History { messages, .. }) => {
-                    let (fresh, stored) = self
+                    let (fresh, stored, queued_now) = self
                         .db(move |s| {
                             let fresh = s.insert_messages(&messages)?;
-                            Ok((fresh.len(), s.page(conv, before, limit)?))
+                            Ok((fresh.len(), s.page(conv, before, limit)?, queued(s)?))
                         })
                         .await?;
                     if fresh > 0 {
                         self.inner.shared.publish_summaries(vec![conv]).await;
                     }
                     page = stored;
+                    outbox = queued_now;
                 }
                 Ok(other) => {
                     return Err(ClientError::Server(format!(
@@ -1089,10 +1097,7 @@ impl Client {
                 Err(e) => tracing::warn!("history page from the server failed: {e}"),
             }
         }
-        if before.is_none() {
-            let queued = self.db(move |s| s.outbox(Some(conv))).await?;
-            page.extend(queued.iter().map(|o| o.to_local()));
-        }
+        page.extend(outbox.iter().map(|o| o.to_local()));
         Ok(page)
     }
 
