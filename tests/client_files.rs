@@ -358,8 +358,14 @@ async fn a_file_over_the_limit_fails_its_entry_and_later_messages_still_go() {
         why.starts_with("big.bin refused") && why.contains("at most 65536 bytes"),
         "names the file and the limit: {why}"
     );
-    alice.send(Target::Conv(room), "still here").await.unwrap();
+    let still = alice.send(Target::Conv(room), "still here").await.unwrap();
     next_message(&mut bob_rx, |m| m.text == "still here").await;
+    // Bob may hear it before Alice's client has settled its `sent` answer: wait for that, so
+    // the outbox holds only the failed entry.
+    next_message(&mut alice_rx, |m| {
+        m.local_id == still.local_id && m.state == MessageState::Sent
+    })
+    .await;
     assert!(texts(&bob, room).await.iter().all(|m| m.text != "too big"));
     let outbox = alice.outbox().await.unwrap();
     assert_eq!(
