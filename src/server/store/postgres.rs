@@ -529,6 +529,21 @@ async fn is_banned(
         .get(0))
 }
 
+/// `user` enters room `conv` (joining, or added by a member): refused when banned from it;
+/// true when they were not a member before.
+async fn enter_room(tx: &Transaction<'_>, conv: ConvId, user: UserId) -> Result<bool, StoreError> {
+    if is_banned(tx, conv, user).await? {
+        return Err(rules::banned_from_room());
+    }
+    let n = tx
+        .execute(
+            "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&conv, &user],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
 /// The kind of a conversation as someone outside it may know it ([`rules::VISIBLE_KIND`]).
 async fn visible_kind(
     tx: &Transaction<'_>,
@@ -950,20 +965,11 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             if !live {
                 return Err(no_user());
             }
-            if is_banned(tx, *conv, user).await? {
-                return Err(rules::banned_from_room());
-            }
-            let n = tx
-                .execute(
-                    "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[conv, &user],
-                )
-                .await?;
             Ok(WriteOutcome::Added {
                 by: *by,
                 user,
                 conv: *conv,
-                newly: n > 0,
+                newly: enter_room(tx, *conv, user).await?,
             })
         }
         WriteOp::RemoveMember {
@@ -1022,19 +1028,10 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             if private && !is_member(tx, conv, *user).await? {
                 return Err(rules::no_such_room());
             }
-            if is_banned(tx, conv, *user).await? {
-                return Err(rules::banned_from_room());
-            }
-            let n = tx
-                .execute(
-                    "INSERT INTO members (conv_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&conv, user],
-                )
-                .await?;
             Ok(WriteOutcome::Joined {
                 user: *user,
                 conv,
-                newly: n > 0,
+                newly: enter_room(tx, conv, *user).await?,
             })
         }
         WriteOp::Leave { user, conv } => {

@@ -908,6 +908,19 @@ fn require_admin(tx: &Connection, user: UserId) -> Result<(), StoreError> {
     rules::require_admin(admin)
 }
 
+/// `user` enters room `conv` (joining, or added by a member): refused when banned from it;
+/// true when they were not a member before.
+fn enter_room(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, StoreError> {
+    if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
+        return Err(rules::banned_from_room());
+    }
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
+        params![conv, user],
+    )?;
+    Ok(n > 0)
+}
+
 fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Register {
@@ -1154,18 +1167,11 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             if !live {
                 return Err(StoreError::rejected(ErrorCode::NotFound, "no such user"));
             }
-            if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
-                return Err(rules::banned_from_room());
-            }
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
-                params![conv, user],
-            )?;
             Ok(WriteOutcome::Added {
                 by: *by,
                 user,
                 conv: *conv,
-                newly: n > 0,
+                newly: enter_room(tx, *conv, user)?,
             })
         }
         WriteOp::RemoveMember {
@@ -1219,17 +1225,10 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             if private && !is_member(tx, conv, *user)? {
                 return Err(rules::no_such_room());
             }
-            if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
-                return Err(rules::banned_from_room());
-            }
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
-                params![conv, user],
-            )?;
             Ok(WriteOutcome::Joined {
                 user: *user,
                 conv,
-                newly: n > 0,
+                newly: enter_room(tx, conv, *user)?,
             })
         }
         WriteOp::Leave { user, conv } => {
