@@ -1171,6 +1171,30 @@ impl Actor {
 
     /// The server refused an outbox message for good: mark it failed and announce the update.
     async fn fail_outbox(&self, conn: &mut Conn, local_id: String, reason: String) {
+        // An action is not retried (the state it was meant for may be gone: a deleted
+        // message): it is announced, then dropped. Announced first, so that whoever waits for
+        // the outbox to empty (the CLI) finds the refusal already sent when it is.
+        let id = local_id.clone();
+        let refused_action = match self.db(move |s| s.outbox_item(&id)).await {
+            Ok(Some(OutboxItem {
+                conv: Some(conv),
+                action: Some(action),
+                ..
+            })) => Some((conv, action)),
+            _ => None,
+        };
+        if let Some((conv, action)) = refused_action {
+            self.shared.emit(ClientEvent::ActionFailed(ActionFailure {
+                local_id: local_id.clone(),
+                conv,
+                action,
+                error: reason,
+            }));
+            if let Err(e) = self.db(move |s| s.remove_outbox(&local_id)).await {
+                self.warn(format!("cannot drop a refused action: {e}"));
+            }
+            return;
+        }
         let failed = self
             .db(move |s| {
                 s.mark_failed(&local_id, &reason)?;
@@ -1178,26 +1202,6 @@ impl Actor {
             })
             .await;
         match failed {
-            Ok(Some(OutboxItem {
-                local_id,
-                conv: Some(conv),
-                action: Some(action),
-                error,
-                ..
-            })) => {
-                // An action is not retried: the state it was meant for may be gone (a deleted
-                // message). Drop it and say so.
-                let id = local_id.clone();
-                if let Err(e) = self.db(move |s| s.remove_outbox(&id)).await {
-                    self.warn(format!("cannot drop a refused action: {e}"));
-                }
-                self.shared.emit(ClientEvent::ActionFailed(ActionFailure {
-                    local_id,
-                    conv,
-                    action,
-                    error: error.unwrap_or_default(),
-                }));
-            }
             Ok(Some(item)) => {
                 conn.touch(item.conv);
                 self.shared
