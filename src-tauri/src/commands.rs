@@ -6,7 +6,9 @@
 
 use natter::client::export::{ExportFormat, ExportSummary};
 use natter::client::{ConversationSummary, LocalMessage, SearchHit, Target};
-use natter::protocol::{ConvId, Dnd, Member, NotifyLevel, RoomInfo, Seq, SessionInfo, User};
+use natter::protocol::{
+    Attachment, ConvId, Dnd, Member, NotifyLevel, RoomInfo, Seq, SessionInfo, User,
+};
 use tauri::{ipc::Invoke, Runtime, State};
 
 use crate::accounts::AccountInfo;
@@ -34,6 +36,13 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         conversations,
         history,
         send,
+        send_files,
+        stage_file,
+        cancel_upload,
+        thumbnail,
+        open_file,
+        launch_file,
+        save_file,
         reply,
         edit_message,
         delete_message,
@@ -172,6 +181,122 @@ pub async fn send(
     let client = shell.require_client()?;
     // The message itself reaches the UI once, as the `natter://message` event (added).
     Ok(client.send(target, &text).await?.local_id)
+}
+
+/// Queues a message carrying the files at `paths` (chosen, dropped, or staged by `stage_file`)
+/// with `text` as its caption (may be empty). Like `send`: the `local_id` comes back, the
+/// message itself as `natter://message` added (pending, with `uploads`), upload progress as
+/// `natter://upload`, then `updated`.
+#[tauri::command]
+pub async fn send_files(
+    shell: State<'_, Shell>,
+    conv: Option<ConvId>,
+    to: Option<String>,
+    paths: Vec<String>,
+    text: String,
+) -> CmdResult<String> {
+    let target = Target::from_fields(conv, to).map_err(CommandError::invalid)?;
+    let paths: Vec<std::path::PathBuf> = paths.into_iter().map(Into::into).collect();
+    let client = shell.require_client()?;
+    Ok(client.send_files(target, &paths, &text).await?.local_id)
+}
+
+/// The header naming staged bytes (percent-encoded, as `encodeURIComponent` makes it).
+pub const FILE_NAME_HEADER: &str = "natter-file-name";
+
+/// Bytes the UI holds (a pasted image, a file from the page's picker), sent as the raw body
+/// with their name in [`FILE_NAME_HEADER`], written as a private file in the profile for
+/// `send_files`; returns its path. `invalid` for a body that is not raw bytes, empty or over
+/// the upload limit (checked before writing), or a missing name.
+#[tauri::command]
+pub async fn stage_file(
+    shell: State<'_, Shell>,
+    request: tauri::ipc::Request<'_>,
+) -> CmdResult<String> {
+    let tauri::ipc::InvokeBody::Raw(bytes) = request.body() else {
+        return Err(CommandError::invalid("send the file's bytes as the body"));
+    };
+    let name = request
+        .headers()
+        .get(FILE_NAME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| CommandError::invalid(format!("no {FILE_NAME_HEADER} header")))?;
+    let name = crate::files::decode_name(name)?;
+    let client = shell.require_client()?;
+    // Staged files still waiting in the outbox are kept by the sweep of old ones.
+    let keep: Vec<std::path::PathBuf> = client
+        .outbox()
+        .await?
+        .iter()
+        .flat_map(|m| m.uploads.iter().map(|f| f.path.clone().into()))
+        .collect();
+    let profile = client.config().profile_dir.clone();
+    let bytes = bytes.clone();
+    let path = tauri::async_runtime::spawn_blocking(move || {
+        crate::files::stage(&profile, &name, &bytes, &keep)
+    })
+    .await
+    .map_err(|e| CommandError::internal(e.to_string()))??;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// Takes a pending or failed message (one with files, while they upload) out of the outbox;
+/// its upload stops. `not_found` when it is not in the outbox (already sent).
+#[tauri::command]
+pub async fn cancel_upload(shell: State<'_, Shell>, local_id: String) -> CmdResult<()> {
+    Ok(shell.require_client()?.cancel(&local_id).await?)
+}
+
+/// A `natter-file:` URL of `file`'s thumbnail for an `<img>` (downloaded into the profile's
+/// cache first when not there). `not_found` for a file without one (not an image).
+#[tauri::command]
+pub async fn thumbnail(shell: State<'_, Shell>, file: Attachment) -> CmdResult<String> {
+    let client = shell.require_client()?;
+    crate::files::client_url(&client, &client.thumbnail(&file).await?)
+}
+
+/// A `natter-file:` URL of `file` itself (downloaded into the cache first when not there), for
+/// the full view of an image.
+#[tauri::command]
+pub async fn open_file(shell: State<'_, Shell>, file: Attachment) -> CmdResult<String> {
+    let client = shell.require_client()?;
+    crate::files::client_url(&client, &client.open_file(&file).await?)
+}
+
+/// Opens `file` (downloaded into the cache first when not there) in the desktop's default
+/// application for its type; returns its local path.
+#[tauri::command]
+pub async fn launch_file(shell: State<'_, Shell>, file: Attachment) -> CmdResult<String> {
+    let path = shell.require_client()?.open_file(&file).await?;
+    tauri_plugin_opener::open_path(&path, None::<&str>)
+        .map_err(|e| CommandError::internal(format!("cannot open {}: {e}", file.name)))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// Saves a copy of `file` in `dir` (default: the user's Downloads folder, or the data directory
+/// when there is none; made when missing) under its safe name, never over another file
+/// (`name (2).ext`); returns the new path.
+#[tauri::command]
+pub async fn save_file(
+    shell: State<'_, Shell>,
+    file: Attachment,
+    dir: Option<String>,
+) -> CmdResult<String> {
+    let client = shell.require_client()?;
+    let folder = dir.map_or_else(|| downloads_dir(&shell), Into::into);
+    tokio::fs::create_dir_all(&folder).await?;
+    Ok(client
+        .save_file(&file, &folder)
+        .await?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// Where saved files and exports go: the user's Downloads folder, else the data directory.
+fn downloads_dir(shell: &Shell) -> std::path::PathBuf {
+    directories::UserDirs::new()
+        .and_then(|d| d.download_dir().map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| shell.data_dir().to_path_buf())
 }
 
 /// A reply to message `reply_to` of `conv`: a message like `send`'s (its `local_id` comes back,
@@ -404,9 +529,7 @@ pub async fn export_history(
     format: ExportFormat,
 ) -> CmdResult<ExportSummary> {
     let client = shell.online_client().await?;
-    let folder = directories::UserDirs::new()
-        .and_then(|d| d.download_dir().map(std::path::Path::to_path_buf))
-        .unwrap_or_else(|| shell.data_dir().to_path_buf());
+    let folder = downloads_dir(&shell);
     let name = natter::client::export::default_file_name(&client.user().username, format);
     Ok(client.export_to(format, &folder.join(name)).await?)
 }

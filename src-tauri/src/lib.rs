@@ -16,6 +16,8 @@
 //! - [`tray`], [`window`]: the tray icon and the main window (title, show/hide, close to tray).
 //! - [`startup`]: start at login and start minimised to the tray.
 //! - [`error`]: [`error::CommandError`], the one error type at the IPC edge.
+//! - [`files`]: attachments at the edge: the `natter-file:` scheme serving the file cache to
+//!   the webview, and bytes from the UI staged as files.
 //! - [`diagnostics`]: the app's own rotating log file and the "Copy diagnostics" report.
 
 pub mod accounts;
@@ -23,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnostics;
 pub mod error;
+pub mod files;
 pub mod host;
 pub mod notifications;
 pub mod startup;
@@ -58,6 +61,8 @@ pub fn run_app<R: Runtime>(builder: Builder<R>) -> Builder<R> {
 pub fn run_app_with<R: Runtime>(builder: Builder<R>, options: Options) -> Builder<R> {
     builder
         .invoke_handler(commands::handler())
+        // Images of attachments, from the shown account's file cache only (files.rs).
+        .register_asynchronous_uri_scheme_protocol(files::SCHEME, files::serve)
         .setup(move |app| {
             init(app.handle(), options.clone())?;
             Ok(())

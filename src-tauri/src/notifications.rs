@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use natter::client::notify::{Coalescer, Notice};
+use natter::client::notify::{Coalescer, Gist, Notice};
 use natter::protocol::{ConvId, ConvKind};
 
 use crate::config::Language;
@@ -32,7 +32,8 @@ pub struct NoticeSource {
     /// `#general` for a room (the conversation summary's title).
     pub conv_title: String,
     pub sender_display: String,
-    pub text: String,
+    /// What arrived: the text, or which files (`natter::client::notify::Gist`).
+    pub gist: Gist,
     /// Which account it is for, `(username, server name)`, when the app has several signed
     /// in: "Alice" on one server need not be "Alice" on another, and a notification may be for
     /// an account the window is not showing.
@@ -83,6 +84,23 @@ pub fn safe_text(text: &str) -> String {
     }
 }
 
+/// The body for `gist`: the (escaped) text, or "Alice sent a photo" for a message of files
+/// alone (the rule of which is `Gist::of`, in the core).
+fn gist_text(gist: &Gist, sender: &str, lang: Language) -> String {
+    let who = safe_text(sender);
+    match (gist, lang) {
+        (Gist::Text(text), _) => safe_text(text),
+        (Gist::Photos(1), Language::En) => format!("{who} sent a photo"),
+        (Gist::Photos(n), Language::En) => format!("{who} sent {n} photos"),
+        (Gist::Files(1), Language::En) => format!("{who} sent a file"),
+        (Gist::Files(n), Language::En) => format!("{who} sent {n} files"),
+        (Gist::Photos(1), Language::ZhCn) => format!("{who} 发送了一张图片"),
+        (Gist::Photos(n), Language::ZhCn) => format!("{who} 发送了 {n} 张图片"),
+        (Gist::Files(1), Language::ZhCn) => format!("{who} 发送了一个文件"),
+        (Gist::Files(n), Language::ZhCn) => format!("{who} 发送了 {n} 个文件"),
+    }
+}
+
 /// Title: the sender, and for a room where it was said. Body: the (escaped) text, or a neutral
 /// "New message" when the user hides message text; `count` > 1 says how many a burst folded.
 pub fn notice_text(src: &NoticeSource, count: u32, hide_text: bool, lang: Language) -> NoticeText {
@@ -115,7 +133,7 @@ pub fn notice_text(src: &NoticeSource, count: u32, hide_text: bool, lang: Langua
             (Language::ZhCn, n) => format!("{n} 条新消息"),
         }
     } else {
-        let text = safe_text(&src.text);
+        let text = gist_text(&src.gist, &src.sender_display, lang);
         match (lang, count) {
             (_, 0 | 1) => text,
             (Language::En, n) => format!("{text}\n(+{} more)", n - 1),
@@ -312,8 +330,42 @@ mod tests {
             kind,
             conv_title: "#general".into(),
             sender_display: "Alice Liddell".into(),
-            text: text.into(),
+            gist: Gist::Text(text.into()),
             account: None,
+        }
+    }
+
+    #[test]
+    fn files_without_text_say_who_sent_what_in_the_user_language() {
+        let mut s = src(ConvKind::Dm, "");
+        s.sender_display = "Alice <A>".into();
+        let cases = [
+            (
+                Gist::Photos(1),
+                "Alice &lt;A&gt; sent a photo",
+                "Alice &lt;A&gt; 发送了一张图片",
+            ),
+            (
+                Gist::Photos(3),
+                "Alice &lt;A&gt; sent 3 photos",
+                "Alice &lt;A&gt; 发送了 3 张图片",
+            ),
+            (
+                Gist::Files(1),
+                "Alice &lt;A&gt; sent a file",
+                "Alice &lt;A&gt; 发送了一个文件",
+            ),
+            (
+                Gist::Files(2),
+                "Alice &lt;A&gt; sent 2 files",
+                "Alice &lt;A&gt; 发送了 2 个文件",
+            ),
+        ];
+        for (gist, en, zh) in cases {
+            s.gist = gist;
+            assert_eq!(notice_text(&s, 1, false, Language::En).body, en);
+            assert_eq!(notice_text(&s, 1, false, Language::ZhCn).body, zh);
+            assert_eq!(notice_text(&s, 1, true, Language::En).body, "New message");
         }
     }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use natter::client::notify::{decide, NotifyContext};
+use natter::client::notify::{decide, Gist, NotifyContext};
 use natter::client::{
     Client, ClientConfig, ClientError, ClientEvent, ConnectionState, MessageChange, MessageState,
 };
@@ -56,6 +56,8 @@ pub mod events {
     /// The server refused an edit, delete or reaction of the user's for good: nothing changed
     /// (`ActionFailure`: the action's `localId`, `conv`, `action`, `error`).
     pub const ACTION_FAILED: &str = "natter://action-failed";
+    /// How far the upload of one file of an outbox message got (`UploadProgress`).
+    pub const UPLOAD: &str = "natter://upload";
 }
 
 /// `natter://dnd` payload: do not disturb as the server has it (`null`: off). Sent on every
@@ -1055,6 +1057,7 @@ impl Shell {
             ClientEvent::ActionFailed(failure) => {
                 emit(events::ACTION_FAILED, to_json(&failure));
             }
+            ClientEvent::Upload(progress) => emit(events::UPLOAD, to_json(&progress)),
             ClientEvent::UserUpdated(user) => {
                 let own = user.username == key.username;
                 emit(events::USER, to_json(&user));
@@ -1121,7 +1124,7 @@ impl Shell {
                 kind: facts.kind,
                 conv_title: facts.conv_title,
                 sender_display: facts.sender_display,
-                text: msg.text.clone(),
+                gist: Gist::of(msg),
                 account,
             },
             move || {

@@ -93,7 +93,7 @@ struct Desk {
     notices: Arc<Recorder>,
 }
 
-const EVENTS: [&str; 15] = [
+const EVENTS: [&str; 16] = [
     "natter://message",
     "natter://conversation",
     "natter://conversation-removed",
@@ -109,6 +109,7 @@ const EVENTS: [&str; 15] = [
     "natter://accounts",
     "natter://app-state",
     "natter://action-failed",
+    "natter://upload",
 ];
 
 impl Desk {
@@ -1461,4 +1462,243 @@ fn reply_edit_react_and_delete_through_the_ipc_reach_the_other_app() {
         .is_err());
     alice.close();
     bob.close();
+}
+
+/// A real PNG (the app's 32 x 32 icon), as a pasted image.
+const PNG: &[u8] = include_bytes!("../../icons/32x32.png");
+
+/// Stages `bytes` named `name` as the UI does (raw body, percent-encoded name header).
+fn stage(desk: &Desk, name: Option<&str>, body: tauri::ipc::InvokeBody) -> Result<Value, Value> {
+    let mut headers = tauri::http::HeaderMap::new();
+    if let Some(name) = name {
+        headers.insert("natter-file-name", name.parse().unwrap());
+    }
+    support::invoke_body(&desk.window, "stage_file", body, headers)
+}
+
+fn profile_cache(desk: &Desk) -> std::path::PathBuf {
+    let shell = desk.app.state::<natter_desktop::state::Shell>();
+    natter_desktop::files::cache_dir(&shell.client().unwrap().config().profile_dir)
+}
+
+/// What the webview gets for `url` from the `natter-file:` scheme of `desk`.
+fn fetch_scheme(desk: &Desk, url: &str) -> tauri::http::Response<Vec<u8>> {
+    let shell = desk.app.state::<natter_desktop::state::Shell>();
+    let request = tauri::http::Request::builder()
+        .uri(url)
+        .body(Vec::new())
+        .unwrap();
+    natter_desktop::files::respond(Some(shell.inner()), &request)
+}
+
+#[test]
+fn a_pasted_image_is_uploaded_sent_shown_and_saved_and_bad_files_are_refused() {
+    let server = TestServer::start();
+    let (alice_dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alice = Desk::open(alice_dir.path());
+    let bob = Desk::open(bob_dir.path());
+    alice.ok("join_server", json!({ "url": server.url }));
+    register(&alice, "alice", "Alice <A>");
+    bob.ok("join_server", json!({ "url": server.url }));
+    register(&bob, "bob", "Bob");
+    let general = general_once_joined(&alice);
+    general_once_joined(&bob);
+    wait_until("bob online", || {
+        last_connection(&bob)["state"] == "online" && last_connection(&alice)["state"] == "online"
+    });
+
+    // Bad staging: not raw bytes, no name, not UTF-8, empty.
+    use tauri::ipc::InvokeBody;
+    let e = stage(&alice, Some("a.png"), InvokeBody::Json(json!({}))).unwrap_err();
+    assert_eq!(e["code"], "invalid", "{e}");
+    let e = stage(&alice, None, InvokeBody::Raw(PNG.to_vec())).unwrap_err();
+    assert_eq!(e["code"], "invalid", "{e}");
+    let e = stage(&alice, Some("%ff.png"), InvokeBody::Raw(PNG.to_vec())).unwrap_err();
+    assert_eq!(e["code"], "invalid", "{e}");
+    let e = stage(&alice, Some("a.png"), InvokeBody::Raw(Vec::new())).unwrap_err();
+    assert_eq!(e["code"], "invalid", "{e}");
+    // Bad sends: no file, a missing file, a directory, no target.
+    for paths in [
+        json!([]),
+        json!(["/nonexistent/x.png"]),
+        json!([alice_dir.path()]),
+    ] {
+        let e = alice.err(
+            "send_files",
+            json!({"conv": general, "paths": paths, "text": ""}),
+        );
+        assert_eq!(e["code"], "invalid", "{paths}: {e}");
+    }
+
+    // Alice pastes an image (its name percent-encoded, with a path in it) and sends it alone.
+    let staged = stage(
+        &alice,
+        Some("..%2F%E5%9B%BE%20paste.png"),
+        InvokeBody::Raw(PNG.to_vec()),
+    )
+    .unwrap();
+    let staged = staged.as_str().unwrap();
+    assert!(
+        staged.starts_with(alice_dir.path().to_str().unwrap()),
+        "{staged}"
+    );
+    assert!(staged.ends_with("/图 paste.png"), "{staged}");
+    let e = alice.err("send_files", json!({"paths": [staged], "text": ""}));
+    assert_eq!(e["code"], "invalid", "no target: {e}");
+    let local_id = alice.ok(
+        "send_files",
+        json!({"conv": general, "paths": [staged], "text": ""}),
+    );
+    let sent = |m: &Value| m["local_id"] == local_id && m["state"] == "sent";
+    wait_until("alice's photo sent", || {
+        alice
+            .events_named("natter://message")
+            .iter()
+            .any(|e| sent(&e["message"]))
+    });
+    let added = alice.events_named("natter://message");
+    let pending = added
+        .iter()
+        .find(|e| e["message"]["local_id"] == local_id)
+        .unwrap();
+    assert_eq!(pending["change"], "added");
+    assert_eq!(pending["message"]["uploads"][0]["path"], staged);
+    let progress = alice.events_named("natter://upload");
+    let last = progress
+        .iter()
+        .rfind(|p| p["local_id"] == local_id)
+        .unwrap_or_else(|| panic!("no upload progress in {progress:?}"));
+    assert_eq!(last["path"], staged);
+    assert_eq!(last["sent"], PNG.len());
+    assert_eq!(last["total"], PNG.len());
+
+    // Bob gets it, with the image's size to reserve, and a notification that says what it is.
+    wait_until("bob has the photo", || {
+        bob.events_named("natter://message")
+            .iter()
+            .any(|e| e["message"]["attachments"].is_array())
+    });
+    let msg = bob
+        .events_named("natter://message")
+        .into_iter()
+        .find(|e| e["message"]["attachments"].is_array())
+        .unwrap()["message"]
+        .clone();
+    let file = msg["attachments"][0].clone();
+    assert_eq!(file["name"], "图 paste.png");
+    assert_eq!(file["media_type"], "image/png");
+    assert_eq!(
+        (file["width"].as_u64(), file["height"].as_u64()),
+        (Some(32), Some(32))
+    );
+    wait_until("bob's notification", || !bob.notices.shown().is_empty());
+    assert_eq!(
+        bob.notices.shown()[0].1.body,
+        "Alice &lt;A&gt; sent a photo"
+    );
+
+    // The thumbnail and the file come to the webview through natter-file: URLs of Bob's cache.
+    let thumb = bob.ok("thumbnail", json!({ "file": file }));
+    let thumb = thumb.as_str().unwrap();
+    assert!(
+        thumb.starts_with("natter-file://localhost/thumbnails/"),
+        "{thumb}"
+    );
+    let res = fetch_scheme(&bob, thumb);
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("image/"));
+    let full = bob.ok("open_file", json!({ "file": file }));
+    let res = fetch_scheme(&bob, full.as_str().unwrap());
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.body(), PNG);
+    // Nothing outside the cache: Bob's own store, by every way out tried in files.rs.
+    std::fs::create_dir_all(profile_cache(&bob)).unwrap();
+    for bad in [
+        "natter-file://localhost/../natter.db",
+        "natter-file://localhost/%2e%2e/natter.db",
+        "natter-file://localhost/thumbnails/..%2F..%2Fnatter.db",
+    ] {
+        let res = fetch_scheme(&bob, bad);
+        assert!(res.status().is_client_error(), "{bad}: {}", res.status());
+        assert!(res.body().is_empty());
+    }
+
+    // Saving: into the chosen folder, never over the first copy.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("new");
+    let first = bob.ok("save_file", json!({ "file": file, "dir": dir }));
+    let second = bob.ok("save_file", json!({ "file": file, "dir": dir }));
+    assert_ne!(first, second);
+    for saved in [&first, &second] {
+        assert_eq!(std::fs::read(saved.as_str().unwrap()).unwrap(), PNG);
+    }
+
+    // Bad files: an id that could shape a path, a file without a thumbnail, one not Bob's.
+    let mut bad = file.clone();
+    bad["id"] = json!("../../natter");
+    assert_eq!(
+        bob.err("open_file", json!({ "file": bad }))["code"],
+        "invalid"
+    );
+    let mut plain = file.clone();
+    plain.as_object_mut().unwrap().remove("thumbnail");
+    assert_eq!(
+        bob.err("thumbnail", json!({ "file": plain }))["code"],
+        "not_found"
+    );
+    let mut unknown = file.clone();
+    unknown["id"] = json!("0123456789abcdef0123456789abcdef");
+    assert_eq!(
+        bob.err("open_file", json!({ "file": unknown }))["code"],
+        "not_found"
+    );
+    assert_eq!(
+        bob.err("cancel_upload", json!({ "localId": local_id }))["code"],
+        "not_found"
+    );
+    alice.close();
+    bob.close();
+}
+
+#[test]
+fn an_upload_waiting_offline_is_cancelled() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::open(dir.path());
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "carol", "Carol");
+    let general = general_once_joined(&desk);
+    drop(server);
+    wait_until("offline", || last_connection(&desk)["state"] == "offline");
+    let photo = dir.path().join("photo.png");
+    std::fs::write(&photo, PNG).unwrap();
+    let local_id = desk.ok(
+        "send_files",
+        json!({"conv": general, "paths": [photo], "text": "caption"}),
+    );
+    let history = desk.ok("history", json!({ "conv": general }));
+    let waiting = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["local_id"] == local_id)
+        .expect("the message waits in the outbox");
+    assert_eq!(waiting["state"], "pending");
+    assert_eq!(waiting["uploads"][0]["name"], "photo.png");
+    desk.ok("cancel_upload", json!({ "localId": local_id }));
+    let history = desk.ok("history", json!({ "conv": general }));
+    assert!(
+        !history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["local_id"] == local_id),
+        "cancelled: {history}"
+    );
+    let e = desk.err("cancel_upload", json!({ "localId": local_id }));
+    assert_eq!(e["code"], "not_found");
+    desk.close();
 }

@@ -62,6 +62,33 @@ pub fn decide(msg: &LocalMessage, ctx: &NotifyContext<'_>) -> bool {
     wanted && !(ctx.window_focused && ctx.visible_conv == Some(conv))
 }
 
+/// What a notification says arrived: the message's text, or, for a message of files alone,
+/// which kind of files (the shell words it in the user's language: "Alice sent a photo").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gist {
+    /// The message's own text (a caption, when it also carries files).
+    Text(String),
+    /// Only images, `count` of them.
+    Photos(usize),
+    /// Only files, `count` of them, at least one not an image.
+    Files(usize),
+}
+
+impl Gist {
+    /// The gist of `msg`: its text when it has any (blank text is none), else what its
+    /// attachments are (images: a media type `image/...` as the server sniffed it).
+    pub fn of(msg: &LocalMessage) -> Gist {
+        let files = &msg.attachments;
+        if !msg.text.trim().is_empty() || files.is_empty() {
+            Gist::Text(msg.text.clone())
+        } else if files.iter().all(|f| f.media_type.starts_with("image/")) {
+            Gist::Photos(files.len())
+        } else {
+            Gist::Files(files.len())
+        }
+    }
+}
+
 /// What a notification names: the conversation and the sender, as the local store knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoticeFacts {
@@ -225,6 +252,40 @@ mod tests {
     }
 
     const NOW: Millis = 1_700_000_000_000;
+
+    fn file(media_type: &str) -> crate::protocol::Attachment {
+        crate::protocol::Attachment {
+            id: "f1".into(),
+            name: "x".into(),
+            media_type: media_type.into(),
+            size: 3,
+            width: None,
+            height: None,
+            thumbnail: None,
+        }
+    }
+
+    #[test]
+    fn a_message_of_files_alone_is_told_by_what_the_files_are() {
+        let mut m = msg(Some(1), "alice", MessageState::Sent);
+        assert_eq!(Gist::of(&m), Gist::Text("hi".into()));
+        m.attachments = vec![file("image/png")];
+        assert_eq!(Gist::of(&m), Gist::Text("hi".into()), "a caption wins");
+        m.text = " \n".into();
+        assert_eq!(Gist::of(&m), Gist::Photos(1));
+        m.attachments.push(file("image/jpeg"));
+        assert_eq!(Gist::of(&m), Gist::Photos(2));
+        m.attachments.push(file("application/pdf"));
+        assert_eq!(Gist::of(&m), Gist::Files(3));
+        m.attachments = vec![file("application/octet-stream")];
+        assert_eq!(Gist::of(&m), Gist::Files(1));
+        m.attachments.clear();
+        assert_eq!(
+            Gist::of(&m),
+            Gist::Text(" \n".into()),
+            "no files: the text as it is"
+        );
+    }
 
     fn ctx() -> NotifyContext<'static> {
         NotifyContext {

@@ -28,13 +28,23 @@ pub fn open_app(
 /// Calls `cmd` with `args` (JS argument names) from `window`: the command's result, or what it
 /// rejected with.
 pub fn invoke(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    invoke_body(window, cmd, InvokeBody::Json(args), Default::default())
+}
+
+/// Calls `cmd` with any body and headers (raw bytes, as `invoke(cmd, uint8Array, { headers })`).
+pub fn invoke_body(
+    window: &WebviewWindow<MockRuntime>,
+    cmd: &str,
+    body: InvokeBody,
+    headers: tauri::http::HeaderMap,
+) -> Result<Value, Value> {
     let request = InvokeRequest {
         cmd: cmd.into(),
         callback: CallbackFn(0),
         error: CallbackFn(1),
         url: "tauri://localhost".parse().unwrap(),
-        body: InvokeBody::Json(args),
-        headers: Default::default(),
+        body,
+        headers,
         invoke_key: tauri::test::INVOKE_KEY.to_string(),
     };
     get_ipc_response(window, request).map(|b| b.deserialize::<Value>().unwrap())
