@@ -50,6 +50,8 @@ function documentedEvents(): string[] {
   return [...doc.matchAll(/^\| `(natter:\/\/[a-z-]+)` \|/gm)].map((m) => m[1]);
 }
 
+const FILE = { id: "f1", name: "a.png", media_type: "image/png", size: 3 };
+
 /** Calls each wrapper with every argument, optional ones too. */
 const CALLS: Record<string, () => Promise<unknown>> = {
   app_state: () => api.appState(),
@@ -96,6 +98,14 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   accounts: () => api.accounts(),
   add_account: () => api.addAccount(),
   switch_account: () => api.switchAccount("http://h:1/", "alice"),
+  send_files: () => Promise.all([api.sendFiles({ conv: 1 }, ["/a.png"], ""), api.sendFiles({ to: "bob" }, ["/a.png"], "t")]),
+  // Raw bytes: no named arguments (an empty body has no keys either).
+  stage_file: () => api.stageFile("a.png", new Uint8Array(0)),
+  cancel_upload: () => api.cancelUpload("id"),
+  thumbnail: () => api.thumbnail(FILE),
+  open_file: () => api.openFile(FILE),
+  launch_file: () => api.launchFile(FILE),
+  save_file: () => api.saveFile(FILE, "/tmp/out"),
 };
 
 describe("api.ts follows docs/ipc.md", () => {

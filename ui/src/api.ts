@@ -8,6 +8,7 @@ import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
   AccountInfo,
+  Attachment,
   ActionFailure,
   AppState,
   CommandError,
@@ -33,6 +34,7 @@ import type {
   StoreRepair,
   TypingEvent,
   UnreadChange,
+  UploadProgress,
   User,
 } from "./types";
 
@@ -101,6 +103,29 @@ export const api = {
   /** Resolves to the new message's `local_id`; the message itself arrives as an event. */
   send: (target: { conv: number } | { to: string }, text: string) =>
     call<string>("send", { ...target, text }),
+  /** A message carrying the files at `paths` (chosen, dropped or staged), `text` its caption
+   * (may be empty). Like `send`: resolves to its `local_id`; progress comes as `natter://upload`. */
+  sendFiles: (target: { conv: number } | { to: string }, paths: string[], text: string) =>
+    call<string>("send_files", { ...target, paths, text }),
+  /** Writes bytes the page holds (a pasted image, a picked file) as a file in the profile for
+   * `sendFiles`; resolves to its path. The bytes go raw, the name in a header. */
+  stageFile: async (name: string, bytes: Uint8Array): Promise<string> => {
+    try {
+      return await invoke<string>("stage_file", bytes, { headers: { "natter-file-name": encodeURIComponent(name) } });
+    } catch (e) {
+      throw toCommandError(e);
+    }
+  },
+  /** Takes a message whose files are uploading (or failed) out of the outbox. */
+  cancelUpload: (localId: string) => call<void>("cancel_upload", { localId }),
+  /** A `natter-file:` URL of an image's thumbnail, for an `<img>`. */
+  thumbnail: (file: Attachment) => call<string>("thumbnail", { file }),
+  /** A `natter-file:` URL of the file itself (the full view of an image). */
+  openFile: (file: Attachment) => call<string>("open_file", { file }),
+  /** Opens the file in the desktop's application for its type. */
+  launchFile: (file: Attachment) => call<string>("launch_file", { file }),
+  /** Saves a copy in `dir` (default: the Downloads folder); resolves to its path. */
+  saveFile: (file: Attachment, dir?: string) => call<string>("save_file", defined({ file, dir })),
   /** A reply to message `replyTo`: like `send`, resolves to its `local_id`. */
   reply: (conv: number, replyTo: number, text: string) => call<string>("reply", { conv, replyTo, text }),
   /** Message actions: each resolves to the action's `local_id`; the target comes back as
@@ -168,6 +193,9 @@ export interface EventMap {
   "natter://accounts": AccountInfo[];
   "natter://app-state": AppState;
   "natter://action-failed": ActionFailure;
+  "natter://upload": UploadProgress;
+  /** The window's own event: files dropped on it (their paths). */
+  "tauri://drag-drop": { paths: string[] };
 }
 
 export type EventHandlers = { [K in keyof EventMap]: (payload: EventMap[K]) => void };

@@ -19,6 +19,10 @@ export type { Action } from "./bindings/Action";
 export type { ActionFailure } from "./bindings/ActionFailure";
 export type { Quote } from "./bindings/Quote";
 export type { Reaction } from "./bindings/Reaction";
+// Files: a message's attachments, files still uploading, and upload progress.
+export type { Attachment } from "./bindings/Attachment";
+export type { PendingFile } from "./bindings/PendingFile";
+export type { UploadProgress } from "./bindings/UploadProgress";
 export type { UnreadChange } from "./bindings/UnreadChange";
 export type { ConversationRemoved } from "./bindings/ConversationRemoved";
 export type { ConversationSummary } from "./bindings/ConversationSummary";

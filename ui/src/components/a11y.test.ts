@@ -164,4 +164,24 @@ describe("accessibility (axe-core)", () => {
     await screen.findByTestId("delete-dialog");
     expect(await seriousViolations()).toEqual([]);
   });
+
+  it("images, file cards, an upload in progress and the full view have no serious violations", async () => {
+    const fake = teamFake();
+    const general = fake.addRoom("general", ["alice", "bob"]);
+    const m = fake.deliver(general, "bob", "");
+    m.attachments = [
+      { id: "f1", name: "photo.png", media_type: "image/png", size: 9000, width: 800, height: 600, thumbnail: "t1" },
+      { id: "f2", name: "notes.pdf", media_type: "application/pdf", size: 1536 },
+    ];
+    const pending = fake.deliver(general, "alice", "uploading");
+    Object.assign(pending, { seq: null, state: "pending", uploads: [{ path: "/tmp/big.bin", name: "big.bin" }] });
+    fake.state.last_conversation = general.id;
+    await renderApp();
+    await screen.findByTestId("file-card");
+    await screen.findByTestId("upload-progress");
+    expect(await seriousViolations()).toEqual([]);
+    await userEvent.setup().click(screen.getByTestId("image-attachment"));
+    await screen.findByTestId("viewer-image");
+    expect(await seriousViolations()).toEqual([]);
+  });
 });

@@ -5,6 +5,7 @@
  */
 import type { LocalMessage } from "../types";
 import { dayKey } from "./i18n.svelte";
+import { attachmentsHeight, CARD_HEIGHT } from "./attachments";
 
 export type Row =
   | { kind: "day"; key: string; time: number }
@@ -39,7 +40,9 @@ export function buildRows(messages: readonly LocalMessage[]): Row[] {
 export function estimateRow(row: Row): number {
   if (row.kind === "day") return 40;
   const lines = row.msg.text.split("\n").reduce((n, l) => n + Math.max(1, Math.ceil(l.length / 90)), 0);
-  return (row.grouped ? 6 : 30) + lines * 20;
+  // Images have their drawn size from the start (lib/attachments.ts), so this is exact for them.
+  const files = attachmentsHeight(row.msg.attachments) + (row.msg.uploads?.length ?? 0) * CARD_HEIGHT;
+  return (row.grouped ? 6 : 30) + lines * 20 + files;
 }
 
 /**

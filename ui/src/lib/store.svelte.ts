@@ -9,6 +9,7 @@ import { api, subscribe, toCommandError } from "../api";
 import type {
   AccountInfo,
   ActionFailure,
+  Attachment,
   AppState,
   ConnectionState,
   ConversationSummary,
@@ -18,6 +19,7 @@ import type {
   MessageEvent,
   NotifyLevel,
   Settings,
+  UploadProgress,
   User,
 } from "../types";
 import { dndFor, dndOn, type DndChoice } from "./attention";
@@ -26,6 +28,7 @@ import { firstUnread, prependPage, upsertMessage } from "./rows";
 import { sortByActivity, upsertConversation } from "./sidebar";
 import { buildDirectory, isolate } from "./names";
 import { hasReacted } from "./reactions";
+import { readBytes } from "./attachments";
 
 export const PAGE = 100;
 /** How long a typing notice stays up without a refresh. */
@@ -90,6 +93,11 @@ export class Store {
   dnd = $state.raw<Dnd | null>(null);
   /** Now, ticking each second, so what depends on the time (do not disturb's end) updates. */
   clock = $state(Date.now());
+  /** How far each file of the user's messages got (`natter://upload`): by `local_id`, then
+   * by the file's path. */
+  uploads = $state.raw<Record<string, Record<string, { sent: number; total: number }>>>({});
+  /** The image open in the full view. */
+  viewing = $state.raw<Attachment | null>(null);
   /** Everyone the app has heard of, by username (lib/names.ts). */
   names = $derived(buildDirectory(this.users, this.conversations, this.app?.user ?? null));
 
@@ -157,6 +165,9 @@ export class Store {
       "natter://dnd": (e) => (this.dnd = e.dnd),
       "natter://accounts": (list) => (this.accounts = list),
       "natter://action-failed": (f) => this.onActionFailed(f),
+      "natter://upload": (p) => this.onUpload(p),
+      // Files dropped anywhere on the window go to the open conversation.
+      "tauri://drag-drop": (e) => void this.sendFiles(e.paths ?? [], ""),
       // The Rust side showed another account (a notification's click, or the next account
       // after signing out).
       "natter://app-state": (s) => void this.applyAppState(s),
@@ -697,6 +708,79 @@ export class Store {
     } catch (e) {
       this.showError(e);
       return false;
+    }
+  }
+
+  // ---- files (docs/ipc.md: send_files ... save_file) ----
+
+  /** Sends the files at `paths` (chosen or dropped) to the open conversation, `text` their
+   * caption. */
+  async sendFiles(paths: string[], text: string): Promise<boolean> {
+    const cur = this.current;
+    if (!cur || paths.length === 0) return false;
+    try {
+      this.followNonce++;
+      await api.sendFiles(cur, paths, text);
+      return true;
+    } catch (e) {
+      this.showError(e);
+      return false;
+    }
+  }
+
+  /** Sends files the page holds (picked with the file input, pasted from the clipboard):
+   * each is written into the profile first, then they go as one message. */
+  async sendBlobs(files: readonly File[], text: string): Promise<boolean> {
+    if (!this.current || files.length === 0) return false;
+    try {
+      const paths: string[] = [];
+      for (const f of files) {
+        const name = f.name || t("files.pastedName", { ext: f.type.split("/")[1] ?? "bin" });
+        paths.push(await api.stageFile(name, await readBytes(f)));
+      }
+      return await this.sendFiles(paths, text);
+    } catch (e) {
+      this.showError(e);
+      return false;
+    }
+  }
+
+  onUpload(p: UploadProgress): void {
+    const files = { ...(this.uploads[p.local_id] ?? {}), [p.path]: { sent: p.sent, total: p.total } };
+    this.uploads = { ...this.uploads, [p.local_id]: files };
+  }
+
+  /** How far `path` of message `localId` got, or null before its first progress. */
+  progressOf(localId: string, path: string): { sent: number; total: number } | null {
+    return this.uploads[localId]?.[path] ?? null;
+  }
+
+  /** Stops a message's upload and takes it out of the outbox (and the list). */
+  async cancelUpload(m: LocalMessage): Promise<void> {
+    try {
+      await api.cancelUpload(m.local_id);
+      this.messages = this.messages.filter((x) => x.local_id !== m.local_id);
+      const { [m.local_id]: _gone, ...rest } = this.uploads;
+      this.uploads = rest;
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  async saveFile(file: Attachment): Promise<void> {
+    try {
+      const path = await api.saveFile(file);
+      this.showToast(t("files.saved", { path }));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  async launchFile(file: Attachment): Promise<void> {
+    try {
+      await api.launchFile(file);
+    } catch (e) {
+      this.showError(e);
     }
   }
 

@@ -6,6 +6,7 @@
 import type {
   Action,
   AccountInfo,
+  Attachment,
   AppState,
   FoundHost,
   CommandError,
@@ -107,6 +108,11 @@ export class FakeBackend {
   /** What `discover_servers` hears on the network. */
   found: FoundHost[] = [];
   private nextConv = 1;
+  /** Files the fake knows by path (staged, or "on disk" for a test): their size. */
+  files = new Map<string, number>();
+  /** While true, uploads wait for `progressUpload` / `finishUpload` instead of finishing. */
+  holdUploads = false;
+  private nextFile = 1;
   /** Signed-in accounts in the order added (keys of `accountKey`). */
   accountOrder: string[] = [];
   /** The signed-in accounts not shown, with their worlds (they stay "connected"). */
@@ -462,6 +468,14 @@ export class FakeBackend {
       case "delete_message":
       case "react":
         return this.act(cmd, args);
+      case "send_files":
+      case "stage_file":
+      case "cancel_upload":
+      case "thumbnail":
+      case "open_file":
+      case "launch_file":
+      case "save_file":
+        return this.fileCommand(cmd, args);
       case "retry": {
         const id = String(args.localId ?? "");
         for (const c of this.convs) {
@@ -680,6 +694,91 @@ export class FakeBackend {
     const kept = list.filter((x) => x.users.length > 0);
     if (kept.length > 0) m.reactions = kept;
     else delete m.reactions;
+  }
+
+  // ---- files (docs/ipc.md: send_files ... save_file) ----
+
+  private fileCommand(cmd: string, args: Record<string, unknown>): unknown {
+    switch (cmd) {
+      case "stage_file": {
+        // The raw body arrives as the payload (the name header does not reach mockIPC).
+        const bytes = args as unknown as Uint8Array;
+        if (!(bytes instanceof Uint8Array)) fail("invalid", "send the file's bytes as the body");
+        if (bytes.length === 0) fail("invalid", "the file is empty");
+        const path = `/profile/staged/${this.nextFile++}/pasted.png`;
+        this.files.set(path, bytes.length);
+        return path;
+      }
+      case "send_files": {
+        const c = this.conv(args.conv);
+        const paths = (args.paths as string[]) ?? [];
+        if (paths.length === 0) fail("invalid", "a message carries 1 to 10 files");
+        for (const p of paths) if (!this.files.has(p)) fail("invalid", `cannot read ${p}`);
+        const text = String(args.text ?? "");
+        const uploads = paths.map((path) => ({ path, name: path.split("/").pop()! }));
+        const m: LocalMessage = { local_id: fakeUuid(), conv: c.id, seq: null, sender: this.me, text, time: Date.now(), state: "pending", error: null, uploads };
+        c.messages.push(m);
+        this.emit("natter://message", { change: "added", message: { ...m } });
+        this.emitSummary(c);
+        if (!this.offline && !this.holdUploads) queueMicrotask(() => this.finishUpload(m.local_id));
+        return m.local_id;
+      }
+      case "cancel_upload": {
+        const id = String(args.localId ?? "");
+        for (const c of this.convs) {
+          const i = c.messages.findIndex((x) => x.local_id === id && x.seq === null);
+          if (i >= 0) {
+            c.messages.splice(i, 1);
+            return null;
+          }
+        }
+        return fail("not_found", `no message ${id} in the outbox`);
+      }
+      case "thumbnail": {
+        const file = args.file as Attachment;
+        if (!file.thumbnail) fail("not_found", `${file.name} has no thumbnail`);
+        return `natter-file://localhost/thumbnails/${file.thumbnail}`;
+      }
+      case "open_file":
+        return `natter-file://localhost/files/${(args.file as Attachment).id}/${encodeURIComponent((args.file as Attachment).name)}`;
+      case "launch_file":
+        return `/profile/files/files/${(args.file as Attachment).id}`;
+      case "save_file":
+        return `/home/alice/Downloads/${(args.file as Attachment).name}`;
+    }
+    return fail("invalid", `unknown command ${cmd}`);
+  }
+
+  private outboxEntry(localId: string): { c: Conv; m: LocalMessage } {
+    for (const c of this.convs) {
+      const m = c.messages.find((x) => x.local_id === localId);
+      if (m) return { c, m };
+    }
+    return fail("not_found", localId);
+  }
+
+  /** Reports `sent` of `total` bytes of the message's first file still uploading. */
+  progressUpload(localId: string, sent: number): void {
+    const { m } = this.outboxEntry(localId);
+    const f = m.uploads![0];
+    this.emit("natter://upload", { local_id: localId, path: f.path, sent, total: this.files.get(f.path) ?? sent });
+  }
+
+  /** Every file of the message is on the "server": it becomes a sent message with attachments
+   * (a `.png` as a 640 x 480 image, anything else a plain file). */
+  finishUpload(localId: string): void {
+    const { c, m } = this.outboxEntry(localId);
+    const attachments: Attachment[] = (m.uploads ?? []).map((f) => {
+      const size = this.files.get(f.path) ?? 1;
+      const id = `f${this.nextFile++}`;
+      return f.name.endsWith(".png")
+        ? { id, name: f.name, media_type: "image/png", size, width: 640, height: 480, thumbnail: `t${id}` }
+        : { id, name: f.name, media_type: "application/octet-stream", size };
+    });
+    for (const f of m.uploads ?? []) this.emit("natter://upload", { local_id: localId, path: f.path, sent: this.files.get(f.path) ?? 1, total: this.files.get(f.path) ?? 1 });
+    delete m.uploads;
+    m.attachments = attachments;
+    this.settle(c, m);
   }
 
   private settle(c: Conv, m: LocalMessage): void {
