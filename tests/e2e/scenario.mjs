@@ -590,6 +590,47 @@ async function messageActions() {
   log(`bob: the XSS corpus (${corpus.length} texts) shown as text, nothing ran, only the expected links`);
 }
 
+/** Alice pastes an image into #general (a real clipboard paste event holding a PNG file) while
+ * Bob sits in #random: Bob is notified "Alice sent a photo", and opening #general shows the
+ * image, loaded by his webview from his file cache through the natter-file: scheme (so the CSP
+ * and the scheme both let it through). */
+async function pastedImage() {
+  await alice.openConv("general", "room");
+  await bob.openConv("random", "room");
+  focusBobWindow();
+  const before = notifyCalls().length;
+  const png = readFileSync(new URL("../../icons/32x32.png", import.meta.url)).toString("base64");
+  await alice.exec(
+    `const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+     const data = new DataTransfer();
+     data.items.add(new File([bytes], "pasted.png", { type: "image/png" }));
+     document.querySelector('[data-testid="composer"]').dispatchEvent(
+       new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));`,
+    [png],
+  );
+  await waitFor("alice's photo sent", async () => {
+    const sent = await alice.all('[data-testid="message"][data-state="sent"] [data-testid="image-attachment"]');
+    return sent.length > 0;
+  });
+  await waitFor("bob's notification for the photo", () => notifyCalls().length > before, 20000);
+  const notice = notifyCalls()[before];
+  eq(notice.body, "Alice sent a photo", "the notification says what arrived");
+  check(notice.summary.startsWith("Alice · #general"), `notification title: ${notice.summary}`);
+  onBobBus("dunstctl", ["close-all"]);
+  await bob.openConv("general", "room");
+  const shown = await waitFor("bob's webview loaded the image", () =>
+    bob.exec(
+      `const img = [...document.querySelectorAll('[data-testid="image-attachment"] img')].at(-1);
+       return img && img.complete && img.naturalWidth > 0
+         ? { src: img.getAttribute("src"), w: img.naturalWidth, box: img.parentElement.style.width }
+         : null;`,
+    ),
+  );
+  check(shown.src.startsWith("natter-file://localhost/thumbnails/"), `image src: ${shown.src}`);
+  eq(shown.box, "32px", "the image's box is its measured width");
+  log("bob: notified 'Alice sent a photo'; the pasted image shows in #general from his cache");
+}
+
 /** Do not disturb set on Bob's other device silences his desktop app (it follows through the
  * server); when it is turned off there, nothing missed pops up, and the next message notifies. */
 async function dndFromBobsOtherDevice() {
@@ -814,6 +855,7 @@ async function main() {
   await secondAccount();
   await exportHasTheConversation();
   await messageActions();
+  await pastedImage();
 
   if (SHOTS) {
     // A little more conversation in #general, then Bob's DM and Alice's #general in each look.
