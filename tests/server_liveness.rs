@@ -176,6 +176,58 @@ async fn batched_presence_converges_when_thirty_connect_at_once_and_ten_leave() 
     }
 }
 
+/// Sockets that connect together do not ping together: each one's first ping comes somewhere in
+/// the second half of the interval, then every interval. Sixteen sockets whose first pings all
+/// fell within 100 ms of each other would mean the spread is gone (the chance that uniform
+/// delays over 500 ms do that is below 1e-9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_connect_together_are_pinged_at_spread_times() {
+    let interval = Duration::from_millis(1000);
+    let server = TestServer::start_with(|c| c.heartbeat_interval = interval).await;
+    let alice = server.register("alice").await;
+    let mut first_pings = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..16 {
+        let connected = Instant::now();
+        let ws = WsClient::connect(&server.ws_url(), Some(&alice.token))
+            .await
+            .expect("connect");
+        sockets.push((connected, ws));
+    }
+    // Each socket is read on its own task, so a ping is timed when it arrives.
+    let readers = sockets.into_iter().map(|(connected, mut client)| {
+        tokio::spawn(async move {
+            let mut pings = Vec::new();
+            while pings.len() < 2 {
+                match tokio::time::timeout(3 * interval, client.ws.next()).await {
+                    Ok(Some(Ok(WsMessage::Ping(_)))) => pings.push(connected.elapsed()),
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("a ping within three intervals, got {other:?}"),
+                }
+            }
+            (pings[0], pings[1])
+        })
+    });
+    for reader in readers.collect::<Vec<_>>() {
+        let (first, second) = reader.await.expect("reader");
+        assert!(
+            first >= interval / 2 && first <= interval + Duration::from_millis(300),
+            "first ping {first:?} after connecting"
+        );
+        let gap = second - first;
+        assert!(
+            gap >= interval - Duration::from_millis(50) && gap <= interval * 2,
+            "pings {gap:?} apart"
+        );
+        first_pings.push(first);
+    }
+    let spread = *first_pings.iter().max().unwrap() - *first_pings.iter().min().unwrap();
+    assert!(
+        spread >= Duration::from_millis(100),
+        "first pings all within {spread:?}: {first_pings:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_answering_pings_is_dropped_and_shown_offline() {
     let server = TestServer::start_with(|c| {

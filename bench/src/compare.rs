@@ -524,6 +524,12 @@ pub fn server_measures(
         decimals: 0,
         samples: collect(&|r| Some(r.idle.rss_per_conn_bytes)),
     });
+    out.push(Measure {
+        name: "idle: server CPU per connection, us/s".into(),
+        better: Better::Lower,
+        decimals: 2,
+        samples: collect(&|r| Some(r.idle.idle_cpu_us_per_conn_s)),
+    });
     out
 }
 
@@ -850,6 +856,7 @@ mod tests {
                 rss_per_conn_bytes: per_conn,
                 pss_per_conn_bytes: per_conn,
                 rss_marginal_bytes: per_conn,
+                idle_cpu_us_per_conn_s: 1.0,
                 closed: 0,
             },
         }
@@ -901,6 +908,7 @@ mod tests {
                 "p99 ms, N=1000, 800 msgs/s (800000 deliveries/s offered)",
                 "realistic p99 ms (100 rooms of 10, 500 msgs/s)",
                 "idle: server RSS per connection, bytes",
+                "idle: server CPU per connection, us/s",
             ]
         );
         // Samples per build, in run order.

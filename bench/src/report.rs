@@ -166,8 +166,8 @@ impl Results {
                 o,
                 "## Scenario 2: idle connections (target: <= 16 KiB of server RSS each)\n"
             );
-            let _ = writeln!(o, "| server | connections | RSS KiB | PSS KiB | RSS per conn (B) | PSS per conn (B) | marginal RSS per conn, 2nd half (B) | closed | RSS/conn vs natter |");
-            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(o, "| server | connections | RSS KiB | PSS KiB | RSS per conn (B) | PSS per conn (B) | marginal RSS per conn, 2nd half (B) | idle CPU per conn (us/s) | closed | RSS/conn vs natter |");
+            let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
             let natter = self
                 .idle
                 .iter()
@@ -176,7 +176,7 @@ impl Results {
             for i in &self.idle {
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} |",
                     i.server,
                     i.connections,
                     i.rss_kib,
@@ -184,6 +184,7 @@ impl Results {
                     i.rss_per_conn_bytes,
                     i.pss_per_conn_bytes,
                     i.rss_marginal_bytes,
+                    i.idle_cpu_us_per_conn_s,
                     i.closed,
                     natter
                         .map(|n| ratio(i.rss_per_conn_bytes, n))

@@ -158,8 +158,15 @@ pub struct IdleResult {
     /// start-up effects (Natter: each user's first socket announces presence to everyone) are
     /// behind, since the second half reuses users already online.
     pub rss_marginal_bytes: f64,
+    /// Server CPU while every connection is open and idle, over [`IDLE_CPU_WINDOW`], in
+    /// microseconds per connection per second: what timers and heartbeats cost.
+    pub idle_cpu_us_per_conn_s: f64,
     pub closed: u64,
 }
+
+/// How long the idle connections' CPU is measured: Natter's heartbeat interval, so every socket
+/// is pinged (and answers) once in it whenever its pings fall.
+pub const IDLE_CPU_WINDOW: Duration = Duration::from_secs(25);
 
 async fn quiet_sample(swarm: &Swarm, pid: u32) -> Result<procfs::Sample> {
     swarm
@@ -190,6 +197,12 @@ pub async fn idle(env: &Env, kind: Kind, count: usize) -> Result<IdleResult> {
         .with_context(|| format!("{}: opening {count} idle connections", kind.name()))?;
     let connect_secs = t.elapsed().as_secs_f64();
     let full = quiet_sample(&swarm, server.pid).await?;
+    let before = procfs::sample(server.pid)?;
+    tokio::time::sleep(IDLE_CPU_WINDOW).await;
+    let after = procfs::sample(server.pid)?;
+    let idle_cpu_us_per_conn_s = (after.cpu_secs - before.cpu_secs) * 1e6
+        / IDLE_CPU_WINDOW.as_secs_f64()
+        / count.max(1) as f64;
     let per = |a: u64, b: u64, n: usize| (a as f64 - b as f64) * 1024.0 / n.max(1) as f64;
     let result = IdleResult {
         server: kind.name(),
@@ -202,14 +215,16 @@ pub async fn idle(env: &Env, kind: Kind, count: usize) -> Result<IdleResult> {
         rss_per_conn_bytes: per(full.rss_kib, base.rss_kib, count - first),
         pss_per_conn_bytes: per(full.pss_kib, base.pss_kib, count - first),
         rss_marginal_bytes: per(full.rss_kib, mid.rss_kib, count - half),
+        idle_cpu_us_per_conn_s,
         closed: swarm.recorder.closed.load(Ordering::Relaxed),
     };
     eprintln!(
-        "  {:9} idle={count} rss={} KiB per-conn={:.0} B marginal={:.0} B closed={} in {:.1} s, load={}",
+        "  {:9} idle={count} rss={} KiB per-conn={:.0} B marginal={:.0} B idle-cpu={:.2} us/conn/s closed={} in {:.1} s, load={}",
         kind.name(),
         full.rss_kib,
         result.rss_per_conn_bytes,
         result.rss_marginal_bytes,
+        result.idle_cpu_us_per_conn_s,
         result.closed,
         connect_secs,
         procfs::loadavg()

@@ -389,12 +389,14 @@ async fn run<T>(
     let kill = session.conn.kill.clone();
     let interval = shared.config.heartbeat_interval;
     let silence_limit = interval + shared.config.heartbeat_timeout;
-    // Check liveness several times per period so a silent peer is dropped close to the limit.
-    let check = (interval.min(shared.config.heartbeat_timeout) / 4).max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval_at(Instant::now() + check, check);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_ping = Instant::now();
+    // One timer, set to the next moment something is due (a ping, or the silence limit), rather
+    // than a ticker: an idle connection wakes about once per heartbeat, not several times. The
+    // first ping comes after a random part of the interval, so sockets that connected together
+    // (every client after a server restart) do not ping together for ever after.
+    let mut next_ping = Instant::now() + first_ping_delay(interval);
     let mut last_heard = Instant::now();
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
     loop {
         if kill.code().is_some() {
             return;
@@ -403,23 +405,29 @@ async fn run<T>(
         // queue the reading of pongs. A kill is seen at the top of every turn anyway.
         let failed = tokio::select! {
             _ = kill.fired() => return,
-            _ = ticker.tick() => {
+            () = &mut timer => {
+                // The token's expiry is on the server's clock (which a test may move), so it is
+                // checked whenever the timer fires: at least once per heartbeat.
                 if shared.clock.now_ms() >= expires_at {
                     kill.fire(close::UNAUTHORIZED);
                     return;
                 }
-                if last_heard.elapsed() > silence_limit {
+                let now = Instant::now();
+                let silent_until = last_heard + silence_limit;
+                if now >= silent_until {
                     kill.fire(close::HEARTBEAT_TIMEOUT);
                     return;
                 }
-                if last_ping.elapsed() < interval {
-                    continue;
+                let mut failed = false;
+                if now >= next_ping {
+                    next_ping = now + interval;
+                    failed = tokio::select! {
+                        r = ws.send(Message::Ping(Bytes::new())) => r.is_err(),
+                        _ = kill.fired() => true,
+                    };
                 }
-                last_ping = Instant::now();
-                tokio::select! {
-                    r = ws.send(Message::Ping(Bytes::new())) => r.is_err(),
-                    _ = kill.fired() => true,
-                }
+                timer.as_mut().reset(next_ping.min(silent_until));
+                failed
             }
             msg = ws.next() => {
                 last_heard = Instant::now();
@@ -457,6 +465,12 @@ async fn run<T>(
             return;
         }
     }
+}
+
+/// When a new socket gets its first ping: somewhere in the second half of the interval, at
+/// random, so the pings of sockets that connected at once spread over half a heartbeat.
+fn first_ping_delay(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 /// A token bucket per user, shared by all of the user's connections.
