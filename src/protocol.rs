@@ -89,6 +89,9 @@ pub mod limits {
     pub const MAX_FILE_NAME_CHARS: usize = 200;
     /// Most files one message carries.
     pub const MAX_ATTACHMENTS: usize = 10;
+    /// Most users one socket watches the presence of (`watch_presence`): more than a member list
+    /// or a user picker shows at once, few enough that a watch set costs the server little.
+    pub const MAX_WATCHED_USERS: usize = 1_000;
     /// How long an invite stays valid when `POST /api/invites` names no `expires_in` (7 days,
     /// in seconds).
     pub const INVITE_DEFAULT_SECS: u64 = 7 * 24 * 60 * 60;
@@ -665,6 +668,14 @@ pub enum ClientFrame {
         #[ts(type = "number")]
         id: u64,
     },
+    /// Watch the presence of these users (at most [`limits::MAX_WATCHED_USERS`]), replacing the
+    /// socket's previous watch set; answered [`Reply::Watching`], later changes come as
+    /// [`ServerFrame::Presence`]. DM partners are always watched.
+    WatchPresence {
+        #[ts(type = "number")]
+        id: u64,
+        users: Vec<String>,
+    },
     /// Mark everything up to `seq` read; synced to the user's other connections.
     Read {
         #[ts(type = "number")]
@@ -907,6 +918,7 @@ impl ClientFrame {
             | ClientFrame::Leave { id, .. }
             | ClientFrame::Members { id, .. }
             | ClientFrame::Users { id }
+            | ClientFrame::WatchPresence { id, .. }
             | ClientFrame::Read { id, .. }
             | ClientFrame::Typing { id, .. }
             | ClientFrame::SetLevel { id, .. }
@@ -952,6 +964,10 @@ pub enum Reply {
     },
     Users {
         users: Vec<Member>,
+    },
+    /// `watch_presence`: those of the watched users online now, sorted.
+    Watching {
+        online: Vec<String>,
     },
     /// `leave`, `read`, `typing`: done, nothing to return.
     Done,
@@ -1030,7 +1046,8 @@ pub enum ServerFrame {
         #[ts(type = "number")]
         heartbeat_ms: u64,
         conversations: Vec<Conversation>,
-        /// Usernames online now (including this user).
+        /// Of this user and the users they share a direct message with, those online now,
+        /// sorted. Anyone else's presence is asked for with [`ClientFrame::WatchPresence`].
         online: Vec<String>,
         unread: Vec<Unread>,
         /// Do not disturb and notification levels (absent from servers before they existed).
@@ -1059,8 +1076,9 @@ pub enum ServerFrame {
         conv: ConvId,
         messages: Vec<Message>,
     },
-    /// Users who came online or went offline since the last presence frame, each named once
-    /// by their latest state, sorted. Never names the receiving user.
+    /// Watched users (DM partners and the socket's [`ClientFrame::WatchPresence`]) who came
+    /// online or went offline since the last presence frame, each named once by their latest
+    /// state, sorted. Never names the receiving user.
     Presence {
         online: Vec<String>,
         offline: Vec<String>,
@@ -1502,7 +1520,7 @@ mod tests {
         let types = ClientFrame::types();
         assert_eq!(types.first(), Some(&"auth"));
         assert_eq!(types.last(), Some(&"set_dnd"));
-        assert_eq!(types.len(), 19, "{types:?}");
+        assert_eq!(types.len(), 20, "{types:?}");
         for t in types {
             let e = ClientFrame::parse(&format!(r#"{{"type":"{t}","id":1}}"#)).err();
             assert!(

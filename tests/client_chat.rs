@@ -648,8 +648,8 @@ async fn a_logout_made_offline_is_revoked_on_the_server_once_it_is_back() {
     again.shutdown().await;
 }
 
-/// A connection storm reaches the client as a few presence events naming many users each, not one
-/// event per user: the desktop redraws its people list once per event.
+/// A connection storm of users the client watches reaches it as a few presence events naming
+/// many users each, not one event per user: the desktop redraws its people list once per event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_storm_arrives_as_few_presence_events() {
     const USERS: usize = 20;
@@ -659,6 +659,8 @@ async fn a_connection_storm_arrives_as_few_presence_events() {
     for i in 0..USERS {
         tokens.push(server.register(&format!("storm{i}")).await.token);
     }
+    let names: Vec<String> = (0..USERS).map(|i| format!("storm{i}")).collect();
+    assert!(alice.watch_presence(names).await.unwrap().is_empty());
     let mut events = alice.subscribe();
     let sockets =
         futures_util::future::join_all(tokens.iter().map(|token| server.connect(token))).await;
@@ -687,5 +689,55 @@ async fn a_connection_storm_arrives_as_few_presence_events() {
     );
     assert_eq!(alice.online().len(), USERS + 1);
     drop(sockets);
+    alice.shutdown().await;
+}
+
+/// The client keeps presence only for the users it watches (and itself, and DM partners): a
+/// new watch set drops the users left out even while they are online, its answer is the
+/// client's online list at once, and the set is sent again after a reconnect (a server
+/// restart), so a watched user's coming back is heard without asking again. An unknown name is
+/// refused `not_found` and the last set stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_kept_for_watched_users_and_the_watch_outlives_a_reconnect() {
+    let server = TestServer::start().await;
+    let alice_session = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let (_dir, alice) = client(&server, alice_session).await;
+    let _b = server.connect(&bob.token).await;
+    let c = server.connect(&carol.token).await;
+    assert_eq!(
+        alice.watch_presence(vec!["bob".into()]).await.unwrap(),
+        ["bob"]
+    );
+    assert_eq!(alice.online(), ["alice", "bob"], "carol is not watched");
+    assert_eq!(
+        alice.watch_presence(vec!["carol".into()]).await.unwrap(),
+        ["carol"]
+    );
+    assert_eq!(alice.online(), ["alice", "carol"], "bob is no longer kept");
+    let refused = alice.watch_presence(vec!["nobody".into()]).await;
+    assert!(
+        matches!(&refused, Err(e) if e.code() == "not_found"),
+        "{refused:?}"
+    );
+
+    // The watch set (carol) survives a reconnect: after a server restart (on the same
+    // address), carol coming back is heard without watching again.
+    let addr = server.addr;
+    drop((_b, c));
+    let (data, _) = server.stop().await;
+    let server = TestServer::start_at(addr, data, |_| {}).await;
+    alice.reconnect_now();
+    let _c = server.connect(&carol.token).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while alice.online() != ["alice", "carol"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "carol back: {:?}",
+            alice.online()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     alice.shutdown().await;
 }

@@ -463,7 +463,8 @@ async fn a_client_killed_while_writing_leaves_a_sound_store_and_resumes() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    // Wait until the tail is connected (its presence reaches alice).
+    // Wait until the tail is connected (its presence reaches alice, who watches bob).
+    alice.watch_presence(vec!["bob".into()]).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !alice.online().contains(&"bob".to_string()) {
         assert!(

@@ -855,6 +855,7 @@ async fn each_request_gets_the_errors_its_section_lists() {
                 json!({"type": "join", "room": "not a name"}),
                 json!({"type": "leave", "conv": dm}),
                 json!({"type": "send", "to": "nobody", "client_msg_id": new_id(), "text": "x"}),
+                json!({"type": "watch_presence", "users": ["bob", "nobody"]}),
             ],
         ),
         (
@@ -871,6 +872,8 @@ async fn each_request_gets_the_errors_its_section_lists() {
                 json!({"type": "set_level", "conv": general, "level": "loud"}),
                 json!({"type": "set_dnd", "dnd": {"until": 1}}),
                 json!({"type": "set_dnd", "dnd": {"until": i64::MAX}}),
+                json!({"type": "watch_presence", "users": vec!["bob"; natter::protocol::limits::MAX_WATCHED_USERS + 1]}),
+                json!({"type": "watch_presence", "users": "bob"}),
             ],
         ),
         (

@@ -434,6 +434,77 @@ fn says_online(frame: &ServerFrame, name: &str) -> bool {
     }
 }
 
+/// Presence across two nodes goes where it is watched: bob on node B watches amy, who
+/// connects on node A, and hears her come and go within a second; cat on node B watches
+/// nobody and shares no DM, and hears nothing of amy; dan, amy's DM partner, finds her in his
+/// hello on node B and hears her leave without watching anyone. Amy's hello on node A lists
+/// dan (her DM partner, on node B) and not bob or cat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_nodes_to_watchers_and_dm_partners_only() {
+    if !cluster_available() {
+        return;
+    }
+    let (dir, tokens) = users_on_a_new_store(&["amy", "bob", "cat", "dan"]).await;
+    let nodes = start_nodes(dir, 2, |_| {}).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut bob = WsClient::connect(&b.ws_url(), Some(&tokens[1]))
+        .await
+        .unwrap();
+    bob.expect_hello().await;
+    assert!(bob.watch(&["amy"]).await.is_empty());
+    let mut cat = WsClient::connect(&b.ws_url(), Some(&tokens[2]))
+        .await
+        .unwrap();
+    cat.expect_hello().await;
+    let mut dan = WsClient::connect(&b.ws_url(), Some(&tokens[3]))
+        .await
+        .unwrap();
+    dan.expect_hello().await;
+    dan.send_dm("amy", "hi amy").await.expect("dm");
+
+    let t = Instant::now();
+    let mut amy = WsClient::connect(&a.ws_url(), Some(&tokens[0]))
+        .await
+        .unwrap();
+    let hello = amy.expect_hello().await;
+    let ServerFrame::Hello { online, .. } = &hello else {
+        unreachable!()
+    };
+    assert_eq!(online, &["amy".to_string(), "dan".to_string()]);
+    bob.wait_for(|f| says_online(f, "amy")).await;
+    dan.wait_for(|f| says_online(f, "amy")).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let mut dan2 = WsClient::connect(&b.ws_url(), Some(&tokens[3]))
+        .await
+        .unwrap();
+    let ServerFrame::Hello { online, .. } = dan2.expect_hello().await else {
+        unreachable!()
+    };
+    assert_eq!(online, ["amy", "dan"], "amy is on the other node");
+
+    let t = Instant::now();
+    drop(amy);
+    let gone = |f: &ServerFrame| matches!(f, ServerFrame::Presence { offline, .. } if offline.iter().any(|n| n == "amy"));
+    bob.wait_for(gone).await;
+    dan.wait_for(gone).await;
+    dan2.wait_for(gone).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // Cat heard nothing of amy: whatever reached her socket by now names nobody.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let quiet = cat
+        .request(|id| natter::protocol::ClientFrame::Rooms { id })
+        .await;
+    assert!(quiet.is_ok());
+    assert!(
+        !cat.pending
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Presence { .. })),
+        "cat watches nobody: {:?}",
+        cat.pending
+    );
+}
+
 /// Two real `natter-server` processes on one database and one Redis. One is killed with
 /// SIGKILL (it publishes nothing more): its user goes offline for the other node's clients
 /// within the lease (2 s here), comes back online by reconnecting to the surviving node, and
@@ -458,8 +529,8 @@ async fn a_killed_node_takes_its_users_offline_within_its_lease() {
     let mut bob = WsClient::connect(&b.ws_url(), Some(&tokens[1]))
         .await
         .unwrap();
-    let hello = bob.expect_hello().await;
-    if !says_online(&hello, "amy") {
+    bob.expect_hello().await;
+    if bob.watch(&["amy"]).await.is_empty() {
         bob.wait_for(|f| says_online(f, "amy")).await;
     }
 

@@ -36,6 +36,33 @@ fn names(f: &ServerFrame, name: &str) -> bool {
         if online.iter().chain(offline).any(|n| n == name))
 }
 
+/// Wait for a frame matching `pred`, keeping every frame read on the way (and it) in `log`.
+async fn wait_logged(
+    c: &mut WsClient,
+    log: &mut Vec<ServerFrame>,
+    mut pred: impl FnMut(&ServerFrame) -> bool,
+) {
+    loop {
+        let f = c.next().await.expect("socket open");
+        let done = pred(&f);
+        log.push(f);
+        if done {
+            return;
+        }
+    }
+}
+
+/// Read into `log` every frame that arrives until the socket has been quiet for 300 ms.
+async fn drain(c: &mut WsClient, log: &mut Vec<ServerFrame>) {
+    log.extend(c.pending.drain(..));
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(300), c.ws.next()).await
+    {
+        if let WsMessage::Text(t) = m {
+            log.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+}
+
 /// A socket with a 4 KiB receive buffer, so the kernel holds little of what the server sends to
 /// a reader that does not read; returned after its hello.
 async fn connect_with_small_receive_buffer(server: &TestServer, token: &str) -> WsClient {
@@ -61,6 +88,7 @@ async fn presence_follows_connect_and_disconnect_within_a_second_two_devices_one
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let mut b = server.connect(&bob.token).await;
+    assert!(b.watch(&["alice"]).await.is_empty());
 
     let t = Instant::now();
     let mut a1 = server.connect(&alice.token).await;
@@ -73,7 +101,11 @@ async fn presence_follows_connect_and_disconnect_within_a_second_two_devices_one
     let Some(ServerFrame::Hello { online, .. }) = &a1.hello else {
         panic!()
     };
-    assert_eq!(online, &vec!["alice".to_string(), "bob".to_string()]);
+    assert_eq!(
+        online,
+        &vec!["alice".to_string()],
+        "bob is online but shares no DM with alice"
+    );
 
     // A second device: still one online user, no second announcement.
     let a2 = server.connect(&alice.token).await;
@@ -119,9 +151,136 @@ async fn presence_follows_connect_and_disconnect_within_a_second_two_devices_one
     );
 }
 
-/// Thirty users connect at once and ten of them leave: presence goes out in batches (larger
-/// than the outbound queue limit, which they must not trip), and every remaining client, starting from its hello's online list and applying the presence frames in
-/// the order received, ends with exactly the true online set, never told about itself.
+/// Presence goes only where it is watched. Alice's hello lists, besides herself, only bob, her
+/// DM partner; carol, online too, is not in it. Alice watches nobody, yet hears bob leave
+/// within a second (DM partners are always watched), and never hears of carol or dave; dave,
+/// who watches nobody and has no DM, hears nothing at all; carol, who watches dave, hears of
+/// him within a second. A DM opened later makes its partners watch each other at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_dm_partners_and_watchers_only() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let dave = server.register("dave").await;
+    let erin = server.register("erin").await;
+    let (mut a_log, mut c_log, mut d_log) = (Vec::new(), Vec::new(), Vec::new());
+    let mut b = server.connect(&bob.token).await;
+    b.send_dm("alice", "hi").await.expect("dm");
+    let mut c = server.connect(&carol.token).await;
+    assert!(
+        c.watch(&["Dave"]).await.is_empty(),
+        "any spelling of a name"
+    );
+
+    let mut a = server.connect(&alice.token).await;
+    let Some(ServerFrame::Hello { online, .. }) = &a.hello else {
+        panic!()
+    };
+    assert_eq!(online, &["alice".to_string(), "bob".to_string()]);
+
+    let t = Instant::now();
+    let mut d = server.connect(&dave.token).await;
+    wait_logged(&mut c, &mut c_log, is_presence("dave", true)).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    let t = Instant::now();
+    drop(b);
+    wait_logged(&mut a, &mut a_log, is_presence("bob", false)).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // Erin opens a DM with alice: each hears at once that the other is online.
+    let mut e = server.connect(&erin.token).await;
+    e.send_dm("alice", "hello").await.expect("dm");
+    wait_logged(&mut a, &mut a_log, is_presence("erin", true)).await;
+    e.wait_for(is_presence("alice", true)).await;
+
+    // Wait out two presence windows, then look at everything each one got.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drain(&mut a, &mut a_log).await;
+    drain(&mut c, &mut c_log).await;
+    drain(&mut d, &mut d_log).await;
+    assert!(
+        !a_log.iter().any(|f| names(f, "carol") || names(f, "dave")),
+        "alice watches neither carol nor dave: {a_log:?}"
+    );
+    assert!(
+        !d_log
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Presence { .. })),
+        "dave watches nobody: {d_log:?}"
+    );
+    assert!(
+        !c_log.iter().any(|f| names(f, "bob") || names(f, "erin")),
+        "carol watches only dave: {c_log:?}"
+    );
+}
+
+/// Bad watch sets are refused with the documented code and leave the last set in place: more
+/// than 1,000 names (`bad_request`), a name no user has (`not_found`, naming it), `users` not a
+/// list, a list of numbers, or missing (`bad_request`). Another user is unaffected throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_presence_refuses_bad_input_and_keeps_the_last_set() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let mut a = server.connect(&alice.token).await;
+    let mut c = server.connect(&carol.token).await;
+    assert!(c.watch(&["bob"]).await.is_empty());
+    assert!(a.watch(&["bob", "bob", "BOB"]).await.is_empty());
+
+    let too_many: Vec<String> = (0..=natter::protocol::limits::MAX_WATCHED_USERS)
+        .map(|_| "bob".to_string())
+        .collect();
+    let refused = a
+        .request(|id| ClientFrame::WatchPresence {
+            id,
+            users: too_many,
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err((natter::protocol::ErrorCode::BadRequest, m)) if m.contains("1000")),
+        "{refused:?}"
+    );
+    let refused = a
+        .request(|id| ClientFrame::WatchPresence {
+            id,
+            users: vec!["carol".into(), "nobody".into()],
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err((natter::protocol::ErrorCode::NotFound, m)) if m.contains("nobody")),
+        "{refused:?}"
+    );
+    for (n, bad) in [
+        r#"{"type":"watch_presence","id":9001,"users":"bob"}"#,
+        r#"{"type":"watch_presence","id":9002,"users":[5]}"#,
+        r#"{"type":"watch_presence","id":9003}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        a.ws.send(WsMessage::Text(bad.into())).await.unwrap();
+        let answer = a.answer(9001 + n as u64).await;
+        assert!(
+            matches!(&answer, Err((natter::protocol::ErrorCode::BadRequest, m)) if m.contains("watch_presence")),
+            "{bad} -> {answer:?}"
+        );
+    }
+
+    // The set from before (bob) still holds, and carol's was never touched.
+    let _b = server.connect(&bob.token).await;
+    a.wait_for(is_presence("bob", true)).await;
+    c.wait_for(is_presence("bob", true)).await;
+    assert_eq!(a.watch(&["carol", "bob"]).await, ["bob", "carol"]);
+}
+
+/// Thirty users connect at once, each watching all thirty, and ten of them leave: presence
+/// goes out in batches (larger than the outbound queue limit, which they must not trip), and
+/// every remaining client, starting from its `watching` answer and applying the presence frames
+/// that follow in the order received, ends with exactly the true online set, never told about
+/// itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_presence_converges_when_thirty_connect_at_once_and_ten_leave() {
     // A queue limit below the batch size: a batch is not a backlog, so nobody is dropped.
@@ -130,10 +289,16 @@ async fn batched_presence_converges_when_thirty_connect_at_once_and_ten_leave() 
     for i in 0..30 {
         sessions.push(server.register(&format!("u{i:02}")).await);
     }
-    let mut clients =
-        futures_util::future::join_all(sessions.iter().map(|s| server.connect(&s.token))).await;
+    let everyone: Vec<String> = (0..30).map(|i| format!("u{i:02}")).collect();
+    let everyone: Vec<&str> = everyone.iter().map(String::as_str).collect();
+    let mut clients = futures_util::future::join_all(sessions.iter().map(|s| async {
+        let mut c = server.connect(&s.token).await;
+        let online = c.watch(&everyone).await;
+        (c, online)
+    }))
+    .await;
     let leaving = clients.split_off(20);
-    for mut c in leaving {
+    for (mut c, _) in leaving {
         c.ws.close(Some(CloseFrame {
             code: CloseCode::Normal,
             reason: "bye".into(),
@@ -144,12 +309,11 @@ async fn batched_presence_converges_when_thirty_connect_at_once_and_ten_leave() 
     }
     let expected: std::collections::BTreeSet<String> =
         (0..20).map(|i| format!("u{i:02}")).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
+    for (i, (c, online)) in clients.iter_mut().enumerate() {
         let me = format!("u{i:02}");
-        let Some(ServerFrame::Hello { online, .. }) = &c.hello else {
-            panic!("hello")
-        };
         let mut view: std::collections::BTreeSet<String> = online.iter().cloned().collect();
+        // Frames queued before the answer are older than it.
+        c.pending.clear();
         let deadline = Instant::now() + Duration::from_secs(5);
         while view != expected {
             assert!(Instant::now() < deadline, "{me} sees {view:?}");
@@ -242,6 +406,7 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_shown_offline() {
         panic!()
     };
     assert_eq!(*heartbeat_ms, 300);
+    assert!(b.watch(&["alice"]).await.is_empty());
     // Alice reads her hello, then never reads again, so tungstenite never answers pings.
     let mut frozen = server.connect(&alice.token).await;
     b.wait_for(is_presence("alice", true)).await;
@@ -283,6 +448,7 @@ async fn slow_reader_is_closed_while_ten_megabytes_go_out_and_others_keep_receiv
     let mut slow = connect_with_small_receive_buffer(&server, &sloth.token).await;
 
     let mut k = server.connect(&keen.token).await;
+    assert_eq!(k.watch(&["loud", "sloth"]).await, ["sloth"]);
     let l = server.connect(&loud.token).await;
     let general = l.general();
     k.wait_for(is_presence("loud", true)).await;

@@ -27,7 +27,7 @@ fn render() -> String {
         user_min, room_min,
         "usernames and room names share one rule"
     );
-    let consts: [(&str, &str, usize); 7] = [
+    let consts: [(&str, &str, usize); 8] = [
         (
             "MIN_NAME_CHARS",
             "Shortest username or room name, in Unicode scalar values of its NFKC form.",
@@ -62,6 +62,11 @@ fn render() -> String {
             "MAX_TEXT_CHARS",
             "Longest message text, in Unicode scalar values.",
             limits::MAX_TEXT_CHARS,
+        ),
+        (
+            "MAX_WATCHED_USERS",
+            "Most users whose presence one connection watches (`watch_presence`).",
+            limits::MAX_WATCHED_USERS,
         ),
     ];
     let mut out = String::from(

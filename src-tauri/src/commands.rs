@@ -55,6 +55,7 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         join_room,
         leave_room,
         members,
+        watch_presence,
         users,
         typing,
         set_visible_conversation,
@@ -414,6 +415,13 @@ pub async fn members(shell: State<'_, Shell>, conv: ConvId) -> CmdResult<Vec<Mem
 #[tauri::command]
 pub async fn users(shell: State<'_, Shell>) -> CmdResult<Vec<Member>> {
     Ok(shell.online_client().await?.users().await?)
+}
+
+/// Watch the presence of the users the window shows (the open room's members, the people
+/// list), replacing the last set; returns those online now. `natter://online` follows.
+#[tauri::command]
+pub async fn watch_presence(shell: State<'_, Shell>, users: Vec<String>) -> CmdResult<Vec<String>> {
+    Ok(shell.online_client().await?.watch_presence(users).await?)
 }
 
 #[tauri::command]

@@ -149,6 +149,12 @@ enum Pending {
     },
     /// The user list, for display names (notifications name senders from the store).
     Directory,
+    /// A presence watch set (`watch_presence`): its answer replaces what is known of `users`,
+    /// in the order frames arrive; `reply` is the caller's, absent when re-sent after a hello.
+    Watch {
+        users: Vec<String>,
+        reply: Option<oneshot::Sender<Result<Reply>>>,
+    },
     /// A mute from before levels were synced, pushed once as level `nothing`.
     LegacyMute {
         conv: ConvId,
@@ -193,6 +199,9 @@ pub(crate) struct Actor {
     next_id: u64,
     /// Users whose profile is stored; someone else coming online fetches the list again.
     known_users: HashSet<String>,
+    /// The users this user shares a direct message with: always watched by the server, so
+    /// their presence is kept whatever the watch set.
+    dm_peers: HashSet<String>,
     /// Finished uploads of outbox files report here (see [`Actor::start_upload`]).
     uploads_tx: mpsc::UnboundedSender<UploadDone>,
     uploads_rx: mpsc::UnboundedReceiver<UploadDone>,
@@ -230,6 +239,7 @@ impl Actor {
             backoff,
             next_id: 0,
             known_users: HashSet::new(),
+            dm_peers: HashSet::new(),
             uploads_tx,
             uploads_rx,
             upload_backoff,
@@ -437,7 +447,11 @@ impl Actor {
         // Whatever was asked on this connection will not be answered now; outbox messages stay
         // pending in the store and go again (same client_msg_id) on the next connection.
         for (_, p) in conn.pending.drain() {
-            if let Pending::External(reply) = p {
+            if let Pending::External(reply)
+            | Pending::Watch {
+                reply: Some(reply), ..
+            } = p
+            {
                 let _ = reply.send(Err(ClientError::Offline("connection lost".into())));
             }
         }
@@ -469,6 +483,9 @@ impl Actor {
                         match serde_json::from_str::<ServerFrame>(text.as_str()) {
                             Ok(ServerFrame::Hello { user, online, conversations, unread, attention, .. }) => {
                                 self.on_hello(conn, user, online, conversations, unread, attention).await;
+                                if let Err(end) = self.rewatch(ws, conn).await {
+                                    return end;
+                                }
                                 break;
                             }
                             Ok(other) => self.warn(format!("frame before hello ignored: {}", frame_name(&other))),
@@ -566,7 +583,14 @@ impl Actor {
                     Some(Command::Request { build, reply }) => {
                         let id = self.id();
                         let frame = build(id);
-                        conn.pending.insert(id, Pending::External(reply));
+                        let pending = match &frame {
+                            ClientFrame::WatchPresence { users, .. } => Pending::Watch {
+                                users: users.clone(),
+                                reply: Some(reply),
+                            },
+                            _ => Pending::External(reply),
+                        };
+                        conn.pending.insert(id, pending);
                         if let Err(end) = send(ws, &frame).await {
                             return end;
                         }
@@ -624,6 +648,10 @@ impl Actor {
     ) {
         let me = self.shared.user.username.clone();
         let ids: Vec<ConvId> = conversations.iter().map(|c| c.id).collect();
+        self.dm_peers = conversations
+            .iter()
+            .filter_map(|c| c.peer.as_ref().map(|p| p.username.clone()))
+            .collect();
         let dnd = attention.dnd;
         let profile = user.clone();
         let stored = self
@@ -725,6 +753,41 @@ impl Actor {
         let id = self.id();
         conn.pending.insert(id, Pending::Directory);
         send(ws, &ClientFrame::Users { id }).await
+    }
+
+    /// Sends the watch set again after a hello: the server forgets it with the socket.
+    async fn rewatch(&mut self, ws: &mut Ws, conn: &mut Conn) -> std::result::Result<(), End> {
+        let users = self
+            .shared
+            .watching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if users.is_empty() {
+            return Ok(());
+        }
+        let id = self.id();
+        let frame = ClientFrame::WatchPresence {
+            id,
+            users: users.clone(),
+        };
+        conn.pending
+            .insert(id, Pending::Watch { users, reply: None });
+        send(ws, &frame).await
+    }
+
+    /// A watch set's answer: presence is kept only for this user, their DM partners and the
+    /// users now watched, and of the watched ones exactly those in `online` are online.
+    fn watched(&mut self, users: &[String], online: &[String]) {
+        let me = &self.shared.user.username;
+        let watched: HashSet<&String> = users.iter().collect();
+        let list: Vec<String> = {
+            let mut set = self.shared.online.lock().unwrap_or_else(|e| e.into_inner());
+            set.retain(|n| (n == me || self.dm_peers.contains(n)) && !watched.contains(n));
+            set.extend(online.iter().cloned());
+            set.iter().cloned().collect()
+        };
+        self.shared.emit(ClientEvent::Online(list));
     }
 
     /// Stores the user list's profiles.
@@ -925,6 +988,7 @@ impl Actor {
             } => {
                 self.on_hello(conn, user, online, conversations, unread, attention)
                     .await;
+                self.rewatch(ws, conn).await?;
             }
             ServerFrame::Ok { id, result } => match conn.pending.remove(&id) {
                 None => self.warn(format!("answer to unknown request {id} ignored")),
@@ -984,6 +1048,14 @@ impl Actor {
                     self.pump(ws, conn).await?;
                 }
                 Some(Pending::LegacyMute { conv }) => self.legacy_mute_settled(conv, None).await,
+                Some(Pending::Watch { users, reply }) => {
+                    if let Reply::Watching { online } = &result {
+                        self.watched(&users, online);
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
                 Some(Pending::Directory) => {
                     conn.directory_in_flight = false;
                     match result {
@@ -1033,6 +1105,12 @@ impl Actor {
                     Some(Pending::LegacyMute { conv }) => {
                         self.legacy_mute_settled(conv, Some((code, message))).await
                     }
+                    Some(Pending::Watch { reply, .. }) => match reply {
+                        Some(reply) => {
+                            let _ = reply.send(Err(ClientError::from_server(code, message)));
+                        }
+                        None => self.warn(format!("watch set refused: {message} ({code:?})")),
+                    },
                     Some(Pending::Directory) => {
                         conn.directory_in_flight = false;
                         // Names fall back to usernames until the next connection asks again.
@@ -1078,6 +1156,9 @@ impl Actor {
             }
             ServerFrame::ConversationAdded { conversation } => {
                 let id = conversation.id;
+                if let Some(peer) = &conversation.peer {
+                    self.dm_peers.insert(peer.username.clone());
+                }
                 match self.db(move |s| s.upsert_conversation(&conversation)).await {
                     Ok(()) => conn.touch([id]),
                     Err(e) => self.warn(format!("cannot store a conversation: {e}")),

@@ -199,7 +199,8 @@ pub enum ClientEvent {
         online: Vec<String>,
         offline: Vec<String>,
     },
-    /// The full online list, on every (re)connect.
+    /// The full online list (of the users whose presence is kept), on every (re)connect and
+    /// after each watch set's answer.
     Online(Vec<String>),
     Typing {
         conv: ConvId,
@@ -471,6 +472,9 @@ pub(crate) struct Shared {
     pub store: StoreHandle,
     pub events: broadcast::Sender<ClientEvent>,
     pub online: Mutex<BTreeSet<String>>,
+    /// The users this client watches the presence of ([`Client::watch_presence`]), sent again
+    /// after every hello.
+    pub watching: Mutex<Vec<String>>,
     /// The signed-in user as the session named them (the username never changes).
     pub user: User,
     /// The user's profile as last heard from the server (display name, avatar).
@@ -639,6 +643,7 @@ impl Client {
             store,
             events,
             online: Mutex::new(BTreeSet::new()),
+            watching: Mutex::new(Vec::new()),
             user: session.user.clone(),
             profile: Mutex::new(profile),
             upload: Mutex::new(None),
@@ -1256,7 +1261,35 @@ impl Client {
         }
     }
 
-    /// Usernames online now, as last reported by the server.
+    /// Watch the presence of `users` (those it shows: a room's members, a user picker),
+    /// replacing the last set; returns those online now. The set is kept and sent again after
+    /// every reconnect; presence is kept only for it, this user and their DM partners (always
+    /// watched). At most [`crate::protocol::limits::MAX_WATCHED_USERS`] names. Offline, the set
+    /// is kept for the next connection (and the call fails `Offline`); refused (an unknown
+    /// name is `not_found`), the last set stays, here as on the server.
+    pub async fn watch_presence(&self, users: Vec<String>) -> Result<Vec<String>> {
+        let watching = &self.inner.shared.watching;
+        let last = std::mem::replace(
+            &mut *watching.lock().unwrap_or_else(|e| e.into_inner()),
+            users.clone(),
+        );
+        let answer = self
+            .request(move |id| ClientFrame::WatchPresence { id, users })
+            .await;
+        match answer {
+            Ok(Reply::Watching { online }) => Ok(online),
+            Ok(other) => Err(unexpected("watch_presence", other)),
+            Err(e) => {
+                if !matches!(e, ClientError::Offline(_)) {
+                    *watching.lock().unwrap_or_else(|e| e.into_inner()) = last;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Usernames online now, as last reported by the server: this user, their DM partners and
+    /// the users watched ([`Client::watch_presence`]); nobody else is known.
     pub fn online(&self) -> Vec<String> {
         self.inner
             .shared

@@ -676,6 +676,9 @@ impl Session {
             ClientFrame::Users { .. } => now(Ok(Reply::Users {
                 users: rooms::users(shared),
             })),
+            ClientFrame::WatchPresence { users, .. } => {
+                later(presence::watch(shared, &caller, &users))
+            }
             ClientFrame::Read { conv, seq, .. } => {
                 later(reads::mark_read(shared, &caller, conv, seq))
             }

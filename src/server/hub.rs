@@ -24,14 +24,17 @@
 //! publishes on the bus when a user gets their first or loses their last connection there
 //! ([`Event::Presence`]); every hub, this one included, counts the nodes each user is on and
 //! announces the user when that makes them online or offline as a whole. (A node that dies
-//! publishes nothing: expiring its users is the cluster bus's job, with leases.) Changes are
-//! pushed to every connected user, in batches: changes wait up to [`PRESENCE_WINDOW`] and then go out together as one frame,
-//! encoded once and shared by every connection but those of the users it names
-//! ([`Hub::run_presence`]). When thousands of clients reconnect at once (a server restart),
-//! announcing each one to everyone else separately would cost a write and a frame per pair, N²
-//! in all; batched it is one frame per connection per window.
+//! publishes nothing: expiring its users is the cluster bus's job, with leases.) A change goes
+//! only to the connections that watch the user: those that named them in `watch_presence`
+//! (found through a reverse index, [`State::watchers`]) and those of the user's DM partners,
+//! who are always watched. So a user coming or going costs the number of their watchers, and a
+//! hello the number of the user's DMs, never the number of users online: N distinct users
+//! connecting cost N, not N². Changes go out in batches: they wait up to [`PRESENCE_WINDOW`]
+//! and then each connection gets one frame naming the changes it watches, encoded once per
+//! distinct set ([`Hub::run_presence`]). Event streams that asked for presence hear every
+//! change (they are few: bots and bridges).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -172,13 +175,16 @@ struct State {
     user_convs: HashMap<UserId, HashSet<ConvId>>,
     conns: HashMap<UserId, Vec<ConnHandle>>,
     /// Event streams (`GET /api/events`): they get what the user's sockets get, but they are
-    /// not sockets: they never make the user online, never get answers, are not in `online`.
+    /// not sockets: they never make the user online and never get answers.
     listeners: HashMap<UserId, Vec<ConnHandle>>,
-    /// Usernames of the users with a connection, kept sorted as they come and go: every hello
-    /// carries this list, and rebuilding it per hello (clone and sort every name under the
-    /// lock) made a reconnect storm of N users cost N² and stall the hub.
-    online: BTreeSet<String>,
     owner: HashMap<ConnId, UserId>,
+    /// Users by the key of their username ([`names::key`]), for `watch_presence`.
+    by_name: HashMap<String, UserId>,
+    /// Each connection's `watch_presence` set (DM partners are watched without being here).
+    watches: HashMap<ConnId, Watch>,
+    /// The reverse of `watches`: who watches each user, so a change reaches its watchers
+    /// without walking every connection.
+    watchers: HashMap<UserId, HashSet<ConnId>>,
     /// Presence changes not yet sent, oldest first: who, and whether now online.
     presence: Vec<(UserId, bool)>,
     /// The nodes that have a connection of each user, as heard on the bus (this one included).
@@ -195,8 +201,13 @@ struct State {
     catch_up: catch_up::Pending,
 }
 
-/// [`ServerFrame::Hello`] as it is written: the same JSON, but borrowing the hub's state, so
-/// the online list is serialised straight from [`State::online`] without copying a name.
+/// One connection's `watch_presence` set, with where its presence frames go.
+struct Watch {
+    out: Arc<dyn Outlet>,
+    users: Vec<UserId>,
+}
+
+/// [`ServerFrame::Hello`] as it is written: the same JSON, borrowing the hub's state.
 #[derive(serde::Serialize)]
 struct HelloOut<'a> {
     #[serde(rename = "type")]
@@ -207,17 +218,9 @@ struct HelloOut<'a> {
     server_time: crate::protocol::Millis,
     heartbeat_ms: u64,
     conversations: &'a [Conversation],
-    online: Names<'a>,
+    online: &'a [&'a str],
     unread: &'a [Unread],
     attention: &'a Attention,
-}
-
-struct Names<'a>(&'a BTreeSet<String>);
-
-impl serde::Serialize for Names<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0)
-    }
 }
 
 /// Encode a frame once; the result is shared by every recipient.
@@ -244,7 +247,10 @@ fn net_presence(state: &State, changes: Vec<(UserId, bool)>) -> Vec<(UserId, Str
 }
 
 /// The presence frame for `changes`, leaving out `skip`'s own; None when nothing is left.
-fn presence_frame(changes: &[(UserId, String, bool)], skip: Option<UserId>) -> Option<WireFrame> {
+fn presence_frame<'a>(
+    changes: impl IntoIterator<Item = &'a (UserId, String, bool)>,
+    skip: Option<UserId>,
+) -> Option<WireFrame> {
     let (mut online, mut offline) = (Vec::new(), Vec::new());
     for (user, name, is_online) in changes {
         if Some(*user) != skip {
@@ -301,9 +307,108 @@ impl State {
         })
     }
 
-    /// Connected here (perhaps not yet heard back on the bus) or on any node.
+    /// Connected here or on another node. This node's own connections are known at once;
+    /// the others' as heard on the bus.
     fn is_online(&self, user: UserId) -> bool {
-        self.conns.get(&user).is_some_and(|v| !v.is_empty()) || self.nodes_of.contains_key(&user)
+        self.conns.get(&user).is_some_and(|v| !v.is_empty())
+            || self
+                .nodes_of
+                .get(&user)
+                .is_some_and(|nodes| nodes.iter().any(|n| *n != self.node))
+    }
+
+    /// Learn or update a user's profile (and the name `watch_presence` finds them by).
+    fn set_user(&mut self, id: UserId, user: User) {
+        if let Some(old) = self.users.get(&id) {
+            if old.username != user.username {
+                self.by_name.remove(&names::key(&old.username));
+            }
+        }
+        self.by_name.insert(names::key(&user.username), id);
+        self.users.insert(id, user);
+    }
+
+    /// The users `user` shares a direct message with: always watched by each other.
+    fn dm_peers(&self, user: UserId) -> impl Iterator<Item = UserId> + '_ {
+        self.user_convs
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|conv| self.convs.get(conv))
+            .filter(|c| c.kind == ConvKind::Dm)
+            .flat_map(|c| c.members.keys().copied())
+            .filter(move |peer| *peer != user)
+    }
+
+    /// The usernames of those of `users` online now, sorted and each once.
+    fn online_names(&self, users: impl IntoIterator<Item = UserId>) -> Vec<String> {
+        let mut names: Vec<String> = users
+            .into_iter()
+            .filter(|u| self.is_online(*u))
+            .filter_map(|u| self.users.get(&u).map(|p| p.username.clone()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Make `users` the watch set of connection `conn` (writing to `out`), replacing its last.
+    fn watch(&mut self, conn: ConnId, out: Arc<dyn Outlet>, users: Vec<UserId>) {
+        self.unwatch(conn);
+        if users.is_empty() {
+            return;
+        }
+        for user in &users {
+            self.watchers.entry(*user).or_default().insert(conn);
+        }
+        self.watches.insert(conn, Watch { out, users });
+    }
+
+    /// Forget connection `conn`'s watch set.
+    fn unwatch(&mut self, conn: ConnId) {
+        let Some(watch) = self.watches.remove(&conn) else {
+            return;
+        };
+        for user in watch.users {
+            if let Some(set) = self.watchers.get_mut(&user) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    self.watchers.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Who hears each of `changes` (sorted, each user once): per connection, where it writes
+    /// and the indices of the changes it watches, ascending. Connections that watch a user
+    /// (`watch_presence`) and those of the user's DM partners; never the user's own.
+    fn presence_recipients(
+        &self,
+        changes: &[(UserId, String, bool)],
+    ) -> HashMap<ConnId, (Arc<dyn Outlet>, Vec<usize>)> {
+        let mut to: HashMap<ConnId, (Arc<dyn Outlet>, Vec<usize>)> = HashMap::new();
+        let mut add = |conn: ConnId, out: &Arc<dyn Outlet>, i: usize| {
+            let (_, list) = to.entry(conn).or_insert_with(|| (out.clone(), Vec::new()));
+            // A connection may both watch a user and share a DM with them: once.
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        };
+        for (i, (user, _, _)) in changes.iter().enumerate() {
+            for conn in self.watchers.get(user).into_iter().flatten() {
+                if let Some(watch) = self.watches.get(conn) {
+                    if self.owner.get(conn) != Some(user) {
+                        add(*conn, &watch.out, i);
+                    }
+                }
+            }
+            for peer in self.dm_peers(*user) {
+                for c in self.conns.get(&peer).into_iter().flatten() {
+                    add(c.id, &c.out, i);
+                }
+            }
+        }
+        to
     }
 
     /// Apply a node's presence change heard on the bus: announce the user when that makes them
@@ -321,13 +426,6 @@ impl State {
         let after = self.nodes_of.contains_key(&user);
         if before == after {
             return;
-        }
-        if let Some(u) = self.users.get(&user) {
-            if after {
-                self.online.insert(u.username.clone());
-            } else {
-                self.online.remove(&u.username);
-            }
         }
         self.announce(user, after, out);
     }
@@ -401,6 +499,7 @@ impl State {
         let Some(user) = self.owner.remove(&conn) else {
             return;
         };
+        self.unwatch(conn);
         // A stream going away changes nobody's presence.
         if let Some(list) = self.listeners.get_mut(&user) {
             if let Some(i) = list.iter().position(|c| c.id == conn) {
@@ -419,16 +518,27 @@ impl State {
             None => false,
         };
         if now_offline {
+            // Watchers hear of it when the bus brings the change back.
             self.conns.remove(&user);
             out.flips.push((user, false));
-            // Off the next hello at once, unless another node has them; everyone hears of it
-            // when the bus brings the change back.
-            let elsewhere = self
-                .nodes_of
-                .get(&user)
-                .is_some_and(|nodes| nodes.iter().any(|n| *n != self.node));
-            if let (false, Some(u)) = (elsewhere, self.users.get(&user)) {
-                self.online.remove(&u.username);
+        }
+    }
+
+    /// `a` and `b` now share a DM, so they watch each other: each hears at once that the other
+    /// is online (offline is what a client assumes of a user it was told nothing about).
+    fn dm_presence(&self, a: UserId, b: UserId, out: &mut Outgoing) {
+        if a == b {
+            return;
+        }
+        for (user, peer) in [(a, b), (b, a)] {
+            if let (true, Some(p)) = (self.is_online(peer), self.users.get(&peer)) {
+                let frame = encode(&ServerFrame::Presence {
+                    online: vec![p.username.clone()],
+                    offline: Vec::new(),
+                });
+                if let Some(conns) = self.conns.get(&user) {
+                    out.push_all(conns, &frame, None);
+                }
             }
         }
     }
@@ -578,7 +688,7 @@ impl Hub {
             ..State::default()
         };
         for row in snapshot.users {
-            state.users.insert(row.id, row.user);
+            state.set_user(row.id, row.user);
         }
         for (user, conv, level) in snapshot.levels {
             state.levels.entry(user).or_default().insert(conv, level);
@@ -694,8 +804,8 @@ impl Hub {
     }
 
     /// Send queued presence changes in batches until the hub shuts down: after a change, wait
-    /// [`PRESENCE_WINDOW`] for more, then write every connection the changes about other users,
-    /// all in one push.
+    /// [`PRESENCE_WINDOW`] for more, then write each watching connection the changes it
+    /// watches, in one frame encoded once per distinct set of changes.
     pub async fn run_presence(self: Arc<Hub>) {
         loop {
             self.presence_queued.notified().await;
@@ -706,24 +816,38 @@ impl Hub {
             }
             let pending = std::mem::take(&mut state.presence);
             let changes = net_presence(&state, pending);
-            let recipients: Vec<(UserId, ConnId, Arc<dyn Outlet>)> = state
-                .conns
+            let watching = state.presence_recipients(&changes);
+            let listeners: Vec<(UserId, ConnId, Arc<dyn Outlet>)> = state
+                .listeners
                 .iter()
-                .chain(&state.listeners)
                 .flat_map(|(user, conns)| conns.iter().map(|c| (*user, c.id, c.out.clone())))
                 .collect();
             drop(state);
             let mut out = Outgoing::default();
-            let everyone = presence_frame(&changes, None);
-            // The users named in the batch get it without their own change, encoded the first
-            // time one of their connections comes up (a storm names hundreds per window, so
-            // the lookup must not walk the changes for every recipient).
-            let mut without: HashMap<UserId, Option<Option<WireFrame>>> =
-                changes.iter().map(|(u, _, _)| (*u, None)).collect();
-            for (user, conn, outlet) in recipients {
-                let frame = match without.get_mut(&user) {
-                    Some(own) => own.get_or_insert_with(|| presence_frame(&changes, Some(user))),
-                    None => &everyone,
+            let mut encoded: HashMap<Vec<usize>, Option<WireFrame>> = HashMap::new();
+            for (conn, (outlet, which)) in watching {
+                let frame = encoded
+                    .entry(which)
+                    .or_insert_with_key(|which| {
+                        presence_frame(which.iter().map(|i| &changes[*i]), None)
+                    })
+                    .as_ref();
+                if let Some(frame) = frame {
+                    if outlet.push(std::slice::from_ref(frame)).is_err() {
+                        out.dead.push(conn);
+                    }
+                }
+            }
+            // Streams hear every change but their own user's, encoded once per such user.
+            let mut everyone = None;
+            let mut without: HashMap<UserId, Option<WireFrame>> = HashMap::new();
+            for (user, conn, outlet) in listeners {
+                let frame = if changes.iter().any(|(u, _, _)| *u == user) {
+                    without
+                        .entry(user)
+                        .or_insert_with(|| presence_frame(&changes, Some(user)))
+                } else {
+                    everyone.get_or_insert_with(|| presence_frame(&changes, None))
                 };
                 if let Some(frame) = frame {
                     if outlet.push(std::slice::from_ref(frame)).is_err() {
@@ -774,10 +898,13 @@ impl Hub {
             .filter_map(|c| state.conversation(*c, user))
             .collect();
         let here_already = state.conns.get(&user).is_some_and(|v| !v.is_empty());
-        // Listed in its own hello at once; everyone hears of it when the bus brings it back.
-        if !state.is_online(user) {
-            state.online.insert(profile.username.clone());
+        // The user is online in their own hello at once (their watchers hear of it when the
+        // bus brings it back); of the others, only DM partners.
+        let mut online = state.online_names(state.dm_peers(user));
+        if let Err(at) = online.binary_search(&profile.username) {
+            online.insert(at, profile.username.clone());
         }
+        let online: Vec<&str> = online.iter().map(String::as_str).collect();
         let server_time = self.clock.now_ms();
         let attention = state.attention(user, server_time);
         let hello = WireFrame::json(&HelloOut {
@@ -788,7 +915,7 @@ impl Hub {
             server_time,
             heartbeat_ms: self.heartbeat_ms,
             conversations: &conversations,
-            online: Names(&state.online),
+            online: &online,
             unread: &unread,
             attention: &attention,
         });
@@ -851,7 +978,13 @@ impl Hub {
             .filter_map(|c| state.conversation(*c, user))
             .collect();
         conversations.sort_unstable_by_key(|c| c.id);
-        let online = state.online.iter().cloned().collect();
+        let everyone: Vec<UserId> = state
+            .conns
+            .keys()
+            .chain(state.nodes_of.keys())
+            .copied()
+            .collect();
+        let online = state.online_names(everyone);
         state
             .listeners
             .entry(user)
@@ -859,6 +992,60 @@ impl Hub {
             .push(handle.clone());
         state.owner.insert(handle.id, user);
         Some((handle, conversations, online))
+    }
+
+    /// Make `names` the presence watch set of connection `conn` of `user`, replacing its last,
+    /// and answer request `req` on it with those of them online now, sorted (returned too).
+    /// Every name must be a user's (any spelling, [`names::key`]); otherwise the answer is
+    /// `not_found` naming it, and the last set stays. The answer is written under the lock, so
+    /// every presence batch after it reaches the socket after it too.
+    pub fn watch_presence(&self, user: UserId, conn: ConnId, req: u64, names: &[String]) -> Answer {
+        let mut state = self.lock();
+        let mut users = Vec::with_capacity(names.len());
+        let mut unknown = None;
+        for name in names {
+            match state.by_name.get(&names::key(name)) {
+                Some(id) => users.push(*id),
+                None => {
+                    unknown = Some(name);
+                    break;
+                }
+            }
+        }
+        let result = match unknown {
+            Some(name) => Err((ErrorCode::NotFound, format!("no such user: {name}"))),
+            None => {
+                users.sort_unstable();
+                users.dedup();
+                Ok(Reply::Watching {
+                    online: state.online_names(users.iter().copied()),
+                })
+            }
+        };
+        let Some(handle) = state
+            .conns
+            .get(&user)
+            .and_then(|conns| conns.iter().find(|c| c.id == conn))
+            .cloned()
+        else {
+            // The socket is gone: nobody to answer, nothing to watch.
+            return result;
+        };
+        if result.is_ok() {
+            state.watch(conn, handle.out.clone(), users);
+        }
+        let mut out = Outgoing::default();
+        if handle
+            .out
+            .push(std::slice::from_ref(&answer(req, result.clone())))
+            .is_err()
+        {
+            out.dead.push(conn);
+            state.reap(&mut out);
+        }
+        drop(state);
+        self.deliver(out);
+        result
     }
 
     /// Forget a connection (its task ended); announce the user offline if it was the last one.
@@ -1122,7 +1309,7 @@ impl Hub {
         state.catch_up.note(outcome);
         match outcome {
             WriteOutcome::Registered(row) => {
-                state.users.insert(row.id, row.user.clone());
+                state.set_user(row.id, row.user.clone());
                 if let Some(general) = state.rooms.get(limits::DEFAULT_ROOM).copied() {
                     state.add_member(general, row.id);
                     let frame = encode(&ServerFrame::Membership {
@@ -1239,6 +1426,7 @@ impl Hub {
                             state.push_user(user, &frame, None, out);
                         }
                     }
+                    state.dm_presence(*a, *b, out);
                 }
                 if *fresh {
                     if let Some(c) = state.convs.get_mut(&message.conv) {
@@ -1277,7 +1465,7 @@ impl Hub {
             }
             // ---- your account ----
             WriteOutcome::UserUpdated(row) => {
-                state.users.insert(row.id, row.user.clone());
+                state.set_user(row.id, row.user.clone());
                 state.push_profile(row, out);
                 None
             }
@@ -1299,7 +1487,7 @@ impl Hub {
                 token_hashes,
             } => {
                 // Everyone who shared a conversation hears of it before the rooms are left.
-                state.users.insert(row.id, row.user.clone());
+                state.set_user(row.id, row.user.clone());
                 state.push_profile(row, out);
                 for conv in left {
                     if let Some(c) = state.convs.get_mut(conv) {
@@ -1384,8 +1572,14 @@ mod tests {
         }
     }
 
-    /// A hub of node `node` on `bus`, its fan-out running, with these users all in general.
-    fn hub_on(names: &[&str], node: NodeId, bus: &Arc<dyn Bus>) -> Arc<Hub> {
+    /// A hub of node `node` on `bus`, its fan-out running, with these users all in general
+    /// (ids from 1 in the order named) and a DM between each pair of `dms`.
+    fn hub_on(
+        names: &[&str],
+        dms: &[(UserId, UserId)],
+        node: NodeId,
+        bus: &Arc<dyn Bus>,
+    ) -> Arc<Hub> {
         let users = names
             .iter()
             .enumerate()
@@ -1409,11 +1603,22 @@ mod tests {
             last_seq: 7,
             members: (1..=names.len() as UserId).map(|u| (u, 0)).collect(),
         };
+        let dms = dms
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| super::super::store::ConvRow {
+                private: false,
+                id: i as ConvId + 2,
+                kind: ConvKind::Dm,
+                name: String::new(),
+                last_seq: 0,
+                members: vec![(*a, 0), (*b, 0)],
+            });
         let hub = Arc::new(Hub::new(
             Snapshot {
                 server_id: "5e7e1d0000000000000000000000cafe".into(),
                 users,
-                convs: vec![general],
+                convs: std::iter::once(general).chain(dms).collect(),
                 ..Snapshot::default()
             },
             node,
@@ -1426,9 +1631,9 @@ mod tests {
     }
 
     /// One node's hub on a bus of its own (the bus is kept for the life of the test).
-    fn hub_with(names: &[&str]) -> Arc<Hub> {
+    fn hub_with(names: &[&str], dms: &[(UserId, UserId)]) -> Arc<Hub> {
         let bus: Arc<dyn Bus> = Arc::new(super::super::bus::local::LocalBus::default());
-        let hub = hub_on(names, 7, &bus);
+        let hub = hub_on(names, dms, 7, &bus);
         // The hub holds the bus weakly; a test's hub lives as long as the test.
         std::mem::forget(bus);
         hub
@@ -1462,6 +1667,24 @@ mod tests {
             .collect()
     }
 
+    /// `conn` (writing to `frames`) watches `names`; returns who of them is online, after
+    /// checking the answer it was sent says the same.
+    fn watch(hub: &Hub, conn: &ConnHandle, frames: &Capture, names: &[&str]) -> Vec<String> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let Ok(Reply::Watching { online }) = hub.watch_presence(conn.user, conn.id, 9, &names)
+        else {
+            panic!("not watching {names:?}")
+        };
+        let answered = ServerFrame::Ok {
+            id: 9,
+            result: Reply::Watching {
+                online: online.clone(),
+            },
+        };
+        assert_eq!(frames_of(frames), [answered]);
+        online
+    }
+
     fn presence(online: &[&str], offline: &[&str]) -> ServerFrame {
         let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect();
         ServerFrame::Presence {
@@ -1470,22 +1693,32 @@ mod tests {
         }
     }
 
-    /// Changes within one window go out as one frame per connection, each user named once by
-    /// their latest state (bob dropped and came back: online), sorted; a user named in the
-    /// batch gets it without their own change, and one whose only change is their own gets
-    /// nothing. Dave left after coming online: offline.
+    /// Changes within one window go out as one frame per watching connection, each watched
+    /// user named once by their latest state (bob dropped and came back: online), sorted; a
+    /// user who watches themselves is not told about themselves, one whose only watched change
+    /// is their own gets nothing, and eve, who watches nobody and shares no DM, hears nothing.
+    /// Dave left after coming online: offline.
     #[tokio::test]
-    async fn presence_changes_in_a_window_go_out_as_one_net_frame_without_your_own() {
-        let hub = hub_with(&["alice", "bob", "carol", "dave"]);
+    async fn presence_changes_go_to_watchers_as_one_net_frame_per_window() {
+        let hub = hub_with(&["alice", "bob", "carol", "dave", "eve"], &[]);
         tokio::spawn(hub.clone().run_presence());
-        let (_a, _, alice) = connect_capturing(&hub, 1);
+        let (a, _, alice) = connect_capturing(&hub, 1);
+        assert!(watch(&hub, &a, &alice, &["bob", "carol", "dave"]).is_empty());
+        let (e, _, eve) = connect_capturing(&hub, 5);
+        assert!(watch(&hub, &e, &eve, &[]).is_empty());
         tokio::time::sleep(PRESENCE_WINDOW * 2).await;
-        assert!(frames_of(&alice).is_empty(), "alone: nobody to tell about");
+        assert!(frames_of(&alice).is_empty(), "nobody alice watches came");
 
-        let (_c, _, carol) = connect_capturing(&hub, 3);
+        let (c, _, carol) = connect_capturing(&hub, 3);
+        assert_eq!(
+            watch(&hub, &c, &carol, &["bob", "dave", "carol"]),
+            ["carol"],
+            "the answer tells of yourself too; batches never do"
+        );
         let (bob1, _, _) = connect_capturing(&hub, 2);
         hub.unregister(bob1.id);
-        let (_b, _, bob) = connect_capturing(&hub, 2);
+        let (b, _, bob) = connect_capturing(&hub, 2);
+        assert_eq!(watch(&hub, &b, &bob, &["carol", "dave"]), ["carol"]);
         let (dave1, _, _) = connect_capturing(&hub, 4);
         hub.unregister(dave1.id);
         tokio::time::sleep(PRESENCE_WINDOW * 2).await;
@@ -1493,12 +1726,70 @@ mod tests {
         assert_eq!(frames_of(&alice), [presence(&["bob", "carol"], &["dave"])]);
         assert_eq!(frames_of(&bob), [presence(&["carol"], &["dave"])]);
         assert_eq!(frames_of(&carol), [presence(&["bob"], &["dave"])]);
+        assert!(frames_of(&eve).is_empty(), "eve watches nobody");
 
         let (_c2, _, carol2) = connect_capturing(&hub, 3);
         tokio::time::sleep(PRESENCE_WINDOW * 2).await;
         assert!(
             frames_of(&carol2).is_empty() && frames_of(&alice).is_empty(),
             "a second device of an online user changes nobody's presence"
+        );
+
+        // A new watch set replaces the last: alice stops hearing of carol, starts of eve.
+        assert_eq!(watch(&hub, &a, &alice, &["eve"]), ["eve"]);
+        hub.unregister(c.id);
+        hub.unregister(_c2.id);
+        hub.unregister(e.id);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert_eq!(frames_of(&alice), [presence(&[], &["eve"])]);
+        assert_eq!(frames_of(&bob), [presence(&[], &["carol"])]);
+        hub.shutdown();
+    }
+
+    /// DM partners watch each other without naming each other, and a connection that also
+    /// names its partner hears each change once; bad names are refused and keep the last set.
+    #[tokio::test]
+    async fn dm_partners_are_always_watched_and_bad_names_are_refused() {
+        let hub = hub_with(&["alice", "bob", "carol"], &[(1, 2)]);
+        tokio::spawn(hub.clone().run_presence());
+        let (a, _, alice) = connect_capturing(&hub, 1);
+        assert_eq!(
+            watch(&hub, &a, &alice, &["BOB", "carol"]),
+            Vec::<String>::new()
+        );
+        let (b, _, _) = connect_capturing(&hub, 2);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert_eq!(frames_of(&alice), [presence(&["bob"], &[])]);
+
+        let unknown = ["carol".to_string(), "zed".to_string()];
+        let refused = hub.watch_presence(1, a.id, 10, &unknown).unwrap_err();
+        assert_eq!(refused.0, ErrorCode::NotFound);
+        assert!(refused.1.contains("zed"), "{}", refused.1);
+        assert!(
+            matches!(
+                &frames_of(&alice)[..],
+                [ServerFrame::Error {
+                    id: Some(10),
+                    code: ErrorCode::NotFound,
+                    ..
+                }]
+            ),
+            "answered on the socket"
+        );
+        let (_c, _, _) = connect_capturing(&hub, 3);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert_eq!(
+            frames_of(&alice),
+            [presence(&["carol"], &[])],
+            "the last set (bob, carol) stayed"
+        );
+        assert_eq!(watch(&hub, &a, &alice, &[]), Vec::<String>::new());
+        hub.unregister(b.id);
+        tokio::time::sleep(PRESENCE_WINDOW * 2).await;
+        assert_eq!(
+            frames_of(&alice),
+            [presence(&[], &["bob"])],
+            "a DM partner stays watched with an empty set"
         );
         hub.shutdown();
     }
@@ -1510,10 +1801,11 @@ mod tests {
     async fn presence_travels_the_bus_between_nodes() {
         let bus: Arc<dyn Bus> = Arc::new(super::super::bus::local::LocalBus::default());
         let names = ["alice", "bob"];
-        let (a, b) = (hub_on(&names, 1, &bus), hub_on(&names, 2, &bus));
+        let (a, b) = (hub_on(&names, &[], 1, &bus), hub_on(&names, &[], 2, &bus));
         tokio::spawn(a.clone().run_presence());
         tokio::spawn(b.clone().run_presence());
-        let (_bob, _, bob_frames) = connect_capturing(&b, 2);
+        let (bob, _, bob_frames) = connect_capturing(&b, 2);
+        assert!(watch(&b, &bob, &bob_frames, &["alice"]).is_empty());
         let online_on_b = |user: &str| {
             b.users()
                 .iter()
@@ -1524,8 +1816,13 @@ mod tests {
         tokio::time::sleep(PRESENCE_WINDOW * 2).await;
         assert!(online_on_b("alice"), "node B knows alice is on node A");
         assert_eq!(frames_of(&bob_frames), [presence(&["alice"], &[])]);
-        let (alice_b, hello, _) = connect_capturing(&b, 1);
-        assert!(online_of(&hello).contains(&"bob"));
+        let (alice_b, hello, alice_frames) = connect_capturing(&b, 1);
+        assert_eq!(
+            online_of(&hello),
+            ["alice"],
+            "bob is not alice's DM partner"
+        );
+        assert_eq!(watch(&b, &alice_b, &alice_frames, &["bob"]), ["bob"]);
         a.unregister(alice_a.id);
         tokio::time::sleep(PRESENCE_WINDOW * 2).await;
         assert!(online_on_b("alice"), "still on node B");
@@ -1552,31 +1849,41 @@ mod tests {
     }
 
     /// The hello written from the hub's borrowed state is the protocol's `Hello`, field for
-    /// field; its online list is sorted, includes the new user, counts a user with two devices
-    /// once, and drops a user whose last connection went.
+    /// field; its online list holds the new user and, of the others, only their DM partners
+    /// online (sorted, a partner with two devices once, gone once their last device went):
+    /// carol, online but no DM partner of alice's, is not in it.
     #[test]
-    fn hello_lists_who_is_online_sorted_and_matches_the_protocol_type() {
-        let hub = hub_with(&["dave", "bob", "carol", "alice"]);
-        let (_dave, hello) = connect(&hub, 1);
-        assert_eq!(online_of(&hello), ["dave"]);
+    fn hello_lists_only_dm_partners_online_and_matches_the_protocol_type() {
+        let hub = hub_with(
+            &["alice", "bob", "carol", "dave"],
+            &[(4, 2), (4, 3), (1, 4)],
+        );
+        let (_alice, hello) = connect(&hub, 1);
+        assert_eq!(online_of(&hello), ["alice"]);
         let (bob1, _) = connect(&hub, 2);
         let (bob2, _) = connect(&hub, 2);
         let (_carol, hello) = connect(&hub, 3);
-        assert_eq!(online_of(&hello), ["bob", "carol", "dave"]);
-
+        assert_eq!(
+            online_of(&hello),
+            ["carol"],
+            "alice and bob are no partners of carol"
+        );
+        let (dave1, hello) = connect(&hub, 4);
+        assert_eq!(online_of(&hello), ["alice", "bob", "carol", "dave"]);
         hub.unregister(bob1.id);
-        let (_alice, hello) = connect(&hub, 4);
+        hub.unregister(dave1.id);
+        let (_, hello) = connect(&hub, 4);
         assert_eq!(
             online_of(&hello),
             ["alice", "bob", "carol", "dave"],
             "bob still has a device"
         );
         hub.unregister(bob2.id);
-        let (_, hello) = connect(&hub, 4);
+        let (_, hello) = connect(&hub, 1);
         assert_eq!(
             online_of(&hello),
-            ["alice", "carol", "dave"],
-            "bob's last device went"
+            ["alice", "dave"],
+            "carol is no partner of alice"
         );
 
         let ServerFrame::Hello {
@@ -1597,10 +1904,11 @@ mod tests {
         assert_eq!(user.display_name, "ALICE");
         assert_eq!(*heartbeat_ms, 25_000);
         assert!(unread.is_empty());
-        assert_eq!(conversations.len(), 1);
+        assert_eq!(conversations.len(), 2);
         assert_eq!(conversations[0].name, limits::DEFAULT_ROOM);
         assert_eq!(conversations[0].last_seq, 7);
         assert_eq!(conversations[0].member_count, 4);
+        assert_eq!(conversations[1].name, "dave");
     }
 
     /// `fired` resolves when another task fires, keeps the first code, and resolves at once

@@ -401,6 +401,19 @@ impl WsClient {
         }
     }
 
+    /// Watch the presence of `names` (replacing the last watch set); returns who of them is
+    /// online, as answered.
+    pub async fn watch(&mut self, names: &[&str]) -> Vec<String> {
+        let users = names.iter().map(|n| n.to_string()).collect();
+        match self
+            .request(|id| ClientFrame::WatchPresence { id, users })
+            .await
+        {
+            Ok(Reply::Watching { online }) => online,
+            other => panic!("expected watching, got {other:?}"),
+        }
+    }
+
     /// Send `text` to a conversation and return the acked message.
     pub async fn send_text(&mut self, conv: ConvId, text: &str) -> ChatMessage {
         self.send_with_id(conv, text, Uuid::new_v4())

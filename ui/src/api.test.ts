@@ -79,6 +79,7 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   leave_room: () => api.leaveRoom(1),
   members: () => api.members(1),
   users: () => api.users(),
+  watch_presence: () => api.watchPresence(["bob"]),
   typing: () => api.typing(1),
   set_visible_conversation: () => api.setVisibleConversation(null),
   set_level: () => api.setLevel(1, "mentions"),

@@ -143,6 +143,8 @@ export const api = {
   leaveRoom: (conv: number) => call<void>("leave_room", { conv }),
   members: (conv: number) => call<Member[]>("members", { conv }),
   users: () => call<Member[]>("users"),
+  /** Watch the presence of the users shown (at most MAX_WATCHED_USERS), replacing the last set. */
+  watchPresence: (users: string[]) => call<string[]>("watch_presence", { users }),
   typing: (conv: number) => call<void>("typing", { conv }),
   setVisibleConversation: (conv: number | null) => call<void>("set_visible_conversation", { conv }),
   /** A conversation's notification level, synced to the user's other devices. */

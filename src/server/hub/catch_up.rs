@@ -256,7 +256,7 @@ impl Hub {
         let mut out = Outgoing::default();
         for row in snapshot.users {
             if !touched.users.contains(&row.id) {
-                state.users.insert(row.id, row.user);
+                state.set_user(row.id, row.user);
             }
         }
         state.levels.retain(|user, _| touched.users.contains(user));

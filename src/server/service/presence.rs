@@ -1,9 +1,10 @@
 //! Presence: who is connected to this node (the hub's registry, which sends `hello` and the
-//! batched presence changes), and typing indicators, which are published but never stored.
+//! batched presence changes), what each socket watches the presence of, and typing indicators,
+//! which are published but never stored.
 
 use std::sync::Arc;
 
-use crate::protocol::{close, ConvId};
+use crate::protocol::{close, limits, ConvId, ErrorCode};
 
 use super::super::bus::Event;
 use super::super::hub::{ConnHandle, Kill};
@@ -63,5 +64,26 @@ pub fn typing(shared: &Shared, caller: &Caller, conv: ConvId) -> Result<(), Serv
         user: caller.user,
         conv,
     });
+    Ok(())
+}
+
+/// Make `users` the caller's socket's presence watch set (replacing its last); the hub answers
+/// the socket with which of them are online now. More than [`limits::MAX_WATCHED_USERS`] names
+/// is `bad_request`, answered here; a name no user has is `not_found`; either way the last set
+/// stays.
+pub fn watch(shared: &Shared, caller: &Caller, users: &[String]) -> Result<(), ServiceError> {
+    if users.len() > limits::MAX_WATCHED_USERS {
+        return Err(ServiceError::Refused {
+            code: ErrorCode::BadRequest,
+            message: format!(
+                "at most {} users may be watched at once, not {}",
+                limits::MAX_WATCHED_USERS,
+                users.len()
+            ),
+        });
+    }
+    let _ = shared
+        .hub
+        .watch_presence(caller.user, caller.conn, caller.req, users);
     Ok(())
 }

@@ -8,4 +8,4 @@ import type { Unread } from "./Unread";
 /**
  * The payload of a successful answer, tagged by `kind`.
  */
-export type Reply = { "kind": "authenticated" } | { "kind": "synced", unread: Array<Unread>, } | { "kind": "sent", message: Message, } | { "kind": "history", conv: number, messages: Array<Message>, has_more: boolean, } | { "kind": "rooms", rooms: Array<RoomInfo>, } | { "kind": "joined", conversation: Conversation, } | { "kind": "members", conv: number, members: Array<Member>, } | { "kind": "users", users: Array<Member>, } | { "kind": "done" };
+export type Reply = { "kind": "authenticated" } | { "kind": "synced", unread: Array<Unread>, } | { "kind": "sent", message: Message, } | { "kind": "history", conv: number, messages: Array<Message>, has_more: boolean, } | { "kind": "rooms", rooms: Array<RoomInfo>, } | { "kind": "joined", conversation: Conversation, } | { "kind": "members", conv: number, members: Array<Member>, } | { "kind": "users", users: Array<Member>, } | { "kind": "watching", online: Array<string>, } | { "kind": "done" };

@@ -24,7 +24,8 @@ server_id: string, user: User, server_time: number,
  */
 heartbeat_ms: number, conversations: Array<Conversation>, 
 /**
- * Usernames online now (including this user).
+ * Of this user and the users they share a direct message with, those online now,
+ * sorted. Anyone else's presence is asked for with [`ClientFrame::WatchPresence`].
  */
 online: Array<string>, unread: Array<Unread>, 
 /**

@@ -21,3 +21,6 @@ export const MIN_PASSWORD_CHARS = 8;
 
 /** Longest message text, in Unicode scalar values. */
 export const MAX_TEXT_CHARS = 4000;
+
+/** Most users whose presence one connection watches (`watch_presence`). */
+export const MAX_WATCHED_USERS = 1000;

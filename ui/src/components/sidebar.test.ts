@@ -182,6 +182,26 @@ describe("sidebar", () => {
     expect(fake.calls.filter((c) => c.cmd === "users")).toHaveLength(fetches);
   });
 
+  it("watches the presence of the people it shows, the open room's members first, once per change", async () => {
+    const fake = teamFake();
+    fake.addUser("dave", "Dave", "🐙", false);
+    const general = fake.addRoom("general", ["alice", "carol", "dave"]);
+    void general;
+    const user = userEvent.setup();
+    await renderApp();
+    const watches = () => fake.calls.filter((c) => c.cmd === "watch_presence").map((c) => c.args.users);
+    // Before a room is open: the people list, without alice herself.
+    await waitFor(() => expect(watches().at(-1)).toEqual(["bob", "carol", "dave"]));
+    // The open room's members come first, then the rest of the people list.
+    await user.click(await screen.findByTestId("conv-item"));
+    await waitFor(() => expect(watches().at(-1)).toEqual(["carol", "dave", "bob"]));
+    const sent = watches().length;
+    // Opening the same room again changes nothing shown: nothing is sent again.
+    await user.click(await screen.findByTestId("conv-item"));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(watches()).toHaveLength(sent);
+  });
+
   it("creates and joins rooms from the rooms dialog", async () => {
     const fake = teamFake();
     fake.addRoom("design", ["bob"]);

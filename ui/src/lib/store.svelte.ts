@@ -27,6 +27,7 @@ import { errorText, languageFor, setLanguage, t } from "./i18n.svelte";
 import { firstUnread, prependPage, upsertMessage } from "./rows";
 import { sortByActivity, upsertConversation } from "./sidebar";
 import { buildDirectory, isolate } from "./names";
+import { watchList } from "./presence";
 import { hasReacted } from "./reactions";
 import { readBytes } from "./attachments";
 
@@ -228,6 +229,7 @@ export class Store {
     this.current = null;
     this.users = [];
     this.online = new Set();
+    this.watched = "";
     this.typing = {};
     this.lastMarked.clear();
   }
@@ -268,6 +270,32 @@ export class Store {
     this.online =
       this.presenceEvents === mark ? new Set(users.filter((m) => m.online).map((m) => m.user.username)) : heard;
     this.users = users.map((m) => ({ ...m, online: this.online.has(m.user.username) }));
+    this.watchShown();
+  }
+
+  /** The watch set last asked for, joined, so an unchanged one is not sent again. */
+  private watched = "";
+
+  /**
+   * Watches the presence of the users the window shows: the open conversation's members first,
+   * then the people list, at most MAX_WATCHED_USERS (the server tells nobody else's changes).
+   * The answer comes back as `natter://online`.
+   */
+  private watchShown(): void {
+    const me = this.me?.username ?? null;
+    const names = watchList(
+      this.members.map((u) => u.username),
+      this.users.map((m) => m.user.username),
+      me,
+    );
+    const key = names.join("\n");
+    if (key === this.watched) return;
+    this.watched = key;
+    api.watchPresence(names).catch((e: unknown) => {
+      // Offline, the Rust side keeps the set and sends it once connected; refused, ask again
+      // with the next change.
+      if ((e as { code?: string } | null)?.code !== "offline" && this.watched === key) this.watched = "";
+    });
   }
 
   // ---- events ----
@@ -580,6 +608,7 @@ export class Store {
         if (token !== this.openToken) return;
         this.memberCount = m.length;
         this.members = m.map((x) => x.user);
+        this.watchShown();
       })
       .catch(() => {});
     try {

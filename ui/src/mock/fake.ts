@@ -541,6 +541,14 @@ export class FakeBackend {
         // The real command needs the server, so it fails like this while offline.
         if (this.offline) fail("offline", "not connected");
         return this.members();
+      case "watch_presence": {
+        if (this.offline) fail("offline", "not connected");
+        const names = args.users as string[];
+        const unknown = names.find((n) => !this.users.has(n));
+        if (unknown !== undefined) fail("not_found", `no such user: ${unknown}`);
+        const online = names.filter((n) => this.users.get(n)!.online).sort();
+        return online;
+      }
       case "typing":
       case "set_visible_conversation":
         return null;
