@@ -1,0 +1,55 @@
+/**
+ * Rooms run by their moderators (issue 19): a room created private, and an admin (a moderator
+ * of every room) deleting someone else's message, which a plain member cannot.
+ */
+import { describe, expect, it } from "vitest";
+import { fireEvent, screen, waitFor, within } from "@testing-library/svelte";
+import userEvent from "@testing-library/user-event";
+import { renderApp, teamFake } from "../test/harness";
+
+async function openGeneral(admin: boolean) {
+  const fake = teamFake();
+  fake.users.get("alice")!.user.admin = admin;
+  const general = fake.addRoom("general", ["alice", "bob"]);
+  fake.deliver(general, "bob", "spam spam", Date.now() - 1_000);
+  fake.state.last_conversation = general.id;
+  await renderApp();
+  await waitFor(() => expect(screen.getAllByTestId("message")).toHaveLength(1));
+  return { fake, general, user: userEvent.setup() };
+}
+
+describe("moderation", () => {
+  it("creates a private room when the toggle is on, a public one otherwise", async () => {
+    const fake = teamFake();
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("rooms-open"));
+    await user.type(await screen.findByTestId("room-name"), "secret");
+    await user.click(screen.getByRole("checkbox", { name: /Private/ }));
+    await user.click(screen.getByTestId("room-create"));
+    await waitFor(() => expect(fake.calls.some((c) => c.cmd === "create_room")).toBe(true));
+    expect(fake.calls.find((c) => c.cmd === "create_room")?.args).toEqual({ name: "secret", private: true });
+    expect(fake.convs.find((c) => c.name === "secret")?.private).toBe(true);
+
+    await user.click(await screen.findByTestId("rooms-open"));
+    await user.type(await screen.findByTestId("room-name"), "open-room");
+    await user.click(screen.getByTestId("room-create"));
+    await waitFor(() => expect(fake.calls.filter((c) => c.cmd === "create_room")).toHaveLength(2));
+    expect(fake.calls.filter((c) => c.cmd === "create_room")[1].args).toEqual({ name: "open-room", private: false });
+  });
+
+  it("an admin deletes someone else's message in a room; a member is not offered it", async () => {
+    const { fake, general, user } = await openGeneral(true);
+    await fireEvent.contextMenu(screen.getByTestId("message"));
+    await user.click(within(screen.getByTestId("message-menu")).getByTestId("menu-delete"));
+    await user.click(await screen.findByTestId("delete-confirm"));
+    await waitFor(() => expect(general.messages[0].deleted).toBe(true));
+    expect(fake.calls.find((c) => c.cmd === "delete_message")?.args).toEqual({ conv: general.id, seq: 1 });
+  });
+
+  it("a member who is not an admin cannot delete someone else's message", async () => {
+    await openGeneral(false);
+    await fireEvent.contextMenu(screen.getByTestId("message"));
+    expect(within(screen.getByTestId("message-menu")).queryByTestId("menu-delete")).toBeNull();
+  });
+});
