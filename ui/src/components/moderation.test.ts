@@ -53,3 +53,22 @@ describe("moderation", () => {
     expect(within(screen.getByTestId("message-menu")).queryByTestId("menu-delete")).toBeNull();
   });
 });
+
+describe("adding someone to a room", () => {
+  it("adds a user by username from the room's header; an unknown one is refused in words", async () => {
+    const { fake, general, user } = await openGeneral(false);
+    await user.click(screen.getByTestId("conv-add-member"));
+    await user.type(await screen.findByTestId("add-member-username"), "nobody");
+    await user.click(screen.getByTestId("add-member-submit"));
+    expect(await screen.findByTestId("add-member-error")).toBeInTheDocument();
+    await user.clear(screen.getByTestId("add-member-username"));
+    await user.type(screen.getByTestId("add-member-username"), "@carol");
+    await user.click(screen.getByTestId("add-member-submit"));
+    await waitFor(() => expect(screen.queryByTestId("add-member-dialog")).toBeNull());
+    expect(fake.calls.filter((c) => c.cmd === "add_member").map((c) => c.args)).toEqual([
+      { conv: general.id, username: "nobody" },
+      { conv: general.id, username: "carol" },
+    ]);
+    expect(general.members.has("carol")).toBe(true);
+  });
+});

@@ -607,6 +607,12 @@ export class FakeBackend {
         this.emitSummary(room);
         return this.summary(room);
       }
+      case "add_member": {
+        const c = this.conv(args.conv);
+        if (!this.users.has(String(args.username))) fail("not_found", "no such user");
+        c.members.add(String(args.username));
+        return null;
+      }
       case "join_room": {
         const c = this.convs.find((x) => x.kind === "room" && x.name === args.name);
         if (!c) fail("not_found", "no such room");
