@@ -72,3 +72,33 @@ describe("adding someone to a room", () => {
     expect(general.members.has("carol")).toBe(true);
   });
 });
+
+describe("an admin moderating a room's members", () => {
+  it("removes one member and bans another from the room's member list; a member sees no list", async () => {
+    const fake = teamFake();
+    fake.users.get("alice")!.user.admin = true;
+    const design = fake.addRoom("design", ["alice", "bob", "carol"]);
+    fake.state.last_conversation = design.id;
+    await renderApp();
+    const user = userEvent.setup();
+    await user.click(await screen.findByTestId("conv-add-member"));
+    const rows = await screen.findAllByTestId("member-row");
+    expect(rows.map((r) => r.dataset.username)).toEqual(["bob", "carol"]);
+    await user.click(within(rows[0]).getByTestId("member-remove"));
+    await waitFor(() => expect(screen.getAllByTestId("member-row")).toHaveLength(1));
+    await user.click(within(screen.getByTestId("member-row")).getByTestId("member-ban"));
+    await waitFor(() => expect(screen.queryAllByTestId("member-row")).toHaveLength(0));
+    expect(fake.calls.filter((c) => c.cmd === "remove_member").map((c) => c.args)).toEqual([
+      { conv: design.id, username: "bob", ban: false },
+      { conv: design.id, username: "carol", ban: true },
+    ]);
+    expect([...design.members]).toEqual(["alice"]);
+  });
+
+  it("a member who is not an admin gets no member list", async () => {
+    const { user } = await openGeneral(false);
+    await user.click(screen.getByTestId("conv-add-member"));
+    await screen.findByTestId("add-member-dialog");
+    expect(screen.queryByTestId("member-list")).toBeNull();
+  });
+});

@@ -613,6 +613,12 @@ export class FakeBackend {
         c.members.add(String(args.username));
         return null;
       }
+      case "remove_member": {
+        const c = this.conv(args.conv);
+        if (!this.state.user?.admin || c.name === "general") fail("forbidden", "you do not moderate this room");
+        if (!c.members.delete(String(args.username))) fail("not_found", "not a member");
+        return null;
+      }
       case "join_room": {
         const c = this.convs.find((x) => x.kind === "room" && x.name === args.name);
         if (!c) fail("not_found", "no such room");
