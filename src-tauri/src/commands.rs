@@ -5,9 +5,12 @@
 //! itself runs on the client core's store thread.
 
 use natter::client::export::{ExportFormat, ExportSummary};
+use natter::client::http::AccountAction;
+use natter::client::invitation::InviteLink;
 use natter::client::{ConversationSummary, LocalMessage, SearchHit, Target};
 use natter::protocol::{
-    Attachment, ConvId, Dnd, Member, NotifyLevel, RoomInfo, Seq, SessionInfo, User,
+    Attachment, ConvId, Dnd, Invite, Member, NotifyLevel, PendingUser, RoomInfo, Seq, SessionInfo,
+    User,
 };
 use tauri::{ipc::Invoke, Runtime, State};
 
@@ -15,7 +18,7 @@ use crate::accounts::AccountInfo;
 use crate::config::Settings;
 use crate::error::{CmdResult, CommandError};
 use crate::host::DEFAULT_PORT;
-use crate::state::{AppState, Shell, StoreRepair};
+use crate::state::{AppState, NewInvite, Shell, StoreRepair};
 
 /// Page size when the UI does not say.
 const DEFAULT_HISTORY_LIMIT: u32 = 50;
@@ -52,6 +55,8 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         search,
         rooms,
         create_room,
+        add_member,
+        remove_member,
         join_room,
         leave_room,
         members,
@@ -76,6 +81,14 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         accounts,
         add_account,
         switch_account,
+        set_sharing,
+        read_invite,
+        create_invite,
+        invites,
+        revoke_invite,
+        pending_accounts,
+        approve_account,
+        reject_account,
     ]
 }
 
@@ -123,6 +136,7 @@ pub async fn discover_servers() -> CmdResult<Vec<natter::discovery::FoundHost>> 
         .map_err(|e| CommandError::new(crate::error::ErrorCode::Offline, e.to_string()))
 }
 
+/// `invite`: a code from `read_invite` (required on an invite-only server such as a host's).
 #[tauri::command]
 pub async fn register(
     shell: State<'_, Shell>,
@@ -130,9 +144,10 @@ pub async fn register(
     password: String,
     display_name: String,
     avatar: String,
+    invite: Option<String>,
 ) -> CmdResult<AppState> {
     shell
-        .register(username, password, display_name, avatar)
+        .register(username, password, display_name, avatar, invite)
         .await
 }
 
@@ -392,9 +407,41 @@ pub async fn rooms(shell: State<'_, Shell>) -> CmdResult<Vec<RoomInfo>> {
     Ok(shell.online_client().await?.rooms().await?)
 }
 
+/// `private`: a room only its members know of, entered when a member adds someone.
 #[tauri::command]
-pub async fn create_room(shell: State<'_, Shell>, name: String) -> CmdResult<ConversationSummary> {
-    Ok(shell.online_client().await?.create_room(&name).await?)
+pub async fn create_room(
+    shell: State<'_, Shell>,
+    name: String,
+    private: Option<bool>,
+) -> CmdResult<ConversationSummary> {
+    let client = shell.online_client().await?;
+    Ok(if private.unwrap_or(false) {
+        client.create_private_room(&name).await?
+    } else {
+        client.create_room(&name).await?
+    })
+}
+
+/// Adds `username` to room `conv` (any member may; the way into a private room).
+#[tauri::command]
+pub async fn add_member(shell: State<'_, Shell>, conv: ConvId, username: String) -> CmdResult<()> {
+    Ok(shell
+        .online_client()
+        .await?
+        .add_member(conv, &username)
+        .await?)
+}
+
+/// A room moderator removes `username` from room `conv`; with `ban`, for good.
+#[tauri::command]
+pub async fn remove_member(
+    shell: State<'_, Shell>,
+    conv: ConvId,
+    username: String,
+    ban: bool,
+) -> CmdResult<()> {
+    let client = shell.online_client().await?;
+    Ok(client.remove_member(conv, &username, ban).await?)
 }
 
 #[tauri::command]
@@ -559,4 +606,61 @@ pub async fn switch_account(
     username: String,
 ) -> CmdResult<AppState> {
     shell.switch_account(&server_url, &username).await
+}
+
+// ---- run by its host (docs/ipc.md "Hosting and inviting") ----
+
+/// "Share on the network" on or off for the hosted server (remembered).
+#[tauri::command]
+pub async fn set_sharing(shell: State<'_, Shell>, on: bool) -> CmdResult<AppState> {
+    shell.set_sharing(on).await
+}
+
+/// Reads pasted invite text (a `natter://invite` link, a message holding one, or a bare code).
+#[tauri::command]
+pub fn read_invite(text: String) -> CmdResult<InviteLink> {
+    InviteLink::read(&text).map_err(|e| CommandError::invalid(e.to_string()))
+}
+
+/// A new invite valid for `expires_in` seconds (absent: 7 days), with the links to pass on.
+#[tauri::command]
+pub async fn create_invite(
+    shell: State<'_, Shell>,
+    expires_in: Option<u64>,
+) -> CmdResult<NewInvite> {
+    let invite = shell
+        .online_client()
+        .await?
+        .create_invite(expires_in)
+        .await?;
+    let links = shell.invite_links(invite.code.as_deref().unwrap_or_default());
+    Ok(NewInvite { invite, links })
+}
+
+#[tauri::command]
+pub async fn invites(shell: State<'_, Shell>) -> CmdResult<Vec<Invite>> {
+    Ok(shell.online_client().await?.invites().await?)
+}
+
+#[tauri::command]
+pub async fn revoke_invite(shell: State<'_, Shell>, id: i64) -> CmdResult<()> {
+    Ok(shell.online_client().await?.revoke_invite(id).await?)
+}
+
+#[tauri::command]
+pub async fn pending_accounts(shell: State<'_, Shell>) -> CmdResult<Vec<PendingUser>> {
+    Ok(shell.online_client().await?.pending_accounts().await?)
+}
+
+#[tauri::command]
+pub async fn approve_account(shell: State<'_, Shell>, username: String) -> CmdResult<User> {
+    Ok(shell.online_client().await?.approve(&username).await?)
+}
+
+#[tauri::command]
+pub async fn reject_account(shell: State<'_, Shell>, username: String) -> CmdResult<()> {
+    let client = shell.online_client().await?;
+    Ok(client
+        .account_action(AccountAction::Reject, &username)
+        .await?)
 }

@@ -78,6 +78,12 @@ pub struct DesktopConfig {
     pub server_url: Option<String>,
     /// Set when the user chose to host: the next start hosts again on this port.
     pub host_port: Option<u16>,
+    /// The host turned "Share on the network" on: the hosted server listens on the network
+    /// and is advertised; off (a new profile), this computer only. Missing in a file from
+    /// before the choice existed: on, as those versions always shared, so others who joined
+    /// are not cut off by an upgrade.
+    #[serde(default = "shared_before_the_choice")]
+    pub host_shared: bool,
     /// The signed-in user on `server_url`; their profile (store and session token) is
     /// `profiles/<server>-<username>` under the data directory.
     pub username: Option<String>,
@@ -87,6 +93,10 @@ pub struct DesktopConfig {
     /// order); the active one is `server_url` + `username`. Missing in a file from before there
     /// were several: the active account alone ([`DesktopConfig::load`] adds it).
     pub accounts: Vec<SavedAccount>,
+}
+
+fn shared_before_the_choice() -> bool {
+    true
 }
 
 impl DesktopConfig {
@@ -264,6 +274,24 @@ mod tests {
         assert_eq!(DesktopConfig::load(dir.path()), cfg);
         cfg.forget_account(&alice);
         assert!(cfg.accounts.is_empty());
+    }
+
+    #[test]
+    fn a_host_from_before_the_sharing_choice_stays_shared_and_a_new_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!DesktopConfig::load(dir.path()).host_shared);
+        std::fs::write(
+            dir.path().join(FILE),
+            br#"{"server_url": "https://127.0.0.1:8686/", "host_port": 8686}"#,
+        )
+        .unwrap();
+        assert!(DesktopConfig::load(dir.path()).host_shared);
+        let cfg = DesktopConfig {
+            host_port: Some(8686),
+            ..Default::default()
+        };
+        cfg.save(dir.path()).unwrap();
+        assert!(!DesktopConfig::load(dir.path()).host_shared);
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub enum ErrorCode {
     /// The server presents another certificate than the one trusted for it: someone may be
     /// impersonating it. Nothing was sent.
     CertificateChanged,
+    /// Registering on this server needs an invite code (docs/protocol.md, "Registration").
+    InviteRequired,
+    /// The invite code is unknown, already used, revoked or expired: ask for a new one.
+    InvalidInvite,
+    /// The account waits for an admin's approval.
+    PendingApproval,
 }
 
 /// What a failed command rejects with.
@@ -115,6 +121,9 @@ mod tests {
             (ErrorCode::StoreCorrupt, "store_corrupt"),
             (ErrorCode::UntrustedCertificate, "untrusted_certificate"),
             (ErrorCode::CertificateChanged, "certificate_changed"),
+            (ErrorCode::InviteRequired, "invite_required"),
+            (ErrorCode::InvalidInvite, "invalid_invite"),
+            (ErrorCode::PendingApproval, "pending_approval"),
         ];
         for (code, text) in all {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));

@@ -3,6 +3,11 @@
 //! should enter. The server speaks https:// and wss:// only, with the host's own certificate
 //! (`natter::tls::HostCertificate`, kept in the server's data directory); others confirm its
 //! fingerprint when they join, and this app's own client trusts it by that fingerprint.
+//!
+//! Registration is by invite only (the host's own first account is the admin and needs none;
+//! the host's screen makes invites), and the server is the host's alone until they share it:
+//! unshared it listens on loopback and is not advertised; shared it listens on the shell's
+//! network address and is advertised with mDNS ([`Reach`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -14,9 +19,35 @@ use crate::error::{CommandError, ErrorCode};
 /// The port used when the user does not choose one.
 pub const DEFAULT_PORT: u16 = 8686;
 
+/// Who may register on a hosted server.
+pub const REGISTRATION: natter::protocol::Registration = natter::protocol::Registration::Invite;
+
+/// Who can reach a hosted server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// This computer only: loopback, no advertisement.
+    ThisComputer,
+    /// The network: listening on this address (all interfaces in the app), and advertised.
+    Network(IpAddr),
+}
+
+impl Reach {
+    fn listen_ip(self) -> IpAddr {
+        match self {
+            Reach::ThisComputer => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            Reach::Network(ip) => ip,
+        }
+    }
+
+    pub fn is_shared(self) -> bool {
+        matches!(self, Reach::Network(_))
+    }
+}
+
 /// A running in-process server. Dropping it (or [`HostedServer::stop`]) shuts the server down.
 pub struct HostedServer {
     pub port: u16,
+    pub reach: Reach,
     /// The fingerprint of the certificate it serves, for the host's screen.
     pub fingerprint: natter::tls::Fingerprint,
     /// Its advertisement on the network (None when the network has no multicast interface).
@@ -26,15 +57,11 @@ pub struct HostedServer {
 }
 
 impl HostedServer {
-    /// Binds `bind_ip:port` (port 0 picks a free one) and runs the server with its data in
-    /// `data_dir`. Fails with a clear message when the port is taken or the server's database
-    /// cannot be used (damaged, or lost: see the server's start-up checks).
-    pub async fn start(
-        bind_ip: IpAddr,
-        port: u16,
-        data_dir: PathBuf,
-    ) -> Result<Self, CommandError> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind_ip, port))
+    /// Binds `port` (0 picks a free one) where `reach` says and runs the server with its data in
+    /// `data_dir`, advertised when shared. Fails with a clear message when the port is taken or
+    /// the server's database cannot be used (damaged, or lost: see the server's start-up checks).
+    pub async fn start(reach: Reach, port: u16, data_dir: PathBuf) -> Result<Self, CommandError> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(reach.listen_ip(), port))
             .await
             .map_err(|e| {
                 CommandError::new(
@@ -53,24 +80,28 @@ impl HostedServer {
         let (tx, rx) = oneshot::channel::<()>();
         let mut config = natter::server::ServerConfig::new(data_dir);
         config.tls = Some(cert.server_tls());
-        // Registration stays open in host mode until the host's screen can make invites: with
-        // invite-only as the default, nobody could join a hosted server from the app yet
-        // (issue 19 asks for invite-only once that screen exists).
-        config.registration = natter::server::Registration::Open;
+        // Whoever reaches a shared host needs an invite from its admins (the host's first
+        // account, which the server lets register without one).
+        config.registration = REGISTRATION;
         // The store opens here, so a bad database fails this command instead of a hosted
         // server that silently is not there.
         let server = natter::server::Server::start(listener, config)
             .map_err(|e| CommandError::internal(format!("cannot host a server: {e}")))?;
-        // Found by others without typing an address (a failure only costs that convenience).
-        let name = natter::tls::host_names().swap_remove(0);
-        let advertisement = natter::discovery::Advertisement::start(
-            &name,
-            port,
-            server.server_id(),
-            Some(cert.fingerprint),
-        )
-        .inspect_err(|e| tracing::warn!(error = %e, "cannot advertise the hosted server"))
-        .ok();
+        // Found by others without typing an address (a failure only costs that convenience),
+        // once the host shares it.
+        let advertisement = if reach.is_shared() {
+            let name = natter::tls::host_names().swap_remove(0);
+            natter::discovery::Advertisement::start(
+                &name,
+                port,
+                server.server_id(),
+                Some(cert.fingerprint),
+            )
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot advertise the hosted server"))
+            .ok()
+        } else {
+            None
+        };
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -79,9 +110,10 @@ impl HostedServer {
                 tracing::error!(error = %e, "hosted server stopped");
             }
         });
-        tracing::info!(port, "hosting a natter server");
+        tracing::info!(port, shared = reach.is_shared(), "hosting a natter server");
         Ok(Self {
             port,
+            reach,
             fingerprint: cert.fingerprint,
             advertisement,
             shutdown: Some(tx),
@@ -145,10 +177,10 @@ mod tests {
     #[tokio::test]
     async fn a_taken_port_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let first = HostedServer::start(Ipv4Addr::LOCALHOST.into(), 0, dir.path().join("a"))
+        let first = HostedServer::start(Reach::ThisComputer, 0, dir.path().join("a"))
             .await
             .unwrap();
-        let err = HostedServer::start(Ipv4Addr::LOCALHOST.into(), first.port, dir.path().join("b"))
+        let err = HostedServer::start(Reach::ThisComputer, first.port, dir.path().join("b"))
             .await
             .err()
             .expect("second bind on the same port must fail");

@@ -27,7 +27,7 @@ use url::Url;
 use crate::accounts::{self, AccountInfo, AccountKey, UnreadBook};
 use crate::config::{DesktopConfig, Language, Settings};
 use crate::error::{CmdResult, CommandError};
-use crate::host::{self, HostedServer};
+use crate::host::{self, HostedServer, Reach};
 use crate::notifications::{ClickHandler, NoticeSource, Notifier, Presenter};
 use crate::{startup, tray, window};
 
@@ -158,6 +158,17 @@ pub struct AppState {
     pub accounts: Vec<AccountInfo>,
 }
 
+/// A new invite and the links to pass it on with (docs/ipc.md `create_invite`).
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct NewInvite {
+    /// Its `code` is shown this once.
+    pub invite: natter::protocol::Invite,
+    /// `natter://invite` links: one per address others on the network can use when this app
+    /// hosts the server (with its certificate's fingerprint), else the server's address.
+    pub links: Vec<String>,
+}
+
 /// What `repair_store` did (docs/ipc.md).
 #[derive(Debug, Clone, Serialize, TS)]
 #[ts(export)]
@@ -181,9 +192,14 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 #[ts(export)]
 pub struct Hosting {
-    /// URLs others on the LAN can enter.
+    /// URLs others on the LAN can enter (once `shared`).
     pub addresses: Vec<String>,
     pub port: u16,
+    /// "Share on the network" is on: the server listens on the network and is advertised;
+    /// off, only this computer reaches it.
+    pub shared: bool,
+    /// Who may register on it (a hosted server is invite only).
+    pub registration: natter::protocol::Registration,
     /// The fingerprint of the hosted server's certificate, which those who join compare with
     /// the one their app shows.
     pub fingerprint: String,
@@ -218,7 +234,8 @@ struct Inner {
     /// still the one in force.
     dnd: Mutex<(Option<Dnd>, u64)>,
     unread_total: AtomicU32,
-    /// Where hosted server data lives and which address it binds (tests bind loopback).
+    /// The address a hosted server shared on the network listens on (all interfaces; tests
+    /// name one). Unshared, it listens on loopback.
     host_bind: IpAddr,
 }
 
@@ -274,7 +291,7 @@ impl Shell {
     /// to sign in to it again.
     pub async fn restore(&self) {
         if let Some(port) = self.config().host_port {
-            match HostedServer::start(self.0.host_bind, port, self.server_data_dir()).await {
+            match HostedServer::start(self.host_reach(), port, self.server_data_dir()).await {
                 Ok(server) => {
                     *lock(&self.0.host) = Some(server);
                     self.move_hosted_accounts_to_https(port).await;
@@ -426,6 +443,8 @@ impl Shell {
         let hosting = lock(&self.0.host).as_ref().map(|h| Hosting {
             addresses: host::lan_urls(h.port),
             port: h.port,
+            shared: h.reach.is_shared(),
+            registration: host::REGISTRATION,
             fingerprint: h.fingerprint.to_string(),
         });
         let plaintext = cfg
@@ -487,6 +506,80 @@ impl Shell {
         self.0.data_dir.join("server")
     }
 
+    /// The links that carry invite `code` to others: from this app's hosted server, one per
+    /// network address with its fingerprint; else the address of the server the app is on.
+    pub fn invite_links(&self, code: &str) -> Vec<String> {
+        use natter::client::invitation::InviteLink;
+        let hosted = lock(&self.0.host).as_ref().map(|h| (h.port, h.fingerprint));
+        let on_host = hosted.filter(|(port, _)| {
+            self.config().server_url.as_deref() == Some(host::local_url(*port).as_str())
+        });
+        match on_host {
+            Some((port, fingerprint)) => host::lan_urls(port)
+                .iter()
+                .filter_map(|u| Url::parse(u).ok())
+                .map(|u| InviteLink::new(&u, Some(fingerprint), code).to_link())
+                .collect(),
+            None => self
+                .server_url()
+                .ok()
+                .map(|u| InviteLink::new(&u, None, code).to_link())
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Who may reach a hosted server, as the host chose ("Share on the network").
+    fn host_reach(&self) -> Reach {
+        if self.config().host_shared {
+            Reach::Network(self.0.host_bind)
+        } else {
+            Reach::ThisComputer
+        }
+    }
+
+    /// "Share on the network" on or off: the hosted server starts again on the same port,
+    /// listening on the network and advertised, or on loopback only (which closes everyone
+    /// else's connections). The choice is remembered. This app's own clients reconnect at once.
+    pub async fn set_sharing(&self, on: bool) -> CmdResult<AppState> {
+        let _guard = self.0.switching.lock().await;
+        let running = lock(&self.0.host).take();
+        let Some(running) = running else {
+            return Err(CommandError::new(
+                crate::error::ErrorCode::NotFound,
+                "this app is not hosting a server",
+            ));
+        };
+        if running.reach.is_shared() == on {
+            // Nothing changes: a restart would only cut everyone's connections.
+            *lock(&self.0.host) = Some(running);
+            return Ok(self.app_state());
+        }
+        let (port, before) = (running.port, running.reach);
+        running.stop().await;
+        self.update_config(|c| c.host_shared = on);
+        let dir = self.server_data_dir();
+        match HostedServer::start(self.host_reach(), port, dir.clone()).await {
+            Ok(server) => *lock(&self.0.host) = Some(server),
+            Err(e) => {
+                // The port went to someone else meanwhile: keep hosting as before if we can.
+                self.update_config(|c| c.host_shared = before.is_shared());
+                match HostedServer::start(before, port, dir).await {
+                    Ok(server) => *lock(&self.0.host) = Some(server),
+                    Err(e) => tracing::warn!(error = %e.message, "cannot host again"),
+                }
+                return Err(e);
+            }
+        }
+        if let Some(client) = self.client() {
+            client.reconnect_now();
+        }
+        for r in lock(&self.0.background).iter() {
+            r.client.reconnect_now();
+        }
+        Ok(self.app_state())
+    }
+
     fn client_config(&self, url: &Url, username: &str) -> ClientConfig {
         let profile = natter::client::profile_dir_in(&self.0.data_dir, url, username);
         ClientConfig::new(url.clone(), profile)
@@ -507,7 +600,7 @@ impl Shell {
                     old.stop().await;
                 }
                 let dir = self.server_data_dir();
-                match HostedServer::start(self.0.host_bind, port, dir.clone()).await {
+                match HostedServer::start(self.host_reach(), port, dir.clone()).await {
                     Ok(server) => {
                         let port = server.port;
                         *lock(&self.0.host) = Some(server);
@@ -515,7 +608,7 @@ impl Shell {
                     }
                     Err(e) => {
                         if let Some(old_port) = already {
-                            match HostedServer::start(self.0.host_bind, old_port, dir).await {
+                            match HostedServer::start(self.host_reach(), old_port, dir).await {
                                 Ok(server) => *lock(&self.0.host) = Some(server),
                                 Err(e) => tracing::warn!(error = %e.message, "cannot host again"),
                             }
@@ -595,6 +688,7 @@ impl Shell {
         password: String,
         display_name: String,
         avatar: String,
+        invite: Option<String>,
     ) -> CmdResult<AppState> {
         let url = self.server_url()?;
         let req = natter::client::RegisterRequest {
@@ -602,7 +696,9 @@ impl Shell {
             password,
             display_name: Some(display_name).filter(|s| !s.trim().is_empty()),
             avatar: Some(avatar).filter(|s| !s.trim().is_empty()),
-            invite: None,
+            invite: invite
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty()),
         };
         // Keyed by the server's id (a profile kept under the address moves there) before the
         // session is saved in it.
@@ -1326,6 +1422,9 @@ impl From<ClientError> for CommandError {
             ClientError::StoreCorrupt(m) => (C::StoreCorrupt, m),
             ClientError::UntrustedCertificate(m) => (C::UntrustedCertificate, m),
             ClientError::CertificateChanged(m) => (C::CertificateChanged, m),
+            ClientError::InviteRequired(m) => (C::InviteRequired, m),
+            ClientError::InvalidInvite(m) => (C::InvalidInvite, m),
+            ClientError::PendingApproval(m) => (C::PendingApproval, m),
         };
         CommandError::new(code, message)
     }
@@ -1412,6 +1511,9 @@ mod tests {
             ClientError::StoreCorrupt("m".into()),
             ClientError::UntrustedCertificate("m".into()),
             ClientError::CertificateChanged("m".into()),
+            ClientError::InviteRequired("m".into()),
+            ClientError::InvalidInvite("m".into()),
+            ClientError::PendingApproval("m".into()),
         ];
         for client in all {
             let code = client.code();

@@ -113,12 +113,19 @@ const EVENTS: [&str; 16] = [
 ];
 
 impl Desk {
+    /// An app whose hosted server, once shared, listens on loopback only: nothing a test hosts
+    /// is reachable from the network.
     fn open(dir: &Path) -> Self {
+        Self::open_sharing_on(dir, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// An app whose hosted server, once shared, listens on `share_ip`.
+    fn open_sharing_on(dir: &Path, share_ip: std::net::IpAddr) -> Self {
         let notices = Arc::new(Recorder::default());
         let options = Options {
             data_dir: Some(dir.to_path_buf()),
             presenter: Some(notices.clone()),
-            host_bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+            host_bind: Some(share_ip),
         };
         let (app, window) = support::open_app(mock_builder(), options);
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -220,6 +227,15 @@ fn register(desk: &Desk, user: &str, display: &str) -> Value {
         "register",
         json!({"username": user, "password": "correct horse battery", "displayName": display,
                "avatar": "🦊"}),
+    )
+}
+
+/// Registers `user` with invite `code` (a hosted server is invite only).
+fn register_invited(desk: &Desk, user: &str, code: &str) -> Value {
+    desk.ok(
+        "register",
+        json!({"username": user, "password": "correct horse battery", "displayName": user,
+               "avatar": "🦊", "invite": code}),
     )
 }
 
@@ -679,6 +695,14 @@ fn a_second_app_joins_a_host_after_confirming_its_fingerprint() {
     // by another name so nothing the host trusted counts for it.)
     let url = format!("https://localhost:{port}");
     let guest = Desk::open(guest_dir.path());
+    // The host's own account is the first, and needs no invite; the guest gets one.
+    register(&host, "host", "The Host");
+    let code = host.ok("create_invite", json!({}))["invite"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Others hear of the host only once it shares on the network.
+    host.ok("set_sharing", json!({ "on": true }));
 
     // The host is heard on the network (mDNS) with the fingerprint its screen shows. (With
     // NATTER_DISCOVERY=off, as in scripts/test's main pass, nothing is sent or heard; scripts/test
@@ -733,13 +757,12 @@ fn a_second_app_joins_a_host_after_confirming_its_fingerprint() {
         json!({ "url": url, "fingerprint": fingerprint }),
     );
     guest.ok("join_server", json!({ "url": url }));
-    assert_eq!(register(&guest, "guest", "Guest")["phase"], "ready");
+    assert_eq!(register_invited(&guest, "guest", &code)["phase"], "ready");
     wait_until("the guest is online over wss://", || {
         guest.ok("app_state", json!({}))["connection"]["state"] == "online"
     });
     let general = general_once_joined(&guest);
     guest.ok("send", json!({"conv": general, "text": "hello over TLS"}));
-    register(&host, "host", "The Host");
     let general = general_once_joined(&host);
     wait_until("the host has the guest's message", || {
         host.ok("history", json!({"conv": general}))
@@ -1701,4 +1724,204 @@ fn an_upload_waiting_offline_is_cancelled() {
     let e = desk.err("cancel_upload", json!({ "localId": local_id }));
     assert_eq!(e["code"], "not_found");
     desk.close();
+}
+
+/// A hosted server is invite only: its host's first account is the admin and needs no invite;
+/// an invite the host makes lets one other person register, once. Named bad inputs: no invite,
+/// an unknown code, a used code, a revoked invite revoked again, pasted text that is no invite,
+/// an expiry under a minute, a non-admin making an invite.
+#[test]
+fn a_hosted_server_is_invite_only_and_an_invite_lets_one_person_in_once() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let host = Desk::open(dirs[0].path());
+    let state = host.ok("host_server", json!({ "port": 0 }));
+    assert_eq!(state["hosting"]["registration"], "invite");
+    assert_eq!(state["hosting"]["shared"], false);
+    let port = state["hosting"]["port"].as_u64().unwrap();
+    let fingerprint = state["hosting"]["fingerprint"].as_str().unwrap().to_owned();
+    let state = register(&host, "host", "The Host");
+    assert_eq!(state["user"]["admin"], true, "{state}");
+
+    let url = format!("https://localhost:{port}");
+    let join = |desk: &Desk| {
+        desk.ok(
+            "trust_certificate",
+            json!({ "url": url, "fingerprint": fingerprint }),
+        );
+        desk.ok("join_server", json!({ "url": url }));
+    };
+    let guest = Desk::open(dirs[1].path());
+    join(&guest);
+    let e = guest.err(
+        "register",
+        json!({"username": "guest", "password": "correct horse battery", "displayName": "G",
+               "avatar": "🦊"}),
+    );
+    assert_eq!(e["code"], "invite_required", "{e}");
+    let unknown = "A".repeat(43);
+    let e = guest.err(
+        "register",
+        json!({"username": "guest", "password": "correct horse battery", "displayName": "G",
+               "avatar": "🦊", "invite": unknown}),
+    );
+    assert_eq!(e["code"], "invalid_invite", "{e}");
+
+    assert_eq!(
+        host.err("create_invite", json!({ "expiresIn": 5 }))["code"],
+        "invalid"
+    );
+    let made = host.ok("create_invite", json!({ "expiresIn": 3600 }));
+    let code = made["invite"]["code"].as_str().unwrap().to_owned();
+    // Each link names the host's network address and fingerprint, and reads back whole.
+    for link in made["links"].as_array().unwrap() {
+        let read = guest.ok(
+            "read_invite",
+            json!({ "text": format!("Join me: {}", link.as_str().unwrap()) }),
+        );
+        assert_eq!(read["code"], json!(code), "{read}");
+        assert_eq!(read["fingerprint"], json!(fingerprint), "{read}");
+        assert!(read["server"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{port}/")));
+    }
+    assert_eq!(
+        guest.ok("read_invite", json!({ "text": code }))["code"],
+        json!(code)
+    );
+    assert_eq!(
+        guest.err("read_invite", json!({ "text": "hello there" }))["code"],
+        "invalid"
+    );
+    let live = host.ok("invites", json!({}));
+    assert_eq!(live.as_array().unwrap().len(), 1, "{live}");
+    assert!(live[0].get("code").is_none(), "a listed invite has no code");
+
+    assert_eq!(register_invited(&guest, "guest", &code)["phase"], "ready");
+    assert_eq!(host.ok("invites", json!({})), json!([]));
+    let third = Desk::open(dirs[2].path());
+    join(&third);
+    let e = third.err(
+        "register",
+        json!({"username": "third", "password": "correct horse battery", "displayName": "T",
+               "avatar": "🦊", "invite": code}),
+    );
+    assert_eq!(e["code"], "invalid_invite", "{e}");
+
+    // Revoked, an invite is gone from the list; revoking it again is not_found.
+    let id = host.ok("create_invite", json!({}))["invite"]["id"].clone();
+    host.ok("revoke_invite", json!({ "id": id }));
+    assert_eq!(host.ok("invites", json!({})), json!([]));
+    assert_eq!(
+        host.err("revoke_invite", json!({ "id": id }))["code"],
+        "not_found"
+    );
+    // Only admins make invites.
+    wait_until("the guest is online", || {
+        guest.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+    assert_eq!(guest.err("create_invite", json!({}))["code"], "forbidden");
+    assert_eq!(guest.err("invites", json!({}))["code"], "forbidden");
+
+    // A private room: invisible to the guest until the host adds them; the host (its creator
+    // and an admin) removes and bans them; the guest moderates nothing. Named bad inputs: an
+    // unknown user added, a non-moderator removing, adding a banned user back.
+    wait_until("the host is online", || {
+        host.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+    let secret = host.ok("create_room", json!({ "name": "secret", "private": true }))["id"].clone();
+    let guest_sees = |name: &str| {
+        guest
+            .ok("rooms", json!({}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == name)
+    };
+    assert!(!guest_sees("secret"));
+    assert_eq!(
+        host.err(
+            "add_member",
+            json!({ "conv": secret, "username": "nobody" })
+        )["code"],
+        "not_found"
+    );
+    host.ok("add_member", json!({ "conv": secret, "username": "guest" }));
+    wait_until("the guest is in the private room", || guest_sees("secret"));
+    let e = guest.err(
+        "remove_member",
+        json!({ "conv": secret, "username": "host", "ban": false }),
+    );
+    assert_eq!(e["code"], "forbidden", "{e}");
+    host.ok(
+        "remove_member",
+        json!({ "conv": secret, "username": "guest", "ban": true }),
+    );
+    wait_until("the guest no longer sees the private room", || {
+        !guest_sees("secret")
+    });
+    let e = host.err("add_member", json!({ "conv": secret, "username": "guest" }));
+    assert_eq!(e["code"], "forbidden", "{e}");
+}
+
+/// An address of this machine other than 127.0.0.1: its network address, or (on a machine
+/// without one) another loopback address, which a listener on 127.0.0.1 does not answer either.
+fn other_address() -> std::net::IpAddr {
+    natter::tls::lan_addresses()
+        .into_iter()
+        .find(std::net::IpAddr::is_ipv4)
+        .unwrap_or(std::net::Ipv4Addr::new(127, 0, 0, 2).into())
+}
+
+fn reachable(ip: std::net::IpAddr, port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2)).is_ok()
+}
+
+/// The hosted server is this computer's alone until the host shares it: only loopback answers;
+/// shared (remembered across a restart), the other address answers too and the host's own
+/// client is back online; unshared again, only loopback. Named bad input: sharing while not
+/// hosting.
+#[test]
+fn the_hosted_server_listens_on_loopback_until_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let any: std::net::IpAddr = std::net::Ipv4Addr::UNSPECIFIED.into();
+    let desk = Desk::open_sharing_on(dir.path(), any);
+    assert_eq!(
+        desk.err("set_sharing", json!({ "on": true }))["code"],
+        "not_found"
+    );
+    let port = desk.ok("host_server", json!({ "port": 0 }))["hosting"]["port"]
+        .as_u64()
+        .unwrap() as u16;
+    let (loopback, other) = (std::net::Ipv4Addr::LOCALHOST.into(), other_address());
+    register(&desk, "host", "The Host");
+    assert!(reachable(loopback, port));
+    assert!(!reachable(other, port), "{other} answers before sharing");
+
+    let state = desk.ok("set_sharing", json!({ "on": true }));
+    assert_eq!(state["hosting"]["shared"], true);
+    assert_eq!(state["hosting"]["port"], port);
+    assert!(
+        reachable(other, port),
+        "{other} does not answer when shared"
+    );
+    wait_until("the host's client is back online", || {
+        desk.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
+
+    desk.close();
+    let desk = Desk::open_sharing_on(dir.path(), any);
+    assert_eq!(desk.ok("app_state", json!({}))["hosting"]["shared"], true);
+    assert!(reachable(other, port), "sharing was not remembered");
+
+    let state = desk.ok("set_sharing", json!({ "on": false }));
+    assert_eq!(state["hosting"]["shared"], false);
+    assert!(
+        !reachable(other, port),
+        "{other} answers after sharing ended"
+    );
+    assert!(reachable(loopback, port));
+    wait_until("the host's client is online again", || {
+        desk.ok("app_state", json!({}))["connection"]["state"] == "online"
+    });
 }

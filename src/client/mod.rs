@@ -23,6 +23,7 @@ pub mod db;
 pub mod export;
 pub mod files;
 pub mod http;
+pub mod invitation;
 pub mod notify;
 pub mod profiles;
 pub mod store;
@@ -105,6 +106,15 @@ pub enum ClientError {
     /// impersonating it. Nothing was sent ([`trust`]).
     #[error("certificate changed: {0}")]
     CertificateChanged(String),
+    /// Registering here needs an invite code, and none was given.
+    #[error("invite required: {0}")]
+    InviteRequired(String),
+    /// The invite code is unknown, used, revoked or expired.
+    #[error("invalid invite: {0}")]
+    InvalidInvite(String),
+    /// The account waits for an admin's approval (registered, or signing in before approval).
+    #[error("pending approval: {0}")]
+    PendingApproval(String),
 }
 
 impl ClientError {
@@ -124,6 +134,9 @@ impl ClientError {
             ClientError::StoreCorrupt(_) => "store_corrupt",
             ClientError::UntrustedCertificate(_) => "untrusted_certificate",
             ClientError::CertificateChanged(_) => "certificate_changed",
+            ClientError::InviteRequired(_) => "invite_required",
+            ClientError::InvalidInvite(_) => "invalid_invite",
+            ClientError::PendingApproval(_) => "pending_approval",
         }
     }
 
@@ -138,12 +151,11 @@ impl ClientError {
             | ErrorCode::InvalidReaction
             | ErrorCode::InvalidAttachment => ClientError::Invalid(message),
             ErrorCode::Unauthorized => ClientError::Unauthorized(message),
-            // The message says which: an invite is needed or was refused, or the account
-            // waits for approval.
-            ErrorCode::Forbidden
-            | ErrorCode::InviteRequired
-            | ErrorCode::InvalidInvite
-            | ErrorCode::PendingApproval => ClientError::Forbidden(message),
+            ErrorCode::Forbidden => ClientError::Forbidden(message),
+            // Told apart, so an app can say in its own words what the newcomer should do.
+            ErrorCode::InviteRequired => ClientError::InviteRequired(message),
+            ErrorCode::InvalidInvite => ClientError::InvalidInvite(message),
+            ErrorCode::PendingApproval => ClientError::PendingApproval(message),
             ErrorCode::NotFound => ClientError::NotFound(message),
             ErrorCode::Conflict => ClientError::Conflict(message),
             // Both mean "wait, then try again"; the message says which.
@@ -634,9 +646,13 @@ impl Client {
     async fn spawn(config: ClientConfig, store: StoreHandle, session: Session) -> Result<Client> {
         trust::install_profile_pin(&config.profile_dir, &config.server)?;
         let me = session.user.username.clone();
+        // The local store keeps no roles: the session's (from the sign-in, then `hello`) holds
+        // whether the user is an admin.
+        let admin = session.user.admin;
         let profile = store
             .call(move |s| s.user(&me))
             .await?
+            .map(|stored| User { admin, ..stored })
             .unwrap_or_else(|| session.user.clone());
         let (events, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {

@@ -460,6 +460,50 @@ async function hostAfterAFailedRegistration(d) {
   log(`${d.name}: hosting, registered after a failed attempt, online`);
 }
 
+/**
+ * Alice, hosting, turns "Share on the network" on and makes an invite in Settings; Bob adds an
+ * account that joins her server with nothing typed but the invite pasted (its address is the
+ * one her screen lists), confirms the fingerprint, which the app finds matches the invite's,
+ * registers with the invite's code, and the two chat on her server (issue 19).
+ */
+async function joinTheHostWithAnInvite() {
+  await alice.click('[data-testid="settings-open"]');
+  await alice.el('[data-testid="share-off"]');
+  await alice.click('[data-testid="share-toggle"]');
+  const address = await waitFor("alice: her server's network address", () => alice.one('[data-testid="hosting-address"]'));
+  const url = await alice.text(address);
+  const fingerprint = await alice.text(await alice.el('[data-testid="hosting-fingerprint"]'));
+  await alice.click('[data-testid="invite-make"]');
+  const link = await alice.text(await alice.el('[data-testid="invite-link"]'));
+  check(link.includes(encodeURIComponent(url)), `the invite names ${url}: ${link}`);
+  await alice.exec(`document.querySelector('[data-testid="settings-dialog"]')
+    ?.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }))`);
+  log(`alice: sharing on ${url}, invite made`);
+
+  await bob.click('[data-testid="account-add"]');
+  await bob.el('[data-testid="account-back"]');
+  await bob.click('[data-testid="setup-join"]');
+  await bob.type('[data-testid="setup-invite"]', `Join my Natter server: ${link}`);
+  await bob.click('[data-testid="setup-submit"]');
+  eq(await bob.text(await bob.el('[data-testid="join-fingerprint"]')), fingerprint, "the fingerprint bob's app shows");
+  await bob.el('[data-testid="invite-fingerprint-matches"]');
+  await bob.click('[data-testid="trust-fingerprint"]');
+  await bob.type('[data-testid="auth-username"]', "guest");
+  await bob.type('[data-testid="auth-password"]', PASSWORD);
+  await bob.type('[data-testid="auth-display-name"]', "Guest");
+  await bob.click('[data-testid="auth-register"]');
+  await waitFor("bob: signed in as Guest on Alice's server", async () => {
+    const me = await bob.one('[data-testid="me-name"]');
+    return me && (await bob.text(me)) === "Guest";
+  });
+  const text = "Hello host, I came in with your invite";
+  await bob.openConv("general", "room");
+  await bob.say(text);
+  await alice.openConv("general", "room");
+  await waitFor("alice sees the guest's message", () => alice.seesMessage(text));
+  log("bob: joined alice's hosted server with the invite and chatted");
+}
+
 /** Bob's other device: a protocol client signed in as Bob, as a phone app would be. */
 async function bobsOtherDevice() {
   return protocolClient("bob");
@@ -893,6 +937,7 @@ async function main() {
   }
 
   await hostAfterAFailedRegistration(alice);
+  await joinTheHostWithAnInvite();
 }
 
 try {

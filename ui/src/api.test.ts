@@ -57,7 +57,7 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   app_state: () => api.appState(),
   host_server: () => api.hostServer(9000),
   join_server: () => api.joinServer("http://h:1"),
-  register: () => api.register("u", "p", "d", "a"),
+  register: () => api.register("u", "p", "d", "a", "Zq3v8N1xKcR5tYw0bLm2hJ9sDf6gA4eUoPi7nTk1XyE"),
   login: () => api.login("u", "p"),
   logout: () => api.logout(),
   probe_certificate: () => api.probeCertificate("https://h:1"),
@@ -74,7 +74,9 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   mark_read: () => api.markRead(1, 2),
   search: () => api.search("q", 1, 3),
   rooms: () => api.rooms(),
-  create_room: () => api.createRoom("n"),
+  create_room: () => api.createRoom("n", true),
+  add_member: () => api.addMember(1, "bob"),
+  remove_member: () => api.removeMember(1, "bob", true),
   join_room: () => api.joinRoom("n"),
   leave_room: () => api.leaveRoom(1),
   members: () => api.members(1),
@@ -107,6 +109,14 @@ const CALLS: Record<string, () => Promise<unknown>> = {
   open_file: () => api.openFile(FILE),
   launch_file: () => api.launchFile(FILE),
   save_file: () => api.saveFile(FILE, "/tmp/out"),
+  set_sharing: () => api.setSharing(true),
+  read_invite: () => api.readInvite("natter://invite?code=x"),
+  create_invite: () => api.createInvite(3600),
+  invites: () => api.invites(),
+  revoke_invite: () => api.revokeInvite(7),
+  pending_accounts: () => api.pendingAccounts(),
+  approve_account: () => api.approveAccount("bob"),
+  reject_account: () => api.rejectAccount("bob"),
 };
 
 describe("api.ts follows docs/ipc.md", () => {
@@ -115,7 +125,7 @@ describe("api.ts follows docs/ipc.md", () => {
   it("parses the contract", () => {
     expect(commands.size).toBeGreaterThanOrEqual(23);
     expect(commands.get("history")).toEqual(["conv", "beforeSeq", "limit"]);
-    expect(commands.get("register")).toEqual(["username", "password", "displayName", "avatar"]);
+    expect(commands.get("register")).toEqual(["username", "password", "displayName", "avatar", "invite"]);
     expect(commands.get("set_visible_conversation")).toEqual(["conv"]);
     expect(commands.get("app_state")).toEqual([]);
   });
@@ -173,7 +183,7 @@ describe("api.ts follows docs/ipc.md", () => {
     expect(toCommandError({ code: "made_up", message: "x" })).toEqual({ code: "internal", message: "x" });
     expect(toCommandError({ code: "toString", message: "x" })).toEqual({ code: "internal", message: "x" });
     // Every documented code survives, the newer ones too.
-    for (const code of ["rate_limited", "storage_full", "store_corrupt"]) {
+    for (const code of ["rate_limited", "storage_full", "store_corrupt", "invite_required", "invalid_invite", "pending_approval"]) {
       expect(toCommandError({ code, message: "x" })).toEqual({ code, message: "x" });
     }
     expect(toCommandError(null)).toEqual({ code: "internal", message: "null" });

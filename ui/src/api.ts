@@ -21,6 +21,10 @@ import type {
   Dnd,
   FoundHost,
   DndEvent,
+  Invite,
+  InviteLink,
+  NewInvite,
+  PendingUser,
   LocalMessage,
   Member,
   MessageEvent,
@@ -54,6 +58,9 @@ const ERROR_CODES: Record<CommandErrorCode, true> = {
   store_corrupt: true,
   untrusted_certificate: true,
   certificate_changed: true,
+  invite_required: true,
+  invalid_invite: true,
+  pending_approval: true,
 };
 
 /** Normalises whatever a rejected command gives us into a `CommandError`. */
@@ -93,8 +100,9 @@ export const api = {
   probeCertificate: (url: string) => call<string>("probe_certificate", { url }),
   discoverServers: () => call<FoundHost[]>("discover_servers"),
   trustCertificate: (url: string, fingerprint: string) => call<void>("trust_certificate", { url, fingerprint }),
-  register: (username: string, password: string, displayName: string, avatar: string) =>
-    call<AppState>("register", { username, password, displayName, avatar }),
+  /** `invite`: the code of an invite (required on an invite-only server such as a host's). */
+  register: (username: string, password: string, displayName: string, avatar: string, invite?: string) =>
+    call<AppState>("register", defined({ username, password, displayName, avatar, invite })),
   login: (username: string, password: string) => call<AppState>("login", { username, password }),
   logout: () => call<AppState>("logout"),
   conversations: () => call<ConversationSummary[]>("conversations"),
@@ -138,7 +146,11 @@ export const api = {
   search: (query: string, conv?: number, limit?: number) =>
     call<SearchHit[]>("search", defined({ query, conv, limit })),
   rooms: () => call<RoomInfo[]>("rooms"),
-  createRoom: (name: string) => call<ConversationSummary>("create_room", { name }),
+  /** `isPrivate`: a room only its members know of; others come in when a member adds them. */
+  createRoom: (name: string, isPrivate = false) => call<ConversationSummary>("create_room", { name, private: isPrivate }),
+  addMember: (conv: number, username: string) => call<void>("add_member", { conv, username }),
+  /** A room moderator removes a member; with `ban`, for good. */
+  removeMember: (conv: number, username: string, ban: boolean) => call<void>("remove_member", { conv, username, ban }),
   joinRoom: (name: string) => call<ConversationSummary>("join_room", { name }),
   leaveRoom: (conv: number) => call<void>("leave_room", { conv }),
   members: (conv: number) => call<Member[]>("members", { conv }),
@@ -175,6 +187,17 @@ export const api = {
   addAccount: () => call<AppState>("add_account"),
   switchAccount: (serverUrl: string, username: string) =>
     call<AppState>("switch_account", { serverUrl, username }),
+  // Run by its host (docs/ipc.md "Hosting and inviting").
+  /** "Share on the network" on or off for the hosted server (remembered). */
+  setSharing: (on: boolean) => call<AppState>("set_sharing", { on }),
+  /** Reads pasted invite text: a `natter://invite` link (or a message holding one), or a code. */
+  readInvite: (text: string) => call<InviteLink>("read_invite", { text }),
+  createInvite: (expiresIn?: number) => call<NewInvite>("create_invite", defined({ expiresIn })),
+  invites: () => call<Invite[]>("invites"),
+  revokeInvite: (id: number) => call<void>("revoke_invite", { id }),
+  pendingAccounts: () => call<PendingUser[]>("pending_accounts"),
+  approveAccount: (username: string) => call<User>("approve_account", { username }),
+  rejectAccount: (username: string) => call<void>("reject_account", { username }),
 };
 
 /** Payload of each event the Rust side emits. */

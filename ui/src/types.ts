@@ -51,3 +51,9 @@ export type { ExportSummary } from "./bindings/ExportSummary";
 export type { NotifyLevel } from "./bindings/NotifyLevel";
 export type { Dnd } from "./bindings/Dnd";
 export type { DndEvent } from "./bindings/DndEvent";
+// Run by its host: invites and approvals.
+export type { Invite } from "./bindings/Invite";
+export type { InviteLink } from "./bindings/InviteLink";
+export type { NewInvite } from "./bindings/NewInvite";
+export type { PendingUser } from "./bindings/PendingUser";
+export type { Registration } from "./bindings/Registration";

@@ -3,4 +3,4 @@
 /**
  * The stable codes of docs/ipc.md. The UI switches on these, so they never change meaning.
  */
-export type CommandErrorCode = "offline" | "unauthorized" | "invalid" | "not_found" | "forbidden" | "conflict" | "rate_limited" | "server" | "internal" | "storage_full" | "store_corrupt" | "untrusted_certificate" | "certificate_changed";
+export type CommandErrorCode = "offline" | "unauthorized" | "invalid" | "not_found" | "forbidden" | "conflict" | "rate_limited" | "server" | "internal" | "storage_full" | "store_corrupt" | "untrusted_certificate" | "certificate_changed" | "invite_required" | "invalid_invite" | "pending_approval";

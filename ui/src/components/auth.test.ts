@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { screen } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
-import { installFake, renderApp, fire } from "../test/harness";
+import { hostOnFirstRun, installFake, renderApp, fire } from "../test/harness";
 
 async function signIn(user: ReturnType<typeof userEvent.setup>, username: string, password: string) {
   // A signed-out start shows the sign-in form (the account exists).
@@ -11,15 +11,13 @@ async function signIn(user: ReturnType<typeof userEvent.setup>, username: string
 }
 
 describe("first run and sign in", () => {
-  it("hosts a server, shows the addresses to share, then registers into the main window", async () => {
-    const fake = installFake();
-    fake.addRoom("general", []);
-    await renderApp();
-    const user = userEvent.setup();
+  it("hosts a server, shares it and shows the addresses to share, then registers into the main window", async () => {
+    const { fake, user } = await hostOnFirstRun();
 
-    await user.click(await screen.findByTestId("setup-host"));
-    await user.click(screen.getByTestId("setup-submit"));
-
+    // Only this computer reaches it until the host shares it on the network.
+    expect(await screen.findByTestId("share-off")).toHaveTextContent("Only this computer");
+    expect(screen.queryAllByTestId("hosting-address")).toHaveLength(0);
+    await user.click(screen.getByRole("checkbox", { name: "Share on the network" }));
     const addresses = await screen.findAllByTestId("hosting-address");
     expect(addresses.map((a) => a.textContent)).toEqual(["https://192.168.1.23:8686", "https://10.0.0.5:8686"]);
     // The certificate's fingerprint, which those who join compare with the one their app shows.

@@ -90,6 +90,8 @@ export class Store {
   /** Which form the sign-in screen opens with: a server just chosen wants an account; a
    * sign-out (or a session that ended) wants the sign-in form back. */
   authMode = $state<"login" | "register">("login");
+  /** The code of the invite the person pasted when joining, for the registration form. */
+  inviteCode = $state<string | null>(null);
   /** Do not disturb as the server has it (synced across the user's devices). */
   dnd = $state.raw<Dnd | null>(null);
   /** Now, ticking each second, so what depends on the time (do not disturb's end) updates. */
@@ -483,8 +485,9 @@ export class Store {
     this.authMode = "register";
     await this.applyAppState(s);
   }
-  async register(username: string, password: string, displayName: string, avatar: string) {
-    await this.signIn(() => api.register(username, password, displayName, avatar));
+  async register(username: string, password: string, displayName: string, avatar: string, invite?: string) {
+    await this.signIn(() => api.register(username, password, displayName, avatar, invite));
+    this.inviteCode = null;
   }
   async login(username: string, password: string): Promise<void> {
     await this.signIn(() => api.login(username, password));

@@ -13,7 +13,11 @@ import type {
   ConnectionState,
   ConversationSummary,
   Dnd,
+  Invite,
+  InviteLink,
   LocalMessage,
+  PendingUser,
+  Registration,
   Member,
   NotifyLevel,
   Quote,
@@ -39,6 +43,8 @@ export interface Conv {
   messages: LocalMessage[];
   lastRead: Map<string, number>;
   level: NotifyLevel;
+  /** Created private: known to its members only. */
+  private?: boolean;
 }
 
 export const defaultSettings = (): Settings => ({
@@ -80,6 +86,20 @@ function fail(code: CommandError["code"], message: string): never {
   throw { code, message } satisfies CommandError;
 }
 
+/** `read_invite` for the fake: a `natter://invite` link in the text, or a bare code. */
+function readInvite(text: string): InviteLink {
+  const t = text.trim();
+  const at = t.indexOf("natter://invite?");
+  if (at < 0) {
+    if (/^[A-Za-z0-9_-]{43}$/.test(t)) return { server: null, fingerprint: null, code: t };
+    fail("invalid", "this is not an invite: paste the invite link or its code");
+  }
+  const q = new URLSearchParams(t.slice(at + "natter://invite?".length).split(/[\s<>"]/)[0]);
+  const code = q.get("code");
+  if (!code) fail("invalid", "this is not an invite: paste the invite link or its code");
+  return { server: q.get("server"), fingerprint: q.get("fingerprint"), code };
+}
+
 export class FakeBackend {
   state: AppState;
   users = new Map<string, { user: User; password: string; online: boolean }>();
@@ -107,6 +127,15 @@ export class FakeBackend {
   trusted = new Set<string>();
   /** What `discover_servers` hears on the network. */
   found: FoundHost[] = [];
+  /** Who may register on the shown server. */
+  registration: Registration = "open";
+  /** The live invites by code. */
+  invites = new Map<string, Invite>();
+  private nextInvite = 1;
+  /** Accounts waiting for an admin's approval. */
+  pending: PendingUser[] = [];
+  /** The hosted server's first account (its admin) has registered. */
+  private hostHasAdmin = false;
   private nextConv = 1;
   /** Files the fake knows by path (staged, or "on disk" for a test): their size. */
   files = new Map<string, number>();
@@ -311,6 +340,11 @@ export class FakeBackend {
     return [...this.users.values()].map((u) => ({ user: u.user, online: u.online }));
   }
 
+  /** Invites and approvals are for the server's admins (`forbidden` for anyone else). */
+  private requireAdmin(): void {
+    if (!this.state.user?.admin) fail("forbidden", "only an admin may do this");
+  }
+
   private signIn(username: string): AppState {
     this.state = { ...this.state, phase: "ready", user: this.users.get(username)!.user, connection: { state: "online" } };
     this.users.get(username)!.online = true;
@@ -371,10 +405,61 @@ export class FakeBackend {
           hosting: {
             addresses: [`https://192.168.1.23:${port}`, `https://10.0.0.5:${port}`],
             port,
+            shared: false,
+            registration: "invite",
             fingerprint: "3F9A-1C02-77B4-0E5D-9A21-C4F0-6B83-D217",
           },
         };
+        this.registration = "invite";
         return this.state;
+      }
+      case "set_sharing": {
+        if (!this.state.hosting) fail("not_found", "this app is not hosting a server");
+        this.state = { ...this.state, hosting: { ...this.state.hosting, shared: Boolean(args.on) } };
+        return this.state;
+      }
+      case "read_invite":
+        return readInvite(String(args.text ?? ""));
+      case "create_invite": {
+        this.requireAdmin();
+        const secs = (args.expiresIn as number | undefined) ?? 7 * 86_400;
+        if (secs < 60 || secs > 30 * 86_400) fail("invalid", "expires_in must be 60 to 2592000 seconds");
+        const id = this.nextInvite++;
+        const code = `invite${String(id).padStart(37, "0")}`;
+        const now = Date.now();
+        const invite: Invite = { id, created_by: this.state.user!.username, created_at: now, expires_at: now + secs * 1000 };
+        this.invites.set(code, invite);
+        const h = this.state.hosting;
+        const links = (h ? h.addresses : [this.state.server_url ?? ""]).map((server) => {
+          const q = new URLSearchParams({ server: `${server}/` });
+          if (h) q.set("fingerprint", h.fingerprint);
+          q.set("code", code);
+          return `natter://invite?${q.toString()}`;
+        });
+        return { invite: { ...invite, code }, links };
+      }
+      case "invites":
+        this.requireAdmin();
+        return [...this.invites.values()];
+      case "revoke_invite": {
+        this.requireAdmin();
+        const hit = [...this.invites].find(([, i]) => i.id === args.id);
+        if (!hit) fail("not_found", "no live invite has that id");
+        this.invites.delete(hit[0]);
+        return null;
+      }
+      case "pending_accounts":
+        this.requireAdmin();
+        return this.pending;
+      case "approve_account":
+      case "reject_account": {
+        this.requireAdmin();
+        const waiting = this.pending.find((p) => p.username === args.username);
+        if (!waiting) fail("not_found", "no account of that name waits");
+        this.pending = this.pending.filter((p) => p !== waiting);
+        if (cmd === "reject_account") return null;
+        this.addUser(waiting.username, waiting.display_name, "🙂", false);
+        return this.users.get(waiting.username)!.user;
       }
       case "join_server": {
         const url = String(args.url ?? "");
@@ -401,12 +486,25 @@ export class FakeBackend {
         return null;
       }
       case "register": {
+        const invite = args.invite as string | undefined;
+        // The host's own first account (nobody signed in here yet) needs no invite.
+        const first = this.state.hosting !== null && !this.hostHasAdmin;
+        if (invite !== undefined) {
+          if (!this.invites.has(invite)) fail("invalid_invite", "this invite is unknown, used, revoked or expired");
+        } else if (this.registration === "invite" && !first) {
+          fail("invite_required", "registration on this server needs an invite");
+        }
         const username = String(args.username ?? "");
         const problem = nameProblem(username, MAX_USERNAME_CHARS);
         if (problem) fail("invalid", `username: ${problem}`);
         if (this.users.has(username)) fail("conflict", "username taken");
         if ([...String(args.password ?? "")].length < MIN_PASSWORD_CHARS) fail("invalid", "password too short");
+        if (invite !== undefined) this.invites.delete(invite);
         this.addUser(username, String(args.displayName ?? username), String(args.avatar ?? "🦊"), true, String(args.password));
+        if (first) {
+          this.users.get(username)!.user.admin = true;
+          this.hostHasAdmin = true;
+        }
         for (const c of this.convs) if (c.kind === "room" && c.name === "general") c.members.add(username);
         return this.signIn(username);
       }
@@ -519,8 +617,21 @@ export class FakeBackend {
         const name = String(args.name ?? "");
         if (this.convs.some((c) => c.kind === "room" && c.name === name)) fail("conflict", "room exists");
         const room = this.addRoom(name, [this.me]);
+        room.private = args.private === true;
         this.emitSummary(room);
         return this.summary(room);
+      }
+      case "add_member": {
+        const c = this.conv(args.conv);
+        if (!this.users.has(String(args.username))) fail("not_found", "no such user");
+        c.members.add(String(args.username));
+        return null;
+      }
+      case "remove_member": {
+        const c = this.conv(args.conv);
+        if (!this.state.user?.admin || c.name === "general") fail("forbidden", "you do not moderate this room");
+        if (!c.members.delete(String(args.username))) fail("not_found", "not a member");
+        return null;
       }
       case "join_room": {
         const c = this.convs.find((x) => x.kind === "room" && x.name === args.name);
@@ -678,7 +789,9 @@ export class FakeBackend {
       const refuse = (error: string) => this.emit("natter://action-failed", { local_id, conv: c.id, action, error });
       if (!m) return refuse("no such message");
       if (m.deleted) return refuse("the message was deleted");
-      if (action.kind !== "react" && m.sender !== this.me) return refuse("only the author can change a message");
+      // Admins moderate every room: they may delete anyone's message there, never edit it.
+      const moderates = action.kind === "delete" && c.kind === "room" && this.state.user?.admin === true;
+      if (action.kind !== "react" && m.sender !== this.me && !moderates) return refuse("only the author can change a message");
       if (action.kind === "edit") {
         m.text = text;
         m.edited = Date.now();

@@ -4,7 +4,8 @@
  */
 import { mockIPC } from "@tauri-apps/api/mocks";
 import { emit } from "@tauri-apps/api/event";
-import { render, waitFor } from "@testing-library/svelte";
+import { render, screen, waitFor } from "@testing-library/svelte";
+import userEvent from "@testing-library/user-event";
 import { FakeBackend } from "../mock/fake";
 import { resetStore, type Store } from "../lib/store.svelte";
 import { setLanguage } from "../lib/i18n.svelte";
@@ -49,4 +50,16 @@ export async function renderApp() {
 
 export async function fire(event: string, payload: unknown): Promise<void> {
   await emit(event, payload);
+}
+
+/** A first run that hosts a server with a `general` room: "Host" and "Continue" on the setup
+ * screen, landing on the registration form. */
+export async function hostOnFirstRun(): Promise<{ fake: FakeBackend; user: ReturnType<typeof userEvent.setup> }> {
+  const fake = installFake();
+  fake.addRoom("general", []);
+  await renderApp();
+  const user = userEvent.setup();
+  await user.click(await screen.findByTestId("setup-host"));
+  await user.click(screen.getByTestId("setup-submit"));
+  return { fake, user };
 }
