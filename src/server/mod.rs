@@ -29,7 +29,7 @@ mod connection;
 mod hasher;
 mod http;
 mod hub;
-mod images;
+pub mod images;
 mod outbound;
 mod service;
 mod sse;
