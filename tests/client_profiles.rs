@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use natter::client::{profile_dir_in, profiles, Client, ClientConfig, Target};
+use natter::client::{profile_dir_in, profiles, Client, ClientConfig};
 use natter::protocol::ConvKind;
 use support::TestServer;
 use url::Url;
@@ -52,21 +52,7 @@ async fn a_server_at_a_new_address_keeps_the_profile_and_its_history() {
         .await
         .unwrap()
         .unwrap();
-    alice
-        .send(Target::Conv(general), "said at 127.0.0.1")
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !alice
-        .history(general, None, 10)
-        .await
-        .unwrap()
-        .iter()
-        .any(|m| m.seq.is_some())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::send_acknowledged(&alice, general, "said at 127.0.0.1").await;
     alice.shutdown().await;
 
     // The same server by another name: the same profile, found with and without asking it.

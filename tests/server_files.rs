@@ -536,6 +536,218 @@ async fn uploads_are_paced_and_counted_against_a_quota() {
     assert!(paced.header("retry-after").parse::<u64>().unwrap() > 0);
 }
 
+/// Answer of a raw upload whose head was sent: Some when the server answered within `wait`
+/// (a refusal from the head), None while it waits for the body (the upload was admitted).
+async fn answered_within(tcp: &mut TcpStream, wait: Duration) -> Option<(u16, String)> {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(wait, tcp.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok())?;
+    Some((status, text))
+}
+
+/// The status code of the answer to a raw upload whose body was sent whole. (The sending half
+/// stays open: the server drops a request whose client closed it.)
+async fn status_after(mut tcp: TcpStream) -> u16 {
+    answered_within(&mut tcp, Duration::from_secs(30))
+        .await
+        .map_or(0, |(status, _)| status)
+}
+
+#[tokio::test]
+async fn concurrent_uploads_cannot_pass_the_quota_together() {
+    // Eight uploads of 300 bytes start at once against a quota of 1000: the quota is checked
+    // and reserved from each head, before any body arrives, so exactly three are admitted and
+    // five refused, although none of the admitted has finished (they all saw 0 bytes used).
+    let server = TestServer::start_with(|c| {
+        c.uploads_per_user = 100;
+        c.upload_quota_bytes = 1000;
+        // The admitted wait for their bodies while the test goes on.
+        c.body_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let head = upload_head(server.addr, &alice.token, Some(300));
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+        tcp.write_all(head.as_bytes()).await.expect("head");
+        match answered_within(&mut tcp, Duration::from_secs(2)).await {
+            None => admitted.push(tcp),
+            Some((status, text)) => {
+                assert_eq!(status, 413, "{text}");
+                assert!(text.contains("may total 1000 bytes"), "{text}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((admitted.len(), refused), (3, 5));
+
+    // One admitted upload is cut short: its reservation ends, and its 300 bytes are free again
+    // while the other two are still under way.
+    let mut third = admitted.pop().unwrap();
+    third.write_all(&[b'c'; 100]).await.expect("part");
+    third.shutdown().await.expect("cut short");
+    assert_eq!(status_after(third).await, 400);
+    upload(&server, &alice.token, "fits.bin", &[b'd'; 400])
+        .await
+        .attachment();
+    // 300 + 300 under way and 400 recorded: not one byte more.
+    let full = upload(&server, &alice.token, "one.bin", b"e").await;
+    assert_eq!(full.status, 413);
+    assert_eq!(full.error().code, ErrorCode::TooLong);
+
+    // The two under way finish and are recorded.
+    for (i, mut tcp) in admitted.into_iter().enumerate() {
+        tcp.write_all(&[b'a' + i as u8; 300]).await.expect("body");
+        assert_eq!(status_after(tcp).await, 201);
+    }
+    assert_eq!(staged(server.dir.path()), 0);
+    // Another user's quota is their own.
+    let bob = server.register("bob").await;
+    upload(&server, &bob.token, "bob.bin", &[b'b'; 1000])
+        .await
+        .attachment();
+}
+
+/// Where the blob store keeps blob `hex`.
+fn blob_file(data_dir: &Path, hex: &str) -> std::path::PathBuf {
+    data_dir.join("blobs").join(&hex[..2]).join(&hex[2..])
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn uploads_no_message_carries_are_swept_after_the_grace_with_bytes_nothing_else_names() {
+    let clock = natter::server::Clock::manual();
+    let server = TestServer::start_with(|c| {
+        c.clock = clock.clone();
+        c.unattached_grace = Duration::from_secs(3600);
+        c.upload_sweep_every = Duration::from_millis(50);
+    })
+    .await;
+    let dir = server.dir.path().to_path_buf();
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let mut alice_ws = server.connect(&alice.token).await;
+    let general = alice_ws.general();
+
+    // Sent in a message: kept.
+    let kept = upload(&server, &alice.token, "kept.txt", b"kept bytes")
+        .await
+        .attachment();
+    alice_ws
+        .event(send_files(Target::Conv(general), "", &[&kept.id]))
+        .await
+        .expect("sent");
+    // Never sent: an image, so its thumbnail goes with it.
+    let lonely_bytes = png(300, 200);
+    let lonely = upload(&server, &alice.token, "lonely.png", &lonely_bytes)
+        .await
+        .attachment();
+    let lonely_thumb = lonely.thumbnail.clone().expect("a thumbnail");
+    // Never sent, but the same bytes as a file Bob sent: the row goes, the bytes stay.
+    let twin = upload(&server, &alice.token, "twin.txt", b"twin bytes")
+        .await
+        .attachment();
+    let sent_twin = upload(&server, &bob.token, "twin.txt", b"twin bytes")
+        .await
+        .attachment();
+    let mut bob_ws = server.connect(&bob.token).await;
+    bob_ws
+        .event(send_files(Target::Conv(general), "", &[&sent_twin.id]))
+        .await
+        .expect("sent");
+    // Never sent, but the same bytes as Alice's profile picture: the picture stays.
+    let set = set_avatar(&server, &alice.token, &png(64, 64)).await;
+    assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
+    let user: natter::protocol::User = serde_json::from_slice(&set.body).unwrap();
+    let picture_path = format!("/api/avatars/{}", user.avatar_image.expect("a picture"));
+    let picture = get(&server, &bob.token, &picture_path, None).await;
+    assert_eq!(picture.status, 200);
+    let copy = upload(&server, &alice.token, "copy.jpg", &picture.body)
+        .await
+        .attachment();
+    // Sent, then the message deleted: no message carries it any more.
+    let retracted = upload(&server, &alice.token, "oops.txt", b"retracted bytes")
+        .await
+        .attachment();
+    let sent = alice_ws
+        .event(send_files(Target::Conv(general), "", &[&retracted.id]))
+        .await
+        .expect("sent");
+    alice_ws
+        .event(|id| ClientFrame::Delete {
+            id,
+            conv: general,
+            target: sent.seq,
+            client_msg_id: Uuid::new_v4(),
+        })
+        .await
+        .expect("deleted");
+
+    let readable = |a: &Attachment| {
+        let (server, token, path) = (&server, alice.token.clone(), file_path(a));
+        async move { get(server, &token, &path, None).await.status == 200 }
+    };
+    // Within the grace, several sweeps later, everything is there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for a in [&kept, &lonely, &twin, &copy, &retracted] {
+        assert!(readable(a).await, "{} kept within the grace", a.name);
+    }
+
+    // Past the grace: the next sweep removes what no message carries.
+    clock.advance(Duration::from_secs(3601));
+    let fresh = upload(&server, &alice.token, "fresh.txt", b"fresh bytes")
+        .await
+        .attachment();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while readable(&lonely).await {
+        assert!(tokio::time::Instant::now() < deadline, "never swept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for a in [&twin, &copy, &retracted] {
+        assert_eq!(
+            get(&server, &alice.token, &file_path(a), None).await.status,
+            404,
+            "{} swept",
+            a.name
+        );
+    }
+    assert!(!blob_file(&dir, &sha256_hex(&lonely_bytes)).exists());
+    assert!(!blob_file(&dir, &lonely_thumb).exists());
+    assert!(!blob_file(&dir, &sha256_hex(b"retracted bytes")).exists());
+    // What something else names stays: the file Bob sent, the picture, and a message's file.
+    let bobs = get(&server, &alice.token, &file_path(&sent_twin), None).await;
+    assert_eq!(
+        (bobs.status, bobs.body.as_slice()),
+        (200, &b"twin bytes"[..])
+    );
+    assert_eq!(
+        get(&server, &bob.token, &picture_path, None).await.body,
+        picture.body
+    );
+    let kept_now = get(&server, &bob.token, &file_path(&kept), None).await;
+    assert_eq!(
+        (kept_now.status, kept_now.body.as_slice()),
+        (200, &b"kept bytes"[..])
+    );
+    // An upload younger than the grace stays.
+    assert!(readable(&fresh).await);
+    // Left: kept, Bob's twin, the picture, fresh.
+    assert_eq!(stored_blobs(&dir), 4);
+}
+
 /// A `send` with files, as a client builds it.
 fn send_files(target: Target, text: &str, ids: &[&str]) -> impl FnOnce(u64) -> ClientFrame {
     let (text, attachments) = (

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod compare;
+mod files;
 mod floor;
 mod footprint;
 mod load;
@@ -159,6 +160,20 @@ enum Cmd {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Issue 17: upload and download throughput of one large file on loopback against the
+    /// disk's raw write speed in the same run, the server's RSS growth during the upload, and
+    /// the time to make a 12-megapixel JPEG's thumbnail.
+    Files {
+        /// The file's size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Thumbnails made; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        thumbnail_runs: usize,
+        /// The natter-server binary (a release build).
+        #[arg(long, default_value = "target/release/natter-server")]
+        natter_server: PathBuf,
+    },
     /// The reference floor server (bench/src/floor.rs), started by the harness like the peers:
     /// listens on 127.0.0.1, prints `LISTENING <port>`.
     #[command(hide = true)]
@@ -305,6 +320,7 @@ async fn run(cli: Cli) -> Result<()> {
         | Cmd::Slow { common } => common.run.json.clone(),
         Cmd::Cluster { run, .. } => run.json.clone(),
         Cmd::Store { .. }
+        | Cmd::Files { .. }
         | Cmd::Footprint { .. }
         | Cmd::Compare { .. }
         | Cmd::FloorServer { .. } => None,
@@ -425,6 +441,20 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Store { messages } => {
             results.store = Some(store::run(messages)?);
+        }
+        Cmd::Files {
+            mib,
+            thumbnail_runs,
+            natter_server,
+        } => {
+            let launch = Launch {
+                natter_server,
+                peers_dir: PathBuf::new(),
+                server_cpus: "0-1023".into(),
+            };
+            let r = files::run(&launch, mib * 1024 * 1024, thumbnail_runs).await?;
+            println!("{}", files::table(&r, &report::machine()));
+            return Ok(());
         }
         // main() runs it on its own runtime before this one exists.
         Cmd::FloorServer { .. } => bail!("floor-server does not run inside the harness"),

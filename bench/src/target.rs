@@ -180,6 +180,11 @@ impl Server {
         Ok(())
     }
 
+    /// Natter's data directory (None for the peers).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self._data.as_ref().map(|d| d.path())
+    }
+
     /// Keep the data directory beyond the server's life (the registration template).
     pub fn take_data(&mut self) -> Option<tempfile::TempDir> {
         self._data.take()
@@ -197,6 +202,15 @@ fn free_port() -> Result<u16> {
 }
 
 async fn start_natter(launch: &Launch, template: Option<&Path>) -> Result<Server> {
+    start_natter_with(launch, template, &[]).await
+}
+
+/// [`Server::start`] of Natter with settings of its own in the environment (`NATTER_...`).
+pub async fn start_natter_with(
+    launch: &Launch,
+    template: Option<&Path>,
+    env: &[(&str, String)],
+) -> Result<Server> {
     let data = tempfile::tempdir()?;
     if let Some(template) = template {
         crate::scenarios::copy_dir(template, data.path())?;
@@ -216,6 +230,7 @@ async fn start_natter(launch: &Launch, template: Option<&Path>) -> Result<Server
         .env("RUST_LOG", "warn")
         // The bench registers all its users from 127.0.0.1: lift the per-address budget.
         .env("NATTER_REGISTRATIONS_PER_IP", "1000000")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

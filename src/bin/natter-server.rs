@@ -76,6 +76,9 @@ struct Args {
     /// Bytes one user's uploads may total (0: no quota).
     #[arg(long, env = "NATTER_UPLOAD_QUOTA", default_value_t = 1024 * 1024 * 1024)]
     upload_quota: u64,
+    /// Seconds an upload no message carries is kept before it is removed (default a day).
+    #[arg(long, env = "NATTER_UNATTACHED_GRACE", default_value_t = 24.0 * 3600.0)]
+    unattached_grace: f64,
     /// Uploads a user may start in a row before they must wait.
     #[arg(long, env = "NATTER_UPLOADS_PER_USER", default_value_t = 30)]
     uploads_per_user: u32,
@@ -277,6 +280,7 @@ fn config(args: Args) -> Result<(SocketAddr, ServerConfig), String> {
     c.blobs = args.blobs;
     c.max_upload_bytes = args.max_upload;
     c.upload_quota_bytes = args.upload_quota;
+    c.unattached_grace = secs(args.unattached_grace)?;
     c.uploads_per_user = args.uploads_per_user;
     c.upload_refill = secs(args.upload_refill)?;
     c.tls = match (args.tls_cert, args.tls_key) {

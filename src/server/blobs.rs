@@ -86,6 +86,10 @@ pub trait BlobStore: Send + Sync {
     /// Whether blob `id` is stored.
     fn exists(&self, id: BlobId) -> bool;
 
+    /// Delete blob `id` (nothing when it is not stored). The caller vouches that nothing names
+    /// it any more (the sweep of unattached uploads, `service::files::sweep`).
+    fn remove(&self, id: BlobId) -> io::Result<()>;
+
     /// Store `bytes` (a thumbnail: small and already in memory) and return their id.
     fn put(&self, bytes: &[u8]) -> io::Result<BlobId> {
         let id = BlobId::of(bytes);
@@ -169,6 +173,13 @@ impl BlobStore for DirBlobs {
     fn exists(&self, id: BlobId) -> bool {
         self.path(id).is_file()
     }
+
+    fn remove(&self, id: BlobId) -> io::Result<()> {
+        match std::fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +220,11 @@ mod tests {
         );
         assert!(reopened.exists(a));
         assert!(!reopened.exists(BlobId::of(b"half")));
+        // Removed, a blob is gone; removing it again (another node's sweep) is no error.
+        reopened.remove(a).unwrap();
+        assert!(!reopened.exists(a));
+        assert!(reopened.open(a).unwrap().is_none());
+        reopened.remove(a).unwrap();
         assert_eq!(BlobId::parse(&a.to_string()), Some(a));
         for bad in ["", "zz", &"A".repeat(64), &"0".repeat(63)] {
             assert_eq!(BlobId::parse(bad), None, "{bad:?}");

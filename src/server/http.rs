@@ -502,11 +502,11 @@ async fn upload_file(c: Caller, req: Request) -> Response {
                 .map(|(_, v)| v.into_owned())
         })
         .unwrap_or_default();
-    let (declared, body) = match raw_body(&c, req).await {
+    let (reservation, declared, body) = match raw_body(&c, req).await {
         Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
-    match files::upload(&c.shared, c.authed.user, &name, declared, body).await {
+    match files::upload(&c.shared, c.authed.user, &name, reservation, declared, body).await {
         Ok(attachment) => (StatusCode::CREATED, Json(attachment)).into_response(),
         Err(e) => refuse_upload(e),
     }
@@ -515,11 +515,11 @@ async fn upload_file(c: Caller, req: Request) -> Response {
 /// `POST /api/account/avatar`: the body is an image (checked like an upload), which becomes
 /// the caller's profile picture (200, the `User`).
 async fn avatar_set(c: Caller, req: Request) -> Response {
-    let (declared, body) = match raw_body(&c, req).await {
+    let (reservation, declared, body) = match raw_body(&c, req).await {
         Ok(admitted) => admitted,
         Err(resp) => return resp,
     };
-    match files::set_avatar(&c.shared, c.authed.user, declared, body).await {
+    match files::set_avatar(&c.shared, c.authed.user, reservation, declared, body).await {
         Ok(user) => Json(user).into_response(),
         Err(e) => refuse_upload(e),
     }
@@ -557,9 +557,13 @@ async fn invite_create(c: Caller, JsonBody(req): JsonBody<InviteRequest>) -> Res
 }
 
 /// A raw request body (a file), admitted by its `Content-Length` before any of it is read
-/// ([`files::admit`]): the declared size and the body's stream, or the refusal to answer.
+/// ([`files::admit`]): its reservation of the user's quota, the declared size and the body's
+/// stream, or the refusal to answer.
 #[allow(clippy::result_large_err)] // an early-return response, built once per request
-async fn raw_body(c: &Caller, req: Request) -> Result<(u64, axum::body::BodyDataStream), Response> {
+async fn raw_body(
+    c: &Caller,
+    req: Request,
+) -> Result<(files::Reservation, u64, axum::body::BodyDataStream), Response> {
     let headers = req.headers();
     // No Content-Length and no Transfer-Encoding is a request without a body: 0 bytes.
     let declared = match headers.get(header::CONTENT_LENGTH) {
@@ -574,21 +578,22 @@ async fn raw_body(c: &Caller, req: Request) -> Result<(u64, axum::body::BodyData
             "send the file's size as Content-Length",
         ));
     };
-    files::admit(&c.shared, c.authed.user, declared)
+    let reservation = files::admit(&c.shared, c.authed.user, declared)
         .await
         .map_err(refuse_upload)?;
-    Ok((declared, req.into_body().into_data_stream()))
+    Ok((reservation, declared, req.into_body().into_data_stream()))
 }
 
 /// An upload's refusal: 413 for `too_long` (size or quota), and the connection closes, since
 /// the rest of the body is never read.
 fn refuse_upload(e: ServiceError) -> Response {
+    // The size limit is the service's refusal, the quota the store's.
     let too_large = matches!(
         &e,
         ServiceError::Refused {
             code: ErrorCode::TooLong,
             ..
-        }
+        } | ServiceError::Store(store::StoreError::Rejected(ErrorCode::TooLong, _))
     );
     let mut resp = service_fail(e);
     if too_large {

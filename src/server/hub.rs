@@ -1532,7 +1532,7 @@ impl Hub {
                 Some(Reply::Done)
             }
             // An upload is the uploader's alone until a message carries it.
-            WriteOutcome::FileAdded { .. } => None,
+            WriteOutcome::FileAdded { .. } | WriteOutcome::Uploads { .. } => None,
         }
     }
 }

@@ -29,7 +29,7 @@ mod connection;
 mod hasher;
 mod http;
 mod hub;
-mod images;
+pub mod images;
 mod outbound;
 mod service;
 mod sse;
@@ -175,6 +175,11 @@ pub struct ServerConfig {
     pub upload_refill: Duration,
     /// Images decoded at once (each may take up to ~260 MiB while it is); more wait their turn.
     pub image_workers: usize,
+    /// How long an upload no message carries is kept (time to send the message it was for);
+    /// after that the sweep removes it, and its bytes unless something else names them.
+    pub unattached_grace: Duration,
+    /// Time between two sweeps of unattached uploads (each node runs its own).
+    pub upload_sweep_every: Duration,
 }
 
 impl ServerConfig {
@@ -225,6 +230,8 @@ impl ServerConfig {
             uploads_per_user: 30,
             upload_refill: Duration::from_secs(2),
             image_workers: 2,
+            unattached_grace: Duration::from_secs(24 * 3600),
+            upload_sweep_every: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -303,7 +310,9 @@ pub(crate) struct Shared {
     pub stream_tickets: service::events::Tickets,
     /// Uploaded files' bytes.
     pub blobs: Arc<dyn blobs::BlobStore>,
-    /// Uploads per user (this node's count: a cluster's nodes each keep their own).
+    /// Uploads per user: this node's pace (a cluster's nodes each keep their own, so a user
+    /// spreading uploads over N nodes may start N times as many; the quota, kept in the store,
+    /// is the cluster's).
     pub uploads: auth::AddressBudget<UserId>,
     /// Permits to decode an image (bounds the memory decoding takes).
     pub image_permits: tokio::sync::Semaphore,
@@ -373,6 +382,7 @@ impl Shared {
             image_permits: tokio::sync::Semaphore::new(config.image_workers.max(1)),
             config,
         });
+        tokio::spawn(service::files::sweep_periodically(Arc::downgrade(&shared)));
         if let Some(changes) = node_changes {
             tokio::spawn(service::follow_nodes(
                 Arc::downgrade(&shared),

@@ -257,6 +257,29 @@ pub async fn synced(c: &natter::client::Client) {
         .expect("synced");
 }
 
+/// Sends `text` to `conv` from client `c` and waits (up to [`WAIT`]) until the server
+/// acknowledged it (the local history shows it with its seq).
+pub async fn send_acknowledged(
+    c: &natter::client::Client,
+    conv: natter::protocol::ConvId,
+    text: &str,
+) {
+    c.send(natter::client::Target::Conv(conv), text)
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !c
+        .history(conv, None, 10)
+        .await
+        .expect("history")
+        .iter()
+        .any(|m| m.text == text && m.seq.is_some())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The next `Message` event of `rx` whose message matches `pred` (up to [`WAIT`]).
 pub async fn next_message(
     rx: &mut tokio::sync::broadcast::Receiver<natter::client::ClientEvent>,

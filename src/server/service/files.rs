@@ -3,7 +3,9 @@
 //! the one rule of who may read it (`store::rules::FILE_FOR_SQL`). The bytes are the blob
 //! store's ([`crate::server::blobs`]); what an image is, [`crate::server::images`]'s. A profile
 //! picture is received the same way, then cropped square and kept as a blob the user's profile
-//! names (`avatar_image`).
+//! names (`avatar_image`). The quota is held by a [`Reservation`] in the store from the head
+//! on (atomic across nodes); uploads no message carries are swept after the grace period
+//! ([`sweep`]), their blobs with them unless something else names them.
 
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -18,13 +20,56 @@ use crate::protocol::{Attachment, ErrorCode, User};
 
 use super::super::blobs::{BlobId, Staged};
 use super::super::images::{self, ImageError};
-use super::super::store::{FileRow, UserId, WriteOp, WriteOutcome};
+use super::super::store::{rules, FileRow, Storage, StoreError, UserId, WriteOp, WriteOutcome};
 use super::super::Shared;
 use super::{write_for_call, ServiceError};
 
+/// An upload's hold on its uploader's quota (and, once hashed, on its blobs), from [`admit`]
+/// until it is recorded. Dropped unrecorded (the upload failed, or its request was dropped),
+/// it ends in the store (`WriteOp::EndReservation`), so its bytes stop counting.
+pub struct Reservation {
+    id: String,
+    store: Arc<dyn Storage>,
+    open: bool,
+}
+
+impl Reservation {
+    /// The write that recorded the upload ended the reservation too.
+    fn ended(mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.open {
+            let op = WriteOp::EndReservation {
+                reservation: self.id.clone(),
+            };
+            let id = self.id.clone();
+            let done = Box::new(move |result: Result<WriteOutcome, StoreError>| {
+                if let Err(e) = result {
+                    // The sweep removes it after the grace period.
+                    tracing::warn!(reservation = %id, error = %e, "cannot end an upload's reservation");
+                }
+            });
+            if let Err(e) = self.store.write(op, done) {
+                tracing::warn!(reservation = %self.id, error = %e, "cannot end an upload's reservation");
+            }
+        }
+    }
+}
+
 /// Check an upload before its body is read: `declared` bytes (the `Content-Length`) against
-/// the size limit, the user's quota and pace. An edge calls it before it reads any of the body.
-pub async fn admit(shared: &Shared, user: UserId, declared: u64) -> Result<(), ServiceError> {
+/// the size limit and the user's pace, then reserve them against the user's quota in the store
+/// (atomic: two uploads racing for the last bytes of a quota cannot both pass, on any node).
+/// An edge calls it before it reads any of the body. The pace is this node's (see
+/// [`Shared::uploads`]); the quota is the cluster's.
+pub async fn admit(
+    shared: &Shared,
+    user: UserId,
+    declared: u64,
+) -> Result<Reservation, ServiceError> {
     if declared == 0 {
         return Err(ServiceError::refused(
             ErrorCode::BadRequest,
@@ -38,19 +83,22 @@ pub async fn admit(shared: &Shared, user: UserId, declared: u64) -> Result<(), S
             format!("files are at most {max} bytes; this one is {declared}"),
         ));
     }
-    let quota = shared.config.upload_quota_bytes;
-    if quota > 0 {
-        let used = shared.store.uploaded_bytes(user).await?;
-        if used.saturating_add(declared) > quota {
-            return Err(ServiceError::refused(
-                ErrorCode::TooLong,
-                format!(
-                    "your uploads may total {quota} bytes; {used} are used and this file needs \
-                     {declared} more"
-                ),
-            ));
-        }
-    }
+    let id = Uuid::new_v4().simple().to_string();
+    let op = WriteOp::ReserveUpload {
+        id: id.clone(),
+        user,
+        size: declared,
+        quota: shared.config.upload_quota_bytes,
+        now: shared.clock.now_ms(),
+    };
+    shared.store.write_then(op, |_| {}).await?;
+    let reservation = Reservation {
+        id,
+        store: shared.store.clone(),
+        open: true,
+    };
+    // After the quota, so that an upload over the quota does not use up the pace; refused
+    // here, the reservation ends as it drops.
     shared
         .uploads
         .take(user, shared.clock.instant())
@@ -59,7 +107,102 @@ pub async fn admit(shared: &Shared, user: UserId, declared: u64) -> Result<(), S
             message: "too many uploads",
             wait,
         })?;
-    Ok(())
+    Ok(reservation)
+}
+
+/// Times an upload asks again to hold blobs a sweep is deleting, [`HOLD_RETRY`] apart.
+const HOLD_ATTEMPTS: u32 = 50;
+const HOLD_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Name the blobs `reservation`'s upload is about to store, so that no sweep deletes them
+/// before the upload is recorded. A blob a sweep is deleting at this moment is waited for
+/// (the upload then stores it again).
+async fn hold_blobs(
+    shared: &Shared,
+    reservation: &Reservation,
+    blob: BlobId,
+    thumbnail: Option<BlobId>,
+) -> Result<(), ServiceError> {
+    let mut attempt = 0;
+    loop {
+        let op = WriteOp::HoldBlobs {
+            reservation: reservation.id.clone(),
+            blob: blob.to_string(),
+            thumbnail: thumbnail.map(|t| t.to_string()),
+        };
+        match shared.store.write_then(op, |_| {}).await {
+            Err(StoreError::Rejected(ErrorCode::Busy, _)) if attempt < HOLD_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(HOLD_RETRY).await;
+            }
+            other => return other.map(drop).map_err(ServiceError::from),
+        }
+    }
+}
+
+/// Remove what uploads left behind, once (the periodic task runs it; see the module docs):
+/// the uploads older than the grace period that no message carries, the reservations of
+/// uploads that died with their node, and the blobs nothing names any more. Returns the
+/// number of uploads removed.
+pub async fn sweep(shared: &Shared) -> Result<u64, ServiceError> {
+    let grace = shared.config.unattached_grace.as_millis() as i64;
+    let before = shared.clock.now_ms().saturating_sub(grace);
+    let mut total = 0;
+    loop {
+        let op = WriteOp::SweepUploads { before };
+        let WriteOutcome::Uploads { removed, doomed } = shared.store.write_then(op, |_| {}).await?
+        else {
+            return Err(internal("a sweep answered with another outcome", "?"));
+        };
+        total += removed;
+        if !doomed.is_empty() {
+            let blobs = shared.blobs.clone();
+            let gone = doomed.clone();
+            blocking(move || -> std::io::Result<()> {
+                for blob in gone.iter().filter_map(|b| BlobId::parse(b)) {
+                    blobs.remove(blob)?;
+                }
+                Ok(())
+            })
+            .await?
+            .map_err(|e| internal("cannot remove a blob", e))?;
+            let forget = WriteOp::ForgetBlobs {
+                blobs: doomed.clone(),
+            };
+            shared.store.write_then(forget, |_| {}).await?;
+        }
+        let batch = rules::SWEEP_BATCH as usize;
+        if (removed as usize) < batch && doomed.len() < batch {
+            return Ok(total);
+        }
+    }
+}
+
+/// Sweep ([`sweep`]) every `upload_sweep_every` until the server stops. Every node runs it:
+/// the store orders their sweeps and uploads, so no node deletes a blob another still needs.
+pub(crate) async fn sweep_periodically(shared: std::sync::Weak<Shared>) {
+    let every = match shared.upgrade() {
+        Some(s) => s.config.upload_sweep_every,
+        None => return,
+    };
+    let mut stopping = match shared.upgrade() {
+        Some(s) => s.stopping.subscribe(),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match sweep(&shared).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed unattached uploads"),
+            Err(e) => tracing::warn!(error = %e, "the sweep of unattached uploads failed"),
+        }
+    }
 }
 
 /// A body received whole into a staging file.
@@ -176,6 +319,7 @@ pub async fn upload<S, E>(
     shared: &Arc<Shared>,
     user: UserId,
     name: &str,
+    reservation: Reservation,
     declared: u64,
     body: S,
 ) -> Result<Attachment, ServiceError>
@@ -195,8 +339,10 @@ where
         None
     };
 
-    let blobs = shared.blobs.clone();
     let thumbnail_bytes = image.as_ref().map(|i| i.thumbnail.clone());
+    let thumbnail_id = thumbnail_bytes.as_deref().map(BlobId::of);
+    hold_blobs(shared, &reservation, blob, thumbnail_id).await?;
+    let blobs = shared.blobs.clone();
     let thumbnail = blocking(move || -> std::io::Result<Option<BlobId>> {
         let thumbnail = thumbnail_bytes.map(|t| blobs.put(&t)).transpose()?;
         blobs.commit(staged, blob)?;
@@ -222,9 +368,11 @@ where
     };
     let op = WriteOp::AddFile {
         file,
+        reservation: reservation.id.clone(),
         now: shared.clock.now_ms(),
     };
     shared.store.write_then(op, |_| {}).await?;
+    reservation.ended();
     Ok(attachment)
 }
 
@@ -234,6 +382,7 @@ where
 pub async fn set_avatar<S, E>(
     shared: &Arc<Shared>,
     user: UserId,
+    reservation: Reservation,
     declared: u64,
     body: S,
 ) -> Result<User, ServiceError>
@@ -248,24 +397,34 @@ where
         ));
     }
     let (bytes, _) = with_image(shared, &received.staged, |f| images::avatar(f)).await?;
+    let image = BlobId::of(&bytes);
+    hold_blobs(shared, &reservation, image, None).await?;
     let blobs = shared.blobs.clone();
-    let image = blocking(move || blobs.put(&bytes))
+    blocking(move || blobs.put(&bytes))
         .await?
         .map_err(|e| internal("cannot store a profile picture", e))?;
-    set_avatar_image(shared, user, Some(image.to_string())).await
+    let op = WriteOp::SetAvatarImage {
+        user,
+        image: Some(image.to_string()),
+        reservation: Some(reservation.id.clone()),
+    };
+    let profile = set_avatar_image(shared, op).await?;
+    reservation.ended();
+    Ok(profile)
 }
 
 /// Remove the user's profile picture (they are shown with their `avatar` again).
 pub async fn clear_avatar(shared: &Shared, user: UserId) -> Result<User, ServiceError> {
-    set_avatar_image(shared, user, None).await
+    let op = WriteOp::SetAvatarImage {
+        user,
+        image: None,
+        reservation: None,
+    };
+    set_avatar_image(shared, op).await
 }
 
-async fn set_avatar_image(
-    shared: &Shared,
-    user: UserId,
-    image: Option<String>,
-) -> Result<User, ServiceError> {
-    match write_for_call(shared, WriteOp::SetAvatarImage { user, image }).await? {
+async fn set_avatar_image(shared: &Shared, op: WriteOp) -> Result<User, ServiceError> {
+    match write_for_call(shared, op).await? {
         WriteOutcome::UserUpdated(row) => Ok(row.user),
         other => {
             tracing::error!(

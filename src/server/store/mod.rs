@@ -344,15 +344,51 @@ pub enum WriteOp {
         user: UserId,
         dnd: Option<Dnd>,
     },
-    /// Set (Some: a blob already stored) or clear the user's profile picture.
+    /// Set (Some: a blob already stored) or clear the user's profile picture; a new one ends
+    /// the reservation of its upload (`reservation`), which held its blob until now.
     SetAvatarImage {
         user: UserId,
         image: Option<String>,
+        reservation: Option<String>,
     },
-    /// Record an upload whose bytes (and thumbnail) are already in the blob store.
+    /// Hold `size` bytes of `user`'s quota (0: none) for an upload about to be read, as
+    /// reservation `id`; refused (`too_long`) when their uploads, recorded and under way,
+    /// would exceed it. Atomic: of two uploads racing for the last bytes, one is refused.
+    ReserveUpload {
+        id: String,
+        user: UserId,
+        size: u64,
+        quota: u64,
+        now: Millis,
+    },
+    /// Reservation `reservation` names the blobs its upload is about to store, so no sweep
+    /// deletes them before the upload is recorded; refused (`busy`) while a sweep is deleting
+    /// one of them.
+    HoldBlobs {
+        reservation: String,
+        blob: String,
+        thumbnail: Option<String>,
+    },
+    /// An upload failed: its reservation ends (its bytes no longer count).
+    EndReservation {
+        reservation: String,
+    },
+    /// Record an upload whose bytes (and thumbnail) are already in the blob store, ending its
+    /// reservation; refused when the reservation is gone (a sweep removed it).
     AddFile {
         file: FileRow,
+        reservation: String,
         now: Millis,
+    },
+    /// Remove the uploads made before `before` that no message carries, and the reservations
+    /// made before it; mark the blobs nothing names any more as doomed
+    /// ([`WriteOutcome::Uploads`]).
+    SweepUploads {
+        before: Millis,
+    },
+    /// Doomed blobs that are now gone from the blob store.
+    ForgetBlobs {
+        blobs: Vec<String>,
     },
 }
 
@@ -449,6 +485,23 @@ pub enum WriteOutcome {
     FileAdded {
         uploader: UserId,
     },
+    /// The uploads' bookkeeping changed (a reservation, a sweep); nobody else hears of it.
+    /// After a sweep: the uploads it `removed`, and every blob `doomed` (nothing names it), to
+    /// delete from the blob store and then forget ([`WriteOp::ForgetBlobs`]).
+    Uploads {
+        removed: u64,
+        doomed: Vec<String>,
+    },
+}
+
+impl WriteOutcome {
+    /// What a write that only keeps the uploads' books answers (nothing removed or doomed).
+    pub fn uploads_changed() -> WriteOutcome {
+        WriteOutcome::Uploads {
+            removed: 0,
+            doomed: Vec::new(),
+        }
+    }
 }
 
 /// Runs once a write committed (or failed), in commit order, on whatever thread the backend
@@ -512,9 +565,6 @@ pub trait Storage: Send + Sync {
 
     /// Whether blob `blob` is some user's current profile picture.
     fn is_avatar(&self, blob: String) -> StoreFuture<bool>;
-
-    /// The bytes of every upload `user` made (what their quota counts).
-    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64>;
 
     /// Stop taking writes, commit what is queued and wait for it (blocking).
     fn shutdown(&self);

@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0003_access.sql"),
     include_str!("postgres/0004_files.sql"),
     include_str!("postgres/0005_server_id.sql"),
+    include_str!("postgres/0006_upload_reservations.sql"),
 ];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
@@ -669,6 +670,17 @@ async fn sent_before(
     Ok(Some(message))
 }
 
+/// The advisory lock that orders, across nodes, a sweep's look at which blobs nothing names
+/// against an upload naming its blobs ("blobs"): an upload either names a blob before the
+/// sweep looks (the sweep keeps it) or finds it doomed and waits until it is gone.
+const BLOBS_LOCK: i64 = 0x62_6c6f_6273;
+
+async fn lock_blobs(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BLOBS_LOCK])
+        .await?;
+    Ok(())
+}
+
 /// The advisory lock a registration takes while the server has no account yet ("first").
 const FIRST_ACCOUNT_LOCK: i64 = 0x66_6972_7374;
 
@@ -1149,7 +1161,10 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             }
             let mut files = Vec::with_capacity(attachments.len());
             for id in attachments {
-                let file = tx.query_opt(rules::OWN_FILE_SQL, &[id, user]).await?;
+                // Locked to COMMIT against a sweep removing it meanwhile (FOR KEY SHARE does
+                // not block other sends attaching it).
+                let own = format!("{} FOR KEY SHARE OF f", rules::OWN_FILE_SQL);
+                let file = tx.query_opt(&own, &[id, user]).await?;
                 let file = file.ok_or_else(|| rules::not_your_file(id))?;
                 files.push(file_from_row(&file).attachment);
             }
@@ -1293,16 +1308,119 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 level: *level,
             })
         }
-        WriteOp::SetAvatarImage { user, image } => {
+        WriteOp::SetAvatarImage {
+            user,
+            image,
+            reservation,
+        } => {
             user_row(tx, *user).await?;
             tx.execute(
                 "UPDATE users SET avatar_image = $2 WHERE id = $1",
                 &[user, image],
             )
             .await?;
+            if let Some(reservation) = reservation {
+                tx.execute(rules::END_RESERVATION, &[reservation]).await?;
+            }
             Ok(WriteOutcome::UserUpdated(user_row(tx, *user).await?))
         }
-        WriteOp::AddFile { file, now } => {
+        WriteOp::ReserveUpload {
+            id,
+            user,
+            size,
+            quota,
+            now,
+        } => {
+            // The user's row stays locked to COMMIT: a reservation on another node waits, and
+            // its sum (the next statement, READ COMMITTED) then counts this one.
+            tx.execute(
+                "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+                &[user],
+            )
+            .await?;
+            let used: i64 = tx.query_one(rules::QUOTA_USED_SQL, &[user]).await?.get(0);
+            rules::check_quota(*quota, used.max(0) as u64, *size)?;
+            tx.execute(rules::INSERT_RESERVATION, &[id, user, &(*size as i64), now])
+                .await?;
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::HoldBlobs {
+            reservation,
+            blob,
+            thumbnail,
+        } => {
+            lock_blobs(tx).await?;
+            if tx
+                .query_opt(rules::DOOMED_SQL, &[blob, thumbnail])
+                .await?
+                .is_some()
+            {
+                return Err(rules::blob_doomed());
+            }
+            if tx
+                .execute(rules::HOLD_BLOBS_SQL, &[blob, thumbnail, reservation])
+                .await?
+                == 0
+            {
+                return Err(rules::reservation_gone());
+            }
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::EndReservation { reservation } => {
+            tx.execute(rules::END_RESERVATION, &[reservation]).await?;
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::SweepUploads { before } => {
+            lock_blobs(tx).await?;
+            tx.execute(rules::EXPIRE_RESERVATIONS, &[before]).await?;
+            // Rows a send is attaching right now (locked by its FOR KEY SHARE) are skipped; the
+            // next sweep sees them carried.
+            let unattached = tx
+                .query(
+                    &format!("{} FOR UPDATE SKIP LOCKED", rules::UNATTACHED_FILES_SQL),
+                    &[before, &rules::SWEEP_BATCH],
+                )
+                .await?;
+            let mut removed = 0;
+            let mut freed = Vec::new();
+            for row in unattached {
+                let id: String = row.get(0);
+                if tx.execute(rules::DELETE_UNATTACHED_FILE, &[&id]).await? > 0 {
+                    removed += 1;
+                    freed.push(row.get::<_, String>(1));
+                    freed.extend(row.get::<_, Option<String>>(2));
+                }
+            }
+            freed.sort_unstable();
+            freed.dedup();
+            for blob in freed {
+                let named: bool = tx.query_one(rules::BLOB_NAMED_SQL, &[&blob]).await?.get(0);
+                if !named {
+                    tx.execute(rules::DOOM_BLOB, &[&blob]).await?;
+                }
+            }
+            let doomed = tx
+                .query(rules::DOOMED_BLOBS_SQL, &[&rules::SWEEP_BATCH])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok(WriteOutcome::Uploads { removed, doomed })
+        }
+        WriteOp::ForgetBlobs { blobs } => {
+            for blob in blobs {
+                tx.execute(rules::FORGET_BLOB, &[blob]).await?;
+            }
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::AddFile {
+            file,
+            reservation,
+            now,
+        } => {
+            if tx.execute(rules::END_RESERVATION, &[reservation]).await? == 0 {
+                return Err(rules::reservation_gone());
+            }
             let a = &file.attachment;
             let (width, height) = (a.width.map(i64::from), a.height.map(i64::from));
             tx.execute(
@@ -1611,18 +1729,6 @@ impl Storage for PgStore {
         Box::pin(async move {
             let c = pool.get().await.map_err(pool_error)?;
             Ok(c.query_opt(rules::IS_AVATAR_SQL, &[&blob]).await?.is_some())
-        })
-    }
-
-    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64> {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let c = pool.get().await.map_err(pool_error)?;
-            let total: i64 = c
-                .query_one(rules::UPLOADED_BYTES_SQL, &[&user])
-                .await?
-                .get(0);
-            Ok(total.max(0) as u64)
         })
     }
 

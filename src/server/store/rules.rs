@@ -111,10 +111,91 @@ pub const INSERT_FILE: &str = "INSERT INTO files (id, uploader_id, blob, name, m
      width, height, thumb_blob, thumb_type, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-/// The bytes of every upload of user $1. (PostgreSQL sums BIGINTs as NUMERIC: the cast keeps
-/// it an integer both backends read alike.)
-pub const UPLOADED_BYTES_SQL: &str =
-    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE uploader_id = $1";
+/// What user $1's quota counts: the bytes of every upload recorded and of every upload under
+/// way (reserved). (PostgreSQL sums BIGINTs as NUMERIC: the cast keeps it an integer both
+/// backends read alike.)
+pub const QUOTA_USED_SQL: &str = "SELECT CAST(\
+     COALESCE((SELECT SUM(size) FROM files WHERE uploader_id = $1), 0) + \
+     COALESCE((SELECT SUM(size) FROM upload_reservations WHERE uploader_id = $1), 0) AS BIGINT)";
+
+/// Reserves an upload: $1 id, $2 uploader, $3 declared bytes, $4 time.
+pub const INSERT_RESERVATION: &str = "INSERT INTO upload_reservations \
+     (id, uploader_id, size, created_at) VALUES ($1, $2, $3, $4)";
+
+/// Reservation $3 names the blobs its upload will use: $1 the bytes, $2 the thumbnail. (The
+/// placeholders come in ascending order: SQLite numbers `$n` by first appearance.)
+pub const HOLD_BLOBS_SQL: &str =
+    "UPDATE upload_reservations SET blob = $1, thumb_blob = $2 WHERE id = $3";
+
+/// Whether blob $1 (or $2) is on its way out of the blob store.
+pub const DOOMED_SQL: &str = "SELECT 1 FROM doomed_blobs WHERE blob = $1 OR blob = $2 LIMIT 1";
+
+/// Ends reservation $1 (its upload was recorded, or failed).
+pub const END_RESERVATION: &str = "DELETE FROM upload_reservations WHERE id = $1";
+
+/// Reservations made before $1: their uploads died with their node (or outlived the grace).
+pub const EXPIRE_RESERVATIONS: &str = "DELETE FROM upload_reservations WHERE created_at < $1";
+
+/// Uploads made before $1 that no message carries: id, blob, thumbnail blob; $2 of them at most.
+/// (A profile picture is never an upload row, so never among them.)
+pub const UNATTACHED_FILES_SQL: &str = "SELECT f.id, f.blob, f.thumb_blob FROM files f \
+     WHERE f.created_at < $1 AND NOT EXISTS \
+     (SELECT 1 FROM message_files mf WHERE mf.file_id = f.id) ORDER BY f.created_at LIMIT $2";
+
+/// Removes upload $1 if still no message carries it (a send may have attached it meanwhile).
+pub const DELETE_UNATTACHED_FILE: &str = "DELETE FROM files WHERE id = $1 AND NOT EXISTS \
+     (SELECT 1 FROM message_files mf WHERE mf.file_id = files.id)";
+
+/// Whether anything still names blob $1: an upload (its bytes or thumbnail), a profile picture,
+/// or an upload under way. Only a blob nothing names leaves the blob store.
+pub const BLOB_NAMED_SQL: &str = "SELECT \
+     EXISTS (SELECT 1 FROM files WHERE blob = $1) \
+     OR EXISTS (SELECT 1 FROM files WHERE thumb_blob = $1) \
+     OR EXISTS (SELECT 1 FROM users WHERE avatar_image = $1) \
+     OR EXISTS (SELECT 1 FROM upload_reservations WHERE blob = $1 OR thumb_blob = $1)";
+
+/// Marks blob $1 for deletion from the blob store.
+pub const DOOM_BLOB: &str = "INSERT INTO doomed_blobs (blob) VALUES ($1) ON CONFLICT DO NOTHING";
+
+/// Every blob marked for deletion (a sweep's, and any a sweep that died left).
+pub const DOOMED_BLOBS_SQL: &str = "SELECT blob FROM doomed_blobs ORDER BY blob LIMIT $1";
+
+/// Blob $1 is gone from the blob store.
+pub const FORGET_BLOB: &str = "DELETE FROM doomed_blobs WHERE blob = $1";
+
+/// Most uploads one sweep write removes (a sweep repeats until fewer are left).
+pub const SWEEP_BATCH: i64 = 500;
+
+/// Refuse an upload of `declared` bytes when the user's uploads (recorded and under way) total
+/// `used` and their quota is `quota` (0: none).
+pub fn check_quota(quota: u64, used: u64, declared: u64) -> Result<(), StoreError> {
+    if quota > 0 && used.saturating_add(declared) > quota {
+        return Err(StoreError::rejected(
+            ErrorCode::TooLong,
+            format!(
+                "your uploads may total {quota} bytes; {used} are used and this file needs \
+                 {declared} more"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of holding a blob that a sweep is deleting: the upload waits and tries again.
+pub fn blob_doomed() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::Busy,
+        "the same bytes are being removed from the blob store; try again",
+    )
+}
+
+/// The refusal of recording an upload whose reservation is gone (the sweep removed it).
+pub fn reservation_gone() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::BadRequest,
+        "the upload took longer than the server keeps an upload under way; upload it again",
+    )
+}
 /// Whether $2 (a user) moderates $1 (a conversation): a room's creator, or an admin, in a
 /// room (never a DM). The one definition of who moderates.
 pub const MODERATES: &str = "EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 \

@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_access.sql"),
     include_str!("migrations/0009_files.sql"),
     include_str!("migrations/0010_server_id.sql"),
+    include_str!("migrations/0011_upload_reservations.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -526,15 +527,6 @@ impl Storage for SqliteStore {
             c.query_row(rules::IS_AVATAR_SQL, params![blob], |_| Ok(()))
                 .optional()
                 .map(|found| found.is_some())
-        })
-    }
-
-    fn uploaded_bytes(&self, user: UserId) -> StoreFuture<u64> {
-        self.read(move |c| {
-            c.query_row(rules::UPLOADED_BYTES_SQL, params![user], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| n.max(0) as u64)
         })
     }
 
@@ -1513,15 +1505,106 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::SetLevel { user, conv, level } => set_level(tx, *user, *conv, *level),
         WriteOp::SetDnd { user, dnd } => set_dnd(tx, *user, *dnd),
-        WriteOp::SetAvatarImage { user, image } => {
+        WriteOp::SetAvatarImage {
+            user,
+            image,
+            reservation,
+        } => {
             user_row(tx, *user)?;
             tx.execute(
                 "UPDATE users SET avatar_image = ?2 WHERE id = ?1",
                 params![user, image],
             )?;
+            if let Some(reservation) = reservation {
+                tx.execute(rules::END_RESERVATION, params![reservation])?;
+            }
             Ok(WriteOutcome::UserUpdated(user_row(tx, *user)?))
         }
-        WriteOp::AddFile { file, now } => {
+        WriteOp::ReserveUpload {
+            id,
+            user,
+            size,
+            quota,
+            now,
+        } => {
+            let used: i64 = tx.query_row(rules::QUOTA_USED_SQL, params![user], |r| r.get(0))?;
+            rules::check_quota(*quota, used.max(0) as u64, *size)?;
+            tx.execute(
+                rules::INSERT_RESERVATION,
+                params![id, user, *size as i64, now],
+            )?;
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::HoldBlobs {
+            reservation,
+            blob,
+            thumbnail,
+        } => {
+            let doomed = tx
+                .query_row(rules::DOOMED_SQL, params![blob, thumbnail], |_| Ok(()))
+                .optional()?;
+            if doomed.is_some() {
+                return Err(rules::blob_doomed());
+            }
+            if tx.execute(rules::HOLD_BLOBS_SQL, params![blob, thumbnail, reservation])? == 0 {
+                return Err(rules::reservation_gone());
+            }
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::EndReservation { reservation } => {
+            tx.execute(rules::END_RESERVATION, params![reservation])?;
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::SweepUploads { before } => {
+            tx.execute(rules::EXPIRE_RESERVATIONS, params![before])?;
+            let unattached = tx
+                .prepare_cached(rules::UNATTACHED_FILES_SQL)?
+                .query_map(params![before, rules::SWEEP_BATCH], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut removed = 0;
+            let mut freed = Vec::new();
+            for (id, blob, thumbnail) in unattached {
+                if tx.execute(rules::DELETE_UNATTACHED_FILE, params![id])? > 0 {
+                    removed += 1;
+                    freed.push(blob);
+                    freed.extend(thumbnail);
+                }
+            }
+            freed.sort_unstable();
+            freed.dedup();
+            for blob in freed {
+                let named: bool =
+                    tx.query_row(rules::BLOB_NAMED_SQL, params![blob], |r| r.get(0))?;
+                if !named {
+                    tx.execute(rules::DOOM_BLOB, params![blob])?;
+                }
+            }
+            let doomed = tx
+                .prepare_cached(rules::DOOMED_BLOBS_SQL)?
+                .query_map(params![rules::SWEEP_BATCH], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(WriteOutcome::Uploads { removed, doomed })
+        }
+        WriteOp::ForgetBlobs { blobs } => {
+            for blob in blobs {
+                tx.execute(rules::FORGET_BLOB, params![blob])?;
+            }
+            Ok(WriteOutcome::uploads_changed())
+        }
+        WriteOp::AddFile {
+            file,
+            reservation,
+            now,
+        } => {
+            if tx.execute(rules::END_RESERVATION, params![reservation])? == 0 {
+                return Err(rules::reservation_gone());
+            }
             let a = &file.attachment;
             tx.prepare_cached(rules::INSERT_FILE)?.execute(params![
                 a.id,
