@@ -37,6 +37,18 @@ async fn an_admin_runs_an_invite_only_server_from_the_cli() {
 
     let refused = fails(natter(b, &["--server", &url, "register", "bob"]).await);
     assert!(refused.contains("invite"), "{refused}");
+    // A code may start with '-' (base64url): it is taken as the code, not as a flag.
+    let wrong = fails(
+        natter(
+            b,
+            &["--server", &url, "register", "bob", "--invite", "-lQx9"],
+        )
+        .await,
+    );
+    assert!(
+        wrong.contains("invite") && !wrong.contains("unexpected argument"),
+        "{wrong}"
+    );
     let made = ok(natter(a, &["invite", "create", "--expires-in", "3600"]).await);
     let code = code_of(&made);
     let listed = ok(natter(a, &["invite", "list"]).await);

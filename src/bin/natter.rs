@@ -109,7 +109,8 @@ enum Command {
         #[arg(long)]
         avatar: Option<String>,
         /// The invite code an admin gave you (needed on an invite-only server).
-        #[arg(long)]
+        // A code is base64url, so one in 64 starts with '-': it is still the value.
+        #[arg(long, allow_hyphen_values = true)]
         invite: Option<String>,
     },
     /// Sign in (password from NATTER_PASSWORD, else a prompt).
