@@ -3,12 +3,14 @@
  * 'unsafe-inline' for styles, which forbids `style="..."` attributes but allows `el.style.x = y`.
  */
 export interface Geometry {
+  width?: number;
   height?: number;
   transform?: string;
 }
 
 export function geometry(el: HTMLElement, g: Geometry) {
   const apply = (v: Geometry) => {
+    el.style.width = v.width === undefined ? "" : `${v.width}px`;
     el.style.height = v.height === undefined ? "" : `${v.height}px`;
     el.style.transform = v.transform ?? "";
   };
