@@ -6,8 +6,9 @@
 //! [`BlobStore`] is the interface; [`DirBlobs`] is the default, a directory (`blobs/` in the
 //! data directory, or `--blobs DIR`) laid out as `ab/cdef...` by the id's hex. Bytes are
 //! written to a staging file in the same file system (`DIR/staging/`) and renamed into place
-//! only once whole and synced: an interrupted upload leaves nothing under a blob's name, and the
-//! staging directory is emptied at start. Nodes of a cluster share one directory that they all
+//! only once whole and synced: an interrupted upload leaves nothing under a blob's name, and at
+//! start a node removes staging files nobody has written to for [`ABANDONED_AFTER`] (not all of
+//! them: on a directory shared by a cluster, the others' uploads in progress are there). Nodes of a cluster share one directory that they all
 //! mount (NFS, a shared volume): a blob one node stored is there for the others to serve, and
 //! because a name only ever holds its own bytes, two nodes storing the same blob at once is
 //! harmless.
@@ -111,9 +112,14 @@ pub struct DirBlobs {
 /// blob's directory).
 const STAGING: &str = "staging";
 
+/// How long a staging file stays untouched before a starting node takes it for one a crash
+/// left. An upload in progress writes at least every `--body-timeout` (10 s by default), or is
+/// refused.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl DirBlobs {
-    /// The store at `root`, created (private, 0700) if missing, its staging directory emptied
-    /// of what interrupted uploads left.
+    /// The store at `root`, created (private, 0700) if missing, its staging directory rid of
+    /// what interrupted uploads left (files untouched for [`ABANDONED_AFTER`]).
     pub fn open(root: &Path) -> io::Result<DirBlobs> {
         let staging = root.join(STAGING);
         std::fs::create_dir_all(&staging)?;
@@ -123,7 +129,17 @@ impl DirBlobs {
             std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
         }
         for entry in std::fs::read_dir(&staging)? {
-            let path = entry?.path();
+            let entry = entry?;
+            let idle = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok());
+            // A file whose age cannot be read is left for the next start.
+            if !idle.is_some_and(|idle| idle >= ABANDONED_AFTER) {
+                continue;
+            }
+            let path = entry.path();
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged upload");
             }
@@ -206,14 +222,32 @@ mod tests {
             .read_to_string(&mut read)
             .unwrap();
         assert_eq!(read, "hello");
-        // A staged file never committed (an interrupted upload) is gone, and so is one left
-        // over from a crash once the store reopens.
+        // A staged file never committed (an interrupted upload) is gone. Of the files a crash
+        // left, a node that (re)opens the store removes the abandoned ones only: a fresh one
+        // may be another node's upload in progress on a shared directory.
         let abandoned = blobs.stage().unwrap();
         abandoned.file().write_all(b"half").unwrap();
         drop(abandoned);
-        let left = blobs.stage().unwrap();
-        std::mem::forget(left);
+        let staged_path = |s: &Staged| s.0.path().to_path_buf();
+        let crashed = blobs.stage().unwrap();
+        let crashed_path = staged_path(&crashed);
+        crashed
+            .file()
+            .set_modified(std::time::SystemTime::now() - ABANDONED_AFTER)
+            .unwrap();
+        std::mem::forget(crashed);
+        let in_progress = blobs.stage().unwrap();
+        in_progress.file().write_all(b"still coming").unwrap();
         let reopened = DirBlobs::open(dir.path()).unwrap();
+        assert!(
+            !crashed_path.exists(),
+            "an abandoned staging file is removed"
+        );
+        assert!(
+            staged_path(&in_progress).exists(),
+            "an upload in progress keeps its staging file"
+        );
+        drop(in_progress);
         assert_eq!(
             std::fs::read_dir(dir.path().join(STAGING)).unwrap().count(),
             0
