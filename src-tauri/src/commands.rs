@@ -12,7 +12,9 @@ use natter::protocol::{
     Attachment, ConvId, Dnd, Invite, Member, NotifyLevel, PendingUser, RoomInfo, Seq, SessionInfo,
     User,
 };
-use tauri::{ipc::Invoke, Runtime, State};
+use std::sync::Arc;
+
+use tauri::{ipc::Invoke, Manager, Runtime, State};
 
 use crate::accounts::AccountInfo;
 use crate::config::Settings;
@@ -24,8 +26,33 @@ use crate::state::{AppState, NewInvite, Shell, StoreRepair};
 const DEFAULT_HISTORY_LIMIT: u32 = 50;
 const DEFAULT_SEARCH_LIMIT: u32 = 50;
 
-/// The handler with every command, for `Builder::invoke_handler`.
+/// The handler with every command, for `Builder::invoke_handler`. A command that arrives while
+/// the profile is still being restored (the page loads beside the restore, see `crate::init`)
+/// waits for it on the async runtime, so no command answers from a half-started shell (e.g.
+/// `app_state` saying "signed out" for an account whose store is still opening).
 pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
+    let commands = Arc::new(every_command::<R>());
+    move |invoke: Invoke<R>| {
+        let shell = match invoke.message.webview_ref().try_state::<Shell>() {
+            Some(shell) if !shell.is_restored() => shell.inner().clone(),
+            _ => return commands(invoke),
+        };
+        let commands = commands.clone();
+        let resolver = invoke.resolver.clone();
+        let name = invoke.message.command().to_string();
+        tauri::async_runtime::spawn(async move {
+            shell.restored().await;
+            if !commands(invoke) {
+                // What Tauri answers for a command no handler knows.
+                resolver.reject(format!("Command {name} not found"));
+            }
+        });
+        true
+    }
+}
+
+/// Every command of docs/ipc.md, as Tauri dispatches them.
+fn every_command<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
     tauri::generate_handler![
         app_state,
         host_server,

@@ -89,10 +89,13 @@ pub fn run_app_with<R: Runtime>(builder: Builder<R>, options: Options) -> Builde
         })
 }
 
-/// Creates the shell state and restores what the profile remembers (the real app calls this
-/// from its setup hook; tests under the mock runtime, which has no event loop, call it after
-/// `build`). The local store (and the hosted server) open before the window asks for state, so
-/// cached history shows at once; the network starts in the background.
+/// Creates the shell state and starts restoring what the profile remembers (the real app calls
+/// this from its setup hook; tests under the mock runtime, which has no event loop, call it
+/// after `build`). The restore (the local stores' open and check, the hosted server, the
+/// clients) runs on the async runtime and `init` returns at once: the setup hook runs on the
+/// main thread, which also serves the page's files to the web view, so a restore there held the
+/// page's load up by its whole length. The commands wait for the restore instead
+/// ([`state::Shell::restored`]); the network starts in the background.
 pub fn init<R: Runtime>(app: &AppHandle<R>, options: Options) -> Result<(), String> {
     let dir = match options.data_dir {
         Some(dir) => dir,
@@ -110,9 +113,17 @@ pub fn init<R: Runtime>(app: &AppHandle<R>, options: Options) -> Result<(), Stri
     window::render_without_compositing(app);
     let shell =
         state::Shell::with_parts(Arc::new(state::TauriUi(app.clone())), presenter, dir, bind);
-    tauri::async_runtime::block_on(shell.restore());
-    startup::apply_at_start(app, &shell);
-    app.manage(shell);
+    let hidden = startup::hide_at_start(app, &shell.config());
+    app.manage(shell.clone());
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        shell
+            .restore_then(|shell| {
+                startup::apply_after_restore(&app, shell, hidden);
+                shell.refresh_unread_display();
+            })
+            .await;
+    });
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use tauri::plugin::TauriPlugin;
 use tauri::{AppHandle, Manager, Runtime};
 use tauri_plugin_autostart::AutoLaunchManager;
 
-use crate::config::Settings;
+use crate::config::{DesktopConfig, Settings};
 use crate::state::{Phase, Shell};
 use crate::window;
 
@@ -42,17 +42,34 @@ pub fn set_start_at_login<R: Runtime>(app: &AppHandle<R>, enabled: bool) -> Resu
     })
 }
 
-/// Applies both settings as the app starts (from `init`, once the profile is restored): hides
-/// the window when [`start_hidden`] says so (the tray icon, created when the event loop is
-/// ready, brings it back; without a tray the window is shown again, see `run`), and rewrites the
-/// autostart entry when starting at login is on, so it names this binary even after the app
-/// moved and comes back if the desktop lost it. With the setting off the entry is left alone:
-/// only turning the setting off removes it.
-pub fn apply_at_start<R: Runtime>(app: &AppHandle<R>, shell: &Shell) {
-    let state = shell.app_state();
-    if start_hidden(&state.settings, state.phase) {
+/// Hides the main window as the app starts (from `init`, before the profile's restore, so a
+/// window that starts in the tray never flashes up) when [`start_hidden`] says so for the phase
+/// the saved config promises: signed in when it names an active account. Returns whether it
+/// hid the window, for [`apply_after_restore`]. The tray icon, created when the event loop is
+/// ready, brings it back; without a tray the window is shown again, see `run`.
+pub fn hide_at_start<R: Runtime>(app: &AppHandle<R>, config: &DesktopConfig) -> bool {
+    let promised = match (&config.server_url, config.active_account()) {
+        (Some(_), Some(_)) => Phase::Ready,
+        (Some(_), None) => Phase::SignedOut,
+        (None, _) => Phase::Setup,
+    };
+    let hide = start_hidden(&config.settings, promised);
+    if hide {
         tracing::info!("starting minimised to the tray");
         window::hide_main(app);
+    }
+    hide
+}
+
+/// Once the profile is restored: shows the window again if it was hidden at start but the
+/// account could not be resumed (signing in needs the window), and rewrites the autostart
+/// entry when starting at login is on, so it names this binary even after the app moved and
+/// comes back if the desktop lost it. With the setting off the entry is left alone: only
+/// turning the setting off removes it.
+pub fn apply_after_restore<R: Runtime>(app: &AppHandle<R>, shell: &Shell, hidden: bool) {
+    let state = shell.app_state();
+    if hidden && !start_hidden(&state.settings, state.phase) {
+        window::show_main(app);
     }
     if state.settings.start_at_login {
         if let Err(e) = shell.ui().set_start_at_login(true) {

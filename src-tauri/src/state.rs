@@ -205,6 +205,9 @@ pub struct Hosting {
     pub fingerprint: String,
 }
 
+/// How long quitting waits for a restore still under way.
+const RESTORE_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a command needing the server waits for a connection that is still being made.
 const CONNECTING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -237,6 +240,9 @@ struct Inner {
     /// The address a hosted server shared on the network listens on (all interfaces; tests
     /// name one). Unshared, it listens on loopback.
     host_bind: IpAddr,
+    /// Whether [`Shell::restore`] has finished: it runs beside the page's load, so the commands
+    /// wait for it ([`Shell::restored`]) instead of answering from a half-started shell.
+    restored: tokio::sync::watch::Sender<bool>,
 }
 
 /// One signed-in account's running client, the pump of its events, and its notifications
@@ -282,7 +288,23 @@ impl Shell {
             dnd: Mutex::new((None, 0)),
             unread_total: AtomicU32::new(0),
             host_bind,
+            restored: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Whether the profile's restore has finished (see [`Shell::restored`]).
+    pub fn is_restored(&self) -> bool {
+        *self.0.restored.borrow()
+    }
+
+    /// Resolves once [`Shell::restore`] has finished. The app restores the profile on the async
+    /// runtime while the window loads its page (the main thread serves the page's files, so a
+    /// restore there held the page's load up); every command waits here first
+    /// (`commands::handler`), so the first answers already see the restored accounts.
+    pub async fn restored(&self) {
+        let mut done = self.0.restored.subscribe();
+        // The sender lives in `self`, so it cannot be dropped while we wait.
+        let _ = done.wait_for(|restored| *restored).await;
     }
 
     /// Starts what the saved config says: the hosted server, then a client for every signed-in
@@ -290,6 +312,13 @@ impl Shell {
     /// cannot be opened) leaves the list; the active one stays, signed out, so the window asks
     /// to sign in to it again.
     pub async fn restore(&self) {
+        self.restore_then(|_| {}).await;
+    }
+
+    /// [`Shell::restore`], then `then` (what the app applies once it knows the accounts:
+    /// start-up settings, the unread display) before the waiting commands are let through, so
+    /// none of them sees the profile restored but `then` not yet done.
+    pub async fn restore_then(&self, then: impl FnOnce(&Shell)) {
         if let Some(port) = self.config().host_port {
             match HostedServer::start(self.host_reach(), port, self.server_data_dir()).await {
                 Ok(server) => {
@@ -323,6 +352,8 @@ impl Shell {
             c.accounts
                 .retain(|a| active.as_ref() == Some(&a.key) || started.contains(&a.key))
         });
+        then(self);
+        self.0.restored.send_replace(true);
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -974,6 +1005,9 @@ impl Shell {
     /// Stops every client (closing their connections normally) and the hosted server: the app
     /// is quitting. The pump tasks hold the state, so this is what really ends them.
     pub async fn shutdown(&self) {
+        // A quit during start-up: let the restore finish, or the clients it is starting would
+        // miss their goodbye (bounded, so a stuck restore cannot keep the app from quitting).
+        let _ = tokio::time::timeout(RESTORE_AT_EXIT, self.restored()).await;
         self.stop_client().await;
         let background = std::mem::take(&mut *lock(&self.0.background));
         for r in background {

@@ -879,14 +879,20 @@ fn damage_store(dir: &Path, server: &str, user: &str) {
     std::fs::write(&db, bytes).unwrap();
 }
 
+/// An app on `dir` that joined `server` and registered alice, with `#general`'s id.
+fn alice_in_general(server: &TestServer, dir: &Path) -> (Desk, i64) {
+    let desk = Desk::open(dir);
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "alice", "Alice");
+    let general = general_once_joined(&desk);
+    (desk, general)
+}
+
 #[test]
 fn a_damaged_local_store_is_rebuilt_by_repair_store_and_at_sign_in() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let desk = Desk::open(dir.path());
-    desk.ok("join_server", json!({ "url": server.url }));
-    register(&desk, "alice", "Alice");
-    let general = general_once_joined(&desk);
+    let (desk, general) = alice_in_general(&server, dir.path());
     let sent = desk.ok(
         "send",
         json!({"conv": general, "text": "kept on the server"}),
@@ -1924,4 +1930,99 @@ fn the_hosted_server_listens_on_loopback_until_shared() {
     wait_until("the host's client is online again", || {
         desk.ok("app_state", json!({}))["connection"]["state"] == "online"
     });
+}
+
+/// Takes `url`'s port back once its server has stopped, with a listener that accepts
+/// connections and never answers: a server that hangs instead of refusing, so the client
+/// stays `connecting` (waiting for the handshake) for as long as the listener lives.
+fn silent_server_at(url: &str) -> std::net::TcpListener {
+    let addr = url.trim_start_matches("http://");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return listener,
+            Err(e) => assert!(Instant::now() < deadline, "cannot take {addr} back: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The start-up path of the cached history (docs/benchmarks.md, "App footprint"): the profile
+/// is restored beside the page's load, so a command the window sends before the restore has
+/// finished waits for it (and does not answer "signed out"); then the first screen's answers
+/// (the state, the conversations, the reopened conversation's newest page) come from the local
+/// store while the server has not even answered the handshake.
+#[test]
+fn start_up_answers_from_the_restored_store_without_waiting_for_the_server() {
+    use natter_desktop::state::{Shell, TauriUi};
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (desk, general) = alice_in_general(&server, dir.path());
+    for text in ["one", "two", "three"] {
+        send_and_wait_seq(&desk, general, text);
+    }
+    desk.ok("set_visible_conversation", json!({ "conv": general }));
+    desk.close();
+    let url = server.url.clone();
+    drop(server);
+    let _silent = silent_server_at(&url);
+
+    // The app as `init` starts it, with the restore held back until the window has asked.
+    let loopback = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+    let recorder = Arc::new(Recorder::default());
+    let options = Options {
+        data_dir: Some(dir.path().to_path_buf()),
+        presenter: Some(recorder.clone()),
+        host_bind: Some(loopback),
+    };
+    let app = natter_desktop::run_app_with(mock_builder(), options)
+        .build(tauri::test::mock_context(tauri::test::noop_assets()))
+        .unwrap();
+    let shell = Shell::with_parts(
+        Arc::new(TauriUi(app.handle().clone())),
+        recorder,
+        dir.path().to_path_buf(),
+        loopback,
+    );
+    app.manage(shell.clone());
+    let window = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    let (answer_tx, answer) = std::sync::mpsc::channel();
+    let asking = window.clone();
+    std::thread::spawn(move || {
+        let _ = answer_tx.send(support::invoke(&asking, "app_state", json!({})));
+    });
+    assert!(
+        answer.recv_timeout(Duration::from_millis(300)).is_err(),
+        "app_state answered before the profile was restored"
+    );
+    assert!(!shell.is_restored());
+    tauri::async_runtime::block_on(shell.restore());
+    let state = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("app_state answers once the profile is restored")
+        .unwrap();
+    assert_eq!(state["phase"], "ready", "{state}");
+    assert_eq!(state["user"]["username"], "alice");
+    assert_eq!(state["last_conversation"], general);
+
+    let call = |cmd: &str, args: Value| support::invoke(&window, cmd, args).unwrap();
+    let list = call("conversations", json!({}));
+    assert!(
+        list.as_array().unwrap().iter().any(|c| c["id"] == general),
+        "{list}"
+    );
+    let page = call("history", json!({ "conv": general }));
+    let texts: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    // All of it came from the store: the server still has not answered.
+    let now = call("app_state", json!({}));
+    assert_eq!(now["connection"]["state"], "connecting", "{now}");
+    tauri::async_runtime::block_on(shell.shutdown());
 }

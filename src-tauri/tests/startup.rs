@@ -91,6 +91,8 @@ fn start_at_login_writes_renews_and_removes_the_autostart_entry() {
     std::fs::remove_file(&entry).unwrap();
     drop(desk);
     let desk = Desk::open(profile.path());
+    // The entry is renewed once the profile is restored, which the first command waits for.
+    desk.call("get_settings", json!({})).unwrap();
     assert!(entry.exists(), "renewed at start");
 
     // Off: the entry goes away.
@@ -103,6 +105,7 @@ fn start_at_login_writes_renews_and_removes_the_autostart_entry() {
     std::fs::write(&entry, "[Desktop Entry]\n").unwrap();
     drop(desk);
     let desk = Desk::open(profile.path());
+    desk.call("get_settings", json!({})).unwrap();
     assert!(entry.exists());
     std::fs::remove_file(&entry).unwrap();
 

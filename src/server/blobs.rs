@@ -136,7 +136,7 @@ impl DirBlobs {
                 .ok()
                 .and_then(|at| at.elapsed().ok());
             // A file whose age cannot be read is left for the next start.
-            if !idle.is_some_and(|idle| idle >= ABANDONED_AFTER) {
+            if idle.is_none_or(|idle| idle < ABANDONED_AFTER) {
                 continue;
             }
             let path = entry.path();

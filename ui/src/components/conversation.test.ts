@@ -1,8 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { fireEvent, screen, waitFor, within } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
-import { mockIPC } from "@tauri-apps/api/mocks";
-import { renderApp, teamFake, fire } from "../test/harness";
+import { renderApp, teamFake, fire, holdCommand } from "../test/harness";
 import { PAGE, TYPING_THROTTLE_MS } from "../lib/store.svelte";
 import type { LocalMessage } from "../types";
 
@@ -25,27 +24,15 @@ describe("conversation", () => {
     fake.deliver(general, "bob", "from the local store", Date.now() - 1000);
     fake.state.last_conversation = general.id;
     // The server is slow to answer: `users` stays unanswered until released.
-    let release = () => {};
-    const held = new Promise<void>((r) => (release = r));
-    let usersAsked = false;
-    mockIPC(
-      async (cmd, args) => {
-        if (cmd === "users") {
-          usersAsked = true;
-          await held;
-        }
-        return fake.handle(cmd, (args ?? {}) as Record<string, unknown>);
-      },
-      { shouldMockEvents: true },
-    );
+    const users = holdCommand(fake, "users");
     await renderApp();
     await waitFor(() => expect(messages()).toHaveLength(1));
-    expect(usersAsked).toBe(true);
+    expect(users.asked()).toBe(true);
     expect(within(messages()[0]).getByTestId("message-text").textContent).toBe("from the local store");
     // The page was asked for once, together with the list, not again when the conversation opened.
     expect(fake.calls.filter((c) => c.cmd === "history")).toHaveLength(1);
     // The user list arrives: the online list fills in.
-    release();
+    users.release();
     await waitFor(() => expect(screen.getAllByTestId("online-user").length).toBeGreaterThan(0));
   });
 

@@ -51,6 +51,11 @@ export class Store {
    * `natter://accounts`. */
   accounts = $state.raw<AccountInfo[]>([]);
   bootError = $state<string | null>(null);
+  /** While the signed-in screen's first data (the conversation list, the reopened
+   * conversation's newest page) is read from the local store: the screen is built once it is
+   * in, so its first paint already has the cached rows instead of being built empty and then
+   * redrawn (docs/benchmarks.md, "App footprint"). */
+  preparingMain = $state(false);
   conversations = $state.raw<ConversationSummary[]>([]);
   users = $state.raw<Member[]>([]);
   online = $state.raw<ReadonlySet<string>>(new Set());
@@ -220,7 +225,7 @@ export class Store {
     if (switched) this.clearSession();
     if (s.phase === "ready" && (!wasReady || switched)) {
       this.signedOutReason = null;
-      await this.loadMain();
+      await this.loadMain(!wasReady);
     }
     if (s.phase !== "ready") this.clearSession();
   }
@@ -241,8 +246,9 @@ export class Store {
    * list and the reopened conversation's latest page are read from the local store in one
    * round of calls, and nothing that needs the server (the user list waits for the connection
    * to settle) holds them up; names and avatars fill in when the user list arrives.
+   * `firstBuild`: the signed-in screen is not up yet, so it waits for them (`preparingMain`).
    */
-  async loadMain(): Promise<void> {
+  async loadMain(firstBuild = true): Promise<void> {
     const listMark = this.listEvents;
     const heard: ((list: ConversationSummary[]) => ConversationSummary[])[] = [];
     this.heardWhileLoading = heard;
@@ -250,14 +256,21 @@ export class Store {
     const page = last === null ? null : api.history(last, undefined, PAGE);
     // Handled where it is used; this only keeps an unused failure from being reported.
     page?.catch(() => {});
+    // Only where the signed-in screen is not up yet: another account replaces the one shown in
+    // place, without a loading screen between them.
+    this.preparingMain = firstBuild;
     const background = Promise.all([this.refreshUsers(), api.dnd().then((d) => (this.dnd = d), () => {})]);
-    const convs = await api.conversations().catch(() => null);
-    if (this.heardWhileLoading === heard) this.heardWhileLoading = null;
-    if (convs && this.listEvents === listMark) {
-      this.conversations = heard.reduce((list, change) => change(list), sortByActivity(convs));
-    }
-    if (last !== null && page && this.conversations.some((c) => c.id === last)) {
-      await this.openConversation(last, page);
+    try {
+      const convs = await api.conversations().catch(() => null);
+      if (this.heardWhileLoading === heard) this.heardWhileLoading = null;
+      if (convs && this.listEvents === listMark) {
+        this.conversations = heard.reduce((list, change) => change(list), sortByActivity(convs));
+      }
+      if (last !== null && page && this.conversations.some((c) => c.id === last)) {
+        await this.openConversation(last, page);
+      }
+    } finally {
+      this.preparingMain = false;
     }
     await background;
   }

@@ -32,6 +32,25 @@ export function teamFake(): FakeBackend {
   return fake;
 }
 
+/** Makes `cmd` wait for `release()` before `fake` answers it (a slow store or server);
+ * `asked()` tells whether the UI has sent it yet. */
+export function holdCommand(fake: FakeBackend, cmd: string): { release: () => void; asked: () => boolean } {
+  let release = () => {};
+  const held = new Promise<void>((r) => (release = r));
+  let asked = false;
+  mockIPC(
+    async (name, args) => {
+      if (name === cmd) {
+        asked = true;
+        await held;
+      }
+      return fake.handle(name, (args ?? {}) as Record<string, unknown>);
+    },
+    { shouldMockEvents: true },
+  );
+  return { release: () => release(), asked: () => asked };
+}
+
 export function freshStore(): Store {
   setLanguage("en");
   const s = resetStore();
