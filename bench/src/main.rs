@@ -8,6 +8,7 @@
 
 mod cluster;
 mod compare;
+mod connect;
 mod files;
 mod floor;
 mod footprint;
@@ -174,6 +175,33 @@ enum Cmd {
         #[arg(long, default_value = "target/release/natter-server")]
         natter_server: PathBuf,
     },
+    /// Issue 15: N distinct Natter users each open one socket and wait for `hello`, against
+    /// the `ws` peer opening N sockets, each N on a fresh server: connect time, server CPU and
+    /// CPU per connect. Users are registered once into --template and reused by later runs.
+    Connect {
+        /// N, comma-separated (each needs N + 1,000 open files in both processes).
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,19000")]
+        users: Vec<usize>,
+        /// Servers, comma-separated: natter, ws, sio.
+        #[arg(long, value_delimiter = ',', default_value = "natter,ws")]
+        servers: Vec<String>,
+        /// Where the registered users are kept between runs (data/ and tokens.json); created
+        /// or extended as needed. Any natter-server build as new as the one that made it reads it.
+        #[arg(long, default_value = "target/bench-connect-users")]
+        template: PathBuf,
+        /// The natter-server binary (a release build).
+        #[arg(long, default_value = "target/release/natter-server")]
+        natter_server: PathBuf,
+        /// The peers' directory (with node_modules installed).
+        #[arg(long, default_value = "bench/peers")]
+        peers: PathBuf,
+        /// CPU list the server under test is pinned to.
+        #[arg(long, default_value = "0")]
+        server_cpus: String,
+        /// Write the rows as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The reference floor server (bench/src/floor.rs), started by the harness like the peers:
     /// listens on 127.0.0.1, prints `LISTENING <port>`.
     #[command(hide = true)]
@@ -323,6 +351,7 @@ async fn run(cli: Cli) -> Result<()> {
         | Cmd::Files { .. }
         | Cmd::Footprint { .. }
         | Cmd::Compare { .. }
+        | Cmd::Connect { .. }
         | Cmd::FloorServer { .. } => None,
     };
     match cli.cmd {
@@ -454,6 +483,55 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let r = files::run(&launch, mib * 1024 * 1024, thumbnail_runs).await?;
             println!("{}", files::table(&r, &report::machine()));
+            return Ok(());
+        }
+        Cmd::Connect {
+            users,
+            servers,
+            template,
+            natter_server,
+            peers,
+            server_cpus,
+            json,
+        } => {
+            anyhow::ensure!(
+                !users.is_empty() && users.iter().all(|&n| n > 0),
+                "--users needs at least one N above 0"
+            );
+            let kinds = servers
+                .iter()
+                .map(|s| Kind::parse(s))
+                .collect::<Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                !kinds.contains(&Kind::Floor),
+                "the floor only broadcasts: it is not a chat server to connect users to"
+            );
+            let largest = users.iter().copied().max().unwrap_or(0);
+            let needed = connect::needed_open_files(largest);
+            let limit = procfs::open_file_limit().unwrap_or(0);
+            anyhow::ensure!(
+                limit >= needed,
+                "{largest} sockets need an open-file limit of at least {needed} (this process \
+                 has {limit}; the server inherits it): raise it with `ulimit -n {needed}`"
+            );
+            let launch = Launch {
+                natter_server,
+                peers_dir: peers,
+                server_cpus,
+            };
+            eprintln!(
+                "== natter-bench connect: users {users:?}, servers {servers:?}, load {}",
+                procfs::loadavg()
+            );
+            let template = if kinds.contains(&Kind::Natter) {
+                std::fs::create_dir_all(&template)?;
+                Some(connect::prepare_template(&launch, &template, largest).await?)
+            } else {
+                None
+            };
+            let rows = connect::run(&launch, &kinds, &users, template.as_ref()).await?;
+            print!("{}", connect::table(&rows));
+            write_json(json.as_deref(), &rows)?;
             return Ok(());
         }
         // main() runs it on its own runtime before this one exists.

@@ -324,15 +324,28 @@ async fn start_listening(mut cmd: Command, script: &str) -> Result<Server> {
     })
 }
 
-/// Register `count` Natter users `u0..` concurrently; returns their bearer tokens in order.
+/// Register `count` Natter users `{prefix}0..` concurrently; returns their bearer tokens in
+/// order.
 pub async fn register_users(addr: SocketAddr, count: usize, prefix: &str) -> Result<Vec<String>> {
+    register_users_from(addr, 0..count, prefix).await
+}
+
+/// Register Natter users `{prefix}{i}` for each i of `range` concurrently; returns their bearer
+/// tokens in order (the connection scenario extends its template this way).
+pub async fn register_users_from(
+    addr: SocketAddr,
+    range: std::ops::Range<usize>,
+    prefix: &str,
+) -> Result<Vec<String>> {
+    let first = range.start;
+    let count = range.len();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(16)
         .build()?;
     let url = format!("http://{addr}/api/register");
     let mut tokens = vec![String::new(); count];
     // A handful in flight keeps both cores busy with argon2 without queueing thousands.
-    let results = futures_util::stream::iter(0..count)
+    let results = futures_util::stream::iter(range)
         .map(|i| {
             let http = http.clone();
             let url = url.clone();
@@ -359,7 +372,7 @@ pub async fn register_users(addr: SocketAddr, count: usize, prefix: &str) -> Res
         .await;
     for r in results {
         let (i, token) = r?;
-        tokens[i] = token;
+        tokens[i - first] = token;
     }
     Ok(tokens)
 }
