@@ -1978,6 +1978,8 @@ mod tests {
             member_count: 2,
             last_seq: 0,
             last_read: 0,
+            private: false,
+            moderator: false,
         }
     }
 
@@ -2487,6 +2489,8 @@ mod tests {
             member_count: 2,
             last_seq: 0,
             last_read: 0,
+            private: false,
+            moderator: false,
         })
         .unwrap();
         s.insert_messages(&[msg(1, 1, "bob", "old"), msg(2, 5, "bob", "newer")])
