@@ -799,8 +799,8 @@ export class FakeBackend {
       const refuse = (error: string) => this.emit("natter://action-failed", { local_id, conv: c.id, action, error });
       if (!m) return refuse("no such message");
       if (m.deleted) return refuse("the message was deleted");
-      // Admins moderate every room: they may delete anyone's message there, never edit it.
-      const moderates = action.kind === "delete" && c.kind === "room" && this.state.user?.admin === true;
+      // A room's moderators may delete anyone's message there, never edit it.
+      const moderates = action.kind === "delete" && this.moderates(c);
       if (action.kind !== "react" && m.sender !== this.me && !moderates) return refuse("only the author can change a message");
       if (action.kind === "edit") {
         m.text = text;
