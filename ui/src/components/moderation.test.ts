@@ -20,6 +20,21 @@ async function openGeneral(admin: boolean) {
   return { fake, general, user: userEvent.setup() };
 }
 
+/** From the open room's "Add someone" member list (bob and carol): removes bob, then bans carol. */
+async function removeBobThenBanCarol(fake: ReturnType<typeof teamFake>, conv: number, user: ReturnType<typeof userEvent.setup>) {
+  await user.click(await screen.findByTestId("conv-add-member"));
+  const rows = await screen.findAllByTestId("member-row");
+  expect(rows.map((r) => r.dataset.username)).toEqual(["bob", "carol"]);
+  await user.click(within(rows[0]).getByTestId("member-remove"));
+  await waitFor(() => expect(screen.getAllByTestId("member-row")).toHaveLength(1));
+  await user.click(within(screen.getByTestId("member-row")).getByTestId("member-ban"));
+  await waitFor(() => expect(screen.queryAllByTestId("member-row")).toHaveLength(0));
+  expect(fake.calls.filter((c) => c.cmd === "remove_member").map((c) => c.args)).toEqual([
+    { conv, username: "bob", ban: false },
+    { conv, username: "carol", ban: true },
+  ]);
+}
+
 describe("moderation", () => {
   it("creates a private room when the toggle is on, a public one otherwise", async () => {
     const fake = teamFake();
@@ -83,17 +98,7 @@ describe("an admin moderating a room's members", () => {
     fake.state.last_conversation = design.id;
     await renderApp();
     const user = userEvent.setup();
-    await user.click(await screen.findByTestId("conv-add-member"));
-    const rows = await screen.findAllByTestId("member-row");
-    expect(rows.map((r) => r.dataset.username)).toEqual(["bob", "carol"]);
-    await user.click(within(rows[0]).getByTestId("member-remove"));
-    await waitFor(() => expect(screen.getAllByTestId("member-row")).toHaveLength(1));
-    await user.click(within(screen.getByTestId("member-row")).getByTestId("member-ban"));
-    await waitFor(() => expect(screen.queryAllByTestId("member-row")).toHaveLength(0));
-    expect(fake.calls.filter((c) => c.cmd === "remove_member").map((c) => c.args)).toEqual([
-      { conv: design.id, username: "bob", ban: false },
-      { conv: design.id, username: "carol", ban: true },
-    ]);
+    await removeBobThenBanCarol(fake, design.id, user);
     expect([...design.members]).toEqual(["alice"]);
   });
 
@@ -122,16 +127,7 @@ describe("a room's creator moderates it without being an admin", () => {
     await user.click(await screen.findByTestId("delete-confirm"));
     await waitFor(() => expect(design.messages[0].deleted).toBe(true));
 
-    await user.click(screen.getByTestId("conv-add-member"));
-    const rows = await screen.findAllByTestId("member-row");
-    await user.click(within(rows[0]).getByTestId("member-remove"));
-    await waitFor(() => expect(screen.getAllByTestId("member-row")).toHaveLength(1));
-    await user.click(within(screen.getByTestId("member-row")).getByTestId("member-ban"));
-    await waitFor(() => expect(screen.queryAllByTestId("member-row")).toHaveLength(0));
-    expect(fake.calls.filter((c) => c.cmd === "remove_member").map((c) => c.args)).toEqual([
-      { conv: design.id, username: "bob", ban: false },
-      { conv: design.id, username: "carol", ban: true },
-    ]);
+    await removeBobThenBanCarol(fake, design.id, user);
   });
 });
 
