@@ -806,18 +806,6 @@ async fn hello_flags(server: &TestServer, session: &Session) -> Vec<(String, boo
     all
 }
 
-/// `ws`'s user creates room `name`: the conversation of the `joined` answer.
-async fn create(ws: &mut WsClient, name: &str, private: bool) -> Conversation {
-    let name = name.to_string();
-    match ws
-        .request(|id| ClientFrame::CreateRoom { id, name, private })
-        .await
-    {
-        Ok(Reply::Joined { conversation }) => conversation,
-        other => panic!("create_room: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn conversations_say_whether_private_and_whether_the_receiver_moderates() {
     let server = TestServer::start().await;
@@ -829,9 +817,9 @@ async fn conversations_say_whether_private_and_whether_the_receiver_moderates() 
     let mut carol = server.connect(&carol_session.token).await;
 
     // The creator's `joined` answers.
-    let board = create(&mut bob, "board", true).await;
+    let board = bob.create_room("board", true).await;
     assert_eq!(flags(&board), ("board".into(), true, true));
-    let open = create(&mut bob, "open", false).await;
+    let open = bob.create_room("open", false).await;
     assert_eq!(flags(&open), ("open".into(), false, true));
 
     // Added to the private room: carol's push says private, not hers to moderate.
