@@ -218,6 +218,14 @@ pub struct Conversation {
     /// The highest seq this user has marked read (0 when none).
     #[ts(type = "number")]
     pub last_read: Seq,
+    /// A private room: invite only, invisible to non-members. False for a DM.
+    #[serde(default)]
+    pub private: bool,
+    /// Whether the receiving user may moderate it (remove or ban members, delete others'
+    /// messages): the room's creator, or an admin. False for a DM. Absent (false) from older
+    /// servers.
+    #[serde(default)]
+    pub moderator: bool,
 }
 
 /// A room in the public room list.
@@ -1444,6 +1452,22 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_conversation_from_an_older_server_is_neither_private_nor_moderated() {
+        let old: Conversation = serde_json::from_value(json!({
+            "id": 5, "kind": "room", "name": "Rust", "peer": null, "member_count": 1,
+            "last_seq": 0, "last_read": 0
+        }))
+        .unwrap();
+        assert!(!old.private && !old.moderator);
+        let new: Conversation = serde_json::from_value(json!({
+            "id": 5, "kind": "room", "name": "Rust", "peer": null, "member_count": 1,
+            "last_seq": 0, "last_read": 0, "private": true, "moderator": true
+        }))
+        .unwrap();
+        assert!(new.private && new.moderator);
     }
 
     #[test]

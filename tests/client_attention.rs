@@ -138,7 +138,9 @@ async fn a_device_mute_from_before_is_pushed_once_then_the_server_wins() {
              UPDATE conversations SET muted = 1 WHERE id = {general};
              {}
              {}
+             {}
              PRAGMA user_version = 6;",
+            include_str!("support/undo_client_0010.sql"),
             include_str!("support/undo_client_0009.sql"),
             include_str!("support/undo_client_0008.sql")
         ))

@@ -1,6 +1,7 @@
 //! The client library against the real server (in-process on 127.0.0.1:0, temp SQLite on both
 //! sides): two users chat in a room and a DM, rooms and members, read markers across devices,
-//! search in English and Chinese, and paging through 10,000 messages of history.
+//! search in English and Chinese, paging through 10,000 messages of history, and a room's
+//! private and moderator flags kept in the local store across an offline restart.
 
 mod support;
 
@@ -35,6 +36,14 @@ async fn sign_in_again(server: &TestServer, name: &str, dir: &std::path::Path) -
     let c = Client::start(config(server, dir), session).await.unwrap();
     synced(&c).await;
     c
+}
+
+/// Resume the profile in `dir` against a server that is not there (a closed port, retried
+/// rarely): what the local store alone gives.
+async fn resume_offline(dir: &std::path::Path) -> Client {
+    let mut c = ClientConfig::new("http://127.0.0.1:9".parse().unwrap(), dir.to_path_buf());
+    c.backoff_min = Duration::from_secs(5);
+    Client::resume(c).await.unwrap().unwrap()
 }
 
 /// The unread count of a joined conversation.
@@ -424,14 +433,7 @@ async fn paging_through_ten_thousand_messages() {
     drop(ws);
     let (_dir, result) = server.stop().await;
     result.unwrap();
-    let offline = {
-        let mut c = ClientConfig::new(
-            "http://127.0.0.1:9".parse().unwrap(),
-            dir.path().to_path_buf(),
-        );
-        c.backoff_min = Duration::from_secs(5);
-        Client::resume(c).await.unwrap().unwrap()
-    };
+    let offline = resume_offline(dir.path()).await;
     let t0 = std::time::Instant::now();
     let mut count = 0;
     let mut before = None;
@@ -740,4 +742,34 @@ async fn presence_is_kept_for_watched_users_and_the_watch_outlives_a_reconnect()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     alice.shutdown().await;
+}
+
+#[tokio::test]
+async fn room_flags_come_from_the_server_and_stay_in_the_store_offline() {
+    let server = TestServer::start().await;
+    server.register("ada").await; // the admin, so bob is not one
+    let (dir, bob) = client(&server, server.register("bob").await).await;
+    let den = bob.create_private_room("den").await.unwrap();
+    assert!(den.private && den.moderator, "{den:?}");
+    let flags = |list: Vec<natter::client::ConversationSummary>| {
+        let mut all: Vec<_> = list
+            .into_iter()
+            .map(|c| (c.name, c.private, c.moderator))
+            .collect();
+        all.sort();
+        all
+    };
+    let want = [
+        ("den".to_string(), true, true),
+        ("general".to_string(), false, false),
+    ];
+    assert_eq!(flags(bob.conversations().await.unwrap()), want);
+
+    // Restarted with the server gone: the local store still knows both flags.
+    bob.shutdown().await;
+    let (_dir, result) = server.stop().await;
+    result.unwrap();
+    let offline = resume_offline(dir.path()).await;
+    assert_eq!(flags(offline.conversations().await.unwrap()), want);
+    offline.shutdown().await;
 }

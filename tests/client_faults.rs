@@ -117,6 +117,8 @@ fn hello() -> ServerFrame {
             member_count: 2,
             last_seq: 0,
             last_read: 0,
+            private: false,
+            moderator: false,
         }],
         online: vec!["alice".into()],
         unread: vec![],

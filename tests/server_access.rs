@@ -14,6 +14,10 @@
 //! (who hear it at once and may rejoin) and ban them (who then cannot join or be added). An
 //! admin bans a user from the server: every socket of theirs closes at once with 4005, their
 //! token and sign-in are refused, nobody else is touched; unbanned, they sign in again.
+//! Every conversation object says whether the room is private and whether its receiver
+//! moderates it (the creator and an admin do, another member does not, nobody does a DM): in
+//! `joined` answers, `conversation_added` pushes and `hello`, also after a restart (from the
+//! store).
 //!
 //! Bad inputs tried: `natter-server admin grant` of a user that does not exist; registering
 //! with no invite, an unknown code, a used, an expired and a revoked one; `expires_in` too short,
@@ -29,8 +33,8 @@ mod support;
 use std::time::Duration;
 
 use natter::protocol::{
-    close, ApiError, ClientFrame, ErrorCode, Invite, InviteList, PendingList, Registration, Reply,
-    ServerFrame, Session, User,
+    close, ApiError, ClientFrame, Conversation, ErrorCode, Invite, InviteList, PendingList,
+    Registration, Reply, ServerFrame, Session, User,
 };
 use natter::server::Clock;
 use reqwest::Method;
@@ -779,4 +783,118 @@ async fn an_admin_bans_a_user_who_is_disconnected_at_once_and_refused_afterwards
     assert_eq!(status, 204, "{body}");
     let (status, body) = server.try_login("bob").await;
     assert_eq!(status, 200, "unbanned bob signs in: {body}");
+}
+
+/// A conversation's name with its `private` and `moderator` flags, as a test expects them.
+type Flags<'a> = (&'a str, bool, bool);
+
+/// A conversation's name with its `private` and `moderator` flags.
+fn flags(c: &Conversation) -> (String, bool, bool) {
+    (c.name.clone(), c.private, c.moderator)
+}
+
+/// The flags of every conversation in `session`'s `hello`, sorted by name.
+async fn hello_flags(server: &TestServer, session: &Session) -> Vec<(String, bool, bool)> {
+    let mut ws = WsClient::connect(&server.ws_url(), Some(&session.token))
+        .await
+        .expect("ws connect");
+    let mut all: Vec<_> = match ws.expect_hello().await {
+        ServerFrame::Hello { conversations, .. } => conversations.iter().map(flags).collect(),
+        other => panic!("expected hello, got {other:?}"),
+    };
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn conversations_say_whether_private_and_whether_the_receiver_moderates() {
+    let server = TestServer::start().await;
+    let alice_session = server.register("alice").await; // the admin
+    let bob_session = server.register("bob").await; // creates the rooms
+    let carol_session = server.register("carol").await; // a plain member
+    let mut alice = server.connect(&alice_session.token).await;
+    let mut bob = server.connect(&bob_session.token).await;
+    let mut carol = server.connect(&carol_session.token).await;
+
+    // The creator's `joined` answers.
+    let board = bob.create_room("board", true).await;
+    assert_eq!(flags(&board), ("board".into(), true, true));
+    let open = bob.create_room("open", false).await;
+    assert_eq!(flags(&open), ("open".into(), false, true));
+
+    // Added to the private room: carol's push says private, not hers to moderate.
+    assert_eq!(add(&mut bob, board.id, "carol").await, Ok(Reply::Done));
+    let pushed = carol
+        .wait_for(|f| matches!(f, ServerFrame::ConversationAdded { conversation } if conversation.id == board.id))
+        .await;
+    let ServerFrame::ConversationAdded { conversation } = pushed else {
+        unreachable!("matched above")
+    };
+    assert_eq!(flags(&conversation), ("board".into(), true, false));
+
+    // Joining the public room: the admin moderates it, carol does not.
+    match join(&mut alice, "open").await {
+        Ok(Reply::Joined { conversation }) => {
+            assert_eq!(flags(&conversation), ("open".into(), false, true))
+        }
+        other => panic!("join: {other:?}"),
+    }
+    match join(&mut carol, "open").await {
+        Ok(Reply::Joined { conversation }) => {
+            assert_eq!(flags(&conversation), ("open".into(), false, false))
+        }
+        other => panic!("join: {other:?}"),
+    }
+
+    // A DM is neither private nor moderated, not even by an admin.
+    alice.send_dm("carol", "hi").await.expect("dm");
+
+    // Each user's hello: (name, private, moderator) of each conversation, sorted by name.
+    let general = natter::protocol::limits::DEFAULT_ROOM;
+    let expected: [(&Session, &str, &[Flags]); 3] = [
+        (
+            &alice_session,
+            "alice (admin)",
+            &[
+                ("carol", false, false),
+                (general, false, true),
+                ("open", false, true),
+            ],
+        ),
+        (
+            &bob_session,
+            "bob (creator)",
+            &[
+                ("board", true, true),
+                (general, false, false),
+                ("open", false, true),
+            ],
+        ),
+        (
+            &carol_session,
+            "carol (member)",
+            &[
+                ("alice", false, false),
+                ("board", true, false),
+                (general, false, false),
+                ("open", false, false),
+            ],
+        ),
+    ];
+    let expect_all = |server: TestServer| async {
+        for (session, who, convs) in &expected {
+            let want: Vec<(String, bool, bool)> = convs
+                .iter()
+                .map(|(n, p, m)| (n.to_string(), *p, *m))
+                .collect();
+            assert_eq!(hello_flags(&server, session).await, want, "{who}");
+        }
+        server
+    };
+    drop((alice, bob, carol));
+    let server = expect_all(server).await;
+    // After a restart, from the store: the creator is remembered.
+    let (dir, result) = server.stop().await;
+    result.expect("clean stop");
+    expect_all(TestServer::start_in(dir, |_| {}).await).await;
 }

@@ -1,7 +1,8 @@
 //! Cluster mode: several server nodes on one PostgreSQL database, linked by the Redis bus.
 //! Every client, whichever node it is on, gets every message of its conversations once and in
 //! seq order; a Redis restart loses nothing; a node that dies takes its users offline within
-//! its lease, and they come back when they reconnect.
+//! its lease, and they come back when they reconnect. A room made on one node reaches sockets on
+//! another with each receiver's `private` and `moderator` flags.
 //!
 //! These tests need both `NATTER_TEST_POSTGRES` and `NATTER_TEST_REDIS` (`scripts/test` sets
 //! them in its cluster pass); without them they say so and pass.
@@ -914,4 +915,45 @@ async fn an_event_stream_ticket_from_one_node_works_once_on_another() {
         let resp = open(node).await.unwrap();
         assert_eq!(resp.status(), 401, "used once, refused on every node");
     }
+}
+
+/// A room created on one node reaches the creator's and a member's sockets on another with the
+/// flags each of them should see: private, and moderated by the creator only.
+#[tokio::test]
+async fn conversation_flags_cross_nodes() {
+    if !cluster_available() {
+        return;
+    }
+    // The first account is the admin; ann and bea are not.
+    let (dir, tokens) = users_on_a_new_store(&["ada", "ann", "bea"]).await;
+    let nodes = start_nodes(dir, 2, |_| {}).await;
+    let mut ann_a = nodes[0].connect(&tokens[1]).await;
+    let mut ann_b = nodes[1].connect(&tokens[1]).await;
+    let mut bea_b = nodes[1].connect(&tokens[2]).await;
+    let created = ann_a.create_room("den", true).await;
+    assert!(created.private && created.moderator);
+
+    let added = |frame: ServerFrame| match frame {
+        ServerFrame::ConversationAdded { conversation } => {
+            (conversation.private, conversation.moderator)
+        }
+        other => panic!("expected conversation_added, got {other:?}"),
+    };
+    let is_den = |f: &ServerFrame| matches!(f, ServerFrame::ConversationAdded { conversation } if conversation.id == created.id);
+    assert_eq!(
+        added(ann_b.wait_for(is_den).await),
+        (true, true),
+        "the creator's other node"
+    );
+    let username = "bea".to_string();
+    let conv = created.id;
+    ann_a
+        .request(|id| ClientFrame::AddMember { id, conv, username })
+        .await
+        .expect("add bea");
+    assert_eq!(
+        added(bea_b.wait_for(is_den).await),
+        (true, false),
+        "a member on the other node"
+    );
 }

@@ -160,6 +160,8 @@ pub fn run(messages: usize) -> Result<StoreResult> {
             member_count: 10,
             last_seq: 0,
             last_read: 0,
+            private: false,
+            moderator: false,
         })?;
     }
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);

@@ -575,6 +575,8 @@ mod tests {
             member_count: 2,
             last_seq: 0,
             last_read: 0,
+            private: false,
+            moderator: false,
         };
         let hello = |conversations| ServerFrame::Hello {
             protocol: protocol::PROTOCOL_VERSION,

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_attention.sql"),
     include_str!("migrations/0008_message_actions.sql"),
     include_str!("migrations/0009_attachments.sql"),
+    include_str!("migrations/0010_conversation_flags.sql"),
 ];
 
 /// Bits of a message id below its millisecond: up to 256 messages per millisecond keep their
@@ -995,11 +996,13 @@ impl Store {
             self.upsert_user(peer)?;
         }
         self.conn().execute(
-            "INSERT INTO conversations (id, kind, name, peer, member_count, last_seq, last_read, member)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+            "INSERT INTO conversations (id, kind, name, peer, member_count, last_seq, last_read,
+                                        private, moderator, member)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)
              ON CONFLICT (id) DO UPDATE SET
                 kind = excluded.kind, name = excluded.name, peer = excluded.peer,
                 member_count = excluded.member_count,
+                private = excluded.private, moderator = excluded.moderator,
                 last_seq = max(conversations.last_seq, excluded.last_seq),
                 last_read = max(conversations.last_read, excluded.last_read),
                 member = 1",
@@ -1010,7 +1013,9 @@ impl Store {
                 conv.peer.as_ref().map(|p| p.username.clone()),
                 conv.member_count,
                 conv.last_seq,
-                conv.last_read
+                conv.last_read,
+                conv.private,
+                conv.moderator
             ],
         )?;
         Ok(())
@@ -1856,11 +1861,20 @@ impl Store {
 
     /// The summaries of joined conversations (only `conv`, when given), unsorted.
     fn summaries(&self, me: &str, conv: Option<ConvId>) -> Result<Vec<ConversationSummary>> {
-        type Row = (ConvId, String, String, Option<String>, String, (i64, i64));
+        type Row = (
+            ConvId,
+            String,
+            String,
+            Option<String>,
+            String,
+            (i64, i64),
+            (bool, bool),
+        );
         let ids: Vec<Row> = {
             let conn = self.conn();
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT c.id, c.kind, c.name, c.peer, c.level, {UNREAD_SQL}, {MENTIONS_SQL}
+                "SELECT c.id, c.kind, c.name, c.peer, c.level, {UNREAD_SQL}, {MENTIONS_SQL},
+                        c.private, c.moderator
                  FROM conversations c WHERE c.member = 1 AND (?2 IS NULL OR c.id = ?2)"
             ))?;
             let rows = stmt.query_map(params![me, conv], |r| {
@@ -1871,12 +1885,13 @@ impl Store {
                     r.get(3)?,
                     r.get(4)?,
                     (r.get(5)?, r.get(6)?),
+                    (r.get(7)?, r.get(8)?),
                 ))
             })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(ids.len());
-        for (id, kind, name, peer, level, (unread, mentions)) in ids {
+        for (id, kind, name, peer, level, (unread, mentions), (private, moderator)) in ids {
             let kind = if kind == "dm" {
                 ConvKind::Dm
             } else {
@@ -1908,6 +1923,8 @@ impl Store {
                 last_activity: last_message.as_ref().map_or(0, |m| m.time),
                 last_message,
                 level: NotifyLevel::from_name(&level).unwrap_or_default(),
+                private,
+                moderator,
             });
         }
         Ok(out)
@@ -1978,6 +1995,8 @@ mod tests {
             member_count: 2,
             last_seq: 0,
             last_read: 0,
+            private: false,
+            moderator: false,
         }
     }
 
@@ -2122,6 +2141,49 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn conversation_flags_follow_the_server_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("natter.db");
+        let flags = |s: &Store| -> Vec<(String, bool, bool)> {
+            let mut all: Vec<_> = s
+                .conversations("me")
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.name, c.private, c.moderator))
+                .collect();
+            all.sort();
+            all
+        };
+        {
+            let s = Store::open(&path).unwrap();
+            s.meta_set("me", "me").unwrap();
+            s.upsert_conversation(&room(1, "general")).unwrap();
+            s.upsert_conversation(&Conversation {
+                private: true,
+                moderator: true,
+                ..room(2, "board")
+            })
+            .unwrap();
+            s.upsert_conversation(&Conversation {
+                moderator: true,
+                ..room(3, "open")
+            })
+            .unwrap();
+            // The server says otherwise later (made public, admin revoked): the store follows.
+            s.upsert_conversation(&room(3, "open")).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            flags(&s),
+            [
+                ("board".to_string(), true, true),
+                ("general".to_string(), false, false),
+                ("open".to_string(), false, false),
+            ]
+        );
     }
 
     #[test]
@@ -2487,6 +2549,8 @@ mod tests {
             member_count: 2,
             last_seq: 0,
             last_read: 0,
+            private: false,
+            moderator: false,
         })
         .unwrap();
         s.insert_messages(&[msg(1, 1, "bob", "old"), msg(2, 5, "bob", "newer")])
@@ -2894,7 +2958,9 @@ mod tests {
                          UPDATE conversations SET muted = 1 WHERE id = 1;
                          {}
                          {}
+                         {}
                          PRAGMA user_version = 6;",
+                    include_str!("../../tests/support/undo_client_0010.sql"),
                     include_str!("../../tests/support/undo_client_0009.sql"),
                     include_str!("../../tests/support/undo_client_0008.sql")
                 ))

@@ -229,6 +229,11 @@ pub struct ConversationSummary {
     pub last_activity: Millis,
     /// The notification level (synced through the server): `nothing` is muted.
     pub level: NotifyLevel,
+    /// A private room (invite only): the UI marks it with a lock.
+    pub private: bool,
+    /// The user may moderate it (created the room, or is an admin): the UI offers removing,
+    /// banning and deleting others' messages.
+    pub moderator: bool,
 }
 
 /// The state of the connection to the server, as the UI shows it.

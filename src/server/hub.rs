@@ -162,6 +162,8 @@ struct ConvEntry {
     name: String,
     /// A private room: listed to, and known by, its members only.
     private: bool,
+    /// The room's creator, who moderates it (as admins do); none for a DM.
+    created_by: Option<UserId>,
     /// Members and their read markers.
     members: HashMap<UserId, Seq>,
     last_seq: Seq,
@@ -304,7 +306,16 @@ impl State {
             member_count: c.members.len() as u32,
             last_seq: c.last_seq,
             last_read,
+            private: c.private,
+            moderator: self.moderates(c, user),
         })
+    }
+
+    /// Whether `user` moderates room `c`: its creator, or an admin (the same rule as
+    /// [`super::store::rules::MODERATES`] in the store, which checks each moderation write).
+    fn moderates(&self, c: &ConvEntry, user: UserId) -> bool {
+        c.kind == ConvKind::Room
+            && (c.created_by == Some(user) || self.users.get(&user).is_some_and(|u| u.admin))
     }
 
     /// Connected here or on another node. This node's own connections are known at once;
@@ -707,6 +718,7 @@ impl Hub {
                     kind: c.kind,
                     name: c.name,
                     private: c.private,
+                    created_by: c.created_by,
                     members: c.members.into_iter().collect(),
                     last_seq: c.last_seq,
                 },
@@ -1343,6 +1355,7 @@ impl Hub {
                         kind: ConvKind::Room,
                         name: name.clone(),
                         private: *private,
+                        created_by: Some(*user),
                         members: HashMap::new(),
                         last_seq: 0,
                     },
@@ -1414,6 +1427,7 @@ impl Hub {
                             kind: ConvKind::Dm,
                             name: String::new(),
                             private: false,
+                            created_by: None,
                             members: [(*a, 0), (*b, 0)].into_iter().collect(),
                             last_seq: 0,
                         },
@@ -1597,6 +1611,7 @@ mod tests {
             .collect();
         let general = super::super::store::ConvRow {
             private: false,
+            created_by: None,
             id: 1,
             kind: ConvKind::Room,
             name: limits::DEFAULT_ROOM.into(),
@@ -1608,6 +1623,7 @@ mod tests {
             .enumerate()
             .map(|(i, (a, b))| super::super::store::ConvRow {
                 private: false,
+                created_by: None,
                 id: i as ConvId + 2,
                 kind: ConvKind::Dm,
                 name: String::new(),

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use natter::protocol::{
-    ClientFrame, ConvId, ErrorCode, Message as ChatMessage, Reply, ServerFrame, Session, Target,
-    SUBPROTOCOL,
+    ClientFrame, ConvId, Conversation, ErrorCode, Message as ChatMessage, Reply, ServerFrame,
+    Session, Target, SUBPROTOCOL,
 };
 use natter::server::{BusLocation, ServerConfig, ServerError};
 use tokio::net::TcpStream;
@@ -476,6 +476,19 @@ impl WsClient {
         match self.request(make).await? {
             Reply::Sent { message } => Ok(message),
             other => panic!("expected sent, got {other:?}"),
+        }
+    }
+
+    /// Create room `name` (a private one with `private`): the conversation of the `joined`
+    /// answer.
+    pub async fn create_room(&mut self, name: &str, private: bool) -> Conversation {
+        let name = name.to_string();
+        match self
+            .request(|id| ClientFrame::CreateRoom { id, name, private })
+            .await
+        {
+            Ok(Reply::Joined { conversation }) => conversation,
+            other => panic!("create_room: {other:?}"),
         }
     }
 

@@ -287,6 +287,7 @@ impl Hub {
                         kind: c.kind,
                         name: c.name,
                         private: c.private,
+                        created_by: c.created_by,
                         members: c.members.iter().copied().collect(),
                         last_seq: c.last_seq,
                     },
@@ -451,6 +452,7 @@ mod tests {
             users,
             convs: vec![ConvRow {
                 private: false,
+                created_by: None,
                 id: 1,
                 kind: ConvKind::Room,
                 name: limits::DEFAULT_ROOM.into(),

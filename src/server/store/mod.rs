@@ -142,6 +142,8 @@ pub struct ConvRow {
     pub name: String,
     /// A private room (invisible to non-members).
     pub private: bool,
+    /// The room's creator, who moderates it; none for a DM or a room made by the server.
+    pub created_by: Option<UserId>,
     pub last_seq: Seq,
     /// Members with their read markers.
     pub members: Vec<(UserId, Seq)>,

@@ -248,7 +248,7 @@ async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, Stor
         .collect();
     let mut convs: Vec<ConvRow> = client
         .query(
-            "SELECT id, kind, coalesce(name, ''), last_seq, private FROM conversations \
+            "SELECT id, kind, coalesce(name, ''), last_seq, private, created_by FROM conversations \
              ORDER BY id",
             &[],
         )
@@ -260,6 +260,7 @@ async fn load_snapshot(client: &tokio_postgres::Client) -> Result<Snapshot, Stor
             name: r.get(2),
             last_seq: r.get(3),
             private: r.get(4),
+            created_by: r.get(5),
             members: Vec::new(),
         })
         .collect();

@@ -209,8 +209,9 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
         users.push(row?);
     }
     let mut convs = Vec::new();
-    let mut stmt =
-        conn.prepare("SELECT id, kind, coalesce(name, ''), last_seq, private FROM conversations")?;
+    let mut stmt = conn.prepare(
+        "SELECT id, kind, coalesce(name, ''), last_seq, private, created_by FROM conversations",
+    )?;
     let rows = stmt.query_map([], |r| {
         let kind: String = r.get(1)?;
         Ok(ConvRow {
@@ -223,6 +224,7 @@ fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
             name: r.get(2)?,
             last_seq: r.get(3)?,
             private: r.get(4)?,
+            created_by: r.get(5)?,
             members: Vec::new(),
         })
     })?;

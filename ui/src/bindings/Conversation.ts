@@ -21,4 +21,14 @@ last_seq: number,
 /**
  * The highest seq this user has marked read (0 when none).
  */
-last_read: number, };
+last_read: number, 
+/**
+ * A private room: invite only, invisible to non-members. False for a DM.
+ */
+private: boolean, 
+/**
+ * Whether the receiving user may moderate it (remove or ban members, delete others'
+ * messages): the room's creator, or an admin. False for a DM. Absent (false) from older
+ * servers.
+ */
+moderator: boolean, };

@@ -27,4 +27,13 @@ last_activity: number,
 /**
  * The notification level (synced through the server): `nothing` is muted.
  */
-level: NotifyLevel, };
+level: NotifyLevel, 
+/**
+ * A private room (invite only): the UI marks it with a lock.
+ */
+private: boolean, 
+/**
+ * The user may moderate it (created the room, or is an admin): the UI offers removing,
+ * banning and deleting others' messages.
+ */
+moderator: boolean, };

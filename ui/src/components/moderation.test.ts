@@ -1,6 +1,8 @@
 /**
  * Rooms run by their moderators (issue 19): a room created private, and an admin (a moderator
- * of every room) deleting someone else's message, which a plain member cannot.
+ * of every room) deleting someone else's message, which a plain member cannot; a room's creator
+ * who is no admin moderating it all the same (the `moderator` flag); private rooms marked with
+ * a labelled lock.
  */
 import { describe, expect, it } from "vitest";
 import { fireEvent, screen, waitFor, within } from "@testing-library/svelte";
@@ -16,6 +18,21 @@ async function openGeneral(admin: boolean) {
   await renderApp();
   await waitFor(() => expect(screen.getAllByTestId("message")).toHaveLength(1));
   return { fake, general, user: userEvent.setup() };
+}
+
+/** From the open room's "Add someone" member list (bob and carol): removes bob, then bans carol. */
+async function removeBobThenBanCarol(fake: ReturnType<typeof teamFake>, conv: number, user: ReturnType<typeof userEvent.setup>) {
+  await user.click(await screen.findByTestId("conv-add-member"));
+  const rows = await screen.findAllByTestId("member-row");
+  expect(rows.map((r) => r.dataset.username)).toEqual(["bob", "carol"]);
+  await user.click(within(rows[0]).getByTestId("member-remove"));
+  await waitFor(() => expect(screen.getAllByTestId("member-row")).toHaveLength(1));
+  await user.click(within(screen.getByTestId("member-row")).getByTestId("member-ban"));
+  await waitFor(() => expect(screen.queryAllByTestId("member-row")).toHaveLength(0));
+  expect(fake.calls.filter((c) => c.cmd === "remove_member").map((c) => c.args)).toEqual([
+    { conv, username: "bob", ban: false },
+    { conv, username: "carol", ban: true },
+  ]);
 }
 
 describe("moderation", () => {
@@ -81,17 +98,7 @@ describe("an admin moderating a room's members", () => {
     fake.state.last_conversation = design.id;
     await renderApp();
     const user = userEvent.setup();
-    await user.click(await screen.findByTestId("conv-add-member"));
-    const rows = await screen.findAllByTestId("member-row");
-    expect(rows.map((r) => r.dataset.username)).toEqual(["bob", "carol"]);
-    await user.click(within(rows[0]).getByTestId("member-remove"));
-    await waitFor(() => expect(screen.getAllByTestId("member-row")).toHaveLength(1));
-    await user.click(within(screen.getByTestId("member-row")).getByTestId("member-ban"));
-    await waitFor(() => expect(screen.queryAllByTestId("member-row")).toHaveLength(0));
-    expect(fake.calls.filter((c) => c.cmd === "remove_member").map((c) => c.args)).toEqual([
-      { conv: design.id, username: "bob", ban: false },
-      { conv: design.id, username: "carol", ban: true },
-    ]);
+    await removeBobThenBanCarol(fake, design.id, user);
     expect([...design.members]).toEqual(["alice"]);
   });
 
@@ -100,5 +107,48 @@ describe("an admin moderating a room's members", () => {
     await user.click(screen.getByTestId("conv-add-member"));
     await screen.findByTestId("add-member-dialog");
     expect(screen.queryByTestId("member-list")).toBeNull();
+  });
+});
+
+describe("a room's creator moderates it without being an admin", () => {
+  it("deletes others' messages there and removes and bans from its member list", async () => {
+    const fake = teamFake();
+    const design = fake.addRoom("design", ["alice", "bob", "carol"]);
+    design.createdBy = "alice";
+    fake.deliver(design, "bob", "off topic", Date.now() - 1_000);
+    fake.state.last_conversation = design.id;
+    await renderApp();
+    const user = userEvent.setup();
+    await waitFor(() => expect(screen.getAllByTestId("message")).toHaveLength(1));
+    expect(fake.users.get("alice")!.user.admin).not.toBe(true);
+
+    await fireEvent.contextMenu(screen.getByTestId("message"));
+    await user.click(within(screen.getByTestId("message-menu")).getByTestId("menu-delete"));
+    await user.click(await screen.findByTestId("delete-confirm"));
+    await waitFor(() => expect(design.messages[0].deleted).toBe(true));
+
+    await removeBobThenBanCarol(fake, design.id, user);
+  });
+});
+
+describe("private rooms", () => {
+  it("carry a labelled lock in the sidebar and the header; public rooms and DMs do not", async () => {
+    const fake = teamFake();
+    const secret = fake.addRoom("secret", ["alice", "bob"]);
+    secret.private = true;
+    fake.addRoom("lobby", ["alice", "bob"]);
+    fake.addDm("alice", "bob");
+    fake.state.last_conversation = secret.id;
+    await renderApp();
+    await waitFor(() => expect(screen.getAllByTestId("conv-item")).toHaveLength(3));
+    const locked = screen.getAllByTestId("conv-item").filter((i) => within(i).queryByTestId("conv-private"));
+    expect(locked.map((i) => i.dataset.convName)).toEqual(["secret"]);
+    expect(within(locked[0]).getByRole("img", { name: "Private room" })).toBeInTheDocument();
+    expect(within(screen.getByTestId("conv-header-title")).getByRole("img", { name: "Private room" })).toBeInTheDocument();
+
+    const user = userEvent.setup();
+    await user.click(screen.getAllByTestId("conv-item").find((i) => i.dataset.convName === "lobby")!);
+    await waitFor(() => expect(screen.getByTestId("conv-header-title")).toHaveTextContent("lobby"));
+    expect(screen.queryByTestId("conv-header-private")).toBeNull();
   });
 });

@@ -14,6 +14,8 @@ const dm = (id: number, peer: User): ConversationSummary => ({
   last_message: null,
   last_activity: 0,
   level: "all",
+  private: false,
+  moderator: false,
 });
 
 describe("name directory", () => {

@@ -3,7 +3,7 @@ import { sidebarOrder, stepConversation } from "./sidebar";
 import type { ConversationSummary } from "../types";
 
 function conv(id: number, kind: "room" | "dm", last_activity: number): ConversationSummary {
-  return { id, kind, name: `c${id}`, title: `c${id}`, peer: null, unread: 0, last_message: null, last_activity, level: "all" };
+  return { id, kind, name: `c${id}`, title: `c${id}`, peer: null, unread: 0, last_message: null, last_activity, level: "all", private: false, moderator: false };
 }
 
 describe("keyboard order of the sidebar", () => {

@@ -45,6 +45,8 @@ export interface Conv {
   level: NotifyLevel;
   /** Created private: known to its members only. */
   private?: boolean;
+  /** Who created the room (its moderator, with the admins); none for a DM or `general`. */
+  createdBy?: string;
 }
 
 export const defaultSettings = (): Settings => ({
@@ -320,7 +322,14 @@ export class FakeBackend {
       last_message: last,
       last_activity: last?.time ?? 0,
       level: c.level,
+      private: c.private === true,
+      moderator: this.moderates(c),
     };
+  }
+
+  /** The server's rule: a room's creator and the admins moderate it; nobody moderates a DM. */
+  private moderates(c: Conv): boolean {
+    return c.kind === "room" && (c.createdBy === this.me || this.state.user?.admin === true);
   }
 
   summaries(): ConversationSummary[] {
@@ -618,6 +627,7 @@ export class FakeBackend {
         if (this.convs.some((c) => c.kind === "room" && c.name === name)) fail("conflict", "room exists");
         const room = this.addRoom(name, [this.me]);
         room.private = args.private === true;
+        room.createdBy = this.me;
         this.emitSummary(room);
         return this.summary(room);
       }
@@ -629,7 +639,7 @@ export class FakeBackend {
       }
       case "remove_member": {
         const c = this.conv(args.conv);
-        if (!this.state.user?.admin || c.name === "general") fail("forbidden", "you do not moderate this room");
+        if (!this.moderates(c) || c.name === "general") fail("forbidden", "you do not moderate this room");
         if (!c.members.delete(String(args.username))) fail("not_found", "not a member");
         return null;
       }
@@ -789,8 +799,8 @@ export class FakeBackend {
       const refuse = (error: string) => this.emit("natter://action-failed", { local_id, conv: c.id, action, error });
       if (!m) return refuse("no such message");
       if (m.deleted) return refuse("the message was deleted");
-      // Admins moderate every room: they may delete anyone's message there, never edit it.
-      const moderates = action.kind === "delete" && c.kind === "room" && this.state.user?.admin === true;
+      // A room's moderators may delete anyone's message there, never edit it.
+      const moderates = action.kind === "delete" && this.moderates(c);
       if (action.kind !== "react" && m.sender !== this.me && !moderates) return refuse("only the author can change a message");
       if (action.kind === "edit") {
         m.text = text;
