@@ -35,6 +35,13 @@
 //! change (they are few: bots and bridges).
 
 use std::collections::{HashMap, HashSet};
+
+/// Maps and sets keyed by the server's own ids (users, conversations, connections, nodes) hash
+/// with FxHash instead of SipHash: the fan-out looks one up per recipient, and these keys are
+/// assigned by the server, never chosen by a client, so nobody can pick keys that collide.
+/// Maps keyed by names (rooms, usernames) keep SipHash.
+pub(crate) type IdMap<K, V> = rustc_hash::FxHashMap<K, V>;
+pub(crate) type IdSet<K> = rustc_hash::FxHashSet<K>;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -165,39 +172,39 @@ struct ConvEntry {
     /// The room's creator, who moderates it (as admins do); none for a DM.
     created_by: Option<UserId>,
     /// Members and their read markers.
-    members: HashMap<UserId, Seq>,
+    members: IdMap<UserId, Seq>,
     last_seq: Seq,
 }
 
 #[derive(Default)]
 struct State {
-    users: HashMap<UserId, User>,
-    convs: HashMap<ConvId, ConvEntry>,
+    users: IdMap<UserId, User>,
+    convs: IdMap<ConvId, ConvEntry>,
     rooms: HashMap<String, ConvId>,
-    user_convs: HashMap<UserId, HashSet<ConvId>>,
-    conns: HashMap<UserId, Vec<ConnHandle>>,
+    user_convs: IdMap<UserId, IdSet<ConvId>>,
+    conns: IdMap<UserId, Vec<ConnHandle>>,
     /// Event streams (`GET /api/events`): they get what the user's sockets get, but they are
     /// not sockets: they never make the user online and never get answers.
-    listeners: HashMap<UserId, Vec<ConnHandle>>,
-    owner: HashMap<ConnId, UserId>,
+    listeners: IdMap<UserId, Vec<ConnHandle>>,
+    owner: IdMap<ConnId, UserId>,
     /// Users by the key of their username ([`names::key`]), for `watch_presence`.
     by_name: HashMap<String, UserId>,
     /// Each connection's `watch_presence` set (DM partners are watched without being here).
-    watches: HashMap<ConnId, Watch>,
+    watches: IdMap<ConnId, Watch>,
     /// The reverse of `watches`: who watches each user, so a change reaches its watchers
     /// without walking every connection.
-    watchers: HashMap<UserId, HashSet<ConnId>>,
+    watchers: IdMap<UserId, IdSet<ConnId>>,
     /// Presence changes not yet sent, oldest first: who, and whether now online.
     presence: Vec<(UserId, bool)>,
     /// The nodes that have a connection of each user, as heard on the bus (this one included).
-    nodes_of: HashMap<UserId, HashSet<NodeId>>,
+    nodes_of: IdMap<UserId, IdSet<NodeId>>,
     /// This node.
     node: NodeId,
     shutting_down: bool,
     /// Attention: each user's notification levels other than `all`, by conversation.
-    levels: HashMap<UserId, HashMap<ConvId, NotifyLevel>>,
+    levels: IdMap<UserId, IdMap<ConvId, NotifyLevel>>,
     /// Attention: each user's do not disturb, while set (it may have ended since).
-    dnd: HashMap<UserId, Dnd>,
+    dnd: IdMap<UserId, Dnd>,
     /// Ordering across nodes ([`catch_up`]): messages heard ahead of a gap, the seq each
     /// conversation must reach, and the gap fills running.
     catch_up: catch_up::Pending,
@@ -486,6 +493,7 @@ impl State {
         };
         // Walk whichever is smaller: a big room usually has far more members than are online
         // (the default room holds every user), and this walk comes before the first write.
+        out.sends.reserve(c.members.len().min(self.conns.len()));
         if c.members.len() <= self.conns.len() {
             for user in c.members.keys() {
                 self.push_user(*user, frame, except, out);
@@ -1356,7 +1364,7 @@ impl Hub {
                         name: name.clone(),
                         private: *private,
                         created_by: Some(*user),
-                        members: HashMap::new(),
+                        members: IdMap::default(),
                         last_seq: 0,
                     },
                 );

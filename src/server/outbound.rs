@@ -141,6 +141,39 @@ struct Inner<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Inner<T> {
+    /// Write one frame, with nothing queued ahead of it (the usual delivery), straight from its
+    /// shared buffer: only what the socket does not take goes into the queue. This spares every
+    /// delivery a clone of the frame into the queue and its removal.
+    fn write_one(&mut self, cx: &mut Context<'_>, frame: &Bytes) -> Poll<io::Result<()>> {
+        debug_assert!(self.queue.is_empty(), "write_one with frames queued");
+        match Pin::new(&mut self.io).poll_write(cx, frame) {
+            Poll::Ready(Ok(0)) => {
+                self.failed = true;
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            Poll::Ready(Ok(n)) => {
+                self.unflushed = true;
+                if n < frame.len() {
+                    // The socket is full: the rest waits for the task, which knows when it
+                    // is writable again.
+                    self.queue.push_back(frame.slice(n..));
+                    self.front_started = true;
+                    return Poll::Pending;
+                }
+            }
+            Poll::Ready(Err(e)) => {
+                self.failed = true;
+                return Poll::Ready(Err(e));
+            }
+            Poll::Pending => {
+                self.queue.push_back(frame.clone());
+                return Poll::Pending;
+            }
+        }
+        // All of it went: what is left is the flush (a no-op for TCP; TLS writes its record).
+        self.write_queued(cx)
+    }
+
     /// Write queued bytes until the queue is empty or the socket would block. With the task's
     /// context the socket wakes the task when it is writable again; with a no-op waker (a
     /// pusher on another thread) a would-block just leaves the bytes queued.
@@ -303,15 +336,21 @@ impl<T: AsyncWrite + Unpin + Send> Outlet for Outbound<T> {
             drop(inner);
             return Err(self.overflow());
         }
-        inner.queue.extend(frames.iter().map(|f| f.0.clone()));
         if !was_idle {
             // The task is already draining (or about to): it takes these frames in turn.
+            inner.queue.extend(frames.iter().map(|f| f.0.clone()));
             return Ok(());
         }
         // Nothing ahead of these frames: write them here and now. A no-op waker, because this
         // thread will not wait for the socket; the task does that if bytes are left over.
         let mut cx = Context::from_waker(Waker::noop());
-        let result = inner.write_queued(&mut cx);
+        let result = match frames {
+            [one] => inner.write_one(&mut cx, &one.0),
+            _ => {
+                inner.queue.extend(frames.iter().map(|f| f.0.clone()));
+                inner.write_queued(&mut cx)
+            }
+        };
         let left_over = !inner.queue.is_empty() || inner.unflushed;
         let too_many = inner.queue.len() > self.limit;
         drop(inner);
@@ -507,6 +546,36 @@ mod tests {
         }
         assert_eq!(out.push(std::slice::from_ref(&big)), Err(PushError::Full));
         assert_eq!(kill.code(), Some(close::SLOW_CONSUMER));
+    }
+
+    /// A frame pushed to an idle connection whose socket is exactly full is not written at
+    /// all: it waits whole in the queue and the task's drain sends it once the peer reads.
+    #[tokio::test]
+    async fn a_push_to_a_full_socket_waits_whole_for_the_drain() {
+        let (server, mut peer) = tokio::io::duplex(64);
+        let out = Arc::new(Outbound::new(server, 8, Arc::new(Kill::default())));
+        // 2 header bytes + 62 of JSON (a quoted string of 60) fill the pipe exactly.
+        let filler = WireFrame::json(&"f".repeat(60));
+        assert_eq!(filler.as_bytes().len(), 64);
+        out.push(std::slice::from_ref(&filler)).unwrap();
+        assert!(out.is_idle(), "the pipe took all of it");
+        let waiting = WireFrame::json(&"next");
+        out.push(std::slice::from_ref(&waiting)).unwrap();
+        assert!(!out.is_idle(), "nothing of it could be written");
+        let drain = tokio::spawn({
+            let out = out.clone();
+            async move {
+                while !out.is_idle() {
+                    std::future::poll_fn(|cx| out.poll_drain(cx)).await.unwrap();
+                }
+            }
+        });
+        let mut expected = filler.as_bytes().to_vec();
+        expected.extend_from_slice(waiting.as_bytes());
+        let mut got = vec![0u8; expected.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+        drain.await.unwrap();
     }
 
     /// Closing drops queued frames but finishes one already partly written, refuses pushes,

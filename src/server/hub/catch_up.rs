@@ -302,7 +302,7 @@ impl Hub {
                 continue;
             };
             let last_seq = entry.last_seq;
-            let now: HashMap<UserId, Seq> = c.members.iter().copied().collect();
+            let now: super::IdMap<UserId, Seq> = c.members.iter().copied().collect();
             let settled = |u: &&UserId| !touched.members.contains(&(c.id, **u));
             let left: Vec<UserId> = entry
                 .members

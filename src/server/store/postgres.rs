@@ -635,11 +635,7 @@ async fn refuse_deleted_peer(
     user: UserId,
 ) -> Result<(), StoreError> {
     let deleted = tx
-        .query_opt(
-            "SELECT 1 FROM members mb JOIN users u ON u.id = mb.user_id \
-             WHERE mb.conv_id = $1 AND mb.user_id <> $2 AND u.deleted_at IS NOT NULL",
-            &[&conv, &user],
-        )
+        .query_opt(rules::DELETED_PEER_SQL, &[&conv, &user])
         .await?
         .is_some();
     if deleted {

@@ -456,6 +456,14 @@ pub mod attention_sql {
     pub const CLEAR_DND: &str = "DELETE FROM dnd WHERE user_id = $1";
 }
 
+/// A row when conversation $1 is a DM whose member other than $2 deleted their account. Only a
+/// DM can match (deleting an account leaves its rooms), and the kind is tested on the one
+/// conversation row first: a message to a room must not walk the room's members (the default
+/// room holds every user, and this runs before every message is stored).
+pub const DELETED_PEER_SQL: &str = "SELECT 1 FROM conversations c \
+     JOIN members mb ON mb.conv_id = c.id JOIN users u ON u.id = mb.user_id \
+     WHERE c.id = $1 AND c.kind = 'dm' AND mb.user_id <> $2 AND u.deleted_at IS NOT NULL";
+
 /// The error for writing to a DM whose other member deleted their account.
 pub fn peer_deleted() -> StoreError {
     StoreError::rejected(

@@ -99,8 +99,38 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Statements each connection keeps compiled (rusqlite's default is 16). The writer runs a few
+/// dozen kinds of statement; parsing and planning one again costs more than its execution.
+const STATEMENT_CACHE: usize = 128;
+
+/// `query_row` and `execute` through the connection's statement cache: the writer runs the same
+/// statements for every message, and compiling each anew was a large part of its CPU per
+/// message (seen with perf: the parser and planner beside the few btree steps).
+trait Cached {
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl Cached for Connection {
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // FULL: in WAL mode NORMAL may lose the last commits on power loss, and an ack promises
     // the message is on disk. secure_delete: a deleted message's text is overwritten in the
@@ -286,11 +316,11 @@ fn set_level(
     }
     // `all` is the default: no row.
     match level {
-        NotifyLevel::Mentions | NotifyLevel::Nothing => tx.execute(
+        NotifyLevel::Mentions | NotifyLevel::Nothing => tx.exec(
             attention_sql::SET_LEVEL,
             params![user, conv, level.as_str()],
         )?,
-        NotifyLevel::All => tx.execute(attention_sql::CLEAR_LEVEL, params![user, conv])?,
+        NotifyLevel::All => tx.exec(attention_sql::CLEAR_LEVEL, params![user, conv])?,
     };
     Ok(WriteOutcome::LevelSet { user, conv, level })
 }
@@ -298,8 +328,8 @@ fn set_level(
 /// Apply [`WriteOp::SetDnd`].
 fn set_dnd(tx: &Connection, user: UserId, dnd: Option<Dnd>) -> Result<WriteOutcome, StoreError> {
     match dnd {
-        Some(d) => tx.execute(attention_sql::SET_DND, params![user, d.until])?,
-        None => tx.execute(attention_sql::CLEAR_DND, params![user])?,
+        Some(d) => tx.exec(attention_sql::SET_DND, params![user, d.until])?,
+        None => tx.exec(attention_sql::CLEAR_DND, params![user])?,
     };
     Ok(WriteOutcome::DndSet { user, dnd })
 }
@@ -606,7 +636,7 @@ fn revoke_sessions(
 }
 
 fn user_row(tx: &Connection, user: UserId) -> Result<UserRow, StoreError> {
-    tx.query_row(
+    tx.row(
         &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted_at IS NULL"),
         params![user],
         user_from_row,
@@ -618,12 +648,8 @@ fn user_row(tx: &Connection, user: UserId) -> Result<UserRow, StoreError> {
 /// `forbidden` when the other member of DM `conv` deleted their account.
 fn refuse_deleted_peer(tx: &Connection, conv: ConvId, user: UserId) -> Result<(), StoreError> {
     let deleted: bool = tx
-        .query_row(
-            "SELECT 1 FROM members mb JOIN users u ON u.id = mb.user_id \
-             WHERE mb.conv_id = ?1 AND mb.user_id <> ?2 AND u.deleted_at IS NOT NULL",
-            params![conv, user],
-            |_| Ok(()),
-        )
+        .prepare_cached(rules::DELETED_PEER_SQL)?
+        .query_row(params![conv, user], |_| Ok(()))
         .optional()?
         .is_some();
     if deleted {
@@ -653,11 +679,11 @@ fn add_device(
     hash: &TokenHash,
     now: Millis,
 ) -> Result<(), rusqlite::Error> {
-    tx.execute(
+    tx.exec(
         "INSERT OR IGNORE INTO devices (hash, user_id, created_at) VALUES (?1, ?2, ?3)",
         params![&hash[..], user, now],
     )?;
-    tx.execute(
+    tx.exec(
         "DELETE FROM devices WHERE user_id = ?1 AND hash NOT IN \
          (SELECT hash FROM devices WHERE user_id = ?1 ORDER BY created_at DESC LIMIT ?2)",
         params![user, MAX_DEVICES_PER_USER],
@@ -842,7 +868,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 /// The kind of a conversation, or None when it does not exist.
 fn conv_kind(tx: &Connection, conv: ConvId) -> Result<Option<(ConvKind, String)>, rusqlite::Error> {
-    tx.query_row(
+    tx.row(
         "SELECT kind, coalesce(name_key, '') FROM conversations WHERE id = ?1",
         params![conv],
         |r| {
@@ -862,7 +888,7 @@ fn conv_kind(tx: &Connection, conv: ConvId) -> Result<Option<(ConvKind, String)>
 
 /// The kind of a conversation as someone outside it may know it ([`rules::VISIBLE_KIND`]).
 fn visible_kind(tx: &Connection, conv: ConvId) -> Result<Option<ConvKind>, rusqlite::Error> {
-    tx.query_row(rules::VISIBLE_KIND, params![conv], |r| {
+    tx.row(rules::VISIBLE_KIND, params![conv], |r| {
         let kind: String = r.get(0)?;
         Ok(if kind == "dm" {
             ConvKind::Dm
@@ -886,7 +912,7 @@ fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqli
 
 /// Make `user` a member of `general` (a new or newly approved account).
 fn join_general(tx: &Connection, user: UserId) -> Result<(), rusqlite::Error> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO members (conv_id, user_id) \
          SELECT id, ?1 FROM conversations WHERE kind = 'room' AND name_key = ?2",
         params![user, limits::DEFAULT_ROOM],
@@ -905,10 +931,10 @@ fn require_admin(tx: &Connection, user: UserId) -> Result<(), StoreError> {
 /// `user` enters room `conv` (joining, or added by a member): refused when banned from it;
 /// true when they were not a member before.
 fn enter_room(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, StoreError> {
-    if tx.query_row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
+    if tx.row(rules::IS_BANNED, params![conv, user], |r| r.get(0))? {
         return Err(rules::banned_from_room());
     }
-    let n = tx.execute(
+    let n = tx.exec(
         "INSERT OR IGNORE INTO members (conv_id, user_id) VALUES (?1, ?2)",
         params![conv, user],
     )?;
@@ -935,10 +961,10 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             refuse_clash(tx, Names::Users, &name)?;
             // This writer is the only one, so no other registration can come between the
             // check for a first account (or an invite's redemption) and the insert.
-            let first = !tx.query_row(access_sql::ANY_USER, [], |r| r.get::<_, bool>(0))?;
+            let first = !tx.row(access_sql::ANY_USER, [], |r| r.get::<_, bool>(0))?;
             let invited: Option<i64> = match invite {
                 Some(hash) if !first => Some(
-                    tx.query_row(access_sql::REDEEM_INVITE, params![now, &hash[..]], |r| {
+                    tx.row(access_sql::REDEEM_INVITE, params![now, &hash[..]], |r| {
                         r.get(0)
                     })
                     .optional()?
@@ -949,7 +975,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let admission = rules::admission(*mode, first, invited.is_some())?;
             let admin = admission == Admission::Admin;
             let pending = admission == Admission::Pending;
-            let inserted = tx.execute(
+            let inserted = tx.exec(
                 "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, avatar, \
                  password_hash, created_at, admin, pending) \
                  VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -976,13 +1002,13 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             };
             let id = tx.last_insert_rowid();
             if let Some(invite) = invited {
-                tx.execute(access_sql::INVITE_USED_BY, params![id, invite])?;
+                tx.exec(access_sql::INVITE_USED_BY, params![id, invite])?;
             }
             if pending {
                 return Ok(WriteOutcome::RegisteredPending);
             }
             join_general(tx, id)?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![&token_hash[..], id, now, expires_at, label],
@@ -1003,14 +1029,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::SetAdmin { username, admin } => {
             let user = find_name(tx, Names::Users, username)?
                 .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE users SET admin = ?2 WHERE id = ?1 AND deleted_at IS NULL",
                 params![user, admin],
             )?;
             if n == 0 {
                 return Err(rules::account_deleted());
             }
-            Ok(WriteOutcome::UserUpdated(tx.query_row(
+            Ok(WriteOutcome::UserUpdated(tx.row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 params![user],
                 user_from_row,
@@ -1023,12 +1049,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             expires_at,
         } => {
             require_admin(tx, *by)?;
-            let id = tx.query_row(
+            let id = tx.row(
                 access_sql::CREATE_INVITE,
                 params![&hash[..], by, now, expires_at],
                 |r| r.get(0),
             )?;
-            let created_by = tx.query_row(
+            let created_by = tx.row(
                 "SELECT username FROM users WHERE id = ?1",
                 params![by],
                 |r| r.get(0),
@@ -1037,7 +1063,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::RevokeInvite { by, id, now } => {
             require_admin(tx, *by)?;
-            if tx.execute(access_sql::REVOKE_INVITE, params![id, now])? == 0 {
+            if tx.exec(access_sql::REVOKE_INVITE, params![id, now])? == 0 {
                 return Err(rules::no_such_invite());
             }
             Ok(WriteOutcome::InviteRevoked)
@@ -1045,11 +1071,11 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::Approve { by, username } => {
             require_admin(tx, *by)?;
             let user = find_name(tx, Names::Users, username)?.ok_or_else(rules::not_pending)?;
-            if tx.execute(access_sql::APPROVE, params![user])? == 0 {
+            if tx.exec(access_sql::APPROVE, params![user])? == 0 {
                 return Err(rules::not_pending());
             }
             join_general(tx, user)?;
-            Ok(WriteOutcome::Registered(tx.query_row(
+            Ok(WriteOutcome::Registered(tx.row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 params![user],
                 user_from_row,
@@ -1064,7 +1090,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             require_admin(tx, *by)?;
             let user = find_name(tx, Names::Users, username)?
                 .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-            tx.query_row(access_sql::SET_BANNED, params![banned, user], |_| Ok(()))
+            tx.row(access_sql::SET_BANNED, params![banned, user], |_| Ok(()))
                 .optional()?
                 .ok_or_else(rules::cannot_ban_admin)?;
             let token_hashes = if *banned {
@@ -1077,7 +1103,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::Reject { by, username } => {
             require_admin(tx, *by)?;
             let user = find_name(tx, Names::Users, username)?.ok_or_else(rules::not_pending)?;
-            if tx.execute(access_sql::REJECT, params![user])? == 0 {
+            if tx.exec(access_sql::REJECT, params![user])? == 0 {
                 return Err(rules::not_pending());
             }
             Ok(WriteOutcome::AccountRejected)
@@ -1091,7 +1117,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             label,
         } => {
             let now = *now;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO tokens (hash, user_id, created_at, expires_at, label) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![&token_hash[..], user, now, expires_at, label],
@@ -1102,7 +1128,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             Ok(WriteOutcome::LoggedIn)
         }
         WriteOp::Logout { token_hash } => {
-            tx.execute(
+            tx.exec(
                 "UPDATE tokens SET revoked = 1 WHERE hash = ?1",
                 params![&token_hash[..]],
             )?;
@@ -1119,7 +1145,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let now = *now;
             let keys = Name::of_stored(name);
             refuse_clash(tx, Names::Rooms, &keys)?;
-            let inserted = tx.execute(
+            let inserted = tx.exec(
                 "INSERT INTO conversations (kind, name, name_key, fold_key, skeleton, created_at, \
                  private, created_by) VALUES ('room', ?1, ?2, ?2, ?3, ?4, ?5, ?6)",
                 params![name, keys.key, keys.skeleton, now, private, user],
@@ -1134,7 +1160,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 other => other?,
             };
             let conv = tx.last_insert_rowid();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO members (conv_id, user_id) VALUES (?1, ?2)",
                 params![conv, user],
             )?;
@@ -1153,7 +1179,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let user = find_name(tx, Names::Users, username)?;
             let user =
                 user.ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-            let live: bool = tx.query_row(
+            let live: bool = tx.row(
                 "SELECT deleted_at IS NULL AND NOT pending FROM users WHERE id = ?1",
                 params![user],
                 |r| r.get(0),
@@ -1177,7 +1203,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             if !is_member(tx, *conv, *by)? {
                 return Err(not_member(visible_kind(tx, *conv)?));
             }
-            let moderator: bool = tx.query_row(
+            let moderator: bool = tx.row(
                 &format!("SELECT {}", rules::MODERATES),
                 params![conv, by],
                 |r| r.get(0),
@@ -1187,12 +1213,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let user = find_name(tx, Names::Users, username)?
                 .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
             if *ban {
-                tx.execute(
+                tx.exec(
                     "INSERT OR IGNORE INTO room_bans (conv_id, user_id) VALUES (?1, ?2)",
                     params![conv, user],
                 )?;
             }
-            let was_member = tx.execute(
+            let was_member = tx.exec(
                 "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
                 params![conv, user],
             )? > 0;
@@ -1211,7 +1237,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::Join { user, room } => {
             let conv = find_name(tx, Names::Rooms, room)?;
             let conv = conv.ok_or_else(rules::no_such_room)?;
-            let private: bool = tx.query_row(
+            let private: bool = tx.row(
                 "SELECT private FROM conversations WHERE id = ?1",
                 params![conv],
                 |r| r.get(0),
@@ -1228,7 +1254,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         WriteOp::Leave { user, conv } => {
             let kind = conv_kind(tx, *conv)?;
             rules::may_leave(kind.as_ref(), is_member(tx, *conv, *user)?)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM members WHERE conv_id = ?1 AND user_id = ?2",
                 params![conv, user],
             )?;
@@ -1283,7 +1309,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     let peer = find_name(tx, Names::Users, to)?;
                     let peer = peer
                         .ok_or_else(|| StoreError::rejected(ErrorCode::NotFound, "no such user"))?;
-                    let (peer_deleted, peer_pending): (bool, bool) = tx.query_row(
+                    let (peer_deleted, peer_pending): (bool, bool) = tx.row(
                         "SELECT deleted_at IS NOT NULL, pending FROM users WHERE id = ?1",
                         params![peer],
                         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1314,12 +1340,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                             id
                         }
                         None => {
-                            tx.execute(
+                            tx.exec(
                                 "INSERT INTO conversations (kind, dm_key, created_at) VALUES ('dm', ?1, ?2)",
                                 params![dm_key, now],
                             )?;
                             let id = tx.last_insert_rowid();
-                            tx.execute(
+                            tx.exec(
                                 "INSERT INTO members (conv_id, user_id) VALUES (?1, ?2), (?1, ?3)",
                                 params![id, lo, hi],
                             )?;
@@ -1350,13 +1376,13 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     .optional()?;
                 files.push(file.ok_or_else(|| rules::not_your_file(id))?.attachment);
             }
-            let seq: Seq = tx.query_row(
+            let seq: Seq = tx.row(
                 "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
                 params![conv],
                 |r| r.get(0),
             )?;
             let (kind, target_seq, emoji) = rules::action_columns(action.as_ref());
-            tx.execute(
+            tx.exec(
                 rules::INSERT_MESSAGE,
                 params![conv, seq, user, text, now, cmid, reply_to, kind, target_seq, emoji],
             )?;
@@ -1367,11 +1393,11 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             }
             match (rules::effect(action.as_ref(), text, now), target_seq) {
                 (Some(rules::Effect::Edit { text, now }), Some(target)) => {
-                    tx.execute(rules::EDIT_SQL, params![text, now, conv, target])?;
+                    tx.exec(rules::EDIT_SQL, params![text, now, conv, target])?;
                 }
                 (Some(rules::Effect::Delete { now }), Some(target)) => {
-                    tx.execute(rules::DELETE_SQL, params![now, conv, target])?;
-                    tx.execute(rules::UNATTACH_SQL, params![conv, target])?;
+                    tx.exec(rules::DELETE_SQL, params![now, conv, target])?;
+                    tx.exec(rules::UNATTACH_SQL, params![conv, target])?;
                 }
                 _ => {}
             }
@@ -1379,7 +1405,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 id,
                 conv,
                 seq,
-                sender: tx.query_row(
+                sender: tx.row(
                     "SELECT username FROM users WHERE id = ?1",
                     params![user],
                     |r| r.get(0),
@@ -1412,7 +1438,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             };
             let (marker, moved) = rules::read_marker(*seq, last_read, last_seq);
             if moved {
-                tx.execute(
+                tx.exec(
                     "UPDATE members SET last_read = ?1 WHERE conv_id = ?2 AND user_id = ?3",
                     params![marker, conv, user],
                 )?;
@@ -1431,7 +1457,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             avatar,
         } => {
             user_row(tx, *user)?;
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET display_name = coalesce(?2, display_name), \
                  avatar = coalesce(?3, avatar) WHERE id = ?1",
                 params![user, display_name, avatar],
@@ -1445,7 +1471,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             now,
         } => {
             user_row(tx, *user)?;
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET password_hash = ?2 WHERE id = ?1",
                 params![user, password_hash],
             )?;
@@ -1462,7 +1488,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let Some(session) = found else {
                 return Err(rules::no_such_session());
             };
-            tx.execute(
+            tx.exec(
                 "UPDATE tokens SET revoked = 1 WHERE hash = ?1",
                 params![&session.token_hash[..]],
             )?;
@@ -1481,20 +1507,20 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 .query_map(params![user], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             // Rooms are left; DMs keep both members, so the peer still reads the conversation.
-            tx.execute(
+            tx.exec(
                 "DELETE FROM members WHERE user_id = ?1 AND conv_id IN \
                  (SELECT id FROM conversations WHERE kind = 'room')",
                 params![user],
             )?;
-            tx.execute("DELETE FROM devices WHERE user_id = ?1", params![user])?;
+            tx.exec("DELETE FROM devices WHERE user_id = ?1", params![user])?;
             // The row stays (messages keep their sender, the username stays reserved); what
             // described the person goes, and no password can match an empty hash.
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET display_name = ?2, avatar = '', avatar_image = NULL, password_hash = '', \
                  deleted_at = ?3, admin = 0 WHERE id = ?1",
                 params![user, DELETED_DISPLAY_NAME, now],
             )?;
-            let row = tx.query_row(
+            let row = tx.row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 params![user],
                 user_from_row,
@@ -1513,12 +1539,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             reservation,
         } => {
             user_row(tx, *user)?;
-            tx.execute(
+            tx.exec(
                 "UPDATE users SET avatar_image = ?2 WHERE id = ?1",
                 params![user, image],
             )?;
             if let Some(reservation) = reservation {
-                tx.execute(rules::END_RESERVATION, params![reservation])?;
+                tx.exec(rules::END_RESERVATION, params![reservation])?;
             }
             Ok(WriteOutcome::UserUpdated(user_row(tx, *user)?))
         }
@@ -1529,9 +1555,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             quota,
             now,
         } => {
-            let used: i64 = tx.query_row(rules::QUOTA_USED_SQL, params![user], |r| r.get(0))?;
+            let used: i64 = tx.row(rules::QUOTA_USED_SQL, params![user], |r| r.get(0))?;
             rules::check_quota(*quota, used.max(0) as u64, *size)?;
-            tx.execute(
+            tx.exec(
                 rules::INSERT_RESERVATION,
                 params![id, user, *size as i64, now],
             )?;
@@ -1548,17 +1574,17 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             if doomed.is_some() {
                 return Err(rules::blob_doomed());
             }
-            if tx.execute(rules::HOLD_BLOBS_SQL, params![blob, thumbnail, reservation])? == 0 {
+            if tx.exec(rules::HOLD_BLOBS_SQL, params![blob, thumbnail, reservation])? == 0 {
                 return Err(rules::reservation_gone());
             }
             Ok(WriteOutcome::uploads_changed())
         }
         WriteOp::EndReservation { reservation } => {
-            tx.execute(rules::END_RESERVATION, params![reservation])?;
+            tx.exec(rules::END_RESERVATION, params![reservation])?;
             Ok(WriteOutcome::uploads_changed())
         }
         WriteOp::SweepUploads { before } => {
-            tx.execute(rules::EXPIRE_RESERVATIONS, params![before])?;
+            tx.exec(rules::EXPIRE_RESERVATIONS, params![before])?;
             let unattached = tx
                 .prepare_cached(rules::UNATTACHED_FILES_SQL)?
                 .query_map(params![before, rules::SWEEP_BATCH], |r| {
@@ -1572,7 +1598,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let mut removed = 0;
             let mut freed = Vec::new();
             for (id, blob, thumbnail) in unattached {
-                if tx.execute(rules::DELETE_UNATTACHED_FILE, params![id])? > 0 {
+                if tx.exec(rules::DELETE_UNATTACHED_FILE, params![id])? > 0 {
                     removed += 1;
                     freed.push(blob);
                     freed.extend(thumbnail);
@@ -1581,10 +1607,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             freed.sort_unstable();
             freed.dedup();
             for blob in freed {
-                let named: bool =
-                    tx.query_row(rules::BLOB_NAMED_SQL, params![blob], |r| r.get(0))?;
+                let named: bool = tx.row(rules::BLOB_NAMED_SQL, params![blob], |r| r.get(0))?;
                 if !named {
-                    tx.execute(rules::DOOM_BLOB, params![blob])?;
+                    tx.exec(rules::DOOM_BLOB, params![blob])?;
                 }
             }
             let doomed = tx
@@ -1595,7 +1620,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::ForgetBlobs { blobs } => {
             for blob in blobs {
-                tx.execute(rules::FORGET_BLOB, params![blob])?;
+                tx.exec(rules::FORGET_BLOB, params![blob])?;
             }
             Ok(WriteOutcome::uploads_changed())
         }
@@ -1604,7 +1629,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             reservation,
             now,
         } => {
-            if tx.execute(rules::END_RESERVATION, params![reservation])? == 0 {
+            if tx.exec(rules::END_RESERVATION, params![reservation])? == 0 {
                 return Err(rules::reservation_gone());
             }
             let a = &file.attachment;
@@ -1683,6 +1708,28 @@ mod tests {
             WriteOutcome::Registered(row) => row.id,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The deleted-peer check runs before every message is stored: SQLite must read the one
+    /// conversation row first (its kind rules out rooms) rather than walk the members, which
+    /// for the default room are every user.
+    #[test]
+    fn the_deleted_peer_check_reads_the_conversation_before_any_member() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let conn = open_conn(&dir.path().join(DB_FILE)).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", rules::DELETED_PEER_SQL))
+            .unwrap()
+            .query_map(params![1, 2], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.first()
+                .is_some_and(|step| step.starts_with("SEARCH c USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
     }
 
     #[test]
