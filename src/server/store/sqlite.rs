@@ -814,6 +814,20 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
             return fail_all(jobs, backend(e));
         }
     };
+    // A write alone in its batch (every write at light load) needs no savepoint of its own:
+    // when it fails, the whole transaction is rolled back, which undoes only it.
+    if let [job] = jobs {
+        let result = apply(&tx, &job.op);
+        if result.is_err() {
+            drop(tx);
+            return vec![result];
+        }
+        if let Err(e) = tx.commit() {
+            tracing::error!(error = %e, "commit failed; the write is reported as failed");
+            return fail_all(jobs, backend(e));
+        }
+        return vec![result];
+    }
     for job in jobs {
         let result = match tx.savepoint() {
             Ok(sp) => {
@@ -1907,6 +1921,52 @@ mod tests {
         assert!(matches!(ok2, Ok(WriteOutcome::Sent { .. })));
         let (page, _) = store.read(|c| history(c, 1, None, None, 10)).await.unwrap();
         assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    /// A write alone in its batch runs without a savepoint: when it fails after writing (a
+    /// first DM is created, then an attachment is refused), nothing of it stays.
+    #[tokio::test]
+    async fn a_rejected_write_alone_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let alice = register(&store, "alice").await;
+        register(&store, "bob").await;
+        let mut op = send(alice, Target::To("bob".into()), Uuid::new_v4());
+        if let WriteOp::Send { attachments, .. } = &mut op {
+            attachments.push("no-such-file".into());
+        }
+        let refused = commit(&store, op).await;
+        assert!(
+            matches!(refused, Err(StoreError::Rejected(..))),
+            "{refused:?}"
+        );
+        let dms: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM conversations WHERE kind = 'dm'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(dms, 0, "the DM made before the refusal was rolled back");
+        // The writer goes on: the same DM without the attachment is made once.
+        let sent = commit(
+            &store,
+            send(alice, Target::To("bob".into()), Uuid::new_v4()),
+        )
+        .await;
+        assert!(
+            matches!(
+                sent,
+                Ok(WriteOutcome::Sent {
+                    new_dm: Some(_),
+                    ..
+                })
+            ),
+            "{sent:?}"
+        );
     }
 
     #[tokio::test]
