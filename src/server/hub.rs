@@ -1318,7 +1318,7 @@ impl Hub {
         origin_conn: Option<ConnId>,
         out: &mut Outgoing,
     ) -> Option<Reply> {
-        state.catch_up.note(outcome);
+        state.catch_up.note(outcome, &state.rooms);
         match outcome {
             WriteOutcome::Registered(row) => {
                 state.set_user(row.id, row.user.clone());
