@@ -141,7 +141,7 @@ struct Outgoing {
     /// Users who got their first connection on this node (true) or lost their last (false):
     /// published on the bus once the lock is released.
     flips: Vec<(UserId, bool)>,
-    /// Another node asked who is on this one ([`Event::PresenceWanted`]).
+    /// A node asked who is on this one ([`Event::PresenceWanted`]).
     presence_wanted: bool,
 }
 
@@ -1301,7 +1301,11 @@ impl Hub {
                     }
                 }
                 Event::NodeGone { node } => state.set_node_presence(node, &[], &mut out),
-                Event::PresenceWanted => out.presence_wanted = true,
+                Event::PresenceWanted { of } => {
+                    if of.is_none_or(|node| node == self.node) {
+                        out.presence_wanted = true;
+                    }
+                }
                 // Followed by `service::follow_nodes`, not the hub.
                 Event::Limits { .. } | Event::Ticket { .. } => {}
                 Event::Resync => self.resync(&mut state),
@@ -1869,6 +1873,50 @@ mod tests {
             .iter()
             .any(|m| m.user.username == "alice" && m.online));
         assert_eq!(frames_of(&bob_frames), [presence(&[], &["alice"])]);
+        std::mem::forget(bus);
+    }
+
+    /// A node heard for the first time is asked alone who is on it, and only it answers; a
+    /// node that subscribes asks everyone, and every node answers with all its users (what any
+    /// node answers for anyone, `members`, `users`, `watch_presence`, needs them all).
+    #[tokio::test]
+    async fn only_the_asked_node_says_who_is_on_it() {
+        let bus: Arc<dyn Bus> = Arc::new(super::super::bus::local::LocalBus::default());
+        let names = ["alice", "bob", "carol"];
+        let (a, b) = (hub_on(&names, &[], 1, &bus), hub_on(&names, &[], 2, &bus));
+        let mut heard = bus.subscribe();
+        let (_alice, _) = connect(&a, 1);
+        let (_bob, _) = connect(&b, 2);
+        let (_carol, _) = connect(&b, 3);
+        // Wait for every NodePresence `asks` brings, and a little longer for any extra one.
+        let mut answers_to = |ask: Event| {
+            bus.publish(ask);
+            let mut answers = Vec::new();
+            let until = std::time::Instant::now() + Duration::from_millis(300);
+            while std::time::Instant::now() < until {
+                match heard.try_recv() {
+                    Ok(events) => answers.extend(events.into_iter().filter_map(|e| match e {
+                        Event::NodePresence { node, mut users } => {
+                            users.sort_unstable();
+                            Some((node, users))
+                        }
+                        _ => None,
+                    })),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            answers.sort_unstable();
+            answers
+        };
+        assert_eq!(
+            answers_to(Event::PresenceWanted { of: Some(2) }),
+            [(2, vec![2, 3])],
+            "node 1 was not asked"
+        );
+        assert_eq!(
+            answers_to(Event::PresenceWanted { of: None }),
+            [(1, vec![1]), (2, vec![2, 3])]
+        );
         std::mem::forget(bus);
     }
 

@@ -232,6 +232,14 @@ impl Hub {
     }
 
     /// Tell every node who is on this one ([`Event::NodePresence`]).
+    ///
+    /// All of this node's users, not only those the asking node watches or shares a DM with:
+    /// every node must know every user's presence at any moment, because it answers for any
+    /// user at once from memory ([`State::is_online`]): `watch_presence` may name anyone (its
+    /// answer tells who is online now, and later batches only carry changes), `members` and
+    /// `users` list everyone's presence, and a DM partner's hello needs it. The list is asked
+    /// for rarely (a node that subscribes asks everyone once; a node heard for the first time
+    /// is asked alone), which is what keeps its cost down.
     pub(super) fn publish_node_presence(&self) {
         let users: Vec<UserId> = self
             .lock()
