@@ -1167,6 +1167,57 @@ impl Hub {
         Ok(members)
     }
 
+    /// The users this node knows as admins.
+    pub fn admins(&self) -> HashSet<UserId> {
+        let state = self.lock();
+        let admins = state.users.iter().filter(|(_, u)| u.admin && !u.deleted);
+        admins.map(|(id, _)| *id).collect()
+    }
+
+    /// Follow admin roles changed outside the server (`natter-server admin` writes the store
+    /// from another process; [`super::service::admin::follow_admins`] finds the changes): each
+    /// of `changed` is now an admin (true) or not. A user this makes an admin or no longer one
+    /// here gets their profile pushed as for a profile edit (`user_updated`, to everyone who
+    /// shares a conversation with them), and their own connections the rooms whose `moderator`
+    /// flag it turned (`conversations_updated`: every room they are in but did not create). A
+    /// user already known in that role (an event said so) is left alone.
+    pub fn set_admin_roles(&self, changed: &[(UserId, bool)]) {
+        let mut state = self.lock();
+        let mut out = Outgoing::default();
+        for &(id, admin) in changed {
+            let Some(mut user) = state.users.get(&id).cloned() else {
+                continue;
+            };
+            if user.admin == admin || user.deleted {
+                continue;
+            }
+            user.admin = admin;
+            state.set_user(id, user.clone());
+            state.push_profile(&UserRow { id, user }, &mut out);
+            let mut conversations: Vec<Conversation> = state
+                .user_convs
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter(|conv| {
+                    state
+                        .convs
+                        .get(conv)
+                        .is_some_and(|c| c.kind == ConvKind::Room && c.created_by != Some(id))
+                })
+                .filter_map(|conv| state.conversation(*conv, id))
+                .collect();
+            if conversations.is_empty() {
+                continue;
+            }
+            conversations.sort_unstable_by_key(|c| c.id);
+            let frame = encode(&ServerFrame::ConversationsUpdated { conversations });
+            state.push_user(id, &frame, None, &mut out);
+        }
+        drop(state);
+        self.deliver(out);
+    }
+
     /// Every registered user, with presence.
     pub fn users(&self) -> Vec<Member> {
         let state = self.lock();
