@@ -1114,6 +1114,10 @@ pub enum ServerFrame {
     Dnd { dnd: Option<Dnd> },
     /// The user became a member of a conversation (joined a room elsewhere, or a new DM).
     ConversationAdded { conversation: Conversation },
+    /// Conversations the user is in whose description for them changed, whole and as of now:
+    /// the rooms they moderate or no longer moderate after their admin role was granted or
+    /// revoked (`natter-server admin`).
+    ConversationsUpdated { conversations: Vec<Conversation> },
     /// The user is no longer a member of a conversation (left it, possibly on another device).
     ConversationRemoved {
         #[ts(type = "number")]

@@ -36,7 +36,8 @@ pub mod names {
 }
 
 /// The data of the `ready` event: where the stream starts (the same as its id) and, when the
-/// stream carries presence, who is online.
+/// stream carries presence, who of the users it watches (the user, their DM partners and its
+/// `watch`) is online.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "ready")]
 pub struct Ready {

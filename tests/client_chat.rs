@@ -1,7 +1,8 @@
 //! The client library against the real server (in-process on 127.0.0.1:0, temp SQLite on both
 //! sides): two users chat in a room and a DM, rooms and members, read markers across devices,
 //! search in English and Chinese, paging through 10,000 messages of history, and a room's
-//! private and moderator flags kept in the local store across an offline restart.
+//! private and moderator flags kept in the local store across an offline restart, and the
+//! moderator flags turned in the store while connected when an admin role changes.
 
 mod support;
 
@@ -772,4 +773,38 @@ async fn room_flags_come_from_the_server_and_stay_in_the_store_offline() {
     let offline = resume_offline(dir.path()).await;
     assert_eq!(flags(offline.conversations().await.unwrap()), want);
     offline.shutdown().await;
+}
+
+/// An admin role granted or revoked with `natter-server admin` while the client is connected
+/// turns the `moderator` flag of the rooms it did not create in its local store, without a
+/// reconnect (the server pushes `conversations_updated`); its own room stays moderated.
+#[tokio::test]
+async fn an_admin_role_change_turns_moderator_in_the_store_while_connected() {
+    let server = TestServer::start().await;
+    server.register("ada").await; // the admin, so bob is not one
+    let (_dir, bob) = client(&server, server.register("bob").await).await;
+    bob.create_private_room("den").await.unwrap();
+    let moderates = |list: Vec<natter::client::ConversationSummary>| {
+        let mut all: Vec<_> = list.into_iter().map(|c| (c.name, c.moderator)).collect();
+        all.sort();
+        all
+    };
+    for (verb, admin) in [("grant", true), ("revoke", false)] {
+        let (ok, _, err) = support::natter_server_admin(&server, &[verb, "bob"]).await;
+        assert!(ok, "{err}");
+        let want = [("den".to_string(), true), ("general".to_string(), admin)];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = moderates(bob.conversations().await.unwrap());
+            if now == want {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "after {verb}: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    bob.shutdown().await;
 }

@@ -2,8 +2,9 @@
 //! WebSockets and its store (SQLite, or PostgreSQL with `NATTER_TEST_POSTGRES`): the first
 //! account is the server's admin and no later one is, even when the first registrations race;
 //! `natter-server admin grant|revoke|list` changes and lists the admins through the store while
-//! the server runs (what the user may do follows at once), and the server shows the new roles in
-//! `hello` after a restart. Registration modes: on an invite-only server registration needs an
+//! the server runs (what the user may do follows at once; the user's open sockets are told the
+//! new `admin` and each room's new `moderator` without reconnecting), and the server shows the
+//! new roles in `hello` after a restart. Registration modes: on an invite-only server registration needs an
 //! invite, which works once, expires (on the server's test clock) and can be revoked, and of
 //! racing registrations with one invite exactly one wins; on an approval server new accounts
 //! wait, cannot sign in, and are approved (they join `general`) or rejected (the name is free).
@@ -33,13 +34,13 @@ mod support;
 use std::time::Duration;
 
 use natter::protocol::{
-    close, ApiError, ClientFrame, Conversation, ErrorCode, Invite, InviteList, PendingList,
+    close, limits, ApiError, ClientFrame, Conversation, ErrorCode, Invite, InviteList, PendingList,
     Registration, Reply, ServerFrame, Session, User,
 };
 use natter::server::Clock;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{postgres_store, TestServer, WsClient, PASSWORD};
+use support::{natter_server_admin, TestServer, WsClient, PASSWORD};
 
 /// An HTTP call with an optional bearer token and JSON body: status and body.
 async fn call(
@@ -107,30 +108,6 @@ async fn invite(server: &TestServer, admin: &Session, secs: Option<u64>) -> Invi
     .await;
     assert_eq!(status, 201, "{body}");
     serde_json::from_str(&body).expect("an Invite")
-}
-
-/// `natter-server --data-dir DIR [--store URL] admin ARGS...` on `server`'s store: whether it
-/// succeeded, and its stdout and stderr.
-async fn natter_server_admin(server: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter-server"));
-    cmd.arg("--data-dir").arg(server.dir.path());
-    if let Some(natter::server::StoreLocation::Postgres(url)) =
-        postgres_store(server.dir.path()).await
-    {
-        cmd.args(["--store", &url]);
-    }
-    let out = cmd
-        .arg("admin")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run natter-server admin");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Whether `hello` says its user is an admin.
@@ -217,6 +194,76 @@ async fn natter_server_admin_grants_revokes_and_lists_while_the_server_runs() {
         !hello_says_admin(&server, &alice).await,
         "alice's no longer does"
     );
+}
+
+/// Whether `frame` is a `user_updated` saying `name` is an admin (`admin`) or not.
+fn says_admin(frame: &ServerFrame, name: &str, admin: bool) -> bool {
+    matches!(frame, ServerFrame::UserUpdated { user } if user.username == name && user.admin == admin)
+}
+
+/// The rooms (name, moderator) a `conversations_updated` frame describes, in its order.
+fn moderated(frame: ServerFrame) -> Vec<(String, bool)> {
+    match frame {
+        ServerFrame::ConversationsUpdated { conversations } => conversations
+            .into_iter()
+            .map(|c| (c.name, c.moderator))
+            .collect(),
+        other => panic!("expected conversations_updated, got {other:?}"),
+    }
+}
+
+/// `natter-server admin grant|revoke` reaches the user's open socket without a reconnect (the
+/// server reads the admins from the store every couple of seconds): `user_updated` tells them
+/// and carol, who shares a room with them, the new `admin`, and `conversations_updated` turns
+/// `moderator` in each room bob is in but did not create (general, carol's den), never in his
+/// own (bobs, which he moderates either way).
+#[tokio::test]
+async fn a_grant_and_a_revoke_reach_the_users_open_sockets() {
+    let server = TestServer::start().await;
+    server.register("ada").await; // the admin, so bob is not one
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let mut b = server.connect(&bob.token).await;
+    let mut c = server.connect(&carol.token).await;
+    c.create_room("den", false).await;
+    b.request(|id| ClientFrame::Join {
+        id,
+        room: "den".into(),
+    })
+    .await
+    .expect("bob joins den");
+    assert!(b.create_room("bobs", false).await.moderator);
+    let is_update = |f: &ServerFrame| matches!(f, ServerFrame::ConversationsUpdated { .. });
+    let rooms = |moderator: bool| {
+        vec![
+            (limits::DEFAULT_ROOM.to_string(), moderator),
+            ("den".to_string(), moderator),
+        ]
+    };
+
+    let (ok, _, err) = natter_server_admin(&server, &["grant", "bob"]).await;
+    assert!(ok, "{err}");
+    b.wait_for(|f| says_admin(f, "bob", true)).await;
+    assert_eq!(moderated(b.wait_for(is_update).await), rooms(true));
+    c.wait_for(|f| says_admin(f, "bob", true)).await;
+
+    let (ok, _, err) = natter_server_admin(&server, &["revoke", "bob"]).await;
+    assert!(ok, "{err}");
+    b.wait_for(|f| says_admin(f, "bob", false)).await;
+    assert_eq!(moderated(b.wait_for(is_update).await), rooms(false));
+    c.wait_for(|f| says_admin(f, "bob", false)).await;
+    // A new socket's hello agrees with what the open one was told.
+    let Some(ServerFrame::Hello { conversations, .. }) = server.connect(&bob.token).await.hello
+    else {
+        unreachable!("connect reads the hello")
+    };
+    let flags: Vec<(String, bool)> = conversations
+        .into_iter()
+        .map(|c| (c.name, c.moderator))
+        .collect();
+    let mut want = rooms(false);
+    want.push(("bobs".to_string(), true));
+    assert_eq!(flags, want);
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! Every client, whichever node it is on, gets every message of its conversations once and in
 //! seq order; a Redis restart loses nothing; a node that dies takes its users offline within
 //! its lease, and they come back when they reconnect. A room made on one node reaches sockets on
-//! another with each receiver's `private` and `moderator` flags.
+//! another with each receiver's `private` and `moderator` flags, and an admin role changed by
+//! `natter-server admin` reaches the user's sockets on every node.
 //!
 //! These tests need both `NATTER_TEST_POSTGRES` and `NATTER_TEST_REDIS` (`scripts/test` sets
 //! them in its cluster pass); without them they say so and pass.
@@ -956,4 +957,36 @@ async fn conversation_flags_cross_nodes() {
         (true, false),
         "a member on the other node"
     );
+}
+
+/// `natter-server admin grant|revoke` on the cluster's store reaches the user's open sockets on
+/// every node without a reconnect (each node reads the admins from the store): bob's sockets on
+/// node A and node B are told general is moderated by him, then no longer.
+#[tokio::test]
+async fn an_admin_role_change_reaches_the_users_sockets_on_every_node() {
+    if !cluster_available() {
+        return;
+    }
+    let (dir, tokens) = users_on_a_new_store(&["ada", "bob"]).await;
+    let nodes = start_nodes(dir, 2, |_| {}).await;
+    let mut bob_a = nodes[0].connect(&tokens[1]).await;
+    let mut bob_b = nodes[1].connect(&tokens[1]).await;
+    for (verb, admin) in [("grant", true), ("revoke", false)] {
+        // The first node's directory names the cluster's database.
+        let (ok, _, err) = support::natter_server_admin(&nodes[0], &[verb, "bob"]).await;
+        assert!(ok, "{err}");
+        for bob in [&mut bob_a, &mut bob_b] {
+            let frame = bob
+                .wait_for(|f| matches!(f, ServerFrame::ConversationsUpdated { .. }))
+                .await;
+            let ServerFrame::ConversationsUpdated { conversations } = frame else {
+                unreachable!()
+            };
+            let flags: Vec<(&str, bool)> = conversations
+                .iter()
+                .map(|c| (c.name.as_str(), c.moderator))
+                .collect();
+            assert_eq!(flags, [("general", admin)], "after {verb}");
+        }
+    }
 }

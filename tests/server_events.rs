@@ -5,8 +5,10 @@
 //! Bad inputs tried: a malformed `Last-Event-ID` (no dot, a sign, letters, a repeated
 //! conversation, zero conversation, another separator), a `conv` filter naming an unknown conversation,
 //! another user's DM, a room the user left, `conv=0`, `conv=` empty, an unknown query parameter,
-//! `presence=maybe`, a ticket and a bearer token together, no credentials, a bad token, a used,
-//! unknown or expired ticket, an Origin not allowed, too many streams.
+//! `presence=maybe`, `watch` without `presence=true`, `watch` naming no user, an empty name in
+//! `watch` (`alice,,carol`, `watch=`), more than 1,000 names, `watch` twice, a ticket and a
+//! bearer token together, no credentials, a bad token, a used, unknown or expired ticket, an
+//! Origin not allowed, too many streams.
 
 mod support;
 
@@ -96,6 +98,15 @@ impl Sse {
             "id and data agree"
         );
         ready
+    }
+
+    /// The next event, a `presence`: who came online and who went offline.
+    async fn presence(&mut self) -> (Vec<String>, Vec<String>) {
+        let e = self.expect("presence").await;
+        match serde_json::from_str(&e.data).expect("frame json") {
+            ServerFrame::Presence { online, offline } => (online, offline),
+            other => panic!("presence data is the presence frame: {other:?}"),
+        }
     }
 
     /// The next `message` event's message, checking the frame shape and that the id moved to it.
@@ -517,6 +528,42 @@ async fn bad_requests_get_clear_errors() {
     expect(400, "bad_request", "presence")(
         Sse::open(&server, Some(&bob.token), "?presence=maybe", None).await,
     );
+    expect(400, "bad_request", "watch needs presence=true")(
+        Sse::open(&server, Some(&bob.token), "?watch=alice", None).await,
+    );
+    expect(404, "not_found", "no such user: zed")(
+        Sse::open(
+            &server,
+            Some(&bob.token),
+            "?presence=1&watch=alice,zed",
+            None,
+        )
+        .await,
+    );
+    for q in ["?presence=1&watch=alice,,carol", "?presence=1&watch="] {
+        expect(400, "bad_request", "none empty")(
+            Sse::open(&server, Some(&bob.token), q, None).await,
+        );
+    }
+    let too_many: Vec<String> = (0..=1_000).map(|i| format!("u{i}")).collect();
+    expect(400, "bad_request", "at most 1000 users")(
+        Sse::open(
+            &server,
+            Some(&bob.token),
+            &format!("?presence=1&watch={}", too_many.join(",")),
+            None,
+        )
+        .await,
+    );
+    expect(400, "bad_request", "`watch` is given twice")(
+        Sse::open(
+            &server,
+            Some(&bob.token),
+            "?presence=1&watch=alice&watch=carol",
+            None,
+        )
+        .await,
+    );
     expect(401, "unauthorized", "Bearer")(Sse::open(&server, None, "", None).await);
     expect(401, "unauthorized", "token")(Sse::open(&server, Some("nope"), "", None).await);
     // Carol may read her DM; two streams, then a third is refused until one closes.
@@ -553,9 +600,14 @@ async fn an_idle_stream_gets_heartbeats_and_presence_when_asked() {
     let server = TestServer::start_with(|c| c.stream_heartbeat = Duration::from_millis(100)).await;
     let bob = server.register("bob").await;
     let alice = server.register("alice").await;
-    let mut stream = Sse::open(&server, Some(&bob.token), "?presence=true", None)
-        .await
-        .unwrap();
+    let mut stream = Sse::open(
+        &server,
+        Some(&bob.token),
+        "?presence=true&watch=alice",
+        None,
+    )
+    .await
+    .unwrap();
     let ready = stream.ready().await;
     assert_eq!(
         ready.online,
@@ -563,15 +615,7 @@ async fn an_idle_stream_gets_heartbeats_and_presence_when_asked() {
         "a stream does not make bob online"
     );
     let _a = server.connect(&alice.token).await;
-    let presence = stream.expect("presence").await;
-    let frame: ServerFrame = serde_json::from_str(&presence.data).unwrap();
-    assert_eq!(
-        frame,
-        ServerFrame::Presence {
-            online: vec!["alice".into()],
-            offline: vec![]
-        }
-    );
+    assert_eq!(stream.presence().await, (vec!["alice".into()], vec![]));
     // Nothing else happens: heartbeats keep coming.
     let mut plain = Sse::open(&server, Some(&alice.token), "", None)
         .await
@@ -585,6 +629,40 @@ async fn an_idle_stream_gets_heartbeats_and_presence_when_asked() {
         "heartbeat comments on an idle stream: {}",
         plain.comments
     );
+}
+
+/// A stream that carries presence hears, as a socket does, its user's DM partners and the users
+/// it names in `watch` (any spelling), never anyone else: dave, neither, comes and goes unheard.
+/// `ready` lists those of them online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_hears_the_presence_of_dm_partners_and_watched_users_only() {
+    let server = TestServer::start().await;
+    let bob = server.register("bob").await;
+    let alice = server.register("alice").await;
+    let carol = server.register("carol").await;
+    let dave = server.register("dave").await;
+    let mut c = server.connect(&carol.token).await;
+    c.send_dm("bob", "a DM makes us partners").await.unwrap();
+    let d = server.connect(&dave.token).await;
+    // Their coming is announced before the stream opens (a batch may repeat what `ready` says).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut stream = Sse::open(&server, Some(&bob.token), "?presence=1&watch=ALICE", None)
+        .await
+        .unwrap();
+    let ready = stream.ready().await;
+    assert_eq!(
+        ready.online,
+        Some(vec!["carol".to_string()]),
+        "carol (a DM partner) is online; dave is too, but unwatched"
+    );
+    drop(d);
+    // Dave's going would come first, in a frame of its own or the next, had it leaked: wait
+    // longer than a presence batch (200 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _a = server.connect(&alice.token).await;
+    assert_eq!(stream.presence().await, (vec!["alice".into()], vec![]));
+    drop(c);
+    assert_eq!(stream.presence().await, (vec![], vec!["carol".into()]));
 }
 
 /// A client that opens a stream and never reads is cut off (its connection closed) once the

@@ -1164,6 +1164,22 @@ impl Actor {
                     Err(e) => self.warn(format!("cannot store a conversation: {e}")),
                 }
             }
+            ServerFrame::ConversationsUpdated { conversations } => {
+                // As the server describes them now (a moderator flag turned by an admin role
+                // granted or revoked): stored, and their summaries follow.
+                let ids: Vec<ConvId> = conversations.iter().map(|c| c.id).collect();
+                let stored = self
+                    .db(move |s| {
+                        conversations
+                            .iter()
+                            .try_for_each(|c| s.upsert_conversation(c))
+                    })
+                    .await;
+                match stored {
+                    Ok(()) => conn.touch(ids),
+                    Err(e) => self.warn(format!("cannot store updated conversations: {e}")),
+                }
+            }
             ServerFrame::ConversationRemoved { conv } => {
                 if let Err(e) = self.db(move |s| s.remove_membership(conv)).await {
                     self.warn(format!("cannot record leaving conversation {conv}: {e}"));

@@ -4,8 +4,9 @@
 //! commits; PostgreSQL is shared anyway).
 //!
 //! What a user may do is decided from the store at each action, so a grant or revoke takes
-//! effect at once. A running server's memory (the `admin` flag its `hello` and user lists show)
-//! learns it at its next start.
+//! effect at once. Each running node reads the admins from the store every couple of seconds
+//! ([`super::service::admin::follow_admins`]) and tells the user's sockets and those who share
+//! a conversation with them.
 
 use std::sync::Arc;
 

@@ -12,7 +12,8 @@
 //!
 //! Event streams (`GET /api/events`, [`super::service::events`]) listen here too
 //! ([`Hub::listen`]): they get the frames a user's sockets get, from the same fan-out, but are
-//! not sockets: no answers, no presence of their own.
+//! not sockets: no answers, no presence of their own. One that asks for presence watches as a
+//! socket does: its user's DM partners and the users it names.
 //!
 //! Each message is encoded once as a [`WireFrame`]; every recipient gets the same bytes.
 //! Recipients are collected under the lock and written to after it is released ([`Outgoing`]),
@@ -31,8 +32,8 @@
 //! hello the number of the user's DMs, never the number of users online: N distinct users
 //! connecting cost N, not N². Changes go out in batches: they wait up to [`PRESENCE_WINDOW`]
 //! and then each connection gets one frame naming the changes it watches, encoded once per
-//! distinct set ([`Hub::run_presence`]). Event streams that asked for presence hear every
-//! change (they are few: bots and bridges).
+//! distinct set ([`Hub::run_presence`]). Event streams that asked for presence are watchers
+//! like sockets (their watch set is named when they open, [`Hub::listen`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -147,7 +148,7 @@ struct Outgoing {
     /// Users who got their first connection on this node (true) or lost their last (false):
     /// published on the bus once the lock is released.
     flips: Vec<(UserId, bool)>,
-    /// Another node asked who is on this one ([`Event::PresenceWanted`]).
+    /// A node asked who is on this one ([`Event::PresenceWanted`]).
     presence_wanted: bool,
 }
 
@@ -189,8 +190,12 @@ struct State {
     owner: IdMap<ConnId, UserId>,
     /// Users by the key of their username ([`names::key`]), for `watch_presence`.
     by_name: HashMap<String, UserId>,
-    /// Each connection's `watch_presence` set (DM partners are watched without being here).
+    /// Each connection's `watch_presence` set, or an event stream's `watch` (DM partners are
+    /// watched without being here).
     watches: IdMap<ConnId, Watch>,
+    /// The event streams that carry presence: they hear their user's DM partners as the
+    /// user's sockets do (and their watch set, in `watches`).
+    presence_streams: IdSet<ConnId>,
     /// The reverse of `watches`: who watches each user, so a change reaches its watchers
     /// without walking every connection.
     watchers: IdMap<UserId, IdSet<ConnId>>,
@@ -255,21 +260,18 @@ fn net_presence(state: &State, changes: Vec<(UserId, bool)>) -> Vec<(UserId, Str
     net
 }
 
-/// The presence frame for `changes`, leaving out `skip`'s own; None when nothing is left.
+/// The presence frame for `changes`; None when there are none.
 fn presence_frame<'a>(
     changes: impl IntoIterator<Item = &'a (UserId, String, bool)>,
-    skip: Option<UserId>,
 ) -> Option<WireFrame> {
     let (mut online, mut offline) = (Vec::new(), Vec::new());
-    for (user, name, is_online) in changes {
-        if Some(*user) != skip {
-            if *is_online {
-                &mut online
-            } else {
-                &mut offline
-            }
-            .push(name.clone());
+    for (_, name, is_online) in changes {
+        if *is_online {
+            &mut online
+        } else {
+            &mut offline
         }
+        .push(name.clone());
     }
     if online.is_empty() && offline.is_empty() {
         return None;
@@ -358,6 +360,34 @@ impl State {
             .filter(move |peer| *peer != user)
     }
 
+    /// The users `names` name (any spelling, [`names::key`]), sorted and each once; the first
+    /// name no user has is `not_found`, naming it.
+    fn resolve(&self, names: &[String]) -> Result<Vec<UserId>, (ErrorCode, String)> {
+        let mut users = names
+            .iter()
+            .map(|name| {
+                self.by_name
+                    .get(&names::key(name))
+                    .copied()
+                    .ok_or_else(|| (ErrorCode::NotFound, format!("no such user: {name}")))
+            })
+            .collect::<Result<Vec<UserId>, _>>()?;
+        users.sort_unstable();
+        users.dedup();
+        Ok(users)
+    }
+
+    /// The connections of `user` that hear presence: sockets, and event streams that asked.
+    fn presence_conns(&self, user: UserId) -> impl Iterator<Item = &ConnHandle> + '_ {
+        let streams = self
+            .listeners
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter(|c| self.presence_streams.contains(&c.id));
+        self.conns.get(&user).into_iter().flatten().chain(streams)
+    }
+
     /// The usernames of those of `users` online now, sorted and each once.
     fn online_names(&self, users: impl IntoIterator<Item = UserId>) -> Vec<String> {
         let mut names: Vec<String> = users
@@ -399,7 +429,8 @@ impl State {
 
     /// Who hears each of `changes` (sorted, each user once): per connection, where it writes
     /// and the indices of the changes it watches, ascending. Connections that watch a user
-    /// (`watch_presence`) and those of the user's DM partners; never the user's own.
+    /// (`watch_presence`, a stream's `watch`) and those of the user's DM partners (sockets,
+    /// and streams that carry presence); never the user's own.
     fn presence_recipients(
         &self,
         changes: &[(UserId, String, bool)],
@@ -421,7 +452,7 @@ impl State {
                 }
             }
             for peer in self.dm_peers(*user) {
-                for c in self.conns.get(&peer).into_iter().flatten() {
+                for c in self.presence_conns(peer) {
                     add(c.id, &c.out, i);
                 }
             }
@@ -519,6 +550,7 @@ impl State {
             return;
         };
         self.unwatch(conn);
+        self.presence_streams.remove(&conn);
         // A stream going away changes nobody's presence.
         if let Some(list) = self.listeners.get_mut(&user) {
             if let Some(i) = list.iter().position(|c| c.id == conn) {
@@ -555,8 +587,8 @@ impl State {
                     online: vec![p.username.clone()],
                     offline: Vec::new(),
                 });
-                if let Some(conns) = self.conns.get(&user) {
-                    out.push_all(conns, &frame, None);
+                for c in self.presence_conns(user) {
+                    out.push(c, &frame);
                 }
             }
         }
@@ -657,6 +689,15 @@ pub struct Hub {
     next_ticket: AtomicU64,
     /// Where this node reads what it missed ([`catch_up`]), once [`Hub::attach_store`] ran.
     reader: std::sync::OnceLock<catch_up::Reader>,
+}
+
+/// An event stream registered at the hub ([`Hub::listen`]).
+pub struct Listening {
+    pub handle: ConnHandle,
+    /// The user's conversations as of the instant the stream started listening.
+    pub conversations: Vec<Conversation>,
+    /// With presence: of the user, their DM partners and the watched, those online now.
+    pub online: Option<Vec<String>>,
 }
 
 /// A call's place in line for [`Hub::applied`]: the origin to publish its write with, and
@@ -837,38 +878,14 @@ impl Hub {
             let pending = std::mem::take(&mut state.presence);
             let changes = net_presence(&state, pending);
             let watching = state.presence_recipients(&changes);
-            let listeners: Vec<(UserId, ConnId, Arc<dyn Outlet>)> = state
-                .listeners
-                .iter()
-                .flat_map(|(user, conns)| conns.iter().map(|c| (*user, c.id, c.out.clone())))
-                .collect();
             drop(state);
             let mut out = Outgoing::default();
             let mut encoded: HashMap<Vec<usize>, Option<WireFrame>> = HashMap::new();
             for (conn, (outlet, which)) in watching {
                 let frame = encoded
                     .entry(which)
-                    .or_insert_with_key(|which| {
-                        presence_frame(which.iter().map(|i| &changes[*i]), None)
-                    })
+                    .or_insert_with_key(|which| presence_frame(which.iter().map(|i| &changes[*i])))
                     .as_ref();
-                if let Some(frame) = frame {
-                    if outlet.push(std::slice::from_ref(frame)).is_err() {
-                        out.dead.push(conn);
-                    }
-                }
-            }
-            // Streams hear every change but their own user's, encoded once per such user.
-            let mut everyone = None;
-            let mut without: HashMap<UserId, Option<WireFrame>> = HashMap::new();
-            for (user, conn, outlet) in listeners {
-                let frame = if changes.iter().any(|(u, _, _)| *u == user) {
-                    without
-                        .entry(user)
-                        .or_insert_with(|| presence_frame(&changes, Some(user)))
-                } else {
-                    everyone.get_or_insert_with(|| presence_frame(&changes, None))
-                };
                 if let Some(frame) = frame {
                     if outlet.push(std::slice::from_ref(frame)).is_err() {
                         out.dead.push(conn);
@@ -975,20 +992,28 @@ impl Hub {
 
     /// Register an event stream of `user` (opened with `token`) that gets, through `out`, every
     /// frame the user's sockets get from now on, but no answers, and does not make the user
-    /// online. Returns its handle with the user's conversations (their `last_seq` as of this
-    /// instant: every later message reaches `out`) and, for a stream that wants presence, who
-    /// is online now. None when the server is shutting down or the user is unknown.
+    /// online. With `watch` (a stream that carries presence) it hears presence as a socket
+    /// does: of the user's DM partners and of the users `watch` names (any spelling; a name no
+    /// user has is `not_found`). Returns its handle with the user's conversations (their
+    /// `last_seq` as of this instant: every later message reaches `out`) and, with `watch`,
+    /// of the user, their DM partners and the watched, those online now, sorted. `busy` when
+    /// the server is shutting down, `not_found` when the user is unknown.
     pub fn listen(
         &self,
         user: UserId,
         token: TokenHash,
         out: Arc<dyn Outlet>,
         kill: Arc<Kill>,
-    ) -> Option<(ConnHandle, Vec<Conversation>, Vec<String>)> {
+        watch: Option<&[String]>,
+    ) -> Result<Listening, (ErrorCode, String)> {
         let mut state = self.lock();
-        if state.shutting_down || !state.users.contains_key(&user) {
-            return None;
+        if state.shutting_down {
+            return Err((ErrorCode::Busy, "the server is shutting down".into()));
         }
+        if !state.users.contains_key(&user) {
+            return Err((ErrorCode::NotFound, "no such user".into()));
+        }
+        let watched = watch.map(|names| state.resolve(names)).transpose()?;
         let handle = self.handle(user, token, out, kill);
         let mut conversations: Vec<Conversation> = state
             .user_convs
@@ -998,20 +1023,24 @@ impl Hub {
             .filter_map(|c| state.conversation(*c, user))
             .collect();
         conversations.sort_unstable_by_key(|c| c.id);
-        let everyone: Vec<UserId> = state
-            .conns
-            .keys()
-            .chain(state.nodes_of.keys())
-            .copied()
-            .collect();
-        let online = state.online_names(everyone);
+        let online = watched.map(|watched| {
+            let known = state.dm_peers(user).chain([user]);
+            let online = state.online_names(known.chain(watched.iter().copied()));
+            state.presence_streams.insert(handle.id);
+            state.watch(handle.id, handle.out.clone(), watched);
+            online
+        });
         state
             .listeners
             .entry(user)
             .or_default()
             .push(handle.clone());
         state.owner.insert(handle.id, user);
-        Some((handle, conversations, online))
+        Ok(Listening {
+            handle,
+            conversations,
+            online,
+        })
     }
 
     /// Make `names` the presence watch set of connection `conn` of `user`, replacing its last,
@@ -1021,27 +1050,13 @@ impl Hub {
     /// every presence batch after it reaches the socket after it too.
     pub fn watch_presence(&self, user: UserId, conn: ConnId, req: u64, names: &[String]) -> Answer {
         let mut state = self.lock();
-        let mut users = Vec::with_capacity(names.len());
-        let mut unknown = None;
-        for name in names {
-            match state.by_name.get(&names::key(name)) {
-                Some(id) => users.push(*id),
-                None => {
-                    unknown = Some(name);
-                    break;
-                }
-            }
-        }
-        let result = match unknown {
-            Some(name) => Err((ErrorCode::NotFound, format!("no such user: {name}"))),
-            None => {
-                users.sort_unstable();
-                users.dedup();
-                Ok(Reply::Watching {
-                    online: state.online_names(users.iter().copied()),
-                })
-            }
-        };
+        let resolved = state.resolve(names);
+        let result = resolved
+            .as_ref()
+            .map_err(Clone::clone)
+            .map(|users| Reply::Watching {
+                online: state.online_names(users.iter().copied()),
+            });
         let Some(handle) = state
             .conns
             .get(&user)
@@ -1051,7 +1066,7 @@ impl Hub {
             // The socket is gone: nobody to answer, nothing to watch.
             return result;
         };
-        if result.is_ok() {
+        if let Ok(users) = resolved {
             state.watch(conn, handle.out.clone(), users);
         }
         let mut out = Outgoing::default();
@@ -1158,6 +1173,57 @@ impl Hub {
             .unwrap_or_default();
         members.sort_by(|a, b| a.user.username.cmp(&b.user.username));
         Ok(members)
+    }
+
+    /// The users this node knows as admins.
+    pub fn admins(&self) -> HashSet<UserId> {
+        let state = self.lock();
+        let admins = state.users.iter().filter(|(_, u)| u.admin && !u.deleted);
+        admins.map(|(id, _)| *id).collect()
+    }
+
+    /// Follow admin roles changed outside the server (`natter-server admin` writes the store
+    /// from another process; [`super::service::admin::follow_admins`] finds the changes): each
+    /// of `changed` is now an admin (true) or not. A user this makes an admin or no longer one
+    /// here gets their profile pushed as for a profile edit (`user_updated`, to everyone who
+    /// shares a conversation with them), and their own connections the rooms whose `moderator`
+    /// flag it turned (`conversations_updated`: every room they are in but did not create). A
+    /// user already known in that role (an event said so) is left alone.
+    pub fn set_admin_roles(&self, changed: &[(UserId, bool)]) {
+        let mut state = self.lock();
+        let mut out = Outgoing::default();
+        for &(id, admin) in changed {
+            let Some(mut user) = state.users.get(&id).cloned() else {
+                continue;
+            };
+            if user.admin == admin || user.deleted {
+                continue;
+            }
+            user.admin = admin;
+            state.set_user(id, user.clone());
+            state.push_profile(&UserRow { id, user }, &mut out);
+            let mut conversations: Vec<Conversation> = state
+                .user_convs
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter(|conv| {
+                    state
+                        .convs
+                        .get(conv)
+                        .is_some_and(|c| c.kind == ConvKind::Room && c.created_by != Some(id))
+                })
+                .filter_map(|conv| state.conversation(*conv, id))
+                .collect();
+            if conversations.is_empty() {
+                continue;
+            }
+            conversations.sort_unstable_by_key(|c| c.id);
+            let frame = encode(&ServerFrame::ConversationsUpdated { conversations });
+            state.push_user(id, &frame, None, &mut out);
+        }
+        drop(state);
+        self.deliver(out);
     }
 
     /// Every registered user, with presence.
@@ -1294,7 +1360,11 @@ impl Hub {
                     }
                 }
                 Event::NodeGone { node } => state.set_node_presence(node, &[], &mut out),
-                Event::PresenceWanted => out.presence_wanted = true,
+                Event::PresenceWanted { of } => {
+                    if of.is_none_or(|node| node == self.node) {
+                        out.presence_wanted = true;
+                    }
+                }
                 // Followed by `service::follow_nodes`, not the hub.
                 Event::Limits { .. } | Event::Ticket { .. } => {}
                 Event::Resync => self.resync(&mut state),
@@ -1326,7 +1396,7 @@ impl Hub {
         origin_conn: Option<ConnId>,
         out: &mut Outgoing,
     ) -> Option<Reply> {
-        state.catch_up.note(outcome);
+        state.catch_up.note(outcome, &state.rooms);
         match outcome {
             WriteOutcome::Registered(row) => {
                 state.set_user(row.id, row.user.clone());
@@ -1862,6 +1932,50 @@ mod tests {
             .iter()
             .any(|m| m.user.username == "alice" && m.online));
         assert_eq!(frames_of(&bob_frames), [presence(&[], &["alice"])]);
+        std::mem::forget(bus);
+    }
+
+    /// A node heard for the first time is asked alone who is on it, and only it answers; a
+    /// node that subscribes asks everyone, and every node answers with all its users (what any
+    /// node answers for anyone, `members`, `users`, `watch_presence`, needs them all).
+    #[tokio::test]
+    async fn only_the_asked_node_says_who_is_on_it() {
+        let bus: Arc<dyn Bus> = Arc::new(super::super::bus::local::LocalBus::default());
+        let names = ["alice", "bob", "carol"];
+        let (a, b) = (hub_on(&names, &[], 1, &bus), hub_on(&names, &[], 2, &bus));
+        let mut heard = bus.subscribe();
+        let (_alice, _) = connect(&a, 1);
+        let (_bob, _) = connect(&b, 2);
+        let (_carol, _) = connect(&b, 3);
+        // Wait for every NodePresence `asks` brings, and a little longer for any extra one.
+        let mut answers_to = |ask: Event| {
+            bus.publish(ask);
+            let mut answers = Vec::new();
+            let until = std::time::Instant::now() + Duration::from_millis(300);
+            while std::time::Instant::now() < until {
+                match heard.try_recv() {
+                    Ok(events) => answers.extend(events.into_iter().filter_map(|e| match e {
+                        Event::NodePresence { node, mut users } => {
+                            users.sort_unstable();
+                            Some((node, users))
+                        }
+                        _ => None,
+                    })),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            answers.sort_unstable();
+            answers
+        };
+        assert_eq!(
+            answers_to(Event::PresenceWanted { of: Some(2) }),
+            [(2, vec![2, 3])],
+            "node 1 was not asked"
+        );
+        assert_eq!(
+            answers_to(Event::PresenceWanted { of: None }),
+            [(1, vec![1]), (2, vec![2, 3])]
+        );
         std::mem::forget(bus);
     }
 

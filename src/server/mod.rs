@@ -180,6 +180,9 @@ pub struct ServerConfig {
     pub unattached_grace: Duration,
     /// Time between two sweeps of unattached uploads (each node runs its own).
     pub upload_sweep_every: Duration,
+    /// Time between two reads of the admins from the store, by which a running node follows
+    /// `natter-server admin grant|revoke` (each node reads its own).
+    pub admin_poll: Duration,
 }
 
 impl ServerConfig {
@@ -232,6 +235,7 @@ impl ServerConfig {
             image_workers: 2,
             unattached_grace: Duration::from_secs(24 * 3600),
             upload_sweep_every: Duration::from_secs(10 * 60),
+            admin_poll: Duration::from_secs(2),
         }
     }
 }
@@ -383,6 +387,7 @@ impl Shared {
             config,
         });
         tokio::spawn(service::files::sweep_periodically(Arc::downgrade(&shared)));
+        tokio::spawn(service::admin::follow_admins(Arc::downgrade(&shared)));
         if let Some(changes) = node_changes {
             tokio::spawn(service::follow_nodes(
                 Arc::downgrade(&shared),

@@ -49,6 +49,8 @@ pub(crate) async fn ticket(State(shared): State<Arc<Shared>>, headers: HeaderMap
 struct Query {
     only: Option<Vec<i64>>,
     presence: bool,
+    /// `watch`: usernames separated by commas.
+    watch: Option<Vec<String>>,
     ticket: Option<String>,
     /// `Last-Event-ID` given in the URL (a browser reopening an EventSource cannot set it).
     last_event_id: Option<String>,
@@ -58,6 +60,7 @@ fn parse_query(raw: Option<&str>) -> Result<Query, String> {
     let mut query = Query {
         only: None,
         presence: false,
+        watch: None,
         ticket: None,
         last_event_id: None,
     };
@@ -78,6 +81,17 @@ fn parse_query(raw: Option<&str>) -> Result<Query, String> {
                     _ => return Err("presence is true or false".into()),
                 }
             }
+            "watch" => {
+                if query.watch.is_some() {
+                    return Err(repeated());
+                }
+                // Usernames hold no commas (names.rs); an empty name is no name.
+                let names: Vec<String> = value.split(',').map(str::to_owned).collect();
+                if names.iter().any(String::is_empty) {
+                    return Err("watch: usernames separated by commas, none empty".into());
+                }
+                query.watch = Some(names);
+            }
             "ticket" => {
                 if query.ticket.is_some() {
                     return Err(repeated());
@@ -92,7 +106,7 @@ fn parse_query(raw: Option<&str>) -> Result<Query, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown query parameter `{}` (known: conv, presence, ticket, last_event_id)",
+                    "unknown query parameter `{}` (known: conv, presence, watch, ticket, last_event_id)",
                     other.chars().take(40).collect::<String>()
                 ))
             }
@@ -164,6 +178,7 @@ pub(crate) async fn events(
     let request = StreamRequest {
         only: query.only,
         presence: query.presence,
+        watch: query.watch,
         since,
     };
     let opened = match events::open(&shared, authed, request) {

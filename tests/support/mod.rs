@@ -86,6 +86,31 @@ pub fn on_redis() -> bool {
     std::env::var_os("NATTER_TEST_REDIS").is_some()
 }
 
+/// `natter-server --data-dir DIR [--store URL] admin ARGS...` on `server`'s store (of a
+/// cluster, give its first node: its directory names the shared database): whether it
+/// succeeded, and its stdout and stderr.
+pub async fn natter_server_admin(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter-server"));
+    cmd.arg("--data-dir").arg(server.dir.path());
+    if let Some(natter::server::StoreLocation::Postgres(url)) =
+        postgres_store(server.dir.path()).await
+    {
+        cmd.args(["--store", &url]);
+    }
+    let out = cmd
+        .arg("admin")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run natter-server admin");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -139,11 +139,13 @@ pub enum Event {
         message: String,
     },
     // ---- between nodes (a bus that links nodes publishes these; the local bus never does) ----
-    /// The users with a connection on `node`, all of them: a node that (re)joins the bus, or
-    /// was asked with [`Event::PresenceWanted`], says who is on it, replacing what others knew.
+    /// The users with a connection on `node`, all of them: a node asked with
+    /// [`Event::PresenceWanted`] says who is on it, replacing what others knew.
     NodePresence { node: NodeId, users: Vec<UserId> },
-    /// Every hub that hears it answers with its [`Event::NodePresence`].
-    PresenceWanted,
+    /// Node `of` (None: every node) answers with its [`Event::NodePresence`]. A node that
+    /// (re)subscribes asks every node (what it knew may be stale); a node that hears another
+    /// for the first time asks that one only (what it knows of the rest still holds).
+    PresenceWanted { of: Option<NodeId> },
     /// `node` fell silent for longer than its lease: its users are offline (unless on another
     /// node). Delivered by the bus to this node only.
     NodeGone { node: NodeId },

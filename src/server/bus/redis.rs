@@ -13,8 +13,9 @@
 //! - a message heard ahead of a gap waits [`REORDER_WAIT`] for the missing one, which is then
 //!   read from the store (the hub's `catch_up`);
 //! - presence is leased: a node silent for a whole lease is gone and its users with it
-//!   ([`Event::NodeGone`]); a node heard for the first time (or again) makes every node say
-//!   who is on it ([`Event::PresenceWanted`], [`Event::NodePresence`]).
+//!   ([`Event::NodeGone`]); a node that subscribes (again) asks every node who is on it, and a
+//!   node heard for the first time (or again, after its lease ran out) is asked who is on it
+//!   ([`Event::PresenceWanted`], [`Event::NodePresence`]).
 //!
 //! A lost publish, a Redis restart or a killed node therefore costs latency, never a message.
 //! The encoding (JSON of [`Event`]) is internal: every node of a cluster runs the same version,
@@ -326,7 +327,7 @@ async fn subscribe_loop(
             bus.local.deliver(vec![Event::Resync]);
             bus.set_status(true, 0);
             // Everyone (this node too) says who is on it: what this node knew may be stale.
-            bus.publish(Event::PresenceWanted);
+            bus.publish(Event::PresenceWanted { of: None });
         }
         first = false;
         if !listen(pubsub, &inner, beat, lease).await {
@@ -374,7 +375,9 @@ async fn listen(
                         heard.insert(envelope.node, (now, envelope.n));
                         bus.set_status(true, heard.len());
                         tracing::debug!(node = format_args!("{:x}", envelope.node), "bus: a node joined");
-                        bus.publish(Event::PresenceWanted);
+                        // Only that node's users are unknown here (the others' are as they were):
+                        // asking everyone made every node send its whole list once per join.
+                        bus.publish(Event::PresenceWanted { of: Some(envelope.node) });
                         false
                     }
                     Some((at, last)) => {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Weak;
 use std::time::Duration;
 
-use crate::protocol::{ConvId, ConvKind, Seq, ServerFrame};
+use crate::protocol::{limits, ConvId, ConvKind, Seq, ServerFrame};
 
 use super::super::bus::{Event, NodeId, Origin};
 use super::super::store::{Snapshot, Storage, UserId, WriteOutcome};
@@ -53,14 +53,23 @@ struct Touched {
 }
 
 impl Pending {
-    /// Remember what `outcome` changes, while a resync is reading its snapshot.
-    pub(super) fn note(&mut self, outcome: &WriteOutcome) {
+    /// Remember what `outcome` changes, while a resync is reading its snapshot. `rooms` (the
+    /// hub's, by name key) finds the default room, which a registration (or approval) joins.
+    pub(super) fn note(&mut self, outcome: &WriteOutcome, rooms: &HashMap<String, ConvId>) {
         if self.resyncs == 0 {
             return;
         }
         let t = &mut self.touched;
         match outcome {
-            WriteOutcome::Registered(row) | WriteOutcome::UserUpdated(row) => {
+            WriteOutcome::Registered(row) => {
+                t.users.insert(row.id);
+                // The new account is in general from this event on: a snapshot read before
+                // it committed must not take it out again (it did: the user's sockets were
+                // told `conversation_removed` for general right after their hello).
+                let general = rooms.get(limits::DEFAULT_ROOM);
+                t.members.extend(general.map(|conv| (*conv, row.id)));
+            }
+            WriteOutcome::UserUpdated(row) => {
                 t.users.insert(row.id);
             }
             WriteOutcome::RoomCreated { user, conv, .. } => {
@@ -223,6 +232,14 @@ impl Hub {
     }
 
     /// Tell every node who is on this one ([`Event::NodePresence`]).
+    ///
+    /// All of this node's users, not only those the asking node watches or shares a DM with:
+    /// every node must know every user's presence at any moment, because it answers for any
+    /// user at once from memory ([`State::is_online`]): `watch_presence` may name anyone (its
+    /// answer tells who is online now, and later batches only carry changes), `members` and
+    /// `users` list everyone's presence, and a DM partner's hello needs it. The list is asked
+    /// for rarely (a node that subscribes asks everyone once; a node heard for the first time
+    /// is asked alone), which is what keeps its cost down.
     pub(super) fn publish_node_presence(&self) {
         let users: Vec<UserId> = self
             .lock()
@@ -432,21 +449,25 @@ mod tests {
     use super::*;
     use crate::protocol::{limits, User};
 
+    fn user(id: UserId, name: &str) -> UserRow {
+        UserRow {
+            id,
+            user: User {
+                username: name.to_string(),
+                display_name: name.to_string(),
+                avatar: "🙂".into(),
+                deleted: false,
+                avatar_image: None,
+                admin: false,
+            },
+        }
+    }
+
     fn snapshot(members: &[UserId]) -> Snapshot {
         let users = ["ann", "ben", "cat"]
             .iter()
             .enumerate()
-            .map(|(i, name)| UserRow {
-                id: i as UserId + 1,
-                user: User {
-                    username: name.to_string(),
-                    display_name: name.to_string(),
-                    avatar: "🙂".into(),
-                    deleted: false,
-                    avatar_image: None,
-                    admin: false,
-                },
-            })
+            .map(|(i, name)| user(i as UserId + 1, name))
             .collect();
         Snapshot {
             users,
@@ -469,10 +490,9 @@ mod tests {
         m
     }
 
-    /// A resync's snapshot may be older than events the hub applied while it was read: those
-    /// stay as the events made them; what the hub missed follows the snapshot.
-    #[tokio::test]
-    async fn a_resync_keeps_what_events_changed_while_its_snapshot_was_read() {
+    /// A hub with ann and ben in general, reading a resync's snapshot (no store attached: the
+    /// test hands the snapshot to `reconcile`), that applies `outcome` meanwhile.
+    fn resyncing_through(outcome: WriteOutcome) -> Hub {
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
         let hub = Hub::new(
             snapshot(&[1, 2]),
@@ -481,16 +501,21 @@ mod tests {
             25_000,
             Clock::system(),
         );
-        // A resync starts (no store attached here: its snapshot is handed in below).
         hub.lock().catch_up.resyncs += 1;
-        // Meanwhile ben leaves (an event), after the snapshot below was read.
-        hub.on_events(
-            vec![Event::Committed {
-                outcome: WriteOutcome::Left { user: 2, conv: 1 },
-                origin: None,
-            }]
-            .into_iter(),
-        );
+        let event = Event::Committed {
+            outcome,
+            origin: None,
+        };
+        hub.on_events(vec![event].into_iter());
+        hub
+    }
+
+    /// A resync's snapshot may be older than events the hub applied while it was read: those
+    /// stay as the events made them; what the hub missed follows the snapshot.
+    #[tokio::test]
+    async fn a_resync_keeps_what_events_changed_while_its_snapshot_was_read() {
+        // Ben leaves (an event) after the snapshot below was read.
+        let hub = resyncing_through(WriteOutcome::Left { user: 2, conv: 1 });
         assert_eq!(members(&hub), [1]);
         // The snapshot still has ben (older), and has cat, who joined in an event this node
         // never heard, and lacks ann, whose leaving it never heard either.
@@ -499,5 +524,21 @@ mod tests {
         let state = hub.lock();
         assert_eq!(state.catch_up.resyncs, 0);
         assert!(state.catch_up.touched.members.is_empty(), "tracking ended");
+    }
+
+    /// A node's first resync (the Redis bus asks for one when it subscribes) may read its
+    /// snapshot before a registration commits: the new account, in general from its event on,
+    /// stays in general, so its next hello still lists general. (It was taken out, and its
+    /// sockets told `conversation_removed`: the flaky
+    /// `client_actions::racing_devices_and_a_reply_to_a_deleted_message_end_in_one_state`.)
+    #[tokio::test]
+    async fn a_registration_during_a_resync_stays_in_general() {
+        let hub = resyncing_through(WriteOutcome::Registered(user(4, "dan")));
+        assert_eq!(members(&hub), [1, 2, 4]);
+        // The snapshot was read before dan registered: it has neither his row nor his seat.
+        hub.reconcile(snapshot(&[1, 2]));
+        assert_eq!(members(&hub), [1, 2, 4], "dan stays in general");
+        assert_eq!(hub.member_convs(4), [(1, 0)], "his hello lists general");
+        assert_eq!(hub.user(4).map(|u| u.username).as_deref(), Some("dan"));
     }
 }

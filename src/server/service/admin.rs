@@ -1,7 +1,12 @@
 //! Run by its host, the admins' side (docs/protocol.md, "Run by its host"): making, listing and
 //! revoking invites, and approving or rejecting accounts that wait. Every write checks in the
 //! store's transaction that the caller is an admin (so a role changed by `natter-server admin`
-//! counts at once); the lists check it with a read first.
+//! counts at once); the lists check it with a read first. A running node also follows the
+//! roles `natter-server admin` changes ([`follow_admins`]), so its users' `admin` and
+//! `moderator` flags do too.
+
+use std::collections::HashSet;
+use std::sync::Weak;
 
 use crate::protocol::{limits, ErrorCode, Invite, InviteList, InviteRequest, PendingList, User};
 
@@ -17,6 +22,40 @@ fn unexpected(outcome: WriteOutcome) -> ServiceError {
         "an admin write answered with another write's outcome"
     );
     ServiceError::refused(ErrorCode::Internal, "internal server error")
+}
+
+/// Follow the admin roles in the store until the server stops: every `admin_poll`, read the
+/// admins and hand the hub those whose role changed since the last look
+/// ([`Hub::set_admin_roles`](super::super::hub::Hub::set_admin_roles)).
+///
+/// `natter-server admin grant|revoke` writes the store from another process, which no bus
+/// reaches (a standalone server has none, and the command needs none), so each node reads the
+/// store itself every couple of seconds (one read of the users table for its few admins). Only
+/// changes between two reads count, never a read against memory: a role an event brought (the
+/// first account's) may be newer than a read that raced it.
+pub(crate) async fn follow_admins(shared: Weak<Shared>) {
+    let Some((every, mut stopping, mut known)) = shared.upgrade().map(|s| {
+        let known: HashSet<_> = s.hub.admins();
+        (s.config.admin_poll, s.stopping.subscribe(), known)
+    }) else {
+        return;
+    };
+    while let Some(shared) = super::periodically(&shared, every, &mut stopping).await {
+        match shared.store.admins().await {
+            Ok(admins) => {
+                let now: HashSet<_> = admins.into_iter().collect();
+                let granted = now.difference(&known).map(|u| (*u, true));
+                let revoked = known.difference(&now).map(|u| (*u, false));
+                let changed: Vec<_> = granted.chain(revoked).collect();
+                if !changed.is_empty() {
+                    tracing::info!(?changed, "admin roles changed in the store");
+                    shared.hub.set_admin_roles(&changed);
+                }
+                known = now;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the admins from the store"),
+        }
+    }
 }
 
 /// Refuse a caller who is not an admin now.

@@ -4,7 +4,8 @@
 //!
 //! A stream listens at the hub ([`Hub::listen`](super::super::hub::Hub::listen)) like a socket
 //! without answers or presence of its own, so it hears every committed event the user may read
-//! in commit order, from the same fan-out. Its [`Cursor`] says, per conversation, the last seq
+//! in commit order, from the same fan-out. One that carries presence watches as a socket does
+//! (the user's DM partners and the users it names in `watch`), never everyone. Its [`Cursor`] says, per conversation, the last seq
 //! it delivered; each event's id is that cursor, so a client that reconnects with it gets what
 //! came after (replayed from the store up to the instant the new stream started listening,
 //! then live), nothing twice. The hub's queue for a stream is bounded: a stream that cannot keep
@@ -21,7 +22,7 @@ use crate::stream::{self, Cursor, Ready};
 use super::super::auth::{self, TokenHash};
 use super::super::bus::Event;
 use super::super::connection::Slot;
-use super::super::hub::Kill;
+use super::super::hub::{Kill, Listening};
 use super::super::outbound::{Outlet, PushError, WireFrame};
 use super::super::store::UserId;
 use super::super::Shared;
@@ -34,8 +35,12 @@ pub struct StreamRequest {
     /// Only these conversations (each must be one the user is in); None: all of the user's,
     /// including those they join while the stream is open.
     pub only: Option<Vec<ConvId>>,
-    /// Carry presence changes (and list who is online in `ready`).
+    /// Carry presence changes of the user's DM partners and of `watch` (and list who of them
+    /// is online in `ready`).
     pub presence: bool,
+    /// The users whose presence the stream watches besides DM partners (only with
+    /// `presence`), at most [`limits::MAX_WATCHED_USERS`].
+    pub watch: Option<Vec<String>>,
     /// Where a previous stream stood (`Last-Event-ID`): replay what came after.
     pub since: Option<Cursor>,
 }
@@ -97,7 +102,8 @@ pub struct Stream {
     replay_to: Vec<(ConvId, i64)>,
     only: Option<Vec<ConvId>>,
     presence: bool,
-    online: Vec<String>,
+    /// With presence: who of those the stream watches is online, for `ready`.
+    online: Option<Vec<String>>,
     expires_at: Millis,
     _slot: Slot<UserId>,
 }
@@ -110,6 +116,14 @@ pub fn open(
     request: StreamRequest,
 ) -> Result<Stream, ServiceError> {
     let user = authed.user;
+    if request.watch.is_some() && !request.presence {
+        return Err(ServiceError::refused(
+            ErrorCode::BadRequest,
+            "watch needs presence=true",
+        ));
+    }
+    let watch = request.watch.as_deref().unwrap_or_default();
+    super::presence::check_watch_size(watch)?;
     if let Some(only) = &request.only {
         for conv in only {
             shared
@@ -133,14 +147,18 @@ pub fn open(
         frames: tx,
         kill: kill.clone(),
     });
-    let Some((handle, conversations, online)) =
-        shared.hub.listen(user, authed.token, outlet, kill.clone())
-    else {
-        return Err(ServiceError::refused(
-            ErrorCode::Busy,
-            "the server is shutting down",
-        ));
-    };
+    let listening = shared.hub.listen(
+        user,
+        authed.token,
+        outlet,
+        kill.clone(),
+        request.presence.then_some(watch),
+    );
+    let Listening {
+        handle,
+        conversations,
+        online,
+    } = listening.map_err(|(code, message)| ServiceError::refused(code, message))?;
     let mut cursor = Cursor::default();
     let mut replay_to = Vec::new();
     for c in conversations {
@@ -202,7 +220,7 @@ impl Stream {
     async fn pump(&mut self, shared: &Shared, out: &mpsc::Sender<Item>) -> Ending {
         let ready = Ready {
             conversations: self.cursor.to_conv_seqs(),
-            online: self.presence.then(|| std::mem::take(&mut self.online)),
+            online: self.online.take(),
         };
         let ready = Item {
             name: stream::names::READY.into(),

@@ -189,14 +189,7 @@ pub(crate) async fn sweep_periodically(shared: std::sync::Weak<Shared>) {
         Some(s) => s.stopping.subscribe(),
         None => return,
     };
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stopping.wait_for(|s| *s) => return,
-        }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
+    while let Some(shared) = super::periodically(&shared, every, &mut stopping).await {
         match sweep(&shared).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "removed unattached uploads"),

@@ -6,7 +6,7 @@
 //! - [`accounts`]: registration, sign-in (with its limits), sign-out, tokens.
 //! - [`limits`]: the sign-in limits, shared by the nodes of a cluster.
 //! - [`account`]: your account: profile, password, sessions, deletion.
-//! - [`admin`]: run by its host: invites, approving accounts.
+//! - [`admin`]: run by its host: invites, approving accounts, following admin roles.
 //! - [`rooms`]: rooms and membership: create, join, leave, the room list, members, users.
 //! - [`messages`]: sending, history pages, resume (`sync`).
 //! - [`reads`]: read markers.
@@ -139,6 +139,19 @@ pub(crate) async fn write_for_call(
         .await?;
     waiter.applied().await;
     Ok(outcome)
+}
+
+/// For a task a node runs periodically (each node its own): wait `every`, then the server to
+/// work with; None once the server stops (`stopping`) or is gone.
+pub(crate) async fn periodically(
+    shared: &std::sync::Weak<Shared>,
+    every: Duration,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<std::sync::Arc<Shared>> {
+    tokio::select! {
+        _ = tokio::time::sleep(every) => shared.upgrade(),
+        _ = stopping.wait_for(|s| *s) => None,
+    }
 }
 
 /// In a cluster: make here the changes the other nodes made to what each node keeps in memory

@@ -67,11 +67,9 @@ pub fn typing(shared: &Shared, caller: &Caller, conv: ConvId) -> Result<(), Serv
     Ok(())
 }
 
-/// Make `users` the caller's socket's presence watch set (replacing its last); the hub answers
-/// the socket with which of them are online now. More than [`limits::MAX_WATCHED_USERS`] names
-/// is `bad_request`, answered here; a name no user has is `not_found`; either way the last set
-/// stays.
-pub fn watch(shared: &Shared, caller: &Caller, users: &[String]) -> Result<(), ServiceError> {
+/// A watch set (a socket's `watch_presence`, an event stream's `watch`) names at most
+/// [`limits::MAX_WATCHED_USERS`] users; more is `bad_request`.
+pub fn check_watch_size(users: &[String]) -> Result<(), ServiceError> {
     if users.len() > limits::MAX_WATCHED_USERS {
         return Err(ServiceError::Refused {
             code: ErrorCode::BadRequest,
@@ -82,6 +80,15 @@ pub fn watch(shared: &Shared, caller: &Caller, users: &[String]) -> Result<(), S
             ),
         });
     }
+    Ok(())
+}
+
+/// Make `users` the caller's socket's presence watch set (replacing its last); the hub answers
+/// the socket with which of them are online now. More than [`limits::MAX_WATCHED_USERS`] names
+/// is `bad_request`, answered here; a name no user has is `not_found`; either way the last set
+/// stays.
+pub fn watch(shared: &Shared, caller: &Caller, users: &[String]) -> Result<(), ServiceError> {
+    check_watch_size(users)?;
     let _ = shared
         .hub
         .watch_presence(caller.user, caller.conn, caller.req, users);

@@ -541,6 +541,9 @@ pub trait Storage: Send + Sync {
     /// The live sessions of `user` at `now`, newest first: (token hash, label, created, expires).
     fn sessions(&self, user: UserId, now: Millis) -> StoreFuture<Vec<SessionRow>>;
 
+    /// The live admins, ascending (a running node follows `natter-server admin` with it).
+    fn admins(&self) -> StoreFuture<Vec<UserId>>;
+
     /// Whether a live (not deleted) user is an admin and whether it waits for approval.
     fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>>;
 

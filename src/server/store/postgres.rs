@@ -1650,6 +1650,18 @@ impl Storage for PgStore {
         })
     }
 
+    fn admins(&self) -> StoreFuture<Vec<UserId>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let c = pool.get().await.map_err(pool_error)?;
+            Ok(c.query(access_sql::ADMINS, &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
     fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>> {
         let pool = self.pool.clone();
         Box::pin(async move {

@@ -481,6 +481,8 @@ pub fn account_deleted() -> StoreError {
 /// as `NOT x` and `true`, which SQLite's integers and PostgreSQL's booleans both take. SQLite
 /// numbers `$n` by first appearance, so each statement first names `$1`, then `$2`, ...
 pub mod access_sql {
+    /// The live admins' ids, ascending.
+    pub const ADMINS: &str = "SELECT id FROM users WHERE admin AND deleted_at IS NULL ORDER BY id";
     /// $1 user: (admin, pending, banned) of a live user; no row for a deleted or unknown one.
     pub const STANDING: &str =
         "SELECT admin, pending, banned FROM users WHERE id = $1 AND deleted_at IS NULL";

@@ -492,6 +492,14 @@ impl Storage for SqliteStore {
         self.read(move |c| sessions(c, user, now))
     }
 
+    fn admins(&self) -> StoreFuture<Vec<UserId>> {
+        self.read(|c| {
+            c.prepare(access_sql::ADMINS)?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+    }
+
     fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>> {
         self.read(move |c| {
             c.query_row(access_sql::STANDING, params![user], |r| {
