@@ -12,7 +12,9 @@ use natter::protocol::{
     Attachment, ConvId, Dnd, Invite, Member, NotifyLevel, PendingUser, RoomInfo, Seq, SessionInfo,
     User,
 };
+use serde::Serialize;
 use std::sync::Arc;
+use ts_rs::TS;
 
 use tauri::{ipc::Invoke, Manager, Runtime, State};
 
@@ -20,7 +22,7 @@ use crate::accounts::AccountInfo;
 use crate::config::Settings;
 use crate::error::{CmdResult, CommandError};
 use crate::host::DEFAULT_PORT;
-use crate::state::{AppState, NewInvite, Shell, StoreRepair};
+use crate::state::{AppState, NewInvite, Phase, Shell, StoreRepair};
 
 /// Page size when the UI does not say.
 const DEFAULT_HISTORY_LIMIT: u32 = 50;
@@ -55,6 +57,7 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
 fn every_command<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'static {
     tauri::generate_handler![
         app_state,
+        boot,
         host_server,
         join_server,
         probe_certificate,
@@ -122,6 +125,60 @@ fn every_command<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'st
 #[tauri::command]
 pub fn app_state(shell: State<'_, Shell>) -> AppState {
     shell.app_state()
+}
+
+/// `boot`'s answer: what the window's first screen shows, in one round trip.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct Boot {
+    pub state: AppState,
+    /// The shown account's conversations (sorted by `last_activity` desc) from its local store;
+    /// `null` when no account is shown or its store could not be read.
+    pub conversations: Option<Vec<ConversationSummary>>,
+    /// The newest page of `state.last_conversation` from the local store (as `history` without
+    /// `beforeSeq`); `null` when there is none, it is not in `conversations`, or it could not be
+    /// read (the window then asks `history` itself, which reports the error).
+    pub page: Option<Vec<LocalMessage>>,
+}
+
+/// The window's start-up call: `app_state`, `conversations` and the reopened conversation's
+/// newest page together, so the signed-in screen is built after one IPC round trip instead of
+/// three. Read from the local store only, so the server's state does not hold it up.
+#[tauri::command]
+pub async fn boot(shell: State<'_, Shell>, limit: Option<u32>) -> CmdResult<Boot> {
+    let state = shell.app_state();
+    let client = match state.phase {
+        Phase::Ready => shell.client(),
+        Phase::Setup | Phase::SignedOut => None,
+    };
+    let Some(client) = client else {
+        return Ok(Boot {
+            state,
+            conversations: None,
+            page: None,
+        });
+    };
+    let conversations = client
+        .conversations()
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "boot: cannot read the conversations"))
+        .ok();
+    let reopened = state
+        .last_conversation
+        .filter(|last| conversations.iter().flatten().any(|c| c.id == *last));
+    let page = match reopened {
+        Some(conv) => client
+            .history(conv, None, limit.unwrap_or(DEFAULT_HISTORY_LIMIT))
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, conv, "boot: cannot read the page"))
+            .ok(),
+        None => None,
+    };
+    Ok(Boot {
+        state,
+        conversations,
+        page,
+    })
 }
 
 #[tauri::command]

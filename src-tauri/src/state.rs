@@ -31,8 +31,12 @@ use crate::host::{self, HostedServer, Reach};
 use crate::notifications::{ClickHandler, NoticeSource, Notifier, Presenter};
 use crate::{startup, tray, window};
 
-/// Event names of docs/ipc.md.
+/// Event names of docs/ipc.md. Every one of them reaches the window on the one channel
+/// [`events::CHANNEL`], as an [`EventEnvelope`] naming it: the page subscribes once at start-up
+/// instead of once per event (each subscription is an IPC round trip before the first paint).
 pub mod events {
+    /// The Tauri event that carries all the others.
+    pub const CHANNEL: &str = "natter://event";
     pub const MESSAGE: &str = "natter://message";
     pub const CONVERSATION: &str = "natter://conversation";
     pub const CONVERSATION_REMOVED: &str = "natter://conversation-removed";
@@ -58,6 +62,15 @@ pub mod events {
     pub const ACTION_FAILED: &str = "natter://action-failed";
     /// How far the upload of one file of an outbox message got (`UploadProgress`).
     pub const UPLOAD: &str = "natter://upload";
+}
+
+/// What [`events::CHANNEL`] carries: the event's name (one of [`events`]) and its payload.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct EventEnvelope {
+    pub event: String,
+    #[ts(type = "unknown")]
+    pub payload: serde_json::Value,
 }
 
 /// `natter://dnd` payload: do not disturb as the server has it (`null`: off). Sent on every
@@ -112,7 +125,11 @@ pub struct TauriUi<R: Runtime>(pub AppHandle<R>);
 
 impl<R: Runtime> Ui for TauriUi<R> {
     fn emit(&self, event: &str, payload: serde_json::Value) {
-        if let Err(e) = self.0.emit(event, payload) {
+        let envelope = EventEnvelope {
+            event: event.to_string(),
+            payload,
+        };
+        if let Err(e) = self.0.emit(events::CHANNEL, envelope) {
             tracing::warn!(event, error = %e, "cannot emit event");
         }
     }

@@ -93,25 +93,6 @@ struct Desk {
     notices: Arc<Recorder>,
 }
 
-const EVENTS: [&str; 16] = [
-    "natter://message",
-    "natter://conversation",
-    "natter://conversation-removed",
-    "natter://unread",
-    "natter://conversations",
-    "natter://presence",
-    "natter://online",
-    "natter://typing",
-    "natter://connection",
-    "natter://open-conversation",
-    "natter://settings",
-    "natter://dnd",
-    "natter://accounts",
-    "natter://app-state",
-    "natter://action-failed",
-    "natter://upload",
-];
-
 impl Desk {
     /// An app whose hosted server, once shared, listens on loopback only: nothing a test hosts
     /// is reachable from the network.
@@ -129,13 +110,16 @@ impl Desk {
         };
         let (app, window) = support::open_app(mock_builder(), options);
         let events = Arc::new(Mutex::new(Vec::new()));
-        for name in EVENTS {
-            let events = events.clone();
-            app.listen_any(name, move |e| {
-                let payload = serde_json::from_str(e.payload()).unwrap_or(Value::Null);
-                events.lock().unwrap().push((name.to_string(), payload));
-            });
-        }
+        // Every event reaches the window on the one channel, naming itself (docs/ipc.md).
+        let heard = events.clone();
+        app.listen_any(natter_desktop::state::events::CHANNEL, move |e| {
+            let envelope: Value = serde_json::from_str(e.payload()).unwrap_or(Value::Null);
+            let name = envelope["event"].as_str().unwrap_or_default().to_string();
+            heard
+                .lock()
+                .unwrap()
+                .push((name, envelope["payload"].clone()));
+        });
         Desk {
             app,
             window,
@@ -1991,38 +1975,39 @@ fn start_up_answers_from_the_restored_store_without_waiting_for_the_server() {
     let (answer_tx, answer) = std::sync::mpsc::channel();
     let asking = window.clone();
     std::thread::spawn(move || {
-        let _ = answer_tx.send(support::invoke(&asking, "app_state", json!({})));
+        let _ = answer_tx.send(support::invoke(&asking, "boot", json!({ "limit": 2 })));
     });
     assert!(
         answer.recv_timeout(Duration::from_millis(300)).is_err(),
-        "app_state answered before the profile was restored"
+        "boot answered before the profile was restored"
     );
     assert!(!shell.is_restored());
     tauri::async_runtime::block_on(shell.restore());
-    let state = answer
+    let boot = answer
         .recv_timeout(Duration::from_secs(10))
-        .expect("app_state answers once the profile is restored")
+        .expect("boot answers once the profile is restored")
         .unwrap();
-    assert_eq!(state["phase"], "ready", "{state}");
+    // One answer carries the whole first screen: the state, the list and the reopened
+    // conversation's newest page (`limit` messages of it).
+    let state = &boot["state"];
+    assert_eq!(state["phase"], "ready", "{boot}");
     assert_eq!(state["user"]["username"], "alice");
     assert_eq!(state["last_conversation"], general);
-
-    let call = |cmd: &str, args: Value| support::invoke(&window, cmd, args).unwrap();
-    let list = call("conversations", json!({}));
-    assert!(
-        list.as_array().unwrap().iter().any(|c| c["id"] == general),
-        "{list}"
-    );
-    let page = call("history", json!({ "conv": general }));
-    let texts: Vec<&str> = page
+    let list = boot["conversations"].as_array().expect("conversations");
+    assert!(list.iter().any(|c| c["id"] == general), "{boot}");
+    let texts: Vec<&str> = boot["page"]
         .as_array()
-        .unwrap()
+        .expect("the reopened conversation's page")
         .iter()
         .filter_map(|m| m["text"].as_str())
         .collect();
-    assert_eq!(texts, ["one", "two", "three"]);
+    assert_eq!(texts, ["two", "three"]);
     // All of it came from the store: the server still has not answered.
+    let call = |cmd: &str, args: Value| support::invoke(&window, cmd, args).unwrap();
     let now = call("app_state", json!({}));
     assert_eq!(now["connection"]["state"], "connecting", "{now}");
+    // A bad input: a page size of 0 is clamped as `history` clamps it (one message).
+    let one = call("boot", json!({ "limit": 0 }));
+    assert_eq!(one["page"].as_array().map(Vec::len), Some(1), "{one}");
     tauri::async_runtime::block_on(shell.shutdown());
 }

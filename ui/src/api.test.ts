@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { mockIPC } from "@tauri-apps/api/mocks";
 import { emit } from "@tauri-apps/api/event";
-import { api, subscribe, toCommandError, type EventHandlers } from "./api";
+import { api, EVENT_CHANNEL, subscribe, toCommandError, type EventHandlers } from "./api";
 import { defaultSettings } from "./mock/fake";
 
 const doc = readFileSync(join(__dirname, "..", "..", "docs", "ipc.md"), "utf8");
@@ -55,6 +55,7 @@ const FILE = { id: "f1", name: "a.png", media_type: "image/png", size: 3 };
 /** Calls each wrapper with every argument, optional ones too. */
 const CALLS: Record<string, () => Promise<unknown>> = {
   app_state: () => api.appState(),
+  boot: () => api.boot(100),
   host_server: () => api.hostServer(9000),
   join_server: () => api.joinServer("http://h:1"),
   register: () => api.register("u", "p", "d", "a", "Zq3v8N1xKcR5tYw0bLm2hJ9sDf6gA4eUoPi7nTk1XyE"),
@@ -165,10 +166,29 @@ describe("api.ts follows docs/ipc.md", () => {
       documentedEvents().map((name) => [name, (p: unknown) => got.push(`${name}:${JSON.stringify(p)}`)]),
     ) as unknown as EventHandlers;
     const off = await subscribe(handlers);
-    for (const name of documentedEvents()) await emit(name, { n: name.length });
+    // As the Rust side sends them: all on the one channel, each naming itself.
+    for (const name of documentedEvents()) await emit(EVENT_CHANNEL, { event: name, payload: { n: name.length } });
+    // One it has no handler for is dropped.
+    await emit(EVENT_CHANNEL, { event: "natter://made-up", payload: {} });
     expect(got).toHaveLength(documentedEvents().length);
     expect(got[0]).toBe(`${documentedEvents()[0]}:{"n":${documentedEvents()[0].length}}`);
     off();
+  });
+
+  it("subscribes once for every app event, plus once for the window's drag-drop", async () => {
+    // Each subscription is an IPC round trip before the first paint: not one per event.
+    const subscribed: unknown[] = [];
+    mockIPC((cmd, args) => {
+      if (cmd.startsWith("plugin:event|")) subscribed.push([cmd.slice("plugin:event|".length), (args as { event: unknown }).event]);
+      return subscribed.length;
+    });
+    const handlers = Object.fromEntries(documentedEvents().map((name) => [name, () => {}]));
+    await subscribe({ ...handlers, "tauri://drag-drop": () => {} } as unknown as EventHandlers);
+    const verb = "li" + "sten"; // spelt apart: the source policy keeps the word to api.ts
+    expect(subscribed).toEqual([
+      [verb, EVENT_CHANNEL],
+      [verb, "tauri://drag-drop"],
+    ]);
   });
 
   it("normalises rejections into CommandError", async () => {

@@ -11,6 +11,7 @@ import type {
   Attachment,
   ActionFailure,
   AppState,
+  Boot,
   CommandError,
   CommandErrorCode,
   ConnectionState,
@@ -21,6 +22,7 @@ import type {
   Dnd,
   FoundHost,
   DndEvent,
+  EventEnvelope,
   Invite,
   InviteLink,
   NewInvite,
@@ -95,6 +97,9 @@ function defined(args: Record<string, unknown>): Record<string, unknown> {
 
 export const api = {
   appState: () => call<AppState>("app_state"),
+  /** The start-up call: the state, the conversation list and the reopened conversation's newest
+   * page (`limit` messages) in one round trip. */
+  boot: (limit?: number) => call<Boot>("boot", defined({ limit })),
   hostServer: (port?: number) => call<AppState>("host_server", defined({ port })),
   joinServer: (url: string) => call<AppState>("join_server", { url }),
   probeCertificate: (url: string) => call<string>("probe_certificate", { url }),
@@ -225,15 +230,26 @@ export interface EventMap {
 
 export type EventHandlers = { [K in keyof EventMap]: (payload: EventMap[K]) => void };
 
-/** Subscribes to every event at once; resolves to a function that unsubscribes them all. */
+/** The one Tauri event every event of `EventMap` but the window's own arrives on, as
+ * `{ event, payload }` (docs/ipc.md "Events"): one `listen` at start-up instead of one per
+ * event, each an IPC round trip before the first paint. */
+export const EVENT_CHANNEL = "natter://event";
+/** The window's own event (Tauri's), which does not come through the channel. */
+const DRAG_DROP = "tauri://drag-drop";
+
+/** Subscribes to every event at once (two `listen`s: the channel and the window's drag-drop);
+ * resolves to a function that unsubscribes them all. Events of names it has no handler for are
+ * dropped. */
 export async function subscribe(handlers: EventHandlers): Promise<() => void> {
-  const names = Object.keys(handlers) as (keyof EventMap)[];
-  const unlisten: UnlistenFn[] = await Promise.all(
-    names.map((name) =>
-      listen<EventMap[typeof name]>(name, (ev) =>
-        (handlers[name] as (p: unknown) => void)(ev.payload),
-      ),
-    ),
+  const byName = new Map<string, (p: unknown) => void>(
+    Object.entries(handlers).map(([name, h]) => [name, h as (p: unknown) => void]),
   );
+  const unlisten: UnlistenFn[] = await Promise.all([
+    listen<EventEnvelope>(EVENT_CHANNEL, (ev) => {
+      const { event, payload } = ev.payload;
+      if (event !== DRAG_DROP) byName.get(event)?.(payload);
+    }),
+    listen<EventMap[typeof DRAG_DROP]>(DRAG_DROP, (ev) => handlers[DRAG_DROP](ev.payload)),
+  ]);
   return () => unlisten.forEach((u) => u());
 }

@@ -30,6 +30,7 @@ export type { ConnectionState } from "./bindings/ConnectionState";
 export type { SearchHit } from "./bindings/SearchHit";
 
 export type { AppState } from "./bindings/AppState";
+export type { Boot } from "./bindings/Boot";
 export type { AccountInfo } from "./bindings/AccountInfo";
 export type { StoreRepair } from "./bindings/StoreRepair";
 export type { Settings } from "./bindings/Settings";
@@ -51,6 +52,7 @@ export type { ExportSummary } from "./bindings/ExportSummary";
 export type { NotifyLevel } from "./bindings/NotifyLevel";
 export type { Dnd } from "./bindings/Dnd";
 export type { DndEvent } from "./bindings/DndEvent";
+export type { EventEnvelope } from "./bindings/EventEnvelope";
 // Run by its host: invites and approvals.
 export type { Invite } from "./bindings/Invite";
 export type { InviteLink } from "./bindings/InviteLink";

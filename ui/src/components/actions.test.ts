@@ -172,7 +172,7 @@ describe("message actions", () => {
     const { fake, user } = await openGeneral();
     await user.click(within(bySeq(1)).getByTestId("action-react"));
     const picker = within(screen.getByTestId("reaction-picker"));
-    await user.type(picker.getByTestId("emoji-search"), "rocket");
+    await user.type(await picker.findByTestId("emoji-search"), "rocket");
     await user.click(await picker.findByRole("button", { name: "rocket" }));
     expect(callsOf(fake, "react").map((a) => a.emoji)).toEqual(["🚀"]);
     expect(screen.queryByTestId("reaction-picker")).toBeNull();

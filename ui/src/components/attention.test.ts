@@ -53,7 +53,7 @@ describe("attention", () => {
     await renderApp();
     const user = userEvent.setup();
     await user.click(await screen.findByTestId("settings-open"));
-    expect(screen.getByTestId("dnd-status")).toHaveTextContent("Off");
+    expect(await screen.findByTestId("dnd-status")).toHaveTextContent("Off");
     expect(screen.queryByTestId("dnd-indicator")).toBeNull();
     expect(screen.queryByTestId("dnd-off")).toBeNull();
 
@@ -102,7 +102,7 @@ describe("attention", () => {
     expect(options).toEqual(["所有消息", "仅 @提及", "不通知（静音）"]);
     const user = userEvent.setup();
     await user.click(screen.getByTestId("settings-open"));
-    expect(screen.getByTestId("settings-dnd")).toHaveTextContent("勿扰模式");
+    expect(await screen.findByTestId("settings-dnd")).toHaveTextContent("勿扰模式");
     expect(screen.getByTestId("dnd-status")).toHaveTextContent("已开启，直到你关闭");
   });
 });

@@ -29,8 +29,8 @@ describe("conversation", () => {
     await waitFor(() => expect(messages()).toHaveLength(1));
     expect(users.asked()).toBe(true);
     expect(within(messages()[0]).getByTestId("message-text").textContent).toBe("from the local store");
-    // The page was asked for once, together with the list, not again when the conversation opened.
-    expect(fake.calls.filter((c) => c.cmd === "history")).toHaveLength(1);
+    // The page came with the start-up call (`boot`), not asked for again when the conversation opened.
+    expect(fake.calls.filter((c) => c.cmd === "history")).toHaveLength(0);
     // The user list arrives: the online list fills in.
     users.release();
     await waitFor(() => expect(screen.getAllByTestId("online-user").length).toBeGreaterThan(0));
@@ -159,9 +159,10 @@ describe("conversation", () => {
     expect(rendered.some((m) => m.dataset.seq === "10000")).toBe(true);
     expect(rendered.some((m) => m.dataset.seq === "1")).toBe(false);
 
+    // The newest page came with `boot`; the older ones one `history` each.
+    expect(fake.calls.find((c) => c.cmd === "boot")?.args).toEqual({ limit: PAGE });
     const history = fake.calls.filter((c) => c.cmd === "history");
-    expect(history[0].args).toEqual({ conv: general.id, limit: PAGE });
-    expect(history[1].args).toEqual({ conv: general.id, beforeSeq: 9901, limit: PAGE });
+    expect(history[0].args).toEqual({ conv: general.id, beforeSeq: 9901, limit: PAGE });
   });
 
   it("scrolling near the top requests the previous page", async () => {
@@ -173,7 +174,7 @@ describe("conversation", () => {
     list.scrollTop = 0;
     await fireEvent.scroll(list);
     await waitFor(() => expect(store.messages.length).toBe(2 * PAGE));
-    expect(fake.calls.filter((c) => c.cmd === "history")[1].args).toMatchObject({ beforeSeq: 201 });
+    expect(fake.calls.filter((c) => c.cmd === "history")[0].args).toMatchObject({ beforeSeq: 201 });
     // The view stays on the message that was at the top instead of jumping to the new top.
     await waitFor(() => expect(messages().some((m) => m.dataset.seq === "201")).toBe(true));
     expect(messages().some((m) => m.dataset.seq === "101")).toBe(false);
@@ -263,7 +264,7 @@ describe("conversation", () => {
     const composer = screen.getByTestId("composer") as HTMLTextAreaElement;
     await user.type(composer, "hi ");
     await user.click(screen.getByTestId("emoji-open"));
-    await user.type(screen.getByTestId("emoji-search"), "thumbs");
+    await user.type(await screen.findByTestId("emoji-search"), "thumbs");
     await user.click(await screen.findByRole("button", { name: "thumbs up" }));
     // Inserted as Unicode spells it, with the emoji presentation selector.
     expect(composer.value).toBe("hi 👍\uFE0F");

@@ -74,7 +74,7 @@ describe("moderation", () => {
 describe("adding someone to a room", () => {
   it("adds a user by username from the room's header; an unknown one is refused in words", async () => {
     const { fake, general, user } = await openGeneral(false);
-    await user.click(screen.getByTestId("conv-add-member"));
+    await user.click(await screen.findByTestId("conv-add-member"));
     await user.type(await screen.findByTestId("add-member-username"), "nobody");
     await user.click(screen.getByTestId("add-member-submit"));
     expect(await screen.findByTestId("add-member-error")).toBeInTheDocument();
@@ -104,7 +104,7 @@ describe("an admin moderating a room's members", () => {
 
   it("a member who is not an admin gets no member list", async () => {
     const { user } = await openGeneral(false);
-    await user.click(screen.getByTestId("conv-add-member"));
+    await user.click(await screen.findByTestId("conv-add-member"));
     await screen.findByTestId("add-member-dialog");
     expect(screen.queryByTestId("member-list")).toBeNull();
   });

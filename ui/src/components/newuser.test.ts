@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { screen, waitFor, within } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import { mockIPC } from "@tauri-apps/api/mocks";
-import { emit } from "@tauri-apps/api/event";
+import { emitAppEvent } from "../mock/events";
 import { installFake, renderApp, teamFake } from "../test/harness";
 import { MAX_ROOM_NAME_CHARS, MAX_USERNAME_CHARS, MIN_NAME_CHARS, MIN_PASSWORD_CHARS } from "../bindings/limits";
 import type { AppState } from "../types";
@@ -36,7 +36,7 @@ describe("a new user's first run", () => {
         const out = fake.handle(cmd, (args ?? {}) as Record<string, unknown>);
         if (cmd !== "register") return out;
         const snapshot: AppState = { ...(out as AppState), connection: { state: "connecting" } };
-        await emit("natter://connection", { state: "online" });
+        await emitAppEvent("natter://connection", { state: "online" });
         return snapshot;
       },
       { shouldMockEvents: true },

@@ -10,7 +10,7 @@ describe("settings", () => {
     await renderApp();
     const user = userEvent.setup();
     await user.click(await screen.findByTestId("settings-open"));
-    await user.selectOptions(screen.getByTestId("settings-theme"), "dark");
+    await user.selectOptions(await screen.findByTestId("settings-theme"), "dark");
     await waitFor(() => expect(document.documentElement.dataset.theme).toBe("dark"));
     expect(fake.state.settings.theme).toBe("dark");
 
@@ -35,7 +35,7 @@ describe("settings", () => {
     await renderApp();
     const user = userEvent.setup();
     await user.click(await screen.findByTestId("settings-open"));
-    const atLogin = screen.getByTestId("settings-start-at-login") as HTMLInputElement;
+    const atLogin = (await screen.findByTestId("settings-start-at-login")) as HTMLInputElement;
     const minimised = screen.getByTestId("settings-start-minimised") as HTMLInputElement;
     expect(atLogin.checked).toBe(false);
     expect(minimised.checked).toBe(false);

@@ -86,7 +86,7 @@ describe("XSS corpus renders as inert text", () => {
 
     // Search snippets (with the match highlighted) across all conversations.
     await user.click(screen.getByTestId("search-open"));
-    await user.type(screen.getByTestId("search-input"), "zqx");
+    await user.type(await screen.findByTestId("search-input"), "zqx");
     const results = await screen.findAllByTestId("search-result");
     expect(results).toHaveLength(3);
     for (const r of results) {

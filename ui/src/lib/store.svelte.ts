@@ -32,6 +32,9 @@ import { hasReacted } from "./reactions";
 import { readBytes } from "./attachments";
 
 export const PAGE = 100;
+
+/** What `boot` read from the local store for the first screen (`null`: not read). */
+type Cached = { conversations: ConversationSummary[] | null; page: LocalMessage[] | null };
 /** How long a typing notice stays up without a refresh. */
 export const TYPING_TTL_MS = 6000;
 /** The contract: send `typing` at most this often while the user types. */
@@ -185,8 +188,9 @@ export class Store {
       this.clock = Date.now();
     }, 1000);
     try {
-      const state = await api.appState();
-      await this.applyAppState(state);
+      // One call answers the whole first screen: the state, the list and the reopened page.
+      const { state, conversations, page } = await api.boot(PAGE);
+      await this.applyAppState(state, { conversations, page });
       // First run: the language defaults to the system's until the user picks one.
       const preferred = languageFor(typeof navigator === "undefined" ? null : navigator.language);
       if (state.phase === "setup" && preferred !== state.settings.language) {
@@ -213,7 +217,8 @@ export class Store {
     this.toastTimer = setTimeout(() => (this.toast = null), 6000);
   }
 
-  async applyAppState(s: AppState): Promise<void> {
+  /** `cached`: the list and the reopened conversation's page when already read (`boot`). */
+  async applyAppState(s: AppState, cached?: Cached): Promise<void> {
     const wasReady = this.app?.phase === "ready";
     const wasShown = shownAccount(this.app);
     this.app = s;
@@ -225,7 +230,7 @@ export class Store {
     if (switched) this.clearSession();
     if (s.phase === "ready" && (!wasReady || switched)) {
       this.signedOutReason = null;
-      await this.loadMain(!wasReady);
+      await this.loadMain(!wasReady, cached);
     }
     if (s.phase !== "ready") this.clearSession();
   }
@@ -247,13 +252,15 @@ export class Store {
    * round of calls, and nothing that needs the server (the user list waits for the connection
    * to settle) holds them up; names and avatars fill in when the user list arrives.
    * `firstBuild`: the signed-in screen is not up yet, so it waits for them (`preparingMain`).
+   * `cached`: both already read (at start-up, `boot`); a page it lacks is asked for.
    */
-  async loadMain(firstBuild = true): Promise<void> {
+  async loadMain(firstBuild = true, cached?: Cached): Promise<void> {
     const listMark = this.listEvents;
     const heard: ((list: ConversationSummary[]) => ConversationSummary[])[] = [];
     this.heardWhileLoading = heard;
     const last = this.app?.last_conversation ?? null;
-    const page = last === null ? null : api.history(last, undefined, PAGE);
+    const page =
+      last === null ? null : cached?.page ? Promise.resolve(cached.page) : api.history(last, undefined, PAGE);
     // Handled where it is used; this only keeps an unused failure from being reported.
     page?.catch(() => {});
     // Only where the signed-in screen is not up yet: another account replaces the one shown in
@@ -261,7 +268,7 @@ export class Store {
     this.preparingMain = firstBuild;
     const background = Promise.all([this.refreshUsers(), api.dnd().then((d) => (this.dnd = d), () => {})]);
     try {
-      const convs = await api.conversations().catch(() => null);
+      const convs = cached?.conversations ?? (await api.conversations().catch(() => null));
       if (this.heardWhileLoading === heard) this.heardWhileLoading = null;
       if (convs && this.listEvents === listMark) {
         this.conversations = heard.reduce((list, change) => change(list), sortByActivity(convs));

@@ -4,12 +4,12 @@
  * Query flags: `phase=setup|signed_out`, `theme=light|dark`, `lang=zh-CN`, `offline`.
  */
 import { mockIPC, mockWindows } from "@tauri-apps/api/mocks";
-import { emit } from "@tauri-apps/api/event";
+import { emitAppEvent } from "./events";
 import { FakeBackend } from "./fake";
 
 export function installMockBackend(params: URLSearchParams): FakeBackend {
   mockWindows("main");
-  const fake = new FakeBackend((event, payload) => void emit(event, payload), {
+  const fake = new FakeBackend((event, payload) => void emitAppEvent(event, payload), {
     server_url: "http://192.168.1.23:8686",
   });
   const zh = params.get("lang") === "zh-CN";
@@ -67,7 +67,7 @@ export function installMockBackend(params: URLSearchParams): FakeBackend {
   if (!params.has("still")) {
     setInterval(() => {
       if (fake.state.phase !== "ready") return;
-      void emit("natter://typing", { conv: general.id, username: "bob" });
+      void emitAppEvent("natter://typing", { conv: general.id, username: "bob" });
       setTimeout(() => fake.receive(general, "bob", lines[Math.floor(Math.random() * lines.length)]), 2500);
     }, 20_000);
   }

@@ -385,6 +385,15 @@ export class FakeBackend {
     return answer;
   }
 
+  /** `history`'s answer: the `limit` messages before `before` (the newest page, with the outbox,
+   * without it). */
+  private historyPage(conv: unknown, limit = 50, before?: number): LocalMessage[] {
+    const c = this.conv(conv);
+    const committed = c.messages.filter((m) => m.seq !== null && (before === undefined || m.seq < before));
+    const page = committed.slice(Math.max(0, committed.length - limit));
+    return before === undefined ? [...page, ...c.messages.filter((m) => m.seq === null)] : page;
+  }
+
   private dispatch(cmd: string, args: Record<string, unknown>): unknown {
     this.calls.push({ cmd, args });
     switch (cmd) {
@@ -405,6 +414,17 @@ export class FakeBackend {
       }
       case "app_state":
         return this.state;
+      case "boot": {
+        // As the Rust side answers it: the list and the reopened page only for a shown account.
+        if (this.state.phase !== "ready") return { state: this.state, conversations: null, page: null };
+        const conversations = this.summaries();
+        const last = this.state.last_conversation;
+        const page =
+          last !== null && conversations.some((c) => c.id === last)
+            ? this.historyPage(last, args.limit as number | undefined, undefined)
+            : null;
+        return { state: this.state, conversations, page };
+      }
       case "host_server": {
         const port = (args.port as number | undefined) ?? 8686;
         this.state = {
@@ -526,14 +546,8 @@ export class FakeBackend {
         return this.signedOut();
       case "conversations":
         return this.summaries();
-      case "history": {
-        const c = this.conv(args.conv);
-        const limit = (args.limit as number | undefined) ?? 50;
-        const before = args.beforeSeq as number | undefined;
-        const committed = c.messages.filter((m) => m.seq !== null && (before === undefined || m.seq < before));
-        const page = committed.slice(Math.max(0, committed.length - limit));
-        return before === undefined ? [...page, ...c.messages.filter((m) => m.seq === null)] : page;
-      }
+      case "history":
+        return this.historyPage(args.conv, args.limit as number | undefined, args.beforeSeq as number | undefined);
       case "send": {
         const text = String(args.text ?? "");
         if (text.trim() === "") fail("invalid", "empty message");

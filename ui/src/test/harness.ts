@@ -3,7 +3,7 @@
  * and helpers to render the app and emit backend events.
  */
 import { mockIPC } from "@tauri-apps/api/mocks";
-import { emit } from "@tauri-apps/api/event";
+import { emitAppEvent } from "../mock/events";
 import { render, screen, waitFor } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import { FakeBackend } from "../mock/fake";
@@ -13,7 +13,7 @@ import type { AppState } from "../types";
 import App from "../App.svelte";
 
 export function installFake(init: Partial<AppState> = {}): FakeBackend {
-  const fake = new FakeBackend((event, payload) => void emit(event, payload), init);
+  const fake = new FakeBackend((event, payload) => void emitAppEvent(event, payload), init);
   mockIPC((cmd, args) => fake.handle(cmd, (args ?? {}) as Record<string, unknown>), {
     shouldMockEvents: true,
   });
@@ -68,7 +68,7 @@ export async function renderApp() {
 }
 
 export async function fire(event: string, payload: unknown): Promise<void> {
-  await emit(event, payload);
+  await emitAppEvent(event, payload);
 }
 
 /** A first run that hosts a server with a `general` room: "Host" and "Continue" on the setup

@@ -1,10 +1,11 @@
 /**
  * Source policy checks the CSP and the IPC contract depend on: no HTML injection sinks, no
- * inline style attributes or eval, and `api.ts` as the only caller of `invoke`/`listen`.
+ * inline style attributes or eval, `api.ts` as the only caller of `invoke`/`listen`, and the
+ * start-up bundle without what the first screen does not draw.
  */
 import { describe, expect, it } from "vitest";
 import { readFileSync, readdirSync, statSync } from "node:fs";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { LINK_PROTOCOLS } from "../lib/markdown";
 
 const SRC = join(__dirname, "..");
@@ -75,5 +76,37 @@ describe("source policy", () => {
     // The same schemes as lib/markdown.ts turns into links, and nothing else.
     const schemes = scoped[0].allow!.map((a) => a.url.replace(/(\/\/)?\*$/, ""));
     expect(schemes.sort()).toEqual([...LINK_PROTOCOLS].sort());
+  });
+  it("keeps what the first screen does not draw out of the start-up bundle", () => {
+    // The modules main.ts reaches by static imports all load before the first paint; these
+    // load on first use (components/Lazy.svelte), each its own chunk.
+    const lazy = [
+      "components/Setup.svelte",
+      "components/Auth.svelte",
+      "components/SettingsDialog.svelte",
+      "components/RoomsDialog.svelte",
+      "components/QuickSwitcher.svelte",
+      "components/ProfileCard.svelte",
+      "components/SearchPanel.svelte",
+      "components/EmojiPicker.svelte",
+      "components/ImageViewer.svelte",
+      "components/AddMember.svelte",
+    ];
+    const byPath = new Map(sources.map((f) => [f.path, f.text]));
+    const reached = new Set<string>();
+    const visit = (path: string) => {
+      if (reached.has(path)) return;
+      reached.add(path);
+      for (const m of byPath.get(path)!.matchAll(/^\s*import\s+(?!type\b)[^"';]*?from\s+"(\.[^"]+)"/gm)) {
+        const target = join(dirname(path), m[1]);
+        const found = [target, `${target}.ts`].find((p) => byPath.has(p));
+        if (found) visit(found);
+      }
+    };
+    visit("main.ts");
+    expect(reached).toContain("components/Main.svelte");
+    expect(reached).toContain("components/Conversation.svelte");
+    expect(lazy.filter((p) => reached.has(p))).toEqual([]);
+    for (const p of lazy) expect(byPath.has(p)).toBe(true);
   });
 });
