@@ -42,6 +42,8 @@ pub struct ServerRun {
     pub summary: Summary,
     /// Stage breakdowns of the slow windows (Natter with `--trace-latency`).
     pub slow_windows: Vec<SlowWindow>,
+    /// Every stage's spread over the whole run (Natter with `--trace-latency`).
+    pub stages: Option<StageSpread>,
 }
 
 /// A server's figures over all its windows.
@@ -251,19 +253,20 @@ async fn run_one(env: &Env, kind: Kind, opts: &Options) -> Result<ServerRun> {
         eprintln!("  {:9} {}", kind.name(), window_row(i, w));
     }
     let summary = summarize(&run.windows, run.step.server_cpu_secs);
-    let slow_windows = if tracing {
+    let (slow_windows, stages) = if tracing {
         // The trace thread writes every 100 ms.
         tokio::time::sleep(natter::server::latency_trace::FLUSH_EVERY * 3).await;
         let trace = Trace::read(&trace_path)?;
-        slow_windows(
+        let slow = slow_windows(
             &trace,
             &run.windows,
             &run.messages,
             &summary,
             opts.slow_factor,
-        )
+        );
+        (slow, Some(stage_spread(&trace, &run.messages)))
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     drop(swarm);
     server.stop().await;
@@ -273,7 +276,66 @@ async fn run_one(env: &Env, kind: Kind, opts: &Options) -> Result<ServerRun> {
         windows: run.windows,
         summary,
         slow_windows,
+        stages,
     })
+}
+
+/// Each stage's spread over every traced message of the run, and the checkpoints.
+#[derive(Debug, Serialize)]
+pub struct StageSpread {
+    pub traced: usize,
+    /// Per stage (trace::STAGES): p50, p99 and max in ms.
+    pub p50_ms: Vec<f64>,
+    pub p99_ms: Vec<f64>,
+    pub max_ms: Vec<f64>,
+    /// Checkpoints in the run, their p50 and longest duration in ms, and the messages whose
+    /// commit held one.
+    pub checkpoints: usize,
+    pub checkpoint_p50_ms: f64,
+    pub checkpoint_max_ms: f64,
+    pub messages_with_checkpoint: usize,
+}
+
+/// The value at quantile `q` of sorted `v` (nearest rank), in ms from ns.
+fn quantile_ms(v: &[u64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1] as f64 / 1e6
+}
+
+fn stage_spread(trace: &Trace, messages: &[MessageTiming]) -> StageSpread {
+    let all: Vec<trace::Stages> = messages.iter().filter_map(|m| trace.stages(m)).collect();
+    let per_stage: Vec<Vec<u64>> = (0..trace::STAGES.len())
+        .map(|i| {
+            let mut v: Vec<u64> = all.iter().map(|s| s[i]).collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    let checkpoint_stage = trace::STAGES
+        .iter()
+        .position(|&s| s == "checkpoint")
+        .unwrap_or(0);
+    let mut durations: Vec<u64> = trace
+        .checkpoints
+        .iter()
+        .map(|k| k.end.saturating_sub(k.begin))
+        .collect();
+    durations.sort_unstable();
+    let messages_with_checkpoint = all.iter().filter(|s| s[checkpoint_stage] > 0).count();
+    let spread = |q: f64| per_stage.iter().map(|v| quantile_ms(v, q)).collect();
+    StageSpread {
+        traced: all.len(),
+        p50_ms: spread(0.5),
+        p99_ms: spread(0.99),
+        max_ms: spread(1.0),
+        checkpoints: durations.len(),
+        checkpoint_p50_ms: quantile_ms(&durations, 0.5),
+        checkpoint_max_ms: quantile_ms(&durations, 1.0),
+        messages_with_checkpoint,
+    }
 }
 
 /// The share of a window's messages, slowest first, whose stages a slow window reports.
@@ -399,6 +461,33 @@ pub fn render(s: &Steady) -> String {
         );
     }
     for r in &s.servers {
+        let Some(spread) = &r.stages else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "\n### {}: each stage over the whole run ({} messages traced; ms)\n\n| stage | p50 | \
+             p99 | max |\n|---|---|---|---|",
+            r.server, spread.traced
+        );
+        for (i, stage) in trace::STAGES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {stage} | {:.2} | {:.2} | {:.2} |",
+                spread.p50_ms[i], spread.p99_ms[i], spread.max_ms[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nWAL checkpoints: {} (p50 {:.2} ms, longest {:.2} ms); messages whose commit held \
+             one: {}",
+            spread.checkpoints,
+            spread.checkpoint_p50_ms,
+            spread.checkpoint_max_ms,
+            spread.messages_with_checkpoint
+        );
+    }
+    for r in &s.servers {
         if r.slow_windows.is_empty() {
             continue;
         }
@@ -467,6 +556,15 @@ mod tests {
             server_cpu_secs: 3.0,
             server_cpu_pct: 30.0,
         }
+    }
+
+    #[test]
+    fn a_stage_quantile_is_the_nearest_rank_in_ms() {
+        let ns: Vec<u64> = (1..=200).map(|i| i * 1_000_000).collect();
+        assert_eq!(quantile_ms(&ns, 0.5), 100.0);
+        assert_eq!(quantile_ms(&ns, 0.99), 198.0);
+        assert_eq!(quantile_ms(&ns, 1.0), 200.0);
+        assert_eq!(quantile_ms(&[], 0.99), 0.0);
     }
 
     #[test]
