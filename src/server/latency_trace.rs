@@ -23,8 +23,8 @@ pub const HEADER: &str = "# natter latency trace v1: nanos-since-epoch event a b
 /// What a record marks. The name is what the file says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// A socket's frame was read (a = connection, b = request id); written once it parsed as a
-    /// write, at the time it was read.
+    /// A socket's frame was read (a = connection, b = request id); recorded once it parsed (any
+    /// request, not only writes), with the time it was read.
     Received,
     /// The socket's write was handed to the store's writer (a = connection, b = request id).
     ToWriter,
