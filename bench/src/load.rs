@@ -66,11 +66,63 @@ struct StepState {
     first: Histogram<u64>,
     unique: u64,
     duplicates: u64,
+    /// Measured messages per window: message i (from `measured.start`) is in window
+    /// `i / window_msgs` (consecutive windows of issue 15; one window in the other scenarios).
+    window_msgs: u64,
+    windows: Vec<WindowTally>,
+    /// Each measured message's slowest delivery so far, in microseconds.
+    slowest: Vec<u64>,
+    /// Each measured message's request id (what the server's latency trace names it by).
+    reqs: Vec<u64>,
+}
+
+/// What arrived for the messages of one window.
+struct WindowTally {
+    hist: Histogram<u64>,
+    first: Histogram<u64>,
+    unique: u64,
+}
+
+impl WindowTally {
+    fn new() -> WindowTally {
+        WindowTally {
+            hist: new_hist(),
+            first: new_hist(),
+            unique: 0,
+        }
+    }
+}
+
+impl StepState {
+    /// Expect `windows` windows of `per_window` messages each after `warm` warm-up messages.
+    fn reset(&mut self, step: u32, warm: u64, per_window: u64, windows: usize) {
+        let n = (per_window * windows as u64) as usize;
+        self.step = step;
+        self.measured = warm..warm + n as u64;
+        self.expected = vec![0; n];
+        self.got = vec![0; n];
+        self.slowest = vec![0; n];
+        self.reqs = vec![0; n];
+        self.hist.reset();
+        self.late.reset();
+        self.first.reset();
+        self.unique = 0;
+        self.duplicates = 0;
+        self.window_msgs = per_window.max(1);
+        self.windows = (0..windows).map(|_| WindowTally::new()).collect();
+    }
+
+    /// The window of measured message `i` (counted from `measured.start`).
+    fn window_of(&self, i: usize) -> usize {
+        i / self.window_msgs as usize
+    }
 }
 
 /// Shared by every client's reader task.
 pub struct Recorder {
     origin: Instant,
+    /// `origin` as nanoseconds since the Unix epoch: the clock of natter-server's latency trace.
+    origin_epoch_nanos: u64,
     state: Mutex<StepState>,
     /// Frames the server sent that were errors (rate limited, refused...).
     pub errors: AtomicU64,
@@ -84,6 +136,9 @@ impl Recorder {
     fn new() -> Recorder {
         Recorder {
             origin: Instant::now(),
+            origin_epoch_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
             state: Mutex::new(StepState {
                 step: 0,
                 measured: 0..0,
@@ -94,6 +149,10 @@ impl Recorder {
                 first: new_hist(),
                 unique: 0,
                 duplicates: 0,
+                window_msgs: 1,
+                windows: Vec::new(),
+                slowest: Vec::new(),
+                reqs: Vec::new(),
             }),
             errors: AtomicU64::new(0),
             closed: AtomicU64::new(0),
@@ -121,10 +180,19 @@ impl Recorder {
             return;
         }
         s.unique += 1;
-        let micros = now.saturating_sub(nanos) / 1_000;
-        s.hist.saturating_record(micros.max(1));
-        if s.got[i] == 1 {
-            s.first.saturating_record(micros.max(1));
+        let micros = (now.saturating_sub(nanos) / 1_000).max(1);
+        let first = s.got[i] == 1;
+        s.hist.saturating_record(micros);
+        if first {
+            s.first.saturating_record(micros);
+        }
+        s.slowest[i] = s.slowest[i].max(micros);
+        let w = s.window_of(i);
+        let window = &mut s.windows[w];
+        window.unique += 1;
+        window.hist.saturating_record(micros);
+        if first {
+            window.first.saturating_record(micros);
         }
     }
 }
@@ -284,6 +352,15 @@ impl Swarm {
         Dest::Conv(conv.to_string())
     }
 
+    /// The fan-out scenario's room, how many receive each message (every client still
+    /// reading), and who publishes (the same clients, round-robin).
+    fn fanout_route(&self) -> (Dest, u32, Vec<usize>) {
+        let publishers: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| !self.clients[i].pause.load(Ordering::Relaxed))
+            .collect();
+        (self.room(), publishers.len() as u32, publishers)
+    }
+
     /// One measured step of the fan-out scenario: every client is in one room, `rate` messages
     /// per second are published round-robin by the clients, each delivered to every client.
     pub async fn fanout_step(
@@ -293,32 +370,10 @@ impl Swarm {
         warmup: Duration,
         measure: Duration,
     ) -> Result<StepResult> {
-        let dest = self.room();
-        let receivers = self
-            .clients
-            .iter()
-            .filter(|c| !c.pause.load(Ordering::Relaxed))
-            .count() as u32;
-        let n = self.clients.len();
-        let publishers: Vec<usize> = (0..n)
-            .filter(|&i| !self.clients[i].pause.load(Ordering::Relaxed))
-            .collect();
-        self.run_paced(
-            server_pids,
-            rate,
-            warmup,
-            measure,
-            |_, seq| {
-                let who = publishers[(seq as usize) % publishers.len()];
-                (who, dest.clone(), receivers)
-            },
-            |_| {},
-        )
-        .await
-        .map(|mut r| {
-            r.offered_deliveries = rate * receivers as f64;
-            r
-        })
+        let run = self
+            .fanout_windows(server_pids, rate, warmup, measure, 1)
+            .await?;
+        Ok(run.step)
     }
 
     /// The open-loop pacer shared by the scenarios. `route(seq)` says who publishes message
@@ -330,29 +385,79 @@ impl Swarm {
         rate: f64,
         warmup: Duration,
         measure: Duration,
-        mut route: R,
-        mut tick: T,
+        route: R,
+        tick: T,
     ) -> Result<StepResult>
     where
         R: FnMut(&Swarm, u64) -> (usize, Dest, u32),
         T: FnMut(&mut Swarm),
     {
+        let run = self
+            .run_windows(server_pids, rate, warmup, measure, 1, route, tick)
+            .await?;
+        Ok(run.step)
+    }
+
+    /// One step of the fan-out scenario measured as `windows` consecutive windows of `window`
+    /// each (issue 15), with the step's figures over all of them too.
+    pub async fn fanout_windows(
+        &mut self,
+        server_pids: &[u32],
+        rate: f64,
+        warmup: Duration,
+        window: Duration,
+        windows: usize,
+    ) -> Result<WindowedRun> {
+        let (dest, receivers, publishers) = self.fanout_route();
+        let mut run = self
+            .run_windows(
+                server_pids,
+                rate,
+                warmup,
+                window,
+                windows,
+                |_, seq| {
+                    let who = publishers[(seq as usize) % publishers.len()];
+                    (who, dest.clone(), receivers)
+                },
+                |_| {},
+            )
+            .await?;
+        run.step.offered_deliveries = rate * receivers as f64;
+        Ok(run)
+    }
+
+    /// [`Swarm::run_paced`] over `windows` consecutive windows of `window` each: the server's
+    /// CPU is read at every window's first message, and every delivery is counted in the window
+    /// its message was due in (deliveries that arrive after the window ended included).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_windows<R, T>(
+        &mut self,
+        server_pids: &[u32],
+        rate: f64,
+        warmup: Duration,
+        window: Duration,
+        windows: usize,
+        mut route: R,
+        mut tick: T,
+    ) -> Result<WindowedRun>
+    where
+        R: FnMut(&Swarm, u64) -> (usize, Dest, u32),
+        T: FnMut(&mut Swarm),
+    {
+        anyhow::ensure!(windows > 0, "at least one window");
         self.step += 1;
         let step = self.step;
         let warm_n = (rate * warmup.as_secs_f64()).round() as u64;
-        let total = warm_n + (rate * measure.as_secs_f64()).round() as u64;
-        {
-            let mut s = self.recorder.state.lock().expect("recorder lock");
-            s.step = step;
-            s.measured = warm_n..total;
-            s.expected = vec![0; (total - warm_n) as usize];
-            s.got = vec![0; (total - warm_n) as usize];
-            s.hist.reset();
-            s.late.reset();
-            s.first.reset();
-            s.unique = 0;
-            s.duplicates = 0;
-        }
+        let per_window = ((rate * window.as_secs_f64()).round() as u64).max(1);
+        let total = warm_n + per_window * windows as u64;
+        self.recorder
+            .state
+            .lock()
+            .expect("recorder lock")
+            .reset(step, warm_n, per_window, windows);
+        // (time, server CPU) at each window's start, then at the last window's end.
+        let mut boundaries: Vec<(Instant, procfs::Sample)> = Vec::with_capacity(windows + 1);
         let errors0 = self.recorder.errors.load(Ordering::Relaxed);
         let closed0 = self.recorder.closed.load(Ordering::Relaxed);
         let me = std::process::id();
@@ -373,17 +478,21 @@ impl Swarm {
                         procfs::sample(me)?,
                     ));
                 }
+                if seq >= warm_n && (seq - warm_n) % per_window == 0 {
+                    boundaries.push((Instant::now(), procfs::sample_group(server_pids)?));
+                }
                 let intended = start + Duration::from_secs_f64(seq as f64 / rate);
                 let text = make_text(step, seq, self.recorder.nanos_at(intended));
                 let (who, dest, deliveries) = route(self, seq);
+                let id = self.next_request_id();
                 if seq >= warm_n {
                     let late = Instant::now().saturating_duration_since(intended);
                     let mut s = self.recorder.state.lock().expect("recorder lock");
                     s.expected[(seq - warm_n) as usize] = deliveries;
+                    s.reqs[(seq - warm_n) as usize] = id;
                     s.late.saturating_record((late.as_micros() as u64).max(1));
                     expected_total += deliveries as u64;
                 }
-                let id = self.next_request_id();
                 self.clients[who].send_text(self.kind.encode_send(&dest, id, &text));
                 seq += 1;
             }
@@ -398,6 +507,10 @@ impl Swarm {
                 _ = tokio::time::sleep_until(tick_at.into()) => {}
             }
         }
+        // The last window ends when its last message's successor would have been due.
+        tokio::time::sleep_until((start + Duration::from_secs_f64(total as f64 / rate)).into())
+            .await;
+        boundaries.push((Instant::now(), procfs::sample_group(server_pids)?));
         let (t0, server0, me0) = match at_measure {
             Some(m) => m,
             None => (
@@ -428,7 +541,23 @@ impl Swarm {
         let s = self.recorder.state.lock().expect("recorder lock");
         let wall = t1.duration_since(t0).as_secs_f64();
         let server_cpu = server1.cpu_secs - server0.cpu_secs;
-        Ok(StepResult {
+        let cpu: Vec<(f64, f64)> = boundaries
+            .iter()
+            .map(|(t, sample)| (t.duration_since(t0).as_secs_f64(), sample.cpu_secs))
+            .collect();
+        let window_results = window_results(&s, &cpu);
+        let messages = (0..s.expected.len())
+            .map(|i| MessageTiming {
+                window: s.window_of(i),
+                req: s.reqs[i],
+                intended_epoch_nanos: self.recorder.origin_epoch_nanos
+                    + self.recorder.nanos_at(
+                        start + Duration::from_secs_f64((warm_n + i as u64) as f64 / rate),
+                    ),
+                slowest_us: s.slowest[i],
+            })
+            .collect();
+        let step = StepResult {
             rate,
             offered_deliveries: 0.0,
             measured_messages: total - warm_n,
@@ -458,8 +587,80 @@ impl Swarm {
             server_rss_kib: server1.rss_kib,
             errors: self.recorder.errors.load(Ordering::Relaxed) - errors0,
             closed: self.recorder.closed.load(Ordering::Relaxed) - closed0,
+        };
+        Ok(WindowedRun {
+            step,
+            windows: window_results,
+            messages,
         })
     }
+}
+
+/// A step measured in consecutive windows: its figures over all of them, each window's, and
+/// each measured message's timing (for the server's latency trace).
+pub struct WindowedRun {
+    pub step: StepResult,
+    pub windows: Vec<WindowResult>,
+    pub messages: Vec<MessageTiming>,
+}
+
+/// The figures of one window: the deliveries of the messages due in it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WindowResult {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub first_p99_us: u64,
+    pub deliveries: u64,
+    pub lost: u64,
+    /// Server CPU from this window's first message to the next window's (the last window: to
+    /// its end), in seconds and as % of one core over that time.
+    pub server_cpu_secs: f64,
+    pub server_cpu_pct: f64,
+}
+
+/// One measured message, as the trace analysis needs it.
+pub struct MessageTiming {
+    pub window: usize,
+    /// Its request id on the wire.
+    pub req: u64,
+    /// When it was due, in nanoseconds since the Unix epoch.
+    pub intended_epoch_nanos: u64,
+    /// Its slowest delivery's latency, in microseconds.
+    pub slowest_us: u64,
+}
+
+/// Each window's figures from the tallies and `cpu`: (seconds since the first window's start,
+/// the server's CPU seconds) at every window's start and after the last one's end.
+fn window_results(s: &StepState, cpu: &[(f64, f64)]) -> Vec<WindowResult> {
+    let mut expected = vec![0u64; s.windows.len()];
+    for (i, &e) in s.expected.iter().enumerate() {
+        expected[s.window_of(i)] += e as u64;
+    }
+    s.windows
+        .iter()
+        .enumerate()
+        .map(|(w, tally)| {
+            let (cpu_secs, wall) = match (cpu.get(w), cpu.get(w + 1)) {
+                (Some(&(t0, c0)), Some(&(t1, c1))) => (c1 - c0, t1 - t0),
+                _ => (0.0, 0.0),
+            };
+            WindowResult {
+                p50_us: tally.hist.value_at_quantile(0.50),
+                p99_us: tally.hist.value_at_quantile(0.99),
+                max_us: tally.hist.max(),
+                first_p99_us: tally.first.value_at_quantile(0.99),
+                deliveries: tally.unique,
+                lost: expected[w].saturating_sub(tally.unique),
+                server_cpu_secs: cpu_secs,
+                server_cpu_pct: if wall > 0.0 {
+                    100.0 * cpu_secs / wall
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect()
 }
 
 /// Beats at each message's due time (start + seq/rate, seq < total), from an OS thread: its
@@ -653,16 +854,80 @@ mod tests {
 
     /// A recorder in `step`, measuring messages `measured`, each expecting `deliveries`.
     fn recorder(step: u32, measured: std::ops::Range<u64>, deliveries: u32) -> Recorder {
-        let rec = Recorder::new();
+        windowed_recorder(
+            step,
+            measured.start,
+            measured.end - measured.start,
+            1,
+            deliveries,
+        )
+    }
+
+    /// A recorder in `step` after `warm` warm-up messages, measuring `windows` windows of
+    /// `per_window` messages, each expecting `deliveries`.
+    fn windowed_recorder(
+        step: u32,
+        warm: u64,
+        per_window: u64,
+        windows: usize,
+        deliveries: u32,
+    ) -> Recorder {
+        let mut rec = Recorder::new();
+        // Started a second ago, so a test can send messages that were due up to then.
+        rec.origin -= Duration::from_secs(1);
         {
             let mut s = rec.state.lock().unwrap();
-            let n = (measured.end - measured.start) as usize;
-            s.step = step;
-            s.measured = measured;
-            s.expected = vec![deliveries; n];
-            s.got = vec![0; n];
+            s.reset(step, warm, per_window, windows);
+            s.expected.fill(deliveries);
         }
         rec
+    }
+
+    /// A text of `step`'s message `seq` that was due `ago` before now.
+    fn due_ago(rec: &Recorder, step: u32, seq: u64, ago: Duration) -> String {
+        make_text(step, seq, rec.nanos_at(Instant::now() - ago))
+    }
+
+    #[test]
+    fn each_delivery_counts_in_the_window_its_message_was_due_in() {
+        // 5 warm-up messages, then 3 windows of 4 messages, 2 deliveries each.
+        let rec = windowed_recorder(1, 5, 4, 3, 2);
+        // Window 0 (seqs 5..9): everything arrives, fast.
+        for seq in 5..9 {
+            for _ in 0..2 {
+                rec.on_delivery(&due_ago(&rec, 1, seq, Duration::from_millis(1)));
+            }
+        }
+        // Window 1 (seqs 9..13): seq 12 loses one delivery; seq 10's second is 200 ms late.
+        for seq in 9..13 {
+            rec.on_delivery(&due_ago(&rec, 1, seq, Duration::from_millis(2)));
+        }
+        for seq in [9, 11] {
+            rec.on_delivery(&due_ago(&rec, 1, seq, Duration::from_millis(2)));
+        }
+        rec.on_delivery(&due_ago(&rec, 1, 10, Duration::from_millis(200)));
+        // Window 2 (seqs 13..17): nothing at all; a warm-up delivery is not counted anywhere.
+        rec.on_delivery(&due_ago(&rec, 1, 4, Duration::from_millis(1)));
+        let s = rec.state.lock().unwrap();
+        // CPU read at each window's start and at the end: 1 s windows, 0.2/0.5/0.1 s of CPU.
+        let cpu = [(0.0, 10.0), (1.0, 10.2), (2.0, 10.7), (3.0, 10.8)];
+        let w = window_results(&s, &cpu);
+        assert_eq!(w.len(), 3);
+        assert_eq!(
+            w.iter().map(|w| (w.deliveries, w.lost)).collect::<Vec<_>>(),
+            [(8, 0), (7, 1), (0, 8)]
+        );
+        assert!(w[0].max_us < 100_000, "window 0 max {}", w[0].max_us);
+        assert!(w[1].max_us >= 200_000, "window 1 max {}", w[1].max_us);
+        // Window 1's first deliveries were all ~2 ms: the late one was a second delivery.
+        assert!(w[1].first_p99_us < 100_000, "{}", w[1].first_p99_us);
+        let pct: Vec<f64> = w
+            .iter()
+            .map(|w| (w.server_cpu_pct * 10.0).round())
+            .collect();
+        assert_eq!(pct, [200.0, 500.0, 100.0]);
+        // Seq 10 (window 1's second message) keeps its slowest delivery.
+        assert!(s.slowest[5] >= 200_000 && s.slowest[4] < 100_000);
     }
 
     #[test]

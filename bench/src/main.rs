@@ -16,8 +16,10 @@ mod load;
 mod procfs;
 mod report;
 mod scenarios;
+mod steady;
 mod store;
 mod target;
+mod trace;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +61,33 @@ enum Cmd {
         /// Publish rates in messages/s, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "10,50")]
         rates: Vec<f64>,
+    },
+    /// Issue 15's measurement: N clients in one room at a steady rate, measured as consecutive
+    /// windows for each server in the same run (natter and the floor by default); every window's
+    /// figures, each server's over all windows, and the issue's verdicts. --warmup applies once,
+    /// before the first window; --measure is ignored (see --window).
+    Steady {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = TARGET_CLIENTS)]
+        clients: usize,
+        /// Publish rate, messages/s.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Length of each window, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        window: f64,
+        /// Consecutive windows per server.
+        #[arg(long, default_value_t = 20)]
+        windows: usize,
+        /// Natter writes its latency trace (natter-server --trace-latency) and the windows
+        /// whose p99 is high are broken down by stage.
+        #[arg(long)]
+        trace_latency: bool,
+        /// A window counts as slow when its p99 exceeds this many times its server's median
+        /// window p99 (the worst window is always broken down).
+        #[arg(long, default_value_t = 1.5)]
+        slow_factor: f64,
     },
     /// Scenario 2: idle connections up to the open-file limit.
     Idle {
@@ -271,6 +300,9 @@ impl RunArgs {
 }
 
 impl Common {
+    /// `--servers`' default, as clap fills it in.
+    const ALL_SERVERS: [&'static str; 4] = ["natter", "ws", "sio", "floor"];
+
     fn kinds(&self) -> Result<Vec<Kind>> {
         self.servers.iter().map(|s| Kind::parse(s)).collect()
     }
@@ -343,6 +375,7 @@ async fn run(cli: Cli) -> Result<()> {
     let json_path = match &cli.cmd {
         Cmd::All { common, .. }
         | Cmd::Fanout { common, .. }
+        | Cmd::Steady { common, .. }
         | Cmd::Idle { common }
         | Cmd::Realistic { common }
         | Cmd::Slow { common } => common.run.json.clone(),
@@ -441,6 +474,54 @@ async fn run(cli: Cli) -> Result<()> {
                     .fanout
                     .extend(scenarios::fanout(&env, k, &[(clients, rates.clone())], None).await?);
             }
+        }
+        Cmd::Steady {
+            mut common,
+            clients,
+            rate,
+            window,
+            windows,
+            trace_latency,
+            slow_factor,
+        } => {
+            anyhow::ensure!(clients > 0, "--clients must be at least 1");
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate must be a positive number of messages/s"
+            );
+            anyhow::ensure!(
+                window.is_finite() && window * rate >= 1.0,
+                "--window must hold at least one message at --rate"
+            );
+            anyhow::ensure!(windows > 0, "--windows must be at least 1");
+            anyhow::ensure!(
+                slow_factor.is_finite() && slow_factor > 0.0,
+                "--slow-factor must be a positive number"
+            );
+            // Natter and the floor unless --servers says otherwise: the issue's verdicts compare
+            // the two, and the peers add a minute per window count each.
+            if common.servers == Common::ALL_SERVERS {
+                common.servers = vec!["natter".into(), "floor".into()];
+            }
+            let opts = steady::Options {
+                kinds: common.kinds()?,
+                clients,
+                rate,
+                window: Duration::from_secs_f64(window),
+                windows,
+                trace: trace_latency,
+                slow_factor,
+            };
+            eprintln!(
+                "== natter-bench steady: servers {:?}, {clients} clients, {rate}/s, {windows} x                  {window} s, load {}",
+                common.servers,
+                procfs::loadavg()
+            );
+            let env = common.env(clients).await?;
+            let s = steady::run(&env, &opts).await?;
+            print!("{}", steady::render(&s));
+            write_json(common.run.json.as_deref(), &s)?;
+            return Ok(());
         }
         Cmd::Idle { common } => {
             let env = common

@@ -171,6 +171,11 @@ struct Args {
     /// Sign-ins and registrations waiting for a hashing thread before the server answers 503.
     #[arg(long, env = "NATTER_ARGON2_QUEUE", default_value_t = 64)]
     argon2_queue: usize,
+    /// Diagnostics (issue 15): write a latency trace to FILE, the timestamps of each socket
+    /// write's stages from the read of its frame to the fan-out's last send, and of each WAL
+    /// checkpoint (format: docs/benchmarks.md, "The latency trace"). Off by default.
+    #[arg(long, env = "NATTER_TRACE_LATENCY", value_name = "FILE")]
+    trace_latency: Option<PathBuf>,
     /// Instead of serving: administer the server's store (the same --data-dir / --store).
     #[command(subcommand)]
     command: Option<Command>,
@@ -341,6 +346,13 @@ async fn main() -> std::process::ExitCode {
         .init();
     let mut args = Args::parse();
     let command = args.command.take();
+    // Before the store opens: the writer installs its checkpoint probe only when tracing.
+    if let (Some(path), None) = (&args.trace_latency, &command) {
+        if let Err(e) = natter::server::latency_trace::start(path) {
+            eprintln!("natter-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let (listen, config) = match config(args) {
         Ok(c) => c,
         Err(e) => {

@@ -41,6 +41,7 @@ use crate::protocol::{
 
 use super::auth::hash_token;
 use super::hub::{answer, encode, Answer, ConnHandle, Kill};
+use super::latency_trace::{self, Mark};
 use super::outbound::{Conn, Outbound, Outlet, PushError, WireFrame};
 use super::service::accounts::{self, Authed};
 use super::service::presence::{self, ConnectError};
@@ -565,6 +566,7 @@ impl Session {
 
     /// Handle one text frame. Returns a close code when the connection must end.
     async fn handle_text(&mut self, text: &str) -> Option<u16> {
+        let read_at = latency_trace::now();
         match self.admit() {
             Admission::Admitted => {}
             Admission::Limited => {
@@ -585,6 +587,9 @@ impl Session {
             }
         };
         let id = frame.id();
+        if let Some(at) = read_at {
+            latency_trace::record_at(at, Mark::Received, self.conn.id.local, id);
+        }
         let result = self.dispatch(frame).await;
         match result {
             Some(answer_) => self.reply(answer(id, answer_)),

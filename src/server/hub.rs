@@ -59,6 +59,7 @@ use crate::protocol::{
 use super::auth::TokenHash;
 use super::bus::{Bus, ConnId, Event, NodeId, Origin};
 use super::clock::Clock;
+use super::latency_trace::{self, Mark};
 use super::outbound::{Outlet, WireFrame};
 use super::store::{Snapshot, Storage, UserId, UserRow, WriteOutcome};
 
@@ -1315,6 +1316,9 @@ impl Hub {
         while let Some(event) = events.pop_front() {
             match event {
                 Event::Committed { outcome, origin } => {
+                    if let Some(Origin::Socket { conn, req }) = origin {
+                        latency_trace::record(Mark::Picked, conn.local, req);
+                    }
                     // A message ahead of a gap waits for it (several nodes); one already
                     // delivered is not pushed again.
                     let Some(outcome) = self.in_order(&mut state, outcome, origin) else {
@@ -1374,7 +1378,9 @@ impl Hub {
         state.reap(&mut out);
         drop(state);
         let presence_wanted = out.presence_wanted;
+        latency_trace::record(Mark::SendsBegin, 0, 0);
         self.deliver(out);
+        latency_trace::record(Mark::SendsEnd, 0, 0);
         if presence_wanted {
             self.publish_node_presence();
         }

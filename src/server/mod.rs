@@ -30,6 +30,7 @@ mod hasher;
 mod http;
 mod hub;
 pub mod images;
+pub mod latency_trace;
 mod outbound;
 mod service;
 mod sse;

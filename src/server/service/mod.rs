@@ -37,6 +37,7 @@ use std::time::Duration;
 use crate::protocol::ErrorCode;
 
 use super::bus::{ConnId, Event, Origin};
+use super::latency_trace::{self, Mark};
 use super::store::{StoreError, UserId, WriteOp, WriteOutcome};
 use super::Shared;
 
@@ -98,13 +99,17 @@ pub(crate) fn write_for_socket(
 ) -> Result<(), ServiceError> {
     let bus = shared.bus.clone();
     let (conn, req) = (caller.conn, caller.req);
+    latency_trace::record(Mark::ToWriter, conn.local, req);
     shared.store.write(
         op,
         Box::new(move |result| match result {
-            Ok(outcome) => bus.publish(Event::Committed {
-                outcome,
-                origin: Some(Origin::Socket { conn, req }),
-            }),
+            Ok(outcome) => {
+                latency_trace::record(Mark::Published, conn.local, req);
+                bus.publish(Event::Committed {
+                    outcome,
+                    origin: Some(Origin::Socket { conn, req }),
+                })
+            }
             Err(e) => {
                 let (code, message) = e.to_client();
                 bus.publish(Event::Refused {

@@ -35,6 +35,7 @@ use crate::protocol::{
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
+use super::super::latency_trace::{self, Mark};
 use super::rules::{
     self, access_sql, attention_sql, not_member, Admission, Names, DELETED_DISPLAY_NAME,
     MAX_DEVICES_PER_USER, MESSAGE_COLUMNS, USER_COLUMNS,
@@ -365,6 +366,8 @@ async fn try_batch(
         StoreError::Backend(e) => e,
         other => BackendError::new(FailureKind::Other, other),
     };
+    let batch = ops.len() as u64;
+    latency_trace::record(Mark::CommitBegin, batch, 0);
     let mut client = pool.get().await.map_err(|e| as_backend(pool_error(e)))?;
     let mut tx = client.transaction().await.map_err(backend)?;
     let mut convs: Vec<ConvId> = ops
@@ -403,7 +406,10 @@ async fn try_batch(
             }
         }
     }
-    tx.commit().await.map_err(backend)?;
+    latency_trace::record(Mark::CommitCall, batch, 0);
+    let committed = tx.commit().await;
+    latency_trace::record(Mark::CommitDone, batch, 0);
+    committed.map_err(backend)?;
     Ok(results)
 }
 

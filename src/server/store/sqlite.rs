@@ -10,6 +10,7 @@
 //! Reads (history, replay, token checks, unread counts) use a small pool of separate read
 //! connections on Tokio's blocking pool, which WAL lets run alongside the writer.
 
+use std::ffi::c_int;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,6 +27,7 @@ use crate::protocol::{
 
 use super::super::auth::TokenHash;
 use super::super::bus::hold_deliveries;
+use super::super::latency_trace::{self, Mark};
 use super::rules::{
     self, access_sql, attention_sql, not_member, Admission, Names, DELETED_DISPLAY_NAME,
     MAX_DEVICES_PER_USER, MESSAGE_COLUMNS, USER_COLUMNS,
@@ -374,6 +376,9 @@ impl SqliteStore {
         }
         if let Some(pages) = options.max_db_pages {
             conn.pragma_update(None, "max_page_count", pages)?;
+        }
+        if latency_trace::now().is_some() {
+            conn.wal_hook(Some(checkpoint_traced));
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
@@ -815,6 +820,8 @@ fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::Erro
 
 fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, StoreError>> {
     let mut results = Vec::with_capacity(jobs.len());
+    let batch = jobs.len() as u64;
+    latency_trace::record(Mark::CommitBegin, batch, 0);
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -830,49 +837,73 @@ fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, St
             drop(tx);
             return vec![result];
         }
-        if let Err(e) = tx.commit() {
-            tracing::error!(error = %e, "commit failed; the write is reported as failed");
-            return fail_all(jobs, backend(e));
-        }
-        return vec![result];
-    }
-    for job in jobs {
-        let result = match tx.savepoint() {
-            Ok(sp) => {
-                let r = apply(&sp, &job.op);
-                if r.is_ok() {
-                    match sp.commit() {
-                        Ok(()) => r,
-                        Err(e) => Err(e.into()),
-                    }
-                } else {
-                    // Dropping the savepoint rolls back only this write.
-                    r
-                }
-            }
-            Err(e) => Err(e.into()),
-        };
-        // On some errors (a full disk, I/O) SQLite rolls the whole transaction back by itself:
-        // every write of the batch is undone, whatever it returned, and the cause is that error
-        // (not the "no transaction is active" a commit would then report).
-        if tx.is_autocommit() {
-            let cause = match result {
-                Err(StoreError::Backend(e)) => e,
-                other => backend(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                    Some(format!("the transaction was rolled back ({other:?})")),
-                )),
-            };
-            tracing::error!(error = %cause, "SQLite rolled the batch back; every write of it failed");
-            return fail_all(jobs, cause);
-        }
         results.push(result);
+    } else {
+        for job in jobs {
+            let result = match tx.savepoint() {
+                Ok(sp) => {
+                    let r = apply(&sp, &job.op);
+                    if r.is_ok() {
+                        match sp.commit() {
+                            Ok(()) => r,
+                            Err(e) => Err(e.into()),
+                        }
+                    } else {
+                        // Dropping the savepoint rolls back only this write.
+                        r
+                    }
+                }
+                Err(e) => Err(e.into()),
+            };
+            // On some errors (a full disk, I/O) SQLite rolls the whole transaction back by itself:
+            // every write of the batch is undone, whatever it returned, and the cause is that error
+            // (not the "no transaction is active" a commit would then report).
+            if tx.is_autocommit() {
+                let cause = match result {
+                    Err(StoreError::Backend(e)) => e,
+                    other => backend(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some(format!("the transaction was rolled back ({other:?})")),
+                    )),
+                };
+                tracing::error!(error = %cause, "SQLite rolled the batch back; every write of it failed");
+                return fail_all(jobs, cause);
+            }
+            results.push(result);
+        }
     }
-    if let Err(e) = tx.commit() {
+    latency_trace::record(Mark::CommitCall, batch, 0);
+    let committed = tx.commit();
+    latency_trace::record(Mark::CommitDone, batch, 0);
+    if let Err(e) = committed {
         tracing::error!(error = %e, "commit failed; the whole batch is reported as failed");
         return fail_all(jobs, backend(e));
     }
     results
+}
+
+/// SQLite's automatic checkpoint threshold (`wal_autocheckpoint`, which Natter leaves at its
+/// default), in WAL frames.
+const AUTOCHECKPOINT_FRAMES: c_int = 1000;
+
+/// The writer's WAL hook while the latency trace is on: what SQLite's automatic checkpoint does
+/// (a passive checkpoint once the WAL holds [`AUTOCHECKPOINT_FRAMES`], errors ignored, inside
+/// the commit that crossed it), with the checkpoint's start, end and size in the trace.
+/// Installing a hook replaces SQLite's own, so this one must do its work.
+fn checkpoint_traced(wal: &rusqlite::hooks::Wal, frames: c_int) -> rusqlite::Result<()> {
+    if frames < AUTOCHECKPOINT_FRAMES {
+        return Ok(());
+    }
+    latency_trace::record(Mark::CheckpointBegin, frames as u64, 0);
+    let (in_wal, copied) = wal
+        .checkpoint_v2(rusqlite::hooks::CheckpointMode::PASSIVE)
+        .unwrap_or((frames, -1));
+    latency_trace::record(
+        Mark::CheckpointEnd,
+        in_wal.max(0) as u64,
+        copied.max(0) as u64,
+    );
+    Ok(())
 }
 
 /// The same failure, kept whole, for every write of a batch.
