@@ -21,16 +21,30 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(LOG_DIR)
 }
 
-/// The daily-rotated log file appender for `data_dir`, or why it cannot be had.
+/// Why the app has no log file.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFileError {
+    #[error("cannot make the log directory private: {0}")]
+    Dir(#[from] std::io::Error),
+    #[error(transparent)]
+    Appender(#[from] tracing_appender::rolling::InitError),
+}
+
+/// The daily-rotated log file appender for `data_dir`, or why it cannot be had. The directory
+/// is made first, private (0700): the log names servers, accounts and errors, and the appender
+/// creates its files with the umask's mode. Made before the builder, whose pruning of old files
+/// otherwise complains on stderr at the first start that the directory does not exist.
 pub fn log_appender(
     data_dir: &Path,
-) -> Result<tracing_appender::rolling::RollingFileAppender, tracing_appender::rolling::InitError> {
-    tracing_appender::rolling::Builder::new()
+) -> Result<tracing_appender::rolling::RollingFileAppender, LogFileError> {
+    let dir = log_dir(data_dir);
+    natter::dbfile::private_dir(&dir)?;
+    Ok(tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix(LOG_PREFIX)
         .filename_suffix(LOG_SUFFIX)
         .max_log_files(LOG_FILES_KEPT)
-        .build(log_dir(data_dir))
+        .build(dir)?)
 }
 
 /// The last `max` lines of the newest log file (file names sort by date), or "" when there is
@@ -110,6 +124,25 @@ mod tests {
         std::fs::write(logs.join("other.txt"), "not a log\n").unwrap();
         let tail = log_tail(dir.path(), 3);
         assert_eq!(tail, "line 298\nline 299\nline 300");
+    }
+
+    /// The log directory is private whether the appender makes it or finds it looser (an
+    /// install from before this rule made it 0755).
+    #[cfg(unix)]
+    #[test]
+    fn the_log_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let fresh = tempfile::tempdir().unwrap();
+        log_appender(fresh.path()).unwrap();
+        assert_eq!(mode(&log_dir(fresh.path())), 0o700);
+
+        let old = tempfile::tempdir().unwrap();
+        std::fs::create_dir(log_dir(old.path())).unwrap();
+        std::fs::set_permissions(log_dir(old.path()), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        log_appender(old.path()).unwrap();
+        assert_eq!(mode(&log_dir(old.path())), 0o700);
     }
 
     #[test]
