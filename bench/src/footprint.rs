@@ -198,7 +198,7 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     for run in 0..opts.runs {
         let mut line = Vec::new();
         for k in compare::round_order(entries, run) {
-            let (s, p) = match (apps.get(k), &empty) {
+            let (s, p, timeline) = match (apps.get(k), &empty) {
                 (Some(app), _) => drivers[k]
                     .cold_start(app, "[data-testid=\"message\"]")
                     .await
@@ -216,6 +216,7 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
                 .get(k)
                 .map_or("empty window", |a| a.label.as_str());
             line.push(format!("{name} {p:.0} ms"));
+            eprintln!("    {name}: {timeline}");
         }
         eprintln!(
             "  footprint: cold start {}: {} (load {})",
@@ -562,15 +563,18 @@ impl Driver {
         })
     }
 
-    /// One cold start: (ms to session ready, ms to the awaited element), both from the spawn.
-    async fn cold_start(&self, app: &Path, css: &str) -> Result<(f64, f64)> {
+    /// One cold start: (ms to session ready, ms to the awaited element), both from the spawn,
+    /// and the page's own timeline of that start ([`page_timeline`]).
+    async fn cold_start(&self, app: &Path, css: &str) -> Result<(f64, f64, String)> {
+        let spawned = std::time::SystemTime::now();
         let t = Instant::now();
         let session = self.session(app).await?;
         let session_ms = t.elapsed().as_secs_f64() * 1e3;
         session.wait_for(css).await?;
         let paint_ms = t.elapsed().as_secs_f64() * 1e3;
+        let timeline = session.page_timeline(spawned).await;
         session.end(app).await?;
-        Ok((session_ms, paint_ms))
+        Ok((session_ms, paint_ms, timeline))
     }
 
     async fn stop(mut self) {
@@ -639,6 +643,46 @@ impl Session<'_> {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Where a cold start's time went, read from the page after the paint (so the reading
+    /// costs the figure nothing): each step in ms from the spawn, from the Navigation and Paint
+    /// Timing APIs and the `natter:` marks the UI sets (ui/src/main.ts, the store's boot).
+    /// Shown per run, so a regression in first paint can be placed without a profiler.
+    async fn page_timeline(&self, spawned: std::time::SystemTime) -> String {
+        const SCRIPT: &str = "const n = performance.getEntriesByType('navigation')[0] || {};\
+            const at = [['navigation', 0], ['html', n.responseEnd], \
+            ['dom-interactive', n.domInteractive], ['dom-loaded', n.domContentLoadedEventEnd]];\
+            for (const e of performance.getEntriesByType('mark')) at.push([e.name, e.startTime]);\
+            for (const e of performance.getEntriesByType('paint')) at.push([e.name, e.startTime]);\
+            at.push(['read', performance.now()]);\
+            return { origin: performance.timeOrigin, at };";
+        let Ok(v) = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({"script": SCRIPT, "args": []})),
+            )
+            .await
+        else {
+            return "no page timeline".into();
+        };
+        let spawn_ms = spawned
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        let origin = v["origin"].as_f64().unwrap_or(spawn_ms) - spawn_ms;
+        let mut steps: Vec<(String, f64)> = v["at"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_str()?.to_string(), origin + p[1].as_f64()?)))
+            .collect();
+        steps.sort_by(|a, b| a.1.total_cmp(&b.1));
+        steps
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     async fn click(&self, css: &str) -> Result<()> {

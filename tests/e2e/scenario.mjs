@@ -933,6 +933,10 @@ async function main() {
     await setLook(bob, "light", "en");
     await bob.click('[data-testid="settings-open"]');
     await shot(bob, "light-en-settings");
+    // Closed again: the scenario goes on with clicks in Bob's window behind it.
+    await bob.exec(`document.querySelector('[data-testid="settings-dialog"]')
+      ?.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }))`);
+    await waitFor("bob's settings closed", async () => !(await bob.one('[data-testid="settings-dialog"]')));
     await setLook(alice, "light", "en");
   }
 

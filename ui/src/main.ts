@@ -8,6 +8,12 @@
 import { mount } from "svelte";
 import "./app.css";
 import App from "./App.svelte";
+import { applyFontPlatform } from "./lib/fonts";
+
+// Start-up marks (`natter:*`): natter-bench footprint reads them after the first paint to show
+// where a cold start's time went.
+performance.mark("natter:script");
+applyFontPlatform();
 
 async function start() {
   const mockable = import.meta.env.DEV || import.meta.env.VITE_NATTER_MOCK === "1";
@@ -16,6 +22,7 @@ async function start() {
     installMockBackend(new URLSearchParams(location.search));
   }
   mount(App, { target: document.getElementById("app")! });
+  performance.mark("natter:mounted");
 }
 
 void start();

@@ -189,8 +189,12 @@ export class Store {
     }, 1000);
     try {
       // One call answers the whole first screen: the state, the list and the reopened page.
+      performance.mark("natter:boot-sent");
       const { state, conversations, page } = await api.boot(PAGE);
+      performance.mark("natter:boot-answered");
       await this.applyAppState(state, { conversations, page });
+      performance.mark("natter:boot-applied");
+      if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => performance.mark("natter:next-frame"));
       // First run: the language defaults to the system's until the user picks one.
       const preferred = languageFor(typeof navigator === "undefined" ? null : navigator.language);
       if (state.phase === "setup" && preferred !== state.settings.language) {
