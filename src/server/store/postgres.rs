@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0004_files.sql"),
     include_str!("postgres/0005_server_id.sql"),
     include_str!("postgres/0006_upload_reservations.sql"),
+    include_str!("postgres/0007_admins_index.sql"),
 ];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;

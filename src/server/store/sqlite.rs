@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_files.sql"),
     include_str!("migrations/0010_server_id.sql"),
     include_str!("migrations/0011_upload_reservations.sql"),
+    include_str!("migrations/0012_admins_index.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -1788,6 +1789,20 @@ mod tests {
         assert!(
             plan.first()
                 .is_some_and(|step| step.starts_with("SEARCH c USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
+    }
+
+    /// Every node reads the admins every 2 s: SQLite must walk the partial index of admins
+    /// (migration 0012), whose size is the number of admins, rather than scan every user.
+    #[test]
+    fn the_admin_poll_reads_the_admins_index_not_every_user() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let conn = open_conn(&dir.path().join(DB_FILE)).unwrap();
+        let plan = query_plan(&conn, access_sql::ADMINS, []).unwrap();
+        assert!(
+            !plan.is_empty() && plan.iter().all(|step| step.contains("INDEX users_admins")),
             "{plan:?}"
         );
     }
