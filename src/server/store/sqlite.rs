@@ -1552,7 +1552,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             })
         }
         WriteOp::DeleteAccount { user, now } => {
-            user_row(tx, *user)?;
+            let picture = user_row(tx, *user)?.user.avatar_image;
             let token_hashes = revoke_sessions(tx, *user, None, *now)?;
             let left: Vec<ConvId> = tx.rows(
                 "SELECT mb.conv_id FROM members mb JOIN conversations c ON c.id = mb.conv_id \
@@ -1574,6 +1574,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                  deleted_at = ?3, admin = 0 WHERE id = ?1",
                 params![user, DELETED_DISPLAY_NAME, now],
             )?;
+            if let Some(picture) = picture {
+                doom_unnamed(tx, &picture)?;
+            }
             let row = tx.row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 params![user],
@@ -1592,13 +1595,16 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             image,
             reservation,
         } => {
-            user_row(tx, *user)?;
+            let previous = user_row(tx, *user)?.user.avatar_image;
             tx.exec(
                 "UPDATE users SET avatar_image = ?2 WHERE id = ?1",
                 params![user, image],
             )?;
             if let Some(reservation) = reservation {
                 tx.exec(rules::END_RESERVATION, params![reservation])?;
+            }
+            if let Some(previous) = previous.filter(|p| Some(p) != image.as_ref()) {
+                doom_unnamed(tx, &previous)?;
             }
             Ok(WriteOutcome::UserUpdated(user_row(tx, *user)?))
         }
@@ -1662,10 +1668,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             freed.sort_unstable();
             freed.dedup();
             for blob in freed {
-                let named: bool = tx.row(rules::BLOB_NAMED_SQL, params![blob], |r| r.get(0))?;
-                if !named {
-                    tx.exec(rules::DOOM_BLOB, params![blob])?;
-                }
+                doom_unnamed(tx, &blob)?;
             }
             let doomed: Vec<String> =
                 tx.rows(rules::DOOMED_BLOBS_SQL, params![rules::SWEEP_BATCH], |r| {
@@ -1709,6 +1712,16 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             })
         }
     }
+}
+
+/// Mark `blob` for deletion from the blob store when nothing names it any more (no upload,
+/// profile picture or reservation: [`rules::BLOB_NAMED_SQL`]); the sweep deletes it.
+fn doom_unnamed(tx: &Connection, blob: &str) -> Result<(), rusqlite::Error> {
+    let named: bool = tx.row(rules::BLOB_NAMED_SQL, params![blob], |r| r.get(0))?;
+    if !named {
+        tx.exec(rules::DOOM_BLOB, params![blob])?;
+    }
+    Ok(())
 }
 
 /// A row of [`rules::FILE_FOR_SQL`].
