@@ -977,6 +977,17 @@ async fn a_file_posted_in_a_room_is_readable_by_its_members() {
     );
 }
 
+/// `DELETE /api/account/avatar`.
+async fn clear_avatar(server: &TestServer, token: &str) -> Answer {
+    let resp = reqwest::Client::new()
+        .delete(server.http_url("/api/account/avatar"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("avatar removal");
+    answer(resp).await
+}
+
 async fn set_avatar(server: &TestServer, token: &str, bytes: &[u8]) -> Answer {
     let resp = reqwest::Client::new()
         .post(server.http_url("/api/account/avatar"))
@@ -1048,17 +1059,88 @@ async fn a_profile_picture_is_cropped_square_and_everyone_sharing_a_room_sees_it
     }
 
     // Removing it: everyone hears it, and the old picture is no longer served.
-    let cleared = reqwest::Client::new()
-        .delete(server.http_url("/api/account/avatar"))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cleared.status(), 200);
+    assert_eq!(clear_avatar(&server, &alice.token).await.status, 200);
     let pushed = bob_ws
         .wait_for(|f| matches!(f, ServerFrame::UserUpdated { user } if user.avatar_image.is_none()))
         .await;
     assert!(matches!(pushed, ServerFrame::UserUpdated { user } if user.username == "alice"));
     let gone = get(&server, &bob.token, &format!("/api/avatars/{image}"), None).await;
     assert_eq!(gone.status, 404);
+}
+
+/// A replaced profile picture's bytes leave the blob directory (they stayed forever), unless
+/// something still names them: the same picture as another user's, or an upload of the same
+/// bytes. Tried, by name: a picture replaced by another, a picture bob has too (kept until his
+/// account is deleted), a picture whose bytes an upload has (kept when cleared, the upload
+/// still downloads). A picture no longer current answers 404 `not_found`; the current one is
+/// served.
+#[tokio::test]
+async fn a_replaced_profile_picture_is_deleted_once_nothing_names_it() {
+    let server = TestServer::start().await;
+    let data = server.dir.path();
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let picture_of = |set: Answer| {
+        assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
+        let user: natter::protocol::User = serde_json::from_slice(&set.body).unwrap();
+        user.avatar_image.expect("a picture")
+    };
+    let served = |id: &str| {
+        let (server, token, path) = (&server, bob.token.clone(), format!("/api/avatars/{id}"));
+        async move { get(server, &token, &path, None).await }
+    };
+    let not_found = |answer: Answer| {
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.error().code, ErrorCode::NotFound);
+    };
+
+    // Replaced by another: A's bytes go, B is served.
+    let a = picture_of(set_avatar(&server, &alice.token, &png(64, 64)).await);
+    assert!(blob_file(data, &a).exists());
+    let b = picture_of(set_avatar(&server, &alice.token, &png(90, 40)).await);
+    assert_ne!(a, b);
+    assert!(
+        !blob_file(data, &a).exists(),
+        "the replaced picture's blob is gone"
+    );
+    not_found(served(&a).await);
+    assert_eq!(served(&b).await.status, 200);
+
+    // Bob has the same picture as alice (the same bytes make the same picture): replacing
+    // hers keeps it for him, until his account goes.
+    let shared = picture_of(set_avatar(&server, &alice.token, &png(50, 70)).await);
+    assert!(!blob_file(data, &b).exists());
+    assert_eq!(
+        picture_of(set_avatar(&server, &bob.token, &png(50, 70)).await),
+        shared
+    );
+    let c = picture_of(set_avatar(&server, &alice.token, &png(30, 30)).await);
+    assert!(blob_file(data, &shared).exists(), "still bob's picture");
+    assert_eq!(served(&shared).await.status, 200);
+    let (status, body) = server
+        .post(
+            "/api/account/delete",
+            serde_json::json!({"password": support::PASSWORD}),
+            Some(&bob.token),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        !blob_file(data, &shared).exists(),
+        "gone with bob's account"
+    );
+
+    // An upload with the bytes of alice's picture: clearing the picture keeps them for it.
+    let alice_reads = |path: String| {
+        let (server, token) = (&server, alice.token.clone());
+        async move { get(server, &token, &path, None).await }
+    };
+    let bytes = alice_reads(format!("/api/avatars/{c}")).await.body;
+    let copy = upload(&server, &alice.token, "copy.jpg", &bytes)
+        .await
+        .attachment();
+    assert_eq!(clear_avatar(&server, &alice.token).await.status, 200);
+    assert!(blob_file(data, &c).exists(), "the upload still names it");
+    not_found(alice_reads(format!("/api/avatars/{c}")).await);
+    assert_eq!(alice_reads(file_path(&copy)).await.body, bytes);
 }

@@ -1186,10 +1186,9 @@ impl Hub {
     /// Follow admin roles changed outside the server (`natter-server admin` writes the store
     /// from another process; [`super::service::admin::follow_admins`] finds the changes): each
     /// of `changed` is now an admin (true) or not. A user this makes an admin or no longer one
-    /// here gets their profile pushed as for a profile edit (`user_updated`, to everyone who
-    /// shares a conversation with them), and their own connections the rooms whose `moderator`
-    /// flag it turned (`conversations_updated`: every room they are in but did not create). A
-    /// user already known in that role (an event said so) is left alone.
+    /// here is told as for a role an event brought ([`State::push_role`]). A user already known
+    /// in that role (an event said so, or a resync read it from the store and pushed it) is
+    /// left alone.
     pub fn set_admin_roles(&self, changed: &[(UserId, bool)]) {
         let mut state = self.lock();
         let mut out = Outgoing::default();
@@ -1201,27 +1200,11 @@ impl Hub {
                 continue;
             }
             user.admin = admin;
+            // Newer than the snapshot a resync may be reading: it must not turn the role back.
+            state.catch_up.note_user(id);
             state.set_user(id, user.clone());
-            state.push_profile(&UserRow { id, user }, &mut out);
-            let mut conversations: Vec<Conversation> = state
-                .user_convs
-                .get(&id)
-                .into_iter()
-                .flatten()
-                .filter(|conv| {
-                    state
-                        .convs
-                        .get(conv)
-                        .is_some_and(|c| c.kind == ConvKind::Room && c.created_by != Some(id))
-                })
-                .filter_map(|conv| state.conversation(*conv, id))
-                .collect();
-            if conversations.is_empty() {
-                continue;
-            }
-            conversations.sort_unstable_by_key(|c| c.id);
-            let frame = encode(&ServerFrame::ConversationsUpdated { conversations });
-            state.push_user(id, &frame, None, &mut out);
+            let row = UserRow { id, user };
+            state.push_role(&row, &mut out);
         }
         drop(state);
         self.deliver(out);
@@ -1636,6 +1619,32 @@ impl Hub {
 }
 
 impl State {
+    /// Tell of `row`'s admin role, which turned: their profile as for a profile edit
+    /// ([`State::push_profile`]), and their own connections the rooms whose `moderator` flag
+    /// it turned (`conversations_updated`: every room they are in but did not create).
+    fn push_role(&self, row: &UserRow, out: &mut Outgoing) {
+        self.push_profile(row, out);
+        let id = row.id;
+        let mut conversations: Vec<Conversation> = self
+            .user_convs
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter(|conv| {
+                self.convs
+                    .get(conv)
+                    .is_some_and(|c| c.kind == ConvKind::Room && c.created_by != Some(id))
+            })
+            .filter_map(|conv| self.conversation(*conv, id))
+            .collect();
+        if conversations.is_empty() {
+            return;
+        }
+        conversations.sort_unstable_by_key(|c| c.id);
+        let frame = encode(&ServerFrame::ConversationsUpdated { conversations });
+        self.push_user(id, &frame, None, out);
+    }
+
     /// Push a user's public profile (`user_updated`) to everyone who shares a conversation with
     /// them, and to their own connections.
     fn push_profile(&self, row: &UserRow, out: &mut Outgoing) {
@@ -1661,7 +1670,7 @@ mod tests {
 
     /// Keeps every frame pushed to it.
     #[derive(Default)]
-    struct Capture(Mutex<Vec<WireFrame>>);
+    pub(super) struct Capture(Mutex<Vec<WireFrame>>);
 
     impl Outlet for Capture {
         fn push(&self, frames: &[WireFrame]) -> Result<(), super::super::outbound::PushError> {
@@ -1746,7 +1755,10 @@ mod tests {
     }
 
     /// [`connect`], also returning everything the connection is sent later.
-    fn connect_capturing(hub: &Hub, user: UserId) -> (ConnHandle, ServerFrame, Arc<Capture>) {
+    pub(super) fn connect_capturing(
+        hub: &Hub,
+        user: UserId,
+    ) -> (ConnHandle, ServerFrame, Arc<Capture>) {
         let out = Arc::new(Capture::default());
         let handle = hub
             .register(user, [0; 32], Vec::new(), out.clone(), Arc::default())
@@ -1759,7 +1771,7 @@ mod tests {
         (handle, hello, out)
     }
 
-    fn frames_of(out: &Capture) -> Vec<ServerFrame> {
+    pub(super) fn frames_of(out: &Capture) -> Vec<ServerFrame> {
         let frames = std::mem::take(&mut *out.0.lock().unwrap());
         frames
             .iter()

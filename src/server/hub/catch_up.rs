@@ -53,6 +53,14 @@ struct Touched {
 }
 
 impl Pending {
+    /// Remember that `user`'s row changed here without an event (an admin role the store
+    /// poll found), while a resync is reading its snapshot.
+    pub(super) fn note_user(&mut self, user: UserId) {
+        if self.resyncs > 0 {
+            self.touched.users.insert(user);
+        }
+    }
+
     /// Remember what `outcome` changes, while a resync is reading its snapshot. `rooms` (the
     /// hub's, by name key) finds the default room, which a registration (or approval) joins.
     pub(super) fn note(&mut self, outcome: &WriteOutcome, rooms: &HashMap<String, ConvId>) {
@@ -256,8 +264,9 @@ impl Hub {
         }
     }
 
-    /// Bring memory up to `snapshot`: users, attention, conversations and their members (the
-    /// members hear what changed, as if the events had come), and fill the messages behind.
+    /// Bring memory up to `snapshot`: users, attention, conversations and their members (who
+    /// hears of a changed profile, admin role or membership hears it as if the events had
+    /// come), and fill the messages behind.
     ///
     /// What the hub applied from events while the snapshot was being read stays as the events
     /// made it (the snapshot may predate them); the rest follows the snapshot.
@@ -271,10 +280,19 @@ impl Hub {
         // Changes made here are not events: keep them out of `touched`.
         let resyncs = std::mem::take(&mut state.catch_up.resyncs);
         let mut out = Outgoing::default();
+        // Users whose row the bus never told this node about (an event missed, or
+        // `natter-server admin`, which writes the store and tells no bus): they are told below,
+        // once the memberships are settled, as the events would have told them. A later admin
+        // poll then finds the role already known here and pushes it no second time.
+        let mut changed = Vec::new();
         for row in snapshot.users {
-            if !touched.users.contains(&row.id) {
-                state.set_user(row.id, row.user);
+            if touched.users.contains(&row.id) {
+                continue;
             }
+            if let Some(known) = state.users.get(&row.id).filter(|u| **u != row.user) {
+                changed.push((row.clone(), known.admin != row.user.admin));
+            }
+            state.set_user(row.id, row.user);
         }
         state.levels.retain(|user, _| touched.users.contains(user));
         for (user, conv, level) in snapshot.levels {
@@ -363,6 +381,13 @@ impl Hub {
                 self.fill_later(&mut state, c.id);
             }
         }
+        for (row, role_turned) in changed {
+            if role_turned {
+                state.push_role(&row, &mut out);
+            } else {
+                state.push_profile(&row, &mut out);
+            }
+        }
         state.catch_up.resyncs = resyncs;
         state.reap(&mut out);
         drop(state);
@@ -446,6 +471,7 @@ mod tests {
     use super::super::super::bus::{local::LocalBus, Bus};
     use super::super::super::clock::Clock;
     use super::super::super::store::{ConvRow, UserRow};
+    use super::super::tests::{connect_capturing, frames_of};
     use super::*;
     use crate::protocol::{limits, User};
 
@@ -540,5 +566,82 @@ mod tests {
         assert_eq!(members(&hub), [1, 2, 4], "dan stays in general");
         assert_eq!(hub.member_convs(4), [(1, 0)], "his hello lists general");
         assert_eq!(hub.user(4).map(|u| u.username).as_deref(), Some("dan"));
+    }
+
+    /// A hub with ann and ben in general (no resync under way) and `snapshot`'s users.
+    fn hub_of(snapshot: Snapshot) -> Hub {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        Hub::new(snapshot, 9, Arc::downgrade(&bus), 25_000, Clock::system())
+    }
+
+    /// Ann's profile, an admin or not.
+    fn ann(admin: bool) -> User {
+        let mut ann = user(1, "ann").user;
+        ann.admin = admin;
+        ann
+    }
+
+    /// `frames` are what a user whose admin role turned to `admin` hears: their profile, then
+    /// general (which they did not create) with its `moderator` flag turned.
+    fn told_of_role(frames: &[ServerFrame], admin: bool) -> bool {
+        matches!(frames, [
+            ServerFrame::UserUpdated { user },
+            ServerFrame::ConversationsUpdated { conversations },
+        ] if *user == ann(admin)
+            && conversations.len() == 1
+            && conversations[0].id == 1
+            && conversations[0].moderator == admin)
+    }
+
+    /// `natter-server admin grant` writes the store and tells no bus. When a resync reads
+    /// the grant before the admin poll does, the resync pushes it: ann's socket hears her
+    /// profile (admin) and general's `moderator` flag, ben (in general with her) her profile,
+    /// and the poll that follows finds the role known and pushes nothing a second time. (The
+    /// resync used to take the role into memory silently; the poll then found it known, and
+    /// nobody was told.) The revocation the same way.
+    #[tokio::test]
+    async fn a_role_a_resync_reads_before_the_admin_poll_is_pushed_once() {
+        let hub = hub_of(snapshot(&[1, 2]));
+        let (_ann_conn, _, ann_frames) = connect_capturing(&hub, 1);
+        let (_ben_conn, _, ben_frames) = connect_capturing(&hub, 2);
+        for admin in [true, false] {
+            let mut store = snapshot(&[1, 2]);
+            store.users[0].user.admin = admin;
+            hub.reconcile(store);
+            let to_ann = frames_of(&ann_frames);
+            assert!(told_of_role(&to_ann, admin), "{to_ann:?}");
+            assert_eq!(
+                frames_of(&ben_frames),
+                [ServerFrame::UserUpdated { user: ann(admin) }]
+            );
+            hub.set_admin_roles(&[(1, admin)]);
+            assert_eq!(
+                frames_of(&ann_frames),
+                [],
+                "the poll pushes it no second time"
+            );
+            assert_eq!(frames_of(&ben_frames), []);
+        }
+        // A resync that finds nothing changed tells nobody anything.
+        hub.reconcile(snapshot(&[1, 2]));
+        assert_eq!(frames_of(&ann_frames), []);
+        assert_eq!(frames_of(&ben_frames), []);
+    }
+
+    /// The other order: the admin poll pushes a grant while a resync reads a snapshot from
+    /// before it. The role stays (the snapshot is older), and ann hears nothing more.
+    #[tokio::test]
+    async fn a_role_the_admin_poll_pushed_outlives_an_older_resync_snapshot() {
+        let hub = hub_of(snapshot(&[1, 2]));
+        let (_ann_conn, _, ann_frames) = connect_capturing(&hub, 1);
+        hub.lock().catch_up.resyncs += 1;
+        hub.set_admin_roles(&[(1, true)]);
+        let to_ann = frames_of(&ann_frames);
+        assert!(told_of_role(&to_ann, true), "{to_ann:?}");
+        // Read before the grant: ann is no admin there.
+        hub.reconcile(snapshot(&[1, 2]));
+        assert_eq!(hub.user(1), Some(ann(true)), "the role stays");
+        assert_eq!(frames_of(&ann_frames), []);
+        assert_eq!(hub.lock().catch_up.resyncs, 0);
     }
 }

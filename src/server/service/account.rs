@@ -181,5 +181,7 @@ pub async fn delete_account(
         now: shared.clock.now_ms(),
     };
     write_for_call(shared, op).await?;
+    // The profile picture went with the profile: its bytes too, unless someone else's.
+    super::files::sweep_now(shared).await;
     Ok(())
 }

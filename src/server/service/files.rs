@@ -3,7 +3,7 @@
 //! the one rule of who may read it (`store::rules::FILE_FOR_SQL`). The bytes are the blob
 //! store's ([`crate::server::blobs`]); what an image is, [`crate::server::images`]'s. A profile
 //! picture is received the same way, then cropped square and kept as a blob the user's profile
-//! names (`avatar_image`). The quota is held by a [`Reservation`] in the store from the head
+//! names (`avatar_image`) until another replaces it ([`sweep_now`]). The quota is held by a [`Reservation`] in the store from the head
 //! on (atomic across nodes); uploads no message carries are swept after the grace period
 //! ([`sweep`]), their blobs with them unless something else names them.
 
@@ -175,6 +175,18 @@ pub async fn sweep(shared: &Shared) -> Result<u64, ServiceError> {
         if (removed as usize) < batch && doomed.len() < batch {
             return Ok(total);
         }
+    }
+}
+
+/// Delete at once the blob a write just doomed: the previous profile picture, which a new one,
+/// its removal or the account's deletion left unnamed (the store dooms it in that write only
+/// when no user has it as picture and no upload or reservation has the same bytes). A sweep
+/// ([`sweep`]) runs now rather than at the next periodic one, so the old picture's bytes do not
+/// stay on disk and an upload of the same bytes need not wait for them to go. A failure is
+/// only logged: the change was made, and the periodic sweep finishes the job.
+pub(crate) async fn sweep_now(shared: &Shared) {
+    if let Err(e) = sweep(shared).await {
+        tracing::warn!(error = %e, "cannot remove a previous profile picture yet; the periodic sweep will");
     }
 }
 
@@ -418,7 +430,10 @@ pub async fn clear_avatar(shared: &Shared, user: UserId) -> Result<User, Service
 
 async fn set_avatar_image(shared: &Shared, op: WriteOp) -> Result<User, ServiceError> {
     match write_for_call(shared, op).await? {
-        WriteOutcome::UserUpdated(row) => Ok(row.user),
+        WriteOutcome::UserUpdated(row) => {
+            sweep_now(shared).await;
+            Ok(row.user)
+        }
         other => {
             tracing::error!(
                 ?other,

@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/0004_files.sql"),
     include_str!("postgres/0005_server_id.sql"),
     include_str!("postgres/0006_upload_reservations.sql"),
+    include_str!("postgres/0007_admins_index.sql"),
 ];
 /// The advisory lock nodes take while migrating ("natter" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6e61_7474_6572;
@@ -681,6 +682,31 @@ const BLOBS_LOCK: i64 = 0x62_6c6f_6273;
 async fn lock_blobs(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BLOBS_LOCK])
         .await?;
+    Ok(())
+}
+
+/// The profile picture of live user `user`, their row locked to COMMIT (so a change of picture
+/// on another node waits, then reads the picture this one set); `account_deleted` for a deleted
+/// or unknown user.
+async fn lock_picture(tx: &Transaction<'_>, user: UserId) -> Result<Option<String>, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT avatar_image FROM users WHERE id = $1 AND deleted_at IS NULL \
+             FOR NO KEY UPDATE",
+            &[&user],
+        )
+        .await?;
+    Ok(row.ok_or_else(rules::account_deleted)?.get(0))
+}
+
+/// Mark `blob` for deletion from the blob store when nothing names it any more (no upload,
+/// profile picture or reservation: [`rules::BLOB_NAMED_SQL`]); the sweep deletes it. The caller
+/// holds [`lock_blobs`], so an upload naming the blob meanwhile is seen or finds it doomed.
+async fn doom_unnamed(tx: &Transaction<'_>, blob: &str) -> Result<(), StoreError> {
+    let named: bool = tx.query_one(rules::BLOB_NAMED_SQL, &[&blob]).await?.get(0);
+    if !named {
+        tx.execute(rules::DOOM_BLOB, &[&blob]).await?;
+    }
     Ok(())
 }
 
@@ -1316,7 +1342,8 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             image,
             reservation,
         } => {
-            user_row(tx, *user).await?;
+            lock_blobs(tx).await?;
+            let previous = lock_picture(tx, *user).await?;
             tx.execute(
                 "UPDATE users SET avatar_image = $2 WHERE id = $1",
                 &[user, image],
@@ -1324,6 +1351,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             .await?;
             if let Some(reservation) = reservation {
                 tx.execute(rules::END_RESERVATION, &[reservation]).await?;
+            }
+            if let Some(previous) = previous.filter(|p| Some(p) != image.as_ref()) {
+                doom_unnamed(tx, &previous).await?;
             }
             Ok(WriteOutcome::UserUpdated(user_row(tx, *user).await?))
         }
@@ -1397,10 +1427,7 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             freed.sort_unstable();
             freed.dedup();
             for blob in freed {
-                let named: bool = tx.query_one(rules::BLOB_NAMED_SQL, &[&blob]).await?.get(0);
-                if !named {
-                    tx.execute(rules::DOOM_BLOB, &[&blob]).await?;
-                }
+                doom_unnamed(tx, &blob).await?;
             }
             let doomed = tx
                 .query(rules::DOOMED_BLOBS_SQL, &[&rules::SWEEP_BATCH])
@@ -1509,7 +1536,8 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
             })
         }
         WriteOp::DeleteAccount { user, now } => {
-            user_row(tx, *user).await?;
+            lock_blobs(tx).await?;
+            let picture = lock_picture(tx, *user).await?;
             let token_hashes = revoke_sessions(tx, *user, None, *now).await?;
             // Rooms are left; DMs keep both members, so the peer still reads the conversation.
             let mut left: Vec<ConvId> = tx
@@ -1534,6 +1562,9 @@ async fn apply(tx: &mut Transaction<'_>, op: &WriteOp) -> Result<WriteOutcome, S
                 &[user, &DELETED_DISPLAY_NAME, now],
             )
             .await?;
+            if let Some(picture) = picture {
+                doom_unnamed(tx, &picture).await?;
+            }
             let row = tx
                 .query_one(
                     &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),

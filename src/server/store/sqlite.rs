@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_files.sql"),
     include_str!("migrations/0010_server_id.sql"),
     include_str!("migrations/0011_upload_reservations.sql"),
+    include_str!("migrations/0012_admins_index.sql"),
 ];
 
 /// The migration that adds `fold_key` and `skeleton`, which [`fill_name_keys`] fills.
@@ -105,14 +106,23 @@ struct Inner {
 /// dozen kinds of statement; parsing and planning one again costs more than its execution.
 const STATEMENT_CACHE: usize = 128;
 
-/// `query_row` and `execute` through the connection's statement cache: the writer runs the same
-/// statements for every message, and compiling each anew was a large part of its CPU per
-/// message (seen with perf: the parser and planner beside the few btree steps).
+/// Every statement of the writer and of the read pool goes through the connection's statement
+/// cache, by these three calls and no other spelling: the writer runs the same statements for
+/// every message, and compiling each anew was a large part of its CPU per message (seen with
+/// perf: the parser and planner beside the few btree steps); a reader's token check and history
+/// page are as repetitive.
 trait Cached {
+    /// The first row, as rusqlite's `query_row`.
     fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
     where
         P: rusqlite::Params,
         F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+    /// Every row, in the statement's order.
+    fn rows<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<Vec<T>>
+    where
+        P: rusqlite::Params,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+    /// The rows changed, as rusqlite's `execute`.
     fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
 }
 
@@ -123,6 +133,16 @@ impl Cached for Connection {
         F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     {
         self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn rows<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<Vec<T>>
+    where
+        P: rusqlite::Params,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        let mut stmt = self.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, f)?;
+        rows.collect()
     }
 
     fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
@@ -145,7 +165,7 @@ fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let done: i64 = conn.row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -173,22 +193,20 @@ fn fill_name_keys(tx: &Connection) -> Result<(), rusqlite::Error> {
             "UPDATE conversations SET fold_key = ?2, skeleton = ?3 WHERE id = ?1",
         ),
     ] {
-        let rows: Vec<(i64, String)> = tx
-            .prepare(select)?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        let mut update = tx.prepare(update)?;
+        let rows: Vec<(i64, String)> = tx.rows(select, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         for (id, name) in rows {
             let keys = Name::of_stored(&name);
-            update.execute(params![id, keys.key, keys.skeleton])?;
+            tx.exec(update, params![id, keys.key, keys.skeleton])?;
         }
     }
-    let mut clashes = tx.prepare(
+    let clashes = tx.rows(
         "SELECT group_concat(username, ', ') FROM users GROUP BY fold_key HAVING count(*) > 1",
+        [],
+        |r| r.get::<_, String>(0),
     )?;
-    for names in clashes.query_map([], |r| r.get::<_, String>(0))? {
+    for names in clashes {
         tracing::warn!(
-            users = %names?,
+            users = %names,
             "these accounts are one name under the Unicode name rules; all are kept, and signing \
              in with that name reaches the exact spelling, else the oldest"
         );
@@ -198,7 +216,7 @@ fn fill_name_keys(tx: &Connection) -> Result<(), rusqlite::Error> {
 
 /// The id of the user or room called `raw` (any spelling: see [`crate::names::key`]).
 fn find_name(conn: &Connection, names: Names, raw: &str) -> Result<Option<i64>, rusqlite::Error> {
-    conn.query_row(
+    conn.row(
         names.find_sql(),
         params![crate::names::key(raw), raw],
         |r| r.get(0),
@@ -209,7 +227,7 @@ fn find_name(conn: &Connection, names: Names, raw: &str) -> Result<Option<i64>, 
 /// `conflict` when `name` is an existing name or looks like one (same skeleton).
 fn refuse_clash(tx: &Connection, names: Names, name: &Name) -> Result<(), StoreError> {
     let clash: Option<(String, bool)> = tx
-        .query_row(names.clash_sql(), params![name.key, name.skeleton], |r| {
+        .row(names.clash_sql(), params![name.key, name.skeleton], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
@@ -231,50 +249,44 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> Result<UserRow, rusqlite::Error> {
 }
 
 fn load_snapshot(conn: &Connection) -> Result<Snapshot, rusqlite::Error> {
-    let mut users = Vec::new();
     // Accounts waiting for approval are nobody's business until approved.
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE NOT pending"
-    ))?;
-    let rows = stmt.query_map([], user_from_row)?;
-    for row in rows {
-        users.push(row?);
-    }
-    let mut convs = Vec::new();
-    let mut stmt = conn.prepare(
-        "SELECT id, kind, coalesce(name, ''), last_seq, private, created_by FROM conversations",
+    let users = conn.rows(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE NOT pending"),
+        [],
+        user_from_row,
     )?;
-    let rows = stmt.query_map([], |r| {
-        let kind: String = r.get(1)?;
-        Ok(ConvRow {
-            id: r.get(0)?,
-            kind: if kind == "dm" {
-                ConvKind::Dm
-            } else {
-                ConvKind::Room
-            },
-            name: r.get(2)?,
-            last_seq: r.get(3)?,
-            private: r.get(4)?,
-            created_by: r.get(5)?,
-            members: Vec::new(),
-        })
-    })?;
-    for row in rows {
-        convs.push(row?);
-    }
+    let mut convs = conn.rows(
+        "SELECT id, kind, coalesce(name, ''), last_seq, private, created_by FROM conversations",
+        [],
+        |r| {
+            let kind: String = r.get(1)?;
+            Ok(ConvRow {
+                id: r.get(0)?,
+                kind: if kind == "dm" {
+                    ConvKind::Dm
+                } else {
+                    ConvKind::Room
+                },
+                name: r.get(2)?,
+                last_seq: r.get(3)?,
+                private: r.get(4)?,
+                created_by: r.get(5)?,
+                members: Vec::new(),
+            })
+        },
+    )?;
     let mut index: std::collections::HashMap<ConvId, usize> =
         convs.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
-    let mut stmt = conn.prepare("SELECT conv_id, user_id, last_read FROM members")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))?;
-    for row in rows {
-        let (conv, user, read) = row?;
+    let members = conn.rows("SELECT conv_id, user_id, last_read FROM members", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    for (conv, user, read) in members {
         if let Some(i) = index.get_mut(&conv) {
             convs[*i].members.push((user, read));
         }
     }
     let (levels, dnd) = load_attention(conn)?;
-    let server_id = conn.query_row("SELECT id FROM server_identity", [], |r| r.get(0))?;
+    let server_id = conn.row("SELECT id FROM server_identity", [], |r| r.get(0))?;
     Ok(Snapshot {
         server_id,
         users,
@@ -290,18 +302,14 @@ type AttentionRows = (Vec<(UserId, ConvId, NotifyLevel)>, Vec<(UserId, Dnd)>);
 
 /// Every stored level and do not disturb, for the snapshot.
 fn load_attention(conn: &Connection) -> Result<AttentionRows, rusqlite::Error> {
-    let mut stmt = conn.prepare(attention_sql::LOAD_LEVELS)?;
-    let levels = stmt
-        .query_map([], |r| {
-            // The table's CHECK admits only `mentions` and `nothing`.
-            let level = NotifyLevel::from_name(r.get_ref(2)?.as_str()?);
-            Ok((r.get(0)?, r.get(1)?, level.unwrap_or(NotifyLevel::Nothing)))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare(attention_sql::LOAD_DND)?;
-    let dnd = stmt
-        .query_map([], |r| Ok((r.get(0)?, Dnd { until: r.get(1)? })))?
-        .collect::<Result<_, _>>()?;
+    let levels = conn.rows(attention_sql::LOAD_LEVELS, [], |r| {
+        // The table's CHECK admits only `mentions` and `nothing`.
+        let level = NotifyLevel::from_name(r.get_ref(2)?.as_str()?);
+        Ok((r.get(0)?, r.get(1)?, level.unwrap_or(NotifyLevel::Nothing)))
+    })?;
+    let dnd = conn.rows(attention_sql::LOAD_DND, [], |r| {
+        Ok((r.get(0)?, Dnd { until: r.get(1)? }))
+    })?;
     Ok((levels, dnd))
 }
 
@@ -498,16 +506,12 @@ impl Storage for SqliteStore {
     }
 
     fn admins(&self) -> StoreFuture<Vec<UserId>> {
-        self.read(|c| {
-            c.prepare(access_sql::ADMINS)?
-                .query_map([], |r| r.get(0))?
-                .collect()
-        })
+        self.read(|c| c.rows(access_sql::ADMINS, [], |r| r.get(0)))
     }
 
     fn standing(&self, user: UserId) -> StoreFuture<Option<Standing>> {
         self.read(move |c| {
-            c.query_row(access_sql::STANDING, params![user], |r| {
+            c.row(access_sql::STANDING, params![user], |r| {
                 Ok(Standing {
                     admin: r.get(0)?,
                     pending: r.get(1)?,
@@ -520,37 +524,33 @@ impl Storage for SqliteStore {
 
     fn invites(&self, now: Millis) -> StoreFuture<Vec<Invite>> {
         self.read(move |c| {
-            c.prepare(access_sql::LIVE_INVITES)?
-                .query_map(params![now], |r| {
-                    Ok(Invite {
-                        id: r.get(0)?,
-                        code: None,
-                        created_by: r.get(1)?,
-                        created_at: r.get(2)?,
-                        expires_at: r.get(3)?,
-                    })
-                })?
-                .collect()
+            c.rows(access_sql::LIVE_INVITES, params![now], |r| {
+                Ok(Invite {
+                    id: r.get(0)?,
+                    code: None,
+                    created_by: r.get(1)?,
+                    created_at: r.get(2)?,
+                    expires_at: r.get(3)?,
+                })
+            })
         })
     }
 
     fn pending_users(&self) -> StoreFuture<Vec<PendingUser>> {
         self.read(|c| {
-            c.prepare(access_sql::PENDING_USERS)?
-                .query_map([], |r| {
-                    Ok(PendingUser {
-                        username: r.get(0)?,
-                        display_name: r.get(1)?,
-                        created_at: r.get(2)?,
-                    })
-                })?
-                .collect()
+            c.rows(access_sql::PENDING_USERS, [], |r| {
+                Ok(PendingUser {
+                    username: r.get(0)?,
+                    display_name: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })
         })
     }
 
     fn password_hash(&self, user: UserId) -> StoreFuture<Option<String>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 "SELECT password_hash FROM users WHERE id = ?1 AND deleted_at IS NULL",
                 params![user],
                 |r| r.get(0),
@@ -561,15 +561,14 @@ impl Storage for SqliteStore {
 
     fn file_for(&self, id: String, user: UserId) -> StoreFuture<Option<FileRow>> {
         self.read(move |c| {
-            c.prepare_cached(rules::FILE_FOR_SQL)?
-                .query_row(params![id, user], file_from_row)
+            c.row(rules::FILE_FOR_SQL, params![id, user], file_from_row)
                 .optional()
         })
     }
 
     fn is_avatar(&self, blob: String) -> StoreFuture<bool> {
         self.read(move |c| {
-            c.query_row(rules::IS_AVATAR_SQL, params![blob], |_| Ok(()))
+            c.row(rules::IS_AVATAR_SQL, params![blob], |_| Ok(()))
                 .optional()
                 .map(|found| found.is_some())
         })
@@ -599,7 +598,7 @@ fn token_user(
     hash: &TokenHash,
     now: Millis,
 ) -> Result<Option<(UserId, Millis)>, rusqlite::Error> {
-    conn.query_row(
+    conn.row(
         "SELECT user_id, expires_at FROM tokens WHERE hash = ?1 AND revoked = 0 AND expires_at > ?2",
         params![&hash[..], now],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -613,20 +612,20 @@ fn sessions(
     user: UserId,
     now: Millis,
 ) -> Result<Vec<SessionRow>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
+    conn.rows(
         "SELECT hash, label, created_at, expires_at FROM tokens \
          WHERE user_id = ?1 AND revoked = 0 AND expires_at > ?2 ORDER BY created_at DESC",
-    )?;
-    let rows = stmt.query_map(params![user, now], |r| {
-        let hash: Vec<u8> = r.get(0)?;
-        Ok(SessionRow {
-            token_hash: hash.try_into().unwrap_or([0; 32]),
-            label: r.get(1)?,
-            created_at: r.get(2)?,
-            expires_at: r.get(3)?,
-        })
-    })?;
-    rows.collect()
+        params![user, now],
+        |r| {
+            let hash: Vec<u8> = r.get(0)?;
+            Ok(SessionRow {
+                token_hash: hash.try_into().unwrap_or([0; 32]),
+                label: r.get(1)?,
+                created_at: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        },
+    )
 }
 
 /// Revoke every live session of `user` but `keep`; the hashes revoked.
@@ -641,9 +640,11 @@ fn revoke_sessions(
         .map(|s| s.token_hash)
         .filter(|h| Some(h) != keep)
         .collect();
-    let mut stmt = tx.prepare_cached("UPDATE tokens SET revoked = 1 WHERE hash = ?1")?;
     for hash in &revoked {
-        stmt.execute(params![&hash[..]])?;
+        tx.exec(
+            "UPDATE tokens SET revoked = 1 WHERE hash = ?1",
+            params![&hash[..]],
+        )?;
     }
     Ok(revoked)
 }
@@ -661,8 +662,7 @@ fn user_row(tx: &Connection, user: UserId) -> Result<UserRow, StoreError> {
 /// `forbidden` when the other member of DM `conv` deleted their account.
 fn refuse_deleted_peer(tx: &Connection, conv: ConvId, user: UserId) -> Result<(), StoreError> {
     let deleted: bool = tx
-        .prepare_cached(rules::DELETED_PEER_SQL)?
-        .query_row(params![conv, user], |_| Ok(()))
+        .row(rules::DELETED_PEER_SQL, params![conv, user], |_| Ok(()))
         .optional()?
         .is_some();
     if deleted {
@@ -677,7 +677,7 @@ fn is_known_device(
     user: UserId,
     hash: &TokenHash,
 ) -> Result<bool, rusqlite::Error> {
-    conn.query_row(
+    conn.row(
         "SELECT 1 FROM devices WHERE hash = ?1 AND user_id = ?2",
         params![&hash[..], user],
         |_| Ok(()),
@@ -712,7 +712,7 @@ fn credentials(
     let Some(id) = find_name(conn, Names::Users, username)? else {
         return Ok(None);
     };
-    conn.query_row(
+    conn.row(
         "SELECT id, password_hash FROM users WHERE id = ?1 AND deleted_at IS NULL",
         params![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -750,20 +750,24 @@ fn history(
 ) -> Result<(Vec<Message>, bool), rusqlite::Error> {
     let limit = limit.clamp(1, limits::MAX_PAGE) as i64;
     let messages = if let Some(after) = after {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
-             WHERE m.conv_id = ?1 AND m.seq > ?2 ORDER BY m.seq ASC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(params![conv, after, limit + 1], message_from_row)?;
-        rows.collect::<Result<Vec<_>, _>>()?
+        conn.rows(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+                 WHERE m.conv_id = ?1 AND m.seq > ?2 ORDER BY m.seq ASC LIMIT ?3"
+            ),
+            params![conv, after, limit + 1],
+            message_from_row,
+        )?
     } else {
         let before = before.unwrap_or(i64::MAX);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
-             WHERE m.conv_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(params![conv, before, limit + 1], message_from_row)?;
-        let mut page = rows.collect::<Result<Vec<_>, _>>()?;
+        let mut page = conn.rows(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
+                 WHERE m.conv_id = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3"
+            ),
+            params![conv, before, limit + 1],
+            message_from_row,
+        )?;
         page.reverse();
         page
     };
@@ -781,15 +785,12 @@ fn with_files(
     let Some((first, last)) = rules::seq_span(messages) else {
         return Ok(());
     };
-    let mut stmt = conn.prepare_cached(rules::MESSAGE_FILES_SQL)?;
-    let files = stmt
-        .query_map(params![conv, first, last], |r| {
-            Ok((
-                r.get(rules::FILE_COLUMN_COUNT)?,
-                file_from_row(r)?.attachment,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let files = conn.rows(rules::MESSAGE_FILES_SQL, params![conv, first, last], |r| {
+        Ok((
+            r.get(rules::FILE_COLUMN_COUNT)?,
+            file_from_row(r)?.attachment,
+        ))
+    })?;
     rules::attach(messages, files);
     Ok(())
 }
@@ -800,22 +801,22 @@ fn with_files(
 /// never unread), which `messages_by_sender` and `messages_actions` count without reading
 /// anyone else's messages: a connect costs the same however far behind it is.
 fn unread(conn: &Connection, user: UserId) -> Result<Vec<Unread>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
+    conn.rows(
         "SELECT mb.conv_id, mb.last_read, \
            max(0, c.last_seq - mb.last_read) - \
            (SELECT count(*) FROM messages m WHERE m.conv_id = mb.conv_id \
               AND (m.sender_id = mb.user_id OR m.action IS NOT NULL) AND m.seq > mb.last_read) \
          FROM members mb JOIN conversations c ON c.id = mb.conv_id \
          WHERE mb.user_id = ?1 ORDER BY mb.conv_id",
-    )?;
-    let rows = stmt.query_map(params![user], |r| {
-        Ok(Unread {
-            conv: r.get(0)?,
-            last_read: r.get(1)?,
-            count: r.get::<_, i64>(2)? as u32,
-        })
-    })?;
-    rows.collect()
+        params![user],
+        |r| {
+            Ok(Unread {
+                conv: r.get(0)?,
+                last_read: r.get(1)?,
+                count: r.get::<_, i64>(2)? as u32,
+            })
+        },
+    )
 }
 
 fn run_batch(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<WriteOutcome, StoreError>> {
@@ -954,7 +955,7 @@ fn visible_kind(tx: &Connection, conv: ConvId) -> Result<Option<ConvKind>, rusql
 
 fn is_member(tx: &Connection, conv: ConvId, user: UserId) -> Result<bool, rusqlite::Error> {
     Ok(tx
-        .query_row(
+        .row(
             "SELECT 1 FROM members WHERE conv_id = ?1 AND user_id = ?2",
             params![conv, user],
             |_| Ok(()),
@@ -976,7 +977,7 @@ fn join_general(tx: &Connection, user: UserId) -> Result<(), rusqlite::Error> {
 /// Refuse unless `user` is a live admin, as the store has it now.
 fn require_admin(tx: &Connection, user: UserId) -> Result<(), StoreError> {
     let admin = tx
-        .query_row(access_sql::STANDING, params![user], |r| r.get::<_, bool>(0))
+        .row(access_sql::STANDING, params![user], |r| r.get::<_, bool>(0))
         .optional()?;
     rules::require_admin(admin)
 }
@@ -1332,7 +1333,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let now = *now;
             let cmid = client_msg_id.to_string();
             let existing = tx
-                .query_row(
+                .row(
                     &format!(
                         "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id \
                          WHERE m.sender_id = ?1 AND m.client_msg_id = ?2"
@@ -1381,7 +1382,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                     }
                     let (lo, hi, dm_key) = rules::dm_key(*user, peer);
                     let found: Option<ConvId> = tx
-                        .query_row(
+                        .row(
                             "SELECT id FROM conversations WHERE dm_key = ?1",
                             params![dm_key],
                             |r| r.get(0),
@@ -1410,7 +1411,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             };
             if let Some(target) = rules::target_of(*reply_to, action.as_ref()) {
                 let found = tx
-                    .query_row(&rules::target_sql(), params![conv, user, target], |r| {
+                    .row(&rules::target_sql(), params![conv, user, target], |r| {
                         Ok(rules::TargetRow {
                             sender: r.get(0)?,
                             is_action: r.get(1)?,
@@ -1424,8 +1425,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             let mut files = Vec::with_capacity(attachments.len());
             for id in attachments {
                 let file = tx
-                    .prepare_cached(rules::OWN_FILE_SQL)?
-                    .query_row(params![id, user], file_from_row)
+                    .row(rules::OWN_FILE_SQL, params![id, user], file_from_row)
                     .optional()?;
                 files.push(file.ok_or_else(|| rules::not_your_file(id))?.attachment);
             }
@@ -1441,8 +1441,10 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             )?;
             let id = tx.last_insert_rowid();
             for (position, file) in files.iter().enumerate() {
-                tx.prepare_cached(rules::INSERT_MESSAGE_FILE)?
-                    .execute(params![conv, seq, position as i64, file.id])?;
+                tx.exec(
+                    rules::INSERT_MESSAGE_FILE,
+                    params![conv, seq, position as i64, file.id],
+                )?;
             }
             match (rules::effect(action.as_ref(), text, now), target_seq) {
                 (Some(rules::Effect::Edit { text, now }), Some(target)) => {
@@ -1479,7 +1481,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::Read { user, conv, seq } => {
             let row: Option<(Seq, Seq)> = tx
-                .query_row(
+                .row(
                     "SELECT mb.last_read, c.last_seq FROM members mb JOIN conversations c ON c.id = mb.conv_id \
                      WHERE mb.conv_id = ?1 AND mb.user_id = ?2",
                     params![conv, user],
@@ -1550,15 +1552,14 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             })
         }
         WriteOp::DeleteAccount { user, now } => {
-            user_row(tx, *user)?;
+            let picture = user_row(tx, *user)?.user.avatar_image;
             let token_hashes = revoke_sessions(tx, *user, None, *now)?;
-            let left: Vec<ConvId> = tx
-                .prepare(
-                    "SELECT mb.conv_id FROM members mb JOIN conversations c ON c.id = mb.conv_id \
-                     WHERE mb.user_id = ?1 AND c.kind = 'room' ORDER BY mb.conv_id",
-                )?
-                .query_map(params![user], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let left: Vec<ConvId> = tx.rows(
+                "SELECT mb.conv_id FROM members mb JOIN conversations c ON c.id = mb.conv_id \
+                 WHERE mb.user_id = ?1 AND c.kind = 'room' ORDER BY mb.conv_id",
+                params![user],
+                |r| r.get(0),
+            )?;
             // Rooms are left; DMs keep both members, so the peer still reads the conversation.
             tx.exec(
                 "DELETE FROM members WHERE user_id = ?1 AND conv_id IN \
@@ -1573,6 +1574,9 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                  deleted_at = ?3, admin = 0 WHERE id = ?1",
                 params![user, DELETED_DISPLAY_NAME, now],
             )?;
+            if let Some(picture) = picture {
+                doom_unnamed(tx, &picture)?;
+            }
             let row = tx.row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 params![user],
@@ -1591,13 +1595,16 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             image,
             reservation,
         } => {
-            user_row(tx, *user)?;
+            let previous = user_row(tx, *user)?.user.avatar_image;
             tx.exec(
                 "UPDATE users SET avatar_image = ?2 WHERE id = ?1",
                 params![user, image],
             )?;
             if let Some(reservation) = reservation {
                 tx.exec(rules::END_RESERVATION, params![reservation])?;
+            }
+            if let Some(previous) = previous.filter(|p| Some(p) != image.as_ref()) {
+                doom_unnamed(tx, &previous)?;
             }
             Ok(WriteOutcome::UserUpdated(user_row(tx, *user)?))
         }
@@ -1622,7 +1629,7 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             thumbnail,
         } => {
             let doomed = tx
-                .query_row(rules::DOOMED_SQL, params![blob, thumbnail], |_| Ok(()))
+                .row(rules::DOOMED_SQL, params![blob, thumbnail], |_| Ok(()))
                 .optional()?;
             if doomed.is_some() {
                 return Err(rules::blob_doomed());
@@ -1638,16 +1645,17 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
         }
         WriteOp::SweepUploads { before } => {
             tx.exec(rules::EXPIRE_RESERVATIONS, params![before])?;
-            let unattached = tx
-                .prepare_cached(rules::UNATTACHED_FILES_SQL)?
-                .query_map(params![before, rules::SWEEP_BATCH], |r| {
+            let unattached = tx.rows(
+                rules::UNATTACHED_FILES_SQL,
+                params![before, rules::SWEEP_BATCH],
+                |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, Option<String>>(2)?,
                     ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+                },
+            )?;
             let mut removed = 0;
             let mut freed = Vec::new();
             for (id, blob, thumbnail) in unattached {
@@ -1660,15 +1668,12 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
             freed.sort_unstable();
             freed.dedup();
             for blob in freed {
-                let named: bool = tx.row(rules::BLOB_NAMED_SQL, params![blob], |r| r.get(0))?;
-                if !named {
-                    tx.exec(rules::DOOM_BLOB, params![blob])?;
-                }
+                doom_unnamed(tx, &blob)?;
             }
-            let doomed = tx
-                .prepare_cached(rules::DOOMED_BLOBS_SQL)?
-                .query_map(params![rules::SWEEP_BATCH], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
+            let doomed: Vec<String> =
+                tx.rows(rules::DOOMED_BLOBS_SQL, params![rules::SWEEP_BATCH], |r| {
+                    r.get(0)
+                })?;
             Ok(WriteOutcome::Uploads { removed, doomed })
         }
         WriteOp::ForgetBlobs { blobs } => {
@@ -1686,24 +1691,37 @@ fn apply(tx: &Connection, op: &WriteOp) -> Result<WriteOutcome, StoreError> {
                 return Err(rules::reservation_gone());
             }
             let a = &file.attachment;
-            tx.prepare_cached(rules::INSERT_FILE)?.execute(params![
-                a.id,
-                file.uploader,
-                file.blob,
-                a.name,
-                a.media_type,
-                a.size as i64,
-                a.width,
-                a.height,
-                a.thumbnail,
-                file.thumbnail_type,
-                now
-            ])?;
+            tx.exec(
+                rules::INSERT_FILE,
+                params![
+                    a.id,
+                    file.uploader,
+                    file.blob,
+                    a.name,
+                    a.media_type,
+                    a.size as i64,
+                    a.width,
+                    a.height,
+                    a.thumbnail,
+                    file.thumbnail_type,
+                    now
+                ],
+            )?;
             Ok(WriteOutcome::FileAdded {
                 uploader: file.uploader,
             })
         }
     }
+}
+
+/// Mark `blob` for deletion from the blob store when nothing names it any more (no upload,
+/// profile picture or reservation: [`rules::BLOB_NAMED_SQL`]); the sweep deletes it.
+fn doom_unnamed(tx: &Connection, blob: &str) -> Result<(), rusqlite::Error> {
+    let named: bool = tx.row(rules::BLOB_NAMED_SQL, params![blob], |r| r.get(0))?;
+    if !named {
+        tx.exec(rules::DOOM_BLOB, params![blob])?;
+    }
+    Ok(())
 }
 
 /// A row of [`rules::FILE_FOR_SQL`].
@@ -1763,6 +1781,15 @@ mod tests {
         }
     }
 
+    /// The steps SQLite plans for `sql` (`EXPLAIN QUERY PLAN`'s detail column), in order.
+    fn query_plan<P: rusqlite::Params>(
+        conn: &Connection,
+        sql: &str,
+        params: P,
+    ) -> rusqlite::Result<Vec<String>> {
+        conn.rows(&format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get(3))
+    }
+
     /// The deleted-peer check runs before every message is stored: SQLite must read the one
     /// conversation row first (its kind rules out rooms) rather than walk the members, which
     /// for the default room are every user.
@@ -1771,16 +1798,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(open(dir.path()));
         let conn = open_conn(&dir.path().join(DB_FILE)).unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", rules::DELETED_PEER_SQL))
-            .unwrap()
-            .query_map(params![1, 2], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(&conn, rules::DELETED_PEER_SQL, params![1, 2]).unwrap();
         assert!(
             plan.first()
                 .is_some_and(|step| step.starts_with("SEARCH c USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
+    }
+
+    /// Every node reads the admins every 2 s: SQLite must walk the partial index of admins
+    /// (migration 0012), whose size is the number of admins, rather than scan every user.
+    #[test]
+    fn the_admin_poll_reads_the_admins_index_not_every_user() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let conn = open_conn(&dir.path().join(DB_FILE)).unwrap();
+        let plan = query_plan(&conn, access_sql::ADMINS, []).unwrap();
+        assert!(
+            !plan.is_empty() && plan.iter().all(|step| step.contains("INDEX users_admins")),
             "{plan:?}"
         );
     }
@@ -1800,7 +1835,7 @@ mod tests {
         for (name, created_at, deleted_at) in
             [("bob", 5, None), ("alice", 2, None), ("gone", 1, Some(3))]
         {
-            conn.execute(
+            conn.exec(
                 "INSERT INTO users (username, name_key, fold_key, skeleton, display_name, \
                  avatar, password_hash, created_at, deleted_at) \
                  VALUES (?1, ?1, ?1, ?1, ?1, '', '', ?2, ?3)",
@@ -1810,11 +1845,9 @@ mod tests {
         }
         migrate(&mut conn).unwrap();
         let admins: Vec<String> = conn
-            .prepare("SELECT username FROM users WHERE admin = 1")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
+            .rows("SELECT username FROM users WHERE admin = 1", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(admins, ["alice"]);
     }
@@ -1926,12 +1959,12 @@ mod tests {
 
         let plan: Vec<String> = store
             .read(move |c| {
-                let mut stmt = c.prepare(
-                    "EXPLAIN QUERY PLAN SELECT count(*) FROM messages m WHERE m.conv_id = 1 \
-                       AND m.sender_id = 2 AND m.seq > 0",
-                )?;
-                let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
-                rows.collect()
+                query_plan(
+                    c,
+                    "SELECT count(*) FROM messages m WHERE m.conv_id = 1 \
+                     AND m.sender_id = 2 AND m.seq > 0",
+                    [],
+                )
             })
             .await
             .unwrap();
@@ -1981,7 +2014,7 @@ mod tests {
         );
         let dms: i64 = store
             .read(|c| {
-                c.query_row(
+                c.row(
                     "SELECT count(*) FROM conversations WHERE kind = 'dm'",
                     [],
                     |r| r.get(0),
