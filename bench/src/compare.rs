@@ -356,6 +356,7 @@ pub async fn run_servers(opts: &ServerOptions) -> Result<ServerComparison> {
             natter_server: s.path.clone(),
             peers_dir: PathBuf::new(),
             server_cpus: opts.server_cpus.clone(),
+            durable_floor: false,
         };
         let mut env = Env::new(launch, opts.warmup, opts.measure);
         eprintln!("== {}: registering users ({})", s.label, s.path.display());

@@ -260,6 +260,7 @@ mod tests {
             natter_server: PathBuf::from("/nonexistent/natter-server"),
             peers_dir: PathBuf::new(),
             server_cpus: "0".into(),
+            durable_floor: false,
         };
         let err = prepare_template(&launch, dir.path(), 1)
             .await
@@ -279,6 +280,7 @@ mod tests {
             natter_server: PathBuf::from("/nonexistent/natter-server"),
             peers_dir: PathBuf::new(),
             server_cpus: "0".into(),
+            durable_floor: false,
         };
         let t = prepare_template(&launch, dir.path(), 2).await.unwrap();
         assert_eq!(t.tokens, ["t0", "t1", "t2"]);

@@ -2,6 +2,9 @@
 //! chat server we can write, run in scenario 1 next to Natter and the peers so a reader sees the
 //! lowest CPU per delivery any server can have on the machine. It is a yardstick, not a peer:
 //! it stores nothing, has no users, rooms or acks, and Natter is not expected to beat it.
+//! With `--journal FILE` (`natter-bench --durable-floor`) it also appends each message's frame
+//! to a file and syncs it (fdatasync) before sending it, as Natter commits before it delivers:
+//! the reference for what the fan-out itself costs once both pay for durability.
 //!
 //! It speaks the Node `ws` peer's wire (bench/peers/ws-server.js), so the generator drives it
 //! with `Kind::Ws`'s frames: a text frame `{"type":"send","text":...}` is stamped with the
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::io::ErrorKind;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -281,13 +285,23 @@ async fn flush(conn: Rc<Conn>) {
 #[derive(Default)]
 struct Registry {
     conns: RefCell<Vec<Rc<Conn>>>,
+    /// The durable floor's journal: each message is appended and synced before it is sent.
+    journal: Option<RefCell<std::fs::File>>,
 }
 
 impl Registry {
-    fn broadcast(&self, frame: &[u8]) {
+    /// Sends `frame` to every socket, after the journal (when there is one) holds it on disk.
+    /// The write and the sync block this one thread, as a commit would.
+    fn broadcast(&self, frame: &[u8]) -> std::io::Result<()> {
+        if let Some(journal) = &self.journal {
+            let mut file = journal.borrow_mut();
+            std::io::Write::write_all(&mut *file, frame)?;
+            file.sync_data()?;
+        }
         for c in self.conns.borrow().iter() {
             c.send(frame);
         }
+        Ok(())
     }
 }
 
@@ -349,8 +363,20 @@ fn now_ms() -> u64 {
 }
 
 /// Serve on `listener` until it fails. Must run inside a `LocalSet`.
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    let registry = Rc::new(Registry::default());
+pub async fn serve(listener: TcpListener, journal: Option<&Path>) -> std::io::Result<()> {
+    let journal = match journal {
+        Some(path) => Some(RefCell::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        )),
+        None => None,
+    };
+    let registry = Rc::new(Registry {
+        conns: RefCell::default(),
+        journal,
+    });
     let mut next_user = 0u64;
     loop {
         let (stream, _) = listener.accept().await?;
@@ -449,7 +475,7 @@ async fn read_loop(
             if let Some((OP_TEXT, payload)) = message {
                 let text = std::str::from_utf8(&payload).map_err(|_| FloorError::NotUtf8)?;
                 if let Some(out) = stamp(text, name, now_ms()) {
-                    registry.broadcast(&out);
+                    registry.broadcast(&out)?;
                 }
             }
         }
@@ -463,7 +489,7 @@ async fn read_loop(
 
 /// `natter-bench floor-server`: listen on 127.0.0.1:`port` (0 = any free port), print
 /// `LISTENING <port>` for the harness (as the Node peers do), serve on this thread forever.
-pub fn run(port: u16) -> anyhow::Result<()> {
+pub fn run(port: u16, journal: Option<&Path>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -471,7 +497,7 @@ pub fn run(port: u16) -> anyhow::Result<()> {
     local.block_on(&rt, async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         println!("LISTENING {}", listener.local_addr()?.port());
-        serve(listener).await?;
+        serve(listener, journal).await?;
         Ok(())
     })
 }
@@ -483,6 +509,7 @@ mod tests {
     use futures_util::{SinkExt, StreamExt};
     use std::io::Cursor;
     use std::net::{Ipv4Addr, SocketAddr};
+    use std::path::PathBuf;
     use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
     use tokio_tungstenite::tungstenite::Message;
 
@@ -585,15 +612,61 @@ mod tests {
 
     /// Run `test` against a floor server on 127.0.0.1:0 (on a LocalSet, as in production).
     async fn with_floor<F: std::future::Future<Output = ()>>(test: impl FnOnce(SocketAddr) -> F) {
+        with_floor_journal(None, test).await
+    }
+
+    /// [`with_floor`], the durable floor when `journal` is given.
+    async fn with_floor_journal<F: std::future::Future<Output = ()>>(
+        journal: Option<PathBuf>,
+        test: impl FnOnce(SocketAddr) -> F,
+    ) {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
-                tokio::task::spawn_local(serve(listener));
+                tokio::task::spawn_local(async move { serve(listener, journal.as_deref()).await });
                 test(addr).await
             })
             .await;
+    }
+
+    #[tokio::test]
+    async fn the_durable_floor_has_each_message_in_its_journal_before_anyone_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let path = journal.clone();
+        with_floor_journal(Some(journal), |addr| async move {
+            let (mut a, _) = target::connect(Kind::Floor, addr, None, Ipv4Addr::LOCALHOST)
+                .await
+                .unwrap();
+            let (mut b, _) = target::connect(Kind::Floor, addr, None, Ipv4Addr::LOCALHOST)
+                .await
+                .unwrap();
+            for text in ["one", "two"] {
+                let frame = Kind::Floor.encode_send(&Dest::Conv("1".into()), 0, text);
+                a.send(Message::text(frame)).await.unwrap();
+                assert_eq!(next_delivery(&mut b).await["message"]["text"], text);
+                // Delivered, so already in the journal: the frames in order, nothing else.
+                let written = client_reads(std::fs::read(&path).unwrap());
+                let texts: Vec<String> = written
+                    .iter()
+                    .map(|m| {
+                        let v: serde_json::Value =
+                            serde_json::from_str(m.to_text().unwrap()).unwrap();
+                        v["message"]["text"].as_str().unwrap().to_owned()
+                    })
+                    .collect();
+                let expected: &[&str] = if text == "one" {
+                    &["one"]
+                } else {
+                    &["one", "two"]
+                };
+                assert_eq!(texts, expected);
+                next_delivery(&mut a).await;
+            }
+        })
+        .await;
     }
 
     async fn next_delivery(ws: &mut target::Ws) -> serde_json::Value {

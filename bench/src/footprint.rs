@@ -341,6 +341,7 @@ async fn fill_profile(opts: &Options, data_dir: &Path) -> Result<ConvId> {
         natter_server: opts.natter_server.clone(),
         peers_dir: PathBuf::new(),
         server_cpus: "0".into(),
+        durable_floor: false,
     };
     let server = Server::start(Kind::Natter, &launch, None).await?;
     let url = url::Url::parse(&format!("http://{}/", server.addr))?;

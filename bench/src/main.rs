@@ -88,6 +88,12 @@ enum Cmd {
         /// window p99 (the worst window is always broken down).
         #[arg(long, default_value_t = 1.5)]
         slow_factor: f64,
+        /// The floor also appends each message to a file and syncs it (fdatasync) before
+        /// sending it, as Natter commits before it delivers: the reference for what the fan-out
+        /// itself costs once both pay for durability. Off by default (the floor stores
+        /// nothing).
+        #[arg(long)]
+        durable_floor: bool,
     },
     /// Scenario 2: idle connections up to the open-file limit.
     Idle {
@@ -238,6 +244,9 @@ enum Cmd {
         /// 0 picks a free port.
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Append each message's frame to this file and sync it before sending it.
+        #[arg(long)]
+        journal: Option<PathBuf>,
     },
 }
 
@@ -322,6 +331,7 @@ impl Common {
             natter_server: self.natter_server.clone(),
             peers_dir: self.peers.clone(),
             server_cpus: self.run.server_cpus.clone(),
+            durable_floor: false,
         };
         let mut env = Env::new(launch, self.run.warmup(), self.run.measure());
         if self.kinds()?.contains(&Kind::Natter) {
@@ -359,9 +369,9 @@ fn fanout_plan(max_clients: usize) -> Vec<(usize, Vec<f64>)> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Cmd::FloorServer { port } = cli.cmd {
+    if let Cmd::FloorServer { port, journal } = cli.cmd {
         // Its own single-threaded runtime and LocalSet (no Send bounds, no locks).
-        return floor::run(port);
+        return floor::run(port, journal.as_deref());
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -446,6 +456,7 @@ async fn run(cli: Cli) -> Result<()> {
                 natter_server,
                 peers_dir: PathBuf::from("bench/peers"),
                 server_cpus: run.server_cpus.clone(),
+                durable_floor: false,
             };
             let rows = cluster::run(
                 &launch,
@@ -483,6 +494,7 @@ async fn run(cli: Cli) -> Result<()> {
             windows,
             trace_latency,
             slow_factor,
+            durable_floor,
         } => {
             anyhow::ensure!(clients > 0, "--clients must be at least 1");
             anyhow::ensure!(
@@ -517,7 +529,8 @@ async fn run(cli: Cli) -> Result<()> {
                 common.servers,
                 procfs::loadavg()
             );
-            let env = common.env(clients).await?;
+            let mut env = common.env(clients).await?;
+            env.launch.durable_floor = durable_floor;
             let s = steady::run(&env, &opts).await?;
             print!("{}", steady::render(&s));
             write_json(common.run.json.as_deref(), &s)?;
@@ -561,6 +574,7 @@ async fn run(cli: Cli) -> Result<()> {
                 natter_server,
                 peers_dir: PathBuf::new(),
                 server_cpus: "0-1023".into(),
+                durable_floor: false,
             };
             let r = files::run(&launch, mib * 1024 * 1024, thumbnail_runs).await?;
             println!("{}", files::table(&r, &report::machine()));
@@ -599,6 +613,7 @@ async fn run(cli: Cli) -> Result<()> {
                 natter_server,
                 peers_dir: peers,
                 server_cpus,
+                durable_floor: false,
             };
             eprintln!(
                 "== natter-bench connect: users {users:?}, servers {servers:?}, load {}",

@@ -92,6 +92,8 @@ pub struct Steady {
     pub window_secs: f64,
     pub servers: Vec<ServerRun>,
     pub verdicts: Vec<Verdict>,
+    /// The floor synced each message to a journal before sending it (`--durable-floor`).
+    pub durable_floor: bool,
 }
 
 /// The median of `values`: the middle one, or the mean of the two middle ones.
@@ -200,6 +202,7 @@ pub async fn run(env: &Env, opts: &Options) -> Result<Steady> {
         window_secs: opts.window.as_secs_f64(),
         servers,
         verdicts,
+        durable_floor: env.launch.durable_floor,
     })
 }
 
@@ -429,6 +432,14 @@ pub fn render(s: &Steady) -> String {
         s.load_before,
         s.load_after
     );
+    if s.durable_floor {
+        let _ = writeln!(
+            out,
+            "**The floor is durable in this run** (`--durable-floor`): it appends each message to \
+             a file and syncs it before sending it, as Natter commits before it delivers; the \
+             verdicts compare with that floor, not the issue's floor that stores nothing.\n"
+        );
+    }
     for r in &s.servers {
         let _ = writeln!(
             out,

@@ -135,6 +135,9 @@ pub struct Launch {
     pub peers_dir: PathBuf,
     /// The CPU list the server is pinned to (taskset -c).
     pub server_cpus: String,
+    /// The floor appends each message to a journal file and syncs it before sending it
+    /// (`floor-server --journal`): the reference for a server that stores every message durably.
+    pub durable_floor: bool,
 }
 
 /// A running server. Killed on drop.
@@ -289,7 +292,18 @@ async fn start_floor(launch: &Launch) -> Result<Server> {
         .arg(&launch.server_cpus)
         .arg(exe)
         .args(["floor-server", "--port", "0"]);
-    start_listening(cmd, "natter-bench floor-server").await
+    // The journal lives where Natter's data directory would: a temporary directory on the same
+    // disk, removed with the server.
+    let journal = if launch.durable_floor {
+        let dir = tempfile::tempdir().context("making the floor's journal directory")?;
+        cmd.arg("--journal").arg(dir.path().join("journal"));
+        Some(dir)
+    } else {
+        None
+    };
+    let mut server = start_listening(cmd, "natter-bench floor-server").await?;
+    server._data = journal;
+    Ok(server)
 }
 
 /// Start a server that prints `LISTENING <port>` as its first line (the peers, the floor).
