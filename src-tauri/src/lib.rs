@@ -21,6 +21,7 @@
 //! - [`diagnostics`]: the app's own rotating log file and the "Copy diagnostics" report.
 
 pub mod accounts;
+mod asked;
 pub mod commands;
 pub mod config;
 pub mod diagnostics;

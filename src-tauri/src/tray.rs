@@ -228,8 +228,15 @@ fn attach_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
     Ok(menu)
 }
 
+/// The tray icon kind the app last asked for; `None` before the first unread total.
+pub fn icon_kind_asked<R: Runtime>(app: &AppHandle<R>) -> Option<TrayIconKind> {
+    crate::asked::last(app)
+}
+
 /// Shows the unread total on the tray icon (nothing when zero).
 pub fn set_unread<R: Runtime>(app: &AppHandle<R>, total: u32) {
+    // Noted whether or not the tray exists: it is made once the event loop runs.
+    crate::asked::note(app, icon_kind(total));
     if let Some(t) = app.try_state::<TrayTexts<R>>() {
         t.now.lock().unwrap_or_else(|e| e.into_inner()).1 = total;
         redraw(app);

@@ -20,6 +20,7 @@ pub fn main_window<R: Runtime>(app: &AppHandle<R>) -> Option<WebviewWindow<R>> {
 
 /// Brings the window back from the tray or the taskbar and gives it focus.
 pub fn show_main<R: Runtime>(app: &AppHandle<R>) {
+    crate::asked::note(app, Visible(true));
     if let Some(w) = main_window(app) {
         let _ = w.show();
         let _ = w.unminimize();
@@ -28,6 +29,7 @@ pub fn show_main<R: Runtime>(app: &AppHandle<R>) {
 }
 
 pub fn hide_main<R: Runtime>(app: &AppHandle<R>) {
+    crate::asked::note(app, Visible(false));
     if let Some(w) = main_window(app) {
         let _ = w.hide();
     }
@@ -37,7 +39,7 @@ pub fn hide_main<R: Runtime>(app: &AppHandle<R>) {
 pub fn toggle_main<R: Runtime>(app: &AppHandle<R>) {
     if let Some(w) = main_window(app) {
         if w.is_visible().unwrap_or(false) {
-            let _ = w.hide();
+            hide_main(app);
         } else {
             show_main(app);
         }
@@ -66,9 +68,26 @@ pub fn render_without_compositing<R: Runtime>(app: &AppHandle<R>) {
     let _ = app;
 }
 
+/// The title the main window was last asked to show; `None` before the first unread total.
+pub fn title_asked<R: Runtime>(app: &AppHandle<R>) -> Option<String> {
+    crate::asked::last(app)
+}
+
+/// Whether the main window was last asked to show (`true`) or hide; `None` when neither.
+pub fn visibility_asked<R: Runtime>(app: &AppHandle<R>) -> Option<Visible> {
+    crate::asked::last(app)
+}
+
+/// A request to show (`true`) or hide the main window, as [`visibility_asked`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visible(pub bool);
+
+/// Shows the unread total in the main window's title ("Natter (3)").
 pub fn set_unread_title<R: Runtime>(app: &AppHandle<R>, unread_total: u32) {
+    let title = title_for(unread_total);
+    crate::asked::note(app, title.clone());
     if let Some(w) = main_window(app) {
-        let _ = w.set_title(&title_for(unread_total));
+        let _ = w.set_title(&title);
     }
 }
 

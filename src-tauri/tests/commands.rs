@@ -431,15 +431,10 @@ fn register_send_history_and_notifications_through_the_ipc() {
             .as_array()
             .is_some_and(|h| h.iter().any(|m| m["text"] == "while you look"))
     });
-    let dm_history = bob.ok("history", json!({ "conv": dm }));
-    let last_seq = dm_history
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["seq"].as_i64())
-        .max()
-        .unwrap();
-    bob.ok("mark_read", json!({"conv": dm, "seq": last_seq}));
+    bob.ok(
+        "mark_read",
+        json!({"conv": dm, "seq": latest_seq(&bob, dm)}),
+    );
     // Only the count moved: one unread event, not a summary or the list.
     wait_until("the unread event", || {
         bob.events_named("natter://unread")
@@ -1292,6 +1287,17 @@ fn message_at(desk: &Desk, conv: i64, seq: i64) -> Value {
 }
 
 /// Sends `text` to `conv` and waits until the server numbered it.
+/// The newest sequence number in `conv`'s local history.
+fn latest_seq(desk: &Desk, conv: i64) -> i64 {
+    desk.ok("history", json!({ "conv": conv }))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["seq"].as_i64())
+        .max()
+        .unwrap()
+}
+
 fn send_and_wait_seq(desk: &Desk, conv: i64, text: &str) -> i64 {
     desk.ok("send", json!({ "conv": conv, "text": text }));
     let mut seq = None;
@@ -2010,4 +2016,470 @@ fn start_up_answers_from_the_restored_store_without_waiting_for_the_server() {
     let one = call("boot", json!({ "limit": 0 }));
     assert_eq!(one["page"].as_array().map(Vec::len), Some(1), "{one}");
     tauri::async_runtime::block_on(shell.shutdown());
+}
+
+// ---- your account (docs/ipc.md: set_profile ... export_history), through the command layer ----
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The session token the profile of `user` on `server` in the data directory `dir` saved.
+fn saved_token(dir: &Path, server: &str, user: &str) -> String {
+    let profile = natter::client::profile_dir_in(dir, &server.parse().unwrap(), user);
+    natter::client::saved_session(&profile)
+        .unwrap()
+        .expect("a saved session")
+        .session
+        .token
+}
+
+/// What `server` answers an account call made with `token`: `Ok` when it accepts the token,
+/// else the error's code (`unauthorized` for a token it refuses).
+fn server_answer(server: &str, token: &str) -> Result<(), &'static str> {
+    let url = server.parse().unwrap();
+    tauri::async_runtime::block_on(natter::client::http::sessions(&url, token))
+        .map(|_| ())
+        .map_err(|e| e.code())
+}
+
+/// An app on `dir` signed in to `server` as `user`: registered (`register`) or, for a second
+/// device of an existing account, signed in (`login`); online.
+fn signed_in(server: &TestServer, dir: &Path, user: &str, register_it: bool) -> Desk {
+    let desk = Desk::open(dir);
+    desk.ok("join_server", json!({ "url": server.url }));
+    if register_it {
+        register(&desk, user, user);
+    } else {
+        let state = desk.ok("login", json!({"username": user, "password": PASSWORD}));
+        assert_eq!(state["phase"], "ready", "{state}");
+    }
+    wait_until("online", || last_connection(&desk)["state"] == "online");
+    desk
+}
+
+/// The usernames of the accounts `desktop.json` in `dir` remembers, and the active one.
+fn remembered_accounts(dir: &Path) -> (Vec<String>, Option<String>) {
+    let cfg = natter_desktop::config::DesktopConfig::load(dir);
+    let names = cfg
+        .accounts
+        .iter()
+        .map(|a| a.key.username.clone())
+        .collect();
+    (names, cfg.username)
+}
+
+/// `delete_account`: a wrong password is refused `unauthorized` and changes nothing (still
+/// signed in and remembered, the token still good); the right one deletes the account on the
+/// server (its token is refused from then on), the profile's config forgets it, and the app
+/// shows the other account signed in here; deleting that one too leaves the sign-in screen.
+#[test]
+fn delete_account_ends_the_session_on_the_server_and_here_and_shows_what_is_left() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let desk = signed_in(&server, dir.path(), "carol", true);
+    desk.ok("add_account", json!({}));
+    desk.ok("join_server", json!({ "url": server.url }));
+    register(&desk, "dave", "Dave");
+    let carol = saved_token(dir.path(), &server.url, "carol");
+    let dave = saved_token(dir.path(), &server.url, "dave");
+    assert_eq!(server_answer(&server.url, &dave), Ok(()));
+    let both = (
+        vec!["carol".to_string(), "dave".to_string()],
+        Some("dave".into()),
+    );
+    assert_eq!(remembered_accounts(dir.path()), both);
+
+    // Bad input: the wrong password.
+    let e = desk.err("delete_account", json!({"password": "not my password"}));
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    let state = desk.ok("app_state", json!({}));
+    assert_eq!(state["phase"], "ready", "{state}");
+    assert_eq!(state["user"]["username"], "dave");
+    assert_eq!(remembered_accounts(dir.path()), both);
+    assert_eq!(server_answer(&server.url, &dave), Ok(()));
+
+    let state = desk.ok("delete_account", json!({ "password": PASSWORD }));
+    assert_eq!(server_answer(&server.url, &dave), Err("unauthorized"));
+    // The other account signed in here is shown.
+    assert_eq!(state["phase"], "ready", "{state}");
+    assert_eq!(state["user"]["username"], "carol");
+    let accounts = state["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 1, "{state}");
+    assert_eq!(accounts[0]["username"], "carol", "{state}");
+    assert_eq!(
+        remembered_accounts(dir.path()),
+        (vec!["carol".to_string()], Some("carol".into()))
+    );
+    assert_eq!(server_answer(&server.url, &carol), Ok(()));
+
+    // The last account: the sign-in screen.
+    let state = desk.ok("delete_account", json!({ "password": PASSWORD }));
+    assert_eq!(state["phase"], "signed_out", "{state}");
+    assert_eq!(state["user"], Value::Null);
+    assert!(state["accounts"].as_array().unwrap().is_empty(), "{state}");
+    assert_eq!(remembered_accounts(dir.path()), (vec![], None));
+    assert_eq!(server_answer(&server.url, &carol), Err("unauthorized"));
+    let e = desk.err("sessions", json!({}));
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    desk.close();
+}
+
+/// Alice signed in on two apps with profiles of their own: `desk`, which registered her, and
+/// `other`, a second device that signed in, with that device's session token.
+struct TwoDevices {
+    desk: Desk,
+    other: Desk,
+    other_token: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl TwoDevices {
+    fn of_alice(server: &TestServer) -> Self {
+        let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let desk = signed_in(server, dir.path(), "alice", true);
+        let other = signed_in(server, other_dir.path(), "alice", false);
+        let other_token = saved_token(other_dir.path(), &server.url, "alice");
+        TwoDevices {
+            desk,
+            other,
+            other_token,
+            _dirs: (dir, other_dir),
+        }
+    }
+}
+
+/// `change_password` with "sign out my other sessions": the account's other device (a second
+/// app signed in as alice) is signed out and its token refused, this app stays signed in and
+/// online, and the new password signs in where the old one no longer does. Named bad inputs,
+/// each changing nothing: a wrong current password (`unauthorized`), a new password under 8
+/// characters (`invalid`).
+#[test]
+fn changing_the_password_and_signing_out_others_ends_the_other_device_only() {
+    let server = TestServer::start();
+    let TwoDevices {
+        desk,
+        other,
+        other_token,
+        _dirs,
+    } = TwoDevices::of_alice(&server);
+    let new = "a much longer passphrase";
+
+    let e = desk.err(
+        "change_password",
+        json!({"current": "not my password", "new": new, "signOutOthers": true}),
+    );
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    let e = desk.err(
+        "change_password",
+        json!({"current": PASSWORD, "new": "short", "signOutOthers": true}),
+    );
+    assert_eq!(e["code"], "invalid", "{e}");
+    assert_eq!(server_answer(&server.url, &other_token), Ok(()));
+    assert_eq!(last_connection(&other)["state"], "online");
+
+    desk.ok(
+        "change_password",
+        json!({"current": PASSWORD, "new": new, "signOutOthers": true}),
+    );
+    wait_until("the other device is signed out", || {
+        last_connection(&other)["state"] == "signed_out"
+    });
+    assert_eq!(other.ok("app_state", json!({}))["phase"], "signed_out");
+    assert_eq!(
+        server_answer(&server.url, &other_token),
+        Err("unauthorized")
+    );
+
+    // This app stays signed in: its session is the account's only one, and it stays online.
+    assert_eq!(desk.ok("app_state", json!({}))["phase"], "ready");
+    let sessions = desk.ok("sessions", json!({}));
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    assert_eq!(sessions[0]["current"], true);
+    assert_eq!(last_connection(&desk)["state"], "online");
+
+    // The old password no longer signs in; the new one does.
+    let e = other.err("login", json!({"username": "alice", "password": PASSWORD}));
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    let state = other.ok("login", json!({"username": "alice", "password": new}));
+    assert_eq!(state["phase"], "ready", "{state}");
+    desk.close();
+    other.close();
+}
+
+/// `sessions` lists this device's session (`current`) and another device's; `revoke_session`
+/// of the other signs that app out and the server refuses its token. Named bad inputs, each
+/// `not_found` with both sessions still live: an empty id, a well-formed id of no session, an id
+/// that tries to reshape the request's path, and the revoked id again.
+#[test]
+fn sessions_lists_both_devices_and_revoking_the_other_signs_it_out() {
+    let server = TestServer::start();
+    let TwoDevices {
+        desk,
+        other,
+        other_token,
+        _dirs,
+    } = TwoDevices::of_alice(&server);
+
+    let list = desk.ok("sessions", json!({}));
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let current: Vec<&Value> = list.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{list:?}");
+    let theirs = list.iter().find(|s| s["current"] == false).unwrap();
+    let their_id = theirs["id"].as_str().unwrap().to_string();
+    assert!(their_id.len() == 32 && their_id.chars().all(|c| c.is_ascii_hexdigit()));
+    // The other app sees the same two, its own marked current.
+    let seen_there = other.ok("sessions", json!({}));
+    let own_there = seen_there
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap();
+    assert_eq!(own_there["id"], their_id.as_str());
+
+    for bad in [
+        "",
+        "ffffffffffffffffffffffffffffffff",
+        "../../account/delete",
+    ] {
+        let e = desk.err("revoke_session", json!({ "id": bad }));
+        assert_eq!(e["code"], "not_found", "{bad:?}: {e}");
+    }
+    assert_eq!(desk.ok("sessions", json!({})).as_array().unwrap().len(), 2);
+    assert_eq!(server_answer(&server.url, &other_token), Ok(()));
+
+    desk.ok("revoke_session", json!({ "id": their_id }));
+    wait_until("the other device is signed out", || {
+        last_connection(&other)["state"] == "signed_out"
+    });
+    assert_eq!(
+        server_answer(&server.url, &other_token),
+        Err("unauthorized")
+    );
+    let list = desk.ok("sessions", json!({}));
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["current"], true);
+    let e = desk.err("revoke_session", json!({ "id": their_id }));
+    assert_eq!(e["code"], "not_found", "revoked twice: {e}");
+    assert_eq!(desk.ok("app_state", json!({}))["phase"], "ready");
+    desk.close();
+    other.close();
+}
+
+/// Every string anywhere in `value`.
+fn strings_in(value: &Value) -> Vec<&str> {
+    match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().flat_map(strings_in).collect(),
+        Value::Object(map) => map.values().flat_map(strings_in).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `export_history` writes a new private (0600) file per format holding the conversation's
+/// messages: JSON with the texts as sent, HTML with a message that is markup escaped (and no
+/// script at all). Named bad input: an unknown format.
+#[test]
+fn export_history_writes_private_json_and_html_with_the_messages_escaped() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let desk = signed_in(&server, dir.path(), "alice", true);
+    let general = general_once_joined(&desk);
+    let script = "<script>alert(1)</script>";
+    let plain = "see you at 5 & bring cake";
+    send_and_wait_seq(&desk, general, script);
+    send_and_wait_seq(&desk, general, plain);
+
+    for format in ["json", "html"] {
+        let summary = desk.ok("export_history", json!({ "format": format }));
+        let path = std::path::PathBuf::from(summary["path"].as_str().unwrap());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("natter-alice-") && name.ends_with(&format!(".{format}")),
+            "{name}"
+        );
+        assert_eq!(summary["messages"], 2, "{summary}");
+        assert_eq!(summary["conversations"], 1, "{summary}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Outside the profile when the user has a Downloads folder: never left behind.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        if format == "json" {
+            let export: Value = serde_json::from_str(&text).unwrap();
+            let texts = strings_in(&export);
+            assert!(texts.contains(&script), "{text}");
+            assert!(texts.contains(&plain), "{text}");
+        } else {
+            assert!(
+                text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                "{text}"
+            );
+            assert!(text.contains("see you at 5 &amp; bring cake"), "{text}");
+            assert!(!text.to_lowercase().contains("<script"), "{text}");
+        }
+    }
+    assert!(desk
+        .call("export_history", json!({"format": "pdf"}))
+        .is_err());
+    desk.close();
+}
+
+/// `set_profile` changes the display name another user sees: Bob hears it (`natter://user`)
+/// and the room's members show it. Named bad inputs, each `invalid` and changing nothing: an
+/// empty name, a name over 64 characters, a name with a direction override, neither field.
+#[test]
+fn set_profile_changes_the_display_name_another_user_sees() {
+    let server = TestServer::start();
+    let (alice_dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alice = signed_in(&server, alice_dir.path(), "alice", true);
+    let bob = signed_in(&server, bob_dir.path(), "bob", true);
+    let general = general_once_joined(&bob);
+    let name_bob_sees = || {
+        bob.ok("members", json!({ "conv": general }))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user"]["username"] == "alice")
+            .map(|m| m["user"]["display_name"].clone())
+    };
+    wait_until("bob sees alice in #general", || name_bob_sees().is_some());
+    assert_eq!(name_bob_sees(), Some(json!("alice")));
+
+    let user = alice.ok("set_profile", json!({"displayName": "Alice Liddell"}));
+    assert_eq!(user["display_name"], "Alice Liddell");
+    assert_eq!(user["username"], "alice");
+    wait_until("bob hears the new name", || {
+        bob.events_named("natter://user")
+            .iter()
+            .any(|u| u["username"] == "alice" && u["display_name"] == "Alice Liddell")
+    });
+    assert_eq!(name_bob_sees(), Some(json!("Alice Liddell")));
+
+    let too_long = "a".repeat(65);
+    for bad in [
+        json!({"displayName": ""}),
+        json!({ "displayName": too_long }),
+        json!({"displayName": "\u{202e}ecilA"}),
+        json!({}),
+    ] {
+        let e = alice.err("set_profile", bad.clone());
+        assert_eq!(e["code"], "invalid", "{bad}: {e}");
+    }
+    assert_eq!(name_bob_sees(), Some(json!("Alice Liddell")));
+    alice.close();
+    bob.close();
+}
+
+/// The tray icon and the window title follow the unread total as it changes, through the shell
+/// (the tray itself is never made under the mock runtime, so what the app asked of it is read):
+/// a message in a room Bob is not looking at badges the icon and titles the window "Natter (1)";
+/// reading it turns both back; a message in a conversation set to "nothing" counts for neither.
+#[test]
+fn the_tray_badge_and_the_title_follow_the_unread_total() {
+    use natter_desktop::tray::{icon_kind_asked, TrayIconKind};
+    use natter_desktop::window::title_asked;
+    let server = TestServer::start();
+    let (alice_dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alice = signed_in(&server, alice_dir.path(), "alice", true);
+    let bob = signed_in(&server, bob_dir.path(), "bob", true);
+    let general = general_once_joined(&bob);
+    general_once_joined(&alice);
+    let random = bob.ok("create_room", json!({"name": "random"}))["id"]
+        .as_i64()
+        .unwrap();
+    bob.focus(true);
+    bob.ok("set_visible_conversation", json!({ "conv": random }));
+    let badge = |d: &Desk| (icon_kind_asked(d.app.handle()), title_asked(d.app.handle()));
+    let plain = (Some(TrayIconKind::Plain), Some("Natter".to_string()));
+    wait_until("nothing unread at first", || badge(&bob) == plain);
+
+    alice.ok("send", json!({"conv": general, "text": "hello bob"}));
+    wait_until("the badge and the title count it", || {
+        badge(&bob) == (Some(TrayIconKind::Unread), Some("Natter (1)".to_string()))
+    });
+    assert_eq!(bob.unread_total(), 1);
+
+    bob.ok(
+        "mark_read",
+        json!({"conv": general, "seq": latest_seq(&bob, general)}),
+    );
+    wait_until("read: the plain icon and title again", || {
+        badge(&bob) == plain
+    });
+
+    bob.ok("set_level", json!({"conv": general, "level": "nothing"}));
+    wait_until("the level is stored", || {
+        bob.ok("conversations", json!({}))
+            .as_array()
+            .is_some_and(|l| {
+                l.iter()
+                    .any(|c| c["id"] == general && c["level"] == "nothing")
+            })
+    });
+    alice.ok(
+        "send",
+        json!({"conv": general, "text": "not for the badge"}),
+    );
+    wait_until("bob stores it", || {
+        bob.ok("history", json!({ "conv": general }))
+            .as_array()
+            .is_some_and(|h| h.iter().any(|m| m["text"] == "not for the badge"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        badge(&bob),
+        plain,
+        "a conversation set to nothing is not counted"
+    );
+    assert_eq!(bob.unread_total(), 0);
+    alice.close();
+    bob.close();
+}
+
+/// Start minimised (Settings, off by default): off, the app never hides its window at start;
+/// on, a start that resumes the account keeps the window hidden in the tray from the first
+/// moment; a start whose account cannot be resumed (its local profile is gone) hides it at
+/// first, as the config promised a signed-in start, then shows it once restored, since signing
+/// in needs it. The mock runtime keeps no visibility, so what the app asked of the window is read.
+#[test]
+fn start_minimised_keeps_the_window_hidden_only_when_the_account_resumes() {
+    use natter_desktop::window::{visibility_asked, Visible};
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let desk = signed_in(&server, dir.path(), "alice", true);
+    let mut settings = desk.ok("get_settings", json!({}));
+    assert_eq!(settings["start_minimised"], false, "off by default");
+    settings["start_minimised"] = json!(true);
+    desk.ok("set_settings", json!({ "settings": settings }));
+    desk.close();
+    // Each command waits until the profile is restored, after which nothing at start asks.
+    let restored = |desk: &Desk| {
+        let phase = desk.ok("app_state", json!({}))["phase"].clone();
+        (phase, visibility_asked(desk.app.handle()))
+    };
+
+    let desk = Desk::open(dir.path());
+    assert_eq!(restored(&desk), (json!("ready"), Some(Visible(false))));
+    let mut settings = desk.ok("get_settings", json!({}));
+    settings["start_minimised"] = json!(false);
+    desk.ok("set_settings", json!({ "settings": settings.clone() }));
+    desk.close();
+
+    let desk = Desk::open(dir.path());
+    assert_eq!(restored(&desk), (json!("ready"), None), "off: never hidden");
+    settings["start_minimised"] = json!(true);
+    desk.ok("set_settings", json!({ "settings": settings }));
+    desk.close();
+
+    let profile = natter::client::profile_dir_in(dir.path(), &server.url.parse().unwrap(), "alice");
+    std::fs::remove_dir_all(profile).unwrap();
+    let desk = Desk::open(dir.path());
+    assert_eq!(
+        restored(&desk),
+        (json!("signed_out"), Some(Visible(true))),
+        "shown again to sign in"
+    );
+    desk.close();
 }

@@ -74,6 +74,29 @@ describe("mention autocomplete", () => {
     expect(offered()).toEqual(["bob", "bobby"]);
   });
 
+  it("tells apart two members with the same display name by their visible @username", async () => {
+    const fake = teamFake();
+    // Two people who both call themselves "Alice" (besides the signed-in alice, never offered).
+    fake.addUser("alice_w", "Alice", "🐙", false);
+    fake.addUser("alice_j", "Alice", "🐝", false);
+    const general = fake.addRoom("general", ["alice", "bob", "alice_w", "alice_j"]);
+    fake.state.last_conversation = general.id;
+    await renderApp();
+    const composer = (await screen.findByTestId("composer")) as HTMLTextAreaElement;
+    await waitFor(() => expect(fake.calls.some((c) => c.cmd === "members")).toBe(true));
+    const user = userEvent.setup();
+    await user.type(composer, "thanks @Alice");
+
+    // What the person reads in each row: the shared name, then the handle that tells them apart.
+    await waitFor(() => expect(screen.queryAllByTestId("mention-option")).toHaveLength(2));
+    const rows = screen.getAllByTestId("mention-option").map((o) => o.textContent?.replace(/\s+/g, " ").trim());
+    expect(rows).toEqual(expect.arrayContaining([expect.stringMatching(/Alice ?@alice_w$/), expect.stringMatching(/Alice ?@alice_j$/)]));
+    const jo = screen.getAllByTestId("mention-option").find((o) => o.textContent?.includes("@alice_j"));
+    expect(jo).toBeDefined();
+    await user.click(jo!);
+    expect(composer.value).toBe("thanks @alice_j ");
+  });
+
   it("inserts with a click", async () => {
     const { user, composer } = await openRoom();
     await user.type(composer, "ping @ca");
