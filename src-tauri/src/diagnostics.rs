@@ -145,6 +145,40 @@ mod tests {
         assert_eq!(mode(&log_dir(old.path())), 0o700);
     }
 
+    /// Old days' files beyond the last LOG_FILES_KEPT are deleted when the app starts (and at
+    /// each daily rotation); files that are not the app's logs are left alone.
+    #[test]
+    fn old_log_files_are_deleted_beyond_the_kept_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = log_dir(dir.path());
+        std::fs::create_dir(&logs).unwrap();
+        let old: Vec<String> = (1..=LOG_FILES_KEPT + 2)
+            .map(|day| format!("{LOG_PREFIX}.2026-11-{day:02}.{LOG_SUFFIX}"))
+            .collect();
+        for name in &old {
+            std::fs::write(logs.join(name), "old\n").unwrap();
+            // Pruning goes by creation time: keep the days' order apart.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::write(logs.join("notes.txt"), "mine").unwrap();
+        let _appender = log_appender(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let ours = left.iter().filter(|n| n.starts_with(LOG_PREFIX)).count();
+        assert_eq!(ours, LOG_FILES_KEPT, "{left:?}");
+        // The oldest three went, the newest old ones stayed, with today's and notes.txt.
+        for gone in &old[..3] {
+            assert!(!left.contains(gone), "{gone} kept: {left:?}");
+        }
+        for kept in &old[3..] {
+            assert!(left.contains(kept), "{kept} deleted: {left:?}");
+        }
+        assert!(left.contains(&"notes.txt".to_string()), "{left:?}");
+    }
+
     #[test]
     fn the_appender_writes_into_the_profile() {
         use std::io::Write;

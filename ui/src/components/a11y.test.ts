@@ -8,10 +8,10 @@
 //   canvas, and jsdom has no canvas (getContext is "not implemented").
 // Everything else runs as in a browser.
 import { describe, expect, it } from "vitest";
-import { screen, waitFor } from "@testing-library/svelte";
+import { screen, waitFor, within } from "@testing-library/svelte";
 import userEvent from "@testing-library/user-event";
 import axe from "axe-core";
-import { installFake, renderApp, teamFake } from "../test/harness";
+import { hostOnFirstRun, installFake, renderApp, teamFake } from "../test/harness";
 
 const RULES_JSDOM_CANNOT_RUN = {
   "color-contrast": { enabled: false },
@@ -84,6 +84,31 @@ describe("accessibility (axe-core)", () => {
     const { user } = await mainScreen();
     await user.click(screen.getByTestId("settings-open"));
     await screen.findByTestId("settings-dialog");
+    expect(await seriousViolations()).toEqual([]);
+  });
+
+  it("the profile card a click on a sender opens has no serious violations", async () => {
+    const { user } = await mainScreen();
+    const msg = screen.getAllByTestId("message")[0]!;
+    await user.click(within(msg).getByTestId("message-sender-open"));
+    await screen.findByTestId("profile-card");
+    expect(await seriousViolations()).toEqual([]);
+  });
+
+  it("the host panel, shared and with an invite, has no serious violations", async () => {
+    const { user } = await hostOnFirstRun();
+    await user.type(await screen.findByTestId("auth-username"), "host");
+    await user.type(screen.getByTestId("auth-password"), "correct horse");
+    await user.type(screen.getByTestId("auth-display-name"), "Host");
+    await user.click(screen.getByTestId("auth-register"));
+    await screen.findByTestId("conv-item");
+    await user.click(screen.getByTestId("settings-open"));
+    const panel = await screen.findByTestId("host-panel");
+    expect(await seriousViolations()).toEqual([]);
+    await user.click(within(panel).getByRole("checkbox", { name: "Share on the network" }));
+    await waitFor(() => expect(within(panel).getAllByTestId("hosting-address")).toHaveLength(2));
+    await user.click(within(panel).getByTestId("invite-make"));
+    await within(panel).findByTestId("invite-code");
     expect(await seriousViolations()).toEqual([]);
   });
 
