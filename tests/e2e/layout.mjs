@@ -3,7 +3,9 @@
 //
 //   node tests/e2e/layout.mjs        starts Xvfb, the Vite dev server and the driver itself
 //
-// Checks (issue 20): at the window's minimum size (tauri.conf.json) nothing makes the page
+// Checks (issue 20): the message list's estimated row heights (lib/rows.ts) are the heights
+// app.css gives plain one-line messages and day lines, so the first frame's rows need no second
+// pass once measured; at the window's minimum size (tauri.conf.json) nothing makes the page
 // itself scrollable, so revealing the composer cannot shift the whole window up, and the page is
 // at its place again after growing back. Exits non-zero on any failure.
 // Needs: Xvfb, webkit2gtk-driver (WebKitWebDriver, MiniBrowser), node, ui/node_modules.
@@ -95,6 +97,27 @@ async function main() {
   try {
     await call("POST", `/session/${sid}/url`, { url: `${base}/?mock&still&theme=light` });
     await until("the mock app", async () => (await run(`return !!document.querySelector('[data-testid="composer"]')`)));
+    // Rows whose estimate must be exact: day lines, and messages of one short line with nothing
+    // else (no quote, reactions, files, status or edit mark).
+    const rowHeights = () => run(`return [...document.querySelectorAll('.vl-row')].flatMap((r) => {
+        const m = r.querySelector('[data-testid="message"]');
+        const plain = m && !r.querySelector('.message-quote, .reactions, .attachments, .message-status, .message-edited, .unread-line')
+          && r.querySelector('[data-testid="message-text"]')?.textContent.length < 60
+          && !r.querySelector('[data-testid="message-text"]').textContent.includes('\\n');
+        const day = r.querySelector('[data-testid="day-separator"]');
+        return plain || day ? [{ kind: day ? 'day' : m.dataset.grouped === 'true' ? 'grouped' : 'headed',
+                                 height: r.offsetHeight, estimate: Number(r.dataset.estimate) }] : [];
+      });`);
+    const rows = await rowHeights();
+    // A short conversation shows its day line (a long one's first page is all one day).
+    await run(`[...document.querySelectorAll('[data-testid="conv-item"]')]
+      .find((c) => c.querySelector('[data-testid="conv-title"]')?.textContent.includes('design')).click(); return 1`);
+    await until("the design room", async () => (await run(`return !!document.querySelector('[data-testid="day-separator"]')`)));
+    rows.push(...(await rowHeights()));
+    const kinds = new Set(rows.map((r) => r.kind));
+    check(kinds.size === 3, `rows of every kind to compare (${[...kinds].join(", ")}; ${rows.length} rows)`);
+    const off = rows.filter((r) => Math.abs(r.height - r.estimate) > 1);
+    check(off.length === 0, `every row is as high as estimated (${off.map((r) => `${r.kind} ${r.height} vs ${r.estimate}`).join("; ") || "all equal"})`);
     await resize(minWidth, minHeight);
     let p = await page();
     check(p.overflow === 0, `at ${minWidth}x${minHeight} the page itself does not overflow (by ${p.overflow} px)`);
