@@ -90,6 +90,39 @@ pub struct AppFigures {
     pub rows_rendered: Option<usize>,
     /// Natter only: every memory run, in the order they ran.
     pub memory_runs: Vec<MemoryRun>,
+    /// The page's own timeline ([`Session::page_timeline`]): each step's median over the cold
+    /// starts that reached it, in time order. Steadier than the WebDriver figure, whose read
+    /// comes some polls after the paint.
+    pub page_steps: Vec<PageStep>,
+}
+
+/// One step of the page's timeline, ms from the spawn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PageStep {
+    pub name: String,
+    pub median_ms: f64,
+    /// Cold starts whose page reached the step (a mark after the bench's read is missing).
+    pub runs: usize,
+}
+
+/// Each step's median over `starts` (one timeline per cold start), ordered by that median.
+fn page_medians(starts: &[Vec<(String, f64)>]) -> Vec<PageStep> {
+    let mut by_name: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for start in starts {
+        for (name, ms) in start {
+            by_name.entry(name).or_default().push(*ms);
+        }
+    }
+    let mut steps: Vec<PageStep> = by_name
+        .into_iter()
+        .map(|(name, v)| PageStep {
+            name: name.to_string(),
+            runs: v.len(),
+            median_ms: median_max(v).0,
+        })
+        .collect();
+    steps.sort_by(|a, b| a.median_ms.total_cmp(&b.median_ms));
+    steps
 }
 
 /// One build of the app and its figures.
@@ -195,6 +228,7 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     let entries = apps.len() + usize::from(empty.is_some());
     let mut paint = vec![Vec::new(); entries];
     let mut sessions = vec![Vec::new(); entries];
+    let mut timelines: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); entries];
     for run in 0..opts.runs {
         let mut line = Vec::new();
         for k in compare::round_order(entries, run) {
@@ -216,7 +250,8 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
                 .get(k)
                 .map_or("empty window", |a| a.label.as_str());
             line.push(format!("{name} {p:.0} ms"));
-            eprintln!("    {name}: {timeline}");
+            eprintln!("    {name}: {}", format_steps(&timeline));
+            timelines[k].push(timeline);
         }
         eprintln!(
             "  footprint: cold start {}: {} (load {})",
@@ -231,21 +266,28 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     display.stop().await;
 
     let empty_figures = empty_idle.map(|idle| {
-        figures(
+        let mut f = figures(
             paint.pop().unwrap_or_default(),
             sessions.pop().unwrap_or_default(),
             idle,
-        )
+        );
+        f.page_steps = page_medians(&timelines.pop().unwrap_or_default());
+        f
     });
     let apps = opts
         .apps
         .iter()
         .zip(opened)
         .zip(paint.into_iter().zip(sessions))
-        .map(|((a, runs), (p, s))| NamedFigures {
-            label: a.label.clone(),
-            path: a.path.clone(),
-            figures: app_figures(p, s, runs),
+        .zip(timelines)
+        .map(|(((a, runs), (p, s)), starts)| {
+            let mut figures = app_figures(p, s, runs);
+            figures.page_steps = page_medians(&starts);
+            NamedFigures {
+                label: a.label.clone(),
+                path: a.path.clone(),
+                figures,
+            }
         })
         .collect();
     Ok(FootprintResult {
@@ -304,6 +346,7 @@ fn figures(paint: Vec<f64>, session: Vec<f64>, idle: Memory) -> AppFigures {
         open: None,
         rows_rendered: None,
         memory_runs: Vec::new(),
+        page_steps: Vec::new(),
     }
 }
 
@@ -566,7 +609,7 @@ impl Driver {
 
     /// One cold start: (ms to session ready, ms to the awaited element), both from the spawn,
     /// and the page's own timeline of that start ([`page_timeline`]).
-    async fn cold_start(&self, app: &Path, css: &str) -> Result<(f64, f64, String)> {
+    async fn cold_start(&self, app: &Path, css: &str) -> Result<(f64, f64, Vec<(String, f64)>)> {
         let spawned = std::time::SystemTime::now();
         let t = Instant::now();
         let session = self.session(app).await?;
@@ -650,7 +693,7 @@ impl Session<'_> {
     /// costs the figure nothing): each step in ms from the spawn, from the Navigation and Paint
     /// Timing APIs and the `natter:` marks the UI sets (ui/src/main.ts, the store's boot).
     /// Shown per run, so a regression in first paint can be placed without a profiler.
-    async fn page_timeline(&self, spawned: std::time::SystemTime) -> String {
+    async fn page_timeline(&self, spawned: std::time::SystemTime) -> Vec<(String, f64)> {
         const SCRIPT: &str = "const n = performance.getEntriesByType('navigation')[0] || {};\
             const at = [['navigation', 0], ['html', n.responseEnd], \
             ['dom-interactive', n.domInteractive], ['dom-loaded', n.domContentLoadedEventEnd]];\
@@ -666,7 +709,7 @@ impl Session<'_> {
             )
             .await
         else {
-            return "no page timeline".into();
+            return Vec::new();
         };
         let spawn_ms = spawned
             .duration_since(std::time::UNIX_EPOCH)
@@ -680,10 +723,6 @@ impl Session<'_> {
             .collect();
         steps.sort_by(|a, b| a.1.total_cmp(&b.1));
         steps
-            .iter()
-            .map(|(name, ms)| format!("{name} {ms:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 
     async fn click(&self, css: &str) -> Result<()> {
@@ -1012,6 +1051,7 @@ pub fn render(r: &FootprintResult) -> String {
             ));
         }
     }
+    s.push_str(&page_table(r));
     if r.apps.len() > 1 {
         s.push_str(&format!(
             "\n### {} compared (medians of {} cold starts and {} memory runs each)\n\n",
@@ -1067,6 +1107,68 @@ pub fn measures(r: &FootprintResult) -> Vec<Measure> {
             samples: per_app(&|f| f.session_ms.clone()),
         },
     ]
+}
+
+/// The page timelines side by side: a row per step any page reached, in time order; each cell
+/// is the build's median, with in how many cold starts it was reached when not in all.
+fn page_table(r: &FootprintResult) -> String {
+    let mut columns: Vec<(&str, &[PageStep])> = r
+        .apps
+        .iter()
+        .map(|a| (a.label.as_str(), a.figures.page_steps.as_slice()))
+        .collect();
+    if let Some(e) = &r.empty {
+        columns.push(("empty Tauri window", e.page_steps.as_slice()));
+    }
+    // Each step where the first column that has it places it (the builds before the empty
+    // window), so every build's steps read in their own order.
+    let mut names: Vec<(&str, f64)> = Vec::new();
+    for step in columns.iter().flat_map(|(_, steps)| steps.iter()) {
+        if !names.iter().any(|(n, _)| *n == step.name) {
+            names.push((&step.name, step.median_ms));
+        }
+    }
+    if names.is_empty() {
+        return String::new();
+    }
+    names.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut s = format!(
+        "\nThe page's own timeline, median ms from the spawn over {} cold starts \
+         (`(n)`: reached in n of them; `read` is when the bench read it, after finding the row):\n\n| step |",
+        r.runs
+    );
+    for (label, _) in &columns {
+        s.push_str(&format!(" {label} |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(columns.len()));
+    s.push('\n');
+    for (name, _) in names {
+        s.push_str(&format!("| {name} |"));
+        for (_, steps) in &columns {
+            match steps.iter().find(|st| st.name == name) {
+                Some(st) if st.runs < r.runs => {
+                    s.push_str(&format!(" {:.0} ({}) |", st.median_ms, st.runs))
+                }
+                Some(st) => s.push_str(&format!(" {:.0} |", st.median_ms)),
+                None => s.push_str(" - |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// One cold start's page timeline as `name ms, ...` (the progress lines).
+fn format_steps(steps: &[(String, f64)]) -> String {
+    if steps.is_empty() {
+        return "no page timeline".into();
+    }
+    steps
+        .iter()
+        .map(|(name, ms)| format!("{name} {ms:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn join_ms(v: &[f64]) -> String {
@@ -1171,6 +1273,84 @@ mod tests {
         assert!(
             !out.contains("compared"),
             "one build has nothing to compare: {out}"
+        );
+    }
+
+    /// A cold start's timeline from `(step, ms)` pairs.
+    fn start(steps: &[(&str, f64)]) -> Vec<(String, f64)> {
+        steps.iter().map(|(n, ms)| (n.to_string(), *ms)).collect()
+    }
+
+    #[test]
+    fn page_timelines_are_medians_per_step_side_by_side() {
+        // Three cold starts; the frame mark is missing from one (read before it).
+        let starts = [
+            start(&[
+                ("html", 350.0),
+                ("natter:next-frame", 500.0),
+                ("read", 520.0),
+            ]),
+            start(&[("html", 360.0), ("read", 505.0)]),
+            start(&[
+                ("html", 340.0),
+                ("natter:next-frame", 480.0),
+                ("read", 530.0),
+            ]),
+        ];
+        let steps = page_medians(&starts);
+        assert_eq!(
+            steps,
+            vec![
+                PageStep {
+                    name: "html".into(),
+                    median_ms: 350.0,
+                    runs: 3
+                },
+                PageStep {
+                    name: "natter:next-frame".into(),
+                    median_ms: 490.0,
+                    runs: 2
+                },
+                PageStep {
+                    name: "read".into(),
+                    median_ms: 520.0,
+                    runs: 3
+                },
+            ]
+        );
+        let mut natter = app("new", vec![520.0, 505.0, 530.0], &[(300, 330)]);
+        natter.figures.page_steps = steps;
+        let mut empty = figures(
+            vec![380.0; 3],
+            vec![200.0; 3],
+            memory("natter-empty-wi", 250),
+        );
+        empty.page_steps = page_medians(&[
+            start(&[("first-contentful-paint", 345.0), ("read", 380.0)]),
+            start(&[("first-contentful-paint", 347.0), ("read", 390.0)]),
+            start(&[("first-contentful-paint", 349.0), ("read", 370.0)]),
+        ]);
+        let out = render(&result(vec![natter], Some(empty)));
+        assert!(
+            out.contains("| step | new | empty Tauri window |\n|---|---|---|\n"),
+            "{out}"
+        );
+        // In the build's time order; a step a page never reached is `-`, one reached in only
+        // some cold starts says in how many.
+        let table: Vec<&str> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("| step |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "| first-contentful-paint | - | 347 |",
+                "| html | 350 | - |",
+                "| natter:next-frame | 490 (2) | - |",
+                "| read | 520 | 380 |",
+            ]
         );
     }
 
