@@ -96,6 +96,10 @@ pub struct AppFigures {
     pub page_steps: Vec<PageStep>,
 }
 
+/// One cold start's page timeline: each step's name and ms from the spawn, in time order
+/// ([`Session::page_timeline`]).
+type Timeline = Vec<(String, f64)>;
+
 /// One step of the page's timeline, ms from the spawn.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PageStep {
@@ -106,7 +110,7 @@ pub struct PageStep {
 }
 
 /// Each step's median over `starts` (one timeline per cold start), ordered by that median.
-fn page_medians(starts: &[Vec<(String, f64)>]) -> Vec<PageStep> {
+fn page_medians(starts: &[Timeline]) -> Vec<PageStep> {
     let mut by_name: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for start in starts {
         for (name, ms) in start {
@@ -228,7 +232,7 @@ pub async fn run(opts: &Options) -> Result<FootprintResult> {
     let entries = apps.len() + usize::from(empty.is_some());
     let mut paint = vec![Vec::new(); entries];
     let mut sessions = vec![Vec::new(); entries];
-    let mut timelines: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); entries];
+    let mut timelines: Vec<Vec<Timeline>> = vec![Vec::new(); entries];
     for run in 0..opts.runs {
         let mut line = Vec::new();
         for k in compare::round_order(entries, run) {
@@ -609,7 +613,7 @@ impl Driver {
 
     /// One cold start: (ms to session ready, ms to the awaited element), both from the spawn,
     /// and the page's own timeline of that start ([`page_timeline`]).
-    async fn cold_start(&self, app: &Path, css: &str) -> Result<(f64, f64, Vec<(String, f64)>)> {
+    async fn cold_start(&self, app: &Path, css: &str) -> Result<(f64, f64, Timeline)> {
         let spawned = std::time::SystemTime::now();
         let t = Instant::now();
         let session = self.session(app).await?;
@@ -693,7 +697,7 @@ impl Session<'_> {
     /// costs the figure nothing): each step in ms from the spawn, from the Navigation and Paint
     /// Timing APIs and the `natter:` marks the UI sets (ui/src/main.ts, the store's boot).
     /// Shown per run, so a regression in first paint can be placed without a profiler.
-    async fn page_timeline(&self, spawned: std::time::SystemTime) -> Vec<(String, f64)> {
+    async fn page_timeline(&self, spawned: std::time::SystemTime) -> Timeline {
         const SCRIPT: &str = "const n = performance.getEntriesByType('navigation')[0] || {};\
             const at = [['navigation', 0], ['html', n.responseEnd], \
             ['dom-interactive', n.domInteractive], ['dom-loaded', n.domContentLoadedEventEnd]];\
@@ -715,7 +719,7 @@ impl Session<'_> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64() * 1e3);
         let origin = v["origin"].as_f64().unwrap_or(spawn_ms) - spawn_ms;
-        let mut steps: Vec<(String, f64)> = v["at"]
+        let mut steps: Timeline = v["at"]
             .as_array()
             .into_iter()
             .flatten()
@@ -1160,7 +1164,7 @@ fn page_table(r: &FootprintResult) -> String {
 }
 
 /// One cold start's page timeline as `name ms, ...` (the progress lines).
-fn format_steps(steps: &[(String, f64)]) -> String {
+fn format_steps(steps: &Timeline) -> String {
     if steps.is_empty() {
         return "no page timeline".into();
     }
@@ -1277,7 +1281,7 @@ mod tests {
     }
 
     /// A cold start's timeline from `(step, ms)` pairs.
-    fn start(steps: &[(&str, f64)]) -> Vec<(String, f64)> {
+    fn start(steps: &[(&str, f64)]) -> Timeline {
         steps.iter().map(|(n, ms)| (n.to_string(), *ms)).collect()
     }
 
