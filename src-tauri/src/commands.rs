@@ -58,6 +58,7 @@ fn every_command<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'st
     tauri::generate_handler![
         app_state,
         boot,
+        listening,
         host_server,
         join_server,
         probe_certificate,
@@ -143,20 +144,26 @@ pub struct Boot {
 
 /// The window's start-up call: `app_state`, `conversations` and the reopened conversation's
 /// newest page together, so the signed-in screen is built after one IPC round trip instead of
-/// three. Read from the local store only, so the server's state does not hold it up.
+/// three. Read from the local store only, so the server's state does not hold it up. The main
+/// window's page usually carries this answer already (`first_screen`); a page without it asks.
 #[tauri::command]
 pub async fn boot(shell: State<'_, Shell>, limit: Option<u32>) -> CmdResult<Boot> {
+    Ok(read_boot(&shell, limit.unwrap_or(DEFAULT_HISTORY_LIMIT)).await)
+}
+
+/// `boot`'s answer for a page of `limit` messages (see [`boot`]); never fails.
+pub async fn read_boot(shell: &Shell, limit: u32) -> Boot {
     let state = shell.app_state();
     let client = match state.phase {
         Phase::Ready => shell.client(),
         Phase::Setup | Phase::SignedOut => None,
     };
     let Some(client) = client else {
-        return Ok(Boot {
+        return Boot {
             state,
             conversations: None,
             page: None,
-        });
+        };
     };
     let conversations = client
         .conversations()
@@ -168,17 +175,29 @@ pub async fn boot(shell: State<'_, Shell>, limit: Option<u32>) -> CmdResult<Boot
         .filter(|last| conversations.iter().flatten().any(|c| c.id == *last));
     let page = match reopened {
         Some(conv) => client
-            .history(conv, None, limit.unwrap_or(DEFAULT_HISTORY_LIMIT))
+            .history(conv, None, limit)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, conv, "boot: cannot read the page"))
             .ok(),
         None => None,
     };
-    Ok(Boot {
+    Boot {
         state,
         conversations,
         page,
-    })
+    }
+}
+
+/// The page's event listeners are up: the events held since its HTML was served (the page
+/// carried its first screen, see `first_screen`) are emitted now, in order, and from here on
+/// as they happen. `false` when some were dropped ([`crate::first_screen::MAX_HELD`]): the page
+/// then reads its whole state again. `true` when nothing was held.
+#[tauri::command]
+pub fn listening<R: Runtime>(app: tauri::AppHandle<R>) -> bool {
+    match app.try_state::<crate::first_screen::EventGate>() {
+        Some(gate) => gate.release(|event| crate::state::send_event(&app, event)),
+        None => true,
+    }
 }
 
 #[tauri::command]

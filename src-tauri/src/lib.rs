@@ -16,6 +16,8 @@
 //! - [`tray`], [`window`]: the tray icon and the main window (title, show/hide, close to tray).
 //! - [`startup`]: start at login and start minimised to the tray.
 //! - [`error`]: [`error::CommandError`], the one error type at the IPC edge.
+//! - [`first_screen`]: the page's HTML carrying its first screen, and the events held until
+//!   the page listens.
 //! - [`files`]: attachments at the edge: the `natter-file:` scheme serving the file cache to
 //!   the webview, and bytes from the UI staged as files.
 //! - [`diagnostics`]: the app's own rotating log file and the "Copy diagnostics" report.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod error;
 pub mod files;
+pub mod first_screen;
 pub mod host;
 pub mod notifications;
 pub mod startup;
@@ -65,6 +68,7 @@ pub fn run_app_with<R: Runtime>(builder: Builder<R>, options: Options) -> Builde
         // Images of attachments, from the shown account's file cache only (files.rs).
         .register_asynchronous_uri_scheme_protocol(files::SCHEME, files::serve)
         .setup(move |app| {
+            window::create_main(app.handle())?;
             init(app.handle(), options.clone())?;
             Ok(())
         })

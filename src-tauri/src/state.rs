@@ -19,7 +19,7 @@ use natter::client::{
 };
 use natter::protocol::{ConvId, Dnd, NotifyLevel, Session, User};
 use serde::Serialize;
-use tauri::{AppHandle, Emitter, Runtime};
+use tauri::{AppHandle, Emitter, Manager, Runtime};
 use tokio::sync::broadcast::error::RecvError;
 use ts_rs::TS;
 use url::Url;
@@ -27,6 +27,7 @@ use url::Url;
 use crate::accounts::{self, AccountInfo, AccountKey, UnreadBook};
 use crate::config::{DesktopConfig, Language, Settings};
 use crate::error::{CmdResult, CommandError};
+use crate::first_screen::EventGate;
 use crate::host::{self, HostedServer, Reach};
 use crate::notifications::{ClickHandler, NoticeSource, Notifier, Presenter};
 use crate::{startup, tray, window};
@@ -120,7 +121,15 @@ pub trait Ui: Send + Sync + 'static {
     fn set_dnd(&self, _on: bool) {}
 }
 
-/// The real [`Ui`]: a Tauri app handle.
+/// Emits `event` on [`events::CHANNEL`] now (the [`EventGate`] decides when).
+pub(crate) fn send_event<R: Runtime>(app: &AppHandle<R>, event: EventEnvelope) {
+    if let Err(e) = app.emit(events::CHANNEL, &event) {
+        tracing::warn!(event = event.event, error = %e, "cannot emit event");
+    }
+}
+
+/// The real [`Ui`]: a Tauri app handle. Its events pass the main window's [`EventGate`] when
+/// the window has one (the real app's; see `first_screen`).
 pub struct TauriUi<R: Runtime>(pub AppHandle<R>);
 
 impl<R: Runtime> Ui for TauriUi<R> {
@@ -129,8 +138,9 @@ impl<R: Runtime> Ui for TauriUi<R> {
             event: event.to_string(),
             payload,
         };
-        if let Err(e) = self.0.emit(events::CHANNEL, envelope) {
-            tracing::warn!(event, error = %e, "cannot emit event");
+        match self.0.try_state::<EventGate>() {
+            Some(gate) => gate.pass(envelope, |e| send_event(&self.0, e)),
+            None => send_event(&self.0, envelope),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The main window: showing, hiding and focusing it (tray, notification clicks, a second
 //! launch), its title with the unread total, and hide-to-tray on close.
 
-use tauri::{AppHandle, Manager, Runtime, WebviewWindow};
+use tauri::{AppHandle, Manager, Runtime, WebviewWindow, WebviewWindowBuilder};
+
+use crate::first_screen::{self, EventGate};
 
 pub const MAIN: &str = "main";
 
@@ -16,6 +18,27 @@ pub fn title_for(unread_total: u32) -> String {
 
 pub fn main_window<R: Runtime>(app: &AppHandle<R>) -> Option<WebviewWindow<R>> {
     app.get_webview_window(MAIN)
+}
+
+/// Creates the main window from tauri.conf.json's `main` entry (`"create": false` there, so
+/// that it is made here), its page served with the first screen and its events passing an
+/// [`EventGate`] (see `first_screen`). Nothing when the config has no such entry: the tests'
+/// mock app makes its own window.
+pub fn create_main<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+    let config = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == MAIN && !w.create);
+    let Some(config) = config.cloned() else {
+        return Ok(());
+    };
+    app.manage(EventGate::default());
+    WebviewWindowBuilder::from_config(app, &config)?
+        .on_web_resource_request(first_screen::serve_page(app.clone()))
+        .build()?;
+    Ok(())
 }
 
 /// Brings the window back from the tray or the taskbar and gives it focus.

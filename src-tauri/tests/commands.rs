@@ -2018,6 +2018,76 @@ fn start_up_answers_from_the_restored_store_without_waiting_for_the_server() {
     tauri::async_runtime::block_on(shell.shutdown());
 }
 
+/// The data block `first_screen::serve_page` wrote into `page`, read as the page reads it.
+fn carried_first_screen(page: &[u8]) -> Value {
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    let open = format!(
+        "<script type=\"application/json\" id=\"{}\">",
+        natter_desktop::first_screen::ELEMENT_ID
+    );
+    let start = page.find(&open).expect("the page carries its first screen") + open.len();
+    let end = start + page[start..].find("</script>").unwrap();
+    assert!(page[end..].contains("</head>"), "the block is in the head");
+    serde_json::from_str(&page[start..end]).unwrap()
+}
+
+#[test]
+fn the_page_carries_the_first_screen_and_its_events_wait_for_listening() {
+    use natter_desktop::first_screen::{serve_page, EventGate, FIRST_PAGE};
+    use std::borrow::Cow;
+    use tauri::http::{header::CONTENT_TYPE, Request, Response};
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (desk, general) = alice_in_general(&server, dir.path());
+    // A message that would end a careless data block and run as markup.
+    let hostile = "</script><img src=x onerror=alert(1)><!-- & done";
+    send_and_wait_seq(&desk, general, hostile);
+    desk.ok("set_visible_conversation", json!({ "conv": general }));
+    desk.app.manage(EventGate::default());
+    let serve = serve_page(desk.app.handle().clone());
+    let html = "<!doctype html><html><head><title>Natter</title></head><body></body></html>";
+    let ask = |path: &str| {
+        let request = Request::builder()
+            .uri(format!("tauri://localhost{path}"))
+            .body(Vec::new())
+            .unwrap();
+        let mut response = Response::builder()
+            .header(CONTENT_TYPE, "text/html")
+            .body(Cow::Borrowed(html.as_bytes()))
+            .unwrap();
+        serve(request, &mut response);
+        response.into_body().into_owned()
+    };
+
+    // The page: `boot`'s answer (a page as the window asks), the hostile text intact.
+    let first = carried_first_screen(&ask("/"));
+    let boot = desk.ok("boot", json!({ "limit": FIRST_PAGE }));
+    assert_eq!(first, boot);
+    assert_eq!(
+        first["page"].as_array().unwrap().last().unwrap()["text"],
+        hostile
+    );
+    // Nothing else is touched: a script is served as it is.
+    assert_eq!(ask("/assets/index.js"), html.as_bytes());
+
+    // From the page's HTML on, events wait for the page to listen, then come in order.
+    let before = desk.events_named("natter://typing").len();
+    let ui = natter_desktop::state::TauriUi(desk.app.handle().clone());
+    for n in 0..3 {
+        natter_desktop::state::Ui::emit(&ui, "natter://typing", json!(n));
+    }
+    assert_eq!(desk.events_named("natter://typing").len(), before, "held");
+    assert_eq!(desk.ok("listening", json!({})), json!(true));
+    let typing = desk.events_named("natter://typing");
+    assert_eq!(typing[before..], [json!(0), json!(1), json!(2)]);
+    // Then they go as they happen; a second `listening` hands over nothing more.
+    natter_desktop::state::Ui::emit(&ui, "natter://typing", json!(3));
+    assert_eq!(desk.events_named("natter://typing").len(), before + 4);
+    assert_eq!(desk.ok("listening", json!({})), json!(true));
+    assert_eq!(desk.events_named("natter://typing").len(), before + 4);
+    desk.close();
+}
+
 // ---- your account (docs/ipc.md: set_profile ... export_history), through the command layer ----
 
 const PASSWORD: &str = "correct horse battery";

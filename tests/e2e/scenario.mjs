@@ -504,6 +504,30 @@ async function joinTheHostWithAnInvite() {
   log("bob: joined alice's hosted server with the invite and chatted");
 }
 
+/** Bob's app started again: its first screen comes with the page itself (the HTML carries what
+ * `boot` would answer; src-tauri/src/first_screen.rs), with no round trip before it, and a
+ * message written to break out of that data block is shown as the text it is. */
+async function firstScreenAfterARestart() {
+  const hostile = '</script><img src=x onerror="window.__natterRan=1"><!-- & still text';
+  await alice.say(hostile);
+  await waitFor("bob sees the message", () => bob.seesMessage(hostile));
+  await bob.quit();
+  await bob.start();
+  await waitFor("bob's first screen after the restart", () => bob.seesMessage(hostile), 30000);
+  const start = await bob.exec(
+    `const marks = (name) => performance.getEntriesByName(name).length;
+     return {
+       carried: marks("natter:first-screen"),
+       asked: marks("natter:boot-sent"),
+       blockLeft: !!document.getElementById("natter-boot"),
+       ran: window.__natterRan === 1,
+       images: document.querySelectorAll('[data-testid="message-text"] img').length,
+     };`,
+  );
+  eq(start, { carried: 1, asked: 0, blockLeft: false, ran: false, images: 0 }, "bob's start-up");
+  log("bob: restarted; the page carried his first screen, the hostile message stayed text");
+}
+
 /** Bob's other device: a protocol client signed in as Bob, as a phone app would be. */
 async function bobsOtherDevice() {
   return protocolClient("bob");
@@ -942,6 +966,7 @@ async function main() {
 
   await hostAfterAFailedRegistration(alice);
   await joinTheHostWithAnInvite();
+  await firstScreenAfterARestart();
 }
 
 try {

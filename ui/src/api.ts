@@ -100,6 +100,9 @@ export const api = {
   /** The start-up call: the state, the conversation list and the reopened conversation's newest
    * page (`limit` messages) in one round trip. */
   boot: (limit?: number) => call<Boot>("boot", defined({ limit })),
+  /** The page's listeners are up: the events held since its HTML come now. `false`: some were
+   * dropped, read the state again. */
+  listening: () => call<boolean>("listening"),
   hostServer: (port?: number) => call<AppState>("host_server", defined({ port })),
   joinServer: (url: string) => call<AppState>("join_server", { url }),
   probeCertificate: (url: string) => call<string>("probe_certificate", { url }),

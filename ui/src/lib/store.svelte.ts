@@ -11,6 +11,7 @@ import type {
   ActionFailure,
   Attachment,
   AppState,
+  Boot,
   ConnectionState,
   ConversationSummary,
   Dnd,
@@ -159,7 +160,12 @@ export class Store {
     return this.connection.state === "online" && this.online.has(username);
   }
 
-  async init(): Promise<void> {
+  /** Starts the store. `first`: the first screen the page's HTML carried (first-screen.ts),
+   * drawn at once; without it the page asks `boot` behind its loading screen. */
+  async init(first: Boot | null = null): Promise<void> {
+    const shown = first && this.applyBoot(first, "natter:first-screen");
+    // Awaited below, once the events are up; this only keeps a failure from being reported twice.
+    shown?.catch(() => {});
     this.unsubscribe = await subscribe({
       "natter://message": (e) => this.onMessage(e),
       "natter://conversation": (c) => this.onConversation(c),
@@ -188,21 +194,43 @@ export class Store {
       this.clock = Date.now();
     }, 1000);
     try {
+      // The events the Rust side held since the page's HTML (it carried the first screen)
+      // come now, in order, before anything read after them.
+      const complete = await api.listening();
+      if (shown) {
+        await shown;
+        // Some were dropped (the page took too long): read everything again.
+        if (!complete) await this.readAgain();
+        return;
+      }
       // One call answers the whole first screen: the state, the list and the reopened page.
       performance.mark("natter:boot-sent");
-      const { state, conversations, page } = await api.boot(PAGE);
-      performance.mark("natter:boot-answered");
-      await this.applyAppState(state, { conversations, page });
-      performance.mark("natter:boot-applied");
-      if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => performance.mark("natter:next-frame"));
-      // First run: the language defaults to the system's until the user picks one.
-      const preferred = languageFor(typeof navigator === "undefined" ? null : navigator.language);
-      if (state.phase === "setup" && preferred !== state.settings.language) {
-        await this.updateSettings({ language: preferred });
-      }
+      await this.applyBoot(await api.boot(PAGE), "natter:boot-answered");
     } catch (e) {
       this.bootError = errorText(toCommandError(e));
     }
+  }
+
+  /** Shows the first screen `boot` answered; `mark` names where it came from in the start-up
+   * marks (natter-bench footprint reads them). */
+  private async applyBoot({ state, conversations, page }: Boot, mark: string): Promise<void> {
+    performance.mark(mark);
+    await this.applyAppState(state, { conversations, page });
+    performance.mark("natter:boot-applied");
+    if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => performance.mark("natter:next-frame"));
+    // First run: the language defaults to the system's until the user picks one.
+    const preferred = languageFor(typeof navigator === "undefined" ? null : navigator.language);
+    if (state.phase === "setup" && preferred !== state.settings.language) {
+      await this.updateSettings({ language: preferred });
+    }
+  }
+
+  /** Reads the state, the list and the open conversation's page again, for a page that missed
+   * events; what is on screen stays until they come. */
+  private async readAgain(): Promise<void> {
+    const { state, conversations, page } = await api.boot(PAGE);
+    await this.applyAppState(state);
+    if (state.phase === "ready") await this.loadMain(false, { conversations, page });
   }
 
   destroy(): void {
@@ -638,12 +666,13 @@ export class Store {
         this.watchShown();
       })
       .catch(() => {});
+    // Both at once: the page does not depend on which conversation the Rust side shows, so it
+    // is shown as soon as it is read (at once when already read, at start-up).
+    api.setVisibleConversation(conv).catch((e) => {
+      if (token === this.openToken) this.showError(e);
+    });
     try {
-      // Both at once: the page does not depend on which conversation the Rust side shows.
-      const [, page] = await Promise.all([
-        api.setVisibleConversation(conv),
-        prefetched ?? api.history(conv, undefined, PAGE),
-      ]);
+      const page = await (prefetched ?? api.history(conv, undefined, PAGE));
       if (token !== this.openToken) return;
       // Keep anything that arrived by event while the page was loading.
       let merged = page;

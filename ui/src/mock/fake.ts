@@ -414,6 +414,9 @@ export class FakeBackend {
       }
       case "app_state":
         return this.state;
+      // Nothing is held: the mock's events reach the page only once it listens.
+      case "listening":
+        return true;
       case "boot": {
         // As the Rust side answers it: the list and the reopened page only for a shown account.
         if (this.state.phase !== "ready") return { state: this.state, conversations: null, page: null };
