@@ -56,6 +56,7 @@ const FILE = { id: "f1", name: "a.png", media_type: "image/png", size: 3 };
 const CALLS: Record<string, () => Promise<unknown>> = {
   app_state: () => api.appState(),
   boot: () => api.boot(100),
+  listening: () => api.listening(),
   host_server: () => api.hostServer(9000),
   join_server: () => api.joinServer("http://h:1"),
   register: () => api.register("u", "p", "d", "a", "Zq3v8N1xKcR5tYw0bLm2hJ9sDf6gA4eUoPi7nTk1XyE"),
