@@ -9,6 +9,7 @@ import { mount } from "svelte";
 import "./app.css";
 import App from "./App.svelte";
 import { applyFontPlatform } from "./lib/fonts";
+import { stylesheetsLoaded } from "./lib/first-screen";
 
 // Start-up marks (`natter:*`): natter-bench footprint reads them after the first paint to show
 // where a cold start's time went.
@@ -21,6 +22,7 @@ async function start() {
     const { installMockBackend } = await import("./mock/backend");
     installMockBackend(new URLSearchParams(location.search));
   }
+  await stylesheetsLoaded();
   mount(App, { target: document.getElementById("app")! });
   performance.mark("natter:mounted");
 }
