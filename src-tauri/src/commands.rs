@@ -140,6 +140,11 @@ pub struct Boot {
     /// `beforeSeq`); `null` when there is none, it is not in `conversations`, or it could not be
     /// read (the window then asks `history` itself, which reports the error).
     pub page: Option<Vec<LocalMessage>>,
+    /// The people `page` names (senders, quoted senders, who reacted) as the local store last
+    /// heard of them, so the first screen shows their names and avatars before the user list
+    /// comes from the server (or when it cannot: offline). Those the store never heard of are
+    /// left out; empty without a page.
+    pub people: Vec<User>,
 }
 
 /// The window's start-up call: `app_state`, `conversations` and the reopened conversation's
@@ -163,6 +168,7 @@ pub async fn read_boot(shell: &Shell, limit: u32) -> Boot {
             state,
             conversations: None,
             page: None,
+            people: Vec::new(),
         };
     };
     let conversations = client
@@ -181,11 +187,31 @@ pub async fn read_boot(shell: &Shell, limit: u32) -> Boot {
             .ok(),
         None => None,
     };
+    let people = match page.as_deref().map(named_in) {
+        Some(names) if !names.is_empty() => client
+            .known_users(names)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "boot: cannot read the page's people"))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     Boot {
         state,
         conversations,
         page,
+        people,
     }
+}
+
+/// Everyone `page` names, once each: senders, quoted senders and who reacted.
+fn named_in(page: &[LocalMessage]) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for m in page {
+        names.insert(m.sender.clone());
+        names.extend(m.reply_to.as_ref().and_then(|q| q.sender.clone()));
+        names.extend(m.reactions.iter().flat_map(|r| r.users.iter().cloned()));
+    }
+    names.into_iter().collect()
 }
 
 /// The page's event listeners are up: the events held since its HTML was served (the page

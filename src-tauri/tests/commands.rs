@@ -2039,6 +2039,13 @@ fn the_page_carries_the_first_screen_and_its_events_wait_for_listening() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let (desk, general) = alice_in_general(&server, dir.path());
+    // Bob writes first; alice's store remembers him from the user list.
+    let bob_dir = tempfile::tempdir().unwrap();
+    let bob = Desk::open(bob_dir.path());
+    bob.ok("join_server", json!({ "url": server.url }));
+    register(&bob, "bob", "Bob");
+    send_and_wait_seq(&bob, general_once_joined(&bob), "from bob");
+    desk.ok("users", json!({}));
     // A message that would end a careless data block and run as markup.
     let hostile = "</script><img src=x onerror=alert(1)><!-- & done";
     send_and_wait_seq(&desk, general, hostile);
@@ -2067,6 +2074,19 @@ fn the_page_carries_the_first_screen_and_its_events_wait_for_listening() {
         first["page"].as_array().unwrap().last().unwrap()["text"],
         hostile
     );
+    // Whom the page names, as the store remembers them: bob with his display name, and alice.
+    let people: Vec<(&str, &str)> = first["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["username"].as_str().unwrap(),
+                u["display_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(people, [("alice", "Alice"), ("bob", "Bob")]);
     // Nothing else is touched: a script is served as it is.
     assert_eq!(ask("/assets/index.js"), html.as_bytes());
 
@@ -2086,6 +2106,7 @@ fn the_page_carries_the_first_screen_and_its_events_wait_for_listening() {
     assert_eq!(desk.ok("listening", json!({})), json!(true));
     assert_eq!(desk.events_named("natter://typing").len(), before + 4);
     desk.close();
+    bob.close();
 }
 
 // ---- your account (docs/ipc.md: set_profile ... export_history), through the command layer ----

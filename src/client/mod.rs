@@ -1247,6 +1247,19 @@ impl Client {
     }
 
     /// Stores the users of a members or users answer (the names notifications use).
+    /// The users named `usernames` as the local store last heard of them (from `users` and
+    /// `members` answers), in that order; those it never heard of are left out. No server
+    /// request: the window names people with it before the user list comes from the server.
+    pub async fn known_users(&self, usernames: Vec<String>) -> Result<Vec<User>> {
+        self.db(move |s| {
+            usernames
+                .iter()
+                .filter_map(|u| s.user(u).transpose())
+                .collect()
+        })
+        .await
+    }
+
     async fn remember_users(&self, members: &[Member]) -> Result<()> {
         let users: Vec<User> = members.iter().map(|m| m.user.clone()).collect();
         self.db(move |s| users.iter().try_for_each(|u| s.upsert_user(u)))

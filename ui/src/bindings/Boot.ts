@@ -2,6 +2,7 @@
 import type { AppState } from "./AppState";
 import type { ConversationSummary } from "./ConversationSummary";
 import type { LocalMessage } from "./LocalMessage";
+import type { User } from "./User";
 
 /**
  * `boot`'s answer: what the window's first screen shows, in one round trip.
@@ -17,4 +18,11 @@ conversations: Array<ConversationSummary> | null,
  * `beforeSeq`); `null` when there is none, it is not in `conversations`, or it could not be
  * read (the window then asks `history` itself, which reports the error).
  */
-page: Array<LocalMessage> | null, };
+page: Array<LocalMessage> | null, 
+/**
+ * The people `page` names (senders, quoted senders, who reacted) as the local store last
+ * heard of them, so the first screen shows their names and avatars before the user list
+ * comes from the server (or when it cannot: offline). Those the store never heard of are
+ * left out; empty without a page.
+ */
+people: Array<User>, };

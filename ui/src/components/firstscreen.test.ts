@@ -66,6 +66,8 @@ describe("the first screen in the page", () => {
     freshStore();
     render(App);
     await waitFor(() => expect(texts()).toEqual(["cached one", "cached two"]));
+    // Named as the local store remembers them: the user list never came.
+    expect(screen.getAllByTestId("message-sender").map((e) => e.textContent)).toEqual(["Bob", "Carol"]);
     expect(screen.getByTestId("composer")).toBeTruthy();
     expect(screen.queryByTestId("booting")).toBeNull();
     expect(document.getElementById(FIRST_SCREEN_ID)).toBeNull();

@@ -23,6 +23,16 @@ async function registerAs(user: User, username: string, password: string, displa
   await user.click(screen.getByTestId("auth-register"));
 }
 
+/** Starts the app offline (the user list, which needs the server, cannot be fetched) with
+ * `conv` reopened; its first message row. */
+async function startOfflineIn(fake: ReturnType<typeof teamFake>, conv: number): Promise<HTMLElement> {
+  fake.state.last_conversation = conv;
+  fake.offline = true;
+  fake.state.connection = { state: "offline", retry_at: Date.now() + 30_000, reason: "refused" };
+  await renderApp();
+  return screen.findByTestId("message");
+}
+
 describe("a new user's first run", () => {
   afterEach(() => vi.restoreAllMocks());
 
@@ -156,18 +166,24 @@ describe("a new user's first run", () => {
     fake.addUser("olive", "Olive Ng", "owl", false);
     const dm = fake.addDm("alice", "olive");
     fake.deliver(dm, "olive", "are you there?", Date.now() - 1000);
-    fake.state.last_conversation = dm.id;
-    // Offline start: the user list (which needs the server) cannot be fetched.
-    fake.offline = true;
-    fake.state.connection = { state: "offline", retry_at: Date.now() + 30_000, reason: "refused" };
-    await renderApp();
+    const msg = await startOfflineIn(fake, dm.id);
     const item = await screen.findByTestId("conv-item");
     expect(within(item).getByTestId("conv-title").textContent).toBe("Olive Ng");
-    const msg = await screen.findByTestId("message");
     expect(within(msg).getByTestId("message-sender").textContent).toBe("Olive Ng");
     // Her avatar, not her initial; and her "owl" (a CLI preset) as the owl emoji, not the word.
     expect(msg.querySelector(".avatar")!.textContent!.trim()).toBe("🦉");
     expect(item.querySelector(".avatar")!.textContent!.trim()).toBe("🦉");
+  });
+
+  it("after an offline restart a room's messages name their senders as the store remembers them", async () => {
+    const fake = teamFake();
+    fake.addUser("olive", "Olive Ng", "owl", false);
+    const room = fake.addRoom("garden", ["alice", "olive"]);
+    fake.deliver(room, "olive", "the tulips are up", Date.now() - 1000);
+    const msg = await startOfflineIn(fake, room.id);
+    // No DM with her and no user list: only `boot`'s people know her name and avatar.
+    expect(within(msg).getByTestId("message-sender").textContent).toBe("Olive Ng");
+    expect(msg.querySelector(".avatar")!.textContent!.trim()).toBe("🦉");
   });
 
   it("CLI users' avatar words show as an emoji or a letter, never the word", async () => {

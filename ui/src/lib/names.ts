@@ -66,13 +66,16 @@ export class NameDirectory {
   }
 }
 
-/** Everyone the app knows of: DM peers from the conversation list, the user list, and me. */
+/** Everyone the app knows of: the people the local store remembers (`boot`), DM peers from the
+ * conversation list, the user list, and me. */
 export function buildDirectory(
   users: readonly Member[],
   conversations: readonly ConversationSummary[],
   me: User | null,
+  remembered: readonly User[] = [],
 ): NameDirectory {
-  const all: User[] = [];
+  // The local store's (`remembered`, from `boot`) is the oldest: everything else wins over it.
+  const all: User[] = [...remembered];
   for (const c of conversations) if (c.peer) all.push(c.peer);
   for (const m of users) all.push(m.user);
   if (me) all.push(me);

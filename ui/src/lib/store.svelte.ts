@@ -62,6 +62,9 @@ export class Store {
   preparingMain = $state(false);
   conversations = $state.raw<ConversationSummary[]>([]);
   users = $state.raw<Member[]>([]);
+  /** The people the first screen's messages name, as the local store last heard of them
+   * (`boot`): names and avatars until the user list comes from the server. */
+  private people = $state.raw<User[]>([]);
   online = $state.raw<ReadonlySet<string>>(new Set());
   current = $state<Current | null>(null);
   messages = $state.raw<LocalMessage[]>([]);
@@ -111,7 +114,7 @@ export class Store {
   /** The image open in the full view. */
   viewing = $state.raw<Attachment | null>(null);
   /** Everyone the app has heard of, by username (lib/names.ts). */
-  names = $derived(buildDirectory(this.users, this.conversations, this.app?.user ?? null));
+  names = $derived(buildDirectory(this.users, this.conversations, this.app?.user ?? null, this.people));
 
   private unsubscribe: (() => void) | null = null;
   /** Counts whole-list and presence events, so a slower initial fetch never overwrites newer
@@ -213,8 +216,9 @@ export class Store {
 
   /** Shows the first screen `boot` answered; `mark` names where it came from in the start-up
    * marks (natter-bench footprint reads them). */
-  private async applyBoot({ state, conversations, page }: Boot, mark: string): Promise<void> {
+  private async applyBoot({ state, conversations, page, people }: Boot, mark: string): Promise<void> {
     performance.mark(mark);
+    this.people = people;
     await this.applyAppState(state, { conversations, page });
     performance.mark("natter:boot-applied");
     if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => performance.mark("natter:next-frame"));
@@ -228,7 +232,8 @@ export class Store {
   /** Reads the state, the list and the open conversation's page again, for a page that missed
    * events; what is on screen stays until they come. */
   private async readAgain(): Promise<void> {
-    const { state, conversations, page } = await api.boot(PAGE);
+    const { state, conversations, page, people } = await api.boot(PAGE);
+    this.people = people;
     await this.applyAppState(state);
     if (state.phase === "ready") await this.loadMain(false, { conversations, page });
   }
@@ -268,6 +273,7 @@ export class Store {
   }
 
   private clearSession(): void {
+    this.people = [];
     this.conversations = [];
     this.messages = [];
     this.current = null;

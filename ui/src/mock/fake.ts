@@ -419,14 +419,17 @@ export class FakeBackend {
         return true;
       case "boot": {
         // As the Rust side answers it: the list and the reopened page only for a shown account.
-        if (this.state.phase !== "ready") return { state: this.state, conversations: null, page: null };
+        if (this.state.phase !== "ready") return { state: this.state, conversations: null, page: null, people: [] };
         const conversations = this.summaries();
         const last = this.state.last_conversation;
         const page =
           last !== null && conversations.some((c) => c.id === last)
             ? this.historyPage(last, args.limit as number | undefined, undefined)
             : null;
-        return { state: this.state, conversations, page };
+        // Whom the page names, as a local store remembers them (every user the fake has).
+        const named = new Set((page ?? []).flatMap((m) => [m.sender, m.reply_to?.sender ?? "", ...(m.reactions ?? []).flatMap((r) => r.users)]));
+        const people = [...this.users.values()].map((m) => m.user).filter((u) => named.has(u.username));
+        return { state: this.state, conversations, page, people };
       }
       case "host_server": {
         const port = (args.port as number | undefined) ?? 8686;
