@@ -2,7 +2,7 @@
 //! served with `boot`'s answer in a JSON data block, so the page draws the signed-in screen
 //! without waiting for an IPC round trip, and the events emitted from then until the page's
 //! listeners are up are held back and handed over by the `listening` command, so none is lost
-//! in between. docs/ipc.md, "Starting", is the contract; docs/benchmarks.md has the figures.
+//! in between. docs/ipc.md, "Commands", is the contract; docs/benchmarks.md has the figures.
 //!
 //! Why: at a cold start the page otherwise waits for two round trips (`listen`, then `boot`)
 //! with a loading screen drawn between, and the data is ready long before the page asks (the
@@ -89,8 +89,9 @@ impl EventGate {
     }
 }
 
-/// `html` with `boot` (`boot`'s answer) in a JSON data block (`<script type="application/json">`, which the page
-/// never runs and the CSP allows) just before `</head>`; `None` when the HTML has no head.
+/// `html` with `boot` (`boot`'s answer) in a JSON data block (`<script
+/// type="application/json">`, which the page never runs and the CSP allows) just before
+/// `</head>`; `None` when the HTML has no head.
 /// Every `<`, `>` and `&` in the JSON is written as a `\u` escape, so no text in it (a message
 /// saying `</script><img ...>`) can end the block or be read as markup.
 pub fn embed(html: &[u8], boot: &impl serde::Serialize) -> Option<Vec<u8>> {

@@ -1,6 +1,6 @@
 /**
  * The first screen the page's HTML carries: the desktop app serves `index.html` with `boot`'s
- * answer in a JSON data block (src-tauri/src/first_screen.rs; docs/ipc.md, "Starting"), so the
+ * answer in a JSON data block (src-tauri/src/first_screen.rs; docs/ipc.md, "Commands"), so the
  * signed-in screen is drawn without waiting for a round trip. Read once and removed, so the
  * DOM does not keep a copy of the page's messages. Also the wait for the page's stylesheet
  * before anything is drawn.

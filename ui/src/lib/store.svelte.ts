@@ -234,8 +234,11 @@ export class Store {
   private async readAgain(): Promise<void> {
     const { state, conversations, page, people } = await api.boot(PAGE);
     this.people = people;
-    await this.applyAppState(state);
-    if (state.phase === "ready") await this.loadMain(false, { conversations, page });
+    const cached = { conversations, page };
+    const shown = this.app?.phase === "ready" ? shownAccount(this.app) : null;
+    await this.applyAppState(state, cached);
+    // applyAppState loads the main screen only when it was not up or shows another account.
+    if (shown !== null && state.phase === "ready" && shownAccount(state) === shown) await this.loadMain(false, cached);
   }
 
   destroy(): void {
